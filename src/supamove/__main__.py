@@ -1,0 +1,3 @@
+from supamove.cli import main
+
+main()

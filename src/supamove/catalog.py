@@ -1,0 +1,290 @@
+"""What the database holds: tables, columns, keys, user-id columns and the order to load them in."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from fnmatch import fnmatchcase
+
+import psycopg
+
+from supamove.errors import ConfigError
+
+# Supabase's platform schemas (the Supabase CLI's internal-schema list and kin): never application data.
+PLATFORM_SCHEMAS = frozenset({
+    "auth", "storage", "realtime", "extensions", "graphql", "graphql_public", "vault",
+    "pgsodium", "pgsodium_masks", "net", "cron", "pgmq", "pgbouncer", "supabase_functions",
+    "supabase_migrations", "_realtime", "_analytics", "_supavisor", "pgtle", "repack",
+    "information_schema", "pg_catalog", "pg_toast", "tiger", "tiger_data", "topology",
+    "timescaledb_information", "timescaledb_experimental", "_timescaledb_cache",
+    "_timescaledb_catalog", "_timescaledb_config", "_timescaledb_internal", "pgroonga",
+    "_supamove",
+})
+# Types written as native JSON in the export files; every other value is PostgreSQL's text form.
+NATIVE_JSON_TYPES = {"smallint": "number", "integer": "number", "bigint": "number",
+                     "boolean": "boolean", "jsonb": "jsonb"}
+USER_ID_ARRAY_NAME = re.compile(r"(^|_)user_ids$")
+AUTH_USERS = ("auth", "users")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # format_type(), e.g. "numeric(40,20)", "public.alert_status", "uuid[]"
+    nullable: bool = True
+    generated: bool = False
+    identity: str = ""  # "always", "by default" or ""
+    base_type: str = ""  # the type a domain stands on, else the type itself
+
+    @property
+    def encoding(self) -> str:
+        """How export writes it: "number", "boolean", "jsonb" or "text"."""
+        return NATIVE_JSON_TYPES.get(self.type, "text")
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    name: str
+    columns: tuple[str, ...]
+    ref_schema: str
+    ref_table: str
+    ref_columns: tuple[str, ...]
+    deferrable: bool = False
+
+
+@dataclass(frozen=True)
+class SequenceRef:
+    """The sequence behind a serial or identity column."""
+
+    column: str
+    schema: str
+    name: str
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Table:
+    schema: str
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...] = ()
+    foreign_keys: tuple[ForeignKey, ...] = ()
+    partitioned: bool = False
+    estimated_rows: int = 0
+    size_bytes: int = 0
+    user_id_columns: tuple[str, ...] = ()
+    sequences: tuple[SequenceRef, ...] = ()
+    unique_keys: tuple[tuple[str, ...], ...] = field(default=())
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.schema, self.name)
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    def column(self, name: str) -> Column | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+    @property
+    def row_key(self) -> tuple[str, ...]:
+        """Columns that identify a row: the primary key, else the first NOT NULL unique key."""
+        return self.primary_key or next(iter(self.unique_keys), ())
+
+
+TABLES_SQL = """
+SELECT c.oid, n.nspname, c.relname, c.relkind = 'p',
+       GREATEST(CASE WHEN c.relkind = 'p'
+            THEN (SELECT sum(GREATEST(p.reltuples, 0)) FROM pg_partition_tree(c.oid) t
+                  JOIN pg_class p ON p.oid = t.relid WHERE t.isleaf)
+            ELSE c.reltuples END, 0)::bigint,
+       CASE WHEN c.relkind = 'p'
+            THEN (SELECT coalesce(sum(pg_total_relation_size(t.relid)), 0) FROM pg_partition_tree(c.oid) t)
+            ELSE pg_total_relation_size(c.oid) END
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY(%s)
+ORDER BY n.nspname, c.relname
+"""
+
+COLUMNS_SQL = """
+SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
+       a.attgenerated <> '', CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' ELSE '' END,
+       format_type(coalesce(nullif(t.typbasetype, 0), a.atttypid), NULL),
+       (SELECT ARRAY[sn.nspname, sc.relname] FROM pg_class sc
+        JOIN pg_namespace sn ON sn.oid = sc.relnamespace
+        WHERE sc.oid = pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname),
+                                              a.attname)::regclass)
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_type t ON t.oid = a.atttypid
+WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attrelid, a.attnum
+"""
+
+CONSTRAINTS_SQL = """
+SELECT con.conrelid, con.contype, con.conname,
+       ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(n, i)
+             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.i),
+       rn.nspname, rc.relname,
+       ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(n, i)
+             JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i),
+       con.condeferrable,
+       (SELECT bool_and(a.attnotnull) FROM pg_attribute a
+        WHERE a.attrelid = con.conrelid AND a.attnum = ANY(con.conkey))
+FROM pg_constraint con
+LEFT JOIN pg_class rc ON rc.oid = con.confrelid
+LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+WHERE con.conrelid = ANY(%s) AND con.contype IN ('p', 'f', 'u') AND con.conparentid = 0
+ORDER BY con.conrelid, con.contype, con.conname
+"""
+
+
+def schemas_to_read(schemas: Sequence[str] | None) -> list[str]:
+    """`public` plus what the operator asked for; platform schemas are refused by name."""
+    wanted = list(dict.fromkeys(schemas or ["public"]))
+    platform = [s for s in wanted if s in PLATFORM_SCHEMAS]
+    if platform:
+        raise ConfigError(f"schema {platform[0]} is a Supabase platform schema, not application data",
+                          fix=f"remove --schema {platform[0]}; auth users are exported on their own")
+    return wanted
+
+
+def read_tables(conn: psycopg.Connection, schemas: Sequence[str], include: Sequence[str] = (),
+                exclude: Sequence[str] = (), user_id_columns: Sequence[str] = ()) -> list[Table]:
+    """The application tables in `schemas`, narrowed by name patterns, with user-id columns found."""
+    tables = read_relations(conn, list(schemas))
+    tables = [t for t in tables if _selected(t, include, exclude)]
+    return find_user_id_columns(tables, user_id_columns)
+
+
+def read_relations(conn: psycopg.Connection, schemas: list[str]) -> list[Table]:
+    rows = conn.execute(TABLES_SQL, (schemas,)).fetchall()
+    oids = [r[0] for r in rows]
+    columns: dict[int, list[Column]] = {oid: [] for oid in oids}
+    sequences: dict[int, list[SequenceRef]] = {oid: [] for oid in oids}
+    for oid, name, typ, nullable, generated, identity, base, seq in conn.execute(COLUMNS_SQL, (oids,)):
+        columns[oid].append(Column(name, typ, nullable, generated, identity, base))
+        if seq:
+            sequences[oid].append(SequenceRef(name, seq[0], seq[1]))
+    pks: dict[int, tuple[str, ...]] = {}
+    fks: dict[int, list[ForeignKey]] = {oid: [] for oid in oids}
+    uniques: dict[int, list[tuple[str, ...]]] = {oid: [] for oid in oids}
+    for oid, kind, name, cols, rschema, rtable, rcols, deferrable, notnull in conn.execute(
+            CONSTRAINTS_SQL, (oids,)):
+        if kind == "p":
+            pks[oid] = tuple(cols)
+        elif kind == "u" and notnull:
+            uniques[oid].append(tuple(cols))
+        elif kind == "f":
+            fks[oid].append(ForeignKey(name, tuple(cols), rschema, rtable, tuple(rcols), deferrable))
+    return [
+        Table(schema, name, tuple(columns[oid]), pks.get(oid, ()), tuple(fks[oid]), partitioned,
+              int(est), int(size or 0), (), tuple(sequences[oid]), tuple(uniques[oid]))
+        for oid, schema, name, partitioned, est, size in rows
+    ]
+
+
+def _selected(table: Table, include: Sequence[str], exclude: Sequence[str]) -> bool:
+    def matches(pattern: str) -> bool:
+        target = table.qualified if "." in pattern else table.name
+        return fnmatchcase(target, pattern)
+
+    if include and not any(matches(p) for p in include):
+        return False
+    return not any(matches(p) for p in exclude)
+
+
+def parse_column_ref(ref: str) -> tuple[str, str, str]:
+    parts = ref.split(".")
+    if len(parts) != 3 or not all(parts):
+        raise ConfigError(f"--user-id-column {ref!r} is not schema.table.column",
+                          fix="write it as schema.table.column, e.g. public.orders.created_by")
+    return parts[0], parts[1], parts[2]
+
+
+def find_user_id_columns(tables: list[Table], named: Sequence[str] = ()) -> list[Table]:
+    """Mark columns that hold Supabase user ids: FKs to auth.users, FKs to such columns, named ones."""
+    found: set[tuple[str, str, str]] = set()
+    for schema, table, column in map(parse_column_ref, named):
+        match = next((t for t in tables if t.key == (schema, table)), None)
+        if match is None or match.column(column) is None:
+            raise ConfigError(f"--user-id-column {schema}.{table}.{column}: no such exported column",
+                              fix="check the name, or add its schema with --schema")
+        found.add((schema, table, column))
+    for t in tables:
+        for col in t.columns:
+            if col.type == "uuid[]" and USER_ID_ARRAY_NAME.search(col.name):
+                found.add((t.schema, t.name, col.name))
+    changed = True
+    while changed:  # follow FKs until nothing new: a column referencing a user-id column holds user ids too
+        changed = False
+        for t in tables:
+            for fk in t.foreign_keys:
+                for col, ref in zip(fk.columns, fk.ref_columns, strict=True):
+                    refs_user = (fk.ref_schema, fk.ref_table) == AUTH_USERS and ref == "id"
+                    if (refs_user or (fk.ref_schema, fk.ref_table, ref) in found) and \
+                            (t.schema, t.name, col) not in found:
+                        found.add((t.schema, t.name, col))
+                        changed = True
+    return [replace(t, user_id_columns=tuple(c.name for c in t.columns if (t.schema, t.name, c.name) in found))
+            for t in tables]
+
+
+def load_order(tables: Iterable[Table]) -> list[list[Table]]:
+    """Groups of tables, parents before children; tables in an FK cycle share a group."""
+    tables = list(tables)
+    by_key = {t.key: t for t in tables}
+    edges = {t.key: sorted({(fk.ref_schema, fk.ref_table) for fk in t.foreign_keys
+                            if (fk.ref_schema, fk.ref_table) in by_key}) for t in tables}
+    return [[by_key[k] for k in sorted(group)] for group in _strongly_connected(edges)]
+
+
+def _strongly_connected(edges: dict[tuple[str, str], list[tuple[str, str]]]) -> list[list[tuple[str, str]]]:
+    """Tarjan's algorithm, iterative; emits components with referenced tables first."""
+    index: dict[tuple[str, str], int] = {}
+    low: dict[tuple[str, str], int] = {}
+    stack: list[tuple[str, str]] = []
+    on_stack: set[tuple[str, str]] = set()
+    result: list[list[tuple[str, str]]] = []
+    for root in sorted(edges):
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            node, i = work.pop()
+            if i == 0:
+                index[node] = low[node] = len(index)
+                stack.append(node)
+                on_stack.add(node)
+            children = edges[node]
+            if i < len(children):
+                work.append((node, i + 1))
+                child = children[i]
+                if child not in index:
+                    work.append((child, 0))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            if low[node] == index[node]:
+                group = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    group.append(member)
+                    if member == node:
+                        break
+                result.append(group)
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    return result
+
+
+def cycles(groups: list[list[Table]]) -> list[list[Table]]:
+    """The groups that are FK cycles: several tables, or one that references itself."""
+    return [g for g in groups if len(g) > 1 or any(
+        (fk.ref_schema, fk.ref_table) == g[0].key for fk in g[0].foreign_keys)]

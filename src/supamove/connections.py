@@ -1,0 +1,153 @@
+"""Step 1: can every endpoint be reached and used the way the later steps will use it?"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import psycopg
+
+from supamove.config import Settings
+from supamove.db import Endpoint, connect
+from supamove.errors import SupamoveError
+from supamove.log import add_secret, get_logger, scrub
+
+log = get_logger("connections")
+
+
+@dataclass
+class EndpointCheck:
+    name: str
+    configured: bool = True
+    reachable: bool = False
+    version: str = ""
+    encrypted: bool | None = None
+    latency_ms: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def usable(self) -> bool:
+        return not self.configured or (self.reachable and not self.errors)
+
+
+def check_connections(settings: Settings) -> list[EndpointCheck]:
+    """Check the source, the target and Stack Auth; an unset endpoint is reported as such."""
+    checks = [
+        _check_database(settings.SUPABASE_DB_URL, "source", "source (SUPABASE_DB_URL)", _check_source),
+        _check_database(settings.DATABASE_URL, "target", "target (DATABASE_URL)", _check_target),
+        check_stack_auth(settings),
+    ]
+    for check in checks:
+        for message in check.errors:
+            log.debug("%s: %s", check.name, message)
+    return checks
+
+
+def _check_database(url: str | None, side: str, name: str, extra) -> EndpointCheck:  # type: ignore[no-untyped-def]
+    check = EndpointCheck(name)
+    if not url:
+        check.configured = False
+        check.errors.append(f"{'SUPABASE_DB_URL' if side == 'source' else 'DATABASE_URL'} is not set")
+        return check
+    endpoint = Endpoint(url, side)  # type: ignore[arg-type]
+    if endpoint.transaction_pooler:
+        check.warnings.append(
+            "port 6543 is Supabase's transaction pooler: it drops session settings and breaks long reads; "
+            "use the direct connection on port 5432 (or the session pooler)")
+    try:
+        with connect(endpoint, autocommit=True) as conn:
+            check.reachable = True
+            check.version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+            check.encrypted = bool(conn.pgconn.ssl_in_use)
+            check.latency_ms = _latency(conn)
+            extra(conn, check)
+    except SupamoveError as exc:
+        check.errors.append(str(exc))
+    except psycopg.Error as exc:
+        check.errors.append(scrub(str(exc).strip().splitlines()[0]))
+    return check
+
+
+def _latency(conn: psycopg.Connection) -> float:
+    samples = []
+    for _ in range(3):
+        started = time.perf_counter()
+        conn.execute("SELECT 1")
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def _check_source(conn: psycopg.Connection, check: EndpointCheck) -> None:
+    if not check.encrypted:
+        check.warnings.append("the source connection is not encrypted: add ?sslmode=require "
+                              "(or verify-full with sslrootcert=the project's CA file) to SUPABASE_DB_URL")
+    has_auth = conn.execute("SELECT to_regclass('auth.users') IS NOT NULL").fetchone()[0]  # type: ignore[index]
+    if not has_auth:
+        check.warnings.append("no auth.users table: this source has no Supabase Auth users to migrate")
+        return
+    row = conn.execute("""
+        SELECT has_table_privilege('auth.users', 'SELECT') AND has_table_privilege('auth.identities', 'SELECT'),
+               r.rolsuper OR r.rolbypassrls OR c.relowner = r.oid OR NOT c.relrowsecurity
+        FROM pg_roles r, pg_class c WHERE r.rolname = current_user AND c.oid = 'auth.users'::regclass
+    """).fetchone()
+    assert row is not None
+    if not row[0]:
+        check.errors.append("this user may not read auth.users and auth.identities: "
+                            "use the postgres user in SUPABASE_DB_URL")
+    elif not row[1]:
+        check.errors.append("row-level security hides auth.users from this user (no BYPASSRLS): "
+                            "use the postgres user in SUPABASE_DB_URL")
+
+
+def _check_target(conn: psycopg.Connection, check: EndpointCheck) -> None:
+    blocked = [r[0] for r in conn.execute("""
+        SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = 'public'
+          AND NOT (has_table_privilege(c.oid, 'INSERT') AND has_table_privilege(c.oid, 'SELECT')
+                   AND has_table_privilege(c.oid, 'TRUNCATE'))
+        ORDER BY 1""")]
+    if blocked:
+        check.errors.append(f"this user may not write {', '.join(blocked[:5])}"
+                            f"{' and more' if len(blocked) > 5 else ''}: GRANT INSERT, SELECT, TRUNCATE "
+                            "on the application tables to the user in DATABASE_URL")
+    can_create = conn.execute(
+        "SELECT has_database_privilege(current_database(), 'CREATE') "
+        "OR has_schema_privilege('_supamove', 'USAGE') IS TRUE "
+        "FROM (SELECT to_regnamespace('_supamove')) s").fetchone()
+    if can_create and not can_create[0]:
+        check.errors.append("this user may not create the _supamove schema that records import progress: "
+                            "GRANT CREATE ON DATABASE to the user in DATABASE_URL")
+
+
+def check_stack_auth(settings: Settings) -> EndpointCheck:
+    check = EndpointCheck(f"Stack Auth ({settings.STACK_AUTH_API_URL})")
+    if not settings.STACK_AUTH_PROJECT_ID and not settings.STACK_AUTH_SECRET_KEY:
+        check.configured = False
+        return check
+    try:
+        project, secret = settings.require("STACK_AUTH_PROJECT_ID"), settings.require("STACK_AUTH_SECRET_KEY")
+    except SupamoveError as exc:
+        check.errors.append(str(exc))
+        return check
+    add_secret(secret)
+    headers = {"x-stack-access-type": "server", "x-stack-project-id": project,
+               "x-stack-secret-server-key": secret}
+    try:
+        started = time.perf_counter()
+        answer = httpx.get(f"{settings.STACK_AUTH_API_URL}/api/v1/users", params={"limit": 1},
+                           headers=headers, timeout=15)
+        check.latency_ms = (time.perf_counter() - started) * 1000
+    except httpx.HTTPError as exc:
+        check.errors.append(f"cannot reach Stack Auth: {type(exc).__name__}: check STACK_AUTH_API_URL")
+        return check
+    check.reachable = True
+    check.encrypted = settings.STACK_AUTH_API_URL.startswith("https://")
+    if answer.status_code in (401, 403):
+        check.errors.append(f"Stack Auth refused the credentials ({answer.status_code}): "
+                            "check STACK_AUTH_PROJECT_ID and STACK_AUTH_SECRET_KEY")
+    elif answer.status_code != 200:
+        check.errors.append(f"Stack Auth answered {answer.status_code}: {scrub(answer.text[:200])}")
+    return check

@@ -1,0 +1,138 @@
+"""Connections to the source and the target, with the session settings every command relies on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+
+from supamove.errors import SourceError, SupamoveError, TargetError
+from supamove.log import add_secret, scrub
+
+Side = Literal["source", "target"]
+TRANSACTION_POOLER_PORT = 6543
+SETTING = {"source": "SUPABASE_DB_URL", "target": "DATABASE_URL"}
+
+# A canonical text form, identical on both sides: exports and checksums depend on it.
+SESSION_SETTINGS = {
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, YMD",
+    "IntervalStyle": "postgres",
+    "bytea_output": "hex",
+    "extra_float_digits": "1",
+    "client_encoding": "UTF8",
+}
+# Hosted Supabase sets a global statement_timeout (about 2 minutes) and per-role ones.
+NO_TIMEOUTS = {"statement_timeout": "0", "idle_in_transaction_session_timeout": "0", "lock_timeout": "0"}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A database URL and which side of the migration it is."""
+
+    url: str
+    side: Side
+
+    @property
+    def setting(self) -> str:
+        return SETTING[self.side]
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 5432
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "localhost"
+
+    @property
+    def transaction_pooler(self) -> bool:
+        return self.port == TRANSACTION_POOLER_PORT
+
+    @property
+    def redacted(self) -> str:
+        return redact_url(self.url)
+
+    def conninfo(self) -> str:
+        """The URL with sslmode=require added when it names none (Supabase does not enforce TLS)."""
+        parts = urlsplit(self.url)
+        query = dict(parse_qsl(parts.query))
+        query.setdefault("sslmode", "require")
+        query.setdefault("application_name", "supamove")
+        query.setdefault("connect_timeout", "15")
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
+    def error(self, message: str, fix: str | None = None) -> SupamoveError:
+        kind = SourceError if self.side == "source" else TargetError
+        return kind(scrub(message), fix)
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def connect(endpoint: Endpoint, autocommit: bool = False) -> psycopg.Connection:
+    """Open a connection with canonical output settings and no server-side timeouts."""
+    add_secret(urlsplit(endpoint.url).password)
+    try:
+        conn = psycopg.connect(
+            endpoint.conninfo(),
+            autocommit=True,
+            # The transaction pooler cannot keep prepared statements.
+            prepare_threshold=None if endpoint.transaction_pooler else 5,
+        )
+    except psycopg.OperationalError as exc:
+        raise connect_error(endpoint, exc) from None
+    settings = dict(SESSION_SETTINGS)
+    if not endpoint.transaction_pooler:
+        settings.update(NO_TIMEOUTS)
+    with conn.cursor() as cur:
+        for name, value in settings.items():
+            cur.execute("SELECT set_config(%s, %s, false)", (name, value))
+    conn.autocommit = autocommit
+    return conn
+
+
+@contextmanager
+def connection(endpoint: Endpoint, autocommit: bool = False) -> Iterator[psycopg.Connection]:
+    conn = connect(endpoint, autocommit)
+    try:
+        yield conn
+    except psycopg.OperationalError as exc:
+        raise endpoint.error(f"lost the {endpoint.side} database connection: {first_line(exc)}",
+                             "check the server is up, then run the same command again") from None
+    finally:
+        conn.close()
+
+
+def first_line(exc: BaseException) -> str:
+    return scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+
+
+def connect_error(endpoint: Endpoint, exc: psycopg.OperationalError) -> SupamoveError:
+    text = str(exc)
+    where = f"{endpoint.side} database ({endpoint.redacted})"
+    if "password authentication failed" in text or "no password supplied" in text:
+        return endpoint.error(f"the {where} refused the password",
+                              f"check the user and password in {endpoint.setting}")
+    if "could not translate host name" in text or "Name or service not known" in text:
+        return endpoint.error(f"unknown host '{endpoint.host}' in {endpoint.setting}",
+                              f"check the host name in {endpoint.setting}")
+    if "Connection refused" in text:
+        return endpoint.error(
+            f"connection refused by {endpoint.host}:{endpoint.port} ({endpoint.setting})",
+            "check the server is running and the port (Supabase's direct connection is 5432)")
+    if "does not exist" in text:
+        return endpoint.error(f"the {where}: {first_line(exc)}", f"check the database name and user in {endpoint.setting}")
+    if "SSL" in text or "ssl" in text:
+        return endpoint.error(f"the {where}: {first_line(exc)}",
+                              f"check sslmode in {endpoint.setting} (add ?sslmode=disable for a server without TLS)")
+    return endpoint.error(f"cannot connect to the {where}: {first_line(exc)}", f"check {endpoint.setting}")

@@ -1,0 +1,69 @@
+"""Logging: readable lines on the terminal, a full timestamped log file, secrets scrubbed from both."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+LOGGER_NAME = "supamove"
+console = Console(stderr=True, highlight=False)
+_secrets: set[str] = set()
+_PATTERNS = [
+    re.compile(r"(postgres(?:ql)?://[^:/@\s]+:)([^@\s]+)(@)"),  # password in a URL
+    re.compile(r"(password=)(\S+)()", re.IGNORECASE),
+    re.compile(r"()(\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53})()"),  # bcrypt
+    re.compile(r"()(\$argon2[a-z]*\$[^\s\"']+)()"),
+    re.compile(r"(x-stack-secret-server-key[\"']?:\s*[\"']?)([^\s\"',}]+)()", re.IGNORECASE),
+]
+
+
+def add_secret(value: str | None) -> None:
+    """Remember a value that must never be printed or logged."""
+    if value and len(value) >= 4:
+        _secrets.add(value)
+
+
+def scrub(text: str) -> str:
+    """The text with every known secret and every password-shaped value replaced by ***."""
+    for secret in _secrets:
+        text = text.replace(secret, "***")
+    for pattern in _PATTERNS:
+        text = pattern.sub(r"\1***\3", text)
+    return text
+
+
+class _ScrubFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = scrub(record.getMessage())
+        record.args = None
+        return True
+
+
+def get_logger(name: str = "") -> logging.Logger:
+    return logging.getLogger(f"{LOGGER_NAME}.{name}" if name else LOGGER_NAME)
+
+
+def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
+    """Send supamove's log to the terminal (INFO, or DEBUG with --verbose) and to `log_file` (DEBUG)."""
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.handlers.clear()
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    terminal = RichHandler(console=console, show_path=False, show_time=False, markup=False,
+                           rich_tracebacks=False)
+    terminal.setLevel(logging.DEBUG if verbose else logging.INFO)
+    terminal.addFilter(_ScrubFilter())
+    logger.addHandler(terminal)
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(logging.DEBUG)
+        handler.addFilter(_ScrubFilter())
+        logger.addHandler(handler)

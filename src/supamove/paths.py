@@ -1,0 +1,85 @@
+"""Every path in the data directory, in one place."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from supamove.errors import ConfigError
+
+FORMAT_VERSION = 1
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def table_file_name(schema: str, table: str) -> str:
+    """`public.readings.jsonl`; any other character is %-escaped so every name maps to one file."""
+
+    def safe(part: str) -> str:
+        return _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), part)
+
+    return f"{safe(schema)}.{safe(table)}.jsonl"
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """The layout of MIGRATION_DATA_DIR."""
+
+    root: Path
+
+    @property
+    def metadata(self) -> Path:  # migration-data/metadata.json
+        return self.root / "metadata.json"
+
+    @property
+    def tables(self) -> Path:  # migration-data/tables/public.readings.jsonl
+        return self.root / "tables"
+
+    @property
+    def auth(self) -> Path:  # migration-data/auth/auth.users.jsonl
+        return self.root / "auth"
+
+    @property
+    def user_mapping(self) -> Path:  # migration-data/user-mapping.json
+        return self.root / "user-mapping.json"
+
+    @property
+    def users_report(self) -> Path:  # migration-data/user-migration-report.json
+        return self.root / "user-migration-report.json"
+
+    @property
+    def password_resets(self) -> Path:  # migration-data/password-reset-required.json
+        return self.root / "password-reset-required.json"
+
+    @property
+    def password_resets_sent(self) -> Path:  # migration-data/password-resets-sent.json
+        return self.root / "password-resets-sent.json"
+
+    @property
+    def pending_creates(self) -> Path:  # migration-data/user-creates-pending.jsonl
+        return self.root / "user-creates-pending.jsonl"
+
+    @property
+    def verification_report(self) -> Path:  # migration-data/verification-report.json
+        return self.root / "verification-report.json"
+
+    def table_file(self, schema: str, table: str) -> Path:
+        folder = self.auth if schema == "auth" else self.tables
+        return folder / table_file_name(schema, table)
+
+    def ensure(self) -> DataDir:
+        """Create the directory (0700) and its folders; a file in the way is a ConfigError."""
+        for folder in (self.root, self.tables, self.auth):
+            if folder.exists() and not folder.is_dir():
+                raise ConfigError(f"data directory {folder} is a file, not a directory",
+                                  fix="set MIGRATION_DATA_DIR or --data-dir to a directory path")
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(folder, 0o700)
+        return self
+
+    def check_exists(self) -> DataDir:
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"data directory {self.root} is a file, not a directory",
+                              fix="set MIGRATION_DATA_DIR or --data-dir to a directory path")
+        return self

@@ -1,0 +1,26 @@
+"""How long work reports progress: the library calls these, the CLI draws them."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Progress(Protocol):
+    def start(self, label: str, total: int | None) -> None: ...
+
+    def advance(self, label: str, n: int = 1) -> None: ...
+
+    def finish(self, label: str) -> None: ...
+
+
+class NullProgress:
+    """Progress that shows nothing (library calls and tests)."""
+
+    def start(self, label: str, total: int | None) -> None:
+        pass
+
+    def advance(self, label: str, n: int = 1) -> None:
+        pass
+
+    def finish(self, label: str) -> None:
+        pass

@@ -1,0 +1,167 @@
+"""Real PostgreSQL servers for the tests: one shaped like Supabase (source), one plain (target).
+
+Each test gets its own databases, copied from templates built once per session.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner, Result
+
+from supamove.cli import main
+from supamove.sandbox import fixtures
+from supamove.sandbox.pgserver import PostgresServer
+
+SQL_DIR = Path(__file__).parent / "sql"
+APP_PASSWORD = "s3cret-app-pw-!x"
+SEED_ROWS = 2000
+_counter = itertools.count()
+
+
+def run_sql_file(url: str, name: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute((SQL_DIR / name).read_text())
+
+
+def _create_database(server: PostgresServer, name: str, template: str | None = None) -> str:
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    return server.url(name)
+
+
+@pytest.fixture(scope="session")
+def pg_source() -> Iterator[PostgresServer]:
+    server = PostgresServer("source").start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(scope="session")
+def pg_target() -> Iterator[PostgresServer]:
+    server = PostgresServer("target").start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(scope="session")
+def source_template(pg_source: PostgresServer) -> str:
+    """A Supabase-shaped database with the FreshTrack app and the `edge` schema of hard cases."""
+    url = _create_database(pg_source, "source_template")
+    fixtures.create_source(url, rows=SEED_ROWS, app_password=APP_PASSWORD)
+    for name in ("edge_cases.sql", "edge_source_extras.sql", "edge_data.sql"):
+        run_sql_file(url, name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+    return "source_template"
+
+
+@pytest.fixture(scope="session")
+def target_template(pg_target: PostgresServer) -> str:
+    url = _create_database(pg_target, "target_template")
+    fixtures.create_target(url)
+    run_sql_file(url, "edge_cases.sql")
+    return "target_template"
+
+
+@dataclass
+class Databases:
+    """The URLs of one test's source and target databases."""
+
+    source_server: PostgresServer
+    target_server: PostgresServer
+    source_db: str
+    target_db: str
+
+    @property
+    def source_url(self) -> str:
+        """As the app role (not superuser, BYPASSRLS), with a password, like Supabase's postgres."""
+        return self.source_server.url(self.source_db, fixtures.APP_ROLE, APP_PASSWORD)
+
+    @property
+    def source_admin_url(self) -> str:
+        return self.source_server.url(self.source_db)
+
+    @property
+    def target_url(self) -> str:
+        return self.target_server.url(self.target_db)
+
+    def source(self) -> psycopg.Connection:
+        return psycopg.connect(self.source_admin_url, autocommit=True)
+
+    def target(self) -> psycopg.Connection:
+        return psycopg.connect(self.target_url, autocommit=True)
+
+
+@pytest.fixture
+def dbs(pg_source: PostgresServer, pg_target: PostgresServer, source_template: str,
+        target_template: str) -> Iterator[Databases]:
+    """Fresh source and target databases for one test."""
+    n = next(_counter)
+    source_db, target_db = f"src_{os.getpid()}_{n}", f"tgt_{os.getpid()}_{n}"
+    _create_database(pg_source, source_db, source_template)
+    _create_database(pg_target, target_db, target_template)
+    yield Databases(pg_source, pg_target, source_db, target_db)
+    for server, name in ((pg_source, source_db), (pg_target, target_db)):
+        with psycopg.connect(server.url(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def env(dbs: Databases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The settings of a runbook run, in the environment, in an empty working directory."""
+    monkeypatch.chdir(tmp_path)
+    values = {
+        "SUPABASE_DB_URL": dbs.source_url,
+        "DATABASE_URL": dbs.target_url,
+        "MIGRATION_DATA_DIR": str(tmp_path / "migration-data"),
+        "LOG_FILE_PATH": str(tmp_path / "migration.log"),
+    }
+    for name in ("STACK_AUTH_PROJECT_ID", "STACK_AUTH_SECRET_KEY", "STACK_AUTH_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+@pytest.fixture
+def data_dir(env: dict[str, str]) -> Path:
+    return Path(env["MIGRATION_DATA_DIR"])
+
+
+class Cli:
+    """Runs supamove in-process (click's runner) or as a real process."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+
+    def __call__(self, *args: str, input: str | None = None) -> Result:
+        return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
+
+    def process(self, *args: str, **kwargs: object) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "supamove", *args], env={**os.environ, **self.env},
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)  # type: ignore[call-overload]
+
+
+@pytest.fixture
+def cli(env: dict[str, str]) -> Cli:
+    return Cli(env)
+
+
+EDGE = ("--schema", "public", "--schema", "edge")
+
+
+@pytest.fixture
+def exported(cli: Cli, data_dir: Path) -> Path:
+    """The data directory after a real `supamove export` of public and edge."""
+    result = cli("export", *EDGE)
+    assert result.exit_code == 0, result.output
+    return data_dir

@@ -1,0 +1,46 @@
+"""test-connections: reachability, versions, TLS, latency and what would break later steps."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_all_usable(cli, dbs) -> None:
+    result = cli("test-connections")
+    assert result.exit_code == 0, result.output
+    assert "All configured endpoints are usable." in result.output
+    assert "15." in result.output  # server version
+    assert "ms" in result.output  # latency
+    assert "the source connection is not encrypted" in result.output
+
+
+def test_wrong_password_names_the_setting(cli, dbs, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPABASE_DB_URL", dbs.source_url.replace("s3cret-app-pw-!x", "wrong-pw"))
+    result = cli("test-connections")
+    assert result.exit_code != 0
+    assert "refused the password (fix: check the user and password in SUPABASE_DB_URL)" in result.output
+    assert "wrong-pw" not in result.output
+
+
+def test_transaction_pooler_port_is_flagged(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPABASE_DB_URL", "postgresql://postgres:pw@127.0.0.1:6543/postgres?sslmode=disable")
+    result = cli("test-connections")
+    assert result.exit_code != 0
+    assert "port 6543 is Supabase's transaction pooler" in result.output
+    assert "use the direct connection on port 5432" in result.output
+
+
+def test_role_hidden_by_rls_is_reported(cli, dbs, monkeypatch: pytest.MonkeyPatch) -> None:
+    with dbs.source() as conn:
+        conn.execute("CREATE ROLE weak LOGIN PASSWORD 'weak-pw-1' NOBYPASSRLS")
+        conn.execute("GRANT USAGE ON SCHEMA auth TO weak")
+        conn.execute("GRANT SELECT ON auth.users, auth.identities TO weak")
+    try:
+        monkeypatch.setenv("SUPABASE_DB_URL", dbs.source_server.url(dbs.source_db, "weak", "weak-pw-1"))
+        result = cli("test-connections")
+        assert result.exit_code != 0
+        assert "row-level security hides auth.users from this user" in result.output
+    finally:
+        with dbs.source() as conn:
+            conn.execute("DROP OWNED BY weak")
+            conn.execute("DROP ROLE weak")
