@@ -82,14 +82,15 @@ def test_values_are_postgres_text_forms(exported: Path, dbs) -> None:
     rows = lines(exported / "tables" / table_file_name("edge", "types_zoo"))
     with dbs.source() as conn:
         conn.execute("SET TimeZone = 'UTC'; SET extra_float_digits = 1")
-        for column in ("j", "ts_tz", "f8", "n_free", "b", "int_arr", "text_arr", "txt", "r"):
+        for column in ("j", "jb", "ts_tz", "f8", "n_free", "b", "int_arr", "text_arr", "txt", "r"):
             expected = sorted((r[0] for r in conn.execute(psycopg.sql.SQL("SELECT {}::text FROM edge.types_zoo").format(
                 psycopg.sql.Identifier(column)))), key=str)
             assert sorted((r[column] for r in rows), key=str) == expected, column
     assert any("NaN" == r["f8"] for r in rows) and any("-0" == r["f8"] for r in rows)
     assert any("NaN" == r["n_free"] for r in rows)
     assert all(isinstance(r["id"], int) for r in rows)
-    assert any(isinstance(r["jb"], dict) for r in rows)  # jsonb embedded, json kept as its text
+    # jsonb is its text too: a jsonb 'null' must stay distinct from SQL NULL
+    assert "null" in [r["jb"] for r in rows] and None in [r["jb"] for r in rows]
 
 
 def test_hostile_names_get_safe_file_names() -> None:

@@ -22,8 +22,8 @@ PLATFORM_SCHEMAS = frozenset({
     "_supamove",
 })
 # Types written as native JSON in the export files; every other value is PostgreSQL's text form.
-NATIVE_JSON_TYPES = {"smallint": "number", "integer": "number", "bigint": "number",
-                     "boolean": "boolean", "jsonb": "jsonb"}
+# jsonb stays text: embedded, a jsonb 'null' could not be told from SQL NULL.
+NATIVE_JSON_TYPES = {"smallint": "number", "integer": "number", "bigint": "number", "boolean": "boolean"}
 USER_ID_ARRAY_NAME = re.compile(r"(^|_)user_ids$")
 AUTH_USERS = ("auth", "users")
 
@@ -39,7 +39,7 @@ class Column:
 
     @property
     def encoding(self) -> str:
-        """How export writes it: "number", "boolean", "jsonb" or "text"."""
+        """How export writes it: "number", "boolean" or "text"."""
         return NATIVE_JSON_TYPES.get(self.type, "text")
 
 

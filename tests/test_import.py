@@ -1,0 +1,498 @@
+"""import: the round trip, user-id remapping, refusals, bad input, resuming after a kill."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+from psycopg import sql
+
+from supamove.db import Endpoint
+from supamove.errors import DataFileError, SupamoveError, TargetError
+from supamove.importer import ImportOptions, run_import
+from supamove.paths import DataDir
+from supamove.users.mapping import UserMapping
+
+EDGE = ("--schema", "public", "--schema", "edge")
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# A table whose columns the target orders differently, with a user-id column.
+ORDER_SOURCE = """
+CREATE TABLE public.import_order (id int PRIMARY KEY, label text NOT NULL, owner uuid REFERENCES auth.users(id),
+                                  amount numeric(10,2));
+INSERT INTO public.import_order SELECT i, 'label ' || i, (SELECT id FROM auth.users ORDER BY id OFFSET i LIMIT 1),
+                                       i / 3.0 FROM generate_series(1, 20) i;
+ALTER TABLE public.import_order OWNER TO supabase_app;
+"""
+ORDER_TARGET = """
+CREATE TABLE public.import_order (amount numeric(10,2), owner uuid, label text NOT NULL, id int PRIMARY KEY)
+"""
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def metadata(data_dir: Path) -> dict[str, Any]:
+    return orjson.loads((data_dir / "metadata.json").read_bytes())
+
+
+def entry(data_dir: Path, qualified: str) -> dict[str, Any]:
+    return next(e for e in metadata(data_dir)["tables"] if f"{e['schema']}.{e['name']}" == qualified)
+
+
+def write_mapping(dbs: Any, data_dir: Path, leave_out: int = 0) -> dict[str, str]:
+    """Map every auth.users id (but the first `leave_out`) to a fresh uuid, in the documented format."""
+    with dbs.source() as conn:
+        ids = [r[0] for r in conn.execute("SELECT id::text FROM auth.users ORDER BY id")]
+    mapping = UserMapping(data_dir / "user-mapping.json")
+    for sid in ids[leave_out:]:
+        mapping.add(sid, str(uuid.uuid4()), None)
+    mapping.save()
+    return {sid: mapping.get(sid) for sid in ids[leave_out:]}  # type: ignore[misc]
+
+
+def rewrite_table(data_dir: Path, qualified: str, change: Any) -> Path:
+    """Replace a table file's lines via `change(lines)`, keeping metadata.json consistent with it."""
+    meta = metadata(data_dir)
+    item = next(e for e in meta["tables"] if f"{e['schema']}.{e['name']}" == qualified)
+    path = data_dir / item["file"]
+    lines = change(path.read_bytes().splitlines(keepends=True))
+    body = b"".join(lines)
+    path.write_bytes(body)
+    item.update(bytes=len(body), sha256=hashlib.sha256(body).hexdigest(), rowCount=body.count(b"\n"))
+    (data_dir / "metadata.json").write_bytes(orjson.dumps(meta))
+    return path
+
+
+def rows_as_text(conn: psycopg.Connection, item: dict[str, Any], mapping: dict[str, str] | None) -> list[tuple]:
+    """Every row as the text of each column (by name), user ids mapped, sorted: a multiset to compare."""
+    names = [c["name"] for c in item["columns"]]
+    query = sql.SQL("SELECT {} FROM {}").format(
+        sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(n)) for n in names),
+        sql.Identifier(item["schema"], item["name"]))
+    user_cols = [names.index(c) for c in item["userIdColumns"]]
+    jsonb_cols = [i for i, c in enumerate(item["columns"]) if c["encoding"] == "jsonb"]
+    result = []
+    for row in conn.execute(query):
+        row = list(row)
+        for i in jsonb_cols:  # the export format writes jsonb 'null' and SQL NULL alike (a known limit)
+            row[i] = None if row[i] == "null" else row[i]
+        for i in user_cols:
+            if mapping is not None and row[i] is not None:
+                row[i] = UUID.sub(lambda m: mapping.get(m.group(), m.group()), row[i])
+        result.append(tuple("\x00NULL" if v is None else v for v in row))
+    return sorted(result)
+
+
+def canonical(conn: psycopg.Connection) -> psycopg.Connection:
+    for name, value in (("TimeZone", "UTC"), ("DateStyle", "ISO, YMD"), ("extra_float_digits", "1"),
+                        ("IntervalStyle", "postgres"), ("bytea_output", "hex")):
+        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+    return conn
+
+
+def assert_same_rows(dbs: Any, data_dir: Path, mapping: dict[str, str]) -> None:
+    with canonical(dbs.source()) as src, canonical(dbs.target()) as tgt:
+        for item in metadata(data_dir)["tables"]:
+            expected = rows_as_text(src, item, mapping)
+            assert rows_as_text(tgt, item, None) == expected, f"{item['schema']}.{item['name']} differs"
+
+
+def import_state(dbs: Any) -> list[tuple]:
+    with dbs.target() as conn:
+        return conn.execute("SELECT schema_name, table_name, row_count FROM _supamove.import_state "
+                            "ORDER BY 1, 2").fetchall()
+
+
+def target(dbs: Any) -> Endpoint:
+    return Endpoint(dbs.target_url, "target")
+
+
+def run(dbs: Any, data_dir: Path, **options: Any) -> Any:
+    return run_import(target(dbs), DataDir(data_dir), ImportOptions(**options))
+
+
+def error_of(dbs: Any, data_dir: Path, **options: Any) -> SupamoveError:
+    with pytest.raises(SupamoveError) as caught:
+        run(dbs, data_dir, **options)
+    return caught.value
+
+
+def target_is_empty(dbs: Any, data_dir: Path) -> bool:
+    with dbs.target() as conn:
+        for item in metadata(data_dir)["tables"]:
+            query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(item["schema"], item["name"]))
+            if conn.execute(query).fetchone()[0]:
+                return False
+    return True
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+# --- the round trip -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [[], ["--disable-fk"]], ids=["enforced", "disable-fk"])
+def test_round_trip_arrives_identical(cli, dbs, data_dir: Path, mode: list[str]) -> None:
+    with dbs.source() as conn:
+        conn.execute(ORDER_SOURCE)
+    with dbs.target() as conn:
+        conn.execute(ORDER_TARGET)
+    exported = cli("export", *EDGE)
+    assert exported.exit_code == 0, exported.output
+    mapping = write_mapping(dbs, data_dir)
+    result = cli("import", *mode)
+    assert result.exit_code == 0, result.output
+    out = flat(result.output)
+    assert "Import summary" in out and "Imported " in out
+    assert_same_rows(dbs, data_dir, mapping)
+    meta = metadata(data_dir)
+    with dbs.target() as conn:
+        owners = {r[0] for r in conn.execute("SELECT owner::text FROM public.import_order")}
+        assert owners and owners <= set(mapping.values())  # remapped, column order differing
+        # sequences and identity columns continue after the loaded rows, from the source's state
+        for item in meta["tables"]:
+            for seq in item["sequences"]:
+                state = next(s for s in meta["sequences"] if (s["schema"], s["name"]) == (seq["schema"], seq["name"]))
+                ident = sql.Identifier(item["schema"], item["name"])
+                loaded = conn.execute(sql.SQL("SELECT max({}) FROM {}").format(
+                    sql.Identifier(seq["column"]), ident)).fetchone()[0]
+                name = conn.execute("SELECT pg_get_serial_sequence(%s, %s)", (
+                    sql.Identifier(item["schema"], item["name"]).as_string(conn), seq["column"])).fetchone()[0]
+                last, called = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(
+                    sql.SQL(name))).fetchone()
+                assert last >= state["lastValue"] and (loaded is None or last >= loaded), item["name"]
+        triggers = conn.execute("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgenabled = 'D'")
+        assert triggers.fetchone()[0] == 0  # the application's triggers are on again
+    state = import_state(dbs)
+    assert len(state) == len(meta["tables"])
+    again = cli("import", *mode)
+    assert again.exit_code == 0, again.output
+    assert "loaded by a previous run" in again.output
+    assert import_state(dbs) == state
+    assert_same_rows(dbs, data_dir, mapping)
+
+
+def test_dry_run_shows_the_plan_and_writes_nothing(cli, dbs, exported: Path) -> None:
+    write_mapping(dbs, exported, leave_out=1)
+    with dbs.target() as conn:
+        conn.execute("ALTER TABLE edge.types_zoo ADD COLUMN extra_target_col text")
+        conn.execute("INSERT INTO public.organizations (id, name, slug) "
+                     "SELECT id, name, slug || '-x' FROM (SELECT gen_random_uuid() id, 'x' name, 'y' slug) s")
+    result = cli("import", "--dry-run")
+    out = flat(result.output)
+    assert result.exit_code != 0
+    order = [m.group(1) for m in re.finditer(r"│\s*\d+\s*│\s*([\w.\" ]+?)\s*│", result.output)]
+    assert order.index("public.organizations") < order.index("public.sites")
+    assert "FK cycle or self-reference: edge.cycle_a, edge.cycle_b (one transaction)" in out
+    assert "ids)" in out  # user-id columns with their count of distinct ids
+    assert re.search(r"unmapped user ids in public\.\w+\.\w+: 1 \(", out)
+    assert "columns of edge.types_zoo missing in the export (target default used): extra_target_col" in out
+    assert "HOLDS ROWS" in out
+    assert "problem: target tables already hold rows: public.organizations" in out
+    assert "Error: the import cannot succeed:" in out
+    with dbs.target() as conn:
+        assert conn.execute("SELECT to_regnamespace('_supamove')").fetchone()[0] is None
+        assert conn.execute("SELECT count(*) FROM public.organizations").fetchone()[0] == 1
+
+
+def test_dry_run_of_a_good_plan_exits_zero(cli, dbs, exported: Path) -> None:
+    write_mapping(dbs, exported)
+    result = cli("import", "--dry-run", "--disable-fk")
+    assert result.exit_code == 0, result.output
+    assert "Dry run: nothing was written." in result.output
+    assert target_is_empty(dbs, exported)
+
+
+# --- refusals -----------------------------------------------------------------------------------
+
+
+def test_refuses_tables_holding_rows_unless_truncate_first(cli, dbs, exported: Path) -> None:
+    mapping = write_mapping(dbs, exported)
+    with dbs.target() as conn:
+        conn.execute("CREATE TABLE public.unrelated (id int)")
+        conn.execute("INSERT INTO public.unrelated VALUES (1)")
+        conn.execute("INSERT INTO public.organizations (id, name, slug) VALUES (gen_random_uuid(), 'old', 'old')")
+    err = error_of(dbs, exported)
+    assert isinstance(err, TargetError)
+    assert str(err) == ("target tables already hold rows: public.organizations (fix: empty them, or rerun with "
+                        "--truncate-first to replace their contents)")
+    refused = cli("import", "--truncate-first")
+    assert refused.exit_code != 0
+    assert "--truncate-first empties the planned target tables and needs a confirmation" in flat(refused.output)
+    result = cli("import", "--truncate-first", "--yes")
+    assert result.exit_code == 0, result.output
+    assert_same_rows(dbs, exported, mapping)
+    with dbs.target() as conn:
+        assert conn.execute("SELECT count(*) FROM public.unrelated").fetchone()[0] == 1
+    again = cli("import", "--truncate-first", "--yes")  # truncates and forgets the state: loads everything again
+    assert again.exit_code == 0 and "loaded by a previous run" not in again.output
+    assert_same_rows(dbs, exported, mapping)
+
+
+def test_import_before_export(dbs, data_dir: Path) -> None:
+    err = error_of(dbs, data_dir)
+    assert isinstance(err, DataFileError)
+    assert str(err) == f"{data_dir / 'metadata.json'} not found (fix: run `supamove export` first)"
+
+
+def test_mapping_missing_or_malformed(dbs, exported: Path) -> None:
+    path = exported / "user-mapping.json"
+    err = error_of(dbs, exported)
+    assert str(err) == (f"{path} not found: the exported tables hold user ids to remap "
+                        "(fix: run `supamove migrate-users` first)")
+    path.write_text("{not json")
+    err = error_of(dbs, exported)
+    assert isinstance(err, DataFileError) and str(err).startswith(f"{path} is not valid JSON")
+    path.write_text('{"mappings": [{"supabaseUserId": "x"}]}')
+    assert str(error_of(dbs, exported)).startswith(
+        f"{path}: mapping number 1 lacks supabaseUserId or stackAuthUserId")
+    assert target_is_empty(dbs, exported)
+
+
+def test_unmapped_user_ids(dbs, exported: Path) -> None:
+    write_mapping(dbs, exported, leave_out=1)
+    with dbs.source() as conn:
+        missing = conn.execute("SELECT id::text FROM auth.users ORDER BY id LIMIT 1").fetchone()[0]
+    err = error_of(dbs, exported)
+    assert isinstance(err, DataFileError)
+    assert re.fullmatch(rf"\d+ user ids in [\w.]+ have no Stack Auth mapping: {missing} \(fix: run `supamove "
+                        r"migrate-users` to migrate these users, or rerun with --unmapped-users null \(or keep\)\)",
+                        str(err)), str(err)
+    assert target_is_empty(dbs, exported)
+    result = run(dbs, exported, unmapped_users="keep")
+    assert result.rows > 0
+    with dbs.target() as conn:
+        kept = conn.execute("SELECT count(*) FROM public.profiles WHERE id = %s", (missing,)).fetchone()[0]
+    assert kept == 1  # --unmapped-users keep: the Supabase id stays
+
+
+def test_unmapped_users_null_and_keep(dbs, exported: Path) -> None:
+    write_mapping(dbs, exported, leave_out=1)
+    with dbs.source() as conn:
+        missing = conn.execute("SELECT id::text FROM auth.users ORDER BY id LIMIT 1").fetchone()[0]
+    err = error_of(dbs, exported, unmapped_users="null")
+    assert isinstance(err, TargetError)
+    assert re.fullmatch(r"\w+\.\w+\.\w+ is NOT NULL in the target: --unmapped-users null cannot clear its "
+                        rf"1 unmapped user ids \({missing}\) \(fix: run `supamove migrate-users` to migrate these "
+                        r"users, or use --unmapped-users keep\)", str(err)), str(err)
+    write_mapping(dbs, exported)
+    stranger = str(uuid.uuid4())
+
+    def acknowledged_by_stranger(lines: list[bytes]) -> list[bytes]:
+        records = [orjson.loads(line) for line in lines]
+        first = next(r for r in records if r["acknowledged_by"])
+        first["acknowledged_by"] = stranger
+        return [orjson.dumps(r) + b"\n" for r in records]
+
+    path = rewrite_table(exported, "public.alerts", acknowledged_by_stranger)
+    cleared = sum(orjson.loads(line)["acknowledged_by"] is None for line in path.read_bytes().splitlines()) + 1
+    assert str(error_of(dbs, exported)) == (
+        f"1 user ids in public.alerts.acknowledged_by have no Stack Auth mapping: {stranger} (fix: run `supamove "
+        "migrate-users` to migrate these users, or rerun with --unmapped-users null (or keep))")
+    run(dbs, exported, unmapped_users="null")
+    with dbs.target() as conn:
+        assert conn.execute("SELECT count(*) FROM public.alerts WHERE acknowledged_by IS NULL").fetchone()[0] == cleared
+    run(dbs, exported, unmapped_users="keep", truncate_first=True)
+    with dbs.target() as conn:
+        assert conn.execute("SELECT count(*) FROM public.alerts WHERE acknowledged_by = %s",
+                            (stranger,)).fetchone()[0] == 1
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def test_bad_table_files(dbs, exported: Path) -> None:
+    write_mapping(dbs, exported)
+    item = entry(exported, "edge.cycle_a")
+    path = exported / item["file"]
+    body = path.read_bytes()
+
+    path.unlink()
+    assert str(error_of(dbs, exported)) == (f"{path} not found (table edge.cycle_a) "
+                                            "(fix: run `supamove export` again to write it)")
+    path.write_bytes(body[:-5])
+    assert str(error_of(dbs, exported)) == (
+        f"{path} is truncated: {len(body) - 5} of {len(body)} bytes (table edge.cycle_a) "
+        "(fix: run `supamove export --force` to write it again)")
+    path.write_bytes(body[:-2] + b" \n")
+    err = error_of(dbs, exported)
+    assert str(err).startswith(f"{path} does not match metadata.json: SHA-256 ")
+    assert str(err).endswith("(fix: the file was changed or damaged: run `supamove export --force` to write it again)")
+    path.write_bytes(body)
+    meta = metadata(exported)
+    next(e for e in meta["tables"] if e["name"] == "cycle_a")["rowCount"] += 1
+    (exported / "metadata.json").write_bytes(orjson.dumps(meta))
+    assert str(error_of(dbs, exported)) == (
+        f"{path} has {item['rowCount']} rows, metadata.json says {item['rowCount'] + 1} "
+        "(fix: run `supamove export --force` to write it again)")
+    assert target_is_empty(dbs, exported)
+
+
+def test_invalid_json_and_rejected_values_leave_the_table_unchanged(dbs, exported: Path) -> None:
+    write_mapping(dbs, exported)
+    path = rewrite_table(exported, "public.organizations", lambda ls: [ls[0], b'{"id": oops}\n', *ls[1:]])
+    err = error_of(dbs, exported)
+    assert isinstance(err, DataFileError)
+    assert str(err).startswith(f"{path} line 2 is not valid JSON (")
+    with dbs.target() as conn:
+        assert conn.execute("SELECT count(*) FROM public.organizations").fetchone()[0] == 0
+
+    def bad_value(lines: list[bytes]) -> list[bytes]:
+        record = orjson.loads(lines[2])
+        record["created_at"] = "not a time"
+        return [*lines[:2], orjson.dumps(record) + b"\n", *lines[3:]]
+
+    rewrite_table(exported, "public.organizations", lambda ls: [ls[0], *ls[2:]])
+    rewrite_table(exported, "public.organizations", bad_value)
+    err = error_of(dbs, exported)
+    assert isinstance(err, TargetError)
+    assert str(err) == ("the target rejected a row of public.organizations at line 3 of public.organizations.jsonl, "
+                        "column created_at: invalid input syntax for type timestamp with time zone: \"not a time\" "
+                        "(fix: correct the value or the target column type; nothing of public.organizations "
+                        "was written)")
+    with dbs.target() as conn:
+        assert conn.execute("SELECT count(*) FROM public.organizations").fetchone()[0] == 0
+
+
+def test_target_schema_problems(dbs, exported: Path) -> None:
+    write_mapping(dbs, exported)
+    with dbs.target() as conn:
+        conn.execute("DROP TABLE edge.\"Odd Table\"")
+    err = error_of(dbs, exported)
+    assert str(err) == ('table edge.Odd Table does not exist in the target (fix: create the application schema '
+                        'on the target first (run your migrations))')
+    with dbs.target() as conn:
+        conn.execute(f"CREATE TABLE edge.\"Odd Table\" ({', '.join(_columns_ddl(exported, 'edge.Odd Table'))})")
+        col = entry(exported, "public.sites")["columns"][-1]
+        conn.execute(sql.SQL("ALTER TABLE public.sites DROP COLUMN {} CASCADE").format(sql.Identifier(col["name"])))
+    err = error_of(dbs, exported)
+    assert str(err) == (f"column public.sites.{col['name']} ({col['type']}) is in the export but not in the target "
+                        "(fix: add the column to public.sites on the target (the import never drops data))")
+    with dbs.target() as conn:
+        conn.execute(sql.SQL("ALTER TABLE public.sites ADD COLUMN {} {}").format(
+            sql.Identifier(col["name"]), sql.SQL(col["type"])))
+        conn.execute("ALTER TABLE public.sites ADD COLUMN must_have int NOT NULL")
+    err = error_of(dbs, exported)
+    assert str(err) == ("column public.sites.must_have is NOT NULL without a default in the target but not in "
+                        "the export (fix: give it a default or make it nullable on the target, or export it "
+                        "from the source)")
+    with dbs.target() as conn:
+        conn.execute("ALTER TABLE public.sites DROP COLUMN must_have")
+        conn.execute("ALTER TABLE public.organizations ALTER COLUMN created_at DROP DEFAULT, "
+                     "ALTER COLUMN created_at TYPE int USING 0")
+    err = error_of(dbs, exported)
+    assert str(err) == ("column public.organizations.created_at is integer in the target but timestamp with time "
+                        "zone in the export (fix: change the target column to timestamp with time zone (or a type "
+                        "that accepts its values))")
+
+
+def _columns_ddl(data_dir: Path, qualified: str) -> list[str]:
+    cols = entry(data_dir, qualified)["columns"]
+    return [sql.SQL("{} {}").format(sql.Identifier(c["name"]), sql.SQL(c["type"])).as_string(None) for c in cols]
+
+
+# --- --disable-fk -------------------------------------------------------------------------------
+
+
+def test_disable_fk_reports_orphans(dbs, exported: Path) -> None:
+    write_mapping(dbs, exported)
+    rewrite_table(exported, "public.organizations", lambda ls: ls[1:])
+    err = error_of(dbs, exported, disable_fk=True)
+    assert isinstance(err, TargetError)
+    assert re.match(r"foreign keys violated after the load: \w+ on public\.\w+: \d+ rows without a match in "
+                    r"public\.organizations", str(err)), str(err)
+    assert str(err).endswith("(fix: the loaded rows stay for inspection; correct the source data and rerun with "
+                             "--truncate-first, or run without --disable-fk to stop at the first bad row)")
+
+
+def test_enforced_mode_stops_at_the_first_orphan(dbs, exported: Path) -> None:
+    write_mapping(dbs, exported)
+    rewrite_table(exported, "public.organizations", lambda ls: ls[1:])
+    err = error_of(dbs, exported)
+    assert isinstance(err, TargetError)
+    assert "violates foreign key constraint" in str(err) and "is not present in table \"organizations\"" in str(err)
+
+
+def test_disable_fk_needs_the_privilege(dbs, exported: Path) -> None:
+    write_mapping(dbs, exported)
+    with dbs.target() as conn:
+        conn.execute("DROP ROLE IF EXISTS import_plain")
+        conn.execute("CREATE ROLE import_plain LOGIN PASSWORD 'plain-pw-123'")
+        conn.execute(sql.SQL("GRANT ALL ON DATABASE {} TO import_plain").format(sql.Identifier(dbs.target_db)))
+        for schema in ("public", "edge"):
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {0} TO import_plain; "
+                                 "GRANT ALL ON ALL TABLES IN SCHEMA {0} TO import_plain").format(sql.Identifier(schema)))
+    plain = Endpoint(dbs.target_server.url(dbs.target_db, "import_plain", "plain-pw-123"), "target")
+    with pytest.raises(TargetError) as caught:
+        run_import(plain, DataDir(exported), ImportOptions(disable_fk=True))
+    assert str(caught.value).startswith(
+        "--disable-fk needs to SET session_replication_role, which this user may not do (fix: run without "
+        "--disable-fk (constraints are then checked as rows arrive), or use a superuser in DATABASE_URL)")
+
+
+# --- resuming after a kill ----------------------------------------------------------------------
+
+
+BIG_ROWS = 300_000
+
+
+@pytest.mark.parametrize("mode", [[], ["--disable-fk"]], ids=["enforced", "disable-fk"])
+def test_killed_import_resumes_without_doubles(cli, dbs, data_dir: Path, mode: list[str]) -> None:
+    big = "CREATE TABLE public.import_big (id bigint PRIMARY KEY, payload text, at timestamptz)"
+    with dbs.source() as conn:
+        conn.execute(big)
+        conn.execute("INSERT INTO public.import_big SELECT i, repeat(md5(i::text), 4), "
+                     f"'2024-01-01'::timestamptz + i * interval '1 s' FROM generate_series(1, {BIG_ROWS}) i")
+        conn.execute("ALTER TABLE public.import_big OWNER TO supabase_app")
+    with dbs.target() as conn:
+        conn.execute(big)
+    exported = cli("export", *EDGE)
+    assert exported.exit_code == 0, exported.output
+    mapping = write_mapping(dbs, data_dir)
+    process = cli.process("import", *mode)
+    try:
+        _wait_for_copy_into(dbs, "import_big", process)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    with dbs.target() as conn:
+        for _ in range(100):  # the server notices the dead client and rolls its transaction back
+            if not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%%import_big%%' "
+                                "AND pid <> pg_backend_pid()").fetchone()[0]:
+                break
+            time.sleep(0.1)
+        assert conn.execute("SELECT count(*) FROM public.import_big").fetchone()[0] == 0
+    state_before = import_state(dbs)
+    assert ("public", "import_big") not in {(s, t) for s, t, _ in state_before}
+    result = cli("import", *mode)
+    assert result.exit_code == 0, result.output
+    skipped = flat(result.output).count("loaded by a previous run")
+    assert skipped >= len(state_before)
+    state = import_state(dbs)
+    assert len(state) == len(metadata(data_dir)["tables"]) == len({(s, t) for s, t, _ in state})
+    assert_same_rows(dbs, data_dir, mapping)
+
+
+def _wait_for_copy_into(dbs: Any, table: str, process: Any) -> None:
+    with dbs.target() as conn:
+        for _ in range(600):
+            running = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s AND state = 'active'",
+                                   (f"COPY %{table}%",)).fetchone()[0]
+            if running:
+                return
+            assert process.poll() is None, process.stdout.read()
+            time.sleep(0.05)
+    raise AssertionError(f"no COPY into {table} seen")
