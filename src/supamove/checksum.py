@@ -1,0 +1,190 @@
+"""The SQL verify runs: order-independent checksums of every row and column, computed inside PostgreSQL.
+
+Each row is hashed as md5 of a record of its columns' canonical texts (columns in name order; the
+record form quotes values and leaves NULL empty, so NULL, '' and 'NULL' all differ). A set of rows is
+summarised by count and the sums of the two 64-bit halves of the hashes: order-independent, and
+duplicates count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from psycopg import sql
+
+USER_MAP = sql.Identifier("pg_temp", "supamove_user_map")
+UNMAPPED = "!unmapped:"
+HASH = sql.Identifier("_h")
+Checksum = tuple[int, int, int]  # rows, sum of high halves, sum of low halves
+Bound = tuple[str, ...] | None  # a key value as canonical texts; None is open-ended
+Blocks = tuple[int | None, int | None]  # a range of the table's blocks; None is open-ended
+
+
+@dataclass(frozen=True)
+class Relation:
+    """One side's table as verify reads it: the columns compared, and which hold user ids to map back."""
+
+    schema: str
+    name: str
+    partitioned: bool
+    columns: tuple[str, ...]  # compared columns, in name order
+    key: tuple[str, ...] = ()
+    mapped: dict[str, bool] = field(default_factory=dict)  # user-id column -> is an array
+
+    @property
+    def source(self) -> sql.Composable:
+        only = sql.SQL("") if self.partitioned else sql.SQL("ONLY ")
+        return sql.SQL("{}{}").format(only, sql.Identifier(self.schema, self.name))
+
+
+def column_text(rel: Relation, name: str) -> sql.Composable:
+    """A column's canonical text; a user id held by the target is mapped back to its Supabase id."""
+    col = sql.Identifier(name)
+    if name not in rel.mapped:
+        return sql.SQL("{}::text").format(col)
+    if not rel.mapped[name]:
+        return sql.SQL(
+            "CASE WHEN {c} IS NULL THEN NULL ELSE coalesce("
+            "(SELECT m.supabase FROM {map} m WHERE m.stack = {c}::text), {u} || {c}::text) END"
+        ).format(c=col, map=USER_MAP, u=sql.Literal(UNMAPPED))
+    return sql.SQL(
+        "CASE WHEN {c} IS NULL THEN NULL ELSE coalesce((SELECT array_agg(CASE WHEN e.v IS NULL THEN NULL "
+        "ELSE coalesce(m.supabase, {u} || e.v::text) END ORDER BY e.n)::text "
+        "FROM unnest({c}) WITH ORDINALITY e(v, n) LEFT JOIN {map} m ON m.stack = e.v::text), '{{}}') END"
+    ).format(c=col, map=USER_MAP, u=sql.Literal(UNMAPPED))
+
+
+def row_hash(rel: Relation) -> sql.Composable:
+    texts = sql.SQL(", ").join(column_text(rel, c) for c in rel.columns)
+    return sql.SQL("md5(ROW({})::text)").format(texts)
+
+
+def key_list(rel: Relation) -> sql.Composable:
+    return sql.SQL(", ").join(map(sql.Identifier, rel.key))
+
+
+def key_texts(rel: Relation) -> sql.Composable:
+    return sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in rel.key)
+
+
+def key_outputs(rel: Relation) -> sql.Composable:
+    """Key texts under names of their own: `ORDER BY id` must not sort the text output named id."""
+    return sql.SQL(", ").join(sql.SQL("{}::text AS {}").format(sql.Identifier(k), sql.Identifier(f"_k{i}"))
+                              for i, k in enumerate(rel.key))
+
+
+def compare_key(rel: Relation, op: str, bound: tuple[str, ...]) -> sql.Composable:
+    """`(k1, k2) < ('a', 'b')`: bounds are untyped literals, so each takes its key column's type."""
+    values = sql.SQL(", ").join(sql.Literal(v) for v in bound)
+    return sql.SQL("({}) {} ({})").format(key_list(rel), sql.SQL(op), values)
+
+
+def key_range(rel: Relation, low: Bound, high: Bound) -> sql.Composable:
+    parts: list[sql.Composable] = [sql.SQL("true")]
+    if low is not None:
+        parts.append(compare_key(rel, ">=", low))
+    if high is not None:
+        parts.append(compare_key(rel, "<", high))
+    return sql.SQL(" AND ").join(parts)
+
+
+def _sums(inner: sql.Composable, group: sql.Composable | None = None) -> sql.Composed:
+    halves = sql.SQL(
+        "count(*), coalesce(sum(('x' || substr({h}, 1, 16))::bit(64)::bigint), 0), "
+        "coalesce(sum(('x' || substr({h}, 17, 16))::bit(64)::bigint), 0)").format(h=HASH)
+    if group is None:
+        return sql.SQL("SELECT {} FROM ({}) r").format(halves, inner)
+    return sql.SQL("SELECT {g}, {} FROM ({}) r GROUP BY {g}").format(halves, inner, g=group)
+
+
+def checksum_query(rel: Relation, blocks: Blocks = (None, None)) -> sql.Composed:
+    """The checksum (count and the two sums) of the table, or of the rows in a range of its blocks."""
+    where: list[sql.Composable] = [sql.SQL("true")]
+    if blocks[0] is not None:
+        where.append(sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({blocks[0]},0)")))
+    if blocks[1] is not None:
+        where.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({blocks[1]},0)")))
+    # OFFSET 0 keeps the hash computed once per row: inlined, it would be computed for each sum.
+    inner = sql.SQL("SELECT {} AS {} FROM {} WHERE {} OFFSET 0").format(
+        row_hash(rel), HASH, rel.source, sql.SQL(" AND ").join(where))
+    return _sums(inner)
+
+
+def size_query(rel: Relation) -> sql.Composed:
+    """The table's size in blocks, the server's version number, and whether the table is partitioned."""
+    return sql.SQL(
+        "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int, "
+        "current_setting('server_version_num')::int, c.relkind = 'p' FROM pg_class c "
+        "WHERE c.oid = {}::regclass"
+    ).format(sql.Literal(sql.Identifier(rel.schema, rel.name).as_string(None)))
+
+
+def count_query(rel: Relation) -> sql.Composed:
+    return sql.SQL("SELECT count(*) FROM {}").format(rel.source)
+
+
+def split_points_query(rel: Relation, low: Bound, high: Bound, step: int) -> sql.Composed:
+    """Every `step`-th key in the range, in key order: the boundaries of the next segments."""
+    return sql.SQL(
+        "SELECT {texts} FROM (SELECT {keys}, row_number() OVER (ORDER BY {keys}) AS _n FROM {t} WHERE {r}) s "
+        "WHERE _n % {step} = 1 AND _n > 1 ORDER BY _n"
+    ).format(texts=key_texts(rel), keys=key_list(rel), t=rel.source, r=key_range(rel, low, high),
+             step=sql.Literal(step))
+
+
+def segments_query(rel: Relation, low: Bound, high: Bound, bounds: Sequence[tuple[str, ...]]) -> sql.Composed:
+    """A checksum per segment: segment i holds keys from bounds[i-1] (inclusive) to bounds[i]."""
+    cases = sql.SQL(" ").join(
+        sql.SQL("WHEN {} THEN {}").format(compare_key(rel, "<", b), sql.Literal(i)) for i, b in enumerate(bounds))
+    segment = sql.SQL("CASE {} ELSE {} END").format(cases, sql.Literal(len(bounds)))
+    inner = sql.SQL("SELECT {} AS _seg, {} AS {} FROM {} WHERE {} OFFSET 0").format(
+        segment, row_hash(rel), HASH, rel.source, key_range(rel, low, high))
+    return _sums(inner, sql.Identifier("_seg"))
+
+
+def row_hashes_query(rel: Relation, low: Bound, high: Bound) -> sql.Composed:
+    """Each row's key texts and hash, in key order."""
+    return sql.SQL("SELECT {}, {} FROM {} WHERE {} ORDER BY {}").format(
+        key_outputs(rel), row_hash(rel), rel.source, key_range(rel, low, high), key_list(rel))
+
+
+def rows_by_key_query(rel: Relation, low: Bound, high: Bound) -> sql.Composed:
+    """The canonical texts of the rows whose key texts are given, one text[] parameter per key column."""
+    arrays = sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in rel.key)
+    texts = sql.SQL(", ").join(column_text(rel, c) for c in rel.columns)
+    return sql.SQL("SELECT {}, {} FROM {} WHERE {} AND ({}) IN (SELECT * FROM unnest({}))").format(
+        key_outputs(rel), texts, rel.source, key_range(rel, low, high), key_texts(rel), arrays)
+
+
+def buckets_query(rel: Relation, depth: int) -> sql.Composed:
+    """A checksum per bucket of rows whose hashes share their first `depth` hex digits."""
+    inner = sql.SQL("SELECT {} AS {} FROM {} OFFSET 0").format(row_hash(rel), HASH, rel.source)
+    return _sums(inner, sql.SQL("substr({}, 1, {})").format(HASH, sql.Literal(depth)))
+
+
+def hash_counts_query(rel: Relation, depth: int) -> sql.Composed:
+    """How many times each row hash occurs, in the buckets given as a text[] parameter."""
+    return sql.SQL(
+        "SELECT {h}, count(*) FROM (SELECT {} AS {h} FROM {} OFFSET 0) r "
+        "WHERE substr({h}, 1, {}) = ANY(%s::text[]) GROUP BY {h}"
+    ).format(row_hash(rel), rel.source, sql.Literal(depth), h=HASH)
+
+
+def rows_by_hash_query(rel: Relation) -> sql.Composed:
+    """One row's canonical texts for each row hash given as a text[] parameter."""
+    texts = sql.SQL(", ").join(column_text(rel, c) for c in rel.columns)
+    return sql.SQL(
+        "SELECT DISTINCT ON ({h}) {h}, {} FROM (SELECT {} AS {h}, * FROM {}) r WHERE {h} = ANY(%s::text[])"
+    ).format(texts, row_hash(rel), rel.source, h=HASH)
+
+
+def unmapped_query(rel: Relation, column: str) -> sql.Composed:
+    """How many rows hold, in `column`, a user id the mapping cannot map back."""
+    col = sql.Identifier(column)
+    if not rel.mapped[column]:
+        test = sql.SQL("{c} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {map} m WHERE m.stack = {c}::text)")
+    else:
+        test = sql.SQL("EXISTS (SELECT 1 FROM unnest({c}) e(v) WHERE e.v IS NOT NULL "
+                       "AND NOT EXISTS (SELECT 1 FROM {map} m WHERE m.stack = e.v::text))")
+    return sql.SQL("SELECT count(*) FROM {} WHERE {}").format(rel.source, test.format(c=col, map=USER_MAP))

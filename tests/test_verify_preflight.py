@@ -1,0 +1,68 @@
+"""verify before import (an empty target, no metadata.json yet), an unreachable database, and the report's pieces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from supamove.sandbox.pgserver import free_port
+from supamove.verify import pair_by_key, shown
+
+
+def test_preflight_on_an_empty_target_lists_the_empty_tables(cli, data_dir: Path) -> None:
+    result = cli("verify", "--skip-checksum")
+    assert result.exit_code == 7, result.output
+    assert "No metadata.json: compared the public tables of the source catalog" in result.output
+    report = orjson.loads((data_dir / "verification-report.json").read_bytes())
+    assert report["tablesFrom"] == "source catalog"
+    assert {t["schema"] for t in report["tables"]} == {"public"}
+    assert report["summary"]["checksums"] is False
+    readings = next(t for t in report["tables"] if t["table"] == "readings")
+    assert readings["status"] == "fail" and readings["targetRows"] == 0 and readings["sourceRows"] > 0
+    assert {t["reason"] for t in report["tables"] if t["sourceRows"]} == {
+        "target table is empty: run `supamove import`"}
+    assert "empty" in result.output
+
+
+def test_unreachable_target_fails(cli, monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@127.0.0.1:{free_port()}/postgres?sslmode=disable")
+    result = cli("verify")
+    assert result.exit_code == 4, result.output
+    assert "connection refused" in result.output
+    assert not (data_dir / "verification-report.json").exists()
+
+
+def test_missing_target_table_names_it(cli, dbs, data_dir: Path) -> None:
+    with dbs.target() as conn:
+        conn.execute("DROP TABLE public.alert_subscriptions")
+    result = cli("verify", "--skip-checksum", "--tables", "alert_subscriptions")
+    assert result.exit_code == 7
+    report = orjson.loads((data_dir / "verification-report.json").read_bytes())
+    assert [t["reason"] for t in report["tables"]] == [
+        "target table public.alert_subscriptions does not exist (run `supamove import`)"]
+
+
+def test_tables_pattern_matching_nothing_is_refused(cli) -> None:
+    result = cli("verify", "--tables", "no_such_table")
+    assert result.exit_code == 2
+    assert "--tables no_such_table matches no table" in result.output
+
+
+def test_a_missing_and_an_extra_row_with_one_key_are_one_changed_row() -> None:
+    missing = [("h1", 1, {"id": "7", "v": "a"}), ("h2", 2, {"id": "8", "v": "b"})]
+    extra = [("h3", 1, {"id": "7", "v": "z"})]
+    assert pair_by_key(("id",), missing, extra) == [
+        {"kind": "changed", "key": {"id": "7"}, "columns": [{"column": "v", "source": "a", "target": "z"}]},
+        {"kind": "missing", "key": {"id": "8"}, "count": 2, "row": {"id": "8", "v": "b"}},
+    ]
+    assert pair_by_key((), missing[:1], extra) == [
+        {"kind": "missing", "count": 1, "row": {"id": "7", "v": "a"}},
+        {"kind": "extra", "count": 1, "row": {"id": "7", "v": "z"}},
+    ]
+
+
+def test_long_values_are_cut_in_the_report() -> None:
+    assert shown(None) is None and shown("short") == "short"
+    assert shown("x" * 1000).endswith("… (1,000 characters)")
