@@ -1,0 +1,836 @@
+"""A local Stack Auth: the server API for users as supamove uses it, with fault injection for tests.
+
+Follows stack-auth/stack-auth (apps/backend/src/app/api/latest/users/crud.tsx, smart-request.tsx,
+packages/stack-shared/src/known-errors.tsx, interface/crud/users.ts, utils/hashes.tsx and
+auth/password/send-reset-code/route.tsx): the same headers, status codes, error codes and bodies.
+Known errors are JSON `{code, details?, error}` with `X-Stack-Known-Error`; other errors are
+text/plain. E-mail uniqueness is the real one (crud.tsx checkAuthData, the ContactChannel unique
+key (tenancyId, type, value, usedForAuth) in schema.prisma, and the doc "Primary Email and Contact
+Channel Logic"): only an e-mail used for auth is unique; any number of users may have the same
+primary e-mail with `primary_email_auth_enabled: false`. Deliberate shortcuts, for speed: a bcrypt `password_hash` is checked by shape and cost
+(not by a trial compare), and an unknown e-mail on send-reset-code answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import os
+import re
+import secrets
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import bcrypt
+import orjson
+
+USERS_PATH = "/api/v1/users"
+RESET_PATH = "/api/v1/auth/password/send-reset-code"
+OAUTH_PROVIDERS = ("google", "github", "microsoft", "spotify", "facebook", "discord", "gitlab",
+                   "bitbucket", "linkedin", "apple", "x", "twitch")
+RESET_ANSWER = {"success": "maybe, only if user with e-mail exists"}
+# yup's string().email() (the WHATWG rule).
+EMAIL_RE = re.compile(r"^[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+                      r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
+BCRYPT_RE = re.compile(r"^\$2[ayb]\$.{56}$", re.DOTALL)
+BCRYPT_SHAPE = re.compile(r"^\$2[ayb]\$(\d\d)\$[./A-Za-z0-9]{53}$")
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
+
+# Create body fields and their kinds (users.ts: usersCrudServerCreateSchema).
+_STR, _NSTR, _BOOL, _JSON = "string", "nullable string", "boolean", "json"
+CREATE_FIELDS: dict[str, str] = {
+    "display_name": _NSTR, "profile_image_url": _NSTR, "client_metadata": _JSON,
+    "client_read_only_metadata": _JSON, "server_metadata": _JSON, "primary_email": _NSTR,
+    "primary_email_verified": _BOOL, "primary_email_auth_enabled": _BOOL, "passkey_auth_enabled": _BOOL,
+    "password": _NSTR, "password_hash": _STR, "otp_auth_enabled": _BOOL, "totp_secret_base64": _NSTR,
+    "is_anonymous": _BOOL, "restricted_by_admin": _BOOL, "restricted_by_admin_reason": _NSTR,
+    "restricted_by_admin_private_details": _NSTR, "country_code": _NSTR, "risk_scores": _JSON,
+    "oauth_providers": "oauth",
+}
+UPDATE_FIELDS = {k: v for k, v in CREATE_FIELDS.items() if k != "oauth_providers"} | {"selected_team_id": _NSTR}
+LIST_QUERY = {"team_id", "limit", "cursor", "order_by", "desc", "query", "include_anonymous",
+              "only_anonymous", "include_restricted"}
+
+
+class HttpError(Exception):
+    """An answer other than success: a known error (JSON) or a status error (text/plain)."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, details: Any = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.details = status, message, code, details
+
+    def body(self) -> tuple[bytes, dict[str, str]]:
+        if self.code is None:
+            return self.message.encode(), {"Content-Type": "text/plain; charset=utf-8"}
+        payload: dict[str, Any] = {"code": self.code}
+        if self.details:
+            payload["details"] = self.details
+        payload["error"] = self.message
+        return (orjson.dumps(payload, option=orjson.OPT_INDENT_2),
+                {"Content-Type": "application/json; charset=utf-8", "X-Stack-Known-Error": self.code})
+
+
+def known(status: int, code: str, message: str, details: Any = None) -> HttpError:
+    return HttpError(status, message, code, details)
+
+
+def schema_error(method: str, path: str, problems: list[str]) -> HttpError:
+    lines = "\n".join(f"  - {p}" for p in problems)
+    message = f"Request validation failed on {method} {path}:\n{lines}"
+    return known(400, "SCHEMA_ERROR", message, {"message": message})
+
+
+def user_with_email_exists(email: str) -> HttpError:
+    return known(409, "USER_EMAIL_ALREADY_EXISTS", f"A user with email {orjson.dumps(email).decode()} already exists.",
+                 {"email": email, "would_work_if_email_was_verified": False})
+
+
+def normalize_email(email: str) -> str:
+    """apps/backend/src/lib/emails.tsx normalizeEmail: trimmed, lower-cased, exactly one @."""
+    lowered = email.strip().lower()
+    if lowered.count("@") != 1:
+        raise HttpError(500, "Invalid email address")
+    return lowered
+
+
+def password_hash_valid(value: str) -> bool:
+    """hashes.tsx getPasswordHashAlgorithm: `^\\$2[ayb]\\$.{56}$` and a cost of at most 16."""
+    if not BCRYPT_RE.match(value):
+        return False
+    shape = BCRYPT_SHAPE.match(value)
+    return bool(shape) and 4 <= int(shape.group(1)) <= 16  # type: ignore[union-attr]
+
+
+@dataclass
+class Fault:
+    """One injected misbehaviour for the next matching request(s)."""
+
+    kind: str  # "status", "delay" or "drop_after_create"
+    times: int
+    status: int = 500
+    retry_after: str | None = None
+    seconds: float = 0.0
+    match: str | None = None  # "POST /api/v1/users"; None matches every request
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.match is None or self.match == f"{method} {path}"
+
+
+@dataclass
+class SandboxConfig:
+    """The project settings the real backend reads from its config."""
+
+    oauth_providers: tuple[str, ...] = OAUTH_PROVIDERS
+    password_sign_in: bool = True
+    otp_sign_in: bool = True
+    require_email_verification: bool = False
+
+
+@dataclass
+class ResetEmail:
+    email: str
+    user_id: str
+    callback_url: str
+
+
+class Store:
+    """The users, ordered as the list endpoint orders them (signed_up_at, then id)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users: dict[str, dict[str, Any]] = {}
+        self.order: list[tuple[int, str]] = []
+        self.auth_emails: dict[str, str] = {}
+        self._last_millis = 0
+
+    def signed_up_now(self) -> int:
+        millis = max(int(time.time() * 1000), self._last_millis)
+        self._last_millis = millis
+        return millis
+
+    def add(self, user: dict[str, Any]) -> None:
+        self.users[user["id"]] = user
+        bisect.insort(self.order, (user["signed_up_at_millis"], user["id"]))
+        if user["primary_email"] and user["primary_email_auth_enabled"]:
+            self.auth_emails[user["primary_email"]] = user["id"]
+
+    def remove(self, user_id: str) -> None:
+        user = self.users.pop(user_id)
+        self.order.remove((user["signed_up_at_millis"], user_id))
+        if self.auth_emails.get(user["primary_email"] or "") == user_id:
+            del self.auth_emails[user["primary_email"]]
+
+
+class StackAuthSandbox:
+    """Stack Auth's server API for users on 127.0.0.1, in a background thread."""
+
+    def __init__(self, project_id: str, secret_key: str, port: int = 0, host: str = "127.0.0.1",
+                 config: SandboxConfig | None = None) -> None:
+        self.project_id = project_id
+        self.secret_key = secret_key
+        self.host = host
+        self.port = port
+        self.config = config or SandboxConfig()
+        self.store = Store()
+        self.reset_emails: list[ResetEmail] = []
+        self.requests: Counter[str] = Counter()
+        self._faults: list[Fault] = []
+        self._fault_lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> StackAuthSandbox:
+        handler = type("Handler", (_Handler,), {"sandbox": self})
+        server = ThreadingHTTPServer((self.host, self.port), handler)
+        server.daemon_threads = True
+        self._server = server
+        self.port = int(server.server_address[1])
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="stackauth-sandbox", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> StackAuthSandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- assertions ------------------------------------------------------------------------
+
+    @property
+    def users(self) -> dict[str, dict[str, Any]]:
+        """Every user as the API reads it, by id (password hashes are not part of it)."""
+        with self.store.lock:
+            return {uid: render_user(u, self.config) for uid, u in self.store.users.items()}
+
+    def stored(self, user_id: str) -> dict[str, Any]:
+        """The raw stored record, password hash included (tests only)."""
+        with self.store.lock:
+            return dict(self.store.users[user_id])
+
+    def check_password(self, email: str, password: str) -> bool:
+        """Whether `password` signs in the user whose auth e-mail is `email`, as Stack Auth compares it."""
+        with self.store.lock:
+            user_id = self.store.auth_emails.get(email.strip().lower())
+            stored = self.store.users[user_id]["password_hash"] if user_id else None
+        if not stored:
+            return False
+        try:
+            return bcrypt.checkpw(password.encode(), stored.encode())
+        except ValueError:
+            return False
+
+    def create_count(self) -> int:
+        return self.requests[f"POST {USERS_PATH} 201"]
+
+    # --- fault injection -------------------------------------------------------------------
+
+    def fail_next(self, times: int = 1, status: int = 429, retry_after: str | float | None = None,
+                  match: str | None = None) -> None:
+        """The next `times` matching requests answer `status` (429 with Retry-After when given)."""
+        after = None if retry_after is None else str(retry_after)
+        self._add_fault(Fault("status", times, status=status, retry_after=after, match=match))
+
+    def delay_next(self, times: int, seconds: float, match: str | None = None) -> None:
+        """The next `times` matching requests are answered `seconds` late (and then normally)."""
+        self._add_fault(Fault("delay", times, seconds=seconds, match=match))
+
+    def drop_next_creates(self, times: int = 1) -> None:
+        """The next `times` creates create the user, then close the connection without answering."""
+        self._add_fault(Fault("drop_after_create", times, match=f"POST {USERS_PATH}"))
+
+    def clear_faults(self) -> None:
+        with self._fault_lock:
+            self._faults.clear()
+
+    def _add_fault(self, fault: Fault) -> None:
+        with self._fault_lock:
+            self._faults.append(fault)
+
+    def take_fault(self, method: str, path: str) -> Fault | None:
+        with self._fault_lock:
+            for fault in self._faults:
+                if fault.matches(method, path):
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    # --- the API ---------------------------------------------------------------------------
+
+    def authenticate(self, headers: Any, allowed: tuple[str, ...]) -> str:
+        """smart-request.tsx parseAuth, for one project with one secret server key."""
+        access_type = headers.get("x-stack-access-type")
+        project_id = headers.get("x-stack-project-id")
+        client_key = headers.get("x-stack-publishable-client-key")
+        server_key = headers.get("x-stack-secret-server-key")
+        admin_key = headers.get("x-stack-super-secret-admin-key")
+        if not access_type and (client_key or server_key or admin_key or headers.get("x-stack-admin-access-token")):
+            raise known(400, "PROJECT_KEY_WITHOUT_ACCESS_TYPE",
+                        "Either an API key or an admin access token was provided, but the x-stack-access-type "
+                        "header is missing. Set it to 'client', 'server', or 'admin' as appropriate.")
+        if not access_type:
+            raise known(400, "ACCESS_TYPE_REQUIRED",
+                        "You must specify an access level for this Stack project. Make sure project API keys are "
+                        "provided (eg. x-stack-publishable-client-key) and you set the x-stack-access-type header "
+                        "to 'client', 'server', or 'admin'.\n\nFor more information, see the docs on REST API "
+                        "authentication: https://docs.stack-auth.com/rest-api/overview#authentication")
+        if access_type not in ("client", "server", "admin"):
+            raise known(400, "INVALID_ACCESS_TYPE",
+                        f"The x-stack-access-type header must be 'client', 'server', or 'admin', but was '{access_type}'.")
+        if not project_id:
+            raise known(400, "ACCESS_TYPE_WITHOUT_PROJECT_ID",
+                        f"The x-stack-access-type header was '{access_type}', but the x-stack-project-id header was "
+                        "not provided.\n\nFor more information, see the docs on REST API authentication: "
+                        "https://docs.stack-auth.com/rest-api/overview#authentication", {"request_type": access_type})
+        pid = orjson.dumps(project_id).decode()
+        if access_type == "client":
+            if not client_key:
+                raise known(401, "CLIENT_AUTHENTICATION_REQUIRED", "The publishable client key must be provided.")
+            raise known(401, "INVALID_PUBLISHABLE_CLIENT_KEY",
+                        f"The publishable key is not valid for the project {pid}. Does the project and/or the key exist?",
+                        {"project_id": project_id})
+        if access_type == "admin":
+            if not admin_key:
+                raise known(401, "ADMIN_AUTHENTICATION_REQUIRED", "The super secret admin key must be provided.")
+            raise known(401, "INVALID_SUPER_SECRET_ADMIN_KEY",
+                        f"The super secret admin key is not valid for the project {pid}. Does the project and/or "
+                        "the key exist?", {"project_id": project_id})
+        if not server_key:
+            raise known(401, "SERVER_AUTHENTICATION_REQUIRED", "The secret server key must be provided.")
+        if project_id != self.project_id or not secrets.compare_digest(server_key, self.secret_key):
+            raise known(401, "INVALID_SECRET_SERVER_KEY",
+                        f"The secret server key is not valid for the project {pid}. Does the project and/or the key exist?",
+                        {"project_id": project_id})
+        if access_type not in allowed:
+            raise known(401, "INSUFFICIENT_ACCESS_TYPE",
+                        f"The x-stack-access-type header must be {' or '.join(repr(a) for a in allowed)}, "
+                        f"but was '{access_type}'.",
+                        {"actual_access_type": access_type, "allowed_access_types": list(allowed)})
+        return access_type
+
+    def create_user(self, body: Any) -> dict[str, Any]:
+        problems = validate_body(body, CREATE_FIELDS)
+        if problems:
+            raise schema_error("POST", USERS_PATH, problems)
+        email = normalize_email(body["primary_email"]) if body.get("primary_email") else None
+        password_hash = self._password_hash(body)
+        auth_enabled = bool(body.get("primary_email_auth_enabled"))
+        verified = bool(body.get("primary_email_verified"))
+        restricted = bool(body.get("restricted_by_admin"))
+        with self.store.lock:
+            self._check_auth_data(email, verified, auth_enabled)
+            for provider in body.get("oauth_providers") or []:
+                if provider["id"] not in self.config.oauth_providers:
+                    raise HttpError(400, f"OAuth provider {provider['id']} not found")
+            if password_hash and not self.config.password_sign_in:
+                raise HttpError(400, "Password auth not enabled in the project")
+            if body.get("otp_auth_enabled") and not self.config.otp_sign_in:
+                raise HttpError(400, "OTP auth not enabled in the project")
+            millis = self.store.signed_up_now()
+            user = {
+                "id": str(uuid.uuid4()),
+                "display_name": body.get("display_name") or None,
+                "primary_email": email,
+                "primary_email_verified": verified if email else False,
+                "primary_email_auth_enabled": auth_enabled if email else False,
+                "profile_image_url": body.get("profile_image_url"),
+                "signed_up_at_millis": millis,
+                "last_active_at_millis": millis,
+                "client_metadata": body.get("client_metadata"),
+                "client_read_only_metadata": body.get("client_read_only_metadata"),
+                "server_metadata": body.get("server_metadata"),
+                "password_hash": password_hash,
+                "otp_auth_enabled": bool(body.get("otp_auth_enabled")),
+                "is_anonymous": bool(body.get("is_anonymous")),
+                "restricted_by_admin": restricted,
+                "restricted_by_admin_reason": body.get("restricted_by_admin_reason") or None,
+                "restricted_by_admin_private_details": body.get("restricted_by_admin_private_details") or None,
+                "country_code": body.get("country_code"),
+                "risk_scores": body.get("risk_scores") or {"sign_up": {"bot": 0, "free_trial_abuse": 0}},
+                "oauth_providers": [{"id": p["id"], "account_id": p["account_id"], "email": p.get("email")}
+                                    for p in body.get("oauth_providers") or []],
+                "requires_totp_mfa": False,
+            }
+            self.store.add(user)
+            return render_user(user, self.config)
+
+    def _password_hash(self, body: dict[str, Any]) -> str | None:
+        """crud.tsx getPasswordHashFromData."""
+        if "password" in body:
+            if "password_hash" in body:
+                raise HttpError(400, "Cannot set both password and password_hash at the same time.")
+            if body["password"] is None:
+                return None
+            return bcrypt.hashpw(body["password"].encode(), bcrypt.gensalt(10)).decode()
+        if "password_hash" in body:
+            if not password_hash_valid(body["password_hash"]):
+                raise HttpError(400, "Invalid password hash. Make sure it's a supported algorithm in Modular Crypt Format.")
+            return str(body["password_hash"])
+        return None
+
+    def _check_auth_data(self, email: str | None, verified: bool, auth_enabled: bool,
+                         old_email: str | None = None) -> None:
+        """crud.tsx checkAuthData (the caller holds the store lock).
+
+        409 USER_EMAIL_ALREADY_EXISTS only when the e-mail is already used for auth by a user AND this
+        one would use it for auth too (and, on an update, the e-mail changes); without auth, e-mails repeat.
+        """
+        if not email and auth_enabled:
+            raise HttpError(400, "primary_email_auth_enabled cannot be true without primary_email")
+        if not email and verified:
+            raise HttpError(400, "primary_email_verified cannot be true without primary_email")
+        if not auth_enabled:
+            return
+        if email != old_email and email in self.store.auth_emails:
+            raise user_with_email_exists(email)
+
+    def get_user(self, user_id: str) -> dict[str, Any]:
+        with self.store.lock:
+            user = self.store.users.get(user_id)
+            if user is None:
+                raise known(404, "USER_NOT_FOUND", "User not found.")
+            return render_user(user, self.config)
+
+    def update_user(self, user_id: str, body: Any) -> dict[str, Any]:
+        problems = validate_body(body, UPDATE_FIELDS)
+        if problems:
+            raise schema_error("PATCH", f"{USERS_PATH}/{user_id}", problems)
+        password_hash = self._password_hash(body)
+        with self.store.lock:
+            user = self.store.users.get(user_id)
+            if user is None:
+                raise known(404, "USER_NOT_FOUND", "User not found.")
+            email = user["primary_email"]
+            if "primary_email" in body:
+                email = normalize_email(body["primary_email"]) if body["primary_email"] else None
+            auth_enabled = body.get("primary_email_auth_enabled", user["primary_email_auth_enabled"]) and bool(email)
+            verified = body.get("primary_email_verified", user["primary_email_verified"]) and bool(email)
+            self._check_auth_data(email, verified, auth_enabled, old_email=user["primary_email"])
+            if auth_enabled and self.store.auth_emails.get(email or "", user_id) != user_id:
+                # checkAuthData lets an unchanged e-mail through; the (value, usedForAuth) unique key does not
+                raise HttpError(500, "Internal Server Error")
+            restricted = body.get("restricted_by_admin", user["restricted_by_admin"])
+            if not restricted and (body.get("restricted_by_admin_reason") or body.get("restricted_by_admin_private_details")):
+                raise HttpError(400, "restricted_by_admin_reason requires restricted_by_admin=true")
+            self.store.remove(user_id)
+            for key in ("display_name", "profile_image_url", "client_metadata", "client_read_only_metadata",
+                        "server_metadata", "is_anonymous", "country_code", "risk_scores",
+                        "restricted_by_admin_reason", "restricted_by_admin_private_details", "otp_auth_enabled"):
+                if key in body:
+                    user[key] = body[key]
+            user.update(primary_email=email, primary_email_auth_enabled=bool(auth_enabled),
+                        primary_email_verified=bool(verified), restricted_by_admin=bool(restricted))
+            if not restricted:
+                user.update(restricted_by_admin_reason=None, restricted_by_admin_private_details=None)
+            if "password" in body or "password_hash" in body:
+                user["password_hash"] = password_hash
+            self.store.add(user)
+            return render_user(user, self.config)
+
+    def delete_user(self, user_id: str) -> dict[str, Any]:
+        with self.store.lock:
+            if user_id not in self.store.users:
+                raise known(404, "USER_NOT_FOUND", "User not found.")
+            self.store.remove(user_id)
+        return {"success": True}
+
+    def list_users(self, query: dict[str, str]) -> dict[str, Any]:
+        problems = validate_list_query(query)
+        if problems:
+            raise schema_error("GET", USERS_PATH, problems)
+        only_anonymous = query.get("only_anonymous") == "true"
+        include_anonymous = query.get("include_anonymous") == "true"
+        if only_anonymous and not include_anonymous:
+            raise HttpError(400, "only_anonymous=true requires include_anonymous=true")
+        include_restricted = query.get("include_restricted") == "true" or include_anonymous
+        limit = int(query["limit"]) if "limit" in query else None
+        descending = query.get("desc") == "true"
+        with self.store.lock:
+            order = self.store.order
+            positions = range(len(order) - 1, -1, -1) if descending else range(len(order))
+            if "cursor" in query:
+                positions = self._from_cursor(query["cursor"], descending)
+            items: list[dict[str, Any]] = []
+            next_cursor = None
+            for position in positions:
+                user = self.store.users[order[position][1]]
+                if not self._listed(user, only_anonymous, include_anonymous, include_restricted, query.get("query")):
+                    continue
+                if limit is not None and len(items) == limit:
+                    next_cursor = user["id"]
+                    break
+                items.append(render_user(user, self.config))
+        return {"items": items, "is_paginated": True, "pagination": {"next_cursor": next_cursor}}
+
+    def _from_cursor(self, cursor: str, descending: bool) -> range:
+        """Positions from the cursor's user on (inclusive, as Prisma's cursor is); none if it is gone."""
+        order = self.store.order
+        user = self.store.users.get(cursor)
+        if user is None:
+            return range(0)
+        start = bisect.bisect_left(order, (user["signed_up_at_millis"], cursor))
+        return range(start, -1, -1) if descending else range(start, len(order))
+
+    def _listed(self, user: dict[str, Any], only_anonymous: bool, include_anonymous: bool,
+                include_restricted: bool, text: str | None) -> bool:
+        if only_anonymous and not user["is_anonymous"]:
+            return False
+        if not include_anonymous and user["is_anonymous"]:
+            return False
+        if not include_restricted:
+            if user["restricted_by_admin"]:
+                return False
+            if self.config.require_email_verification and not (user["primary_email"] and user["primary_email_verified"]):
+                return False
+        if text:
+            bare = re.sub(r"[^a-zA-Z0-9\-_.]", "", text)
+            lowered = text.lower()
+            return (bool(UUID_RE.match(bare)) and user["id"] == bare) \
+                or lowered in (user["display_name"] or "").lower() \
+                or lowered in (user["primary_email"] or "").lower()
+        return True
+
+    def send_reset_code(self, body: Any) -> dict[str, Any]:
+        problems = validate_reset_body(body)
+        if problems:
+            raise schema_error("POST", RESET_PATH, problems)
+        if not self.config.password_sign_in:
+            raise known(400, "PASSWORD_AUTHENTICATION_NOT_ENABLED", "Password authentication is not enabled for this project.")
+        email = body["email"]
+        with self.store.lock:
+            user_id = self.store.auth_emails.get(email) or self.store.auth_emails.get(email.strip().lower())
+        if user_id:
+            self.reset_emails.append(ResetEmail(email, user_id, body["callback_url"]))
+        return dict(RESET_ANSWER)
+
+
+def render_user(user: dict[str, Any], config: SandboxConfig) -> dict[str, Any]:
+    """The server read shape (users.ts usersCrudServerReadSchema, crud.tsx userPrismaToCrud)."""
+    restricted_reason = None
+    if user["is_anonymous"]:
+        restricted_reason = {"type": "anonymous"}
+    elif config.require_email_verification and not user["primary_email_verified"]:
+        restricted_reason = {"type": "email_not_verified"}
+    elif user["restricted_by_admin"]:
+        restricted_reason = {"type": "restricted_by_administrator"}
+    has_password = bool(user["password_hash"])
+    return {
+        "id": user["id"],
+        "display_name": user["display_name"],
+        "primary_email": user["primary_email"],
+        "primary_email_verified": user["primary_email_verified"],
+        "primary_email_auth_enabled": user["primary_email_auth_enabled"],
+        "profile_image_url": user["profile_image_url"],
+        "signed_up_at_millis": user["signed_up_at_millis"],
+        "client_metadata": user["client_metadata"],
+        "client_read_only_metadata": user["client_read_only_metadata"],
+        "server_metadata": user["server_metadata"],
+        "has_password": has_password,
+        "otp_auth_enabled": user["otp_auth_enabled"],
+        "auth_with_email": has_password or user["otp_auth_enabled"],
+        "requires_totp_mfa": user["requires_totp_mfa"],
+        "passkey_auth_enabled": False,
+        "oauth_providers": [dict(p) for p in user["oauth_providers"]],
+        "selected_team_id": None,
+        "selected_team": None,
+        "last_active_at_millis": user["last_active_at_millis"],
+        "is_anonymous": user["is_anonymous"],
+        "is_restricted": restricted_reason is not None,
+        "restricted_reason": restricted_reason,
+        "restricted_by_admin": user["restricted_by_admin"],
+        "restricted_by_admin_reason": user["restricted_by_admin_reason"],
+        "restricted_by_admin_private_details": user["restricted_by_admin_private_details"],
+        "country_code": user["country_code"],
+        "risk_scores": user["risk_scores"],
+    }
+
+
+# --- request validation (yup's messages, as the backend's SCHEMA_ERROR lists them) -----------
+
+
+def _shown(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _type_problem(path: str, kind: str, value: Any) -> str | None:
+    if kind == _JSON:
+        return None
+    if value is None:
+        return None if kind in (_NSTR, _JSON) else f"{path} cannot be null"
+    expected = {"string": str, "nullable string": str, "boolean": bool}[kind]
+    if not isinstance(value, expected):
+        name = "string" if expected is str else "boolean"
+        return f"{path} must be a `{name}` type, but the final value was: `{_shown(value)}`."
+    return None
+
+
+def validate_body(body: Any, fields: dict[str, str]) -> list[str]:
+    """Every problem with a create or update body; [] when it is valid."""
+    if body is None:
+        return ["body must be defined"]
+    if not isinstance(body, dict):
+        return [f"body must be a `object` type, but the final value was: `{_shown(body)}`."]
+    problems: list[str] = []
+    unknown = [k for k in body if k not in fields]
+    if unknown:
+        problems.append(f"body contains unknown properties: {', '.join(unknown)}")
+    for key, kind in fields.items():
+        if key not in body:
+            continue
+        value = body[key]
+        if kind == "oauth":
+            problems += _oauth_problems(value)
+            continue
+        problem = _type_problem(f"body.{key}", kind, value)
+        if problem:
+            problems.append(problem)
+    problems += _value_problems(body)
+    return problems
+
+
+def _value_problems(body: dict[str, Any]) -> list[str]:
+    problems = []
+    email = body.get("primary_email")
+    if isinstance(email, str):
+        if email == "":
+            problems.append("body.primary_email must not be empty")
+        elif not EMAIL_RE.match(email):
+            problems.append("body.primary_email must be a valid email")
+    if isinstance(body.get("password"), str) and len(body["password"]) > 70:
+        problems.append("body.password must be at most 70 characters")
+    if body.get("password_hash") == "":
+        problems.append("body.password_hash must not be empty")
+    if isinstance(body.get("country_code"), str) and not COUNTRY_RE.match(body["country_code"]):
+        problems.append("body.country_code must be a valid ISO country code")
+    if body.get("restricted_by_admin") is not True:
+        if body.get("restricted_by_admin_reason") is not None:
+            problems.append("restricted_by_admin_reason must be null when restricted_by_admin is not true")
+        elif body.get("restricted_by_admin_private_details") is not None:
+            problems.append("restricted_by_admin_private_details must be null when restricted_by_admin is not true")
+    return problems
+
+
+def _oauth_problems(value: Any) -> list[str]:
+    if value is None:
+        return ["body.oauth_providers cannot be null"]
+    if not isinstance(value, list):
+        return [f"body.oauth_providers must be a `array` type, but the final value was: `{_shown(value)}`."]
+    problems: list[str] = []
+    for i, item in enumerate(value):
+        path = f"body.oauth_providers[{i}]"
+        if not isinstance(item, dict):
+            problems.append(f"{path} must be a `object` type, but the final value was: `{_shown(item)}`.")
+            continue
+        unknown = [k for k in item if k not in ("id", "account_id", "email")]
+        if unknown:
+            problems.append(f"{path} contains unknown properties: {', '.join(unknown)}")
+        for key in ("id", "account_id"):
+            if key not in item:
+                problems.append(f"{path}.{key} must be defined")
+            elif (p := _type_problem(f"{path}.{key}", _STR, item[key])) is not None:
+                problems.append(p)
+        if (p := _type_problem(f"{path}.email", _NSTR, item.get("email"))) is not None:
+            problems.append(p)
+    return problems
+
+
+def validate_list_query(query: dict[str, str]) -> list[str]:
+    problems: list[str] = []
+    unknown = [k for k in query if k not in LIST_QUERY]
+    if unknown:
+        problems.append(f"query contains unknown properties: {', '.join(unknown)}")
+    if "limit" in query:
+        if not re.fullmatch(r"-?\d+", query["limit"]):
+            problems.append(f"query.limit must be a `number` type, but the final value was: `NaN` (cast from the value `{_shown(query['limit'])}`).")
+        elif int(query["limit"]) < 1:
+            problems.append("query.limit must be greater than or equal to 1")
+    for key in ("cursor", "team_id"):
+        if key in query and not UUID_RE.match(query[key]):
+            problems.append(f"query.{key} must be a valid UUID")
+    if "order_by" in query and query["order_by"] != "signed_up_at":
+        problems.append("query.order_by must be one of the following values: signed_up_at")
+    for key in ("desc", "include_anonymous", "only_anonymous", "include_restricted"):
+        if key in query and query[key] not in ("true", "false"):
+            problems.append(f"query.{key} must be one of the following values: true, false")
+    return problems
+
+
+def validate_reset_body(body: Any) -> list[str]:
+    if not isinstance(body, dict):
+        return ["body must be defined"] if body is None else [f"body must be a `object` type, but the final value was: `{_shown(body)}`."]
+    problems: list[str] = []
+    unknown = [k for k in body if k not in ("email", "callback_url")]
+    if unknown:
+        problems.append(f"body contains unknown properties: {', '.join(unknown)}")
+    for key in ("email", "callback_url"):
+        if key not in body or body[key] is None:
+            problems.append(f"body.{key} must be defined")
+        elif not isinstance(body[key], str):
+            problems.append(f"body.{key} must be a `string` type, but the final value was: `{_shown(body[key])}`.")
+    if isinstance(body.get("email"), str) and not EMAIL_RE.match(body["email"]):
+        problems.append("body.email must be a valid email")
+    url = body.get("callback_url")
+    if isinstance(url, str) and (" " in url or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc):
+        problems.append("body.callback_url is not a valid URL")
+    return problems
+
+
+# --- HTTP ----------------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    sandbox: StackAuthSandbox
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # small JSON answers must not wait for delayed ACKs
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def _serve(self, method: str) -> None:
+        parts = urlsplit(self.path)
+        path = parts.path.rstrip("/") or "/"
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        fault = self.sandbox.take_fault(method, path)
+        if fault is not None and fault.kind == "delay":
+            time.sleep(fault.seconds)
+        if fault is not None and fault.kind == "status":
+            self._answer_status(method, path, fault)
+            return
+        try:
+            status, payload = self._route(method, path, dict(parse_qsl(parts.query, keep_blank_values=True)), raw)
+        except HttpError as exc:
+            body, headers = exc.body()
+            self._send(method, path, exc.status, body, headers)
+            return
+        if fault is not None and fault.kind == "drop_after_create" and status == 201:
+            self.sandbox.requests[f"{method} {path} 201"] += 1
+            self._drop()
+            return
+        self._send(method, path, status, orjson.dumps(payload), {"Content-Type": "application/json; charset=utf-8"})
+
+    def _route(self, method: str, path: str, query: dict[str, str], raw: bytes) -> tuple[int, Any]:
+        sandbox = self.sandbox
+        if path == USERS_PATH:
+            if method not in ("GET", "POST"):
+                raise HttpError(405, "Method not allowed")
+            sandbox.authenticate(self.headers, ("server", "admin"))
+            if method == "GET":
+                return 200, sandbox.list_users(query)
+            return 201, sandbox.create_user(self._body(method, raw))
+        if path.startswith(USERS_PATH + "/"):
+            user_id = path[len(USERS_PATH) + 1:]
+            if method not in ("GET", "PATCH", "DELETE"):
+                raise HttpError(405, "Method not allowed")
+            sandbox.authenticate(self.headers, ("server", "admin"))
+            if not UUID_RE.match(user_id):
+                raise schema_error(method, path, ["params.user_id must be a valid UUID"])
+            if method == "GET":
+                return 200, sandbox.get_user(user_id)
+            if method == "PATCH":
+                return 200, sandbox.update_user(user_id, self._body(method, raw))
+            return 200, sandbox.delete_user(user_id)
+        if path == RESET_PATH:
+            if method != "POST":
+                raise HttpError(405, "Method not allowed")
+            sandbox.authenticate(self.headers, ("client", "server", "admin"))
+            return 200, sandbox.send_reset_code(self._body(method, raw))
+        raise HttpError(404, f"404 — this page does not exist in Stack Auth's API.\n\nPlease see the API documentation at https://docs.stack-auth.com, or visit the Stack Auth dashboard at https://app.stack-auth.com.\n\nURL: {path}")
+
+    def _body(self, method: str, raw: bytes) -> Any:
+        """smart-request.tsx parseBody."""
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+        if not content_type:
+            return None
+        if content_type != "application/json":
+            raise known(400, "BODY_PARSING_ERROR", f"Unknown content type in request body: {content_type}")
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise known(400, "BODY_PARSING_ERROR", "Invalid JSON in request body") from None
+
+    def _answer_status(self, method: str, path: str, fault: Fault) -> None:
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if fault.retry_after is not None:
+            headers["Retry-After"] = fault.retry_after
+        message = {429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+                   503: "Service Unavailable"}.get(fault.status, "Error")
+        self._send(method, path, fault.status, message.encode(), headers)
+
+    def _send(self, method: str, path: str, status: int, body: bytes, headers: dict[str, str]) -> None:
+        route = f"{USERS_PATH}/{{id}}" if path.startswith(USERS_PATH + "/") else path
+        self.sandbox.requests[f"{method} {route} {status}"] += 1
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the sandbox in the foreground: `python -m supamove.sandbox.stackauth --port 8102`."""
+    parser = argparse.ArgumentParser(description="A local Stack Auth server API for users.")
+    parser.add_argument("--port", type=int, default=8102)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--project-id", default=os.environ.get("STACK_AUTH_PROJECT_ID") or str(uuid.uuid4()))
+    parser.add_argument("--secret-key", default=os.environ.get("STACK_AUTH_SECRET_KEY") or "ssk_" + secrets.token_hex(24))
+    args = parser.parse_args(argv)
+    sandbox = StackAuthSandbox(args.project_id, args.secret_key, port=args.port, host=args.host).start()
+    # A standalone tool: its whole output is how to reach it.
+    print(f"STACK_AUTH_API_URL={sandbox.url}")
+    print(f"STACK_AUTH_PROJECT_ID={sandbox.project_id}")
+    print(f"STACK_AUTH_SECRET_KEY={sandbox.secret_key}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        sandbox.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""Stack Auth's server API for users: retries with backoff, a lost answer recovered, secret-safe errors."""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from supamove import __version__
+from supamove.errors import StackAuthError
+from supamove.log import add_secret, get_logger, scrub
+
+log = get_logger("users.client")
+USERS = "/api/v1/users"
+SEND_RESET = "/api/v1/auth/password/send-reset-code"
+PAGE_SIZE = 200
+CREDENTIALS_FIX = ("check STACK_AUTH_SECRET_KEY (a secret server key of this project, dashboard > API Keys) "
+                   "and STACK_AUTH_PROJECT_ID (dashboard > Project Settings)")
+# The request was never sent: retrying cannot duplicate anything.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Sent, answer unknown: the server may have acted on it.
+LOST = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try: attempts per request, exponential backoff with jitter, Retry-After honoured."""
+
+    attempts: int = 8
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    max_retry_after: float = 120.0
+    timeout: float = 30.0
+
+    def backoff(self, attempt: int) -> float:
+        return min(self.max_delay, self.base_delay * 2 ** attempt) * (0.5 + random.random() / 2)  # noqa: S311
+
+
+class EmailTaken(Exception):
+    """409 USER_EMAIL_ALREADY_EXISTS: another Stack Auth user signs in with this e-mail."""
+
+    def __init__(self, email: str) -> None:
+        super().__init__(email)
+        self.email = email
+
+
+class Rejected(Exception):
+    """Stack Auth refused this one request (a 4xx other than auth); the message is scrubbed."""
+
+    def __init__(self, status: int, code: str | None, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class AnswerLost(Exception):
+    """The request was sent but no answer came back (timeout, dropped connection, 5xx)."""
+
+
+@dataclass
+class CreateOutcome:
+    user: dict[str, Any]
+    recovered: bool  # found after a lost answer, not from the create's own answer
+
+
+class StackAuthClient:
+    """One httpx connection pool shared by every worker thread."""
+
+    def __init__(self, api_url: str, project_id: str, secret_key: str, concurrency: int = 8,
+                 retry: RetryPolicy | None = None, transport: httpx.BaseTransport | None = None) -> None:
+        add_secret(secret_key)
+        self.retry = retry or RetryPolicy()
+        self.project_id = project_id
+        limits = httpx.Limits(max_connections=max(concurrency, 1) + 2, max_keepalive_connections=max(concurrency, 1) + 2)
+        self._http = httpx.Client(
+            base_url=api_url.rstrip("/"),
+            headers={"x-stack-access-type": "server", "x-stack-project-id": project_id,
+                     "x-stack-secret-server-key": secret_key, "user-agent": f"supamove/{__version__}"},
+            timeout=httpx.Timeout(self.retry.timeout, connect=min(10.0, self.retry.timeout)),
+            limits=limits, transport=transport)
+        self._stats_lock = threading.Lock()
+        self.retries = 0
+
+    @classmethod
+    def from_settings(cls, settings: Any, concurrency: int = 8, retry: RetryPolicy | None = None) -> StackAuthClient:
+        return cls(settings.STACK_AUTH_API_URL, settings.require("STACK_AUTH_PROJECT_ID"),
+                   settings.require("STACK_AUTH_SECRET_KEY"), concurrency, retry)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> StackAuthClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- users -----------------------------------------------------------------------------
+
+    def create_user(self, body: dict[str, Any],
+                    recover: Callable[[], dict[str, Any] | None] | None = None) -> CreateOutcome:
+        """POST /users; after a lost answer, `recover` looks the user up before creating again."""
+        for attempt in range(self.retry.attempts):
+            try:
+                return CreateOutcome(self._json(self._request("POST", USERS, json=body, resend_lost=False)), False)
+            except AnswerLost as exc:
+                log.debug("create answer lost (%s); looking the user up before trying again", exc)
+                self._pause(self.retry.backoff(attempt), attempt)
+                found = recover() if recover else None
+                if found is not None:
+                    return CreateOutcome(found, True)
+        raise StackAuthError(f"Stack Auth did not answer a create after {self.retry.attempts} attempts",
+                             fix="check STACK_AUTH_API_URL and Stack Auth's status, then run the same command again")
+
+    def get_user(self, user_id: str) -> dict[str, Any] | None:
+        try:
+            return self._json(self._request("GET", f"{USERS}/{user_id}"))
+        except Rejected as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def iter_users(self, query: str | None = None, page_size: int = PAGE_SIZE) -> Iterator[dict[str, Any]]:
+        """Every user, anonymous and restricted ones included, page by page."""
+        params: dict[str, Any] = {"limit": page_size, "include_anonymous": "true"}
+        if query:
+            params["query"] = query
+        while True:
+            page = self._json(self._request("GET", USERS, params=params))
+            yield from page["items"]
+            cursor = (page.get("pagination") or {}).get("next_cursor")
+            if not cursor:
+                return
+            params["cursor"] = cursor
+
+    def find_by_email(self, normalized_email: str) -> list[dict[str, Any]]:
+        """Users whose primary e-mail is this one (the list endpoint's `query` matches substrings)."""
+        return [u for u in self.iter_users(query=normalized_email)
+                if (u.get("primary_email") or "").strip().lower() == normalized_email]
+
+    def send_reset_code(self, email_address: str, callback_url: str) -> None:
+        self._request("POST", SEND_RESET, json={"email": email_address, "callback_url": callback_url})
+
+    # --- transport -------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None,
+                 resend_lost: bool = True) -> httpx.Response:
+        """One request with retries; `resend_lost=False` raises AnswerLost instead of resending."""
+        content = orjson.dumps(json) if json is not None else None
+        headers = {"content-type": "application/json"} if content is not None else None
+        last = ""
+        for attempt in range(self.retry.attempts):
+            try:
+                response = self._http.request(method, path, content=content, params=params, headers=headers)
+            except NOT_SENT as exc:
+                last = f"cannot connect ({type(exc).__name__})"
+                self._pause(self.retry.backoff(attempt), attempt, last)
+                continue
+            except LOST as exc:
+                if not resend_lost:
+                    raise AnswerLost(type(exc).__name__) from None
+                last = f"no answer ({type(exc).__name__})"
+                self._pause(self.retry.backoff(attempt), attempt, last)
+                continue
+            status = response.status_code
+            if status == 429:
+                last = "429 Too Many Requests"
+                self._pause(self._retry_after(response) or self.retry.backoff(attempt), attempt, last)
+                continue
+            if status >= 500:
+                if not resend_lost:
+                    raise AnswerLost(f"HTTP {status}")
+                last = f"HTTP {status}"
+                self._pause(self._retry_after(response) or self.retry.backoff(attempt), attempt, last)
+                continue
+            if status >= 400:
+                raise self._error(response)
+            return response
+        raise StackAuthError(f"Stack Auth did not answer {method} {path} after {self.retry.attempts} attempts ({last})",
+                             fix="check STACK_AUTH_API_URL and Stack Auth's status, then run the same command again")
+
+    def _pause(self, seconds: float, attempt: int, why: str = "") -> None:
+        with self._stats_lock:
+            self.retries += 1
+        log.debug("Stack Auth: %s; retrying in %.2fs (attempt %d/%d)", why or "lost answer", seconds,
+                  attempt + 1, self.retry.attempts)
+        time.sleep(seconds)
+
+    def _retry_after(self, response: httpx.Response) -> float | None:
+        value = response.headers.get("retry-after")
+        if not value:
+            return None
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                return None
+            seconds = (when - datetime.now(UTC)).total_seconds()
+        return max(0.0, min(seconds, self.retry.max_retry_after))
+
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise StackAuthError(f"Stack Auth answered {response.request.method} {response.request.url.path} "
+                                 "with something other than JSON",
+                                 fix="check STACK_AUTH_API_URL points at Stack Auth's API") from None
+
+    def _error(self, response: httpx.Response) -> Exception:
+        code, message = error_of(response)
+        status = response.status_code
+        if status in (401, 403):
+            return StackAuthError(f"Stack Auth refused the credentials ({status} {code or ''}: {message})".replace(" :", ":"),
+                                  fix=CREDENTIALS_FIX)
+        if code == "USER_EMAIL_ALREADY_EXISTS":
+            details = orjson.loads(response.content).get("details") or {}
+            return EmailTaken(str(details.get("email", "")))
+        if code == "SCHEMA_ERROR":
+            return StackAuthError(f"Stack Auth rejected the request's shape: {message}",
+                                  fix="this Stack Auth may be older than supamove expects; upgrade it or report this")
+        if code in ("CURRENT_PROJECT_NOT_FOUND", "PROJECT_NOT_FOUND", "ACCESS_TYPE_WITHOUT_PROJECT_ID"):
+            return StackAuthError(f"Stack Auth: {message}", fix=CREDENTIALS_FIX)
+        return Rejected(status, code, message)
+
+
+def error_of(response: httpx.Response) -> tuple[str | None, str]:
+    """The known-error code (None for a plain error) and a scrubbed one-line message."""
+    code = response.headers.get("x-stack-known-error")
+    text = response.text
+    if code:
+        try:
+            text = str(orjson.loads(response.content).get("error", text))
+        except (orjson.JSONDecodeError, AttributeError):
+            pass
+    message = " ".join(text.split())[:500]
+    return code, scrub(message)

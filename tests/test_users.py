@@ -1,0 +1,677 @@
+"""migrate-users, map-users, send-password-resets and purge-mapping against the Stack Auth sandbox.
+
+The auth export is written here in export's exact format (JSON Lines, PostgreSQL text values), with
+one user of every kind; tests/test_users_export.py runs the same path after a real export.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from supamove.errors import DataFileError, StackAuthError, SupamoveError
+from supamove.paths import DataDir
+from supamove.sandbox.stackauth import StackAuthSandbox
+from supamove.users.client import RetryPolicy, StackAuthClient
+from supamove.users.mapping import PendingJournal, UserMapping
+from supamove.users.migrate import (
+    MigrateOptions,
+    load_auth_export,
+    map_users,
+    migrate_users,
+    plan_users,
+)
+from supamove.users.resets import purge_mapping, send_password_resets
+
+PROJECT = str(uuid.uuid4())
+SECRET = "ssk_users_test_secret_key_987654"
+FAST = RetryPolicy(attempts=8, base_delay=0.01, max_delay=0.05, timeout=3)
+PASSWORDS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "mallory": "mallory-pw", "victor": "victor-pw",
+             "oscar": "oscar-pw", "judy": "judy-pw", "grace": "grace-pw", "xavier": "xavier-pw"}
+HASHES = {
+    "alice": bcrypt.hashpw(PASSWORDS["alice"].encode(), bcrypt.gensalt(10, prefix=b"2a")).decode(),
+    "bob": bcrypt.hashpw(PASSWORDS["bob"].encode(), bcrypt.gensalt(6, prefix=b"2a")).decode(),  # pgcrypto seed
+    **{name: bcrypt.hashpw(PASSWORDS[name].encode(), bcrypt.gensalt(4, prefix=b"2a")).decode()
+       for name in ("mallory", "victor", "oscar", "judy", "grace", "xavier")},
+    "carol": "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$3q2+7w0Pq2a6s0GcCqJm2Q",
+}
+
+
+def ts(days: int) -> str:
+    moment = datetime(2024, 1, 1, 9, 30, tzinfo=UTC) + timedelta(days=days, microseconds=123456)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+
+
+def auth_user(name: str, day: int, **columns: Any) -> dict[str, Any]:
+    """An auth.users row as export writes it: every column, PostgreSQL text values."""
+    row = {
+        "instance_id": "00000000-0000-0000-0000-000000000000", "id": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
+        "aud": "authenticated", "role": "authenticated", "email": f"{name}@example.com",
+        "encrypted_password": HASHES.get(name, ""), "email_confirmed_at": ts(day), "invited_at": None,
+        "confirmation_token": "", "recovery_token": "", "last_sign_in_at": ts(day + 30),
+        "raw_app_meta_data": {"provider": "email", "providers": ["email"]},
+        "raw_user_meta_data": {"full_name": name.title() + " Example", "plan": "pro"},
+        "is_super_admin": None, "created_at": ts(day), "updated_at": ts(day + 1), "phone": None,
+        "phone_confirmed_at": None, "confirmed_at": ts(day), "banned_until": None, "reauthentication_token": "",
+        "is_sso_user": False, "deleted_at": None, "is_anonymous": False,
+    }
+    row.update(columns)
+    return row
+
+
+def identity(user: dict[str, Any], provider: str, account: str, email: str | None) -> dict[str, Any]:
+    return {"provider_id": account, "user_id": user["id"], "identity_data": {"sub": account, "email": email},
+            "provider": provider, "last_sign_in_at": user["created_at"], "created_at": user["created_at"],
+            "updated_at": user["created_at"], "email": email, "id": str(uuid.uuid4())}
+
+
+def edge_users() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    users = {
+        "alice": auth_user("alice", 0, email="Alice@Example.com"),
+        "bob": auth_user("bob", 1, email_confirmed_at=None, confirmed_at=None),
+        "carol": auth_user("carol", 2),
+        "dave": auth_user("dave", 3, raw_user_meta_data={"name": "Dave"}),
+        "erin": auth_user("erin", 4, raw_app_meta_data={"provider": "google", "providers": ["google"]}),
+        "frank": auth_user("frank", 5, email=None, is_anonymous=True, raw_user_meta_data={}),
+        "grace": auth_user("grace", 6, deleted_at=ts(40)),
+        "heidi": auth_user("heidi", 7, email=None, phone="15550001111", phone_confirmed_at=ts(7),
+                           email_confirmed_at=None),
+        "ivan": auth_user("ivan", 8, email="ivan@corp.example", is_sso_user=True),
+        "judy": auth_user("judy", 9, email=" ALICE@example.com"),
+        "mallory": auth_user("mallory", 10, banned_until="2999-01-01 00:00:00+00"),
+        "oscar": auth_user("oscar", 11, banned_until=ts(12)),
+        "peggy": auth_user("peggy", 12, email="not-an-email"),
+        "trent": auth_user("trent", 13),
+        "victor": auth_user("victor", 14),
+        # grace (deleted) had this address first: the live user signs in with it, the deleted one never does
+        "xavier": auth_user("xavier", 15, email="Grace@Example.com"),
+        "kim": auth_user("kim", 16, email="alice@example.COM ", encrypted_password=""),  # a third alice@
+    }
+    identities = [
+        identity(users["erin"], "google", "g-erin-123", "erin@gmail.com"),
+        identity(users["grace"], "google", "g-grace-7", "grace@gmail.com"),
+        identity(users["judy"], "github", "gh-judy-9", "judy@users.noreply.github.com"),
+        identity(users["ivan"], "sso:7e0e9a4b", "ivan-saml", "ivan@corp.example"),
+        identity(users["victor"], "slack", "slack-victor", "victor@example.com"),
+        identity(users["alice"], "email", users["alice"]["id"], "alice@example.com"),
+    ]
+    return list(users.values()), identities
+
+
+def uid(name: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_DNS, name))
+
+
+def write_export(root: Path, users: list[dict[str, Any]], identities: list[dict[str, Any]]) -> DataDir:
+    datadir = DataDir(root).ensure()
+    for table, rows in (("users", users), ("identities", identities)):
+        with open(datadir.table_file("auth", table), "wb") as handle:
+            for row in rows:
+                handle.write(orjson.dumps(row) + b"\n")
+    return datadir
+
+
+@pytest.fixture
+def stack() -> Iterator[StackAuthSandbox]:
+    with StackAuthSandbox(PROJECT, SECRET) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def client(stack: StackAuthSandbox) -> Iterator[StackAuthClient]:
+    with StackAuthClient(stack.url, PROJECT, SECRET, concurrency=8, retry=FAST) as c:
+        yield c
+
+
+@pytest.fixture
+def datadir(tmp_path: Path) -> DataDir:
+    users, identities = edge_users()
+    return write_export(tmp_path / "migration-data", users, identities)
+
+
+def pre_existing_trent(stack: StackAuthSandbox) -> str:
+    """A Stack Auth user who signed up on their own before the move."""
+    return stack.create_user({"primary_email": "trent@example.com", "primary_email_auth_enabled": True})["id"]
+
+
+def by_supabase_id(stack: StackAuthSandbox) -> Counter[str]:
+    return Counter((u["server_metadata"] or {}).get("supabase_user_id") for u in stack.users.values())
+
+
+def outcomes(result: Any) -> dict[str, Any]:
+    return {o.supabase_user_id: o for o in result.outcomes}
+
+
+# --- treatments --------------------------------------------------------------------------------
+
+
+def test_plan_gives_every_kind_of_user_its_treatment(datadir: DataDir) -> None:
+    plan = {p.user.id: p for p in plan_users(load_auth_export(datadir), set(), now=datetime(2025, 1, 1, tzinfo=UTC))}
+    expect = {
+        "alice": ("create", None, "kept"), "bob": ("create", None, "kept"),
+        "carol": ("create", None, "reset-required"), "dave": ("create", None, "reset-required"),
+        "erin": ("create", None, "none"), "frank": ("create", "anonymous", "none"),
+        "grace": ("create", "deleted", "none"), "heidi": ("create", None, "none"),
+        "ivan": ("create", None, "reset-required"), "judy": ("create", "duplicate-email", "none"),
+        "mallory": ("create", None, "kept"), "oscar": ("create", None, "kept"),
+        "peggy": ("skip", "invalid-email", "none"), "trent": ("create", None, "reset-required"),
+        "victor": ("create", None, "kept"), "xavier": ("create", None, "kept"),
+        "kim": ("create", "duplicate-email", "none"),
+    }
+    assert {name: (plan[uid(name)].action, plan[uid(name)].reason, plan[uid(name)].password)
+            for name in expect} == expect
+    assert plan[uid("carol")].reset_reason == "unsupported-hash"
+    assert plan[uid("dave")].reset_reason == "no-password" and plan[uid("ivan")].reset_reason == "sso"
+    alice = plan[uid("alice")].body
+    assert alice["primary_email"] == "alice@example.com" and alice["primary_email_verified"] is True
+    assert alice["primary_email_auth_enabled"] is True and "oauth_providers" not in alice
+    # The younger users sharing alice's e-mail: their own users, the same address, no sign-in by it.
+    for name in ("judy", "kim"):
+        body = plan[uid(name)].body
+        assert plan[uid(name)].shared_with == uid("alice") and plan[uid(name)].reset_reason is None
+        assert body["primary_email"] == "alice@example.com" and body["primary_email_auth_enabled"] is False
+        assert "password_hash" not in body and body["server_metadata"]["supabase_email_shared_with"] == uid("alice")
+        assert f"email shared with {uid('alice')}: sign-in by email disabled" in plan[uid(name)].notes
+    assert plan[uid("judy")].body["oauth_providers"] == [{"id": "github", "account_id": "gh-judy-9",
+                                                          "email": "judy@users.noreply.github.com"}]
+    grace = plan[uid("grace")].body
+    assert grace["restricted_by_admin"] is True and grace["restricted_by_admin_reason"] == "deleted in Supabase on 2024-02-10"
+    assert grace["primary_email"] == "grace@example.com" and grace["primary_email_auth_enabled"] is False
+    assert "password_hash" not in grace and "oauth_providers" not in grace
+    assert grace["server_metadata"]["supabase_deleted_at"] == "2024-02-10T09:30:00.123456Z"
+    assert "deleted in Supabase: created restricted" in plan[uid("grace")].notes
+    assert plan[uid("xavier")].body["primary_email_auth_enabled"] is True  # the deleted grace held it first
+    frank = plan[uid("frank")].body
+    assert frank["is_anonymous"] is True and "primary_email" not in frank and "restricted_by_admin" not in frank
+    assert plan[uid("bob")].body["primary_email_verified"] is False
+    assert "password_hash" not in plan[uid("carol")].body
+    assert any("slack" in note for note in plan[uid("victor")].notes)
+    assert "primary_email" not in plan[uid("heidi")].body
+    assert plan[uid("mallory")].body["restricted_by_admin"] is True
+    assert "restricted_by_admin" not in plan[uid("oscar")].body
+
+
+def test_migrate_creates_each_user_as_documented(stack: StackAuthSandbox, client: StackAuthClient,
+                                                 datadir: DataDir) -> None:
+    trent = pre_existing_trent(stack)
+    result = migrate_users(client, datadir, MigrateOptions(concurrency=8))
+    got = outcomes(result)
+    status = {name: (got[uid(name)].status, got[uid(name)].reason) for name in
+              ("alice", "frank", "grace", "judy", "kim", "peggy", "trent", "heidi", "ivan", "xavier")}
+    assert status == {"alice": ("migrated", None), "frank": ("migrated", "anonymous"),
+                      "grace": ("migrated", "deleted"), "judy": ("migrated", "duplicate-email"),
+                      "kim": ("migrated", "duplicate-email"), "peggy": ("skipped", "invalid-email"),
+                      "trent": ("linked", "existing-stack-auth-user"), "heidi": ("migrated", None),
+                      "ivan": ("migrated", None), "xavier": ("migrated", None)}
+    assert len(result.outcomes) == 17 and not result.failed
+    assert result.counts == Counter({"migrated": 15, "linked": 1, "skipped": 1})
+    # Every created user exactly once, plus trent who was there before.
+    assert by_supabase_id(stack) == Counter({uid(n): 1 for n in (
+        "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "kim", "mallory", "oscar",
+        "victor", "xavier")} | {None: 1})
+    users = stack.users
+    mapping = UserMapping.load(datadir.user_mapping)
+    assert mapping.get(uid("trent")) == trent
+    stack_ids = [e["stackAuthUserId"] for e in mapping.entries.values()]
+    assert len(stack_ids) == len(set(stack_ids)) == 16  # one-to-one: no primary-key collision on import
+    # bcrypt users sign in with their old password, $2a$10$ and pgcrypto's $2a$06$ alike.
+    for name in ("alice", "bob", "mallory", "victor", "oscar"):
+        assert stack.check_password(f"{name}@example.com", PASSWORDS[name]), name
+    assert not stack.check_password("judy@example.com", PASSWORDS["judy"])
+    alice = users[mapping.get(uid("alice"))]
+    assert alice["display_name"] == "Alice Example" and alice["primary_email_auth_enabled"]
+    assert alice["server_metadata"]["supabase_user_id"] == uid("alice")
+    assert alice["server_metadata"]["supabase_created_at"] == "2024-01-01T09:30:00.123456Z"
+    assert alice["server_metadata"]["supabase_raw_user_meta_data"] == {"full_name": "Alice Example", "plan": "pro"}
+    assert alice["server_metadata"]["supabase_raw_app_meta_data"]["provider"] == "email"
+    assert alice["oauth_providers"] == [] and "supabase_email_shared_with" not in alice["server_metadata"]
+    # judy and kim: users of their own with alice's address, which only alice signs in with.
+    assert stack.check_password("alice@example.com", PASSWORDS["alice"])
+    for name in ("judy", "kim"):
+        user = users[mapping.get(uid(name))]
+        assert user["primary_email"] == "alice@example.com" and not user["primary_email_auth_enabled"]
+        assert not user["has_password"] and user["server_metadata"]["supabase_email_shared_with"] == uid("alice")
+        assert got[uid(name)].notes == [f"email shared with {uid('alice')}: sign-in by email disabled"]
+    assert users[mapping.get(uid("judy"))]["oauth_providers"] == [
+        {"id": "github", "account_id": "gh-judy-9", "email": "judy@users.noreply.github.com"}]
+    # grace, deleted: kept for her rows, barred, her address left to xavier.
+    grace = users[mapping.get(uid("grace"))]
+    assert grace["restricted_by_admin"] and grace["restricted_reason"] == {"type": "restricted_by_administrator"}
+    assert grace["restricted_by_admin_reason"] == "deleted in Supabase on 2024-02-10"
+    assert not grace["primary_email_auth_enabled"] and not grace["has_password"] and grace["oauth_providers"] == []
+    assert grace["server_metadata"]["supabase_deleted_at"] == "2024-02-10T09:30:00.123456Z"
+    assert "deleted in Supabase: created restricted" in got[uid("grace")].notes
+    assert stack.store.auth_emails["grace@example.com"] == mapping.get(uid("xavier"))
+    assert stack.check_password("grace@example.com", PASSWORDS["xavier"])
+    assert not stack.check_password("grace@example.com", PASSWORDS["grace"])
+    frank = users[mapping.get(uid("frank"))]
+    assert frank["is_anonymous"] and frank["primary_email"] is None and not frank["has_password"]
+    erin = users[mapping.get(uid("erin"))]
+    assert erin["oauth_providers"] == [{"id": "google", "account_id": "g-erin-123", "email": "erin@gmail.com"}]
+    heidi = users[mapping.get(uid("heidi"))]
+    assert heidi["primary_email"] is None and heidi["server_metadata"]["supabase_phone"] == "15550001111"
+    mallory = users[mapping.get(uid("mallory"))]
+    assert mallory["restricted_by_admin"] and mallory["restricted_by_admin_reason"]
+    assert not users[mapping.get(uid("oscar"))]["restricted_by_admin"]
+    assert users[mapping.get(uid("bob"))]["primary_email_verified"] is False
+    resets = orjson.loads(datadir.password_resets.read_bytes())["users"]
+    assert {(u["supabaseUserId"], u["reason"]) for u in resets} == {
+        (uid("carol"), "unsupported-hash"), (uid("dave"), "no-password"), (uid("ivan"), "sso")}
+    assert len(result.reset_required) == 3
+    report = orjson.loads(datadir.users_report.read_bytes())
+    assert report["summary"]["total"] == 17 and {u["supabaseUserId"] for u in report["users"]} == {
+        row["id"] for row in edge_users()[0]}
+    assert all(u["status"] in ("migrated", "linked") or u["reason"] for u in report["users"])
+    assert not datadir.pending_creates.exists()
+
+
+def test_jsonb_columns_exported_as_text_are_read(stack: StackAuthSandbox, client: StackAuthClient,
+                                                 tmp_path: Path) -> None:
+    """export writes jsonb as PostgreSQL's text of it: a JSON document inside a JSON string."""
+    users, identities = edge_users()
+    rows = [{**u, "raw_user_meta_data": orjson.dumps(u["raw_user_meta_data"]).decode(),
+             "raw_app_meta_data": orjson.dumps(u["raw_app_meta_data"]).decode()} for u in users]
+    texts = [{**i, "identity_data": orjson.dumps(i["identity_data"]).decode()} for i in identities]
+    result = migrate_users(client, write_export(tmp_path / "data", rows, texts))
+    got, made = outcomes(result), stack.users
+    erin, judy = made[got[uid("erin")].stack_auth_user_id], made[got[uid("judy")].stack_auth_user_id]
+    assert erin["oauth_providers"] == [{"id": "google", "account_id": "g-erin-123", "email": "erin@gmail.com"}]
+    assert judy["oauth_providers"][0]["email"] == "judy@users.noreply.github.com"
+    assert erin["display_name"] == "Erin Example"
+    assert erin["server_metadata"]["supabase_raw_user_meta_data"] == {"full_name": "Erin Example", "plan": "pro"}
+
+
+def test_mapping_file_has_the_exact_shape(stack: StackAuthSandbox, client: StackAuthClient, datadir: DataDir) -> None:
+    migrate_users(client, datadir)
+    data = orjson.loads(datadir.user_mapping.read_bytes())
+    assert list(data) == ["generatedAt", "retainUntil", "mappings"]
+    generated = datetime.fromisoformat(data["generatedAt"].replace("Z", "+00:00"))
+    assert datetime.fromisoformat(data["retainUntil"].replace("Z", "+00:00")) - generated == timedelta(days=90)
+    assert all(list(m) == ["supabaseUserId", "stackAuthUserId", "email", "migratedAt"] for m in data["mappings"])
+    assert len(data["mappings"]) == 16 == len({m["stackAuthUserId"] for m in data["mappings"]})
+    for path in (datadir.user_mapping, datadir.users_report, datadir.password_resets):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+
+
+def test_rerun_creates_nothing_new(stack: StackAuthSandbox, client: StackAuthClient, datadir: DataDir) -> None:
+    pre_existing_trent(stack)
+    first = migrate_users(client, datadir)
+    creates = stack.create_count()
+    mapping = orjson.loads(datadir.user_mapping.read_bytes())["mappings"]
+    second = migrate_users(client, datadir)
+    assert stack.create_count() == creates and second.created == 0
+    assert {o.supabase_user_id: (o.status, o.reason, o.stack_auth_user_id) for o in second.outcomes} == {
+        o.supabase_user_id: (o.status, o.reason, o.stack_auth_user_id) for o in first.outcomes}
+    assert [(m["supabaseUserId"], m["stackAuthUserId"]) for m in orjson.loads(datadir.user_mapping.read_bytes())["mappings"]] \
+        == [(m["supabaseUserId"], m["stackAuthUserId"]) for m in mapping]
+    assert len(orjson.loads(datadir.password_resets.read_bytes())["users"]) == 3
+    again = {o.supabase_user_id: o for o in second.outcomes}
+    assert {n: (again[uid(n)].status, again[uid(n)].reason) for n in ("grace", "judy", "kim", "frank")} == {
+        "grace": ("migrated", "deleted"), "judy": ("migrated", "duplicate-email"),
+        "kim": ("migrated", "duplicate-email"), "frank": ("migrated", "anonymous")}
+    assert len(by_supabase_id(stack)) == 16  # 15 created + trent, none twice
+
+
+# --- faults ------------------------------------------------------------------------------------
+
+
+def many_users(count: int, with_phone_only: int = 0) -> list[dict[str, Any]]:
+    hashed = bcrypt.hashpw(b"same-password", bcrypt.gensalt(4, prefix=b"2a")).decode()
+    rows = [auth_user(f"user{i}", i % 300, email=f"user{i}@load.example", encrypted_password=hashed)
+            for i in range(count)]
+    for i in range(with_phone_only):
+        rows[i].update(email=None, phone=f"1555{i:07d}", encrypted_password="")
+    return rows
+
+
+@pytest.mark.parametrize("fault", ["429-retry-after", "429", "500", "slow", "dropped"])
+def test_faults_end_with_every_user_exactly_once(stack: StackAuthSandbox, client: StackAuthClient, tmp_path: Path,
+                                                 fault: str) -> None:
+    rows = many_users(60, with_phone_only=5)
+    datadir = write_export(tmp_path / "data", rows, [])
+    if fault == "429-retry-after":
+        stack.fail_next(10, 429, retry_after="0.2", match="POST /api/v1/users")
+    elif fault == "429":
+        stack.fail_next(10, 429, match="POST /api/v1/users")
+    elif fault == "500":
+        stack.fail_next(6, 500, match="POST /api/v1/users")
+    elif fault == "slow":
+        stack.delay_next(20, 0.3, match="POST /api/v1/users")
+    else:
+        stack.drop_next_creates(12)
+    result = migrate_users(client, datadir, MigrateOptions(concurrency=8))
+    assert result.counts == Counter({"migrated": 60}), result.counts
+    assert by_supabase_id(stack) == Counter({row["id"]: 1 for row in rows})
+    assert len(UserMapping.load(datadir.user_mapping).entries) == 60
+    if fault != "slow":
+        assert client.retries > 0
+
+
+def test_timed_out_create_that_lands_late_is_not_duplicated(stack: StackAuthSandbox, tmp_path: Path) -> None:
+    rows = many_users(10)
+    datadir = write_export(tmp_path / "data", rows, [])
+    stack.delay_next(3, 1.0, match="POST /api/v1/users")
+    with StackAuthClient(stack.url, PROJECT, SECRET, retry=RetryPolicy(base_delay=0.05, max_delay=0.2, timeout=0.4)) as c:
+        result = migrate_users(c, datadir, MigrateOptions(concurrency=4))
+    assert result.counts == Counter({"migrated": 10})
+    assert by_supabase_id(stack) == Counter({row["id"]: 1 for row in rows})
+
+
+def test_interrupted_run_resumes_without_duplicates(stack: StackAuthSandbox, client: StackAuthClient,
+                                                    datadir: DataDir) -> None:
+    # The last run sent these two creates, Stack Auth made the users, and the process died.
+    journal = PendingJournal(datadir.pending_creates)
+    made = {}
+    for name, body in (("alice", {"primary_email": "alice@example.com", "primary_email_auth_enabled": True}),
+                       ("heidi", {})):
+        journal.intent(uid(name), body.get("primary_email"))
+        made[name] = stack.create_user({**body, "server_metadata": {"supabase_user_id": uid(name)}})["id"]
+    journal.intent(uid("bob"), "bob@example.com")  # sent, but never reached Stack Auth
+    journal.close()
+    result = migrate_users(client, datadir)
+    mapping = UserMapping.load(datadir.user_mapping)
+    assert mapping.get(uid("alice")) == made["alice"] and mapping.get(uid("heidi")) == made["heidi"]
+    assert by_supabase_id(stack)[uid("alice")] == 1 and by_supabase_id(stack)[uid("bob")] == 1
+    assert outcomes(result)[uid("alice")].status == "migrated" and not result.failed
+    assert not datadir.pending_creates.exists()
+
+
+def export_of(tmp_path: Path, *names: str) -> DataDir:
+    """The export of only these edge users (and their identities)."""
+    users, identities = edge_users()
+    keep = {uid(n) for n in names}
+    return write_export(tmp_path / "data", [u for u in users if u["id"] in keep],
+                        [i for i in identities if i["user_id"] in keep])
+
+
+def test_deleted_and_shared_email_users_are_found_after_a_dropped_answer(
+        stack: StackAuthSandbox, client: StackAuthClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    names = ("alice", "judy", "kim", "grace", "xavier", "frank")
+    datadir = export_of(tmp_path, *names)
+    queried: list[str] = []
+    find_by_email = client.find_by_email
+    monkeypatch.setattr(client, "find_by_email", lambda email: queried.append(email) or find_by_email(email))
+    stack.drop_next_creates(len(names))  # every create lands, and every answer is lost
+    result = migrate_users(client, datadir, MigrateOptions(concurrency=4))
+    assert result.counts == Counter({"migrated": 6}) and result.created == 0 and stack.create_count() == 6
+    assert by_supabase_id(stack) == Counter({uid(n): 1 for n in names})
+    got = outcomes(result)
+    for name in names:
+        assert "created after a lost answer was found in Stack Auth" in got[uid(name)].notes, name
+    # Found by their sign-in e-mail only when they have one; the others by a scan of supabase_user_id.
+    assert sorted(queried) == ["alice@example.com", "grace@example.com"]
+    mapping = UserMapping.load(datadir.user_mapping)
+    assert len({mapping.get(uid(n)) for n in names}) == 6
+    users = stack.users
+    assert users[mapping.get(uid("judy"))]["primary_email_auth_enabled"] is False
+    assert users[mapping.get(uid("grace"))]["restricted_by_admin"] is True
+
+
+def test_interrupted_run_finds_deleted_and_shared_email_users(stack: StackAuthSandbox, client: StackAuthClient,
+                                                              tmp_path: Path) -> None:
+    datadir = export_of(tmp_path, "alice", "judy", "grace", "frank")
+    journal = PendingJournal(datadir.pending_creates)
+    made = {}
+    for name, body in (("judy", {"primary_email": "alice@example.com", "primary_email_auth_enabled": False}),
+                       ("grace", {"primary_email": "grace@example.com", "restricted_by_admin": True}),
+                       ("frank", {"is_anonymous": True})):
+        journal.intent(uid(name), body.get("primary_email"))
+        made[name] = stack.create_user({**body, "server_metadata": {"supabase_user_id": uid(name)}})["id"]
+    journal.close()
+    creates = stack.create_count()
+    result = migrate_users(client, datadir)
+    assert stack.create_count() == creates + 1  # alice only
+    mapping = UserMapping.load(datadir.user_mapping)
+    assert {n: mapping.get(uid(n)) for n in made} == made
+    assert by_supabase_id(stack) == Counter({uid(n): 1 for n in ("alice", "judy", "grace", "frank")})
+    assert result.counts == Counter({"migrated": 4}) and not datadir.pending_creates.exists()
+    second = migrate_users(client, datadir)
+    assert second.created == 0 and stack.create_count() == creates + 1
+
+
+def test_an_email_holder_standing_for_another_supabase_user_is_not_linked(
+        stack: StackAuthSandbox, client: StackAuthClient, tmp_path: Path) -> None:
+    datadir = export_of(tmp_path, "alice", "judy")
+    other = str(uuid.uuid4())  # e.g. a user of another Supabase project, created earlier by supamove
+    stack.create_user({"primary_email": "alice@example.com", "primary_email_auth_enabled": True,
+                       "server_metadata": {"supabase_user_id": other}})
+    result = migrate_users(client, datadir)
+    got = outcomes(result)
+    assert got[uid("alice")].status == "failed" and other in (got[uid("alice")].reason or "")
+    assert got[uid("judy")].status == "migrated"
+    mapping = UserMapping.load(datadir.user_mapping)
+    assert mapping.get(uid("alice")) is None and mapping.owner_of(mapping.get(uid("judy")) or "") == uid("judy")
+
+
+def test_a_mapping_from_before_one_to_one_is_refused_then_rebuilt(stack: StackAuthSandbox, client: StackAuthClient,
+                                                                   tmp_path: Path) -> None:
+    datadir = export_of(tmp_path, "alice", "judy")
+    alice = stack.create_user({"primary_email": "alice@example.com", "primary_email_auth_enabled": True,
+                               "server_metadata": {"supabase_user_id": uid("alice"),
+                                                   "supabase_linked_user_ids": [uid("judy")]}})["id"]
+    datadir.user_mapping.write_bytes(orjson.dumps({"generatedAt": "x", "retainUntil": "y", "mappings": [
+        {"supabaseUserId": uid(n), "stackAuthUserId": alice, "email": "alice@example.com", "migratedAt": None}
+        for n in ("alice", "judy")]}))
+    with pytest.raises(DataFileError) as caught:
+        migrate_users(client, datadir)
+    assert alice in str(caught.value) and "user-mapping.json" in str(caught.value)
+    assert "map-users" in (caught.value.fix or "") and stack.create_count() == 0
+    datadir.user_mapping.unlink()
+    rebuilt = map_users(client, datadir)
+    assert [m["supabaseUserId"] for m in rebuilt.matched] == [uid("alice")]
+    assert [(sid, why.startswith(f"shares its e-mail with {uid('alice')}")) for sid, _, why in
+            rebuilt.unmatched_supabase] == [(uid("judy"), True)]
+    result = migrate_users(client, datadir)
+    assert result.created == 1 and outcomes(result)[uid("judy")].reason == "duplicate-email"
+    mapping = UserMapping.load(datadir.user_mapping)
+    assert mapping.get(uid("alice")) == alice and mapping.get(uid("judy")) not in (None, alice)
+
+
+def test_journaled_creates_missing_from_the_mapping_are_recovered(stack: StackAuthSandbox, client: StackAuthClient,
+                                                                  datadir: DataDir) -> None:
+    migrate_users(client, datadir)
+    mapping = orjson.loads(datadir.user_mapping.read_bytes())
+    lost = mapping["mappings"].pop(0)  # the batch rewrite that would have held it never happened
+    datadir.user_mapping.write_bytes(orjson.dumps(mapping))
+    journal = PendingJournal(datadir.pending_creates)
+    journal.intent(lost["supabaseUserId"], lost["email"])
+    journal.done(lost["supabaseUserId"], lost["stackAuthUserId"])
+    journal.close()
+    creates = stack.create_count()
+    migrate_users(client, datadir)
+    assert stack.create_count() == creates
+    assert UserMapping.load(datadir.user_mapping).get(lost["supabaseUserId"]) == lost["stackAuthUserId"]
+
+
+def test_401_gives_the_clear_error(stack: StackAuthSandbox, datadir: DataDir) -> None:
+    with StackAuthClient(stack.url, PROJECT, "ssk_not_the_key", retry=FAST) as c, pytest.raises(StackAuthError) as caught:
+        migrate_users(c, datadir)
+    assert "STACK_AUTH_SECRET_KEY" in str(caught.value) and "STACK_AUTH_PROJECT_ID" in str(caught.value)
+    assert "ssk_not_the_key" not in str(caught.value)
+    assert stack.create_count() == 0
+
+
+# --- options -----------------------------------------------------------------------------------
+
+
+def test_dry_run_creates_nothing(stack: StackAuthSandbox, client: StackAuthClient, datadir: DataDir) -> None:
+    pre_existing_trent(stack)
+    result = migrate_users(client, datadir, MigrateOptions(dry_run=True))
+    assert stack.create_count() == 0 and len(stack.users) == 1
+    got = outcomes(result)
+    assert got[uid("alice")].status == "create" and got[uid("trent")].status == "link"
+    assert (got[uid("judy")].status, got[uid("judy")].reason) == ("create", "duplicate-email")
+    assert (got[uid("frank")].status, got[uid("frank")].reason) == ("create", "anonymous")
+    assert (got[uid("grace")].status, got[uid("grace")].reason) == ("create", "deleted")
+    assert len(result.reset_required) == 3
+    assert not datadir.user_mapping.exists() and not datadir.users_report.exists()
+
+
+def test_no_password_hashes_forces_resets(stack: StackAuthSandbox, client: StackAuthClient, datadir: DataDir) -> None:
+    result = migrate_users(client, datadir, MigrateOptions(use_password_hashes=False))
+    assert not stack.check_password("alice@example.com", PASSWORDS["alice"])
+    assert all(not u["has_password"] for u in stack.users.values())
+    reasons = {o.supabase_user_id: o.reset_reason for o in result.reset_required}
+    assert reasons[uid("alice")] == "forced" and reasons[uid("bob")] == "forced"
+    assert uid("erin") not in reasons and uid("mallory") not in reasons  # OAuth-only; banned
+    assert not {uid("judy"), uid("kim"), uid("grace"), uid("frank")} & set(reasons)  # no sign-in e-mail
+    assert len(reasons) == 9  # alice bob carol oscar victor xavier (forced), dave trent (none), ivan (sso)
+
+
+def test_map_users_rebuilds_the_same_mapping(stack: StackAuthSandbox, client: StackAuthClient,
+                                             datadir: DataDir) -> None:
+    pre_existing_trent(stack)
+    migrate_users(client, datadir)
+    before = {m["supabaseUserId"]: m["stackAuthUserId"]
+              for m in orjson.loads(datadir.user_mapping.read_bytes())["mappings"]}
+    datadir.user_mapping.unlink()
+    creates = stack.create_count()
+    dry = map_users(client, datadir, dry_run=True)
+    assert not datadir.user_mapping.exists() and len(dry.matched) == 16
+    result = map_users(client, datadir)
+    after = {m["supabaseUserId"]: m["stackAuthUserId"]
+             for m in orjson.loads(datadir.user_mapping.read_bytes())["mappings"]}
+    assert after == before and stack.create_count() == creates
+    assert [sid for sid, _, _ in result.unmatched_supabase] == [uid("peggy")]
+    assert result.unmatched_stack == []
+
+
+def test_damaged_mapping_is_a_data_file_error(tmp_path: Path) -> None:
+    path = tmp_path / "user-mapping.json"
+    path.write_text("{not json")
+    with pytest.raises(DataFileError, match="user-mapping.json"):
+        UserMapping.load(path)
+    entry = {"supabaseUserId": "sb-1", "stackAuthUserId": "st-1", "email": None, "migratedAt": None}
+    path.write_bytes(orjson.dumps({"generatedAt": "x", "retainUntil": "y", "mappings": [entry, entry]}))
+    with pytest.raises(DataFileError, match="sb-1") as caught:
+        UserMapping.load(path)
+    assert "user-mapping.json" in str(caught.value)
+
+
+def test_mapping_listing_one_stack_auth_id_twice_is_a_data_file_error(tmp_path: Path) -> None:
+    path = tmp_path / "user-mapping.json"
+    shared = str(uuid.uuid4())
+    path.write_bytes(orjson.dumps({"generatedAt": "x", "retainUntil": "y", "mappings": [
+        {"supabaseUserId": "sb-1", "stackAuthUserId": shared, "email": "a@x.io", "migratedAt": None},
+        {"supabaseUserId": "sb-2", "stackAuthUserId": str(uuid.uuid4()), "email": None, "migratedAt": None},
+        {"supabaseUserId": "sb-3", "stackAuthUserId": shared.upper(), "email": "a@x.io", "migratedAt": None}]}))
+    with pytest.raises(DataFileError) as caught:
+        UserMapping.load(path)
+    assert str(path) in str(caught.value) and shared.upper() in str(caught.value)
+    assert "sb-1" in str(caught.value) and "sb-3" in str(caught.value)
+    mapping = UserMapping(path)
+    mapping.add("sb-1", shared, None)
+    mapping.add("sb-1", shared, None)  # the same pair again is fine
+    with pytest.raises(ValueError, match=shared):
+        mapping.add("sb-2", shared, None)
+
+
+def test_missing_export_says_to_export_first(client: StackAuthClient, tmp_path: Path) -> None:
+    with pytest.raises(DataFileError) as caught:
+        migrate_users(client, DataDir(tmp_path))
+    assert caught.value.fix == "run `supamove export` first"
+
+
+def test_purge_mapping_refuses_before_retain_until(stack: StackAuthSandbox, client: StackAuthClient,
+                                                  datadir: DataDir) -> None:
+    migrate_users(client, datadir)
+    with pytest.raises(SupamoveError, match="--force"):
+        purge_mapping(datadir)
+    assert datadir.user_mapping.exists()
+    later = datetime.now(UTC) + timedelta(days=91)
+    assert purge_mapping(datadir, now=later).deleted == [datadir.user_mapping]
+    assert not datadir.user_mapping.exists()
+    migrate_users(client, datadir)
+    assert purge_mapping(datadir, force=True).forced
+
+
+def test_send_password_resets_is_idempotent(stack: StackAuthSandbox, client: StackAuthClient,
+                                            datadir: DataDir) -> None:
+    migrate_users(client, datadir)
+    dry = send_password_resets(client, datadir, None, dry_run=True)
+    assert len(dry.to_send) == 4 and stack.reset_emails == []  # carol, dave, ivan, trent
+    with pytest.raises(SupamoveError, match="callback-url"):
+        send_password_resets(client, datadir, None)
+    stack.fail_next(2, 429, match="POST /api/v1/auth/password/send-reset-code")
+    first = send_password_resets(client, datadir, "https://app.example.com/reset")
+    assert len(first.sent) == 4 and not first.failed
+    assert sorted(e.email for e in stack.reset_emails) == ["carol@example.com", "dave@example.com",
+                                                           "ivan@corp.example", "trent@example.com"]
+    second = send_password_resets(client, datadir, "https://app.example.com/reset")
+    assert second.sent == [] and second.already_sent == 4 and len(stack.reset_emails) == 4
+    assert stat.S_IMODE(os.stat(datadir.password_resets_sent).st_mode) == 0o600
+
+
+def test_many_users_concurrently_each_created_once(stack: StackAuthSandbox, client: StackAuthClient,
+                                                   tmp_path: Path) -> None:
+    # The speed target (users/s) is measured by bench/, not asserted here.
+    datadir = write_export(tmp_path / "data", many_users(2_000), [])
+    result = migrate_users(client, datadir, MigrateOptions(concurrency=8))
+    assert result.created == 2_000 and len(stack.users) == 2_000
+    mapping = orjson.loads(datadir.user_mapping.read_bytes())["mappings"]
+    assert len({m["supabaseUserId"] for m in mapping}) == len({m["stackAuthUserId"] for m in mapping}) == 2_000
+
+
+# --- secrets and the CLI -----------------------------------------------------------------------
+
+
+def test_no_hash_or_secret_in_logs_output_or_files(stack: StackAuthSandbox, datadir: DataDir, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    pre_existing_trent(stack)
+    log_file = tmp_path / "migration.log"
+    for name, value in {"STACK_AUTH_API_URL": stack.url, "STACK_AUTH_PROJECT_ID": PROJECT,
+                        "STACK_AUTH_SECRET_KEY": SECRET, "MIGRATION_DATA_DIR": str(datadir.root),
+                        "LOG_FILE_PATH": str(log_file)}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    from supamove.cli import main
+
+    caplog.set_level(logging.DEBUG)
+    stack.drop_next_creates(2)
+    stack.fail_next(2, 429, retry_after="0.05")
+    runner = CliRunner()
+    outputs = [runner.invoke(main, ["-v", "migrate-users", "--dry-run"]),
+               runner.invoke(main, ["-v", "migrate-users", "--concurrency", "4"]),
+               runner.invoke(main, ["-v", "map-users", "--dry-run"]),
+               runner.invoke(main, ["-v", "send-password-resets", "--callback-url", "https://app.example.com/r"]),
+               runner.invoke(main, ["-v", "send-password-resets", "--dry-run"]),
+               runner.invoke(main, ["purge-mapping"])]
+    for result in outputs[:-1]:
+        assert result.exit_code == 0, result.output
+    assert outputs[0].output.count("would create") and "Nothing was created" in outputs[0].output
+    assert "need a password reset" in outputs[1].output and "users/s" in outputs[1].output
+    assert outputs[-1].exit_code != 0 and "--force" in outputs[-1].output
+    texts = [r.output for r in outputs] + [caplog.text, log_file.read_text()]
+    texts += [p.read_text() for p in datadir.root.iterdir() if p.is_file()]
+    bcrypt_hashes = [h for h in HASHES.values()]
+    for text in texts:
+        assert SECRET not in text
+        for hashed in bcrypt_hashes:
+            assert hashed not in text
+
+
+def test_wrong_secret_on_the_cli_is_one_clear_line(stack: StackAuthSandbox, datadir: DataDir, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"STACK_AUTH_API_URL": stack.url, "STACK_AUTH_PROJECT_ID": PROJECT,
+                        "STACK_AUTH_SECRET_KEY": "ssk_wrong_one_555", "MIGRATION_DATA_DIR": str(datadir.root),
+                        "LOG_FILE_PATH": str(tmp_path / "m.log")}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    from supamove.cli import main
+
+    result = CliRunner().invoke(main, ["migrate-users"])
+    assert result.exit_code == StackAuthError.exit_code
+    assert "STACK_AUTH_SECRET_KEY" in result.output and "ssk_wrong_one_555" not in result.output
