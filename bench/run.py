@@ -1,0 +1,230 @@
+"""Benchmark: supamove against pg_dump/pg_restore and a raw COPY pipe, on the same servers and data.
+
+Run from a clone (after `pip install -e .`):  python bench/run.py [--rows 4000000] [--runs 3]
+Prints a table of seconds, rows/s, MB/s and peak RSS (median of --runs), and the ratios.
+Not part of the test suite: the machine is noisy, so speed is measured here, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from supamove.sandbox import fixtures
+from supamove.sandbox.pgserver import PostgresServer, find_bindir
+from supamove.sandbox.stackauth import StackAuthSandbox
+
+PROJECT, SECRET = "bench-project", "bench-secret-key-0123456789"
+
+
+@dataclass
+class Measure:
+    name: str
+    seconds: list[float] = field(default_factory=list)
+    rss_mb: list[float] = field(default_factory=list)
+    rows: int = 0
+    megabytes: float = 0.0
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def peak_rss(self) -> float:
+        return max(self.rss_mb) if self.rss_mb else 0.0
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    """Run a command to completion; returns its peak RSS in MB (its own, not its children's)."""
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise SystemExit(f"{' '.join(cmd[:4])} failed:\n{err[-3000:]}")
+    return usage.ru_maxrss / 1024
+
+
+def timed(measure: Measure, action: Callable[[], float | None]) -> None:
+    started = time.perf_counter()
+    rss = action()
+    measure.seconds.append(time.perf_counter() - started)
+    if rss:
+        measure.rss_mb.append(rss)
+
+
+def app_tables(url: str) -> list[tuple[str, str]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute("""SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                               WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+                               ORDER BY 1, 2""").fetchall()
+
+
+def truncate(url: str, tables: list[tuple[str, str]]) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(
+            sql.SQL(", ").join(sql.Identifier(*t) for t in tables)))
+        conn.execute("DROP SCHEMA IF EXISTS _supamove CASCADE")
+
+
+def add_users(url: str, count: int) -> None:
+    """Extra bcrypt users in auth.users so migrate-users has `count` to create."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("""
+            INSERT INTO auth.users (instance_id, id, aud, role, email, encrypted_password, email_confirmed_at,
+                                    raw_app_meta_data, raw_user_meta_data, created_at, updated_at)
+            SELECT '00000000-0000-0000-0000-000000000000', md5('bench-user-' || g)::uuid, 'authenticated',
+                   'authenticated', 'bench' || g || '@bench.test',
+                   '$2a$06$abcdefghijklmnopqrstuu5Y0lQ9ZlG7GQ2v1qDzVvQ0Yb5o3nQfC', now(),
+                   '{"provider": "email", "providers": ["email"]}', jsonb_build_object('full_name', 'Bench ' || g),
+                   now(), now()
+            FROM generate_series(1, %s) g""", (count,))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=4_000_000, help="rows in public.readings (default 4,000,000)")
+    parser.add_argument("--runs", type=int, default=3, help="repetitions of each measurement (median)")
+    parser.add_argument("--users", type=int, default=10_000, help="users for the migrate-users measurement")
+    parser.add_argument("--jobs", type=int, default=2, help="parallel jobs for pg_dump/pg_restore and supamove")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="supamove-bench-"))
+    source = PostgresServer("bench-source").start()
+    target = PostgresServer("bench-target").start()
+    stack = StackAuthSandbox(PROJECT, SECRET).start()
+    try:
+        measures = benchmark(args, work, source, target, stack)
+        report(args, measures)
+    finally:
+        stack.stop()
+        source.destroy()
+        target.destroy()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def benchmark(args: argparse.Namespace, work: Path, source: PostgresServer, target: PostgresServer,
+              stack: StackAuthSandbox) -> dict[str, Measure]:
+    for server in (source, target):
+        with psycopg.connect(server.url(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE app")
+    print(f"seeding {args.rows:,} readings ...", flush=True)
+    fixtures.create_source(source.url("app"), rows=args.rows)
+    add_users(source.url("app"), args.users)
+    with psycopg.connect(source.url("app"), autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+    fixtures.create_target(target.url("app"))
+    src, tgt = source.url("app"), target.url("app")
+    tables = app_tables(src)
+    with psycopg.connect(src) as conn:
+        rows = conn.execute("SELECT sum(n_live_tup) FROM pg_stat_user_tables WHERE schemaname = 'public'").fetchone()[0]
+        size = conn.execute("SELECT sum(pg_table_size(format('%I.%I', schemaname, relname)::regclass)) "
+                            "FROM pg_stat_user_tables WHERE schemaname = 'public'").fetchone()[0]
+    mb = size / 1e6
+    bindir = source.bindir
+    data = work / "migration-data"
+    env = {"SUPABASE_DB_URL": src, "DATABASE_URL": tgt, "MIGRATION_DATA_DIR": str(data),
+           "LOG_FILE_PATH": str(work / "migration.log"), "STACK_AUTH_PROJECT_ID": PROJECT,
+           "STACK_AUTH_SECRET_KEY": SECRET, "STACK_AUTH_API_URL": stack.url}
+    supamove = [sys.executable, "-m", "supamove"]
+    names = ["reference: pg_dump + pg_restore", "supamove export", "supamove import --disable-fk",
+             "supamove import (default)", "supamove verify", "floor: raw COPY pipe", "supamove migrate-users"]
+    m = {n: Measure(n, rows=rows, megabytes=mb) for n in names}
+    m["supamove migrate-users"].rows = args.users + fixtures.seed_sizes(args.rows).users
+
+    dump = work / "dump"
+    for i in range(args.runs):
+        print(f"run {i + 1}/{args.runs}", flush=True)
+        shutil.rmtree(dump, ignore_errors=True)
+        truncate(tgt, tables)
+        timed(m["reference: pg_dump + pg_restore"], lambda: max(
+            run([str(bindir / "pg_dump"), "--data-only", "-Fd", f"-j{args.jobs}", "-n", "public", "-f", str(dump), src]),
+            run([str(bindir / "pg_restore"), "--data-only", "--disable-triggers", f"-j{args.jobs}", "-d", tgt, str(dump)])))
+        truncate(tgt, tables)
+        timed(m["floor: raw COPY pipe"], lambda: copy_pipe(src, tgt, tables, args.jobs))
+        shutil.rmtree(data, ignore_errors=True)
+        timed(m["supamove export"], lambda: run([*supamove, "export", "--jobs", str(args.jobs)], env))
+        truncate(tgt, tables)
+        if i == 0:
+            run([*supamove, "migrate-users", "--concurrency", "8"], env)
+        timed(m["supamove import --disable-fk"], lambda: run([*supamove, "import", "--disable-fk"], env))
+        timed(m["supamove verify"], lambda: run([*supamove, "verify", "--jobs", str(args.jobs)], env))
+        truncate(tgt, tables)
+        timed(m["supamove import (default)"], lambda: run([*supamove, "import"], env))
+    for _ in range(args.runs):
+        mapping = data / "user-mapping.json"
+        mapping.unlink(missing_ok=True)
+        for leftover in ("user-creates-pending.jsonl", "user-migration-report.json", "password-reset-required.json"):
+            (data / leftover).unlink(missing_ok=True)
+        fresh = StackAuthSandbox(PROJECT, SECRET).start()
+        try:
+            timed(m["supamove migrate-users"], lambda url=fresh.url: run(
+                [*supamove, "migrate-users", "--concurrency", "8"], {**env, "STACK_AUTH_API_URL": url}))
+        finally:
+            fresh.stop()
+    return m
+
+
+def copy_pipe(src: str, tgt: str, tables: list[tuple[str, str]], jobs: int) -> None:
+    """The physical floor: COPY TO STDOUT straight into COPY FROM STDIN, no files, no checks."""
+
+    def one(table: tuple[str, str]) -> None:
+        name = sql.Identifier(*table)
+        with psycopg.connect(src) as s, psycopg.connect(tgt) as t:
+            t.execute("SET session_replication_role = replica")
+            with s.cursor().copy(sql.SQL("COPY {} TO STDOUT").format(name)) as out, \
+                    t.cursor().copy(sql.SQL("COPY {} FROM STDIN").format(name)) as into:
+                for chunk in out:
+                    into.write(chunk)
+
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(one, tables))
+
+
+def report(args: argparse.Namespace, m: dict[str, Measure]) -> None:
+    print()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"PostgreSQL {_pg_version()}; rows in public: {m['supamove export'].rows:,}, "
+          f"table data {m['supamove export'].megabytes:,.0f} MB; median of {args.runs} runs")
+    print(f"{'step':34} {'seconds':>8} {'rows/s':>12} {'MB/s':>8} {'peak RSS MB':>12}")
+    for measure in m.values():
+        rate = measure.rows / measure.median
+        print(f"{measure.name:34} {measure.median:8.2f} {rate:12,.0f} {measure.megabytes / measure.median:8.1f} "
+              f"{measure.peak_rss:12.0f}")
+    ref = m["reference: pg_dump + pg_restore"].median
+    floor = m["floor: raw COPY pipe"].median
+    fast = m["supamove export"].median + m["supamove import --disable-fk"].median
+    safe = m["supamove export"].median + m["supamove import (default)"].median
+    verify = m["supamove verify"].median
+    print()
+    print(f"export + import --disable-fk / reference: {fast / ref:.2f}   (target <= 1.0)")
+    print(f"export + import (default)    / reference: {safe / ref:.2f}")
+    print(f"export + import --disable-fk / floor:     {fast / floor:.2f}")
+    print(f"verify (full checksums)      / reference: {verify / ref:.2f}   (target <= 0.5)")
+    print(f"peak RSS of any supamove command: {max(x.peak_rss for k, x in m.items() if k.startswith('supamove')):.0f} MB"
+          "   (target < 200)")
+    users = m["supamove migrate-users"]
+    print(f"migrate-users: {users.rows / users.median:,.0f} users/s with --concurrency 8   (target >= 200)")
+
+
+def _pg_version() -> str:
+    out = subprocess.run([str(find_bindir() / "postgres"), "--version"], capture_output=True, text=True).stdout
+    return out.split()[-1] if out else "?"
+
+
+if __name__ == "__main__":
+    main()

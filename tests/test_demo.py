@@ -1,0 +1,102 @@
+"""`supamove demo` runs the whole runbook on a machine with nothing configured."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from supamove.config import Settings
+
+ROWS = "3000"
+
+
+def run_supamove(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    """A real `supamove` process, as a newcomer runs it: no setting in its environment."""
+    env = {k: v for k, v in os.environ.items() if k not in Settings.model_fields}
+    env["COLUMNS"] = "160"  # rich's width when not on a terminal: keep table rows on one line
+    return subprocess.run([sys.executable, "-m", "supamove", *args], cwd=cwd, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+
+
+def test_demo_ends_with_every_table_pass(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    result = run_supamove("demo", "--rows", ROWS, "--workdir", str(workdir), cwd=tmp_path)
+    out = result.stdout
+    assert result.returncode == 0, out
+    for step in ("test-connections", "export", "migrate-users", "import", "verify"):
+        assert f"supamove {step}" in out
+    report = json.loads((workdir / "migration-data" / "verification-report.json").read_text())
+    statuses = {f"{t['schema']}.{t['table']}": t["status"] for t in report["tables"]}
+    assert statuses and set(statuses.values()) == {"pass"}, statuses
+    tables = len(statuses)
+    assert f"Verification: {tables} of {tables} tables pass." in out
+    table_rows = [line for line in out.splitlines() if re.match(r"^│ public\.", line)]
+    verified = [line for line in table_rows if re.search(r"│ (pass|WARN|FAIL) ", line)]
+    assert len(verified) == tables and all("│ pass " in line for line in verified), out
+    assert f"Files: {workdir / 'migration-data'}/" in out
+    assert "were stopped and removed" in out
+    assert (workdir / ".env").stat().st_mode & 0o077 == 0
+
+
+def test_demo_keep_leaves_a_working_setup(tmp_path: Path) -> None:
+    workdir = tmp_path / "kept"
+    result = run_supamove("demo", "--rows", "500", "--keep", "--workdir", str(workdir), cwd=tmp_path)
+    out = result.stdout
+    stop = re.search(r"^\s+kill ([\d ]+)$", out, re.MULTILINE)
+    assert stop, out
+    try:
+        env_file = (workdir / ".env").read_text()
+        for name in Settings.model_fields:
+            assert f"\n{name}=" in env_file and f"{name}=" in out
+        check = run_supamove("test-connections", cwd=workdir)
+        assert check.returncode == 0, check.stdout
+        assert "All configured endpoints are usable." in check.stdout
+    finally:
+        stop_kept(out, [int(pid) for pid in stop.group(1).split()])
+
+
+def stop_kept(out: str, pids: list[int]) -> None:
+    """What the demo told the operator to do: kill the processes, remove the directories."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
+        time.sleep(0.1)
+    remove = re.search(r"^\s+rm -rf (.+)$", out, re.MULTILINE)
+    for path in remove.group(1).split() if remove else []:
+        if "supamove-demo-" in path:  # the servers' temporary roots, nothing else
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_demo_refuses_a_tiny_size(tmp_path: Path) -> None:
+    result = run_supamove("demo", "--rows", "5", cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert "--rows" in result.stdout
+
+
+@pytest.mark.parametrize("args", [["demo", "--help"]])
+def test_demo_help_names_flags_and_defaults(args: list[str], tmp_path: Path) -> None:
+    result = run_supamove(*args, cwd=tmp_path, timeout=60)
+    assert result.returncode == 0
+    for text in ("--rows N", "default: 250000", "--keep", "--workdir DIR", "Example: supamove demo"):
+        assert text in result.stdout, result.stdout

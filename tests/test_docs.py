@@ -1,0 +1,174 @@
+"""The README cannot drift from the CLI: every command and flag in one is in the other."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from supamove.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+FLAG = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
+FENCE = re.compile(r"```[^\n]*\n(.*?)```", re.DOTALL)
+INLINE = re.compile(r"`([^`\n]+)`")
+SHELL_BREAK = {"&&", "||", "|", ";", "#", ">", "2>&1"}
+
+
+def options(command: click.Command) -> set[str]:
+    """Every option string of a command, --help included."""
+    params = command.get_params(click.Context(command, **main.context_settings))
+    return {opt for p in params if isinstance(p, click.Option) for opt in (*p.opts, *p.secondary_opts)}
+
+
+COMMANDS: dict[str, click.Command] = dict(main.commands)
+GLOBAL = options(main)
+
+
+def section(text: str, heading: str) -> str:
+    """The body of a markdown section, up to the next heading of the same or a higher level."""
+    # Shell comments in code blocks are not headings: blank them out (same length) before searching.
+    masked = FENCE.sub(lambda m: re.sub(r"(?m)^#", " ", m.group()), text)
+    level = len(heading.split(" ", 1)[0])
+    start = masked.index(f"\n{heading}\n") + len(heading) + 2
+    end = re.search(rf"\n#{{1,{level}}} ", masked[start:])
+    return text[start:start + end.start()] if end else text[start:]
+
+
+REFERENCE = section(README, "## Command reference")
+
+
+def reference_for(name: str) -> str:
+    return section(REFERENCE, f"### `supamove {name}`")
+
+
+def table_flags(text: str) -> set[str]:
+    """The flags in the first cell of each row of a section's options table."""
+    found: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("| `-"):
+            found |= set(FLAG.findall(line.split("|")[1]))
+    return found
+
+
+def code_snippets() -> list[str]:
+    """Every line of every fenced block and every inline code span of the README."""
+    lines = [line for block in FENCE.findall(README) for line in block.splitlines()]
+    return lines + INLINE.findall(FENCE.sub("", README))
+
+
+def invocations() -> list[tuple[str | None, list[str]]]:
+    """(command, the flags given to it) for every `supamove ...` written in the README's code."""
+    found: list[tuple[str | None, list[str]]] = []
+    for line in code_snippets():
+        try:
+            words = shlex.split(line)
+        except ValueError:
+            words = line.split()
+        for i, word in enumerate(words):
+            if word != "supamove":
+                continue
+            rest: list[str] = []
+            for token in words[i + 1:]:
+                if token in SHELL_BREAK or token.startswith("#"):
+                    break
+                rest.append(token)
+            # Global options are all flags, so the first other word is the command.
+            command = next((t for t in rest if not t.startswith("-")), None)
+            if command is not None and command.startswith("<"):  # a placeholder: supamove <command> --help
+                continue
+            found.append((command, [t.split("=", 1)[0] for t in rest if t.startswith("-")]))
+    return found
+
+
+def test_readme_opens_with_what_it_does_and_the_two_commands() -> None:
+    opening = README.split("\n## ", 2)
+    assert "Supabase" in opening[0] and "Stack Auth" in opening[0]
+    quick = section(README, "## Quick start")
+    assert "pip install -e . && supamove demo" in quick
+    ci = (ROOT / ".ci" / "run").read_text()
+    test_command = next(line for line in ci.splitlines() if "pytest" in line).strip()
+    assert test_command in quick, f"the README's test command must be the one .ci/run runs: {test_command}"
+    assert "bash .ci/run" in quick
+
+
+@pytest.mark.parametrize("heading", [
+    "## Migration Runbook", "### Overview", "### Prerequisites", "### Environment setup",
+    "### Step 1: Pre-migration checks", "### Step 2: Export", "### Step 3: Migrate users",
+    "### Step 4: Import", "### Step 5: Verify", "### Step 6: Post-migration tasks",
+    "### Rollback procedure", "### Troubleshooting", "### User mapping retention (90 days)",
+    "## Command reference", "## File reference", "## Benchmark", "## Development",
+])
+def test_readme_has_section(heading: str) -> None:
+    assert f"\n{heading}\n" in README
+
+
+def test_env_example_lists_every_setting_with_a_comment() -> None:
+    from supamove.config import Settings
+
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    for name in Settings.model_fields:
+        index = next((i for i, line in enumerate(lines) if line.startswith(f"{name}=")), None)
+        assert index is not None, f".env.example lacks {name}"
+        assert lines[index - 1].startswith("#"), f".env.example: {name} has no comment above it"
+        assert name in README, f"the README does not mention the setting {name}"
+
+
+def test_every_command_has_a_reference_section() -> None:
+    documented = set(re.findall(r"^### `supamove ([a-z-]+)`$", REFERENCE, re.MULTILINE))
+    assert documented == set(COMMANDS), (
+        f"undocumented commands: {sorted(set(COMMANDS) - documented)}; "
+        f"documented but absent from the CLI: {sorted(documented - set(COMMANDS))}")
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_reference_table_lists_exactly_the_command_flags(name: str) -> None:
+    in_cli = options(COMMANDS[name]) - {"-h", "--help"}
+    in_readme = table_flags(reference_for(name))
+    assert in_readme == in_cli, (f"supamove {name}: missing from the README {sorted(in_cli - in_readme)}, "
+                                 f"not in the CLI {sorted(in_readme - in_cli)}")
+
+
+def test_global_options_are_documented() -> None:
+    in_readme = table_flags(section(REFERENCE, "### Global options"))
+    assert in_readme == GLOBAL, f"global options: README {sorted(in_readme)}, CLI {sorted(GLOBAL)}"
+
+
+def test_every_supamove_command_in_the_readme_exists() -> None:
+    written = invocations()
+    assert written, "the README shows no supamove command"
+    for command, flags in written:
+        if command is None:
+            assert set(flags) <= GLOBAL, f"`supamove {' '.join(flags)}`: unknown global flag"
+            continue
+        assert command in COMMANDS, f"the README shows `supamove {command}`, which does not exist"
+        unknown = set(flags) - options(COMMANDS[command]) - GLOBAL
+        assert not unknown, f"the README gives `supamove {command}` flags it lacks: {sorted(unknown)}"
+
+
+def test_every_flag_in_the_readme_exists() -> None:
+    every = set(GLOBAL).union(*(options(c) for c in COMMANDS.values()))
+    # A flag written on its own (`--disable-fk`, `--callback-url URL`); those on a `supamove` line
+    # are checked against their command above, and other programs' flags are not supamove's.
+    mentioned = {snippet.split()[0].split("=")[0] for snippet in code_snippets() if snippet.startswith("-")}
+    assert mentioned, "the README mentions no flag"
+    assert mentioned <= every, f"the README mentions flags no command has: {sorted(mentioned - every)}"
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_explains_flags_defaults_and_an_example(name: str) -> None:
+    command = COMMANDS[name]
+    result = CliRunner().invoke(main, [name, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Example:" in result.output, f"supamove {name} --help has no Example: line"
+    for param in command.params:
+        if not isinstance(param, click.Option):
+            continue
+        assert param.help, f"supamove {name} {param.opts[0]} has no help text"
+        if not param.is_flag and param.default not in (None, ()) and not param.multiple:
+            assert param.show_default, f"supamove {name} {param.opts[0]}: default not shown in --help"
