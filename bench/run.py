@@ -134,7 +134,7 @@ def benchmark(args: argparse.Namespace, work: Path, source: PostgresServer, targ
         rows = conn.execute("SELECT sum(n_live_tup) FROM pg_stat_user_tables WHERE schemaname = 'public'").fetchone()[0]
         size = conn.execute("SELECT sum(pg_table_size(format('%I.%I', schemaname, relname)::regclass)) "
                             "FROM pg_stat_user_tables WHERE schemaname = 'public'").fetchone()[0]
-    mb = size / 1e6
+    rows, mb = int(rows), float(size) / 1e6
     bindir = source.bindir
     data = work / "migration-data"
     env = {"SUPABASE_DB_URL": src, "DATABASE_URL": tgt, "MIGRATION_DATA_DIR": str(data),

@@ -26,6 +26,7 @@ from supamove.progress import NullProgress, Progress
 
 log = get_logger("export")
 AUTH_TABLES = ("users", "identities")
+COPY_BLOCK = 1 << 20
 # CSV with control characters as quote and delimiter passes each JSON line through untouched:
 # row_to_json escapes every control character, so none can appear in its output.
 COPY_OPTIONS = sql.SQL("(FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')")
@@ -122,16 +123,25 @@ def copy_table(conn: psycopg.Connection, table: Table, path: Path, progress: Pro
     query = sql.SQL("COPY ({}) TO STDOUT {}").format(select_rows(table), COPY_OPTIONS)
     digest = hashlib.sha256()
     rows = size = 0
+    block = bytearray()
+
+    def flush() -> None:
+        nonlocal rows, size
+        out.write(block)
+        digest.update(block)
+        size += len(block)
+        lines = block.count(b"\n")
+        rows += lines
+        progress.advance(table.qualified, lines)
+        block.clear()
+
+    # COPY yields one message per row: work per block of rows, not per row.
     with atomic_writer(path) as out, conn.cursor() as cur, cur.copy(query) as copy:
         for chunk in copy:
-            data = bytes(chunk)
-            out.write(data)
-            digest.update(data)
-            size += len(data)
-            lines = data.count(b"\n")
-            rows += lines
-            if lines:
-                progress.advance(table.qualified, lines)
+            block += chunk
+            if len(block) >= COPY_BLOCK:
+                flush()
+        flush()
     return rows, size, digest.hexdigest()
 
 
