@@ -20,6 +20,7 @@ from click.testing import CliRunner, Result
 from supamove.cli import main
 from supamove.sandbox import fixtures
 from supamove.sandbox.pgserver import PostgresServer
+from supamove.sandbox.stackauth import StackAuthSandbox
 
 SQL_DIR = Path(__file__).parent / "sql"
 APP_PASSWORD = "s3cret-app-pw-!x"
@@ -165,3 +166,24 @@ def exported(cli: Cli, data_dir: Path) -> Path:
     result = cli("export", *EDGE)
     assert result.exit_code == 0, result.output
     return data_dir
+
+
+# --- shared: Stack Auth sandbox + settings (test_faults, test_bad_input, test_secrets) ---
+
+STACK_PROJECT = "6f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b"
+STACK_SECRET = "ssk_shared_fixture_secret_13579"
+
+
+@pytest.fixture
+def stack_auth(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[StackAuthSandbox]:
+    """A Stack Auth sandbox, its settings in the environment (and in `env`, for cli.process)."""
+    with StackAuthSandbox(STACK_PROJECT, STACK_SECRET) as sandbox:
+        values = {"STACK_AUTH_API_URL": sandbox.url, "STACK_AUTH_PROJECT_ID": STACK_PROJECT,
+                  "STACK_AUTH_SECRET_KEY": STACK_SECRET}
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        env.update(values)
+        yield sandbox
+
+
+# --- end shared: Stack Auth sandbox + settings ---

@@ -409,7 +409,8 @@ def map_users_command(ctx: Context, dry_run: bool) -> None:
     """Rebuild user-mapping.json from users already in Stack Auth, creating none.
 
     Matches by the Supabase id supamove keeps in server_metadata, then by
-    e-mail (trimmed, lower-cased), and lists the users it could not match.
+    e-mail (trimmed, lower-cased), one Stack Auth user per Supabase user,
+    and lists the users it could not match.
 
     Example: supamove map-users --dry-run
     """

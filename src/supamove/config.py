@@ -39,8 +39,12 @@ class Settings(BaseSettings):
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return None
-        if urlsplit(value).scheme not in ("postgres", "postgresql"):
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgres", "postgresql"):
             raise ValueError("must be a postgresql:// URL")
+        if _cut_short(value):  # never echo the value: it holds the password
+            raise ValueError("is not a valid URL: percent-encode the special characters of the user and "
+                             "password (# as %23, / as %2F, ? as %3F, @ as %40, : as %3A)")
         return value
 
     @field_validator("STACK_AUTH_API_URL")
@@ -64,6 +68,16 @@ class Settings(BaseSettings):
     @property
     def target_url(self) -> str:
         return self.require("DATABASE_URL")
+
+
+def _cut_short(url: str) -> bool:
+    """Whether a character of the password that is not percent-encoded (# / ?) ends the host part early."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 -- parsing it raises when the password spilled into the port
+    except ValueError:
+        return True
+    return bool(parts.fragment)
 
 
 def load_settings(data_dir: Path | None = None, env_file: str | Path | None = ".env") -> Settings:

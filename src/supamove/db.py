@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
@@ -81,7 +81,9 @@ def redact_url(url: str) -> str:
 
 def connect(endpoint: Endpoint, autocommit: bool = False) -> psycopg.Connection:
     """Open a connection with canonical output settings and no server-side timeouts."""
-    add_secret(urlsplit(endpoint.url).password)
+    password = urlsplit(endpoint.url).password
+    add_secret(password)
+    add_secret(unquote(password or ""))  # libpq decodes it: its messages could hold either form
     try:
         conn = psycopg.connect(
             endpoint.conninfo(),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from supamove.errors import SupamoveError
 from supamove.files import read_json
@@ -179,7 +180,7 @@ def _server(name: str, cleanup: ExitStack) -> PostgresServer:
 
 def _create_database(server: PostgresServer, name: str) -> None:
     with psycopg.connect(server.url(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def start_stack_auth(project_id: str, secret_key: str, cleanup: ExitStack) -> subprocess.Popen[bytes]:

@@ -242,8 +242,9 @@ def _export_one(source: Endpoint, snapshot: str, table: Table, datadir: DataDir,
         with snapshot_reader(source, snapshot) as conn:
             rows, size, sha = copy_table(conn, table, path, progress)
     except psycopg.errors.InsufficientPrivilege:
+        quoted = sql.Identifier(table.schema, table.name).as_string(None)
         raise source.error(f"permission denied reading {table.qualified}",
-                           f"GRANT SELECT ON {table.qualified} to the user in SUPABASE_DB_URL, "
+                           f"let the user in SUPABASE_DB_URL read it (GRANT SELECT ON {quoted} TO that user), "
                            "or use the postgres user") from None
     except psycopg.OperationalError as exc:
         raise source.error(f"lost the source connection while exporting {table.qualified}: {first_line(exc)}",

@@ -37,9 +37,14 @@ def atomic_writer(path: Path, mode: int = PRIVATE) -> Iterator[IO[bytes]]:
 
 
 def disk_error(path: Path, exc: OSError) -> SupamoveError:
-    if exc.errno == errno.ENOSPC:
+    """A failed write as one line: a full disk or quota, a file size limit, or anything else."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return SupamoveError(f"no space left on the device writing {path}",
                              fix="free disk space or point --data-dir at a larger disk, then run the same command again")
+    if exc.errno == errno.EFBIG:
+        return SupamoveError(f"the file size limit stopped writing {path}",
+                             fix="raise the limit (ulimit -f unlimited) or point --data-dir at a file system that "
+                                 "allows large files, then run the same command again")
     return SupamoveError(f"cannot write {path}: {exc.strerror}", fix="check the path and its permissions")
 
 

@@ -30,7 +30,6 @@ UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-
 COPY_CONTEXT = re.compile(r"COPY [^\n]*?, line (\d+)(?:, column ([^:\n]+))?")
 BLOCK_ROWS = 5000
 SHOWN_IDS = 5
-READ_BLOCK = 1 << 20
 
 STATE_DDL = """
 CREATE SCHEMA IF NOT EXISTS _supamove;
@@ -309,38 +308,34 @@ def _check_file(plan: TablePlan, problems: list[SupamoveError]) -> None:
             fix="run `supamove export --force` to write it again"))
         return
     user_cols = [c for c in plan.columns if c.user_ids]
-    try:
-        sha, rows = _scan(path, user_cols, plan.user_ids) if user_cols else _hash(path)
-    except DataFileError as exc:
-        problems.append(exc)
-        return
+    sha, rows, bad_line = _scan(path, user_cols, plan.user_ids)
     if sha != entry.get("sha256"):
         problems.append(DataFileError(
             f"{path} does not match metadata.json: SHA-256 {sha[:12]}… instead of {str(entry.get('sha256'))[:12]}…",
             fix="the file was changed or damaged: run `supamove export --force` to write it again"))
+    elif bad_line is not None:  # found now, before any table is loaded: the target stays unchanged
+        problems.append(bad_line)
     elif rows != plan.rows:
         problems.append(DataFileError(f"{path} has {rows} rows, metadata.json says {plan.rows}",
                                       fix="run `supamove export --force` to write it again"))
 
 
-def _hash(path: Path) -> tuple[str, int]:
-    digest, rows = hashlib.sha256(), 0
-    with open(path, "rb") as handle:
-        while block := handle.read(READ_BLOCK):
-            digest.update(block)
-            rows += block.count(b"\n")
-    return digest.hexdigest(), rows
-
-
-def _scan(path: Path, columns: list[ColumnLoad], found: dict[str, set[str]]) -> tuple[str, int]:
-    """Hash and count the file, collecting the distinct ids of each user-id column."""
-    digest, rows = hashlib.sha256(), 0
+def _scan(path: Path, columns: list[ColumnLoad],
+          found: dict[str, set[str]]) -> tuple[str, int, DataFileError | None]:
+    """Hash, count and parse the file (the first bad line is returned), collecting each user-id column's ids."""
+    digest, rows, bad_line = hashlib.sha256(), 0, None
     for col in columns:
         found[col.name] = set()
     with open(path, "rb") as handle:
         for rows, line in enumerate(handle, 1):  # noqa: B007
             digest.update(line)
-            record = parse_line(line, path, rows)
+            if bad_line is not None:
+                continue
+            try:
+                record = parse_line(line, path, rows)
+            except DataFileError as exc:
+                bad_line = exc
+                continue
             for col in columns:
                 value = record.get(col.name)
                 if isinstance(value, str):
@@ -349,7 +344,7 @@ def _scan(path: Path, columns: list[ColumnLoad], found: dict[str, set[str]]) -> 
                         ids.update(m.lower() for m in UUID.findall(value))
                     else:
                         ids.add(value.lower())
-    return digest.hexdigest(), rows
+    return digest.hexdigest(), rows, bad_line
 
 
 def parse_line(line: bytes, path: Path, number: int) -> dict[str, Any]:
@@ -383,8 +378,15 @@ def _mapping_for(plans: list[TablePlan], datadir: DataDir,
 
 
 def load_mapping(path: Path) -> dict[str, str]:
-    """The user mapping as Supabase id (lowercase) to Stack Auth id."""
-    return {sid.lower(): e["stackAuthUserId"] for sid, e in UserMapping.load(path).entries.items()}
+    """The user mapping as Supabase id (lowercase) to Stack Auth id; an id listed twice in any case is refused."""
+    mapping: dict[str, str] = {}
+    for sid, entry in UserMapping.load(path).entries.items():
+        if sid.lower() in mapping:  # uuids ignore case: one of the two would silently win
+            raise DataFileError(f"{path} lists Supabase user {sid.lower()} twice",
+                                fix=f"restore {path.name} from a backup, or move it away and run "
+                                    "`supamove map-users` to rebuild it")
+        mapping[sid.lower()] = entry["stackAuthUserId"]
+    return mapping
 
 
 def _check_unmapped(target: Endpoint, plans: list[TablePlan], mapping: dict[str, str], loaded: bool, options: ImportOptions,

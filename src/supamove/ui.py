@@ -50,8 +50,8 @@ class RichProgress:
         with self._lock:
             self._bars.advance(task_id, n)
             task = self._bars.tasks[task_id]
-            speed = task.speed or 0
-            self._bars.update(task_id, rate=f"{speed:,.0f} {self._unit}/s")
+            rate = f"{task.speed:,.0f} {self._unit}/s" if task.speed else ""
+            self._bars.update(task_id, rate=rate)
             if task.total is not None and task.completed > task.total:
                 self._bars.update(task_id, total=task.completed)
 
