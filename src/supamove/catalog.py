@@ -208,30 +208,38 @@ def parse_column_ref(ref: str) -> tuple[str, str, str]:
 
 def find_user_id_columns(tables: list[Table], named: Sequence[str] = ()) -> list[Table]:
     """Mark columns that hold Supabase user ids: FKs to auth.users, FKs to such columns, named ones."""
-    found: set[tuple[str, str, str]] = set()
+    found = _named_columns(tables, named) | {
+        (t.schema, t.name, c.name) for t in tables for c in t.columns
+        if c.type == "uuid[]" and USER_ID_ARRAY_NAME.search(c.name)}
+    _follow_foreign_keys(tables, found)
+    return [replace(t, user_id_columns=tuple(c.name for c in t.columns if (t.schema, t.name, c.name) in found))
+            for t in tables]
+
+
+def _named_columns(tables: list[Table], named: Sequence[str]) -> set[tuple[str, str, str]]:
+    found = set()
     for schema, table, column in map(parse_column_ref, named):
         match = next((t for t in tables if t.key == (schema, table)), None)
         if match is None or match.column(column) is None:
             raise ConfigError(f"--user-id-column {schema}.{table}.{column}: no such exported column",
                               fix="check the name, or add its schema with --schema")
         found.add((schema, table, column))
-    for t in tables:
-        for col in t.columns:
-            if col.type == "uuid[]" and USER_ID_ARRAY_NAME.search(col.name):
-                found.add((t.schema, t.name, col.name))
+    return found
+
+
+def _follow_foreign_keys(tables: list[Table], found: set[tuple[str, str, str]]) -> None:
+    """A column referencing auth.users(id), or a column already found, holds user ids too."""
     changed = True
-    while changed:  # follow FKs until nothing new: a column referencing a user-id column holds user ids too
+    while changed:
         changed = False
         for t in tables:
             for fk in t.foreign_keys:
-                for col, ref in zip(fk.columns, fk.ref_columns, strict=True):
+                for name, ref in zip(fk.columns, fk.ref_columns, strict=True):
                     refs_user = (fk.ref_schema, fk.ref_table) == AUTH_USERS and ref == "id"
-                    if (refs_user or (fk.ref_schema, fk.ref_table, ref) in found) and \
-                            (t.schema, t.name, col) not in found:
-                        found.add((t.schema, t.name, col))
+                    column = (t.schema, t.name, name)
+                    if (refs_user or (fk.ref_schema, fk.ref_table, ref) in found) and column not in found:
+                        found.add(column)
                         changed = True
-    return [replace(t, user_id_columns=tuple(c.name for c in t.columns if (t.schema, t.name, c.name) in found))
-            for t in tables]
 
 
 def load_order(tables: Iterable[Table]) -> list[list[Table]]:

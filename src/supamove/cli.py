@@ -71,7 +71,19 @@ def step(func: F) -> F:
 dry_run_option = click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+RUNBOOK_ORDER = ["test-connections", "export", "migrate-users", "import", "verify", "send-password-resets",
+                 "map-users", "purge-mapping", "demo"]
+
+
+class RunbookGroup(click.Group):
+    """Lists the commands in the order the runbook runs them, not alphabetically."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        known = [name for name in RUNBOOK_ORDER if name in self.commands]
+        return known + sorted(set(self.commands) - set(known))
+
+
+@click.group(cls=RunbookGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="supamove")
 @click.option("-v", "--verbose", is_flag=True, help="Show debug messages on the terminal too.")
 def main(verbose: bool) -> None:
@@ -164,7 +176,7 @@ def export(ctx: Context, schemas: tuple[str, ...], tables: tuple[str, ...], excl
 
 
 def _show_export_plan(plan: Any) -> None:
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for order, table in enumerate(plan.tables, 1):
         rows.append((order, table.qualified, f"{table.estimated_rows:,}", human_bytes(table.size_bytes),
                      ", ".join(table.user_id_columns)))

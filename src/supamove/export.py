@@ -105,7 +105,7 @@ def plan_export(conn: psycopg.Connection, options: ExportOptions) -> ExportPlan:
 
 def select_rows(table: Table) -> sql.Composed:
     """One JSON object per row, encoded by PostgreSQL in the canonical text form of each type."""
-    items = []
+    items: list[sql.Composable] = []
     for col in table.columns:
         ident = sql.Identifier(col.name)
         if col.encoding == "text":
