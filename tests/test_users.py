@@ -519,6 +519,14 @@ def test_dry_run_creates_nothing(stack: StackAuthSandbox, client: StackAuthClien
     assert not datadir.user_mapping.exists() and not datadir.users_report.exists()
 
 
+def test_dry_run_after_a_run_counts_the_same_resets(stack: StackAuthSandbox, client: StackAuthClient,
+                                                   datadir: DataDir) -> None:
+    real = migrate_users(client, datadir)
+    again = migrate_users(client, datadir, MigrateOptions(dry_run=True))
+    assert {o.status for o in again.outcomes} <= {"done", "skipped"}
+    assert len(again.reset_required) == len(real.reset_required) > 0
+
+
 def test_no_password_hashes_forces_resets(stack: StackAuthSandbox, client: StackAuthClient, datadir: DataDir) -> None:
     result = migrate_users(client, datadir, MigrateOptions(use_password_hashes=False))
     assert not stack.check_password("alice@example.com", PASSWORDS["alice"])

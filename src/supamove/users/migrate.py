@@ -431,7 +431,7 @@ class MigrationResult:
 
     @property
     def reset_required(self) -> list[UserOutcome]:
-        return [o for o in self.outcomes if o.password == "reset-required" and o.status in ("migrated", "create")]
+        return [o for o in self.outcomes if o.password == "reset-required" and o.status in ("migrated", "create", "done")]
 
     @property
     def failed(self) -> list[UserOutcome]:
@@ -617,7 +617,8 @@ def dry_run_outcomes(client: StackAuthClient, plan: list[PlannedUser]) -> list[U
         if item.action == "skip":
             outcomes.append(UserOutcome(sid, "skipped", item.reason, None, item.email, notes=item.notes))
         elif item.action == "done":
-            outcomes.append(UserOutcome(sid, "done", "already-migrated", None, item.email, notes=item.notes))
+            outcomes.append(UserOutcome(sid, "done", "already-migrated", None, item.email, item.password,
+                                        item.reset_reason, item.notes))
         elif item.email_auth and item.email in existing:
             outcomes.append(UserOutcome(sid, "link", "existing-stack-auth-user", existing[item.email], item.email,
                                         notes=item.notes))
