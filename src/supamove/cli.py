@@ -171,8 +171,10 @@ def export(ctx: Context, schemas: tuple[str, ...], tables: tuple[str, ...], excl
              "kept from previous run" if t.resumed else f"{t.rows / t.seconds:,.0f}" if t.seconds else "")
             for t in result.tables]
     print_table("Export summary", ["table", "rows", "size", "seconds", "rows/s"], rows)
-    say(f"Exported {len(result.tables)} tables, {result.rows:,} rows in {result.seconds:.1f}s "
-        f"to {ctx.datadir.root} (snapshot {result.snapshot}).")
+    kept = sum(t.resumed for t in result.tables)
+    say(f"Exported {len(result.tables) - kept} tables, {result.rows:,} rows in all, in {result.seconds:.1f}s "
+        f"to {ctx.datadir.root} (snapshot {result.snapshot})"
+        + (f"; {kept} kept from a previous run (--force exports them again)." if kept else "."))
 
 
 def _show_export_plan(plan: Any) -> None:
