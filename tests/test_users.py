@@ -26,13 +26,8 @@ from supamove.paths import DataDir
 from supamove.sandbox.stackauth import StackAuthSandbox
 from supamove.users.client import RetryPolicy, StackAuthClient
 from supamove.users.mapping import PendingJournal, UserMapping
-from supamove.users.migrate import (
-    MigrateOptions,
-    load_auth_export,
-    map_users,
-    migrate_users,
-    plan_users,
-)
+from supamove.users.migrate import MigrateOptions, map_users, migrate_users
+from supamove.users.plan import load_auth_export, plan_users
 from supamove.users.resets import purge_mapping, send_password_resets
 
 PROJECT = str(uuid.uuid4())
