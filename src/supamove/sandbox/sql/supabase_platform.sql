@@ -70,8 +70,16 @@ CREATE SCHEMA IF NOT EXISTS _realtime;
 CREATE SCHEMA IF NOT EXISTS _analytics;
 CREATE SCHEMA IF NOT EXISTS pgbouncer;
 
-CREATE EXTENSION IF NOT EXISTS pgcrypto WITH SCHEMA extensions;
-CREATE EXTENSION IF NOT EXISTS "uuid-ossp" WITH SCHEMA extensions;
+-- As on Supabase, where the server has them (a pip-packaged PostgreSQL may ship no contrib).
+DO $$
+DECLARE ext text;
+BEGIN
+    FOREACH ext IN ARRAY ARRAY['pgcrypto', 'uuid-ossp'] LOOP
+        IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = ext) THEN
+            EXECUTE format('CREATE EXTENSION IF NOT EXISTS %I WITH SCHEMA extensions', ext);
+        END IF;
+    END LOOP;
+END $$;
 
 GRANT USAGE ON SCHEMA extensions TO postgres, anon, authenticated, service_role, dashboard_user;
 GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role, dashboard_user, supabase_storage_admin;
