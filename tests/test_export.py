@@ -177,3 +177,15 @@ def test_password_never_printed_or_logged(cli, env, exported: Path) -> None:
     assert "s3cret-app-pw-!x" not in log
     result = cli("export", "--dry-run")
     assert "s3cret-app-pw-!x" not in result.output
+
+
+def test_log_file_holds_the_steps_summaries_and_errors(cli, env, exported: Path) -> None:
+    log = Path(env["LOG_FILE_PATH"]).read_text()
+    assert "STEP export: started" in log and "STEP export: finished in" in log
+    assert "Export summary: table | rows" in log
+    assert "Exported " in log and "public.readings" in log
+    failed = cli("export", "--schema", "vault")
+    assert failed.exit_code == 2
+    assert "ERROR supamove.terminal: Error: schema vault is a Supabase platform schema" in \
+        Path(env["LOG_FILE_PATH"]).read_text()
+    assert failed.output.count("platform schema") == 1  # shown once on the terminal

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,7 +31,8 @@ class Context:
         self.settings: Settings = load_settings(data_dir)
         self.datadir = DataDir(self.settings.MIGRATION_DATA_DIR).check_exists()
         setup_logging(self.settings.LOG_FILE_PATH, verbose=_VERBOSE[0])
-        log.debug("supamove %s: %s", __version__, " ".join(sys.argv[1:]))
+        command = click.get_current_context().info_name
+        log.debug("STEP %s: started (supamove %s, data dir %s)", command, __version__, self.datadir.root)
 
     @property
     def source(self) -> Endpoint:
@@ -52,9 +54,12 @@ def step(func: F) -> F:
     @functools.wraps(func)
     def wrapper(data_dir: Path | None, **kwargs: Any) -> Any:
         try:
-            return func(Context(data_dir), **kwargs)
+            started = time.monotonic()
+            result = func(Context(data_dir), **kwargs)
+            log.debug("STEP %s: finished in %.1fs", click.get_current_context().info_name,
+                      time.monotonic() - started)
+            return result
         except SupamoveError as exc:
-            get_logger().debug("error: %s", exc)
             show_error(str(exc))
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:

@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 LOGGER_NAME = "supamove"
+# What the CLI prints is echoed to the log file under this name, and kept off the terminal twice.
+ECHO_NAME = "supamove.terminal"
 console = Console(stderr=True, highlight=False)
 _secrets: set[str] = set()
 _PATTERNS = [
@@ -44,6 +46,11 @@ class _ScrubFilter(logging.Filter):
         return True
 
 
+def echo_to_log(message: str, level: int = logging.INFO) -> None:
+    """Put a line the terminal shows into the log file too."""
+    logging.getLogger(ECHO_NAME).log(level, message)
+
+
 def get_logger(name: str = "") -> logging.Logger:
     return logging.getLogger(f"{LOGGER_NAME}.{name}" if name else LOGGER_NAME)
 
@@ -58,6 +65,7 @@ def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
                            rich_tracebacks=False)
     terminal.setLevel(logging.DEBUG if verbose else logging.INFO)
     terminal.addFilter(_ScrubFilter())
+    terminal.addFilter(lambda record: record.name != ECHO_NAME)
     logger.addHandler(terminal)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)

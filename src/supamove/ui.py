@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from supamove.log import console, scrub
+from supamove.log import console, echo_to_log, scrub
 
 
 class RichProgress:
@@ -67,6 +68,9 @@ class RichProgress:
 
 
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    echo_to_log(f"{title}: " + " | ".join(headers))
+    for row in rows:
+        echo_to_log("  " + " | ".join(str(v) for v in row))
     table = Table(title=title, title_justify="left")
     for header in headers:
         numeric = header.lower() in {"rows", "bytes", "mb", "seconds", "rows/s", "est. rows", "size"}
@@ -78,10 +82,12 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]
 
 def show_error(text: str) -> None:
     """One line, `Error: what (fix: how)`, secrets scrubbed, never wrapped."""
+    echo_to_log(f"Error: {text}", logging.ERROR)
     console.print(f"[bold red]Error:[/] {escape(scrub(text))}", highlight=False, soft_wrap=True)
 
 
 def say(message: str) -> None:
+    echo_to_log(message)
     console.print(scrub(message), markup=False, highlight=False, soft_wrap=True)
 
 
