@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,18 +103,28 @@ class Databases:
         return psycopg.connect(self.target_url, autocommit=True)
 
 
-@pytest.fixture
-def dbs(pg_source: PostgresServer, pg_target: PostgresServer, source_template: str,
-        target_template: str) -> Iterator[Databases]:
-    """Fresh source and target databases for one test."""
+@contextmanager
+def fresh_databases(pg_source: PostgresServer, pg_target: PostgresServer, source_template: str,
+                    target_template: str) -> Iterator[Databases]:
+    """A source and a target database copied from the templates, dropped afterwards."""
     n = next(_counter)
     source_db, target_db = f"src_{os.getpid()}_{n}", f"tgt_{os.getpid()}_{n}"
     _create_database(pg_source, source_db, source_template)
     _create_database(pg_target, target_db, target_template)
-    yield Databases(pg_source, pg_target, source_db, target_db)
-    for server, name in ((pg_source, source_db), (pg_target, target_db)):
-        with psycopg.connect(server.url(), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield Databases(pg_source, pg_target, source_db, target_db)
+    finally:
+        for server, name in ((pg_source, source_db), (pg_target, target_db)):
+            with psycopg.connect(server.url(), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def dbs(pg_source: PostgresServer, pg_target: PostgresServer, source_template: str,
+        target_template: str) -> Iterator[Databases]:
+    """Fresh source and target databases for one test."""
+    with fresh_databases(pg_source, pg_target, source_template, target_template) as databases:
+        yield databases
 
 
 @pytest.fixture

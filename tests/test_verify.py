@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from conftest import Databases, _counter, _create_database
+from conftest import Databases, _counter, _create_database, fresh_databases
 from psycopg import sql
 
 from supamove import catalog
@@ -133,14 +133,8 @@ def faithful_template(pg_source: PostgresServer, pg_target: PostgresServer, sour
 def dbs(pg_source: PostgresServer, pg_target: PostgresServer, source_template: str,
         faithful_template: Faithful) -> Iterator[Databases]:
     """Fresh databases for one test, the target already migrated faithfully."""
-    n = next(_counter)
-    source_db, target_db = f"src_{os.getpid()}_{n}", f"tgt_{os.getpid()}_{n}"
-    _create_database(pg_source, source_db, source_template)
-    _create_database(pg_target, target_db, faithful_template[0])
-    yield Databases(pg_source, pg_target, source_db, target_db)
-    for server, name in ((pg_source, source_db), (pg_target, target_db)):
-        with psycopg.connect(server.url(), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_databases(pg_source, pg_target, source_template, faithful_template[0]) as databases:
+        yield databases
 
 
 @pytest.fixture
