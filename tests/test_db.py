@@ -1,0 +1,53 @@
+"""Sessions: no server timeouts on the direct connection, nothing session-bound on the pooler port."""
+
+from __future__ import annotations
+
+import pytest
+
+from supamove import db
+from supamove.db import Endpoint, connect, redact_url
+from supamove.sandbox.pgserver import PostgresServer
+
+
+@pytest.fixture(scope="module")
+def timeouts_server():
+    """A server with timeouts like hosted Supabase's global ones."""
+    server = PostgresServer("timeouts", settings={"statement_timeout": "'2min'",
+                                                  "idle_in_transaction_session_timeout": "'1min'"})
+    server.start()
+    yield server
+    server.destroy()
+
+
+def test_direct_connection_lifts_the_timeouts(timeouts_server: PostgresServer) -> None:
+    with connect(Endpoint(timeouts_server.url(), "source")) as conn:
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("0",)
+        assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("0",)
+        assert conn.execute("SHOW TimeZone").fetchone() == ("UTC",)
+        assert conn.prepare_threshold == 5
+
+
+def test_transaction_pooler_prepares_nothing_and_sets_no_session_timeouts(
+        timeouts_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(db, "TRANSACTION_POOLER_PORT", timeouts_server.port)  # this server plays port 6543
+    endpoint = Endpoint(timeouts_server.url(), "source")
+    assert endpoint.transaction_pooler
+    with connect(endpoint) as conn:
+        assert conn.prepare_threshold is None
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("2min",)
+
+
+def test_port_6543_is_the_transaction_pooler() -> None:
+    assert Endpoint("postgresql://u:pw@db.example.supabase.co:6543/postgres", "source").transaction_pooler
+    assert not Endpoint("postgresql://u:pw@db.example.supabase.co:5432/postgres", "source").transaction_pooler
+
+
+def test_sslmode_defaults_to_require_and_is_kept_when_named() -> None:
+    assert "sslmode=require" in Endpoint("postgresql://u:pw@h:5432/db", "source").conninfo()
+    named = Endpoint("postgresql://u:pw@h:5432/db?sslmode=verify-full&sslrootcert=/ca.crt", "source").conninfo()
+    assert "sslmode=verify-full" in named and "sslrootcert=%2Fca.crt" in named
+
+
+def test_redacted_url_hides_the_password() -> None:
+    assert redact_url("postgresql://postgres:s3cr3t@db.x.supabase.co:5432/postgres") == \
+        "postgresql://postgres:***@db.x.supabase.co:5432/postgres"
