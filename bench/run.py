@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -156,8 +157,11 @@ def benchmark(args: argparse.Namespace, work: Path, source: PostgresServer, targ
             run([str(bindir / "pg_restore"), "--data-only", "--disable-triggers", f"-j{args.jobs}", "-d", tgt, str(dump)])))
         truncate(tgt, tables)
         timed(m["floor: raw COPY pipe"], lambda: copy_pipe(src, tgt, tables, args.jobs))
+        mapping = _keep_mapping(data, work)  # a fresh export each run; the users are migrated once
         shutil.rmtree(data, ignore_errors=True)
         timed(m["supamove export"], lambda: run([*supamove, "export", "--jobs", str(args.jobs)], env))
+        if mapping:
+            shutil.copy2(mapping, data / mapping.name)
         truncate(tgt, tables)
         if i == 0:
             run([*supamove, "migrate-users", "--concurrency", "8"], env)
@@ -177,6 +181,13 @@ def benchmark(args: argparse.Namespace, work: Path, source: PostgresServer, targ
         finally:
             fresh.stop()
     return m
+
+
+def _keep_mapping(data: Path, work: Path) -> Path | None:
+    mapping = data / "user-mapping.json"
+    if not mapping.exists():
+        return None
+    return Path(shutil.copy2(mapping, work / mapping.name))
 
 
 def copy_pipe(src: str, tgt: str, tables: list[tuple[str, str]], jobs: int) -> None:
@@ -215,7 +226,7 @@ def report(args: argparse.Namespace, m: dict[str, Measure]) -> None:
     print(f"export + import (default)    / reference: {safe / ref:.2f}")
     print(f"export + import --disable-fk / floor:     {fast / floor:.2f}")
     print(f"verify (full checksums)      / reference: {verify / ref:.2f}   (target <= 0.5)")
-    print(f"peak RSS of any supamove command: {max(x.peak_rss for k, x in m.items() if k.startswith('supamove')):.0f} MB"
+    print(f"peak RSS, the largest of the commands: {max(x.peak_rss for k, x in m.items() if k.startswith('supamove')):.0f} MB"
           "   (target < 200)")
     users = m["supamove migrate-users"]
     print(f"migrate-users: {users.rows / users.median:,.0f} users/s with --concurrency 8   (target >= 200)")
@@ -223,7 +234,8 @@ def report(args: argparse.Namespace, m: dict[str, Measure]) -> None:
 
 def _pg_version() -> str:
     out = subprocess.run([str(find_bindir() / "postgres"), "--version"], capture_output=True, text=True).stdout
-    return out.split()[-1] if out else "?"
+    found = re.search(r"\(PostgreSQL\) (\S+)", out)
+    return found.group(1) if found else "?"
 
 
 if __name__ == "__main__":

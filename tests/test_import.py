@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from supamove import importer
 from supamove.db import Endpoint
 from supamove.errors import DataFileError, SupamoveError, TargetError
 from supamove.importer import ImportOptions, run_import
@@ -364,6 +365,22 @@ def test_invalid_json_and_rejected_values_leave_the_table_unchanged(dbs, exporte
         assert conn.execute("SELECT count(*) FROM public.organizations").fetchone()[0] == 0
 
 
+def test_files_checked_in_small_ranges_on_worker_processes(dbs, exported: Path, monkeypatch) -> None:
+    """The check of the files split into byte ranges keeps the line numbers and user ids of one read."""
+    monkeypatch.setattr(importer, "SCAN_BYTES", 97)
+    mapping = write_mapping(dbs, exported)
+    path = exported / entry(exported, "public.org_members")["file"]
+    lines = path.read_bytes().count(b"\n")
+    rewrite_table(exported, "public.org_members", lambda ls: [*ls, b"[1, 2]\n", b"{}\n"])
+    err = error_of(dbs, exported)
+    assert isinstance(err, DataFileError)
+    assert str(err).startswith(f"{path} line {lines + 1} is not a JSON object"), str(err)
+    assert target_is_empty(dbs, exported)
+    rewrite_table(exported, "public.org_members", lambda ls: ls[:-2])
+    run(dbs, exported)
+    assert_same_rows(dbs, exported, mapping)
+
+
 def test_target_schema_problems(dbs, exported: Path) -> None:
     write_mapping(dbs, exported)
     with dbs.target() as conn:
@@ -437,7 +454,7 @@ def test_disable_fk_needs_the_privilege(dbs, exported: Path) -> None:
         run_import(plain, DataDir(exported), ImportOptions(disable_fk=True))
     assert str(caught.value).startswith(
         "--disable-fk needs to SET session_replication_role, which this user may not do (fix: run without "
-        "--disable-fk (constraints are then checked as rows arrive), or use a superuser in DATABASE_URL)")
+        "--disable-fk (constraints are then checked before each table commits), or use a superuser in DATABASE_URL)")
 
 
 # --- resuming after a kill ----------------------------------------------------------------------
@@ -462,7 +479,7 @@ def test_killed_import_resumes_without_doubles(cli, dbs, data_dir: Path, mode: l
     process = cli.process("import", *mode)
     try:
         _wait_for_copy_into(dbs, "import_big", process)
-        time.sleep(0.3)
+        time.sleep(0.05)  # the import loads this table in well under a second
         process.send_signal(signal.SIGKILL)
         process.wait(10)
     finally:

@@ -268,7 +268,7 @@ def _show_import_plan(plan: Any) -> None:
             say(f"columns of {table.qualified} missing in the export (target default used): "
                 f"{', '.join(table.missing_in_export)}")
     mode = "FK checks off during the load, every FK checked after it" if plan.options.disable_fk \
-        else "constraints enforced as rows arrive"
+        else "every constraint checked before each table commits"
     say(f"Mode: {mode}{'; every planned table truncated first' if plan.options.truncate_first else ''}.")
     for problem in plan.problems:
         say(f"problem: {problem}")

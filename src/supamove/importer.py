@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import operator
+import os
+import queue
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 import psycopg
@@ -26,9 +33,13 @@ from supamove.users.mapping import UserMapping
 
 log = get_logger("import")
 Unmapped = Literal["error", "null", "keep"]
+T = TypeVar("T")
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 COPY_CONTEXT = re.compile(r"COPY [^\n]*?, line (\d+)(?:, column ([^:\n]+))?")
-BLOCK_ROWS = 5000
+READ_BYTES = 1 << 20  # a block of lines: Python works per block, not per row
+SCAN_BYTES = 32 << 20  # a unit of work for the processes that check the files
+SCAN_JOBS = min(4, os.cpu_count() or 1)
+PREFETCH = 4  # converted blocks waiting for the target: memory stays flat
 SHOWN_IDS = 5
 
 STATE_DDL = """
@@ -73,14 +84,52 @@ WHERE NOT t.tgisinternal AND t.tgenabled <> 'D'
 ORDER BY p.level, c.relname, t.tgname
 """
 
-CYCLE_FKS_SQL = """
-SELECT n.nspname, c.relname, con.conname, pg_get_constraintdef(con.oid)
+# The group's foreign keys, checked by one query each when re-added after the COPY rather than by a trigger
+# per row. NOT VALID ones stay (re-adding them would check nothing), except inside a cycle, where a
+# non-deferrable one cannot wait for the other table.
+GROUP_FKS_SQL = """
+SELECT n.nspname, c.relname, con.conname, pg_get_constraintdef(con.oid), obj_description(con.oid, 'pg_constraint')
 FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE con.contype = 'f' AND NOT con.condeferrable AND con.conparentid = 0
+WHERE con.contype = 'f' AND con.conparentid = 0
   AND con.conrelid IN (SELECT format('%%I.%%I', s, t)::regclass FROM unnest(%(s)s::text[], %(t)s::text[]) u(s, t))
-  AND con.confrelid IN (SELECT format('%%I.%%I', s, t)::regclass FROM unnest(%(s)s::text[], %(t)s::text[]) u(s, t))
+  AND (con.convalidated OR (%(cycle)s AND NOT con.condeferrable AND con.confrelid IN
+       (SELECT format('%%I.%%I', s, t)::regclass FROM unnest(%(s)s::text[], %(t)s::text[]) u(s, t))))
 ORDER BY 1, 2, 3
 """
+
+# A trigger left that queues events until COMMIT: the table cannot be altered (indexes rebuilt) after its COPY.
+DEFERRED_TRIGGERS_SQL = """
+SELECT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = format('%%I.%%I', %s::text, %s::text)::regclass
+               AND t.tgdeferrable AND t.tgenabled <> 'D')
+"""
+
+# A table's indexes, primary key and unique constraints: built once after its COPY (one sort each)
+# instead of updated row by row. Those other objects use (a foreign key, a parent index, an extension),
+# or whose settings the definition would not restore, are left in place.
+REBUILT_SQL = """
+SELECT n.nspname, ci.relname, con.conname, coalesce(pg_get_constraintdef(con.oid), pg_get_indexdef(i.indexrelid)),
+       obj_description(i.indexrelid, 'pg_class'), obj_description(con.oid, 'pg_constraint')
+FROM pg_index i JOIN pg_class ci ON ci.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ci.relnamespace
+JOIN pg_class t ON t.oid = i.indrelid
+LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid AND con.contype IN ('p', 'u')
+WHERE i.indrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND t.relkind = 'r' AND ci.relkind = 'i'
+  AND NOT i.indisexclusion AND NOT i.indisclustered AND NOT i.indisreplident
+  AND i.indisvalid AND i.indisready AND ci.reltablespace = 0
+  AND (con.oid IS NOT NULL OR NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid))
+  AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = i.indexrelid)
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
+                  AND d.deptype IN ('e', 'x'))
+  AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = i.indexrelid AND coalesce(a.attstattarget, -1) >= 0)
+ORDER BY ci.relname
+"""
+
+# Room to sort a rebuilt index in memory; a target configured with more keeps its own.
+INDEX_MEMORY_SQL = """
+SELECT set_config('maintenance_work_mem', %s, true)
+WHERE (SELECT setting::bigint FROM pg_settings WHERE name = 'maintenance_work_mem') < %s
+"""
+INDEX_MEMORY_KB = 512 * 1024
 
 ENABLE = {"O": "ENABLE TRIGGER", "A": "ENABLE ALWAYS TRIGGER", "R": "ENABLE REPLICA TRIGGER"}
 
@@ -215,9 +264,7 @@ def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, opti
     for plan in plans:
         plan.done = plan.state_key in done
     groups = _group(plans)
-    for plan in plans:
-        if not plan.done:
-            _check_file(plan, problems)
+    _check_files([p for p in plans if not p.done], problems, SCAN_JOBS)
     mapping, loaded = _mapping_for(plans, datadir, problems)
     _check_unmapped(target, plans, mapping, loaded, options, problems)
     if not options.truncate_first:
@@ -294,57 +341,146 @@ def _group(plans: list[TablePlan]) -> list[list[TablePlan]]:
     return groups + [[p] for p in plans if p.target is None]
 
 
-def _check_file(plan: TablePlan, problems: list[SupamoveError]) -> None:
-    """The file is the one the export wrote: size, SHA-256, rows; collect its user ids while reading."""
+def _check_files(plans: list[TablePlan], problems: list[SupamoveError], jobs: int) -> None:
+    """Each file is the one the export wrote: size, SHA-256, rows, JSON; its user ids are collected."""
+    present = [p for p in plans if _file_present(p, problems)]
+    scans = _scan_files(present, jobs)
+    for plan, (sha, rows, bad_line) in zip(present, scans, strict=True):
+        path, entry = plan.path, plan.entry
+        if sha != entry.get("sha256"):
+            problems.append(DataFileError(
+                f"{path} does not match metadata.json: SHA-256 {sha[:12]}… instead of {str(entry.get('sha256'))[:12]}…",
+                fix="the file was changed or damaged: run `supamove export --force` to write it again"))
+        elif bad_line is not None:  # found now, before any table is loaded: the target stays unchanged
+            problems.append(bad_line)
+        elif rows != plan.rows:
+            problems.append(DataFileError(f"{path} has {rows} rows, metadata.json says {plan.rows}",
+                                          fix="run `supamove export --force` to write it again"))
+
+
+def _file_present(plan: TablePlan, problems: list[SupamoveError]) -> bool:
     path, entry = plan.path, plan.entry
     if not path.exists():
         problems.append(DataFileError(f"{path} not found (table {plan.qualified})",
                                       fix="run `supamove export` again to write it"))
-        return
+        return False
     size = path.stat().st_size
     if size < int(entry.get("bytes") or 0):
         problems.append(DataFileError(
             f"{path} is truncated: {size} of {entry['bytes']} bytes (table {plan.qualified})",
             fix="run `supamove export --force` to write it again"))
-        return
-    user_cols = [c for c in plan.columns if c.user_ids]
-    sha, rows, bad_line = _scan(path, user_cols, plan.user_ids)
-    if sha != entry.get("sha256"):
-        problems.append(DataFileError(
-            f"{path} does not match metadata.json: SHA-256 {sha[:12]}… instead of {str(entry.get('sha256'))[:12]}…",
-            fix="the file was changed or damaged: run `supamove export --force` to write it again"))
-    elif bad_line is not None:  # found now, before any table is loaded: the target stays unchanged
-        problems.append(bad_line)
-    elif rows != plan.rows:
-        problems.append(DataFileError(f"{path} has {rows} rows, metadata.json says {plan.rows}",
-                                      fix="run `supamove export --force` to write it again"))
+        return False
+    return True
 
 
-def _scan(path: Path, columns: list[ColumnLoad],
-          found: dict[str, set[str]]) -> tuple[str, int, DataFileError | None]:
-    """Hash, count and parse the file (the first bad line is returned), collecting each user-id column's ids."""
-    digest, rows, bad_line = hashlib.sha256(), 0, None
-    for col in columns:
-        found[col.name] = set()
-    with open(path, "rb") as handle:
-        for rows, line in enumerate(handle, 1):  # noqa: B007
-            digest.update(line)
-            if bad_line is not None:
-                continue
+@dataclass
+class RangeScan:
+    """What one byte range of a file holds: its lines, the first bad one, the user ids of each column."""
+
+    lines: int = 0
+    bad_index: int | None = None
+    bad_line: bytes = b""
+    user_ids: dict[str, set[str]] = field(default_factory=dict)
+
+
+def _scan_files(plans: list[TablePlan], jobs: int) -> list[tuple[str, int, DataFileError | None]]:
+    """Hash, count and parse the files: JSON parsed in byte ranges on `jobs` processes, while this one hashes."""
+    tasks = [(p.path, start, min(start + SCAN_BYTES, p.path.stat().st_size),
+              [(c.name, c.array) for c in p.columns if c.user_ids])
+             for p in plans for start in range(0, max(p.path.stat().st_size, 1), SCAN_BYTES)]
+    if sum(end - start for _, start, end, _ in tasks) > SCAN_BYTES and jobs > 1:  # worth a process or more
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            scans = pool.map(_scan_range, *zip(*tasks, strict=True))
+            digests = [_sha256(p.path) for p in plans]
+            ranges = list(scans)
+    else:
+        digests = [_sha256(p.path) for p in plans]
+        ranges = [_scan_range(*task) for task in tasks]
+    results = []
+    for plan, digest in zip(plans, digests, strict=True):
+        mine = [r for task, r in zip(tasks, ranges, strict=True) if task[0] == plan.path]
+        results.append((digest, *_combine(plan, mine)))
+    return results
+
+
+def _combine(plan: TablePlan, ranges: list[RangeScan]) -> tuple[int, DataFileError | None]:
+    """One file's rows and first bad line from its ranges, in order; its user ids go to the plan."""
+    rows, bad_line = 0, None
+    plan.user_ids = {c.name: set() for c in plan.columns if c.user_ids}
+    for part in ranges:
+        if bad_line is None and part.bad_index is not None:
             try:
-                record = parse_line(line, path, rows)
+                parse_line(part.bad_line, plan.path, rows + part.bad_index + 1)
             except DataFileError as exc:
                 bad_line = exc
-                continue
-            for col in columns:
-                value = record.get(col.name)
-                if isinstance(value, str):
-                    ids = found[col.name]
-                    if col.array:
-                        ids.update(m.lower() for m in UUID.findall(value))
-                    else:
-                        ids.add(value.lower())
-    return digest.hexdigest(), rows, bad_line
+        for name, ids in part.user_ids.items():
+            plan.user_ids[name] |= ids
+        rows += part.lines
+    return rows, bad_line
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(READ_BYTES):
+            digest.update(chunk)  # hashlib lets other threads run meanwhile
+    return digest.hexdigest()
+
+
+def _scan_range(path: Path, start: int, end: int, columns: list[tuple[str, bool]]) -> RangeScan:
+    """Parse the lines that start in [start, end) of the file, collecting user ids (runs in a worker process)."""
+    scan = RangeScan(user_ids={name: set() for name, _ in columns})
+    with open(path, "rb") as handle:
+        if start:
+            handle.seek(start - 1)
+            handle.readline()  # the line under way at `start` belongs to the range before
+        position = handle.tell()
+        while position < end and (data := handle.read(min(READ_BYTES, end - position))):
+            if not data.endswith(b"\n"):
+                data += handle.readline()  # the rest of the last line, which starts in this range
+            position += len(data)
+            lines = data.split(b"\n")
+            if not lines[-1]:
+                lines.pop()
+            if scan.bad_index is None:
+                _check_block(lines, scan, columns)
+            scan.lines += len(lines)
+    return scan
+
+
+def _check_block(lines: list[bytes], scan: RangeScan, columns: list[tuple[str, bool]]) -> None:
+    """Note the block's first bad line, or collect its user ids."""
+    try:
+        records = list(map(orjson.loads, lines))
+        if set(map(type, records)) - {dict}:
+            raise TypeError
+    except (orjson.JSONDecodeError, TypeError):
+        records = []
+        for index, line in enumerate(lines):
+            try:
+                records.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                records.append(None)
+            if not isinstance(records[-1], dict):
+                scan.bad_index, scan.bad_line = scan.lines + index, line
+                return
+    for name, array in columns:
+        ids = scan.user_ids[name]
+        values = [v for v in (r.get(name) for r in records) if isinstance(v, str)]
+        if array:
+            ids.update(m.lower() for v in values for m in UUID.findall(v))
+        else:
+            ids.update(v.lower() for v in values)
+
+
+def line_blocks(path: Path) -> Iterator[list[bytes]]:
+    """The file's lines (without the newline), in blocks."""
+    with open(path, "rb") as handle:
+        while data := handle.read(READ_BYTES):
+            lines = (data + handle.readline()).split(b"\n")
+            if not lines[-1]:
+                lines.pop()
+            yield lines
 
 
 def parse_line(line: bytes, path: Path, number: int) -> dict[str, Any]:
@@ -442,7 +578,7 @@ def _check_replica_role(conn: psycopg.Connection, target: Endpoint, problems: li
 def _replica_refused(target: Endpoint) -> SupamoveError:
     return target.error(
         "--disable-fk needs to SET session_replication_role, which this user may not do",
-        "run without --disable-fk (constraints are then checked as rows arrive), "
+        "run without --disable-fk (constraints are then checked before each table commits), "
         "or use a superuser in DATABASE_URL")
 
 
@@ -495,7 +631,7 @@ def _load_group(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, gr
         with conn.transaction():
             _session_mode(conn, target, plan.options)
             triggers = [tr for t in group for tr in _disable_triggers(conn, t)]
-            dropped = [] if plan.options.disable_fk else _drop_cycle_fks(conn, group, plan)
+            dropped = [] if plan.options.disable_fk else _drop_fks(conn, group, plan)
             for table in group:
                 results.append(_load_table(conn, target, plan, table, progress))
             _restore_fks(conn, dropped)
@@ -532,23 +668,25 @@ def _restore_triggers(conn: psycopg.Connection, triggers: list[tuple[str, str, s
             sql.Identifier(schema, name), sql.SQL(ENABLE[mode]), sql.Identifier(trigger)))
 
 
-def _drop_cycle_fks(conn: psycopg.Connection, group: list[TablePlan],
-                    plan: ImportPlan) -> list[tuple[str, str, str, str]]:
-    """Non-deferrable FKs inside a cycle cannot wait for COMMIT: drop them now, re-add (checked) later."""
-    if not any(group is g for g in plan.cycles):
-        return []
-    names = {"s": [t.schema for t in group], "t": [t.name for t in group]}
-    fks = [tuple(r) for r in conn.execute(CYCLE_FKS_SQL, names)]
-    for schema, name, con, _ in fks:
+def _drop_fks(conn: psycopg.Connection, group: list[TablePlan],
+              plan: ImportPlan) -> list[tuple[str, str, str, str, str | None]]:
+    """Drop the group's foreign keys for this transaction; re-added (and so checked) once its tables are loaded."""
+    names = {"s": [t.schema for t in group], "t": [t.name for t in group], "cycle": any(group is g for g in plan.cycles)}
+    fks = [tuple(r) for r in conn.execute(GROUP_FKS_SQL, names)]
+    for schema, name, con, _, _ in fks:
         conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
             sql.Identifier(schema, name), sql.Identifier(con)))
     return fks  # type: ignore[return-value]
 
 
-def _restore_fks(conn: psycopg.Connection, fks: list[tuple[str, str, str, str]]) -> None:
-    for schema, name, con, definition in fks:
+def _restore_fks(conn: psycopg.Connection, fks: list[tuple[str, str, str, str, str | None]]) -> None:
+    for schema, name, con, definition, comment in fks:
+        table = sql.Identifier(schema, name)
         conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
-            sql.Identifier(schema, name), sql.Identifier(con), sql.SQL(definition)))
+            table, sql.Identifier(con), sql.SQL(definition)))
+        if comment is not None:
+            conn.execute(sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
+                sql.Identifier(con), table, sql.Literal(comment)))
 
 
 def _load_table(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, table: TablePlan,
@@ -557,10 +695,11 @@ def _load_table(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, ta
     progress.start(table.qualified, table.rows)
     columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
     query = sql.SQL("COPY {} ({}) FROM STDIN").format(table.ident, columns)
+    indexes = _drop_indexes(conn, table)
     try:
-        with conn.cursor() as cur, cur.copy(query) as copy:
+        with conn.cursor() as cur, cur.copy(query) as copy, _prefetched(_copy_blocks(table, plan)) as blocks:
             rows = 0
-            for block, count in _copy_blocks(table, plan):
+            for block, count in blocks:
                 copy.write(block)
                 rows += count
                 progress.advance(table.qualified, count)
@@ -568,6 +707,7 @@ def _load_table(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, ta
         raise _rejected(target, table, exc) from None
     except psycopg.errors.IntegrityError as exc:
         raise _rejected(target, table, exc) from None
+    _build_indexes(conn, table, indexes)
     if rows != table.rows:
         raise DataFileError(f"{table.path} has {rows} rows, metadata.json says {table.rows}",
                             fix="run `supamove export --force` to write it again")
@@ -579,6 +719,94 @@ def _load_table(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, ta
     progress.finish(table.qualified)
     log.debug("loaded %s: %d rows in %.1fs", table.qualified, rows, seconds)
     return TableImport(table.schema, table.name, rows, seconds)
+
+
+@contextmanager
+def _prefetched(items: Iterator[T], depth: int = PREFETCH) -> Iterator[Iterator[T]]:
+    """`items`, made on a thread of their own up to `depth` ahead: Python converts while the target ingests."""
+    ready: queue.Queue[tuple[bool, Any]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not _offer(ready, (True, item), stop):
+                    return
+            _offer(ready, (False, None), stop)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the consuming thread
+            _offer(ready, (False, exc), stop)
+
+    def consume() -> Iterator[T]:
+        while True:
+            more, item = ready.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+
+    worker = threading.Thread(target=produce, name="supamove-convert", daemon=True)
+    worker.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        worker.join()
+
+
+def _offer(ready: queue.Queue[tuple[bool, Any]], item: tuple[bool, Any], stop: threading.Event) -> bool:
+    """Put `item` once there is room, unless the consumer has stopped."""
+    while not stop.is_set():
+        try:
+            ready.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+@dataclass
+class Rebuilt:
+    """An index (or the primary key or unique constraint it backs) dropped for the COPY and built after it."""
+
+    schema: str
+    index: str
+    constraint: str | None
+    definition: str
+    index_comment: str | None
+    constraint_comment: str | None
+
+
+def _drop_indexes(conn: psycopg.Connection, table: TablePlan) -> list[Rebuilt]:
+    """Drop the table's rebuildable indexes for this transaction; returns what to build after the COPY."""
+    row = conn.execute(DEFERRED_TRIGGERS_SQL, (table.schema, table.name)).fetchone()
+    if row and row[0] and conn.execute("SHOW session_replication_role").fetchone() == ("origin",):
+        return []
+    rebuilt = [Rebuilt(*r) for r in conn.execute(REBUILT_SQL, (table.schema, table.name))]
+    for item in rebuilt:
+        if item.constraint is not None:
+            conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table.ident, sql.Identifier(item.constraint)))
+        else:
+            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(item.schema, item.index)))
+    return rebuilt
+
+
+def _build_indexes(conn: psycopg.Connection, table: TablePlan, rebuilt: list[Rebuilt]) -> None:
+    if rebuilt:
+        conn.execute(INDEX_MEMORY_SQL, (f"{INDEX_MEMORY_KB}kB", INDEX_MEMORY_KB))
+    for item in rebuilt:
+        if item.constraint is not None:
+            conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                table.ident, sql.Identifier(item.constraint), sql.SQL(item.definition)))
+        else:
+            conn.execute(sql.SQL(item.definition))
+        if item.index_comment is not None:
+            conn.execute(sql.SQL("COMMENT ON INDEX {} IS {}").format(
+                sql.Identifier(item.schema, item.index), sql.Literal(item.index_comment)))
+        if item.constraint is not None and item.constraint_comment is not None:
+            conn.execute(sql.SQL("COMMENT ON CONSTRAINT {} ON {} IS {}").format(
+                sql.Identifier(item.constraint), table.ident, sql.Literal(item.constraint_comment)))
+        log.debug("built index %s.%s", item.schema, item.index)
 
 
 def _rejected(target: Endpoint, table: TablePlan, exc: psycopg.Error) -> SupamoveError:
@@ -596,20 +824,33 @@ def _rejected(target: Endpoint, table: TablePlan, exc: psycopg.Error) -> Supamov
 
 
 def _copy_blocks(table: TablePlan, plan: ImportPlan) -> Iterator[tuple[bytes, int]]:
-    """The file as COPY text format, in blocks of rows, read line by line."""
-    convert = _row_converter(table, plan)
-    buffer: list[str] = []
-    number = 0
-    with open(table.path, "rb") as handle:
-        for number, line in enumerate(handle, 1):  # noqa: B007
-            buffer.append(convert(line, number))
-            if len(buffer) >= BLOCK_ROWS:
-                buffer.append("")
-                yield "\n".join(buffer).encode(), len(buffer) - 1
-                buffer = []
-    if buffer:
-        buffer.append("")
-        yield "\n".join(buffer).encode(), len(buffer) - 1
+    """The file as COPY text format, in blocks of rows."""
+    convert = _block_converter(table, plan)
+    rows = 0
+    for lines in line_blocks(table.path):
+        yield convert(lines, rows), len(lines)
+        rows += len(lines)
+
+
+def _block_converter(table: TablePlan, plan: ImportPlan) -> Callable[[list[bytes], int], bytes]:
+    """Lines to COPY text a column at a time; any doubt about a line goes through the per-row converter."""
+    getters = [operator.itemgetter(c.name) for c in table.columns]
+    encoders = [_column_encoder(c, plan) for c in table.columns]
+    convert_row = _row_converter(table, plan)
+
+    def convert(lines: list[bytes], before: int) -> bytes:
+        try:
+            records = list(map(orjson.loads, lines))
+            columns = [enc(list(map(get, records))) for get, enc in zip(getters, encoders, strict=True)]
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
+            # The per-row converter names the line and the problem.
+            text = [convert_row(line, number) for number, line in enumerate(lines, before + 1)]
+        else:
+            text = list(map("\t".join, zip(*columns, strict=True))) if columns else [""] * len(records)
+        text.append("")
+        return "\n".join(text).encode()
+
+    return convert
 
 
 def _row_converter(table: TablePlan, plan: ImportPlan) -> Callable[[bytes, int], str]:
@@ -628,6 +869,25 @@ def _row_converter(table: TablePlan, plan: ImportPlan) -> Callable[[bytes, int],
                                 fix="restore the file or run `supamove export --force` to write it again") from None
 
     return convert
+
+
+def _column_encoder(column: ColumnLoad, plan: ImportPlan) -> Callable[[list[Any]], list[str]]:
+    """A column's exported values to COPY text, the same as _encoder gives one value at a time."""
+    if column.user_ids:
+        one = _encoder(column, plan)
+        return lambda values: list(map(one, values))
+    if column.encoding == "number":
+        return lambda values: ["\\N" if v is None else str(int(v)) for v in values]
+    if column.encoding == "boolean":
+        return lambda values: ["\\N" if v is None else ("t" if v else "f") for v in values]
+    return _text_column
+
+
+def _text_column(values: list[Any]) -> list[str]:
+    joined = "".join([v for v in values if v is not None])  # TypeError on a value that is not a string
+    if "\\" in joined or "\n" in joined or "\r" in joined or "\t" in joined:
+        return ["\\N" if v is None else _escape(v) for v in values]
+    return ["\\N" if v is None else v for v in values]
 
 
 def _escape(text: str) -> str:
