@@ -15,10 +15,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from supamove import importer
 from supamove.db import Endpoint
 from supamove.errors import DataFileError, SupamoveError, TargetError
-from supamove.importer import ImportOptions, run_import
+from supamove.importer import ImportOptions, run_import, scan
 from supamove.paths import DataDir
 from supamove.users.mapping import UserMapping
 
@@ -367,7 +366,7 @@ def test_invalid_json_and_rejected_values_leave_the_table_unchanged(dbs, exporte
 
 def test_files_checked_in_small_ranges_on_worker_processes(dbs, exported: Path, monkeypatch) -> None:
     """The check of the files split into byte ranges keeps the line numbers and user ids of one read."""
-    monkeypatch.setattr(importer, "SCAN_BYTES", 97)
+    monkeypatch.setattr(scan, "SCAN_BYTES", 97)
     mapping = write_mapping(dbs, exported)
     path = exported / entry(exported, "public.org_members")["file"]
     lines = path.read_bytes().count(b"\n")

@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -26,6 +27,25 @@ PLATFORM_SCHEMAS = frozenset({
 NATIVE_JSON_TYPES = {"smallint": "number", "integer": "number", "bigint": "number", "boolean": "boolean"}
 USER_ID_ARRAY_NAME = re.compile(r"(^|_)user_ids$")
 AUTH_USERS = ("auth", "users")
+
+
+class QualifiedName:
+    """`key` and `qualified` from a `schema` and a `name`, whether dataclass fields or properties."""
+
+    if TYPE_CHECKING:  # read-only here, so that a subclass may give them as fields or as properties
+        @property
+        def schema(self) -> str: ...
+
+        @property
+        def name(self) -> str: ...
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.schema, self.name)
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
 
 
 @dataclass(frozen=True)
@@ -54,20 +74,16 @@ class ForeignKey:
 
 
 @dataclass(frozen=True)
-class SequenceRef:
+class SequenceRef(QualifiedName):
     """The sequence behind a serial or identity column."""
 
     column: str
     schema: str
     name: str
 
-    @property
-    def qualified(self) -> str:
-        return f"{self.schema}.{self.name}"
-
 
 @dataclass(frozen=True)
-class Table:
+class Table(QualifiedName):
     schema: str
     name: str
     columns: tuple[Column, ...]
@@ -79,14 +95,6 @@ class Table:
     user_id_columns: tuple[str, ...] = ()
     sequences: tuple[SequenceRef, ...] = ()
     unique_keys: tuple[tuple[str, ...], ...] = field(default=())
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.schema, self.name)
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.schema}.{self.name}"
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)

@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from supamove import catalog
-from supamove.catalog import Table
+from supamove.catalog import QualifiedName, Table
 from supamove.db import Endpoint, connect, first_line
 from supamove.errors import SupamoveError
 from supamove.files import atomic_writer
@@ -59,17 +59,13 @@ class ExportPlan:
 
 
 @dataclass
-class TableExport:
+class TableExport(QualifiedName):
     schema: str
     name: str
     rows: int
     bytes: int
     seconds: float
     resumed: bool = False
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.schema}.{self.name}"
 
 
 @dataclass

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import psycopg
 from psycopg import sql
@@ -264,17 +264,26 @@ class Pair:
     src_rel: Relation
     tgt_rel: Relation
 
-    def both(self, make: Callable[[Relation], sql.Composable], params: Any = None,
-             fetch: Callable[[psycopg.Cursor[Any]], T] = fetch_all) -> tuple[T, T]:
+    @overload
+    def both(self, make: Callable[[Relation], sql.Composed],
+             params: Any = None) -> tuple[list[Any], list[Any]]: ...
+
+    @overload
+    def both(self, make: Callable[[Relation], sql.Composed], params: Any = None, *,
+             fetch: Callable[[psycopg.Cursor[Any]], T]) -> tuple[T, T]: ...
+
+    def both(self, make: Callable[[Relation], sql.Composed], params: Any = None,
+             fetch: Callable[[psycopg.Cursor[Any]], Any] = fetch_all) -> tuple[Any, Any]:
         """Run the query built for each side on both sides in parallel."""
         mine = self.submit("source", make(self.src_rel), params, fetch)
         theirs = self.submit("target", make(self.tgt_rel), params, fetch)
         return _result(mine, theirs), theirs.result()
 
-    def run(self, side: str, query: sql.Composable, params: Any, fetch: Callable[[psycopg.Cursor[Any]], T]) -> T:
+    def run(self, side: str, query: sql.SQL | sql.Composed, params: Any,
+            fetch: Callable[[psycopg.Cursor[Any]], T]) -> T:
         return self.submit(side, query, params, fetch).result()
 
-    def submit(self, side: str, query: sql.Composable, params: Any,
+    def submit(self, side: str, query: sql.SQL | sql.Composed, params: Any,
                fetch: Callable[[psycopg.Cursor[Any]], T]) -> Future[T]:
         def work(conn: psycopg.Connection) -> T:
             with conn.cursor() as cur:
@@ -400,6 +409,12 @@ def _one(cur: psycopg.Cursor[Any]) -> int:
     row = cur.fetchone()
     assert row is not None
     return int(row[0])
+
+
+def _value(cur: psycopg.Cursor[Any]) -> Any:
+    row = cur.fetchone()
+    assert row is not None
+    return row[0]
 
 
 def _sum(cur: psycopg.Cursor[Any]) -> Checksum:
@@ -605,7 +620,7 @@ def sequence_problems(pair: Pair) -> list[str]:
         if step < 0:
             continue
         highest = pair.run("target", sql.SQL("SELECT max({}) FROM {}").format(
-            sql.Identifier(ref.column), pair.tgt_rel.source), None, lambda c: c.fetchone()[0])
+            sql.Identifier(ref.column), pair.tgt_rel.source), None, _value)
         if highest is not None and upcoming <= highest:
             problems.append(f"sequence {name} would next give {upcoming}, which collides with existing rows "
                             f"(max({ref.column}) = {highest})")

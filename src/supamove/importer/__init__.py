@@ -1,0 +1,30 @@
+"""Step 4: load the exported tables into the target, in FK order, user ids remapped, resumable.
+
+- model: the options, the plan of each table, the result
+- plan: the plan, and every reason the import cannot succeed (--dry-run stops there)
+- mapping: the user mapping, and the exported user ids checked against it
+- scan: the export files checked (SHA-256, rows, JSON) on worker processes
+- convert: JSON lines to COPY text, on a thread ahead of the load
+- load: each group in one transaction: triggers, foreign keys, sequences, state
+- indexes: a table's indexes dropped for its COPY and built once after it
+- orphans: foreign keys checked after a --disable-fk load
+"""
+
+from supamove.importer.load import run_import
+from supamove.importer.mapping import load_mapping
+from supamove.importer.model import (
+    ColumnLoad,
+    ImportOptions,
+    ImportPlan,
+    ImportResult,
+    TableImport,
+    TablePlan,
+    Unmapped,
+)
+from supamove.importer.plan import make_plan, plan_import
+from supamove.importer.scan import line_blocks, parse_line
+
+__all__ = [
+    "ColumnLoad", "ImportOptions", "ImportPlan", "ImportResult", "TableImport", "TablePlan", "Unmapped",
+    "line_blocks", "load_mapping", "make_plan", "parse_line", "plan_import", "run_import",
+]

@@ -1,0 +1,166 @@
+"""Exported JSON lines to COPY text, user ids swapped, converted on a thread ahead of the load."""
+
+from __future__ import annotations
+
+import operator
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import orjson
+
+from supamove.errors import DataFileError
+from supamove.importer.model import ColumnLoad, ImportPlan, TablePlan, Unmapped
+from supamove.importer.scan import UUID, line_blocks, parse_line
+
+T = TypeVar("T")
+
+
+PREFETCH = 4  # converted blocks waiting for the target: memory stays flat
+
+
+def copy_blocks(table: TablePlan, plan: ImportPlan) -> Iterator[tuple[bytes, int]]:
+    """The file as COPY text format, in blocks of rows."""
+    convert = _block_converter(table, plan)
+    rows = 0
+    for lines in line_blocks(table.path):
+        yield convert(lines, rows), len(lines)
+        rows += len(lines)
+
+
+def _block_converter(table: TablePlan, plan: ImportPlan) -> Callable[[list[bytes], int], bytes]:
+    """Lines to COPY text a column at a time; any doubt about a line goes through the per-row converter."""
+    getters = [operator.itemgetter(c.name) for c in table.columns]
+    encoders = [_column_encoder(c, plan) for c in table.columns]
+    convert_row = _row_converter(table, plan)
+
+    def convert(lines: list[bytes], before: int) -> bytes:
+        try:
+            records = list(map(orjson.loads, lines))
+            columns = [enc(list(map(get, records))) for get, enc in zip(getters, encoders, strict=True)]
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
+            # The per-row converter names the line and the problem.
+            text = [convert_row(line, number) for number, line in enumerate(lines, before + 1)]
+        else:
+            text = list(map("\t".join, zip(*columns, strict=True))) if columns else [""] * len(records)
+        text.append("")
+        return "\n".join(text).encode()
+
+    return convert
+
+
+def _row_converter(table: TablePlan, plan: ImportPlan) -> Callable[[bytes, int], str]:
+    encoders = [(c.name, _encoder(c, plan)) for c in table.columns]
+    path = table.path
+
+    def convert(line: bytes, number: int) -> str:
+        record = parse_line(line, path, number)
+        try:
+            return "\t".join([enc(record[name]) for name, enc in encoders])
+        except KeyError as exc:
+            raise DataFileError(f"{path} line {number} has no value for column {exc.args[0]}",
+                                fix="restore the file or run `supamove export --force` to write it again") from None
+        except (TypeError, AttributeError):
+            raise DataFileError(f"{path} line {number} has a value of the wrong JSON type",
+                                fix="restore the file or run `supamove export --force` to write it again") from None
+
+    return convert
+
+
+def _column_encoder(column: ColumnLoad, plan: ImportPlan) -> Callable[[list[Any]], list[str]]:
+    """A column's exported values to COPY text, the same as _encoder gives one value at a time."""
+    if column.user_ids:
+        one = _encoder(column, plan)
+        return lambda values: list(map(one, values))
+    if column.encoding == "number":
+        return lambda values: ["\\N" if v is None else str(int(v)) for v in values]
+    if column.encoding == "boolean":
+        return lambda values: ["\\N" if v is None else ("t" if v else "f") for v in values]
+    return _text_column
+
+
+def _text_column(values: list[Any]) -> list[str]:
+    joined = "".join([v for v in values if v is not None])  # TypeError on a value that is not a string
+    if "\\" in joined or "\n" in joined or "\r" in joined or "\t" in joined:
+        return ["\\N" if v is None else _escape(v) for v in values]
+    return ["\\N" if v is None else v for v in values]
+
+
+def _escape(text: str) -> str:
+    if "\\" in text or "\n" in text or "\r" in text or "\t" in text:
+        return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    return text
+
+
+def _encoder(column: ColumnLoad, plan: ImportPlan) -> Callable[[Any], str]:
+    """Exported JSON value to COPY text: PostgreSQL's own text form, user ids swapped."""
+    if column.user_ids:
+        remap = _remapper(plan.mapping, plan.options.unmapped_users, column.array)
+        return lambda v: "\\N" if v is None else _null_or(remap(v))
+    if column.encoding == "number":
+        return lambda v: "\\N" if v is None else str(int(v))
+    if column.encoding == "boolean":
+        return lambda v: "\\N" if v is None else ("t" if v else "f")
+    return lambda v: "\\N" if v is None else _escape(v)
+
+
+def _null_or(value: str | None) -> str:
+    return "\\N" if value is None else _escape(value)
+
+
+def _remapper(mapping: dict[str, str], unmapped: Unmapped, array: bool) -> Callable[[str], str | None]:
+    def one(old: str) -> str | None:
+        new = mapping.get(old.lower())
+        if new is not None:
+            return new
+        return old if unmapped != "null" else None
+
+    if not array:
+        return one
+    return lambda v: UUID.sub(lambda m: one(m.group()) or "NULL", v)
+
+
+@contextmanager
+def prefetched(items: Iterator[T], depth: int = PREFETCH) -> Iterator[Iterator[T]]:
+    """`items`, made on a thread of their own up to `depth` ahead: Python converts while the target ingests."""
+    ready: queue.Queue[tuple[bool, Any]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not _offer(ready, (True, item), stop):
+                    return
+            _offer(ready, (False, None), stop)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the consuming thread
+            _offer(ready, (False, exc), stop)
+
+    def consume() -> Iterator[T]:
+        while True:
+            more, item = ready.get()
+            if not more:
+                if item is not None:
+                    raise item
+                return
+            yield item
+
+    worker = threading.Thread(target=produce, name="supamove-convert", daemon=True)
+    worker.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        worker.join()
+
+
+def _offer(ready: queue.Queue[tuple[bool, Any]], item: tuple[bool, Any], stop: threading.Event) -> bool:
+    """Put `item` once there is room, unless the consumer has stopped."""
+    while not stop.is_set():
+        try:
+            ready.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False

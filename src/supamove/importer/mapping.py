@@ -1,0 +1,72 @@
+"""The user mapping, and every exported user id checked against it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from supamove.db import Endpoint
+from supamove.errors import DataFileError, SupamoveError
+from supamove.importer.model import ImportOptions, TablePlan
+from supamove.paths import DataDir
+from supamove.users.mapping import UserMapping
+
+SHOWN_IDS = 5
+
+
+def mapping_for(plans: list[TablePlan], datadir: DataDir,
+                 problems: list[SupamoveError]) -> tuple[dict[str, str], bool]:
+    """Supabase id to Stack Auth id; required only when some user-id column holds ids."""
+    if not any(ids for p in plans for ids in p.user_ids.values()):
+        return {}, False
+    path = datadir.user_mapping
+    if not path.exists():
+        problems.append(DataFileError(f"{path} not found: the exported tables hold user ids to remap",
+                                      fix="run `supamove migrate-users` first"))
+        return {}, False
+    try:
+        return load_mapping(path), True
+    except DataFileError as exc:
+        problems.append(exc)
+        return {}, False
+
+
+def load_mapping(path: Path) -> dict[str, str]:
+    """The user mapping as Supabase id (lowercase) to Stack Auth id; an id listed twice in any case is refused."""
+    mapping: dict[str, str] = {}
+    for sid, entry in UserMapping.load(path).entries.items():
+        if sid.lower() in mapping:  # uuids ignore case: one of the two would silently win
+            raise DataFileError(f"{path} lists Supabase user {sid.lower()} twice",
+                                fix=f"restore {path.name} from a backup, or move it away and run "
+                                    "`supamove map-users` to rebuild it")
+        mapping[sid.lower()] = entry["stackAuthUserId"]
+    return mapping
+
+
+def check_unmapped(target: Endpoint, plans: list[TablePlan], mapping: dict[str, str], loaded: bool, options: ImportOptions,
+                    problems: list[SupamoveError]) -> None:
+    if not loaded:
+        return
+    for plan in plans:
+        for name, ids in plan.user_ids.items():
+            missing = sorted(i for i in ids if i not in mapping)
+            if not missing:
+                continue
+            plan.unmapped[name] = missing
+            column = next(c for c in plan.columns if c.name == name)
+            where = f"{plan.qualified}.{name}"
+            shown = ", ".join(missing[:SHOWN_IDS]) + (f" and {len(missing) - SHOWN_IDS} more" if len(missing) > SHOWN_IDS else "")
+            if options.unmapped_users == "error":
+                problems.append(DataFileError(
+                    f"{len(missing)} user ids in {where} have no Stack Auth mapping: {shown}",
+                    fix="run `supamove migrate-users` to migrate these users, or rerun with "
+                        "--unmapped-users null (or keep)"))
+            elif options.unmapped_users == "null" and not column.array and not _nullable(plan, name):
+                problems.append(target.error(
+                    f"{where} is NOT NULL in the target: --unmapped-users null cannot clear its "
+                    f"{len(missing)} unmapped user ids ({shown})",
+                    "run `supamove migrate-users` to migrate these users, or use --unmapped-users keep"))
+
+
+def _nullable(plan: TablePlan, name: str) -> bool:
+    col = plan.target.column(name) if plan.target else None
+    return bool(col and col.nullable)

@@ -1,0 +1,116 @@
+"""What the import works with: its options, the plan of each table, the result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from psycopg import sql
+
+from supamove.catalog import QualifiedName, Table
+from supamove.errors import SupamoveError
+from supamove.log import get_logger
+from supamove.metadata import Metadata
+
+log = get_logger("import")
+
+
+Unmapped = Literal["error", "null", "keep"]
+
+
+@dataclass
+class ImportOptions:
+    disable_fk: bool = False
+    truncate_first: bool = False
+    unmapped_users: Unmapped = "error"
+
+
+@dataclass
+class ColumnLoad:
+    """One column the import writes: its name, how the export encodes it, whether it holds user ids."""
+
+    name: str
+    encoding: str
+    user_ids: bool = False
+    array: bool = False
+
+
+@dataclass
+class TablePlan(QualifiedName):
+    entry: dict[str, Any]
+    target: Table | None
+    path: Path
+    columns: list[ColumnLoad] = field(default_factory=list)
+    missing_in_target: list[str] = field(default_factory=list)
+    missing_in_export: list[str] = field(default_factory=list)
+    user_ids: dict[str, set[str]] = field(default_factory=dict)
+    unmapped: dict[str, list[str]] = field(default_factory=dict)
+    done: bool = False
+    has_rows: bool = False
+
+    @property
+    def schema(self) -> str:
+        return str(self.entry["schema"])
+
+    @property
+    def name(self) -> str:
+        return str(self.entry["name"])
+
+    @property
+    def rows(self) -> int:
+        return int(self.entry.get("rowCount") or 0)
+
+    @property
+    def ident(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+    @property
+    def state_key(self) -> tuple[str, str, str, str]:
+        return (self.schema, self.name, str(self.entry.get("snapshot") or ""), str(self.entry.get("sha256") or ""))
+
+
+@dataclass
+class ImportPlan:
+    groups: list[list[TablePlan]]
+    problems: list[SupamoveError]
+    mapping: dict[str, str]
+    meta: Metadata
+    options: ImportOptions
+
+    @property
+    def tables(self) -> list[TablePlan]:
+        return [t for group in self.groups for t in group]
+
+    @property
+    def cycles(self) -> list[list[TablePlan]]:
+        return [g for g in self.groups if len(g) > 1 or (g[0].target is not None and any(
+            (fk.ref_schema, fk.ref_table) == g[0].key for fk in g[0].target.foreign_keys))]
+
+    def check(self) -> None:
+        """Raise the first problem (each is logged) when the import cannot succeed."""
+        for problem in self.problems[1:]:
+            log.error("%s", problem)
+        if self.problems:
+            raise self.problems[0]
+
+
+@dataclass
+class TableImport(QualifiedName):
+    schema: str
+    name: str
+    rows: int
+    seconds: float
+    skipped: bool = False
+
+
+@dataclass
+class ImportResult:
+    plan: ImportPlan
+    tables: list[TableImport]
+    seconds: float
+    fk_checked: int = 0
+
+    @property
+    def rows(self) -> int:
+        return sum(t.rows for t in self.tables if not t.skipped)

@@ -1,0 +1,157 @@
+"""The plan of an import and every reason it cannot succeed, read from the files and the target."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from supamove import catalog
+from supamove.catalog import Table
+from supamove.db import Endpoint, connection
+from supamove.errors import DataFileError, SupamoveError
+from supamove.importer.mapping import check_unmapped, mapping_for
+from supamove.importer.model import ColumnLoad, ImportOptions, ImportPlan, TablePlan
+from supamove.importer.scan import SCAN_JOBS, check_files
+from supamove.metadata import Metadata
+from supamove.paths import DataDir
+
+# Whether a value of the exported type can be read by the target column's type.
+COMPATIBLE_SQL = """
+SELECT s.oid IS NOT NULL AND (s.oid = t.oid OR s.typcategory = t.typcategory OR t.typcategory = 'S'
+       OR EXISTS (SELECT 1 FROM pg_cast c WHERE c.castsource = s.oid AND c.casttarget = t.oid
+                  AND c.castcontext IN ('i', 'a')))
+FROM pg_type t LEFT JOIN pg_type s ON s.oid = to_regtype(%s)
+WHERE t.oid = to_regtype(%s)
+"""
+
+
+# Columns the target fills itself when the export has no value for them.
+DEFAULTED_SQL = """
+SELECT a.attname FROM pg_attribute a
+WHERE a.attrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND a.attnum > 0 AND NOT a.attisdropped
+  AND (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '' OR NOT a.attnotnull)
+"""
+
+
+def plan_import(target: Endpoint, datadir: DataDir, options: ImportOptions) -> ImportPlan:
+    """What the import would do and every reason it cannot (--dry-run): reads the files and the target only."""
+    with connection(target, autocommit=True) as conn:
+        return make_plan(conn, target, datadir, options)
+
+
+def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, options: ImportOptions) -> ImportPlan:
+    """The plan, read on an open connection to the target."""
+    meta = Metadata.load(datadir)
+    entries = meta.tables
+    problems: list[SupamoveError] = []
+    schemas = sorted({e["schema"] for e in entries})
+    targets = {t.key: t for t in catalog.read_tables(conn, schemas)} if schemas else {}
+    done = set() if options.truncate_first else _read_state(conn)
+    plans = [_plan_table(conn, target, datadir, e, targets.get((e["schema"], e["name"])), problems) for e in entries]
+    for plan in plans:
+        plan.done = plan.state_key in done
+    groups = _group(plans)
+    check_files([p for p in plans if not p.done], problems, SCAN_JOBS)
+    mapping, loaded = mapping_for(plans, datadir, problems)
+    check_unmapped(target, plans, mapping, loaded, options, problems)
+    if not options.truncate_first:
+        _check_empty(conn, target, plans, problems)
+    if options.disable_fk:
+        _check_replica_role(conn, target, problems)
+    return ImportPlan(groups, problems, mapping, meta, options)
+
+
+def _plan_table(conn: psycopg.Connection, endpoint: Endpoint, datadir: DataDir, entry: dict[str, Any],
+                target: Table | None, problems: list[SupamoveError]) -> TablePlan:
+    plan = TablePlan(entry, target, datadir.root / entry["file"])
+    where = f"{plan.qualified}"
+    if not entry.get("complete"):
+        problems.append(DataFileError(f"the export of {where} is not finished",
+                                      fix="run `supamove export` again to complete it"))
+    if target is None:
+        problems.append(endpoint.error(f"table {where} does not exist in the target",
+                                      "create the application schema on the target first (run your migrations)"))
+        return plan
+    exported = {c["name"]: c for c in entry["columns"]}
+    user_cols = set(entry.get("userIdColumns", []))
+    defaulted = {r[0] for r in conn.execute(DEFAULTED_SQL, (target.schema, target.name))}
+    for col in target.columns:
+        source = exported.get(col.name)
+        if source is None:
+            if col.name not in defaulted:
+                plan.missing_in_export.append(col.name)
+                problems.append(endpoint.error(
+                    f"column {where}.{col.name} is NOT NULL without a default in the target but not in the export",
+                    "give it a default or make it nullable on the target, or export it from the source"))
+            else:
+                plan.missing_in_export.append(col.name)
+            continue
+        if col.generated:
+            continue
+        if not _compatible(conn, source, col.type):
+            problems.append(endpoint.error(
+                f"column {where}.{col.name} is {col.type} in the target but {source['type']} in the export",
+                f"change the target column to {source['type']} (or a type that accepts its values)"))
+        array = source["type"].endswith("[]") or source.get("baseType", "").endswith("[]")
+        plan.columns.append(ColumnLoad(col.name, source["encoding"], col.name in user_cols, array))
+    for name, source in exported.items():
+        if target.column(name) is None:
+            plan.missing_in_target.append(name)
+            if not source.get("generated"):
+                problems.append(endpoint.error(
+                    f"column {where}.{name} ({source['type']}) is in the export but not in the target",
+                    f"add the column to {where} on the target (the import never drops data)"))
+    return plan
+
+
+def _compatible(conn: psycopg.Connection, source: dict[str, Any], target_type: str) -> bool:
+    if source["type"] == target_type:
+        return True
+    key = (source.get("baseType") or source["type"], target_type)
+    row = conn.execute(COMPATIBLE_SQL, key).fetchone()
+    return bool(row and row[0])
+
+
+def _read_state(conn: psycopg.Connection) -> set[tuple[str, str, str, str]]:
+    exists = conn.execute("SELECT to_regclass('_supamove.import_state') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return set()
+    rows = conn.execute("SELECT schema_name, table_name, snapshot, sha256 FROM _supamove.import_state")
+    return {tuple(r) for r in rows}  # type: ignore[misc]
+
+
+def _group(plans: list[TablePlan]) -> list[list[TablePlan]]:
+    """The target's FK order: parents first, a cycle's tables in one group; unmatched tables last."""
+    by_key = {p.key: p for p in plans}
+    matched = [p.target for p in plans if p.target is not None]
+    groups = [[by_key[t.key] for t in g] for g in catalog.load_order(matched)]
+    return groups + [[p] for p in plans if p.target is None]
+
+
+def _check_empty(conn: psycopg.Connection, target: Endpoint, plans: list[TablePlan], problems: list[SupamoveError]) -> None:
+    for plan in plans:
+        if plan.target is not None and not plan.done:
+            row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(plan.ident)).fetchone()
+            plan.has_rows = bool(row and row[0])
+    full = [p.qualified for p in plans if p.has_rows]
+    if full:
+        problems.append(target.error(
+            f"target tables already hold rows: {', '.join(full)}",
+            "empty them, or rerun with --truncate-first to replace their contents"))
+
+
+def _check_replica_role(conn: psycopg.Connection, target: Endpoint, problems: list[SupamoveError]) -> None:
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute("SET LOCAL session_replication_role = replica")
+    except psycopg.errors.InsufficientPrivilege:
+        problems.append(replica_refused(target))
+
+
+def replica_refused(target: Endpoint) -> SupamoveError:
+    return target.error(
+        "--disable-fk needs to SET session_replication_role, which this user may not do",
+        "run without --disable-fk (constraints are then checked before each table commits), "
+        "or use a superuser in DATABASE_URL")

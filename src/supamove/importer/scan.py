@@ -1,0 +1,184 @@
+"""The export files checked before anything is loaded: size, SHA-256, rows, JSON, user ids."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import re
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from supamove.errors import DataFileError, SupamoveError
+from supamove.importer.model import TablePlan
+
+UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+READ_BYTES = 1 << 20  # a block of lines: Python works per block, not per row
+
+
+SCAN_BYTES = 32 << 20  # a unit of work for the processes that check the files
+
+
+SCAN_JOBS = min(4, os.cpu_count() or 1)
+
+
+def check_files(plans: list[TablePlan], problems: list[SupamoveError], jobs: int) -> None:
+    """Each file is the one the export wrote: size, SHA-256, rows, JSON; its user ids are collected."""
+    present = [p for p in plans if _file_present(p, problems)]
+    scans = _scan_files(present, jobs)
+    for plan, (sha, rows, bad_line) in zip(present, scans, strict=True):
+        path, entry = plan.path, plan.entry
+        if sha != entry.get("sha256"):
+            problems.append(DataFileError(
+                f"{path} does not match metadata.json: SHA-256 {sha[:12]}… instead of {str(entry.get('sha256'))[:12]}…",
+                fix="the file was changed or damaged: run `supamove export --force` to write it again"))
+        elif bad_line is not None:  # found now, before any table is loaded: the target stays unchanged
+            problems.append(bad_line)
+        elif rows != plan.rows:
+            problems.append(DataFileError(f"{path} has {rows} rows, metadata.json says {plan.rows}",
+                                          fix="run `supamove export --force` to write it again"))
+
+
+def _file_present(plan: TablePlan, problems: list[SupamoveError]) -> bool:
+    path, entry = plan.path, plan.entry
+    if not path.exists():
+        problems.append(DataFileError(f"{path} not found (table {plan.qualified})",
+                                      fix="run `supamove export` again to write it"))
+        return False
+    size = path.stat().st_size
+    if size < int(entry.get("bytes") or 0):
+        problems.append(DataFileError(
+            f"{path} is truncated: {size} of {entry['bytes']} bytes (table {plan.qualified})",
+            fix="run `supamove export --force` to write it again"))
+        return False
+    return True
+
+
+@dataclass
+class RangeScan:
+    """What one byte range of a file holds: its lines, the first bad one, the user ids of each column."""
+
+    lines: int = 0
+    bad_index: int | None = None
+    bad_line: bytes = b""
+    user_ids: dict[str, set[str]] = field(default_factory=dict)
+
+
+def _scan_files(plans: list[TablePlan], jobs: int) -> list[tuple[str, int, DataFileError | None]]:
+    """Hash, count and parse the files: JSON parsed in byte ranges on `jobs` processes, while this one hashes."""
+    tasks = [(p.path, start, min(start + SCAN_BYTES, p.path.stat().st_size),
+              [(c.name, c.array) for c in p.columns if c.user_ids])
+             for p in plans for start in range(0, max(p.path.stat().st_size, 1), SCAN_BYTES)]
+    if sum(end - start for _, start, end, _ in tasks) > SCAN_BYTES and jobs > 1:  # worth a process or more
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            scans = pool.map(_scan_range, *zip(*tasks, strict=True))
+            digests = [_sha256(p.path) for p in plans]
+            ranges = list(scans)
+    else:
+        digests = [_sha256(p.path) for p in plans]
+        ranges = [_scan_range(*task) for task in tasks]
+    results = []
+    for plan, digest in zip(plans, digests, strict=True):
+        mine = [r for task, r in zip(tasks, ranges, strict=True) if task[0] == plan.path]
+        results.append((digest, *_combine(plan, mine)))
+    return results
+
+
+def _combine(plan: TablePlan, ranges: list[RangeScan]) -> tuple[int, DataFileError | None]:
+    """One file's rows and first bad line from its ranges, in order; its user ids go to the plan."""
+    rows, bad_line = 0, None
+    plan.user_ids = {c.name: set() for c in plan.columns if c.user_ids}
+    for part in ranges:
+        if bad_line is None and part.bad_index is not None:
+            try:
+                parse_line(part.bad_line, plan.path, rows + part.bad_index + 1)
+            except DataFileError as exc:
+                bad_line = exc
+        for name, ids in part.user_ids.items():
+            plan.user_ids[name] |= ids
+        rows += part.lines
+    return rows, bad_line
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(READ_BYTES):
+            digest.update(chunk)  # hashlib lets other threads run meanwhile
+    return digest.hexdigest()
+
+
+def _scan_range(path: Path, start: int, end: int, columns: list[tuple[str, bool]]) -> RangeScan:
+    """Parse the lines that start in [start, end) of the file, collecting user ids (runs in a worker process)."""
+    scan = RangeScan(user_ids={name: set() for name, _ in columns})
+    with open(path, "rb") as handle:
+        if start:
+            handle.seek(start - 1)
+            handle.readline()  # the line under way at `start` belongs to the range before
+        position = handle.tell()
+        while position < end and (data := handle.read(min(READ_BYTES, end - position))):
+            if not data.endswith(b"\n"):
+                data += handle.readline()  # the rest of the last line, which starts in this range
+            position += len(data)
+            lines = data.split(b"\n")
+            if not lines[-1]:
+                lines.pop()
+            if scan.bad_index is None:
+                _check_block(lines, scan, columns)
+            scan.lines += len(lines)
+    return scan
+
+
+def _check_block(lines: list[bytes], scan: RangeScan, columns: list[tuple[str, bool]]) -> None:
+    """Note the block's first bad line, or collect its user ids."""
+    try:
+        records = list(map(orjson.loads, lines))
+        if set(map(type, records)) - {dict}:
+            raise TypeError
+    except (orjson.JSONDecodeError, TypeError):
+        records = []
+        for index, line in enumerate(lines):
+            try:
+                records.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                records.append(None)
+            if not isinstance(records[-1], dict):
+                scan.bad_index, scan.bad_line = scan.lines + index, line
+                return
+    for name, array in columns:
+        ids = scan.user_ids[name]
+        values = [v for v in (r.get(name) for r in records) if isinstance(v, str)]
+        if array:
+            ids.update(m.lower() for v in values for m in UUID.findall(v))
+        else:
+            ids.update(v.lower() for v in values)
+
+
+def line_blocks(path: Path) -> Iterator[list[bytes]]:
+    """The file's lines (without the newline), in blocks."""
+    with open(path, "rb") as handle:
+        while data := handle.read(READ_BYTES):
+            lines = (data + handle.readline()).split(b"\n")
+            if not lines[-1]:
+                lines.pop()
+            yield lines
+
+
+def parse_line(line: bytes, path: Path, number: int) -> dict[str, Any]:
+    """One exported row, or a DataFileError naming the file and line."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise DataFileError(f"{path} line {number} is not valid JSON ({exc.msg})",
+                            fix="restore the file or run `supamove export --force` to write it again") from None
+    if not isinstance(record, dict):
+        raise DataFileError(f"{path} line {number} is not a JSON object",
+                            fix="restore the file or run `supamove export --force` to write it again")
+    return record
