@@ -39,13 +39,13 @@ def test_every_exported_user_ends_in_the_report_and_keeps_their_password(cli, ex
     assert all(u["status"] in ("migrated", "linked", "skipped") for u in report["users"])
     assert all(u["reason"] for u in report["users"] if u["status"] == "skipped")
     kept = {u["email"] for u in report["users"] if u["password"] == "kept"}
-    known = getattr(fixtures, "KNOWN_PASSWORDS", {})
+    known = fixtures.KNOWN_PASSWORDS
     checked = 0
     for email, password in dict(known).items():
         if email.strip().lower() in kept:
             assert stack.check_password(email, password), email
             checked += 1
-    assert checked or not known
+    assert checked >= 5, checked  # the seeded bcrypt users, $2a$10$ and pgcrypto's $2a$06$
 
     creates = stack.create_count()
     again = cli("migrate-users")
