@@ -161,7 +161,7 @@ def test_plan_gives_every_kind_of_user_its_treatment(datadir: DataDir) -> None:
         "grace": ("create", "deleted", "none"), "heidi": ("create", None, "none"),
         "ivan": ("create", None, "reset-required"), "judy": ("create", "duplicate-email", "none"),
         "mallory": ("create", None, "kept"), "oscar": ("create", None, "kept"),
-        "peggy": ("skip", "invalid-email", "none"), "trent": ("create", None, "reset-required"),
+        "peggy": ("create", "invalid-email", "none"), "trent": ("create", None, "reset-required"),
         "victor": ("create", None, "kept"), "xavier": ("create", None, "kept"),
         "kim": ("create", "duplicate-email", "none"),
     }
@@ -207,20 +207,20 @@ def test_migrate_creates_each_user_as_documented(stack: StackAuthSandbox, client
               ("alice", "frank", "grace", "judy", "kim", "peggy", "trent", "heidi", "ivan", "xavier")}
     assert status == {"alice": ("migrated", None), "frank": ("migrated", "anonymous"),
                       "grace": ("migrated", "deleted"), "judy": ("migrated", "duplicate-email"),
-                      "kim": ("migrated", "duplicate-email"), "peggy": ("skipped", "invalid-email"),
+                      "kim": ("migrated", "duplicate-email"), "peggy": ("migrated", "invalid-email"),
                       "trent": ("linked", "existing-stack-auth-user"), "heidi": ("migrated", None),
                       "ivan": ("migrated", None), "xavier": ("migrated", None)}
     assert len(result.outcomes) == 17 and not result.failed
-    assert result.counts == Counter({"migrated": 15, "linked": 1, "skipped": 1})
+    assert result.counts == Counter({"migrated": 16, "linked": 1})
     # Every created user exactly once, plus trent who was there before.
     assert by_supabase_id(stack) == Counter({uid(n): 1 for n in (
         "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "kim", "mallory", "oscar",
-        "victor", "xavier")} | {None: 1})
+        "peggy", "victor", "xavier")} | {None: 1})
     users = stack.users
     mapping = UserMapping.load(datadir.user_mapping)
     assert mapping.get(uid("trent")) == trent
     stack_ids = [e["stackAuthUserId"] for e in mapping.entries.values()]
-    assert len(stack_ids) == len(set(stack_ids)) == 16  # one-to-one: no primary-key collision on import
+    assert len(stack_ids) == len(set(stack_ids)) == 17  # one-to-one: no primary-key collision on import
     # bcrypt users sign in with their old password, $2a$10$ and pgcrypto's $2a$06$ alike.
     for name in ("alice", "bob", "mallory", "victor", "oscar"):
         assert stack.check_password(f"{name}@example.com", PASSWORDS[name]), name
@@ -295,7 +295,7 @@ def test_mapping_file_has_the_exact_shape(stack: StackAuthSandbox, client: Stack
     generated = datetime.fromisoformat(data["generatedAt"].replace("Z", "+00:00"))
     assert datetime.fromisoformat(data["retainUntil"].replace("Z", "+00:00")) - generated == timedelta(days=90)
     assert all(list(m) == ["supabaseUserId", "stackAuthUserId", "email", "migratedAt"] for m in data["mappings"])
-    assert len(data["mappings"]) == 16 == len({m["stackAuthUserId"] for m in data["mappings"]})
+    assert len(data["mappings"]) == 17 == len({m["stackAuthUserId"] for m in data["mappings"]})
     for path in (datadir.user_mapping, datadir.users_report, datadir.password_resets):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
 
@@ -316,7 +316,7 @@ def test_rerun_creates_nothing_new(stack: StackAuthSandbox, client: StackAuthCli
     assert {n: (again[uid(n)].status, again[uid(n)].reason) for n in ("grace", "judy", "kim", "frank")} == {
         "grace": ("migrated", "deleted"), "judy": ("migrated", "duplicate-email"),
         "kim": ("migrated", "duplicate-email"), "frank": ("migrated", "anonymous")}
-    assert len(by_supabase_id(stack)) == 16  # 15 created + trent, none twice
+    assert len(by_supabase_id(stack)) == 17  # 16 created + trent, none twice
 
 
 # --- faults ------------------------------------------------------------------------------------
@@ -542,12 +542,12 @@ def test_map_users_rebuilds_the_same_mapping(stack: StackAuthSandbox, client: St
     datadir.user_mapping.unlink()
     creates = stack.create_count()
     dry = map_users(client, datadir, dry_run=True)
-    assert not datadir.user_mapping.exists() and len(dry.matched) == 16
+    assert not datadir.user_mapping.exists() and len(dry.matched) == 17
     result = map_users(client, datadir)
     after = {m["supabaseUserId"]: m["stackAuthUserId"]
              for m in orjson.loads(datadir.user_mapping.read_bytes())["mappings"]}
     assert after == before and stack.create_count() == creates
-    assert [sid for sid, _, _ in result.unmatched_supabase] == [uid("peggy")]
+    assert result.unmatched_supabase == []  # every user, peggy with her invalid address included
     assert result.unmatched_stack == []
 
 

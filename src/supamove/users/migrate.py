@@ -375,9 +375,9 @@ def _mapping_entry(user: SupabaseUser, stack_user: dict[str, Any]) -> dict[str, 
 
 def _why_unmatched(user: SupabaseUser, holders: dict[str, SupabaseUser]) -> str:
     email = user.normalized_email
-    if email and not EMAIL_RE.match(email) and not user.deleted_at and not user.is_anonymous:
-        return "invalid e-mail (never migrated)"
     later = "; `supamove migrate-users` creates it"
+    if email and not EMAIL_RE.match(email) and not user.deleted_at and not user.is_anonymous:
+        return "invalid e-mail: no Stack Auth user with its id" + later
     if user.deleted_at:
         return "deleted: no Stack Auth user with its id" + later
     if user.is_anonymous:

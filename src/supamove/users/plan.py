@@ -229,8 +229,8 @@ def _classify(user: SupabaseUser, holders: dict[str, SupabaseUser]) -> PlannedUs
         return PlannedUser(user, "create", "deleted", email=email if valid else None)
     if user.is_anonymous:
         return PlannedUser(user, "create", "anonymous")
-    if email and not valid:
-        return PlannedUser(user, "skip", "invalid-email", email=email)
+    if email and not valid:  # rows may reference them too: created without the address
+        return PlannedUser(user, "create", "invalid-email")
     holder = holders.get(email) if email else None
     if holder is not None and holder.id != user.id:
         return PlannedUser(user, "create", "duplicate-email", email=email, shared_with=holder.id)
@@ -260,6 +260,9 @@ def _decide_create(item: PlannedUser, use_hashes: bool, now: datetime) -> None:
         item.notes.append("anonymous in Supabase: created as an anonymous Stack Auth user")
     elif item.reason == "duplicate-email":
         item.notes.append(f"email shared with {item.shared_with}: sign-in by email disabled")
+    elif item.reason == "invalid-email":
+        item.notes.append("its e-mail is not a valid address: created without one, "
+                          "the address kept in server_metadata.supabase_email")
     elif not item.email:
         kind = "phone-only" if user.phone else "no e-mail"
         item.notes.append(f"{kind}: created without an e-mail" +
