@@ -233,3 +233,12 @@ def test_url_without_sslmode_requires_tls(cli, dbs, monkeypatch: pytest.MonkeyPa
     assert "server does not support SSL" in line, line
     assert line.endswith("(fix: check sslmode in SUPABASE_DB_URL (add ?sslmode=disable for a server without "
                          "TLS))"), line
+
+
+def test_log_file_that_cannot_be_written_is_one_warning(cli, monkeypatch) -> None:
+    """A full disk under LOG_FILE_PATH: the command goes on, says so once, shows no traceback."""
+    monkeypatch.setenv("LOG_FILE_PATH", "/dev/full")  # every write fails with ENOSPC
+    result = cli("export", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert result.output.count("warning: cannot write the log file /dev/full: logging to the terminal only") == 1
+    assert "Traceback" not in result.output and "Logging error" not in result.output

@@ -226,8 +226,10 @@ def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmappe
         plan = plan_import(ctx.target, ctx.datadir, options)
         _show_import_plan(plan)
         if plan.problems:
-            raise SupamoveError(f"the import cannot succeed: {len(plan.problems)} problems (listed above)",
-                                fix="correct them, then run `supamove import --dry-run` again")
+            failure = SupamoveError(f"the import cannot succeed: {len(plan.problems)} problems (listed above)",
+                                    fix="correct them, then run `supamove import --dry-run` again")
+            failure.exit_code = plan.problems[0].exit_code  # as the real run would exit
+            raise failure
         say("Dry run: nothing was written.")
         return
     if truncate_first and not yes:

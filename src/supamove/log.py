@@ -55,6 +55,16 @@ def get_logger(name: str = "") -> logging.Logger:
     return logging.getLogger(f"{LOGGER_NAME}.{name}" if name else LOGGER_NAME)
 
 
+class _LogFile(logging.FileHandler):
+    """The log file; when it cannot be written (a full disk), say so once and go on without it."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        logging.getLogger(LOGGER_NAME).removeHandler(self)
+        console.print(f"warning: cannot write the log file {self.baseFilename}: logging to the terminal only "
+                      "(free disk space or set LOG_FILE_PATH elsewhere)", highlight=False, markup=False,
+                      soft_wrap=True)
+
+
 def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
     """Send supamove's log to the terminal (INFO, or DEBUG with --verbose) and to `log_file` (DEBUG)."""
     logger = logging.getLogger(LOGGER_NAME)
@@ -70,7 +80,7 @@ def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler = _LogFile(log_file, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.setLevel(logging.DEBUG)
         handler.addFilter(_ScrubFilter())
