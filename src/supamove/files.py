@@ -63,3 +63,24 @@ def read_json(path: Path, produced_by: str) -> Any:
     except orjson.JSONDecodeError as exc:
         raise DataFileError(f"{path} is not valid JSON ({exc})",
                             fix=f"restore it or run `supamove {produced_by}` again") from None
+
+
+def parse_row(line: bytes, path: Path, number: int) -> dict[str, Any]:
+    """One row of an exported table file, or a DataFileError naming the file and line."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise DataFileError(f"{path} line {number} is not valid JSON ({exc.msg})",
+                            fix="restore the file or run `supamove export --force` to write it again") from None
+    if not isinstance(record, dict):
+        raise DataFileError(f"{path} line {number} is not a JSON object",
+                            fix="restore the file or run `supamove export --force` to write it again")
+    return record
+
+
+def read_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """The rows of an exported table file, one at a time."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            yield parse_row(line, path, number)
+

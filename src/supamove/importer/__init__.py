@@ -22,9 +22,9 @@ from supamove.importer.model import (
     Unmapped,
 )
 from supamove.importer.plan import make_plan, plan_import
-from supamove.importer.scan import line_blocks, parse_line
+from supamove.importer.scan import line_blocks
 
 __all__ = [
     "ColumnLoad", "ImportOptions", "ImportPlan", "ImportResult", "TableImport", "TablePlan", "Unmapped",
-    "line_blocks", "load_mapping", "make_plan", "parse_line", "plan_import", "run_import",
+    "line_blocks", "load_mapping", "make_plan", "plan_import", "run_import",
 ]

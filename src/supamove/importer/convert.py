@@ -12,8 +12,9 @@ from typing import Any, TypeVar
 import orjson
 
 from supamove.errors import DataFileError
+from supamove.files import parse_row
 from supamove.importer.model import ColumnLoad, ImportPlan, TablePlan, Unmapped
-from supamove.importer.scan import UUID, line_blocks, parse_line
+from supamove.importer.scan import UUID, line_blocks
 
 T = TypeVar("T")
 
@@ -56,7 +57,7 @@ def _row_converter(table: TablePlan, plan: ImportPlan) -> Callable[[bytes, int],
     path = table.path
 
     def convert(line: bytes, number: int) -> str:
-        record = parse_line(line, path, number)
+        record = parse_row(line, path, number)
         try:
             return "\t".join([enc(record[name]) for name, enc in encoders])
         except KeyError as exc:

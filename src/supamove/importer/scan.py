@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 from supamove.errors import DataFileError, SupamoveError
+from supamove.files import parse_row
 from supamove.importer.model import TablePlan
 
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -98,7 +98,7 @@ def _combine(plan: TablePlan, ranges: list[RangeScan]) -> tuple[int, DataFileErr
     for part in ranges:
         if bad_line is None and part.bad_index is not None:
             try:
-                parse_line(part.bad_line, plan.path, rows + part.bad_index + 1)
+                parse_row(part.bad_line, plan.path, rows + part.bad_index + 1)
             except DataFileError as exc:
                 bad_line = exc
         for name, ids in part.user_ids.items():
@@ -169,16 +169,3 @@ def line_blocks(path: Path) -> Iterator[list[bytes]]:
             if not lines[-1]:
                 lines.pop()
             yield lines
-
-
-def parse_line(line: bytes, path: Path, number: int) -> dict[str, Any]:
-    """One exported row, or a DataFileError naming the file and line."""
-    try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise DataFileError(f"{path} line {number} is not valid JSON ({exc.msg})",
-                            fix="restore the file or run `supamove export --force` to write it again") from None
-    if not isinstance(record, dict):
-        raise DataFileError(f"{path} line {number} is not a JSON object",
-                            fix="restore the file or run `supamove export --force` to write it again")
-    return record

@@ -9,15 +9,14 @@ included) gets a Stack Auth user of its own, so `supamove import` can rewrite ev
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from supamove.errors import DataFileError
+from supamove.files import read_rows
 from supamove.metadata import Metadata
 from supamove.paths import DataDir
 
@@ -108,18 +107,6 @@ def iso_ts(value: str | None) -> str | None:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, "rb") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                yield orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise DataFileError(f"{path} line {number} is not valid JSON ({exc})",
-                                    fix="run `supamove export` again") from None
-
-
 def load_auth_export(datadir: DataDir) -> list[SupabaseUser]:
     """The exported auth users with their identities, oldest first; DataFileError when not exported."""
     users_file = datadir.table_file("auth", "users")
@@ -129,11 +116,11 @@ def load_auth_export(datadir: DataDir) -> list[SupabaseUser]:
             raise DataFileError(f"{path} not found (the auth users are read from the export)",
                                 fix="run `supamove export` first")
     users = {}
-    for row in read_jsonl(users_file):
+    for row in read_rows(users_file):
         user = SupabaseUser.from_row(row)
         users[user.id] = user
     identities = 0
-    for row in read_jsonl(identities_file):
+    for row in read_rows(identities_file):
         identities += 1
         owner = users.get(str(row.get("user_id")))
         if owner is not None:
