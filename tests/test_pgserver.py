@@ -43,3 +43,11 @@ def test_pip_installed_server_holds_the_supabase_fixture() -> None:
     finally:
         server.destroy()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_seed_sizes_are_what_create_source_seeds(dbs) -> None:
+    """The fixture is deterministic: seed_sizes() predicts every table's count."""
+    from conftest import SEED_ROWS
+
+    expected = fixtures.seed_sizes(SEED_ROWS).table_counts()
+    assert fixtures.table_counts(dbs.source_admin_url, list(expected)) == expected

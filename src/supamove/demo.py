@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -255,7 +254,3 @@ def read_verification(datadir: DataDir) -> list[dict[str, Any]]:
     report = read_json(datadir.verification_report, "verify")
     tables = report.get("tables", []) if isinstance(report, dict) else []
     return [t for t in tables if isinstance(t, dict)]
-
-
-def remove_workdir(workdir: Path) -> None:
-    shutil.rmtree(workdir, ignore_errors=True)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from psycopg import sql
 
+from supamove import catalog
 from supamove.catalog import QualifiedName, Table
 from supamove.errors import SupamoveError
 from supamove.log import get_logger
@@ -84,8 +85,9 @@ class ImportPlan:
 
     @property
     def cycles(self) -> list[list[TablePlan]]:
-        return [g for g in self.groups if len(g) > 1 or (g[0].target is not None and any(
-            (fk.ref_schema, fk.ref_table) == g[0].key for fk in g[0].target.foreign_keys))]
+        targets = [[t.target for t in g if t.target is not None] for g in self.groups]
+        cyclic = {id(g) for g in catalog.cycles([g for g in targets if g])}
+        return [g for g, tg in zip(self.groups, targets, strict=True) if id(tg) in cyclic]
 
     def check(self) -> None:
         """Raise the first problem (each is logged) when the import cannot succeed."""

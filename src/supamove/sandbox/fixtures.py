@@ -54,7 +54,6 @@ PLATFORM_SCHEMAS: tuple[str, ...] = (
 )
 
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
-INSTANCE_ID = "00000000-0000-0000-0000-000000000000"
 MIN_USERS = 40
 MAX_USERS = 2000
 HASH_POOL = 256  # distinct pgcrypto hashes shared by the generated users (bcrypt is slow)

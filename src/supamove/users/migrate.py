@@ -72,7 +72,6 @@ class MigrationResult:
     seconds: float
     retries: int = 0
     report_path: Path | None = None
-    reset_path: Path | None = None
 
     @property
     def counts(self) -> Counter[str]:
@@ -304,7 +303,7 @@ def write_reports(datadir: DataDir, result: MigrationResult) -> None:
     write_json(datadir.password_resets, {"generatedAt": now, "users": [
         {"supabaseUserId": o.supabase_user_id, "stackAuthUserId": o.stack_auth_user_id, "email": o.email,
          "reason": o.reset_reason} for o in result.reset_required]})
-    result.report_path, result.reset_path = datadir.users_report, datadir.password_resets
+    result.report_path = datadir.users_report
 
 
 # --- map-users -------------------------------------------------------------------------------

@@ -128,9 +128,3 @@ def purge_mapping(datadir: DataDir, force: bool = False, now: datetime | None = 
     log.info("deleted %s", ", ".join(str(p) for p in deleted))
     return PurgeResult(deleted, until, force and early)
 
-
-def read_reset_list(datadir: DataDir) -> list[dict[str, Any]]:
-    """The users in password-reset-required.json."""
-    data = read_json(datadir.password_resets, "migrate-users")
-    return list(data.get("users", [])) if isinstance(data, dict) else []
-
