@@ -19,11 +19,12 @@ from psycopg import sql
 from supamove import catalog, checksum
 from supamove.catalog import Column, Table
 from supamove.checksum import Bound, Checksum, Relation
+from supamove.clock import now_iso
 from supamove.db import Endpoint, connect, first_line
 from supamove.errors import ConfigError
 from supamove.files import write_json
 from supamove.log import get_logger
-from supamove.metadata import Metadata, now_iso, table_from_dict
+from supamove.metadata import Metadata, table_from_dict
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
 from supamove.users.mapping import UserMapping
