@@ -435,7 +435,7 @@ def map_users_command(ctx: Context, dry_run: bool) -> None:
 
     Example: supamove map-users --dry-run
     """
-    from supamove.users.migrate import map_users
+    from supamove.users.mapusers import map_users
 
     with _stack_auth(ctx) as client:
         result = map_users(client, ctx.datadir if dry_run else ctx.datadir.ensure(), dry_run)
