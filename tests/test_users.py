@@ -28,9 +28,9 @@ from supamove.usermap import UserMapping
 from supamove.users.client import RetryPolicy, StackAuthClient
 from supamove.users.journal import PendingJournal
 from supamove.users.mapusers import map_users
-from supamove.users.migrate import MigrateOptions, migrate_users
+from supamove.users.migrate import MigrateOptions, MigrationResult, UserOutcome, migrate_users
 from supamove.users.plan import plan_users
-from supamove.users.resets import purge_mapping, send_password_resets
+from supamove.users.resets import ResetResult, purge_mapping, send_password_resets
 from supamove.users.source import load_auth_export
 
 PROJECT = str(uuid.uuid4())
@@ -698,3 +698,15 @@ def test_wrong_secret_on_the_cli_is_one_clear_line(stack: StackAuthSandbox, data
     assert result.exit_code == StackAuthError.exit_code
     assert "STACK_AUTH_SECRET_KEY" in result.output and "ssk_wrong_one_555" not in result.output
 
+
+def test_failed_users_and_e_mails_end_the_run_in_one_stack_auth_error(tmp_path: Path) -> None:
+    report = tmp_path / "user-migration-report.json"
+    ok = UserOutcome("sb-1", "migrated", None, "st-1", "a@x.io")
+    assert MigrationResult([ok], False, 1.0, report_path=report).failure() is None
+    failed = MigrationResult([ok, UserOutcome("sb-2", "failed", "refused", None, None)], False, 1.0,
+                             report_path=report).failure()
+    assert isinstance(failed, StackAuthError) and str(failed) == (
+        f"1 users failed (see {report}) (fix: correct the cause shown for them, then run the same command again)")
+    assert ResetResult(sent=["sb-1"]).failure() is None
+    assert str(ResetResult(failed=[("sb-1", "bounced"), ("sb-2", "bounced")]).failure()) == (
+        "2 reset e-mails failed (fix: correct the cause, then rerun)")

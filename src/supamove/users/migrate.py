@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from supamove.clock import iso
-from supamove.errors import DataFileError
+from supamove.errors import DataFileError, StackAuthError
 from supamove.files import json_list, read_json, write_json
 from supamove.log import get_logger
 from supamove.paths import DataDir
@@ -41,7 +41,7 @@ class MigrateOptions:
 
 @dataclass
 class UserOutcome:
-    """How one Supabase user ended: migrated, linked, skipped or failed."""
+    """How one Supabase user ended: migrated, linked or failed (a dry run: create, link or done)."""
 
     supabase_user_id: str
     status: str
@@ -86,6 +86,13 @@ class MigrationResult:
     @property
     def users_per_second(self) -> float:
         return self.created / self.seconds if self.seconds else 0.0
+
+    def failure(self) -> StackAuthError | None:
+        """The error a run with failed users ends with (after its summary), or None."""
+        if not self.failed:
+            return None
+        return StackAuthError(f"{len(self.failed):,} users failed (see {self.report_path})",
+                              fix="correct the cause shown for them, then run the same command again")
 
 
 def migrate_users(client: StackAuthClient, datadir: DataDir, options: MigrateOptions | None = None,
@@ -132,10 +139,7 @@ class _Run:
         self.progress.start(LABEL, len(plan))
         creates = [item for item in plan if item.action == "create"]
         for item in plan:
-            if item.action == "skip":
-                outcomes[item.user.id] = UserOutcome(item.user.id, "skipped", item.reason, None, item.email,
-                                                     notes=item.notes)
-            elif item.action == "done":
+            if item.action == "done":
                 outcomes[item.user.id] = self._earlier(item, previous.get(item.user.id))
         self.progress.advance(LABEL, len(outcomes))
         if any(item.user.id in self.pending for item in creates):
@@ -254,9 +258,7 @@ def dry_run_outcomes(client: StackAuthClient, plan: list[PlannedUser]) -> list[U
     outcomes = []
     for item in plan:
         sid = item.user.id
-        if item.action == "skip":
-            outcomes.append(UserOutcome(sid, "skipped", item.reason, None, item.email, notes=item.notes))
-        elif item.action == "done":
+        if item.action == "done":
             outcomes.append(UserOutcome(sid, "done", "already-migrated", None, item.email, item.password,
                                         item.reset_reason, item.notes))
         elif item.email_auth and item.email in existing:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from supamove.clock import iso, parse_iso
-from supamove.errors import ConfigError, DataFileError, SupamoveError
+from supamove.errors import ConfigError, DataFileError, StackAuthError, SupamoveError
 from supamove.files import json_list, read_json, write_json
 from supamove.log import get_logger
 from supamove.paths import DataDir
@@ -31,6 +31,12 @@ class ResetResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (Supabase id, why)
     to_send: list[dict[str, Any]] = field(default_factory=list)
     dry_run: bool = False
+
+    def failure(self) -> StackAuthError | None:
+        """The error a run with failed e-mails ends with (after its summary), or None."""
+        if not self.failed:
+            return None
+        return StackAuthError(f"{len(self.failed):,} reset e-mails failed", fix="correct the cause, then rerun")
 
 
 def send_password_resets(client: StackAuthClient | None, datadir: DataDir, callback_url: str | None,
