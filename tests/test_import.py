@@ -19,7 +19,7 @@ from supamove.db import Endpoint
 from supamove.errors import DataFileError, SupamoveError, TargetError
 from supamove.importer import ImportOptions, run_import, scan
 from supamove.paths import DataDir
-from supamove.users.mapping import UserMapping
+from supamove.usermap import UserMapping
 
 EDGE = ("--schema", "public", "--schema", "edge")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

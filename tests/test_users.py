@@ -24,11 +24,14 @@ from click.testing import CliRunner
 from supamove.errors import DataFileError, StackAuthError, SupamoveError
 from supamove.paths import DataDir
 from supamove.sandbox.stackauth import StackAuthSandbox
+from supamove.usermap import UserMapping
 from supamove.users.client import RetryPolicy, StackAuthClient
-from supamove.users.mapping import PendingJournal, UserMapping
-from supamove.users.migrate import MigrateOptions, map_users, migrate_users
-from supamove.users.plan import load_auth_export, plan_users
-from supamove.users.resets import purge_mapping, send_password_resets
+from supamove.users.journal import PendingJournal
+from supamove.users.mapusers import map_users
+from supamove.users.migrate import MigrateOptions, MigrationResult, UserOutcome, migrate_users
+from supamove.users.plan import plan_users
+from supamove.users.resets import ResetResult, purge_mapping, send_password_resets
+from supamove.users.source import load_auth_export
 
 PROJECT = str(uuid.uuid4())
 SECRET = "ssk_users_test_secret_key_987654"
@@ -563,6 +566,22 @@ def test_damaged_mapping_is_a_data_file_error(tmp_path: Path) -> None:
     assert "user-mapping.json" in str(caught.value)
 
 
+def test_mapping_listing_one_supabase_id_in_two_cases_is_a_data_file_error(tmp_path: Path) -> None:
+    path = tmp_path / "user-mapping.json"
+    sid, stack_ids = str(uuid.uuid4()), [str(uuid.uuid4()), str(uuid.uuid4())]
+    entries = [{"supabaseUserId": sid.upper(), "stackAuthUserId": stack_ids[0].upper(), "email": None,
+                "migratedAt": None}]
+    path.write_bytes(orjson.dumps({"generatedAt": "x", "retainUntil": "y", "mappings": entries}))
+    mapping = UserMapping.load(path)  # ids are read in any case, and looked up in lower case
+    assert mapping.by_supabase() == {sid: stack_ids[0].upper()}
+    assert mapping.by_stack() == {stack_ids[0]: sid}
+    entries.append({"supabaseUserId": sid, "stackAuthUserId": stack_ids[1], "email": None, "migratedAt": None})
+    path.write_bytes(orjson.dumps({"generatedAt": "x", "retainUntil": "y", "mappings": entries}))
+    with pytest.raises(DataFileError) as caught:  # one of the two would silently win
+        UserMapping.load(path)
+    assert str(caught.value).startswith(f"{path} lists Supabase user {sid} twice (fix: restore user-mapping.json")
+
+
 def test_mapping_listing_one_stack_auth_id_twice_is_a_data_file_error(tmp_path: Path) -> None:
     path = tmp_path / "user-mapping.json"
     shared = str(uuid.uuid4())
@@ -678,3 +697,16 @@ def test_wrong_secret_on_the_cli_is_one_clear_line(stack: StackAuthSandbox, data
     result = CliRunner().invoke(main, ["migrate-users"])
     assert result.exit_code == StackAuthError.exit_code
     assert "STACK_AUTH_SECRET_KEY" in result.output and "ssk_wrong_one_555" not in result.output
+
+
+def test_failed_users_and_e_mails_end_the_run_in_one_stack_auth_error(tmp_path: Path) -> None:
+    report = tmp_path / "user-migration-report.json"
+    ok = UserOutcome("sb-1", "migrated", None, "st-1", "a@x.io")
+    assert MigrationResult([ok], False, 1.0, report_path=report).failure() is None
+    failed = MigrationResult([ok, UserOutcome("sb-2", "failed", "refused", None, None)], False, 1.0,
+                             report_path=report).failure()
+    assert isinstance(failed, StackAuthError) and str(failed) == (
+        f"1 users failed (see {report}) (fix: correct the cause shown for them, then run the same command again)")
+    assert ResetResult(sent=["sb-1"]).failure() is None
+    assert str(ResetResult(failed=[("sb-1", "bounced"), ("sb-2", "bounced")]).failure()) == (
+        "2 reset e-mails failed (fix: correct the cause, then rerun)")

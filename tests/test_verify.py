@@ -23,9 +23,10 @@ from psycopg import sql
 from supamove import catalog
 from supamove import verify as verify_module
 from supamove.catalog import Table
+from supamove.clock import now_iso
 from supamove.db import Endpoint
 from supamove.files import write_json
-from supamove.metadata import Metadata, now_iso, table_to_dict
+from supamove.metadata import Metadata, table_to_dict
 from supamove.paths import DataDir
 from supamove.sandbox.pgserver import PostgresServer, find_bindir
 from supamove.verify import VerifyOptions, run_verify

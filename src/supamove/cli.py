@@ -416,11 +416,8 @@ def _show_user_outcomes(result: Any) -> None:
         return
     say(f"Created {result.created:,} users in {result.seconds:.1f}s ({result.users_per_second:,.0f} users/s); "
         f"{resets:,} need a password reset (password-reset-required.json). Report: {result.report_path}")
-    if result.failed:
-        from supamove.errors import StackAuthError
-
-        raise StackAuthError(f"{len(result.failed):,} users failed (see {result.report_path})",
-                             fix="correct the cause shown for them, then run the same command again")
+    if (failure := result.failure()) is not None:
+        raise failure
 
 
 @main.command("map-users")
@@ -435,7 +432,7 @@ def map_users_command(ctx: Context, dry_run: bool) -> None:
 
     Example: supamove map-users --dry-run
     """
-    from supamove.users.migrate import map_users
+    from supamove.users.mapusers import map_users
 
     with _stack_auth(ctx) as client:
         result = map_users(client, ctx.datadir if dry_run else ctx.datadir.ensure(), dry_run)
@@ -475,12 +472,10 @@ def send_password_resets_command(ctx: Context, callback_url: str | None, dry_run
         with progress.shown():
             result = send_password_resets(client, ctx.datadir, callback_url, progress=progress)
     say(f"Sent {len(result.sent):,} reset e-mails; {result.already_sent:,} were sent before.")
-    if result.failed:
-        from supamove.errors import StackAuthError
-
-        for sid, why in result.failed[:20]:
-            say(f"failed: {sid}: {why}")
-        raise StackAuthError(f"{len(result.failed):,} reset e-mails failed", fix="correct the cause, then rerun")
+    for sid, why in result.failed[:20]:
+        say(f"failed: {sid}: {why}")
+    if (failure := result.failure()) is not None:
+        raise failure
 
 
 @main.command("purge-mapping")

@@ -16,11 +16,12 @@ from psycopg import sql
 
 from supamove import catalog
 from supamove.catalog import QualifiedName, Table
+from supamove.clock import now_iso
 from supamove.db import Endpoint, connect, first_line
 from supamove.errors import SupamoveError
-from supamove.files import atomic_writer
+from supamove.files import atomic_writer, remove_partials
 from supamove.log import get_logger
-from supamove.metadata import Metadata, now_iso, table_to_dict
+from supamove.metadata import Metadata, table_to_dict
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
 
@@ -198,8 +199,8 @@ def prepare_metadata(datadir: DataDir, plan: ExportPlan, options: ExportOptions,
     )
     meta.data["sequences"] = read_sequences(_sequence_names(plan), source)
     meta.save()
-    for stale in list(datadir.tables.glob("*.partial")) + list(datadir.auth.glob("*.partial")):
-        stale.unlink()
+    remove_partials(datadir.tables)
+    remove_partials(datadir.auth)
     return meta
 
 

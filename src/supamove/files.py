@@ -14,12 +14,26 @@ import orjson
 from supamove.errors import DataFileError, SupamoveError
 
 PRIVATE = 0o600
+PARTIAL = ".partial"  # a file being written; renamed over its final name once whole
+EXPORT_AGAIN = "run `supamove export --force` to write it again"
+RESTORE_OR_EXPORT_AGAIN = f"restore the file or {EXPORT_AGAIN}"
+
+
+def partial_path(path: Path) -> Path:
+    """`metadata.json.partial` for `metadata.json`: where `atomic_writer` writes before the rename."""
+    return path.with_name(path.name + PARTIAL)
+
+
+def remove_partials(folder: Path) -> None:
+    """Delete the half-written files a killed run left in `folder`."""
+    for stale in folder.glob("*" + PARTIAL):
+        stale.unlink()
 
 
 @contextmanager
 def atomic_writer(path: Path, mode: int = PRIVATE) -> Iterator[IO[bytes]]:
     """Write to `path.partial`, fsync, then rename: a reader never sees half a file."""
-    partial = path.with_name(path.name + ".partial")
+    partial = partial_path(path)
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     os.fchmod(fd, mode)
     try:
@@ -54,15 +68,28 @@ def write_json(path: Path, data: Any, mode: int = PRIVATE) -> None:
         handle.write(b"\n")
 
 
-def read_json(path: Path, produced_by: str) -> Any:
-    """Read a JSON file of the data directory; naming the step that makes it when it is missing."""
+def read_json(path: Path, produced_by: str, *, fix: str | None = None, missing_ok: bool = False) -> Any:
+    """A JSON file of the data directory, or a DataFileError naming the file and the fix.
+
+    A missing file is None with `missing_ok`, else an error naming the step that makes it; a damaged
+    one is an error with `fix` (by default: restore it or run that step again).
+    """
     if not path.exists():
+        if missing_ok:
+            return None
         raise DataFileError(f"{path} not found", fix=f"run `supamove {produced_by}` first")
     try:
         return orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError as exc:
         raise DataFileError(f"{path} is not valid JSON ({exc})",
-                            fix=f"restore it or run `supamove {produced_by}` again") from None
+                            fix=fix or f"restore it or run `supamove {produced_by}` again") from exc
+
+
+def json_list(data: Any, key: str, path: Path, fix: str) -> list[Any]:
+    """`data[key]` of a file read by `read_json`, or a DataFileError when it is not a list there."""
+    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+        raise DataFileError(f"{path} has no \"{key}\" list", fix=fix)
+    return data[key]  # type: ignore[no-any-return]
 
 
 def parse_row(line: bytes, path: Path, number: int) -> dict[str, Any]:
@@ -71,16 +98,22 @@ def parse_row(line: bytes, path: Path, number: int) -> dict[str, Any]:
         record = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise DataFileError(f"{path} line {number} is not valid JSON ({exc.msg})",
-                            fix="restore the file or run `supamove export --force` to write it again") from None
+                            fix=RESTORE_OR_EXPORT_AGAIN) from exc
     if not isinstance(record, dict):
-        raise DataFileError(f"{path} line {number} is not a JSON object",
-                            fix="restore the file or run `supamove export --force` to write it again")
+        raise DataFileError(f"{path} line {number} is not a JSON object", fix=RESTORE_OR_EXPORT_AGAIN)
     return record
 
 
-def read_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """The rows of an exported table file, one at a time."""
+def read_rows(path: Path, skip_damaged: bool = False) -> Iterator[dict[str, Any]]:
+    """The rows of a JSON-lines file, one at a time; a damaged line is a DataFileError, or with
+    `skip_damaged` (a journal whose last line a crash cut short) passed over."""
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, 1):
-            yield parse_row(line, path, number)
+            try:
+                row = parse_row(line, path, number)
+            except DataFileError:
+                if skip_damaged:
+                    continue
+                raise
+            yield row
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from supamove import __version__
@@ -12,10 +11,6 @@ from supamove.catalog import Column, ForeignKey, SequenceRef, Table
 from supamove.errors import DataFileError
 from supamove.files import read_json, write_json
 from supamove.paths import FORMAT_VERSION, DataDir
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def table_to_dict(table: Table, datadir: DataDir) -> dict[str, Any]:

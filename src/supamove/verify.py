@@ -19,14 +19,15 @@ from psycopg import sql
 from supamove import catalog, checksum
 from supamove.catalog import Column, Table
 from supamove.checksum import Bound, Checksum, Relation
+from supamove.clock import now_iso
 from supamove.db import Endpoint, connect, first_line
 from supamove.errors import ConfigError
 from supamove.files import write_json
 from supamove.log import get_logger
-from supamove.metadata import Metadata, now_iso, table_from_dict
+from supamove.metadata import Metadata, table_from_dict
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
-from supamove.users.mapping import UserMapping
+from supamove.usermap import UserMapping
 
 log = get_logger("verify")
 T = TypeVar("T")
@@ -247,8 +248,7 @@ def read_mapping(datadir: DataDir) -> dict[str, str] | None:
     """Stack Auth id to Supabase id (both lowercase), or None when there is no mapping file yet."""
     if not datadir.user_mapping.exists():
         return None
-    entries = UserMapping.load(datadir.user_mapping).entries.values()
-    return {e["stackAuthUserId"].lower(): e["supabaseUserId"].lower() for e in entries}
+    return UserMapping.load(datadir.user_mapping).by_stack()
 
 
 def fetch_all(cur: psycopg.Cursor[Any]) -> list[Any]:

@@ -11,7 +11,6 @@
 """
 
 from supamove.importer.load import run_import
-from supamove.importer.mapping import load_mapping
 from supamove.importer.model import (
     ColumnLoad,
     ImportOptions,
@@ -26,5 +25,5 @@ from supamove.importer.scan import line_blocks
 
 __all__ = [
     "ColumnLoad", "ImportOptions", "ImportPlan", "ImportResult", "TableImport", "TablePlan", "Unmapped",
-    "line_blocks", "load_mapping", "make_plan", "plan_import", "run_import",
+    "line_blocks", "make_plan", "plan_import", "run_import",
 ]

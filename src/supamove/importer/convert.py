@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import orjson
 
 from supamove.errors import DataFileError
-from supamove.files import parse_row
+from supamove.files import RESTORE_OR_EXPORT_AGAIN, parse_row
 from supamove.importer.model import ColumnLoad, ImportPlan, TablePlan, Unmapped
 from supamove.importer.scan import UUID, line_blocks
 
@@ -62,10 +62,10 @@ def _row_converter(table: TablePlan, plan: ImportPlan) -> Callable[[bytes, int],
             return "\t".join([enc(record[name]) for name, enc in encoders])
         except KeyError as exc:
             raise DataFileError(f"{path} line {number} has no value for column {exc.args[0]}",
-                                fix="restore the file or run `supamove export --force` to write it again") from None
+                                fix=RESTORE_OR_EXPORT_AGAIN) from None
         except (TypeError, AttributeError):
             raise DataFileError(f"{path} line {number} has a value of the wrong JSON type",
-                                fix="restore the file or run `supamove export --force` to write it again") from None
+                                fix=RESTORE_OR_EXPORT_AGAIN) from None
 
     return convert
 

@@ -11,6 +11,7 @@ from psycopg import sql
 
 from supamove.db import Endpoint, connection, first_line
 from supamove.errors import DataFileError, SupamoveError
+from supamove.files import EXPORT_AGAIN
 from supamove.importer.convert import copy_blocks, prefetched
 from supamove.importer.indexes import build_indexes, drop_indexes
 from supamove.importer.model import ImportOptions, ImportPlan, ImportResult, TableImport, TablePlan
@@ -196,7 +197,7 @@ def _load_table(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, ta
     build_indexes(conn, table, indexes)
     if rows != table.rows:
         raise DataFileError(f"{table.path} has {rows} rows, metadata.json says {table.rows}",
-                            fix="run `supamove export --force` to write it again")
+                            fix=EXPORT_AGAIN)
     _set_sequences(conn, plan, table)
     seconds = time.monotonic() - started
     conn.execute("INSERT INTO _supamove.import_state (schema_name, table_name, snapshot, sha256, row_count, "

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from supamove.db import Endpoint
 from supamove.errors import DataFileError, SupamoveError
 from supamove.importer.model import ImportOptions, TablePlan
 from supamove.paths import DataDir
-from supamove.users.mapping import UserMapping
+from supamove.usermap import UserMapping
 
 SHOWN_IDS = 5
 
@@ -24,22 +22,10 @@ def mapping_for(plans: list[TablePlan], datadir: DataDir,
                                       fix="run `supamove migrate-users` first"))
         return {}, False
     try:
-        return load_mapping(path), True
+        return UserMapping.load(path).by_supabase(), True
     except DataFileError as exc:
         problems.append(exc)
         return {}, False
-
-
-def load_mapping(path: Path) -> dict[str, str]:
-    """The user mapping as Supabase id (lowercase) to Stack Auth id; an id listed twice in any case is refused."""
-    mapping: dict[str, str] = {}
-    for sid, entry in UserMapping.load(path).entries.items():
-        if sid.lower() in mapping:  # uuids ignore case: one of the two would silently win
-            raise DataFileError(f"{path} lists Supabase user {sid.lower()} twice",
-                                fix=f"restore {path.name} from a backup, or move it away and run "
-                                    "`supamove map-users` to rebuild it")
-        mapping[sid.lower()] = entry["stackAuthUserId"]
-    return mapping
 
 
 def check_unmapped(target: Endpoint, plans: list[TablePlan], mapping: dict[str, str], loaded: bool, options: ImportOptions,

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 
 from supamove.errors import DataFileError, SupamoveError
-from supamove.files import parse_row
+from supamove.files import EXPORT_AGAIN, parse_row
 from supamove.importer.model import TablePlan
 
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -38,12 +38,12 @@ def check_files(plans: list[TablePlan], problems: list[SupamoveError], jobs: int
         if sha != entry.get("sha256"):
             problems.append(DataFileError(
                 f"{path} does not match metadata.json: SHA-256 {sha[:12]}… instead of {str(entry.get('sha256'))[:12]}…",
-                fix="the file was changed or damaged: run `supamove export --force` to write it again"))
+                fix=f"the file was changed or damaged: {EXPORT_AGAIN}"))
         elif bad_line is not None:  # found now, before any table is loaded: the target stays unchanged
             problems.append(bad_line)
         elif rows != plan.rows:
             problems.append(DataFileError(f"{path} has {rows} rows, metadata.json says {plan.rows}",
-                                          fix="run `supamove export --force` to write it again"))
+                                          fix=EXPORT_AGAIN))
 
 
 def _file_present(plan: TablePlan, problems: list[SupamoveError]) -> bool:
@@ -56,7 +56,7 @@ def _file_present(plan: TablePlan, problems: list[SupamoveError]) -> bool:
     if size < int(entry.get("bytes") or 0):
         problems.append(DataFileError(
             f"{path} is truncated: {size} of {entry['bytes']} bytes (table {plan.qualified})",
-            fix="run `supamove export --force` to write it again"))
+            fix=EXPORT_AGAIN))
         return False
     return True
 

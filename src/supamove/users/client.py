@@ -41,7 +41,7 @@ class RetryPolicy:
     timeout: float = 30.0
 
     def backoff(self, attempt: int) -> float:
-        return min(self.max_delay, self.base_delay * 2 ** attempt) * (0.5 + random.random() / 2)  # noqa: S311
+        return min(self.max_delay, self.base_delay * 2.0 ** attempt) * (0.5 + random.random() / 2)  # noqa: S311
 
 
 class EmailTaken(Exception):
@@ -121,7 +121,8 @@ class StackAuthClient:
 
     def get_user(self, user_id: str) -> dict[str, Any] | None:
         try:
-            return self._json(self._request("GET", f"{USERS}/{user_id}"))
+            user: dict[str, Any] = self._json(self._request("GET", f"{USERS}/{user_id}"))
+            return user
         except Rejected as exc:
             if exc.status == 404:
                 return None
@@ -210,10 +211,10 @@ class StackAuthClient:
     def _json(self, response: httpx.Response) -> Any:
         try:
             return orjson.loads(response.content)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as exc:
             raise StackAuthError(f"Stack Auth answered {response.request.method} {response.request.url.path} "
                                  "with something other than JSON",
-                                 fix="check STACK_AUTH_API_URL points at Stack Auth's API") from None
+                                 fix="check STACK_AUTH_API_URL points at Stack Auth's API") from exc
 
     def _error(self, response: httpx.Response) -> Exception:
         code, message = error_of(response)
@@ -230,6 +231,13 @@ class StackAuthClient:
         if code in ("CURRENT_PROJECT_NOT_FOUND", "PROJECT_NOT_FOUND", "ACCESS_TYPE_WITHOUT_PROJECT_ID"):
             return StackAuthError(f"Stack Auth: {message}", fix=CREDENTIALS_FIX)
         return Rejected(status, code, message)
+
+
+def supabase_id_of(user: dict[str, Any]) -> str | None:
+    """The Supabase id supamove keeps in a Stack Auth user's server_metadata, if any."""
+    meta = user.get("server_metadata")
+    value = meta.get("supabase_user_id") if isinstance(meta, dict) else None
+    return str(value) if value else None
 
 
 def error_of(response: httpx.Response) -> tuple[str | None, str]:

@@ -14,23 +14,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from supamove.files import write_json
+from supamove.clock import iso
+from supamove.errors import DataFileError, StackAuthError
+from supamove.files import json_list, read_json, write_json
 from supamove.log import get_logger
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
-from supamove.users.client import EmailTaken, Rejected, StackAuthClient
-from supamove.users.mapping import PendingJournal, UserMapping, iso
-from supamove.users.plan import (
-    EMAIL_RE,
-    PlannedUser,
-    SupabaseUser,
-    email_holders,
-    load_auth_export,
-    normalize_email,
-    plan_users,
-)
+from supamove.usermap import UserMapping
+from supamove.users.client import EmailTaken, Rejected, StackAuthClient, supabase_id_of
+from supamove.users.journal import PendingJournal
+from supamove.users.plan import PlannedUser, plan_users
+from supamove.users.source import load_auth_export, normalize_email
 
 log = get_logger("users")
 LABEL = "users"
@@ -47,7 +41,7 @@ class MigrateOptions:
 
 @dataclass
 class UserOutcome:
-    """How one Supabase user ended: migrated, linked, skipped or failed."""
+    """How one Supabase user ended: migrated, linked or failed (a dry run: create, link or done)."""
 
     supabase_user_id: str
     status: str
@@ -92,6 +86,13 @@ class MigrationResult:
     @property
     def users_per_second(self) -> float:
         return self.created / self.seconds if self.seconds else 0.0
+
+    def failure(self) -> StackAuthError | None:
+        """The error a run with failed users ends with (after its summary), or None."""
+        if not self.failed:
+            return None
+        return StackAuthError(f"{len(self.failed):,} users failed (see {self.report_path})",
+                              fix="correct the cause shown for them, then run the same command again")
 
 
 def migrate_users(client: StackAuthClient, datadir: DataDir, options: MigrateOptions | None = None,
@@ -138,10 +139,7 @@ class _Run:
         self.progress.start(LABEL, len(plan))
         creates = [item for item in plan if item.action == "create"]
         for item in plan:
-            if item.action == "skip":
-                outcomes[item.user.id] = UserOutcome(item.user.id, "skipped", item.reason, None, item.email,
-                                                     notes=item.notes)
-            elif item.action == "done":
+            if item.action == "done":
                 outcomes[item.user.id] = self._earlier(item, previous.get(item.user.id))
         self.progress.advance(LABEL, len(outcomes))
         if any(item.user.id in self.pending for item in creates):
@@ -250,12 +248,6 @@ class _Run:
                            item.reset_reason, item.notes + ["in user-mapping.json from an earlier run"])
 
 
-def supabase_id_of(user: dict[str, Any]) -> str | None:
-    meta = user.get("server_metadata")
-    value = meta.get("supabase_user_id") if isinstance(meta, dict) else None
-    return str(value) if value else None
-
-
 def dry_run_outcomes(client: StackAuthClient, plan: list[PlannedUser]) -> list[UserOutcome]:
     """What a real run would do; reads Stack Auth's users (never creates) to predict the links."""
     existing: dict[str, str] = {}
@@ -266,9 +258,7 @@ def dry_run_outcomes(client: StackAuthClient, plan: list[PlannedUser]) -> list[U
     outcomes = []
     for item in plan:
         sid = item.user.id
-        if item.action == "skip":
-            outcomes.append(UserOutcome(sid, "skipped", item.reason, None, item.email, notes=item.notes))
-        elif item.action == "done":
+        if item.action == "done":
             outcomes.append(UserOutcome(sid, "done", "already-migrated", None, item.email, item.password,
                                         item.reset_reason, item.notes))
         elif item.email_auth and item.email in existing:
@@ -281,12 +271,10 @@ def dry_run_outcomes(client: StackAuthClient, plan: list[PlannedUser]) -> list[U
 
 
 def _previous_report(path: Path) -> dict[str, dict[str, Any]]:
-    if not path.exists():
-        return {}
     try:
-        data = orjson.loads(path.read_bytes())
-        return {u["supabaseUserId"]: u for u in data.get("users", [])}
-    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+        data = read_json(path, "migrate-users", missing_ok=True)
+        return {} if data is None else {u["supabaseUserId"]: u for u in json_list(data, "users", path, "")}
+    except (DataFileError, KeyError, TypeError):
         log.warning("%s is damaged; rebuilding it from the export and the mapping", path)
         return {}
 
@@ -304,84 +292,3 @@ def write_reports(datadir: DataDir, result: MigrationResult) -> None:
         {"supabaseUserId": o.supabase_user_id, "stackAuthUserId": o.stack_auth_user_id, "email": o.email,
          "reason": o.reset_reason} for o in result.reset_required]})
     result.report_path = datadir.users_report
-
-
-# --- map-users -------------------------------------------------------------------------------
-
-
-@dataclass
-class MapResult:
-    matched: list[dict[str, Any]]
-    unmatched_supabase: list[tuple[str, str | None, str]]  # (id, e-mail, why)
-    unmatched_stack: list[tuple[str, str | None]]
-    dry_run: bool
-    mapping_path: Path | None = None
-
-
-def map_users(client: StackAuthClient, datadir: DataDir, dry_run: bool = False,
-              progress: Progress | None = None) -> MapResult:
-    """Rebuild user-mapping.json from the users already in Stack Auth; creates nothing.
-
-    One-to-one, as migrate-users maps: first by the Supabase id kept in server_metadata; then a
-    Stack Auth user with none (one who signed up on their own) by its e-mail, to the Supabase user
-    who signs in with that e-mail (the oldest live one having it), never to two Supabase users.
-    """
-    progress = progress or NullProgress()
-    users = load_auth_export(datadir)
-    by_id = {u.id: u for u in users}
-    holders = email_holders(users)
-    matched: dict[str, dict[str, Any]] = {}
-    by_email: dict[str, list[dict[str, Any]]] = {}
-    unmatched_stack: list[tuple[str, str | None]] = []
-    progress.start("stack auth users", None)
-    for stack_user in client.iter_users():
-        progress.advance("stack auth users")
-        sid = supabase_id_of(stack_user)
-        email = normalize_email(stack_user.get("primary_email"))
-        if sid in by_id and sid not in matched:
-            matched[sid] = _mapping_entry(by_id[sid], stack_user)
-        elif sid is None and email in holders:
-            by_email.setdefault(email, []).append(stack_user)  # type: ignore[arg-type]
-        else:
-            unmatched_stack.append((stack_user["id"], stack_user.get("primary_email")))
-    progress.finish("stack auth users")
-    for email, candidates in by_email.items():  # ids first, then e-mails for the rest
-        candidates.sort(key=lambda u: not u.get("primary_email_auth_enabled"))  # the one signing in first
-        holder = holders[email]
-        for stack_user in candidates:
-            if holder.id not in matched:
-                matched[holder.id] = _mapping_entry(holder, stack_user)
-            else:
-                unmatched_stack.append((stack_user["id"], stack_user.get("primary_email")))
-    unmatched = [(u.id, u.normalized_email, _why_unmatched(u, holders)) for u in users if u.id not in matched]
-    ordered = [matched[u.id] for u in users if u.id in matched]
-    result = MapResult(ordered, unmatched, unmatched_stack, dry_run)
-    if not dry_run:
-        mapping = UserMapping(datadir.user_mapping)
-        for entry in ordered:
-            mapping.add(entry["supabaseUserId"], entry["stackAuthUserId"], entry["email"], entry["migratedAt"])
-        mapping.save()
-        result.mapping_path = mapping.path
-    return result
-
-
-def _mapping_entry(user: SupabaseUser, stack_user: dict[str, Any]) -> dict[str, Any]:
-    millis = stack_user.get("signed_up_at_millis")
-    when = iso(datetime.fromtimestamp(millis / 1000, UTC)) if isinstance(millis, int | float) else None
-    return {"supabaseUserId": user.id, "stackAuthUserId": stack_user["id"], "email": user.normalized_email,
-            "migratedAt": when}
-
-
-def _why_unmatched(user: SupabaseUser, holders: dict[str, SupabaseUser]) -> str:
-    email = user.normalized_email
-    later = "; `supamove migrate-users` creates it"
-    if email and not EMAIL_RE.match(email) and not user.deleted_at and not user.is_anonymous:
-        return "invalid e-mail: no Stack Auth user with its id" + later
-    if user.deleted_at:
-        return "deleted: no Stack Auth user with its id" + later
-    if user.is_anonymous:
-        return "anonymous: no Stack Auth user with its id" + later
-    holder = holders.get(email) if email else None
-    if holder is not None and holder.id != user.id:
-        return f"shares its e-mail with {holder.id}: no Stack Auth user with its id" + later
-    return "no Stack Auth user with its id or e-mail" + later

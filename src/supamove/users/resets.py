@@ -10,15 +10,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from supamove.errors import ConfigError, DataFileError, SupamoveError
-from supamove.files import read_json, write_json
+from supamove.clock import iso, parse_iso
+from supamove.errors import ConfigError, DataFileError, StackAuthError, SupamoveError
+from supamove.files import json_list, read_json, write_json
 from supamove.log import get_logger
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
+from supamove.usermap import UserMapping
 from supamove.users.client import Rejected, StackAuthClient
-from supamove.users.mapping import UserMapping, iso, parse_iso
 
 log = get_logger("users.resets")
 LABEL = "password resets"
@@ -33,18 +32,23 @@ class ResetResult:
     to_send: list[dict[str, Any]] = field(default_factory=list)
     dry_run: bool = False
 
+    def failure(self) -> StackAuthError | None:
+        """The error a run with failed e-mails ends with (after its summary), or None."""
+        if not self.failed:
+            return None
+        return StackAuthError(f"{len(self.failed):,} reset e-mails failed", fix="correct the cause, then rerun")
+
 
 def send_password_resets(client: StackAuthClient | None, datadir: DataDir, callback_url: str | None,
                          dry_run: bool = False, concurrency: int = 4,
                          progress: Progress | None = None) -> ResetResult:
     """Send Stack Auth's reset e-mail to everyone in password-reset-required.json not yet sent to."""
-    required = read_json(datadir.password_resets, "migrate-users")
-    if not isinstance(required, dict) or not isinstance(required.get("users"), list):
-        raise DataFileError(f"{datadir.password_resets} has no \"users\" list",
-                            fix="run `supamove migrate-users` again to rewrite it")
+    path = datadir.password_resets
+    required = json_list(read_json(path, "migrate-users"), "users", path,
+                         "run `supamove migrate-users` again to rewrite it")
     sent = _load_sent(datadir.password_resets_sent)
-    todo = [u for u in required["users"] if u.get("email") and u.get("supabaseUserId") not in sent]
-    result = ResetResult(already_sent=len(required["users"]) - len(todo), to_send=todo, dry_run=dry_run)
+    todo = [u for u in required if u.get("email") and u.get("supabaseUserId") not in sent]
+    result = ResetResult(already_sent=len(required) - len(todo), to_send=todo, dry_run=dry_run)
     if dry_run:
         return result
     if not callback_url:
@@ -87,14 +91,14 @@ def _send_all(client: StackAuthClient, datadir: DataDir, callback_url: str, todo
 
 
 def _load_sent(path: Path) -> dict[str, dict[str, Any]]:
-    if not path.exists():
+    fix = "restore it; deleting it would send every reset e-mail again"
+    data = read_json(path, "send-password-resets", fix=fix, missing_ok=True)
+    if data is None:
         return {}
     try:
-        data = orjson.loads(path.read_bytes())
-        return {entry["supabaseUserId"]: entry for entry in data["sent"]}
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataFileError(f"{path} is damaged ({type(exc).__name__})",
-                            fix="restore it; deleting it would send every reset e-mail again") from None
+        return {entry["supabaseUserId"]: entry for entry in json_list(data, "sent", path, fix)}
+    except (KeyError, TypeError) as exc:
+        raise DataFileError(f"{path} is damaged ({type(exc).__name__})", fix=fix) from exc
 
 
 def _save_sent(path: Path, sent: dict[str, dict[str, Any]]) -> None:

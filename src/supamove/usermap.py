@@ -1,0 +1,124 @@
+"""`user-mapping.json`: each Supabase user id with its Stack Auth user id, a public contract (see the README).
+
+Written by migrate-users and map-users, read by import (to rewrite user ids) and verify (to compare them).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from supamove.clock import iso
+from supamove.errors import DataFileError
+from supamove.files import json_list, read_json, write_json
+
+RETENTION = timedelta(days=90)
+FLUSH_EVERY = 200
+FLUSH_SECONDS = 2.0
+
+
+@dataclass
+class UserMapping:
+    """The mapping in memory; `save` rewrites the file atomically (0600)."""
+
+    path: Path
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    generated_at: str | None = None
+    retain_until: str | None = None
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _owners: dict[str, str] = field(default_factory=dict, repr=False)  # Stack Auth id (lower) -> Supabase id
+    _unsaved: int = 0
+    _saved_at: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def load(cls, path: Path) -> UserMapping:
+        """The mapping file, or an empty mapping when there is none; a damaged one is a DataFileError."""
+        fix = f"restore {path.name} from a backup, or move it away and run `supamove map-users` to rebuild it"
+        data = read_json(path, "map-users", fix=fix, missing_ok=True)
+        if data is None:
+            return cls(path)
+        entries = json_list(data, "mappings", path, fix)
+        mapping = cls(path, generated_at=data.get("generatedAt"), retain_until=data.get("retainUntil"))
+        seen: set[str] = set()  # Supabase ids, lowercase
+        for number, entry in enumerate(entries, 1):
+            sid = mapping._check_entry(number, entry, seen, fix)
+            seen.add(sid.lower())
+            stack_id = entry["stackAuthUserId"]
+            mapping.entries[sid] = {"supabaseUserId": sid, "stackAuthUserId": stack_id,
+                                    "email": entry.get("email"), "migratedAt": entry.get("migratedAt")}
+            mapping._owners[stack_id.lower()] = sid
+        return mapping
+
+    def _check_entry(self, number: int, entry: Any, seen: set[str], fix: str) -> str:
+        """The entry's Supabase id, once it names both ids, neither of them listed before."""
+        sid = entry.get("supabaseUserId") if isinstance(entry, dict) else None
+        if not isinstance(sid, str) or not isinstance(entry.get("stackAuthUserId"), str):
+            raise DataFileError(f"{self.path}: mapping number {number} lacks supabaseUserId or stackAuthUserId",
+                                fix=fix)
+        if sid.lower() in seen:  # uuids ignore case: of "A" and "a", one would silently win
+            raise DataFileError(f"{self.path} lists Supabase user {sid.lower()} twice", fix=fix)
+        stack_id = entry["stackAuthUserId"]
+        other = self._owners.get(stack_id.lower())
+        if other is not None:
+            # import would give two Supabase users' rows the same Stack Auth id (a primary-key collision)
+            raise DataFileError(
+                f"{self.path} lists Stack Auth user {stack_id} twice (for Supabase users {other} and {sid}); "
+                "each Supabase user must have a Stack Auth user of its own",
+                fix=f"move {self.path.name} away, run `supamove map-users` to rebuild it, then "
+                    "`supamove migrate-users` to create the users it lacks")
+        return sid
+
+    def by_supabase(self) -> dict[str, str]:
+        """Supabase id (lowercase) to Stack Auth id: how import rewrites user ids."""
+        with self.lock:
+            return {sid.lower(): e["stackAuthUserId"] for sid, e in self.entries.items()}
+
+    def by_stack(self) -> dict[str, str]:
+        """Stack Auth id to Supabase id, both lowercase: how verify reads the target's user ids back."""
+        with self.lock:
+            return {e["stackAuthUserId"].lower(): sid.lower() for sid, e in self.entries.items()}
+
+    def get(self, supabase_user_id: str) -> str | None:
+        with self.lock:
+            entry = self.entries.get(supabase_user_id)
+            return entry["stackAuthUserId"] if entry else None
+
+    def owner_of(self, stack_auth_user_id: str) -> str | None:
+        """The Supabase user mapped to this Stack Auth user, if any."""
+        with self.lock:
+            return self._owners.get(stack_auth_user_id.lower())
+
+    def add(self, supabase_user_id: str, stack_auth_user_id: str, email: str | None,
+            migrated_at: str | None = None) -> None:
+        """Map one Supabase user; ValueError when the Stack Auth user is already another's (one-to-one)."""
+        with self.lock:
+            owner = self._owners.get(stack_auth_user_id.lower())
+            if owner is not None and owner != supabase_user_id:
+                raise ValueError(f"Stack Auth user {stack_auth_user_id} is already mapped to Supabase user {owner}")
+            previous = self.entries.get(supabase_user_id)
+            if previous is not None:
+                self._owners.pop(previous["stackAuthUserId"].lower(), None)
+            self.entries[supabase_user_id] = {"supabaseUserId": supabase_user_id,
+                                              "stackAuthUserId": stack_auth_user_id, "email": email,
+                                              "migratedAt": migrated_at or iso(datetime.now(UTC))}
+            self._owners[stack_auth_user_id.lower()] = supabase_user_id
+            self._unsaved += 1
+
+    def due(self) -> bool:
+        """Enough new entries, or enough time, to be worth a rewrite."""
+        with self.lock:
+            return self._unsaved >= FLUSH_EVERY or (
+                self._unsaved > 0 and time.monotonic() - self._saved_at >= FLUSH_SECONDS)
+
+    def save(self) -> None:
+        with self.lock:
+            now = datetime.now(UTC)
+            self.generated_at, self.retain_until = iso(now), iso(now + RETENTION)
+            write_json(self.path, {"generatedAt": self.generated_at, "retainUntil": self.retain_until,
+                                   "mappings": list(self.entries.values())})
+            self._unsaved = 0
+            self._saved_at = time.monotonic()

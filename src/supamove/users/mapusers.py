@@ -1,0 +1,114 @@
+"""`supamove map-users`: user-mapping.json rebuilt from the users already in Stack Auth, creating none."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from supamove.clock import iso
+from supamove.paths import DataDir
+from supamove.progress import NullProgress, Progress
+from supamove.usermap import UserMapping
+from supamove.users.client import StackAuthClient, supabase_id_of
+from supamove.users.plan import EMAIL_RE, email_holders
+from supamove.users.source import SupabaseUser, load_auth_export, normalize_email
+
+LABEL = "stack auth users"
+
+
+@dataclass
+class MapResult:
+    matched: list[dict[str, Any]]
+    unmatched_supabase: list[tuple[str, str | None, str]]  # (id, e-mail, why)
+    unmatched_stack: list[tuple[str, str | None]]
+    dry_run: bool
+    mapping_path: Path | None = None
+
+
+@dataclass
+class _Matches:
+    """The matching so far: Supabase id to mapping entry, and what is left on the Stack Auth side."""
+
+    matched: dict[str, dict[str, Any]]
+    by_email: dict[str, list[dict[str, Any]]]  # Stack Auth users with no Supabase id, by their e-mail
+    unmatched_stack: list[tuple[str, str | None]]
+
+
+def map_users(client: StackAuthClient, datadir: DataDir, dry_run: bool = False,
+              progress: Progress | None = None) -> MapResult:
+    """Rebuild user-mapping.json from the users already in Stack Auth; creates nothing.
+
+    One-to-one, as migrate-users maps: first by the Supabase id kept in server_metadata; then a
+    Stack Auth user with none (one who signed up on their own) by its e-mail, to the Supabase user
+    who signs in with that e-mail (the oldest live one having it), never to two Supabase users.
+    """
+    users = load_auth_export(datadir)
+    holders = email_holders(users)
+    found = _match_by_id(client, users, holders, progress or NullProgress())
+    _match_by_email(found, holders)  # ids first, then e-mails for the rest
+    unmatched = [(u.id, u.normalized_email, _why_unmatched(u, holders)) for u in users if u.id not in found.matched]
+    ordered = [found.matched[u.id] for u in users if u.id in found.matched]
+    result = MapResult(ordered, unmatched, found.unmatched_stack, dry_run)
+    if not dry_run:
+        mapping = UserMapping(datadir.user_mapping)
+        for entry in ordered:
+            mapping.add(entry["supabaseUserId"], entry["stackAuthUserId"], entry["email"], entry["migratedAt"])
+        mapping.save()
+        result.mapping_path = mapping.path
+    return result
+
+
+def _match_by_id(client: StackAuthClient, users: list[SupabaseUser], holders: dict[str, SupabaseUser],
+                 progress: Progress) -> _Matches:
+    """Every Stack Auth user read once: matched by its Supabase id, or set aside by its e-mail."""
+    by_id = {u.id: u for u in users}
+    found = _Matches({}, {}, [])
+    progress.start(LABEL, None)
+    for stack_user in client.iter_users():
+        progress.advance(LABEL)
+        sid = supabase_id_of(stack_user)
+        email = normalize_email(stack_user.get("primary_email"))
+        if sid in by_id and sid not in found.matched:
+            found.matched[sid] = _mapping_entry(by_id[sid], stack_user)
+        elif sid is None and email is not None and email in holders:
+            found.by_email.setdefault(email, []).append(stack_user)
+        else:
+            found.unmatched_stack.append((stack_user["id"], stack_user.get("primary_email")))
+    progress.finish(LABEL)
+    return found
+
+
+def _match_by_email(found: _Matches, holders: dict[str, SupabaseUser]) -> None:
+    """Each e-mail's Stack Auth users to the Supabase user who signs in with it: the first one only."""
+    for email, candidates in found.by_email.items():
+        candidates.sort(key=lambda u: not u.get("primary_email_auth_enabled"))  # the one signing in first
+        holder = holders[email]
+        for stack_user in candidates:
+            if holder.id not in found.matched:
+                found.matched[holder.id] = _mapping_entry(holder, stack_user)
+            else:
+                found.unmatched_stack.append((stack_user["id"], stack_user.get("primary_email")))
+
+
+def _mapping_entry(user: SupabaseUser, stack_user: dict[str, Any]) -> dict[str, Any]:
+    millis = stack_user.get("signed_up_at_millis")
+    when = iso(datetime.fromtimestamp(millis / 1000, UTC)) if isinstance(millis, int | float) else None
+    return {"supabaseUserId": user.id, "stackAuthUserId": stack_user["id"], "email": user.normalized_email,
+            "migratedAt": when}
+
+
+def _why_unmatched(user: SupabaseUser, holders: dict[str, SupabaseUser]) -> str:
+    email = user.normalized_email
+    later = "; `supamove migrate-users` creates it"
+    if email and not EMAIL_RE.match(email) and not user.deleted_at and not user.is_anonymous:
+        return "invalid e-mail: no Stack Auth user with its id" + later
+    if user.deleted_at:
+        return "deleted: no Stack Auth user with its id" + later
+    if user.is_anonymous:
+        return "anonymous: no Stack Auth user with its id" + later
+    holder = holders.get(email) if email else None
+    if holder is not None and holder.id != user.id:
+        return f"shares its e-mail with {holder.id}: no Stack Auth user with its id" + later
+    return "no Stack Auth user with its id or e-mail" + later

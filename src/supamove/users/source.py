@@ -1,0 +1,120 @@
+"""The auth export read back: auth.users and auth.identities rows as typed Supabase users."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from supamove.clock import iso, parse_iso
+from supamove.errors import DataFileError
+from supamove.files import read_rows
+from supamove.metadata import Metadata
+from supamove.paths import DataDir
+
+FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
+
+
+@dataclass
+class SupabaseUser:
+    """The fields of one auth.users row that decide its treatment."""
+
+    id: str
+    email: str | None
+    phone: str | None
+    encrypted_password: str | None = field(repr=False)
+    email_confirmed_at: str | None
+    created_at: str | None
+    raw_user_meta_data: Any
+    raw_app_meta_data: Any
+    is_anonymous: bool
+    deleted_at: str | None
+    banned_until: str | None
+    is_sso_user: bool
+    identities: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> SupabaseUser:
+        return cls(
+            id=str(row["id"]), email=row.get("email"), phone=row.get("phone"),
+            encrypted_password=row.get("encrypted_password"), email_confirmed_at=row.get("email_confirmed_at"),
+            created_at=row.get("created_at"), raw_user_meta_data=jsonb(row.get("raw_user_meta_data")),
+            raw_app_meta_data=jsonb(row.get("raw_app_meta_data")), is_anonymous=bool(row.get("is_anonymous")),
+            deleted_at=row.get("deleted_at"), banned_until=row.get("banned_until"),
+            is_sso_user=bool(row.get("is_sso_user")))
+
+    @property
+    def normalized_email(self) -> str | None:
+        return normalize_email(self.email)
+
+
+def jsonb(value: Any) -> Any:
+    """A jsonb column's value: export writes PostgreSQL's text of it, a JSON document in a string."""
+    if isinstance(value, str):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
+def normalize_email(value: str | None) -> str | None:
+    """As Stack Auth stores it (emails.tsx normalizeEmail): trimmed and lower-cased; None when blank."""
+    if not value or not value.strip():
+        return None
+    return value.strip().lower()
+
+
+def parse_ts(value: str | None) -> datetime | None:
+    """PostgreSQL's text output or ISO-8601, as UTC; 'infinity' is the far future."""
+    if value is None:
+        return None
+    if value == "infinity":
+        return FAR_FUTURE
+    if value == "-infinity":
+        return datetime.min.replace(tzinfo=UTC)
+    return parse_iso(value)
+
+
+def iso_ts(value: str | None) -> str | None:
+    """An exported timestamp as ISO-8601 UTC; infinities (and None) as they are."""
+    moment = parse_ts(value)
+    if moment is None or moment in (FAR_FUTURE,) or moment.year == 1:
+        return value
+    return iso(moment, "auto")
+
+
+def load_auth_export(datadir: DataDir) -> list[SupabaseUser]:
+    """The exported auth users with their identities, oldest first; DataFileError when not exported."""
+    users_file = datadir.table_file("auth", "users")
+    identities_file = datadir.table_file("auth", "identities")
+    for path in (users_file, identities_file):
+        if not path.exists():
+            raise DataFileError(f"{path} not found (the auth users are read from the export)",
+                                fix="run `supamove export` first")
+    users = {}
+    for row in read_rows(users_file):
+        user = SupabaseUser.from_row(row)
+        users[user.id] = user
+    identities = 0
+    for row in read_rows(identities_file):
+        identities += 1
+        owner = users.get(str(row.get("user_id")))
+        if owner is not None:
+            owner.identities.append({**row, "identity_data": jsonb(row.get("identity_data"))})
+    _check_counts(datadir, {"users": len(users), "identities": identities})
+    return sorted(users.values(), key=lambda u: (parse_ts(u.created_at) or FAR_FUTURE, u.id))
+
+
+def _check_counts(datadir: DataDir, counts: dict[str, int]) -> None:
+    """When metadata.json records the auth tables' row counts, the files must hold that many rows."""
+    if not datadir.metadata.exists():
+        return
+    meta = Metadata.load(datadir, require_complete=False)
+    for entry in meta.auth_tables:
+        expected, name = entry.get("rowCount"), entry.get("name")
+        if name in counts and expected is not None and expected != counts[name]:
+            raise DataFileError(f"auth.{name}: metadata.json records {expected} rows, the file holds {counts[name]}",
+                                fix="run `supamove export` again")
