@@ -27,7 +27,7 @@ from supamove.sandbox.stackauth import StackAuthSandbox
 from supamove.users.client import RetryPolicy, StackAuthClient
 from supamove.users.mapping import PendingJournal, UserMapping
 from supamove.users.migrate import MigrateOptions, map_users, migrate_users
-from supamove.users.plan import load_auth_export, plan_users
+from supamove.users.plan import importable_hash, load_auth_export, plan_users
 from supamove.users.resets import purge_mapping, send_password_resets
 
 PROJECT = str(uuid.uuid4())
@@ -196,6 +196,19 @@ def test_plan_gives_every_kind_of_user_its_treatment(datadir: DataDir) -> None:
     assert "primary_email" not in plan[uid("heidi")].body
     assert plan[uid("mallory")].body["restricted_by_admin"] is True
     assert "restricted_by_admin" not in plan[uid("oscar")].body
+
+
+def test_a_bcrypt_hash_with_a_trailing_newline_is_not_kept(tmp_path: Path) -> None:
+    """Stack Auth's pattern ends as JavaScript's `$` does: no newline after the hash."""
+    users, identities = edge_users()
+    for row in users:
+        if row["id"] == uid("alice"):
+            row["encrypted_password"] = HASHES["alice"] + "\n"
+    plan = {p.user.id: p for p in plan_users(load_auth_export(write_export(tmp_path, users, identities)), set())}
+    alice = plan[uid("alice")]
+    assert (alice.password, alice.reset_reason) == ("reset-required", "unsupported-hash")
+    assert "password_hash" not in (alice.body or {})
+    assert importable_hash(HASHES["alice"]) and not importable_hash(HASHES["alice"] + "\n")
 
 
 def test_migrate_creates_each_user_as_documented(stack: StackAuthSandbox, client: StackAuthClient,
