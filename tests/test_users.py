@@ -23,7 +23,7 @@ from click.testing import CliRunner
 
 from supamove.errors import DataFileError, StackAuthError, SupamoveError
 from supamove.paths import DataDir
-from supamove.sandbox.stackauth import StackAuthSandbox
+from supamove.sandbox.stackauth import SandboxConfig, StackAuthSandbox
 from supamove.users.client import RetryPolicy, StackAuthClient
 from supamove.users.mapping import PendingJournal, UserMapping
 from supamove.users.migrate import MigrateOptions, map_users, migrate_users
@@ -118,9 +118,13 @@ def write_export(root: Path, users: list[dict[str, Any]], identities: list[dict[
     return datadir
 
 
+# The app's domain, trusted in the Stack Auth project: the real server sends reset links only there.
+TRUSTED = SandboxConfig(trusted_domains=("https://app.example.com",))
+
+
 @pytest.fixture
 def stack() -> Iterator[StackAuthSandbox]:
-    with StackAuthSandbox(PROJECT, SECRET) as sandbox:
+    with StackAuthSandbox(PROJECT, SECRET, config=TRUSTED) as sandbox:
         yield sandbox
 
 
