@@ -28,7 +28,7 @@ def test_dry_run_shows_plan_and_writes_nothing(cli, data_dir: Path) -> None:
     chain = ["public.organizations", "public.sites", "public.units", "public.sensors", "public.readings"]
     assert [out.index(name) for name in chain] == sorted(out.index(name) for name in chain)  # parents first
     assert "public.sites" in out and "edge.types_zoo" in out
-    assert "auth.users" in out and "auth.identities" in out
+    assert "auth.users" in out and "auth.identities" in out and "auth.mfa_factors" in out
     assert "acknowledged_by" in out  # a user-id column found through its FK to auth.users
     assert "FK cycle or self-reference: edge.cycle_a, edge.cycle_b" in out
     assert "Platform schemas skipped: " in out and "storage" in out and "realtime" in out
@@ -48,7 +48,11 @@ def test_export_writes_every_table_and_metadata(cli, dbs, data_dir: Path) -> Non
     names = {(t["schema"], t["name"]) for t in meta["tables"]}
     assert ("public", "readings") in names and ("edge", "Odd Table") in names
     assert not {s for s, _ in names} & {"auth", "storage", "realtime", "vault", "supabase_migrations"}
-    assert {(t["schema"], t["name"]) for t in meta["auth"]} == {("auth", "users"), ("auth", "identities")}
+    assert {(t["schema"], t["name"]) for t in meta["auth"]} == {("auth", "users"), ("auth", "identities"),
+                                                                ("auth", "mfa_factors")}
+    factors = lines(data_dir / "auth" / "auth.mfa_factors.jsonl")
+    assert [(f["factor_type"], f["status"], f["secret"]) for f in factors] == [("totp", "verified", "JBSWY3DPEHPK3PXP")]
+    assert {"user_id", "friendly_name", "phone", "web_authn_credential", "last_challenged_at"} <= set(factors[0])
     with dbs.source() as conn:
         for entry in meta["tables"] + meta["auth"]:
             path = data_dir / entry["file"]

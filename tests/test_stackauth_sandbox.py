@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import pytest
 
 from supamove.errors import StackAuthError
 from supamove.sandbox.pgserver import free_port
-from supamove.sandbox.stackauth import StackAuthSandbox
+from supamove.sandbox.stackauth import SandboxConfig, StackAuthSandbox
 from supamove.users.client import RetryPolicy, StackAuthClient
 
 PROJECT = str(uuid.uuid4())
@@ -197,12 +198,96 @@ def test_read_update_delete_by_id(http: httpx.Client) -> None:
 
 def test_send_reset_code(stack: StackAuthSandbox, http: httpx.Client) -> None:
     user = http.post("/api/v1/users", json={"primary_email": "r@x.io", "primary_email_auth_enabled": True}).json()
-    body = {"email": "r@x.io", "callback_url": "https://app.example.com/reset"}
+    body = {"email": "r@x.io", "callback_url": "http://localhost:3000/handler/password-reset"}
     answer = http.post("/api/v1/auth/password/send-reset-code", json=body)
     assert answer.status_code == 200 and answer.json() == {"success": "maybe, only if user with e-mail exists"}
     assert http.post("/api/v1/auth/password/send-reset-code", json={**body, "email": "who@x.io"}).json() == answer.json()
     assert [(e.email, e.user_id) for e in stack.reset_emails] == [("r@x.io", user["id"])]
     known(http.post("/api/v1/auth/password/send-reset-code", json={"email": "r@x.io"}), 400, "SCHEMA_ERROR")
+
+
+NOT_WHITELISTED = ("Redirect URL not whitelisted. Did you forget to add this domain to the trusted domains list "
+                   "on the Stack Auth dashboard?")
+
+
+def test_reset_links_go_only_to_trusted_domains(http: httpx.Client) -> None:
+    """redirect-urls.tsx: localhost when allowed, else a trusted domain; checked only for an existing user."""
+    http.post("/api/v1/users", json={"primary_email": "t@x.io", "primary_email_auth_enabled": True})
+    send = "/api/v1/auth/password/send-reset-code"
+    for url in ("http://localhost:3000/reset", "http://127.0.0.1/r", "http://app.localhost/r"):
+        assert http.post(send, json={"email": "t@x.io", "callback_url": url}).status_code == 200, url
+    body = known(http.post(send, json={"email": "t@x.io", "callback_url": "https://app.example.com/reset"}),
+                 400, "REDIRECT_URL_NOT_WHITELISTED")
+    assert body == {"code": "REDIRECT_URL_NOT_WHITELISTED", "error": NOT_WHITELISTED}
+    # No such user: the answer does not tell whether the link would have been refused.
+    assert http.post(send, json={"email": "no@x.io", "callback_url": "https://evil.example/r"}).status_code == 200
+    config = SandboxConfig(allow_localhost=False, trusted_domains=("https://app.example.com", "https://*.freshtrack.test"))
+    with StackAuthSandbox(PROJECT, SECRET, config=config) as trusted, \
+            httpx.Client(base_url=trusted.url, headers=HEADERS) as other:
+        other.post("/api/v1/users", json={"primary_email": "t@x.io", "primary_email_auth_enabled": True})
+        for url, status in [("https://app.example.com/handler/password-reset", 200), ("https://eu.freshtrack.test/r", 200),
+                            ("https://app.example.com:8443/r", 400), ("http://app.example.com/r", 400),
+                            ("https://example.com/r", 400), ("http://localhost:3000/r", 400)]:
+            assert other.post(send, json={"email": "t@x.io", "callback_url": url}).status_code == status, url
+        assert [e.callback_url for e in trusted.reset_emails] == ["https://app.example.com/handler/password-reset",
+                                                                   "https://eu.freshtrack.test/r"]
+
+
+def test_display_name_is_at_most_256_utf16_units(http: httpx.Client) -> None:
+    problem = "Request validation failed on POST /api/v1/users:\n  - body.display_name must be at most 256 characters"
+    assert http.post("/api/v1/users", json={"display_name": "x" * 256}).status_code == 201
+    assert http.post("/api/v1/users", json={"display_name": "\U0001F600" * 128}).status_code == 201
+    for name in ("x" * 257, "\U0001F600" * 129, "x" + "\U0001F600" * 128):  # an emoji is two UTF-16 units
+        assert known(http.post("/api/v1/users", json={"display_name": name}), 400, "SCHEMA_ERROR")["error"] == problem
+    user = http.post("/api/v1/users", json={}).json()
+    body = known(http.patch(f"/api/v1/users/{user['id']}", json={"display_name": "é" * 300}), 400, "SCHEMA_ERROR")
+    assert body["error"].endswith("body.display_name must be at most 256 characters")
+
+
+def plain_500(response: httpx.Response) -> None:
+    assert response.status_code == 500 and "x-stack-known-error" not in response.headers
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    assert response.text.startswith("Something went wrong. Please make sure the data you entered is correct.")
+
+
+def test_oauth_accounts_follow_the_unique_indexes(stack: StackAuthSandbox, http: httpx.Client) -> None:
+    """OAuthAuthMethod: one entry per provider per user, one user per provider account; a violation is a 500."""
+    def oauth(*pairs: tuple[str, str]) -> dict:
+        return {"oauth_providers": [{"id": p, "account_id": a, "email": None} for p, a in pairs]}
+
+    owner = http.post("/api/v1/users", json=oauth(("linkedin", "li-1"), ("google", "g-1")))
+    assert owner.status_code == 201
+    plain_500(http.post("/api/v1/users", json=oauth(("linkedin", "li-2"), ("linkedin", "li-3"))))
+    plain_500(http.post("/api/v1/users", json=oauth(("x", "x-9"), ("x", "x-9"))))
+    plain_500(http.post("/api/v1/users", json=oauth(("github", "gh-5"), ("google", "g-1"))))
+    assert len(stack.users) == 1  # each failed create rolled back whole
+    assert http.post("/api/v1/users", json=oauth(("github", "g-1"))).status_code == 201  # another provider's id
+    http.delete(f"/api/v1/users/{owner.json()['id']}")
+    assert http.post("/api/v1/users", json=oauth(("google", "g-1"))).status_code == 201  # freed with its user
+
+
+def test_a_bcrypt_hash_with_a_trailing_newline_is_refused(http: httpx.Client) -> None:
+    good = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    assert http.post("/api/v1/users", json={"password_hash": good}).status_code == 201
+    for bad in (good + "\n", good[:-1] + "\n", good[:-1] + "\u2028"):
+        response = http.post("/api/v1/users", json={"password_hash": bad})
+        assert response.status_code == 400, repr(bad)
+        assert response.text == "Invalid password hash. Make sure it's a supported algorithm in Modular Crypt Format."
+
+
+def test_totp_secret_is_stored_and_only_an_update_requires_it(stack: StackAuthSandbox, http: httpx.Client) -> None:
+    """crud.tsx: create stores totpSecret without setting requiresTotpMfa; update sets both."""
+    secret = base64.b64encode(b"12345678901234567890").decode()
+    created = http.post("/api/v1/users", json={"totp_secret_base64": secret})
+    assert created.status_code == 201 and created.json()["requires_totp_mfa"] is False
+    user_id = created.json()["id"]
+    assert stack.stored(user_id)["totp_secret"] == b"12345678901234567890"
+    patched = http.patch(f"/api/v1/users/{user_id}", json={"totp_secret_base64": secret})
+    assert patched.json()["requires_totp_mfa"] is True and "totp_secret_base64" not in patched.json()
+    cleared = http.patch(f"/api/v1/users/{user_id}", json={"totp_secret_base64": None})
+    assert cleared.json()["requires_totp_mfa"] is False and stack.stored(user_id)["totp_secret"] is None
+    body = known(http.post("/api/v1/users", json={"totp_secret_base64": "JBSWY3DPEHPK3PXP="}), 400, "SCHEMA_ERROR")
+    assert body["error"].endswith("body.totp_secret_base64 is not valid base64")
 
 
 def test_injected_faults(stack: StackAuthSandbox, http: httpx.Client) -> None:

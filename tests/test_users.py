@@ -23,13 +23,13 @@ from click.testing import CliRunner
 
 from supamove.errors import DataFileError, StackAuthError, SupamoveError
 from supamove.paths import DataDir
-from supamove.sandbox.stackauth import StackAuthSandbox
+from supamove.sandbox.stackauth import SandboxConfig, StackAuthSandbox
 from supamove.usermap import UserMapping
 from supamove.users.client import RetryPolicy, StackAuthClient
 from supamove.users.journal import PendingJournal
 from supamove.users.mapusers import map_users
 from supamove.users.migrate import MigrateOptions, MigrationResult, UserOutcome, migrate_users
-from supamove.users.plan import plan_users
+from supamove.users.plan import importable_hash, plan_users
 from supamove.users.resets import ResetResult, purge_mapping, send_password_resets
 from supamove.users.source import load_auth_export
 
@@ -121,9 +121,13 @@ def write_export(root: Path, users: list[dict[str, Any]], identities: list[dict[
     return datadir
 
 
+# The app's domain, trusted in the Stack Auth project: the real server sends reset links only there.
+TRUSTED = SandboxConfig(trusted_domains=("https://app.example.com",))
+
+
 @pytest.fixture
 def stack() -> Iterator[StackAuthSandbox]:
-    with StackAuthSandbox(PROJECT, SECRET) as sandbox:
+    with StackAuthSandbox(PROJECT, SECRET, config=TRUSTED) as sandbox:
         yield sandbox
 
 
@@ -199,6 +203,19 @@ def test_plan_gives_every_kind_of_user_its_treatment(datadir: DataDir) -> None:
     assert "primary_email" not in plan[uid("heidi")].body
     assert plan[uid("mallory")].body["restricted_by_admin"] is True
     assert "restricted_by_admin" not in plan[uid("oscar")].body
+
+
+def test_a_bcrypt_hash_with_a_trailing_newline_is_not_kept(tmp_path: Path) -> None:
+    """Stack Auth's pattern ends as JavaScript's `$` does: no newline after the hash."""
+    users, identities = edge_users()
+    for row in users:
+        if row["id"] == uid("alice"):
+            row["encrypted_password"] = HASHES["alice"] + "\n"
+    plan = {p.user.id: p for p in plan_users(load_auth_export(write_export(tmp_path, users, identities)), set())}
+    alice = plan[uid("alice")]
+    assert (alice.password, alice.reset_reason) == ("reset-required", "unsupported-hash")
+    assert "password_hash" not in (alice.body or {})
+    assert importable_hash(HASHES["alice"]) and not importable_hash(HASHES["alice"] + "\n")
 
 
 def test_migrate_creates_each_user_as_documented(stack: StackAuthSandbox, client: StackAuthClient,

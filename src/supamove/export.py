@@ -26,7 +26,7 @@ from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
 
 log = get_logger("export")
-AUTH_TABLES = ("users", "identities")
+AUTH_TABLES = ("users", "identities", "mfa_factors")  # mfa_factors: the second factors to carry over
 COPY_BLOCK = 1 << 20
 # CSV with control characters as quote and delimiter passes each JSON line through untouched:
 # row_to_json escapes every control character, so none can appear in its output.

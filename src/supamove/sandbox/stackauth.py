@@ -7,14 +7,22 @@ Known errors are JSON `{code, details?, error}` with `X-Stack-Known-Error`; othe
 text/plain. E-mail uniqueness is the real one (crud.tsx checkAuthData, the ContactChannel unique
 key (tenancyId, type, value, usedForAuth) in schema.prisma, and the doc "Primary Email and Contact
 Channel Logic"): only an e-mail used for auth is unique; any number of users may have the same
-primary e-mail with `primary_email_auth_enabled: false`. Deliberate shortcuts, for speed: a bcrypt `password_hash` is checked by shape and cost
-(not by a trial compare), and an unknown e-mail on send-reset-code answers at once.
+primary e-mail with `primary_email_auth_enabled: false`. OAuth accounts follow the OAuthAuthMethod
+unique keys of schema.prisma: (user, provider) and (provider, account id) are unique in a project,
+and a create breaking one fails inside the backend's transaction, a plain 500 (nothing is created).
+A reset link goes only to a trusted domain (lib/redirect-urls.tsx validateRedirectUrl), checked as
+the real server checks it: only when the e-mail belongs to a user. `totp_secret_base64` is stored
+as crud.tsx stores it: a create keeps the secret but leaves `requires_totp_mfa` false, an update
+sets it. Deliberate shortcuts, for speed: a bcrypt `password_hash` is checked by shape and cost (not
+by a trial compare), and an unknown e-mail on send-reset-code answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import bisect
+import fnmatch
 import os
 import re
 import secrets
@@ -39,8 +47,13 @@ RESET_ANSWER = {"success": "maybe, only if user with e-mail exists"}
 # yup's string().email() (the WHATWG rule).
 EMAIL_RE = re.compile(r"^[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
                       r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
-BCRYPT_RE = re.compile(r"^\$2[ayb]\$.{56}$", re.DOTALL)
-BCRYPT_SHAPE = re.compile(r"^\$2[ayb]\$(\d\d)\$[./A-Za-z0-9]{53}$")
+# hashes.tsx `/^\$2[ayb]\$.{56}$/` as JavaScript reads it: `.` is no line terminator, `$` the very end.
+BCRYPT_RE = re.compile("^\\$2[ayb]\\$[^\n\r\u2028\u2029]{56}\\Z")
+BCRYPT_SHAPE = re.compile(r"^\$2[ayb]\$(\d\d)\$[./A-Za-z0-9]{53}\Z")
+# utils/bytes.tsx isBase64.
+BASE64_RE = re.compile(r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?\Z")
+DISPLAY_NAME_MAX = 256  # schema-fields.ts userDisplayNameSchema: yup max(256), counted in UTF-16 code units
+LOCALHOST_RE = re.compile(r"^(localhost|.+\.localhost|127\.\d+\.\d+\.\d+|\[::1\]|::1)$")
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
 COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 
@@ -88,6 +101,17 @@ def schema_error(method: str, path: str, problems: list[str]) -> HttpError:
     return known(400, "SCHEMA_ERROR", message, {"message": message})
 
 
+def internal_error() -> HttpError:
+    """What the real server answers for an unexpected error (a unique-index violation) in production."""
+    return HttpError(500, "Something went wrong. Please make sure the data you entered is correct.\n\n"
+                          f"Request ID: {secrets.token_hex(40)}")
+
+
+def redirect_url_not_whitelisted() -> HttpError:
+    return known(400, "REDIRECT_URL_NOT_WHITELISTED", "Redirect URL not whitelisted. Did you forget to add this "
+                 "domain to the trusted domains list on the Stack Auth dashboard?")
+
+
 def user_with_email_exists(email: str) -> HttpError:
     return known(409, "USER_EMAIL_ALREADY_EXISTS", f"A user with email {orjson.dumps(email).decode()} already exists.",
                  {"email": email, "would_work_if_email_was_verified": False})
@@ -132,6 +156,27 @@ class SandboxConfig:
     password_sign_in: bool = True
     otp_sign_in: bool = True
     require_email_verification: bool = False
+    allow_localhost: bool = True
+    # Base URLs of the trusted domains ("https://app.example.com", "https://*.example.com").
+    trusted_domains: tuple[str, ...] = ()
+
+    def trusts(self, url: str) -> bool:
+        """redirect-urls.tsx validateRedirectUrl: localhost when allowed, else a trusted domain's origin."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if parts.scheme not in ("http", "https") or not host:
+            return False
+        if self.allow_localhost and LOCALHOST_RE.match(host):
+            return True
+        return any(_same_origin(parts, urlsplit(domain)) for domain in self.trusted_domains)
+
+
+def _same_origin(url: Any, base: Any) -> bool:
+    """Scheme, host (a `*` in the domain matches any label) and port equal; the path starts with the base's."""
+    default = {"http": 80, "https": 443}
+    return (url.scheme == base.scheme and fnmatch.fnmatchcase(url.hostname or "", base.hostname or "")
+            and (url.port or default[url.scheme]) == (base.port or default.get(base.scheme))
+            and url.path.startswith(base.path or "/"))
 
 
 @dataclass
@@ -149,6 +194,7 @@ class Store:
         self.users: dict[str, dict[str, Any]] = {}
         self.order: list[tuple[int, str]] = []
         self.auth_emails: dict[str, str] = {}
+        self.oauth_accounts: dict[tuple[str, str], str] = {}  # (provider, account id) -> user id
         self._last_millis = 0
 
     def signed_up_now(self) -> int:
@@ -161,12 +207,22 @@ class Store:
         bisect.insort(self.order, (user["signed_up_at_millis"], user["id"]))
         if user["primary_email"] and user["primary_email_auth_enabled"]:
             self.auth_emails[user["primary_email"]] = user["id"]
+        for provider in user["oauth_providers"]:
+            self.oauth_accounts[(provider["id"], provider["account_id"])] = user["id"]
 
     def remove(self, user_id: str) -> None:
         user = self.users.pop(user_id)
         self.order.remove((user["signed_up_at_millis"], user_id))
         if self.auth_emails.get(user["primary_email"] or "") == user_id:
             del self.auth_emails[user["primary_email"]]
+        for provider in user["oauth_providers"]:
+            self.oauth_accounts.pop((provider["id"], provider["account_id"]), None)
+
+    def check_oauth_accounts(self, providers: list[dict[str, Any]]) -> None:
+        """OAuthAuthMethod's unique keys: one entry per provider per user, one user per provider account."""
+        ids = [p["id"] for p in providers]
+        if len(set(ids)) != len(ids) or any((p["id"], p["account_id"]) in self.oauth_accounts for p in providers):
+            raise internal_error()
 
 
 class StackAuthSandbox:
@@ -345,6 +401,7 @@ class StackAuthSandbox:
             for provider in body.get("oauth_providers") or []:
                 if provider["id"] not in self.config.oauth_providers:
                     raise HttpError(400, f"OAuth provider {provider['id']} not found")
+            self.store.check_oauth_accounts(body.get("oauth_providers") or [])
             if password_hash and not self.config.password_sign_in:
                 raise HttpError(400, "Password auth not enabled in the project")
             if body.get("otp_auth_enabled") and not self.config.otp_sign_in:
@@ -372,7 +429,8 @@ class StackAuthSandbox:
                 "risk_scores": body.get("risk_scores") or {"sign_up": {"bot": 0, "free_trial_abuse": 0}},
                 "oauth_providers": [{"id": p["id"], "account_id": p["account_id"], "email": p.get("email")}
                                     for p in body.get("oauth_providers") or []],
-                "requires_totp_mfa": False,
+                "requires_totp_mfa": False,  # crud.tsx onCreate stores the secret but never sets requiresTotpMfa
+                "totp_secret": _totp_secret(body.get("totp_secret_base64")),
             }
             self.store.add(user)
             return render_user(user, self.config)
@@ -431,7 +489,7 @@ class StackAuthSandbox:
             self._check_auth_data(email, verified, auth_enabled, old_email=user["primary_email"])
             if auth_enabled and self.store.auth_emails.get(email or "", user_id) != user_id:
                 # checkAuthData lets an unchanged e-mail through; the (value, usedForAuth) unique key does not
-                raise HttpError(500, "Internal Server Error")
+                raise internal_error()
             restricted = body.get("restricted_by_admin", user["restricted_by_admin"])
             if not restricted and (body.get("restricted_by_admin_reason") or body.get("restricted_by_admin_private_details")):
                 raise HttpError(400, "restricted_by_admin_reason requires restricted_by_admin=true")
@@ -447,6 +505,9 @@ class StackAuthSandbox:
                 user.update(restricted_by_admin_reason=None, restricted_by_admin_private_details=None)
             if "password" in body or "password_hash" in body:
                 user["password_hash"] = password_hash
+            if "totp_secret_base64" in body:
+                user["totp_secret"] = _totp_secret(body["totp_secret_base64"])
+                user["requires_totp_mfa"] = body["totp_secret_base64"] is not None
             self.store.add(user)
             return render_user(user, self.config)
 
@@ -522,9 +583,20 @@ class StackAuthSandbox:
         email = body["email"]
         with self.store.lock:
             user_id = self.store.auth_emails.get(email) or self.store.auth_emails.get(email.strip().lower())
-        if user_id:
+        if user_id:  # the real server checks the link only for an existing user (verification-code-handler.tsx)
+            if not self.config.trusts(body["callback_url"]):
+                raise redirect_url_not_whitelisted()
             self.reset_emails.append(ResetEmail(email, user_id, body["callback_url"]))
         return dict(RESET_ANSWER)
+
+
+def _totp_secret(value: str | None) -> bytes | None:
+    return None if value is None else base64.b64decode(value)
+
+
+def utf16_length(text: str) -> int:
+    """A JavaScript string's length: astral characters (emoji) count twice."""
+    return len(text.encode("utf-16-le")) // 2
 
 
 def render_user(user: dict[str, Any], config: SandboxConfig) -> dict[str, Any]:
@@ -613,6 +685,12 @@ def validate_body(body: Any, fields: dict[str, str]) -> list[str]:
 
 def _value_problems(body: dict[str, Any]) -> list[str]:
     problems = []
+    name = body.get("display_name")
+    if isinstance(name, str) and utf16_length(name) > DISPLAY_NAME_MAX:
+        problems.append(f"body.display_name must be at most {DISPLAY_NAME_MAX} characters")
+    secret = body.get("totp_secret_base64")
+    if isinstance(secret, str) and not BASE64_RE.match(secret):
+        problems.append("body.totp_secret_base64 is not valid base64")
     email = body.get("primary_email")
     if isinstance(email, str):
         if email == "":

@@ -16,10 +16,11 @@ from typing import Any
 
 from supamove.users.source import FAR_FUTURE, SupabaseUser, iso_ts, parse_ts
 
-# Stack Auth's rules (schema-fields.ts emailSchema = yup email; hashes.tsx for bcrypt).
+# Stack Auth's rules (schema-fields.ts emailSchema = yup email; hashes.tsx for bcrypt). Both end
+# with \Z: JavaScript's `$` is the end of the text, Python's `$` also matches before a final newline.
 EMAIL_RE = re.compile(r"^[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
-                      r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
-BCRYPT_RE = re.compile(r"^\$2[ayb]\$(\d\d)\$[./A-Za-z0-9]{53}$")
+                      r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*\Z")
+BCRYPT_RE = re.compile(r"^\$2[ayb]\$(\d\d)\$[./A-Za-z0-9]{53}\Z")
 # Supabase provider name -> Stack Auth provider id (utils/oauth.tsx standardProviders).
 OAUTH_PROVIDERS = {
     "google": "google", "github": "github", "azure": "microsoft", "spotify": "spotify",

@@ -273,6 +273,7 @@ CREATE TABLE auth.mfa_factors (
     last_challenged_at timestamp with time zone,
     web_authn_credential jsonb,
     web_authn_aaguid uuid,
+    last_webauthn_challenge_data jsonb,
     CONSTRAINT mfa_factors_pkey PRIMARY KEY (id),
     CONSTRAINT mfa_factors_last_challenged_at_key UNIQUE (last_challenged_at),
     CONSTRAINT mfa_factors_user_id_fkey FOREIGN KEY (user_id) REFERENCES auth.users(id) ON DELETE CASCADE

@@ -1,0 +1,141 @@
+"""Every request supamove sends to Stack Auth, judged by Stack Auth's own published schema.
+
+The requests are recorded on their way to the local Stack Auth during real runs of migrate-users,
+map-users and send-password-resets on the users of the exported Supabase-shaped fixture (every kind
+of auth user it holds). One node process then validates each with the yup schemas of
+@stackframe/stack-shared, the version pinned in tests/contract/package.json, with the options the
+Stack Auth backend validates a request with (tests/contract/validate.mjs says which, and where from).
+Controls that must be refused prove the judge can say no. Never skipped: without node or the
+package the test fails and names `.ci/run`, which installs both.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+import orjson
+
+from supamove.paths import DataDir
+from supamove.sandbox.stackauth import SandboxConfig, StackAuthSandbox
+from supamove.users.client import RetryPolicy, StackAuthClient
+from supamove.users.mapusers import map_users
+from supamove.users.migrate import migrate_users
+from supamove.users.plan import plan_users
+from supamove.users.resets import send_password_resets
+from supamove.users.source import load_auth_export
+
+CONTRACT = Path(__file__).parent / "contract"
+NODE_MODULES_ENV = "SUPAMOVE_CONTRACT_NODE_MODULES"
+PROJECT = "0c5f0e2a-7d1b-4c3e-9f4a-5b6c7d8e9f01"
+SECRET = "ssk_contract_test_secret_31415"
+CALLBACK = "https://app.freshtrack.test/handler/password-reset"
+USERS, RESET = "/api/v1/users", "/api/v1/auth/password/send-reset-code"
+FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, timeout=10)
+
+
+@dataclass
+class Sent:
+    """One request as it left supamove: method, path, query parameters, JSON body."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any
+
+
+class RecordingTransport(httpx.HTTPTransport):
+    """A real HTTP transport that keeps a copy of every request it sends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[Sent] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        content = request.read()
+        query = dict(parse_qsl(request.url.query.decode(), keep_blank_values=True))
+        self.sent.append(Sent(request.method, request.url.path, query, orjson.loads(content) if content else None))
+        return super().handle_request(request)
+
+
+def schema_of(request: Sent) -> str | None:
+    """Which published schema judges this request (None: no body or query to judge)."""
+    if request.path == USERS:
+        return "users.create" if request.method == "POST" else "users.list.query"
+    if request.path.startswith(USERS + "/") and request.method == "PATCH":
+        return "users.update"
+    if request.path == RESET:
+        return "send-reset-code"
+    return None
+
+
+def validate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stack Auth's verdict on each {schema, body}, from one node process."""
+    node = shutil.which("node")
+    assert node, "node is not installed: run .ci/run (it installs nodejs and npm, then the contract's packages)"
+    env = {**os.environ, NODE_MODULES_ENV: os.environ.get(NODE_MODULES_ENV, str(CONTRACT / "node_modules"))}
+    done = subprocess.run([node, str(CONTRACT / "validate.mjs")], input=orjson.dumps(items), env=env,
+                          capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    verdicts = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert len(verdicts) == len(items), done.stdout.decode()
+    return verdicts
+
+
+def record_a_migration(exported: Path) -> tuple[list[Sent], int]:
+    """Every request of migrate-users, map-users and send-password-resets; and how many creates were planned."""
+    datadir = DataDir(exported)
+    planned = sum(p.action == "create" for p in plan_users(load_auth_export(datadir), set()))
+    recorder = RecordingTransport()
+    config = SandboxConfig(trusted_domains=("https://app.freshtrack.test",))
+    with StackAuthSandbox(PROJECT, SECRET, config=config) as stack, \
+            StackAuthClient(stack.url, PROJECT, SECRET, retry=FAST, transport=recorder) as client:
+        migrated = migrate_users(client, datadir)
+        assert not migrated.failed, migrated.failed
+        map_users(client, datadir, dry_run=True)
+        client.find_by_email("alice@freshtrack.test")  # the list endpoint's search, as recovery uses it
+        resets = send_password_resets(client, datadir, CALLBACK)
+        assert resets.sent and not resets.failed, resets.failed
+    return recorder.sent, planned
+
+
+def controls(create: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """Requests Stack Auth refuses, each with the message it refuses it with."""
+    return [
+        ({"schema": "users.create", "body": {**create, "supabase_user_id": "x"}},
+         "body contains unknown properties: supabase_user_id"),
+        ({"schema": "users.create", "body": {**create, "display_name": "x" * 300}},
+         "body.display_name must be at most 256 characters"),
+        ({"schema": "users.create", "body": {**create, "display_name": "\U0001F600" * 129}},
+         "body.display_name must be at most 256 characters"),
+        ({"schema": "users.update", "body": {"oauth_providers": []}}, "body contains unknown properties: oauth_providers"),
+        ({"schema": "users.list.query", "body": {"limit": "200", "page": "2"}}, "query contains unknown properties: page"),
+        ({"schema": "send-reset-code", "body": {"email": "a@b.co", "callback_url": CALLBACK, "user_id": "x"}},
+         "body contains unknown properties: user_id"),
+    ]
+
+
+def test_every_request_supamove_sends_passes_stack_auths_schema(exported: Path) -> None:
+    sent, planned = record_a_migration(exported)
+    judged = [(r, name) for r in sent if (name := schema_of(r))]
+    creates = [r.body for r, name in judged if name == "users.create"]
+    assert len(creates) == planned  # one create per Supabase user, every kind of user the fixture holds
+    for field in ("password_hash", "oauth_providers", "is_anonymous", "restricted_by_admin", "display_name"):
+        assert any(field in body for body in creates), field
+    kinds = {name for _, name in judged}
+    assert {"users.create", "users.list.query", "send-reset-code"} <= kinds, kinds
+    assert any("query" in r.query for r, name in judged if name == "users.list.query")
+
+    refused = controls(creates[0])
+    items = [{"schema": name, "body": r.query if name == "users.list.query" else r.body} for r, name in judged]
+    verdicts = validate(items + [item for item, _ in refused])
+    rejected = [(item, v["errors"]) for item, v in zip(items, verdicts, strict=False) if not v["ok"]]
+    assert rejected == []
+    for (item, message), verdict in zip(refused, verdicts[len(items):], strict=True):
+        assert not verdict["ok"] and message in verdict["errors"], (item["schema"], verdict)
