@@ -59,7 +59,7 @@ def source_template(pg_source: PostgresServer) -> str:
     """A Supabase-shaped database with the FreshTrack app and the `edge` schema of hard cases."""
     url = _create_database(pg_source, "source_template")
     fixtures.create_source(url, rows=SEED_ROWS, app_password=APP_PASSWORD)
-    for name in ("edge_cases.sql", "edge_source_extras.sql", "edge_data.sql"):
+    for name in ("edge_cases.sql", "edge_source_extras.sql", "edge_data.sql", "billing_source.sql"):
         run_sql_file(url, name)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("ANALYZE")

@@ -75,7 +75,7 @@ class ForeignKey:
 
 @dataclass(frozen=True)
 class SequenceRef(QualifiedName):
-    """The sequence behind a serial or identity column."""
+    """The sequence behind a serial or identity column, or named by the column's default (nextval)."""
 
     column: str
     schema: str
@@ -95,6 +95,10 @@ class Table(QualifiedName):
     user_id_columns: tuple[str, ...] = ()
     sequences: tuple[SequenceRef, ...] = ()
     unique_keys: tuple[tuple[str, ...], ...] = field(default=())
+    # How each user-id column was found: "foreign key", "name", "option" or "values".
+    user_id_found_by: tuple[tuple[str, str], ...] = ()
+    # Sequences no column owns, named by a column's default (nextval('billing.invoice_number_seq')).
+    default_sequences: tuple[SequenceRef, ...] = ()
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -126,7 +130,17 @@ SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnot
        (SELECT ARRAY[sn.nspname, sc.relname] FROM pg_class sc
         JOIN pg_namespace sn ON sn.oid = sc.relnamespace
         WHERE sc.oid = pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname),
-                                              a.attname)::regclass)
+                                              a.attname)::regclass),
+       -- a sequence no column owns that the default uses: nextval('billing.invoice_number_seq')
+       (SELECT ARRAY[sn.nspname, sc.relname] FROM pg_attrdef ad
+        JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
+             AND d.refclassid = 'pg_class'::regclass
+        JOIN pg_class sc ON sc.oid = d.refobjid AND sc.relkind = 'S'
+        JOIN pg_namespace sn ON sn.oid = sc.relnamespace
+        WHERE ad.adrelid = a.attrelid AND ad.adnum = a.attnum AND NOT EXISTS (
+            SELECT 1 FROM pg_depend o WHERE o.classid = 'pg_class'::regclass AND o.objid = sc.oid
+            AND o.refclassid = 'pg_class'::regclass AND o.deptype IN ('a', 'i'))
+        ORDER BY sc.oid LIMIT 1)
 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_type t ON t.oid = a.atttypid
 WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
@@ -151,6 +165,49 @@ ORDER BY con.conrelid, con.contype, con.conname
 """
 
 
+# Every schema holding tables, but the platform's and PostgreSQL's own: how many, and whether a FK reaches auth.users.
+APP_SCHEMAS_SQL = """
+SELECT n.nspname, count(*),
+       bool_or(EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conrelid = c.oid AND con.contype = 'f'
+                       AND con.confrelid = to_regclass('auth.users')))
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND NOT n.nspname = ANY(%s)
+  AND n.nspname !~ '^pg_(temp|toast_temp)_'
+GROUP BY n.nspname ORDER BY n.nspname
+"""
+
+# Sequences of the schemas that no table column owns or names in its default: those continue on their own.
+FREE_SEQUENCES_SQL = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'S' AND n.nspname = ANY(%s)
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                  AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_attrdef'::regclass
+                  AND d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid)
+ORDER BY 1, 2
+"""
+
+
+@dataclass(frozen=True)
+class AppSchema:
+    """A non-platform schema holding tables."""
+
+    name: str
+    tables: int
+    user_ids: bool  # a table of it has a foreign key to auth.users
+
+
+def application_schemas(conn: psycopg.Connection) -> list[AppSchema]:
+    """Every schema holding tables that is not a platform schema, by name."""
+    return [AppSchema(name, int(count), bool(users))
+            for name, count, users in conn.execute(APP_SCHEMAS_SQL, (sorted(PLATFORM_SCHEMAS),))]
+
+
+def free_sequences(conn: psycopg.Connection, schemas: Sequence[str]) -> list[tuple[str, str]]:
+    """(schema, name) of each sequence in `schemas` that no column owns or uses in its default."""
+    return [(r[0], r[1]) for r in conn.execute(FREE_SEQUENCES_SQL, (list(schemas),))]
+
+
 def schemas_to_read(schemas: Sequence[str] | None) -> list[str]:
     """`public` plus what the operator asked for; platform schemas are refused by name."""
     wanted = list(dict.fromkeys(schemas or ["public"]))
@@ -162,11 +219,12 @@ def schemas_to_read(schemas: Sequence[str] | None) -> list[str]:
 
 
 def read_tables(conn: psycopg.Connection, schemas: Sequence[str], include: Sequence[str] = (),
-                exclude: Sequence[str] = (), user_id_columns: Sequence[str] = ()) -> list[Table]:
+                exclude: Sequence[str] = (), user_id_columns: Sequence[str] = (),
+                not_user_id_columns: Sequence[str] = ()) -> list[Table]:
     """The application tables in `schemas`, narrowed by name patterns, with user-id columns found."""
     tables = read_relations(conn, list(schemas))
     tables = [t for t in tables if _selected(t, include, exclude)]
-    return find_user_id_columns(tables, user_id_columns)
+    return find_user_id_columns(tables, user_id_columns, not_user_id_columns)
 
 
 def read_relations(conn: psycopg.Connection, schemas: list[str]) -> list[Table]:
@@ -174,10 +232,13 @@ def read_relations(conn: psycopg.Connection, schemas: list[str]) -> list[Table]:
     oids = [r[0] for r in rows]
     columns: dict[int, list[Column]] = {oid: [] for oid in oids}
     sequences: dict[int, list[SequenceRef]] = {oid: [] for oid in oids}
-    for oid, name, typ, nullable, generated, identity, base, seq in conn.execute(COLUMNS_SQL, (oids,)):
+    defaults: dict[int, list[SequenceRef]] = {oid: [] for oid in oids}
+    for oid, name, typ, nullable, generated, identity, base, seq, free in conn.execute(COLUMNS_SQL, (oids,)):
         columns[oid].append(Column(name, typ, nullable, generated, identity, base))
         if seq:
             sequences[oid].append(SequenceRef(name, seq[0], seq[1]))
+        if free:
+            defaults[oid].append(SequenceRef(name, free[0], free[1]))
     pks: dict[int, tuple[str, ...]] = {}
     fks: dict[int, list[ForeignKey]] = {oid: [] for oid in oids}
     uniques: dict[int, list[tuple[str, ...]]] = {oid: [] for oid in oids}
@@ -191,7 +252,8 @@ def read_relations(conn: psycopg.Connection, schemas: list[str]) -> list[Table]:
             fks[oid].append(ForeignKey(name, tuple(cols), rschema, rtable, tuple(rcols), deferrable))
     return [
         Table(schema, name, tuple(columns[oid]), pks.get(oid, ()), tuple(fks[oid]), partitioned,
-              int(est), int(size or 0), (), tuple(sequences[oid]), tuple(uniques[oid]))
+              int(est), int(size or 0), (), tuple(sequences[oid]), tuple(uniques[oid]),
+              default_sequences=tuple(defaults[oid]))
         for oid, schema, name, partitioned, est, size in rows
     ]
 
@@ -206,36 +268,58 @@ def _selected(table: Table, include: Sequence[str], exclude: Sequence[str]) -> b
     return not any(matches(p) for p in exclude)
 
 
-def parse_column_ref(ref: str) -> tuple[str, str, str]:
+def parse_column_ref(ref: str, option: str = "--user-id-column") -> tuple[str, str, str]:
     parts = ref.split(".")
     if len(parts) != 3 or not all(parts):
-        raise ConfigError(f"--user-id-column {ref!r} is not schema.table.column",
+        raise ConfigError(f"{option} {ref!r} is not schema.table.column",
                           fix="write it as schema.table.column, e.g. public.orders.created_by")
     return parts[0], parts[1], parts[2]
 
 
-def find_user_id_columns(tables: list[Table], named: Sequence[str] = ()) -> list[Table]:
+def find_user_id_columns(tables: list[Table], named: Sequence[str] = (),
+                         not_named: Sequence[str] = ()) -> list[Table]:
     """Mark columns that hold Supabase user ids: FKs to auth.users, FKs to such columns, named ones."""
-    found = _named_columns(tables, named) | {
-        (t.schema, t.name, c.name) for t in tables for c in t.columns
-        if c.type == "uuid[]" and USER_ID_ARRAY_NAME.search(c.name)}
+    found: dict[tuple[str, str, str], str] = dict.fromkeys(_named_columns(tables, named), "option")
+    excluded = _named_columns(tables, not_named, "--not-user-id-column")
+    both = sorted(found.keys() & excluded)
+    if both:
+        ref = ".".join(both[0])
+        raise ConfigError(f"{ref} is named by both --user-id-column and --not-user-id-column",
+                          fix="keep only one of the two for it")
+    for t in tables:
+        for c in t.columns:
+            key = (t.schema, t.name, c.name)
+            if c.type == "uuid[]" and USER_ID_ARRAY_NAME.search(c.name) and key not in excluded:
+                found.setdefault(key, "name")
     _follow_foreign_keys(tables, found)
-    return [replace(t, user_id_columns=tuple(c.name for c in t.columns if (t.schema, t.name, c.name) in found))
+    refused = sorted(excluded & {k for k, how in found.items() if how == "foreign key"})
+    if refused:
+        raise ConfigError(f"--not-user-id-column {'.'.join(refused[0])}: its foreign key shows it holds user ids",
+                          fix="remove --not-user-id-column for it; the import must remap it")
+    return [mark_user_id_columns(t, {c: how for (s, n, c), how in found.items() if (s, n) == t.key})
             for t in tables]
 
 
-def _named_columns(tables: list[Table], named: Sequence[str]) -> set[tuple[str, str, str]]:
+def mark_user_id_columns(table: Table, found: dict[str, str]) -> Table:
+    """The table with these columns (name to how they were found) added to its user-id columns."""
+    how = dict(table.user_id_found_by) | {c: h for c, h in found.items() if c not in table.user_id_columns}
+    names = tuple(c.name for c in table.columns if c.name in how)
+    return replace(table, user_id_columns=names, user_id_found_by=tuple((n, how[n]) for n in names))
+
+
+def _named_columns(tables: list[Table], named: Sequence[str],
+                   option: str = "--user-id-column") -> set[tuple[str, str, str]]:
     found = set()
-    for schema, table, column in map(parse_column_ref, named):
+    for schema, table, column in (parse_column_ref(ref, option) for ref in named):
         match = next((t for t in tables if t.key == (schema, table)), None)
         if match is None or match.column(column) is None:
-            raise ConfigError(f"--user-id-column {schema}.{table}.{column}: no such exported column",
+            raise ConfigError(f"{option} {schema}.{table}.{column}: no such exported column",
                               fix="check the name, or add its schema with --schema")
         found.add((schema, table, column))
     return found
 
 
-def _follow_foreign_keys(tables: list[Table], found: set[tuple[str, str, str]]) -> None:
+def _follow_foreign_keys(tables: list[Table], found: dict[tuple[str, str, str], str]) -> None:
     """A column referencing auth.users(id), or a column already found, holds user ids too."""
     changed = True
     while changed:
@@ -245,8 +329,9 @@ def _follow_foreign_keys(tables: list[Table], found: set[tuple[str, str, str]]) 
                 for name, ref in zip(fk.columns, fk.ref_columns, strict=True):
                     refs_user = (fk.ref_schema, fk.ref_table) == AUTH_USERS and ref == "id"
                     column = (t.schema, t.name, name)
-                    if (refs_user or (fk.ref_schema, fk.ref_table, ref) in found) and column not in found:
-                        found.add(column)
+                    if (refs_user or (fk.ref_schema, fk.ref_table, ref) in found) and found.get(column) in (
+                            None, "name"):
+                        found[column] = "foreign key"
                         changed = True
 
 

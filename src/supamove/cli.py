@@ -139,19 +139,23 @@ def test_connections(ctx: Context) -> None:
 
 @main.command("export")
 @click.option("--schema", "schemas", multiple=True, metavar="NAME",
-              help="Schema to export (repeatable; default: public). Platform schemas are refused.")
+              help="Schema to export (repeatable; default: public; `all`: every application schema). "
+                   "Platform schemas are refused.")
 @click.option("--tables", "tables", multiple=True, metavar="PATTERN",
               help="Only these tables (name or schema.name, shell patterns; repeatable).")
 @click.option("--exclude-tables", multiple=True, metavar="PATTERN",
               help="Leave these tables out (name or schema.name, shell patterns; repeatable).")
 @click.option("--user-id-column", "user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN",
               help="A column holding Supabase user ids that no foreign key shows (repeatable).")
+@click.option("--not-user-id-column", "not_user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN",
+              help="A column whose values are kept as they are, even those that are user ids (repeatable).")
 @click.option("--jobs", default=2, show_default=True, help="Tables read in parallel.")
 @click.option("--force", is_flag=True, help="Export every table again, even those a previous run finished.")
 @dry_run_option
 @step
 def export(ctx: Context, schemas: tuple[str, ...], tables: tuple[str, ...], exclude_tables: tuple[str, ...],
-           user_id_columns: tuple[str, ...], jobs: int, force: bool, dry_run: bool) -> None:
+           user_id_columns: tuple[str, ...], not_user_id_columns: tuple[str, ...], jobs: int, force: bool,
+           dry_run: bool) -> None:
     """Export every application table and the auth users to JSON Lines files.
 
     All tables are read from one consistent snapshot. Rerunning after an
@@ -159,15 +163,17 @@ def export(ctx: Context, schemas: tuple[str, ...], tables: tuple[str, ...], excl
 
     Example: supamove export --dry-run && supamove export
     """
-    from supamove.db import connection
-    from supamove.export import ExportOptions, plan_export, run_export
+    from supamove.export import ExportOptions, preview_export, run_export
 
     options = ExportOptions(list(schemas) or ["public"], list(tables), list(exclude_tables),
-                            list(user_id_columns), jobs, force)
+                            list(user_id_columns), jobs, force, list(not_user_id_columns))
     if dry_run:
-        with connection(ctx.source) as conn:
-            plan = plan_export(conn, options)
+        plan = preview_export(ctx.source, options)
         _show_export_plan(plan)
+        failure = plan.values.stop_error() if plan.values else None
+        if failure:
+            raise failure
+        say("Dry run: nothing was written.")
         return
     progress = RichProgress("rows")
     with progress.shown():
@@ -176,6 +182,8 @@ def export(ctx: Context, schemas: tuple[str, ...], tables: tuple[str, ...], excl
              "kept from previous run" if t.resumed else f"{t.rows / t.seconds:,.0f}" if t.seconds else "")
             for t in result.tables]
     print_table("Export summary", ["table", "rows", "size", "seconds", "rows/s"], rows)
+    for line in result.plan.notes:
+        say(line)
     kept = sum(t.resumed for t in result.tables)
     say(f"Exported {len(result.tables) - kept} tables, {result.rows:,} rows in all, in {result.seconds:.1f}s "
         f"to {ctx.datadir.root} (snapshot {result.snapshot})"
@@ -192,8 +200,9 @@ def _show_export_plan(plan: Any) -> None:
     print_table("Export plan (dependency order)", ["#", "table", "est. rows", "size", "user-id columns"], rows)
     for group in plan.cycles:
         say(f"FK cycle or self-reference: {', '.join(t.qualified for t in group)} (loaded together)")
+    for line in plan.notes:
+        say(line)
     say(f"Platform schemas skipped: {', '.join(plan.skipped_schemas) or 'none present'}")
-    say("Dry run: nothing was written.")
 
 
 # --- import command ---

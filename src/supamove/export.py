@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,11 +14,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from supamove import catalog
-from supamove.catalog import QualifiedName, Table
+from supamove import catalog, userids
+from supamove.catalog import AppSchema, QualifiedName, Table
 from supamove.clock import now_iso
-from supamove.db import Endpoint, connect, first_line
-from supamove.errors import SupamoveError
+from supamove.db import Endpoint, connect, connection, first_line
+from supamove.errors import ConfigError, SupamoveError
 from supamove.files import atomic_writer, remove_partials
 from supamove.log import get_logger
 from supamove.metadata import Metadata, table_to_dict
@@ -41,6 +41,33 @@ class ExportOptions:
     user_id_columns: list[str] = field(default_factory=list)
     jobs: int = 2
     force: bool = False
+    not_user_id_columns: list[str] = field(default_factory=list)
+
+
+ALL_SCHEMAS = "all"  # --schema all: every application schema
+
+
+@dataclass
+class ValueCheck:
+    """What the user-id value check found: columns of user ids, mixed columns, JSON keys of user ids."""
+
+    found: list[userids.ColumnCount] = field(default_factory=list)
+    mixed: list[userids.ColumnCount] = field(default_factory=list)
+    json_keys: list[userids.JsonKeyCount] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def stop_error(self) -> ConfigError | None:
+        """The export cannot go on while a column holds both user ids and other values."""
+        if not self.mixed:
+            return None
+        first = self.mixed[0].qualified
+        names = ", ".join(f"{m.qualified} ({m.user_ids:,} of {m.values:,} values are user ids)" for m in self.mixed)
+        return ConfigError(
+            f"{len(self.mixed)} column{'s hold' if len(self.mixed) > 1 else ' holds'} both Supabase user ids and "
+            f"other values: {names}",
+            fix=f"decide for each: --user-id-column {first} remaps its user ids (the import then needs "
+                f"--unmapped-users keep for the other values), --not-user-id-column {first} keeps every value "
+                "as it is")
 
 
 @dataclass
@@ -49,6 +76,10 @@ class ExportPlan:
     auth_tables: list[Table]
     skipped_schemas: list[str]
     server_version: str
+    schemas: list[str] = field(default_factory=list)
+    unexported: list[AppSchema] = field(default_factory=list)
+    free_sequences: list[tuple[str, str]] = field(default_factory=list)
+    values: ValueCheck | None = None
 
     @property
     def tables(self) -> list[Table]:
@@ -57,6 +88,36 @@ class ExportPlan:
     @property
     def cycles(self) -> list[list[Table]]:
         return catalog.cycles(self.groups)
+
+    @property
+    def notes(self) -> list[str]:
+        """What the operator must read: columns found by value, JSON keys of user ids, schemas left out."""
+        lines = []
+        found = self.values.found if self.values else []
+        lines += [f"{c.qualified}: user ids found by value, {c.user_ids:,} of {c.values:,} values are user ids "
+                  "(remapped by the import)" for c in found]
+        for c in self.values.mixed if self.values else []:
+            lines.append(f"{c.qualified}: {c.user_ids:,} of {c.values:,} values are user ids, "
+                         f"{c.values - c.user_ids:,} are not")
+        lines += [_json_warning(column, keys) for column, keys in _by_column(
+            self.values.json_keys if self.values else []).items()]
+        lines += [f"warning: schema {s.name} ({s.tables} table{'s' if s.tables != 1 else ''}"
+                  f"{', with foreign keys to auth.users' if s.user_ids else ''}) is not exported: "
+                  f"add --schema {s.name}, or --schema all for every application schema" for s in self.unexported]
+        return lines
+
+
+def _by_column(keys: list[userids.JsonKeyCount]) -> dict[str, list[userids.JsonKeyCount]]:
+    grouped: dict[str, list[userids.JsonKeyCount]] = {}
+    for k in keys:
+        grouped.setdefault(f"{k.schema}.{k.table}.{k.column}", []).append(k)
+    return grouped
+
+
+def _json_warning(column: str, keys: list[userids.JsonKeyCount]) -> str:
+    listed = ", ".join(f"{k.key} ({k.user_ids:,})" for k in keys)
+    return (f"warning: {column} holds Supabase user ids under the keys {listed}; "
+            "the import does not rewrite JSON: update them on the target after the import")
 
 
 @dataclass
@@ -84,9 +145,13 @@ class ExportResult:
 
 def plan_export(conn: psycopg.Connection, options: ExportOptions) -> ExportPlan:
     """Which tables, in which order, and what is left out."""
-    schemas = catalog.schemas_to_read(options.schemas)
+    apps = catalog.application_schemas(conn)
+    wanted = [s for s in options.schemas if s != ALL_SCHEMAS]
+    if ALL_SCHEMAS in options.schemas:
+        wanted += [s.name for s in apps]
+    schemas = catalog.schemas_to_read(wanted)
     tables = catalog.read_tables(conn, schemas, options.tables, options.exclude_tables,
-                                 options.user_id_columns)
+                                 options.user_id_columns, options.not_user_id_columns)
     missing = [s for s in schemas if not conn.execute(
         "SELECT 1 FROM pg_namespace WHERE nspname = %s", (s,)).fetchone()]
     if missing:
@@ -97,7 +162,45 @@ def plan_export(conn: psycopg.Connection, options: ExportOptions) -> ExportPlan:
         (sorted(catalog.PLATFORM_SCHEMAS - {"information_schema", "pg_catalog", "pg_toast"}),))]
     auth = [t for t in catalog.read_relations(conn, ["auth"]) if t.name in AUTH_TABLES]
     version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
-    return ExportPlan(catalog.load_order(tables), auth, present, version)
+    unexported = [s for s in apps if s.name not in schemas]
+    return ExportPlan(catalog.load_order(tables), auth, present, version, schemas, unexported,
+                      catalog.free_sequences(conn, schemas))
+
+
+def preview_export(source: Endpoint, options: ExportOptions) -> ExportPlan:
+    """The plan of `export --dry-run`, with the user-id value check done: reads the source only."""
+    with connection(source) as conn:
+        plan = plan_export(conn, options)
+        apply_value_check(plan, check_values(conn, plan, options))
+    return plan
+
+
+def check_values(conn: psycopg.Connection, plan: ExportPlan, options: ExportOptions) -> ValueCheck:
+    """Count the Supabase user ids in every column not known to hold them, inside PostgreSQL."""
+    started = time.monotonic()
+    excluded = {tuple(catalog.parse_column_ref(r, "--not-user-id-column")) for r in options.not_user_id_columns}
+    check = ValueCheck()
+    for table in plan.tables:
+        skip = set(table.user_id_columns) | {c for s, t, c in excluded if (s, t) == table.key}
+        for count in userids.count_user_ids(conn, table, skip):
+            if count.user_ids and count.user_ids == count.values:
+                check.found.append(count)
+            elif count.user_ids:
+                check.mixed.append(count)
+        check.json_keys += userids.json_user_id_keys(conn, table, skip)
+    check.seconds = time.monotonic() - started
+    log.debug("user-id value check: %d columns found, %d mixed, %d JSON keys in %.2fs",
+              len(check.found), len(check.mixed), len(check.json_keys), check.seconds)
+    return check
+
+
+def apply_value_check(plan: ExportPlan, check: ValueCheck) -> None:
+    """The columns found by value become user-id columns of the plan's tables."""
+    plan.values = check
+    found = {(c.schema, c.table): [x.column for x in check.found if (x.schema, x.table) == (c.schema, c.table)]
+             for c in check.found}
+    plan.groups = [[catalog.mark_user_id_columns(t, dict.fromkeys(found.get(t.key, []), "values"))
+                    for t in group] for group in plan.groups]
 
 
 def select_rows(table: Table) -> sql.Composed:
@@ -170,14 +273,58 @@ def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
         for item in done:
             log.info("skipping %s: exported by a previous run (use --force to export it again)", item.qualified)
         work.sort(key=lambda t: -t.size_bytes)
-        with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
-            results = list(pool.map(lambda t: _export_one(source, snapshot, t, datadir, meta, progress), work))
+        # The value check reads on a connection of its own, in the same snapshot, while the tables copy.
+        with ThreadPoolExecutor(max_workers=max(1, options.jobs) + 1) as pool:
+            check = pool.submit(_check_in_snapshot, source, snapshot, plan, options)
+            copies = [pool.submit(_export_one, source, snapshot, t, datadir, meta, progress) for t in work]
+            _record_value_check(meta, plan, check, copies)
+            results = [f.result() for f in copies]
     meta.data["finishedAt"] = now_iso()
     meta.save()
     elapsed = time.monotonic() - started
     ordered = {t.key: i for i, t in enumerate(plan.tables + plan.auth_tables)}
     all_results = sorted(done + results, key=lambda r: ordered[(r.schema, r.name)])
     return ExportResult(plan, all_results, elapsed, snapshot, datadir)
+
+
+def _check_in_snapshot(source: Endpoint, snapshot: str, plan: ExportPlan, options: ExportOptions) -> ValueCheck:
+    try:
+        with snapshot_reader(source, snapshot) as conn:
+            return check_values(conn, plan, options)
+    except psycopg.Error as exc:
+        raise source.error(f"the user-id value check failed: {first_line(exc)}",
+                           "check the source is up and SUPABASE_DB_URL's user can read every exported table, "
+                           "then run `supamove export` again: finished tables are kept") from None
+
+
+def _record_value_check(meta: Metadata, plan: ExportPlan, check: Future[ValueCheck],
+                        copies: list[Future[TableExport]]) -> None:
+    """Columns found by value join the user-id columns in metadata.json; a mixed column stops the export."""
+    if check.exception() is not None:
+        for copy in copies:
+            copy.result()  # a copy's failure names its table: it is the one to show
+    apply_value_check(plan, check.result())
+    assert plan.values is not None
+    for table in plan.tables:
+        if dict(table.user_id_found_by) != meta.entry(table.schema, table.name).get("userIdFoundBy"):
+            meta.update(table.schema, table.name, userIdColumns=list(table.user_id_columns),
+                        userIdFoundBy=dict(table.user_id_found_by))
+    meta.data["userIdValueCheck"] = value_check_to_dict(plan.values)
+    meta.save()
+    failure = plan.values.stop_error()
+    if failure:
+        for copy in copies:
+            copy.cancel()  # tables already copying finish and are kept for the next run
+        raise failure
+
+
+def value_check_to_dict(check: ValueCheck) -> dict[str, Any]:
+    columns = [{"schema": c.schema, "table": c.table, "column": c.column, "type": c.type, "values": c.values,
+                "userIds": c.user_ids, "decision": "user ids" if c in check.found else "undecided"}
+               for c in check.found + check.mixed]
+    keys = [{"schema": k.schema, "table": k.table, "column": k.column, "key": k.key, "userIds": k.user_ids}
+            for k in check.json_keys]
+    return {"columns": columns, "jsonKeys": keys, "seconds": round(check.seconds, 3)}
 
 
 def prepare_metadata(datadir: DataDir, plan: ExportPlan, options: ExportOptions,
@@ -190,8 +337,9 @@ def prepare_metadata(datadir: DataDir, plan: ExportPlan, options: ExportOptions,
         snapshot=snapshot,
         startedAt=now_iso(),
         finishedAt=None,
-        schemas=list(options.schemas),
+        schemas=list(plan.schemas),
         skippedSchemas=plan.skipped_schemas,
+        unexportedSchemas=[{"name": a.name, "tables": a.tables, "userIds": a.user_ids} for a in plan.unexported],
         loadOrder=[[t.qualified for t in group] for group in plan.groups],
         sequences=[],
         tables=[_keep(previous, table_to_dict(t, datadir)) for t in plan.tables],
@@ -215,7 +363,8 @@ def _previous_entries(datadir: DataDir) -> dict[tuple[str, str], dict[str, Any]]
 def _keep(previous: dict[tuple[str, str], dict[str, Any]], entry: dict[str, Any]) -> dict[str, Any]:
     old = previous.get((entry["schema"], entry["name"]))
     if old and old["columns"] == entry["columns"]:
-        return old
+        # the file is kept; which columns hold user ids is decided anew on every run
+        return {**old, "userIdColumns": entry["userIdColumns"], "userIdFoundBy": entry["userIdFoundBy"]}
     return entry
 
 
@@ -255,7 +404,9 @@ def _export_one(source: Endpoint, snapshot: str, table: Table, datadir: DataDir,
 
 
 def _sequence_names(plan: ExportPlan) -> list[tuple[str, str]]:
-    return sorted({(s.schema, s.name) for t in plan.tables for s in t.sequences})
+    """The exported tables' sequences, and every sequence of the exported schemas no column uses."""
+    used = {(s.schema, s.name) for t in plan.tables for s in t.sequences + t.default_sequences}
+    return sorted(used | set(plan.free_sequences))
 
 
 def read_sequences(names: list[tuple[str, str]], source: Endpoint) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ def table_to_dict(table: Table, datadir: DataDir) -> dict[str, Any]:
             for fk in table.foreign_keys
         ],
         "userIdColumns": list(table.user_id_columns),
+        "userIdFoundBy": dict(table.user_id_found_by),
         "sequences": [{"column": s.column, "schema": s.schema, "name": s.name} for s in table.sequences],
         "estimatedRows": table.estimated_rows,
         "complete": False,
@@ -55,6 +56,7 @@ def table_from_dict(entry: dict[str, Any]) -> Table:
         partitioned=entry.get("partitioned", False),
         estimated_rows=entry.get("estimatedRows", 0),
         user_id_columns=tuple(entry["userIdColumns"]),
+        user_id_found_by=tuple(entry.get("userIdFoundBy", {}).items()),
         sequences=tuple(SequenceRef(s["column"], s["schema"], s["name"]) for s in entry["sequences"]),
         unique_keys=tuple(tuple(k) for k in entry.get("uniqueKeys", [])),
     )
@@ -81,7 +83,8 @@ class Metadata:
         return self.data.get("finishedAt") is not None
 
     def entry(self, schema: str, name: str) -> dict[str, Any]:
-        for entry in self.data["tables"] + self.data.get("auth", []):
+        entries: list[dict[str, Any]] = self.data["tables"] + self.data.get("auth", [])
+        for entry in entries:
             if (entry["schema"], entry["name"]) == (schema, name):
                 return entry
         raise KeyError(f"{schema}.{name}")

@@ -148,6 +148,19 @@ CREATE TABLE edge.user_refs (
     note text
 );
 
+-- User ids no foreign key shows, found by their values: a denormalised author (uuid), an editor kept as
+-- text, user ids under JSON keys (edge.user_refs.watcher_ids is the uuid[] with an ordinary name).
+-- `number` comes from a free-standing sequence named by its default; edge.ticket_seq is used by no column.
+CREATE SEQUENCE edge.post_number_seq START WITH 1000;
+CREATE SEQUENCE edge.ticket_seq;
+CREATE TABLE edge.posts (
+    id integer PRIMARY KEY,
+    number bigint NOT NULL DEFAULT nextval('edge.post_number_seq'),
+    author_id uuid,
+    editor text,
+    meta jsonb
+);
+
 -- On the source the fixtures' app login (Supabase's `postgres` stand-in) must read it all.
 DO $grant$
 BEGIN

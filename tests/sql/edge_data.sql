@@ -131,10 +131,17 @@ INSERT INTO edge.user_refs (id, user_id, watcher_ids, note) VALUES
      ARRAY(SELECT id FROM auth.users WHERE email IN ('bob@freshtrack.test', 'erin@freshtrack.test') ORDER BY email),
      'alice, watched by bob and erin'),
     (2, (SELECT id FROM auth.users WHERE is_anonymous ORDER BY id LIMIT 1), '{}', 'anonymous user, no watchers'),
-    (3, NULL,
-     ARRAY['00000000-0000-0000-0000-000000000000'::uuid,
-           (SELECT id FROM auth.users WHERE email = 'deleted.user@freshtrack.test')],
-     'a dangling and a soft-deleted watcher'),
+    (3, NULL, ARRAY[(SELECT id FROM auth.users WHERE email = 'deleted.user@freshtrack.test')],
+     'a soft-deleted watcher'),
     (4, (SELECT id FROM auth.users WHERE email = 'Judy.Case@freshtrack.test'),
      ARRAY[(SELECT id FROM auth.users WHERE email = 'judy.case@freshtrack.test'), NULL],
      'SSO duplicate email; array with a NULL');
+
+-- Posts by users that have profiles; numbers from the free-standing sequence, then moved on past them.
+INSERT INTO edge.posts (id, author_id, editor, meta)
+SELECT p.n, p.id, CASE WHEN p.n % 2 = 0 THEN p.id::text END,
+       jsonb_build_object('owner', p.id, 'review', jsonb_build_object('by', p.id, 'note', 'ok'), 'title', 'post ' || p.n)
+FROM (SELECT id, row_number() OVER (ORDER BY id)::int AS n FROM public.profiles ORDER BY id LIMIT 6) p;
+INSERT INTO edge.posts (id, author_id, editor, meta) VALUES (7, NULL, NULL, '{"title": "anonymous"}');
+SELECT setval('edge.post_number_seq', 6000);
+SELECT setval('edge.ticket_seq', 42);

@@ -87,6 +87,7 @@ def run_import(target: Endpoint, datadir: DataDir, options: ImportOptions,
         for group in plan.groups:
             results += _load_group(conn, target, plan, group, progress)
         checked = check_foreign_keys(conn, target, plan) if options.disable_fk else 0
+        _continue_free_sequences(conn, plan)
     return ImportResult(plan, results, time.monotonic() - started, checked)
 
 
@@ -227,15 +228,34 @@ def _set_sequences(conn: psycopg.Connection, plan: ImportPlan, table: TablePlan)
     assert table.target is not None
     states = {(s["schema"], s["name"]): s for s in plan.meta.data.get("sequences", [])}
     sources = {s["column"]: states.get((s["schema"], s["name"])) for s in table.entry.get("sequences", [])}
-    for seq in table.target.sequences:
+    for seq in table.target.sequences + table.target.default_sequences:
         row = conn.execute(sql.SQL("SELECT max({})::bigint FROM {}").format(
             sql.Identifier(seq.column), table.ident)).fetchone()
         loaded = row[0] if row else None
-        value, called = _next_value(sources.get(seq.column), loaded)
-        if value is None:
-            continue
-        conn.execute("SELECT setval(format('%%I.%%I', %s::text, %s::text)::regclass, %s, %s)",
-                     (seq.schema, seq.name, value, called))
+        state = sources.get(seq.column) or states.get((seq.schema, seq.name))
+        _move_forward(conn, seq.schema, seq.name, *_next_value(state, loaded))
+
+
+def _continue_free_sequences(conn: psycopg.Connection, plan: ImportPlan) -> None:
+    """Sequences no loaded column uses (a counter the application calls itself) continue from the source's state."""
+    used = {(s.schema, s.name) for t in plan.tables if t.target is not None
+            for s in t.target.sequences + t.target.default_sequences}
+    for state in plan.meta.data.get("sequences", []):
+        key = (state["schema"], state["name"])
+        exists = conn.execute("SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL", key).fetchone()
+        if key not in used and exists and exists[0]:
+            _move_forward(conn, *key, *_next_value(state, None))
+
+
+def _move_forward(conn: psycopg.Connection, schema: str, name: str, value: int | None, called: bool) -> None:
+    """setval, unless the target's sequence is already at or past that point (a sequence shared by tables)."""
+    if value is None:
+        return
+    row = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(schema, name))).fetchone()
+    if row is not None and int(row[0]) + bool(row[1]) >= value + called:  # the next values it would hand out
+        return
+    conn.execute("SELECT setval(format('%%I.%%I', %s::text, %s::text)::regclass, %s, %s)",
+                 (schema, name, value, called))
 
 
 def _next_value(state: dict[str, Any] | None, loaded: int | None) -> tuple[int | None, bool]:

@@ -1,0 +1,158 @@
+"""export leaves nothing behind: user ids found by their values, every sequence, every application schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import psycopg
+import pytest
+from psycopg import sql
+from test_import import run, write_mapping
+
+from supamove import catalog
+from supamove.catalog import Column, ForeignKey, Table
+from supamove.errors import ConfigError
+
+EDGE = ("--schema", "public", "--schema", "edge")
+PAYER = "billing.payments.payer_ref"
+BILLING_LEFT_OUT = ("warning: schema billing (2 tables, with foreign keys to auth.users) is not exported: "
+                    "add --schema billing, or --schema all for every application schema")
+FOUND = [
+    "edge.posts.author_id: user ids found by value, 6 of 6 values are user ids (remapped by the import)",
+    "edge.posts.editor: user ids found by value, 3 of 3 values are user ids (remapped by the import)",
+    "edge.user_refs.watcher_ids: user ids found by value, 4 of 4 values are user ids (remapped by the import)",
+]
+JSON_WARNING = ("warning: edge.posts.meta holds Supabase user ids under the keys owner (6), review.by (6); "
+                "the import does not rewrite JSON: update them on the target after the import")
+MIXED = ("Error: 1 column holds both Supabase user ids and other values: billing.payments.payer_ref "
+         "(3 of 5 values are user ids) (fix: decide for each: --user-id-column billing.payments.payer_ref "
+         "remaps its user ids (the import then needs --unmapped-users keep for the other values), "
+         "--not-user-id-column billing.payments.payer_ref keeps every value as it is)")
+
+
+def output_lines(output: str) -> list[str]:
+    return [line.rstrip() for line in output.splitlines()]
+
+
+def metadata(data_dir: Path) -> dict:
+    return orjson.loads((data_dir / "metadata.json").read_bytes())
+
+
+def table(meta: dict, qualified: str) -> dict:
+    return next(t for t in meta["tables"] if f"{t['schema']}.{t['name']}" == qualified)
+
+
+def test_dry_run_lists_what_it_found_and_what_it_leaves_out(cli, data_dir: Path) -> None:
+    result = cli("export", "--dry-run", *EDGE)
+    assert result.exit_code == 0, result.output
+    lines = output_lines(result.output)
+    for line in FOUND + [JSON_WARNING, BILLING_LEFT_OUT]:
+        assert line in lines, line
+    assert not any("schema public" in line or "schema edge " in line for line in lines)
+    assert lines[-1] == "Dry run: nothing was written."
+    assert not data_dir.exists()
+
+
+def test_export_records_how_user_ids_and_sequences_were_found(cli, exported: Path) -> None:
+    meta = metadata(exported)
+    assert table(meta, "edge.posts")["userIdColumns"] == ["author_id", "editor"]
+    assert table(meta, "edge.posts")["userIdFoundBy"] == {"author_id": "values", "editor": "values"}
+    assert table(meta, "edge.user_refs")["userIdFoundBy"] == {"user_id": "foreign key", "watcher_ids": "values"}
+    assert table(meta, "public.alert_subscriptions")["userIdFoundBy"] == {"notify_user_ids": "name"}
+    assert {"schema": "edge", "table": "posts", "column": "meta", "key": "review.by", "userIds": 6} in \
+        meta["userIdValueCheck"]["jsonKeys"]
+    states = {(s["schema"], s["name"]): (s["lastValue"], s["isCalled"]) for s in meta["sequences"]}
+    assert states[("edge", "post_number_seq")] == (6000, True)  # named by a default, owned by no column
+    assert states[("edge", "ticket_seq")] == (42, True)  # used by no column at all
+    assert meta["unexportedSchemas"] == [{"name": "billing", "tables": 2, "userIds": True}]
+
+
+def test_summary_repeats_the_findings(cli, data_dir: Path) -> None:
+    result = cli("export", *EDGE)
+    assert result.exit_code == 0, result.output
+    lines = output_lines(result.output)
+    for line in FOUND + [JSON_WARNING, BILLING_LEFT_OUT]:
+        assert line in lines, line
+
+
+def test_mixed_column_stops_the_export_until_decided(cli, data_dir: Path) -> None:
+    dry = cli("export", "--dry-run", "--schema", "billing")
+    assert dry.exit_code == 2
+    lines = output_lines(dry.output)
+    assert "billing.payments.payer_ref: 3 of 5 values are user ids, 2 are not" in lines
+    assert lines[-1] == MIXED
+    stopped = cli("export", "--schema", "billing")
+    assert stopped.exit_code == 2
+    assert output_lines(stopped.output)[-1] == MIXED
+    assert metadata(data_dir)["finishedAt"] is None
+    kept = cli("export", "--schema", "billing", "--not-user-id-column", PAYER)
+    assert kept.exit_code == 0, kept.output
+    assert table(metadata(data_dir), "billing.payments")["userIdColumns"] == []
+    remapped = cli("export", "--schema", "billing", "--user-id-column", PAYER)
+    assert remapped.exit_code == 0, remapped.output
+    payments = table(metadata(data_dir), "billing.payments")
+    assert payments["userIdColumns"] == ["payer_ref"] and payments["userIdFoundBy"] == {"payer_ref": "option"}
+    both = cli("export", "--schema", "billing", "--user-id-column", PAYER, "--not-user-id-column", PAYER)
+    assert both.exit_code == 2
+    assert output_lines(both.output)[-1] == (
+        "Error: billing.payments.payer_ref is named by both --user-id-column and --not-user-id-column "
+        "(fix: keep only one of the two for it)")
+    fk = cli("export", "--schema", "billing", "--not-user-id-column", "billing.invoices.customer_id")
+    assert fk.exit_code == 2
+    assert "--not-user-id-column billing.invoices.customer_id: its foreign key shows it holds user ids" in fk.output
+
+
+def test_schema_all_exports_every_application_schema(cli, data_dir: Path) -> None:
+    result = cli("export", "--schema", "all", "--not-user-id-column", PAYER)
+    assert result.exit_code == 0, result.output
+    assert "is not exported" not in result.output
+    meta = metadata(data_dir)
+    assert meta["schemas"] == ["billing", "edge", "public"]
+    assert {t["schema"] for t in meta["tables"]} == {"billing", "edge", "public"}
+    assert meta["unexportedSchemas"] == []
+    assert any((s["schema"], s["name"], s["lastValue"]) == ("billing", "invoice_number_seq", 6000)
+               for s in meta["sequences"])
+
+
+def test_import_remaps_value_found_columns_and_continues_every_sequence(dbs, exported: Path) -> None:
+    mapping = write_mapping(dbs, exported)
+    run(dbs, exported)
+    with dbs.source() as conn:
+        supabase = {r[0] for r in conn.execute("SELECT id::text FROM auth.users")}
+    with dbs.target() as conn:
+        values = [v for (v,) in conn.execute("SELECT author_id::text FROM edge.posts UNION ALL "
+                                             "SELECT editor FROM edge.posts UNION ALL "
+                                             "SELECT unnest(watcher_ids)::text FROM edge.user_refs") if v]
+        assert len(values) == 6 + 3 + 4
+        assert not set(values) & supabase
+        assert set(values) <= set(mapping.values())
+        for name, after in (("post_number_seq", 6000), ("ticket_seq", 42)):
+            value = conn.execute(sql.SQL("SELECT nextval({})").format(sql.Literal(f"edge.{name}"))).fetchone()[0]
+            assert value > after, name
+        assert conn.execute("INSERT INTO edge.posts (id) VALUES (100) RETURNING number").fetchone()[0] > 6000
+
+
+def test_sequence_never_moves_back(dbs, exported: Path) -> None:
+    with psycopg.connect(dbs.target_url, autocommit=True) as conn:
+        conn.execute("SELECT setval('edge.ticket_seq', 9000)")  # the target already went further
+    write_mapping(dbs, exported)
+    run(dbs, exported)
+    with dbs.target() as conn:
+        assert conn.execute("SELECT nextval('edge.ticket_seq')").fetchone()[0] == 9001
+
+
+def test_how_each_user_id_column_was_found() -> None:
+    profiles = Table("public", "profiles", (Column("id", "uuid"), Column("watcher_user_ids", "uuid[]")), ("id",),
+                     (ForeignKey("profiles_id_fkey", ("id",), "auth", "users", ("id",)),))
+    posts = Table("public", "posts", (Column("author", "uuid"), Column("editor", "text"),
+                                      Column("member_user_ids", "uuid[]")), (),
+                  (ForeignKey("posts_author_fkey", ("author",), "public", "profiles", ("id",)),))
+    found = catalog.find_user_id_columns([profiles, posts], ["public.posts.editor"], ["public.posts.member_user_ids"])
+    assert dict(found[0].user_id_found_by) == {"id": "foreign key", "watcher_user_ids": "name"}
+    assert dict(found[1].user_id_found_by) == {"author": "foreign key", "editor": "option"}
+    assert found[1].user_id_columns == ("author", "editor")
+    with pytest.raises(ConfigError, match="its foreign key shows it holds user ids"):
+        catalog.find_user_id_columns([profiles, posts], (), ["public.posts.author"])
+    with pytest.raises(ConfigError, match="--not-user-id-column 'posts.x' is not schema.table.column"):
+        catalog.find_user_id_columns([profiles, posts], (), ["posts.x"])
