@@ -113,6 +113,6 @@ class SchemaReport:
             "roles": list(API_ROLES) if self.options.keep_roles else [],
             "objects": [{"id": e.dump_id, "type": e.type, "schema": None if e.schema == "-" else e.schema,
                          "name": e.name, "decision": e.decision, "reason": e.reason} for e in self.objects]
-                       + [{"id": None, "type": o.type, "schema": o.schema, "name": o.name,
+                       + [{"id": None, "type": o.type, "schema": None if o.schema == "-" else o.schema, "name": o.name,
                            "decision": o.decision, "reason": o.reason} for o in self.others],
         }
