@@ -252,6 +252,17 @@ def test_an_extension_the_target_lacks_is_refused_before_anything_is_applied(dbs
     assert target_tables(dbs, "public") == []
 
 
+def test_a_statement_the_target_refuses_applies_nothing(dbs: Databases, tmp_path: Path) -> None:
+    datadir = DataDir(tmp_path / "data").ensure()
+    datadir.schema_sql.write_text("CREATE TABLE public.first (id integer);\nCREATE TABLE public.first (id integer);\n")
+    with pytest.raises(TargetError) as failure:
+        apply_schema(Endpoint(dbs.target_url, "target"), datadir, ["public.first"], [])
+    assert str(failure.value) == (
+        'the target refused schema.sql: relation "first" already exists; nothing was applied (fix: correct the '
+        f"statement in {datadir.schema_sql} (or its cause on the source), then run `supamove schema --apply` again)")
+    assert target_tables(dbs, "public") == []
+
+
 def test_a_pg_dump_older_than_the_source_is_a_clear_error(cli: Cli, dbs: Databases, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     bindir = tmp_path / "old-postgres" / "bin"

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from supamove.db import Endpoint
 from supamove.errors import SupamoveError
 from supamove.log import add_secret, get_logger, scrub
-from supamove.pgtools import find_client
+from supamove.pgtools import find_client, program_major
 from supamove.schema.model import TocEntry
 
 log = get_logger("schema")
@@ -45,7 +45,10 @@ class Programs:
 
     @classmethod
     def find(cls, source_major: int) -> Programs:
-        return cls(find_client("pg_dump", source_major), find_client("pg_restore", source_major))
+        """pg_dump new enough for the source, and the pg_restore beside it (it reads what it writes)."""
+        pg_dump = find_client("pg_dump", source_major)
+        beside = pg_dump.parent / "pg_restore"
+        return cls(pg_dump, beside if beside.exists() else find_client("pg_restore", program_major(pg_dump)))
 
     def version(self) -> str:
         return subprocess.run([str(self.pg_dump), "--version"], capture_output=True, text=True).stdout.strip()

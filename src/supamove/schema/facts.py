@@ -142,8 +142,8 @@ def read_facts(conn: psycopg.Connection, schemas: list[str], include: list[str],
         policy_roles={oid: list(roles) for oid, roles in conn.execute(POLICY_ROLES_SQL)},
         auth_trigger_functions={}, extensions=read_extensions(conn),
     )
-    facts.others += platform_triggers(conn, schemas, platform, facts)
-    facts.others += publications(conn) + event_triggers(conn) + cron_jobs(conn) + service_extensions(conn)
+    triggers, facts.auth_trigger_functions = platform_triggers(conn, schemas, platform)
+    facts.others = triggers + publications(conn) + event_triggers(conn) + cron_jobs(conn) + service_extensions(conn)
     return facts
 
 
@@ -167,18 +167,19 @@ def read_extensions(conn: psycopg.Connection) -> dict[str, tuple[str, str]]:
     return {name: (schema, version) for name, schema, version in rows}
 
 
-def platform_triggers(conn: psycopg.Connection, schemas: list[str], platform: list[str],
-                      facts: Facts) -> list[ReportItem]:
-    """Triggers on Supabase's tables (the handle_new_user pattern), each left out."""
-    items = []
+def platform_triggers(conn: psycopg.Connection, schemas: list[str],
+                      platform: list[str]) -> tuple[list[ReportItem], dict[int, list[str]]]:
+    """Triggers on Supabase's tables (the handle_new_user pattern), each left out; the functions only they use."""
+    items: list[ReportItem] = []
+    serving: dict[int, list[str]] = {}
     for func_oid, schema, table, trigger, function, only in conn.execute(
             PLATFORM_TRIGGERS_SQL, {"platform": platform, "schemas": schemas}):
         if only:
-            facts.auth_trigger_functions.setdefault(func_oid, []).append(f"{trigger} on {schema}.{table}")
+            serving.setdefault(func_oid, []).append(f"{trigger} on {schema}.{table}")
         items.append(ReportItem("TRIGGER", schema, f"{table} {trigger}", "left-out",
                                 f"runs {function}() on Supabase's {schema}.{table}, which the target does "
                                 "not have (sign-ups go through Stack Auth)"))
-    return items
+    return items, serving
 
 
 def publications(conn: psycopg.Connection) -> list[ReportItem]:

@@ -46,7 +46,12 @@ class TocEntry:
 
     @property
     def label(self) -> str:
-        return f"{self.type} {self.schema}.{self.name}" if self.schema != "-" else f"{self.type} {self.name}"
+        """`TABLE app.notes`, `ACL on TABLE app.notes`, `POLICY app.notes Owners read their notes`."""
+        prefix = "" if self.schema == "-" else f"{self.schema}."
+        if self.type in ("ACL", "COMMENT", "SECURITY LABEL"):  # named "<kind> <object>" by pg_dump
+            kind, _, name = self.name.partition(" ")
+            return f"{self.type} on {kind} {prefix}{name}"
+        return f"{self.type} {prefix}{self.name}"
 
     def decide(self, decision: Decision, reason: str) -> None:
         self.decision, self.reason = decision, reason

@@ -68,7 +68,7 @@ def make_schema(conn: psycopg.Connection, source: Endpoint, schemas: list[str], 
                           created_at=now_iso())
     created = [e.name for e in entries if e.type == "SCHEMA"]
     head = prelude(conn, created, extensions, options.auth_shim, options.keep_roles)
-    log.info("schema: %s", ", ".join(f"{n} {d}" for d, n in report.counts.items()))
+    log.debug("schema: %s", ", ".join(f"{n} {d}" for d, n in report.counts.items()))
     return report, _banner(report) + head + body
 
 
