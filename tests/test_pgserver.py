@@ -10,8 +10,9 @@ from pathlib import Path
 
 import psycopg
 
+from supamove.pgtools import pip_postgres_bindirs
 from supamove.sandbox import fixtures
-from supamove.sandbox.pgserver import PostgresServer, _pip_postgres_bindirs
+from supamove.sandbox.pgserver import PostgresServer
 
 
 def pip_server_copy() -> Path:
@@ -19,7 +20,7 @@ def pip_server_copy() -> Path:
     spec = importlib.util.find_spec("pgserver")
     assert spec is not None and spec.origin, "pgserver is a dependency of supamove"
     package = Path(spec.origin).parent
-    assert str(package / "pginstall" / "bin") in _pip_postgres_bindirs()
+    assert str(package / "pginstall" / "bin") in pip_postgres_bindirs()
     root = Path(tempfile.mkdtemp(prefix="supamove-pip-pg-"))
     os.chmod(root, 0o755)  # as root the server runs as another account
     shutil.copytree(package / "pginstall", root / "pgserver" / "pginstall", symlinks=True)

@@ -218,6 +218,12 @@ def schemas_to_read(schemas: Sequence[str] | None) -> list[str]:
     return wanted
 
 
+def missing_schemas(conn: psycopg.Connection, schemas: Sequence[str]) -> list[str]:
+    """Those of `schemas` the database does not have."""
+    found = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", (list(schemas),))}
+    return [s for s in schemas if s not in found]
+
+
 def read_tables(conn: psycopg.Connection, schemas: Sequence[str], include: Sequence[str] = (),
                 exclude: Sequence[str] = (), user_id_columns: Sequence[str] = (),
                 not_user_id_columns: Sequence[str] = ()) -> list[Table]:

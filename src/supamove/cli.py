@@ -76,7 +76,7 @@ def step(func: F) -> F:
 dry_run_option = click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")
 
 
-RUNBOOK_ORDER = ["test-connections", "export", "migrate-users", "import", "verify", "send-password-resets",
+RUNBOOK_ORDER = ["test-connections", "schema", "export", "migrate-users", "import", "verify", "send-password-resets",
                  "map-users", "purge-mapping", "demo"]
 
 
@@ -604,3 +604,69 @@ def _show_demo_result(result: Any) -> None:
 
 
 # --- end demo command ---
+
+
+# --- schema command ---
+
+
+@main.command("schema")
+@click.option("--schema", "schemas", multiple=True, metavar="NAME",
+              help="Schema to create (repeatable; default: public). Platform schemas are refused.")
+@click.option("--tables", "tables", multiple=True, metavar="PATTERN",
+              help="Only these tables (name or schema.name, shell patterns; repeatable).")
+@click.option("--exclude-tables", multiple=True, metavar="PATTERN",
+              help="Leave these tables out (name or schema.name, shell patterns; repeatable).")
+@click.option("--no-auth-shim", is_flag=True,
+              help="No auth compatibility schema: leave out the policies and views calling auth.uid() and kin.")
+@click.option("--keep-roles", is_flag=True,
+              help="Create anon, authenticated, service_role (NOLOGIN) on the target; keep their grants and policies.")
+@click.option("--apply", "apply_schema", is_flag=True,
+              help="Also create it in the target (DATABASE_URL), in one transaction; refused if a table exists.")
+@dry_run_option
+@step
+def schema_command(ctx: Context, schemas: tuple[str, ...], tables: tuple[str, ...], exclude_tables: tuple[str, ...],
+                   no_auth_shim: bool, keep_roles: bool, apply_schema: bool, dry_run: bool) -> None:
+    """Write the application's schema for the target: schema.sql and schema-report.json.
+
+    Made by pg_dump --schema-only from the source. What only Supabase has (foreign
+    keys to auth.users, triggers on auth tables, grants to its roles, publications)
+    is left out and listed; auth.uid() and kin come from a small auth schema.
+    Nothing is dropped silently: the report gives every object and the reason.
+
+    Example: supamove schema --dry-run && supamove schema --apply
+    """
+    from supamove.errors import ConfigError
+    from supamove.schema import SchemaOptions, run_schema
+
+    if apply_schema and dry_run:
+        raise ConfigError("--apply and --dry-run exclude each other", fix="give one of them")
+    options = SchemaOptions(list(schemas) or ["public"], list(tables), list(exclude_tables), not no_auth_shim,
+                            keep_roles)
+    result = run_schema(ctx.source, ctx.target if apply_schema else None, ctx.datadir, options, dry_run)
+    _show_schema_result(result, ctx)
+
+
+def _show_schema_result(result: Any, ctx: Context) -> None:
+    from collections import Counter
+
+    report = result.report
+    rows = [(e.label, e.decision, e.reason) for e in report.objects if e.decision != "kept" or e.reason]
+    rows += [(f"{o.type} {o.name}" if o.schema == "-" else f"{o.type} {o.schema}.{o.name}", o.decision, o.reason)
+             for o in report.others]
+    print_table("Schema: what is not kept as it is", ["object", "decision", "reason"], rows)
+    kept = Counter(e.type for e in report.objects if e.decision == "kept")
+    say("Kept: " + ", ".join(f"{n} {kind}" for kind, n in sorted(kept.items())) + ".")
+    if report.extensions:
+        say("Extensions: " + ", ".join(f"{x.name} (schema {x.schema})" for x in report.extensions) + ".")
+    counts = report.counts
+    summary = f"{counts['kept']} objects kept, {counts['changed']} changed, {counts['left-out']} left out"
+    if not result.written:
+        say(f"Dry run: {summary}. Nothing was written.")
+        return
+    say(f"{summary}. Wrote {ctx.datadir.schema_sql} and {ctx.datadir.schema_report}.")
+    if result.applied is not None:
+        say(f"Applied to the target ({ctx.target.redacted}) in one transaction: {result.applied.tables} tables "
+            f"in {result.applied.seconds:.1f}s.")
+
+
+# --- end schema command ---

@@ -64,6 +64,14 @@ class DataDir:
     def verification_report(self) -> Path:  # migration-data/verification-report.json
         return self.root / "verification-report.json"
 
+    @property
+    def schema_sql(self) -> Path:  # migration-data/schema.sql
+        return self.root / "schema.sql"
+
+    @property
+    def schema_report(self) -> Path:  # migration-data/schema-report.json
+        return self.root / "schema-report.json"
+
     def table_file(self, schema: str, table: str) -> Path:
         folder = self.auth if schema == "auth" else self.tables
         return folder / table_file_name(schema, table)

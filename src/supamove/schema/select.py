@@ -1,0 +1,161 @@
+"""Which entries of pg_dump's table of contents go to the target, and why, by the catalog's facts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from supamove.errors import SupamoveError
+from supamove.schema.facts import Facts
+from supamove.schema.model import (
+    API_ROLES,
+    SESSION_ENTRIES,
+    SHIM_FUNCTIONS,
+    Decision,
+    Extension,
+    SchemaOptions,
+    TocEntry,
+)
+
+PG_CLASS = 1259
+PG_PROC = 1255
+PG_POLICY = 3256
+NOT_MOVED = {
+    "PUBLICATION": "logical replication for Realtime: not moved",
+    "PUBLICATION TABLE": "part of a Realtime publication: not moved",
+    "PUBLICATION TABLES IN SCHEMA": "part of a Realtime publication: not moved",
+    "EVENT TRIGGER": "a Supabase service hook: not moved",
+    "SUBSCRIPTION": "logical replication: not moved",
+}
+BUILT_IN = {"plpgsql"}  # in every database
+MATVIEW_NOTE = "created empty: run REFRESH MATERIALIZED VIEW after the import"
+
+
+@dataclass(frozen=True)
+class Context:
+    facts: Facts
+    options: SchemaOptions
+    by_id: dict[int, TocEntry]
+
+
+Verdict = tuple[Decision, str] | None
+
+
+def select_entries(entries: list[TocEntry], facts: Facts, options: SchemaOptions) -> list[Extension]:
+    """Decide every entry (kept, changed or left out, with the reason); the extensions the kept ones use."""
+    ctx = Context(facts, options, {e.dump_id: e for e in entries})
+    used: set[str] = set()
+    for entry in entries:
+        decide(entry, ctx)
+        if entry.decision != "left-out":
+            used |= {r.extension for r in facts.refs.get(entry.key, ()) if r.extension} - BUILT_IN
+    return [Extension(name, *facts.extensions[name]) for name in sorted(used)]
+
+
+def decide(entry: TocEntry, ctx: Context) -> None:
+    if entry.type in SESSION_ENTRIES:
+        return
+    if entry.type == "SCHEMA":
+        entry.decide("changed", "created with CREATE SCHEMA IF NOT EXISTS (the target may have it already)")
+        return
+    gone = next((ctx.by_id[d] for d in entry.depends_on
+                 if d in ctx.by_id and ctx.by_id[d].decision == "left-out"), None)
+    if gone is not None:
+        entry.decide("left-out", f"depends on {gone.label}, left out")
+        return
+    for rule in RULES:
+        verdict = rule(entry, ctx)
+        if verdict is not None:
+            entry.decide(*verdict)
+            return
+    if entry.type == "MATERIALIZED VIEW":
+        entry.decide("kept", MATVIEW_NOTE)
+    extensions = sorted({r.extension for r in ctx.facts.refs.get(entry.key, ()) if r.extension} - BUILT_IN)
+    if extensions:
+        entry.decide("kept", _join(entry.reason, f"uses extension {', '.join(extensions)}"))
+
+
+def _not_moved(entry: TocEntry, ctx: Context) -> Verdict:
+    return ("left-out", NOT_MOVED[entry.type]) if entry.type in NOT_MOVED else None
+
+
+def _not_selected(entry: TocEntry, ctx: Context) -> Verdict:
+    """Tables outside --tables/--exclude-tables; a partition goes with its partitioned table."""
+    if entry.type != "TABLE":
+        return None
+    key = ctx.facts.partition_roots.get(entry.objid, (entry.schema, entry.name))
+    if key in ctx.facts.selected_tables:
+        return None
+    return ("left-out", "not selected (--tables, --exclude-tables)")
+
+
+def _grants(entry: TocEntry, ctx: Context) -> Verdict:
+    """GRANTs: Supabase's API roles only with --keep-roles; other roles the operator grants by hand."""
+    if entry.type != "ACL":
+        return None
+    about = [ctx.by_id[d] for d in entry.depends_on if d in ctx.by_id]
+    granted = next((ctx.facts.grantees[o.key] for o in about if o.key in ctx.facts.grantees), [])
+    roles = [g for g in granted if g != "PUBLIC"]
+    supabase = [r for r in roles if r in API_ROLES]
+    others = [r for r in roles if r not in API_ROLES]
+    if others:
+        return ("left-out", f"grants to {', '.join(roles)}: {', '.join(others)} "
+                            f"{'is a role' if len(others) == 1 else 'are roles'} of the source; "
+                            "grant on the target by hand")
+    if supabase and not ctx.options.keep_roles:
+        return ("left-out", f"grants to {', '.join(supabase)}, Supabase's API roles (--keep-roles keeps them)")
+    if supabase:
+        return ("kept", f"grants to {', '.join(supabase)} (created NOLOGIN by --keep-roles)")
+    return None
+
+
+def _serves_platform_triggers(entry: TocEntry, ctx: Context) -> Verdict:
+    """The handle_new_user pattern: a function that only triggers on auth.users call."""
+    served = ctx.facts.auth_trigger_functions.get(entry.objid) if entry.classid == PG_PROC else None
+    if not served:
+        return None
+    return ("left-out", f"only serves {', '.join(served)}, which is left out")
+
+
+def _policy_roles(entry: TocEntry, ctx: Context) -> Verdict:
+    roles = [r for r in ctx.facts.policy_roles.get(entry.objid, []) if r in API_ROLES]
+    if entry.classid != PG_POLICY or not roles or ctx.options.keep_roles:
+        return None
+    return ("left-out", f"applies to {', '.join(roles)}, Supabase's API "
+                        + ("role (--keep-roles creates it)" if len(roles) == 1 else "roles (--keep-roles creates them)"))
+
+
+def _platform_refs(entry: TocEntry, ctx: Context) -> Verdict:
+    """An object using Supabase's platform: auth.uid() and kin through the shim, anything else left out."""
+    refs = [r for r in ctx.facts.refs.get(entry.key, ()) if r.extension is None]
+    if not refs:
+        return None
+    options = ctx.options
+    shimmed = sorted(r.identity for r in refs if r.identity in SHIM_FUNCTIONS)
+    # An index is named only when nothing else is: a foreign key to auth.users uses auth.users_pkey too.
+    platform = sorted(r.identity for r in refs if r.identity not in SHIM_FUNCTIONS and r.kind != "index") \
+        or sorted(r.identity for r in refs if r.identity not in SHIM_FUNCTIONS)
+    if entry.type == "TABLE" and (platform or not options.auth_shim):
+        raise _table_needs_platform(entry, platform or shimmed, options)
+    if platform:
+        what = "references" if entry.type == "FK CONSTRAINT" else "uses"
+        return ("left-out", f"{what} {', '.join(platform)}, part of Supabase's platform, not on the target")
+    if not options.auth_shim:
+        return ("left-out", f"calls {', '.join(shimmed)} (--no-auth-shim)")
+    return ("changed", f"calls {', '.join(shimmed)}: provided by the target's auth compatibility schema")
+
+
+def _table_needs_platform(entry: TocEntry, uses: list[str], options: SchemaOptions) -> SupamoveError:
+    fix = ("drop --no-auth-shim" if uses and set(uses) <= SHIM_FUNCTIONS and not options.auth_shim
+           else "change the column's type or default on the source, or leave the table out with --exclude-tables")
+    return SupamoveError(f"table {entry.schema}.{entry.name} uses {', '.join(uses)} (Supabase's platform), "
+                         "so it cannot be created on the target", fix=fix)
+
+
+def _join(first: str, second: str) -> str:
+    return f"{first}; {second}" if first else second
+
+
+
+RULES: tuple[Callable[[TocEntry, Context], Verdict], ...] = (
+    _not_moved, _not_selected, _grants, _serves_platform_triggers, _policy_roles, _platform_refs)

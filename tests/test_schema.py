@@ -1,0 +1,281 @@
+"""`supamove schema`: a Supabase application schema made into one a plain PostgreSQL accepts.
+
+The source is the Supabase-shaped fixture plus the `app` schema of tests/sql/supabase_app_schema.sql
+(handle_new_user, auth.uid() policies, extensions.citext, grants to Supabase's roles, a publication);
+the target is an EMPTY database, so everything it holds comes from supamove.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+from conftest import Cli, Databases, _create_database, run_sql_file
+
+from supamove.db import Endpoint
+from supamove.errors import TargetError
+from supamove.paths import DataDir
+from supamove.sandbox.pgserver import PostgresServer
+from supamove.schema import Extension, SchemaOptions, apply_schema, run_schema
+
+APP = ("--schema", "app")
+AUTH_USERS_FK = "references auth.users, part of Supabase's platform, not on the target"
+API_GRANTS = "Supabase's API roles (--keep-roles keeps them)"
+# Every object of the app schema, and the Supabase-only objects around it, with its decision and reason.
+APP_REPORT = {
+    ("SCHEMA", None, "app"): ("changed", "created with CREATE SCHEMA IF NOT EXISTS (the target may have it already)"),
+    ("ACL", None, "SCHEMA app"): ("left-out", f"grants to anon, authenticated, service_role, {API_GRANTS}"),
+    ("TYPE", "app", "note_kind"): ("kept", ""),
+    ("DOMAIN", "app", "score"): ("kept", ""),
+    ("FUNCTION", "app", "handle_new_user()"): (
+        "left-out", "only serves on_auth_user_created on auth.users, which is left out"),
+    ("FUNCTION", "app", "note_count(uuid)"): ("kept", ""),
+    ("TABLE", "app", "events"): ("kept", ""),
+    ("SEQUENCE", "app", "events_id_seq"): ("kept", ""),
+    ("SEQUENCE OWNED BY", "app", "events_id_seq"): ("kept", ""),
+    ("TABLE", "app", "events_2024"): ("kept", ""),
+    ("TABLE", "app", "events_2025"): ("kept", ""),
+    ("SEQUENCE", "app", "invoice_number_seq"): ("kept", ""),
+    ("TABLE", "app", "invoices"): ("kept", ""),
+    ("ACL", "app", "TABLE invoices"): ("left-out", f"grants to service_role, {API_GRANTS}"),
+    ("TABLE", "app", "notes"): ("kept", ""),
+    ("ACL", "app", "TABLE notes"): ("left-out", f"grants to anon, authenticated, {API_GRANTS}"),
+    ("MATERIALIZED VIEW", "app", "note_totals"): (
+        "kept", "created empty: run REFRESH MATERIALIZED VIEW after the import"),
+    ("SEQUENCE", "app", "notes_id_seq"): ("kept", ""),
+    ("TABLE", "app", "profiles"): ("kept", "uses extension citext"),
+    ("COMMENT", "app", "TABLE profiles"): ("kept", ""),
+    ("ACL", "app", "TABLE profiles"): ("left-out", f"grants to anon, authenticated, {API_GRANTS}"),
+    ("VIEW", "app", "profile_notes"): ("kept", "uses extension citext"),
+    ("VIEW", "app", "user_emails"): ("left-out", "uses auth.users, part of Supabase's platform, not on the target"),
+    ("TABLE ATTACH", "app", "events_2024"): ("kept", ""),
+    ("TABLE ATTACH", "app", "events_2025"): ("kept", ""),
+    ("DEFAULT", "app", "events id"): ("kept", ""),
+    ("CONSTRAINT", "app", "events events_pkey"): ("kept", ""),
+    ("CONSTRAINT", "app", "events_2024 events_2024_pkey"): ("kept", ""),
+    ("CONSTRAINT", "app", "events_2025 events_2025_pkey"): ("kept", ""),
+    ("CONSTRAINT", "app", "invoices invoices_pkey"): ("kept", ""),
+    ("CONSTRAINT", "app", "notes notes_pkey"): ("kept", ""),
+    ("CONSTRAINT", "app", "profiles profiles_email_key"): ("kept", ""),
+    ("CONSTRAINT", "app", "profiles profiles_pkey"): ("kept", ""),
+    ("INDEX", "app", "notes_owner_idx"): ("kept", ""),
+    ("INDEX ATTACH", "app", "events_2024_pkey"): ("kept", ""),
+    ("INDEX ATTACH", "app", "events_2025_pkey"): ("kept", ""),
+    ("FK CONSTRAINT", "app", "invoices invoices_owner_id_fkey"): ("left-out", AUTH_USERS_FK),
+    ("FK CONSTRAINT", "app", "notes notes_owner_id_fkey"): ("kept", ""),
+    ("FK CONSTRAINT", "app", "profiles profiles_id_fkey"): ("left-out", AUTH_USERS_FK),
+    ("POLICY", "app", "notes Authenticated users write their notes"): (
+        "left-out", "applies to authenticated, Supabase's API role (--keep-roles creates it)"),
+    ("POLICY", "app", "notes Owners read their notes"): (
+        "changed", "calls auth.uid(): provided by the target's auth compatibility schema"),
+    ("ROW SECURITY", "app", "notes"): ("kept", ""),
+    ("TRIGGER", "auth", "users on_auth_user_created"): (
+        "left-out", "runs app.handle_new_user() on Supabase's auth.users, which the target does not have "
+                    "(sign-ups go through Stack Auth)"),
+    ("PUBLICATION", None, "supabase_realtime"): (
+        "left-out", "logical replication for Realtime (app.notes, public.alerts): not moved"),
+    ("EVENT TRIGGER", None, "pgrst_ddl_watch"): (
+        "left-out", "runs extensions.pgrst_ddl_watch() on ddl_command_end (a Supabase service hook): not moved"),
+    ("EVENT TRIGGER", None, "pgrst_drop_watch"): (
+        "left-out", "runs extensions.pgrst_drop_watch() on sql_drop (a Supabase service hook): not moved"),
+    ("CRON JOB", "cron", "freshtrack-offline-sensor-sweep"): (
+        "left-out", "pg_cron job (*/5 * * * *: SELECT 1): schedule it on the target by hand"),
+}
+APP_TABLES = ["app.events", "app.events_2024", "app.events_2025", "app.invoices", "app.notes", "app.profiles"]
+
+
+@pytest.fixture(scope="session")
+def app_source_template(pg_source: PostgresServer, source_template: str) -> str:
+    """The shared Supabase-shaped source plus the `app` schema and its rows."""
+    url = _create_database(pg_source, "app_source_template", source_template)
+    run_sql_file(url, "supabase_app_schema.sql")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+    return "app_source_template"
+
+
+@pytest.fixture
+def dbs(pg_source: PostgresServer, pg_target: PostgresServer, app_source_template: str) -> Iterator[Databases]:
+    """This module's databases: the app source, and a target database with nothing in it."""
+    n = os.urandom(4).hex()
+    source_db, target_db = f"appsrc_{n}", f"empty_{n}"
+    _create_database(pg_source, source_db, app_source_template)
+    _create_database(pg_target, target_db)
+    try:
+        yield Databases(pg_source, pg_target, source_db, target_db)
+    finally:
+        for server, name in ((pg_source, source_db), (pg_target, target_db)):
+            with psycopg.connect(server.url(), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def report_entries(report: dict[str, Any]) -> dict[tuple[str, str | None, str], tuple[str, str]]:
+    return {(o["type"], o["schema"], o["name"]): (o["decision"], o["reason"]) for o in report["objects"]}
+
+
+def target_tables(dbs: Databases, schema: str = "app") -> list[str]:
+    with dbs.target() as conn:
+        rows = conn.execute("SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                            "WHERE nspname = %s AND relkind IN ('r', 'p') ORDER BY 1", (schema,)).fetchall()
+    return [f"{schema}.{r[0]}" for r in rows]
+
+
+def error_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.startswith("Error: ")]
+    assert len(lines) == 1 and "Traceback" not in output, output
+    return lines[0]
+
+
+def test_report_lists_every_object_with_its_decision(cli: Cli, dbs: Databases, data_dir: Path) -> None:
+    dry = cli("schema", *APP, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "Dry run: 31 objects kept, 2 changed, 14 left out. Nothing was written." in dry.output
+    assert "Extensions: citext (schema extensions)." in dry.output
+    assert not data_dir.exists() or not list(data_dir.iterdir())
+
+    result = cli("schema", *APP)
+    assert result.exit_code == 0, result.output
+    report = orjson.loads((data_dir / "schema-report.json").read_bytes())
+    assert report_entries(report) == APP_REPORT
+    assert report["formatVersion"] == 1
+    assert report["summary"] == {"kept": 31, "changed": 2, "leftOut": 14}
+    assert report["tables"] == APP_TABLES
+    assert report["extensions"] == [{"name": "citext", "schema": "extensions", "version": "1.6"}]
+    for name in ("schema.sql", "schema-report.json"):
+        assert (data_dir / name).stat().st_mode & 0o777 == 0o600
+    text = (data_dir / "schema.sql").read_text()
+    assert 'CREATE EXTENSION IF NOT EXISTS "citext" WITH SCHEMA "extensions";' in text
+    assert "CREATE OR REPLACE FUNCTION auth.uid() RETURNS uuid" in text
+    for left_out in ("FUNCTION app.handle_new_user", "REFERENCES auth.users", "FROM auth.users", "\\restrict",
+                     "TO anon", "TO authenticated", "TO service_role", "PUBLICATION"):
+        assert left_out not in text
+    assert target_tables(dbs) == []  # without --apply the target is untouched
+
+
+def test_whole_runbook_from_an_empty_target_passes_verify(cli: Cli, dbs: Databases, data_dir: Path,
+                                                          stack_auth: Any) -> None:
+    both = ("--schema", "public", "--schema", "app")
+    applied = cli("schema", *both, "--apply")
+    assert applied.exit_code == 0, applied.output
+    assert "Applied to the target" in applied.output and "in one transaction: 15 tables" in applied.output
+    for step in (("export", *both), ("migrate-users",), ("import",), ("verify",)):
+        result = cli(*step)
+        assert result.exit_code == 0, f"supamove {' '.join(step)}:\n{result.output}"
+    verification = orjson.loads((data_dir / "verification-report.json").read_bytes())
+    statuses = {f"{t['schema']}.{t['table']}": t["status"] for t in verification["tables"]}
+    assert {t for t in statuses if t.startswith("app.")} == {"app.events", "app.invoices", "app.notes", "app.profiles"}
+    assert set(statuses.values()) == {"pass"}, statuses
+    mapping = orjson.loads((data_dir / "user-mapping.json").read_bytes())
+    policy_filters_by_jwt_sub(dbs, mapping)
+
+
+def policy_filters_by_jwt_sub(dbs: Databases, mapping: dict[str, Any]) -> None:
+    """The kept policy `owner_id = auth.uid()` shows a non-owner role only the token's user's notes."""
+    with dbs.source() as conn:
+        owner, notes = conn.execute("SELECT owner_id::text, count(*) FROM app.notes GROUP BY 1 ORDER BY 1 "
+                                    "LIMIT 1").fetchone()  # type: ignore[misc]
+    stack_id = next(u["stackAuthUserId"] for u in mapping["mappings"] if u["supabaseUserId"] == owner)
+    with dbs.target() as conn:
+        conn.execute("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'schema_test_reader') "
+                     "THEN CREATE ROLE schema_test_reader NOLOGIN; END IF; END $$")
+        conn.execute("GRANT USAGE ON SCHEMA app TO schema_test_reader")
+        conn.execute("GRANT SELECT ON app.notes TO schema_test_reader")
+        with conn.transaction():
+            conn.execute("SET LOCAL ROLE schema_test_reader")
+            assert conn.execute("SELECT count(*) FROM app.notes").fetchone() == (0,)  # no token, no rows
+            claims = orjson.dumps({"sub": stack_id, "role": "authenticated"}).decode()
+            conn.execute("SELECT set_config('request.jwt.claims', %s, true)", (claims,))
+            seen = conn.execute("SELECT DISTINCT owner_id::text, count(*) OVER () FROM app.notes").fetchall()
+    assert seen == [(stack_id, notes)]
+    assert notes > 0
+
+
+def test_a_target_holding_a_table_is_refused_and_left_as_it_was(cli: Cli, dbs: Databases) -> None:
+    with dbs.target() as conn:
+        conn.execute("CREATE SCHEMA app; CREATE TABLE app.notes (id integer); CREATE TABLE app.invoices (n integer)")
+    result = cli("schema", *APP, "--apply")
+    assert result.exit_code == TargetError.exit_code, result.output
+    assert error_line(result.output) == (
+        "Error: the target already has 2 of the tables: app.invoices, app.notes "
+        "(fix: apply the schema to an empty database, or drop those tables first)")
+    assert target_tables(dbs) == ["app.invoices", "app.notes"]
+
+
+def test_without_the_shim_with_roles(cli: Cli, dbs: Databases, data_dir: Path) -> None:
+    result = cli("schema", *APP, "--no-auth-shim", "--keep-roles", "--apply")
+    assert result.exit_code == 0, result.output
+    entries = report_entries(orjson.loads((data_dir / "schema-report.json").read_bytes()))
+    assert entries[("POLICY", "app", "notes Owners read their notes")] == (
+        "left-out", "calls auth.uid() (--no-auth-shim)")
+    assert entries[("POLICY", "app", "notes Authenticated users write their notes")] == (
+        "left-out", "calls auth.uid() (--no-auth-shim)")
+    assert entries[("ACL", "app", "TABLE notes")] == (
+        "kept", "grants to anon, authenticated (created NOLOGIN by --keep-roles)")
+    assert "auth.uid()" not in (data_dir / "schema.sql").read_text()
+    with dbs.target() as conn:
+        assert conn.execute("SELECT to_regnamespace('auth')").fetchone() == (None,)
+        assert conn.execute("SELECT has_table_privilege('authenticated', 'app.notes', 'SELECT'), "
+                            "has_table_privilege('service_role', 'app.invoices', 'INSERT'), "
+                            "(SELECT rolcanlogin FROM pg_roles WHERE rolname = 'anon')").fetchone() == (True, True, False)
+    assert target_tables(dbs) == APP_TABLES
+
+
+def test_excluded_tables_take_their_constraints_and_grants_along(dbs: Databases, tmp_path: Path) -> None:
+    source = Endpoint(dbs.source_url, "source")
+    options = SchemaOptions(["app"], exclude_tables=["invoices"])
+    result = run_schema(source, None, DataDir(tmp_path / "data"), options, dry_run=True)
+    decided = {(e.type, e.name): (e.decision, e.reason) for e in result.report.objects}
+    assert decided[("TABLE", "invoices")] == ("left-out", "not selected (--tables, --exclude-tables)")
+    assert decided[("CONSTRAINT", "invoices invoices_pkey")] == (
+        "left-out", "depends on TABLE app.invoices, left out")
+    assert decided[("SEQUENCE", "invoice_number_seq")] == ("kept", "")
+    assert "app.invoices" not in result.report.tables
+    assert not (tmp_path / "data").exists()
+
+
+def test_an_extension_the_target_lacks_is_refused_before_anything_is_applied(dbs: Databases,
+                                                                           tmp_path: Path) -> None:
+    datadir = DataDir(tmp_path / "data").ensure()
+    datadir.schema_sql.write_text("CREATE TABLE public.should_not_exist (id integer);")
+    missing = Extension("supamove_no_such_extension", "extensions", "1.0")
+    with pytest.raises(TargetError) as failure:
+        apply_schema(Endpoint(dbs.target_url, "target"), datadir, ["public.should_not_exist"], [missing])
+    assert str(failure.value) == (
+        "the target cannot create extension supamove_no_such_extension: not installed on its server (fix: install "
+        "it on the target's server (citext, pg_trgm, uuid-ossp and the like are in the postgresql-contrib package), "
+        "then run `supamove schema --apply` again)")
+    assert target_tables(dbs, "public") == []
+
+
+def test_a_statement_the_target_refuses_applies_nothing(dbs: Databases, tmp_path: Path) -> None:
+    datadir = DataDir(tmp_path / "data").ensure()
+    datadir.schema_sql.write_text("CREATE TABLE public.first (id integer);\nCREATE TABLE public.first (id integer);\n")
+    with pytest.raises(TargetError) as failure:
+        apply_schema(Endpoint(dbs.target_url, "target"), datadir, ["public.first"], [])
+    assert str(failure.value) == (
+        'the target refused schema.sql: relation "first" already exists; nothing was applied (fix: correct the '
+        f"statement in {datadir.schema_sql} (or its cause on the source), then run `supamove schema --apply` again)")
+    assert target_tables(dbs, "public") == []
+
+
+def test_a_pg_dump_older_than_the_source_is_a_clear_error(cli: Cli, dbs: Databases, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    bindir = tmp_path / "old-postgres" / "bin"
+    bindir.mkdir(parents=True)
+    for program in ("pg_dump", "pg_restore"):
+        (bindir / program).write_text(f"#!/bin/sh\necho '{program} (PostgreSQL) 12.22'\n")
+        (bindir / program).chmod(0o755)
+    monkeypatch.setenv("PG_BINDIR", str(bindir))
+    with dbs.source() as conn:
+        major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
+    result = cli("schema", *APP, "--dry-run")
+    assert result.exit_code == 1, result.output
+    assert error_line(result.output) == (
+        f"Error: pg_dump 12 ({bindir / 'pg_dump'}) is older than the source server (PostgreSQL {major}); it cannot "
+        f"read its catalog (fix: install PostgreSQL {major}'s client programs (apt-get install "
+        f"postgresql-client-{major}) or newer, or set PG_BINDIR to the bin folder of such an installation)")
