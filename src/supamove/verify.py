@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Any, TypeVar, overload
 
 import psycopg
@@ -170,11 +169,6 @@ def _is_array(col: Column) -> bool:
     return (col.base_type or col.type).endswith("]")
 
 
-def _selected(table: Table, patterns: list[str]) -> bool:
-    return not patterns or any(
-        fnmatchcase(table.qualified if "." in p else table.name, p) for p in patterns)
-
-
 def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: VerifyOptions,
                 has_mapping: bool) -> tuple[list[TablePlan], str]:
     """The tables to compare: those of metadata.json, else the source catalog's public tables."""
@@ -184,7 +178,7 @@ def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: V
             tables, origin = [table_from_dict(e) for e in meta.tables], "metadata.json"
         else:
             tables, origin = catalog.read_tables(conn, ["public"]), "source catalog"
-        tables = [t for t in tables if _selected(t, options.tables)]
+        tables = [t for t in tables if catalog.selected(t, options.tables)]
         schemas = sorted({t.schema for t in tables})
         ours = {t.key: t for t in catalog.read_relations(conn, schemas)}
     with connect(target, autocommit=True) as conn:
