@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from supamove.sandbox.pgserver import free_port
-from supamove.verify import pair_by_key, shown
+from supamove.verify.locate import pair_by_key, shown
 
 
 def test_preflight_on_an_empty_target_lists_the_empty_tables(cli, data_dir: Path) -> None:
@@ -53,11 +53,11 @@ def test_tables_pattern_matching_nothing_is_refused(cli) -> None:
 def test_a_missing_and_an_extra_row_with_one_key_are_one_changed_row() -> None:
     missing = [("h1", 1, {"id": "7", "v": "a"}), ("h2", 2, {"id": "8", "v": "b"})]
     extra = [("h3", 1, {"id": "7", "v": "z"})]
-    assert pair_by_key(("id",), missing, extra) == [
+    assert [d.to_dict() for d in pair_by_key(("id",), missing, extra)] == [
         {"kind": "changed", "key": {"id": "7"}, "columns": [{"column": "v", "source": "a", "target": "z"}]},
         {"kind": "missing", "key": {"id": "8"}, "count": 2, "row": {"id": "8", "v": "b"}},
     ]
-    assert pair_by_key((), missing[:1], extra) == [
+    assert [d.to_dict() for d in pair_by_key((), missing[:1], extra)] == [
         {"kind": "missing", "count": 1, "row": {"id": "7", "v": "a"}},
         {"kind": "extra", "count": 1, "row": {"id": "7", "v": "z"}},
     ]

@@ -337,17 +337,16 @@ def _show_verify_report(report: Any) -> None:
             say(f"  {t.qualified}: {_describe_difference(diff)}")
 
 
-def _describe_difference(diff: dict[str, Any]) -> str:
-    where = ", ".join(f"{k}={v}" for k, v in diff.get("key", {}).items())
-    if diff["kind"] == "changed":
-        cols = "; ".join(f"{c['column']}: {_sql_text(c['source'])} -> {_sql_text(c['target'])}"
-                         for c in diff["columns"])
+def _describe_difference(diff: Any) -> str:
+    where = ", ".join(f"{k}={v}" for k, v in (diff.key or {}).items())
+    if diff.kind == "changed":
+        cols = "; ".join(f"{c.column}: {_sql_text(c.source)} -> {_sql_text(c.target)}" for c in diff.columns)
         return f"row {where} differs: {cols}"
-    side = "source only" if diff["kind"] == "missing" else "target only"
-    times = f" x{diff['count']}" if diff.get("count", 1) > 1 else ""
+    side = "source only" if diff.kind == "missing" else "target only"
+    times = f" x{diff.count}" if diff.count > 1 else ""
     if where:
-        return f"row {where} {diff['kind']} ({side}){times}"
-    return f"row {diff['kind']} ({side}){times}: {diff.get('row')}"
+        return f"row {where} {diff.kind} ({side}){times}"
+    return f"row {diff.kind} ({side}){times}: {diff.row}"
 
 
 def _sql_text(value: str | None) -> str:
