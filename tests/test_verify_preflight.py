@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from supamove.sandbox.pgserver import free_port
+from supamove.verify import TableCheck, VerifyReport
 from supamove.verify.locate import pair_by_key, shown
 
 
@@ -66,3 +67,14 @@ def test_a_missing_and_an_extra_row_with_one_key_are_one_changed_row() -> None:
 def test_long_values_are_cut_in_the_report() -> None:
     assert shown(None) is None and shown("short") == "short"
     assert shown("x" * 1000).endswith("… (1,000 characters)")
+
+
+def test_a_failed_table_fails_verify_naming_the_report() -> None:
+    def report(*tables: TableCheck) -> VerifyReport:
+        return VerifyReport("", "", "", list(tables), 0.0, True, "metadata.json", Path("/data/verification-report.json"))
+
+    passed = TableCheck("public", "sites")
+    assert report(passed, TableCheck("public", "units", warnings=["column x is in the source only"])).failure() is None
+    error = report(passed, TableCheck("public", "readings", failures=["contents differ"])).failure()
+    assert error is not None and error.exit_code == 7
+    assert str(error) == "1 of 2 tables do not match (fix: see the reasons above and in /data/verification-report.json)"

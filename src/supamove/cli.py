@@ -300,7 +300,6 @@ def verify_command(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int,
 
     Example: supamove verify --skip-checksum (before import), supamove verify (after)
     """
-    from supamove.errors import VerificationFailed
     from supamove.verify import VerifyOptions, run_verify
 
     options = VerifyOptions(skip_checksum, max_diffs, jobs, list(tables))
@@ -315,15 +314,9 @@ def verify_command(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int,
     say(f"{summary['tables']} tables: {summary['pass']} pass, {summary['warn']} warn, {summary['fail']} fail; "
         f"{summary['sourceRows']:,} source rows, {summary['targetRows']:,} target rows in {report.seconds:.1f}s"
         f"{'' if report.checksums else ' (row counts only)'}. Report: {ctx.datadir.verification_report}")
-    if not report.ok:
-        from supamove.verify import EMPTY_TARGET
-
-        failed = [t for t in report.tables if t.status == "fail"]
-        if all(t.reason == EMPTY_TARGET for t in failed):  # verify run before import: name the step
-            raise VerificationFailed(f"{len(failed)} of {summary['tables']} target tables are empty",
-                                     fix="run `supamove import` first, then `supamove verify`")
-        raise VerificationFailed(f"{summary['fail']} of {summary['tables']} tables do not match",
-                                 fix=f"see the reasons above and in {ctx.datadir.verification_report}")
+    failure = report.failure()
+    if failure is not None:
+        raise failure
 
 
 def _show_verify_report(report: Any) -> None:
