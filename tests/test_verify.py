@@ -21,7 +21,6 @@ from conftest import Databases, _counter, _create_database, fresh_databases
 from psycopg import sql
 
 from supamove import catalog
-from supamove import verify as verify_module
 from supamove.catalog import Table
 from supamove.clock import now_iso
 from supamove.db import Endpoint
@@ -30,6 +29,7 @@ from supamove.metadata import Metadata, table_to_dict
 from supamove.paths import DataDir
 from supamove.sandbox.pgserver import PostgresServer, find_bindir
 from supamove.verify import VerifyOptions, run_verify
+from supamove.verify import run as verify_run
 
 SCHEMAS = ["public", "edge"]
 Faithful = tuple[str, dict[str, str], list[Table]]  # target template database, user mapping, tables
@@ -402,14 +402,14 @@ def test_big_tables_are_checksummed_in_block_ranges(migrated: Path, dbs: Databas
     source, target = Endpoint(dbs.source_url, "source"), Endpoint(dbs.target_url, "target")
     options = VerifyOptions(tables=["readings", "alerts"])
     whole = run_verify(source, target, DataDir(migrated), options)
-    monkeypatch.setattr(verify_module, "CHUNK_BLOCKS", 1)
+    monkeypatch.setattr(verify_run, "CHUNK_BLOCKS", 1)
     with dbs.target() as conn:
         conn.execute("UPDATE public.readings SET temperature = 99 WHERE id = 1999")
     pieces = run_verify(source, target, DataDir(migrated), options)
     assert [t.source_checksum for t in pieces.tables] == [t.source_checksum for t in whole.tables]
     status = {t.table: t for t in pieces.tables}
     assert (status["readings"].status, status["alerts"].status) == ("fail", "pass")
-    assert status["readings"].differences[0]["key"] == {"id": "1999"}
+    assert status["readings"].differences[0].key == {"id": "1999"}
 
 
 def test_skip_checksum_compares_counts_only(cli, migrated: Path, dbs: Databases) -> None:

@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from supamove.sandbox.pgserver import free_port
-from supamove.verify import pair_by_key, shown
+from supamove.verify import TableCheck, VerifyReport
+from supamove.verify.locate import pair_by_key, shown
 
 
 def test_preflight_on_an_empty_target_lists_the_empty_tables(cli, data_dir: Path) -> None:
@@ -53,11 +54,11 @@ def test_tables_pattern_matching_nothing_is_refused(cli) -> None:
 def test_a_missing_and_an_extra_row_with_one_key_are_one_changed_row() -> None:
     missing = [("h1", 1, {"id": "7", "v": "a"}), ("h2", 2, {"id": "8", "v": "b"})]
     extra = [("h3", 1, {"id": "7", "v": "z"})]
-    assert pair_by_key(("id",), missing, extra) == [
+    assert [d.to_dict() for d in pair_by_key(("id",), missing, extra)] == [
         {"kind": "changed", "key": {"id": "7"}, "columns": [{"column": "v", "source": "a", "target": "z"}]},
         {"kind": "missing", "key": {"id": "8"}, "count": 2, "row": {"id": "8", "v": "b"}},
     ]
-    assert pair_by_key((), missing[:1], extra) == [
+    assert [d.to_dict() for d in pair_by_key((), missing[:1], extra)] == [
         {"kind": "missing", "count": 1, "row": {"id": "7", "v": "a"}},
         {"kind": "extra", "count": 1, "row": {"id": "7", "v": "z"}},
     ]
@@ -66,3 +67,14 @@ def test_a_missing_and_an_extra_row_with_one_key_are_one_changed_row() -> None:
 def test_long_values_are_cut_in_the_report() -> None:
     assert shown(None) is None and shown("short") == "short"
     assert shown("x" * 1000).endswith("… (1,000 characters)")
+
+
+def test_a_failed_table_fails_verify_naming_the_report() -> None:
+    def report(*tables: TableCheck) -> VerifyReport:
+        return VerifyReport("", "", "", list(tables), 0.0, True, "metadata.json", Path("/data/verification-report.json"))
+
+    passed = TableCheck("public", "sites")
+    assert report(passed, TableCheck("public", "units", warnings=["column x is in the source only"])).failure() is None
+    error = report(passed, TableCheck("public", "readings", failures=["contents differ"])).failure()
+    assert error is not None and error.exit_code == 7
+    assert str(error) == "1 of 2 tables do not match (fix: see the reasons above and in /data/verification-report.json)"

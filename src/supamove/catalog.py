@@ -229,7 +229,7 @@ def read_tables(conn: psycopg.Connection, schemas: Sequence[str], include: Seque
                 not_user_id_columns: Sequence[str] = ()) -> list[Table]:
     """The application tables in `schemas`, narrowed by name patterns, with user-id columns found."""
     tables = read_relations(conn, list(schemas))
-    tables = [t for t in tables if _selected(t, include, exclude)]
+    tables = [t for t in tables if selected(t, include, exclude)]
     return find_user_id_columns(tables, user_id_columns, not_user_id_columns)
 
 
@@ -264,7 +264,12 @@ def read_relations(conn: psycopg.Connection, schemas: list[str]) -> list[Table]:
     ]
 
 
-def _selected(table: Table, include: Sequence[str], exclude: Sequence[str]) -> bool:
+def selected(table: Table, include: Sequence[str], exclude: Sequence[str] = ()) -> bool:
+    """Whether a table matches an include pattern (any table, when there is none) and no exclude pattern.
+
+    A pattern with a dot is matched against schema.name, one without against the name alone.
+    """
+
     def matches(pattern: str) -> bool:
         target = table.qualified if "." in pattern else table.name
         return fnmatchcase(target, pattern)

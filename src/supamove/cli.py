@@ -309,7 +309,6 @@ def verify_command(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int,
 
     Example: supamove verify --skip-checksum (before import), supamove verify (after)
     """
-    from supamove.errors import VerificationFailed
     from supamove.verify import VerifyOptions, run_verify
 
     options = VerifyOptions(skip_checksum, max_diffs, jobs, list(tables))
@@ -324,15 +323,9 @@ def verify_command(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int,
     say(f"{summary['tables']} tables: {summary['pass']} pass, {summary['warn']} warn, {summary['fail']} fail; "
         f"{summary['sourceRows']:,} source rows, {summary['targetRows']:,} target rows in {report.seconds:.1f}s"
         f"{'' if report.checksums else ' (row counts only)'}. Report: {ctx.datadir.verification_report}")
-    if not report.ok:
-        from supamove.verify import EMPTY_TARGET
-
-        failed = [t for t in report.tables if t.status == "fail"]
-        if all(t.reason == EMPTY_TARGET for t in failed):  # verify run before import: name the step
-            raise VerificationFailed(f"{len(failed)} of {summary['tables']} target tables are empty",
-                                     fix="run `supamove import` first, then `supamove verify`")
-        raise VerificationFailed(f"{summary['fail']} of {summary['tables']} tables do not match",
-                                 fix=f"see the reasons above and in {ctx.datadir.verification_report}")
+    failure = report.failure()
+    if failure is not None:
+        raise failure
 
 
 def _show_verify_report(report: Any) -> None:
@@ -346,17 +339,16 @@ def _show_verify_report(report: Any) -> None:
             say(f"  {t.qualified}: {_describe_difference(diff)}")
 
 
-def _describe_difference(diff: dict[str, Any]) -> str:
-    where = ", ".join(f"{k}={v}" for k, v in diff.get("key", {}).items())
-    if diff["kind"] == "changed":
-        cols = "; ".join(f"{c['column']}: {_sql_text(c['source'])} -> {_sql_text(c['target'])}"
-                         for c in diff["columns"])
+def _describe_difference(diff: Any) -> str:
+    where = ", ".join(f"{k}={v}" for k, v in (diff.key or {}).items())
+    if diff.kind == "changed":
+        cols = "; ".join(f"{c.column}: {_sql_text(c.source)} -> {_sql_text(c.target)}" for c in diff.columns)
         return f"row {where} differs: {cols}"
-    side = "source only" if diff["kind"] == "missing" else "target only"
-    times = f" x{diff['count']}" if diff.get("count", 1) > 1 else ""
+    side = "source only" if diff.kind == "missing" else "target only"
+    times = f" x{diff.count}" if diff.count > 1 else ""
     if where:
-        return f"row {where} {diff['kind']} ({side}){times}"
-    return f"row {diff['kind']} ({side}){times}: {diff.get('row')}"
+        return f"row {where} {diff.kind} ({side}){times}"
+    return f"row {diff.kind} ({side}){times}: {diff.row}"
 
 
 def _sql_text(value: str | None) -> str:

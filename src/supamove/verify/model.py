@@ -1,0 +1,139 @@
+"""What verify works with: its options, each table's verdict with the rows that differ, the report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from supamove.errors import VerificationFailed
+
+EMPTY_TARGET = "target table is empty: run `supamove import`"
+PASS, WARN, FAIL = "pass", "warn", "fail"
+Kind = Literal["missing", "extra", "changed"]
+Texts = Mapping[str, str | None]  # column name -> canonical text (None for NULL)
+
+
+@dataclass
+class VerifyOptions:
+    """What `supamove verify` was asked to do."""
+
+    skip_checksum: bool = False
+    max_diffs: int = 10
+    jobs: int = 2
+    tables: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ColumnChange:
+    """One column of a changed row: its text on each side, cut when long."""
+
+    column: str
+    source: str | None
+    target: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"column": self.column, "source": self.source, "target": self.target}
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One row that differs: on the source only (missing), on the target only (extra), or changed."""
+
+    kind: Kind
+    key: Texts | None = None  # the row's key; None when the table has none
+    count: int = 1  # identical rows that are missing or extra
+    columns: tuple[ColumnChange, ...] = ()  # for a changed row: the columns that differ
+    row: Texts | None = None  # for a row without a usable key: the whole row
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's form, keys in this order; a row found by its key shows a count only when over 1."""
+        found: dict[str, Any] = {"kind": self.kind}
+        if self.key is not None:
+            found["key"] = dict(self.key)
+        if self.count > 1 or self.row is not None:
+            found["count"] = self.count
+        if self.kind == "changed":
+            found["columns"] = [c.to_dict() for c in self.columns]
+        if self.row is not None:
+            found["row"] = dict(self.row)
+        return found
+
+
+@dataclass
+class TableCheck:
+    """One table's verdict, with the reasons for anything less than pass."""
+
+    schema: str
+    table: str
+    source_rows: int | None = None
+    target_rows: int | None = None
+    source_checksum: str | None = None
+    target_checksum: str | None = None
+    failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    differences: list[Difference] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+    @property
+    def status(self) -> str:
+        return FAIL if self.failures else WARN if self.warnings else PASS
+
+    @property
+    def reason(self) -> str | None:
+        return "; ".join(self.failures + self.warnings) or None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.schema, "table": self.table, "sourceRows": self.source_rows,
+                "targetRows": self.target_rows, "sourceChecksum": self.source_checksum,
+                "targetChecksum": self.target_checksum, "status": self.status, "reason": self.reason,
+                "differences": [d.to_dict() for d in self.differences]}
+
+
+@dataclass
+class VerifyReport:
+    """Every table's verdict; written as verification-report.json (see the README for its form)."""
+
+    generated_at: str
+    source: str
+    target: str
+    tables: list[TableCheck]
+    seconds: float
+    checksums: bool
+    tables_from: str  # "metadata.json" or "source catalog"
+    report_path: Path | None = None  # where the report was written
+
+    def count(self, status: str) -> int:
+        return sum(1 for t in self.tables if t.status == status)
+
+    @property
+    def ok(self) -> bool:
+        return self.count(FAIL) == 0
+
+    def failure(self) -> VerificationFailed | None:
+        """The error verify ends with when a table fails, else None."""
+        if self.ok:
+            return None
+        failed = [t for t in self.tables if t.status == FAIL]
+        if all(t.reason == EMPTY_TARGET for t in failed):  # verify run before import: name the step
+            return VerificationFailed(f"{len(failed)} of {len(self.tables)} target tables are empty",
+                                      fix="run `supamove import` first, then `supamove verify`")
+        return VerificationFailed(f"{len(failed)} of {len(self.tables)} tables do not match",
+                                  fix=f"see the reasons above and in {self.report_path}")
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return {"tables": len(self.tables), "pass": self.count(PASS), "warn": self.count(WARN),
+                "fail": self.count(FAIL), "sourceRows": sum(t.source_rows or 0 for t in self.tables),
+                "targetRows": sum(t.target_rows or 0 for t in self.tables),
+                "seconds": round(self.seconds, 3), "checksums": self.checksums}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"generatedAt": self.generated_at, "source": self.source, "target": self.target,
+                "tablesFrom": self.tables_from, "tables": [t.to_dict() for t in self.tables],
+                "summary": self.summary}

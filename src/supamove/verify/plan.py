@@ -1,0 +1,92 @@
+"""Which tables verify compares, and for each the columns and key compared on either side."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from supamove import catalog
+from supamove.catalog import Column, Table
+from supamove.db import Endpoint, connect
+from supamove.errors import ConfigError
+from supamove.metadata import Metadata, table_from_dict
+from supamove.paths import DataDir
+from supamove.verify.checksum import Relation
+from supamove.verify.model import VerifyOptions
+
+
+@dataclass
+class TableComparison:
+    """What is compared for one table, from the export's view and both live catalogs."""
+
+    table: Table  # from metadata.json, else the source catalog
+    source: Table | None
+    target: Table | None
+    map_user_ids: bool
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Columns on both sides, in name order; user-id columns only when they can be mapped back."""
+        assert self.source and self.target
+        theirs = {c.name for c in self.target.columns}
+        skip = set() if self.map_user_ids else set(self.table.user_id_columns)
+        return tuple(sorted(c.name for c in self.source.columns if c.name in theirs and c.name not in skip))
+
+    @property
+    def row_key(self) -> tuple[str, ...]:
+        """The columns that name a row in the report, when all are compared."""
+        key = self.table.row_key
+        return key if key and set(key) <= set(self.columns) else ()
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """The key that ranges are cut on: none when it holds user ids, which sort apart on the two sides."""
+        key = self.row_key
+        return () if self.map_user_ids and set(key) & set(self.table.user_id_columns) else key
+
+    def relation(self, side: str) -> Relation:
+        """The table as one side's queries read it; the target's user ids are mapped back when possible."""
+        live = self.source if side == "source" else self.target
+        assert live is not None
+        mapped: dict[str, bool] = {}
+        if side == "target" and self.map_user_ids:
+            for name in self.table.user_id_columns:
+                col = live.column(name)
+                if col is not None and name in self.columns:
+                    mapped[name] = _is_array(col)
+        return Relation(live.schema, live.name, live.partitioned, self.columns, self.key, mapped)
+
+    def column_warnings(self, checksums: bool = True) -> list[str]:
+        """Why some columns are not compared: on one side only, or user ids with no mapping yet."""
+        assert self.source and self.target
+        ours, theirs = {c.name for c in self.source.columns}, {c.name for c in self.target.columns}
+        notes = [f"column {c} is in the source only: not compared" for c in sorted(ours - theirs)]
+        notes += [f"column {c} is in the target only: not compared" for c in sorted(theirs - ours)]
+        unmapped = [c for c in self.table.user_id_columns if c in ours & theirs]
+        if unmapped and not self.map_user_ids and checksums:
+            notes.append(f"user-id column{'s' if len(unmapped) > 1 else ''} {', '.join(unmapped)} not compared: "
+                         "no user-mapping.json yet (run `supamove migrate-users`)")
+        return notes
+
+
+def _is_array(col: Column) -> bool:
+    return (col.base_type or col.type).endswith("]")
+
+
+def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: VerifyOptions,
+                has_mapping: bool) -> tuple[list[TableComparison], str]:
+    """The tables to compare: those of metadata.json, else the source catalog's public tables."""
+    meta = Metadata.load(datadir) if datadir.metadata.exists() else None
+    with connect(source, autocommit=True) as conn:
+        if meta is not None:
+            tables, origin = [table_from_dict(e) for e in meta.tables], "metadata.json"
+        else:
+            tables, origin = catalog.read_tables(conn, ["public"]), "source catalog"
+        tables = [t for t in tables if catalog.selected(t, options.tables)]
+        schemas = sorted({t.schema for t in tables})
+        ours = {t.key: t for t in catalog.read_relations(conn, schemas)}
+    with connect(target, autocommit=True) as conn:
+        theirs = {t.key: t for t in catalog.read_relations(conn, schemas)}
+    if options.tables and not tables:
+        raise ConfigError(f"--tables {' '.join(options.tables)} matches no table",
+                          fix="check the pattern (name or schema.name, shell patterns)")
+    return [TableComparison(t, ours.get(t.key), theirs.get(t.key), has_mapping) for t in tables], origin

@@ -1,0 +1,151 @@
+"""The comparison: every table checksummed on both sides at once, differences located, the report written."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any
+
+import psycopg
+
+from supamove.clock import now_iso
+from supamove.db import Endpoint, first_line
+from supamove.files import write_json
+from supamove.log import get_logger
+from supamove.paths import DataDir
+from supamove.progress import NullProgress, Progress
+from supamove.verify import checksum
+from supamove.verify.checksum import Checksum
+from supamove.verify.locate import locate
+from supamove.verify.model import EMPTY_TARGET, TableCheck, VerifyOptions, VerifyReport
+from supamove.verify.plan import TableComparison, plan_tables
+from supamove.verify.pools import Pair, SidePool, fetch_int, read_mapping
+from supamove.verify.sequences import sequence_problems
+
+log = get_logger("verify")
+CHUNK_BLOCKS = 4096  # a table larger than twice this many blocks (32 MB) is checksummed in pieces
+
+
+def run_verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: VerifyOptions,
+               progress: Progress | None = None) -> VerifyReport:
+    """Compare every table on both sides and write verification-report.json."""
+    progress = progress or NullProgress()
+    started = time.monotonic()
+    datadir.check_exists()
+    mapping = read_mapping(datadir)
+    plans, origin = plan_tables(source, target, datadir, options, mapping is not None)
+    needs_map = mapping is not None and any(p.table.user_id_columns for p in plans)
+    jobs = max(1, options.jobs)
+    pools = {"source": SidePool(source, jobs), "target": SidePool(target, jobs, mapping if needs_map else None)}
+    progress.start("tables", len(plans))
+    try:
+        with ThreadPoolExecutor(jobs, "verify") as workers:
+            def one(plan: TableComparison) -> TableCheck:
+                check = verify_table(plan, pools, options)
+                progress.advance("tables")
+                return check
+
+            # Biggest first, so the longest table does not start last and finish alone.
+            order = sorted(plans, key=lambda p: -p.table.estimated_rows)
+            done = {c.qualified: c for c in workers.map(one, order)}
+    finally:
+        for pool in pools.values():
+            pool.close()
+    progress.finish("tables")
+    checks = [done[p.table.qualified] for p in plans]
+    report = VerifyReport(now_iso(), source.redacted, target.redacted, checks, time.monotonic() - started,
+                          not options.skip_checksum, origin, datadir.verification_report)
+    datadir.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_json(datadir.verification_report, report.to_dict())
+    return report
+
+
+def verify_table(plan: TableComparison, pools: dict[str, SidePool], options: VerifyOptions) -> TableCheck:
+    """One table's verdict; a query the server refuses fails this table only."""
+    started = time.monotonic()
+    check = TableCheck(plan.table.schema, plan.table.name)
+    if plan.source is None:
+        check.failures.append(f"source table {plan.table.qualified} does not exist")
+    if plan.target is None:
+        check.failures.append(f"target table {plan.table.qualified} does not exist (run `supamove import`)")
+    if check.failures:
+        return check
+    pair = Pair(plan, pools, plan.relation("source"), plan.relation("target"))
+    try:
+        compare(pair, check, options)
+    except psycopg.Error as exc:
+        check.failures.append(f"could not compare: {first_line(exc)}")
+    check.seconds = time.monotonic() - started
+    log.debug("verified %s: %s in %.2fs", check.qualified, check.status, check.seconds)
+    return check
+
+
+def compare(pair: Pair, check: TableCheck, options: VerifyOptions) -> None:
+    """Counts (and checksums), then the differing rows, unmapped user ids and sequences."""
+    if options.skip_checksum:
+        check.source_rows, check.target_rows = pair.both(checksum.count_query, fetch=fetch_int)
+    else:
+        ours, theirs = table_checksums(pair)
+        check.source_rows, check.target_rows = ours[0], theirs[0]
+        check.source_checksum, check.target_checksum = digest(ours), digest(theirs)
+    if check.target_rows == 0 and check.source_rows:
+        check.failures.append(EMPTY_TARGET)
+        return
+    check.warnings += pair.plan.column_warnings(checksums=not options.skip_checksum)
+    if check.source_rows != check.target_rows:
+        check.failures.append(f"row counts differ: source {check.source_rows:,}, target {check.target_rows:,}")
+    if check.source_checksum != check.target_checksum:
+        check.failures.append("contents differ")
+        rows = max(check.source_rows or 0, check.target_rows or 0)
+        check.differences = locate(pair, rows, options.max_diffs)
+        check.failures += unmapped_ids(pair)
+    check.failures += sequence_problems(pair)
+
+
+def table_checksums(pair: Pair) -> tuple[Checksum, Checksum]:
+    """Both sides' checksums; a big table is cut into block ranges checksummed at the same time."""
+    ranges = pair.both(lambda rel: checksum.size_query(rel), fetch=_block_ranges)
+    futures = [[pair.submit(side, checksum.checksum_query(rel, tids), None, _sum) for tids in ranges[i]]
+               for i, (side, rel) in enumerate((("source", pair.src_rel), ("target", pair.tgt_rel)))]
+    wait(futures[0] + futures[1])
+    return _add([f.result() for f in futures[0]]), _add([f.result() for f in futures[1]])
+
+
+def _block_ranges(cur: psycopg.Cursor[Any]) -> list[checksum.Blocks]:
+    """Cut a table into CHUNK_BLOCKS pieces, when the server can scan block ranges (PostgreSQL 14+)."""
+    row = cur.fetchone()
+    assert row is not None
+    blocks, version, partitioned = int(row[0]), int(row[1]), bool(row[2])
+    if version < 140000 or partitioned or blocks < 2 * CHUNK_BLOCKS:
+        return [(None, None)]
+    cuts = list(range(CHUNK_BLOCKS, blocks, CHUNK_BLOCKS))
+    # Open at both ends: rows written after the size was read still count.
+    return list(zip([None, *cuts], [*cuts, None], strict=True))
+
+
+def _add(parts: list[Checksum]) -> Checksum:
+    return sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts)
+
+
+def _sum(cur: psycopg.Cursor[Any]) -> Checksum:
+    row = cur.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+def digest(value: Checksum) -> str:
+    """The checksum as the report shows it: 32 hex digits standing for (rows, high sum, low sum)."""
+    return hashlib.md5(f"{value[0]}:{value[1]}:{value[2]}".encode(), usedforsecurity=False).hexdigest()
+
+
+def unmapped_ids(pair: Pair) -> list[str]:
+    """For each user-id column mapped back: how many target rows hold an id the mapping does not know."""
+    problems = []
+    for column in pair.tgt_rel.mapped:
+        rows = pair.run("target", checksum.unmapped_query(pair.tgt_rel, column), None, fetch_int)
+        if rows:
+            rows_hold = "1 target row holds" if rows == 1 else f"{rows:,} target rows hold"
+            problems.append(f"{rows_hold} a user id in {column} that user-mapping.json "
+                            "does not map back to a Supabase user")
+    return problems
