@@ -523,7 +523,7 @@ def demo(rows: int, keep: bool, workdir: Path | None) -> None:
 
     Example: supamove demo --rows 5000 --keep
     """
-    from supamove.demo import run_demo
+    from supamove.sandbox.demo import run_demo
 
     try:
         result = run_demo(rows, keep, workdir, _run_in_process, _announce)
