@@ -9,11 +9,15 @@ import itertools
 import os
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import orjson
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
@@ -22,6 +26,7 @@ from supamove.cli import main
 from supamove.sandbox import fixtures
 from supamove.sandbox.pgserver import PostgresServer
 from supamove.sandbox.stackauth import StackAuthSandbox
+from supamove.usermap import UserMapping
 
 SQL_DIR = Path(__file__).parent / "sql"
 APP_PASSWORD = "s3cret-app-pw-!x"
@@ -198,3 +203,71 @@ def stack_auth(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator
 
 
 # --- end shared: Stack Auth sandbox + settings ---
+
+
+# --- shared helpers of several test modules ---
+
+
+def metadata(data_dir: Path) -> dict[str, Any]:
+    """metadata.json of the data directory, as written."""
+    return orjson.loads((data_dir / "metadata.json").read_bytes())
+
+
+def entries(data_dir: Path) -> dict[str, dict[str, Any]]:
+    """metadata.json's table and auth entries by schema.name."""
+    meta = metadata(data_dir)
+    return {f"{e['schema']}.{e['name']}": e for e in meta["tables"] + meta.get("auth", [])}
+
+
+def error_line(output: str) -> str:
+    """The single `Error:` line of a failed command; never a traceback."""
+    assert "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if line.startswith("Error: ")]
+    assert len(lines) == 1, output
+    assert "(fix: " in lines[0], lines[0]
+    return lines[0]
+
+
+def flat(text: str) -> str:
+    """The text with every run of whitespace one space (rich wraps long lines)."""
+    return " ".join(text.split())
+
+
+def assert_verify_passes(cli: Any) -> None:
+    """`supamove verify` exits 0 and its report passes every table."""
+    result = cli("verify")
+    assert result.exit_code == 0, result.output
+    report = orjson.loads((Path(os.environ["MIGRATION_DATA_DIR"]) / "verification-report.json").read_bytes())
+    assert report["tables"] and {t["status"] for t in report["tables"]} == {"pass"}, \
+        [(t["table"], t["reason"]) for t in report["tables"] if t["status"] != "pass"]
+
+
+def write_mapping(dbs: Any, data_dir: Path, leave_out: int = 0) -> dict[str, str]:
+    """Map every auth.users id (but the first `leave_out`) to a fresh uuid, in the documented format."""
+    with dbs.source() as conn:
+        ids = [r[0] for r in conn.execute("SELECT id::text FROM auth.users ORDER BY id")]
+    mapping = UserMapping(data_dir / "user-mapping.json")
+    for sid in ids[leave_out:]:
+        mapping.add(sid, str(uuid.uuid4()), None)
+    mapping.save()
+    return {sid: mapping.get(sid) for sid in ids[leave_out:]}  # type: ignore[misc]
+
+
+def import_state(dbs: Any) -> list[tuple]:
+    """(schema, table, row count) of every table the target's import progress records."""
+    with dbs.target() as conn:
+        return conn.execute("SELECT schema_name, table_name, row_count FROM _supamove.import_state "
+                            "ORDER BY 1, 2").fetchall()
+
+
+def wait_for_copy_into(dbs: Any, table: str, process: Any) -> None:
+    """Wait until the target runs a COPY into `table` (the running `process` is loading it)."""
+    with dbs.target() as conn:
+        for _ in range(600):
+            running = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s AND state = 'active'",
+                                   (f"COPY %{table}%",)).fetchone()[0]
+            if running:
+                return
+            assert process.poll() is None, process.stdout.read()
+            time.sleep(0.05)
+    raise AssertionError(f"no COPY into {table} seen")

@@ -14,9 +14,8 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import EDGE, assert_verify_passes, entries, error_line, write_mapping
 from psycopg import sql
-from test_faults import EDGE, assert_verify_passes, entries, error_line
-from test_import import write_mapping
 
 from supamove.errors import ConfigError, DataFileError, SourceError, StackAuthError, TargetError
 from supamove.sandbox.stackauth import StackAuthSandbox

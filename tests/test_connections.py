@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from click.testing import CliRunner
+
+from supamove.cli import main
+from supamove.config import Settings
 
 
 def test_all_usable(cli, dbs) -> None:
@@ -44,3 +50,17 @@ def test_role_hidden_by_rls_is_reported(cli, dbs, monkeypatch: pytest.MonkeyPatc
         with dbs.source() as conn:
             conn.execute("DROP OWNED BY weak")
             conn.execute("DROP ROLE weak")
+
+
+def test_verbose_shows_debug_lines_of_its_own_command_line_only(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name, raising=False)
+    runner = CliRunner()
+    verbose = runner.invoke(main, ["--verbose", "test-connections"])
+    quiet = runner.invoke(main, ["test-connections"])
+    assert verbose.exit_code == quiet.exit_code == 1
+    assert "STEP test-connections: started" in verbose.output
+    assert "STEP test-connections: started" not in quiet.output
+    assert "Error: not every endpoint is usable (fix: correct the settings named above)" in quiet.output

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from supamove.config import Settings
+from supamove.sandbox.demo import DemoResult, DemoStep
 
 ROWS = "3000"
 
@@ -100,3 +101,21 @@ def test_demo_help_names_flags_and_defaults(args: list[str], tmp_path: Path) -> 
     assert result.returncode == 0
     for text in ("--rows N", "default: 250000", "--keep", "--workdir DIR", "Example: supamove demo"):
         assert text in result.stdout, result.stdout
+
+
+def test_a_demo_that_did_not_pass_fails_with_a_fix(tmp_path: Path) -> None:
+    settings = {"LOG_FILE_PATH": str(tmp_path / "migration.log"), "MIGRATION_DATA_DIR": str(tmp_path / "data")}
+    stopped = DemoResult(tmp_path, tmp_path / ".env", settings, 100,
+                         steps=[DemoStep(("test-connections",), 0, 0.1), DemoStep(("export",), 3, 0.2)])
+    failure = stopped.failure()
+    assert failure is not None and failure.exit_code == 1
+    assert str(failure) == (f"the demo stopped at `supamove export` (exit 3); its messages are above, the full log "
+                            f"is {tmp_path / 'migration.log'} (fix: correct what they name, then run `supamove demo` "
+                            "again)")
+    steps = [DemoStep((command,), 0, 0.1) for command in ("test-connections", "export", "migrate-users", "import",
+                                                          "verify")]
+    failing = DemoResult(tmp_path, tmp_path / ".env", settings, 100, steps=steps,
+                         verification=[{"status": "pass"}, {"status": "fail"}])
+    assert str(failing.failure()).endswith(f"(fix: the reasons are in {tmp_path / 'data' / 'verification-report.json'})")
+    passing = DemoResult(tmp_path, tmp_path / ".env", settings, 100, steps=steps, verification=[{"status": "pass"}])
+    assert passing.failure() is None

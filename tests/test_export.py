@@ -9,12 +9,11 @@ from pathlib import Path
 
 import orjson
 import psycopg
+from conftest import EDGE
 
 from supamove.db import Endpoint
 from supamove.export import ExportOptions, run_export
 from supamove.paths import DataDir, table_file_name
-
-EDGE = ("--schema", "public", "--schema", "edge")
 
 
 def lines(path: Path) -> list[dict]:

@@ -7,12 +7,15 @@ from pathlib import Path
 import orjson
 import psycopg
 import pytest
+from conftest import write_mapping
 from psycopg import sql
-from test_import import run, write_mapping
 
 from supamove import catalog
 from supamove.catalog import Column, ForeignKey, Table
+from supamove.db import Endpoint
 from supamove.errors import ConfigError
+from supamove.importer import ImportOptions, run_import
+from supamove.paths import DataDir
 
 EDGE = ("--schema", "public", "--schema", "edge")
 PAYER = "billing.payments.payer_ref"
@@ -117,7 +120,7 @@ def test_schema_all_exports_every_application_schema(cli, data_dir: Path) -> Non
 
 def test_import_remaps_value_found_columns_and_continues_every_sequence(dbs, exported: Path) -> None:
     mapping = write_mapping(dbs, exported)
-    run(dbs, exported)
+    run_import(Endpoint(dbs.target_url, "target"), DataDir(exported), ImportOptions())
     with dbs.source() as conn:
         supabase = {r[0] for r in conn.execute("SELECT id::text FROM auth.users")}
     with dbs.target() as conn:
@@ -137,7 +140,7 @@ def test_sequence_never_moves_back(dbs, exported: Path) -> None:
     with psycopg.connect(dbs.target_url, autocommit=True) as conn:
         conn.execute("SELECT setval('edge.ticket_seq', 9000)")  # the target already went further
     write_mapping(dbs, exported)
-    run(dbs, exported)
+    run_import(Endpoint(dbs.target_url, "target"), DataDir(exported), ImportOptions())
     with dbs.target() as conn:
         assert conn.execute("SELECT nextval('edge.ticket_seq')").fetchone()[0] == 9001
 

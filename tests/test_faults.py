@@ -22,11 +22,19 @@ from typing import Any
 
 import orjson
 import pytest
-from test_import import _wait_for_copy_into, flat, import_state
+from conftest import (
+    EDGE,
+    assert_verify_passes,
+    entries,
+    error_line,
+    flat,
+    import_state,
+    metadata,
+    wait_for_copy_into,
+)
 
 from supamove.sandbox.stackauth import StackAuthSandbox
 
-EDGE = ("--schema", "public", "--schema", "edge")
 BIG_ROWS = 150_000
 BIG_DDL = "CREATE TABLE public.fault_big (id bigint PRIMARY KEY, payload text, at timestamptz)"
 BIG_FILE = "tables/public.fault_big.jsonl"
@@ -46,24 +54,6 @@ def make_big_table(dbs: Any, rows: int = BIG_ROWS) -> None:
     with dbs.target() as conn:
         conn.execute(BIG_DDL)
         conn.execute("CHECKPOINT")
-
-
-def metadata(data_dir: Path) -> dict[str, Any]:
-    return orjson.loads((data_dir / "metadata.json").read_bytes())
-
-
-def entries(data_dir: Path) -> dict[str, dict[str, Any]]:
-    meta = metadata(data_dir)
-    return {f"{e['schema']}.{e['name']}": e for e in meta["tables"] + meta.get("auth", [])}
-
-
-def error_line(output: str) -> str:
-    """The single `Error:` line of a failed command; never a traceback."""
-    assert "Traceback" not in output, output
-    lines = [line for line in output.splitlines() if line.startswith("Error: ")]
-    assert len(lines) == 1, output
-    assert "(fix: " in lines[0], lines[0]
-    return lines[0]
 
 
 def wait_until(condition: Callable[[], bool], what: str, process: subprocess.Popen[str] | None = None,
@@ -93,14 +83,6 @@ def finish_runbook(cli: Any, stack: StackAuthSandbox, *import_args: str, users: 
     assert result.exit_code == 0, result.output
     assert_verify_passes(cli)
     assert_users_once(stack, Path(os.environ["MIGRATION_DATA_DIR"]))
-
-
-def assert_verify_passes(cli: Any) -> None:
-    result = cli("verify")
-    assert result.exit_code == 0, result.output
-    report = orjson.loads((Path(os.environ["MIGRATION_DATA_DIR"]) / "verification-report.json").read_bytes())
-    assert report["tables"] and {t["status"] for t in report["tables"]} == {"pass"}, \
-        [(t["table"], t["reason"]) for t in report["tables"] if t["status"] != "pass"]
 
 
 def assert_users_once(stack: StackAuthSandbox, data_dir: Path) -> None:
@@ -154,7 +136,7 @@ def test_killed_import_resumes_and_verify_passes(cli, dbs, data_dir: Path, stack
     assert cli("migrate-users").exit_code == 0
     process = cli.process("import", *mode)
     try:
-        _wait_for_copy_into(dbs, "fault_big", process)
+        wait_for_copy_into(dbs, "fault_big", process)
         kill(process)
     finally:
         if process.poll() is None:

@@ -13,15 +13,14 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
+from conftest import EDGE, flat, import_state, metadata, wait_for_copy_into, write_mapping
 from psycopg import sql
 
 from supamove.db import Endpoint
 from supamove.errors import DataFileError, SupamoveError, TargetError
 from supamove.importer import ImportOptions, run_import, scan
 from supamove.paths import DataDir
-from supamove.usermap import UserMapping
 
-EDGE = ("--schema", "public", "--schema", "edge")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # A table whose columns the target orders differently, with a user-id column.
 ORDER_SOURCE = """
@@ -39,23 +38,8 @@ CREATE TABLE public.import_order (amount numeric(10,2), owner uuid, label text N
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def metadata(data_dir: Path) -> dict[str, Any]:
-    return orjson.loads((data_dir / "metadata.json").read_bytes())
-
-
 def entry(data_dir: Path, qualified: str) -> dict[str, Any]:
     return next(e for e in metadata(data_dir)["tables"] if f"{e['schema']}.{e['name']}" == qualified)
-
-
-def write_mapping(dbs: Any, data_dir: Path, leave_out: int = 0) -> dict[str, str]:
-    """Map every auth.users id (but the first `leave_out`) to a fresh uuid, in the documented format."""
-    with dbs.source() as conn:
-        ids = [r[0] for r in conn.execute("SELECT id::text FROM auth.users ORDER BY id")]
-    mapping = UserMapping(data_dir / "user-mapping.json")
-    for sid in ids[leave_out:]:
-        mapping.add(sid, str(uuid.uuid4()), None)
-    mapping.save()
-    return {sid: mapping.get(sid) for sid in ids[leave_out:]}  # type: ignore[misc]
 
 
 def rewrite_table(data_dir: Path, qualified: str, change: Any) -> Path:
@@ -105,12 +89,6 @@ def assert_same_rows(dbs: Any, data_dir: Path, mapping: dict[str, str]) -> None:
             assert rows_as_text(tgt, item, None) == expected, f"{item['schema']}.{item['name']} differs"
 
 
-def import_state(dbs: Any) -> list[tuple]:
-    with dbs.target() as conn:
-        return conn.execute("SELECT schema_name, table_name, row_count FROM _supamove.import_state "
-                            "ORDER BY 1, 2").fetchall()
-
-
 def target(dbs: Any) -> Endpoint:
     return Endpoint(dbs.target_url, "target")
 
@@ -132,10 +110,6 @@ def target_is_empty(dbs: Any, data_dir: Path) -> bool:
             if conn.execute(query).fetchone()[0]:
                 return False
     return True
-
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
 
 
 # --- the round trip -----------------------------------------------------------------------------
@@ -475,7 +449,7 @@ def test_killed_import_resumes_without_doubles(cli, dbs, data_dir: Path, mode: l
     mapping = write_mapping(dbs, data_dir)
     process = cli.process("import", *mode)
     try:
-        _wait_for_copy_into(dbs, "import_big", process)
+        wait_for_copy_into(dbs, "import_big", process)
         time.sleep(0.05)  # the import loads this table in well under a second
         process.send_signal(signal.SIGKILL)
         process.wait(10)
@@ -498,15 +472,3 @@ def test_killed_import_resumes_without_doubles(cli, dbs, data_dir: Path, mode: l
     state = import_state(dbs)
     assert len(state) == len(metadata(data_dir)["tables"]) == len({(s, t) for s, t, _ in state})
     assert_same_rows(dbs, data_dir, mapping)
-
-
-def _wait_for_copy_into(dbs: Any, table: str, process: Any) -> None:
-    with dbs.target() as conn:
-        for _ in range(600):
-            running = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s AND state = 'active'",
-                                   (f"COPY %{table}%",)).fetchone()[0]
-            if running:
-                return
-            assert process.poll() is None, process.stdout.read()
-            time.sleep(0.05)
-    raise AssertionError(f"no COPY into {table} seen")

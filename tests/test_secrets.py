@@ -14,9 +14,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from conftest import STACK_SECRET
+from conftest import EDGE, STACK_SECRET, assert_verify_passes, error_line
 from psycopg import sql
-from test_faults import EDGE, assert_verify_passes, error_line
 
 from supamove.db import Endpoint, connect
 from supamove.errors import SupamoveError

@@ -5,45 +5,27 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
-from supamove import __version__
-from supamove.config import Settings, load_settings
-from supamove.db import Endpoint
+from supamove import __version__, render
+from supamove.context import Context
 from supamove.errors import SupamoveError
-from supamove.log import console, get_logger, scrub, setup_logging
-from supamove.paths import DataDir
-from supamove.ui import RichProgress, human_bytes, print_table, say, show_error
+from supamove.log import setup_logging
+from supamove.render import RichProgress, say
+
+if TYPE_CHECKING:
+    from supamove.importer import Unmapped
 
 F = TypeVar("F", bound=Callable[..., Any])
-log = get_logger("cli")
 
 
-class Context:
-    """What every command gets: settings (with --data-dir applied) and the data directory."""
-
-    def __init__(self, data_dir: Path | None) -> None:
-        self.settings: Settings = load_settings(data_dir)
-        self.datadir = DataDir(self.settings.MIGRATION_DATA_DIR).check_exists()
-        setup_logging(self.settings.LOG_FILE_PATH, verbose=_VERBOSE[0])
-        command = click.get_current_context().info_name
-        log.debug("STEP %s: started (supamove %s, data dir %s)", command, __version__, self.datadir.root)
-
-    @property
-    def source(self) -> Endpoint:
-        return Endpoint(self.settings.source_url, "source")
-
-    @property
-    def target(self) -> Endpoint:
-        return Endpoint(self.settings.target_url, "target")
-
-
-_VERBOSE = [False]
+def _verbose() -> bool:
+    """Whether the command line being run has the global --verbose."""
+    return bool(click.get_current_context().find_root().params.get("verbose"))
 
 
 def step(func: F) -> F:
@@ -53,29 +35,14 @@ def step(func: F) -> F:
                   help="Data directory (default: MIGRATION_DATA_DIR, else ./migration-data).")
     @functools.wraps(func)
     def wrapper(data_dir: Path | None, **kwargs: Any) -> Any:
-        try:
-            started = time.monotonic()
-            result = func(Context(data_dir), **kwargs)
-            log.debug("STEP %s: finished in %.1fs", click.get_current_context().info_name,
-                      time.monotonic() - started)
-            return result
-        except SupamoveError as exc:
-            show_error(str(exc))
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            console.print("[yellow]Interrupted.[/] Run the same command again to resume.")
-            sys.exit(130)
-        except Exception as exc:  # an unexpected failure still gets one line; the log file has the rest
-            get_logger().debug("unexpected failure", exc_info=True)
-            show_error(f"unexpected {type(exc).__name__}: {str(exc)[:500]} (see the log file for details)")
-            sys.exit(1)
+        command = click.get_current_context().info_name
+        with render.failures_shown(), Context.opened(data_dir, command, _verbose()) as ctx:
+            return func(ctx, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)
 
 
 dry_run_option = click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")
-
-
 RUNBOOK_ORDER = ["test-connections", "schema", "export", "migrate-users", "import", "verify", "send-password-resets",
                  "map-users", "purge-mapping", "demo"]
 
@@ -100,8 +67,7 @@ def main(verbose: bool) -> None:
 
     Example: supamove demo (the whole runbook on throwaway servers, nothing to configure)
     """
-    _VERBOSE[0] = verbose
-    logging.captureWarnings(True)
+    logging.captureWarnings(True)  # --verbose is read through click's context: see _verbose()
 
 
 @main.command("test-connections")
@@ -117,30 +83,16 @@ def test_connections(ctx: Context) -> None:
     """
     from supamove.connections import check_connections
 
-    checks = check_connections(ctx.settings)
-    rows = []
-    for c in checks:
-        status = "not configured" if not c.configured and not c.errors else (
-            "ok" if c.usable else "FAILED")
-        tls = "" if c.encrypted is None else ("yes" if c.encrypted else "NO")
-        latency = f"{c.latency_ms:.1f} ms" if c.latency_ms is not None else ""
-        rows.append((c.name, status, c.version, tls, latency))
-    print_table("Connections", ["endpoint", "status", "version", "TLS", "latency"], rows)
-    for c in checks:
-        for warning in c.warnings:
-            say(f"warning: {c.name}: {warning}")
-        for error in c.errors:
-            say(f"error: {c.name}: {error}")
-    databases = checks[:2]
-    if not all(c.usable and c.configured for c in databases) or not checks[2].usable:
-        raise SupamoveError("not every endpoint is usable", fix="correct the settings named above")
+    report = check_connections(ctx.settings)
+    render.show_connections(report)
+    if (failure := report.failure()) is not None:
+        raise failure
     say("All configured endpoints are usable.")
 
 
 @main.command("export")
 @click.option("--schema", "schemas", multiple=True, metavar="NAME",
-              help="Schema to export (repeatable; default: public; `all`: every application schema). "
-                   "Platform schemas are refused.")
+              help="Schema to export (repeatable; default: public). Platform schemas are refused.")
 @click.option("--tables", "tables", multiple=True, metavar="PATTERN",
               help="Only these tables (name or schema.name, shell patterns; repeatable).")
 @click.option("--exclude-tables", multiple=True, metavar="PATTERN",
@@ -148,7 +100,7 @@ def test_connections(ctx: Context) -> None:
 @click.option("--user-id-column", "user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN",
               help="A column holding Supabase user ids that no foreign key shows (repeatable).")
 @click.option("--not-user-id-column", "not_user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN",
-              help="A column whose values are kept as they are, even those that are user ids (repeatable).")
+              help="A column whose values look like user ids but are not: never remapped (repeatable).")
 @click.option("--jobs", default=2, show_default=True, help="Tables read in parallel.")
 @click.option("--force", is_flag=True, help="Export every table again, even those a previous run finished.")
 @dry_run_option
@@ -169,43 +121,14 @@ def export(ctx: Context, schemas: tuple[str, ...], tables: tuple[str, ...], excl
                             list(user_id_columns), jobs, force, list(not_user_id_columns))
     if dry_run:
         plan = preview_export(ctx.source, options)
-        _show_export_plan(plan)
-        failure = plan.values.stop_error() if plan.values else None
-        if failure:
+        render.show_export_plan(plan)
+        if plan.values and (failure := plan.values.stop_error()) is not None:
             raise failure
         say("Dry run: nothing was written.")
         return
-    progress = RichProgress("rows")
-    with progress.shown():
+    with RichProgress("rows").shown() as progress:
         result = run_export(ctx.source, ctx.datadir.ensure(), options, progress)
-    rows = [(t.qualified, f"{t.rows:,}", human_bytes(t.bytes), f"{t.seconds:.1f}",
-             "kept from previous run" if t.resumed else f"{t.rows / t.seconds:,.0f}" if t.seconds else "")
-            for t in result.tables]
-    print_table("Export summary", ["table", "rows", "size", "seconds", "rows/s"], rows)
-    for line in result.plan.notes:
-        say(line)
-    kept = sum(t.resumed for t in result.tables)
-    say(f"Exported {len(result.tables) - kept} tables, {result.rows:,} rows in all, in {result.seconds:.1f}s "
-        f"to {ctx.datadir.root} (snapshot {result.snapshot})"
-        + (f"; {kept} kept from a previous run (--force exports them again)." if kept else "."))
-
-
-def _show_export_plan(plan: Any) -> None:
-    rows: list[tuple[object, ...]] = []
-    for order, table in enumerate(plan.tables, 1):
-        rows.append((order, table.qualified, f"{table.estimated_rows:,}", human_bytes(table.size_bytes),
-                     ", ".join(table.user_id_columns)))
-    for table in plan.auth_tables:
-        rows.append(("users", table.qualified, f"{table.estimated_rows:,}", human_bytes(table.size_bytes), ""))
-    print_table("Export plan (dependency order)", ["#", "table", "est. rows", "size", "user-id columns"], rows)
-    for group in plan.cycles:
-        say(f"FK cycle or self-reference: {', '.join(t.qualified for t in group)} (loaded together)")
-    for line in plan.notes:
-        say(line)
-    say(f"Platform schemas skipped: {', '.join(plan.skipped_schemas) or 'none present'}")
-
-
-# --- import command ---
+    render.show_export_result(result, ctx.datadir)
 
 
 @main.command("import")
@@ -218,7 +141,7 @@ def _show_export_plan(plan: Any) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before --truncate-first empties tables.")
 @dry_run_option
 @step
-def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmapped_users: str, yes: bool,
+def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmapped_users: Unmapped, yes: bool,
                    dry_run: bool) -> None:
     """Load the exported tables into the target (DATABASE_URL), user ids remapped.
 
@@ -230,14 +153,11 @@ def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmappe
     """
     from supamove.importer import ImportOptions, plan_import, run_import
 
-    options = ImportOptions(disable_fk, truncate_first, unmapped_users)  # type: ignore[arg-type]
+    options = ImportOptions(disable_fk, truncate_first, unmapped_users)
     if dry_run:
         plan = plan_import(ctx.target, ctx.datadir, options)
-        _show_import_plan(plan)
-        if plan.problems:
-            failure = SupamoveError(f"the import cannot succeed: {len(plan.problems)} problems (listed above)",
-                                    fix="correct them, then run `supamove import --dry-run` again")
-            failure.exit_code = plan.problems[0].exit_code  # as the real run would exit
+        render.show_import_plan(plan)
+        if (failure := plan.failure(dry_run=True)) is not None:
             raise failure
         say("Dry run: nothing was written.")
         return
@@ -247,48 +167,9 @@ def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmappe
                                 fix="run it in a terminal to answer the question, or add --yes")
         click.confirm(f"Empty every planned table in the target ({ctx.target.redacted}) before loading?",
                       abort=True)
-    progress = RichProgress("rows")
-    with progress.shown():
+    with RichProgress("rows").shown() as progress:
         result = run_import(ctx.target, ctx.datadir, options, progress)
-    rows = [(t.qualified, f"{t.rows:,}", f"{t.seconds:.1f}",
-             "loaded by a previous run" if t.skipped else f"{t.rows / t.seconds:,.0f}" if t.seconds else "")
-            for t in result.tables]
-    print_table("Import summary", ["table", "rows", "seconds", "rows/s"], rows)
-    if disable_fk:
-        say(f"Checked {result.fk_checked} foreign keys after the load: no orphan rows.")
-    say(f"Imported {result.rows:,} rows into {sum(not t.skipped for t in result.tables)} tables "
-        f"in {result.seconds:.1f}s ({ctx.target.redacted}).")
-
-
-def _show_import_plan(plan: Any) -> None:
-    rows = []
-    for order, table in enumerate(plan.tables, 1):
-        remapped = ", ".join(f"{c} ({len(ids):,} ids)" for c, ids in table.user_ids.items())
-        state = "loaded by a previous run" if table.done else "HOLDS ROWS" if table.has_rows else ""
-        rows.append((order, table.qualified, f"{table.rows:,}", remapped, state))
-    print_table("Import plan (target's FK order)", ["#", "table", "rows", "user ids remapped", "state"], rows)
-    for group in plan.cycles:
-        say(f"FK cycle or self-reference: {', '.join(t.qualified for t in group)} (one transaction)")
-    for table in plan.tables:
-        for column, ids in table.unmapped.items():
-            say(f"unmapped user ids in {table.qualified}.{column}: {len(ids):,} ({', '.join(ids[:5])}"
-                f"{' ...' if len(ids) > 5 else ''}), --unmapped-users {plan.options.unmapped_users}")
-        if table.missing_in_target:
-            say(f"columns of {table.qualified} missing in the target: {', '.join(table.missing_in_target)}")
-        if table.missing_in_export:
-            say(f"columns of {table.qualified} missing in the export (target default used): "
-                f"{', '.join(table.missing_in_export)}")
-    mode = "FK checks off during the load, every FK checked after it" if plan.options.disable_fk \
-        else "every constraint checked before each table commits"
-    say(f"Mode: {mode}{'; every planned table truncated first' if plan.options.truncate_first else ''}.")
-    for problem in plan.problems:
-        say(f"problem: {problem}")
-
-
-# --- end import command ---
-
-
-# --- verify command ---
+    render.show_import_result(result, ctx.target.redacted)
 
 
 @main.command("verify")
@@ -318,53 +199,13 @@ def verify_command(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int,
     if report.tables_from != "metadata.json":
         say("No metadata.json: compared the public tables of the source catalog (run `supamove export` first "
             "to verify what was exported).")
-    _show_verify_report(report)
+    render.show_verify_report(report)
     summary = report.summary
     say(f"{summary['tables']} tables: {summary['pass']} pass, {summary['warn']} warn, {summary['fail']} fail; "
         f"{summary['sourceRows']:,} source rows, {summary['targetRows']:,} target rows in {report.seconds:.1f}s"
         f"{'' if report.checksums else ' (row counts only)'}. Report: {ctx.datadir.verification_report}")
-    failure = report.failure()
-    if failure is not None:
+    if (failure := report.failure()) is not None:
         raise failure
-
-
-def _show_verify_report(report: Any) -> None:
-    rows = [(t.qualified, "" if t.source_rows is None else f"{t.source_rows:,}",
-             "" if t.target_rows is None else f"{t.target_rows:,}",
-             "" if t.source_checksum is None else ("same" if t.source_checksum == t.target_checksum else "differs"),
-             t.status.upper() if t.status != "pass" else "pass", t.reason or "") for t in report.tables]
-    print_table("Verification", ["table", "source rows", "target rows", "checksum", "status", "reason"], rows)
-    for t in report.tables:
-        for diff in t.differences:
-            say(f"  {t.qualified}: {_describe_difference(diff)}")
-
-
-def _describe_difference(diff: Any) -> str:
-    where = ", ".join(f"{k}={v}" for k, v in (diff.key or {}).items())
-    if diff.kind == "changed":
-        cols = "; ".join(f"{c.column}: {_sql_text(c.source)} -> {_sql_text(c.target)}" for c in diff.columns)
-        return f"row {where} differs: {cols}"
-    side = "source only" if diff.kind == "missing" else "target only"
-    times = f" x{diff.count}" if diff.count > 1 else ""
-    if where:
-        return f"row {where} {diff.kind} ({side}){times}"
-    return f"row {diff.kind} ({side}){times}: {diff.row}"
-
-
-def _sql_text(value: str | None) -> str:
-    return "NULL" if value is None else repr(value)
-
-
-# --- end verify command ---
-
-
-# --- users commands ---
-
-
-def _stack_auth(ctx: Context, concurrency: int = 8) -> Any:
-    from supamove.users.client import StackAuthClient
-
-    return StackAuthClient.from_settings(ctx.settings, concurrency=concurrency)
 
 
 @main.command("migrate-users")
@@ -387,36 +228,13 @@ def migrate_users_command(ctx: Context, concurrency: int, no_password_hashes: bo
     from supamove.users.migrate import MigrateOptions, migrate_users
 
     options = MigrateOptions(concurrency, not no_password_hashes, dry_run)
-    with _stack_auth(ctx, concurrency) as client:
+    with ctx.stack_auth(concurrency) as client:
         if dry_run:
             result = migrate_users(client, ctx.datadir, options)
         else:
-            progress = RichProgress("users")
-            with progress.shown():
+            with RichProgress("users").shown() as progress:
                 result = migrate_users(client, ctx.datadir.ensure(), options, progress)
-    _show_user_outcomes(result)
-
-
-def _show_user_outcomes(result: Any) -> None:
-    from collections import Counter
-
-    by_kind = Counter((o.status, o.reason or "") for o in result.outcomes)
-    verb = {"create": "would create", "link": "would link", "done": "already migrated"} if result.dry_run else {}
-    rows = [(verb.get(status, status), reason, f"{n:,}") for (status, reason), n in sorted(by_kind.items())]
-    print_table("Users (dry run)" if result.dry_run else "Users", ["outcome", "reason", "users"], rows)
-    noteworthy = [o for o in result.outcomes if o.status not in ("migrated", "create", "done")]
-    if noteworthy:
-        shown = noteworthy[:50]
-        print_table("Not created", ["supabase user", "e-mail", "outcome", "reason"],
-                    [(o.supabase_user_id, o.email or "", verb.get(o.status, o.status), o.reason or "") for o in shown])
-        if len(noteworthy) > len(shown):
-            say(f"... and {len(noteworthy) - len(shown):,} more (see user-migration-report.json after a real run)")
-    resets = len(result.reset_required)
-    if result.dry_run:
-        say(f"Dry run: {resets:,} users would need a password reset. Nothing was created.")
-        return
-    say(f"Created {result.created:,} users in {result.seconds:.1f}s ({result.users_per_second:,.0f} users/s); "
-        f"{resets:,} need a password reset (password-reset-required.json). Report: {result.report_path}")
+    render.show_user_outcomes(result)
     if (failure := result.failure()) is not None:
         raise failure
 
@@ -435,17 +253,9 @@ def map_users_command(ctx: Context, dry_run: bool) -> None:
     """
     from supamove.users.mapusers import map_users
 
-    with _stack_auth(ctx) as client:
+    with ctx.stack_auth() as client:
         result = map_users(client, ctx.datadir if dry_run else ctx.datadir.ensure(), dry_run)
-    if result.unmatched_supabase:
-        print_table("Supabase users without a Stack Auth user", ["supabase user", "e-mail", "why"],
-                    [(sid, email or "", why) for sid, email, why in result.unmatched_supabase[:100]])
-    if result.unmatched_stack:
-        print_table("Stack Auth users matching no Supabase user", ["stack auth user", "e-mail"],
-                    [(sid, email or "") for sid, email in result.unmatched_stack[:100]])
-    where = "Dry run: nothing was written" if dry_run else f"Wrote {result.mapping_path}"
-    say(f"Matched {len(result.matched):,} users; {len(result.unmatched_supabase):,} Supabase and "
-        f"{len(result.unmatched_stack):,} Stack Auth users unmatched. {where}.")
+    render.show_user_matches(result, dry_run)
 
 
 @main.command("send-password-resets")
@@ -468,7 +278,7 @@ def send_password_resets_command(ctx: Context, callback_url: str | None, dry_run
         say(f"Dry run: would send {len(result.to_send):,} reset e-mails "
             f"({result.already_sent:,} already sent or without an e-mail).")
         return
-    with _stack_auth(ctx, 4) as client:
+    with ctx.stack_auth(4) as client:
         progress = RichProgress("e-mails")
         with progress.shown():
             result = send_password_resets(client, ctx.datadir, callback_url, progress=progress)
@@ -496,10 +306,6 @@ def purge_mapping_command(ctx: Context, force: bool) -> None:
         + (f" (before its retainUntil {result.retain_until}, forced)." if result.forced else "."))
 
 
-# --- end users commands ---
-
-
-# --- demo command ---
 @main.command("demo")
 @click.option("--rows", default=250_000, show_default=True, type=click.IntRange(min=100), metavar="N",
               help="Size of the demo source: rows of the biggest table (readings); the others scale with it.")
@@ -519,86 +325,23 @@ def demo(rows: int, keep: bool, workdir: Path | None) -> None:
 
     Example: supamove demo --rows 5000 --keep
     """
-    from supamove.demo import run_demo
+    from supamove.sandbox.demo import run_demo
 
-    try:
-        result = run_demo(rows, keep, workdir, _run_in_process, _announce)
-    except SupamoveError as exc:
-        show_error(str(exc))
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # a sandbox that failed to start: one line, the traceback with --verbose
-        if _VERBOSE[0]:
-            raise
-        console.print(f"[bold red]Error:[/] the demo could not set up: {type(exc).__name__}: "
-                      f"{scrub(str(exc))[:500]} (fix: rerun with `supamove --verbose demo` for details)",
-                      highlight=False)
-        sys.exit(1)
-    _show_demo_result(result)
-    failed = result.failed_step
-    if failed is not None:
-        raise click.ClickException(f"the demo stopped at `{failed.command}` (exit {failed.exit_code}); "
-                                   f"its messages are above, the full log is {result.settings['LOG_FILE_PATH']}")
-    if not result.ok:
-        raise click.ClickException("verification did not pass every table: see the table above")
+    setup_logging(None, verbose=_verbose())  # no log file yet: an unexpected failure's traceback with --verbose
+    with render.failures_shown("the demo could not set up:", "fix: rerun with `supamove --verbose demo` for details"):
+        result = run_demo(rows, keep, workdir, _run_in_process, render.announce)
+        render.show_demo_result(result)
+        if (failure := result.failure()) is not None:
+            raise failure
 
 
-def _run_in_process(args: Any) -> int:
+def _run_in_process(args: Sequence[str]) -> int:
     """Run one supamove command line in this process, as the operator would type it; its exit code."""
-    argv = (["--verbose"] if _VERBOSE[0] else []) + list(args)
-    verbose = _VERBOSE[0]
     try:
-        code = main.main(args=argv, prog_name="supamove", standalone_mode=False)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except click.ClickException as exc:
-        exc.show()
-        code = exc.exit_code
-    except click.Abort:
-        code = 1
-    finally:
-        _VERBOSE[0] = verbose
-    return code if isinstance(code, int) else 0
-
-
-def _announce(message: str) -> None:
-    if message.startswith("STEP "):
-        console.rule(message, align="left", style="bold")
-    else:
-        say(message)
-
-
-def _show_demo_result(result: Any) -> None:
-    def line(text: str, secret_free: bool = True) -> None:  # never wrapped: paths and commands are copied
-        console.print(scrub(text) if secret_free else text, markup=False, highlight=False, soft_wrap=True)
-
-    timings = ", ".join(f"{s.args[0]} {s.seconds:.1f}s" for s in result.steps)
-    console.rule("Demo finished", align="left", style="bold")
-    line(f"Source: {result.rows:,} readings. Setup {result.setup_seconds:.1f}s; {timings}; "
-         f"total {result.seconds:.1f}s.")
-    if result.verification:
-        passed = sum(1 for t in result.verification if t.get("status") == "pass")
-        line(f"Verification: {passed} of {len(result.verification)} tables pass.")
-    datadir = Path(result.settings["MIGRATION_DATA_DIR"])
-    files = sorted(p.name + ("/" if p.is_dir() else "") for p in datadir.iterdir()) if datadir.exists() else []
-    line(f"Files: {datadir}/ ({', '.join(files)})")
-    line(f"Log: {result.settings['LOG_FILE_PATH']}")
-    if result.kept:
-        # Throwaway credentials of servers on 127.0.0.1, printed on purpose so they can be used.
-        line(f"Still running (--keep). The settings are in {result.env_file}:")
-        line(result.env_file.read_text().rstrip(), secret_free=False)
-        line(f"Try the commands by hand: cd {result.workdir} && supamove verify")
-        line("Stop and remove everything when done:")
-        for command in result.stop_commands:
-            line(f"  {command}")
-    else:
-        line(f"The servers and Stack Auth were stopped and removed; the files stay in {result.workdir} "
-             f"(rm -rf {result.workdir} to delete them).")
-
-
-# --- end demo command ---
-
-
-# --- schema command ---
+        main.main(args=(["--verbose"] if _verbose() else []) + list(args), prog_name="supamove")
+    except SystemExit as exc:  # click ends every command line with one, its usage errors shown
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
 
 
 @main.command("schema")
@@ -635,30 +378,4 @@ def schema_command(ctx: Context, schemas: tuple[str, ...], tables: tuple[str, ..
     options = SchemaOptions(list(schemas) or ["public"], list(tables), list(exclude_tables), not no_auth_shim,
                             keep_roles)
     result = run_schema(ctx.source, ctx.target if apply_schema else None, ctx.datadir, options, dry_run)
-    _show_schema_result(result, ctx)
-
-
-def _show_schema_result(result: Any, ctx: Context) -> None:
-    from collections import Counter
-
-    report = result.report
-    rows = [(e.label, e.decision, e.reason) for e in report.objects if e.decision != "kept" or e.reason]
-    rows += [(f"{o.type} {o.name}" if o.schema == "-" else f"{o.type} {o.schema}.{o.name}", o.decision, o.reason)
-             for o in report.others]
-    print_table("Schema: what is not kept as it is", ["object", "decision", "reason"], rows)
-    kept = Counter(e.type for e in report.objects if e.decision == "kept")
-    say("Kept: " + ", ".join(f"{n} {kind}" for kind, n in sorted(kept.items())) + ".")
-    if report.extensions:
-        say("Extensions: " + ", ".join(f"{x.name} (schema {x.schema})" for x in report.extensions) + ".")
-    counts = report.counts
-    summary = f"{counts['kept']} objects kept, {counts['changed']} changed, {counts['left-out']} left out"
-    if not result.written:
-        say(f"Dry run: {summary}. Nothing was written.")
-        return
-    say(f"{summary}. Wrote {ctx.datadir.schema_sql} and {ctx.datadir.schema_report}.")
-    if result.applied is not None:
-        say(f"Applied to the target ({ctx.target.redacted}) in one transaction: {result.applied.tables} tables "
-            f"in {result.applied.seconds:.1f}s.")
-
-
-# --- end schema command ---
+    render.show_schema_result(result, ctx.datadir, ctx.target.redacted if apply_schema else "")

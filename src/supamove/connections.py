@@ -33,17 +33,42 @@ class EndpointCheck:
         return not self.configured or (self.reachable and not self.errors)
 
 
-def check_connections(settings: Settings) -> list[EndpointCheck]:
+@dataclass
+class ConnectionReport:
+    """The checks of the source, the target and Stack Auth."""
+
+    source: EndpointCheck
+    target: EndpointCheck
+    stack_auth: EndpointCheck
+
+    @property
+    def checks(self) -> list[EndpointCheck]:
+        return [self.source, self.target, self.stack_auth]
+
+    @property
+    def ok(self) -> bool:
+        """Both databases are configured and usable; Stack Auth is usable or not configured."""
+        databases = (self.source, self.target)
+        return all(c.configured and c.usable for c in databases) and self.stack_auth.usable
+
+    def failure(self) -> SupamoveError | None:
+        """Why a later step would fail (the checks name the settings at fault), or None."""
+        if self.ok:
+            return None
+        return SupamoveError("not every endpoint is usable", fix="correct the settings named above")
+
+
+def check_connections(settings: Settings) -> ConnectionReport:
     """Check the source, the target and Stack Auth; an unset endpoint is reported as such."""
-    checks = [
+    report = ConnectionReport(
         _check_database(settings.SUPABASE_DB_URL, "source", "source (SUPABASE_DB_URL)", _check_source),
         _check_database(settings.DATABASE_URL, "target", "target (DATABASE_URL)", _check_target),
         check_stack_auth(settings),
-    ]
-    for check in checks:
+    )
+    for check in report.checks:
         for message in check.errors:
             log.debug("%s: %s", check.name, message)
-    return checks
+    return report
 
 
 def _check_database(url: str | None, side: str, name: str, extra) -> EndpointCheck:  # type: ignore[no-untyped-def]

@@ -79,7 +79,11 @@ def run_import(target: Endpoint, datadir: DataDir, options: ImportOptions,
     started = time.monotonic()
     with connection(target, autocommit=True) as conn:
         plan = make_plan(conn, target, datadir, options)
-        plan.check()
+        failure = plan.failure()
+        if failure is not None:
+            for problem in plan.problems[1:]:  # the first is the error shown
+                log.error("%s", problem)
+            raise failure
         conn.execute(STATE_DDL)
         if options.truncate_first:
             _truncate(conn, target, plan)

@@ -11,11 +11,7 @@ from psycopg import sql
 from supamove import catalog
 from supamove.catalog import QualifiedName, Table
 from supamove.errors import SupamoveError
-from supamove.log import get_logger
 from supamove.metadata import Metadata
-
-log = get_logger("import")
-
 
 Unmapped = Literal["error", "null", "keep"]
 
@@ -89,12 +85,21 @@ class ImportPlan:
         cyclic = {id(g) for g in catalog.cycles([g for g in targets if g])}
         return [g for g, tg in zip(self.groups, targets, strict=True) if id(tg) in cyclic]
 
-    def check(self) -> None:
-        """Raise the first problem (each is logged) when the import cannot succeed."""
-        for problem in self.problems[1:]:
-            log.error("%s", problem)
-        if self.problems:
-            raise self.problems[0]
+    def failure(self, dry_run: bool = False) -> SupamoveError | None:
+        """Why the import cannot succeed, or None.
+
+        The real run stops with the first problem; a dry run, which lists every problem, stops
+        with one error counting them and the exit code the real run would have.
+        """
+        if not self.problems:
+            return None
+        first = self.problems[0]
+        if not dry_run:
+            return first
+        failure = SupamoveError(f"the import cannot succeed: {len(self.problems)} problems (listed above)",
+                                fix="correct them, then run `supamove import --dry-run` again")
+        failure.exit_code = first.exit_code
+        return failure
 
 
 @dataclass

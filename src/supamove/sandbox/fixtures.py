@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -232,6 +233,23 @@ def apply_sql(url: str, *paths: Path | str) -> None:
             conn.execute(Path(path).read_text(encoding="utf-8"))
 
 
+def sql_statements(name: str) -> list[str]:
+    """The statements of sandbox/sql/<name>.sql, each ending in `;` at the end of a line.
+
+    One execute() each, because they take parameters (a multi-statement script cannot).
+    """
+    text = (SQL_DIR / f"{name}.sql").read_text(encoding="utf-8")
+    chunks = re.split(r";[ \t]*$", text, flags=re.MULTILINE)
+    return [c.strip() for c in chunks if any(line.strip() and not line.lstrip().startswith("--")
+                                              for line in c.splitlines())]
+
+
+def sql_statement(name: str) -> str:
+    """The one statement of sandbox/sql/<name>.sql."""
+    [statement] = sql_statements(name)
+    return statement
+
+
 def table_counts(url: str, tables: list[str]) -> dict[str, int]:
     """Exact row counts; names are "table" (in public) or "schema.table"."""
     counts: dict[str, int] = {}
@@ -298,25 +316,8 @@ def grant_app_role(conn: psycopg.Connection[Any], role: str = APP_ROLE) -> None:
 
 def _public_objects(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
     """(ALTER keyword, quoted name) of public's tables, free sequences, types and functions."""
-    return [(r[0], r[1]) for r in conn.execute(_PUBLIC_OBJECTS_SQL).fetchall()]
+    return [(r[0], r[1]) for r in conn.execute(sql_statement("public_objects")).fetchall()]
 
-
-_PUBLIC_OBJECTS_SQL = """
-SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW'
-                      WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END, c.oid::regclass::text
-FROM pg_class c
-WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
-  AND NOT (c.relkind = 'S' AND EXISTS (SELECT 1 FROM pg_depend d
-           WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')))
-UNION ALL
-SELECT CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, t.oid::regtype::text
-FROM pg_type t
-WHERE t.typnamespace = 'public'::regnamespace AND t.typtype IN ('e', 'd', 'r') AND t.typrelid = 0
-UNION ALL
-SELECT 'ROUTINE', p.oid::regprocedure::text
-FROM pg_proc p
-WHERE p.pronamespace = 'public'::regnamespace
-"""
 
 
 # ---------------------------------------------------------------------------
@@ -464,206 +465,21 @@ def _special_created(index: int) -> datetime:
 def _seed_auth(conn: psycopg.Connection[Any], sizes: SeedSizes) -> None:
     """Insert the hand-written users, the generated users, and their identities and sessions."""
     with conn.transaction():
-        conn.execute(_SSO_SQL, {"sso": SSO_PROVIDER_ID})
+        conn.execute(sql_statement("seed_sso_provider"), {"sso": SSO_PROVIDER_ID})
         users = [_user_row(conn, u, _special_created(i)) for i, u in enumerate(SEED_USERS)]
         identities = [r for i, u in enumerate(SEED_USERS) for r in _identities(u, _special_created(i))]
         with conn.cursor() as cur:
-            cur.executemany(_INSERT_USER_SQL, users)
-            cur.executemany(_INSERT_IDENTITY_SQL, identities)
+            cur.executemany(sql_statement("seed_user"), users)
+            cur.executemany(sql_statement("seed_identity"), identities)
         params = {"bulk": sizes.generated_users, "pool": HASH_POOL, "epoch": EPOCH,
                   "alice": user_uuid("alice"), "dana": user_uuid("dana"), "kai": user_uuid("kai")}
         conn.execute("CREATE TEMP TABLE seed_pool (i integer, hash text) ON COMMIT DROP")
         with conn.cursor() as cur:
             cur.executemany("INSERT INTO seed_pool VALUES (%s, %s)",
                             [(i, _pool_hash(i)) for i in range(min(HASH_POOL - 1, sizes.generated_users) + 1)])
-        for statement in _BULK_AUTH_SQL:
+        for statement in sql_statements("seed_auth"):
             conn.execute(statement, params)
 
-
-_SSO_SQL = """
-INSERT INTO auth.sso_providers (id, resource_id, created_at, updated_at)
-VALUES (%(sso)s, 'acme-corp', '2023-09-01 09:00:00+00', '2023-09-01 09:00:00+00');
-"""
-
-_INSERT_USER_SQL = """
-INSERT INTO auth.users (
-    instance_id, id, aud, role, email, encrypted_password, email_confirmed_at, confirmation_token,
-    confirmation_sent_at, recovery_token, email_change_token_new, email_change, last_sign_in_at,
-    raw_app_meta_data, raw_user_meta_data, created_at, updated_at, phone, phone_confirmed_at,
-    banned_until, is_sso_user, deleted_at, is_anonymous)
-VALUES (
-    '00000000-0000-0000-0000-000000000000', %(id)s, 'authenticated', 'authenticated', %(email)s,
-    %(encrypted_password)s, %(email_confirmed_at)s, %(confirmation_token)s, %(confirmation_sent_at)s,
-    '', '', '', %(last_sign_in_at)s, %(raw_app_meta_data)s, %(raw_user_meta_data)s, %(created_at)s,
-    %(updated_at)s, %(phone)s, %(phone_confirmed_at)s, %(banned_until)s, %(is_sso_user)s,
-    %(deleted_at)s, %(is_anonymous)s)
-"""
-
-_INSERT_IDENTITY_SQL = """
-INSERT INTO auth.identities (id, user_id, provider, provider_id, identity_data, last_sign_in_at,
-                             created_at, updated_at)
-VALUES (%(id)s, %(user_id)s, %(provider)s, %(provider_id)s, %(identity_data)s, %(last_sign_in_at)s,
-        %(created_at)s, %(updated_at)s)
-"""
-
-# Generated users: user00001@freshtrack.test ... with pgcrypto bcrypt ($2a$06$) hashes of
-# generated_password(n); every 13th unconfirmed, every 10th also linked to Google.
-_BULK_AUTH_SQL: tuple[str, ...] = (
-    """
-    CREATE TEMP TABLE seed_bulk ON COMMIT DROP AS
-    SELECT n, md5('supamove-user:' || n)::uuid AS id,
-           'user' || lpad(n::text, 5, '0') || '@freshtrack.test' AS email,
-           mod(n, 13) <> 0 AS confirmed, mod(n, 10) = 0 AS google,
-           %(epoch)s::timestamptz - interval '120 days' + n * interval '37 minutes' AS created,
-           (ARRAY['Amelia', 'Ben', 'Chiara', 'Dmitri', 'Émile', 'Fatima', 'Göran', 'Hana', 'Inès',
-                  'Jonas', 'Kwame', 'Lucía', 'Mei', 'Nikolai', 'Oona', 'Priya', 'Quentin', 'Rosa',
-                  'Søren', 'Tomás', 'Ute', 'Valentina', 'Wei', 'Xóchitl', 'Yusuf', 'Zanele'])[1 + mod(n, 26)]
-           || ' ' ||
-           (ARRAY['Andersen', 'Brown', 'Chen', 'Dubois', 'Eriksen', 'Fernández', 'García', 'Hoffmann',
-                  'Ivanova', 'Jensen', 'Kowalski', 'López', 'Müller', 'Nakamura', 'O''Brien', 'Petrov',
-                  'Quispe', 'Rossi', 'Schmidt', 'Tanaka', 'Ünal', 'Virtanen', 'Wójcik', 'Xu', 'Yılmaz',
-                  'Zhang'])[1 + mod(n * 7, 26)] AS full_name
-    FROM generate_series(1, %(bulk)s) n
-    """,
-    """
-    INSERT INTO auth.users (
-        instance_id, id, aud, role, email, encrypted_password, email_confirmed_at, confirmation_token,
-        confirmation_sent_at, recovery_token, email_change_token_new, email_change, last_sign_in_at,
-        raw_app_meta_data, raw_user_meta_data, created_at, updated_at, is_sso_user, is_anonymous)
-    SELECT '00000000-0000-0000-0000-000000000000', b.id, 'authenticated', 'authenticated', b.email,
-           p.hash, CASE WHEN b.confirmed THEN b.created + interval '7 minutes' END,
-           CASE WHEN b.confirmed THEN '' ELSE md5('supamove-confirm:' || b.n) END, b.created, '', '', '',
-           CASE WHEN b.confirmed THEN b.created + mod(b.n, 90) * interval '1 day' END,
-           CASE WHEN b.google THEN '{"provider": "email", "providers": ["email", "google"]}'::jsonb
-                ELSE '{"provider": "email", "providers": ["email"]}'::jsonb END,
-           jsonb_build_object('sub', b.id::text, 'email', b.email, 'full_name', b.full_name,
-                              'email_verified', b.confirmed, 'phone_verified', false),
-           b.created, b.created + mod(b.n, 90) * interval '1 day', false, false
-    FROM seed_bulk b JOIN seed_pool p ON p.i = mod(b.n, %(pool)s)
-    ORDER BY b.n
-    """,
-    """
-    INSERT INTO auth.identities (id, user_id, provider, provider_id, identity_data, last_sign_in_at,
-                                 created_at, updated_at)
-    SELECT md5('supamove-identity:email:' || b.n)::uuid, b.id, 'email', b.id::text,
-           jsonb_build_object('sub', b.id::text, 'email', b.email, 'email_verified', b.confirmed,
-                              'phone_verified', false),
-           CASE WHEN b.confirmed THEN b.created + mod(b.n, 90) * interval '1 day' END, b.created, b.created
-    FROM seed_bulk b
-    UNION ALL
-    SELECT md5('supamove-identity:google:' || b.n)::uuid, b.id, 'google', (109000000000000000000 + b.n)::text,
-           jsonb_build_object('iss', 'https://accounts.google.com',
-                              'sub', (109000000000000000000 + b.n)::text,
-                              'provider_id', (109000000000000000000 + b.n)::text,
-                              'email', b.email, 'name', b.full_name, 'full_name', b.full_name,
-                              'picture', 'https://lh3.googleusercontent.test/a/' || b.n,
-                              'avatar_url', 'https://lh3.googleusercontent.test/a/' || b.n,
-                              'email_verified', true, 'phone_verified', false),
-           b.created + interval '2 days', b.created + interval '1 day', b.created + interval '2 days'
-    FROM seed_bulk b WHERE b.google
-    """,
-    """
-    INSERT INTO auth.sessions (id, user_id, created_at, updated_at, factor_id, aal, not_after,
-                               refreshed_at, user_agent, ip)
-    SELECT md5('supamove-session:' || u.id)::uuid, u.id, u.created_at + interval '3 days',
-           u.created_at + interval '3 days 1 hour',
-           CASE WHEN u.id = %(alice)s THEN md5('supamove-factor:alice')::uuid END,
-           CASE WHEN u.id = %(alice)s THEN 'aal2' ELSE 'aal1' END::auth.aal_level, NULL,
-           (u.created_at + interval '3 days 1 hour') AT TIME ZONE 'UTC',
-           'Mozilla/5.0 (X11; Linux x86_64) FreshTrack/3.2',
-           ('203.0.113.' || (1 + mod(hashtext(u.id::text) & 2147483647, 254)))::inet
-    FROM auth.users u
-    WHERE u.last_sign_in_at IS NOT NULL AND u.deleted_at IS NULL
-      AND (u.email NOT LIKE 'user%%' OR right(split_part(u.email, '@', 1), 2) = '50'
-           OR right(split_part(u.email, '@', 1), 2) = '00')
-    """,
-    """
-    INSERT INTO auth.refresh_tokens (instance_id, id, token, user_id, revoked, created_at, updated_at,
-                                     parent, session_id)
-    SELECT '00000000-0000-0000-0000-000000000000', row_number() OVER (ORDER BY s.created_at, s.id),
-           substr(md5('supamove-refresh:' || s.id), 1, 12), s.user_id::text, false, s.created_at,
-           s.updated_at, NULL, s.id
-    FROM auth.sessions s
-    """,
-    """
-    SELECT setval(pg_get_serial_sequence('auth.refresh_tokens', 'id'),
-                  greatest(1, (SELECT count(*) FROM auth.refresh_tokens)),
-                  (SELECT count(*) FROM auth.refresh_tokens) > 0)
-    """,
-    """
-    INSERT INTO auth.mfa_factors (id, user_id, friendly_name, factor_type, status, created_at,
-                                  updated_at, secret)
-    VALUES (md5('supamove-factor:alice')::uuid, %(alice)s, 'Alice''s phone', 'totp', 'verified',
-            %(epoch)s::timestamptz - interval '60 days', %(epoch)s::timestamptz - interval '60 days',
-            'JBSWY3DPEHPK3PXP')
-    """,
-    """
-    INSERT INTO auth.mfa_amr_claims (session_id, created_at, updated_at, authentication_method, id)
-    SELECT md5('supamove-session:' || %(alice)s)::uuid, %(epoch)s::timestamptz - interval '59 days',
-           %(epoch)s::timestamptz - interval '59 days', m, md5('supamove-amr:' || m)::uuid
-    FROM unnest(ARRAY['password', 'totp']) m
-    """,
-    """
-    INSERT INTO auth.one_time_tokens (id, user_id, token_type, token_hash, relates_to, created_at,
-                                      updated_at)
-    SELECT md5('supamove-ott:dana')::uuid, u.id, 'confirmation_token', u.confirmation_token, u.email,
-           u.created_at AT TIME ZONE 'UTC', u.created_at AT TIME ZONE 'UTC'
-    FROM auth.users u WHERE u.id = %(dana)s
-    """,
-    """
-    INSERT INTO auth.flow_state (id, user_id, auth_code, code_challenge_method, code_challenge,
-                                 provider_type, created_at, updated_at, authentication_method,
-                                 auth_code_issued_at)
-    VALUES (md5('supamove-flow:kai')::uuid, %(kai)s, md5('supamove-code:kai')::uuid::text, 's256',
-            'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', 'github',
-            %(epoch)s::timestamptz - interval '10 days', %(epoch)s::timestamptz - interval '10 days',
-            'oauth', %(epoch)s::timestamptz - interval '10 days')
-    """,
-    """
-    INSERT INTO auth.audit_log_entries (instance_id, id, payload, created_at, ip_address)
-    SELECT '00000000-0000-0000-0000-000000000000', md5('supamove-audit:' || u.id)::uuid,
-           json_build_object('action', 'user_signedup', 'actor_id', u.id,
-                             'actor_username', coalesce(u.email, u.phone, ''),
-                             'actor_via_sso', u.is_sso_user, 'log_type', 'team',
-                             'traits', json_build_object('provider',
-                                                          coalesce(u.raw_app_meta_data ->> 'provider', 'anonymous'))),
-           u.created_at, '198.51.100.7'
-    FROM auth.users u
-    """,
-    """
-    INSERT INTO auth.sso_domains (id, sso_provider_id, domain, created_at, updated_at)
-    SELECT md5('supamove-sso-domain:acme')::uuid, id, 'acme-corp.test', created_at, updated_at
-    FROM auth.sso_providers
-    """,
-    """
-    INSERT INTO auth.saml_providers (id, sso_provider_id, entity_id, metadata_xml, attribute_mapping,
-                                     created_at, updated_at, name_id_format)
-    SELECT md5('supamove-saml:acme')::uuid, id, 'https://idp.acme-corp.test/saml/metadata',
-           '<EntityDescriptor xmlns="urn:oasis:names:tc:SAML:2.0:metadata" '
-           'entityID="https://idp.acme-corp.test/saml/metadata"/>',
-           '{"keys": {"email": {"name": "mail"}, "full_name": {"name": "displayName"}}}',
-           created_at, updated_at, 'urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress'
-    FROM auth.sso_providers
-    """,
-    """
-    INSERT INTO auth.schema_migrations (version)
-    SELECT unnest(ARRAY['20171026211738', '20171026211808', '20171026211834', '20180103212743',
-                        '20180108183307', '20180119214651', '20180125194653', '00', '20210710035447',
-                        '20210722035447', '20210730183235', '20210909172000', '20210927181326',
-                        '20211122151130', '20211124214934', '20211202183645', '20220114185221',
-                        '20220114185340', '20220224000811', '20220323170000', '20220429102000',
-                        '20220531120530', '20220614074223', '20220811173540', '20221003041349',
-                        '20221003041400', '20221011041400', '20221020193600', '20221021073300',
-                        '20221021082433', '20221027105023', '20221114143122', '20221114143410',
-                        '20221125140132', '20221208132122', '20221215195500', '20221215195800',
-                        '20221215195900', '20230116124310', '20230116124412', '20230131181311',
-                        '20230322519590', '20230402418590', '20230411005111', '20230508135423',
-                        '20230523124323', '20230818113222', '20230914180801', '20231027141322',
-                        '20231114161723', '20231117164230', '20240115144230', '20240214120130',
-                        '20240306115329', '20240314092811', '20240427152123', '20240612123726',
-                        '20240729123726', '20240802193726', '20240806073726', '20241009103726'])
-    """,
-)
 
 
 # ---------------------------------------------------------------------------
@@ -686,167 +502,9 @@ def _seed_app(conn: psycopg.Connection[Any], sizes: SeedSizes) -> None:
         "org0_notify": [user_uuid("alice"), user_uuid("deleted"), user_uuid("bob")],
     }
     with conn.transaction():
-        for statement in _APP_SQL:
+        for statement in sql_statements("seed_app"):
             conn.execute(statement, params)
 
-
-# Numbering: organization o in [0, orgs), site s = 3*o + j, unit u = 4*s + j, sensor
-# k = 2*u + j; generated user n belongs to organization mod(n, orgs).
-_APP_SQL: tuple[str, ...] = (
-    """
-    INSERT INTO public.organizations (id, name, slug, plan, settings, created_at, updated_at)
-    SELECT md5('supamove-org:' || o)::uuid,
-           CASE WHEN o = 0 THEN 'FreshTrack Demo Foods'
-                ELSE (ARRAY['Harbor Fish Market', 'Green Leaf Grocers', 'Café Élan', 'Nordic Cold Storage',
-                            'Sunrise Bakery', 'Trattoria Bella', 'Sushi Zen 寿司', 'MediPharm Clinic',
-                            'Campus Dining', 'Farm & Fork'])[1 + mod(o, 10)]
-                     || CASE WHEN o >= 10 THEN ' #' || (o / 10 + 1) ELSE '' END END,
-           'org-' || lpad(o::text, 4, '0'),
-           (ARRAY['starter', 'pro', 'enterprise'])[1 + mod(o, 3)],
-           jsonb_build_object(
-               'temperature_unit', CASE WHEN mod(o, 4) = 1 THEN 'F' ELSE 'C' END,
-               'timezone', (ARRAY['Europe/Berlin', 'America/New_York', 'Asia/Tokyo', 'Europe/London',
-                                  'America/Los_Angeles', 'Australia/Sydney'])[1 + mod(o, 6)],
-               'escalation_minutes', 15 + mod(o, 4) * 15,
-               'features', CASE WHEN mod(o, 3) = 2 THEN '["sms", "reports", "haccp"]'::jsonb
-                                ELSE '["reports"]'::jsonb END,
-               'haccp', jsonb_build_object('log_retention_days', 365, 'auditor', NULL)),
-           %(epoch)s::timestamptz - interval '200 days' + o * interval '1 day',
-           %(epoch)s::timestamptz - interval '200 days' + o * interval '1 day' + interval '3 hours'
-    FROM generate_series(0, %(orgs)s - 1) o
-    """,
-    """
-    INSERT INTO public.profiles (id, organization_id, full_name, role, phone, avatar_url, timezone, created_at)
-    SELECT s.id, md5('supamove-org:' || s.org)::uuid, s.name, s.role, s.phone, NULL, 'UTC', u.created_at
-    FROM unnest(%(special_ids)s::uuid[], %(special_names)s::text[], %(special_roles)s::text[],
-                %(special_orgs)s::int[], %(special_phones)s::text[]) AS s(id, name, role, org, phone)
-    JOIN auth.users u ON u.id = s.id
-    UNION ALL
-    SELECT md5('supamove-user:' || n)::uuid, md5('supamove-org:' || mod(n, %(orgs)s))::uuid,
-           u.raw_user_meta_data ->> 'full_name',
-           CASE WHEN n <= %(orgs)s THEN 'owner' WHEN mod(n, 5) = 0 THEN 'manager'
-                WHEN mod(n, 7) = 0 THEN 'viewer' ELSE 'staff' END,
-           CASE WHEN mod(n, 4) = 0 THEN '+1555' || lpad(n::text, 7, '0') END,
-           CASE WHEN mod(n, 3) = 0 THEN 'https://cdn.freshtrack.test/avatars/' || n || '.png' END,
-           (ARRAY['UTC', 'Europe/Berlin', 'America/New_York'])[1 + mod(n, 3)], u.created_at
-    FROM generate_series(1, %(bulk)s) n
-    JOIN auth.users u ON u.id = md5('supamove-user:' || n)::uuid
-    """,
-    """
-    INSERT INTO public.org_members (organization_id, user_id, role, created_at)
-    SELECT organization_id, id, role::public.org_role, created_at + interval '1 minute'
-    FROM public.profiles
-    UNION ALL
-    SELECT md5('supamove-org:' || mod(n + 1, %(orgs)s))::uuid, md5('supamove-user:' || n)::uuid,
-           'viewer', %(epoch)s::timestamptz - interval '20 days' + n * interval '1 minute'
-    FROM generate_series(17, %(bulk)s, 17) n
-    """,
-    """
-    INSERT INTO public.sites (id, organization_id, name, address, timezone, latitude, longitude,
-                              created_at, updated_at)
-    SELECT md5('supamove-site:' || s)::uuid, md5('supamove-org:' || (s / 3))::uuid,
-           (ARRAY['Main Kitchen', 'Central Warehouse', 'Downtown Store'])[1 + mod(s, 3)],
-           (1 + mod(s * 37, 899)) || ' ' ||
-           (ARRAY['Harbour Road', 'Königstraße', 'Rue de Rivoli', 'Elm Street', 'Calle Mayor'])[1 + mod(s, 5)],
-           o.settings ->> 'timezone',
-           round((47.0 + mod(s * 7919, 100000) / 100000.0 * 5)::numeric, 6),
-           round((8.0 + mod(s * 104729, 100000) / 100000.0 * 6)::numeric, 6),
-           o.created_at + interval '1 hour', o.created_at + interval '1 hour'
-    FROM generate_series(0, %(orgs)s * 3 - 1) s
-    JOIN public.organizations o ON o.id = md5('supamove-org:' || (s / 3))::uuid
-    """,
-    """
-    CREATE TEMP TABLE seed_unit_type ON COMMIT DROP AS
-    SELECT * FROM (VALUES
-        (0, 'fridge'::public.unit_type, 0.00, 5.00),
-        (1, 'freezer', -25.00, -15.00),
-        (2, 'walk_in_cooler', 1.00, 4.00),
-        (3, 'walk_in_freezer', -23.00, -18.00),
-        (4, 'blast_chiller', -40.00, 3.00),
-        (5, 'display_case', 1.00, 6.50)) AS t(i, unit_type, temp_min, temp_max)
-    """,
-    """
-    INSERT INTO public.units (id, site_id, name, unit_type, temp_min, temp_max, is_active, created_at,
-                              updated_at)
-    SELECT md5('supamove-unit:' || u)::uuid, md5('supamove-site:' || (u / 4))::uuid,
-           initcap(replace(t.unit_type::text, '_', '-')) || ' ' || (1 + mod(u, 4)),
-           t.unit_type, t.temp_min, t.temp_max, mod(u, 23) <> 22,
-           %(epoch)s::timestamptz - interval '150 days' + u * interval '10 minutes',
-           %(epoch)s::timestamptz - interval '150 days' + u * interval '10 minutes'
-               + CASE WHEN mod(u, 5) = 0 THEN interval '40 days' ELSE interval '0' END
-    FROM generate_series(0, %(units)s - 1) u
-    JOIN seed_unit_type t ON t.i = mod(u * 5, 6)
-    """,
-    """
-    INSERT INTO public.sensors (id, unit_id, serial_number, model, firmware_version, installed_at,
-                                last_seen_at, battery_level, created_at)
-    SELECT md5('supamove-sensor:' || k)::uuid, md5('supamove-unit:' || (k / 2))::uuid,
-           'FT' || lpad(k::text, 6, '0') || CASE WHEN mod(k, 2) = 0 THEN '-T' ELSE '-H' END,
-           CASE WHEN mod(k, 2) = 0 THEN 'FT-Probe T1' ELSE 'FT-Climate H2' END,
-           '2.' || mod(k, 3) || '.' || mod(k, 7),
-           %(epoch)s::timestamptz - interval '30 days' + mod(k, 48) * interval '1 hour',
-           CASE WHEN k < %(rows)s THEN %(epoch)s::timestamptz
-                + make_interval(secs => ((%(rows)s - 1 - k) / %(sensors)s) * 300 + mod(k, 300)) END,
-           CASE WHEN k < %(rows)s THEN greatest(5, 100 - ((%(rows)s - 1 - k) / %(sensors)s) / 150)
-                ELSE 100 END,
-           %(epoch)s::timestamptz - interval '30 days' + mod(k, 48) * interval '1 hour'
-    FROM generate_series(0, %(sensors)s - 1) k
-    """,
-    """
-    INSERT INTO public.alerts (id, unit_id, sensor_id, severity, status, message, temperature,
-                               acknowledged_by, acknowledged_at, resolved_at, created_at)
-    SELECT g.a, un.id, md5('supamove-sensor:' || (g.u * 2))::uuid, g.severity,
-           g.status::public.alert_status,
-           CASE WHEN g.severity = 'info' THEN un.name || ': sensor battery low'
-                ELSE un.name || ': ' || round(un.temp_max + g.excess, 2) || ' °C outside '
-                     || un.temp_min || '..' || un.temp_max || ' °C' END,
-           CASE WHEN g.severity <> 'info' THEN (un.temp_max + g.excess)::float8 END,
-           CASE WHEN g.status <> 'open' AND mod(g.a, 9) <> 0 THEN
-                CASE WHEN g.o = 0 THEN (%(ackers)s::uuid[])[1 + mod(g.a / 4, 4)]
-                     WHEN g.c > 0 THEN md5('supamove-user:' || (g.o + %(orgs)s * mod(g.a / 4, g.c)))::uuid
-                END END,
-           CASE WHEN g.status <> 'open' THEN g.created + (5 + mod(g.a, 40)) * interval '1 minute' END,
-           CASE WHEN g.status = 'resolved' THEN g.created + interval '1 hour'
-                + mod(g.a, 120) * interval '1 minute' END,
-           g.created
-    FROM (
-        SELECT a, u, u / 12 AS o,
-               CASE WHEN %(bulk)s >= u / 12 THEN (%(bulk)s - u / 12) / %(orgs)s + 1 ELSE 0 END AS c,
-               CASE WHEN mod(a, 10) < 2 THEN 'info' WHEN mod(a, 10) < 7 THEN 'warning'
-                    ELSE 'critical' END::public.alert_severity AS severity,
-               (ARRAY['open', 'acknowledged', 'resolved', 'resolved'])[1 + mod(a, 4)] AS status,
-               CASE WHEN mod(a, 10) < 7 THEN 1.5 + mod(a, 5) * 0.5 ELSE 6.0 + mod(a, 7) END AS excess,
-               %(epoch)s::timestamptz + ((a::bigint * 2592000) / %(alerts)s) * interval '1 second' AS created
-        FROM (SELECT a, mod(a * 7, %(units)s) AS u FROM generate_series(1, %(alerts)s) a) x
-    ) g
-    JOIN public.units un ON un.id = md5('supamove-unit:' || g.u)::uuid
-    ORDER BY g.a
-    """,
-    """
-    INSERT INTO public.alert_subscriptions (id, organization_id, unit_id, min_severity, channels,
-                                            notify_user_ids, created_at, updated_at)
-    SELECT md5('supamove-sub:unit:' || u)::uuid, md5('supamove-org:' || (u / 12))::uuid,
-           md5('supamove-unit:' || u)::uuid,
-           CASE WHEN mod(u, 2) = 0 THEN 'warning' ELSE 'critical' END::public.alert_severity,
-           CASE mod(u, 4) WHEN 0 THEN ARRAY['email'] WHEN 1 THEN ARRAY['email', 'sms']
-                          WHEN 2 THEN ARRAY['push', 'email'] ELSE ARRAY['email', 'sms', 'push'] END,
-           CASE WHEN u / 12 = 0 THEN (%(ackers)s::uuid[])[1:2]
-                ELSE ARRAY(SELECT md5('supamove-user:' || (u / 12 + %(orgs)s * j))::uuid
-                           FROM generate_series(0, least(2, (%(bulk)s - u / 12) / %(orgs)s)) j
-                           ORDER BY j) END,
-           %(epoch)s::timestamptz - interval '100 days' + u * interval '1 hour',
-           %(epoch)s::timestamptz - interval '100 days' + u * interval '1 hour'
-    FROM generate_series(0, %(units)s - 1, 3) u
-    UNION ALL
-    SELECT md5('supamove-sub:org:' || o)::uuid, md5('supamove-org:' || o)::uuid, NULL, 'critical',
-           ARRAY['sms'],
-           CASE WHEN o = 0 THEN %(org0_notify)s::uuid[]
-                WHEN mod(o, 5) = 4 THEN '{}'::uuid[]
-                ELSE ARRAY[md5('supamove-user:' || o)::uuid] END,
-           %(epoch)s::timestamptz - interval '90 days', %(epoch)s::timestamptz - interval '80 days'
-    FROM generate_series(0, %(orgs)s - 1) o
-    """,
-)
 
 
 # ---------------------------------------------------------------------------
@@ -875,23 +533,11 @@ def _seed_readings(url: str, sizes: SeedSizes) -> None:
 
 def _drop_reading_indexes(conn: psycopg.Connection[Any]) -> list[str]:
     """Drop readings' primary key and indexes; return the statements that recreate them."""
-    rows = conn.execute(_READING_INDEXES_SQL).fetchall()
+    rows = conn.execute(sql_statement("reading_indexes")).fetchall()
     for _create, drop in rows:
         conn.execute(drop)
     return [str(create) for create, _drop in rows]
 
-
-_READING_INDEXES_SQL = """
-SELECT format('ALTER TABLE public.readings ADD CONSTRAINT %I %s', c.conname, pg_get_constraintdef(c.oid)),
-       format('ALTER TABLE public.readings DROP CONSTRAINT %I', c.conname)
-FROM pg_constraint c
-WHERE c.conrelid = 'public.readings'::regclass AND c.contype IN ('p', 'u')
-UNION ALL
-SELECT pg_get_indexdef(i.indexrelid), format('DROP INDEX %s', i.indexrelid::regclass)
-FROM pg_index i
-WHERE i.indrelid = 'public.readings'::regclass
-  AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
-"""
 
 
 def _insert_readings(url: str, sizes: SeedSizes, first: int, last: int) -> None:
@@ -899,35 +545,8 @@ def _insert_readings(url: str, sizes: SeedSizes, first: int, last: int) -> None:
     params = {"first": first, "last": last, "ns": sizes.sensors, "epoch": EPOCH}
     with connect(url) as conn:
         conn.execute("SET session_replication_role = replica")  # no FK checks: valid by construction
-        conn.execute(_READINGS_SQL, params)
+        conn.execute(sql_statement("seed_readings"), params)
 
-
-# Sensor k = mod(g, ns) reports every 5 minutes; temperature follows a daily sine around
-# the unit type's midpoint, with hash noise and rare door-left-open excursions.
-_READINGS_SQL = """
-WITH s AS MATERIALIZED (
-    SELECT substr(se.serial_number, 3, 6)::int AS k, se.id, se.firmware_version AS fw,
-           ((u.temp_min + u.temp_max) / 2)::float8 AS mid,
-           ((u.temp_max - u.temp_min) / 4)::float8 AS amp
-    FROM public.sensors se JOIN public.units u ON u.id = se.unit_id
-)
-INSERT INTO public.readings (id, sensor_id, recorded_at, temperature, humidity, battery, door_open, raw)
-OVERRIDING SYSTEM VALUE
-SELECT r.g + 1, s.id,
-       %(epoch)s::timestamptz + make_interval(secs => r.step * 300 + mod(r.k, 300)),
-       round((s.mid + s.amp * sin(r.step * 0.02181661564992912 + r.k)
-              + ((r.h & 1023)::float8 / 1023 - 0.5) * 0.8
-              + CASE WHEN ((r.h >> 10) & 1023) = 0 THEN 9.5 ELSE 0 END) * 100) / 100,
-       CASE WHEN mod(r.k, 2) = 1 THEN (round(450 + 300 * ((r.h >> 20) & 1023)::float8 / 1023) / 10)::real END,
-       greatest(5, 100 - r.step / 150)::smallint,
-       CASE WHEN mod(r.k, 2) = 0 THEN ((r.h >> 30) & 63) = 0 END,
-       CASE WHEN mod(r.g, 10) = 0 THEN jsonb_build_object(
-           'rssi', -45 - ((r.h >> 36) & 63), 'snr', ((r.h >> 42) & 127)::float8 / 10, 'fw', s.fw,
-           'gw', 'gw-' || lpad(mod(r.k, 16)::text, 2, '0'), 'seq', r.step) END
-FROM (SELECT g, mod(g, %(ns)s) AS k, g / %(ns)s AS step, hashint8extended(g, 20240101) AS h
-      FROM generate_series(%(first)s::bigint, %(last)s::bigint) g) r
-JOIN s ON s.k = r.k
-"""
 
 
 def _finish(conn: psycopg.Connection[Any], sizes: SeedSizes) -> None:

@@ -105,8 +105,24 @@ class DemoResult:
                 and bool(self.verification) and all(t.get("status") == "pass" for t in self.verification))
 
     @property
+    def datadir(self) -> DataDir:
+        return DataDir(Path(self.settings["MIGRATION_DATA_DIR"]))
+
+    @property
     def failed_step(self) -> DemoStep | None:
         return next((s for s in self.steps if s.exit_code != 0), None)
+
+    def failure(self) -> SupamoveError | None:
+        """Why the demo did not end with every table verified pass, or None."""
+        failed = self.failed_step
+        if failed is not None:
+            return SupamoveError(f"the demo stopped at `{failed.command}` (exit {failed.exit_code}); its messages "
+                                 f"are above, the full log is {self.settings['LOG_FILE_PATH']}",
+                                 fix="correct what they name, then run `supamove demo` again")
+        if not self.ok:
+            return SupamoveError("verification did not pass every table: see the table above",
+                                 fix=f"the reasons are in {self.datadir.verification_report}")
+        return None
 
 
 def run_demo(rows: int, keep: bool, workdir: Path | None, run_command: RunCommand,

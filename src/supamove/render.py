@@ -1,0 +1,335 @@
+"""Terminal rendering for the CLI: progress bars, tables, the error line, and each step's result.
+
+The library never prints; the CLI hands each result to one function here.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from supamove.errors import SupamoveError
+from supamove.log import console, echo_to_log, get_logger, scrub
+
+if TYPE_CHECKING:
+    from supamove.connections import ConnectionReport
+    from supamove.export import ExportPlan, ExportResult
+    from supamove.importer import ImportPlan, ImportResult
+    from supamove.paths import DataDir
+    from supamove.sandbox.demo import DemoResult
+    from supamove.schema import SchemaResult
+    from supamove.verify import Difference
+
+
+class RichProgress:
+    """One bar per label (a table, the users), with count, rate and time left."""
+
+    def __init__(self, unit: str = "rows") -> None:
+        self._unit = unit
+        self._bars = Progress(
+            TextColumn("{task.description}", justify="left"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+        self._tasks: dict[str, TaskID] = {}
+        self._lock = threading.Lock()
+
+    def start(self, label: str, total: int | None) -> None:
+        with self._lock:
+            self._tasks[label] = self._bars.add_task(label, total=total, rate="")
+
+    def advance(self, label: str, n: int = 1) -> None:
+        task_id = self._tasks[label]
+        with self._lock:
+            self._bars.advance(task_id, n)
+            task = self._bars.tasks[task_id]
+            rate = f"{task.speed:,.0f} {self._unit}/s" if task.speed else ""
+            self._bars.update(task_id, rate=rate)
+            if task.total is not None and task.completed > task.total:
+                self._bars.update(task_id, total=task.completed)
+
+    def finish(self, label: str) -> None:
+        with self._lock:
+            task = self._bars.tasks[self._tasks[label]]
+            self._bars.update(self._tasks[label], total=task.completed, completed=task.completed)
+
+    @contextmanager
+    def shown(self) -> Iterator[RichProgress]:
+        with self._bars:
+            yield self
+
+
+def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    echo_to_log(f"{title}: " + " | ".join(headers))
+    for row in rows:
+        echo_to_log("  " + " | ".join(str(v) for v in row))
+    table = Table(title=title, title_justify="left")
+    for header in headers:
+        numeric = header.lower() in {"rows", "bytes", "mb", "seconds", "rows/s", "est. rows", "size"}
+        table.add_column(header, justify="right" if numeric else "left")
+    for row in rows:
+        table.add_row(*(scrub(str(v)) for v in row))
+    console.print(table)
+
+
+def show_error(text: str) -> None:
+    """One line, `Error: what (fix: how)`, secrets scrubbed, never wrapped."""
+    echo_to_log(f"Error: {text}", logging.ERROR)
+    console.print(f"[bold red]Error:[/] {escape(scrub(text))}", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def failures_shown(unexpected: str = "unexpected", hint: str = "see the log file for details") -> Iterator[None]:
+    """Every failure as one `Error:` line and its exit code; a traceback only in the log (and with --verbose)."""
+    try:
+        yield
+    except SupamoveError as exc:
+        show_error(str(exc))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console.print("[yellow]Interrupted.[/] Run the same command again to resume.")
+        sys.exit(130)
+    except Exception as exc:  # an unexpected failure still gets one line; the log file has the rest
+        get_logger().debug("unexpected failure", exc_info=True)
+        show_error(f"{unexpected} {type(exc).__name__}: {str(exc)[:500]} ({hint})")
+        sys.exit(1)
+
+
+def say(message: str) -> None:
+    """One line on the terminal (never wrapped, secrets scrubbed) and in the log file."""
+    echo_to_log(message)
+    console.print(scrub(message), markup=False, highlight=False, soft_wrap=True)
+
+
+def human_bytes(size: int | float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(size) < 1024 or unit == "GB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{size:,.1f} GB"
+
+
+def show_connections(report: ConnectionReport) -> None:
+    """The table of endpoints, then every warning and error under it."""
+    rows = []
+    for c in report.checks:
+        status = "not configured" if not c.configured and not c.errors else (
+            "ok" if c.usable else "FAILED")
+        tls = "" if c.encrypted is None else ("yes" if c.encrypted else "NO")
+        latency = f"{c.latency_ms:.1f} ms" if c.latency_ms is not None else ""
+        rows.append((c.name, status, c.version, tls, latency))
+    print_table("Connections", ["endpoint", "status", "version", "TLS", "latency"], rows)
+    for c in report.checks:
+        for warning in c.warnings:
+            say(f"warning: {c.name}: {warning}")
+        for error in c.errors:
+            say(f"error: {c.name}: {error}")
+
+
+def show_export_plan(plan: ExportPlan) -> None:
+    rows: list[tuple[object, ...]] = []
+    for order, table in enumerate(plan.tables, 1):
+        rows.append((order, table.qualified, f"{table.estimated_rows:,}", human_bytes(table.size_bytes),
+                     ", ".join(table.user_id_columns)))
+    for table in plan.auth_tables:
+        rows.append(("users", table.qualified, f"{table.estimated_rows:,}", human_bytes(table.size_bytes), ""))
+    print_table("Export plan (dependency order)", ["#", "table", "est. rows", "size", "user-id columns"], rows)
+    for group in plan.cycles:
+        say(f"FK cycle or self-reference: {', '.join(t.qualified for t in group)} (loaded together)")
+    for line in plan.notes:
+        say(line)
+    say(f"Platform schemas skipped: {', '.join(plan.skipped_schemas) or 'none present'}")
+
+
+def show_export_result(result: ExportResult, datadir: DataDir) -> None:
+    rows = [(t.qualified, f"{t.rows:,}", human_bytes(t.bytes), f"{t.seconds:.1f}",
+             "kept from previous run" if t.resumed else f"{t.rows / t.seconds:,.0f}" if t.seconds else "")
+            for t in result.tables]
+    print_table("Export summary", ["table", "rows", "size", "seconds", "rows/s"], rows)
+    for line in result.plan.notes:
+        say(line)
+    kept = sum(t.resumed for t in result.tables)
+    say(f"Exported {len(result.tables) - kept} tables, {result.rows:,} rows in all, in {result.seconds:.1f}s "
+        f"to {datadir.root} (snapshot {result.snapshot})"
+        + (f"; {kept} kept from a previous run (--force exports them again)." if kept else "."))
+
+
+def show_import_plan(plan: ImportPlan) -> None:
+    rows = []
+    for order, table in enumerate(plan.tables, 1):
+        remapped = ", ".join(f"{c} ({len(ids):,} ids)" for c, ids in table.user_ids.items())
+        state = "loaded by a previous run" if table.done else "HOLDS ROWS" if table.has_rows else ""
+        rows.append((order, table.qualified, f"{table.rows:,}", remapped, state))
+    print_table("Import plan (target's FK order)", ["#", "table", "rows", "user ids remapped", "state"], rows)
+    for group in plan.cycles:
+        say(f"FK cycle or self-reference: {', '.join(t.qualified for t in group)} (one transaction)")
+    for table in plan.tables:
+        for column, ids in table.unmapped.items():
+            say(f"unmapped user ids in {table.qualified}.{column}: {len(ids):,} ({', '.join(ids[:5])}"
+                f"{' ...' if len(ids) > 5 else ''}), --unmapped-users {plan.options.unmapped_users}")
+        if table.missing_in_target:
+            say(f"columns of {table.qualified} missing in the target: {', '.join(table.missing_in_target)}")
+        if table.missing_in_export:
+            say(f"columns of {table.qualified} missing in the export (target default used): "
+                f"{', '.join(table.missing_in_export)}")
+    mode = "FK checks off during the load, every FK checked after it" if plan.options.disable_fk \
+        else "every constraint checked before each table commits"
+    say(f"Mode: {mode}{'; every planned table truncated first' if plan.options.truncate_first else ''}.")
+    for problem in plan.problems:
+        say(f"problem: {problem}")
+
+
+def show_import_result(result: ImportResult, target: str) -> None:
+    """The summary table and line; `target` is the target's URL without its password."""
+    rows = [(t.qualified, f"{t.rows:,}", f"{t.seconds:.1f}",
+             "loaded by a previous run" if t.skipped else f"{t.rows / t.seconds:,.0f}" if t.seconds else "")
+            for t in result.tables]
+    print_table("Import summary", ["table", "rows", "seconds", "rows/s"], rows)
+    if result.plan.options.disable_fk:
+        say(f"Checked {result.fk_checked} foreign keys after the load: no orphan rows.")
+    say(f"Imported {result.rows:,} rows into {sum(not t.skipped for t in result.tables)} tables "
+        f"in {result.seconds:.1f}s ({target}).")
+
+
+def show_verify_report(report: Any) -> None:
+    rows = [(t.qualified, "" if t.source_rows is None else f"{t.source_rows:,}",
+             "" if t.target_rows is None else f"{t.target_rows:,}",
+             "" if t.source_checksum is None else ("same" if t.source_checksum == t.target_checksum else "differs"),
+             t.status.upper() if t.status != "pass" else "pass", t.reason or "") for t in report.tables]
+    print_table("Verification", ["table", "source rows", "target rows", "checksum", "status", "reason"], rows)
+    for t in report.tables:
+        for diff in t.differences:
+            say(f"  {t.qualified}: {_describe_difference(diff)}")
+
+
+def _describe_difference(diff: Difference) -> str:
+    where = ", ".join(f"{k}={v}" for k, v in (diff.key or {}).items())
+    if diff.kind == "changed":
+        cols = "; ".join(f"{c.column}: {_sql_text(c.source)} -> {_sql_text(c.target)}" for c in diff.columns)
+        return f"row {where} differs: {cols}"
+    side = "source only" if diff.kind == "missing" else "target only"
+    times = f" x{diff.count}" if diff.count > 1 else ""
+    if where:
+        return f"row {where} {diff.kind} ({side}){times}"
+    return f"row {diff.kind} ({side}){times}: {diff.row}"
+
+
+def _sql_text(value: str | None) -> str:
+    return "NULL" if value is None else repr(value)
+
+
+def show_user_outcomes(result: Any) -> None:
+    from collections import Counter
+
+    by_kind = Counter((o.status, o.reason or "") for o in result.outcomes)
+    verb = {"create": "would create", "link": "would link", "done": "already migrated"} if result.dry_run else {}
+    rows = [(verb.get(status, status), reason, f"{n:,}") for (status, reason), n in sorted(by_kind.items())]
+    print_table("Users (dry run)" if result.dry_run else "Users", ["outcome", "reason", "users"], rows)
+    noteworthy = [o for o in result.outcomes if o.status not in ("migrated", "create", "done")]
+    if noteworthy:
+        shown = noteworthy[:50]
+        print_table("Not created", ["supabase user", "e-mail", "outcome", "reason"],
+                    [(o.supabase_user_id, o.email or "", verb.get(o.status, o.status), o.reason or "") for o in shown])
+        if len(noteworthy) > len(shown):
+            say(f"... and {len(noteworthy) - len(shown):,} more (see user-migration-report.json after a real run)")
+    resets = len(result.reset_required)
+    if result.dry_run:
+        say(f"Dry run: {resets:,} users would need a password reset. Nothing was created.")
+        return
+    say(f"Created {result.created:,} users in {result.seconds:.1f}s ({result.users_per_second:,.0f} users/s); "
+        f"{resets:,} need a password reset (password-reset-required.json). Report: {result.report_path}")
+
+
+def show_user_matches(result: Any, dry_run: bool) -> None:
+    """map-users: the users on either side left unmatched, then the counts."""
+    if result.unmatched_supabase:
+        print_table("Supabase users without a Stack Auth user", ["supabase user", "e-mail", "why"],
+                    [(sid, email or "", why) for sid, email, why in result.unmatched_supabase[:100]])
+    if result.unmatched_stack:
+        print_table("Stack Auth users matching no Supabase user", ["stack auth user", "e-mail"],
+                    [(sid, email or "") for sid, email in result.unmatched_stack[:100]])
+    where = "Dry run: nothing was written" if dry_run else f"Wrote {result.mapping_path}"
+    say(f"Matched {len(result.matched):,} users; {len(result.unmatched_supabase):,} Supabase and "
+        f"{len(result.unmatched_stack):,} Stack Auth users unmatched. {where}.")
+
+
+def announce(message: str) -> None:
+    """The demo's progress: a rule above each runbook step, a plain line for the rest."""
+    if message.startswith("STEP "):
+        console.rule(message, align="left", style="bold")
+    else:
+        say(message)
+
+
+def show_demo_result(result: DemoResult) -> None:
+    def line(text: str, secret_free: bool = True) -> None:  # never wrapped: paths and commands are copied
+        console.print(scrub(text) if secret_free else text, markup=False, highlight=False, soft_wrap=True)
+
+    timings = ", ".join(f"{s.args[0]} {s.seconds:.1f}s" for s in result.steps)
+    console.rule("Demo finished", align="left", style="bold")
+    line(f"Source: {result.rows:,} readings. Setup {result.setup_seconds:.1f}s; {timings}; "
+         f"total {result.seconds:.1f}s.")
+    if result.verification:
+        passed = sum(1 for t in result.verification if t.get("status") == "pass")
+        line(f"Verification: {passed} of {len(result.verification)} tables pass.")
+    datadir = Path(result.settings["MIGRATION_DATA_DIR"])
+    files = sorted(p.name + ("/" if p.is_dir() else "") for p in datadir.iterdir()) if datadir.exists() else []
+    line(f"Files: {datadir}/ ({', '.join(files)})")
+    line(f"Log: {result.settings['LOG_FILE_PATH']}")
+    if result.kept:
+        # Throwaway credentials of servers on 127.0.0.1, printed on purpose so they can be used.
+        line(f"Still running (--keep). The settings are in {result.env_file}:")
+        line(result.env_file.read_text().rstrip(), secret_free=False)
+        line(f"Try the commands by hand: cd {result.workdir} && supamove verify")
+        line("Stop and remove everything when done:")
+        for command in result.stop_commands:
+            line(f"  {command}")
+    else:
+        line(f"The servers and Stack Auth were stopped and removed; the files stay in {result.workdir} "
+             f"(rm -rf {result.workdir} to delete them).")
+
+
+def show_schema_result(result: SchemaResult, datadir: DataDir, target: str) -> None:
+    """schema: what is not kept as it is, the counts, and where it was written or applied."""
+    report = result.report
+    rows = [(e.label, e.decision, e.reason) for e in report.objects if e.decision != "kept" or e.reason]
+    rows += [(f"{o.type} {o.name}" if o.schema == "-" else f"{o.type} {o.schema}.{o.name}", o.decision, o.reason)
+             for o in report.others]
+    print_table("Schema: what is not kept as it is", ["object", "decision", "reason"], rows)
+    kept = Counter(e.type for e in report.objects if e.decision == "kept")
+    say("Kept: " + ", ".join(f"{n} {kind}" for kind, n in sorted(kept.items())) + ".")
+    if report.extensions:
+        say("Extensions: " + ", ".join(f"{x.name} (schema {x.schema})" for x in report.extensions) + ".")
+    counts = report.counts
+    summary = f"{counts['kept']} objects kept, {counts['changed']} changed, {counts['left-out']} left out"
+    if not result.written:
+        say(f"Dry run: {summary}. Nothing was written.")
+        return
+    say(f"{summary}. Wrote {datadir.schema_sql} and {datadir.schema_report}.")
+    if result.applied is not None:
+        say(f"Applied to the target ({target}) in one transaction: {result.applied.tables} tables "
+            f"in {result.applied.seconds:.1f}s.")
