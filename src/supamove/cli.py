@@ -261,30 +261,40 @@ def map_users_command(ctx: Context, dry_run: bool) -> None:
 @main.command("send-password-resets")
 @click.option("--callback-url", default=None, metavar="URL",
               help="Your app's password-reset page; Stack Auth appends ?code=... to it.")
+@click.option("--resend-uncertain", is_flag=True,
+              help="Send again to users whose earlier send lost its answer (they may get two e-mails).")
 @dry_run_option
 @step
-def send_password_resets_command(ctx: Context, callback_url: str | None, dry_run: bool) -> None:
+def send_password_resets_command(ctx: Context, callback_url: str | None, resend_uncertain: bool,
+                                 dry_run: bool) -> None:
     """Send Stack Auth's password-reset e-mail to every user in password-reset-required.json.
 
     Users already sent to (password-resets-sent.json) are not sent to again,
-    so rerunning after an interruption sends only the rest.
+    so rerunning after an interruption sends only the rest. The first e-mail
+    goes alone: if Stack Auth does not trust the link's domain, nothing else
+    is sent. A send whose answer was lost is recorded as uncertain and not
+    sent again unless --resend-uncertain is given.
 
     Example: supamove send-password-resets --callback-url https://app.example.com/handler/password-reset
     """
     from supamove.users.resets import send_password_resets
 
     if dry_run:
-        result = send_password_resets(None, ctx.datadir, callback_url, dry_run=True)
+        result = send_password_resets(None, ctx.datadir, callback_url, dry_run=True,
+                                      resend_uncertain=resend_uncertain)
         say(f"Dry run: would send {len(result.to_send):,} reset e-mails "
             f"({result.already_sent:,} already sent or without an e-mail).")
+        render.show_uncertain_resets(result)
         return
     with ctx.stack_auth(4) as client:
         progress = RichProgress("e-mails")
         with progress.shown():
-            result = send_password_resets(client, ctx.datadir, callback_url, progress=progress)
+            result = send_password_resets(client, ctx.datadir, callback_url, progress=progress,
+                                          resend_uncertain=resend_uncertain)
     say(f"Sent {len(result.sent):,} reset e-mails; {result.already_sent:,} were sent before.")
     for sid, why in result.failed[:20]:
         say(f"failed: {sid}: {why}")
+    render.show_uncertain_resets(result)
     if (failure := result.failure()) is not None:
         raise failure
 

@@ -253,15 +253,41 @@ def show_user_outcomes(result: Any) -> None:
     if noteworthy:
         shown = noteworthy[:50]
         print_table("Not created", ["supabase user", "e-mail", "outcome", "reason"],
-                    [(o.supabase_user_id, o.email or "", verb.get(o.status, o.status), o.reason or "") for o in shown])
+                    [(o.supabase_user_id, o.email or "", verb.get(o.status, o.status),
+                      (o.reason or "") + (f" (fix: {o.fix})" if o.fix else "")) for o in shown])
         if len(noteworthy) > len(shown):
             say(f"... and {len(noteworthy) - len(shown):,} more (see user-migration-report.json after a real run)")
+    _show_mfa(result)
     resets = len(result.reset_required)
     if result.dry_run:
         say(f"Dry run: {resets:,} users would need a password reset. Nothing was created.")
         return
     say(f"Created {result.created:,} users in {result.seconds:.1f}s ({result.users_per_second:,.0f} users/s); "
         f"{resets:,} need a password reset (password-reset-required.json). Report: {result.report_path}")
+
+
+def _show_mfa(result: Any) -> None:
+    """Second factors: how many TOTP secrets come along, and who keeps a factor Stack Auth cannot hold."""
+    missing = result.mfa_not_carried
+    will = "will be" if result.dry_run else "were"
+    if result.totp_carried or missing:
+        where = "" if result.dry_run else " (mfa-not-carried.json)"
+        say(f"Second factors: {result.totp_carried:,} TOTP factors {will} carried; {len(missing):,} users have a "
+            f"factor that cannot be carried{where}.")
+    for outcome in missing[:20]:
+        reasons = "; ".join(f["reason"] for f in outcome.mfa_not_carried)
+        say(f"  {outcome.supabase_user_id} {outcome.email or ''}: {reasons}")
+    if len(missing) > 20:
+        say(f"  ... and {len(missing) - 20:,} more")
+
+
+def show_uncertain_resets(result: Any) -> None:
+    """send-password-resets: sends whose answer was lost, now and in earlier runs."""
+    for sid in result.uncertain[:20]:
+        say(f"uncertain: {sid}: Stack Auth's answer was lost; the e-mail may or may not have gone")
+    if result.uncertain_before:
+        say(f"{result.uncertain_before:,} e-mails of earlier runs may or may not have gone (answer lost): "
+            "not sent again; --resend-uncertain sends them again")
 
 
 def show_user_matches(result: Any, dry_run: bool) -> None:
