@@ -622,3 +622,18 @@ def test_citext_from_another_schema_is_the_same_type(cli, data_dir: Path, dbs: D
     code, report, out = verify(cli, "--tables", "handles", keep=())
     assert code == 0, out
     assert [(t["table"], t["status"], t["reason"]) for t in report["tables"]] == [("handles", "pass", None)]
+
+
+def test_a_column_the_export_kept_as_it_is_may_keep_supabase_ids(cli, data_dir: Path, dbs: Databases,
+                                                                  faithful_template: Faithful) -> None:
+    sid = stale_id(faithful_template)
+    on_both(dbs, "UPDATE edge.types_zoo SET u = %s WHERE id = 1", params=(sid,))
+    write_mapping(data_dir / "user-mapping.json", faithful_template[1])
+    write_metadata(DataDir(data_dir), faithful_template[2], options={
+        "tables": [], "excludeTables": [], "userIdColumns": [], "notUserIdColumns": ["edge.types_zoo.u"]})
+    code, report, out = verify(cli, "--tables", "types_zoo")
+    assert code == 0, out
+    zoo = by_name(report)["edge.types_zoo"]
+    assert zoo["status"] == "pass"
+    assert [c for c in zoo["supabaseUserIds"] if c["rows"]] == [{"column": "u", "rows": 1, "example": sid,
+                                                                "kept": True}]
