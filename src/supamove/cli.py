@@ -180,9 +180,12 @@ def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmappe
 @click.option("--jobs", default=2, show_default=True, help="Tables compared in parallel.")
 @click.option("--tables", "tables", multiple=True, metavar="PATTERN",
               help="Only these tables (name or schema.name, shell patterns; repeatable).")
+@click.option("--keep-supabase-ids", "keep", multiple=True, metavar="SCHEMA.TABLE.COLUMN",
+              help="A column that keeps Supabase user ids on purpose: reported, not failed (repeatable).")
 @step
-def verify_command(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int, tables: tuple[str, ...]) -> None:
-    """Compare the source and the target: row counts, checksums, sequences.
+def verify_command(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int, tables: tuple[str, ...],
+                   keep: tuple[str, ...]) -> None:
+    """Compare the source and the target: structure, row counts, checksums, user ids, sequences.
 
     Each table passes, warns (something could not be compared exactly, said why)
     or fails; the rows that differ are located and listed. Writes
@@ -192,7 +195,7 @@ def verify_command(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int,
     """
     from supamove.verify import VerifyOptions, run_verify
 
-    options = VerifyOptions(skip_checksum, max_diffs, jobs, list(tables))
+    options = VerifyOptions(skip_checksum, max_diffs, jobs, list(tables), list(keep))
     progress = RichProgress("tables")
     with progress.shown():
         report = run_verify(ctx.source, ctx.target, ctx.datadir, options, progress)

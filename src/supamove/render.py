@@ -224,6 +224,17 @@ def show_verify_report(report: Any) -> None:
     for t in report.tables:
         for diff in t.differences:
             say(f"  {t.qualified}: {_describe_difference(diff)}")
+        for kept in (c for c in t.supabase_ids or [] if c.kept and c.rows):
+            say(f"  {t.qualified}: {kept.rows:,} row{'s' if kept.rows > 1 else ''} of column {kept.column} "
+                "kept Supabase user ids on purpose")
+    if report.sequences:
+        print_table("Sequences no table uses", ["sequence", "source next", "target next", "status", "reason"],
+                    [(f"{s.schema}.{s.name}", _number(s.source_next), _number(s.target_next),
+                      s.status.upper() if s.status != "pass" else "pass", "; ".join(s.failures)) for s in report.sequences])
+
+
+def _number(value: int | None) -> str:
+    return "" if value is None else f"{value:,}"
 
 
 def _describe_difference(diff: Difference) -> str:
