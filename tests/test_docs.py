@@ -111,7 +111,7 @@ def test_readme_opens_with_what_it_does_and_the_two_commands() -> None:
     "### Step 1: Pre-migration checks", "### Step 2: Export", "### Step 3: Migrate users",
     "### Step 4: Import", "### Step 5: Verify", "### Step 6: Post-migration tasks",
     "### Rollback procedure", "### Troubleshooting", "### User mapping retention (90 days)",
-    "## Contents", "## Reference", "## Benchmark", "## Development",
+    "## Contents", "## Output and exit codes", "## Reference", "## Benchmark", "## Development",
 ])
 def test_readme_has_section(heading: str) -> None:
     assert f"\n{heading}\n" in README
@@ -146,6 +146,18 @@ def test_links_between_the_readme_and_the_docs_land_on_a_heading() -> None:
         for target, fragment in re.findall(r"\]\(((?:\.\./)?(?:README|docs/\w+|\w+)\.md)?#([^)]+)\)", text):
             resolved = name if not target else str(Path(name).parent / target).replace("docs/../", "")
             assert fragment in files[resolved], f"{name}: a link to {resolved}#{fragment} lands on no heading"
+
+
+def test_exit_codes_are_in_every_help_and_in_the_readme() -> None:
+    from supamove.errors import INTERRUPTED, SupamoveError
+
+    codes = {0, 1, INTERRUPTED} | {kind.exit_code for kind in SupamoveError.__subclasses__()}
+    table = section(README, "## Output and exit codes")
+    assert set(map(int, re.findall(r"(?m)^\| (\d+) \|", table))) == codes
+    for name in [*COMMANDS, None]:
+        result = CliRunner().invoke(main, [name, "--help"] if name else ["--help"])
+        listed = re.findall(r"(?m)^ +(\d+)  \S", result.output.split("Exit codes:", 1)[1])
+        assert set(map(int, listed)) == codes, f"supamove {name or ''} --help lists exit codes {listed}"
 
 
 def test_env_example_lists_every_setting_with_a_comment() -> None:

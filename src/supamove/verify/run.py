@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from supamove.clock import now_iso
 from supamove.db import Endpoint, first_line
-from supamove.files import write_json
+from supamove.errors import DataFileError
+from supamove.files import read_json, write_json
 from supamove.log import get_logger
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
@@ -24,6 +26,7 @@ from supamove.verify.pools import Pair, SidePool, fetch_int, read_mapping
 from supamove.verify.sequences import sequence_problems
 
 log = get_logger("verify")
+ROWS = "rows compared"  # a progress bar of its own, beside the tables'
 CHUNK_BLOCKS = 4096  # a table larger than twice this many blocks (32 MB) is checksummed in pieces
 
 
@@ -39,11 +42,13 @@ def run_verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: Ve
     jobs = max(1, options.jobs)
     pools = {"source": SidePool(source, jobs), "target": SidePool(target, jobs, mapping if needs_map else None)}
     progress.start("tables", len(plans))
+    progress.start(ROWS, sum(p.table.estimated_rows for p in plans) or None)
     try:
         with ThreadPoolExecutor(jobs, "verify") as workers:
             def one(plan: TableComparison) -> TableCheck:
                 check = verify_table(plan, pools, options)
                 progress.advance("tables")
+                progress.advance(ROWS, max(check.source_rows or 0, check.target_rows or 0))
                 return check
 
             # Biggest first, so the longest table does not start last and finish alone.
@@ -53,12 +58,24 @@ def run_verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: Ve
         for pool in pools.values():
             pool.close()
     progress.finish("tables")
+    progress.finish(ROWS)
     checks = [done[p.table.qualified] for p in plans]
+    keep_full = options.skip_checksum and holds_full_verification(datadir.verification_report)
+    path = datadir.verification_counts_report if keep_full else datadir.verification_report
     report = VerifyReport(now_iso(), source.redacted, target.redacted, checks, time.monotonic() - started,
-                          not options.skip_checksum, origin, datadir.verification_report)
+                          not options.skip_checksum, origin, path, full_report_kept=keep_full)
     datadir.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    write_json(datadir.verification_report, report.to_dict())
+    write_json(path, report.to_dict())
     return report
+
+
+def holds_full_verification(path: Path) -> bool:
+    """Whether the report at `path` is of a full verification (checksums): a counts-only run never replaces it."""
+    try:
+        data = read_json(path, "verify", missing_ok=True)
+    except DataFileError:  # a damaged report is replaced
+        return False
+    return isinstance(data, dict) and isinstance(data.get("summary"), dict) and data["summary"].get("checksums") is True
 
 
 def verify_table(plan: TableComparison, pools: dict[str, SidePool], options: VerifyOptions) -> TableCheck:
