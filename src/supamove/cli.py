@@ -52,7 +52,7 @@ def options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 dry_run_options = options(click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing."),
-                          json_option)
+                          click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON."))
 tables_option = click.option("--tables", "tables", multiple=True, metavar="PATTERN",
                              help="Only these tables (name or schema.name, shell patterns; repeatable).")
 selection_options = options(
