@@ -103,11 +103,14 @@ def test_connections(ctx: Context) -> None:
               help="A column whose values look like user ids but are not: never remapped (repeatable).")
 @click.option("--jobs", default=2, show_default=True, help="Tables read in parallel.")
 @click.option("--force", is_flag=True, help="Export every table again, even those a previous run finished.")
+@click.option("--auth-only", is_flag=True,
+              help="Export only the auth users (auth.users, auth.identities, auth.mfa_factors) again, from a "
+                   "fresh snapshot; the application tables' files are left as they are.")
 @dry_run_option
 @step
 def export(ctx: Context, schemas: tuple[str, ...], tables: tuple[str, ...], exclude_tables: tuple[str, ...],
            user_id_columns: tuple[str, ...], not_user_id_columns: tuple[str, ...], jobs: int, force: bool,
-           dry_run: bool) -> None:
+           auth_only: bool, dry_run: bool) -> None:
     """Export every application table and the auth users to JSON Lines files.
 
     All tables are read from one consistent snapshot. Rerunning after an
@@ -115,8 +118,16 @@ def export(ctx: Context, schemas: tuple[str, ...], tables: tuple[str, ...], excl
 
     Example: supamove export --dry-run && supamove export
     """
-    from supamove.export import ExportOptions, preview_export, run_export
+    from supamove.export import ExportOptions, preview_export, run_auth_export, run_export
 
+    if auth_only:
+        if schemas or tables or exclude_tables or user_id_columns or not_user_id_columns or force or dry_run:
+            raise SupamoveError("--auth-only exports the auth tables alone: it takes no other option",
+                                fix="run `supamove export --auth-only` by itself")
+        with RichProgress("rows").shown() as progress:
+            result = run_auth_export(ctx.source, ctx.datadir.ensure(), progress)
+        render.show_export_result(result, ctx.datadir)
+        return
     options = ExportOptions(list(schemas) or ["public"], list(tables), list(exclude_tables),
                             list(user_id_columns), jobs, force, list(not_user_id_columns))
     if dry_run:

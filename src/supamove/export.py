@@ -287,6 +287,35 @@ def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
     return ExportResult(plan, all_results, elapsed, snapshot, datadir)
 
 
+def run_auth_export(source: Endpoint, datadir: DataDir, progress: Progress | None = None) -> ExportResult:
+    """`export --auth-only`: the auth tables again from a fresh snapshot; every other entry kept as it is."""
+    progress = progress or NullProgress()
+    datadir.ensure()
+    started = time.monotonic()
+    with snapshot_reader(source, None) as main:
+        snapshot = str(main.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
+        auth = [t for t in catalog.read_relations(main, ["auth"]) if t.name in AUTH_TABLES]
+        version = str(main.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+        meta = _auth_metadata(datadir, auth, source, version)
+        results = [_export_one(source, snapshot, t, datadir, meta, progress) for t in auth]
+    plan = ExportPlan([], auth, [], version)
+    return ExportResult(plan, results, time.monotonic() - started, snapshot, datadir)
+
+
+def _auth_metadata(datadir: DataDir, auth: list[Table], source: Endpoint, version: str) -> Metadata:
+    """metadata.json with new (unfinished) auth entries; the application tables' entries left untouched."""
+    if datadir.metadata.exists():
+        meta = Metadata.load(datadir, require_complete=False)
+    else:  # users ahead of the export: no application table yet, and import refuses an unfinished export
+        meta = Metadata.new(datadir, source={"serverVersion": version, "url": source.redacted}, snapshot=None,
+                            startedAt=now_iso(), finishedAt=None, schemas=[], skippedSchemas=[],
+                            unexportedSchemas=[], loadOrder=[], sequences=[], tables=[])
+    meta.data["auth"] = [table_to_dict(t, datadir) for t in auth]
+    meta.save()
+    remove_partials(datadir.auth)
+    return meta
+
+
 def _check_in_snapshot(source: Endpoint, snapshot: str, plan: ExportPlan, options: ExportOptions) -> ValueCheck:
     try:
         with snapshot_reader(source, snapshot) as conn:
