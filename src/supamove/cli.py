@@ -224,21 +224,26 @@ def verify_command(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int,
               help="Users created in parallel.")
 @click.option("--no-password-hashes", is_flag=True,
               help="Do not import password hashes: every e-mail user gets a password reset instead.")
+@click.option("--overwrite-changed", is_flag=True,
+              help="Update users changed in Stack Auth since supamove wrote them (by default: a conflict).")
 @dry_run_option
 @step
-def migrate_users_command(ctx: Context, concurrency: int, no_password_hashes: bool, dry_run: bool) -> None:
+def migrate_users_command(ctx: Context, concurrency: int, no_password_hashes: bool, overwrite_changed: bool,
+                          dry_run: bool) -> None:
     """Create every exported Supabase Auth user in Stack Auth and write user-mapping.json.
 
     bcrypt password hashes are imported, so those users keep their password.
     Users already in the mapping, or already in Stack Auth with the same
     e-mail, are never created twice; rerunning after an interruption resumes.
+    A rerun updates the users changed in Supabase since (and only them); one
+    changed in Stack Auth meanwhile is a conflict, left as it is.
     Writes user-migration-report.json and password-reset-required.json.
 
     Example: supamove migrate-users --dry-run && supamove migrate-users
     """
     from supamove.users.migrate import MigrateOptions, migrate_users
 
-    options = MigrateOptions(concurrency, not no_password_hashes, dry_run)
+    options = MigrateOptions(concurrency, not no_password_hashes, dry_run, overwrite_changed)
     with ctx.stack_auth(concurrency) as client:
         if dry_run:
             result = migrate_users(client, ctx.datadir, options)
