@@ -308,3 +308,28 @@ def test_the_cli_shows_updates_and_conflicts_and_exits_non_zero(stack: StackAuth
     forced = CliRunner().invoke(main, ["migrate-users", "--overwrite-changed"])
     assert forced.exit_code == 0, forced.output
     assert "Users of earlier runs: 1 updated, 1 unchanged, 0 changed in Stack Auth (conflict)." in forced.output
+
+
+def test_an_update_stack_auth_refuses_fails_that_user_only(stack: StackAuthSandbox, tmp_path: Path) -> None:
+    users = many(3)
+    datadir = write_export(tmp_path / "d", users, [])
+    run(stack, datadir)
+    mapping = UserMapping.load(datadir.user_mapping)
+    stack.delete_user(mapping.get(uid("user000")))  # type: ignore[arg-type]
+    taken = stack.create_user({"primary_email": "taken@example.com", "primary_email_auth_enabled": True})
+    changed = renamed(users)
+    changed[1]["email"] = "taken@example.com"
+    write_export(datadir.root, changed, [])
+    result = run(stack, datadir)
+    got = {o.supabase_user_id: o for o in result.outcomes}
+    assert got[uid("user000")].status == "failed" and got[uid("user000")].reason == (
+        f"Stack Auth user {mapping.get(uid('user000'))} no longer exists (deleted in Stack Auth)")
+    assert got[uid("user001")].status == "failed" and got[uid("user001")].reason == (
+        "Stack Auth refused the update of primary_email, display_name, server_metadata: the e-mail "
+        "taken@example.com is taken by another Stack Auth user")
+    assert got[uid("user002")].sync == "updated" and result.updated == 1
+    assert stack.users[taken["id"]]["primary_email"] == "taken@example.com"
+    failure = result.failure()
+    assert isinstance(failure, StackAuthError) and str(failure).startswith("2 users failed")
+    retry = run(stack, datadir)  # nothing recorded for them: tried again
+    assert {o.supabase_user_id for o in retry.failed} == {uid("user000"), uid("user001")}

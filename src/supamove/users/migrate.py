@@ -432,11 +432,7 @@ class _Run:
         theirs = differing(record["seen"], fingerprints(observed(current))) if record.get("seen") else []
         if not theirs or self.options.overwrite_changed:
             return None
-        outcome = self._earlier(item, None)
-        outcome.sync, outcome.changed, outcome.changed_in_stack_auth = "conflict", changed, theirs
-        outcome.notes.append(CONFLICT.format(", ".join(theirs)))
-        outcome.fix = CONFLICT_FIX
-        return outcome
+        return _conflicting(self._earlier(item, None), changed, theirs)
 
     def _patch(self, item: PlannedUser, record: dict[str, Any], values: dict[str, Any], changed: list[str],
                current: dict[str, Any]) -> UserOutcome:
@@ -491,14 +487,17 @@ class _Run:
             return outcome
         theirs = differing(record["seen"], fingerprints(observed(current))) if record.get("seen") else []
         if theirs and not self.options.overwrite_changed:
-            outcome.sync, outcome.changed, outcome.changed_in_stack_auth = "conflict", changed, theirs
-            outcome.notes.append(CONFLICT.format(", ".join(theirs)))
-            outcome.fix = CONFLICT_FIX
-            return outcome
+            return _conflicting(outcome, changed, theirs)
         revision = max(int(record.get("revision") or 0), revision_of(current)) + 1
         self.updates.intent(sid, email, stackAuthUserId=stack_id, revision=revision, sent={}, changed=changed)
-        answer = self.client.update_user(stack_id, update_body(values, changed, revision),
-                                         recover=lambda: self._landed(stack_id, revision))
+        try:
+            answer = self.client.update_user(stack_id, update_body(values, changed, revision),
+                                             recover=lambda: self._landed(stack_id, revision))
+        except Rejected as exc:
+            self.updates.clear(sid)
+            outcome.status, outcome.reason, outcome.fix = "failed", f"Stack Auth refused its restriction: " \
+                f"{exc.message}", RETRY_FIX
+            return outcome
         self._save_update(sid, stack_id, {}, answer, revision, gone=True)
         outcome.sync, outcome.changed = "updated", changed
         return outcome
@@ -531,6 +530,14 @@ class _Run:
 LINKED_TOTP = "linked to a Stack Auth user that already existed: its second factors are left as they are"
 
 
+def _conflicting(outcome: UserOutcome, changed: list[str], theirs: list[str]) -> UserOutcome:
+    """Changed in Stack Auth since supamove wrote it: left as it is, the fields on both sides said."""
+    outcome.sync, outcome.changed, outcome.changed_in_stack_auth = "conflict", changed, theirs
+    outcome.notes.append(CONFLICT.format(", ".join(theirs)))
+    outcome.fix = CONFLICT_FIX
+    return outcome
+
+
 def _failed(item: PlannedUser, reason: str, fix: str = RETRY_FIX, notes: list[str] | None = None) -> UserOutcome:
     """Not created (or not finished): the command ends non-zero, and a rerun tries this user again."""
     return UserOutcome(item.user.id, "failed", reason, None, item.email, notes=item.notes + (notes or []), fix=fix)
@@ -560,8 +567,7 @@ def _dry_run_sync(client: StackAuthClient, item: PlannedUser, outcome: UserOutco
     theirs = differing(record["seen"], fingerprints(observed(current))) if current is not None else ["deleted"]
     outcome.changed_in_stack_auth = theirs
     if theirs and not options.overwrite_changed:
-        outcome.sync = "conflict"
-        outcome.notes.append(CONFLICT.format(", ".join(theirs)))
+        _conflicting(outcome, outcome.changed, theirs)
 
 
 def dry_run_gone(client: StackAuthClient, gone: list[tuple[str, str, str | None]], state: SyncState,
@@ -581,7 +587,7 @@ def dry_run_gone(client: StackAuthClient, gone: list[tuple[str, str, str | None]
             theirs = differing(record["seen"], fingerprints(observed(current))) if record.get("seen") else []
             outcome.changed_in_stack_auth = theirs
             if theirs and not options.overwrite_changed:
-                outcome.sync = "conflict"
+                _conflicting(outcome, outcome.changed, theirs)
         outcomes.append(outcome)
     return outcomes
 
