@@ -105,7 +105,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="repetitions of each measurement (median)")
     parser.add_argument("--users", type=int, default=10_000, help="users for the migrate-users measurement")
     parser.add_argument("--jobs", type=int, default=2, help="parallel jobs for pg_dump/pg_restore and supamove")
+    parser.add_argument("--user-sync", action="store_true",
+                        help="only migrate-users: a first pass of --users users, then a sync pass with 1%% changed")
     args = parser.parse_args()
+    if args.user_sync:
+        user_sync_bench(args.users)
+        return
 
     work = Path(tempfile.mkdtemp(prefix="supamove-bench-"))
     source = PostgresServer("bench-source").start()
@@ -246,6 +251,68 @@ def report(args: argparse.Namespace, m: dict[str, Measure]) -> None:
           "   (target < 200)")
     users = m["supamove migrate-users"]
     print(f"migrate-users: {users.rows / users.median:,.0f} users/s with --concurrency 8   (target >= 200)")
+
+
+# --- migrate-users: the first pass and the sync pass (python bench/run.py --user-sync) -------------
+
+USERS_ROUTE, USER_ROUTE = "GET /api/v1/users 200", "GET /api/v1/users/{id} 200"
+PATCH_ROUTE = "PATCH /api/v1/users/{id} 200"
+
+
+def user_sync_bench(count: int) -> None:
+    """users/s of a first pass and of a sync pass with 1% of the users changed, against the local Stack Auth.
+
+    Asserts from the Stack Auth stand-in's request counts that the sync sends one read and one update per
+    changed user and nothing for the others (the one list request is the credentials check).
+    """
+    work = Path(tempfile.mkdtemp(prefix="supamove-bench-users-"))
+    stack = StackAuthSandbox(PROJECT, SECRET).start()
+    try:
+        env = {"STACK_AUTH_API_URL": stack.url, "STACK_AUTH_PROJECT_ID": PROJECT, "STACK_AUTH_SECRET_KEY": SECRET,
+               "MIGRATION_DATA_DIR": str(work / "migration-data"), "LOG_FILE_PATH": str(work / "bench.log")}
+        users = [_bench_user(n) for n in range(count)]
+        command = [sys.executable, "-m", "supamove", "migrate-users", "--concurrency", "8"]
+        first = _users_pass(stack, work, users, command, env)
+        changed = users[:: 100][: max(1, count // 100)]
+        for user in changed:  # a new name and a new password: two fields, one update
+            user["raw_user_meta_data"] = {"full_name": "Renamed " + user["email"]}
+            user["encrypted_password"] = "$2a$04$" + "M" * 53
+        sync = _users_pass(stack, work, users, command, env)
+        quiet = _users_pass(stack, work, users, command, env)
+    finally:
+        stack.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    assert first[1][USERS_ROUTE] >= 1 and stack.create_count() == count, "the first pass created every user"
+    assert sync[1] == {USERS_ROUTE: 1, USER_ROUTE: len(changed), PATCH_ROUTE: len(changed)}, sync[1]
+    assert quiet[1] == {USERS_ROUTE: 1}, quiet[1]  # unchanged users: no request at all
+    print(f"migrate-users first pass: {count:,} users in {first[0]:.2f} s = {count / first[0]:,.0f} users/s "
+          "(--concurrency 8)")
+    print(f"migrate-users sync pass:  {len(changed):,} of {count:,} changed, {sync[0]:.2f} s = "
+          f"{count / sync[0]:,.0f} users/s compared; {len(changed):,} reads + {len(changed):,} updates sent")
+    print(f"migrate-users, nothing changed: {quiet[0]:.2f} s; requests per user: 0 (asserted)")
+
+
+def _bench_user(n: int) -> dict[str, object]:
+    """An auth.users row as export writes it: an e-mail user with a bcrypt hash."""
+    created = f"2024-01-01 00:00:{n % 60:02}.{n:06}+00"
+    return {"id": f"00000000-0000-4000-8000-{n:012}", "email": f"user{n}@bench.example", "phone": None,
+            "encrypted_password": "$2a$04$" + "B" * 53, "email_confirmed_at": created, "created_at": created,
+            "raw_user_meta_data": {"full_name": f"User {n}"}, "raw_app_meta_data": {"provider": "email"},
+            "is_anonymous": False, "deleted_at": None, "banned_until": None, "is_sso_user": False}
+
+
+def _users_pass(stack: StackAuthSandbox, work: Path, users: list[dict[str, object]], command: list[str],
+                env: dict[str, str]) -> tuple[float, dict[str, int]]:
+    """One migrate-users run on this export: (seconds, the requests Stack Auth received)."""
+    auth = work / "migration-data" / "auth"
+    auth.mkdir(parents=True, exist_ok=True)
+    (auth / "auth.users.jsonl").write_bytes(b"".join(orjson.dumps(u) + b"\n" for u in users))
+    (auth / "auth.identities.jsonl").write_bytes(b"")
+    before = dict(stack.requests)
+    started = time.perf_counter()
+    run(command, env)
+    seconds = time.perf_counter() - started
+    return seconds, {k: v - before.get(k, 0) for k, v in stack.requests.items() if v != before.get(k, 0)}
 
 
 def _pg_version() -> str:

@@ -49,8 +49,7 @@ def options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-dry_run_options = options(click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing."),
-                          click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON."))
+dry_run_options = options(click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing."), json_option)
 tables_option = click.option("--tables", "tables", multiple=True, metavar="PATTERN",
                              help="Only these tables (name or schema.name, shell patterns; repeatable).")
 selection_options = options(
@@ -89,9 +88,7 @@ def main(verbose: bool) -> None:
 @json_option
 @step
 def test_connections(ctx: Context, as_json: bool) -> None:
-    """Check the source, the target and Stack Auth are reachable and usable.
-
-    For each: server version, TLS, latency, and what would break a later step (the 6543 port, missing privileges).
+    """Check the source, the target and Stack Auth: reachable, version, TLS, latency, what would break a later step.
 
     Example: supamove test-connections
     """
@@ -118,8 +115,7 @@ def schema_command(ctx: Context, schemas: Names, tables: Names, exclude_tables: 
     from supamove.schema import SchemaOptions, run_schema
     options = SchemaOptions(list(schemas), list(tables), list(exclude_tables), not no_auth_shim, keep_roles)
     result = run_schema(ctx.source, ctx.target if apply_schema else None, ctx.datadir, options, dry_run)
-    target = ctx.target.redacted if apply_schema else ""  # DATABASE_URL is needed only to apply
-    render.show(result, as_json, lambda r: render.show_schema_result(r, ctx.datadir, target))
+    render.show(result, as_json, lambda r: render.show_schema_result(r, ctx.datadir, ctx.target.redacted if apply_schema else ""))
 
 
 @main.command("export", epilog=EPILOG)
@@ -130,10 +126,11 @@ def schema_command(ctx: Context, schemas: Names, tables: Names, exclude_tables: 
               help="A column whose values look like user ids but are not: never remapped (repeatable).")
 @jobs_option("Tables read")
 @click.option("--force", is_flag=True, help="Export every table again, even those a previous run finished.")
+@click.option("--auth-only", is_flag=True, help="Only the auth tables again, from a fresh snapshot; the rest kept.")
 @dry_run_options
 @step
 def export(ctx: Context, schemas: Names, tables: Names, exclude_tables: Names, user_id_columns: Names,
-           not_user_id_columns: Names, jobs: int, force: bool, dry_run: bool, as_json: bool) -> None:
+           not_user_id_columns: Names, jobs: int, force: bool, auth_only: bool, dry_run: bool, as_json: bool) -> None:
     """Export every application table and the auth users to JSON Lines files.
 
     All tables are read from one snapshot. A rerun after an interruption finishes the missing tables.
@@ -141,7 +138,8 @@ def export(ctx: Context, schemas: Names, tables: Names, exclude_tables: Names, u
     Example: supamove export --dry-run && supamove export
     """
     from supamove.export import ExportOptions, preview_export, run_export
-    options = ExportOptions(list(schemas), list(tables), list(exclude_tables), list(user_id_columns), jobs, force, list(not_user_id_columns))
+    options = ExportOptions(list(schemas), list(tables), list(exclude_tables), list(user_id_columns), jobs, force,
+                            list(not_user_id_columns), auth_only)
     if dry_run:
         plan = preview_export(ctx.source, options)
         return render.show(plan, as_json, render.show_export_plan, plan.failure())
@@ -153,17 +151,19 @@ def export(ctx: Context, schemas: Names, tables: Names, exclude_tables: Names, u
 @main.command("migrate-users", epilog=EPILOG)
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64), help="Users created at once.")
 @click.option("--no-password-hashes", is_flag=True, help="Import no password hash: every such user gets a reset.")
+@click.option("--overwrite-changed", is_flag=True, help="Update users changed in Stack Auth meanwhile (else a conflict).")
 @dry_run_options
 @step
-def migrate_users_command(ctx: Context, concurrency: int, no_password_hashes: bool, dry_run: bool, as_json: bool) -> None:
+def migrate_users_command(ctx: Context, concurrency: int, no_password_hashes: bool, overwrite_changed: bool, dry_run: bool,
+                          as_json: bool) -> None:
     """Create every exported Supabase Auth user in Stack Auth and write user-mapping.json.
 
-    bcrypt hashes are imported: those users keep their password. No user is created twice; a rerun resumes.
+    bcrypt hashes are imported. None is created twice; a rerun resumes, then updates users changed in Supabase.
 
     Example: supamove migrate-users --dry-run && supamove migrate-users
     """
     from supamove.users.migrate import MigrateOptions, migrate_users
-    options = MigrateOptions(concurrency, not no_password_hashes, dry_run)
+    options = MigrateOptions(concurrency, not no_password_hashes, dry_run, overwrite_changed)
     with ctx.stack_auth(concurrency) as client, render.progress("users", shown=not dry_run) as progress:
         result = migrate_users(client, ctx.datadir if dry_run else ctx.datadir.ensure(), options, progress)
     render.show(result, as_json, render.show_user_outcomes, result.failure())

@@ -42,6 +42,13 @@ class ExportOptions:
     jobs: int = 2
     force: bool = False
     not_user_id_columns: list[str] = field(default_factory=list)
+    auth_only: bool = False  # the auth tables alone, from a fresh snapshot: users ahead of the freeze
+
+    def __post_init__(self) -> None:
+        picked = self.tables or self.exclude_tables or self.user_id_columns or self.not_user_id_columns
+        if self.auth_only and (picked or self.force):
+            raise ConfigError("--auth-only exports the auth tables alone: it takes no other option",
+                              fix="run `supamove export --auth-only` by itself")
 
 
 ALL_SCHEMAS = "all"  # --schema all: every application schema
@@ -185,6 +192,8 @@ def plan_export(conn: psycopg.Connection, options: ExportOptions) -> ExportPlan:
 
 def preview_export(source: Endpoint, options: ExportOptions) -> ExportPlan:
     """The plan of `export --dry-run`, with the user-id value check done: reads the source only."""
+    if options.auth_only:
+        raise ConfigError("--auth-only has no dry run", fix="run `supamove export --auth-only` by itself")
     with connection(source) as conn:
         plan = plan_export(conn, options)
         apply_value_check(plan, check_values(conn, plan, options))
@@ -277,6 +286,8 @@ def snapshot_reader(source: Endpoint, snapshot: str | None) -> Iterator[psycopg.
 def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
                progress: Progress | None = None) -> ExportResult:
     """Export the planned tables and auth users; tables finished by an earlier run are kept."""
+    if options.auth_only:
+        return run_auth_export(source, datadir, progress)
     progress = progress or NullProgress()
     datadir.ensure()
     started = time.monotonic()
@@ -301,6 +312,35 @@ def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
     ordered = {t.key: i for i, t in enumerate(plan.tables + plan.auth_tables)}
     all_results = sorted(done + results, key=lambda r: ordered[(r.schema, r.name)])
     return ExportResult(plan, all_results, elapsed, snapshot, datadir)
+
+
+def run_auth_export(source: Endpoint, datadir: DataDir, progress: Progress | None = None) -> ExportResult:
+    """`export --auth-only`: the auth tables again from a fresh snapshot; every other entry kept as it is."""
+    progress = progress or NullProgress()
+    datadir.ensure()
+    started = time.monotonic()
+    with snapshot_reader(source, None) as main:
+        snapshot = str(main.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
+        auth = [t for t in catalog.read_relations(main, ["auth"]) if t.name in AUTH_TABLES]
+        version = str(main.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+        meta = _auth_metadata(datadir, auth, source, version)
+        results = [_export_one(source, snapshot, t, datadir, meta, progress) for t in auth]
+    plan = ExportPlan([], auth, [], version)
+    return ExportResult(plan, results, time.monotonic() - started, snapshot, datadir)
+
+
+def _auth_metadata(datadir: DataDir, auth: list[Table], source: Endpoint, version: str) -> Metadata:
+    """metadata.json with new (unfinished) auth entries; the application tables' entries left untouched."""
+    if datadir.metadata.exists():
+        meta = Metadata.load(datadir, require_complete=False)
+    else:  # users ahead of the export: no application table yet, and import refuses an unfinished export
+        meta = Metadata.new(datadir, source={"serverVersion": version, "url": source.redacted}, snapshot=None,
+                            startedAt=now_iso(), finishedAt=None, schemas=[], skippedSchemas=[],
+                            unexportedSchemas=[], loadOrder=[], sequences=[], tables=[])
+    meta.data["auth"] = [table_to_dict(t, datadir) for t in auth]
+    meta.save()
+    remove_partials(datadir.auth)
+    return meta
 
 
 def _check_in_snapshot(source: Endpoint, snapshot: str, plan: ExportPlan, options: ExportOptions) -> ValueCheck:

@@ -65,6 +65,14 @@ class DataDir:
         return self.root / "user-creates-pending.jsonl"
 
     @property
+    def pending_updates(self) -> Path:  # migration-data/user-updates-pending.jsonl
+        return self.root / "user-updates-pending.jsonl"
+
+    @property
+    def user_sync_state(self) -> Path:  # migration-data/user-sync-state.json
+        return self.root / "user-sync-state.json"
+
+    @property
     def verification_report(self) -> Path:  # migration-data/verification-report.json
         return self.root / "verification-report.json"
 

@@ -351,12 +351,31 @@ def show_user_outcomes(result: Any) -> None:
         if len(noteworthy) > len(shown):
             say(f"... and {len(noteworthy) - len(shown):,} more (see user-migration-report.json after a real run)")
     _show_mfa(result)
+    _show_sync(result)
     resets = len(result.reset_required)
     if result.dry_run:
-        say(f"Dry run: {resets:,} users would need a password reset. Nothing was created.")
+        say(f"Dry run: {resets:,} users would need a password reset. Nothing was created or updated.")
         return
     say(f"Created {result.created:,} users in {result.seconds:.1f}s ({result.users_per_second:,.0f} users/s); "
         f"{resets:,} need a password reset (password-reset-required.json). Report: {result.report_path}")
+
+
+def _show_sync(result: Any) -> None:
+    """A rerun: users updated (with the fields, never the values), unchanged, and in conflict."""
+    updated = result.synced("update" if result.dry_run else "updated")
+    unchanged, conflicts = result.synced("unchanged"), result.conflicts
+    if not (updated or unchanged or conflicts):
+        return
+    verb = "would be updated" if result.dry_run else "updated"
+    say(f"Users of earlier runs: {len(updated):,} {verb}, {len(unchanged):,} unchanged, "
+        f"{len(conflicts):,} changed in Stack Auth (conflict).")
+    for outcome in updated[:20]:
+        say(f"  {verb}: {outcome.supabase_user_id} {outcome.email or ''}: {', '.join(outcome.changed)}")
+    for outcome in conflicts[:20]:
+        say(f"  conflict: {outcome.supabase_user_id} {outcome.email or ''}: changed in Stack Auth "
+            f"({', '.join(outcome.changed_in_stack_auth)}); in Supabase ({', '.join(outcome.changed)})")
+    if len(updated) > 20 or len(conflicts) > 20:
+        say("  ... and more (see user-migration-report.json)")
 
 
 def _show_mfa(result: Any) -> None:

@@ -13,7 +13,10 @@ and a create breaking one fails inside the backend's transaction, a plain 500 (n
 A reset link goes only to a trusted domain (lib/redirect-urls.tsx validateRedirectUrl), checked as
 the real server checks it: only when the e-mail belongs to a user. `totp_secret_base64` is stored
 as crud.tsx stores it: a create keeps the secret but leaves `requires_totp_mfa` false, an update
-sets it. Deliberate shortcuts, for speed: a bcrypt `password_hash` is checked by shape and cost (not
+sets it, and a null secret turns TOTP off. An update follows crud.tsx onUpdate: no `oauth_providers`
+(an unknown property), `password: null` removes the password, a new primary e-mail is unverified
+unless the body says otherwise, `restricted_by_admin: false` clears the reason and details, and
+`last_active_at_millis` moves only on a sign-in (never on an update). Deliberate shortcuts, for speed: a bcrypt `password_hash` is checked by shape and cost (not
 by a trial compare), and an unknown e-mail on send-reset-code answers at once.
 """
 
@@ -137,7 +140,7 @@ def password_hash_valid(value: str) -> bool:
 class Fault:
     """One injected misbehaviour for the next matching request(s)."""
 
-    kind: str  # "status", "delay" or "drop_after_create"
+    kind: str  # "status", "delay", "drop_after_create" or "drop_after_update"
     times: int
     status: int = 500
     retry_after: str | None = None
@@ -238,6 +241,7 @@ class StackAuthSandbox:
         self.store = Store()
         self.reset_emails: list[ResetEmail] = []
         self.requests: Counter[str] = Counter()
+        self.updates: Counter[str] = Counter()  # user id -> updates applied (a PATCH answered or not)
         self._faults: list[Fault] = []
         self._fault_lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -315,6 +319,10 @@ class StackAuthSandbox:
     def drop_next_creates(self, times: int = 1) -> None:
         """The next `times` creates create the user, then close the connection without answering."""
         self._add_fault(Fault("drop_after_create", times, match=f"POST {USERS_PATH}"))
+
+    def drop_next_updates(self, times: int = 1) -> None:
+        """The next `times` updates are applied, then the connection is closed without an answer."""
+        self._add_fault(Fault("drop_after_update", times, match=f"PATCH {USERS_PATH}/*"))
 
     def clear_faults(self) -> None:
         with self._fault_lock:
@@ -485,7 +493,9 @@ class StackAuthSandbox:
             if "primary_email" in body:
                 email = normalize_email(body["primary_email"]) if body["primary_email"] else None
             auth_enabled = body.get("primary_email_auth_enabled", user["primary_email_auth_enabled"]) and bool(email)
-            verified = body.get("primary_email_verified", user["primary_email_verified"]) and bool(email)
+            # a new address is a new contact channel: unverified unless the body says otherwise
+            was_verified = user["primary_email_verified"] if email == user["primary_email"] else False
+            verified = body.get("primary_email_verified", was_verified) and bool(email)
             self._check_auth_data(email, verified, auth_enabled, old_email=user["primary_email"])
             if auth_enabled and self.store.auth_emails.get(email or "", user_id) != user_id:
                 # checkAuthData lets an unchanged e-mail through; the (value, usedForAuth) unique key does not
@@ -493,6 +503,8 @@ class StackAuthSandbox:
             restricted = body.get("restricted_by_admin", user["restricted_by_admin"])
             if not restricted and (body.get("restricted_by_admin_reason") or body.get("restricted_by_admin_private_details")):
                 raise HttpError(400, "restricted_by_admin_reason requires restricted_by_admin=true")
+            if password_hash and not user["password_hash"] and not email:
+                raise internal_error()  # crud.tsx: "password is set but primary_email is not set" (an assertion)
             self.store.remove(user_id)
             for key in ("display_name", "profile_image_url", "client_metadata", "client_read_only_metadata",
                         "server_metadata", "is_anonymous", "country_code", "risk_scores",
@@ -509,6 +521,7 @@ class StackAuthSandbox:
                 user["totp_secret"] = _totp_secret(body["totp_secret_base64"])
                 user["requires_totp_mfa"] = body["totp_secret_base64"] is not None
             self.store.add(user)
+            self.updates[user_id] += 1
             return render_user(user, self.config)
 
     def delete_user(self, user_id: str) -> dict[str, Any]:
@@ -818,8 +831,8 @@ class _Handler(BaseHTTPRequestHandler):
             body, headers = exc.body()
             self._send(method, path, exc.status, body, headers)
             return
-        if fault is not None and fault.kind == "drop_after_create" and status == 201:
-            self.sandbox.requests[f"{method} {path} 201"] += 1
+        if fault is not None and (fault.kind, status) in (("drop_after_create", 201), ("drop_after_update", 200)):
+            self.sandbox.requests[f"{method} {path} {status}"] += 1
             self._drop()
             return
         self._send(method, path, status, orjson.dumps(payload), {"Content-Type": "application/json; charset=utf-8"})

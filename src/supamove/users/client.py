@@ -134,10 +134,33 @@ class StackAuthClient:
         raise StackAuthError(f"Stack Auth did not answer a create after {self.retry.attempts} attempts",
                              fix="check STACK_AUTH_API_URL and Stack Auth's status, then run the same command again")
 
-    def update_user(self, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        """PATCH /users/{id}: setting the same values again changes nothing, so a lost answer is resent."""
-        user: dict[str, Any] = self._json(self._request("PATCH", f"{USERS}/{user_id}", json=body, user_data=True))
-        return user
+    def update_user(self, user_id: str, body: dict[str, Any],
+                    recover: Callable[[], dict[str, Any] | None] | None = None) -> dict[str, Any]:
+        """PATCH /users/{id}: setting the same values again changes nothing, so a lost answer is resent.
+
+        With `recover`, a lost answer is first checked: the user it returns (the update found in Stack
+        Auth) is the answer, and nothing is sent again. A 5xx that persists is Rejected, as for a create.
+        """
+        path = f"{USERS}/{user_id}"
+        if recover is None:
+            user: dict[str, Any] = self._json(self._request("PATCH", path, json=body, user_data=True))
+            return user
+        server_errors = 0
+        for attempt in range(self.retry.attempts):
+            try:
+                answer: dict[str, Any] = self._json(self._request("PATCH", path, json=body, resend_lost=False,
+                                                                  user_data=True))
+                return answer
+            except AnswerLost as exc:
+                log.debug("update answer lost (%s); reading the user before sending it again", exc)
+                self._pause(self.retry.backoff(attempt), attempt)
+                if (found := recover()) is not None:
+                    return found
+                server_errors += exc.status is not None
+                if server_errors >= SERVER_ERROR_ATTEMPTS:
+                    raise Rejected(exc.status or 500, None, exc.message or f"HTTP {exc.status}") from None
+        raise StackAuthError(f"Stack Auth did not answer an update after {self.retry.attempts} attempts",
+                             fix="check STACK_AUTH_API_URL and Stack Auth's status, then run the same command again")
 
     def get_user(self, user_id: str) -> dict[str, Any] | None:
         try:

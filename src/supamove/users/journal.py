@@ -1,4 +1,5 @@
-"""`user-creates-pending.jsonl`: the creates in flight, so a rerun never creates a user twice."""
+"""`user-creates-pending.jsonl` and `user-updates-pending.jsonl`: the writes in flight, so a rerun never
+creates (or updates) a user twice."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ class PendingJournal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lock = threading.Lock()
-        self.outstanding: dict[str, str | None] = {}
+        self.outstanding: dict[str, dict[str, Any]] = {}  # this run's intents without an outcome
+        self.intents: dict[str, dict[str, Any]] = {}  # the intent lines `load` found without an outcome
         self._handle: IO[bytes] | None = None
 
     def load(self) -> tuple[dict[str, str | None], dict[str, str]]:
@@ -38,17 +40,22 @@ class PendingJournal:
                 continue
             if record.get("op") == "intent":
                 pending[sid] = record.get("email")
+                self.intents[sid] = record
             elif record.get("op") == "done":
                 pending.pop(sid, None)
+                self.intents.pop(sid, None)
                 done[sid] = record["stackAuthUserId"]
             elif record.get("op") == "clear":
                 pending.pop(sid, None)
+                self.intents.pop(sid, None)
         return pending, done
 
-    def intent(self, supabase_user_id: str, email: str | None) -> None:
+    def intent(self, supabase_user_id: str, email: str | None, **details: Any) -> None:
+        """Before the write; `details` say what it carries (an update's revision and fingerprints)."""
         with self.lock:
-            self.outstanding[supabase_user_id] = email
-            self._append({"op": "intent", "supabaseUserId": supabase_user_id, "email": email})
+            record = {"op": "intent", "supabaseUserId": supabase_user_id, "email": email, **details}
+            self.outstanding[supabase_user_id] = record
+            self._append(record)
 
     def done(self, supabase_user_id: str, stack_auth_user_id: str) -> None:
         with self.lock:
@@ -60,6 +67,12 @@ class PendingJournal:
             self.outstanding.pop(supabase_user_id, None)
             self._append({"op": "clear", "supabaseUserId": supabase_user_id})
 
+    def settle(self, supabase_user_ids: set[str]) -> None:
+        """These writes are recorded elsewhere now (the caller saved them): the next compact drops them."""
+        with self.lock:
+            for sid in supabase_user_ids:
+                self.outstanding.pop(sid, None)
+
     def compact(self) -> None:
         """Rewrite the journal with only the creates still in flight (the mapping holds the rest)."""
         with self.lock:
@@ -68,8 +81,8 @@ class PendingJournal:
                 self.path.unlink(missing_ok=True)
                 return
             with atomic_writer(self.path) as handle:
-                for sid, email in self.outstanding.items():
-                    handle.write(orjson.dumps({"op": "intent", "supabaseUserId": sid, "email": email}) + b"\n")
+                for record in self.outstanding.values():
+                    handle.write(orjson.dumps(record) + b"\n")
 
     def close(self) -> None:
         with self.lock:

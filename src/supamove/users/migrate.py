@@ -8,10 +8,11 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,26 @@ from supamove.users.client import EmailTaken, Rejected, StackAuthClient, supabas
 from supamove.users.journal import PendingJournal
 from supamove.users.plan import PlannedUser, plan_users
 from supamove.users.source import load_auth_export, normalize_email
+from supamove.users.sync import (
+    NOT_SENT,
+    OAUTH_NOT_CARRIED,
+    SyncState,
+    desired,
+    differing,
+    fingerprints,
+    gone_values,
+    observed,
+    revision_of,
+    update_body,
+)
 
 log = get_logger("users")
 LABEL = "users"
 RETRY_FIX = "correct the cause, then run the same command again (only the failed users are retried)"
 PROVIDER_NOT_FOUND = re.compile(r"OAuth provider (\S+) not found")
+GONE_NOTE = "no longer in Supabase's auth.users: restricted in Stack Auth"
+CONFLICT = "changed in Stack Auth since supamove wrote it ({}): not overwritten"
+CONFLICT_FIX = "check the user in the Stack Auth dashboard; `--overwrite-changed` writes the Supabase values over it"
 
 # --- the run ---------------------------------------------------------------------------------
 
@@ -40,6 +56,7 @@ class MigrateOptions:
     concurrency: int = 8
     use_password_hashes: bool = True
     dry_run: bool = False
+    overwrite_changed: bool = False  # update users changed in Stack Auth since supamove wrote them
 
 
 @dataclass
@@ -58,12 +75,17 @@ class UserOutcome:
     fix: str | None = None  # for a failed user: what to do before running the command again
     mfa: str | None = None  # "totp": its verified TOTP factor is set in Stack Auth (a dry run: will be)
     mfa_not_carried: list[dict[str, Any]] = field(default_factory=list)  # {factorId, type, reason}
+    # A user of an earlier run: updated, unchanged or conflict (a dry run: update, unchanged, conflict).
+    sync: str | None = None
+    changed: list[str] = field(default_factory=list)  # the fields changed in Supabase since the last run
+    changed_in_stack_auth: list[str] = field(default_factory=list)  # ... and in Stack Auth since supamove wrote
 
     def to_json(self) -> dict[str, Any]:
         return {"supabaseUserId": self.supabase_user_id, "status": self.status, "reason": self.reason,
                 "fix": self.fix, "stackAuthUserId": self.stack_auth_user_id, "email": self.email,
                 "password": self.password, "resetReason": self.reset_reason, "mfa": self.mfa,
-                "mfaNotCarried": self.mfa_not_carried, "notes": self.notes}
+                "mfaNotCarried": self.mfa_not_carried, "sync": self.sync, "changed": self.changed,
+                "changedInStackAuth": self.changed_in_stack_auth, "notes": self.notes}
 
 
 @dataclass
@@ -103,12 +125,30 @@ class MigrationResult:
     def users_per_second(self) -> float:
         return self.created / self.seconds if self.seconds else 0.0
 
+    def synced(self, kind: str) -> list[UserOutcome]:
+        """Users of an earlier run by what this run did: updated (update), unchanged, conflict."""
+        return [o for o in self.outcomes if o.sync == kind and o.status != "failed"]
+
+    @property
+    def updated(self) -> int:
+        return len(self.synced("update" if self.dry_run else "updated"))
+
+    @property
+    def conflicts(self) -> list[UserOutcome]:
+        return self.synced("conflict")
+
     def failure(self) -> StackAuthError | None:
-        """The error a run with failed users ends with (after its summary), or None."""
-        if not self.failed:
-            return None
-        return StackAuthError(f"{len(self.failed):,} users failed (see {self.report_path})",
-                              fix="correct the cause shown for them, then run the same command again")
+        """The error a run with failed users or conflicts ends with (after its summary), or None."""
+        where = "the dry run's list above" if self.dry_run else str(self.report_path)
+        if self.failed:
+            return StackAuthError(f"{len(self.failed):,} users failed (see {where})",
+                                  fix="correct the cause shown for them, then run the same command again")
+        if self.conflicts:
+            return StackAuthError(f"{len(self.conflicts):,} users changed in Stack Auth since supamove wrote them "
+                                  f"were not updated (see {where})",
+                                  fix="check them in the Stack Auth dashboard; `supamove migrate-users "
+                                      "--overwrite-changed` writes the Supabase values over them")
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         """`migrate-users --dry-run --json`: the count of each outcome, then every user's planned outcome."""
@@ -130,17 +170,22 @@ def migrate_users(client: StackAuthClient, datadir: DataDir, options: MigrateOpt
         if mapping.get(sid) is None and mapping.owner_of(stack_id) is None:
             mapping.add(sid, stack_id, by_id[sid].normalized_email if sid in by_id else None)
     plan = plan_users(users, set(mapping.entries), options.use_password_hashes)
+    state = SyncState.load(datadir.user_sync_state)
+    gone = [(sid, e["stackAuthUserId"], e.get("email")) for sid, e in mapping.entries.items()
+            if sid not in by_id and (record := state.get(sid)) is not None and not record.get("linked")]
     next(client.iter_users(page_size=1), None)  # the credentials, checked before anything is created
     if options.dry_run:
-        return MigrationResult(dry_run_outcomes(client, plan), True, time.monotonic() - started)
-    run = _Run(client, mapping, journal, pending, options, progress or NullProgress())
+        outcomes = dry_run_outcomes(client, plan, state, options) + dry_run_gone(client, gone, state, options)
+        return MigrationResult(outcomes, True, time.monotonic() - started)
+    updates = PendingJournal(datadir.pending_updates)
+    updates.load()
+    run = _Run(client, mapping, journal, pending, options, progress or NullProgress(), state, updates)
     try:
-        outcomes = run.execute(plan, _previous_report(datadir.users_report))
+        outcomes = run.execute(plan, _previous_report(datadir.users_report), gone)
     finally:
-        with mapping.lock:
-            mapping.save()
-            journal.compact()
+        run.save()
         journal.close()
+        updates.close()
     result = MigrationResult(outcomes, False, time.monotonic() - started, client.retries)
     write_reports(datadir, result)
     return result
@@ -150,29 +195,46 @@ class _Run:
     """One migrate-users run: the creates in a thread pool, recorded as they finish."""
 
     def __init__(self, client: StackAuthClient, mapping: UserMapping, journal: PendingJournal,
-                 pending: dict[str, str | None], options: MigrateOptions, progress: Progress) -> None:
+                 pending: dict[str, str | None], options: MigrateOptions, progress: Progress,
+                 state: SyncState, updates: PendingJournal) -> None:
         self.client, self.mapping, self.journal = client, mapping, journal
         self.pending, self.options, self.progress = pending, options, progress
+        self.state, self.updates = state, updates
+        self.saved_updates: set[str] = set()  # updates recorded in the sync state, not yet on disk
         self.index: dict[str, dict[str, Any]] | None = None
 
-    def execute(self, plan: list[PlannedUser], previous: dict[str, dict[str, Any]]) -> list[UserOutcome]:
+    def execute(self, plan: list[PlannedUser], previous: dict[str, dict[str, Any]],
+                gone: list[tuple[str, str, str | None]]) -> list[UserOutcome]:
+        """Mapped users compared (and updated in the pool when changed), the others created."""
         outcomes: dict[str, UserOutcome] = {}
-        self.progress.start(LABEL, len(plan))
-        creates = [item for item in plan if item.action == "create"]
+        self.progress.start(LABEL, len(plan) + len(gone))
+        tasks: list[Callable[[], UserOutcome]] = []
         for item in plan:
             if item.action == "done":
-                outcomes[item.user.id] = self._done(item, previous.get(item.user.id))
+                found = self._compare(item, previous.get(item.user.id))
+                if isinstance(found, UserOutcome):
+                    outcomes[item.user.id] = found
+                else:
+                    tasks.append(found)
         self.progress.advance(LABEL, len(outcomes))
+        creates = [item for item in plan if item.action == "create"]
         if any(item.user.id in self.pending for item in creates):
             self.index = self._scan_index()
-        for outcome in self._create_all(creates):
+        tasks += [partial(self._create, item) for item in creates]
+        for sid, stack_id, email in gone:
+            if (self.state.get(sid) or {}).get("gone"):  # restricted by an earlier run
+                outcomes[sid] = UserOutcome(sid, "migrated", "deleted", stack_id, email, sync="unchanged",
+                                            notes=[GONE_NOTE])
+            else:
+                tasks.append(partial(self._restrict_gone, sid, stack_id, email))
+        for outcome in self._run_all(tasks):
             outcomes[outcome.supabase_user_id] = outcome
         self.progress.finish(LABEL)
-        return [outcomes[item.user.id] for item in plan]
+        return [outcomes[item.user.id] for item in plan] + [outcomes[sid] for sid, _, _ in gone]
 
-    def _create_all(self, creates: list[PlannedUser]) -> Iterator[UserOutcome]:
+    def _run_all(self, tasks: list[Callable[[], UserOutcome]]) -> Iterator[UserOutcome]:
         with ThreadPoolExecutor(max_workers=max(1, self.options.concurrency), thread_name_prefix="users") as pool:
-            futures: set[Future[UserOutcome]] = {pool.submit(self._create, item) for item in creates}
+            futures: set[Future[UserOutcome]] = {pool.submit(task) for task in tasks}
             try:
                 while futures:
                     done, futures = wait(futures, timeout=1.0, return_when=FIRST_EXCEPTION)
@@ -187,17 +249,25 @@ class _Run:
                 raise
 
     def _flush_if_due(self) -> None:
-        if self.mapping.due():
-            with self.mapping.lock:
-                self.mapping.save()
-                self.journal.compact()
+        if self.mapping.due() or self.state.due():
+            self.save()
+
+    def save(self) -> None:
+        """The mapping and the sync state, then the journals without what those files now hold."""
+        with self.mapping.lock:
+            self.mapping.save()
+            self.journal.compact()
+            self.state.save()
+            self.updates.settle(self.saved_updates)  # an update's intent stays until its state is on disk
+            self.saved_updates.clear()
+            self.updates.compact()
 
     def _create(self, item: PlannedUser) -> UserOutcome:
         sid = item.user.id
         if sid in self.pending:
             found = self.index.get(sid) if self.index is not None else self._lookup(item)
             if found is not None:
-                return self._finish(item, found["id"], ["found in Stack Auth after an interrupted run"])
+                return self._finish(item, found, ["found in Stack Auth after an interrupted run"])
         self.journal.intent(sid, item.email)
         try:
             outcome = self.client.create_user(item.body or {}, recover=lambda: self._lookup(item))
@@ -211,26 +281,27 @@ class _Run:
             log.warning("Stack Auth refused Supabase user %s: %s", sid, exc.message)
             return _failed(item, *self._refusal(item, exc))
         notes = ["created after a lost answer was found in Stack Auth"] if outcome.recovered else []
-        return self._finish(item, outcome.user["id"], notes, created=not outcome.recovered)
+        return self._finish(item, outcome.user, notes, created=not outcome.recovered)
 
-    def _finish(self, item: PlannedUser, stack_id: str, notes: list[str], created: bool = False) -> UserOutcome:
+    def _finish(self, item: PlannedUser, user: dict[str, Any], notes: list[str], created: bool = False) -> UserOutcome:
         """Its TOTP secret set (an update: a create alone leaves MFA off), then the mapping entry."""
-        refused = self._carry_totp(item, stack_id)
-        outcome = self._record(item, stack_id, "migrated", None, notes, created=created)
+        refused, updated = self._carry_totp(item, user["id"])
+        outcome = self._record(item, user["id"], "migrated", None, notes, created=created, seen=updated or user,
+                               totp_set=refused is None)
         if refused is not None and outcome.status != "failed":
             outcome.status, outcome.reason, outcome.mfa = "failed", refused, None
             outcome.fix = "correct the cause, then run the same command again (the TOTP secret is set again)"
         return outcome
 
-    def _carry_totp(self, item: PlannedUser, stack_id: str | None) -> str | None:
-        """Set the user's TOTP secret in Stack Auth (the same value again is harmless); why not, if refused."""
+    def _carry_totp(self, item: PlannedUser, stack_id: str | None) -> tuple[str | None, dict[str, Any] | None]:
+        """Set the user's TOTP secret in Stack Auth (the same value again is harmless): (why not, if refused;
+        the user as Stack Auth answered)."""
         if item.totp_secret_base64 is None or stack_id is None:
-            return None
+            return None, None
         try:
-            self.client.update_user(stack_id, {"totp_secret_base64": item.totp_secret_base64})
+            return None, self.client.update_user(stack_id, {"totp_secret_base64": item.totp_secret_base64})
         except Rejected as exc:
-            return f"created, but Stack Auth refused its TOTP secret: {exc.message}"
-        return None
+            return f"created, but Stack Auth refused its TOTP secret: {exc.message}", None
 
     def _refusal(self, item: PlannedUser, exc: Rejected) -> tuple[str, str]:
         """(why Stack Auth refused this user, what to do): the server's message and the fix."""
@@ -268,7 +339,7 @@ class _Run:
         existing = self.client.find_by_email(item.email or "")
         ours = [u for u in existing if supabase_id_of(u) == sid]
         if ours:
-            return self._finish(item, ours[0]["id"], ["found in Stack Auth after a lost answer"])
+            return self._finish(item, ours[0], ["found in Stack Auth after a lost answer"])
         auth_users = [u for u in existing if u.get("primary_email_auth_enabled")] or existing
         if not auth_users:
             self.journal.clear(sid)
@@ -288,13 +359,16 @@ class _Run:
                             ["a Stack Auth user with this e-mail already existed; linked, not created"])
 
     def _record(self, item: PlannedUser, stack_id: str, status: str, reason: str | None, notes: list[str],
-                created: bool = False) -> UserOutcome:
-        with self.mapping.lock:  # the mapping entry and the journal line together, before any flush
+                created: bool = False, seen: dict[str, Any] | None = None, totp_set: bool = True) -> UserOutcome:
+        with self.mapping.lock:  # the mapping entry, its sync state and the journal line together
             owner = self.mapping.owner_of(stack_id)
             if owner is not None and owner != item.user.id:  # never one Stack Auth id for two Supabase users
                 self.journal.clear(item.user.id)
                 return _failed(item, f"Stack Auth user {stack_id} is already mapped to Supabase user {owner}", notes=notes)
             self.mapping.add(item.user.id, stack_id, item.email)
+            values = desired(item) | ({} if totp_set else {"totp_secret_base64": None})
+            self.state.record(item.user.id, stack_id, fingerprints(values),
+                              fingerprints(observed(seen)) if seen else None, linked=status == "linked")
             self.journal.done(item.user.id, stack_id)
         return UserOutcome(item.user.id, status, item.reason if status == "migrated" else reason, stack_id,
                            item.email, item.password, item.reset_reason, item.notes + notes, created_now=created,
@@ -311,12 +385,134 @@ class _Run:
         log.info("an earlier run was interrupted with creates in flight; reading Stack Auth's users to find them")
         return {sid: u for u in self.client.iter_users() if (sid := supabase_id_of(u))}
 
+    # --- a rerun: the users of earlier runs brought up to date -------------------------------
+
+    def _compare(self, item: PlannedUser, previous: dict[str, Any] | None) -> UserOutcome | Callable[[], UserOutcome]:
+        """Unchanged users decided here, without a request; a changed one's update, to run in the pool."""
+        sid = item.user.id
+        record = self.state.get(sid)
+        if record is None or record.get("stackAuthUserId") != self.mapping.get(sid):  # mapped by map-users,
+            outcome = self._done(item, previous)  # or by a supamove without sync state: this is the baseline
+            if outcome.status == "migrated" and outcome.stack_auth_user_id:
+                self.state.record(sid, outcome.stack_auth_user_id, fingerprints(desired(item)), None)
+                outcome.sync = "unchanged"
+                outcome.notes.append("no sync state from an earlier run: what it would send now is recorded as "
+                                     "the baseline for the next run")
+            return outcome
+        outcome = self._earlier(item, previous)
+        if record.get("linked"):  # an existing Stack Auth user keeps its own sign-in: never written
+            return outcome
+        changed = differing(record["sent"], fingerprints(desired(item)))
+        if sid in self.updates.intents or [name for name in changed if name not in NOT_SENT]:
+            return partial(self._update, item, record, changed)
+        outcome.sync, outcome.changed = "unchanged", changed
+        if changed:  # only what Stack Auth's update does not take: noted once, nothing sent
+            outcome.notes.append(OAUTH_NOT_CARRIED)
+            self._save_update(sid, record["stackAuthUserId"], fingerprints(desired(item)), None,
+                              int(record.get("revision") or 0), seen=record.get("seen"))
+        return outcome
+
+    def _update(self, item: PlannedUser, record: dict[str, Any], changed: list[str]) -> UserOutcome:
+        """One changed user: read, checked against what supamove last saw, then one PATCH (journalled)."""
+        sid, stack_id = item.user.id, record["stackAuthUserId"]
+        values = desired(item)
+        current = self.client.get_user(stack_id)
+        if current is None:
+            return _failed(item, f"Stack Auth user {stack_id} no longer exists (deleted in Stack Auth)",
+                           fix="remove its entry from user-mapping.json to create it again, then run the same "
+                               "command again")
+        intent = self.updates.intents.get(sid)
+        if intent is not None and revision_of(current) == intent.get("revision"):  # an interrupted run's update
+            self._save_update(sid, stack_id, intent["sent"], current, intent["revision"])
+            return self._synced(item, stack_id, intent.get("changed") or changed,
+                                ["updated by an interrupted run (found applied in Stack Auth, not sent again)"])
+        conflict = self._conflict(item, record, current, changed)
+        if conflict is not None:
+            return conflict
+        return self._patch(item, record, values, changed, current)
+
+    def _conflict(self, item: PlannedUser, record: dict[str, Any], current: dict[str, Any],
+                  changed: list[str]) -> UserOutcome | None:
+        """A user changed in Stack Auth since supamove wrote it: not overwritten (unless asked)."""
+        theirs = differing(record["seen"], fingerprints(observed(current))) if record.get("seen") else []
+        if not theirs or self.options.overwrite_changed:
+            return None
+        return _conflicting(self._earlier(item, None), changed, theirs)
+
+    def _patch(self, item: PlannedUser, record: dict[str, Any], values: dict[str, Any], changed: list[str],
+               current: dict[str, Any]) -> UserOutcome:
+        sid, stack_id = item.user.id, record["stackAuthUserId"]
+        sent = fingerprints(values)
+        carried = [name for name in changed if name not in NOT_SENT]
+        notes = [OAUTH_NOT_CARRIED] if "oauth_providers" in changed else []
+        revision = max(int(record.get("revision") or 0), revision_of(current)) + 1
+        self.updates.intent(sid, item.email, stackAuthUserId=stack_id, revision=revision, sent=sent, changed=changed)
+        try:
+            answer = self.client.update_user(stack_id, update_body(values, carried, revision),
+                                             recover=lambda: self._landed(stack_id, revision))
+        except (EmailTaken, Rejected) as exc:
+            self.updates.clear(sid)
+            message = f"the e-mail {exc.email} is taken by another Stack Auth user" if isinstance(exc, EmailTaken) \
+                else exc.message
+            return _failed(item, f"Stack Auth refused the update of {', '.join(carried)}: {message}")
+        self._save_update(sid, stack_id, sent, answer, revision)
+        return self._synced(item, stack_id, changed, notes)
+
+    def _landed(self, stack_id: str, revision: int) -> dict[str, Any] | None:
+        """After a lost answer: the user, if Stack Auth holds this update already."""
+        user = self.client.get_user(stack_id)
+        return user if user is not None and revision_of(user) == revision else None
+
+    def _save_update(self, sid: str, stack_id: str, sent: dict[str, str], answer: dict[str, Any] | None,
+                     revision: int, seen: dict[str, str] | None = None, gone: bool = False) -> None:
+        with self.mapping.lock:
+            self.state.record(sid, stack_id, sent, fingerprints(observed(answer)) if answer else seen, revision,
+                              gone=gone)
+            self.saved_updates.add(sid)
+
+    def _synced(self, item: PlannedUser, stack_id: str, changed: list[str], notes: list[str]) -> UserOutcome:
+        return UserOutcome(item.user.id, "migrated", item.reason, stack_id, item.email, item.password,
+                           item.reset_reason, item.notes + notes, mfa="totp" if item.totp_secret_base64 else None,
+                           mfa_not_carried=item.mfa_not_carried, sync="updated", changed=changed)
+
+    def _restrict_gone(self, sid: str, stack_id: str, email: str | None) -> UserOutcome:
+        """A mapped user no longer in auth.users (deleted in Supabase): restricted as a deleted user is created."""
+        record = self.state.get(sid) or {}
+        current = self.client.get_user(stack_id)
+        outcome = UserOutcome(sid, "migrated", "deleted", stack_id, email, notes=[GONE_NOTE])
+        if current is None:
+            outcome.notes = ["no longer in Supabase's auth.users, nor in Stack Auth"]
+            return outcome
+        values, changed = gone_values(sid, current)
+        intent = self.updates.intents.get(sid)
+        if intent is not None and revision_of(current) == intent.get("revision"):  # an interrupted run's update
+            self._save_update(sid, stack_id, {}, current, intent["revision"], gone=True)
+            outcome.sync, outcome.changed = "updated", list(intent.get("changed") or changed)
+            outcome.notes.append("updated by an interrupted run (found applied in Stack Auth, not sent again)")
+            return outcome
+        theirs = differing(record["seen"], fingerprints(observed(current))) if record.get("seen") else []
+        if theirs and not self.options.overwrite_changed:
+            return _conflicting(outcome, changed, theirs)
+        revision = max(int(record.get("revision") or 0), revision_of(current)) + 1
+        self.updates.intent(sid, email, stackAuthUserId=stack_id, revision=revision, sent={}, changed=changed)
+        try:
+            answer = self.client.update_user(stack_id, update_body(values, changed, revision),
+                                             recover=lambda: self._landed(stack_id, revision))
+        except Rejected as exc:
+            self.updates.clear(sid)
+            outcome.status, outcome.reason, outcome.fix = "failed", f"Stack Auth refused its restriction: " \
+                f"{exc.message}", RETRY_FIX
+            return outcome
+        self._save_update(sid, stack_id, {}, answer, revision, gone=True)
+        outcome.sync, outcome.changed = "updated", changed
+        return outcome
+
     def _done(self, item: PlannedUser, previous: dict[str, Any] | None) -> UserOutcome:
         """A user of an earlier run; its TOTP secret set now if that run did not get to it."""
         outcome = self._earlier(item, previous)
         if item.totp_secret_base64 is None or outcome.status != "migrated" or outcome.mfa == "totp":
             return outcome
-        refused = self._carry_totp(item, outcome.stack_auth_user_id)
+        refused, _ = self._carry_totp(item, outcome.stack_auth_user_id)
         if refused is not None:
             outcome.status, outcome.reason = "failed", refused
             outcome.fix = "correct the cause, then run the same command again (the TOTP secret is set again)"
@@ -339,13 +535,70 @@ class _Run:
 LINKED_TOTP = "linked to a Stack Auth user that already existed: its second factors are left as they are"
 
 
+def _conflicting(outcome: UserOutcome, changed: list[str], theirs: list[str]) -> UserOutcome:
+    """Changed in Stack Auth since supamove wrote it: left as it is, the fields on both sides said."""
+    outcome.sync, outcome.changed, outcome.changed_in_stack_auth = "conflict", changed, theirs
+    outcome.notes.append(CONFLICT.format(", ".join(theirs)))
+    outcome.fix = CONFLICT_FIX
+    return outcome
+
+
 def _failed(item: PlannedUser, reason: str, fix: str = RETRY_FIX, notes: list[str] | None = None) -> UserOutcome:
     """Not created (or not finished): the command ends non-zero, and a rerun tries this user again."""
     return UserOutcome(item.user.id, "failed", reason, None, item.email, notes=item.notes + (notes or []), fix=fix)
 
 
-def dry_run_outcomes(client: StackAuthClient, plan: list[PlannedUser]) -> list[UserOutcome]:
-    """What a real run would do; reads Stack Auth's users (never creates) to predict the links."""
+def dry_run_outcomes(client: StackAuthClient, plan: list[PlannedUser], state: SyncState | None = None,
+                     options: MigrateOptions | None = None) -> list[UserOutcome]:
+    """What a real run would do; reads Stack Auth's users (never creates nor updates) to predict the links."""
+    outcomes = _dry_run_creates(client, plan)
+    for item, outcome in zip(plan, outcomes, strict=True):
+        if item.action == "done" and state is not None:
+            _dry_run_sync(client, item, outcome, state, options or MigrateOptions())
+    return outcomes
+
+
+def _dry_run_sync(client: StackAuthClient, item: PlannedUser, outcome: UserOutcome, state: SyncState,
+                  options: MigrateOptions) -> None:
+    """update, unchanged or conflict, with the fields: a changed user is read from Stack Auth, never written."""
+    record = state.get(item.user.id)
+    if record is None or record.get("linked"):
+        return
+    outcome.changed = differing(record["sent"], fingerprints(desired(item)))
+    outcome.sync = "update" if [f for f in outcome.changed if f not in NOT_SENT] else "unchanged"
+    if outcome.sync == "unchanged" or not record.get("seen"):
+        return
+    current = client.get_user(record["stackAuthUserId"])
+    theirs = differing(record["seen"], fingerprints(observed(current))) if current is not None else ["deleted"]
+    outcome.changed_in_stack_auth = theirs
+    if theirs and not options.overwrite_changed:
+        _conflicting(outcome, outcome.changed, theirs)
+
+
+def dry_run_gone(client: StackAuthClient, gone: list[tuple[str, str, str | None]], state: SyncState,
+                 options: MigrateOptions) -> list[UserOutcome]:
+    """Mapped users no longer in auth.users: each would be restricted (or is a conflict)."""
+    outcomes = []
+    for sid, stack_id, email in gone:
+        record = state.get(sid) or {}
+        if record.get("gone"):
+            outcomes.append(UserOutcome(sid, "done", "deleted", stack_id, email, sync="unchanged", notes=[GONE_NOTE]))
+            continue
+        current = client.get_user(stack_id)
+        outcome = UserOutcome(sid, "done", "deleted", stack_id, email,
+                              notes=["no longer in Supabase's auth.users: would be restricted in Stack Auth"])
+        if current is not None:
+            outcome.sync, outcome.changed = "update", gone_values(sid, current)[1]
+            theirs = differing(record["seen"], fingerprints(observed(current))) if record.get("seen") else []
+            outcome.changed_in_stack_auth = theirs
+            if theirs and not options.overwrite_changed:
+                _conflicting(outcome, outcome.changed, theirs)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _dry_run_creates(client: StackAuthClient, plan: list[PlannedUser]) -> list[UserOutcome]:
+    """Create, link or done for each user; reads Stack Auth's users to predict the links."""
     existing: dict[str, str] = {}
     for user in client.iter_users():
         email = normalize_email(user.get("primary_email"))
@@ -384,6 +637,8 @@ def write_reports(datadir: DataDir, result: MigrationResult) -> None:
     counts = result.counts
     summary = {"total": len(result.outcomes), "migrated": counts["migrated"], "linked": counts["linked"],
                "skipped": counts["skipped"], "failed": counts["failed"], "createdThisRun": result.created,
+               "updated": result.updated, "unchanged": len(result.synced("unchanged")),
+               "conflicts": len(result.conflicts),
                "passwordResetRequired": len(result.reset_required), "totpCarried": result.totp_carried,
                "mfaNotCarried": len(result.mfa_not_carried)}
     write_json(datadir.users_report, {"generatedAt": now, "summary": summary,

@@ -131,6 +131,9 @@ def _check_counts(datadir: DataDir, counts: dict[str, int]) -> None:
     meta = Metadata.load(datadir, require_complete=False)
     for entry in meta.auth_tables:
         expected, name = entry.get("rowCount"), entry.get("name")
+        if name in counts and not entry.get("complete"):  # a kill midway: the files are of two snapshots
+            raise DataFileError(f"auth.{name} was not exported completely",
+                                fix="run `supamove export --auth-only` again")
         if name in counts and expected is not None and expected != counts[name]:
             raise DataFileError(f"auth.{name}: metadata.json records {expected} rows, the file holds {counts[name]}",
                                 fix="run `supamove export` again")

@@ -1,0 +1,191 @@
+"""A rerun of migrate-users brings changes across: what supamove sent each user, and saw in Stack Auth, as fingerprints.
+
+`user-sync-state.json` keeps, per Supabase user, a fingerprint of each field supamove last sent
+(`sent`) and of each field of the Stack Auth user as Stack Auth last answered (`seen`). A rerun
+compares `sent` with what the current export would send: the fields that differ are the user's
+changes, sent with one PATCH. Before that PATCH, a fresh read of the Stack Auth user is compared with
+`seen`: a user changed on the Stack Auth side since (a new password, a new e-mail, a sign-in) is a
+conflict and is not overwritten unless asked. The fingerprints are truncated SHA-256 of each value:
+no password hash or TOTP secret is ever kept in clear.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from supamove.clock import now_iso
+from supamove.errors import DataFileError
+from supamove.files import read_json, write_json
+from supamove.usermap import FLUSH_EVERY, FLUSH_SECONDS
+from supamove.users.plan import PlannedUser
+
+FORMAT = 1
+# server_metadata key counting supamove's updates of a user: a lost answer is found by it.
+REVISION_KEY = "supamove_sync_revision"
+# The fields a rerun carries, by the names the report uses (Stack Auth's update body names).
+SENT_FIELDS = ("primary_email", "primary_email_verified", "primary_email_auth_enabled", "display_name",
+               "password_hash", "restricted_by_admin", "totp_secret_base64", "is_anonymous", "server_metadata",
+               "oauth_providers")
+# Stack Auth's update takes no oauth_providers (crud.tsx onUpdate): a change there is noted, not sent.
+NOT_SENT = ("oauth_providers",)
+OAUTH_NOT_CARRIED = ("OAuth identities changed in Supabase since the last run are not carried: Stack Auth's "
+                     "user update takes no oauth_providers; link them in the Stack Auth dashboard, or the user "
+                     "links them after signing in")
+
+
+def fingerprint(value: Any) -> str:
+    """A short, non-reversible fingerprint of one field's value (never the value itself)."""
+    digest = hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).digest()[:12]
+    return base64.b64encode(digest).decode()
+
+
+def desired(item: PlannedUser) -> dict[str, Any]:
+    """Each carried field's value as the current export would send it."""
+    body = item.body or {}
+    restricted = [bool(body.get("restricted_by_admin")), body.get("restricted_by_admin_reason"),
+                  body.get("restricted_by_admin_private_details")]
+    return {
+        "primary_email": body.get("primary_email"),
+        "primary_email_verified": bool(body.get("primary_email_verified")),
+        "primary_email_auth_enabled": bool(body.get("primary_email_auth_enabled")),
+        "display_name": body.get("display_name"),
+        "password_hash": body.get("password_hash"),
+        "restricted_by_admin": restricted,
+        "totp_secret_base64": item.totp_secret_base64,
+        "is_anonymous": bool(body.get("is_anonymous")),
+        "server_metadata": body.get("server_metadata"),
+        "oauth_providers": sorted([p["id"], p["account_id"]] for p in body.get("oauth_providers", [])),
+    }
+
+
+def observed(user: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a Stack Auth user (as the API reads it) that tell it changed since supamove wrote it."""
+    meta = user.get("server_metadata")
+    if isinstance(meta, dict):
+        meta = {k: v for k, v in meta.items() if k != REVISION_KEY}
+    return {
+        "primary_email": user.get("primary_email"),
+        "primary_email_verified": user.get("primary_email_verified"),
+        "primary_email_auth_enabled": user.get("primary_email_auth_enabled"),
+        "display_name": user.get("display_name"),
+        "has_password": user.get("has_password"),
+        "requires_totp_mfa": user.get("requires_totp_mfa"),
+        "restricted_by_admin": [user.get("restricted_by_admin"), user.get("restricted_by_admin_reason"),
+                                user.get("restricted_by_admin_private_details")],
+        "is_anonymous": user.get("is_anonymous"),
+        "server_metadata": meta,
+        "oauth_providers": sorted([p.get("id"), p.get("account_id")] for p in user.get("oauth_providers") or []),
+        "last_active_at_millis": user.get("last_active_at_millis"),  # a sign-in there (or a new password)
+    }
+
+
+def fingerprints(values: dict[str, Any]) -> dict[str, str]:
+    return {name: fingerprint(value) for name, value in values.items()}
+
+
+def differing(recorded: dict[str, str], now: dict[str, str]) -> list[str]:
+    """The field names whose fingerprints differ (a field missing on either side differs)."""
+    return [name for name in now if recorded.get(name) != now[name]]
+
+
+def revision_of(user: dict[str, Any]) -> int:
+    meta = user.get("server_metadata")
+    value = meta.get(REVISION_KEY) if isinstance(meta, dict) else None
+    return value if isinstance(value, int) else 0
+
+
+def update_body(values: dict[str, Any], changed: list[str], revision: int) -> dict[str, Any]:
+    """The PATCH /users/{id} body for the changed fields; server_metadata always, with the next revision."""
+    body: dict[str, Any] = {}
+    if {"primary_email", "primary_email_verified", "primary_email_auth_enabled"} & set(changed):
+        body.update(primary_email=values["primary_email"], primary_email_verified=values["primary_email_verified"],
+                    primary_email_auth_enabled=values["primary_email_auth_enabled"])
+    if "display_name" in changed:
+        body["display_name"] = values["display_name"]
+    if "password_hash" in changed:  # no importable hash any more: the old one must not sign in
+        body.update({"password_hash": values["password_hash"]} if values["password_hash"] else {"password": None})
+    if "restricted_by_admin" in changed:
+        restricted, reason, details = values["restricted_by_admin"]
+        body["restricted_by_admin"] = restricted
+        if restricted:
+            body.update(restricted_by_admin_reason=reason, restricted_by_admin_private_details=details)
+    if "totp_secret_base64" in changed:
+        body["totp_secret_base64"] = values["totp_secret_base64"]  # null turns TOTP off (crud.tsx onUpdate)
+    if "is_anonymous" in changed:
+        body["is_anonymous"] = values["is_anonymous"]
+    body["server_metadata"] = {**(values["server_metadata"] or {}), REVISION_KEY: revision}
+    return body
+
+
+def gone_values(supabase_user_id: str, user: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """For a mapped user no longer in auth.users: barred as a deleted user is created (values, fields)."""
+    meta = {k: v for k, v in (user.get("server_metadata") or {}).items() if k != REVISION_KEY}
+    meta["supabase_deleted_at"] = meta.get("supabase_deleted_at") or now_iso()
+    values = {"primary_email": user.get("primary_email"), "primary_email_verified": bool(user.get("primary_email_verified")),
+              "primary_email_auth_enabled": False, "password_hash": None,
+              "restricted_by_admin": [True, "deleted in Supabase",
+                                      f"Supabase user {supabase_user_id} no longer in auth.users (seen by supamove "
+                                      f"on {meta['supabase_deleted_at'][:10]}); kept so its data stays linked"],
+              "totp_secret_base64": None, "server_metadata": meta}
+    changed = ["restricted_by_admin", "server_metadata"]
+    changed += ["primary_email_auth_enabled"] if user.get("primary_email_auth_enabled") else []
+    changed += ["password_hash"] if user.get("has_password") else []
+    changed += ["totp_secret_base64"] if user.get("requires_totp_mfa") else []
+    return values, changed
+
+
+@dataclass
+class SyncState:
+    """user-sync-state.json in memory; `save` rewrites it atomically (0600)."""
+
+    path: Path
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _unsaved: int = 0
+    _saved_at: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def load(cls, path: Path) -> SyncState:
+        fix = f"move {path.name} away: the next run records every mapped user's state anew (without changes)"
+        data = read_json(path, "migrate-users", fix=fix, missing_ok=True)
+        if data is None:
+            return cls(path)
+        users = data.get("users") if isinstance(data, dict) else None
+        if not isinstance(users, dict) or data.get("formatVersion") != FORMAT:
+            raise DataFileError(f"{path} is not a user sync state of format {FORMAT}", fix=fix)
+        return cls(path, users)
+
+    def get(self, supabase_user_id: str) -> dict[str, Any] | None:
+        with self.lock:
+            return self.users.get(supabase_user_id)
+
+    def record(self, supabase_user_id: str, stack_auth_user_id: str, sent: dict[str, str],
+               seen: dict[str, str] | None, revision: int = 0, linked: bool = False, gone: bool = False) -> None:
+        """What was sent to (`sent`) and answered by (`seen`) this Stack Auth user, as fingerprints."""
+        with self.lock:
+            self.users[supabase_user_id] = {"stackAuthUserId": stack_auth_user_id, "linked": linked, "gone": gone,
+                                            "revision": revision, "sent": sent, "seen": seen,
+                                            "syncedAt": now_iso()}
+            self._unsaved += 1
+
+    def due(self) -> bool:
+        """Enough new records, or enough time, to be worth a rewrite (as the mapping's)."""
+        with self.lock:
+            return self._unsaved >= FLUSH_EVERY or (
+                self._unsaved > 0 and time.monotonic() - self._saved_at >= FLUSH_SECONDS)
+
+    def save(self) -> None:
+        """Rewrite the file, when something was recorded since it was read or written."""
+        with self.lock:
+            if not self._unsaved and self.path.exists():
+                return
+            write_json(self.path, {"formatVersion": FORMAT, "generatedAt": now_iso(), "users": self.users})
+            self._unsaved, self._saved_at = 0, time.monotonic()

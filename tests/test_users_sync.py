@@ -1,0 +1,335 @@
+"""A rerun of migrate-users brings every change across, sends nothing for unchanged users, never
+overwrites a user changed in Stack Auth unless asked, and never updates a user twice."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import orjson
+import pytest
+from click.testing import CliRunner
+from test_users import (
+    FAST,
+    HASHES,
+    PASSWORDS,
+    TRUSTED,
+    auth_user,
+    factor,
+    identity,
+    ts,
+    uid,
+    write_export,
+)
+
+from supamove.errors import StackAuthError
+from supamove.paths import DataDir
+from supamove.sandbox.stackauth import StackAuthSandbox
+from supamove.usermap import UserMapping
+from supamove.users.client import StackAuthClient
+from supamove.users.migrate import MigrateOptions, MigrationResult, migrate_users
+
+PROJECT = str(uuid.uuid4())
+SECRET = "ssk_users_sync_test_secret_13579"
+PATCHES = "PATCH /api/v1/users/{id} 200"
+NEW_PASSWORD = "alice-changed-after-a-leak"
+
+
+@pytest.fixture
+def stack() -> Any:
+    with StackAuthSandbox(PROJECT, SECRET, config=TRUSTED) as sandbox:
+        yield sandbox
+
+
+def run(stack: StackAuthSandbox, datadir: DataDir, **options: Any) -> MigrationResult:
+    with StackAuthClient(stack.url, PROJECT, SECRET, retry=FAST) as client:
+        return migrate_users(client, datadir, MigrateOptions(**options))
+
+
+def first_export() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    users = [auth_user("alice", 0), auth_user("bob", 1, email_confirmed_at=None, confirmed_at=None),
+             auth_user("dave", 3, raw_user_meta_data={"name": "Dave"}), auth_user("erin", 4),
+             auth_user("grace", 6), auth_user("mallory", 10), auth_user("oscar", 11, banned_until="2999-01-01 00:00:00+00"),
+             auth_user("tina", 12), auth_user("trent", 13), auth_user("uma", 14), auth_user("xavier", 15),
+             auth_user("zed", 16)]
+    identities = [identity(users[3], "google", "g-erin-123", "erin@gmail.com")]
+    return users, identities, [factor("uma", "totp")]
+
+
+def changed_export(users: list[dict[str, Any]], identities: list[dict[str, Any]]) -> tuple[list, list, list]:
+    """One change of every kind since the first run."""
+    by = {u["email"].split("@")[0]: u for u in users}
+    by["alice"]["encrypted_password"] = bcrypt.hashpw(NEW_PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+    by["bob"]["email_confirmed_at"] = ts(20)
+    by["dave"]["raw_user_meta_data"] = {"name": "David"}
+    by["grace"]["deleted_at"] = ts(50)
+    by["mallory"]["banned_until"] = "2999-01-01 00:00:00+00"
+    by["oscar"]["banned_until"] = None
+    by["xavier"]["email"] = "xavier@new.example.com"
+    identities = identities + [identity(by["erin"], "github", "gh-erin-5", "erin@users.noreply.github.com")]
+    return [u for u in users if u is not by["zed"]], identities, [factor("tina", "totp")]
+
+
+EXPECTED = {
+    "alice": ["password_hash"], "bob": ["primary_email_verified"], "dave": ["display_name", "server_metadata"],
+    "grace": ["primary_email_auth_enabled", "password_hash", "restricted_by_admin", "server_metadata"],
+    "mallory": ["restricted_by_admin", "server_metadata"], "oscar": ["restricted_by_admin", "server_metadata"],
+    "tina": ["totp_secret_base64"], "uma": ["totp_secret_base64"],
+    "xavier": ["primary_email"],
+}
+
+
+def stack_user(stack: StackAuthSandbox, datadir: DataDir, name: str) -> dict[str, Any]:
+    return stack.users[UserMapping.load(datadir.user_mapping).get(uid(name))]  # type: ignore[index]
+
+
+def test_every_kind_of_change_is_carried_and_only_changed_users_are_sent(stack: StackAuthSandbox,
+                                                                         tmp_path: Path) -> None:
+    users, identities, factors = first_export()
+    datadir = write_export(tmp_path / "d", users, identities, factors)
+    first = run(stack, datadir)
+    assert not first.failed and first.created == 12 and first.updated == 0
+    assert stack_user(stack, datadir, "uma")["requires_totp_mfa"] is True
+    write_export(datadir.root, *changed_export(users, identities))
+    before = dict(stack.requests)
+    result = run(stack, datadir)
+    assert result.failure() is None
+    got = {o.supabase_user_id: o for o in result.outcomes}
+    changed = {name: got[uid(name)].changed for name in EXPECTED}
+    assert changed == EXPECTED
+    assert got[uid("erin")].sync == "unchanged" and got[uid("erin")].changed == ["oauth_providers"]
+    assert any("Stack Auth's user update takes no oauth_providers" in n for n in got[uid("erin")].notes)
+    assert got[uid("trent")].sync == "unchanged" and got[uid("trent")].changed == []
+    zed = got[uid("zed")]
+    assert (zed.sync, zed.reason, zed.changed) == ("updated", "deleted", [
+        "restricted_by_admin", "server_metadata", "primary_email_auth_enabled"])
+    # Each updated user: one read, one PATCH; the unchanged ones: nothing.
+    sent = {k: v - before.get(k, 0) for k, v in stack.requests.items() if v != before.get(k, 0)}
+    assert sent == {"GET /api/v1/users 200": 1, "GET /api/v1/users/{id} 200": 10, PATCHES: 10}
+    summary = orjson.loads(datadir.users_report.read_bytes())["summary"]
+    assert (summary["updated"], summary["unchanged"], summary["conflicts"]) == (10, 2, 0)
+    assert stack.check_password("alice@example.com", NEW_PASSWORD)
+    assert not stack.check_password("alice@example.com", PASSWORDS["alice"])
+    assert stack_user(stack, datadir, "bob")["primary_email_verified"] is True
+    assert stack_user(stack, datadir, "dave")["display_name"] == "David"
+    grace = stack_user(stack, datadir, "grace")
+    assert grace["restricted_by_admin"] is True and grace["restricted_by_admin_reason"] == "deleted in Supabase on 2024-02-20"
+    assert grace["primary_email_auth_enabled"] is False and grace["has_password"] is False
+    assert stack_user(stack, datadir, "mallory")["restricted_by_admin_reason"] == "Your account is suspended."
+    oscar = stack_user(stack, datadir, "oscar")
+    assert oscar["restricted_by_admin"] is False and oscar["restricted_by_admin_reason"] is None
+    assert stack_user(stack, datadir, "tina")["requires_totp_mfa"] is True
+    assert stack_user(stack, datadir, "uma")["requires_totp_mfa"] is False
+    xavier = stack_user(stack, datadir, "xavier")
+    assert xavier["primary_email"] == "xavier@new.example.com" and xavier["primary_email_auth_enabled"] is True
+    zed_user = stack_user(stack, datadir, "zed")
+    assert zed_user["restricted_by_admin"] is True and zed_user["has_password"] is False
+    assert zed_user["restricted_by_admin_reason"] == "deleted in Supabase"
+    assert stack.stored(xavier["id"])["password_hash"] == HASHES["xavier"]  # only the e-mail was sent
+    state = datadir.user_sync_state.read_text()
+    assert HASHES["xavier"] not in state and NEW_PASSWORD not in state
+    # And then nothing is left to send.
+    before = dict(stack.requests)
+    again = run(stack, datadir)
+    assert again.updated == 0 and len(again.synced("unchanged")) == 12
+    assert {k: v - before.get(k, 0) for k, v in stack.requests.items() if v != before.get(k, 0)} == {
+        "GET /api/v1/users 200": 1}
+
+
+def test_an_unchanged_rerun_sends_no_request_and_the_dry_run_shows_the_changes(stack: StackAuthSandbox,
+                                                                                tmp_path: Path) -> None:
+    users, identities, factors = first_export()
+    datadir = write_export(tmp_path / "d", users, identities, factors)
+    run(stack, datadir)
+    before = dict(stack.requests)
+    unchanged = run(stack, datadir)
+    assert {k: v - before[k] for k, v in stack.requests.items() if v != before.get(k)} == {
+        "GET /api/v1/users 200": 1}  # the credentials check, nothing per user
+    assert len(unchanged.synced("unchanged")) == 12 and unchanged.updated == 0
+    write_export(datadir.root, *changed_export(users, identities))
+    state = datadir.user_sync_state.read_bytes()
+    dry = run(stack, datadir, dry_run=True)
+    assert stack.requests[PATCHES] == before[PATCHES]  # nothing sent
+    assert datadir.user_sync_state.read_bytes() == state
+    got = {o.supabase_user_id: o for o in dry.outcomes}
+    assert {name: got[uid(name)].changed for name in ("alice", "bob", "tina")} == {
+        "alice": ["password_hash"], "bob": ["primary_email_verified"], "tina": ["totp_secret_base64"]}
+    assert dry.updated == 10 and got[uid("zed")].sync == "update"
+    assert len(dry.synced("unchanged")) == 2 and dry.failure() is None
+
+
+def test_a_user_changed_in_stack_auth_is_a_conflict_until_overwrite_changed(stack: StackAuthSandbox,
+                                                                            tmp_path: Path) -> None:
+    users, identities, factors = first_export()
+    datadir = write_export(tmp_path / "d", users, identities, factors)
+    run(stack, datadir)
+    users, identities, factors = changed_export(users, identities)
+    write_export(datadir.root, users, identities, factors)
+    with StackAuthClient(stack.url, PROJECT, SECRET, retry=FAST) as client:
+        client.update_user(stack_user(stack, datadir, "alice")["id"], {"display_name": "Ali"})  # renamed there
+        client.update_user(stack_user(stack, datadir, "dave")["id"], {"password": "set-in-stack-auth"})
+    bob = stack_user(stack, datadir, "bob")["id"]
+    stack.store.users[bob]["last_active_at_millis"] += 60_000  # he signed in there
+    patches = stack.requests[PATCHES]
+    result = run(stack, datadir)
+    got = {o.supabase_user_id: o for o in result.outcomes}
+    assert [o.supabase_user_id for o in result.conflicts] == [uid("alice"), uid("bob"), uid("dave")]
+    assert {name: got[uid(name)].changed_in_stack_auth for name in ("alice", "bob", "dave")} == {
+        "alice": ["display_name"], "bob": ["last_active_at_millis"], "dave": ["has_password"]}
+    assert got[uid("bob")].changed == ["primary_email_verified"]
+    assert "changed in Stack Auth since supamove wrote it (last_active_at_millis): not overwritten" in \
+        got[uid("bob")].notes
+    assert stack.requests[PATCHES] == patches + 7  # everyone else
+    assert stack.check_password("alice@example.com", PASSWORDS["alice"])  # not overwritten
+    assert stack_user(stack, datadir, "alice")["display_name"] == "Ali"
+    failure = result.failure()
+    assert isinstance(failure, StackAuthError) and str(failure) == (
+        f"3 users changed in Stack Auth since supamove wrote them were not updated (see {datadir.users_report}) "
+        "(fix: check them in the Stack Auth dashboard; `supamove migrate-users --overwrite-changed` writes the "
+        "Supabase values over them)")
+    again = run(stack, datadir)  # still a conflict: nothing was recorded for them
+    assert [o.supabase_user_id for o in again.conflicts] == [uid("alice"), uid("bob"), uid("dave")]
+    assert stack.requests[PATCHES] == patches + 7
+    forced = run(stack, datadir, overwrite_changed=True)
+    assert forced.failure() is None and forced.updated == 3
+    assert stack.check_password("alice@example.com", NEW_PASSWORD)
+    assert stack_user(stack, datadir, "alice")["display_name"] == "Ali"  # her name did not change in Supabase
+    assert stack_user(stack, datadir, "bob")["primary_email_verified"] is True
+    dave = stack_user(stack, datadir, "dave")
+    assert dave["display_name"] == "David" and dave["has_password"] is True  # only the changed fields are sent
+    assert run(stack, datadir).failure() is None
+
+
+def many(count: int) -> list[dict[str, Any]]:
+    return [auth_user(f"user{n:03}", n, encrypted_password="") for n in range(count)]
+
+
+def renamed(users: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**u, "raw_user_meta_data": {"full_name": f"Renamed {u['email']}"}} for u in users]
+
+
+def test_a_lost_update_answer_is_checked_before_sending_again(stack: StackAuthSandbox, tmp_path: Path) -> None:
+    users = many(3)
+    datadir = write_export(tmp_path / "d", users, [])
+    run(stack, datadir)
+    write_export(datadir.root, renamed(users), [])
+    stack.drop_next_updates(1)
+    result = run(stack, datadir, concurrency=1)
+    assert result.failure() is None and result.updated == 3
+    assert sorted(stack.updates.values()) == [1, 1, 1]  # the dropped one was found applied, not sent again
+    assert {u["display_name"] for u in stack.users.values()} == {f"Renamed {u['email']}" for u in users}
+
+
+def test_a_killed_sync_resumes_with_no_user_updated_twice(stack: StackAuthSandbox, tmp_path: Path) -> None:
+    users = many(40)
+    datadir = write_export(tmp_path / "d", users, [])
+    run(stack, datadir)
+    write_export(datadir.root, renamed(users), [])
+    env = {**os.environ, "STACK_AUTH_API_URL": stack.url, "STACK_AUTH_PROJECT_ID": PROJECT,
+           "STACK_AUTH_SECRET_KEY": SECRET, "MIGRATION_DATA_DIR": str(datadir.root),
+           "LOG_FILE_PATH": str(tmp_path / "m.log")}
+    # Slow updates: the kill lands while some are in flight (sent, applied later, never recorded).
+    stack.delay_next(10_000, 0.2, match="PATCH /api/v1/users/*")
+    process = subprocess.Popen([sys.executable, "-m", "supamove", "migrate-users", "--concurrency", "4"], env=env,
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(600):
+            if sum(stack.updates.values()) >= 8 or process.poll() is not None:
+                break
+            time.sleep(0.02)
+        process.kill()
+        process.wait(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    time.sleep(0.5)  # the updates already sent still land
+    stack.clear_faults()
+    assert 0 < sum(stack.updates.values()) < 40, process.stdout.read() if process.stdout else ""
+    assert datadir.pending_updates.exists()
+    result = run(stack, datadir)
+    assert result.failure() is None and result.updated + len(result.synced("unchanged")) == 40
+    assert set(stack.updates.values()) == {1} and len(stack.updates) == 40  # every user updated exactly once
+    assert any("updated by an interrupted run (found applied in Stack Auth, not sent again)" in o.notes
+               for o in result.outcomes)
+    assert not datadir.pending_updates.exists()
+    assert {u["display_name"] for u in stack.users.values()} == {f"Renamed {u['email']}" for u in users}
+
+
+def test_every_update_body_passes_stack_auths_schema(stack: StackAuthSandbox, tmp_path: Path) -> None:
+    from test_stackauth_contract import RecordingTransport, validate
+
+    users, identities, factors = first_export()
+    datadir = write_export(tmp_path / "d", users, identities, factors)
+    run(stack, datadir)
+    write_export(datadir.root, *changed_export(users, identities))
+    recorder = RecordingTransport()
+    with StackAuthClient(stack.url, PROJECT, SECRET, retry=FAST, transport=recorder) as client:
+        assert migrate_users(client, datadir).updated == 10
+    bodies = [r.body for r in recorder.sent if r.method == "PATCH"]
+    assert len(bodies) == 10
+    assert {"password": None}.items() <= next(b for b in bodies if "password" in b).items()  # a password removed
+    assert any(b.get("totp_secret_base64", "") is None for b in bodies)  # TOTP turned off
+    assert any(b.get("restricted_by_admin") is False for b in bodies)  # unbanned
+    verdicts = validate([{"schema": "users.update", "body": body} for body in bodies])
+    assert [(body, v["errors"]) for body, v in zip(bodies, verdicts, strict=True) if not v["ok"]] == []
+
+
+def test_the_cli_shows_updates_and_conflicts_and_exits_non_zero(stack: StackAuthSandbox, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    users = many(2)
+    datadir = write_export(tmp_path / "d", users, [])
+    for name, value in {"STACK_AUTH_API_URL": stack.url, "STACK_AUTH_PROJECT_ID": PROJECT,
+                        "STACK_AUTH_SECRET_KEY": SECRET, "MIGRATION_DATA_DIR": str(datadir.root),
+                        "LOG_FILE_PATH": str(tmp_path / "m.log")}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    from supamove.cli import main
+
+    assert CliRunner().invoke(main, ["migrate-users"]).exit_code == 0
+    write_export(datadir.root, renamed(users), [])
+    first = UserMapping.load(datadir.user_mapping).get(uid("user000"))
+    stack.store.users[first]["last_active_at_millis"] += 1  # signed in there
+    dry = CliRunner().invoke(main, ["migrate-users", "--dry-run"])
+    assert dry.exit_code == StackAuthError.exit_code
+    assert "Users of earlier runs: 1 would be updated, 0 unchanged, 1 changed in Stack Auth (conflict)." in dry.output
+    assert f"would be updated: {uid('user001')} user001@example.com: display_name, server_metadata" in dry.output
+    result = CliRunner().invoke(main, ["migrate-users"])
+    assert result.exit_code == StackAuthError.exit_code
+    assert "Users of earlier runs: 1 updated, 0 unchanged, 1 changed in Stack Auth (conflict)." in result.output
+    assert (f"conflict: {uid('user000')} user000@example.com: changed in Stack Auth (last_active_at_millis); "
+            "in Supabase (display_name, server_metadata)") in result.output
+    assert "users changed in Stack Auth since supamove wrote them were not updated" in result.output
+    forced = CliRunner().invoke(main, ["migrate-users", "--overwrite-changed"])
+    assert forced.exit_code == 0, forced.output
+    assert "Users of earlier runs: 1 updated, 1 unchanged, 0 changed in Stack Auth (conflict)." in forced.output
+
+
+def test_an_update_stack_auth_refuses_fails_that_user_only(stack: StackAuthSandbox, tmp_path: Path) -> None:
+    users = many(3)
+    datadir = write_export(tmp_path / "d", users, [])
+    run(stack, datadir)
+    mapping = UserMapping.load(datadir.user_mapping)
+    stack.delete_user(mapping.get(uid("user000")))  # type: ignore[arg-type]
+    taken = stack.create_user({"primary_email": "taken@example.com", "primary_email_auth_enabled": True})
+    changed = renamed(users)
+    changed[1]["email"] = "taken@example.com"
+    write_export(datadir.root, changed, [])
+    result = run(stack, datadir)
+    got = {o.supabase_user_id: o for o in result.outcomes}
+    assert got[uid("user000")].status == "failed" and got[uid("user000")].reason == (
+        f"Stack Auth user {mapping.get(uid('user000'))} no longer exists (deleted in Stack Auth)")
+    assert got[uid("user001")].status == "failed" and got[uid("user001")].reason == (
+        "Stack Auth refused the update of primary_email, display_name, server_metadata: the e-mail "
+        "taken@example.com is taken by another Stack Auth user")
+    assert got[uid("user002")].sync == "updated" and result.updated == 1
+    assert stack.users[taken["id"]]["primary_email"] == "taken@example.com"
+    failure = result.failure()
+    assert isinstance(failure, StackAuthError) and str(failure).startswith("2 users failed")
+    retry = run(stack, datadir)  # nothing recorded for them: tried again
+    assert {o.supabase_user_id for o in retry.failed} == {uid("user000"), uid("user001")}
