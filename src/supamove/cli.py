@@ -139,21 +139,24 @@ def export(ctx: Context, schemas: tuple[str, ...], tables: tuple[str, ...], excl
 @click.option("--unmapped-users", type=click.Choice(["error", "null", "keep"]), default="error",
               show_default=True, help="A user id with no Stack Auth mapping: stop, set it NULL, or keep it.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before --truncate-first empties tables.")
+@click.option("--jobs", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Tables loaded in parallel, each on its own connection.")
 @dry_run_option
 @step
 def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmapped_users: Unmapped, yes: bool,
-                   dry_run: bool) -> None:
+                   jobs: int, dry_run: bool) -> None:
     """Load the exported tables into the target (DATABASE_URL), user ids remapped.
 
-    Tables load in the target's foreign-key order, each (or each FK cycle) in
-    one transaction that also records it in _supamove.import_state: rerunning
-    after an interruption skips the loaded tables and never loads one twice.
+    Tables load in the target's foreign-key order, up to --jobs at once, each
+    (or each FK cycle) in one transaction that also records it in
+    _supamove.import_state: rerunning after an interruption skips the loaded
+    tables and never loads one twice.
 
     Example: supamove import --dry-run && supamove import
     """
     from supamove.importer import ImportOptions, plan_import, run_import
 
-    options = ImportOptions(disable_fk, truncate_first, unmapped_users)
+    options = ImportOptions(disable_fk, truncate_first, unmapped_users, jobs)
     if dry_run:
         plan = plan_import(ctx.target, ctx.datadir, options)
         render.show_import_plan(plan)
