@@ -18,7 +18,7 @@ from psycopg import sql
 
 from supamove.db import Endpoint
 from supamove.errors import DataFileError, SupamoveError, TargetError
-from supamove.importer import ImportOptions, run_import, scan
+from supamove.importer import ImportOptions, plan_import, run_import, scan
 from supamove.paths import DataDir
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -339,8 +339,11 @@ def test_bad_table_files(dbs, exported: Path) -> None:
     assert str(error_of(dbs, exported)) == (
         f"{path} is truncated: {len(body) - 5} of {len(body)} bytes (table edge.cycle_a) "
         "(fix: run `supamove export --force` to write it again)")
+    assert target_is_empty(dbs, exported)  # missing and truncated files stop the import before any load
     path.write_bytes(body[:-2] + b" \n")
-    err = error_of(dbs, exported)
+    dry = plan_import(target(dbs), DataDir(exported), ImportOptions())
+    assert str(dry.problems[0]).startswith(f"{path} does not match metadata.json: SHA-256 ")  # read before loading
+    err = error_of(dbs, exported)  # checked as it loads: its own transaction fails
     assert str(err).startswith(f"{path} does not match metadata.json: SHA-256 ")
     assert str(err).endswith("(fix: the file was changed or damaged: run `supamove export --force` to write it again)")
     path.write_bytes(body)
@@ -350,7 +353,10 @@ def test_bad_table_files(dbs, exported: Path) -> None:
     assert str(error_of(dbs, exported)) == (
         f"{path} has {item['rowCount']} rows, metadata.json says {item['rowCount'] + 1} "
         "(fix: run `supamove export --force` to write it again)")
-    assert target_is_empty(dbs, exported)
+    with dbs.target() as conn:  # edge.cycle_a (and the other table of its FK cycle) stay empty
+        assert conn.execute("SELECT (SELECT count(*) FROM edge.cycle_a) + (SELECT count(*) FROM edge.cycle_b)"
+                            ).fetchone()[0] == 0
+    assert ("edge", "cycle_a") not in {(s, t) for s, t, _ in import_state(dbs)}
 
 
 def test_invalid_json_and_rejected_values_leave_the_table_unchanged(dbs, exported: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import time
@@ -18,6 +19,7 @@ from supamove.importer.indexes import build_indexes, drop_indexes
 from supamove.importer.model import ImportOptions, ImportPlan, ImportResult, TableImport, TablePlan
 from supamove.importer.orphans import check_foreign_keys
 from supamove.importer.plan import make_plan, replica_refused
+from supamove.importer.scan import file_sha256, mismatch
 from supamove.importer.schedule import Connections, plan_jobs, run_jobs
 from supamove.log import get_logger
 from supamove.paths import DataDir
@@ -217,16 +219,21 @@ def _load_table(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, ta
     columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
     query = sql.SQL("COPY {} ({}) FROM STDIN").format(table.ident, columns)
     indexes = drop_indexes(conn, table)
+    digest = hashlib.sha256()
     try:
-        with conn.cursor() as cur, cur.copy(query) as copy, prefetched(copy_blocks(table, plan)) as blocks:
+        with conn.cursor() as cur, cur.copy(query) as copy, prefetched(copy_blocks(table, plan, digest)) as blocks:
             rows = 0
             for block, count in blocks:
                 copy.write(block)
                 rows += count
                 progress.advance(table.qualified, count)
-    except psycopg.errors.DataError as exc:
-        raise _rejected(target, table, exc) from None
-    except psycopg.errors.IntegrityError as exc:
+            if (damaged := mismatch(table, digest.hexdigest())) is not None:
+                raise damaged  # inside the COPY: the server drops what it received
+    except (psycopg.errors.DataError, psycopg.errors.IntegrityError, DataFileError) as exc:
+        # A file changed since the export explains a bad line or value best.
+        changed = mismatch(table, file_sha256(table.path)) if table.path.exists() else None
+        if changed is not None or isinstance(exc, DataFileError):
+            raise changed or exc from None
         raise _rejected(target, table, exc) from None
     build_indexes(conn, table, indexes)
     if rows != table.rows:

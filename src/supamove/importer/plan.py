@@ -43,11 +43,12 @@ WHERE a.attrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND a.attnum 
 def plan_import(target: Endpoint, datadir: DataDir, options: ImportOptions) -> ImportPlan:
     """What the import would do and every reason it cannot (--dry-run): reads the files and the target only."""
     with connection(target, autocommit=True) as conn:
-        return make_plan(conn, target, datadir, options)
+        return make_plan(conn, target, datadir, options, full_scan=True)
 
 
-def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, options: ImportOptions) -> ImportPlan:
-    """The plan, read on an open connection to the target."""
+def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, options: ImportOptions,
+              full_scan: bool = False) -> ImportPlan:
+    """The plan, read on an open connection to the target; every file read in full only with `full_scan`."""
     meta = Metadata.load(datadir)
     entries = meta.tables
     problems: list[SupamoveError] = []
@@ -59,7 +60,7 @@ def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, opti
         plan.done = plan.state_key in done
     groups = _group(plans)
     started = time.monotonic()
-    check_files([p for p in plans if not p.done], problems, SCAN_JOBS)
+    check_files([p for p in plans if not p.done], problems, SCAN_JOBS, full_scan)
     log.debug("timing: files checked in %.3fs", time.monotonic() - started)
     mapping, loaded = mapping_for(plans, datadir, problems)
     check_unmapped(target, plans, mapping, loaded, options, problems)
