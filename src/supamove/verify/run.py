@@ -35,6 +35,7 @@ def run_verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: Ve
     datadir.check_exists()
     mapping = read_mapping(datadir)
     plans, origin = plan_tables(source, target, datadir, options, mapping is not None)
+    log.debug("timing: planned in %.3fs", time.monotonic() - started)
     needs_map = mapping is not None and any(p.table.user_id_columns for p in plans)
     jobs = max(1, options.jobs)
     pools = {"source": SidePool(source, jobs), "target": SidePool(target, jobs, mapping if needs_map else None)}
@@ -135,7 +136,7 @@ def _sum(cur: psycopg.Cursor[Any]) -> Checksum:
 
 
 def digest(value: Checksum) -> str:
-    """The checksum as the report shows it: 32 hex digits standing for (rows, high sum, low sum)."""
+    """The checksum as the report shows it: 32 hex digits standing for (rows, and the two sums)."""
     return hashlib.md5(f"{value[0]}:{value[1]}:{value[2]}".encode(), usedforsecurity=False).hexdigest()
 
 
