@@ -1,6 +1,7 @@
-"""Benchmark: supamove against pg_dump/pg_restore and a raw COPY pipe, on the same servers and data.
+"""Benchmark: supamove against pg_dump/pg_restore, pgcopydb and a raw COPY pipe, on the same servers and data.
 
-Run from a clone (after `pip install -e .`):  python bench/run.py [--rows 4000000] [--runs 3]
+Run from a clone (after `pip install -e .`):  python bench/run.py [--rows 1M|4M] [--runs 3]
+pgcopydb is measured when it is installed (Debian/Ubuntu: `apt-get install pgcopydb`).
 Prints a table of seconds, rows/s, MB/s and peak RSS (median of --runs), and the ratios.
 Not part of the test suite: the machine is noisy, so speed is measured here, never asserted in tests.
 """
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -33,6 +35,10 @@ from supamove.sandbox.stackauth import StackAuthSandbox
 PROJECT, SECRET = "bench-project", "bench-secret-key-0123456789"
 VALUE_CHECK = "export's user-id value check"
 VERIFY_IDS = "verify's count of Supabase ids left"
+PGCOPYDB = "peer: pgcopydb copy table-data"
+
+
+TIMING = re.compile(r"^(\S+ \S+) \w+ supamove\.\w+: (?:timing: (.+) in ([\d.]+)s|(STEP \S+: (?:started|finished)))")
 
 
 @dataclass
@@ -42,6 +48,7 @@ class Measure:
     rss_mb: list[float] = field(default_factory=list)
     rows: int = 0
     megabytes: float = 0.0
+    phases: dict[str, list[float]] = field(default_factory=dict)  # fixed costs, from the log's timing lines
 
     @property
     def median(self) -> float:
@@ -61,6 +68,28 @@ def run(cmd: list[str], env: dict[str, str] | None = None) -> float:
         err = proc.stderr.read().decode() if proc.stderr else ""
         raise SystemExit(f"{' '.join(cmd[:4])} failed:\n{err[-3000:]}")
     return usage.ru_maxrss / 1024
+
+
+def phased(measure: Measure, cmd: list[str], env: dict[str, str], log: Path) -> float:
+    """Run a supamove command; note the phases its log times, its start-up and its exit, in `measure`."""
+    offset = log.stat().st_size if log.exists() else 0
+    launched = time.time()
+    rss = run(cmd, env)
+    ended = time.time()
+    with open(log, "rb") as handle:
+        handle.seek(offset)
+        lines = handle.read().decode().splitlines()
+    steps: list[float] = []
+    for line in lines:
+        if found := TIMING.match(line):
+            if found.group(2):
+                measure.phases.setdefault(found.group(2), []).append(float(found.group(3)))
+            else:
+                steps.append(datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp())
+    if len(steps) == 2:
+        measure.phases.setdefault("start-up (interpreter, imports, settings)", []).append(steps[0] - launched)
+        measure.phases.setdefault("exit (summary, interpreter)", []).append(ended - steps[1])
+    return rss
 
 
 def timed(measure: Measure, action: Callable[[], float | None]) -> None:
@@ -99,9 +128,16 @@ def add_users(url: str, count: int) -> None:
             FROM generate_series(1, %s) g""", (count,))
 
 
+def row_count(text: str) -> int:
+    """`1M`, `4M`, `250k` or a plain number."""
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1:].lower(), 1)
+    return int(float(text[:-1] if scale > 1 else text) * scale)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=4_000_000, help="rows in public.readings (default 4,000,000)")
+    parser.add_argument("--rows", type=row_count, default=1_000_000,
+                        help="rows in public.readings: 1M (the default), 4M, or any number")
     parser.add_argument("--runs", type=int, default=3, help="repetitions of each measurement (median)")
     parser.add_argument("--users", type=int, default=10_000, help="users for the migrate-users measurement")
     parser.add_argument("--jobs", type=int, default=2, help="parallel jobs for pg_dump/pg_restore and supamove")
@@ -150,7 +186,9 @@ def benchmark(args: argparse.Namespace, work: Path, source: PostgresServer, targ
            "LOG_FILE_PATH": str(work / "migration.log"), "STACK_AUTH_PROJECT_ID": PROJECT,
            "STACK_AUTH_SECRET_KEY": SECRET, "STACK_AUTH_API_URL": stack.url}
     supamove = [sys.executable, "-m", "supamove"]
-    names = ["reference: pg_dump + pg_restore", "supamove export", "supamove import --disable-fk",
+    log = work / "migration.log"
+    jobs = ["--jobs", str(args.jobs)]
+    names = ["reference: pg_dump + pg_restore", PGCOPYDB, "supamove export", "supamove import --disable-fk",
              "supamove import (default)", "supamove verify", "floor: raw COPY pipe", "supamove migrate-users"]
     m = {n: Measure(n, rows=rows, megabytes=mb) for n in names}
     m["supamove migrate-users"].rows = args.users + fixtures.seed_sizes(args.rows).users
@@ -165,11 +203,15 @@ def benchmark(args: argparse.Namespace, work: Path, source: PostgresServer, targ
         timed(m["reference: pg_dump + pg_restore"], lambda: max(
             run([str(bindir / "pg_dump"), "--data-only", "-Fd", f"-j{args.jobs}", "-n", "public", "-f", str(dump), src]),
             run([str(bindir / "pg_restore"), "--data-only", "--disable-triggers", f"-j{args.jobs}", "-d", tgt, str(dump)])))
+        if shutil.which("pgcopydb"):
+            truncate(tgt, tables)
+            timed(m[PGCOPYDB], lambda: pgcopydb(src, tgt, tables, args.jobs, work))
         truncate(tgt, tables)
         timed(m["floor: raw COPY pipe"], lambda: copy_pipe(src, tgt, tables, args.jobs))
         mapping = _keep_mapping(data, work)  # a fresh export each run; the users are migrated once
         shutil.rmtree(data, ignore_errors=True)
-        timed(m["supamove export"], lambda: run([*supamove, "export", "--jobs", str(args.jobs)], env))
+        timed(m["supamove export"], lambda: phased(m["supamove export"], [*supamove, "export", "--jobs", str(args.jobs)],
+                                                   env, log))
         # the check's own time, as the export recorded it (it runs on a connection beside the copies)
         m[VALUE_CHECK].seconds.append(orjson.loads((data / "metadata.json").read_bytes())["userIdValueCheck"]["seconds"])
         if mapping:
@@ -177,13 +219,15 @@ def benchmark(args: argparse.Namespace, work: Path, source: PostgresServer, targ
         truncate(tgt, tables)
         if i == 0:
             run([*supamove, "migrate-users", "--concurrency", "8"], env)
-        timed(m["supamove import --disable-fk"], lambda: run([*supamove, "import", "--disable-fk"], env))
-        timed(m["supamove verify"], lambda: run([*supamove, "verify", "--jobs", str(args.jobs)], env))
+        timed(m["supamove import --disable-fk"], lambda: phased(
+            m["supamove import --disable-fk"], [*supamove, "import", "--disable-fk", *jobs], env, log))
+        timed(m["supamove verify"], lambda: phased(m["supamove verify"], [*supamove, "verify", *jobs], env, log))
         # the count's own time, all tables together, as the report recorded it
         m[VERIFY_IDS].seconds.append(orjson.loads((data / "verification-report.json").read_bytes())
                                      ["summary"]["supabaseUserIdSeconds"])
         truncate(tgt, tables)
-        timed(m["supamove import (default)"], lambda: run([*supamove, "import"], env))
+        timed(m["supamove import (default)"], lambda: phased(
+            m["supamove import (default)"], [*supamove, "import", *jobs], env, log))
     for _ in range(args.runs):
         mapping = data / "user-mapping.json"
         mapping.unlink(missing_ok=True)
@@ -203,6 +247,14 @@ def _keep_mapping(data: Path, work: Path) -> Path | None:
     if not mapping.exists():
         return None
     return Path(shutil.copy2(mapping, work / mapping.name))
+
+
+def pgcopydb(src: str, tgt: str, tables: list[tuple[str, str]], jobs: int, work: Path) -> float:
+    """pgcopydb's table copy (COPY streamed source to target, no files) into the target's existing schema."""
+    filters = work / "pgcopydb-filters.ini"
+    filters.write_text("[include-only-table]\n" + "".join(f"{s}.{t}\n" for s, t in tables))
+    return run(["pgcopydb", "copy", "table-data", "--source", src, "--target", tgt, "--table-jobs", str(jobs),
+                "--dir", str(work / "pgcopydb"), "--filters", str(filters), "--restart"])
 
 
 def copy_pipe(src: str, tgt: str, tables: list[tuple[str, str]], jobs: int) -> None:
@@ -227,7 +279,7 @@ def report(args: argparse.Namespace, m: dict[str, Measure]) -> None:
           f"PostgreSQL {_pg_version()}; rows in public: {m['supamove export'].rows:,}, "
           f"table data {m['supamove export'].megabytes:,.0f} MB; median of {args.runs} runs")
     print(f"{'step':34} {'seconds':>8} {'rows/s':>12} {'MB/s':>8} {'peak RSS MB':>12}")
-    for measure in (x for x in m.values() if x.name not in (VALUE_CHECK, VERIFY_IDS)):
+    for measure in (x for x in m.values() if x.name not in (VALUE_CHECK, VERIFY_IDS) and x.seconds):
         rate = measure.rows / measure.median
         print(f"{measure.name:34} {measure.median:8.2f} {rate:12,.0f} {measure.megabytes / measure.median:8.1f} "
               f"{measure.peak_rss:12.0f}")
@@ -237,18 +289,30 @@ def report(args: argparse.Namespace, m: dict[str, Measure]) -> None:
     safe = m["supamove export"].median + m["supamove import (default)"].median
     verify = m["supamove verify"].median
     print()
-    print(f"export + import --disable-fk / reference: {fast / ref:.2f}   (target <= 1.0)")
-    print(f"export + import (default)    / reference: {safe / ref:.2f}")
-    print(f"export + import --disable-fk / floor:     {fast / floor:.2f}")
-    print(f"verify (full checksums)      / reference: {verify / ref:.2f}   (target <= 0.5)")
+    print(f"export + import --disable-fk / pg_dump + pg_restore: {fast / ref:.2f}   (goal <= 0.8)")
+    print(f"export + import (default)    / pg_dump + pg_restore: {safe / ref:.2f}")
+    if m[PGCOPYDB].seconds:
+        peer = m[PGCOPYDB].median
+        print(f"export + import --disable-fk / pgcopydb:            {fast / peer:.2f}")
+        print(f"export + import (default)    / pgcopydb:            {safe / peer:.2f}")
+        print(f"pg_dump + pg_restore         / pgcopydb:            {ref / peer:.2f}")
+    else:
+        print("pgcopydb: not installed (apt-get install pgcopydb), not measured")
+    print(f"export + import --disable-fk / floor:               {fast / floor:.2f}")
+    print(f"verify (full checksums)      / pg_dump + pg_restore: {verify / ref:.2f}   (goal <= 0.35)")
+    print()
+    print("fixed costs, before the first row moves and after the last (median seconds):")
+    for measure in (x for x in m.values() if x.phases):
+        print(f"  {measure.name.removeprefix('supamove ')}: " + ", ".join(f"{name} {statistics.median(times):.2f}"
+                                                 for name, times in measure.phases.items()))
     check = m[VALUE_CHECK].median
     print(f"user-id value check: {check:.2f}s, {check / m['supamove export'].median:.0%} of the export's time "
           "(in parallel with the copies)   (target < 10%)")
     ids = m[VERIFY_IDS].median
     print(f"verify's count of Supabase user ids left: {ids:.2f}s, {ids / verify:.0%} of verify's time "
           "(table by table, beside the checksums)")
-    print(f"peak RSS, the largest of the commands: {max(x.peak_rss for k, x in m.items() if k.startswith('supamove')):.0f} MB"
-          "   (target < 200)")
+    print(f"peak RSS of supamove's processes, the largest of the commands: "
+          f"{max(x.peak_rss for k, x in m.items() if k.startswith('supamove')):.0f} MB   (goal < 200)")
     users = m["supamove migrate-users"]
     print(f"migrate-users: {users.rows / users.median:,.0f} users/s with --concurrency 8   (target >= 200)")
 

@@ -154,6 +154,42 @@ def test_killed_import_resumes_and_verify_passes(cli, dbs, data_dir: Path, stack
     assert_verify_passes(cli)
 
 
+def test_killed_import_with_two_jobs_neither_doubles_nor_loses(cli, dbs, data_dir: Path,
+                                                              stack_auth: StackAuthSandbox) -> None:
+    make_big_table(dbs)
+    with dbs.source() as conn:
+        conn.execute("CREATE TABLE public.fault_big2 (LIKE public.fault_big INCLUDING ALL)")
+        conn.execute("INSERT INTO public.fault_big2 SELECT * FROM public.fault_big")
+        conn.execute("ALTER TABLE public.fault_big2 OWNER TO supabase_app")
+        conn.execute("CHECKPOINT")
+    with dbs.target() as conn:
+        conn.execute("CREATE TABLE public.fault_big2 (LIKE public.fault_big INCLUDING ALL)")
+    assert cli("export", *EDGE).exit_code == 0
+    assert cli("migrate-users").exit_code == 0
+    process = cli.process("import", "--jobs", "2", "--disable-fk")
+    copies = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%%fault_big%%' AND state = 'active'"
+    try:
+        with dbs.target() as conn:
+            wait_until(lambda: conn.execute(copies).fetchone()[0] == 2, "both big tables loading at once", process)
+        kill(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    with dbs.target() as conn:
+        wait_until(lambda: not conn.execute(copies.replace("state = 'active'", "pid <> pg_backend_pid()"))
+                   .fetchone()[0], "the rollback")
+        assert conn.execute("SELECT (SELECT count(*) FROM public.fault_big) + "
+                            "(SELECT count(*) FROM public.fault_big2)").fetchone()[0] == 0
+    loaded = {(s, t) for s, t, _ in import_state(dbs)}
+    assert not loaded & {("public", "fault_big"), ("public", "fault_big2")}
+    result = cli("import", "--jobs", "2", "--disable-fk")
+    assert result.exit_code == 0, result.output
+    assert flat(result.output).count("loaded by a previous run") == len(loaded)
+    state = import_state(dbs)
+    assert len(state) == len({(s, t) for s, t, _ in state}) == len(metadata(data_dir)["tables"])
+    assert_verify_passes(cli)
+
+
 def test_killed_migrate_users_resumes_each_user_once(cli, dbs, exported: Path, stack_auth: StackAuthSandbox) -> None:
     make_big_table(dbs, rows=10)
     assert cli("export", *EDGE).exit_code == 0

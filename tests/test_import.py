@@ -18,7 +18,7 @@ from psycopg import sql
 
 from supamove.db import Endpoint
 from supamove.errors import DataFileError, SupamoveError, TargetError
-from supamove.importer import ImportOptions, run_import, scan
+from supamove.importer import ImportOptions, plan_import, run_import, scan
 from supamove.paths import DataDir
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -115,7 +115,7 @@ def target_is_empty(dbs: Any, data_dir: Path) -> bool:
 # --- the round trip -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", [[], ["--disable-fk"]], ids=["enforced", "disable-fk"])
+@pytest.mark.parametrize("mode", [[], ["--disable-fk"], ["--jobs", "1"]], ids=["enforced", "disable-fk", "one-job"])
 def test_round_trip_arrives_identical(cli, dbs, data_dir: Path, mode: list[str]) -> None:
     with dbs.source() as conn:
         conn.execute(ORDER_SOURCE)
@@ -152,6 +152,49 @@ def test_round_trip_arrives_identical(cli, dbs, data_dir: Path, mode: list[str])
     assert "loaded by a previous run" in again.output
     assert import_state(dbs) == state
     assert_same_rows(dbs, data_dir, mapping)
+
+
+def loads(dbs: Any) -> dict[tuple[str, str], tuple[Any, Any]]:
+    """Each loaded table's (start, end): the transaction's start, and the table's end before its COMMIT."""
+    with dbs.target() as conn:
+        rows = conn.execute("SELECT schema_name, table_name, loaded_at, "
+                            "loaded_at + seconds * interval '1 s' FROM _supamove.import_state")
+        return {(r[0], r[1]): (r[2], r[3]) for r in rows}
+
+
+def test_two_jobs_load_two_tables_at_once(cli, dbs, data_dir: Path) -> None:
+    for connect in (dbs.source, dbs.target):
+        with connect() as conn:
+            for name in ("import_twin_a", "import_twin_b"):
+                conn.execute(sql.SQL("CREATE TABLE public.{} (id bigint PRIMARY KEY, payload text)").format(
+                    sql.Identifier(name)))
+                if connect == dbs.source:
+                    conn.execute(sql.SQL("INSERT INTO public.{} SELECT i, repeat(md5(i::text), 4) "
+                                         "FROM generate_series(1, 100000) i").format(sql.Identifier(name)))
+                    conn.execute(sql.SQL("ALTER TABLE public.{} OWNER TO supabase_app").format(sql.Identifier(name)))
+    assert cli("export", *EDGE).exit_code == 0
+    write_mapping(dbs, data_dir)
+    result = cli("import", "--disable-fk", "--jobs", "2")
+    assert result.exit_code == 0, result.output
+    (a_start, a_end), (b_start, b_end) = (loads(dbs)[("public", n)] for n in ("import_twin_a", "import_twin_b"))
+    assert a_start < b_end and b_start < a_end, "the two biggest tables loaded one after the other"
+
+
+def test_two_jobs_commit_parents_before_children(cli, dbs, exported: Path) -> None:
+    write_mapping(dbs, exported)
+    result = cli("import", "--jobs", "2")
+    assert result.exit_code == 0, result.output
+    times = loads(dbs)
+    with dbs.target() as conn:
+        fks = conn.execute("SELECT DISTINCT cn.nspname, c.relname, pn.nspname, p.relname FROM pg_constraint con "
+                           "JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace "
+                           "JOIN pg_class p ON p.oid = con.confrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace "
+                           "WHERE con.contype = 'f' AND con.conrelid <> con.confrelid").fetchall()
+    pairs = [((cs, ct), (ps, pt)) for cs, ct, ps, pt in fks if (cs, ct) in times and (ps, pt) in times]
+    assert len(pairs) >= 5
+    for child, parent in pairs:
+        if times[child][0] != times[parent][0]:  # not one FK cycle loaded in one transaction
+            assert times[child][0] >= times[parent][1], f"{child} started before {parent} was committed"
 
 
 def test_dry_run_shows_the_plan_and_writes_nothing(cli, dbs, exported: Path) -> None:
@@ -296,8 +339,11 @@ def test_bad_table_files(dbs, exported: Path) -> None:
     assert str(error_of(dbs, exported)) == (
         f"{path} is truncated: {len(body) - 5} of {len(body)} bytes (table edge.cycle_a) "
         "(fix: run `supamove export --force` to write it again)")
+    assert target_is_empty(dbs, exported)  # missing and truncated files stop the import before any load
     path.write_bytes(body[:-2] + b" \n")
-    err = error_of(dbs, exported)
+    dry = plan_import(target(dbs), DataDir(exported), ImportOptions())
+    assert str(dry.problems[0]).startswith(f"{path} does not match metadata.json: SHA-256 ")  # read before loading
+    err = error_of(dbs, exported)  # checked as it loads: its own transaction fails
     assert str(err).startswith(f"{path} does not match metadata.json: SHA-256 ")
     assert str(err).endswith("(fix: the file was changed or damaged: run `supamove export --force` to write it again)")
     path.write_bytes(body)
@@ -307,7 +353,10 @@ def test_bad_table_files(dbs, exported: Path) -> None:
     assert str(error_of(dbs, exported)) == (
         f"{path} has {item['rowCount']} rows, metadata.json says {item['rowCount'] + 1} "
         "(fix: run `supamove export --force` to write it again)")
-    assert target_is_empty(dbs, exported)
+    with dbs.target() as conn:  # edge.cycle_a (and the other table of its FK cycle) stay empty
+        assert conn.execute("SELECT (SELECT count(*) FROM edge.cycle_a) + (SELECT count(*) FROM edge.cycle_b)"
+                            ).fetchone()[0] == 0
+    assert ("edge", "cycle_a") not in {(s, t) for s, t, _ in import_state(dbs)}
 
 
 def test_invalid_json_and_rejected_values_leave_the_table_unchanged(dbs, exported: Path) -> None:

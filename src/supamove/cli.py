@@ -50,8 +50,7 @@ def options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 dry_run_options = options(click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing."), json_option)
-tables_option = click.option("--tables", "tables", multiple=True, metavar="PATTERN",
-                             help="Only these tables (name or schema.name, shell patterns; repeatable).")
+tables_option = click.option("--tables", multiple=True, metavar="PATTERN", help="Only these tables (name or schema.name, shell patterns; repeatable).")
 selection_options = options(
     click.option("--schema", "schemas", multiple=True, metavar="NAME", default=["public"],
                  help="Schema to read (repeatable; default: public). Platform schemas are refused."),
@@ -175,10 +174,11 @@ def migrate_users_command(ctx: Context, concurrency: int, no_password_hashes: bo
 @click.option("--unmapped-users", type=click.Choice(["error", "null", "keep"]), default="error",
               show_default=True, help="A user id with no Stack Auth mapping: stop, set it NULL, or keep it.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before --truncate-first empties tables.")
+@jobs_option("Tables loaded")
 @dry_run_options
 @step
-def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmapped_users: Unmapped, yes: bool, dry_run: bool,
-                   as_json: bool) -> None:
+def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmapped_users: Unmapped, yes: bool, jobs: int,
+                   dry_run: bool, as_json: bool) -> None:
     """Load the exported tables into the target (DATABASE_URL), user ids remapped.
 
     Each table (or FK cycle) loads in one transaction that records it: a rerun never loads a table twice.
@@ -186,7 +186,7 @@ def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmappe
     Example: supamove import --dry-run && supamove import
     """
     from supamove.importer import ImportOptions, plan_import, run_import
-    options = ImportOptions(disable_fk, truncate_first, unmapped_users)
+    options = ImportOptions(disable_fk, truncate_first, unmapped_users, jobs)
     if dry_run:
         plan = plan_import(ctx.target, ctx.datadir, options)
         return render.show(plan, as_json, render.show_import_plan, plan.failure(dry_run=True))

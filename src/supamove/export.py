@@ -300,14 +300,19 @@ def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
         for item in done:
             log.info("skipping %s: exported by a previous run (use --force to export it again)", item.qualified)
         work.sort(key=lambda t: -t.size_bytes)
+        log.debug("timing: planned in %.3fs", time.monotonic() - started)
+        copied = time.monotonic()
         # The value check reads on a connection of its own, in the same snapshot, while the tables copy.
         with ThreadPoolExecutor(max_workers=max(1, options.jobs) + 1) as pool:
             check = pool.submit(_check_in_snapshot, source, snapshot, plan, options)
             copies = [pool.submit(_export_one, source, snapshot, t, datadir, meta, progress) for t in work]
             _record_value_check(meta, plan, check, copies)
             results = [f.result() for f in copies]
+        log.debug("timing: copied in %.3fs", time.monotonic() - copied)
+    finished = time.monotonic()
     meta.data["finishedAt"] = now_iso()
     meta.save()
+    log.debug("timing: finished in %.3fs", time.monotonic() - finished)
     elapsed = time.monotonic() - started
     ordered = {t.key: i for i, t in enumerate(plan.tables + plan.auth_tables)}
     all_results = sorted(done + results, key=lambda r: ordered[(r.schema, r.name)])

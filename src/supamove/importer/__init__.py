@@ -3,7 +3,8 @@
 - model: the options, the plan of each table, the result
 - plan: the plan, and every reason the import cannot succeed (--dry-run stops there)
 - mapping: the user mapping, and the exported user ids checked against it
-- scan: the export files checked (SHA-256, rows, JSON) on worker processes
+- scan: the export files checked (SHA-256, rows, JSON): before the load on worker processes, or as they load
+- schedule: which groups load when, on --jobs connections
 - convert: JSON lines to COPY text, on a thread ahead of the load
 - load: each group in one transaction: triggers, foreign keys, sequences, state
 - indexes: a table's indexes dropped for its COPY and built once after it

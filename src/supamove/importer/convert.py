@@ -22,11 +22,11 @@ T = TypeVar("T")
 PREFETCH = 4  # converted blocks waiting for the target: memory stays flat
 
 
-def copy_blocks(table: TablePlan, plan: ImportPlan) -> Iterator[tuple[bytes, int]]:
-    """The file as COPY text format, in blocks of rows."""
+def copy_blocks(table: TablePlan, plan: ImportPlan, digest: Any = None) -> Iterator[tuple[bytes, int]]:
+    """The file as COPY text format, in blocks of rows; the file's bytes go through `digest` too."""
     convert = _block_converter(table, plan)
     rows = 0
-    for lines in line_blocks(table.path):
+    for lines in line_blocks(table.path, digest):
         yield convert(lines, rows), len(lines)
         rows += len(lines)
 

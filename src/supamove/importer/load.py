@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +21,8 @@ from supamove.importer.indexes import build_indexes, drop_indexes
 from supamove.importer.model import ImportOptions, ImportPlan, ImportResult, TableImport, TablePlan
 from supamove.importer.orphans import check_foreign_keys
 from supamove.importer.plan import make_plan, replica_refused
+from supamove.importer.scan import file_sha256, mismatch
+from supamove.importer.schedule import Connections, plan_jobs, run_jobs
 from supamove.log import get_logger
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
@@ -71,6 +75,10 @@ ORDER BY 1, 2, 3
 """
 
 
+# Sequences shared by tables loading at once: each read-then-setval happens alone (setval is not transactional).
+SEQUENCES = threading.Lock()
+
+
 ENABLE = {"O": "ENABLE TRIGGER", "A": "ENABLE ALWAYS TRIGGER", "R": "ENABLE REPLICA TRIGGER"}
 
 
@@ -80,6 +88,7 @@ def run_import(target: Endpoint, datadir: DataDir, options: ImportOptions,
     progress = progress or NullProgress()
     started = time.monotonic()
     with connection(target, autocommit=True) as conn:
+        log.debug("timing: connected in %.3fs", time.monotonic() - started)
         plan = make_plan(conn, target, datadir, options)
         failure = plan.failure()
         if failure is not None:
@@ -89,13 +98,35 @@ def run_import(target: Endpoint, datadir: DataDir, options: ImportOptions,
         conn.execute(STATE_DDL)
         if options.truncate_first:
             _truncate(conn, target, plan)
-        results: list[TableImport] = []
-        for group in plan.groups:
-            results += _load_group(conn, target, plan, group, progress)
+        mark = _timing("planned", started)
+        results = _load_groups(conn, target, plan, progress)
+        mark = _timing("loaded", mark)
         with _phase(progress, "every table: foreign keys", len(plan.tables) if options.disable_fk else 0):
             checked = check_foreign_keys(conn, target, plan) if options.disable_fk else 0
         _continue_free_sequences(conn, plan)
+        _timing("foreign keys and sequences checked", mark)
     return ImportResult(plan, results, time.monotonic() - started, checked)
+
+
+def _timing(what: str, since: float) -> float:
+    """Log how long a phase took (the bench reads these lines); returns now."""
+    now = time.monotonic()
+    log.debug("timing: %s in %.3fs", what, now - since)
+    return now
+
+
+def _load_groups(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, progress: Progress) -> list[TableImport]:
+    """Every group, up to --jobs at once, each on a connection of its own (this one among them)."""
+    connections = Connections(target, conn)
+
+    def load(group: list[TablePlan]) -> list[TableImport]:
+        with connections.lent() as mine:
+            return _load_group(mine, target, plan, group, progress)
+
+    try:
+        return run_jobs(plan_jobs(plan), plan.options.jobs, load)
+    finally:
+        connections.close()
 
 
 def _truncate(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan) -> None:
@@ -192,16 +223,21 @@ def _load_table(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, ta
     columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
     query = sql.SQL("COPY {} ({}) FROM STDIN").format(table.ident, columns)
     indexes = drop_indexes(conn, table)
+    digest = hashlib.sha256()
     try:
-        with conn.cursor() as cur, cur.copy(query) as copy, prefetched(copy_blocks(table, plan)) as blocks:
+        with conn.cursor() as cur, cur.copy(query) as copy, prefetched(copy_blocks(table, plan, digest)) as blocks:
             rows = 0
             for block, count in blocks:
                 copy.write(block)
                 rows += count
                 progress.advance(table.qualified, count)
-    except psycopg.errors.DataError as exc:
-        raise _rejected(target, table, exc) from None
-    except psycopg.errors.IntegrityError as exc:
+            if (damaged := mismatch(table, digest.hexdigest())) is not None:
+                raise damaged  # inside the COPY: the server drops what it received
+    except (psycopg.errors.DataError, psycopg.errors.IntegrityError, DataFileError) as exc:
+        # A file changed since the export explains a bad line or value best.
+        changed = mismatch(table, file_sha256(table.path)) if table.path.exists() else None
+        if changed is not None or isinstance(exc, DataFileError):
+            raise changed or exc from None
         raise _rejected(target, table, exc) from None
     copied = time.monotonic() - started
     progress.finish(table.qualified)
@@ -254,7 +290,8 @@ def _set_sequences(conn: psycopg.Connection, plan: ImportPlan, table: TablePlan)
             sql.Identifier(seq.column), table.ident)).fetchone()
         loaded = row[0] if row else None
         state = sources.get(seq.column) or states.get((seq.schema, seq.name))
-        _move_forward(conn, seq.schema, seq.name, *_next_value(state, loaded))
+        with SEQUENCES:
+            _move_forward(conn, seq.schema, seq.name, *_next_value(state, loaded))
 
 
 def _continue_free_sequences(conn: psycopg.Connection, plan: ImportPlan) -> None:

@@ -21,6 +21,7 @@ class ImportOptions:
     disable_fk: bool = False
     truncate_first: bool = False
     unmapped_users: Unmapped = "error"
+    jobs: int = 2
 
 
 @dataclass

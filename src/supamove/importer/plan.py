@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
@@ -14,8 +15,12 @@ from supamove.errors import DataFileError, SupamoveError
 from supamove.importer.mapping import check_unmapped, mapping_for
 from supamove.importer.model import ColumnLoad, ImportOptions, ImportPlan, TablePlan
 from supamove.importer.scan import SCAN_JOBS, check_files
+from supamove.log import get_logger
 from supamove.metadata import Metadata
 from supamove.paths import DataDir
+
+log = get_logger("import")
+
 
 # Whether a value of the exported type can be read by the target column's type.
 COMPATIBLE_SQL = """
@@ -38,11 +43,12 @@ WHERE a.attrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND a.attnum 
 def plan_import(target: Endpoint, datadir: DataDir, options: ImportOptions) -> ImportPlan:
     """What the import would do and every reason it cannot (--dry-run): reads the files and the target only."""
     with connection(target, autocommit=True) as conn:
-        return make_plan(conn, target, datadir, options)
+        return make_plan(conn, target, datadir, options, full_scan=True)
 
 
-def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, options: ImportOptions) -> ImportPlan:
-    """The plan, read on an open connection to the target."""
+def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, options: ImportOptions,
+              full_scan: bool = False) -> ImportPlan:
+    """The plan, read on an open connection to the target; every file read in full only with `full_scan`."""
     meta = Metadata.load(datadir)
     entries = meta.tables
     problems: list[SupamoveError] = []
@@ -53,7 +59,9 @@ def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, opti
     for plan in plans:
         plan.done = plan.state_key in done
     groups = _group(plans)
-    check_files([p for p in plans if not p.done], problems, SCAN_JOBS)
+    started = time.monotonic()
+    check_files([p for p in plans if not p.done], problems, SCAN_JOBS, full_scan)
+    log.debug("timing: files checked in %.3fs", time.monotonic() - started)
     mapping, loaded = mapping_for(plans, datadir, problems)
     check_unmapped(target, plans, mapping, loaded, options, problems)
     if not options.truncate_first:

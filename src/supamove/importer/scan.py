@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -29,16 +30,20 @@ SCAN_BYTES = 32 << 20  # a unit of work for the processes that check the files
 SCAN_JOBS = min(4, os.cpu_count() or 1)
 
 
-def check_files(plans: list[TablePlan], problems: list[SupamoveError], jobs: int) -> None:
-    """Each file is the one the export wrote: size, SHA-256, rows, JSON; its user ids are collected."""
-    present = [p for p in plans if _file_present(p, problems)]
+def check_files(plans: list[TablePlan], problems: list[SupamoveError], jobs: int, full: bool = True) -> None:
+    """Each file is the one the export wrote: size, SHA-256, rows, JSON; its user ids are collected.
+
+    Short of `full` (the real run, not --dry-run), only the files holding user ids are read now, to
+    check them against the mapping before anything loads: the others are checked as they load (SHA-256,
+    rows, JSON, see `line_blocks`), a damaged one failing its own table's transaction, which saves
+    reading every file twice.
+    """
+    present = [p for p in plans if _file_present(p, problems) and (full or any(c.user_ids for c in p.columns))]
     scans = _scan_files(present, jobs)
     for plan, (sha, rows, bad_line) in zip(present, scans, strict=True):
-        path, entry = plan.path, plan.entry
-        if sha != entry.get("sha256"):
-            problems.append(DataFileError(
-                f"{path} does not match metadata.json: SHA-256 {sha[:12]}… instead of {str(entry.get('sha256'))[:12]}…",
-                fix=f"the file was changed or damaged: {EXPORT_AGAIN}"))
+        path = plan.path
+        if (error := mismatch(plan, sha)) is not None:
+            problems.append(error)
         elif bad_line is not None:  # found now, before any table is loaded: the target stays unchanged
             problems.append(bad_line)
         elif rows != plan.rows:
@@ -79,10 +84,10 @@ def _scan_files(plans: list[TablePlan], jobs: int) -> list[tuple[str, int, DataF
     if sum(end - start for _, start, end, _ in tasks) > SCAN_BYTES and jobs > 1:  # worth a process or more
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
             scans = pool.map(_scan_range, *zip(*tasks, strict=True))
-            digests = [_sha256(p.path) for p in plans]
+            digests = [file_sha256(p.path) for p in plans]
             ranges = list(scans)
     else:
-        digests = [_sha256(p.path) for p in plans]
+        digests = [file_sha256(p.path) for p in plans]
         ranges = [_scan_range(*task) for task in tasks]
     results = []
     for plan, digest in zip(plans, digests, strict=True):
@@ -107,7 +112,7 @@ def _combine(plan: TablePlan, ranges: list[RangeScan]) -> tuple[int, DataFileErr
     return rows, bad_line
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(READ_BYTES):
@@ -161,11 +166,23 @@ def _check_block(lines: list[bytes], scan: RangeScan, columns: list[tuple[str, b
             ids.update(v.lower() for v in values)
 
 
-def line_blocks(path: Path) -> Iterator[list[bytes]]:
-    """The file's lines (without the newline), in blocks."""
+def line_blocks(path: Path, digest: Any = None) -> Iterator[list[bytes]]:
+    """The file's lines (without the newline), in blocks; every byte read goes through `digest` too."""
     with open(path, "rb") as handle:
         while data := handle.read(READ_BYTES):
-            lines = (data + handle.readline()).split(b"\n")
+            data += handle.readline()
+            if digest is not None:
+                digest.update(data)  # hashlib lets the loading thread run meanwhile
+            lines = data.split(b"\n")
             if not lines[-1]:
                 lines.pop()
             yield lines
+
+
+def mismatch(plan: TablePlan, sha: str) -> DataFileError | None:
+    """The error for a file whose SHA-256 is not the one metadata.json records, or None."""
+    if sha == plan.entry.get("sha256"):
+        return None
+    return DataFileError(
+        f"{plan.path} does not match metadata.json: SHA-256 {sha[:12]}… instead of {str(plan.entry.get('sha256'))[:12]}…",
+        fix=f"the file was changed or damaged: {EXPORT_AGAIN}")

@@ -1,9 +1,14 @@
 """The SQL verify runs: order-independent checksums of every row and column, computed inside PostgreSQL.
 
-Each row is hashed as md5 of a record of its columns' canonical texts (columns in name order; the
-record form quotes values and leaves NULL empty, so NULL, '' and 'NULL' all differ). A set of rows is
-summarised by count and the sums of the two 64-bit halves of the hashes: order-independent, and
-duplicates count.
+Each row is the text of a record of its columns' canonical texts (columns in name order; the
+record form quotes values and leaves NULL empty, so NULL, '' and 'NULL' all differ). A table's
+checksum is its count and two exact sums over its rows of a 64-bit hash of that text, seeded 0 and
+1 (`hashtextextended`): order-independent, and duplicates count. A changed, missing or extra row
+leaves both sums equal only by a coincidence of 2^-64 each: the hash is not cryptographic, but
+the rows are not chosen against it. It is the hash behind hash partitioning, so it gives the same
+value on every PostgreSQL since 11 on little-endian machines (x86-64, ARM64), and it costs about
+nothing beside rendering the row's text, where md5 and its hex halves took 80% more. Locating the
+differing rows (buckets by hex prefix) still uses md5 of the same text.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from psycopg import sql
 USER_MAP = sql.Identifier("pg_temp", "supamove_user_map")
 UNMAPPED = "!unmapped:"
 HASH = sql.Identifier("_h")
-Checksum = tuple[int, int, int]  # rows, sum of high halves, sum of low halves
+Checksum = tuple[int, int, int]  # rows, and two sums of row hashes
 Bound = tuple[str, ...] | None  # a key value as canonical texts; None is open-ended
 Blocks = tuple[int | None, int | None]  # a range of the table's blocks; None is open-ended
 
@@ -105,10 +110,12 @@ def checksum_query(rel: Relation, blocks: Blocks = (None, None)) -> sql.Composed
         where.append(sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({blocks[0]},0)")))
     if blocks[1] is not None:
         where.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({blocks[1]},0)")))
-    # OFFSET 0 keeps the hash computed once per row: inlined, it would be computed for each sum.
-    inner = sql.SQL("SELECT {} AS {} FROM {} WHERE {} OFFSET 0").format(
-        row_hash(rel), HASH, rel.source, sql.SQL(" AND ").join(where))
-    return _sums(inner)
+    # OFFSET 0 keeps the row's text rendered once: inlined, it would be rendered for each sum.
+    inner = sql.SQL("SELECT ROW({})::text AS {} FROM {} WHERE {} OFFSET 0").format(
+        sql.SQL(", ").join(column_text(rel, c) for c in rel.columns), HASH, rel.source,
+        sql.SQL(" AND ").join(where))
+    return sql.SQL("SELECT count(*), coalesce(sum(hashtextextended({h}, 0)), 0), "
+                   "coalesce(sum(hashtextextended({h}, 1)), 0) FROM ({}) r").format(inner, h=HASH)
 
 
 def size_query(rel: Relation) -> sql.Composed:

@@ -59,6 +59,7 @@ def run_verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: Ve
     datadir.check_exists()
     mapping = read_mapping(datadir)
     plan = plan_tables(source, target, datadir, options, mapping is not None)
+    log.debug("timing: planned in %.3fs", time.monotonic() - started)
     present = [p.table.key for p in plan.tables if p.source is not None and p.target is not None]
     shapes = structure.read_both(source, target, present)
     states = {"source": read_states(source, _sequence_names(plan, "source")),
@@ -191,7 +192,7 @@ def _sum(cur: psycopg.Cursor[Any]) -> Checksum:
 
 
 def digest(value: Checksum) -> str:
-    """The checksum as the report shows it: 32 hex digits standing for (rows, high sum, low sum)."""
+    """The checksum as the report shows it: 32 hex digits standing for (rows, and the two sums)."""
     return hashlib.md5(f"{value[0]}:{value[1]}:{value[2]}".encode(), usedforsecurity=False).hexdigest()
 
 
