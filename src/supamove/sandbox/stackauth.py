@@ -385,7 +385,7 @@ class StackAuthSandbox:
                         f"The x-stack-access-type header must be {' or '.join(repr(a) for a in allowed)}, "
                         f"but was '{access_type}'.",
                         {"actual_access_type": access_type, "allowed_access_types": list(allowed)})
-        return access_type
+        return str(access_type)
 
     def create_user(self, body: Any) -> dict[str, Any]:
         problems = validate_body(body, CREATE_FIELDS)
