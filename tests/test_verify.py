@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from conftest import Databases, _counter, _create_database, fresh_databases
+from conftest import Databases, _counter, _create_database, error_line, fresh_databases
 from psycopg import sql
 
 from supamove import catalog
@@ -25,7 +25,7 @@ from supamove.catalog import Table
 from supamove.clock import now_iso
 from supamove.db import Endpoint
 from supamove.files import write_json
-from supamove.metadata import Metadata, table_to_dict
+from supamove.metadata import Metadata, TableEntry
 from supamove.paths import DataDir
 from supamove.sandbox.pgserver import PostgresServer, find_bindir
 from supamove.verify import VerifyOptions, run_verify
@@ -106,9 +106,8 @@ def lift_sequences(target_url: str, tables: list[Table]) -> None:
 def write_metadata(datadir: DataDir, tables: list[Table]) -> None:
     """The metadata.json of a finished export of `tables`, written without running one."""
     datadir.ensure()
-    meta = Metadata.new(datadir, source={"serverVersion": "15", "url": "postgresql://source"}, snapshot=None,
-                        startedAt=now_iso(), finishedAt=now_iso(), schemas=SCHEMAS, skippedSchemas=[],
-                        loadOrder=[], sequences=[], tables=[table_to_dict(t, datadir) for t in tables], auth=[])
+    meta = Metadata(datadir, source={"serverVersion": "15", "url": "postgresql://source"}, started_at=now_iso(),
+                    finished_at=now_iso(), schemas=SCHEMAS, tables=[TableEntry.new(t, datadir) for t in tables])
     meta.save()
 
 
@@ -440,3 +439,14 @@ def test_import_end_to_end(cli, data_dir: Path, dbs: Databases, faithful_templat
     assert code == 0, out
     assert report["summary"]["fail"] == 0
 
+
+
+def test_nothing_compared_never_passes(cli, data_dir: Path, dbs: Databases) -> None:
+    write_metadata(DataDir(data_dir), [])  # an export of no table
+    code, report, out = verify(cli)
+    assert code == 7
+    assert report["tables"] == [] and report["summary"]["tables"] == 0
+    assert error_line(out) == (
+        "Error: no table was compared (metadata.json lists none): nothing was verified (fix: export the "
+        "application's tables (`supamove export --dry-run` shows which; check --schema and --tables), import "
+        "them, then verify)")

@@ -113,12 +113,16 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return self.count(FAIL) == 0
+        return bool(self.tables) and self.count(FAIL) == 0
 
     def failure(self) -> VerificationFailed | None:
-        """The error verify ends with when a table fails, else None."""
+        """The error verify ends with when a table fails or none was compared, else None."""
         if self.ok:
             return None
+        if not self.tables:  # nothing compared proves nothing
+            return VerificationFailed(f"no table was compared ({self.tables_from} lists none): nothing was verified",
+                                      fix="export the application's tables (`supamove export --dry-run` shows "
+                                          "which; check --schema and --tables), import them, then verify")
         failed = [t for t in self.tables if t.status == FAIL]
         if all(t.reason == EMPTY_TARGET for t in failed):  # verify run before import: name the step
             return VerificationFailed(f"{len(failed)} of {len(self.tables)} target tables are empty",

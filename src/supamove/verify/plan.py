@@ -8,7 +8,7 @@ from supamove import catalog
 from supamove.catalog import Column, Table
 from supamove.db import Endpoint, connect
 from supamove.errors import ConfigError
-from supamove.metadata import Metadata, table_from_dict
+from supamove.metadata import Metadata
 from supamove.paths import DataDir
 from supamove.verify.checksum import Relation
 from supamove.verify.model import VerifyOptions
@@ -78,7 +78,7 @@ def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: V
     meta = Metadata.load(datadir) if datadir.metadata.exists() else None
     with connect(source, autocommit=True) as conn:
         if meta is not None:
-            tables, origin = [table_from_dict(e) for e in meta.tables], "metadata.json"
+            tables, origin = [e.table for e in meta.tables], "metadata.json"
         else:
             tables, origin = catalog.read_tables(conn, ["public"]), "source catalog"
         tables = [t for t in tables if catalog.selected(t, options.tables)]
