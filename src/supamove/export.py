@@ -371,6 +371,8 @@ def prepare_metadata(datadir: DataDir, plan: ExportPlan, options: ExportOptions,
         datadir, source={"serverVersion": plan.server_version, "url": source.redacted}, snapshot=snapshot,
         started_at=now_iso(), schemas=list(plan.schemas), skipped_schemas=plan.skipped_schemas,
         unexported_schemas=[{"name": a.name, "tables": a.tables, "userIds": a.user_ids} for a in plan.unexported],
+        options={"tables": options.tables, "excludeTables": options.exclude_tables,
+                 "userIdColumns": options.user_id_columns, "notUserIdColumns": options.not_user_id_columns},
         load_order=[[t.qualified for t in group] for group in plan.groups],
         tables=[TableEntry.new(t, datadir) for t in plan.tables],
         auth=[TableEntry.new(t, datadir) for t in plan.auth_tables])

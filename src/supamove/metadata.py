@@ -19,7 +19,7 @@ ENTRY_KEYS = ("schema", "name", "file", "partitioned", "columns", "primaryKey", 
               "sha256", "snapshot", "exportedAt")
 # The top-level keys, in the order this version writes them.
 HEADER_KEYS = ("formatVersion", "tool", "source", "snapshot", "snapshotsDiffer", "startedAt", "finishedAt",
-               "schemas", "skippedSchemas", "unexportedSchemas", "loadOrder", "sequences", "tables", "auth",
+               "schemas", "skippedSchemas", "unexportedSchemas", "options", "loadOrder", "sequences", "tables", "auth",
                "userIdValueCheck")
 
 
@@ -146,6 +146,8 @@ class Metadata:
     unexported_schemas: list[dict[str, Any]] | None = None  # absent in exports of older versions
     user_id_value_check: dict[str, Any] | None = None  # absent in exports of older versions
     snapshots_differ: bool | None = None  # absent in exports of older versions
+    # The latest run's --tables, --exclude-tables, --user-id-column, --not-user-id-column; absent in older exports.
+    options: dict[str, Any] | None = None
     tool: str = f"supamove {__version__}"
     extra: dict[str, Any] = field(default_factory=dict)  # keys of other versions, written back untouched
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -170,10 +172,10 @@ class Metadata:
             "formatVersion": FORMAT_VERSION, "tool": self.tool, "source": self.source, "snapshot": self.snapshot,
             "snapshotsDiffer": self.snapshots_differ, "startedAt": self.started_at,
             "finishedAt": self.finished_at, "schemas": self.schemas, "skippedSchemas": self.skipped_schemas,
-            "unexportedSchemas": self.unexported_schemas, "loadOrder": self.load_order,
+            "unexportedSchemas": self.unexported_schemas, "options": self.options, "loadOrder": self.load_order,
             "sequences": [s.to_dict() for s in self.sequences], "tables": [e.to_dict() for e in self.tables],
             "auth": [e.to_dict() for e in self.auth], "userIdValueCheck": self.user_id_value_check}
-        optional = {"snapshotsDiffer", "unexportedSchemas", "userIdValueCheck"}
+        optional = {"snapshotsDiffer", "unexportedSchemas", "options", "userIdValueCheck"}
         data = {k: v for k, v in values.items() if v is not None or k not in optional}
         return {**data, **self.extra}
 
@@ -190,7 +192,7 @@ class Metadata:
                 [SequenceState.from_dict(s) for s in data.get("sequences", [])],
                 [TableEntry.from_dict(e) for e in data["tables"]], [TableEntry.from_dict(e) for e in data.get("auth", [])],
                 data.get("unexportedSchemas"), data.get("userIdValueCheck"), data.get("snapshotsDiffer"),
-                str(data.get("tool", "")), {k: v for k, v in data.items() if k not in HEADER_KEYS})
+                data.get("options"), str(data.get("tool", "")), {k: v for k, v in data.items() if k not in HEADER_KEYS})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DataFileError(f"{datadir.metadata} is damaged: {type(exc).__name__} {exc}",
                                 fix="restore it, or run `supamove export --force` to export again") from exc
@@ -313,3 +315,13 @@ class Metadata:
         read = {s.key for s in self.sequences}
         self.sequences += [s for s in old.sequences if s.key not in read]
         self.user_id_value_check = old.user_id_value_check
+        self._keep_column_options(old, {e.key for e in kept})
+
+    def _keep_column_options(self, old: Metadata, kept: set[tuple[str, str]]) -> None:
+        """The user-id column options an earlier run gave for the tables kept from it still hold for them."""
+        if self.options is None or not old.options:
+            return
+        for key in ("userIdColumns", "notUserIdColumns"):
+            ours = list(self.options.get(key, []))
+            ours += [r for r in old.options.get(key, []) if tuple(r.split(".")[:2]) in kept and r not in ours]
+            self.options[key] = ours

@@ -142,10 +142,10 @@ class Fault:
     status: int = 500
     retry_after: str | None = None
     seconds: float = 0.0
-    match: str | None = None  # "POST /api/v1/users"; None matches every request
+    match: str | None = None  # "POST /api/v1/users", "PATCH /api/v1/users/*"; None matches every request
 
     def matches(self, method: str, path: str) -> bool:
-        return self.match is None or self.match == f"{method} {path}"
+        return self.match is None or fnmatch.fnmatchcase(f"{method} {path}", self.match)
 
 
 @dataclass
