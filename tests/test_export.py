@@ -265,6 +265,10 @@ def test_force_tables_exports_one_table_again_and_keeps_the_others(cli, exported
     assert {k: v for k, v in after.items() if "sites" not in k and k != "metadata.json"} == \
         {k: v for k, v in before.items() if "sites" not in k and k != "metadata.json"}
     assert after["tables/public.sites.jsonl"][1] != before["tables/public.sites.jsonl"][1]
+    # a table named by --exclude-tables leaves the export; the others not selected stay
+    dropped = cli("export", "--force", "--tables", "sites", "--exclude-tables", "alerts")
+    assert dropped.exit_code == 0, dropped.output
+    assert set(entries(exported)) == set(old) - {"public.alerts"}
 
 
 def test_metadata_json_reads_and_writes_back_unchanged(exported: Path) -> None:

@@ -377,7 +377,7 @@ def prepare_metadata(datadir: DataDir, plan: ExportPlan, options: ExportOptions,
         tables=[TableEntry.new(t, datadir) for t in plan.tables],
         auth=[TableEntry.new(t, datadir) for t in plan.auth_tables])
     meta.sequences = read_sequences(_sequence_names(plan), source)
-    meta.carry_over(previous, _forced(plan, options))
+    meta.carry_over(previous, _forced(plan, options), options.exclude_tables)
     planned = {t.key for t in plan.tables}
     for entry in meta.tables:
         if entry.key not in planned:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -276,12 +277,13 @@ class Metadata:
         self.finished_at = finished_at
         self.save()
 
-    def carry_over(self, old: Metadata | None, forced: set[tuple[str, str]]) -> None:
+    def carry_over(self, old: Metadata | None, forced: set[tuple[str, str]], exclude: Sequence[str] = ()) -> None:
         """Take over what an earlier run finished and this run need not write again.
 
         A table of this run keeps its earlier file when it is whole, its columns are unchanged and
         it is not `forced`; a finished table this run does not select keeps its entry (its file
-        stays, with its own snapshot), as do its sequences and value-check findings.
+        stays, with its own snapshot), as do its sequences and value-check findings, unless an
+        `exclude` pattern names it: then it leaves the export.
         """
         if old is None:
             return
@@ -292,17 +294,17 @@ class Metadata:
                     # the file is kept; which columns hold user ids is decided anew on every run
                     entries[i] = replace(before, table=replace(before.table, user_id_columns=entry.table.user_id_columns,
                                                                user_id_found_by=entry.table.user_id_found_by))
-        self._keep_unselected(old)
+        self._keep_unselected(old, exclude)
 
     @staticmethod
     def _finished(meta: Metadata, key: tuple[str, str]) -> TableEntry | None:
         entry = next((e for e in meta.entries if e.key == key), None)
         return entry if entry is not None and entry.complete else None
 
-    def _keep_unselected(self, old: Metadata) -> None:
+    def _keep_unselected(self, old: Metadata, exclude: Sequence[str]) -> None:
         """The finished tables of `old` this run does not export stay, in one load order with the rest."""
         present = {e.key for e in self.entries}
-        kept = [e for e in old.tables if e.complete and e.key not in present]
+        kept = [e for e in old.tables if e.complete and e.key not in present and catalog.selected(e.table, [], exclude)]
         if not kept:
             return
         by_key = {e.key: e for e in self.tables + kept}
