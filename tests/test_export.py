@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from pathlib import Path
 
 import orjson
 import psycopg
-from conftest import EDGE
+from conftest import EDGE, entries, error_line, metadata
 
 from supamove.db import Endpoint
 from supamove.export import ExportOptions, run_export
+from supamove.metadata import Metadata
 from supamove.paths import DataDir, table_file_name
+
+PUBLIC_TABLES = ("public.alert_subscriptions, public.alerts, public.org_members, public.organizations, public.profiles, "
+                 "public.readings, public.sensors, public.sites, public.units")
 
 
 def lines(path: Path) -> list[dict]:
@@ -198,3 +203,89 @@ def test_log_file_holds_the_steps_summaries_and_errors(cli, env, exported: Path)
     assert "ERROR supamove.terminal: Error: schema vault is a Supabase platform schema" in \
         Path(env["LOG_FILE_PATH"]).read_text()
     assert failed.output.count("platform schema") == 1  # shown once on the terminal
+
+
+def files_of(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under `folder`: its bytes and modification time."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_finished_export_is_not_exported_again_without_force(cli, exported: Path) -> None:
+    before = files_of(exported)
+    result = cli("export", *EDGE)
+    assert result.exit_code == 2
+    finished = metadata(exported)["finishedAt"]
+    assert re.fullmatch(
+        rf"Error: the export in {re.escape(str(exported))} finished at {re.escape(finished)} \(\d+ s ago\) "
+        r"\(fix: run `supamove export --force` to export again \(`--force --tables SCHEMA.TABLE` re-exports some "
+        r"tables only\), or set --data-dir to a new directory\)", error_line(result.output)), result.output
+    assert files_of(exported) == before
+
+
+def test_table_pattern_matching_nothing_is_an_error(cli, data_dir: Path) -> None:
+    result = cli("export", "--tables", "reading")
+    assert result.exit_code == 2
+    assert error_line(result.output) == (
+        f"Error: --tables reading matches no table; the tables of public are: {PUBLIC_TABLES} "
+        "(fix: check the pattern (name or schema.name, shell patterns such as 'readings*'))")
+    assert not files_of(data_dir)  # found before anything is written
+    left = cli("export", "--exclude-tables", "*", "--exclude-tables", "reading")
+    assert left.exit_code == 2
+    assert error_line(left.output) == (
+        f"Error: --exclude-tables * reading leaves no table to export; the tables of public are: {PUBLIC_TABLES} "
+        "(fix: exclude fewer tables)")
+    assert not files_of(data_dir)
+
+
+def test_typo_over_a_finished_export_changes_nothing(cli, exported: Path) -> None:
+    before = files_of(exported)
+    result = cli("export", "--force", *EDGE, "--tables", "reading", "--tables", "sites")
+    assert result.exit_code == 2
+    assert error_line(result.output).startswith(
+        "Error: --tables reading matches no table; the tables of edge, public are: edge.")
+    assert files_of(exported) == before
+
+
+def test_force_tables_exports_one_table_again_and_keeps_the_others(cli, exported: Path) -> None:
+    old, old_meta = entries(exported), metadata(exported)
+    assert old_meta["snapshotsDiffer"] is False
+    before = files_of(exported)
+    result = cli("export", "--force", "--tables", "sites")
+    assert result.exit_code == 0, result.output
+    new, meta = entries(exported), metadata(exported)
+    assert list(new) == list(old)
+    assert new["public.sites"]["snapshot"] == meta["snapshot"] != old["public.sites"]["snapshot"]
+    assert new["public.sites"]["sha256"] == old["public.sites"]["sha256"]  # the same rows, read again
+    assert {k: v for k, v in new.items() if k != "public.sites"} == {k: v for k, v in old.items() if k != "public.sites"}
+    assert meta["snapshotsDiffer"] is True and meta["finishedAt"] > old_meta["finishedAt"]
+    assert (meta["schemas"], meta["loadOrder"]) == (old_meta["schemas"], old_meta["loadOrder"])
+    assert meta["sequences"] == old_meta["sequences"]
+    assert meta["userIdValueCheck"]["columns"] == old_meta["userIdValueCheck"]["columns"]
+    after = files_of(exported)
+    assert {k: v for k, v in after.items() if "sites" not in k and k != "metadata.json"} == \
+        {k: v for k, v in before.items() if "sites" not in k and k != "metadata.json"}
+    assert after["tables/public.sites.jsonl"][1] != before["tables/public.sites.jsonl"][1]
+    # a table named by --exclude-tables leaves the export; the others not selected stay
+    dropped = cli("export", "--force", "--tables", "sites", "--exclude-tables", "alerts")
+    assert dropped.exit_code == 0, dropped.output
+    assert set(entries(exported)) == set(old) - {"public.alerts"}
+
+
+def test_metadata_json_reads_and_writes_back_unchanged(exported: Path) -> None:
+    path = exported / "metadata.json"
+    raw = path.read_bytes()
+    assert orjson.dumps(Metadata.load(DataDir(exported)).to_dict(), option=orjson.OPT_INDENT_2) + b"\n" == raw
+    # an export of an older version lacks the keys added since; one of a later version has keys this one
+    # does not know: both load, and are written back as they were
+    older = orjson.loads(raw)
+    for key in ("snapshotsDiffer", "unexportedSchemas", "options", "userIdValueCheck"):
+        del older[key]
+    older["laterKey"] = {"kept": True}
+    older["tables"][0]["laterField"] = [1]
+    path.write_bytes(orjson.dumps(older))
+    meta = Metadata.load(DataDir(exported))
+    assert meta.to_dict() == older
+    del older["tables"][0]["userIdFoundBy"], older["tables"][0]["columns"][0]["baseType"]
+    path.write_bytes(orjson.dumps(older))
+    entry = Metadata.load(DataDir(exported)).tables[0]
+    assert entry.table.user_id_found_by == () and entry.table.columns[0].base_type == entry.table.columns[0].type

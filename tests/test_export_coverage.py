@@ -92,16 +92,16 @@ def test_mixed_column_stops_the_export_until_decided(cli, data_dir: Path) -> Non
     kept = cli("export", "--schema", "billing", "--not-user-id-column", PAYER)
     assert kept.exit_code == 0, kept.output
     assert table(metadata(data_dir), "billing.payments")["userIdColumns"] == []
-    remapped = cli("export", "--schema", "billing", "--user-id-column", PAYER)
+    remapped = cli("export", "--force", "--schema", "billing", "--user-id-column", PAYER)
     assert remapped.exit_code == 0, remapped.output
     payments = table(metadata(data_dir), "billing.payments")
     assert payments["userIdColumns"] == ["payer_ref"] and payments["userIdFoundBy"] == {"payer_ref": "option"}
-    both = cli("export", "--schema", "billing", "--user-id-column", PAYER, "--not-user-id-column", PAYER)
+    both = cli("export", "--force", "--schema", "billing", "--user-id-column", PAYER, "--not-user-id-column", PAYER)
     assert both.exit_code == 2
     assert output_lines(both.output)[-1] == (
         "Error: billing.payments.payer_ref is named by both --user-id-column and --not-user-id-column "
         "(fix: keep only one of the two for it)")
-    fk = cli("export", "--schema", "billing", "--not-user-id-column", "billing.invoices.customer_id")
+    fk = cli("export", "--force", "--schema", "billing", "--not-user-id-column", "billing.invoices.customer_id")
     assert fk.exit_code == 2
     assert "--not-user-id-column billing.invoices.customer_id: its foreign key shows it holds user ids" in fk.output
 

@@ -9,6 +9,7 @@ Covered elsewhere and not repeated here: Stack Auth faults one by one through th
 from __future__ import annotations
 
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -192,7 +193,7 @@ def test_killed_import_with_two_jobs_neither_doubles_nor_loses(cli, dbs, data_di
 
 def test_killed_migrate_users_resumes_each_user_once(cli, dbs, exported: Path, stack_auth: StackAuthSandbox) -> None:
     make_big_table(dbs, rows=10)
-    assert cli("export", *EDGE).exit_code == 0
+    assert cli("export", "--force", *EDGE).exit_code == 0  # over the finished export: the new table too
     total = len((exported / "auth" / "auth.users.jsonl").read_bytes().splitlines())
     # Slow creates: the kill lands while some are in flight (sent, maybe created, never recorded).
     stack_auth.delay_next(10_000, 0.15, match="POST /api/v1/users")
@@ -236,7 +237,7 @@ def restart_when(condition: Callable[[], bool], server: Any) -> threading.Thread
     return thread
 
 
-def test_source_restarted_during_export(cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox) -> None:
+def test_source_restarted_during_export(cli, env, dbs, data_dir: Path, stack_auth: StackAuthSandbox) -> None:
     make_big_table(dbs)
     partial = data_dir / (BIG_FILE + ".partial")
     thread = restart_when(lambda: partial.exists() and partial.stat().st_size > 1_000_000, dbs.source_server)
@@ -247,6 +248,8 @@ def test_source_restarted_during_export(cli, dbs, data_dir: Path, stack_auth: St
     assert line.startswith("Error: lost the source connection while exporting public.fault_big: "), line
     assert line.endswith("(fix: check the source is up, then run `supamove export` again: finished tables "
                          "are kept)"), line
+    logged = Path(env["LOG_FILE_PATH"]).read_text()  # the server's own words, for whoever reads the log
+    assert re.search(r"\n\S+ \S+ DEBUG supamove: caused by \w+: ", logged.split(line)[-1]), logged[-2000:]
     assert not (data_dir / BIG_FILE).exists() and not list(data_dir.rglob("*.partial"))
     result = cli("export", *EDGE)
     assert result.exit_code == 0, result.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 import signal
 import time
 import uuid
@@ -13,7 +14,7 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from conftest import EDGE, flat, import_state, metadata, wait_for_copy_into, write_mapping
+from conftest import EDGE, entries, flat, import_state, metadata, wait_for_copy_into, write_mapping
 from psycopg import sql
 
 from supamove.db import Endpoint
@@ -326,37 +327,43 @@ def test_unmapped_users_null_and_keep(dbs, exported: Path) -> None:
 # --- bad input ----------------------------------------------------------------------------------
 
 
-def test_bad_table_files(dbs, exported: Path) -> None:
+def test_bad_table_files(cli, dbs, exported: Path) -> None:
     write_mapping(dbs, exported)
     item = entry(exported, "edge.cycle_a")
     path = exported / item["file"]
     body = path.read_bytes()
+    again = "run `supamove export --force --schema edge --tables edge.cycle_a` to write it again"
 
     path.unlink()
-    assert str(error_of(dbs, exported)) == (f"{path} not found (table edge.cycle_a) "
-                                            "(fix: run `supamove export` again to write it)")
+    assert str(error_of(dbs, exported)) == f"{path} not found (table edge.cycle_a) (fix: {again})"
     path.write_bytes(body[:-5])
     assert str(error_of(dbs, exported)) == (
-        f"{path} is truncated: {len(body) - 5} of {len(body)} bytes (table edge.cycle_a) "
-        "(fix: run `supamove export --force` to write it again)")
+        f"{path} is truncated: {len(body) - 5} of {len(body)} bytes (table edge.cycle_a) (fix: {again})")
     assert target_is_empty(dbs, exported)  # missing and truncated files stop the import before any load
     path.write_bytes(body[:-2] + b" \n")
     dry = plan_import(target(dbs), DataDir(exported), ImportOptions())
     assert str(dry.problems[0]).startswith(f"{path} does not match metadata.json: SHA-256 ")  # read before loading
     err = error_of(dbs, exported)  # checked as it loads: its own transaction fails
     assert str(err).startswith(f"{path} does not match metadata.json: SHA-256 ")
-    assert str(err).endswith("(fix: the file was changed or damaged: run `supamove export --force` to write it again)")
+    assert str(err).endswith(f"(fix: the file was changed or damaged: {again})")
     path.write_bytes(body)
     meta = metadata(exported)
     next(e for e in meta["tables"] if e["name"] == "cycle_a")["rowCount"] += 1
     (exported / "metadata.json").write_bytes(orjson.dumps(meta))
     assert str(error_of(dbs, exported)) == (
-        f"{path} has {item['rowCount']} rows, metadata.json says {item['rowCount'] + 1} "
-        "(fix: run `supamove export --force` to write it again)")
+        f"{path} has {item['rowCount']} rows, metadata.json says {item['rowCount'] + 1} (fix: {again})")
     with dbs.target() as conn:  # edge.cycle_a (and the other table of its FK cycle) stay empty
         assert conn.execute("SELECT (SELECT count(*) FROM edge.cycle_a) + (SELECT count(*) FROM edge.cycle_b)"
                             ).fetchone()[0] == 0
     assert ("edge", "cycle_a") not in {(s, t) for s, t, _ in import_state(dbs)}
+    # the command the fix names repairs that one file and keeps every other table of the export
+    others = {k: v for k, v in entries(exported).items() if k != "edge.cycle_a"}
+    repaired = cli(*shlex.split(again.split("`")[1])[1:])
+    assert repaired.exit_code == 0, repaired.output
+    assert entry(exported, "edge.cycle_a")["rowCount"] == item["rowCount"]
+    assert {k: v for k, v in entries(exported).items() if k != "edge.cycle_a"} == others
+    assert metadata(exported)["snapshotsDiffer"] is True
+    assert run(dbs, exported).rows > 0
 
 
 def test_invalid_json_and_rejected_values_leave_the_table_unchanged(dbs, exported: Path) -> None:

@@ -34,7 +34,7 @@ from supamove.clock import now_iso
 from supamove.db import Endpoint
 from supamove.export import ExportOptions, apply_value_check, check_values, plan_export
 from supamove.files import write_json
-from supamove.metadata import Metadata, table_to_dict
+from supamove.metadata import Metadata, SequenceState, TableEntry
 from supamove.paths import DataDir
 from supamove.sandbox.pgserver import PostgresServer, find_bindir
 from supamove.verify import VerifyOptions, run_verify
@@ -125,11 +125,9 @@ def write_metadata(datadir: DataDir, tables: list[Table], **extra: Any) -> None:
     no `options`), with every sequence of the tables and the one no table uses (edge.ticket_seq)."""
     datadir.ensure()
     names = sorted({s.key for t in tables for s in t.sequences + t.default_sequences} | {("edge", "ticket_seq")})
-    meta = Metadata.new(datadir, source={"serverVersion": "15", "url": "postgresql://source"}, snapshot=None,
-                        startedAt=now_iso(), finishedAt=now_iso(), schemas=SCHEMAS, skippedSchemas=[],
-                        loadOrder=[], sequences=[{"schema": s, "name": n, "lastValue": 1, "isCalled": True}
-                                                 for s, n in names],
-                        tables=[table_to_dict(t, datadir) for t in tables], auth=[], **extra)
+    meta = Metadata(datadir, source={"serverVersion": "15", "url": "postgresql://source"}, started_at=now_iso(),
+                    finished_at=now_iso(), schemas=SCHEMAS, sequences=[SequenceState(s, n, 1, True) for s, n in names],
+                    tables=[TableEntry.new(t, datadir) for t in tables], **extra)
     meta.save()
 
 
@@ -567,7 +565,7 @@ def test_a_table_left_out_of_the_export_fails(cli, data_dir: Path, dbs: Database
 
 
 def test_a_table_excluded_on_purpose_is_listed_not_failed(cli, migrated: Path, dbs: Databases) -> None:
-    result = cli("export", "--schema", "public", "--schema", "edge", "--exclude-tables", "edge.no_*")
+    result = cli("export", "--force", "--schema", "public", "--schema", "edge", "--exclude-tables", "edge.no_*")
     assert result.exit_code == 0, result.output
     assert metadata(migrated)["options"] == {"tables": [], "excludeTables": ["edge.no_*"], "userIdColumns": [],
                                              "notUserIdColumns": []}
@@ -637,3 +635,16 @@ def test_a_column_the_export_kept_as_it_is_may_keep_supabase_ids(cli, data_dir: 
     assert zoo["status"] == "pass"
     assert [c for c in zoo["supabaseUserIds"] if c["rows"]] == [{"column": "u", "rows": 1, "example": sid,
                                                                 "kept": True}]
+
+
+def test_nothing_compared_never_passes(cli, data_dir: Path, dbs: Databases) -> None:
+    # an export of no table, from a schema that holds none (verify fails a source table left out of the export)
+    datadir = DataDir(data_dir).ensure()
+    Metadata(datadir, source={"serverVersion": "15", "url": "postgresql://source"}, started_at=now_iso(),
+             finished_at=now_iso(), schemas=["nothing_here"]).save()
+    result = cli("verify")
+    assert result.exit_code == 7, result.output
+    assert error_line(result.output) == (
+        "Error: no table was compared (metadata.json lists none): nothing was verified (fix: export the "
+        "application's tables (`supamove export --dry-run` shows which; check --schema and --tables), import "
+        "them, then verify)")

@@ -21,7 +21,7 @@ from supamove.db import Endpoint, connect, connection, first_line
 from supamove.errors import ConfigError, SupamoveError
 from supamove.files import atomic_writer, remove_partials
 from supamove.log import get_logger
-from supamove.metadata import Metadata, table_to_dict
+from supamove.metadata import Metadata, SequenceState, TableEntry
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
 
@@ -173,21 +173,39 @@ def plan_export(conn: psycopg.Connection, options: ExportOptions) -> ExportPlan:
     if ALL_SCHEMAS in options.schemas:
         wanted += [s.name for s in apps]
     schemas = catalog.schemas_to_read(wanted)
-    tables = catalog.read_tables(conn, schemas, options.tables, options.exclude_tables,
-                                 options.user_id_columns, options.not_user_id_columns)
-    missing = [s for s in schemas if not conn.execute(
-        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (s,)).fetchone()]
+    missing = catalog.missing_schemas(conn, schemas)
     if missing:
         raise SupamoveError(f"schema {missing[0]} does not exist in the source",
                             fix="check --schema; `supamove export --dry-run` lists what would be exported")
+    every = catalog.read_relations(conn, schemas)
+    auth = [t for t in catalog.read_relations(conn, ["auth"]) if t.name in AUTH_TABLES]
+    check_patterns(every, auth, options)
+    tables = catalog.find_user_id_columns(
+        [t for t in every if catalog.selected(t, options.tables, options.exclude_tables)],
+        options.user_id_columns, options.not_user_id_columns)
     present = [r[0] for r in conn.execute(
         "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s) ORDER BY 1",
         (sorted(catalog.PLATFORM_SCHEMAS - {"information_schema", "pg_catalog", "pg_toast"}),))]
-    auth = [t for t in catalog.read_relations(conn, ["auth"]) if t.name in AUTH_TABLES]
     version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
     unexported = [s for s in apps if s.name not in schemas]
     return ExportPlan(catalog.load_order(tables), auth, present, version, schemas, unexported,
                       catalog.free_sequences(conn, schemas))
+
+
+def check_patterns(tables: list[Table], auth: list[Table], options: ExportOptions) -> None:
+    """A --tables pattern that matches no table, or an --exclude-tables that leaves none, is a typo: stop."""
+    names = ", ".join(t.qualified for t in tables[:30]) + (f" and {len(tables) - 30} more" if len(tables) > 30 else "")
+    where = f"the tables of {', '.join(sorted({t.schema for t in tables}))} are: {names}" if tables else \
+        "the exported schemas hold no table (see --schema)"
+    for pattern in options.tables:
+        if not any(catalog.selected(t, [pattern]) for t in tables + auth):
+            raise ConfigError(f"--tables {pattern} matches no table; {where}",
+                              fix="check the pattern (name or schema.name, shell patterns such as 'readings*')")
+    candidates = tables + (auth if options.tables else [])  # auth.users is chosen only by name
+    if options.exclude_tables and not any(catalog.selected(t, options.tables, options.exclude_tables)
+                                          for t in candidates):
+        raise ConfigError(f"--exclude-tables {' '.join(options.exclude_tables)} leaves no table to export; {where}",
+                          fix="exclude fewer tables")
 
 
 def preview_export(source: Endpoint, options: ExportOptions) -> ExportPlan:
@@ -285,38 +303,55 @@ def snapshot_reader(source: Endpoint, snapshot: str | None) -> Iterator[psycopg.
 
 def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
                progress: Progress | None = None) -> ExportResult:
-    """Export the planned tables and auth users; tables finished by an earlier run are kept."""
+    """Export the planned tables and auth users; tables finished by an interrupted run are kept.
+
+    A finished export is exported again only with --force; tables it holds that this run does not
+    select keep their files and entries. With `auth_only`, only the auth tables, at any time.
+    """
     if options.auth_only:
         return run_auth_export(source, datadir, progress)
     progress = progress or NullProgress()
-    datadir.ensure()
+    _check_options(options)
+    previous = Metadata.previous(datadir.check_exists())
+    if previous is not None and not options.force:
+        previous.refuse_rerun()
     started = time.monotonic()
     with snapshot_reader(source, None) as main:
         snapshot = str(main.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
         plan = plan_export(main, options)
-        meta = prepare_metadata(datadir, plan, options, source, snapshot)
-        work = [t for t in plan.tables + plan.auth_tables if not _is_done(meta, datadir, t)]
-        done = [_resumed(meta, t) for t in plan.tables + plan.auth_tables if t not in work]
-        for item in done:
-            log.info("skipping %s: exported by a previous run (use --force to export it again)", item.qualified)
-        work.sort(key=lambda t: -t.size_bytes)
-        log.debug("timing: planned in %.3fs", time.monotonic() - started)
-        copied = time.monotonic()
-        # The value check reads on a connection of its own, in the same snapshot, while the tables copy.
-        with ThreadPoolExecutor(max_workers=max(1, options.jobs) + 1) as pool:
-            check = pool.submit(_check_in_snapshot, source, snapshot, plan, options)
-            copies = [pool.submit(_export_one, source, snapshot, t, datadir, meta, progress) for t in work]
-            _record_value_check(meta, plan, check, copies)
-            results = [f.result() for f in copies]
-        log.debug("timing: copied in %.3fs", time.monotonic() - copied)
-    finished = time.monotonic()
-    meta.data["finishedAt"] = now_iso()
-    meta.save()
-    log.debug("timing: finished in %.3fs", time.monotonic() - finished)
-    elapsed = time.monotonic() - started
-    ordered = {t.key: i for i, t in enumerate(plan.tables + plan.auth_tables)}
-    all_results = sorted(done + results, key=lambda r: ordered[(r.schema, r.name)])
-    return ExportResult(plan, all_results, elapsed, snapshot, datadir)
+        datadir.ensure()
+        meta = prepare_metadata(datadir, plan, options, source, snapshot, previous)
+        tables = _export_tables(source, snapshot, plan, options, meta, progress)
+    meta.finish(now_iso())
+    return ExportResult(plan, tables, time.monotonic() - started, snapshot, datadir)
+
+
+def _check_options(options: ExportOptions) -> None:
+    """A malformed option is named first, before what the data directory holds."""
+    catalog.schemas_to_read([s for s in options.schemas if s != ALL_SCHEMAS])
+    for option, refs in (("--user-id-column", options.user_id_columns),
+                         ("--not-user-id-column", options.not_user_id_columns)):
+        for ref in refs:
+            catalog.parse_column_ref(ref, option)
+
+
+def _export_tables(source: Endpoint, snapshot: str, plan: ExportPlan, options: ExportOptions, meta: Metadata,
+                   progress: Progress) -> list[TableExport]:
+    """Copy the tables not finished yet, biggest first, while the value check runs; all of them in plan order."""
+    planned = plan.tables + plan.auth_tables
+    work = [t for t in planned if not meta.is_done(t.key)]
+    done = [_resumed(meta.entry(*t.key)) for t in planned if t not in work]
+    for item in done:
+        log.info("skipping %s: exported by a previous run (use --force to export it again)", item.qualified)
+    work.sort(key=lambda t: -t.size_bytes)
+    # The value check reads on a connection of its own, in the same snapshot, while the tables copy.
+    with ThreadPoolExecutor(max_workers=max(1, options.jobs) + 1) as pool:
+        check = pool.submit(_check_in_snapshot, source, snapshot, plan, options)
+        copies = [pool.submit(_export_one, source, snapshot, t, meta, progress) for t in work]
+        _record_value_check(meta, plan, check, copies)
+        results = [f.result() for f in copies]
+    ordered = {t.key: i for i, t in enumerate(planned)}
+    return sorted(done + results, key=lambda r: ordered[r.key])
 
 
 def run_auth_export(source: Endpoint, datadir: DataDir, progress: Progress | None = None) -> ExportResult:
@@ -329,7 +364,9 @@ def run_auth_export(source: Endpoint, datadir: DataDir, progress: Progress | Non
         auth = [t for t in catalog.read_relations(main, ["auth"]) if t.name in AUTH_TABLES]
         version = str(main.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
         meta = _auth_metadata(datadir, auth, source, version)
-        results = [_export_one(source, snapshot, t, datadir, meta, progress) for t in auth]
+        results = [_export_one(source, snapshot, t, meta, progress) for t in auth]
+    if meta.finished_at is not None:  # a finished export now holds users of a later snapshot: say so
+        meta.finish(meta.finished_at)
     plan = ExportPlan([], auth, [], version)
     return ExportResult(plan, results, time.monotonic() - started, snapshot, datadir)
 
@@ -339,10 +376,9 @@ def _auth_metadata(datadir: DataDir, auth: list[Table], source: Endpoint, versio
     if datadir.metadata.exists():
         meta = Metadata.load(datadir, require_complete=False)
     else:  # users ahead of the export: no application table yet, and import refuses an unfinished export
-        meta = Metadata.new(datadir, source={"serverVersion": version, "url": source.redacted}, snapshot=None,
-                            startedAt=now_iso(), finishedAt=None, schemas=[], skippedSchemas=[],
-                            unexportedSchemas=[], loadOrder=[], sequences=[], tables=[])
-    meta.data["auth"] = [table_to_dict(t, datadir) for t in auth]
+        meta = Metadata(datadir, source={"serverVersion": version, "url": source.redacted}, started_at=now_iso(),
+                        unexported_schemas=[])
+    meta.auth = [TableEntry.new(t, datadir) for t in auth]
     meta.save()
     remove_partials(datadir.auth)
     return meta
@@ -355,7 +391,7 @@ def _check_in_snapshot(source: Endpoint, snapshot: str, plan: ExportPlan, option
     except psycopg.Error as exc:
         raise source.error(f"the user-id value check failed: {first_line(exc)}",
                            "check the source is up and SUPABASE_DB_URL's user can read every exported table, "
-                           "then run `supamove export` again: finished tables are kept") from None
+                           "then run `supamove export` again: finished tables are kept") from exc
 
 
 def _record_value_check(meta: Metadata, plan: ExportPlan, check: Future[ValueCheck],
@@ -367,11 +403,8 @@ def _record_value_check(meta: Metadata, plan: ExportPlan, check: Future[ValueChe
     apply_value_check(plan, check.result())
     assert plan.values is not None
     for table in plan.tables:
-        if dict(table.user_id_found_by) != meta.entry(table.schema, table.name).get("userIdFoundBy"):
-            meta.update(table.schema, table.name, userIdColumns=list(table.user_id_columns),
-                        userIdFoundBy=dict(table.user_id_found_by))
-    meta.data["userIdValueCheck"] = value_check_to_dict(plan.values)
-    meta.save()
+        meta.set_user_id_columns(table)
+    meta.record_value_check(value_check_to_dict(plan.values), {t.key for t in plan.tables})
     failure = plan.values.stop_error()
     if failure:
         for copy in copies:
@@ -388,79 +421,65 @@ def value_check_to_dict(check: ValueCheck) -> dict[str, Any]:
     return {"columns": columns, "jsonKeys": keys, "seconds": round(check.seconds, 3)}
 
 
-def prepare_metadata(datadir: DataDir, plan: ExportPlan, options: ExportOptions,
-                     source: Endpoint, snapshot: str) -> Metadata:
-    """A new metadata.json that keeps the completed entries of an earlier run (unless --force)."""
-    previous = _previous_entries(datadir) if not options.force else {}
-    meta = Metadata.new(
-        datadir,
-        source={"serverVersion": plan.server_version, "url": source.redacted},
-        snapshot=snapshot,
-        startedAt=now_iso(),
-        finishedAt=None,
-        schemas=list(plan.schemas),
-        skippedSchemas=plan.skipped_schemas,
-        unexportedSchemas=[{"name": a.name, "tables": a.tables, "userIds": a.user_ids} for a in plan.unexported],
+def prepare_metadata(datadir: DataDir, plan: ExportPlan, options: ExportOptions, source: Endpoint, snapshot: str,
+                     previous: Metadata | None = None) -> Metadata:
+    """This run's metadata.json, with what an earlier run finished and this one need not write carried over."""
+    meta = Metadata(
+        datadir, source={"serverVersion": plan.server_version, "url": source.redacted}, snapshot=snapshot,
+        started_at=now_iso(), schemas=list(plan.schemas), skipped_schemas=plan.skipped_schemas,
+        unexported_schemas=[{"name": a.name, "tables": a.tables, "userIds": a.user_ids} for a in plan.unexported],
         options={"tables": options.tables, "excludeTables": options.exclude_tables,
                  "userIdColumns": options.user_id_columns, "notUserIdColumns": options.not_user_id_columns},
-        loadOrder=[[t.qualified for t in group] for group in plan.groups],
-        sequences=[],
-        tables=[_keep(previous, table_to_dict(t, datadir)) for t in plan.tables],
-        auth=[_keep(previous, table_to_dict(t, datadir)) for t in plan.auth_tables],
-    )
-    meta.data["sequences"] = read_sequences(_sequence_names(plan), source)
+        load_order=[[t.qualified for t in group] for group in plan.groups],
+        tables=[TableEntry.new(t, datadir) for t in plan.tables],
+        auth=[TableEntry.new(t, datadir) for t in plan.auth_tables])
+    meta.sequences = read_sequences(_sequence_names(plan), source)
+    meta.carry_over(previous, _forced(plan, options, previous), options.exclude_tables)
+    planned = {t.key for t in plan.tables}
+    for entry in meta.tables:
+        if entry.key not in planned:
+            log.info("keeping %s: not selected, exported by an earlier run (snapshot %s)", entry.qualified,
+                     entry.snapshot)
     meta.save()
     remove_partials(datadir.tables)
     remove_partials(datadir.auth)
     return meta
 
 
-def _previous_entries(datadir: DataDir) -> dict[tuple[str, str], dict[str, Any]]:
-    try:
-        old = Metadata.load(datadir, require_complete=False)
-    except SupamoveError:
-        return {}
-    return {(e["schema"], e["name"]): e for e in old.tables + old.auth_tables if e.get("complete")}
+def _forced(plan: ExportPlan, options: ExportOptions, previous: Metadata | None) -> set[tuple[str, str]]:
+    """The tables exported again: those --force selects (the auth tables unless --tables leaves them out).
+
+    Auth files that `export --auth-only` wrote (their snapshot is not the export's) are read again too:
+    the users and the application tables of one export come from one snapshot.
+    """
+    stale = {e.key for e in previous.auth if e.snapshot != previous.snapshot} if previous else set()
+    if not options.force:
+        return stale
+    auth = [t for t in plan.auth_tables if catalog.selected(t, options.tables, options.exclude_tables)]
+    return {t.key for t in plan.tables + auth} | stale
 
 
-def _keep(previous: dict[tuple[str, str], dict[str, Any]], entry: dict[str, Any]) -> dict[str, Any]:
-    old = previous.get((entry["schema"], entry["name"]))
-    if old and old["columns"] == entry["columns"]:
-        # the file is kept; which columns hold user ids is decided anew on every run
-        return {**old, "userIdColumns": entry["userIdColumns"], "userIdFoundBy": entry["userIdFoundBy"]}
-    return entry
+def _resumed(entry: TableEntry) -> TableExport:
+    return TableExport(entry.schema, entry.name, entry.row_count or 0, entry.bytes or 0, 0.0, resumed=True)
 
 
-def _is_done(meta: Metadata, datadir: DataDir, table: Table) -> bool:
-    entry = meta.entry(table.schema, table.name)
-    path = datadir.root / entry["file"]
-    return bool(entry["complete"]) and path.exists() and path.stat().st_size == entry["bytes"]
-
-
-def _resumed(meta: Metadata, table: Table) -> TableExport:
-    entry = meta.entry(table.schema, table.name)
-    return TableExport(table.schema, table.name, entry["rowCount"], entry["bytes"], 0.0, resumed=True)
-
-
-def _export_one(source: Endpoint, snapshot: str, table: Table, datadir: DataDir,
-                meta: Metadata, progress: Progress) -> TableExport:
+def _export_one(source: Endpoint, snapshot: str, table: Table, meta: Metadata, progress: Progress) -> TableExport:
     started = time.monotonic()
     progress.start(table.qualified, table.estimated_rows or None)
-    path = datadir.table_file(table.schema, table.name)
+    path = meta.datadir.table_file(table.schema, table.name)
     try:
         with snapshot_reader(source, snapshot) as conn:
             rows, size, sha = copy_table(conn, table, path, progress)
-    except psycopg.errors.InsufficientPrivilege:
+    except psycopg.errors.InsufficientPrivilege:  # the message says it all: the cause would repeat it
         quoted = sql.Identifier(table.schema, table.name).as_string(None)
         raise source.error(f"permission denied reading {table.qualified}",
                            f"let the user in SUPABASE_DB_URL read it (GRANT SELECT ON {quoted} TO that user), "
                            "or use the postgres user") from None
     except psycopg.OperationalError as exc:
         raise source.error(f"lost the source connection while exporting {table.qualified}: {first_line(exc)}",
-                           "check the source is up, then run `supamove export` again: finished tables are kept") from None
+                           "check the source is up, then run `supamove export` again: finished tables are kept") from exc
     progress.finish(table.qualified)
-    meta.update(table.schema, table.name, complete=True, rowCount=rows, bytes=size, sha256=sha,
-                snapshot=snapshot, exportedAt=now_iso())
+    meta.finish_table(table.key, rows, size, sha, snapshot, now_iso())
     seconds = time.monotonic() - started
     log.debug("exported %s: %d rows, %d bytes in %.1fs", table.qualified, rows, size, seconds)
     return TableExport(table.schema, table.name, rows, size, seconds)
@@ -472,7 +491,7 @@ def _sequence_names(plan: ExportPlan) -> list[tuple[str, str]]:
     return sorted(used | set(plan.free_sequences))
 
 
-def read_sequences(names: list[tuple[str, str]], source: Endpoint) -> list[dict[str, Any]]:
+def read_sequences(names: list[tuple[str, str]], source: Endpoint) -> list[SequenceState]:
     """Each sequence's state, so the target continues where the source was."""
     states = []
     with connect(source, autocommit=True) as conn:
@@ -480,6 +499,5 @@ def read_sequences(names: list[tuple[str, str]], source: Endpoint) -> list[dict[
             row = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(
                 sql.Identifier(schema, name))).fetchone()
             assert row is not None
-            states.append({"schema": schema, "name": name, "lastValue": int(row[0]),
-                           "isCalled": bool(row[1])})
+            states.append(SequenceState(schema, name, int(row[0]), bool(row[1])))
     return states

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +19,23 @@ PRIVATE = 0o600
 PARTIAL = ".partial"  # a file being written; renamed over its final name once whole
 EXPORT_AGAIN = "run `supamove export --force` to write it again"
 RESTORE_OR_EXPORT_AGAIN = f"restore the file or {EXPORT_AGAIN}"
+
+
+def export_command(schema: str, table: str) -> str:
+    """The command that exports one table again and keeps every other file:
+    `supamove export --force --schema billing --tables billing.invoices`."""
+    pattern = re.sub(r"([*?\[])", r"[\1]", f"{schema}.{table}")  # the name itself, not a shell pattern
+    option = "" if schema in ("public", "auth") else f" --schema {shlex.quote(schema)}"
+    return f"supamove export --force{option} --tables {shlex.quote(pattern)}"
+
+
+def export_again(schema: str, table: str) -> str:
+    """The fix for one damaged or missing table file."""
+    return f"run `{export_command(schema, table)}` to write it again"
+
+
+def restore_or_export_again(schema: str, table: str) -> str:
+    return f"restore the file or {export_again(schema, table)}"
 
 
 def partial_path(path: Path) -> Path:
@@ -92,25 +111,25 @@ def json_list(data: Any, key: str, path: Path, fix: str) -> list[Any]:
     return data[key]  # type: ignore[no-any-return]
 
 
-def parse_row(line: bytes, path: Path, number: int) -> dict[str, Any]:
+def parse_row(line: bytes, path: Path, number: int, fix: str = RESTORE_OR_EXPORT_AGAIN) -> dict[str, Any]:
     """One row of an exported table file, or a DataFileError naming the file and line."""
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise DataFileError(f"{path} line {number} is not valid JSON ({exc.msg})",
-                            fix=RESTORE_OR_EXPORT_AGAIN) from exc
+                            fix=fix) from exc
     if not isinstance(record, dict):
-        raise DataFileError(f"{path} line {number} is not a JSON object", fix=RESTORE_OR_EXPORT_AGAIN)
+        raise DataFileError(f"{path} line {number} is not a JSON object", fix=fix)
     return record
 
 
-def read_rows(path: Path, skip_damaged: bool = False) -> Iterator[dict[str, Any]]:
+def read_rows(path: Path, skip_damaged: bool = False, fix: str = RESTORE_OR_EXPORT_AGAIN) -> Iterator[dict[str, Any]]:
     """The rows of a JSON-lines file, one at a time; a damaged line is a DataFileError, or with
     `skip_damaged` (a journal whose last line a crash cut short) passed over."""
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, 1):
             try:
-                row = parse_row(line, path, number)
+                row = parse_row(line, path, number, fix)
             except DataFileError:
                 if skip_damaged:
                     continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -47,8 +48,18 @@ class _ScrubFilter(logging.Filter):
 
 
 def echo_to_log(message: str, level: int = logging.INFO) -> None:
-    """Put a line the terminal shows into the log file too."""
+    """Put a line the terminal shows into the log file too; an error's causes (`raise … from exc`) with it."""
     logging.getLogger(ECHO_NAME).log(level, message)
+    if level >= logging.ERROR:
+        _log_causes(sys.exc_info()[1])
+
+
+def _log_causes(exc: BaseException | None) -> None:
+    """What led to the error being handled, in full (a server's DETAIL, HINT and CONTEXT), for the log file."""
+    cause = exc.__cause__ if exc is not None else None
+    while cause is not None:
+        get_logger().debug("caused by %s: %s", type(cause).__name__, str(cause).strip())
+        cause = cause.__cause__
 
 
 def get_logger(name: str = "") -> logging.Logger:

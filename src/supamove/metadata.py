@@ -3,48 +3,38 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from supamove import __version__
-from supamove.catalog import Column, ForeignKey, SequenceRef, Table
-from supamove.errors import DataFileError
+from supamove import __version__, catalog
+from supamove.catalog import Column, ForeignKey, QualifiedName, SequenceRef, Table
+from supamove.clock import age, parse_iso
+from supamove.errors import ConfigError, DataFileError, SupamoveError
 from supamove.files import read_json, write_json
 from supamove.paths import FORMAT_VERSION, DataDir
 
-
-def table_to_dict(table: Table, datadir: DataDir) -> dict[str, Any]:
-    return {
-        "schema": table.schema,
-        "name": table.name,
-        "file": str(datadir.table_file(table.schema, table.name).relative_to(datadir.root)),
-        "partitioned": table.partitioned,
-        "columns": [
-            {"name": c.name, "type": c.type, "baseType": c.base_type, "nullable": c.nullable,
-             "generated": c.generated, "identity": c.identity, "encoding": c.encoding}
-            for c in table.columns
-        ],
-        "primaryKey": list(table.primary_key),
-        "uniqueKeys": [list(k) for k in table.unique_keys],
-        "foreignKeys": [
-            {"name": fk.name, "columns": list(fk.columns), "refSchema": fk.ref_schema,
-             "refTable": fk.ref_table, "refColumns": list(fk.ref_columns), "deferrable": fk.deferrable}
-            for fk in table.foreign_keys
-        ],
-        "userIdColumns": list(table.user_id_columns),
-        "userIdFoundBy": dict(table.user_id_found_by),
-        "sequences": [{"column": s.column, "schema": s.schema, "name": s.name} for s in table.sequences],
-        "estimatedRows": table.estimated_rows,
-        "complete": False,
-        "rowCount": None,
-        "bytes": None,
-        "sha256": None,
-        "snapshot": None,
-        "exportedAt": None,
-    }
+# The keys of a table entry this version writes, in their order; any other key is kept as it is.
+ENTRY_KEYS = ("schema", "name", "file", "partitioned", "columns", "primaryKey", "uniqueKeys", "foreignKeys",
+              "userIdColumns", "userIdFoundBy", "sequences", "estimatedRows", "complete", "rowCount", "bytes",
+              "sha256", "snapshot", "exportedAt")
+# The top-level keys, in the order this version writes them.
+HEADER_KEYS = ("formatVersion", "tool", "source", "snapshot", "snapshotsDiffer", "startedAt", "finishedAt",
+               "schemas", "skippedSchemas", "unexportedSchemas", "options", "loadOrder", "sequences", "tables", "auth",
+               "userIdValueCheck")
 
 
-def table_from_dict(entry: dict[str, Any]) -> Table:
+def _column_to_dict(c: Column, encoding: str) -> dict[str, Any]:
+    return {"name": c.name, "type": c.type, "baseType": c.base_type, "nullable": c.nullable,
+            "generated": c.generated, "identity": c.identity, "encoding": encoding}
+
+
+def _fk_to_dict(fk: ForeignKey) -> dict[str, Any]:
+    return {"name": fk.name, "columns": list(fk.columns), "refSchema": fk.ref_schema, "refTable": fk.ref_table,
+            "refColumns": list(fk.ref_columns), "deferrable": fk.deferrable}
+
+
+def _table_from_dict(entry: dict[str, Any]) -> Table:
     return Table(
         schema=entry["schema"],
         name=entry["name"],
@@ -63,43 +53,150 @@ def table_from_dict(entry: dict[str, Any]) -> Table:
 
 
 @dataclass
+class TableEntry(QualifiedName):
+    """One table of the export: its definition at the export and, once its file is whole, the file's facts."""
+
+    table: Table
+    file: str  # relative to the data directory: tables/public.readings.jsonl
+    encodings: dict[str, str]  # how the export wrote each column: "number", "boolean" or "text"
+    complete: bool = False
+    row_count: int | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    snapshot: str | None = None
+    exported_at: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # keys of other versions, written back untouched
+
+    @property
+    def schema(self) -> str:
+        return self.table.schema
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+    def encoding(self, column: str) -> str:
+        return self.encodings[column]
+
+    @classmethod
+    def new(cls, table: Table, datadir: DataDir) -> TableEntry:
+        """The entry of a table about to be exported: no file yet."""
+        path = datadir.table_file(table.schema, table.name).relative_to(datadir.root)
+        return cls(table, str(path), {c.name: c.encoding for c in table.columns})
+
+    @classmethod
+    def from_dict(cls, entry: dict[str, Any]) -> TableEntry:
+        table = _table_from_dict(entry)
+        encodings = {c["name"]: c.get("encoding") or col.encoding
+                     for c, col in zip(entry["columns"], table.columns, strict=True)}
+        return cls(table, entry["file"], encodings, bool(entry.get("complete")), entry.get("rowCount"),
+                   entry.get("bytes"), entry.get("sha256"), entry.get("snapshot"), entry.get("exportedAt"),
+                   {k: v for k, v in entry.items() if k not in ENTRY_KEYS})
+
+    def to_dict(self) -> dict[str, Any]:
+        t = self.table
+        return {
+            "schema": t.schema, "name": t.name, "file": self.file, "partitioned": t.partitioned,
+            "columns": [_column_to_dict(c, self.encodings[c.name]) for c in t.columns],
+            "primaryKey": list(t.primary_key), "uniqueKeys": [list(k) for k in t.unique_keys],
+            "foreignKeys": [_fk_to_dict(fk) for fk in t.foreign_keys],
+            "userIdColumns": list(t.user_id_columns), "userIdFoundBy": dict(t.user_id_found_by),
+            "sequences": [{"column": s.column, "schema": s.schema, "name": s.name} for s in t.sequences],
+            "estimatedRows": t.estimated_rows, "complete": self.complete, "rowCount": self.row_count,
+            "bytes": self.bytes, "sha256": self.sha256, "snapshot": self.snapshot, "exportedAt": self.exported_at,
+            **self.extra,
+        }
+
+    def same_columns(self, other: TableEntry) -> bool:
+        """Whether the two entries' files would hold the same columns, written the same way."""
+        return self.table.columns == other.table.columns and self.encodings == other.encodings
+
+
+@dataclass(frozen=True)
+class SequenceState(QualifiedName):
+    """A sequence's state at the export, for the target to continue from."""
+
+    schema: str
+    name: str
+    last_value: int
+    is_called: bool
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SequenceState:
+        return cls(data["schema"], data["name"], int(data["lastValue"]), bool(data["isCalled"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.schema, "name": self.name, "lastValue": self.last_value, "isCalled": self.is_called}
+
+
+@dataclass
 class Metadata:
     """The parsed metadata.json, saved atomically (and thread-safely) after every table."""
 
     datadir: DataDir
-    data: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)  # serverVersion, url (password redacted)
+    snapshot: str | None = None  # the snapshot of the latest run
+    started_at: str | None = None
+    finished_at: str | None = None
+    schemas: list[str] = field(default_factory=list)
+    skipped_schemas: list[str] = field(default_factory=list)
+    load_order: list[list[str]] = field(default_factory=list)
+    sequences: list[SequenceState] = field(default_factory=list)
+    tables: list[TableEntry] = field(default_factory=list)
+    auth: list[TableEntry] = field(default_factory=list)
+    unexported_schemas: list[dict[str, Any]] | None = None  # absent in exports of older versions
+    user_id_value_check: dict[str, Any] | None = None  # absent in exports of older versions
+    snapshots_differ: bool | None = None  # absent in exports of older versions
+    # The latest run's --tables, --exclude-tables, --user-id-column, --not-user-id-column; absent in older exports.
+    options: dict[str, Any] | None = None
+    tool: str = f"supamove {__version__}"
+    extra: dict[str, Any] = field(default_factory=dict)  # keys of other versions, written back untouched
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
-    def tables(self) -> list[dict[str, Any]]:
-        return list(self.data["tables"])
-
-    @property
-    def auth_tables(self) -> list[dict[str, Any]]:
-        return list(self.data.get("auth", []))
-
-    @property
     def complete(self) -> bool:
-        return self.data.get("finishedAt") is not None
+        return self.finished_at is not None
 
-    def entry(self, schema: str, name: str) -> dict[str, Any]:
-        entries: list[dict[str, Any]] = self.data["tables"] + self.data.get("auth", [])
-        for entry in entries:
-            if (entry["schema"], entry["name"]) == (schema, name):
+    @property
+    def entries(self) -> list[TableEntry]:
+        return self.tables + self.auth
+
+    def entry(self, schema: str, name: str) -> TableEntry:
+        for entry in self.entries:
+            if entry.key == (schema, name):
                 return entry
         raise KeyError(f"{schema}.{name}")
 
-    def update(self, schema: str, name: str, **values: Any) -> None:
-        with self._lock:
-            self.entry(schema, name).update(values)
-            self.save_locked()
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of metadata.json, keys in the order this version writes them; absent optional keys stay absent."""
+        values: dict[str, Any] = {
+            "formatVersion": FORMAT_VERSION, "tool": self.tool, "source": self.source, "snapshot": self.snapshot,
+            "snapshotsDiffer": self.snapshots_differ, "startedAt": self.started_at,
+            "finishedAt": self.finished_at, "schemas": self.schemas, "skippedSchemas": self.skipped_schemas,
+            "unexportedSchemas": self.unexported_schemas, "options": self.options, "loadOrder": self.load_order,
+            "sequences": [s.to_dict() for s in self.sequences], "tables": [e.to_dict() for e in self.tables],
+            "auth": [e.to_dict() for e in self.auth], "userIdValueCheck": self.user_id_value_check}
+        optional = {"snapshotsDiffer", "unexportedSchemas", "options", "userIdValueCheck"}
+        data = {k: v for k, v in values.items() if v is not None or k not in optional}
+        return {**data, **self.extra}
 
     def save(self) -> None:
         with self._lock:
-            self.save_locked()
+            write_json(self.datadir.metadata, self.to_dict())
 
-    def save_locked(self) -> None:
-        write_json(self.datadir.metadata, self.data)
+    @classmethod
+    def from_dict(cls, datadir: DataDir, data: dict[str, Any]) -> Metadata:
+        try:
+            return cls(
+                datadir, data["source"], data.get("snapshot"), data.get("startedAt"), data.get("finishedAt"),
+                list(data.get("schemas", [])), list(data.get("skippedSchemas", [])), list(data.get("loadOrder", [])),
+                [SequenceState.from_dict(s) for s in data.get("sequences", [])],
+                [TableEntry.from_dict(e) for e in data["tables"]], [TableEntry.from_dict(e) for e in data.get("auth", [])],
+                data.get("unexportedSchemas"), data.get("userIdValueCheck"), data.get("snapshotsDiffer"),
+                data.get("options"), str(data.get("tool", "")), {k: v for k, v in data.items() if k not in HEADER_KEYS})
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DataFileError(f"{datadir.metadata} is damaged: {type(exc).__name__} {exc}",
+                                fix="restore it, or run `supamove export --force` to export again") from exc
 
     @classmethod
     def load(cls, datadir: DataDir, require_complete: bool = True) -> Metadata:
@@ -109,13 +206,124 @@ class Metadata:
             raise DataFileError(
                 f"{datadir.metadata} is format version {version}, this supamove reads version {FORMAT_VERSION}",
                 fix="run `supamove export` again with this version of supamove")
-        meta = cls(datadir, data)
+        meta = cls.from_dict(datadir, data)
         if require_complete and not meta.complete:
             raise DataFileError(f"the export in {datadir.root} is not finished",
                                 fix="run `supamove export` again to complete it")
         return meta
 
     @classmethod
-    def new(cls, datadir: DataDir, **header: Any) -> Metadata:
-        data = {"formatVersion": FORMAT_VERSION, "tool": f"supamove {__version__}", **header}
-        return cls(datadir, data)
+    def previous(cls, datadir: DataDir) -> Metadata | None:
+        """The metadata.json an earlier export left, finished or not; None when there is none or it is unreadable."""
+        if not datadir.metadata.exists():
+            return None
+        try:
+            return cls.load(datadir, require_complete=False)
+        except SupamoveError:
+            return None  # a damaged one is written anew, as no export had run
+
+    # The export's bookkeeping: what an earlier run finished, what this run must (re)write.
+
+    def refuse_rerun(self) -> None:
+        """A finished export is not exported again without --force: its files may already be loaded."""
+        when = self.finished_at
+        if when is None:
+            return
+        try:
+            ago = f" ({age(parse_iso(when))} ago)"
+        except ValueError:
+            ago = ""
+        raise ConfigError(
+            f"the export in {self.datadir.root} finished at {when}{ago}",
+            fix="run `supamove export --force` to export again (`--force --tables SCHEMA.TABLE` re-exports some "
+                "tables only), or set --data-dir to a new directory")
+
+    def is_done(self, key: tuple[str, str]) -> bool:
+        """The table's file is whole, as recorded: a rerun keeps it."""
+        entry = self.entry(*key)
+        if not entry.complete:
+            return False
+        path = self.datadir.export_file(entry.file)
+        return path.exists() and path.stat().st_size == entry.bytes
+
+    def finish_table(self, key: tuple[str, str], rows: int, size: int, sha256: str, snapshot: str,
+                     exported_at: str) -> None:
+        with self._lock:
+            entry = self.entry(*key)
+            entry.complete, entry.row_count, entry.bytes, entry.sha256 = True, rows, size, sha256
+            entry.snapshot, entry.exported_at = snapshot, exported_at
+            write_json(self.datadir.metadata, self.to_dict())
+
+    def set_user_id_columns(self, table: Table) -> None:
+        """Which columns hold user ids, as the value check decided: recorded even for a kept file."""
+        with self._lock:
+            entry = self.entry(*table.key)
+            entry.table = replace(entry.table, user_id_columns=table.user_id_columns,
+                                  user_id_found_by=table.user_id_found_by)
+
+    def record_value_check(self, check: dict[str, Any], checked: set[tuple[str, str]]) -> None:
+        """The value check of this run's tables, beside what an earlier run found in the tables it kept."""
+        old = self.user_id_value_check or {}
+        others = {e.key for e in self.tables} - checked  # tables kept from an earlier run
+        kept = {k: [x for x in old.get(k, []) if (x["schema"], x["table"]) in others] for k in ("columns", "jsonKeys")}
+        self.user_id_value_check = {**check, "columns": kept["columns"] + check["columns"],
+                                    "jsonKeys": kept["jsonKeys"] + check["jsonKeys"]}
+        self.save()
+
+    def finish(self, finished_at: str) -> None:
+        """The export is complete; `snapshotsDiffer` says whether its tables were read at different moments."""
+        snapshots = {e.snapshot for e in self.entries if e.complete}
+        self.snapshots_differ = len(snapshots) > 1
+        self.finished_at = finished_at
+        self.save()
+
+    def carry_over(self, old: Metadata | None, forced: set[tuple[str, str]], exclude: Sequence[str] = ()) -> None:
+        """Take over what an earlier run finished and this run need not write again.
+
+        A table of this run keeps its earlier file when it is whole, its columns are unchanged and
+        it is not `forced`; a finished table this run does not select keeps its entry (its file
+        stays, with its own snapshot), as do its sequences and value-check findings, unless an
+        `exclude` pattern names it: then it leaves the export.
+        """
+        if old is None:
+            return
+        for entries in (self.tables, self.auth):
+            for i, entry in enumerate(entries):
+                before = self._finished(old, entry.key)
+                if before is not None and entry.key not in forced and before.same_columns(entry):
+                    # the file is kept; which columns hold user ids is decided anew on every run
+                    entries[i] = replace(before, table=replace(before.table, user_id_columns=entry.table.user_id_columns,
+                                                               user_id_found_by=entry.table.user_id_found_by))
+        self._keep_unselected(old, exclude)
+
+    @staticmethod
+    def _finished(meta: Metadata, key: tuple[str, str]) -> TableEntry | None:
+        entry = next((e for e in meta.entries if e.key == key), None)
+        return entry if entry is not None and entry.complete else None
+
+    def _keep_unselected(self, old: Metadata, exclude: Sequence[str]) -> None:
+        """The finished tables of `old` this run does not export stay, in one load order with the rest."""
+        present = {e.key for e in self.entries}
+        kept = [e for e in old.tables if e.complete and e.key not in present and catalog.selected(e.table, [], exclude)]
+        if not kept:
+            return
+        by_key = {e.key: e for e in self.tables + kept}
+        groups = catalog.load_order(e.table for e in by_key.values())
+        self.tables = [by_key[t.key] for group in groups for t in group]
+        self.load_order = [[t.qualified for t in group] for group in groups]
+        self.schemas += [s for s in dict.fromkeys(e.schema for e in kept) if s not in self.schemas]
+        if self.unexported_schemas is not None:
+            self.unexported_schemas = [s for s in self.unexported_schemas if s.get("name") not in self.schemas]
+        read = {s.key for s in self.sequences}
+        self.sequences += [s for s in old.sequences if s.key not in read]
+        self.user_id_value_check = old.user_id_value_check
+        self._keep_column_options(old, {e.key for e in kept})
+
+    def _keep_column_options(self, old: Metadata, kept: set[tuple[str, str]]) -> None:
+        """The user-id column options an earlier run gave for the tables kept from it still hold for them."""
+        if self.options is None or not old.options:
+            return
+        for key in ("userIdColumns", "notUserIdColumns"):
+            ours = list(self.options.get(key, []))
+            ours += [r for r in old.options.get(key, []) if tuple(r.split(".")[:2]) in kept and r not in ours]
+            self.options[key] = ours

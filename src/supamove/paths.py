@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from supamove.errors import ConfigError
+from supamove.errors import ConfigError, DataFileError
 
 FORMAT_VERSION = 1
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -92,6 +92,14 @@ class DataDir:
     def table_file(self, schema: str, table: str) -> Path:
         folder = self.auth if schema == "auth" else self.tables
         return folder / table_file_name(schema, table)
+
+    def export_file(self, relative: str) -> Path:
+        """An exported file named in metadata.json (`tables/public.readings.jsonl`), inside the directory."""
+        path = self.root / relative
+        if ".." in Path(relative).parts or Path(relative).is_absolute():
+            raise DataFileError(f"{self.metadata} names the file {relative!r}, outside {self.root}",
+                                fix="restore metadata.json, or run `supamove export --force` to export again")
+        return path
 
     def ensure(self) -> DataDir:
         """Create the directory (0700) and its folders; a file in the way is a ConfigError."""

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import orjson
 
 from supamove.errors import DataFileError
-from supamove.files import RESTORE_OR_EXPORT_AGAIN, parse_row
+from supamove.files import parse_row, restore_or_export_again
 from supamove.importer.model import ColumnLoad, ImportPlan, TablePlan, Unmapped
 from supamove.importer.scan import UUID, line_blocks
 
@@ -54,18 +54,16 @@ def _block_converter(table: TablePlan, plan: ImportPlan) -> Callable[[list[bytes
 
 def _row_converter(table: TablePlan, plan: ImportPlan) -> Callable[[bytes, int], str]:
     encoders = [(c.name, _encoder(c, plan)) for c in table.columns]
-    path = table.path
+    path, fix = table.path, restore_or_export_again(*table.key)
 
     def convert(line: bytes, number: int) -> str:
-        record = parse_row(line, path, number)
+        record = parse_row(line, path, number, fix)
         try:
             return "\t".join([enc(record[name]) for name, enc in encoders])
-        except KeyError as exc:
-            raise DataFileError(f"{path} line {number} has no value for column {exc.args[0]}",
-                                fix=RESTORE_OR_EXPORT_AGAIN) from None
-        except (TypeError, AttributeError):
-            raise DataFileError(f"{path} line {number} has a value of the wrong JSON type",
-                                fix=RESTORE_OR_EXPORT_AGAIN) from None
+        except KeyError as exc:  # the message names the column: the KeyError would only repeat it
+            raise DataFileError(f"{path} line {number} has no value for column {exc.args[0]}", fix=fix) from None
+        except (TypeError, AttributeError) as exc:  # which value and type: for the log
+            raise DataFileError(f"{path} line {number} has a value of the wrong JSON type", fix=fix) from exc
 
     return convert
 

@@ -8,14 +8,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from supamove.db import Endpoint, connection, first_line
 from supamove.errors import DataFileError, SupamoveError
-from supamove.files import EXPORT_AGAIN
+from supamove.files import export_again
 from supamove.importer.convert import copy_blocks, prefetched
 from supamove.importer.indexes import build_indexes, drop_indexes
 from supamove.importer.model import ImportOptions, ImportPlan, ImportResult, TableImport, TablePlan
@@ -24,6 +23,7 @@ from supamove.importer.plan import make_plan, replica_refused
 from supamove.importer.scan import file_sha256, mismatch
 from supamove.importer.schedule import Connections, plan_jobs, run_jobs
 from supamove.log import get_logger
+from supamove.metadata import SequenceState
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
 
@@ -141,7 +141,7 @@ def _truncate(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan) -> N
     except psycopg.errors.FeatureNotSupported as exc:
         raise target.error(f"cannot truncate the planned tables: {first_line(exc)} "
                            f"{exc.diag.message_detail or ''}".strip(),
-                           "empty the referencing table yourself, or add it to the export") from None
+                           "empty the referencing table yourself, or add it to the export") from exc
     log.info("truncated %d tables", len(tables))
 
 
@@ -167,7 +167,7 @@ def _load_group(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, gr
         raise target.error(f"{', '.join(t.qualified for t in group)}: {first_line(exc)}"
                            f"{': ' + exc.diag.message_detail if exc.diag.message_detail else ''}",
                            "correct the rows in the source and export again, or load the missing "
-                           "parent rows first; nothing of this table was written") from None
+                           "parent rows first; nothing of this table was written") from exc
     return results
 
 
@@ -186,7 +186,7 @@ def _disable_triggers(conn: psycopg.Connection, table: TablePlan) -> list[tuple[
     for schema, name, trigger, _ in triggers:
         conn.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(
             sql.Identifier(schema, name), sql.Identifier(trigger)))
-    return triggers  # type: ignore[return-value]
+    return triggers
 
 
 def _restore_triggers(conn: psycopg.Connection, triggers: list[tuple[str, str, str, str]]) -> None:
@@ -203,7 +203,7 @@ def _drop_fks(conn: psycopg.Connection, group: list[TablePlan],
     for schema, name, con, _, _ in fks:
         conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
             sql.Identifier(schema, name), sql.Identifier(con)))
-    return fks  # type: ignore[return-value]
+    return fks
 
 
 def _restore_fks(conn: psycopg.Connection, fks: list[tuple[str, str, str, str, str | None]]) -> None:
@@ -233,6 +233,7 @@ def _load_table(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, ta
                 progress.advance(table.qualified, count)
             if (damaged := mismatch(table, digest.hexdigest())) is not None:
                 raise damaged  # inside the COPY: the server drops what it received
+    # The server's CONTEXT quotes the row's value: the message names its line and column, the log stays free of data.
     except (psycopg.errors.DataError, psycopg.errors.IntegrityError, DataFileError) as exc:
         # A file changed since the export explains a bad line or value best.
         changed = mismatch(table, file_sha256(table.path)) if table.path.exists() else None
@@ -245,7 +246,7 @@ def _load_table(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, ta
         build_indexes(conn, table, indexes)
     if rows != table.rows:
         raise DataFileError(f"{table.path} has {rows} rows, metadata.json says {table.rows}",
-                            fix=EXPORT_AGAIN)
+                            fix=export_again(*table.key))
     _set_sequences(conn, plan, table)
     seconds = time.monotonic() - started
     conn.execute("INSERT INTO _supamove.import_state (schema_name, table_name, snapshot, sha256, row_count, "
@@ -283,8 +284,8 @@ def _rejected(target: Endpoint, table: TablePlan, exc: psycopg.Error) -> Supamov
 def _set_sequences(conn: psycopg.Connection, plan: ImportPlan, table: TablePlan) -> None:
     """Each of the target's sequences continues from the source's state, never below the loaded max."""
     assert table.target is not None
-    states = {(s["schema"], s["name"]): s for s in plan.meta.data.get("sequences", [])}
-    sources = {s["column"]: states.get((s["schema"], s["name"])) for s in table.entry.get("sequences", [])}
+    states = {s.key: s for s in plan.meta.sequences}
+    sources = {s.column: states.get(s.key) for s in table.entry.table.sequences}
     for seq in table.target.sequences + table.target.default_sequences:
         row = conn.execute(sql.SQL("SELECT max({})::bigint FROM {}").format(
             sql.Identifier(seq.column), table.ident)).fetchone()
@@ -298,8 +299,8 @@ def _continue_free_sequences(conn: psycopg.Connection, plan: ImportPlan) -> None
     """Sequences no loaded column uses (a counter the application calls itself) continue from the source's state."""
     used = {(s.schema, s.name) for t in plan.tables if t.target is not None
             for s in t.target.sequences + t.target.default_sequences}
-    for state in plan.meta.data.get("sequences", []):
-        key = (state["schema"], state["name"])
+    for state in plan.meta.sequences:
+        key = state.key
         exists = conn.execute("SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL", key).fetchone()
         if key not in used and exists and exists[0]:
             _move_forward(conn, *key, *_next_value(state, None))
@@ -316,8 +317,8 @@ def _move_forward(conn: psycopg.Connection, schema: str, name: str, value: int |
                  (schema, name, value, called))
 
 
-def _next_value(state: dict[str, Any] | None, loaded: int | None) -> tuple[int | None, bool]:
-    value, called = (int(state["lastValue"]), bool(state["isCalled"])) if state else (None, True)
+def _next_value(state: SequenceState | None, loaded: int | None) -> tuple[int | None, bool]:
+    value, called = (state.last_value, state.is_called) if state else (None, True)
     if loaded is not None and (value is None or loaded > value or (loaded == value and not called)):
         return loaded, True
     return value, called

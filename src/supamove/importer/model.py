@@ -11,7 +11,7 @@ from psycopg import sql
 from supamove import catalog
 from supamove.catalog import QualifiedName, Table
 from supamove.errors import SupamoveError
-from supamove.metadata import Metadata
+from supamove.metadata import Metadata, TableEntry
 
 Unmapped = Literal["error", "null", "keep"]
 
@@ -36,7 +36,7 @@ class ColumnLoad:
 
 @dataclass
 class TablePlan(QualifiedName):
-    entry: dict[str, Any]
+    entry: TableEntry
     target: Table | None
     path: Path
     columns: list[ColumnLoad] = field(default_factory=list)
@@ -49,15 +49,15 @@ class TablePlan(QualifiedName):
 
     @property
     def schema(self) -> str:
-        return str(self.entry["schema"])
+        return self.entry.schema
 
     @property
     def name(self) -> str:
-        return str(self.entry["name"])
+        return self.entry.name
 
     @property
     def rows(self) -> int:
-        return int(self.entry.get("rowCount") or 0)
+        return self.entry.row_count or 0
 
     @property
     def ident(self) -> sql.Identifier:
@@ -65,7 +65,7 @@ class TablePlan(QualifiedName):
 
     @property
     def state_key(self) -> tuple[str, str, str, str]:
-        return (self.schema, self.name, str(self.entry.get("snapshot") or ""), str(self.entry.get("sha256") or ""))
+        return (self.schema, self.name, self.entry.snapshot or "", self.entry.sha256 or "")
 
 
 @dataclass

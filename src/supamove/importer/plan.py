@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from supamove import catalog
-from supamove.catalog import Table
+from supamove.catalog import Column, Table
 from supamove.db import Endpoint, connection
 from supamove.errors import DataFileError, SupamoveError
 from supamove.importer.mapping import check_unmapped, mapping_for
 from supamove.importer.model import ColumnLoad, ImportOptions, ImportPlan, TablePlan
 from supamove.importer.scan import SCAN_JOBS, check_files
 from supamove.log import get_logger
-from supamove.metadata import Metadata
+from supamove.metadata import Metadata, TableEntry
 from supamove.paths import DataDir
 
 log = get_logger("import")
@@ -52,10 +51,10 @@ def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, opti
     meta = Metadata.load(datadir)
     entries = meta.tables
     problems: list[SupamoveError] = []
-    schemas = sorted({e["schema"] for e in entries})
+    schemas = sorted({e.schema for e in entries})
     targets = {t.key: t for t in catalog.read_tables(conn, schemas)} if schemas else {}
     done = set() if options.truncate_first else _read_state(conn)
-    plans = [_plan_table(conn, target, datadir, e, targets.get((e["schema"], e["name"])), problems) for e in entries]
+    plans = [_plan_table(conn, target, datadir, e, targets.get(e.key), problems) for e in entries]
     for plan in plans:
         plan.done = plan.state_key in done
     groups = _group(plans)
@@ -71,53 +70,57 @@ def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, opti
     return ImportPlan(groups, problems, mapping, meta, options)
 
 
-def _plan_table(conn: psycopg.Connection, endpoint: Endpoint, datadir: DataDir, entry: dict[str, Any],
+def _plan_table(conn: psycopg.Connection, endpoint: Endpoint, datadir: DataDir, entry: TableEntry,
                 target: Table | None, problems: list[SupamoveError]) -> TablePlan:
-    plan = TablePlan(entry, target, datadir.root / entry["file"])
-    where = f"{plan.qualified}"
-    if not entry.get("complete"):
-        problems.append(DataFileError(f"the export of {where} is not finished",
+    plan = TablePlan(entry, target, datadir.export_file(entry.file))
+    if not entry.complete:
+        problems.append(DataFileError(f"the export of {plan.qualified} is not finished",
                                       fix="run `supamove export` again to complete it"))
     if target is None:
-        problems.append(endpoint.error(f"table {where} does not exist in the target",
+        problems.append(endpoint.error(f"table {plan.qualified} does not exist in the target",
                                       "create the application schema on the target first (run your migrations)"))
         return plan
-    exported = {c["name"]: c for c in entry["columns"]}
-    user_cols = set(entry.get("userIdColumns", []))
+    _plan_columns(conn, endpoint, plan, target, problems)
+    for name, source in {c.name: c for c in entry.table.columns}.items():
+        if target.column(name) is None:
+            plan.missing_in_target.append(name)
+            if not source.generated:
+                problems.append(endpoint.error(
+                    f"column {plan.qualified}.{name} ({source.type}) is in the export but not in the target",
+                    f"add the column to {plan.qualified} on the target (the import never drops data)"))
+    return plan
+
+
+def _plan_columns(conn: psycopg.Connection, endpoint: Endpoint, plan: TablePlan, target: Table,
+                  problems: list[SupamoveError]) -> None:
+    """The target's columns the import writes, and those it cannot fill or whose type cannot take the export's."""
+    where, entry = plan.qualified, plan.entry
+    exported = {c.name: c for c in entry.table.columns}
     defaulted = {r[0] for r in conn.execute(DEFAULTED_SQL, (target.schema, target.name))}
     for col in target.columns:
         source = exported.get(col.name)
         if source is None:
+            plan.missing_in_export.append(col.name)
             if col.name not in defaulted:
-                plan.missing_in_export.append(col.name)
                 problems.append(endpoint.error(
                     f"column {where}.{col.name} is NOT NULL without a default in the target but not in the export",
                     "give it a default or make it nullable on the target, or export it from the source"))
-            else:
-                plan.missing_in_export.append(col.name)
             continue
         if col.generated:
             continue
         if not _compatible(conn, source, col.type):
             problems.append(endpoint.error(
-                f"column {where}.{col.name} is {col.type} in the target but {source['type']} in the export",
-                f"change the target column to {source['type']} (or a type that accepts its values)"))
-        array = source["type"].endswith("[]") or source.get("baseType", "").endswith("[]")
-        plan.columns.append(ColumnLoad(col.name, source["encoding"], col.name in user_cols, array))
-    for name, source in exported.items():
-        if target.column(name) is None:
-            plan.missing_in_target.append(name)
-            if not source.get("generated"):
-                problems.append(endpoint.error(
-                    f"column {where}.{name} ({source['type']}) is in the export but not in the target",
-                    f"add the column to {where} on the target (the import never drops data)"))
-    return plan
+                f"column {where}.{col.name} is {col.type} in the target but {source.type} in the export",
+                f"change the target column to {source.type} (or a type that accepts its values)"))
+        array = source.type.endswith("[]") or source.base_type.endswith("[]")
+        plan.columns.append(ColumnLoad(col.name, entry.encoding(col.name), col.name in entry.table.user_id_columns,
+                                       array))
 
 
-def _compatible(conn: psycopg.Connection, source: dict[str, Any], target_type: str) -> bool:
-    if source["type"] == target_type:
+def _compatible(conn: psycopg.Connection, source: Column, target_type: str) -> bool:
+    if source.type == target_type:
         return True
-    key = (source.get("baseType") or source["type"], target_type)
+    key = (source.base_type or source.type, target_type)
     row = conn.execute(COMPATIBLE_SQL, key).fetchone()
     return bool(row and row[0])
 
@@ -127,7 +130,7 @@ def _read_state(conn: psycopg.Connection) -> set[tuple[str, str, str, str]]:
     if not exists or not exists[0]:
         return set()
     rows = conn.execute("SELECT schema_name, table_name, snapshot, sha256 FROM _supamove.import_state")
-    return {tuple(r) for r in rows}  # type: ignore[misc]
+    return {tuple(r) for r in rows}
 
 
 def _group(plans: list[TablePlan]) -> list[list[TablePlan]]:

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from supamove.errors import DataFileError, SupamoveError
-from supamove.files import EXPORT_AGAIN, parse_row
+from supamove.files import export_again, parse_row, restore_or_export_again
 from supamove.importer.model import TablePlan
 
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -48,20 +48,19 @@ def check_files(plans: list[TablePlan], problems: list[SupamoveError], jobs: int
             problems.append(bad_line)
         elif rows != plan.rows:
             problems.append(DataFileError(f"{path} has {rows} rows, metadata.json says {plan.rows}",
-                                          fix=EXPORT_AGAIN))
+                                          fix=export_again(*plan.key)))
 
 
 def _file_present(plan: TablePlan, problems: list[SupamoveError]) -> bool:
     path, entry = plan.path, plan.entry
     if not path.exists():
-        problems.append(DataFileError(f"{path} not found (table {plan.qualified})",
-                                      fix="run `supamove export` again to write it"))
+        problems.append(DataFileError(f"{path} not found (table {plan.qualified})", fix=export_again(*plan.key)))
         return False
     size = path.stat().st_size
-    if size < int(entry.get("bytes") or 0):
+    if size < (entry.bytes or 0):
         problems.append(DataFileError(
-            f"{path} is truncated: {size} of {entry['bytes']} bytes (table {plan.qualified})",
-            fix=EXPORT_AGAIN))
+            f"{path} is truncated: {size} of {entry.bytes} bytes (table {plan.qualified})",
+            fix=export_again(*plan.key)))
         return False
     return True
 
@@ -103,7 +102,7 @@ def _combine(plan: TablePlan, ranges: list[RangeScan]) -> tuple[int, DataFileErr
     for part in ranges:
         if bad_line is None and part.bad_index is not None:
             try:
-                parse_row(part.bad_line, plan.path, rows + part.bad_index + 1)
+                parse_row(part.bad_line, plan.path, rows + part.bad_index + 1, restore_or_export_again(*plan.key))
             except DataFileError as exc:
                 bad_line = exc
         for name, ids in part.user_ids.items():
@@ -181,8 +180,8 @@ def line_blocks(path: Path, digest: Any = None) -> Iterator[list[bytes]]:
 
 def mismatch(plan: TablePlan, sha: str) -> DataFileError | None:
     """The error for a file whose SHA-256 is not the one metadata.json records, or None."""
-    if sha == plan.entry.get("sha256"):
+    if sha == plan.entry.sha256:
         return None
     return DataFileError(
-        f"{plan.path} does not match metadata.json: SHA-256 {sha[:12]}… instead of {str(plan.entry.get('sha256'))[:12]}…",
-        fix=f"the file was changed or damaged: {EXPORT_AGAIN}")
+        f"{plan.path} does not match metadata.json: SHA-256 {sha[:12]}… instead of {str(plan.entry.sha256)[:12]}…",
+        fix=f"the file was changed or damaged: {export_again(*plan.key)}")

@@ -38,7 +38,7 @@ def plan_jobs(plan: ImportPlan) -> list[Job]:
         refs -= {t.key for t in group}
         enforced = not plan.options.disable_fk
         after = {where[r] for r in refs if r in where} if enforced else set()
-        jobs.append(Job(group, after, refs if enforced else set(), sum(int(t.entry.get("bytes") or 0) for t in group)))
+        jobs.append(Job(group, after, refs if enforced else set(), sum(t.entry.bytes or 0 for t in group)))
     for i in reversed(range(len(jobs))):  # groups come parents first: children's weights are final
         waiting = [j.weight for j in jobs if i in j.after]
         jobs[i].weight += max(waiting, default=0)

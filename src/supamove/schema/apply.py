@@ -51,7 +51,7 @@ def apply_schema(target: Endpoint, datadir: DataDir, tables: list[str], extensio
         except psycopg.Error as exc:
             raise target.error(f"the target refused {datadir.schema_sql.name}: {first_line(exc)}; nothing was applied",
                                f"correct the statement in {datadir.schema_sql} (or its cause on the source), "
-                               "then run `supamove schema --apply` again") from None
+                               "then run `supamove schema --apply` again") from exc
     log.info("applied %s to the target: %d tables", datadir.schema_sql, len(tables))
     return ApplyResult(len(tables), time.monotonic() - started)
 

@@ -10,7 +10,7 @@ import orjson
 
 from supamove.clock import iso, parse_iso
 from supamove.errors import DataFileError
-from supamove.files import read_rows
+from supamove.files import export_again, read_rows, restore_or_export_again
 from supamove.metadata import Metadata
 from supamove.paths import DataDir
 
@@ -96,11 +96,11 @@ def load_auth_export(datadir: DataDir) -> list[SupabaseUser]:
             raise DataFileError(f"{path} not found (the auth users are read from the export)",
                                 fix="run `supamove export` first")
     users = {}
-    for row in read_rows(users_file):
+    for row in read_rows(users_file, fix=restore_or_export_again("auth", "users")):
         user = SupabaseUser.from_row(row)
         users[user.id] = user
     identities = 0
-    for row in read_rows(identities_file):
+    for row in read_rows(identities_file, fix=restore_or_export_again("auth", "identities")):
         identities += 1
         owner = users.get(str(row.get("user_id")))
         if owner is not None:
@@ -129,11 +129,11 @@ def _check_counts(datadir: DataDir, counts: dict[str, int]) -> None:
     if not datadir.metadata.exists():
         return
     meta = Metadata.load(datadir, require_complete=False)
-    for entry in meta.auth_tables:
-        expected, name = entry.get("rowCount"), entry.get("name")
-        if name in counts and not entry.get("complete"):  # a kill midway: the files are of two snapshots
+    for entry in meta.auth:
+        expected, name = entry.row_count, entry.name
+        if name in counts and not entry.complete:  # a kill midway: the files are of two snapshots
             raise DataFileError(f"auth.{name} was not exported completely",
                                 fix="run `supamove export --auth-only` again")
         if name in counts and expected is not None and expected != counts[name]:
             raise DataFileError(f"auth.{name}: metadata.json records {expected} rows, the file holds {counts[name]}",
-                                fix="run `supamove export` again")
+                                fix=export_again("auth", name))

@@ -151,16 +151,20 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return self.count(FAIL) == 0 and not self.failed_sequences
+        return bool(self.tables) and self.count(FAIL) == 0 and not self.failed_sequences
 
     @property
     def failed_sequences(self) -> list[SequenceCheck]:
         return [s for s in self.sequences if s.status == FAIL]
 
     def failure(self) -> VerificationFailed | None:
-        """The error verify ends with when a table fails, else None."""
+        """The error verify ends with when a table fails or none was compared, else None."""
         if self.ok:
             return None
+        if not self.tables:  # nothing compared proves nothing
+            return VerificationFailed(f"no table was compared ({self.tables_from} lists none): nothing was verified",
+                                      fix="export the application's tables (`supamove export --dry-run` shows "
+                                          "which; check --schema and --tables), import them, then verify")
         failed = [t for t in self.tables if t.status == FAIL]
         if not failed:
             first = self.failed_sequences[0]

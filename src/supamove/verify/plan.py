@@ -9,7 +9,7 @@ from supamove import catalog
 from supamove.catalog import Column, Table
 from supamove.db import Endpoint, connect
 from supamove.errors import ConfigError
-from supamove.metadata import Metadata, table_from_dict
+from supamove.metadata import Metadata, TableEntry
 from supamove.paths import DataDir
 from supamove.verify.checksum import Relation
 from supamove.verify.model import TableCheck, VerifyOptions
@@ -90,10 +90,10 @@ def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: V
     meta = Metadata.load(datadir) if datadir.metadata.exists() else None
     with connect(source, autocommit=True) as conn:
         if meta is not None:
-            tables, origin = [table_from_dict(e) for e in meta.tables], "metadata.json"
+            tables, origin = [e.table for e in meta.tables], "metadata.json"
         else:
             tables, origin = catalog.read_tables(conn, ["public"]), "source catalog"
-        exported = sorted(set(meta.data.get("schemas", []) if meta else []) | {t.schema for t in tables})
+        exported = sorted(set(meta.schemas if meta else []) | {t.schema for t in tables})
         everything = catalog.read_relations(conn, exported)
         kept = kept_columns(tables, options.keep_supabase_ids)
         tables = [t for t in tables if catalog.selected(t, options.tables)]
@@ -107,18 +107,18 @@ def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: V
     plan = VerifyPlan([TableComparison(t, ours.get(t.key), theirs.get(t.key), has_mapping) for t in tables], origin,
                       kept=kept)
     if meta is not None:
-        recorded = meta.data.get("options", {})
+        recorded = meta.options or {}
         plan.left_out = left_out(everything, meta.tables, recorded, options.tables)
         used = {(s.schema, s.name) for t in everything for s in t.sequences + t.default_sequences}
-        plan.sequences = sorted({(s["schema"], s["name"]) for s in meta.data.get("sequences", [])} - used)
+        plan.sequences = sorted({s.key for s in meta.sequences} - used)
         plan.kept |= {catalog.parse_column_ref(r, "--not-user-id-column") for r in recorded.get("notUserIdColumns", [])}
     return plan
 
 
-def left_out(source: list[Table], entries: list[dict[str, Any]], recorded: dict[str, Any],
+def left_out(source: list[Table], entries: list[TableEntry], recorded: dict[str, Any],
              patterns: list[str]) -> list[TableCheck]:
     """The source tables of the exported schemas the export does not hold: a failure, unless excluded on purpose."""
-    exported = {(e["schema"], e["name"]) for e in entries}
+    exported = {e.key for e in entries}
     include, exclude = recorded.get("tables", []), recorded.get("excludeTables", [])
     checks = []
     for table in source:
