@@ -42,6 +42,15 @@ def step(func: F) -> F:
     return cast(F, wrapper)
 
 
+def _web_url(value: str | None) -> str | None:
+    """An http(s) URL with a host, else a usage error naming what is wrong."""
+    from supamove.config import web_url_problem
+
+    if value is not None and (problem := web_url_problem(value)) is not None:
+        raise click.BadParameter(problem)
+    return value
+
+
 dry_run_option = click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")
 RUNBOOK_ORDER = ["test-connections", "schema", "export", "migrate-users", "import", "verify", "send-password-resets",
                  "map-users", "purge-mapping", "demo"]
@@ -101,7 +110,7 @@ def test_connections(ctx: Context) -> None:
               help="A column holding Supabase user ids that no foreign key shows (repeatable).")
 @click.option("--not-user-id-column", "not_user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN",
               help="A column whose values look like user ids but are not: never remapped (repeatable).")
-@click.option("--jobs", default=2, show_default=True, help="Tables read in parallel.")
+@click.option("--jobs", default=2, show_default=True, type=click.IntRange(1, 64), help="Tables read in parallel.")
 @click.option("--force", is_flag=True, help="Export every table again, even those a previous run finished.")
 @dry_run_option
 @step
@@ -154,8 +163,9 @@ def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmappe
     from supamove.importer import ImportOptions, plan_import, run_import
 
     options = ImportOptions(disable_fk, truncate_first, unmapped_users)
+    target = ctx.checked_target()
     if dry_run:
-        plan = plan_import(ctx.target, ctx.datadir, options)
+        plan = plan_import(target, ctx.datadir, options)
         render.show_import_plan(plan)
         if (failure := plan.failure(dry_run=True)) is not None:
             raise failure
@@ -165,10 +175,11 @@ def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmappe
         if not sys.stdin.isatty():
             raise SupamoveError("--truncate-first empties the planned target tables and needs a confirmation",
                                 fix="run it in a terminal to answer the question, or add --yes")
-        click.confirm(f"Empty every planned table in the target ({ctx.target.redacted}) before loading?",
-                      abort=True)
+        if not click.confirm(f"Empty every planned table in the target ({target.redacted}) before loading?"):
+            raise SupamoveError("nothing truncated, nothing loaded: the answer was no",
+                                fix="answer yes to empty the tables, or run `supamove import` without --truncate-first")
     with RichProgress("rows").shown() as progress:
-        result = run_import(ctx.target, ctx.datadir, options, progress)
+        result = run_import(target, ctx.datadir, options, progress)
     render.show_import_result(result, ctx.target.redacted)
 
 
@@ -177,7 +188,7 @@ def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmappe
               help="Compare row counts only (quick; before import it lists the empty target tables).")
 @click.option("--max-diffs", default=10, show_default=True, metavar="N",
               help="Differing rows reported per table.")
-@click.option("--jobs", default=2, show_default=True, help="Tables compared in parallel.")
+@click.option("--jobs", default=2, show_default=True, type=click.IntRange(1, 64), help="Tables compared in parallel.")
 @click.option("--tables", "tables", multiple=True, metavar="PATTERN",
               help="Only these tables (name or schema.name, shell patterns; repeatable).")
 @step
@@ -195,7 +206,7 @@ def verify_command(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int,
     options = VerifyOptions(skip_checksum, max_diffs, jobs, list(tables))
     progress = RichProgress("tables")
     with progress.shown():
-        report = run_verify(ctx.source, ctx.target, ctx.datadir, options, progress)
+        report = run_verify(ctx.source, ctx.checked_target(), ctx.datadir, options, progress)
     if report.tables_from != "metadata.json":
         say("No metadata.json: compared the public tables of the source catalog (run `supamove export` first "
             "to verify what was exported).")
@@ -259,7 +270,7 @@ def map_users_command(ctx: Context, dry_run: bool) -> None:
 
 
 @main.command("send-password-resets")
-@click.option("--callback-url", default=None, metavar="URL",
+@click.option("--callback-url", default=None, metavar="URL", callback=lambda c, p, v: _web_url(v),
               help="Your app's password-reset page; Stack Auth appends ?code=... to it.")
 @dry_run_option
 @step
@@ -377,5 +388,5 @@ def schema_command(ctx: Context, schemas: tuple[str, ...], tables: tuple[str, ..
         raise ConfigError("--apply and --dry-run exclude each other", fix="give one of them")
     options = SchemaOptions(list(schemas) or ["public"], list(tables), list(exclude_tables), not no_auth_shim,
                             keep_roles)
-    result = run_schema(ctx.source, ctx.target if apply_schema else None, ctx.datadir, options, dry_run)
+    result = run_schema(ctx.source, ctx.checked_target() if apply_schema else None, ctx.datadir, options, dry_run)
     render.show_schema_result(result, ctx.datadir, ctx.target.redacted if apply_schema else "")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from supamove import __version__
-from supamove.config import Settings, load_settings
-from supamove.db import Endpoint
+from supamove import __version__, interrupt
+from supamove.config import Settings, load_settings, misspelled_settings
+from supamove.db import TRANSACTION_POOLER_WARNING, Endpoint
+from supamove.files import check_can_create, lock_data_dir, writable_error
 from supamove.log import get_logger, setup_logging
 from supamove.paths import DataDir
 
@@ -18,6 +20,8 @@ if TYPE_CHECKING:
     from supamove.users.client import StackAuthClient
 
 log = get_logger("cli")
+# Commands that never touch the data directory: they neither take its lock nor need it writable.
+NO_DATA_DIR = {"test-connections"}
 
 
 class Context:
@@ -26,24 +30,58 @@ class Context:
     def __init__(self, data_dir: Path | None, command: str | None, verbose: bool) -> None:
         self.settings: Settings = load_settings(data_dir)
         self.datadir = DataDir(self.settings.MIGRATION_DATA_DIR).check_exists()
-        setup_logging(self.settings.LOG_FILE_PATH, verbose=verbose)
+        self._open_log(verbose)
+        for warning in misspelled_settings(Path(".env")):
+            log.warning("%s", warning)
         log.debug("STEP %s: started (supamove %s, data dir %s)", command, __version__, self.datadir.root)
 
     @classmethod
     @contextmanager
     def opened(cls, data_dir: Path | None, command: str | None, verbose: bool) -> Iterator[Context]:
-        """The context of one command; its duration is logged when it finishes without an error."""
+        """The context of one command, the data directory locked; its duration is logged when it succeeds."""
         started = time.monotonic()
-        yield cls(data_dir, command, verbose)
+        ctx = cls(data_dir, command, verbose)
+        lock = None if command in NO_DATA_DIR else ctx._lock(command or "")
+        try:
+            with interrupt.handled():
+                yield ctx
+        finally:
+            if lock is not None:
+                os.close(lock)
         log.debug("STEP %s: finished in %.1fs", command, time.monotonic() - started)
+
+    def _open_log(self, verbose: bool) -> None:
+        """The log file, opened before any work: one that cannot be written stops the command now."""
+        path = self.settings.LOG_FILE_PATH
+        try:
+            setup_logging(path, verbose=verbose)
+        except OSError as exc:
+            raise writable_error(path, "log file", "LOG_FILE_PATH", exc) from None
+
+    def _lock(self, command: str) -> int | None:
+        """Hold the data directory's lock (so it is writable); a directory not made yet needs only to be makeable."""
+        if not self.datadir.root.exists():
+            check_can_create(self.datadir.root, "data directory", "MIGRATION_DATA_DIR or --data-dir")
+            return None
+        return lock_data_dir(self.datadir.lock, command)
 
     @property
     def source(self) -> Endpoint:
-        return Endpoint(self.settings.source_url, "source")
+        endpoint = Endpoint(self.settings.source_url, "source")
+        if endpoint.transaction_pooler:
+            log.warning("SUPABASE_DB_URL: %s", TRANSACTION_POOLER_WARNING)
+        return endpoint
 
     @property
     def target(self) -> Endpoint:
         return Endpoint(self.settings.target_url, "target")
+
+    def checked_target(self) -> Endpoint:
+        """The target, refused (before anything is written) when it is the source or a Supabase project."""
+        from supamove.guard import check_target
+
+        source = self.settings.SUPABASE_DB_URL
+        return check_target(self.target, Endpoint(source, "source") if source else None)
 
     def stack_auth(self, concurrency: int = 8) -> StackAuthClient:
         """A client of the Stack Auth project the settings name."""
