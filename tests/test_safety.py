@@ -306,3 +306,95 @@ def test_demo_refuses_a_directory_that_is_not_empty(tmp_path: Path) -> None:
     assert (tmp_path / ".env").read_text() == "DATABASE_URL=postgresql://real@prod/app\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".env", "migration-data"]
     assert not any((tmp_path / "migration-data").iterdir())
+
+
+# --- Ctrl-C -------------------------------------------------------------------------------------------
+
+
+def interrupt_and_wait(process: subprocess.Popen[str]) -> tuple[float, str]:
+    """Send one SIGINT; the seconds until the process ended (it must end) and its output."""
+    import signal
+    import time
+
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    try:
+        output, _ = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return time.monotonic() - started, output
+
+
+def test_ctrl_c_during_export_cancels_the_copy_and_the_rerun_resumes(cli, dbs, data_dir: Path) -> None:
+    from test_faults import BIG_FILE, BIG_ROWS, make_big_table, wait_until
+
+    make_big_table(dbs)
+    process = cli.process("export", *EDGE)
+    partial = data_dir / (BIG_FILE + ".partial")
+    wait_until(lambda: partial.exists() and partial.stat().st_size > 1_000_000, "the big table's file", process)
+    busy = cli("verify", "--skip-checksum")  # meanwhile, a second command on the same data directory
+    assert busy.exit_code == 1
+    assert error_line(busy.output).startswith(f"Error: the data directory {data_dir} is in use by `supamove export` "
+                                              f"(process {process.pid}) (fix: ")
+    seconds, output = interrupt_and_wait(process)
+    assert process.returncode == 130, output
+    assert seconds < 5, (seconds, output)
+    assert "Interrupted: stopping…" in output and "Run the same command again to resume." in output
+    assert "Traceback" not in output and "unexpected" not in output
+    with dbs.source() as conn:
+        wait_until(lambda: not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                            "'supamove' AND state = 'active'").fetchone()[0], "no COPY left", timeout=5)
+    assert not (data_dir / BIG_FILE).exists()
+    result = cli("export", *EDGE)
+    assert result.exit_code == 0, result.output
+    assert "exported by a previous run" in flat(result.output)
+    from conftest import entries
+
+    assert entries(data_dir)["public.fault_big"]["rowCount"] == BIG_ROWS
+
+
+def test_ctrl_c_during_import_rolls_the_table_back_and_the_rerun_resumes(cli, dbs, data_dir: Path) -> None:
+    from conftest import assert_verify_passes, import_state, metadata, wait_for_copy_into
+    from test_faults import make_big_table, wait_until
+
+    make_big_table(dbs)
+    assert cli("export", *EDGE).exit_code == 0
+    write_mapping(dbs, data_dir)
+    process = cli.process("import")
+    wait_for_copy_into(dbs, "fault_big", process)
+    seconds, output = interrupt_and_wait(process)
+    assert process.returncode == 130, output
+    assert seconds < 5, (seconds, output)
+    assert "Interrupted: stopping…" in output
+    with dbs.target() as conn:
+        wait_until(lambda: not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%%fault_big%%'"
+                                            " AND pid <> pg_backend_pid()").fetchone()[0], "the rollback", timeout=5)
+        assert conn.execute("SELECT count(*) FROM public.fault_big").fetchone()[0] == 0
+    result = cli("import")
+    assert result.exit_code == 0, result.output
+    assert len(import_state(dbs)) == len(metadata(data_dir)["tables"])
+    assert_verify_passes(cli)
+
+
+def test_ctrl_c_during_migrate_users_against_a_hung_stack_auth(cli, dbs, exported: Path,
+                                                               stack_auth: StackAuthSandbox) -> None:
+    import time
+
+    from test_faults import assert_users_once, wait_until
+
+    hang = 8.0
+    stack_auth.delay_next(10_000, hang, match="POST /api/v1/users")
+    process = cli.process("migrate-users", "--concurrency", "4")
+    wait_until(lambda: bool(stack_auth._faults) and stack_auth._faults[0].times <= 10_000 - 4,
+               "four creates hanging", process)
+    sent = time.monotonic()
+    seconds, output = interrupt_and_wait(process)
+    assert process.returncode == 130, output
+    assert seconds < 5, (seconds, output)
+    assert "Interrupted: stopping…" in output and "Run the same command again to resume." in output
+    stack_auth.clear_faults()
+    time.sleep(max(0.0, hang + 0.5 - (time.monotonic() - sent)))  # the hung creates land now, as they would
+    result = cli("migrate-users")
+    assert result.exit_code == 0, result.output
+    assert_users_once(stack_auth, exported)

@@ -36,7 +36,7 @@ def step(func: F) -> F:
     @functools.wraps(func)
     def wrapper(data_dir: Path | None, **kwargs: Any) -> Any:
         command = click.get_current_context().info_name
-        with render.failures_shown(), Context.opened(data_dir, command, _verbose()) as ctx:
+        with render.failures_shown(), Context.opened(data_dir, command, _verbose(), kwargs.get("dry_run", False)) as ctx:
             return func(ctx, **kwargs)
 
     return cast(F, wrapper)
@@ -86,7 +86,8 @@ def test_connections(ctx: Context) -> None:
 
     Prints for each: reachable, server version, TLS, round-trip latency, and what
     would break a later step (the 6543 pooler port, missing privileges).
-    Exits non-zero unless every configured endpoint is usable.
+    An unset endpoint fails; so does a target that is the source or a Supabase
+    project. Exits 0 only when all three are usable, else 1.
 
     Example: supamove test-connections
     """

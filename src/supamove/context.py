@@ -37,11 +37,12 @@ class Context:
 
     @classmethod
     @contextmanager
-    def opened(cls, data_dir: Path | None, command: str | None, verbose: bool) -> Iterator[Context]:
+    def opened(cls, data_dir: Path | None, command: str | None, verbose: bool,
+               dry_run: bool = False) -> Iterator[Context]:
         """The context of one command, the data directory locked; its duration is logged when it succeeds."""
         started = time.monotonic()
         ctx = cls(data_dir, command, verbose)
-        lock = None if command in NO_DATA_DIR else ctx._lock(command or "")
+        lock = None if command in NO_DATA_DIR else ctx._lock(command or "", dry_run)
         try:
             with interrupt.handled():
                 yield ctx
@@ -58,11 +59,17 @@ class Context:
         except OSError as exc:
             raise writable_error(path, "log file", "LOG_FILE_PATH", exc) from None
 
-    def _lock(self, command: str) -> int | None:
-        """Hold the data directory's lock (so it is writable); a directory not made yet needs only to be makeable."""
-        if not self.datadir.root.exists():
-            check_can_create(self.datadir.root, "data directory", "MIGRATION_DATA_DIR or --data-dir")
-            return None
+    def _lock(self, command: str, dry_run: bool) -> int | None:
+        """Hold the data directory's lock, made writable first; a dry run makes none (it only must be makeable)."""
+        root = self.datadir.root
+        if not root.exists():
+            if dry_run:
+                check_can_create(root, "data directory", "MIGRATION_DATA_DIR or --data-dir")
+                return None
+            try:
+                root.mkdir(mode=0o700, parents=True)
+            except OSError as exc:
+                raise writable_error(root, "data directory", "MIGRATION_DATA_DIR or --data-dir", exc) from None
         return lock_data_dir(self.datadir.lock, command)
 
     @property

@@ -84,6 +84,7 @@ def redact_url(url: str) -> str:
 
 def connect(endpoint: Endpoint, autocommit: bool = False) -> psycopg.Connection:
     """Open a connection with canonical output settings and no server-side timeouts."""
+    interrupt.check()  # after Ctrl-C, queued work opens nothing new
     password = urlsplit(endpoint.url).password
     add_secret(password)
     add_secret(unquote(password or ""))  # libpq decodes it: its messages could hold either form
