@@ -32,6 +32,7 @@ from supamove.sandbox.stackauth import StackAuthSandbox
 
 PROJECT, SECRET = "bench-project", "bench-secret-key-0123456789"
 VALUE_CHECK = "export's user-id value check"
+VERIFY_IDS = "verify's count of Supabase ids left"
 
 
 @dataclass
@@ -149,6 +150,7 @@ def benchmark(args: argparse.Namespace, work: Path, source: PostgresServer, targ
     m = {n: Measure(n, rows=rows, megabytes=mb) for n in names}
     m["supamove migrate-users"].rows = args.users + fixtures.seed_sizes(args.rows).users
     m[VALUE_CHECK] = Measure(VALUE_CHECK, rows=rows, megabytes=mb)
+    m[VERIFY_IDS] = Measure(VERIFY_IDS, rows=rows, megabytes=mb)
 
     dump = work / "dump"
     for i in range(args.runs):
@@ -172,6 +174,9 @@ def benchmark(args: argparse.Namespace, work: Path, source: PostgresServer, targ
             run([*supamove, "migrate-users", "--concurrency", "8"], env)
         timed(m["supamove import --disable-fk"], lambda: run([*supamove, "import", "--disable-fk"], env))
         timed(m["supamove verify"], lambda: run([*supamove, "verify", "--jobs", str(args.jobs)], env))
+        # the count's own time, all tables together, as the report recorded it
+        m[VERIFY_IDS].seconds.append(orjson.loads((data / "verification-report.json").read_bytes())
+                                     ["summary"]["supabaseUserIdSeconds"])
         truncate(tgt, tables)
         timed(m["supamove import (default)"], lambda: run([*supamove, "import"], env))
     for _ in range(args.runs):
@@ -217,7 +222,7 @@ def report(args: argparse.Namespace, m: dict[str, Measure]) -> None:
           f"PostgreSQL {_pg_version()}; rows in public: {m['supamove export'].rows:,}, "
           f"table data {m['supamove export'].megabytes:,.0f} MB; median of {args.runs} runs")
     print(f"{'step':34} {'seconds':>8} {'rows/s':>12} {'MB/s':>8} {'peak RSS MB':>12}")
-    for measure in (x for x in m.values() if x.name != VALUE_CHECK):
+    for measure in (x for x in m.values() if x.name not in (VALUE_CHECK, VERIFY_IDS)):
         rate = measure.rows / measure.median
         print(f"{measure.name:34} {measure.median:8.2f} {rate:12,.0f} {measure.megabytes / measure.median:8.1f} "
               f"{measure.peak_rss:12.0f}")
@@ -234,6 +239,9 @@ def report(args: argparse.Namespace, m: dict[str, Measure]) -> None:
     check = m[VALUE_CHECK].median
     print(f"user-id value check: {check:.2f}s, {check / m['supamove export'].median:.0%} of the export's time "
           "(in parallel with the copies)   (target < 10%)")
+    ids = m[VERIFY_IDS].median
+    print(f"verify's count of Supabase user ids left: {ids:.2f}s, {ids / verify:.0%} of verify's time "
+          "(table by table, beside the checksums)")
     print(f"peak RSS, the largest of the commands: {max(x.peak_rss for k, x in m.items() if k.startswith('supamove')):.0f} MB"
           "   (target < 200)")
     users = m["supamove migrate-users"]

@@ -50,7 +50,13 @@ def test_export_writes_every_table_and_metadata(cli, dbs, data_dir: Path) -> Non
     assert {(t["schema"], t["name"]) for t in meta["auth"]} == {("auth", "users"), ("auth", "identities"),
                                                                 ("auth", "mfa_factors")}
     factors = lines(data_dir / "auth" / "auth.mfa_factors.jsonl")
-    assert [(f["factor_type"], f["status"], f["secret"]) for f in factors] == [("totp", "verified", "JBSWY3DPEHPK3PXP")]
+    assert sorted((f["friendly_name"], f["factor_type"], f["status"]) for f in factors) == [
+        ("Alice's phone", "totp", "verified"), ("enzo totp_encrypted", "totp", "verified"),
+        ("pete phone", "phone", "verified"), ("pete webauthn", "webauthn", "verified"),
+        ("tina totp", "totp", "verified"), ("tina totp_unverified", "totp", "unverified"),
+        ("una totp_unverified", "totp", "unverified")]
+    assert {f["secret"] for f in factors if f["friendly_name"] in ("Alice's phone", "tina totp")} == {
+        "JBSWY3DPEHPK3PXP", "KRUW4YJAKRXXI4BAKNSWG4TFOQ"}
     assert {"user_id", "friendly_name", "phone", "web_authn_credential", "last_challenged_at"} <= set(factors[0])
     with dbs.source() as conn:
         for entry in meta["tables"] + meta["auth"]:

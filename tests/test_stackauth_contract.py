@@ -23,6 +23,7 @@ import httpx
 import orjson
 
 from supamove.paths import DataDir
+from supamove.sandbox import fixtures
 from supamove.sandbox.stackauth import SandboxConfig, StackAuthSandbox
 from supamove.users.client import RetryPolicy, StackAuthClient
 from supamove.users.mapusers import map_users
@@ -128,8 +129,13 @@ def test_every_request_supamove_sends_passes_stack_auths_schema(exported: Path) 
     assert len(creates) == planned  # one create per Supabase user, every kind of user the fixture holds
     for field in ("password_hash", "oauth_providers", "is_anonymous", "restricted_by_admin", "display_name"):
         assert any(field in body for body in creates), field
+    names = {body.get("display_name") for body in creates}
+    assert fixtures.LONG_NAME[:256] in names and "A" + "\U0001F9CA" * 127 in names  # cut to the limit
+    updates = [r.body for r, name in judged if name == "users.update"]
+    assert sorted(updates, key=lambda b: b["totp_secret_base64"]) == [  # alice's and tina's verified TOTP
+        {"totp_secret_base64": "SGVsbG8h3q2+7w=="}, {"totp_secret_base64": "VGluYSBUb3RwIFNlY3JldA=="}]
     kinds = {name for _, name in judged}
-    assert {"users.create", "users.list.query", "send-reset-code"} <= kinds, kinds
+    assert {"users.create", "users.update", "users.list.query", "send-reset-code"} <= kinds, kinds
     assert any("query" in r.query for r, name in judged if name == "users.list.query")
 
     refused = controls(creates[0])

@@ -25,11 +25,11 @@ from supamove.errors import DataFileError, StackAuthError, SupamoveError
 from supamove.paths import DataDir
 from supamove.sandbox.stackauth import SandboxConfig, StackAuthSandbox
 from supamove.usermap import UserMapping
-from supamove.users.client import RetryPolicy, StackAuthClient
+from supamove.users.client import Rejected, RetryPolicy, StackAuthClient
 from supamove.users.journal import PendingJournal
 from supamove.users.mapusers import map_users
 from supamove.users.migrate import MigrateOptions, MigrationResult, UserOutcome, migrate_users
-from supamove.users.plan import importable_hash, plan_users
+from supamove.users.plan import cut_utf16, importable_hash, plan_users, totp_base64
 from supamove.users.resets import ResetResult, purge_mapping, send_password_resets
 from supamove.users.source import load_auth_export
 
@@ -112,9 +112,12 @@ def uid(name: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_DNS, name))
 
 
-def write_export(root: Path, users: list[dict[str, Any]], identities: list[dict[str, Any]]) -> DataDir:
+def write_export(root: Path, users: list[dict[str, Any]], identities: list[dict[str, Any]],
+                 factors: list[dict[str, Any]] | None = None) -> DataDir:
     datadir = DataDir(root).ensure()
-    for table, rows in (("users", users), ("identities", identities)):
+    for table, rows in (("users", users), ("identities", identities), ("mfa_factors", factors)):
+        if rows is None:
+            continue
         with open(datadir.table_file("auth", table), "wb") as handle:
             for row in rows:
                 handle.write(orjson.dumps(row) + b"\n")
@@ -727,3 +730,155 @@ def test_failed_users_and_e_mails_end_the_run_in_one_stack_auth_error(tmp_path: 
     assert ResetResult(sent=["sb-1"]).failure() is None
     assert str(ResetResult(failed=[("sb-1", "bounced"), ("sb-2", "bounced")]).failure()) == (
         "2 reset e-mails failed (fix: correct the cause, then rerun)")
+
+
+
+# --- one odd user never stops a migration -------------------------------------------------------
+
+
+def two_users(tmp_path: Path, factors: list[dict[str, Any]] | None = None) -> DataDir:
+    users, identities = edge_users()
+    keep = {uid("alice"), uid("judy")}
+    return write_export(tmp_path / "two", [u for u in users if u["id"] in keep],
+                        [i for i in identities if i["user_id"] in keep], factors)
+
+
+def test_a_persistent_500_fails_that_user_only(stack: StackAuthSandbox, tmp_path: Path) -> None:
+    datadir = two_users(tmp_path)
+    stack.fail_next(3, 500, match="POST /api/v1/users")  # the oldest user's three creates, each looked up
+    with StackAuthClient(stack.url, PROJECT, SECRET, concurrency=1, retry=FAST) as one:
+        result = migrate_users(one, datadir, MigrateOptions(concurrency=1))
+    got = outcomes(result)
+    alice = got[uid("alice")]
+    assert (alice.status, alice.reason) == ("failed", "Stack Auth answered 500 to its create and holds no such "
+                                                      "user: Internal Server Error")
+    assert alice.fix == ("look the request id up in Stack Auth's server log; correct the cause, then run the same "
+                         "command again (only the failed users are retried)")
+    assert got[uid("judy")].status == "migrated" and stack.create_count() == 1
+    assert str(result.failure()).startswith("1 users failed")
+    report = orjson.loads(datadir.users_report.read_bytes())
+    assert report["summary"]["failed"] == 1 and report["users"][0]["fix"] == alice.fix
+    with StackAuthClient(stack.url, PROJECT, SECRET, retry=FAST) as c:
+        again = migrate_users(c, datadir)
+    assert not again.failed and again.created == 1 and stack.create_count() == 2  # only alice, now
+
+
+def test_a_provider_not_enabled_fails_its_users_and_the_rest_go_on(client: StackAuthClient, datadir: DataDir) -> None:
+    with StackAuthSandbox(PROJECT, SECRET, config=SandboxConfig(oauth_providers=("google",))) as stack, \
+            StackAuthClient(stack.url, PROJECT, SECRET, retry=FAST) as c:
+        result = migrate_users(c, datadir)
+        judy = outcomes(result)[uid("judy")]
+        assert (judy.status, judy.reason) == ("failed", "Stack Auth: OAuth provider github not found (the provider "
+                                                        "is not enabled in the project)")
+        assert judy.fix == ("enable the github OAuth provider in the Stack Auth dashboard (Auth Methods), then run "
+                            "the same command again")
+        assert [o.supabase_user_id for o in result.failed] == [uid("judy")] and result.created == 16
+        stack.config.oauth_providers = ("google", "github")
+        again = migrate_users(c, datadir)
+        assert not again.failed and again.created == 1 and stack.create_count() == 17
+
+
+def test_schema_errors_on_one_user_are_that_users_and_a_missing_endpoint_stops_at_once(
+        stack: StackAuthSandbox, client: StackAuthClient, datadir: DataDir) -> None:
+    with pytest.raises(Rejected) as refused:
+        client.create_user({"display_name": "x" * 257})
+    assert refused.value.code == "SCHEMA_ERROR" and "display_name must be at most 256" in refused.value.message
+    with StackAuthClient(stack.url + "/v0", PROJECT, SECRET, retry=FAST) as wrong, \
+            pytest.raises(StackAuthError) as caught:
+        migrate_users(wrong, datadir)
+    assert str(caught.value).startswith("Stack Auth has no GET /v0/api/v1/users (404): 404 — this page does not")
+    assert caught.value.fix == "check STACK_AUTH_API_URL points at Stack Auth's API (without /api/v1)"
+    assert stack.create_count() == 0
+
+
+def test_display_names_are_cut_at_256_utf16_units_between_characters(tmp_path: Path) -> None:
+    assert cut_utf16("a" * 300, 256) == "a" * 256
+    assert cut_utf16("A" + "\U0001F9CA" * 200, 256) == "A" + "\U0001F9CA" * 127  # 255 units: no half emoji
+    assert cut_utf16("\U0001F9CA" * 200, 256) == "\U0001F9CA" * 128
+    assert cut_utf16("Zoë", 256) == "Zoë"
+    users, identities = edge_users()
+    users[0]["raw_user_meta_data"] = {"full_name": "B" + "\U0001F600" * 200}
+    plan = {p.user.id: p for p in plan_users(load_auth_export(write_export(tmp_path, users, identities)), set())}
+    alice = plan[uid("alice")]
+    assert alice.body["display_name"] == "B" + "\U0001F600" * 127
+    assert alice.body["server_metadata"]["supabase_display_name"] == "B" + "\U0001F600" * 200
+    assert ("name longer than 256 UTF-16 units: display_name cut, the whole name kept in "
+            "server_metadata.supabase_display_name") in alice.notes
+
+
+def test_totp_secrets_are_base32_decoded_then_base64_encoded() -> None:
+    assert totp_base64("JBSWY3DPEHPK3PXP") == ("SGVsbG8h3q2+7w==", None)  # b"Hello!\xde\xad\xbe\xef"
+    assert totp_base64("jbswy3dpehpk3pxp ") == ("SGVsbG8h3q2+7w==", None)
+    assert totp_base64('{"key_id":"k","alg":"aes-gcm-hkdf","nonce":"bg==","data":"ZA=="}') == (None, (
+        "TOTP secret stored encrypted by Supabase Auth (a JSON envelope, not the base32 text): supamove cannot "
+        "read it"))
+    assert totp_base64("not base32!") == (None, "TOTP secret is not base32 text")
+
+
+def factor(user: str, kind: str, status: str = "verified", secret: str | None = "JBSWY3DPEHPK3PXP") -> dict[str, Any]:
+    return {"id": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{user}-{kind}-{status}")), "user_id": uid(user),
+            "friendly_name": kind, "factor_type": kind, "status": status, "created_at": ts(3), "updated_at": ts(3),
+            "secret": secret if kind == "totp" else None, "phone": "15550001234" if kind == "phone" else None}
+
+
+def test_a_totp_secret_whose_update_was_cut_off_is_set_by_the_rerun(stack: StackAuthSandbox, tmp_path: Path) -> None:
+    datadir = two_users(tmp_path, [factor("alice", "totp"), factor("judy", "totp", "unverified")])
+    stack.fail_next(8, 503, match="PATCH /api/v1/users/*")
+    with StackAuthClient(stack.url, PROJECT, SECRET, retry=FAST) as c:
+        with pytest.raises(StackAuthError, match=r"did not answer PATCH /api/v1/users/"):
+            migrate_users(c, datadir, MigrateOptions(concurrency=1))
+        assert {u["requires_totp_mfa"] for u in stack.users.values()} == {False}  # created, MFA not yet on
+        result = migrate_users(c, datadir)
+    assert stack.create_count() == 2 and not result.failed
+    got = outcomes(result)
+    assert got[uid("alice")].mfa == "totp" and got[uid("judy")].mfa is None and result.totp_carried == 1
+    assert "found in Stack Auth after an interrupted run" in got[uid("alice")].notes
+    alice = stack.stored(UserMapping.load(datadir.user_mapping).get(uid("alice")))
+    assert alice["requires_totp_mfa"] is True and alice["totp_secret"] == b"Hello!\xde\xad\xbe\xef"
+    judy = stack.stored(UserMapping.load(datadir.user_mapping).get(uid("judy")))
+    assert judy["requires_totp_mfa"] is False and judy["totp_secret"] is None  # unverified: ignored
+    assert orjson.loads(datadir.mfa_not_carried.read_bytes())["users"] == []
+    patches = stack.requests["PATCH /api/v1/users/{id} 200"]
+    with StackAuthClient(stack.url, PROJECT, SECRET, retry=FAST) as c:
+        assert migrate_users(c, datadir).totp_carried == 1
+    assert stack.requests["PATCH /api/v1/users/{id} 200"] == patches  # recorded: not set again
+
+
+# --- password-reset e-mails ---------------------------------------------------------------------
+
+
+def test_an_untrusted_reset_link_stops_before_any_e_mail(stack: StackAuthSandbox, client: StackAuthClient,
+                                                       datadir: DataDir) -> None:
+    migrate_users(client, datadir)
+    with pytest.raises(StackAuthError) as caught:
+        send_password_resets(client, datadir, "https://evil.example.net/reset")
+    assert str(caught.value) == (
+        "Stack Auth refuses the reset link https://evil.example.net/reset: Redirect URL not whitelisted. Did you "
+        "forget to add this domain to the trusted domains list on the Stack Auth dashboard? (fix: add "
+        "https://evil.example.net to the project's trusted domains (Stack Auth dashboard > Domains), then run the "
+        "same command again)")
+    assert stack.reset_emails == []
+    assert stack.requests["POST /api/v1/auth/password/send-reset-code 400"] == 1  # one try, then stopped
+    with pytest.raises(SupamoveError, match="is not an http"):
+        send_password_resets(client, datadir, "app.example.com/reset")
+
+
+def test_a_reset_whose_answer_was_lost_is_not_sent_again_unless_asked(stack: StackAuthSandbox, client: StackAuthClient,
+                                                                      datadir: DataDir) -> None:
+    migrate_users(client, datadir)
+    stack.fail_next(1, 502, match="POST /api/v1/auth/password/send-reset-code")  # the first: the answer is lost
+    first = send_password_resets(client, datadir, "https://app.example.com/reset")
+    assert first.uncertain == [uid("carol")] and len(first.sent) == 3
+    assert str(first.failure()) == (
+        "1 reset e-mails may or may not have been sent (Stack Auth's answer was lost) (fix: ask those users "
+        "whether it arrived (password-resets-sent.json lists them with status \"uncertain\"); "
+        "`--resend-uncertain` sends them another)")
+    sent = {e["supabaseUserId"]: e["status"] for e in orjson.loads(datadir.password_resets_sent.read_bytes())["sent"]}
+    assert sent[uid("carol")] == "uncertain" and sorted(sent.values()).count("sent") == 3
+    second = send_password_resets(client, datadir, "https://app.example.com/reset")
+    assert second.sent == [] and second.uncertain_before == 1 and second.failure() is None
+    assert send_password_resets(client, datadir, None, dry_run=True).to_send == []
+    assert len(send_password_resets(client, datadir, None, dry_run=True, resend_uncertain=True).to_send) == 1
+    third = send_password_resets(client, datadir, "https://app.example.com/reset", resend_uncertain=True)
+    assert third.sent == [uid("carol")] and third.failure() is None
+    assert [e.email for e in stack.reset_emails].count("carol@example.com") == 1

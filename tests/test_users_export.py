@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import os
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from supamove.errors import StackAuthError
 from supamove.sandbox import fixtures
 from supamove.sandbox.stackauth import StackAuthSandbox
 
@@ -62,3 +66,88 @@ def test_map_users_after_a_real_migration_gives_the_same_mapping(cli, exported: 
     assert result.exit_code == 0, result.output
     after = {m["supabaseUserId"]: m["stackAuthUserId"] for m in orjson.loads(mapping_file.read_bytes())["mappings"]}
     assert after == before
+
+
+
+def report_of(exported: Path) -> dict[str, dict]:
+    return {u["supabaseUserId"]: u for u in orjson.loads((exported / "user-migration-report.json").read_bytes())["users"]}
+
+
+def stack_user(stack: StackAuthSandbox, exported: Path, key: str) -> dict:
+    mapping = {m["supabaseUserId"]: m["stackAuthUserId"]
+               for m in orjson.loads((exported / "user-mapping.json").read_bytes())["mappings"]}
+    return stack.stored(mapping[fixtures.user_uuid(key)])
+
+
+def test_odd_users_are_carried_or_failed_one_by_one(cli, exported: Path, stack: StackAuthSandbox) -> None:
+    """Long names, one provider spelled twice, azure object ids, second factors, a provider account taken."""
+    taken = fixtures.oauth_account_id("taken", "github")
+    other = stack.create_user({"primary_email": "tad@elsewhere.test", "primary_email_auth_enabled": True,
+                               "oauth_providers": [{"id": "github", "account_id": taken, "email": None}]})["id"]
+    dry = cli("migrate-users", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert ("Second factors: 2 TOTP factors will be carried; 2 users have a factor that cannot be carried."
+            in " ".join(dry.output.split()))
+    result = cli("migrate-users")
+    assert result.exit_code == StackAuthError.exit_code, result.output
+    assert "Error: 1 users failed (see " in result.output
+    report = report_of(exported)
+    failed = {sid: u for sid, u in report.items() if u["status"] == "failed"}
+    assert list(failed) == [fixtures.user_uuid("taken")]
+    assert failed[fixtures.user_uuid("taken")]["reason"] == (
+        f"Stack Auth answered 500: its github account {taken} already signs in Stack Auth user {other}")
+    assert failed[fixtures.user_uuid("taken")]["fix"] == (
+        f"remove that github account from Stack Auth user {other} (or delete that user if it is a leftover), "
+        "then run the same command again")
+
+    longname, emoji = stack_user(stack, exported, "longname"), stack_user(stack, exported, "emoji")
+    assert longname["display_name"] == fixtures.LONG_NAME[:256]
+    assert longname["server_metadata"]["supabase_display_name"] == fixtures.LONG_NAME
+    assert emoji["display_name"] == "A" + "\U0001F9CA" * 127  # 255 UTF-16 units: the 128th emoji would split
+    assert emoji["server_metadata"]["supabase_display_name"] == fixtures.EMOJI_NAME
+
+    linda, xena = stack_user(stack, exported, "linda"), stack_user(stack, exported, "xena")
+    kept, dropped = (fixtures.oauth_account_id("linda", p) for p in ("linkedin_oidc", "linkedin"))
+    assert [(p["id"], p["account_id"]) for p in linda["oauth_providers"]] == [("linkedin", kept)]
+    assert report[fixtures.user_uuid("linda")]["notes"] == [
+        f"linkedin identity (account {dropped}) not carried over: Stack Auth keeps one linkedin account per user; "
+        f"kept the linkedin_oidc identity (account {kept}), signed in last"]
+    assert [(p["id"], p["account_id"]) for p in xena["oauth_providers"]] == [
+        ("x", fixtures.oauth_account_id("xena", "x"))]
+
+    ada, old = stack_user(stack, exported, "ada"), stack_user(stack, exported, "azure_no_oid")
+    assert [(p["id"], p["account_id"]) for p in ada["oauth_providers"]] == [
+        ("microsoft", fixtures.azure_object_id("ada"))]
+    assert old["oauth_providers"] == [] and old["password_hash"]  # still signs in with the password
+    assert report[fixtures.user_uuid("azure_no_oid")]["notes"] == [
+        "azure identity not carried over: its identity_data has no custom_claims.oid (the Microsoft object id "
+        "Stack Auth signs in with)"]
+
+    for key in ("alice", "tina"):
+        user = stack_user(stack, exported, key)
+        secret = base64.b32decode(fixtures.TOTP_SECRETS[key] + "=" * (-len(fixtures.TOTP_SECRETS[key]) % 8))
+        assert user["requires_totp_mfa"] is True and user["totp_secret"] == secret, key
+        assert report[user["server_metadata"]["supabase_user_id"]]["mfa"] == "totp"
+    for key in ("una", "pete", "enzo"):
+        user = stack_user(stack, exported, key)
+        assert user["requires_totp_mfa"] is False and user["totp_secret"] is None, key
+    path = exported / "mfa-not-carried.json"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    listed = {u["supabaseUserId"]: [(f["type"], f["reason"]) for f in u["factors"]]
+              for u in orjson.loads(path.read_bytes())["users"]}
+    assert listed == {
+        fixtures.user_uuid("pete"): [
+            ("webauthn", "WebAuthn second factor: its credential cannot be moved; the user registers a passkey anew"),
+            ("phone", "phone (SMS) second factor: Stack Auth has no SMS second factor")],
+        fixtures.user_uuid("enzo"): [
+            ("totp", "TOTP secret stored encrypted by Supabase Auth (a JSON envelope, not the base32 text): "
+                     "supamove cannot read it")]}
+
+    stack.delete_user(other)  # the operator removes the leftover account
+    creates = stack.create_count()
+    again = cli("migrate-users")
+    assert again.exit_code == 0, again.output
+    assert stack.create_count() == creates + 1  # only the failed user
+    assert report_of(exported)[fixtures.user_uuid("taken")]["status"] == "migrated"
+    assert [(p["id"], p["account_id"]) for p in stack_user(stack, exported, "taken")["oauth_providers"]] == [
+        ("github", taken)]

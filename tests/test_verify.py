@@ -17,13 +17,22 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from conftest import Databases, _counter, _create_database, fresh_databases
+from conftest import (
+    KEEP_JSON_IDS,
+    Databases,
+    _counter,
+    _create_database,
+    error_line,
+    fresh_databases,
+    metadata,
+)
 from psycopg import sql
 
 from supamove import catalog
 from supamove.catalog import Table
 from supamove.clock import now_iso
 from supamove.db import Endpoint
+from supamove.export import ExportOptions, apply_value_check, check_values, plan_export
 from supamove.files import write_json
 from supamove.metadata import Metadata, table_to_dict
 from supamove.paths import DataDir
@@ -67,10 +76,18 @@ def copy_data(source_admin_url: str, target_url: str, schemas: list[str]) -> Non
     assert producer.returncode == 0 and result.returncode == 0, result.stderr
 
 
-def remap(source_admin_url: str, target_url: str, mapping: dict[str, str], schemas: list[str]) -> None:
-    """Replace every Supabase user id in the target's user-id columns by its Stack Auth id."""
+def exported_tables(source_admin_url: str) -> list[Table]:
+    """The tables an export of SCHEMAS lists, with the user-id columns found by their values."""
+    options = ExportOptions(schemas=SCHEMAS)
     with psycopg.connect(source_admin_url) as conn:
-        tables = [t for t in catalog.read_tables(conn, schemas) if t.user_id_columns]
+        plan = plan_export(conn, options)
+        apply_value_check(plan, check_values(conn, plan, options))
+    return plan.tables
+
+
+def remap(target_url: str, mapping: dict[str, str], tables: list[Table]) -> None:
+    """Replace every Supabase user id in the target's user-id columns by its Stack Auth id."""
+    tables = [t for t in tables if t.user_id_columns]
     with psycopg.connect(target_url, autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")  # no triggers touching other columns
         conn.execute("CREATE TEMP TABLE m (supabase uuid PRIMARY KEY, stack uuid NOT NULL)")
@@ -86,8 +103,8 @@ def remap(source_admin_url: str, target_url: str, mapping: dict[str, str], schem
                         "FROM unnest({c}) WITH ORDINALITY e(v, n) LEFT JOIN m ON m.supabase = e.v) "
                         "WHERE cardinality({c}) > 0").format(t=rel, c=col))
                 else:
-                    conn.execute(sql.SQL("UPDATE {t} SET {c} = m.stack FROM m WHERE {t}.{c} = m.supabase").format(
-                        t=rel, c=col))
+                    conn.execute(sql.SQL("UPDATE {t} SET {c} = m.stack FROM m WHERE {t}.{c}::text = m.supabase::text")
+                                 .format(t=rel, c=col))
 
 
 def lift_sequences(target_url: str, tables: list[Table]) -> None:
@@ -103,12 +120,16 @@ def lift_sequences(target_url: str, tables: list[Table]) -> None:
                     (ref.qualified,) * 3)
 
 
-def write_metadata(datadir: DataDir, tables: list[Table]) -> None:
-    """The metadata.json of a finished export of `tables`, written without running one."""
+def write_metadata(datadir: DataDir, tables: list[Table], **extra: Any) -> None:
+    """The metadata.json of a finished export of `tables`, written without running one (as an older version did:
+    no `options`), with every sequence of the tables and the one no table uses (edge.ticket_seq)."""
     datadir.ensure()
+    names = sorted({s.key for t in tables for s in t.sequences + t.default_sequences} | {("edge", "ticket_seq")})
     meta = Metadata.new(datadir, source={"serverVersion": "15", "url": "postgresql://source"}, snapshot=None,
                         startedAt=now_iso(), finishedAt=now_iso(), schemas=SCHEMAS, skippedSchemas=[],
-                        loadOrder=[], sequences=[], tables=[table_to_dict(t, datadir) for t in tables], auth=[])
+                        loadOrder=[], sequences=[{"schema": s, "name": n, "lastValue": 1, "isCalled": True}
+                                                 for s, n in names],
+                        tables=[table_to_dict(t, datadir) for t in tables], auth=[], **extra)
     meta.save()
 
 
@@ -121,9 +142,8 @@ def faithful_template(pg_source: PostgresServer, pg_target: PostgresServer, sour
     source_url = pg_source.url(source_template)
     mapping = make_mapping(source_url)
     copy_data(source_url, target_url, SCHEMAS)
-    remap(source_url, target_url, mapping, SCHEMAS)
-    with psycopg.connect(source_url) as conn:
-        tables = catalog.read_tables(conn, SCHEMAS)
+    tables = exported_tables(source_url)
+    remap(target_url, mapping, tables)
     lift_sequences(target_url, tables)
     yield name, mapping, tables
     with psycopg.connect(pg_target.url(), autocommit=True) as conn:
@@ -152,8 +172,8 @@ def migrated(described: Path, faithful_template: Faithful) -> Path:
     return described
 
 
-def verify(cli: Any, *args: str) -> tuple[int, dict[str, Any], str]:
-    result = cli("verify", *args)
+def verify(cli: Any, *args: str, keep: tuple[str, ...] = KEEP_JSON_IDS) -> tuple[int, dict[str, Any], str]:
+    result = cli("verify", *keep, *args)
     report = orjson.loads((Path(os.environ["MIGRATION_DATA_DIR"]) / "verification-report.json").read_bytes())
     return result.exit_code, report, result.output
 
@@ -440,3 +460,180 @@ def test_import_end_to_end(cli, data_dir: Path, dbs: Databases, faithful_templat
     assert code == 0, out
     assert report["summary"]["fail"] == 0
 
+
+
+# --- no Supabase user id left, every sequence, every table, the structure ---------------------------
+
+
+def stale_id(faithful_template: Faithful) -> str:
+    return min(faithful_template[1])
+
+
+def on_both(dbs: Databases, *statements: str, params: tuple[Any, ...] = ()) -> None:
+    for connect in (dbs.source, dbs.target):
+        with connect() as conn:
+            for statement in statements:
+                conn.execute(statement, params if "%s" in statement else None)
+
+
+def test_supabase_user_ids_left_in_the_target_fail_naming_the_column(cli, migrated: Path, dbs: Databases,
+                                                                     faithful_template: Faithful) -> None:
+    """Columns export did not know as user ids: both sides hold the same stale ids, so only this check sees them."""
+    sid = stale_id(faithful_template)
+    on_both(dbs, "UPDATE edge.types_zoo SET u = %s WHERE id = 1", "UPDATE edge.types_zoo SET txt = upper(%s::text) "
+            "WHERE id IN (1, 2)", "UPDATE edge.types_zoo SET jb = jsonb_build_object('by', %s::text) WHERE id = 1",
+            "ALTER TABLE edge.tree ADD COLUMN members uuid[]",
+            "UPDATE edge.tree SET members = ARRAY[%s::uuid, 'c0ffee00-0000-4000-8000-000000000009'] WHERE id = (SELECT min(id) FROM edge.tree)",
+            params=(sid,))
+    code, report, out = verify(cli)
+    assert code == 7, out
+    tables = by_name(report)
+    assert tables["edge.types_zoo"]["reason"] == (
+        f"1 row of column jb still holds Supabase user ids (e.g. {sid}); "
+        f"1 row of column u still holds Supabase user ids (e.g. {sid}); "
+        f"2 rows of column txt still hold Supabase user ids (e.g. {sid})")
+    assert tables["edge.types_zoo"]["sourceChecksum"] == tables["edge.types_zoo"]["targetChecksum"]
+    assert tables["edge.tree"]["reason"] == f"1 row of column members still holds Supabase user ids (e.g. {sid})"
+    counts = {c["column"]: c for c in tables["edge.types_zoo"]["supabaseUserIds"]}
+    assert counts["u"] == {"column": "u", "rows": 1, "example": sid, "kept": False}
+    assert counts["vc10"]["rows"] == 0 and counts["j"]["rows"] == 0
+    assert {t["status"] for n, t in tables.items() if n not in ("edge.types_zoo", "edge.tree")} == {"pass"}
+    assert report["summary"]["supabaseUserIdSeconds"] > 0
+    keep = [a for c in ("u", "txt", "jb") for a in ("--keep-supabase-ids", f"edge.types_zoo.{c}")]
+    code, report, out = verify(cli, *keep, "--tables", "types_zoo")
+    assert code == 0, out
+    zoo = by_name(report)["edge.types_zoo"]
+    assert zoo["status"] == "pass"
+    assert {c["column"]: (c["rows"], c["kept"]) for c in zoo["supabaseUserIds"] if c["rows"]} == {
+        "u": (1, True), "txt": (2, True), "jb": (1, True)}
+    assert "edge.types_zoo: 2 rows of column txt kept Supabase user ids on purpose" in out
+
+
+def test_keep_supabase_ids_names_an_exported_column(cli, migrated: Path, dbs: Databases) -> None:
+    result = cli("verify", "--keep-supabase-ids", "edge.nope.x")
+    assert result.exit_code == 2
+    assert error_line(result.output) == ("Error: --keep-supabase-ids edge.nope.x: no such exported column "
+                                         "(fix: name a column of an exported table as schema.table.column)")
+
+
+def test_a_sequence_no_table_uses_behind_the_source_fails(cli, migrated: Path, dbs: Databases) -> None:
+    with dbs.target() as conn:
+        conn.execute("SELECT setval('edge.ticket_seq', 5)")
+    code, report, out = verify(cli)
+    assert code == 7, out
+    assert {t["status"] for t in report["tables"]} == {"pass"}
+    assert report["sequences"] == [{"schema": "edge", "name": "ticket_seq", "sourceNext": 43, "targetNext": 6,
+                                    "status": "fail",
+                                    "reason": "sequence edge.ticket_seq would next give 6, behind the source's 43"}]
+    assert report["summary"]["sequencesFailed"] == 1
+    assert error_line(out) == (
+        "Error: 1 sequence is not continued: sequence edge.ticket_seq would next give 6, behind the source's 43 "
+        "(fix: run `supamove import` again (it continues every sequence of the export), or setval() it by hand; "
+        f"see {migrated / 'verification-report.json'})")
+
+
+def test_a_sequence_named_by_a_default_behind_the_rows_or_the_source_fails(cli, migrated: Path,
+                                                                           dbs: Databases) -> None:
+    with dbs.target() as conn:
+        top = conn.execute("SELECT max(number) FROM edge.posts").fetchone()[0]
+        conn.execute("SELECT setval('edge.post_number_seq', %s)", (top - 2,))
+    code, report, _ = verify(cli)
+    assert code == 7
+    assert only_failure(report)["reason"] == (
+        f"sequence edge.post_number_seq would next give {top - 1}, which collides with existing rows "
+        f"(max(number) = {top})")
+    with dbs.target() as conn:
+        conn.execute("SELECT setval('edge.post_number_seq', 2000)")
+    code, report, _ = verify(cli)
+    assert code == 7
+    failed = only_failure(report)
+    assert failed["table"] == "posts"
+    assert failed["reason"] == "sequence edge.post_number_seq would next give 2001, behind the source's 6001"
+
+
+def test_a_table_left_out_of_the_export_fails(cli, data_dir: Path, dbs: Databases,
+                                              faithful_template: Faithful) -> None:
+    write_mapping(data_dir / "user-mapping.json", faithful_template[1])
+    tables = [t for t in faithful_template[2] if t.qualified not in ("edge.tree", "edge.guarded")]
+    write_metadata(DataDir(data_dir), tables, options={
+        "tables": [t.qualified for t in tables] + ["edge.tree"], "excludeTables": [],
+        "userIdColumns": [], "notUserIdColumns": []})
+    code, report, out = verify(cli)
+    assert code == 7, out
+    assert [(t["table"], t["reason"]) for t in report["tables"] if t["status"] != "pass"] == [
+        ("guarded", "source table edge.guarded is not in the export: add --tables edge.guarded to "
+                    "`supamove export` and run it again"),
+        ("tree", "source table edge.tree is not in the export (created after it?): run `supamove export` again")]
+
+
+def test_a_table_excluded_on_purpose_is_listed_not_failed(cli, migrated: Path, dbs: Databases) -> None:
+    result = cli("export", "--schema", "public", "--schema", "edge", "--exclude-tables", "edge.no_*")
+    assert result.exit_code == 0, result.output
+    assert metadata(migrated)["options"] == {"tables": [], "excludeTables": ["edge.no_*"], "userIdColumns": [],
+                                             "notUserIdColumns": []}
+    code, report, out = verify(cli)
+    assert code == 0, out
+    no_pk = by_name(report)["edge.no_pk"]
+    assert (no_pk["status"], no_pk["reason"]) == ("warn", "not exported (--exclude-tables edge.no_*): not compared")
+
+
+def test_structure_differences_fail_or_warn_each_named(cli, migrated: Path, dbs: Databases) -> None:
+    with dbs.source() as conn:
+        conn.execute("ALTER TABLE edge.ids ADD CONSTRAINT ids_qty_positive CHECK (qty > 0) NOT VALID")
+    with dbs.target() as conn:
+        conn.execute("ALTER TABLE edge.guarded DROP COLUMN inserted_by")
+        conn.execute("TRUNCATE edge.guarded")
+        conn.execute("ALTER TABLE edge.tree DROP CONSTRAINT tree_parent_id_fkey")
+        conn.execute("DROP INDEX edge.tree_parent_id_idx")
+        conn.execute("ALTER TABLE edge.tree ALTER COLUMN label TYPE varchar(50)")
+        conn.execute("CREATE INDEX cycle_a_note_idx ON edge.cycle_a (note)")
+    code, report, out = verify(cli, "--skip-checksum")
+    assert code == 7, out
+    reasons = {n: t["reason"] for n, t in by_name(report).items() if t["status"] != "pass"}
+    assert reasons == {
+        "edge.guarded": "column inserted_by is missing in the target; target table is empty: run `supamove import`",
+        "edge.ids": "check constraint ids_qty_positive is missing in the target (CHECK ((qty > 0)) NOT VALID)",
+        "edge.tree": "column label is text in the source, character varying(50) in the target; "
+                     "foreign key tree_parent_id_fkey is missing in the target "
+                     "(FOREIGN KEY (parent_id) REFERENCES edge.tree(id) ON DELETE CASCADE); "
+                     "index tree_parent_id_idx is missing in the target "
+                     "(CREATE INDEX tree_parent_id_idx ON edge.tree USING btree (parent_id))",
+        "edge.cycle_a": "index cycle_a_note_idx is in the target only"}
+    assert by_name(report)["edge.cycle_a"]["status"] == "warn"
+    assert "3 of 21 tables do not match" in error_line(out)
+
+
+def test_citext_from_another_schema_is_the_same_type(cli, data_dir: Path, dbs: Databases,
+                                                     faithful_template: Faithful) -> None:
+    table = "CREATE TABLE edge.handles (id integer PRIMARY KEY, handle {t} NOT NULL, tags {t}[])"
+    rows = "INSERT INTO edge.handles VALUES (1, 'Ada', '{{x,Y}}'), (2, 'bob', NULL)"
+    with dbs.source() as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA extensions")
+        conn.execute(table.format(t="extensions.citext"))
+        conn.execute(rows.format())
+        conn.execute("GRANT SELECT ON edge.handles TO supabase_app")
+        tables = catalog.read_tables(conn, ["edge"])
+    with dbs.target() as conn:
+        conn.execute("CREATE EXTENSION citext")  # in public
+        conn.execute(table.format(t="public.citext"))
+        conn.execute(rows.format())
+    write_metadata(DataDir(data_dir), [t for t in tables if t.name == "handles"])
+    write_mapping(data_dir / "user-mapping.json", faithful_template[1])
+    code, report, out = verify(cli, "--tables", "handles", keep=())
+    assert code == 0, out
+    assert [(t["table"], t["status"], t["reason"]) for t in report["tables"]] == [("handles", "pass", None)]
+
+
+def test_a_column_the_export_kept_as_it_is_may_keep_supabase_ids(cli, data_dir: Path, dbs: Databases,
+                                                                  faithful_template: Faithful) -> None:
+    sid = stale_id(faithful_template)
+    on_both(dbs, "UPDATE edge.types_zoo SET u = %s WHERE id = 1", params=(sid,))
+    write_mapping(data_dir / "user-mapping.json", faithful_template[1])
+    write_metadata(DataDir(data_dir), faithful_template[2], options={
+        "tables": [], "excludeTables": [], "userIdColumns": [], "notUserIdColumns": ["edge.types_zoo.u"]})
+    code, report, out = verify(cli, "--tables", "types_zoo")
+    assert code == 0, out
+    zoo = by_name(report)["edge.types_zoo"]
+    assert zoo["status"] == "pass"
+    assert [c for c in zoo["supabaseUserIds"] if c["rows"]] == [{"column": "u", "rows": 1, "example": sid,
+                                                                "kept": True}]

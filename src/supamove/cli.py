@@ -192,9 +192,12 @@ def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmappe
 @click.option("--jobs", default=2, show_default=True, type=click.IntRange(1, 64), help="Tables compared in parallel.")
 @click.option("--tables", "tables", multiple=True, metavar="PATTERN",
               help="Only these tables (name or schema.name, shell patterns; repeatable).")
+@click.option("--keep-supabase-ids", "keep", multiple=True, metavar="SCHEMA.TABLE.COLUMN",
+              help="A column that keeps Supabase user ids on purpose: reported, not failed (repeatable).")
 @step
-def verify_command(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int, tables: tuple[str, ...]) -> None:
-    """Compare the source and the target: row counts, checksums, sequences.
+def verify_command(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int, tables: tuple[str, ...],
+                   keep: tuple[str, ...]) -> None:
+    """Compare the source and the target: structure, row counts, checksums, user ids, sequences.
 
     Each table passes, warns (something could not be compared exactly, said why)
     or fails; the rows that differ are located and listed. Writes
@@ -204,7 +207,7 @@ def verify_command(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int,
     """
     from supamove.verify import VerifyOptions, run_verify
 
-    options = VerifyOptions(skip_checksum, max_diffs, jobs, list(tables))
+    options = VerifyOptions(skip_checksum, max_diffs, jobs, list(tables), list(keep))
     progress = RichProgress("tables")
     with progress.shown():
         report = run_verify(ctx.source, ctx.checked_target(), ctx.datadir, options, progress)
@@ -273,30 +276,40 @@ def map_users_command(ctx: Context, dry_run: bool) -> None:
 @main.command("send-password-resets")
 @click.option("--callback-url", default=None, metavar="URL", callback=lambda c, p, v: _web_url(v),
               help="Your app's password-reset page; Stack Auth appends ?code=... to it.")
+@click.option("--resend-uncertain", is_flag=True,
+              help="Send again to users whose earlier send lost its answer (they may get two e-mails).")
 @dry_run_option
 @step
-def send_password_resets_command(ctx: Context, callback_url: str | None, dry_run: bool) -> None:
+def send_password_resets_command(ctx: Context, callback_url: str | None, resend_uncertain: bool,
+                                 dry_run: bool) -> None:
     """Send Stack Auth's password-reset e-mail to every user in password-reset-required.json.
 
     Users already sent to (password-resets-sent.json) are not sent to again,
-    so rerunning after an interruption sends only the rest.
+    so rerunning after an interruption sends only the rest. The first e-mail
+    goes alone: if Stack Auth does not trust the link's domain, nothing else
+    is sent. A send whose answer was lost is recorded as uncertain and not
+    sent again unless --resend-uncertain is given.
 
     Example: supamove send-password-resets --callback-url https://app.example.com/handler/password-reset
     """
     from supamove.users.resets import send_password_resets
 
     if dry_run:
-        result = send_password_resets(None, ctx.datadir, callback_url, dry_run=True)
+        result = send_password_resets(None, ctx.datadir, callback_url, dry_run=True,
+                                      resend_uncertain=resend_uncertain)
         say(f"Dry run: would send {len(result.to_send):,} reset e-mails "
             f"({result.already_sent:,} already sent or without an e-mail).")
+        render.show_uncertain_resets(result)
         return
     with ctx.stack_auth(4) as client:
         progress = RichProgress("e-mails")
         with progress.shown():
-            result = send_password_resets(client, ctx.datadir, callback_url, progress=progress)
+            result = send_password_resets(client, ctx.datadir, callback_url, progress=progress,
+                                          resend_uncertain=resend_uncertain)
     say(f"Sent {len(result.sent):,} reset e-mails; {result.already_sent:,} were sent before.")
     for sid, why in result.failed[:20]:
         say(f"failed: {sid}: {why}")
+    render.show_uncertain_resets(result)
     if (failure := result.failure()) is not None:
         raise failure
 

@@ -57,6 +57,10 @@ class DataDir:
         return self.root / "password-resets-sent.json"
 
     @property
+    def mfa_not_carried(self) -> Path:  # migration-data/mfa-not-carried.json
+        return self.root / "mfa-not-carried.json"
+
+    @property
     def pending_creates(self) -> Path:  # migration-data/user-creates-pending.jsonl
         return self.root / "user-creates-pending.jsonl"
 

@@ -224,6 +224,17 @@ def show_verify_report(report: Any) -> None:
     for t in report.tables:
         for diff in t.differences:
             say(f"  {t.qualified}: {_describe_difference(diff)}")
+        for kept in (c for c in t.supabase_ids or [] if c.kept and c.rows):
+            say(f"  {t.qualified}: {kept.rows:,} row{'s' if kept.rows > 1 else ''} of column {kept.column} "
+                "kept Supabase user ids on purpose")
+    if report.sequences:
+        print_table("Sequences no table uses", ["sequence", "source next", "target next", "status", "reason"],
+                    [(f"{s.schema}.{s.name}", _number(s.source_next), _number(s.target_next),
+                      s.status.upper() if s.status != "pass" else "pass", "; ".join(s.failures)) for s in report.sequences])
+
+
+def _number(value: int | None) -> str:
+    return "" if value is None else f"{value:,}"
 
 
 def _describe_difference(diff: Difference) -> str:
@@ -253,15 +264,41 @@ def show_user_outcomes(result: Any) -> None:
     if noteworthy:
         shown = noteworthy[:50]
         print_table("Not created", ["supabase user", "e-mail", "outcome", "reason"],
-                    [(o.supabase_user_id, o.email or "", verb.get(o.status, o.status), o.reason or "") for o in shown])
+                    [(o.supabase_user_id, o.email or "", verb.get(o.status, o.status),
+                      (o.reason or "") + (f" (fix: {o.fix})" if o.fix else "")) for o in shown])
         if len(noteworthy) > len(shown):
             say(f"... and {len(noteworthy) - len(shown):,} more (see user-migration-report.json after a real run)")
+    _show_mfa(result)
     resets = len(result.reset_required)
     if result.dry_run:
         say(f"Dry run: {resets:,} users would need a password reset. Nothing was created.")
         return
     say(f"Created {result.created:,} users in {result.seconds:.1f}s ({result.users_per_second:,.0f} users/s); "
         f"{resets:,} need a password reset (password-reset-required.json). Report: {result.report_path}")
+
+
+def _show_mfa(result: Any) -> None:
+    """Second factors: how many TOTP secrets come along, and who keeps a factor Stack Auth cannot hold."""
+    missing = result.mfa_not_carried
+    will = "will be" if result.dry_run else "were"
+    if result.totp_carried or missing:
+        where = "" if result.dry_run else " (mfa-not-carried.json)"
+        say(f"Second factors: {result.totp_carried:,} TOTP factors {will} carried; {len(missing):,} users have a "
+            f"factor that cannot be carried{where}.")
+    for outcome in missing[:20]:
+        reasons = "; ".join(f["reason"] for f in outcome.mfa_not_carried)
+        say(f"  {outcome.supabase_user_id} {outcome.email or ''}: {reasons}")
+    if len(missing) > 20:
+        say(f"  ... and {len(missing) - 20:,} more")
+
+
+def show_uncertain_resets(result: Any) -> None:
+    """send-password-resets: sends whose answer was lost, now and in earlier runs."""
+    for sid in result.uncertain[:20]:
+        say(f"uncertain: {sid}: Stack Auth's answer was lost; the e-mail may or may not have gone")
+    if result.uncertain_before:
+        say(f"{result.uncertain_before:,} e-mails of earlier runs may or may not have gone (answer lost): "
+            "not sent again; --resend-uncertain sends them again")
 
 
 def show_user_matches(result: Any, dry_run: bool) -> None:

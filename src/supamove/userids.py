@@ -120,3 +120,30 @@ def json_user_id_keys(conn: psycopg.Connection, table: Table, skip: set[str]) ->
         return []
     return [JsonKeyCount(table.schema, table.name, col, key, int(n))
             for col, key, n in conn.execute(json_keys_query(table, columns))]
+
+
+def held_user_id(column: Column, users: sql.Composable = USER_IDS) -> sql.Composable:
+    """One of `users` that the column's value holds, as text (the smallest), else NULL.
+
+    uuid[] looks at every element, text at a value that is a uuid, json/jsonb at every uuid in its text.
+    """
+    col, kind = sql.Identifier(column.name), family(column)
+    if kind == "uuid[]":
+        return sql.SQL("(SELECT min(e::text) FROM unnest({c}) e WHERE e IN {u})").format(c=col, u=users)
+    if kind == "text":
+        return sql.SQL("CASE WHEN (CASE WHEN {c} ~* {re} THEN {c}::uuid END) IN {u} THEN lower({c}) END").format(
+            c=col, re=sql.Literal(UUID_TEXT), u=users)
+    if kind == "json":
+        return sql.SQL("(SELECT min(lower(m[1])) FROM regexp_matches({c}::text, {re}, 'gi') m "
+                       "WHERE m[1]::uuid IN {u})").format(c=col, re=sql.Literal(UUID_INSIDE), u=users)
+    return sql.SQL("CASE WHEN {c} IN {u} THEN {c}::text END").format(c=col, u=users)
+
+
+def held_counts_query(table: Table, columns: list[Column], users: sql.Composable = USER_IDS) -> sql.Composed:
+    """One row: for each column given, how many rows hold one of `users`, and the smallest such id."""
+    held = sql.SQL(", ").join(sql.SQL("{} AS {}").format(held_user_id(c, users), sql.Identifier(f"_u{i}"))
+                              for i, c in enumerate(columns))
+    sums = sql.SQL(", ").join(sql.SQL("count({u}), min({u})").format(u=sql.Identifier(f"_u{i}"))
+                              for i in range(len(columns)))
+    # OFFSET 0 keeps each held id computed once per row, not once per aggregate
+    return sql.SQL("SELECT {} FROM (SELECT {} FROM {} OFFSET 0) r").format(sums, held, source(table))

@@ -9,6 +9,7 @@ come from hashint8extended(), so two runs with the same `rows` give the same row
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import uuid
@@ -99,12 +100,22 @@ class SeedUser:
     anonymous: bool = False
     deleted: bool = False
     banned: bool = False
+    # auth.mfa_factors rows (alice's verified TOTP factor is seeded with her session in seed_auth.sql):
+    # totp, totp_unverified, totp_encrypted, phone, webauthn
+    factors: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
         """The user's auth.users.id."""
         return user_uuid(self.key)
 
+
+# Longer than Stack Auth's 256 UTF-16 units: 375 ASCII characters; "A" and 200 emoji (401 units,
+# so a cut at 256 would fall inside a surrogate pair).
+LONG_NAME = ("Dr. Maximiliane Theodora " * 15).strip()
+EMOJI_NAME = "A" + "\U0001F9CA" * 200
+# The base32 TOTP secrets of the seeded factors (Supabase Auth stores the text as is, unencrypted).
+TOTP_SECRETS = {"alice": "JBSWY3DPEHPK3PXP", "tina": "KRUW4YJAKRXXI4BAKNSWG4TFOQ"}
 
 SEED_USERS: tuple[SeedUser, ...] = (
     SeedUser("alice", "email_password", "alice@freshtrack.test", "Alice-Fridge-2024!", "bcrypt",
@@ -142,6 +153,26 @@ SEED_USERS: tuple[SeedUser, ...] = (
     SeedUser("jose", "unicode_name", "jose.alvarez@freshtrack.test", "José-Ñandú-42",
              name="José Álvarez-Núñez"),
     SeedUser("li", "unicode_name", "li.xiaolong@freshtrack.test", "龙-Dragon-88", full_name="李小龙"),
+    SeedUser("longname", "long_name", "long.name@freshtrack.test", "Long-Name-Pass-1", "bcrypt",
+             full_name=LONG_NAME),
+    SeedUser("emoji", "emoji_name", "emoji@freshtrack.test", "Emoji-Pass-2", full_name=EMOJI_NAME),
+    SeedUser("linda", "linkedin_and_linkedin_oidc", "linda@freshtrack.test", hash_kind="empty",
+             providers=("linkedin", "linkedin_oidc"), full_name="Linda Lindqvist"),
+    SeedUser("xena", "twitter_and_x", "xena@freshtrack.test", hash_kind="empty", providers=("twitter", "x"),
+             name="Xena Tweet"),
+    SeedUser("taken", "github_account_in_stack_auth", "taken@freshtrack.test", hash_kind="empty",
+             providers=("github",), name="Tad Taken"),
+    SeedUser("ada", "azure", "ada@freshtrack.test", hash_kind="empty", providers=("azure",), full_name="Ada Azure"),
+    SeedUser("azure_no_oid", "azure_without_object_id", "azure.old@freshtrack.test", "Azure-Old-3",
+             providers=("email", "azure"), full_name="Otto Oldtoken"),
+    SeedUser("tina", "totp_verified_and_unverified", "tina@freshtrack.test", "Tina-Totp-4", "bcrypt",
+             full_name="Tina Totp", factors=("totp", "totp_unverified")),
+    SeedUser("una", "totp_unverified", "una@freshtrack.test", "Una-Unverified-5", full_name="Una Verified",
+             factors=("totp_unverified",)),
+    SeedUser("pete", "phone_and_webauthn_factors", "pete@freshtrack.test", "Pete-Phone-6", full_name="Pete Phone",
+             factors=("phone", "webauthn")),
+    SeedUser("enzo", "totp_encrypted", "enzo@freshtrack.test", "Enzo-Encrypted-7", full_name="Enzo Encrypted",
+             factors=("totp_encrypted",)),
 )
 
 # Plaintext passwords of the seeded bcrypt users: the $2a$10$ ones made with the bcrypt
@@ -375,6 +406,17 @@ def _display_name(user: SeedUser) -> str | None:
     return user.full_name or user.name
 
 
+def oauth_account_id(key: str, provider: str) -> str:
+    """The provider-side account id of seeded user `key` (what Supabase keeps as provider_id)."""
+    user = next(u for u in SEED_USERS if u.key == key)
+    return _oauth_id(user, provider)
+
+
+def azure_object_id(key: str) -> str:
+    """The Microsoft Graph object id (the ID token's oid claim) of a seeded azure user."""
+    return fixed_uuid(f"supamove-azure-oid:{key}")
+
+
 def _identity_data(user: SeedUser, provider: str) -> dict[str, Any]:
     """identity_data as Supabase Auth stores it for this provider."""
     if provider == "email":
@@ -392,6 +434,11 @@ def _identity_data(user: SeedUser, provider: str) -> dict[str, Any]:
                             "avatar_url": avatar, "email_verified": True, "phone_verified": False}
     if provider == "google":
         data.update(iss="https://accounts.google.com", picture=avatar, full_name=user.full_name)
+    elif provider == "azure":  # provider.parseAzureIDToken: the token's other claims in custom_claims
+        data.update(iss="https://login.microsoftonline.com/9188040d-6c67-4c5b-b112-36a304b66dad/v2.0",
+                    full_name=user.full_name, custom_claims={"tid": fixed_uuid("supamove-azure-tenant")})
+        if user.key != "azure_no_oid":  # identities of an older Supabase Auth lack it
+            data["custom_claims"]["oid"] = azure_object_id(user.key)
     else:
         login = (user.name or user.key).split()[0].lower() + "-gh"
         data.update(iss="https://api.github.com", user_name=login, preferred_username=login)
@@ -408,14 +455,35 @@ def _identity_provider_id(user: SeedUser, provider: str) -> str:
 
 
 def _identities(user: SeedUser, created: datetime) -> list[dict[str, Any]]:
-    """The auth.identities rows Supabase keeps for this user."""
+    """The auth.identities rows Supabase keeps for this user; the last listed signed in last."""
     return [
         {"id": fixed_uuid(f"supamove-identity:{provider}:{user.key}"), "user_id": user.id,
          "provider": _provider_label(provider), "provider_id": _identity_provider_id(user, provider),
          "identity_data": Jsonb(_identity_data(user, provider)),
-         "last_sign_in_at": created + timedelta(days=3), "created_at": created, "updated_at": created}
-        for provider in user.providers
+         "last_sign_in_at": created + timedelta(days=3, hours=i), "created_at": created, "updated_at": created}
+        for i, provider in enumerate(user.providers)
     ]
+
+
+def _factors(user: SeedUser, created: datetime) -> list[dict[str, Any]]:
+    """The auth.mfa_factors rows of this user (columns of sandbox/sql/seed_factor.sql)."""
+    rows = []
+    for i, kind in enumerate(user.factors):
+        factor_id = fixed_uuid(f"supamove-factor:{user.key}:{kind}")
+        secret = None
+        if kind.startswith("totp"):
+            secret = TOTP_SECRETS.get(user.key, "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ")
+        if kind == "totp_encrypted":  # crypto.EncryptedString: Supabase Auth's at-rest encryption
+            secret = json.dumps({"key_id": "supamove-key", "alg": "aes-gcm-hkdf",
+                                 "nonce": "c3VwYW1vdmVub25jZQ==", "data": "ZW5jcnlwdGVkIHRvdHAgc2VjcmV0"})
+        rows.append({"id": factor_id, "user_id": user.id, "friendly_name": f"{user.key} {kind}",
+                     "factor_type": kind.split("_")[0], "factor_status": "unverified" if kind.endswith("unverified")
+                     else "verified", "created_at": created + timedelta(days=1, hours=i),
+                     "updated_at": created + timedelta(days=1, hours=i), "secret": secret,
+                     "phone": user.phone or "15550109876" if kind == "phone" else None,
+                     "web_authn_credential": Jsonb({"ID": "c3VwYW1vdmU=", "PublicKey": "cGs="})
+                     if kind == "webauthn" else None})
+    return rows
 
 
 def _user_meta(user: SeedUser) -> dict[str, Any]:
@@ -468,9 +536,11 @@ def _seed_auth(conn: psycopg.Connection[Any], sizes: SeedSizes) -> None:
         conn.execute(sql_statement("seed_sso_provider"), {"sso": SSO_PROVIDER_ID})
         users = [_user_row(conn, u, _special_created(i)) for i, u in enumerate(SEED_USERS)]
         identities = [r for i, u in enumerate(SEED_USERS) for r in _identities(u, _special_created(i))]
+        factors = [r for i, u in enumerate(SEED_USERS) for r in _factors(u, _special_created(i))]
         with conn.cursor() as cur:
             cur.executemany(sql_statement("seed_user"), users)
             cur.executemany(sql_statement("seed_identity"), identities)
+            cur.executemany(sql_statement("seed_factor"), factors)
         params = {"bulk": sizes.generated_users, "pool": HASH_POOL, "epoch": EPOCH,
                   "alice": user_uuid("alice"), "dana": user_uuid("dana"), "kai": user_uuid("kai")}
         conn.execute("CREATE TEMP TABLE seed_pool (i integer, hash text) ON COMMIT DROP")

@@ -142,10 +142,10 @@ class Fault:
     status: int = 500
     retry_after: str | None = None
     seconds: float = 0.0
-    match: str | None = None  # "POST /api/v1/users"; None matches every request
+    match: str | None = None  # "POST /api/v1/users", "PATCH /api/v1/users/*"; None matches every request
 
     def matches(self, method: str, path: str) -> bool:
-        return self.match is None or self.match == f"{method} {path}"
+        return self.match is None or fnmatch.fnmatchcase(f"{method} {path}", self.match)
 
 
 @dataclass
@@ -385,7 +385,7 @@ class StackAuthSandbox:
                         f"The x-stack-access-type header must be {' or '.join(repr(a) for a in allowed)}, "
                         f"but was '{access_type}'.",
                         {"actual_access_type": access_type, "allowed_access_types": list(allowed)})
-        return access_type
+        return str(access_type)
 
     def create_user(self, body: Any) -> dict[str, Any]:
         problems = validate_body(body, CREATE_FIELDS)

@@ -21,6 +21,7 @@ log = get_logger("users.client")
 USERS = "/api/v1/users"
 SEND_RESET = "/api/v1/auth/password/send-reset-code"
 PAGE_SIZE = 200
+SERVER_ERROR_ATTEMPTS = 3  # 5xx answers to one create, each followed by a lookup finding nothing
 CREDENTIALS_FIX = ("check STACK_AUTH_SECRET_KEY (a secret server key of this project, dashboard > API Keys) "
                    "and STACK_AUTH_PROJECT_ID (dashboard > Project Settings)")
 # The request was never sent: retrying cannot duplicate anything. A refused connection or an unknown
@@ -63,6 +64,10 @@ class Rejected(Exception):
 
 class AnswerLost(Exception):
     """The request was sent but no answer came back (timeout, dropped connection, 5xx)."""
+
+    def __init__(self, why: str, status: int | None = None, message: str = "") -> None:
+        super().__init__(why)
+        self.status, self.message = status, message
 
 
 @dataclass
@@ -108,18 +113,33 @@ class StackAuthClient:
 
     def create_user(self, body: dict[str, Any],
                     recover: Callable[[], dict[str, Any] | None] | None = None) -> CreateOutcome:
-        """POST /users; after a lost answer, `recover` looks the user up before creating again."""
+        """POST /users; after a lost answer, `recover` looks the user up before creating again.
+
+        A 5xx that comes back SERVER_ERROR_ATTEMPTS times, each time with the lookup finding no such user,
+        is about this user's data (a unique index the backend breaks answers a plain 500): Rejected.
+        """
+        server_errors = 0
         for attempt in range(self.retry.attempts):
             try:
-                return CreateOutcome(self._json(self._request("POST", USERS, json=body, resend_lost=False)), False)
+                return CreateOutcome(self._json(self._request("POST", USERS, json=body, resend_lost=False,
+                                                              user_data=True)), False)
             except AnswerLost as exc:
                 log.debug("create answer lost (%s); looking the user up before trying again", exc)
                 self._pause(self.retry.backoff(attempt), attempt)
                 found = recover() if recover else None
                 if found is not None:
                     return CreateOutcome(found, True)
+                if exc.status is not None:
+                    server_errors += 1
+                    if server_errors >= SERVER_ERROR_ATTEMPTS:
+                        raise Rejected(exc.status, None, exc.message or f"HTTP {exc.status}") from None
         raise StackAuthError(f"Stack Auth did not answer a create after {self.retry.attempts} attempts",
                              fix="check STACK_AUTH_API_URL and Stack Auth's status, then run the same command again")
+
+    def update_user(self, user_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PATCH /users/{id}: setting the same values again changes nothing, so a lost answer is resent."""
+        user: dict[str, Any] = self._json(self._request("PATCH", f"{USERS}/{user_id}", json=body, user_data=True))
+        return user
 
     def get_user(self, user_id: str) -> dict[str, Any] | None:
         try:
@@ -149,13 +169,18 @@ class StackAuthClient:
                 if (u.get("primary_email") or "").strip().lower() == normalized_email]
 
     def send_reset_code(self, email_address: str, callback_url: str) -> None:
-        self._request("POST", SEND_RESET, json={"email": email_address, "callback_url": callback_url})
+        """One e-mail; AnswerLost when it may or may not have gone (never resent: no one gets two)."""
+        self._request("POST", SEND_RESET, json={"email": email_address, "callback_url": callback_url},
+                      resend_lost=False)
 
     # --- transport -------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None,
-                 resend_lost: bool = True) -> httpx.Response:
-        """One request with retries; `resend_lost=False` raises AnswerLost instead of resending."""
+                 resend_lost: bool = True, user_data: bool = False) -> httpx.Response:
+        """One request with retries; `resend_lost=False` raises AnswerLost instead of resending.
+
+        `user_data`: the body is one user's data, so a schema error is about that user (Rejected).
+        """
         content = orjson.dumps(json) if json is not None else None
         headers = {"content-type": "application/json"} if content is not None else None
         last = ""
@@ -184,12 +209,12 @@ class StackAuthClient:
                 continue
             if status >= 500:
                 if not resend_lost:
-                    raise AnswerLost(f"HTTP {status}")
+                    raise AnswerLost(f"HTTP {status}", status, error_of(response)[1])
                 last = f"answered {status}"
                 self._pause(self._retry_after(response) or self.retry.backoff(attempt), attempt, last)
                 continue
             if status >= 400:
-                raise self._error(response)
+                raise self._error(response, user_data)
             return response
         raise StackAuthError(f"Stack Auth did not answer {method} {path} after {self.retry.attempts} attempts ({last})",
                              fix="check STACK_AUTH_API_URL and Stack Auth's status, then run the same command again")
@@ -226,15 +251,21 @@ class StackAuthClient:
                                  "with something other than JSON",
                                  fix="check STACK_AUTH_API_URL points at Stack Auth's API") from exc
 
-    def _error(self, response: httpx.Response) -> Exception:
+    def _error(self, response: httpx.Response, user_data: bool = False) -> Exception:
         code, message = error_of(response)
         status = response.status_code
+        request = response.request
         if status in (401, 403):
             return StackAuthError(f"Stack Auth refused the credentials ({status} {code or ''}: {message})".replace(" :", ":"),
                                   fix=CREDENTIALS_FIX)
         if code == "USER_EMAIL_ALREADY_EXISTS":
             details = orjson.loads(response.content).get("details") or {}
             return EmailTaken(str(details.get("email", "")))
+        if code is None and status in (404, 405):  # the route itself is not there: every request would fail
+            return StackAuthError(f"Stack Auth has no {request.method} {request.url.path} ({status}): {message}"[:300],
+                                  fix="check STACK_AUTH_API_URL points at Stack Auth's API (without /api/v1)")
+        if code == "SCHEMA_ERROR" and user_data:
+            return Rejected(status, code, message)
         if code == "SCHEMA_ERROR":
             return StackAuthError(f"Stack Auth rejected the request's shape: {message}",
                                   fix="this Stack Auth may be older than supamove expects; upgrade it or report this")

@@ -9,12 +9,14 @@ The users themselves are read from the export by `supamove.users.source`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from supamove.users.source import FAR_FUTURE, SupabaseUser, iso_ts, parse_ts
+from supamove.users.source import FAR_FUTURE, SupabaseUser, iso_ts, jsonb, parse_ts
 
 # Stack Auth's rules (schema-fields.ts emailSchema = yup email; hashes.tsx for bcrypt). Both end
 # with \Z: JavaScript's `$` is the end of the text, Python's `$` also matches before a final newline.
@@ -29,6 +31,15 @@ OAUTH_PROVIDERS = {
     "twitch": "twitch",
 }
 NOT_OAUTH = {"email", "phone", "anonymous"}
+# schema-fields.ts userDisplayNameSchema: yup max(256), a JavaScript length (UTF-16 code units).
+DISPLAY_NAME_MAX = 256
+# The whole name, in server_metadata, when display_name had to be cut.
+FULL_NAME_KEY = "supabase_display_name"
+# Second factors Stack Auth cannot hold (auth.mfa_factors.factor_type -> why).
+FACTORS_NOT_CARRIED = {
+    "phone": "phone (SMS) second factor: Stack Auth has no SMS second factor",
+    "webauthn": "WebAuthn second factor: its credential cannot be moved; the user registers a passkey anew",
+}
 
 
 @dataclass
@@ -43,6 +54,10 @@ class PlannedUser:
     reset_reason: str | None = None
     notes: list[str] = field(default_factory=list)
     shared_with: str | None = None  # the older Supabase user who signs in with this e-mail
+    full_name: str | None = None  # the whole display name, when Stack Auth's limit cut it
+    totp_secret_base64: str | None = field(default=None, repr=False)  # set by an update after the create
+    totp_factor_id: str | None = None
+    mfa_not_carried: list[dict[str, Any]] = field(default_factory=list)  # {factorId, type, reason}
     body: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
@@ -126,28 +141,14 @@ def _decide_create(item: PlannedUser, use_hashes: bool, now: datetime) -> None:
     if banned and item.password == "reset-required":
         item.password, item.reset_reason = "none", None
         item.notes.append("banned: no password-reset e-mail")
-    if deleted:
-        item.notes.append("deleted in Supabase: created restricted")
-        if user.normalized_email and not item.email:
-            item.notes.append("its e-mail is not a valid address: kept in server_metadata.supabase_email")
-    elif item.reason == "anonymous":
-        item.notes.append("anonymous in Supabase: created as an anonymous Stack Auth user")
-    elif item.reason == "duplicate-email":
-        item.notes.append(f"email shared with {item.shared_with}: sign-in by email disabled")
-    elif item.reason == "invalid-email":
-        item.notes.append("its e-mail is not a valid address: created without one, "
-                          "the address kept in server_metadata.supabase_email")
-    elif not item.email:
-        kind = "phone-only" if user.phone else "no e-mail"
-        item.notes.append(f"{kind}: created without an e-mail" +
-                          ("" if providers else "; cannot sign in until an e-mail or OAuth account is added"))
+    _kind_notes(item, bool(providers))
     body: dict[str, Any] = {}
     if item.email:
         body.update(primary_email=item.email, primary_email_verified=bool(user.email_confirmed_at),
                     primary_email_auth_enabled=item.email_auth)
-    name = display_name(user.raw_user_meta_data)
-    if name:
-        body["display_name"] = name
+    _display_name(item, body)
+    if not deleted:
+        plan_mfa(item)
     if item.password == "kept":
         body["password_hash"] = user.encrypted_password
     if providers:
@@ -165,6 +166,38 @@ def _decide_create(item: PlannedUser, use_hashes: bool, now: datetime) -> None:
                     restricted_by_admin_private_details=f"banned in Supabase until {iso_ts(user.banned_until)}")
         item.notes.append("banned in Supabase: restricted_by_admin in Stack Auth")
     item.body = body
+
+
+def _kind_notes(item: PlannedUser, has_oauth: bool) -> None:
+    """The note saying how a special kind of user was created."""
+    user = item.user
+    if item.reason == "deleted":
+        item.notes.append("deleted in Supabase: created restricted")
+        if user.normalized_email and not item.email:
+            item.notes.append("its e-mail is not a valid address: kept in server_metadata.supabase_email")
+    elif item.reason == "anonymous":
+        item.notes.append("anonymous in Supabase: created as an anonymous Stack Auth user")
+    elif item.reason == "duplicate-email":
+        item.notes.append(f"email shared with {item.shared_with}: sign-in by email disabled")
+    elif item.reason == "invalid-email":
+        item.notes.append("its e-mail is not a valid address: created without one, "
+                          "the address kept in server_metadata.supabase_email")
+    elif not item.email:
+        kind = "phone-only" if user.phone else "no e-mail"
+        item.notes.append(f"{kind}: created without an e-mail" +
+                          ("" if has_oauth else "; cannot sign in until an e-mail or OAuth account is added"))
+
+
+def _display_name(item: PlannedUser, body: dict[str, Any]) -> None:
+    """display_name within Stack Auth's limit; a longer name whole in server_metadata."""
+    name = display_name(item.user.raw_user_meta_data)
+    if not name:
+        return
+    body["display_name"] = cut_utf16(name, DISPLAY_NAME_MAX)
+    if body["display_name"] != name:
+        item.full_name = name
+        item.notes.append(f"name longer than {DISPLAY_NAME_MAX} UTF-16 units: display_name cut, "
+                          f"the whole name kept in server_metadata.{FULL_NAME_KEY}")
 
 
 def _day(value: str | None) -> str:
@@ -192,9 +225,12 @@ def _password(item: PlannedUser, has_oauth: bool, use_hashes: bool) -> tuple[str
 
 
 def oauth_providers(users: list[SupabaseUser]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Stack Auth oauth_providers for these users' identities, and notes on those left behind."""
-    providers: list[dict[str, Any]] = []
-    seen: set[tuple[str, str]] = set()
+    """Stack Auth oauth_providers for these users' identities, and notes on those left behind.
+
+    Stack Auth keeps one account per provider per user (linkedin and linkedin_oidc, twitter and x
+    are one provider there): of several, the identity signed in last is kept.
+    """
+    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     notes: list[str] = []
     for user in users:
         for identity in user.identities:
@@ -205,16 +241,94 @@ def oauth_providers(users: list[SupabaseUser]) -> tuple[list[dict[str, Any]], li
             if target is None:
                 notes.append(f"{name} identity not carried over: Stack Auth has no {name} provider")
                 continue
-            data = identity.get("identity_data")
-            data = data if isinstance(data, dict) else {}
-            account = identity.get("provider_id") or data.get("sub") or data.get("provider_id") or identity.get("id")
-            key = (target, str(account))
-            if key in seen:
+            account, why = account_id(name, identity)
+            if account is None:
+                notes.append(str(why))
                 continue
-            seen.add(key)
-            address = data.get("email") if isinstance(data.get("email"), str) else None
-            providers.append({"id": target, "account_id": str(account), "email": address})
+            groups.setdefault(target, []).append((account, identity))
+    providers = []
+    for target, group in groups.items():
+        group.sort(key=lambda pair: _signed_in(pair[1]), reverse=True)
+        account, kept = group[0]
+        data = identity_data(kept)
+        address = data.get("email") if isinstance(data.get("email"), str) else None
+        providers.append({"id": target, "account_id": account, "email": address})
+        for other, identity in group[1:]:
+            if other != account:
+                notes.append(f"{identity.get('provider')} identity (account {other}) not carried over: Stack Auth "
+                             f"keeps one {target} account per user; kept the {kept.get('provider')} identity "
+                             f"(account {account}), signed in last")
     return providers, notes
+
+
+def account_id(provider: str, identity: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(the account id Stack Auth matches this identity on at sign-in, or None and why)."""
+    data = identity_data(identity)
+    if provider == "azure":  # Stack's microsoft provider matches on Graph's /me id, the ID token's oid claim
+        claims = data.get("custom_claims")
+        oid = claims.get("oid") if isinstance(claims, dict) else None
+        if not isinstance(oid, str) or not oid.strip():
+            return None, ("azure identity not carried over: its identity_data has no custom_claims.oid (the "
+                          "Microsoft object id Stack Auth signs in with)")
+        return oid.strip(), None
+    account = identity.get("provider_id") or data.get("sub") or data.get("provider_id") or identity.get("id")
+    return str(account), None
+
+
+def identity_data(identity: dict[str, Any]) -> dict[str, Any]:
+    data = jsonb(identity.get("identity_data"))
+    return data if isinstance(data, dict) else {}
+
+
+def _signed_in(identity: dict[str, Any]) -> tuple[datetime, datetime]:
+    """When the identity was last used (last sign-in, else last update), for picking the newest."""
+    never = datetime.min.replace(tzinfo=UTC)
+    return (parse_ts(identity.get("last_sign_in_at")) or never,
+            parse_ts(identity.get("updated_at")) or parse_ts(identity.get("created_at")) or never)
+
+
+def cut_utf16(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` UTF-16 code units, never between the halves of a surrogate pair."""
+    units = 0
+    for index, char in enumerate(text):
+        units += 2 if ord(char) > 0xFFFF else 1
+        if units > limit:
+            return text[:index]
+    return text
+
+
+def plan_mfa(item: PlannedUser) -> None:
+    """The newest verified TOTP factor carried; verified factors Stack Auth cannot hold noted; unverified ignored."""
+    verified = [f for f in item.user.factors if f.get("status") == "verified"]
+    for factor in sorted(verified, key=_signed_in, reverse=True):
+        kind = str(factor.get("factor_type") or "")
+        reason = FACTORS_NOT_CARRIED.get(kind, f"{kind} second factor: Stack Auth has no such factor")
+        if kind == "totp" and item.totp_secret_base64 is not None:
+            reason = "a second TOTP factor: Stack Auth keeps one TOTP secret per user (the newest is carried)"
+        elif kind == "totp":
+            secret, why = totp_base64(factor.get("secret"))
+            if secret is not None:
+                item.totp_secret_base64, item.totp_factor_id = secret, str(factor.get("id"))
+                item.notes.append("verified TOTP factor carried (totp_secret_base64, requires_totp_mfa)")
+                continue
+            reason = str(why)
+        item.mfa_not_carried.append({"factorId": str(factor.get("id")), "type": kind, "reason": reason})
+        item.notes.append(f"second factor not carried: {reason}")
+
+
+def totp_base64(secret: Any) -> tuple[str | None, str | None]:
+    """A stored TOTP secret (base32 text) as Stack Auth's totp_secret_base64, or None and why not."""
+    text = secret.strip() if isinstance(secret, str) else ""
+    if text.startswith("{") and isinstance(jsonb(text), dict):
+        return None, ("TOTP secret stored encrypted by Supabase Auth (a JSON envelope, not the base32 text): "
+                      "supamove cannot read it")
+    try:
+        raw = base64.b32decode(text.upper() + "=" * (-len(text) % 8))
+    except (binascii.Error, ValueError):
+        raw = b""
+    if not raw:
+        return None, "TOTP secret is not base32 text"
+    return base64.b64encode(raw).decode(), None
 
 
 def display_name(meta: Any) -> str | None:
@@ -243,6 +357,8 @@ def server_metadata(user: SupabaseUser, item: PlannedUser | None = None) -> dict
         meta["supabase_deleted_at"] = iso_ts(user.deleted_at)
     if item is not None and item.shared_with:
         meta["supabase_email_shared_with"] = item.shared_with
+    if item is not None and item.full_name:
+        meta[FULL_NAME_KEY] = item.full_name
     if user.email and (item is None or not item.email):
         meta["supabase_email"] = user.email  # not carried as primary_email (invalid address, anonymous user)
     return meta

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from supamove.clock import iso, parse_iso
 from supamove.errors import ConfigError, DataFileError, StackAuthError, SupamoveError
@@ -17,11 +18,15 @@ from supamove.log import get_logger
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
 from supamove.usermap import UserMapping
-from supamove.users.client import Rejected, StackAuthClient
+from supamove.users.client import AnswerLost, Rejected, StackAuthClient
 
 log = get_logger("users.resets")
 LABEL = "password resets"
 SAVE_EVERY = 50
+
+
+UNCERTAIN_FIX = ("ask those users whether it arrived (password-resets-sent.json lists them with status "
+                 "\"uncertain\"); `--resend-uncertain` sends them another")
 
 
 @dataclass
@@ -31,63 +36,111 @@ class ResetResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (Supabase id, why)
     to_send: list[dict[str, Any]] = field(default_factory=list)
     dry_run: bool = False
+    uncertain: list[str] = field(default_factory=list)  # sent in this run, the answer lost: may have gone
+    uncertain_before: int = 0  # uncertain sends of earlier runs, not sent again
 
     def failure(self) -> StackAuthError | None:
-        """The error a run with failed e-mails ends with (after its summary), or None."""
+        """The error a run with failed or uncertain e-mails ends with (after its summary), or None."""
+        if self.uncertain:
+            failed = f"{len(self.failed):,} reset e-mails failed; " if self.failed else ""
+            return StackAuthError(f"{failed}{len(self.uncertain):,} reset e-mails may or may not have been sent "
+                                  "(Stack Auth's answer was lost)", fix=UNCERTAIN_FIX)
         if not self.failed:
             return None
         return StackAuthError(f"{len(self.failed):,} reset e-mails failed", fix="correct the cause, then rerun")
 
 
 def send_password_resets(client: StackAuthClient | None, datadir: DataDir, callback_url: str | None,
-                         dry_run: bool = False, concurrency: int = 4,
-                         progress: Progress | None = None) -> ResetResult:
-    """Send Stack Auth's reset e-mail to everyone in password-reset-required.json not yet sent to."""
+                         dry_run: bool = False, concurrency: int = 4, progress: Progress | None = None,
+                         resend_uncertain: bool = False) -> ResetResult:
+    """Send Stack Auth's reset e-mail to everyone in password-reset-required.json not yet sent to.
+
+    A send whose answer was lost is recorded as uncertain and sent again only with `resend_uncertain`.
+    """
     path = datadir.password_resets
     required = json_list(read_json(path, "migrate-users"), "users", path,
                          "run `supamove migrate-users` again to rewrite it")
     sent = _load_sent(datadir.password_resets_sent)
-    todo = [u for u in required if u.get("email") and u.get("supabaseUserId") not in sent]
-    result = ResetResult(already_sent=len(required) - len(todo), to_send=todo, dry_run=dry_run)
+    uncertain = {sid for sid, entry in sent.items() if entry.get("status") == "uncertain"}
+    todo = [u for u in required if u.get("email") and (u.get("supabaseUserId") not in sent
+                                                       or (resend_uncertain and u.get("supabaseUserId") in uncertain))]
+    held = 0 if resend_uncertain else sum(u.get("supabaseUserId") in uncertain for u in required)
+    result = ResetResult(already_sent=len(required) - len(todo) - held, to_send=todo, dry_run=dry_run,
+                         uncertain_before=held)
     if dry_run:
         return result
-    if not callback_url:
-        raise ConfigError("--callback-url is required to send password resets",
-                          fix="pass your app's password-reset page, e.g. --callback-url https://app.example.com/handler/password-reset")
+    domain = _callback_domain(callback_url)
     if client is None:
         raise ConfigError("no Stack Auth client", fix="set STACK_AUTH_PROJECT_ID and STACK_AUTH_SECRET_KEY")
-    _send_all(client, datadir, callback_url, todo, sent, result, concurrency, progress or NullProgress())
+    _Sender(client, datadir, str(callback_url), domain, sent, result).send_all(todo, concurrency,
+                                                                              progress or NullProgress())
     return result
 
 
-def _send_all(client: StackAuthClient, datadir: DataDir, callback_url: str, todo: list[dict[str, Any]],
-              sent: dict[str, dict[str, Any]], result: ResetResult, concurrency: int, progress: Progress) -> None:
-    lock = threading.Lock()
+def _callback_domain(callback_url: str | None) -> str:
+    """The origin Stack Auth must trust (`https://app.example.com`); ConfigError for no URL or a bad one."""
+    example = "e.g. --callback-url https://app.example.com/handler/password-reset"
+    if not callback_url:
+        raise ConfigError("--callback-url is required to send password resets",
+                          fix=f"pass your app's password-reset page, {example}")
+    parts = urlsplit(callback_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"--callback-url {callback_url} is not an http(s) URL", fix=f"pass a full URL, {example}")
+    return f"{parts.scheme}://{parts.netloc}"
 
-    def send(user: dict[str, Any]) -> None:
+
+class _Sender:
+    """One send-password-resets run: the first e-mail alone (it proves the link's domain is trusted), then the rest."""
+
+    def __init__(self, client: StackAuthClient, datadir: DataDir, callback_url: str, domain: str,
+                 sent: dict[str, dict[str, Any]], result: ResetResult) -> None:
+        self.client, self.datadir, self.callback_url, self.domain = client, datadir, callback_url, domain
+        self.sent, self.result = sent, result
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+
+    def send_all(self, todo: list[dict[str, Any]], concurrency: int, progress: Progress) -> None:
+        progress.start(LABEL, len(todo))
         try:
-            client.send_reset_code(user["email"], callback_url)
-        except Rejected as exc:
-            with lock:
-                result.failed.append((user["supabaseUserId"], exc.message))
+            for user in todo[:1]:  # Stack Auth checks the link only for a user it has: the first real one
+                self.send(user, progress)
+            with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="resets") as pool:
+                for future in [pool.submit(self.send, user, progress) for user in todo[1:]]:
+                    future.result()
+        finally:
+            with self.lock:
+                _save_sent(self.datadir.password_resets_sent, self.sent)
+            progress.finish(LABEL)
+
+    def send(self, user: dict[str, Any], progress: Progress) -> None:
+        if self.stop.is_set():
             return
-        with lock:
-            sent[user["supabaseUserId"]] = {"supabaseUserId": user["supabaseUserId"], "email": user["email"],
-                                            "sentAt": iso(datetime.now(UTC))}
-            result.sent.append(user["supabaseUserId"])
-            if len(result.sent) % SAVE_EVERY == 0:
-                _save_sent(datadir.password_resets_sent, sent)
+        sid = user["supabaseUserId"]
+        try:
+            self.client.send_reset_code(user["email"], self.callback_url)
+        except Rejected as exc:
+            if exc.code == "REDIRECT_URL_NOT_WHITELISTED":
+                self.stop.set()
+                raise StackAuthError(f"Stack Auth refuses the reset link {self.callback_url}: {exc.message}",
+                                     fix=f"add {self.domain} to the project's trusted domains (Stack Auth "
+                                         "dashboard > Domains), then run the same command again") from None
+            with self.lock:
+                self.result.failed.append((sid, exc.message))
+            return
+        except AnswerLost:
+            self._record(user, "uncertain")
+            return
+        self._record(user, "sent")
         progress.advance(LABEL)
 
-    progress.start(LABEL, len(todo))
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="resets") as pool:
-            for future in [pool.submit(send, user) for user in todo]:
-                future.result()
-    finally:
-        with lock:
-            _save_sent(datadir.password_resets_sent, sent)
-        progress.finish(LABEL)
+    def _record(self, user: dict[str, Any], status: str) -> None:
+        sid = user["supabaseUserId"]
+        with self.lock:
+            self.sent[sid] = {"supabaseUserId": sid, "email": user["email"], "sentAt": iso(datetime.now(UTC)),
+                              "status": status}
+            (self.result.sent if status == "sent" else self.result.uncertain).append(sid)
+            if len(self.result.sent) % SAVE_EVERY == 0 or status == "uncertain":
+                _save_sent(self.datadir.password_resets_sent, self.sent)
 
 
 def _load_sent(path: Path) -> dict[str, dict[str, Any]]:

@@ -34,6 +34,7 @@ class SupabaseUser:
     banned_until: str | None
     is_sso_user: bool
     identities: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    factors: list[dict[str, Any]] = field(default_factory=list, repr=False)  # auth.mfa_factors rows
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> SupabaseUser:
@@ -104,8 +105,23 @@ def load_auth_export(datadir: DataDir) -> list[SupabaseUser]:
         owner = users.get(str(row.get("user_id")))
         if owner is not None:
             owner.identities.append({**row, "identity_data": jsonb(row.get("identity_data"))})
-    _check_counts(datadir, {"users": len(users), "identities": identities})
+    factors = _attach_factors(datadir, users)
+    _check_counts(datadir, {"users": len(users), "identities": identities, "mfa_factors": factors})
     return sorted(users.values(), key=lambda u: (parse_ts(u.created_at) or FAR_FUTURE, u.id))
+
+
+def _attach_factors(datadir: DataDir, users: dict[str, SupabaseUser]) -> int:
+    """Each user's auth.mfa_factors rows; an export of a Supabase Auth without the table has no file."""
+    path = datadir.table_file("auth", "mfa_factors")
+    if not path.exists():
+        return 0
+    count = 0
+    for row in read_rows(path):
+        count += 1
+        owner = users.get(str(row.get("user_id")))
+        if owner is not None:
+            owner.factors.append(row)
+    return count
 
 
 def _check_counts(datadir: DataDir, counts: dict[str, int]) -> None:

@@ -23,6 +23,39 @@ class VerifyOptions:
     max_diffs: int = 10
     jobs: int = 2
     tables: list[str] = field(default_factory=list)
+    keep_supabase_ids: list[str] = field(default_factory=list)  # schema.table.column kept on purpose
+
+
+@dataclass(frozen=True)
+class UserIdCount:
+    """How many target rows of one column still hold Supabase user ids of the mapping."""
+
+    column: str
+    rows: int
+    example: str | None = None  # one of those ids
+    kept: bool = False  # named by --keep-supabase-ids (or --not-user-id-column at the export)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"column": self.column, "rows": self.rows, "example": self.example, "kept": self.kept}
+
+
+@dataclass
+class SequenceCheck:
+    """A sequence of the export that no compared table uses, checked on its own."""
+
+    schema: str
+    name: str
+    source_next: int | None
+    target_next: int | None
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return FAIL if self.failures else PASS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.schema, "name": self.name, "sourceNext": self.source_next,
+                "targetNext": self.target_next, "status": self.status, "reason": "; ".join(self.failures) or None}
 
 
 @dataclass(frozen=True)
@@ -75,6 +108,8 @@ class TableCheck:
     warnings: list[str] = field(default_factory=list)
     differences: list[Difference] = field(default_factory=list)
     seconds: float = 0.0
+    supabase_ids: list[UserIdCount] | None = None  # None: not counted (no user-mapping.json)
+    supabase_id_seconds: float = 0.0
 
     @property
     def qualified(self) -> str:
@@ -92,7 +127,8 @@ class TableCheck:
         return {"schema": self.schema, "table": self.table, "sourceRows": self.source_rows,
                 "targetRows": self.target_rows, "sourceChecksum": self.source_checksum,
                 "targetChecksum": self.target_checksum, "status": self.status, "reason": self.reason,
-                "differences": [d.to_dict() for d in self.differences]}
+                "differences": [d.to_dict() for d in self.differences],
+                "supabaseUserIds": None if self.supabase_ids is None else [c.to_dict() for c in self.supabase_ids]}
 
 
 @dataclass
@@ -107,19 +143,31 @@ class VerifyReport:
     checksums: bool
     tables_from: str  # "metadata.json" or "source catalog"
     report_path: Path | None = None  # where the report was written
+    sequences: list[SequenceCheck] = field(default_factory=list)  # those no compared table uses
 
     def count(self, status: str) -> int:
         return sum(1 for t in self.tables if t.status == status)
 
     @property
     def ok(self) -> bool:
-        return self.count(FAIL) == 0
+        return self.count(FAIL) == 0 and not self.failed_sequences
+
+    @property
+    def failed_sequences(self) -> list[SequenceCheck]:
+        return [s for s in self.sequences if s.status == FAIL]
 
     def failure(self) -> VerificationFailed | None:
         """The error verify ends with when a table fails, else None."""
         if self.ok:
             return None
         failed = [t for t in self.tables if t.status == FAIL]
+        if not failed:
+            first = self.failed_sequences[0]
+            return VerificationFailed(f"{len(self.failed_sequences)} sequence"
+                                      f"{'s are' if len(self.failed_sequences) > 1 else ' is'} not continued: "
+                                      f"{first.failures[0]}",
+                                      fix="run `supamove import` again (it continues every sequence of the "
+                                          f"export), or setval() it by hand; see {self.report_path}")
         if all(t.reason == EMPTY_TARGET for t in failed):  # verify run before import: name the step
             return VerificationFailed(f"{len(failed)} of {len(self.tables)} target tables are empty",
                                       fix="run `supamove import` first, then `supamove verify`")
@@ -131,9 +179,11 @@ class VerifyReport:
         return {"tables": len(self.tables), "pass": self.count(PASS), "warn": self.count(WARN),
                 "fail": self.count(FAIL), "sourceRows": sum(t.source_rows or 0 for t in self.tables),
                 "targetRows": sum(t.target_rows or 0 for t in self.tables),
-                "seconds": round(self.seconds, 3), "checksums": self.checksums}
+                "seconds": round(self.seconds, 3), "checksums": self.checksums,
+                "sequences": len(self.sequences), "sequencesFailed": len(self.failed_sequences),
+                "supabaseUserIdSeconds": round(sum(t.supabase_id_seconds for t in self.tables), 3)}
 
     def to_dict(self) -> dict[str, Any]:
         return {"generatedAt": self.generated_at, "source": self.source, "target": self.target,
                 "tablesFrom": self.tables_from, "tables": [t.to_dict() for t in self.tables],
-                "summary": self.summary}
+                "sequences": [s.to_dict() for s in self.sequences], "summary": self.summary}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from supamove import catalog
 from supamove.catalog import Column, Table
@@ -11,7 +12,7 @@ from supamove.errors import ConfigError
 from supamove.metadata import Metadata, table_from_dict
 from supamove.paths import DataDir
 from supamove.verify.checksum import Relation
-from supamove.verify.model import VerifyOptions
+from supamove.verify.model import TableCheck, VerifyOptions
 
 
 @dataclass
@@ -56,11 +57,11 @@ class TableComparison:
         return Relation(live.schema, live.name, live.partitioned, self.columns, self.key, mapped)
 
     def column_warnings(self, checksums: bool = True) -> list[str]:
-        """Why some columns are not compared: on one side only, or user ids with no mapping yet."""
+        """Why some columns are not compared: in the target only, or user ids with no mapping yet."""
         assert self.source and self.target
         ours, theirs = {c.name for c in self.source.columns}, {c.name for c in self.target.columns}
-        notes = [f"column {c} is in the source only: not compared" for c in sorted(ours - theirs)]
-        notes += [f"column {c} is in the target only: not compared" for c in sorted(theirs - ours)]
+        # a column in the source only fails the table's structure comparison
+        notes = [f"column {c} is in the target only: not compared" for c in sorted(theirs - ours)]
         unmapped = [c for c in self.table.user_id_columns if c in ours & theirs]
         if unmapped and not self.map_user_ids and checksums:
             notes.append(f"user-id column{'s' if len(unmapped) > 1 else ''} {', '.join(unmapped)} not compared: "
@@ -72,8 +73,19 @@ def _is_array(col: Column) -> bool:
     return (col.base_type or col.type).endswith("]")
 
 
+@dataclass
+class VerifyPlan:
+    """The tables to compare, where their list came from, and what the export's coverage showed."""
+
+    tables: list[TableComparison]
+    origin: str  # "metadata.json" or "source catalog"
+    left_out: list[TableCheck] = field(default_factory=list)  # source tables the export does not hold
+    sequences: list[tuple[str, str]] = field(default_factory=list)  # the export's sequences no table uses
+    kept: set[tuple[str, str, str]] = field(default_factory=set)  # columns that may keep Supabase ids
+
+
 def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: VerifyOptions,
-                has_mapping: bool) -> tuple[list[TableComparison], str]:
+                has_mapping: bool) -> VerifyPlan:
     """The tables to compare: those of metadata.json, else the source catalog's public tables."""
     meta = Metadata.load(datadir) if datadir.metadata.exists() else None
     with connect(source, autocommit=True) as conn:
@@ -81,12 +93,59 @@ def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: V
             tables, origin = [table_from_dict(e) for e in meta.tables], "metadata.json"
         else:
             tables, origin = catalog.read_tables(conn, ["public"]), "source catalog"
+        exported = sorted(set(meta.data.get("schemas", []) if meta else []) | {t.schema for t in tables})
+        everything = catalog.read_relations(conn, exported)
+        kept = kept_columns(tables, options.keep_supabase_ids)
         tables = [t for t in tables if catalog.selected(t, options.tables)]
         schemas = sorted({t.schema for t in tables})
-        ours = {t.key: t for t in catalog.read_relations(conn, schemas)}
+        ours = {t.key: t for t in everything if t.schema in schemas}
     with connect(target, autocommit=True) as conn:
         theirs = {t.key: t for t in catalog.read_relations(conn, schemas)}
     if options.tables and not tables:
         raise ConfigError(f"--tables {' '.join(options.tables)} matches no table",
                           fix="check the pattern (name or schema.name, shell patterns)")
-    return [TableComparison(t, ours.get(t.key), theirs.get(t.key), has_mapping) for t in tables], origin
+    plan = VerifyPlan([TableComparison(t, ours.get(t.key), theirs.get(t.key), has_mapping) for t in tables], origin,
+                      kept=kept)
+    if meta is not None:
+        recorded = meta.data.get("options", {})
+        plan.left_out = left_out(everything, meta.tables, recorded, options.tables)
+        used = {(s.schema, s.name) for t in everything for s in t.sequences + t.default_sequences}
+        plan.sequences = sorted({(s["schema"], s["name"]) for s in meta.data.get("sequences", [])} - used)
+        plan.kept |= {catalog.parse_column_ref(r, "--not-user-id-column") for r in recorded.get("notUserIdColumns", [])}
+    return plan
+
+
+def left_out(source: list[Table], entries: list[dict[str, Any]], recorded: dict[str, Any],
+             patterns: list[str]) -> list[TableCheck]:
+    """The source tables of the exported schemas the export does not hold: a failure, unless excluded on purpose."""
+    exported = {(e["schema"], e["name"]) for e in entries}
+    include, exclude = recorded.get("tables", []), recorded.get("excludeTables", [])
+    checks = []
+    for table in source:
+        if table.key in exported or not catalog.selected(table, patterns):
+            continue
+        check = TableCheck(table.schema, table.name)
+        pattern = next((p for p in exclude if not catalog.selected(table, [], [p])), None)
+        if pattern is not None:
+            check.warnings.append(f"not exported (--exclude-tables {pattern}): not compared")
+        elif include and not catalog.selected(table, include):
+            check.failures.append(f"source table {table.qualified} is not in the export: "
+                                  f"add --tables {table.qualified} to `supamove export` and run it again")
+        else:
+            check.failures.append(f"source table {table.qualified} is not in the export (created after it?): "
+                                  "run `supamove export` again")
+        checks.append(check)
+    return checks
+
+
+def kept_columns(tables: list[Table], refs: list[str]) -> set[tuple[str, str, str]]:
+    """The columns of --keep-supabase-ids, each checked to be a column of a table verify compares."""
+    kept = set()
+    for ref in refs:
+        schema, name, column = catalog.parse_column_ref(ref, "--keep-supabase-ids")
+        match = next((t for t in tables if t.key == (schema, name)), None)
+        if match is None or match.column(column) is None:
+            raise ConfigError(f"--keep-supabase-ids {ref}: no such exported column",
+                              fix="name a column of an exported table as schema.table.column")
+        kept.add((schema, name, column))
+    return kept

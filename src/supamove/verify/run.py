@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -15,16 +16,36 @@ from supamove.files import write_json
 from supamove.log import get_logger
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
-from supamove.verify import checksum
+from supamove.verify import checksum, sequences, structure
 from supamove.verify.checksum import Checksum
 from supamove.verify.locate import locate
 from supamove.verify.model import EMPTY_TARGET, TableCheck, VerifyOptions, VerifyReport
-from supamove.verify.plan import TableComparison, plan_tables
+from supamove.verify.plan import TableComparison, VerifyPlan, plan_tables
 from supamove.verify.pools import Pair, SidePool, fetch_int, read_mapping
-from supamove.verify.sequences import sequence_problems
+from supamove.verify.sequences import (
+    SeqKey,
+    State,
+    free_sequence_checks,
+    read_states,
+    sequence_problems,
+)
+from supamove.verify.structure import Shape, TableKey
+from supamove.verify.supabase_ids import count_supabase_ids
 
 log = get_logger("verify")
 CHUNK_BLOCKS = 4096  # a table larger than twice this many blocks (32 MB) is checksummed in pieces
+
+
+@dataclass
+class Context:
+    """What every table's comparison reads besides its own rows: both sides' structures and sequence states."""
+
+    pools: dict[str, SidePool]
+    options: VerifyOptions
+    shapes: tuple[dict[TableKey, Shape], dict[TableKey, Shape]]
+    states: dict[str, dict[SeqKey, State]]
+    kept: set[tuple[str, str, str]]
+    mapping: bool
 
 
 def run_verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: VerifyOptions,
@@ -34,34 +55,45 @@ def run_verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: Ve
     started = time.monotonic()
     datadir.check_exists()
     mapping = read_mapping(datadir)
-    plans, origin = plan_tables(source, target, datadir, options, mapping is not None)
-    needs_map = mapping is not None and any(p.table.user_id_columns for p in plans)
+    plan = plan_tables(source, target, datadir, options, mapping is not None)
+    present = [p.table.key for p in plan.tables if p.source is not None and p.target is not None]
+    shapes = structure.read_both(source, target, present)
+    states = {"source": read_states(source, _sequence_names(plan, "source")),
+              "target": read_states(target, _sequence_names(plan, "target"))}
     jobs = max(1, options.jobs)
-    pools = {"source": SidePool(source, jobs), "target": SidePool(target, jobs, mapping if needs_map else None)}
-    progress.start("tables", len(plans))
+    pools = {"source": SidePool(source, jobs), "target": SidePool(target, jobs, mapping)}
+    context = Context(pools, options, shapes, states, plan.kept, mapping is not None)
+    progress.start("tables", len(plan.tables))
     try:
         with ThreadPoolExecutor(jobs, "verify") as workers:
-            def one(plan: TableComparison) -> TableCheck:
-                check = verify_table(plan, pools, options)
+            def one(table: TableComparison) -> TableCheck:
+                check = verify_table(table, context)
                 progress.advance("tables")
                 return check
 
             # Biggest first, so the longest table does not start last and finish alone.
-            order = sorted(plans, key=lambda p: -p.table.estimated_rows)
+            order = sorted(plan.tables, key=lambda p: -p.table.estimated_rows)
             done = {c.qualified: c for c in workers.map(one, order)}
     finally:
         for pool in pools.values():
             pool.close()
     progress.finish("tables")
-    checks = [done[p.table.qualified] for p in plans]
+    checks = [done[p.table.qualified] for p in plan.tables] + plan.left_out
     report = VerifyReport(now_iso(), source.redacted, target.redacted, checks, time.monotonic() - started,
-                          not options.skip_checksum, origin, datadir.verification_report)
+                          not options.skip_checksum, plan.origin, datadir.verification_report,
+                          free_sequence_checks(plan.sequences, states))
     datadir.root.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_json(datadir.verification_report, report.to_dict())
     return report
 
 
-def verify_table(plan: TableComparison, pools: dict[str, SidePool], options: VerifyOptions) -> TableCheck:
+def _sequence_names(plan: VerifyPlan, side: str) -> list[SeqKey]:
+    """The sequences of the compared tables on one side, and the export's sequences no table uses."""
+    tables = [p.source if side == "source" else p.target for p in plan.tables]
+    return [s.key for t in tables if t is not None for s in sequences.used_sequences(t)] + plan.sequences
+
+
+def verify_table(plan: TableComparison, context: Context) -> TableCheck:
     """One table's verdict; a query the server refuses fails this table only."""
     started = time.monotonic()
     check = TableCheck(plan.table.schema, plan.table.name)
@@ -71,9 +103,13 @@ def verify_table(plan: TableComparison, pools: dict[str, SidePool], options: Ver
         check.failures.append(f"target table {plan.table.qualified} does not exist (run `supamove import`)")
     if check.failures:
         return check
-    pair = Pair(plan, pools, plan.relation("source"), plan.relation("target"))
+    found = structure.compare_shapes(context.shapes[0].get(plan.table.key, Shape()),
+                                     context.shapes[1].get(plan.table.key, Shape()))
+    check.failures += found.failures
+    check.warnings += found.warnings
+    pair = Pair(plan, context.pools, plan.relation("source"), plan.relation("target"))
     try:
-        compare(pair, check, options)
+        compare(pair, check, context)
     except psycopg.Error as exc:
         check.failures.append(f"could not compare: {first_line(exc)}")
     check.seconds = time.monotonic() - started
@@ -81,8 +117,9 @@ def verify_table(plan: TableComparison, pools: dict[str, SidePool], options: Ver
     return check
 
 
-def compare(pair: Pair, check: TableCheck, options: VerifyOptions) -> None:
-    """Counts (and checksums), then the differing rows, unmapped user ids and sequences."""
+def compare(pair: Pair, check: TableCheck, context: Context) -> None:
+    """Counts (and checksums), then the differing rows, unmapped and leftover user ids, and sequences."""
+    options = context.options
     if options.skip_checksum:
         check.source_rows, check.target_rows = pair.both(checksum.count_query, fetch=fetch_int)
     else:
@@ -100,7 +137,9 @@ def compare(pair: Pair, check: TableCheck, options: VerifyOptions) -> None:
         rows = max(check.source_rows or 0, check.target_rows or 0)
         check.differences = locate(pair, rows, options.max_diffs)
         check.failures += unmapped_ids(pair)
-    check.failures += sequence_problems(pair)
+    if context.mapping:
+        count_supabase_ids(pair, check, {c for s, t, c in context.kept if (s, t) == pair.plan.table.key})
+    check.failures += sequence_problems(pair, context.states)
 
 
 def table_checksums(pair: Pair) -> tuple[Checksum, Checksum]:

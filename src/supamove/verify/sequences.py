@@ -1,47 +1,105 @@
-"""Sequences: the target's next values must neither collide with its rows nor fall behind the source's."""
+"""Sequences: the target's next values must neither collide with its rows nor fall behind the source's.
+
+Every sequence a compared table uses (owned by a column, or named by a column's nextval default) is
+checked with that table; every other sequence of the export is checked on its own.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from supamove.verify.pools import Pair, fetch_value
+from supamove.catalog import SequenceRef, Table
+from supamove.db import Endpoint, connect, first_line
+from supamove.verify.model import SequenceCheck
+from supamove.verify.pools import Pair
 
-# The sequence behind a column (serial, identity or a free-standing one named by pg_get_serial_sequence),
-# the value it would give next, and its step.
-NEXT_VALUE_SQL = sql.SQL("""
-SELECT s.seqrelid::regclass::text, coalesce(pg_sequence_last_value(s.seqrelid) + s.seqincrement, s.seqstart),
-       s.seqincrement
-FROM pg_sequence s WHERE s.seqrelid = pg_get_serial_sequence(format('%%I.%%I', %s::text, %s::text), %s)::regclass
-""")
+SeqKey = tuple[str, str]
+State = tuple[int, int]  # the value the sequence would give next, its step
+
+# Each sequence named (two parallel text[] parameters): the value it would give next, and its step.
+STATES_SQL = """
+SELECT n.nspname, c.relname, coalesce(pg_sequence_last_value(c.oid) + s.seqincrement, s.seqstart), s.seqincrement
+FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+"""
 
 
-def sequence_problems(pair: Pair) -> list[str]:
-    """A target sequence whose next value collides with existing rows or falls behind the source's."""
+def used_sequences(table: Table) -> list[SequenceRef]:
+    """The sequences behind a table's columns: owned ones, then those its defaults name."""
+    return list(table.sequences + table.default_sequences)
+
+
+def read_states(endpoint: Endpoint, names: Iterable[SeqKey]) -> dict[SeqKey, State]:
+    """The state of each of these sequences that exists on one side."""
+    keys = sorted(set(names))
+    if not keys:
+        return {}
+    try:
+        with connect(endpoint, autocommit=True) as conn:
+            rows = conn.execute(STATES_SQL, ([k[0] for k in keys], [k[1] for k in keys])).fetchall()
+    except psycopg.Error as exc:
+        raise endpoint.error(f"could not read the {endpoint.side}'s sequences: {first_line(exc)}",
+                             "let the user of the URL read the sequences (GRANT SELECT ON ALL SEQUENCES IN "
+                             "SCHEMA ...), then run `supamove verify` again") from None
+    return {(r[0], r[1]): (int(r[2]), int(r[3])) for r in rows}
+
+
+def behind(name: str, target: State | None, source: State | None) -> str | None:
+    """Why a sequence fails when it is missing or behind the source's, else None."""
+    if target is None:
+        return f"sequence {name} does not exist in the target"
+    if source is not None and target[1] > 0 and target[0] < source[0]:
+        return f"sequence {name} would next give {target[0]}, behind the source's {source[0]}"
+    return None
+
+
+def sequence_problems(pair: Pair, states: dict[str, dict[SeqKey, State]]) -> list[str]:
+    """A sequence of the table whose next value collides with the target's rows or falls behind the source's."""
     assert pair.plan.source and pair.plan.target
-    problems = []
-    for ref in pair.plan.source.sequences:
-        ours = pair.run("source", NEXT_VALUE_SQL, (pair.plan.source.schema, pair.plan.source.name, ref.column),
-                        _fetch_row)
-        theirs = pair.run("target", NEXT_VALUE_SQL, (pair.plan.target.schema, pair.plan.target.name, ref.column),
-                          _fetch_row)
-        if theirs is None:
-            problems.append(f"column {ref.column} has no sequence or identity in the target")
-            continue
-        name, upcoming, step = theirs
-        if step < 0:  # both checks below assume an ascending sequence
-            continue
-        highest = pair.run("target", sql.SQL("SELECT max({}) FROM {}").format(
-            sql.Identifier(ref.column), pair.tgt_rel.source), None, fetch_value)
-        if highest is not None and upcoming <= highest:
-            problems.append(f"sequence {name} would next give {upcoming}, which collides with existing rows "
-                            f"(max({ref.column}) = {highest})")
-        elif ours is not None and upcoming < ours[1]:
-            problems.append(f"sequence {name} would next give {upcoming}, behind the source's {ours[1]}")
+    theirs = {ref.column: ref for ref in used_sequences(pair.plan.target)}
+    refs = [ref for ref in used_sequences(pair.plan.source) if ref.column in theirs]
+    problems = [f"column {ref.column} has no sequence or identity in the target"
+                for ref in used_sequences(pair.plan.source) if ref.column not in theirs]
+    highest = _maxima(pair, [ref.column for ref in refs])
+    for ref in refs:
+        other = theirs[ref.column]
+        state = states["target"].get(other.key)
+        if state is not None and state[1] > 0 and highest[ref.column] is not None and state[0] <= highest[ref.column]:
+            problems.append(f"sequence {other.qualified} would next give {state[0]}, which collides with existing "
+                            f"rows (max({ref.column}) = {highest[ref.column]})")
+        elif (why := behind(other.qualified, state, states["source"].get(ref.key))) is not None:
+            problems.append(why)
     return problems
 
 
-def _fetch_row(cur: psycopg.Cursor[Any]) -> Any:
-    return cur.fetchone()
+def _maxima(pair: Pair, columns: list[str]) -> dict[str, Any]:
+    """The target's highest value of each column, in one scan."""
+    if not columns:
+        return {}
+    query = sql.SQL("SELECT {} FROM {}").format(
+        sql.SQL(", ").join(sql.SQL("max({})").format(sql.Identifier(c)) for c in columns), pair.tgt_rel.source)
+    return dict(zip(columns, pair.run("target", query, None, _fetch_row), strict=True))
+
+
+def _fetch_row(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    row = cur.fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def free_sequence_checks(names: Iterable[SeqKey], states: dict[str, dict[SeqKey, State]]) -> list[SequenceCheck]:
+    """The export's sequences no table uses, each checked on its own."""
+    checks = []
+    for key in sorted(names):
+        source, target = states["source"].get(key), states["target"].get(key)
+        check = SequenceCheck(key[0], key[1], source[0] if source else None, target[0] if target else None)
+        if source is None:
+            check.failures.append(f"sequence {key[0]}.{key[1]} does not exist in the source")
+        elif (why := behind(f"{key[0]}.{key[1]}", target, source)) is not None:
+            check.failures.append(why)
+        checks.append(check)
+    return checks

@@ -1,0 +1,197 @@
+"""The tables' structure on both sides: columns, keys, check constraints and indexes, compared by name.
+
+Each kind is read with one query per side for every table at once. Both sessions read with
+search_path = pg_catalog, so every name in a type, default or definition is written with its schema
+on both sides alike; a column's type is compared by identity (an extension's type by its extension),
+so `extensions.citext` on the source and `public.citext` on the target are the same type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from supamove.catalog import PLATFORM_SCHEMAS
+from supamove.db import Endpoint, connect, first_line
+
+TableKey = tuple[str, str]
+# The tables asked for, as two parallel text[] parameters (schemas, names).
+WANTED = sql.SQL("(n.nspname, c.relname) IN (SELECT * FROM unnest(%(schemas)s::text[], %(names)s::text[]))")
+
+# Each column: its type (as written, and its identity), nullability, default, and generated or identity kind.
+COLUMNS_SQL = sql.SQL("""
+SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
+       coalesce((SELECT x.extname || ' extension' FROM pg_depend d JOIN pg_extension x ON x.oid = d.refobjid
+                 WHERE d.classid = 'pg_type'::regclass AND d.objid = b.oid AND d.deptype = 'e'), bn.nspname)
+           || '.' || b.typname || CASE WHEN t.typcategory = 'A' THEN '[]' ELSE '' END || ':' || a.atttypmod,
+       a.attnotnull,
+       CASE WHEN a.attgenerated = '' THEN pg_get_expr(ad.adbin, ad.adrelid) END,
+       CASE WHEN a.attgenerated <> '' THEN 'generated' WHEN a.attidentity = 'a' THEN 'identity always'
+            WHEN a.attidentity = 'd' THEN 'identity by default' ELSE '' END,
+       CASE WHEN a.attgenerated <> '' THEN pg_get_expr(ad.adbin, ad.adrelid) END
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_type t ON t.oid = a.atttypid
+JOIN pg_type b ON b.oid = CASE WHEN t.typcategory = 'A' AND t.typelem <> 0 THEN t.typelem ELSE t.oid END
+JOIN pg_namespace bn ON bn.oid = b.typnamespace
+LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+WHERE a.attnum > 0 AND NOT a.attisdropped AND {wanted}
+""")
+
+# Primary, unique, foreign-key, check and exclusion constraints, but foreign keys into platform schemas.
+CONSTRAINTS_SQL = sql.SQL("""
+SELECT n.nspname, c.relname, con.conname, con.contype, pg_get_constraintdef(con.oid)
+FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_class rc ON rc.oid = con.confrelid LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+WHERE con.contype IN ('p', 'u', 'f', 'c', 'x') AND con.conparentid = 0
+  AND (rn.nspname IS NULL OR NOT rn.nspname = ANY(%(platform)s)) AND {wanted}
+""")
+
+# Indexes that no primary key, unique or exclusion constraint stands for (those compare as constraints).
+INDEXES_SQL = sql.SQL("""
+SELECT n.nspname, c.relname, ic.relname, pg_get_indexdef(i.indexrelid)
+FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = i.indexrelid
+                  AND con.conrelid = i.indrelid AND con.contype IN ('p', 'u', 'x'))
+  AND {wanted}
+""")
+
+KINDS = {"p": "primary key", "u": "unique constraint", "f": "foreign key", "c": "check constraint",
+         "x": "exclusion constraint"}
+
+
+@dataclass(frozen=True)
+class ColumnShape:
+    type: str  # as written, e.g. "extensions.citext"
+    identity: str  # the same type in any database, e.g. "citext extension.citext:-1"
+    not_null: bool
+    default: str | None
+    kind: str  # "generated", "identity always", "identity by default" or ""
+    expression: str | None  # a generated column's expression
+
+
+@dataclass
+class Shape:
+    """One table's structure on one side: columns, constraints (name -> kind, definition) and indexes."""
+
+    columns: dict[str, ColumnShape] = field(default_factory=dict)
+    constraints: dict[str, tuple[str, str]] = field(default_factory=dict)
+    indexes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Findings:
+    """What the structure comparison found in one table."""
+
+    failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_shapes(conn: psycopg.Connection, tables: Iterable[TableKey]) -> dict[TableKey, Shape]:
+    """The structure of each of `tables` that exists, from three catalog queries."""
+    keys = list(tables)
+    params = {"schemas": [k[0] for k in keys], "names": [k[1] for k in keys], "platform": sorted(PLATFORM_SCHEMAS)}
+    shapes: dict[TableKey, Shape] = {}
+    for schema, name, column, *rest in conn.execute(COLUMNS_SQL.format(wanted=WANTED), params):
+        shapes.setdefault((schema, name), Shape()).columns[column] = ColumnShape(*rest)
+    for schema, name, con, kind, definition in conn.execute(CONSTRAINTS_SQL.format(wanted=WANTED), params):
+        shapes.setdefault((schema, name), Shape()).constraints[con] = (kind, definition)
+    for schema, name, index, definition in conn.execute(INDEXES_SQL.format(wanted=WANTED), params):
+        shapes.setdefault((schema, name), Shape()).indexes[index] = definition
+    return shapes
+
+
+def read_both(source: Endpoint, target: Endpoint,
+              tables: list[TableKey]) -> tuple[dict[TableKey, Shape], dict[TableKey, Shape]]:
+    """Both sides' structures, read at the same time."""
+    with ThreadPoolExecutor(2, "structure") as pool:
+        ours, theirs = (pool.submit(_read_side, endpoint, tables) for endpoint in (source, target))
+        return ours.result(), theirs.result()
+
+
+def _read_side(endpoint: Endpoint, tables: list[TableKey]) -> dict[TableKey, Shape]:
+    try:
+        with connect(endpoint, autocommit=True) as conn:
+            conn.execute("SET search_path = pg_catalog")  # every other schema's names come qualified
+            return read_shapes(conn, tables)
+    except psycopg.Error as exc:
+        raise endpoint.error(f"could not read the {endpoint.side}'s table structure: {first_line(exc)}",
+                             "check the server is up, then run `supamove verify` again") from None
+
+
+def compare_shapes(ours: Shape, theirs: Shape) -> Findings:
+    """A missing column, constraint or index fails; what the target has more, or writes otherwise, warns."""
+    found = Findings()
+    for name, column in ours.columns.items():
+        other = theirs.columns.get(name)
+        if other is None:
+            found.failures.append(f"column {name} is missing in the target")
+        else:
+            _compare_column(name, column, other, found)
+    _compare_constraints(ours.constraints, theirs.constraints, found)
+    _compare_indexes(ours.indexes, theirs.indexes, found)
+    return found
+
+
+def _compare_column(name: str, ours: ColumnShape, theirs: ColumnShape, found: Findings) -> None:
+    if ours.identity != theirs.identity:
+        found.failures.append(f"column {name} is {ours.type} in the source, {theirs.type} in the target")
+    if ours.not_null and not theirs.not_null:
+        found.failures.append(f"column {name} is NOT NULL in the source only")
+    elif theirs.not_null and not ours.not_null:
+        found.warnings.append(f"column {name} is NOT NULL in the target only")
+    if ours.kind != theirs.kind:
+        found.failures.append(f"column {name} is {ours.kind or 'a plain column'} in the source, "
+                              f"{theirs.kind or 'a plain column'} in the target")
+    elif ours.expression != theirs.expression:
+        found.warnings.append(f"column {name} is generated differently: source {ours.expression}, "
+                              f"target {theirs.expression}")
+    if ours.default is not None and theirs.default is None:
+        found.failures.append(f"column {name} has no default in the target (source: {ours.default})")
+    elif ours.default != theirs.default:
+        found.warnings.append(f"column {name} has another default in the target: source {ours.default}, "
+                              f"target {theirs.default}")
+
+
+def _compare_constraints(ours: dict[str, tuple[str, str]], theirs: dict[str, tuple[str, str]],
+                         found: Findings) -> None:
+    """Matched by name, else by kind and definition (a renamed constraint is the same constraint)."""
+    matched: set[str] = set()
+    for name, (kind, definition) in sorted(ours.items()):
+        other = theirs.get(name)
+        if other is None or other[0] != kind:
+            same = next((n for n, v in sorted(theirs.items()) if v == (kind, definition) and n not in ours), None)
+            if same is None:
+                found.failures.append(f"{KINDS[kind]} {name} is missing in the target ({definition})")
+                continue
+            name = same
+        elif other[1] != definition:
+            found.warnings.append(f"{KINDS[kind]} {name} differs: source {definition}, target {other[1]}")
+        matched.add(name)
+    found.warnings += [f"{KINDS[kind]} {name} is in the target only" for name, (kind, _) in sorted(theirs.items())
+                       if name not in matched and name not in ours]
+
+
+def _compare_indexes(ours: dict[str, str], theirs: dict[str, str], found: Findings) -> None:
+    """Matched by name, else by definition less the name."""
+    shapes = {_index_shape(d): n for n, d in theirs.items() if n not in ours}
+    matched: set[str] = set()
+    for name, definition in sorted(ours.items()):
+        if name in theirs:
+            matched.add(name)
+            if _index_shape(theirs[name]) != _index_shape(definition):
+                found.warnings.append(f"index {name} differs: source {definition}, target {theirs[name]}")
+        elif _index_shape(definition) in shapes:
+            matched.add(shapes[_index_shape(definition)])
+        else:
+            found.failures.append(f"index {name} is missing in the target ({definition})")
+    found.warnings += [f"index {name} is in the target only" for name in sorted(theirs) if name not in matched]
+
+
+def _index_shape(definition: str) -> tuple[bool, str]:
+    """Unique or not, and what follows ` ON `: the definition without the index's own name."""
+    return definition.startswith("CREATE UNIQUE"), definition.split(" ON ", 1)[-1]

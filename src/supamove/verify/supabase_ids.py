@@ -1,0 +1,47 @@
+"""Supabase user ids left in the target: counted inside PostgreSQL against the mapping's Supabase ids.
+
+Every uuid, uuid[], text/varchar and json/jsonb column of a compared table is read in one scan of the
+target table; a row that still holds a Supabase user id of user-mapping.json fails its table, unless
+the column was kept on purpose.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from psycopg import sql
+
+from supamove import userids
+from supamove.verify.checksum import USER_MAP
+from supamove.verify.model import TableCheck, UserIdCount
+from supamove.verify.pools import Pair
+
+# The mapping's Supabase ids, as uuids, from the temporary table the target's sessions load.
+MAPPED_SUPABASE_IDS = sql.SQL("(SELECT m.supabase::uuid FROM {} m)").format(USER_MAP)
+
+
+def count_supabase_ids(pair: Pair, check: TableCheck, kept: set[str]) -> None:
+    """Count the target's rows holding Supabase user ids, per column; each unkept column with any fails."""
+    assert pair.plan.target is not None
+    started = time.monotonic()
+    columns = [c for c in pair.plan.target.columns if userids.family(c) is not None]
+    counts: list[UserIdCount] = []
+    if columns:
+        row = pair.run("target", userids.held_counts_query(pair.plan.target, columns, MAPPED_SUPABASE_IDS),
+                       None, _fetch_row)
+        counts = [UserIdCount(c.name, int(row[2 * i]), row[2 * i + 1], c.name in kept)
+                  for i, c in enumerate(columns)]
+    check.supabase_ids = counts
+    check.supabase_id_seconds = time.monotonic() - started
+    for count in counts:
+        if count.rows and not count.kept:  # a kept column is listed in the report, and passes
+            rows, hold = ("1 row", "holds") if count.rows == 1 else (f"{count.rows:,} rows", "hold")
+            check.failures.append(f"{rows} of column {count.column} still {hold} Supabase user ids "
+                                  f"(e.g. {count.example})")
+
+
+def _fetch_row(cur: Any) -> Any:
+    row = cur.fetchone()
+    assert row is not None
+    return row
