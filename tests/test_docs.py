@@ -1,4 +1,7 @@
-"""The README cannot drift from the CLI: every command and flag in one is in the other."""
+"""The docs cannot drift from the CLI: every command and flag in one is in the other.
+
+The README holds the quick start and the runbook; the command and file references live in docs/.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,9 @@ from supamove.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+COMMANDS_MD = (ROOT / "docs" / "commands.md").read_text()
+FILES_MD = (ROOT / "docs" / "files.md").read_text()
+DOCS = {"README.md": README, "docs/commands.md": COMMANDS_MD, "docs/files.md": FILES_MD}
 FLAG = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
 FENCE = re.compile(r"```[^\n]*\n(.*?)```", re.DOTALL)
 INLINE = re.compile(r"`([^`\n]+)`")
@@ -40,7 +46,7 @@ def section(text: str, heading: str) -> str:
     return text[start:start + end.start()] if end else text[start:]
 
 
-REFERENCE = section(README, "## Command reference")
+REFERENCE = section(COMMANDS_MD, "## Command reference")
 
 
 def reference_for(name: str) -> str:
@@ -57,9 +63,12 @@ def table_flags(text: str) -> set[str]:
 
 
 def code_snippets() -> list[str]:
-    """Every line of every fenced block and every inline code span of the README."""
-    lines = [line for block in FENCE.findall(README) for line in block.splitlines()]
-    return lines + INLINE.findall(FENCE.sub("", README))
+    """Every line of every fenced block and every inline code span of the README and the docs."""
+    found: list[str] = []
+    for text in DOCS.values():
+        found += [line for block in FENCE.findall(text) for line in block.splitlines()]
+        found += INLINE.findall(FENCE.sub("", text))
+    return found
 
 
 def invocations() -> list[tuple[str | None, list[str]]]:
@@ -90,7 +99,7 @@ def test_readme_opens_with_what_it_does_and_the_two_commands() -> None:
     opening = README.split("\n## ", 2)
     assert "Supabase" in opening[0] and "Stack Auth" in opening[0]
     quick = section(README, "## Quick start")
-    assert "pip install -e . && supamove demo" in quick
+    assert "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && supamove demo" in quick
     ci = (ROOT / ".ci" / "run").read_text()
     test_command = next(line for line in ci.splitlines() if "pytest" in line).strip()
     assert test_command in quick, f"the README's test command must be the one .ci/run runs: {test_command}"
@@ -102,10 +111,53 @@ def test_readme_opens_with_what_it_does_and_the_two_commands() -> None:
     "### Step 1: Pre-migration checks", "### Step 2: Export", "### Step 3: Migrate users",
     "### Step 4: Import", "### Step 5: Verify", "### Step 6: Post-migration tasks",
     "### Rollback procedure", "### Troubleshooting", "### User mapping retention (90 days)",
-    "## Command reference", "## File reference", "## Benchmark", "## Development",
+    "## Contents", "## Output and exit codes", "## Reference", "## Benchmark", "## Development",
 ])
 def test_readme_has_section(heading: str) -> None:
     assert f"\n{heading}\n" in README
+
+
+@pytest.mark.parametrize(("path", "heading"), [("docs/commands.md", "## Command reference"),
+                                               ("docs/files.md", "## File reference")])
+def test_references_live_in_docs_and_the_readme_links_them(path: str, heading: str) -> None:
+    assert f"\n{heading}\n" in DOCS[path]
+    assert f"]({path})" in section(README, "## Reference")
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^a-z0-9 _-]", "", heading.lower()).replace(" ", "-")
+
+
+def test_readme_contents_lists_every_section_and_every_link_lands() -> None:
+    contents = section(README, "## Contents")
+    masked = FENCE.sub("", README)
+    headings = {anchor(h) for h in re.findall(r"(?m)^#{2,3} (.+)$", masked)}
+    listed = set(re.findall(r"\]\(#([^)]+)\)", contents))
+    top = {anchor(h) for h in re.findall(r"(?m)^## (.+)$", masked)} - {"contents"}
+    assert top <= listed, f"sections missing from the contents: {sorted(top - listed)}"
+    assert listed <= headings, f"contents links to no heading: {sorted(listed - headings)}"
+
+
+def test_links_between_the_readme_and_the_docs_land_on_a_heading() -> None:
+    files = {name: {anchor(h) for h in re.findall(r"(?m)^#{1,4} (.+)$", FENCE.sub("", text))}
+             for name, text in DOCS.items()}
+    for name, text in DOCS.items():
+        for target, fragment in re.findall(r"\]\(((?:\.\./)?(?:README|docs/\w+|\w+)\.md)?#([^)]+)\)", text):
+            resolved = name if not target else str(Path(name).parent / target).replace("docs/../", "")
+            assert fragment in files[resolved], f"{name}: a link to {resolved}#{fragment} lands on no heading"
+
+
+def test_exit_codes_are_in_every_help_and_in_the_readme() -> None:
+    from supamove.errors import INTERRUPTED, SupamoveError
+
+    codes = {0, 1, INTERRUPTED} | {kind.exit_code for kind in SupamoveError.__subclasses__()}
+    table = section(README, "## Output and exit codes")
+    assert set(map(int, re.findall(r"(?m)^\| (\d+) \|", table))) == codes
+    for name in [*COMMANDS, None]:
+        result = CliRunner().invoke(main, [name, "--help"] if name else ["--help"])
+        listed = re.findall(r"(?m)^ +(\d+)  \S", result.output.split("Exit codes:", 1)[1])
+        assert set(map(int, listed)) == codes, f"supamove {name or ''} --help lists exit codes {listed}"
 
 
 def test_env_example_lists_every_setting_with_a_comment() -> None:

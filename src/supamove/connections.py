@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import psycopg
@@ -36,6 +37,12 @@ class EndpointCheck:
         """Configured, reached and without an error: an unset endpoint is not usable."""
         return self.configured and self.reachable and not self.errors
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "configured": self.configured, "reachable": self.reachable,
+                "usable": self.usable, "version": self.version or None, "tls": self.encrypted,
+                "latencyMs": None if self.latency_ms is None else round(self.latency_ms, 1),
+                "warnings": self.warnings, "errors": self.errors}
+
 
 @dataclass
 class ConnectionReport:
@@ -59,6 +66,10 @@ class ConnectionReport:
         if self.ok:
             return None
         return SupamoveError("not every endpoint is usable", fix="correct the settings named above")
+
+    def to_dict(self) -> dict[str, Any]:
+        """`test-connections --json`: whether every endpoint is usable, then each endpoint's checks."""
+        return {"ok": self.ok, "endpoints": [c.to_dict() for c in self.checks]}
 
 
 def check_connections(settings: Settings) -> ConnectionReport:

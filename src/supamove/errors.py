@@ -51,3 +51,19 @@ class VerificationFailed(SupamoveError):
     """verify found a table that does not match."""
 
     exit_code = 7
+
+
+INTERRUPTED = 130  # Ctrl-C: the shell's code for SIGINT; rerunning the command resumes
+
+
+def exit_codes() -> str:
+    """What each exit code means, for every command's --help (the README lists the same)."""
+    codes = {0: "Done", 1: "Unexpected error, or a failure of no other kind"}
+    family = list(SupamoveError.__subclasses__())
+    for kind in family:  # the direct subclasses first: each names its code
+        family += kind.__subclasses__()
+        text = (kind.__doc__ or "").strip().rstrip(".")
+        codes.setdefault(kind.exit_code, text[:1].upper() + text[1:])
+    codes[2] += " (or a command-line option is wrong)"
+    codes[INTERRUPTED] = "Interrupted (Ctrl-C): run the same command again to resume"
+    return "Exit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in sorted(codes.items()))

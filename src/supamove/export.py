@@ -106,6 +106,22 @@ class ExportPlan:
                   f"add --schema {s.name}, or --schema all for every application schema" for s in self.unexported]
         return lines
 
+    def failure(self) -> ConfigError | None:
+        """Why the export cannot go on (a column mixing user ids and other values), or None."""
+        return self.values.stop_error() if self.values else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """`export --dry-run --json`: the tables in load order, the auth tables, FK cycles and notes."""
+        def table(t: Table) -> dict[str, Any]:
+            return {"schema": t.schema, "table": t.name, "estimatedRows": t.estimated_rows,
+                    "sizeBytes": t.size_bytes, "userIdColumns": list(t.user_id_columns)}
+
+        return {"schemas": self.schemas, "tables": [table(t) for t in self.tables],
+                "authTables": [table(t) for t in self.auth_tables],
+                "cycles": [[t.qualified for t in group] for group in self.cycles],
+                "skippedSchemas": self.skipped_schemas, "notes": self.notes,
+                "stop": None if self.failure() is None else str(self.failure())}
+
 
 def _by_column(keys: list[userids.JsonKeyCount]) -> dict[str, list[userids.JsonKeyCount]]:
     grouped: dict[str, list[userids.JsonKeyCount]] = {}

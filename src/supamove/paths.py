@@ -69,6 +69,11 @@ class DataDir:
         return self.root / "verification-report.json"
 
     @property
+    def verification_counts_report(self) -> Path:  # migration-data/verification-counts-report.json
+        """Where `verify --skip-checksum` writes when verification-report.json holds a full verification."""
+        return self.root / "verification-counts-report.json"
+
+    @property
     def schema_sql(self) -> Path:  # migration-data/schema.sql
         return self.root / "schema.sql"
 

@@ -1,6 +1,7 @@
 """Terminal rendering for the CLI: progress bars, tables, the error line, and each step's result.
 
-The library never prints; the CLI hands each result to one function here.
+The library never prints; the CLI hands each result to one function here. Results (tables, summary
+lines, a dry run's plan, `--json`) go to stdout; progress, log lines, warnings and errors to stderr.
 """
 
 from __future__ import annotations
@@ -9,25 +10,28 @@ import logging
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
+import orjson
+from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.progress import Progress as Bars
 from rich.table import Table
 
-from supamove.errors import SupamoveError
+from supamove.errors import INTERRUPTED, SupamoveError
 from supamove.log import console, echo_to_log, get_logger, scrub
+from supamove.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
     from supamove.connections import ConnectionReport
@@ -36,15 +40,48 @@ if TYPE_CHECKING:
     from supamove.paths import DataDir
     from supamove.sandbox.demo import DemoResult
     from supamove.schema import SchemaResult
-    from supamove.verify import Difference
+    from supamove.users.mapusers import MapResult
+    from supamove.users.resets import PurgeResult, ResetResult
+    from supamove.verify import Difference, VerifyReport
+
+out = Console(highlight=False)  # results; `console` (stderr) has progress, the log, warnings and errors
+NUMERIC = {"rows", "bytes", "mb", "seconds", "rows/s", "est. rows", "size", "users", "source rows", "target rows",
+           "#"}
+UNBOUNDED = 10_000  # off a terminal (a file, a pipe), a table is as wide as it needs: never wrapped or cut
+PHASES = ("indexes and constraints", "foreign keys")  # a bar of work after the rows: no rate shown
+
+
+class Serialisable(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R")
+
+
+def per_second(count: int | float, seconds: float) -> str:
+    """The rate the progress bars and the summaries show: the count over the seconds it took."""
+    return f"{count / seconds:,.0f}" if seconds > 0 else ""
+
+
+def show(result: R, as_json: bool, text: Callable[[R], None], failure: Exception | None = None) -> None:
+    """A result as JSON on stdout (its `to_dict()`, secrets scrubbed) or as text by its renderer; then its failure."""
+    if as_json:
+        data = cast(Serialisable, result).to_dict()  # every command with --json has a result with to_dict()
+        out.file.write(scrub(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()) + "\n")
+        out.file.flush()
+    else:
+        text(result)
+    if failure is not None:
+        raise failure
 
 
 class RichProgress:
-    """One bar per label (a table, the users), with count, rate and time left."""
+    """One bar per label (a table, the users, a phase), with count, rate and time, on stderr."""
 
-    def __init__(self, unit: str = "rows") -> None:
+    def __init__(self, unit: str = "rows", units: dict[str, str] | None = None) -> None:
         self._unit = unit
-        self._bars = Progress(
+        self._units = units or {}
+        self._bars = Bars(
             TextColumn("{task.description}", justify="left"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -67,8 +104,10 @@ class RichProgress:
         with self._lock:
             self._bars.advance(task_id, n)
             task = self._bars.tasks[task_id]
-            rate = f"{task.speed:,.0f} {self._unit}/s" if task.speed else ""
-            self._bars.update(task_id, rate=rate)
+            unit = self._units.get(label, self._unit)
+            rate = per_second(task.completed, task.elapsed or 0.0)
+            shown = "" if label.endswith(PHASES) or not rate else f"{rate} {unit}/s"
+            self._bars.update(task_id, rate=shown)
             if task.total is not None and task.completed > task.total:
                 self._bars.update(task_id, total=task.completed)
 
@@ -83,17 +122,34 @@ class RichProgress:
             yield self
 
 
+@contextmanager
+def progress(unit: str, units: dict[str, str] | None = None, shown: bool = True) -> Iterator[Progress]:
+    """Progress bars on stderr while the block runs (none when not `shown`: a dry run)."""
+    if not shown:
+        yield NullProgress()
+        return
+    with RichProgress(unit, units).shown() as bars:
+        yield bars
+
+
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A result table on stdout: numbers never cut or wrapped, names folded; at its full width off a terminal."""
     echo_to_log(f"{title}: " + " | ".join(headers))
     for row in rows:
         echo_to_log("  " + " | ".join(str(v) for v in row))
+    cells = [[scrub(str(v)) for v in row] for row in rows]
     table = Table(title=title, title_justify="left")
-    for header in headers:
-        numeric = header.lower() in {"rows", "bytes", "mb", "seconds", "rows/s", "est. rows", "size"}
-        table.add_column(header, justify="right" if numeric else "left")
-    for row in rows:
-        table.add_row(*(scrub(str(v)) for v in row))
-    console.print(table)
+    for i, header in enumerate(headers):
+        if header.lower() in NUMERIC:
+            widest = max([len(header)] + [len(row[i]) for row in cells])
+            table.add_column(header, justify="right", no_wrap=True, min_width=widest)
+        else:
+            table.add_column(header, overflow="fold")
+    for row in cells:
+        table.add_row(*row)
+    # Console.print never goes wider than its console: off a terminal, one as wide as the table needs.
+    wide = out if out.is_terminal else Console(file=out.file, width=UNBOUNDED, highlight=False, color_system=None)
+    wide.print(table)
 
 
 def show_error(text: str) -> None:
@@ -112,7 +168,7 @@ def failures_shown(unexpected: str = "unexpected", hint: str = "see the log file
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted.[/] Run the same command again to resume.")
-        sys.exit(130)
+        sys.exit(INTERRUPTED)
     except Exception as exc:  # an unexpected failure still gets one line; the log file has the rest
         get_logger().debug("unexpected failure", exc_info=True)
         show_error(f"{unexpected} {type(exc).__name__}: {str(exc)[:500]} ({hint})")
@@ -120,8 +176,14 @@ def failures_shown(unexpected: str = "unexpected", hint: str = "see the log file
 
 
 def say(message: str) -> None:
-    """One line on the terminal (never wrapped, secrets scrubbed) and in the log file."""
+    """One line of a result on stdout (never wrapped, secrets scrubbed), and in the log file."""
     echo_to_log(message)
+    out.print(scrub(message), markup=False, highlight=False, soft_wrap=True)
+
+
+def note(message: str, level: int = logging.INFO) -> None:
+    """One line about the work, not its result (a warning, a hint) on stderr, and in the log file."""
+    echo_to_log(message, level)
     console.print(scrub(message), markup=False, highlight=False, soft_wrap=True)
 
 
@@ -145,9 +207,20 @@ def show_connections(report: ConnectionReport) -> None:
     print_table("Connections", ["endpoint", "status", "version", "TLS", "latency"], rows)
     for c in report.checks:
         for warning in c.warnings:
-            say(f"warning: {c.name}: {warning}")
+            note(f"warning: {c.name}: {warning}", logging.WARNING)
         for error in c.errors:
-            say(f"error: {c.name}: {error}")
+            note(f"error: {c.name}: {error}", logging.ERROR)
+    if report.ok:
+        say("All configured endpoints are usable.")
+
+
+def _notes(lines: Sequence[str]) -> None:
+    """A step's notes: part of its result on stdout, its warnings on stderr."""
+    for line in lines:
+        if line.startswith("warning:"):
+            note(line, logging.WARNING)
+        else:
+            say(line)
 
 
 def show_export_plan(plan: ExportPlan) -> None:
@@ -160,18 +233,17 @@ def show_export_plan(plan: ExportPlan) -> None:
     print_table("Export plan (dependency order)", ["#", "table", "est. rows", "size", "user-id columns"], rows)
     for group in plan.cycles:
         say(f"FK cycle or self-reference: {', '.join(t.qualified for t in group)} (loaded together)")
-    for line in plan.notes:
-        say(line)
+    _notes(plan.notes)
     say(f"Platform schemas skipped: {', '.join(plan.skipped_schemas) or 'none present'}")
+    say("Dry run: nothing was written.")
 
 
 def show_export_result(result: ExportResult, datadir: DataDir) -> None:
     rows = [(t.qualified, f"{t.rows:,}", human_bytes(t.bytes), f"{t.seconds:.1f}",
-             "kept from previous run" if t.resumed else f"{t.rows / t.seconds:,.0f}" if t.seconds else "")
+             "kept from previous run" if t.resumed else per_second(t.rows, t.seconds))
             for t in result.tables]
     print_table("Export summary", ["table", "rows", "size", "seconds", "rows/s"], rows)
-    for line in result.plan.notes:
-        say(line)
+    _notes(result.plan.notes)
     kept = sum(t.resumed for t in result.tables)
     say(f"Exported {len(result.tables) - kept} tables, {result.rows:,} rows in all, in {result.seconds:.1f}s "
         f"to {datadir.root} (snapshot {result.snapshot})"
@@ -201,12 +273,13 @@ def show_import_plan(plan: ImportPlan) -> None:
     say(f"Mode: {mode}{'; every planned table truncated first' if plan.options.truncate_first else ''}.")
     for problem in plan.problems:
         say(f"problem: {problem}")
+    say("Dry run: nothing was written.")
 
 
 def show_import_result(result: ImportResult, target: str) -> None:
     """The summary table and line; `target` is the target's URL without its password."""
     rows = [(t.qualified, f"{t.rows:,}", f"{t.seconds:.1f}",
-             "loaded by a previous run" if t.skipped else f"{t.rows / t.seconds:,.0f}" if t.seconds else "")
+             "loaded by a previous run" if t.skipped else per_second(t.rows, t.copy_seconds))
             for t in result.tables]
     print_table("Import summary", ["table", "rows", "seconds", "rows/s"], rows)
     if result.plan.options.disable_fk:
@@ -215,7 +288,11 @@ def show_import_result(result: ImportResult, target: str) -> None:
         f"in {result.seconds:.1f}s ({target}).")
 
 
-def show_verify_report(report: Any) -> None:
+def show_verify_report(report: VerifyReport) -> None:
+    """The table of verdicts, every difference located, then the counts and where the report is."""
+    if report.tables_from != "metadata.json":
+        note("No metadata.json: compared the public tables of the source catalog (run `supamove export` first "
+             "to verify what was exported).", logging.WARNING)
     rows = [(t.qualified, "" if t.source_rows is None else f"{t.source_rows:,}",
              "" if t.target_rows is None else f"{t.target_rows:,}",
              "" if t.source_checksum is None else ("same" if t.source_checksum == t.target_checksum else "differs"),
@@ -231,6 +308,13 @@ def show_verify_report(report: Any) -> None:
         print_table("Sequences no table uses", ["sequence", "source next", "target next", "status", "reason"],
                     [(f"{s.schema}.{s.name}", _number(s.source_next), _number(s.target_next),
                       s.status.upper() if s.status != "pass" else "pass", "; ".join(s.failures)) for s in report.sequences])
+    if report.full_report_kept:
+        note(f"verification-report.json holds a full verification (with checksums): kept; this row-count check "
+             f"is in {report.report_path}", logging.WARNING)
+    summary = report.summary
+    say(f"{summary['tables']} tables: {summary['pass']} pass, {summary['warn']} warn, {summary['fail']} fail; "
+        f"{summary['sourceRows']:,} source rows, {summary['targetRows']:,} target rows in {report.seconds:.1f}s"
+        f"{'' if report.checksums else ' (row counts only)'}. Report: {report.report_path}")
 
 
 def _number(value: int | None) -> str:
@@ -254,8 +338,6 @@ def _sql_text(value: str | None) -> str:
 
 
 def show_user_outcomes(result: Any) -> None:
-    from collections import Counter
-
     by_kind = Counter((o.status, o.reason or "") for o in result.outcomes)
     verb = {"create": "would create", "link": "would link", "done": "already migrated"} if result.dry_run else {}
     rows = [(verb.get(status, status), reason, f"{n:,}") for (status, reason), n in sorted(by_kind.items())]
@@ -292,7 +374,7 @@ def _show_mfa(result: Any) -> None:
         say(f"  ... and {len(missing) - 20:,} more")
 
 
-def show_uncertain_resets(result: Any) -> None:
+def _show_uncertain_resets(result: ResetResult) -> None:
     """send-password-resets: sends whose answer was lost, now and in earlier runs."""
     for sid in result.uncertain[:20]:
         say(f"uncertain: {sid}: Stack Auth's answer was lost; the e-mail may or may not have gone")
@@ -301,7 +383,7 @@ def show_uncertain_resets(result: Any) -> None:
             "not sent again; --resend-uncertain sends them again")
 
 
-def show_user_matches(result: Any, dry_run: bool) -> None:
+def show_user_matches(result: MapResult) -> None:
     """map-users: the users on either side left unmatched, then the counts."""
     if result.unmatched_supabase:
         print_table("Supabase users without a Stack Auth user", ["supabase user", "e-mail", "why"],
@@ -309,25 +391,42 @@ def show_user_matches(result: Any, dry_run: bool) -> None:
     if result.unmatched_stack:
         print_table("Stack Auth users matching no Supabase user", ["stack auth user", "e-mail"],
                     [(sid, email or "") for sid, email in result.unmatched_stack[:100]])
-    where = "Dry run: nothing was written" if dry_run else f"Wrote {result.mapping_path}"
+    where = "Dry run: nothing was written" if result.dry_run else f"Wrote {result.mapping_path}"
     say(f"Matched {len(result.matched):,} users; {len(result.unmatched_supabase):,} Supabase and "
         f"{len(result.unmatched_stack):,} Stack Auth users unmatched. {where}.")
 
 
+def show_resets(result: ResetResult) -> None:
+    """send-password-resets: how many were (or would be) sent, and the first failures."""
+    if result.dry_run:
+        say(f"Dry run: would send {len(result.to_send):,} reset e-mails "
+            f"({result.already_sent:,} already sent or without an e-mail).")
+        return
+    say(f"Sent {len(result.sent):,} reset e-mails; {result.already_sent:,} were sent before.")
+    for sid, why in result.failed[:20]:
+        say(f"failed: {sid}: {why}")
+    _show_uncertain_resets(result)
+
+
+def show_purge(result: PurgeResult) -> None:
+    say(f"Deleted {', '.join(str(p) for p in result.deleted)}"
+        + (f" (before its retainUntil {result.retain_until}, forced)." if result.forced else "."))
+
+
 def announce(message: str) -> None:
-    """The demo's progress: a rule above each runbook step, a plain line for the rest."""
+    """The demo's progress, on stderr: a rule above each runbook step, a plain line for the rest."""
     if message.startswith("STEP "):
         console.rule(message, align="left", style="bold")
     else:
-        say(message)
+        note(message)
 
 
 def show_demo_result(result: DemoResult) -> None:
     def line(text: str, secret_free: bool = True) -> None:  # never wrapped: paths and commands are copied
-        console.print(scrub(text) if secret_free else text, markup=False, highlight=False, soft_wrap=True)
+        out.print(scrub(text) if secret_free else text, markup=False, highlight=False, soft_wrap=True)
 
     timings = ", ".join(f"{s.args[0]} {s.seconds:.1f}s" for s in result.steps)
-    console.rule("Demo finished", align="left", style="bold")
+    out.rule("Demo finished", align="left", style="bold")
     line(f"Source: {result.rows:,} readings. Setup {result.setup_seconds:.1f}s; {timings}; "
          f"total {result.seconds:.1f}s.")
     if result.verification:

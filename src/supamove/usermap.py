@@ -114,10 +114,20 @@ class UserMapping:
             return self._unsaved >= FLUSH_EVERY or (
                 self._unsaved > 0 and time.monotonic() - self._saved_at >= FLUSH_SECONDS)
 
+    @classmethod
+    def fresh(cls, path: Path) -> UserMapping:
+        """An empty mapping to rebuild the file at `path`, keeping its retainUntil when it can be read."""
+        try:
+            return cls(path, retain_until=cls.load(path).retain_until)
+        except DataFileError:  # a damaged file is what a rebuild replaces
+            return cls(path)
+
     def save(self) -> None:
+        """Rewrite the file; retainUntil stays the one first written (90 days after), whatever reruns follow."""
         with self.lock:
             now = datetime.now(UTC)
-            self.generated_at, self.retain_until = iso(now), iso(now + RETENTION)
+            self.generated_at = iso(now)
+            self.retain_until = self.retain_until or iso(now + RETENTION)
             write_json(self.path, {"generatedAt": self.generated_at, "retainUntil": self.retain_until,
                                    "mappings": list(self.entries.values())})
             self._unsaved = 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -90,7 +92,8 @@ def run_import(target: Endpoint, datadir: DataDir, options: ImportOptions,
         results: list[TableImport] = []
         for group in plan.groups:
             results += _load_group(conn, target, plan, group, progress)
-        checked = check_foreign_keys(conn, target, plan) if options.disable_fk else 0
+        with _phase(progress, "every table: foreign keys", len(plan.tables) if options.disable_fk else 0):
+            checked = check_foreign_keys(conn, target, plan) if options.disable_fk else 0
         _continue_free_sequences(conn, plan)
     return ImportResult(plan, results, time.monotonic() - started, checked)
 
@@ -126,7 +129,8 @@ def _load_group(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, gr
             dropped = [] if plan.options.disable_fk else _drop_fks(conn, group, plan)
             for table in group:
                 results.append(_load_table(conn, target, plan, table, progress))
-            _restore_fks(conn, dropped)
+            with _phase(progress, f"{', '.join(t.qualified for t in group)}: foreign keys", len(dropped)):
+                _restore_fks(conn, dropped)
             _restore_triggers(conn, triggers)
     except psycopg.errors.IntegrityError as exc:
         raise target.error(f"{', '.join(t.qualified for t in group)}: {first_line(exc)}"
@@ -199,7 +203,10 @@ def _load_table(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, ta
         raise _rejected(target, table, exc) from None
     except psycopg.errors.IntegrityError as exc:
         raise _rejected(target, table, exc) from None
-    build_indexes(conn, table, indexes)
+    copied = time.monotonic() - started
+    progress.finish(table.qualified)
+    with _phase(progress, f"{table.qualified}: indexes and constraints", len(indexes)):
+        build_indexes(conn, table, indexes)
     if rows != table.rows:
         raise DataFileError(f"{table.path} has {rows} rows, metadata.json says {table.rows}",
                             fix=EXPORT_AGAIN)
@@ -208,9 +215,19 @@ def _load_table(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, ta
     conn.execute("INSERT INTO _supamove.import_state (schema_name, table_name, snapshot, sha256, row_count, "
                  "fk_mode, seconds) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                  (*table.state_key, rows, "checked after load" if plan.options.disable_fk else "enforced", seconds))
-    progress.finish(table.qualified)
     log.debug("loaded %s: %d rows in %.1fs", table.qualified, rows, seconds)
-    return TableImport(table.schema, table.name, rows, seconds)
+    return TableImport(table.schema, table.name, rows, seconds, copy_seconds=copied)
+
+
+@contextmanager
+def _phase(progress: Progress, label: str, steps: int) -> Iterator[None]:
+    """The work after a table's rows (its indexes, its foreign keys) as a bar of its own, when there is any."""
+    if steps:
+        progress.start(label, steps)
+    yield
+    if steps:
+        progress.advance(label, steps)
+        progress.finish(label)
 
 
 def _rejected(target: Endpoint, table: TablePlan, exc: psycopg.Error) -> SupamoveError:

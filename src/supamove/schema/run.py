@@ -5,13 +5,14 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 from supamove import catalog
 from supamove.clock import now_iso
 from supamove.db import Endpoint, connection
-from supamove.errors import SupamoveError
+from supamove.errors import ConfigError, SupamoveError
 from supamove.files import atomic_writer, write_json
 from supamove.log import get_logger
 from supamove.paths import DataDir
@@ -32,10 +33,16 @@ class SchemaResult:
     written: bool
     applied: ApplyResult | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """`schema --dry-run --json`: the report schema-report.json would hold."""
+        return self.report.to_dict()
+
 
 def run_schema(source: Endpoint, target: Endpoint | None, datadir: DataDir, options: SchemaOptions,
                dry_run: bool = False) -> SchemaResult:
     """Make schema.sql and schema-report.json from the source; apply them to `target` when given."""
+    if target is not None and dry_run:
+        raise ConfigError("--apply and --dry-run exclude each other", fix="give one of them")
     schemas = catalog.schemas_to_read(options.schemas)
     with connection(source) as conn, tempfile.TemporaryDirectory(prefix="supamove-schema-") as tmp:
         report, text = make_schema(conn, source, schemas, options, Path(tmp))

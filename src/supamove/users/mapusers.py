@@ -26,6 +26,15 @@ class MapResult:
     dry_run: bool
     mapping_path: Path | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """`map-users --dry-run --json`: the mappings found, and the users left unmatched on either side."""
+        return {"dryRun": self.dry_run, "matched": self.matched,
+                "unmatchedSupabase": [{"supabaseUserId": sid, "email": email, "why": why}
+                                      for sid, email, why in self.unmatched_supabase],
+                "unmatchedStackAuth": [{"stackAuthUserId": sid, "email": email}
+                                       for sid, email in self.unmatched_stack],
+                "mappingPath": None if self.mapping_path is None else str(self.mapping_path)}
+
 
 @dataclass
 class _Matches:
@@ -52,7 +61,7 @@ def map_users(client: StackAuthClient, datadir: DataDir, dry_run: bool = False,
     ordered = [found.matched[u.id] for u in users if u.id in found.matched]
     result = MapResult(ordered, unmatched, found.unmatched_stack, dry_run)
     if not dry_run:
-        mapping = UserMapping(datadir.user_mapping)
+        mapping = UserMapping.fresh(datadir.user_mapping)
         for entry in ordered:
             mapping.add(entry["supabaseUserId"], entry["stackAuthUserId"], entry["email"], entry["migratedAt"])
         mapping.save()

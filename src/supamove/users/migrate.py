@@ -110,6 +110,11 @@ class MigrationResult:
         return StackAuthError(f"{len(self.failed):,} users failed (see {self.report_path})",
                               fix="correct the cause shown for them, then run the same command again")
 
+    def to_dict(self) -> dict[str, Any]:
+        """`migrate-users --dry-run --json`: the count of each outcome, then every user's planned outcome."""
+        return {"dryRun": self.dry_run, "counts": dict(sorted(self.counts.items())),
+                "resetRequired": len(self.reset_required), "users": [o.to_json() for o in self.outcomes]}
+
 
 def migrate_users(client: StackAuthClient, datadir: DataDir, options: MigrateOptions | None = None,
                   progress: Progress | None = None) -> MigrationResult:

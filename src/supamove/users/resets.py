@@ -49,6 +49,13 @@ class ResetResult:
             return None
         return StackAuthError(f"{len(self.failed):,} reset e-mails failed", fix="correct the cause, then rerun")
 
+    def to_dict(self) -> dict[str, Any]:
+        """`send-password-resets --dry-run --json`: who would be sent the e-mail, how many were sent before."""
+        return {"dryRun": self.dry_run, "alreadySent": self.already_sent,
+                "toSend": [{"supabaseUserId": u.get("supabaseUserId"), "email": u.get("email")}
+                           for u in self.to_send],
+                "sent": self.sent, "failed": [{"supabaseUserId": sid, "why": why} for sid, why in self.failed]}
+
 
 def send_password_resets(client: StackAuthClient | None, datadir: DataDir, callback_url: str | None,
                          dry_run: bool = False, concurrency: int = 4, progress: Progress | None = None,

@@ -144,6 +144,7 @@ class VerifyReport:
     tables_from: str  # "metadata.json" or "source catalog"
     report_path: Path | None = None  # where the report was written
     sequences: list[SequenceCheck] = field(default_factory=list)  # those no compared table uses
+    full_report_kept: bool = False  # counts only, written beside a full verification's report, not over it
 
     def count(self, status: str) -> int:
         return sum(1 for t in self.tables if t.status == status)

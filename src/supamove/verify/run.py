@@ -6,13 +6,15 @@ import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from supamove.clock import now_iso
 from supamove.db import Endpoint, first_line
-from supamove.files import write_json
+from supamove.errors import DataFileError
+from supamove.files import read_json, write_json
 from supamove.log import get_logger
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
@@ -33,6 +35,7 @@ from supamove.verify.structure import Shape, TableKey
 from supamove.verify.supabase_ids import count_supabase_ids
 
 log = get_logger("verify")
+ROWS = "rows compared"  # a progress bar of its own, beside the tables'
 CHUNK_BLOCKS = 4096  # a table larger than twice this many blocks (32 MB) is checksummed in pieces
 
 
@@ -64,11 +67,13 @@ def run_verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: Ve
     pools = {"source": SidePool(source, jobs), "target": SidePool(target, jobs, mapping)}
     context = Context(pools, options, shapes, states, plan.kept, mapping is not None)
     progress.start("tables", len(plan.tables))
+    progress.start(ROWS, sum(p.table.estimated_rows for p in plan.tables) or None)
     try:
         with ThreadPoolExecutor(jobs, "verify") as workers:
             def one(table: TableComparison) -> TableCheck:
                 check = verify_table(table, context)
                 progress.advance("tables")
+                progress.advance(ROWS, max(check.source_rows or 0, check.target_rows or 0))
                 return check
 
             # Biggest first, so the longest table does not start last and finish alone.
@@ -78,12 +83,15 @@ def run_verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: Ve
         for pool in pools.values():
             pool.close()
     progress.finish("tables")
+    progress.finish(ROWS)
     checks = [done[p.table.qualified] for p in plan.tables] + plan.left_out
+    keep_full = options.skip_checksum and holds_full_verification(datadir.verification_report)
+    path = datadir.verification_counts_report if keep_full else datadir.verification_report
     report = VerifyReport(now_iso(), source.redacted, target.redacted, checks, time.monotonic() - started,
-                          not options.skip_checksum, plan.origin, datadir.verification_report,
-                          free_sequence_checks(plan.sequences, states))
+                          not options.skip_checksum, plan.origin, path,
+                          free_sequence_checks(plan.sequences, states), full_report_kept=keep_full)
     datadir.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    write_json(datadir.verification_report, report.to_dict())
+    write_json(path, report.to_dict())
     return report
 
 
@@ -91,6 +99,15 @@ def _sequence_names(plan: VerifyPlan, side: str) -> list[SeqKey]:
     """The sequences of the compared tables on one side, and the export's sequences no table uses."""
     tables = [p.source if side == "source" else p.target for p in plan.tables]
     return [s.key for t in tables if t is not None for s in sequences.used_sequences(t)] + plan.sequences
+
+
+def holds_full_verification(path: Path) -> bool:
+    """Whether the report at `path` is of a full verification (checksums): a counts-only run never replaces it."""
+    try:
+        data = read_json(path, "verify", missing_ok=True)
+    except DataFileError:  # a damaged report is replaced
+        return False
+    return isinstance(data, dict) and isinstance(data.get("summary"), dict) and data["summary"].get("checksums") is True
 
 
 def verify_table(plan: TableComparison, context: Context) -> TableCheck:

@@ -1,0 +1,168 @@
+"""What a script can rely on: results on stdout, progress and messages on stderr, --json, exit codes."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+from conftest import APP_PASSWORD, EDGE, STACK_SECRET, error_line, flat, write_mapping
+
+from supamove.files import write_json
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def auth_user_ids(data_dir: Path) -> set[str]:
+    lines = (data_dir / "auth" / "auth.users.jsonl").read_bytes().splitlines()
+    return {orjson.loads(line)["id"] for line in lines if line.strip()}
+
+
+def test_test_connections_prints_its_table_or_its_json_on_stdout(cli: Any, stack_auth: Any) -> None:
+    text = cli("test-connections")
+    assert text.exit_code == 0, text.output
+    assert "Connections" in text.stdout and "All configured endpoints are usable." in text.stdout
+    assert "Connections" not in text.stderr and "usable" not in text.stderr
+    result = cli("test-connections", "--json")
+    assert result.exit_code == 0, result.output
+    report = orjson.loads(result.stdout)  # the whole of stdout is one JSON document
+    assert report["ok"] is True
+    names = [e["name"] for e in report["endpoints"]]
+    assert names[:2] == ["source (SUPABASE_DB_URL)", "target (DATABASE_URL)"] and names[2].startswith("Stack Auth (")
+    for endpoint in report["endpoints"]:
+        assert set(endpoint) == {"name", "configured", "reachable", "usable", "version", "tls", "latencyMs",
+                                 "warnings", "errors"}
+        assert endpoint["usable"] is True and endpoint["errors"] == []
+    assert re.match(r"\d+\.\d+", report["endpoints"][0]["version"])
+    assert APP_PASSWORD not in result.stdout + result.stderr and STACK_SECRET not in result.stdout + result.stderr
+
+
+def test_export_dry_run_plan_on_stdout_and_as_json(cli: Any, data_dir: Path) -> None:
+    text = cli("export", *EDGE, "--dry-run")
+    assert text.exit_code == 0, text.output
+    assert "Export plan (dependency order)" in text.stdout and "Dry run: nothing was written." in text.stdout
+    assert "Export plan" not in text.stderr and "Dry run" not in text.stderr
+    result = cli("export", *EDGE, "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    plan = orjson.loads(result.stdout)
+    assert plan["schemas"] == ["public", "edge"] and plan["stop"] is None
+    names = [f"{t['schema']}.{t['table']}" for t in plan["tables"]]
+    assert names.index("public.organizations") < names.index("public.sites")  # load order
+    assert set(plan["tables"][0]) == {"schema", "table", "estimatedRows", "sizeBytes", "userIdColumns"}
+    assert any(set(group) == {"edge.cycle_a", "edge.cycle_b"} for group in plan["cycles"])
+    assert {t["table"] for t in plan["authTables"]} >= {"users", "identities"}
+    assert "auth" in plan["skippedSchemas"]
+    assert not (data_dir / "metadata.json").exists()
+
+
+def test_json_without_dry_run_is_refused(cli: Any, data_dir: Path) -> None:
+    result = cli("export", "--json")
+    assert result.exit_code == 2
+    assert error_line(result.stderr) == "Error: export --json prints the dry run's plan (fix: add --dry-run)"
+    assert result.stdout == ""
+    assert not (data_dir / "metadata.json").exists()
+
+
+def test_import_and_verify_results_json_and_progress_phases(cli: Any, dbs: Any, exported: Path) -> None:
+    early = cli("verify", "--skip-checksum", "--json")  # before the import: the empty tables, exit 7 as ever
+    assert early.exit_code == 7, early.output
+    assert orjson.loads(early.stdout)["summary"]["fail"] > 0
+    assert error_line(early.stderr).startswith("Error: ") and "target tables are empty" in early.stderr
+    write_mapping(dbs, exported)
+    plan = orjson.loads(cli("import", "--dry-run", "--json").stdout)
+    assert plan["problems"] == []
+    assert plan["options"] == {"disableFk": False, "truncateFirst": False, "unmappedUsers": "error"}
+    assert {t["state"] for t in plan["tables"]} == {"to load"}
+    assert any(t["userIdsRemapped"] for t in plan["tables"])
+    assert set(plan["tables"][0]) == {"schema", "table", "rows", "state", "userIdsRemapped", "unmappedUserIds",
+                                      "missingInTarget", "missingInExport"}
+
+    loaded = cli("import")
+    assert loaded.exit_code == 0, loaded.output
+    assert "Import summary" in loaded.stdout and "Imported " in loaded.stdout
+    assert "Import summary" not in loaded.stderr
+    assert ": indexes and constraints" in loaded.stderr and "indexes and constraints" not in loaded.stdout
+
+    full = cli("verify", "--json", "--keep-supabase-ids", "edge.posts.meta")  # JSON ids are not rewritten
+    assert full.exit_code == 0, full.output
+    report = orjson.loads(full.stdout)
+    assert report == orjson.loads((exported / "verification-report.json").read_bytes())
+    assert report["summary"]["checksums"] is True and report["summary"]["fail"] == 0
+    assert "rows compared" in full.stderr and "rows compared" not in full.stdout
+
+
+def test_counts_only_verify_never_replaces_a_full_verification(cli: Any, dbs: Any, exported: Path) -> None:
+    write_mapping(dbs, exported)
+    assert cli("import").exit_code == 0
+    keep = ("--keep-supabase-ids", "edge.posts.meta")  # the import does not rewrite ids inside JSON
+    first = cli("verify", "--skip-checksum", *keep)  # no report yet: it is the report
+    assert first.exit_code == 0, first.output
+    report = exported / "verification-report.json"
+    assert orjson.loads(report.read_bytes())["summary"]["checksums"] is False
+    assert cli("verify", *keep).exit_code == 0  # a full verification replaces a counts-only report
+    full = report.read_bytes()
+    assert orjson.loads(full)["summary"]["checksums"] is True
+    quick = cli("verify", "--skip-checksum", *keep)
+    assert quick.exit_code == 0, quick.output
+    assert report.read_bytes() == full
+    counts = exported / "verification-counts-report.json"
+    assert orjson.loads(counts.read_bytes())["summary"]["checksums"] is False
+    assert (f"verification-report.json holds a full verification (with checksums): kept; this row-count check "
+            f"is in {counts}") in flat(quick.stderr)
+    assert f"Report: {counts}" in flat(quick.stdout)
+
+
+def test_users_dry_runs_as_json_and_reruns_keep_retain_until(cli: Any, exported: Path, stack_auth: Any) -> None:
+    ids = auth_user_ids(exported)
+    planned = cli("migrate-users", "--dry-run", "--json")
+    assert planned.exit_code == 0, planned.output
+    data = orjson.loads(planned.stdout)
+    assert data["dryRun"] is True and sum(data["counts"].values()) == len(ids)
+    assert {u["supabaseUserId"] for u in data["users"]} == ids
+    assert not (exported / "user-mapping.json").exists()
+
+    assert cli("migrate-users").exit_code == 0
+    mapping_file = exported / "user-mapping.json"
+    mapping = orjson.loads(mapping_file.read_bytes())
+    first = "2026-01-02T03:04:05Z"  # as if the first run were weeks ago
+    write_json(mapping_file, {**mapping, "retainUntil": first})
+    assert cli("migrate-users").exit_code == 0
+    assert orjson.loads(mapping_file.read_bytes())["retainUntil"] == first
+    assert cli("map-users").exit_code == 0
+    rebuilt = orjson.loads(mapping_file.read_bytes())
+    assert rebuilt["retainUntil"] == first and len(rebuilt["mappings"]) == len(mapping["mappings"])
+
+    matches = orjson.loads(cli("map-users", "--dry-run", "--json").stdout)
+    assert matches["dryRun"] is True and matches["mappingPath"] is None
+    assert {m["supabaseUserId"] for m in matches["matched"]} == {m["supabaseUserId"] for m in mapping["mappings"]}
+    assert set(matches) == {"dryRun", "matched", "unmatchedSupabase", "unmatchedStackAuth", "mappingPath"}
+    resets = orjson.loads(cli("send-password-resets", "--dry-run", "--json").stdout)
+    required = orjson.loads((exported / "password-reset-required.json").read_bytes())["users"]
+    assert {u["supabaseUserId"] for u in resets["toSend"]} == {u["supabaseUserId"] for u in required if u["email"]}
+    assert resets["alreadySent"] == len(required) - len(resets["toSend"]) and resets["failed"] == []
+
+
+def test_a_narrow_terminal_never_cuts_a_count(cli: Any, env: dict[str, str], data_dir: Path) -> None:
+    # A real process on a 50-column terminal (rich told so), then with stdout a pipe: same counts, never cut.
+    base = {**os.environ, **env, "NO_COLOR": "1"}
+    narrow = subprocess.run([sys.executable, "-m", "supamove", "export", *EDGE], capture_output=True, text=True,
+                            env={**base, "TTY_COMPATIBLE": "1", "COLUMNS": "50"}, timeout=300)
+    assert narrow.returncode == 0, narrow.stderr
+    metadata = orjson.loads((data_dir / "metadata.json").read_bytes())
+    counts = [f"{t['rowCount']:,}" for t in metadata["tables"]]
+    summary = ANSI.sub("", narrow.stdout)
+    rows = [line for line in summary.splitlines() if line.startswith("│")]
+    assert max(len(line) for line in rows) <= 50, summary
+    for count in counts:
+        assert any(re.search(rf"│\s*{re.escape(count)}\s*│", line) for line in rows), (count, summary)
+    piped = subprocess.run([sys.executable, "-m", "supamove", "export", *EDGE, "--force"], capture_output=True,
+                           text=True, env={**base, "COLUMNS": "50"}, timeout=300)
+    assert piped.returncode == 0, piped.stderr
+    lines = {line.split("│")[1].strip(): line for line in piped.stdout.splitlines() if line.count("│") > 2}
+    for table in metadata["tables"]:
+        name, count = f"{table['schema']}.{table['name']}", f"{table['rowCount']:,}"
+        assert re.search(rf"│\s*{re.escape(count)}\s*│", lines[name]), (name, piped.stdout)
