@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import error_line
 
 from supamove.config import load_settings
 from supamove.errors import ConfigError
@@ -23,12 +24,20 @@ def test_env_file_is_read_and_environment_wins(tmp_path: Path, monkeypatch: pyte
     assert settings.MIGRATION_DATA_DIR == Path("./migration-data")
 
 
-def test_missing_setting_names_the_variable(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_setting_names_the_variable(cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("SUPABASE_DB_URL")
     result = cli("export")
     assert result.exit_code == 2
-    assert "Error: SUPABASE_DB_URL is not set (fix: set SUPABASE_DB_URL in .env or the environment" in result.output
-    assert "Traceback" not in result.output
+    assert error_line(result.output) == (
+        f"Error: SUPABASE_DB_URL is not set and .env was not found in {tmp_path} (fix: copy .env.example to "
+        f"{tmp_path / '.env'} and fill it in, or set SUPABASE_DB_URL in the environment (source: Supabase's "
+        "direct connection, postgresql://postgres:***@db.REF.supabase.co:5432/postgres))")
+    (tmp_path / ".env").write_text("STACK_AUTH_API_URL=https://api.stack-auth.com\n")
+    result = cli("export")
+    assert result.exit_code == 2
+    assert error_line(result.output) == (
+        "Error: SUPABASE_DB_URL is not set (fix: set SUPABASE_DB_URL in .env or the environment (source: "
+        "Supabase's direct connection, postgresql://postgres:***@db.REF.supabase.co:5432/postgres))")
 
 
 def test_url_that_is_not_postgres(cli, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,7 @@ from supamove.cli import main
 from supamove.config import Settings
 
 
-def test_all_usable(cli, dbs) -> None:
+def test_all_usable(cli, dbs, stack_auth) -> None:
     result = cli("test-connections")
     assert result.exit_code == 0, result.output
     assert "All configured endpoints are usable." in result.output

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import psycopg
 import pytest
 from conftest import EDGE, STACK_SECRET, assert_verify_passes, error_line
 from psycopg import sql
@@ -190,11 +191,14 @@ def _row(output: str, name: str) -> list[str]:
     return next(cells for cells in rows if cells[1].startswith(name))
 
 
-def test_tls_is_reported_and_verify_full_works(cli, env, tls_server: tuple[PostgresServer, Path],
+def test_tls_is_reported_and_verify_full_works(cli, env, tls_server: tuple[PostgresServer, Path], stack_auth,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     server, ca = tls_server
+    with psycopg.connect(server.url(), autocommit=True) as conn:  # the target: another database of the server
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'tls_target'").fetchone():
+            conn.execute("CREATE DATABASE tls_target")
     monkeypatch.setenv("SUPABASE_DB_URL", _tls_url(server, f"?sslmode=verify-full&sslrootcert={ca}"))
-    monkeypatch.setenv("DATABASE_URL", _tls_url(server, ""))  # no sslmode: require is added
+    monkeypatch.setenv("DATABASE_URL", server.url("tls_target").replace("?sslmode=disable", ""))  # require added
     result = cli("test-connections")
     assert result.exit_code == 0, result.output
     assert "yes" in _row(result.output, "source"), result.output
@@ -215,7 +219,7 @@ def test_verify_full_with_the_wrong_ca_is_refused(cli, env, tls_server: tuple[Po
     assert "certificate verify failed" in line and "sslmode" in line, line
 
 
-def test_unencrypted_source_is_flagged(cli, dbs) -> None:
+def test_unencrypted_source_is_flagged(cli, dbs, stack_auth) -> None:
     result = cli("test-connections")
     assert result.exit_code == 0, result.output
     assert "NO" in _row(result.output, "source"), result.output

@@ -13,7 +13,7 @@ import click
 
 from supamove import __version__, render
 from supamove.context import Context
-from supamove.errors import ConfigError, SupamoveError, exit_codes
+from supamove.errors import SupamoveError, exit_codes
 from supamove.log import setup_logging
 
 if TYPE_CHECKING:
@@ -36,9 +36,7 @@ def step(func: F) -> F:
     def wrapper(data_dir: Path | None, **kwargs: Any) -> Any:
         command = click.get_current_context().info_name
         with render.failures_shown():
-            if kwargs.get("as_json") and kwargs.get("dry_run") is False:
-                raise ConfigError(f"{command} --json prints the dry run's plan", fix="add --dry-run")
-            with Context.opened(data_dir, command, _verbose()) as ctx:
+            with Context.opened(data_dir, command, _verbose(), kwargs.get("dry_run"), kwargs.get("as_json", False)) as ctx:
                 return func(ctx, **kwargs)
     return cast(F, wrapper)
 
@@ -113,7 +111,7 @@ def schema_command(ctx: Context, schemas: Names, tables: Names, exclude_tables: 
     """
     from supamove.schema import SchemaOptions, run_schema
     options = SchemaOptions(list(schemas), list(tables), list(exclude_tables), not no_auth_shim, keep_roles)
-    result = run_schema(ctx.source, ctx.target if apply_schema else None, ctx.datadir, options, dry_run)
+    result = run_schema(ctx.source, ctx.checked_target() if apply_schema else None, ctx.datadir, options, dry_run)
     render.show(result, as_json, lambda r: render.show_schema_result(r, ctx.datadir, ctx.target.redacted if apply_schema else ""))
 
 
@@ -187,17 +185,19 @@ def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmappe
     """
     from supamove.importer import ImportOptions, plan_import, run_import
     options = ImportOptions(disable_fk, truncate_first, unmapped_users, jobs)
+    target = ctx.checked_target()
     if dry_run:
-        plan = plan_import(ctx.target, ctx.datadir, options)
+        plan = plan_import(target, ctx.datadir, options)
         return render.show(plan, as_json, render.show_import_plan, plan.failure(dry_run=True))
     if truncate_first and not yes:
         if not sys.stdin.isatty():
             raise SupamoveError("--truncate-first empties the planned target tables and needs a confirmation",
                                 fix="run it in a terminal to answer the question, or add --yes")
-        click.confirm(f"Empty every planned table in the target ({ctx.target.redacted}) before loading?",
-                      abort=True, err=True)
+        if not click.confirm(f"Empty every planned table in the target ({target.redacted}) before loading?", err=True):
+            raise SupamoveError("nothing truncated, nothing loaded: the answer was no",
+                                fix="answer yes to empty the tables, or run `supamove import` without --truncate-first")
     with render.progress("rows") as progress:
-        result = run_import(ctx.target, ctx.datadir, options, progress)
+        result = run_import(target, ctx.datadir, options, progress)
     render.show_import_result(result, ctx.target.redacted)
 
 
@@ -218,7 +218,7 @@ def verify(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int, tables:
     """
     from supamove.verify import VerifyOptions, run_verify
     with render.progress("rows", {"tables": "tables"}) as progress:
-        report = run_verify(ctx.source, ctx.target, ctx.datadir,
+        report = run_verify(ctx.source, ctx.checked_target(), ctx.datadir,
                             VerifyOptions(skip_checksum, max_diffs, jobs, list(tables), list(keep)), progress)
     render.show(report, as_json, render.show_verify_report, report.failure())
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import ValidationError, field_validator
+import psycopg
+from dotenv import dotenv_values
+from pydantic import PrivateAttr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from supamove.errors import ConfigError
@@ -33,6 +36,7 @@ class Settings(BaseSettings):
     STACK_AUTH_API_URL: str = "https://api.stack-auth.com"
     LOG_FILE_PATH: Path = Path("./migration.log")
     MIGRATION_DATA_DIR: Path = Path("./migration-data")
+    _env_file: Path | None = PrivateAttr(default=None)  # the .env looked for, to name it when a setting is unset
 
     @field_validator("SUPABASE_DB_URL", "DATABASE_URL")
     @classmethod
@@ -42,24 +46,42 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("postgres", "postgresql"):
             raise ValueError("must be a postgresql:// URL")
+        if (port := _bad_port(value)) is not None:
+            raise ValueError(f"has a port that is not a number ('{port}'): use the server's port, e.g. 5432")
         if _cut_short(value):  # never echo the value: it holds the password
             raise ValueError("is not a valid URL: percent-encode the special characters of the user and "
                              "password (# as %23, / as %2F, ? as %3F, @ as %40, : as %3A)")
+        if (problem := _unknown_parameter(parts.query)) is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("STACK_AUTH_API_URL")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if urlsplit(value).scheme not in ("http", "https"):
-            raise ValueError("must be an http(s):// URL")
+        if (problem := web_url_problem(value)) is not None:
+            raise ValueError(problem)
         return value.rstrip("/")
 
     def require(self, name: str) -> str:
         """The value of a setting a command cannot do without."""
         value = getattr(self, name)
         if value is None or (isinstance(value, str) and not value.strip()):
-            raise ConfigError(f"{name} is not set", fix=f"set {name} in .env or the environment ({SETTING_HELP[name]})")
+            raise self.unset_error(name)
         return str(value)
+
+    def unset_error(self, *names: str) -> ConfigError:
+        """The error for settings that are not set; names the .env looked for when there is none."""
+        subject = " and ".join(names) + (" are" if len(names) > 1 else " is")
+        help_text = "; ".join(f"{name}: {SETTING_HELP[name]}" for name in names) if len(names) > 1 \
+            else SETTING_HELP[names[0]]
+        env_file = self._env_file
+        if env_file is not None and not env_file.exists():
+            folder = env_file.resolve().parent
+            return ConfigError(f"{subject} not set and .env was not found in {folder}",
+                               fix=f"copy .env.example to {folder / env_file.name} and fill it in, or set "
+                                   f"{' and '.join(names)} in the environment ({help_text})")
+        return ConfigError(f"{subject} not set",
+                           fix=f"set {' and '.join(names)} in .env or the environment ({help_text})")
 
     @property
     def source_url(self) -> str:
@@ -80,6 +102,54 @@ def _cut_short(url: str) -> bool:
     return bool(parts.fragment)
 
 
+def web_url_problem(url: str) -> str | None:
+    """Why `url` is not an http(s) URL of a host, or None."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return "must be an http(s):// URL"
+    if not parts.hostname:
+        return "must name a host, like https://app.example.com/..."
+    return None
+
+
+def _bad_port(url: str) -> str | None:
+    """The port of a URL whose host part is whole but whose port is not a number; else None."""
+    netloc = urlsplit(url).netloc
+    if "@" not in netloc and "@" in url:  # the password ended the host part early: not a port
+        return None
+    host_port = netloc.rpartition("@")[2]
+    if host_port.startswith("["):  # an IPv6 address: [::1]:5432
+        host_port = host_port.partition("]")[2]
+    port = host_port.partition(":")[2] if ":" in host_port else ""
+    return port if port and not port.isdigit() else None
+
+
+def _unknown_parameter(query: str) -> str | None:
+    """Why a URL query parameter libpq does not know would fail, naming the one meant; else None."""
+    known = [d.keyword.decode() for d in psycopg.pq.Conninfo.get_defaults()]
+    for name, _ in parse_qsl(query, keep_blank_values=True):
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            return f"has an unknown parameter '{name}'" + (f": did you mean '{close[0]}'?" if close else "")
+    return None
+
+
+def misspelled_settings(env_file: Path) -> list[str]:
+    """A warning for each key of the .env file that looks like a misspelled supamove setting."""
+    if not env_file.is_file():
+        return []
+    known = list(Settings.model_fields)
+    warnings = []
+    for key in dotenv_values(env_file):
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        if close:
+            warnings.append(f"{env_file}: {key} is not a supamove setting; did you mean {close[0]}? "
+                            f"(it is ignored)")
+    return warnings
+
+
 def load_settings(data_dir: Path | None = None, env_file: str | Path | None = ".env") -> Settings:
     """Read the settings; a malformed one is a ConfigError naming the variable."""
     try:
@@ -89,6 +159,7 @@ def load_settings(data_dir: Path | None = None, env_file: str | Path | None = ".
         name = str(problem["loc"][0]) if problem["loc"] else "a setting"
         message = str(problem["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"{name} {message}", fix=f"correct {name} in .env or the environment") from None
+    settings._env_file = Path(env_file) if env_file is not None else None
     if data_dir is not None:
         settings.MIGRATION_DATA_DIR = data_dir
     return settings

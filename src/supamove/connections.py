@@ -11,8 +11,9 @@ import httpx
 import psycopg
 
 from supamove.config import Settings
-from supamove.db import Endpoint, connect
+from supamove.db import TRANSACTION_POOLER_WARNING, Endpoint, connect
 from supamove.errors import SupamoveError
+from supamove.guard import ServerIdentity, server_identity, supabase_traits, target_problem
 from supamove.log import add_secret, get_logger, scrub
 
 log = get_logger("connections")
@@ -28,10 +29,13 @@ class EndpointCheck:
     latency_ms: float | None = None
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    identity: ServerIdentity | None = None  # databases: told apart to refuse a target that is the source
+    traits: list[str] = field(default_factory=list)  # the target: what makes it look like a Supabase project
 
     @property
     def usable(self) -> bool:
-        return not self.configured or (self.reachable and not self.errors)
+        """Configured, reached and without an error: an unset endpoint is not usable."""
+        return self.configured and self.reachable and not self.errors
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "configured": self.configured, "reachable": self.reachable,
@@ -54,9 +58,8 @@ class ConnectionReport:
 
     @property
     def ok(self) -> bool:
-        """Both databases are configured and usable; Stack Auth is usable or not configured."""
-        databases = (self.source, self.target)
-        return all(c.configured and c.usable for c in databases) and self.stack_auth.usable
+        """The source, the target and Stack Auth are all configured and usable."""
+        return all(c.usable for c in self.checks)
 
     def failure(self) -> SupamoveError | None:
         """Why a later step would fail (the checks name the settings at fault), or None."""
@@ -70,35 +73,40 @@ class ConnectionReport:
 
 
 def check_connections(settings: Settings) -> ConnectionReport:
-    """Check the source, the target and Stack Auth; an unset endpoint is reported as such."""
+    """Check the source, the target and Stack Auth; an unset endpoint fails, its setting named."""
     report = ConnectionReport(
-        _check_database(settings.SUPABASE_DB_URL, "source", "source (SUPABASE_DB_URL)", _check_source),
-        _check_database(settings.DATABASE_URL, "target", "target (DATABASE_URL)", _check_target),
+        _check_database(settings, "source", "source (SUPABASE_DB_URL)", _check_source),
+        _check_database(settings, "target", "target (DATABASE_URL)", _check_target),
         check_stack_auth(settings),
     )
+    if report.target.identity is not None:
+        problem = target_problem(report.target.identity, report.target.traits, report.source.identity)
+        if problem is not None:
+            report.target.errors.append(f"refused: {problem}")
     for check in report.checks:
         for message in check.errors:
             log.debug("%s: %s", check.name, message)
     return report
 
 
-def _check_database(url: str | None, side: str, name: str, extra) -> EndpointCheck:  # type: ignore[no-untyped-def]
+def _check_database(settings: Settings, side: str, name: str, extra) -> EndpointCheck:  # type: ignore[no-untyped-def]
     check = EndpointCheck(name)
+    setting = "SUPABASE_DB_URL" if side == "source" else "DATABASE_URL"
+    url = getattr(settings, setting)
     if not url:
         check.configured = False
-        check.errors.append(f"{'SUPABASE_DB_URL' if side == 'source' else 'DATABASE_URL'} is not set")
+        check.errors.append(str(settings.unset_error(setting)))
         return check
     endpoint = Endpoint(url, side)  # type: ignore[arg-type]
     if endpoint.transaction_pooler:
-        check.warnings.append(
-            "port 6543 is Supabase's transaction pooler: it drops session settings and breaks long reads; "
-            "use the direct connection on port 5432 (or the session pooler)")
+        check.warnings.append(TRANSACTION_POOLER_WARNING)
     try:
         with connect(endpoint, autocommit=True) as conn:
             check.reachable = True
             check.version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
             check.encrypted = bool(conn.pgconn.ssl_in_use)
             check.latency_ms = _latency(conn)
+            check.identity = server_identity(conn)
             extra(conn, check)
     except SupamoveError as exc:
         check.errors.append(str(exc))
@@ -139,6 +147,7 @@ def _check_source(conn: psycopg.Connection, check: EndpointCheck) -> None:
 
 
 def _check_target(conn: psycopg.Connection, check: EndpointCheck) -> None:
+    check.traits = supabase_traits(conn)
     blocked = [r[0] for r in conn.execute("""
         SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = 'public'
@@ -162,6 +171,7 @@ def check_stack_auth(settings: Settings) -> EndpointCheck:
     check = EndpointCheck(f"Stack Auth ({settings.STACK_AUTH_API_URL})")
     if not settings.STACK_AUTH_PROJECT_ID and not settings.STACK_AUTH_SECRET_KEY:
         check.configured = False
+        check.errors.append(str(settings.unset_error("STACK_AUTH_PROJECT_ID", "STACK_AUTH_SECRET_KEY")))
         return check
     try:
         project, secret = settings.require("STACK_AUTH_PROJECT_ID"), settings.require("STACK_AUTH_SECRET_KEY")

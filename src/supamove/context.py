@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from supamove import __version__
-from supamove.config import Settings, load_settings
-from supamove.db import Endpoint
+from supamove import __version__, interrupt
+from supamove.config import Settings, load_settings, misspelled_settings
+from supamove.db import TRANSACTION_POOLER_WARNING, Endpoint
+from supamove.errors import ConfigError
+from supamove.files import check_can_create, lock_data_dir, writable_error
 from supamove.log import get_logger, setup_logging
 from supamove.paths import DataDir
 
@@ -18,6 +21,8 @@ if TYPE_CHECKING:
     from supamove.users.client import StackAuthClient
 
 log = get_logger("cli")
+# Commands that never touch the data directory: they neither take its lock nor need it writable.
+NO_DATA_DIR = {"test-connections"}
 
 
 class Context:
@@ -26,24 +31,70 @@ class Context:
     def __init__(self, data_dir: Path | None, command: str | None, verbose: bool) -> None:
         self.settings: Settings = load_settings(data_dir)
         self.datadir = DataDir(self.settings.MIGRATION_DATA_DIR).check_exists()
-        setup_logging(self.settings.LOG_FILE_PATH, verbose=verbose)
+        self._open_log(verbose)
+        for warning in misspelled_settings(Path(".env")):
+            log.warning("%s", warning)
         log.debug("STEP %s: started (supamove %s, data dir %s)", command, __version__, self.datadir.root)
 
     @classmethod
     @contextmanager
-    def opened(cls, data_dir: Path | None, command: str | None, verbose: bool) -> Iterator[Context]:
-        """The context of one command; its duration is logged when it finishes without an error."""
+    def opened(cls, data_dir: Path | None, command: str | None, verbose: bool, dry_run: bool | None = None,
+               as_json: bool = False) -> Iterator[Context]:
+        """The context of one command, the data directory locked; its duration is logged when it succeeds.
+
+        `dry_run` is None for a command without --dry-run; --json goes with a dry run's plan, never a real run.
+        """
+        if as_json and dry_run is False:
+            raise ConfigError(f"{command} --json prints the dry run's plan", fix="add --dry-run")
         started = time.monotonic()
-        yield cls(data_dir, command, verbose)
+        ctx = cls(data_dir, command, verbose)
+        lock = None if command in NO_DATA_DIR else ctx._lock(command or "", bool(dry_run))
+        try:
+            with interrupt.handled():
+                yield ctx
+        finally:
+            if lock is not None:
+                os.close(lock)
         log.debug("STEP %s: finished in %.1fs", command, time.monotonic() - started)
+
+    def _open_log(self, verbose: bool) -> None:
+        """The log file, opened before any work: one that cannot be written stops the command now."""
+        path = self.settings.LOG_FILE_PATH
+        try:
+            setup_logging(path, verbose=verbose)
+        except OSError as exc:
+            raise writable_error(path, "log file", "LOG_FILE_PATH", exc) from None
+
+    def _lock(self, command: str, dry_run: bool) -> int | None:
+        """Hold the data directory's lock, made writable first; a dry run makes none (it only must be makeable)."""
+        root = self.datadir.root
+        if not root.exists():
+            if dry_run:
+                check_can_create(root, "data directory", "MIGRATION_DATA_DIR or --data-dir")
+                return None
+            try:
+                root.mkdir(mode=0o700, parents=True)
+            except OSError as exc:
+                raise writable_error(root, "data directory", "MIGRATION_DATA_DIR or --data-dir", exc) from None
+        return lock_data_dir(self.datadir.lock, command)
 
     @property
     def source(self) -> Endpoint:
-        return Endpoint(self.settings.source_url, "source")
+        endpoint = Endpoint(self.settings.source_url, "source")
+        if endpoint.transaction_pooler:
+            log.warning("SUPABASE_DB_URL: %s", TRANSACTION_POOLER_WARNING)
+        return endpoint
 
     @property
     def target(self) -> Endpoint:
         return Endpoint(self.settings.target_url, "target")
+
+    def checked_target(self) -> Endpoint:
+        """The target, refused (before anything is written) when it is the source or a Supabase project."""
+        from supamove.guard import check_target
+
+        source = self.settings.SUPABASE_DB_URL
+        return check_target(self.target, Endpoint(source, "source") if source else None)
 
     def stack_auth(self, concurrency: int = 8) -> StackAuthClient:
         """A client of the Stack Auth project the settings name."""

@@ -10,12 +10,15 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
+from supamove import interrupt
 from supamove.errors import SourceError, SupamoveError, TargetError
 from supamove.log import add_secret, scrub
 
 Side = Literal["source", "target"]
 TRANSACTION_POOLER_PORT = 6543
 SETTING = {"source": "SUPABASE_DB_URL", "target": "DATABASE_URL"}
+TRANSACTION_POOLER_WARNING = ("port 6543 is Supabase's transaction pooler: it drops session settings and breaks "
+                              "long reads; use the direct connection on port 5432 (or the session pooler)")
 
 # A canonical text form, identical on both sides: exports and checksums depend on it.
 SESSION_SETTINGS = {
@@ -81,6 +84,7 @@ def redact_url(url: str) -> str:
 
 def connect(endpoint: Endpoint, autocommit: bool = False) -> psycopg.Connection:
     """Open a connection with canonical output settings and no server-side timeouts."""
+    interrupt.check()  # after Ctrl-C, queued work opens nothing new
     password = urlsplit(endpoint.url).password
     add_secret(password)
     add_secret(unquote(password or ""))  # libpq decodes it: its messages could hold either form
@@ -93,6 +97,7 @@ def connect(endpoint: Endpoint, autocommit: bool = False) -> psycopg.Connection:
         )
     except psycopg.OperationalError as exc:
         raise connect_error(endpoint, exc) from None
+    interrupt.register_connection(conn)
     settings = dict(SESSION_SETTINGS)
     if not endpoint.transaction_pooler:
         settings.update(NO_TIMEOUTS)

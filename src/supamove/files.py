@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import shlex
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import IO, Any
 
 import orjson
 
-from supamove.errors import DataFileError, SupamoveError
+from supamove.errors import ConfigError, DataFileError, SupamoveError
 
 PRIVATE = 0o600
 PARTIAL = ".partial"  # a file being written; renamed over its final name once whole
@@ -136,3 +138,39 @@ def read_rows(path: Path, skip_damaged: bool = False, fix: str = RESTORE_OR_EXPO
                 raise
             yield row
 
+
+
+def writable_error(path: Path, what: str, setting: str, exc: OSError) -> ConfigError:
+    """The one-line error for a data directory or log file that cannot be written."""
+    reason = exc.strerror.lower() if exc.strerror else type(exc).__name__
+    return ConfigError(f"cannot write the {what} {path}: {reason}",
+                       fix=f"make it writable by this user (chmod u+w), or set {setting} to a path you can write")
+
+
+def check_can_create(path: Path, what: str, setting: str) -> None:
+    """A path that does not exist yet could be created: a folder made and removed in its nearest existing one."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".supamove-check-", dir=folder))
+    except OSError as exc:
+        raise writable_error(path, what, setting, exc) from None
+
+
+def lock_data_dir(lock: Path, command: str) -> int:
+    """Hold the data directory's lock for this process (its descriptor); a SupamoveError naming the holder."""
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, PRIVATE)
+    except OSError as exc:
+        raise writable_error(lock.parent, "data directory", "MIGRATION_DATA_DIR or --data-dir", exc) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 4096).decode(errors="replace").strip() or "another supamove command"
+        os.close(fd)
+        raise SupamoveError(f"the data directory {lock.parent} is in use by {holder}",
+                            fix="wait for that command to finish (or stop it), then run this one again") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"`supamove {command}` (process {os.getpid()})\n".encode())
+    return fd

@@ -25,6 +25,11 @@ _PATTERNS = [
 ]
 
 
+# Until setup_logging runs (a settings error comes first), nothing may reach logging's last-resort
+# handler: it would print each message a second time.
+logging.getLogger(LOGGER_NAME).addHandler(logging.NullHandler())
+
+
 def add_secret(value: str | None) -> None:
     """Remember a value that must never be printed or logged."""
     if value and len(value) >= 4:

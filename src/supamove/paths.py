@@ -89,6 +89,10 @@ class DataDir:
     def schema_report(self) -> Path:  # migration-data/schema-report.json
         return self.root / "schema-report.json"
 
+    @property
+    def lock(self) -> Path:  # migration-data/supamove.lock (the command and process using the directory)
+        return self.root / "supamove.lock"
+
     def table_file(self, schema: str, table: str) -> Path:
         folder = self.auth if schema == "auth" else self.tables
         return folder / table_file_name(schema, table)

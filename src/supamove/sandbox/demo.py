@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from supamove.errors import SupamoveError
+from supamove.errors import ConfigError, SupamoveError
 from supamove.files import read_json
 from supamove.log import get_logger
 from supamove.paths import DataDir
@@ -134,6 +134,8 @@ def run_demo(rows: int, keep: bool, workdir: Path | None, run_command: RunComman
     command only through the environment and the .env in `workdir`, exactly as the runbook's do.
     """
     started = time.monotonic()
+    if workdir is not None:
+        check_empty_workdir(Path(workdir))
     workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="supamove-demo-"))
     with ExitStack() as cleanup:
         env = start_environment(rows, workdir, announce, cleanup)
@@ -154,6 +156,13 @@ def run_demo(rows: int, keep: bool, workdir: Path | None, run_command: RunComman
             cleanup.pop_all()  # leave the servers and Stack Auth running
     result.seconds = time.monotonic() - started
     return result
+
+
+def check_empty_workdir(workdir: Path) -> None:
+    """The demo writes a .env, a log and migration-data/ there: a directory holding anything is refused."""
+    if workdir.exists() and (not workdir.is_dir() or any(workdir.iterdir())):
+        raise ConfigError(f"--workdir {workdir} is not an empty directory: the demo would overwrite its .env, "
+                          "log and migration-data/", fix="give a new or empty directory, or leave out --workdir")
 
 
 def start_environment(rows: int, workdir: Path, announce: Announce, cleanup: ExitStack) -> DemoEnvironment:

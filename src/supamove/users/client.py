@@ -5,7 +5,6 @@ from __future__ import annotations
 import email.utils
 import random
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,7 +13,7 @@ from typing import Any
 import httpx
 import orjson
 
-from supamove import __version__
+from supamove import __version__, interrupt
 from supamove.errors import StackAuthError
 from supamove.log import add_secret, get_logger, scrub
 
@@ -25,8 +24,10 @@ PAGE_SIZE = 200
 SERVER_ERROR_ATTEMPTS = 3  # 5xx answers to one create, each followed by a lookup finding nothing
 CREDENTIALS_FIX = ("check STACK_AUTH_SECRET_KEY (a secret server key of this project, dashboard > API Keys) "
                    "and STACK_AUTH_PROJECT_ID (dashboard > Project Settings)")
-# The request was never sent: retrying cannot duplicate anything.
-NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# The request was never sent: retrying cannot duplicate anything. A refused connection or an unknown
+# host (ConnectError) is not retried: it does not mend in a minute, and the fix is a setting.
+NOT_SENT = (httpx.ConnectTimeout, httpx.PoolTimeout)
+UNREACHABLE_FIX = "check STACK_AUTH_API_URL and that Stack Auth is up and reachable from this machine"
 # Sent, answer unknown: the server may have acted on it.
 LOST = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
@@ -90,6 +91,7 @@ class StackAuthClient:
                      "x-stack-secret-server-key": secret_key, "user-agent": f"supamove/{__version__}"},
             timeout=httpx.Timeout(self.retry.timeout, connect=min(10.0, self.retry.timeout)),
             limits=limits, transport=transport)
+        interrupt.register_client(self._http)
         self._stats_lock = threading.Lock()
         self.retries = 0
 
@@ -206,27 +208,32 @@ class StackAuthClient:
         headers = {"content-type": "application/json"} if content is not None else None
         last = ""
         for attempt in range(self.retry.attempts):
+            interrupt.check()  # after Ctrl-C, no new request
             try:
                 response = self._http.request(method, path, content=content, params=params, headers=headers)
+            except httpx.ConnectError as exc:
+                interrupt.check()  # a client closed by Ctrl-C: not a connection problem
+                raise StackAuthError(f"cannot connect to Stack Auth at {self._http.base_url}: {_reason(exc)}",
+                                     fix=UNREACHABLE_FIX) from None
             except NOT_SENT as exc:
-                last = f"cannot connect ({type(exc).__name__})"
+                last = f"timed out connecting ({type(exc).__name__})"
                 self._pause(self.retry.backoff(attempt), attempt, last)
                 continue
             except LOST as exc:
                 if not resend_lost:
                     raise AnswerLost(type(exc).__name__) from None
-                last = f"no answer ({type(exc).__name__})"
+                last = f"gave no answer ({type(exc).__name__})"
                 self._pause(self.retry.backoff(attempt), attempt, last)
                 continue
             status = response.status_code
             if status == 429:
-                last = "429 Too Many Requests"
+                last = "answered 429"
                 self._pause(self._retry_after(response) or self.retry.backoff(attempt), attempt, last)
                 continue
             if status >= 500:
                 if not resend_lost:
                     raise AnswerLost(f"HTTP {status}", status, error_of(response)[1])
-                last = f"HTTP {status}"
+                last = f"answered {status}"
                 self._pause(self._retry_after(response) or self.retry.backoff(attempt), attempt, last)
                 continue
             if status >= 400:
@@ -236,11 +243,14 @@ class StackAuthClient:
                              fix="check STACK_AUTH_API_URL and Stack Auth's status, then run the same command again")
 
     def _pause(self, seconds: float, attempt: int, why: str = "") -> None:
+        """Wait before the next attempt, saying so at the default verbosity: a slow run is never silent."""
+        if attempt + 1 >= self.retry.attempts:
+            return  # that was the last attempt: the caller gives up now
         with self._stats_lock:
             self.retries += 1
-        log.debug("Stack Auth: %s; retrying in %.2fs (attempt %d/%d)", why or "lost answer", seconds,
-                  attempt + 1, self.retry.attempts)
-        time.sleep(seconds)
+        log.warning("Stack Auth %s, retrying in %.1fs (attempt %d of %d)", why or "lost an answer", seconds,
+                    attempt + 2, self.retry.attempts)
+        interrupt.sleep(seconds)
 
     def _retry_after(self, response: httpx.Response) -> float | None:
         value = response.headers.get("retry-after")
@@ -285,6 +295,17 @@ class StackAuthClient:
         if code in ("CURRENT_PROJECT_NOT_FOUND", "PROJECT_NOT_FOUND", "ACCESS_TYPE_WITHOUT_PROJECT_ID"):
             return StackAuthError(f"Stack Auth: {message}", fix=CREDENTIALS_FIX)
         return Rejected(status, code, message)
+
+
+def _reason(exc: httpx.ConnectError) -> str:
+    """Why a connection failed, in words: an unknown host or a refused connection."""
+    text = str(exc)
+    if "Name or service not known" in text or "nodename nor servname" in text or "getaddrinfo" in text \
+            or "Temporary failure in name resolution" in text:
+        return "unknown host"
+    if "Connection refused" in text or "Errno 111" in text:
+        return "connection refused"
+    return scrub(text.splitlines()[0]) if text else type(exc).__name__
 
 
 def supabase_id_of(user: dict[str, Any]) -> str | None:

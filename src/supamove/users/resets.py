@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from supamove.clock import iso, parse_iso
+from supamove.config import web_url_problem
 from supamove.errors import ConfigError, DataFileError, StackAuthError, SupamoveError
 from supamove.files import json_list, read_json, write_json
 from supamove.log import get_logger
@@ -64,6 +65,7 @@ def send_password_resets(client: StackAuthClient | None, datadir: DataDir, callb
 
     A send whose answer was lost is recorded as uncertain and sent again only with `resend_uncertain`.
     """
+    domain = _callback_domain(callback_url, required=not dry_run)  # a wrong URL is named before any file is read
     path = datadir.password_resets
     required = json_list(read_json(path, "migrate-users"), "users", path,
                          "run `supamove migrate-users` again to rewrite it")
@@ -76,7 +78,6 @@ def send_password_resets(client: StackAuthClient | None, datadir: DataDir, callb
                          uncertain_before=held)
     if dry_run:
         return result
-    domain = _callback_domain(callback_url)
     if client is None:
         raise ConfigError("no Stack Auth client", fix="set STACK_AUTH_PROJECT_ID and STACK_AUTH_SECRET_KEY")
     _Sender(client, datadir, str(callback_url), domain, sent, result).send_all(todo, concurrency,
@@ -84,15 +85,17 @@ def send_password_resets(client: StackAuthClient | None, datadir: DataDir, callb
     return result
 
 
-def _callback_domain(callback_url: str | None) -> str:
-    """The origin Stack Auth must trust (`https://app.example.com`); ConfigError for no URL or a bad one."""
+def _callback_domain(callback_url: str | None, required: bool) -> str:
+    """The origin Stack Auth must trust (`https://app.example.com`); ConfigError for a bad URL or a missing one."""
     example = "e.g. --callback-url https://app.example.com/handler/password-reset"
     if not callback_url:
+        if not required:
+            return ""
         raise ConfigError("--callback-url is required to send password resets",
                           fix=f"pass your app's password-reset page, {example}")
+    if (problem := web_url_problem(callback_url)) is not None:
+        raise ConfigError(f"--callback-url {callback_url}: {problem}", fix=f"pass a full URL, {example}")
     parts = urlsplit(callback_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"--callback-url {callback_url} is not an http(s) URL", fix=f"pass a full URL, {example}")
     return f"{parts.scheme}://{parts.netloc}"
 
 

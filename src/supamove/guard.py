@@ -1,0 +1,93 @@
+"""Refusals that keep Supabase read-only: a target that is the source, or a target that is a Supabase project."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+from supamove.catalog import PLATFORM_SCHEMAS
+from supamove.db import Endpoint, connection
+from supamove.errors import SupamoveError
+from supamove.log import get_logger
+
+log = get_logger("guard")
+# The platform schemas only a Supabase project has: a self-hosted target may well have auth (the
+# compatibility schema supamove creates), extensions, cron or PostGIS's, never these.
+SUPABASE_ONLY_SCHEMAS = PLATFORM_SCHEMAS & {
+    "storage", "realtime", "supabase_functions", "supabase_migrations", "_realtime", "_analytics", "_supavisor",
+    "graphql", "graphql_public", "vault", "pgsodium", "pgsodium_masks"}
+SAME_DATABASE_FIX = ("set DATABASE_URL to the new PostgreSQL database, not Supabase's "
+                     "(SUPABASE_DB_URL is only ever read)")
+
+
+@dataclass(frozen=True)
+class ServerIdentity:
+    """What tells one database from another, readable by any user on either side."""
+
+    system_identifier: int | None  # pg_control_system(): None where the user may not call it
+    started: datetime  # pg_postmaster_start_time(): differs between any two running servers
+    database_oid: int
+    database: str
+
+    def same_database(self, other: ServerIdentity) -> bool:
+        systems = (self.system_identifier, other.system_identifier)
+        same_system = None in systems or systems[0] == systems[1]
+        return same_system and (self.started, self.database_oid) == (other.started, other.database_oid)
+
+
+def server_identity(conn: psycopg.Connection) -> ServerIdentity:
+    """The identity of the database `conn` is connected to."""
+    row = conn.execute("""
+        SELECT CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE')
+                    THEN (SELECT system_identifier FROM pg_control_system()) END,
+               pg_postmaster_start_time(), d.oid::bigint, current_database()
+        FROM pg_database d WHERE d.datname = current_database()""").fetchone()
+    assert row is not None
+    return ServerIdentity(row[0], row[1], row[2], row[3])
+
+
+def supabase_traits(conn: psycopg.Connection) -> list[str]:
+    """What makes the database `conn` is connected to a Supabase project: auth.users and its own schemas."""
+    row = conn.execute("""
+        SELECT to_regclass('auth.users') IS NOT NULL,
+               array(SELECT nspname::text FROM pg_namespace WHERE nspname = ANY(%s) ORDER BY 1)""",
+                       (sorted(SUPABASE_ONLY_SCHEMAS),)).fetchone()
+    assert row is not None
+    schemas = list(row[1])
+    return (["auth.users"] if row[0] else []) + (
+        [f"the schema{'s' if len(schemas) > 1 else ''} {', '.join(schemas)}"] if schemas else [])
+
+
+def target_problem(target: ServerIdentity, traits: list[str], source: ServerIdentity | None) -> str | None:
+    """Why the target must not be written to, or None."""
+    if source is not None and source.same_database(target):
+        return (f"DATABASE_URL and SUPABASE_DB_URL name the same database ({target.database}): "
+                "writing to the target would change the source")
+    if traits:
+        return (f"the target database ({target.database}) holds Supabase's {' and '.join(traits)}: "
+                "it is a Supabase project, not the new PostgreSQL")
+    return None
+
+
+def check_target(target: Endpoint, source: Endpoint | None) -> Endpoint:
+    """The target, once it is known not to be the source nor a Supabase project (else a TargetError)."""
+    with connection(target, autocommit=True) as conn:
+        identity, traits = server_identity(conn), supabase_traits(conn)
+    problem = target_problem(identity, traits, _source_identity(source))
+    if problem is not None:
+        raise target.error(f"refused: {problem}", SAME_DATABASE_FIX)
+    return target
+
+
+def _source_identity(source: Endpoint | None) -> ServerIdentity | None:
+    """The source's identity; None when unset or unreachable (the Supabase traits still guard the target)."""
+    if source is None:
+        return None
+    try:
+        with connection(source, autocommit=True) as conn:
+            return server_identity(conn)
+    except SupamoveError as exc:
+        log.debug("source identity not read (%s): the target is checked for Supabase's traits only", exc)
+        return None

@@ -1,0 +1,403 @@
+"""A careless move never destroys data and never passes as success: the target that is the source,
+settings unset or misspelled, a busy or unwritable data directory, a refused answer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import EDGE, error_line, flat, write_mapping
+
+from supamove.config import Settings
+from supamove.files import lock_data_dir
+from supamove.sandbox.pgserver import free_port
+from supamove.sandbox.stackauth import StackAuthSandbox
+
+SAME_FIX = "(fix: set DATABASE_URL to the new PostgreSQL database, not Supabase's (SUPABASE_DB_URL is only ever read))"
+
+
+def row_counts(conn: psycopg.Connection) -> dict[str, int]:
+    """Rows of every table of the application and auth schemas."""
+    names = [r[0] for r in conn.execute(
+        "SELECT format('%I.%I', table_schema, table_name) FROM information_schema.tables "
+        "WHERE table_schema IN ('public', 'edge', 'billing', 'auth') AND table_type = 'BASE TABLE' ORDER BY 1")]
+    return {name: conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in names}  # noqa: S608
+
+
+# --- the target is the source, or a Supabase project --------------------------------------------------
+
+
+@pytest.mark.parametrize("as_user", ["app", "superuser"])
+def test_target_that_is_the_source_is_refused_by_every_writing_command(cli, dbs, exported: Path, as_user: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    with dbs.source() as conn:
+        before = row_counts(conn)
+    # Another user, another URL: the same database all the same.
+    monkeypatch.setenv("DATABASE_URL", dbs.source_url if as_user == "app" else dbs.source_admin_url)
+    write_mapping(dbs, exported)
+    refused = (f"Error: refused: DATABASE_URL and SUPABASE_DB_URL name the same database ({dbs.source_db}): "
+               f"writing to the target would change the source {SAME_FIX}")
+    result = cli("test-connections")
+    assert result.exit_code == 1, result.output
+    assert (f"error: target (DATABASE_URL): refused: DATABASE_URL and SUPABASE_DB_URL name the same database "
+            f"({dbs.source_db}): writing to the target would change the source") in result.output
+    assert "│ target (DATABASE_URL)" in result.output and "FAILED" in result.output
+    for command in (["import", "--truncate-first", "--yes"], ["import"], ["import", "--dry-run"],
+                    ["schema", "--apply"], ["verify"]):
+        result = cli(*command)
+        assert result.exit_code == 4, (command, result.output)
+        assert error_line(result.output) == refused, command
+    with dbs.source() as conn:
+        assert row_counts(conn) == before
+        assert conn.execute("SELECT to_regnamespace('_supamove')").fetchone()[0] is None
+
+
+def test_target_that_is_a_supabase_project_is_refused(cli, dbs, exported: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another database of the source's server, copied from it: not the source, but Supabase all the same."""
+    copy = f"{dbs.source_db}_copy"
+    with dbs.source() as conn:
+        conn.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{dbs.source_db}"')
+    try:
+        url = dbs.source_server.url(copy)
+        with psycopg.connect(url, autocommit=True) as conn:
+            before = row_counts(conn)
+        monkeypatch.setenv("DATABASE_URL", url)
+        write_mapping(dbs, exported)
+        reason = (f"refused: the target database ({copy}) holds Supabase's auth.users and the schemas _analytics, "
+                  "_realtime, graphql, graphql_public, pgsodium, realtime, storage, supabase_functions, "
+                  "supabase_migrations, vault: it is a Supabase project, not the new PostgreSQL")
+        result = cli("test-connections")
+        assert result.exit_code == 1 and f"error: target (DATABASE_URL): {reason}" in result.output, result.output
+        result = cli("import", "--truncate-first", "--yes")
+        assert result.exit_code == 4, result.output
+        assert error_line(result.output) == f"Error: {reason} {SAME_FIX}"
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert row_counts(conn) == before
+    finally:
+        with dbs.source() as conn:
+            conn.execute(f'DROP DATABASE "{copy}" WITH (FORCE)')
+
+
+# --- test-connections with settings missing -----------------------------------------------------------
+
+
+def test_unset_endpoints_fail_and_the_missing_env_file_is_named(cli, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name, raising=False)
+    result = cli("test-connections")
+    assert result.exit_code == 1
+    rows = [line for line in result.output.splitlines() if line.startswith("│")]
+    assert [row.split("│")[2].strip() for row in rows] == ["FAILED", "FAILED", "FAILED"]
+    lines = result.output.splitlines()
+    assert (f"error: target (DATABASE_URL): DATABASE_URL is not set and .env was not found in {tmp_path} (fix: "
+            f"copy .env.example to {tmp_path / '.env'} and fill it in, or set DATABASE_URL in the environment "
+            "(target: the new PostgreSQL, postgresql://USER:***@HOST:5432/DBNAME))") in lines
+    assert (f"error: Stack Auth (https://api.stack-auth.com): STACK_AUTH_PROJECT_ID and STACK_AUTH_SECRET_KEY are "
+            f"not set and .env was not found in {tmp_path} (fix: copy .env.example to {tmp_path / '.env'} and "
+            "fill it in, or set STACK_AUTH_PROJECT_ID and STACK_AUTH_SECRET_KEY in the environment "
+            "(STACK_AUTH_PROJECT_ID: Stack Auth project id (dashboard, Project Settings); STACK_AUTH_SECRET_KEY: "
+            "Stack Auth secret server key (dashboard, API Keys)))") in lines
+    assert error_line(result.output) == "Error: not every endpoint is usable (fix: correct the settings named above)"
+
+
+def test_databases_usable_but_stack_auth_unset_fails(cli, dbs, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("# settings come from the environment\n")
+    result = cli("test-connections")
+    assert result.exit_code == 1, result.output
+    assert ("error: Stack Auth (https://api.stack-auth.com): STACK_AUTH_PROJECT_ID and STACK_AUTH_SECRET_KEY are "
+            "not set (fix: set STACK_AUTH_PROJECT_ID and STACK_AUTH_SECRET_KEY in .env or the environment") \
+        in result.output
+    assert "usable." not in result.output
+
+
+def test_misspelled_env_key_is_named_with_the_setting_meant(cli, dbs, stack_auth, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("MIGRATON_DATA_DIR=./elsewhere\nSTACK_AUTH_SECRET=x\nMY_APP_FLAG=1\n")
+    result = cli("test-connections")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in flat(result.output).split("WARNING ")[1:]]
+    assert any(w.startswith(".env: MIGRATON_DATA_DIR is not a supamove setting; did you mean MIGRATION_DATA_DIR? "
+                            "(it is ignored)") for w in warnings), result.output
+    assert "MY_APP_FLAG" not in result.output
+
+
+# --- the data directory: busy, unwritable -------------------------------------------------------------
+
+
+def test_a_busy_data_directory_names_the_command_holding_it(cli, data_dir: Path) -> None:
+    data_dir.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from supamove.files import lock_data_dir; "
+         f"lock_data_dir(Path({str(data_dir / 'supamove.lock')!r}), 'export'); print('locked', flush=True); "
+         "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        result = cli("verify", "--skip-checksum")
+        assert result.exit_code == 1
+        assert error_line(result.output) == (f"Error: the data directory {data_dir} is in use by `supamove export` "
+                                             f"(process {holder.pid}) (fix: wait for that command to finish (or stop "
+                                             "it), then run this one again)")
+        assert not (data_dir / "verification-report.json").exists()
+    finally:
+        holder.communicate("", timeout=10)
+    result = cli("verify", "--skip-checksum")  # the holder gone, the lock is free again
+    assert "in use by" not in result.output
+
+
+@pytest.fixture
+def immutable(tmp_path: Path) -> Iterator[Path]:
+    """A folder nobody can write to, root included (chattr +i)."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    subprocess.run(["chattr", "+i", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_unwritable_data_dir_and_log_are_found_before_any_work(cli, dbs, immutable: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    for data_dir in (immutable, immutable / "migration-data"):  # existing, and to be made
+        monkeypatch.setenv("MIGRATION_DATA_DIR", str(data_dir))
+        result = cli("export", *EDGE)
+        assert result.exit_code == 2, result.output
+        assert error_line(result.output) == (
+            f"Error: cannot write the data directory {data_dir}: operation not permitted (fix: make it writable by "
+            "this user (chmod u+w), or set MIGRATION_DATA_DIR or --data-dir to a path you can write)")
+        assert "unexpected" not in result.output
+    monkeypatch.delenv("MIGRATION_DATA_DIR")
+    monkeypatch.setenv("LOG_FILE_PATH", str(immutable / "migration.log"))
+    result = cli("verify")
+    assert result.exit_code == 2, result.output
+    assert error_line(result.output) == (
+        f"Error: cannot write the log file {immutable / 'migration.log'}: operation not permitted (fix: make it "
+        "writable by this user (chmod u+w), or set LOG_FILE_PATH to a path you can write)")
+    assert not Path("migration-data").exists()
+
+
+def test_lock_is_released_when_the_holder_ends(tmp_path: Path) -> None:
+    fd = lock_data_dir(tmp_path / "supamove.lock", "import")
+    os.close(fd)
+    os.close(lock_data_dir(tmp_path / "supamove.lock", "verify"))
+    assert (tmp_path / "supamove.lock").read_text() == f"`supamove verify` (process {os.getpid()})\n"
+    assert oct((tmp_path / "supamove.lock").stat().st_mode & 0o777) == "0o600"
+
+
+# --- bad values named by their cause ------------------------------------------------------------------
+
+
+FULL_URL = "(fix: pass a full URL, e.g. --callback-url https://app.example.com/handler/password-reset)"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["export", "--jobs", "0"], "Error: Invalid value for '--jobs': 0 is not in the range x>=1."),
+    (["verify", "--jobs", "-2"], "Error: Invalid value for '--jobs': -2 is not in the range x>=1."),
+    (["send-password-resets", "--callback-url", "not-a-url"],
+     "Error: --callback-url not-a-url: must be an http(s):// URL " + FULL_URL),
+    (["send-password-resets", "--callback-url", "https:///handler"],
+     "Error: --callback-url https:///handler: must name a host, like https://app.example.com/... " + FULL_URL),
+], ids=["export jobs 0", "verify jobs negative", "callback not a url", "callback without host"])
+def test_bad_option_values_are_refused_with_their_cause(cli, args: list[str], message: str) -> None:
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == message
+
+
+def test_settings_error_is_printed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = {**os.environ, "DATABASE_URL": "postgresql://app:pw@db.example.com:5432/app?sslmod=disable"}
+    done = subprocess.run([sys.executable, "-m", "supamove", "import"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == ("Error: DATABASE_URL has an unknown parameter 'sslmod': did you mean 'sslmode'? "
+                           "(fix: correct DATABASE_URL in .env or the environment)\n")
+
+
+def test_declining_the_truncate_prompt_changes_nothing(cli, dbs, exported: Path, env: dict[str, str]) -> None:
+    write_mapping(dbs, exported)
+    assert cli("import").exit_code == 0
+    with dbs.target() as conn:
+        before = row_counts(conn)
+    assert sum(before.values()) > 0
+    done = answer_in_terminal(["import", "--truncate-first"], "n\n", env)
+    assert done["code"] == 1, done["output"]
+    assert "Empty every planned table in the target" in done["output"]
+    typed = done["output"].replace("[y/N]: ", "[y/N]: n\n")  # a terminal echoes the answer; a pipe does not
+    assert error_line(typed) == ("Error: nothing truncated, nothing loaded: the answer was no (fix: answer "
+                                          "yes to empty the tables, or run `supamove import` without "
+                                          "--truncate-first)")
+    assert "Abort" not in done["output"]
+    with dbs.target() as conn:
+        assert row_counts(conn) == before
+
+
+def answer_in_terminal(args: list[str], answer: str, env: dict[str, str]) -> dict[str, Any]:
+    """Run supamove with a terminal as its input, type `answer`; its exit code and output."""
+    import pty
+
+    main, child = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "supamove", *args], env={**os.environ, **env}, stdin=child,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    os.close(child)
+    os.write(main, answer.encode())
+    output, _ = process.communicate(timeout=120)
+    os.close(main)
+    return {"code": process.returncode, "output": output}
+
+
+# --- Stack Auth unreachable, slow or rate-limited -----------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["refused", "unknown host"])
+def test_unreachable_stack_auth_fails_within_seconds(cli, exported: Path, stack_auth: StackAuthSandbox,
+                                                     monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    url = f"http://127.0.0.1:{free_port()}" if where == "refused" else "http://no-such-host.invalid"
+    monkeypatch.setenv("STACK_AUTH_API_URL", url)
+    import time
+
+    started = time.monotonic()
+    result = cli("migrate-users")
+    assert time.monotonic() - started < 5
+    assert result.exit_code == 6, result.output
+    reason = "connection refused" if where == "refused" else "unknown host"
+    assert error_line(result.output) == (f"Error: cannot connect to Stack Auth at {url}: {reason} (fix: check "
+                                         "STACK_AUTH_API_URL and that Stack Auth is up and reachable from this "
+                                         "machine)")
+    assert "retrying" not in result.output
+
+
+def test_retries_are_shown_at_the_default_verbosity(cli, exported: Path, stack_auth: StackAuthSandbox) -> None:
+    stack_auth.fail_next(1, 429, retry_after="0.2", match="POST /api/v1/users")
+    stack_auth.fail_next(1, 503, retry_after="0.3", match="GET /api/v1/users")
+    result = cli("migrate-users")
+    assert result.exit_code == 0, result.output
+    assert "Stack Auth answered 429, retrying in 0.2s (attempt 2 of 8)" in flat(result.output)
+    assert "Stack Auth answered 503, retrying in 0.3s (attempt 2 of 8)" in flat(result.output)
+
+
+# --- the transaction pooler ---------------------------------------------------------------------------
+
+
+def test_export_warns_about_the_transaction_pooler(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPABASE_DB_URL", "postgresql://postgres:pw@127.0.0.1:6543/postgres?sslmode=disable")
+    result = cli("export")
+    assert result.exit_code == 3
+    assert ("WARNING SUPABASE_DB_URL: port 6543 is Supabase's transaction pooler: it drops session settings and "
+            "breaks long reads; use the direct connection on port 5432 (or the session pooler)") in flat(result.output)
+
+
+# --- the demo -----------------------------------------------------------------------------------------
+
+
+def test_demo_refuses_a_directory_that_is_not_empty(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("DATABASE_URL=postgresql://real@prod/app\n")
+    (tmp_path / "migration-data").mkdir()
+    done = subprocess.run([sys.executable, "-m", "supamove", "demo", "--workdir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert error_line(done.stdout + done.stderr) == (
+        f"Error: --workdir {tmp_path} is not an empty directory: the demo would overwrite its .env, log and "
+        "migration-data/ (fix: give a new or empty directory, or leave out --workdir)")
+    assert (tmp_path / ".env").read_text() == "DATABASE_URL=postgresql://real@prod/app\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".env", "migration-data"]
+    assert not any((tmp_path / "migration-data").iterdir())
+
+
+# --- Ctrl-C -------------------------------------------------------------------------------------------
+
+
+def interrupt_and_wait(process: subprocess.Popen[str]) -> tuple[float, str]:
+    """Send one SIGINT; the seconds until the process ended (it must end) and its output."""
+    import signal
+    import time
+
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    try:
+        output, _ = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return time.monotonic() - started, output
+
+
+def test_ctrl_c_during_export_cancels_the_copy_and_the_rerun_resumes(cli, dbs, data_dir: Path) -> None:
+    from test_faults import BIG_FILE, BIG_ROWS, make_big_table, wait_until
+
+    make_big_table(dbs)
+    process = cli.process("export", *EDGE)
+    partial = data_dir / (BIG_FILE + ".partial")
+    wait_until(lambda: partial.exists() and partial.stat().st_size > 1_000_000, "the big table's file", process)
+    busy = cli("verify", "--skip-checksum")  # meanwhile, a second command on the same data directory
+    assert busy.exit_code == 1
+    assert error_line(busy.output).startswith(f"Error: the data directory {data_dir} is in use by `supamove export` "
+                                              f"(process {process.pid}) (fix: ")
+    seconds, output = interrupt_and_wait(process)
+    assert process.returncode == 130, output
+    assert seconds < 5, (seconds, output)
+    assert "Interrupted: stopping…" in output and "Run the same command again to resume." in output
+    assert "Traceback" not in output and "unexpected" not in output
+    with dbs.source() as conn:
+        wait_until(lambda: not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                            "'supamove' AND state = 'active'").fetchone()[0], "no COPY left", timeout=5)
+    assert not (data_dir / BIG_FILE).exists()
+    result = cli("export", *EDGE)
+    assert result.exit_code == 0, result.output
+    assert "exported by a previous run" in flat(result.output)
+    from conftest import entries
+
+    assert entries(data_dir)["public.fault_big"]["rowCount"] == BIG_ROWS
+
+
+def test_ctrl_c_during_import_rolls_the_table_back_and_the_rerun_resumes(cli, dbs, data_dir: Path) -> None:
+    from conftest import assert_verify_passes, import_state, metadata, wait_for_copy_into
+    from test_faults import make_big_table, wait_until
+
+    make_big_table(dbs)
+    assert cli("export", *EDGE).exit_code == 0
+    write_mapping(dbs, data_dir)
+    process = cli.process("import")
+    wait_for_copy_into(dbs, "fault_big", process)
+    seconds, output = interrupt_and_wait(process)
+    assert process.returncode == 130, output
+    assert seconds < 5, (seconds, output)
+    assert "Interrupted: stopping…" in output
+    with dbs.target() as conn:
+        wait_until(lambda: not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%%fault_big%%'"
+                                            " AND pid <> pg_backend_pid()").fetchone()[0], "the rollback", timeout=5)
+        assert conn.execute("SELECT count(*) FROM public.fault_big").fetchone()[0] == 0
+    result = cli("import")
+    assert result.exit_code == 0, result.output
+    assert len(import_state(dbs)) == len(metadata(data_dir)["tables"])
+    assert_verify_passes(cli)
+
+
+def test_ctrl_c_during_migrate_users_against_a_hung_stack_auth(cli, dbs, exported: Path,
+                                                               stack_auth: StackAuthSandbox) -> None:
+    import time
+
+    from test_faults import assert_users_once, wait_until
+
+    hang = 8.0
+    stack_auth.delay_next(10_000, hang, match="POST /api/v1/users")
+    process = cli.process("migrate-users", "--concurrency", "4")
+    wait_until(lambda: bool(stack_auth._faults) and stack_auth._faults[0].times <= 10_000 - 4,
+               "four creates hanging", process)
+    sent = time.monotonic()
+    seconds, output = interrupt_and_wait(process)
+    assert process.returncode == 130, output
+    assert seconds < 5, (seconds, output)
+    assert "Interrupted: stopping…" in output and "Run the same command again to resume." in output
+    stack_auth.clear_faults()
+    time.sleep(max(0.0, hang + 0.5 - (time.monotonic() - sent)))  # the hung creates land now, as they would
+    result = cli("migrate-users")
+    assert result.exit_code == 0, result.output
+    assert_users_once(stack_auth, exported)
