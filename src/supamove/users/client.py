@@ -209,38 +209,47 @@ class StackAuthClient:
         last = ""
         for attempt in range(self.retry.attempts):
             interrupt.check()  # after Ctrl-C, no new request
-            try:
-                response = self._http.request(method, path, content=content, params=params, headers=headers)
-            except httpx.ConnectError as exc:
-                interrupt.check()  # a client closed by Ctrl-C: not a connection problem
-                raise StackAuthError(f"cannot connect to Stack Auth at {self._http.base_url}: {_reason(exc)}",
-                                     fix=UNREACHABLE_FIX) from None
-            except NOT_SENT as exc:
-                last = f"timed out connecting ({type(exc).__name__})"
+            response = self._send(method, path, content, params, headers, resend_lost)
+            if isinstance(response, str):  # not sent, or its answer lost: try again
+                last = response
                 self._pause(self.retry.backoff(attempt), attempt, last)
                 continue
-            except LOST as exc:
-                if not resend_lost:
-                    raise AnswerLost(type(exc).__name__) from None
-                last = f"gave no answer ({type(exc).__name__})"
-                self._pause(self.retry.backoff(attempt), attempt, last)
-                continue
-            status = response.status_code
-            if status == 429:
-                last = "answered 429"
-                self._pause(self._retry_after(response) or self.retry.backoff(attempt), attempt, last)
-                continue
-            if status >= 500:
-                if not resend_lost:
-                    raise AnswerLost(f"HTTP {status}", status, error_of(response)[1])
-                last = f"answered {status}"
-                self._pause(self._retry_after(response) or self.retry.backoff(attempt), attempt, last)
-                continue
-            if status >= 400:
-                raise self._error(response, user_data)
-            return response
+            retry = self._retry_reason(response, resend_lost, user_data)
+            if retry is None:
+                return response
+            last = retry
+            self._pause(self._retry_after(response) or self.retry.backoff(attempt), attempt, last)
         raise StackAuthError(f"Stack Auth did not answer {method} {path} after {self.retry.attempts} attempts ({last})",
                              fix="check STACK_AUTH_API_URL and Stack Auth's status, then run the same command again")
+
+    def _send(self, method: str, path: str, content: bytes | None, params: dict[str, Any] | None,
+              headers: dict[str, str] | None, resend_lost: bool) -> httpx.Response | str:
+        """The answer, or why to try again: a request that was not sent, or one whose answer was lost."""
+        try:
+            return self._http.request(method, path, content=content, params=params, headers=headers)
+        except httpx.ConnectError as exc:
+            interrupt.check()  # a client closed by Ctrl-C: not a connection problem
+            raise StackAuthError(f"cannot connect to Stack Auth at {self._http.base_url}: {_reason(exc)}",
+                                 fix=UNREACHABLE_FIX) from None
+        except NOT_SENT as exc:
+            return f"timed out connecting ({type(exc).__name__})"
+        except LOST as exc:
+            if not resend_lost:
+                raise AnswerLost(type(exc).__name__) from None
+            return f"gave no answer ({type(exc).__name__})"
+
+    def _retry_reason(self, response: httpx.Response, resend_lost: bool, user_data: bool) -> str | None:
+        """None for an answer to return; why to try again after a 429 or a 5xx; raises for any other error."""
+        status = response.status_code
+        if status == 429:
+            return "answered 429"
+        if status >= 500:
+            if not resend_lost:
+                raise AnswerLost(f"HTTP {status}", status, error_of(response)[1])
+            return f"answered {status}"
+        if status >= 400:
+            raise self._error(response, user_data)
+        return None
 
     def _pause(self, seconds: float, attempt: int, why: str = "") -> None:
         """Wait before the next attempt, saying so at the default verbosity: a slow run is never silent."""

@@ -67,24 +67,11 @@ def run_verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: Ve
     jobs = max(1, options.jobs)
     pools = {"source": SidePool(source, jobs), "target": SidePool(target, jobs, mapping)}
     context = Context(pools, options, shapes, states, plan.kept, mapping is not None)
-    progress.start("tables", len(plan.tables))
-    progress.start(ROWS, sum(p.table.estimated_rows for p in plan.tables) or None)
     try:
-        with ThreadPoolExecutor(jobs, "verify") as workers:
-            def one(table: TableComparison) -> TableCheck:
-                check = verify_table(table, context)
-                progress.advance("tables")
-                progress.advance(ROWS, max(check.source_rows or 0, check.target_rows or 0))
-                return check
-
-            # Biggest first, so the longest table does not start last and finish alone.
-            order = sorted(plan.tables, key=lambda p: -p.table.estimated_rows)
-            done = {c.qualified: c for c in workers.map(one, order)}
+        done = _compare_tables(plan, context, jobs, progress)
     finally:
         for pool in pools.values():
             pool.close()
-    progress.finish("tables")
-    progress.finish(ROWS)
     checks = [done[p.table.qualified] for p in plan.tables] + plan.left_out
     keep_full = options.skip_checksum and holds_full_verification(datadir.verification_report)
     path = datadir.verification_counts_report if keep_full else datadir.verification_report
@@ -94,6 +81,26 @@ def run_verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: Ve
     datadir.root.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_json(path, report.to_dict())
     return report
+
+
+def _compare_tables(plan: VerifyPlan, context: Context, jobs: int, progress: Progress) -> dict[str, TableCheck]:
+    """Every table's verdict, `jobs` tables at a time, by qualified name."""
+    progress.start("tables", len(plan.tables))
+    progress.start(ROWS, sum(p.table.estimated_rows for p in plan.tables) or None)
+
+    def one(table: TableComparison) -> TableCheck:
+        check = verify_table(table, context)
+        progress.advance("tables")
+        progress.advance(ROWS, max(check.source_rows or 0, check.target_rows or 0))
+        return check
+
+    with ThreadPoolExecutor(jobs, "verify") as workers:
+        # Biggest first, so the longest table does not start last and finish alone.
+        order = sorted(plan.tables, key=lambda p: -p.table.estimated_rows)
+        done = {c.qualified: c for c in workers.map(one, order)}
+    progress.finish("tables")
+    progress.finish(ROWS)
+    return done
 
 
 def _sequence_names(plan: VerifyPlan, side: str) -> list[SeqKey]:
