@@ -859,7 +859,7 @@ def test_an_untrusted_reset_link_stops_before_any_e_mail(stack: StackAuthSandbox
         "same command again)")
     assert stack.reset_emails == []
     assert stack.requests["POST /api/v1/auth/password/send-reset-code 400"] == 1  # one try, then stopped
-    with pytest.raises(SupamoveError, match="is not an http"):
+    with pytest.raises(SupamoveError, match="must be an http"):
         send_password_resets(client, datadir, "app.example.com/reset")
 
 

@@ -191,11 +191,9 @@ def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmappe
         return render.show(plan, as_json, render.show_import_plan, plan.failure(dry_run=True))
     if truncate_first and not yes:
         if not sys.stdin.isatty():
-            raise SupamoveError("--truncate-first empties the planned target tables and needs a confirmation",
-                                fix="run it in a terminal to answer the question, or add --yes")
+            raise SupamoveError("--truncate-first empties the planned target tables and needs a confirmation", fix="run it in a terminal to answer the question, or add --yes")
         if not click.confirm(f"Empty every planned table in the target ({target.redacted}) before loading?", err=True):
-            raise SupamoveError("nothing truncated, nothing loaded: the answer was no",
-                                fix="answer yes to empty the tables, or run `supamove import` without --truncate-first")
+            raise SupamoveError("nothing truncated, nothing loaded: the answer was no", fix="answer yes to empty the tables, or run `supamove import` without --truncate-first")
     with render.progress("rows") as progress:
         result = run_import(target, ctx.datadir, options, progress)
     render.show_import_result(result, ctx.target.redacted)
@@ -235,7 +233,8 @@ def send_password_resets_command(ctx: Context, callback_url: str | None, resend_
 
     Example: supamove send-password-resets --callback-url https://app.example.com/handler/password-reset
     """
-    from supamove.users.resets import send_password_resets
+    from supamove.users.resets import check_callback_url, send_password_resets
+    check_callback_url(callback_url, required=not dry_run)  # a wrong URL is named before the settings are read
     if dry_run:
         result = send_password_resets(None, ctx.datadir, callback_url, True, resend_uncertain=resend_uncertain)
         return render.show(result, as_json, render.show_resets)

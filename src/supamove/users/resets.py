@@ -65,7 +65,7 @@ def send_password_resets(client: StackAuthClient | None, datadir: DataDir, callb
 
     A send whose answer was lost is recorded as uncertain and sent again only with `resend_uncertain`.
     """
-    domain = _callback_domain(callback_url, required=not dry_run)  # a wrong URL is named before any file is read
+    domain = check_callback_url(callback_url, required=not dry_run)  # a wrong URL is named before any file is read
     path = datadir.password_resets
     required = json_list(read_json(path, "migrate-users"), "users", path,
                          "run `supamove migrate-users` again to rewrite it")
@@ -85,7 +85,7 @@ def send_password_resets(client: StackAuthClient | None, datadir: DataDir, callb
     return result
 
 
-def _callback_domain(callback_url: str | None, required: bool) -> str:
+def check_callback_url(callback_url: str | None, required: bool) -> str:
     """The origin Stack Auth must trust (`https://app.example.com`); ConfigError for a bad URL or a missing one."""
     example = "e.g. --callback-url https://app.example.com/handler/password-reset"
     if not callback_url:
