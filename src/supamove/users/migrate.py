@@ -448,7 +448,9 @@ class _Run:
         answer = (self.client.get_user(stack_id) if added else None) or current
         self._save_update(sid, stack_id, fingerprints(values), answer, int(record.get("revision") or 0),
                           oauth=values["oauth_providers"])
-        return self._synced(item, stack_id, changed, notes)
+        outcome = self._synced(item, stack_id, changed, notes)
+        outcome.sync = "updated" if added else "unchanged"  # only noted: nothing was sent
+        return outcome
 
     def _add_identities(self, item: PlannedUser, record: dict[str, Any], values: dict[str, Any],
                         current: dict[str, Any], changed: list[str]) -> tuple[UserOutcome | None, list[str], bool]:
