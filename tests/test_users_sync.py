@@ -439,3 +439,22 @@ def test_an_identity_of_a_provider_not_enabled_fails_with_the_fix(tmp_path: Path
                         "not configured (the provider is not enabled in the project)",
         "enable the github OAuth provider in the Stack Auth dashboard (Auth Methods), then run the same command "
         "again")]
+
+
+def test_an_identity_an_interrupted_run_added_is_no_conflict_and_not_sent_again(stack: StackAuthSandbox,
+                                                                                 tmp_path: Path) -> None:
+    users, before_ids, after_ids = gained_github()
+    datadir = write_export(tmp_path / "d", users, before_ids)
+    run(stack, datadir)
+    write_export(datadir.root, users, after_ids)
+    user = stack_user(stack, datadir, "user001")  # added, then the run was killed before its state was written
+    stack.create_oauth_provider({"user_id": user["id"], "provider_config_id": "github", "account_id": "gh-1",
+                                 "allow_sign_in": True, "allow_connected_accounts": True})
+    result = run(stack, datadir)
+    assert result.failure() is None and not result.conflicts
+    assert stack.requests[ADDS] == 0 and providers_of(stack, datadir, "user001") == [("github", "gh-1"), ("google", "g-1")]
+    carried = orjson.loads(datadir.user_sync_state.read_bytes())["users"][uid("user001")]["oauthProviders"]
+    assert carried == [["github", "gh-1"], ["google", "g-1"]]
+    before = dict(stack.requests)
+    assert run(stack, datadir).updated == 0 and stack.requests == before | {
+        "GET /api/v1/users 200": before["GET /api/v1/users 200"] + 1}
