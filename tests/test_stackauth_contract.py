@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ PROJECT = "0c5f0e2a-7d1b-4c3e-9f4a-5b6c7d8e9f01"
 SECRET = "ssk_contract_test_secret_31415"
 CALLBACK = "https://app.freshtrack.test/handler/password-reset"
 USERS, RESET = "/api/v1/users", "/api/v1/auth/password/send-reset-code"
+OAUTH = "/api/v1/oauth-providers"  # a rerun's new identities (test_users_sync.py records them)
 FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, timeout=10)
 
 
@@ -73,6 +75,8 @@ def schema_of(request: Sent) -> str | None:
         return "users.update"
     if request.path == RESET:
         return "send-reset-code"
+    if request.path == OAUTH:
+        return "oauth-providers.create"
     return None
 
 
@@ -116,6 +120,10 @@ def controls(create: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
         ({"schema": "users.create", "body": {**create, "display_name": "\U0001F600" * 129}},
          "body.display_name must be at most 256 characters"),
         ({"schema": "users.update", "body": {"oauth_providers": []}}, "body contains unknown properties: oauth_providers"),
+        ({"schema": "oauth-providers.create", "body": {"user_id": str(uuid.uuid4()), "provider_config_id": "github",
+                                                       "account_id": "1", "allow_sign_in": True,
+                                                       "allow_connected_accounts": True, "email": None}},
+         "body.email cannot be null"),
         ({"schema": "users.list.query", "body": {"limit": "200", "page": "2"}}, "query contains unknown properties: page"),
         ({"schema": "send-reset-code", "body": {"email": "a@b.co", "callback_url": CALLBACK, "user_id": "x"}},
          "body contains unknown properties: user_id"),

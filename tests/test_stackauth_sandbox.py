@@ -266,6 +266,39 @@ def test_oauth_accounts_follow_the_unique_indexes(stack: StackAuthSandbox, http:
     assert http.post("/api/v1/users", json=oauth(("google", "g-1"))).status_code == 201  # freed with its user
 
 
+def test_oauth_provider_create_follows_the_real_route(stack: StackAuthSandbox, http: httpx.Client) -> None:
+    """oauth-providers/crud.tsx onCreate: server access, a strict body, a configured provider, its 400s and 500."""
+    user = http.post("/api/v1/users", json={"oauth_providers": [{"id": "google", "account_id": "g-1"}]}).json()
+    other = http.post("/api/v1/users", json={}).json()
+
+    def add(provider: str, account: str, user_id: str = user["id"], **extra: object) -> httpx.Response:
+        return http.post("/api/v1/oauth-providers", json={"user_id": user_id, "provider_config_id": provider,
+                                                          "account_id": account, "allow_sign_in": True,
+                                                          "allow_connected_accounts": True, **extra})
+
+    known(httpx.post(stack.url + "/api/v1/oauth-providers", json={}, headers={**HEADERS, "x-stack-secret-server-key": "x"}),
+          401, "INVALID_SECRET_SERVER_KEY")
+    body = known(add("github", "gh-1", type="github", email=None), 400, "SCHEMA_ERROR")
+    assert body["error"] == ("Request validation failed on POST /api/v1/oauth-providers:\n"
+                             "  - body contains unknown properties: type\n  - body.email cannot be null")
+    missing = add("slack", "s-1")  # not configured in this project
+    assert (missing.status_code, missing.text) == (404, "OAuth provider slack not found or not configured")
+    created = add("github", "gh-1", email="u@example.com")
+    assert created.status_code == 201
+    assert created.json() | {"id": "-"} == {"user_id": user["id"], "email": "u@example.com", "id": "-",
+                                            "provider_config_id": "github", "type": "github", "allow_sign_in": True,
+                                            "allow_connected_accounts": True, "account_id": "gh-1"}
+    assert [(p["id"], p["account_id"]) for p in stack.users[user["id"]]["oauth_providers"]] == [
+        ("google", "g-1"), ("github", "gh-1")]
+    same = add("github", "gh-2")
+    assert (same.status_code, same.text) == (400, "The same provider type with sign-in enabled already exists for "
+                                                  "this user.")
+    known(add("github", "gh-1", other["id"]), 400, "OAUTH_PROVIDER_ACCOUNT_ID_ALREADY_USED_FOR_SIGN_IN")
+    plain_500(add("github", "gh-1", other["id"], allow_sign_in=False))  # the (provider, account id) unique key
+    known(add("github", "gh-3", str(uuid.uuid4())), 404, "USER_NOT_FOUND")
+    assert add("github", "gh-3", other["id"]).status_code == 201
+
+
 def test_a_bcrypt_hash_with_a_trailing_newline_is_refused(http: httpx.Client) -> None:
     good = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
     assert http.post("/api/v1/users", json={"password_hash": good}).status_code == 201

@@ -30,7 +30,7 @@ from test_users import (
 
 from supamove.errors import StackAuthError
 from supamove.paths import DataDir
-from supamove.sandbox.stackauth import StackAuthSandbox
+from supamove.sandbox.stackauth import SandboxConfig, StackAuthSandbox
 from supamove.usermap import UserMapping
 from supamove.users.client import StackAuthClient
 from supamove.users.migrate import MigrateOptions, MigrationResult, migrate_users
@@ -38,6 +38,7 @@ from supamove.users.migrate import MigrateOptions, MigrationResult, migrate_user
 PROJECT = str(uuid.uuid4())
 SECRET = "ssk_users_sync_test_secret_13579"
 PATCHES = "PATCH /api/v1/users/{id} 200"
+ADDS = "POST /api/v1/oauth-providers 201"
 NEW_PASSWORD = "alice-changed-after-a-leak"
 
 
@@ -103,17 +104,17 @@ def test_every_kind_of_change_is_carried_and_only_changed_users_are_sent(stack: 
     got = {o.supabase_user_id: o for o in result.outcomes}
     changed = {name: got[uid(name)].changed for name in EXPECTED}
     assert changed == EXPECTED
-    assert got[uid("erin")].sync == "unchanged" and got[uid("erin")].changed == ["oauth_providers"]
-    assert any("Stack Auth's user update takes no oauth_providers" in n for n in got[uid("erin")].notes)
+    assert got[uid("erin")].sync == "updated" and got[uid("erin")].changed == ["oauth_providers"]
+    assert "github identity (account gh-erin-5) added in Stack Auth" in got[uid("erin")].notes
     assert got[uid("trent")].sync == "unchanged" and got[uid("trent")].changed == []
     zed = got[uid("zed")]
     assert (zed.sync, zed.reason, zed.changed) == ("updated", "deleted", [
         "restricted_by_admin", "server_metadata", "primary_email_auth_enabled"])
-    # Each updated user: one read, one PATCH; the unchanged ones: nothing.
+    # Each updated user: one read, one PATCH (erin: a read, her new identity, a read); the unchanged ones: nothing.
     sent = {k: v - before.get(k, 0) for k, v in stack.requests.items() if v != before.get(k, 0)}
-    assert sent == {"GET /api/v1/users 200": 1, "GET /api/v1/users/{id} 200": 10, PATCHES: 10}
+    assert sent == {"GET /api/v1/users 200": 1, "GET /api/v1/users/{id} 200": 12, PATCHES: 10, ADDS: 1}
     summary = orjson.loads(datadir.users_report.read_bytes())["summary"]
-    assert (summary["updated"], summary["unchanged"], summary["conflicts"]) == (10, 2, 0)
+    assert (summary["updated"], summary["unchanged"], summary["conflicts"]) == (11, 1, 0)
     assert stack.check_password("alice@example.com", NEW_PASSWORD)
     assert not stack.check_password("alice@example.com", PASSWORDS["alice"])
     assert stack_user(stack, datadir, "bob")["primary_email_verified"] is True
@@ -140,6 +141,8 @@ def test_every_kind_of_change_is_carried_and_only_changed_users_are_sent(stack: 
     assert again.updated == 0 and len(again.synced("unchanged")) == 12
     assert {k: v - before.get(k, 0) for k, v in stack.requests.items() if v != before.get(k, 0)} == {
         "GET /api/v1/users 200": 1}
+    assert sorted((p["id"], p["account_id"]) for p in stack_user(stack, datadir, "erin")["oauth_providers"]) == [
+        ("github", "gh-erin-5"), ("google", "g-erin-123")]
 
 
 def test_an_unchanged_rerun_sends_no_request_and_the_dry_run_shows_the_changes(stack: StackAuthSandbox,
@@ -160,8 +163,8 @@ def test_an_unchanged_rerun_sends_no_request_and_the_dry_run_shows_the_changes(s
     got = {o.supabase_user_id: o for o in dry.outcomes}
     assert {name: got[uid(name)].changed for name in ("alice", "bob", "tina")} == {
         "alice": ["password_hash"], "bob": ["primary_email_verified"], "tina": ["totp_secret_base64"]}
-    assert dry.updated == 10 and got[uid("zed")].sync == "update"
-    assert len(dry.synced("unchanged")) == 2 and dry.failure() is None
+    assert dry.updated == 11 and got[uid("zed")].sync == "update" and got[uid("erin")].sync == "update"
+    assert len(dry.synced("unchanged")) == 1 and dry.failure() is None
 
 
 def test_a_user_changed_in_stack_auth_is_a_conflict_until_overwrite_changed(stack: StackAuthSandbox,
@@ -270,9 +273,17 @@ def test_every_update_body_passes_stack_auths_schema(stack: StackAuthSandbox, tm
     write_export(datadir.root, *changed_export(users, identities))
     recorder = RecordingTransport()
     with StackAuthClient(stack.url, PROJECT, SECRET, retry=FAST, transport=recorder) as client:
-        assert migrate_users(client, datadir).updated == 10
+        assert migrate_users(client, datadir).updated == 11
     bodies = [r.body for r in recorder.sent if r.method == "PATCH"]
     assert len(bodies) == 10
+    adds = [r.body for r in recorder.sent if r.method == "POST" and r.path == "/api/v1/oauth-providers"]
+    assert adds == [{"user_id": stack_user(stack, datadir, "erin")["id"], "provider_config_id": "github",
+                     "account_id": "gh-erin-5", "allow_sign_in": True, "allow_connected_accounts": True,
+                     "email": "erin@users.noreply.github.com"}]
+    refused = {**adds[0], "type": "github"}
+    verdicts = validate([{"schema": "oauth-providers.create", "body": body} for body in [*adds, refused]])
+    assert verdicts[0] == {"ok": True}
+    assert verdicts[1] == {"ok": False, "errors": ["body contains unknown properties: type"]}
     assert {"password": None}.items() <= next(b for b in bodies if "password" in b).items()  # a password removed
     assert any(b.get("totp_secret_base64", "") is None for b in bodies)  # TOTP turned off
     assert any(b.get("restricted_by_admin") is False for b in bodies)  # unbanned
@@ -333,3 +344,117 @@ def test_an_update_stack_auth_refuses_fails_that_user_only(stack: StackAuthSandb
     assert isinstance(failure, StackAuthError) and str(failure).startswith("2 users failed")
     retry = run(stack, datadir)  # nothing recorded for them: tried again
     assert {o.supabase_user_id for o in retry.failed} == {uid("user000"), uid("user001")}
+
+
+def gained_github(count: int = 3) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Users signing in with Google; the second links GitHub in Supabase after the first run."""
+    users = many(count)
+    google = [identity(u, "google", f"g-{n}", u["email"]) for n, u in enumerate(users)]
+    return users, google, google + [identity(users[1], "github", "gh-1", "user001@users.noreply.github.com")]
+
+
+def providers_of(stack: StackAuthSandbox, datadir: DataDir, name: str) -> list[tuple[str, str]]:
+    return sorted((p["id"], p["account_id"]) for p in stack_user(stack, datadir, name)["oauth_providers"])
+
+
+def test_a_new_oauth_identity_is_added_once_and_a_removed_one_noted(stack: StackAuthSandbox, tmp_path: Path) -> None:
+    users, before_ids, after_ids = gained_github()
+    datadir = write_export(tmp_path / "d", users, before_ids)
+    run(stack, datadir)
+    write_export(datadir.root, users, after_ids)
+    result = run(stack, datadir)
+    got = {o.supabase_user_id: o for o in result.outcomes}
+    assert result.failure() is None and result.updated == 1
+    assert (got[uid("user001")].sync, got[uid("user001")].changed) == ("updated", ["oauth_providers"])
+    assert providers_of(stack, datadir, "user001") == [("github", "gh-1"), ("google", "g-1")]
+    github = next(p for p in stack_user(stack, datadir, "user001")["oauth_providers"] if p["id"] == "github")
+    assert github["email"] == "user001@users.noreply.github.com"
+    carried = orjson.loads(datadir.user_sync_state.read_bytes())["users"][uid("user001")]["oauthProviders"]
+    assert carried == [["github", "gh-1"], ["google", "g-1"]]
+    before = dict(stack.requests)
+    again = run(stack, datadir)  # nothing left to send: not even a read
+    assert again.updated == 0 and len(again.synced("unchanged")) == 3
+    assert {k: v - before.get(k, 0) for k, v in stack.requests.items() if v != before.get(k, 0)} == {
+        "GET /api/v1/users 200": 1}
+    write_export(datadir.root, users, before_ids)  # GitHub unlinked in Supabase: noted, left in Stack Auth
+    removed = {o.supabase_user_id: o for o in run(stack, datadir).outcomes}[uid("user001")]
+    assert removed.sync == "unchanged" and removed.notes[-1] == (
+        "github identity (account gh-1) no longer in Supabase: left in Stack Auth (Stack Auth's API removes none "
+        "for supamove; remove it in the Stack Auth dashboard if it must not sign in)")
+    assert providers_of(stack, datadir, "user001") == [("github", "gh-1"), ("google", "g-1")]
+    assert stack.requests[ADDS] == 1
+
+
+def test_a_lost_answer_on_an_identity_add_is_checked_not_sent_twice(stack: StackAuthSandbox, tmp_path: Path) -> None:
+    users, before_ids, after_ids = gained_github()
+    datadir = write_export(tmp_path / "d", users, before_ids)
+    run(stack, datadir)
+    write_export(datadir.root, users, after_ids)
+    stack.drop_next_oauth_adds(1)
+    result = run(stack, datadir)
+    assert result.failure() is None and result.updated == 1
+    assert providers_of(stack, datadir, "user001") == [("github", "gh-1"), ("google", "g-1")]
+    assert stack.requests[ADDS] == 1 and not [k for k in stack.requests if k.startswith("POST /api/v1/oauth-providers 4")]
+    assert not datadir.pending_updates.exists()
+    assert run(stack, datadir).updated == 0
+
+
+def test_an_identity_add_stack_auth_refuses_fails_that_user_only(stack: StackAuthSandbox, tmp_path: Path) -> None:
+    users, before_ids, after_ids = gained_github()
+    users[2]["raw_user_meta_data"] = {"name": "Carl"}
+    datadir = write_export(tmp_path / "d", users, before_ids)
+    run(stack, datadir)
+    other = stack.create_user({"primary_email": "octo@example.com", "primary_email_auth_enabled": True,
+                               "oauth_providers": [{"id": "github", "account_id": "gh-1", "email": None}]})
+    users[2]["raw_user_meta_data"] = {"name": "Carla"}
+    write_export(datadir.root, users, after_ids)
+    result = run(stack, datadir)
+    got = {o.supabase_user_id: o for o in result.outcomes}
+    refused = got[uid("user001")]
+    assert (refused.status, refused.reason, refused.fix) == (
+        "failed", "Stack Auth refused its github identity (account gh-1): A provider with the same account ID is "
+                  f"already used for signing in. (Stack Auth user {other['id']} signs in with it)",
+        f"remove that github account from Stack Auth user {other['id']} (or delete that user if it is a leftover), "
+        "then run the same command again")
+    assert got[uid("user002")].sync == "updated" and result.updated == 1
+    assert providers_of(stack, datadir, "user001") == [("google", "g-1")]
+    failure = result.failure()
+    assert isinstance(failure, StackAuthError) and str(failure).startswith("1 users failed")
+    stack.delete_user(other["id"])  # the fix: then the rerun adds it
+    retry = run(stack, datadir)
+    assert retry.failure() is None and retry.updated == 1
+    assert providers_of(stack, datadir, "user001") == [("github", "gh-1"), ("google", "g-1")]
+
+
+def test_an_identity_of_a_provider_not_enabled_fails_with_the_fix(tmp_path: Path) -> None:
+    users, before_ids, after_ids = gained_github()
+    config = SandboxConfig(oauth_providers=("google",), trusted_domains=TRUSTED.trusted_domains)
+    with StackAuthSandbox(PROJECT, SECRET, config=config) as stack:
+        datadir = write_export(tmp_path / "d", users, before_ids)
+        run(stack, datadir)
+        write_export(datadir.root, users, after_ids)
+        refused = run(stack, datadir).failed
+    assert [(o.supabase_user_id, o.reason, o.fix) for o in refused] == [(
+        uid("user001"), "Stack Auth refused its github identity (account gh-1): OAuth provider github not found or "
+                        "not configured (the provider is not enabled in the project)",
+        "enable the github OAuth provider in the Stack Auth dashboard (Auth Methods), then run the same command "
+        "again")]
+
+
+def test_an_identity_an_interrupted_run_added_is_no_conflict_and_not_sent_again(stack: StackAuthSandbox,
+                                                                                 tmp_path: Path) -> None:
+    users, before_ids, after_ids = gained_github()
+    datadir = write_export(tmp_path / "d", users, before_ids)
+    run(stack, datadir)
+    write_export(datadir.root, users, after_ids)
+    user = stack_user(stack, datadir, "user001")  # added, then the run was killed before its state was written
+    stack.create_oauth_provider({"user_id": user["id"], "provider_config_id": "github", "account_id": "gh-1",
+                                 "allow_sign_in": True, "allow_connected_accounts": True})
+    result = run(stack, datadir)
+    assert result.failure() is None and not result.conflicts
+    assert stack.requests[ADDS] == 0 and providers_of(stack, datadir, "user001") == [("github", "gh-1"), ("google", "g-1")]
+    carried = orjson.loads(datadir.user_sync_state.read_bytes())["users"][uid("user001")]["oauthProviders"]
+    assert carried == [["github", "gh-1"], ["google", "g-1"]]
+    before = dict(stack.requests)
+    assert run(stack, datadir).updated == 0 and stack.requests == before | {
+        "GET /api/v1/users 200": before["GET /api/v1/users 200"] + 1}

@@ -4,6 +4,7 @@
 // {"ok": true} or {"ok": false, "errors": [yup's messages]}. NAME is one of:
 //   users.create      usersCrud.server.createSchema (POST /users body)
 //   users.update      usersCrud.server.updateSchema (PATCH /users/{id} body)
+//   oauth-providers.create  oauthProviderCrud.server.createSchema (POST /oauth-providers body)
 //   users.list.query  the query of GET /users: the package does not publish it; below, the
 //                     querySchema of apps/backend/src/app/api/latest/users/crud.tsx, field for
 //                     field, built from the package's own yup helpers
@@ -33,6 +34,7 @@ if (!existsSync(join(modules, "@stackframe", "stack-shared", "package.json"))) {
 const require = createRequire(join(modules, "..", "package.json"));
 const fields = require("@stackframe/stack-shared/dist/schema-fields");
 const { usersCrud } = require("@stackframe/stack-shared/dist/interface/crud/users");
+const { oauthProviderCrud } = require("@stackframe/stack-shared/dist/interface/crud/oauth-providers");
 const { yupObject, yupString, yupNumber, emailSchema, urlSchema, yupValidate } = fields;
 
 // crud.tsx, usersCrudHandlers querySchema.
@@ -57,6 +59,7 @@ const sendResetCodeBody = yupObject({
 const SCHEMAS = {
   "users.create": ["body", usersCrud.server.createSchema],
   "users.update": ["body", usersCrud.server.updateSchema],
+  "oauth-providers.create": ["body", oauthProviderCrud.server.createSchema],
   "users.list.query": ["query", usersQuerySchema],
   "send-reset-code": ["body", sendResetCodeBody],
 };

@@ -16,7 +16,11 @@ as crud.tsx stores it: a create keeps the secret but leaves `requires_totp_mfa` 
 sets it, and a null secret turns TOTP off. An update follows crud.tsx onUpdate: no `oauth_providers`
 (an unknown property), `password: null` removes the password, a new primary e-mail is unverified
 unless the body says otherwise, `restricted_by_admin: false` clears the reason and details, and
-`last_active_at_millis` moves only on a sign-in (never on an update). Deliberate shortcuts, for speed: a bcrypt `password_hash` is checked by shape and cost (not
+`last_active_at_millis` moves only on a sign-in (never on an update). `POST /oauth-providers` follows
+oauth-providers/crud.tsx onCreate: the provider must be configured (a plain 404), the user must exist,
+checkInputValidity's 400s (the same provider with sign-in on this user; an account id another
+sign-in already uses, OAUTH_PROVIDER_ACCOUNT_ID_ALREADY_USED_FOR_SIGN_IN), and the (provider,
+account id) unique key a plain 500. Deliberate shortcuts, for speed: a bcrypt `password_hash` is checked by shape and cost (not
 by a trial compare), and an unknown e-mail on send-reset-code answers at once.
 """
 
@@ -44,6 +48,7 @@ import orjson
 
 USERS_PATH = "/api/v1/users"
 RESET_PATH = "/api/v1/auth/password/send-reset-code"
+OAUTH_PATH = "/api/v1/oauth-providers"
 OAUTH_PROVIDERS = ("google", "github", "microsoft", "spotify", "facebook", "discord", "gitlab",
                    "bitbucket", "linkedin", "apple", "x", "twitch")
 RESET_ANSWER = {"success": "maybe, only if user with e-mail exists"}
@@ -72,6 +77,11 @@ CREATE_FIELDS: dict[str, str] = {
     "oauth_providers": "oauth",
 }
 UPDATE_FIELDS = {k: v for k, v in CREATE_FIELDS.items() if k != "oauth_providers"} | {"selected_team_id": _NSTR}
+# interface/crud/oauth-providers.ts oauthProviderCrudServerCreateSchema.
+OAUTH_CREATE_FIELDS: dict[str, str] = {"user_id": _STR, "provider_config_id": _STR, "email": _STR,
+                                       "allow_sign_in": _BOOL, "allow_connected_accounts": _BOOL,
+                                       "account_id": _STR}
+OAUTH_REQUIRED = ("user_id", "provider_config_id", "allow_sign_in", "allow_connected_accounts", "account_id")
 LIST_QUERY = {"team_id", "limit", "cursor", "order_by", "desc", "query", "include_anonymous",
               "only_anonymous", "include_restricted"}
 
@@ -324,6 +334,10 @@ class StackAuthSandbox:
         """The next `times` updates are applied, then the connection is closed without an answer."""
         self._add_fault(Fault("drop_after_update", times, match=f"PATCH {USERS_PATH}/*"))
 
+    def drop_next_oauth_adds(self, times: int = 1) -> None:
+        """The next `times` OAuth provider creates are applied, then the connection is closed unanswered."""
+        self._add_fault(Fault("drop_after_create", times, match=f"POST {OAUTH_PATH}"))
+
     def clear_faults(self) -> None:
         with self._fault_lock:
             self._faults.clear()
@@ -523,6 +537,36 @@ class StackAuthSandbox:
             self.store.add(user)
             self.updates[user_id] += 1
             return render_user(user, self.config)
+
+    def create_oauth_provider(self, body: Any) -> dict[str, Any]:
+        """oauth-providers/crud.tsx onCreate; the answer is the server read shape."""
+        problems = validate_oauth_body(body)
+        if problems:
+            raise schema_error("POST", OAUTH_PATH, problems)
+        provider, account, user_id = body["provider_config_id"], body["account_id"], body["user_id"]
+        if provider not in self.config.oauth_providers:
+            raise HttpError(404, f"OAuth provider {provider} not found or not configured")
+        with self.store.lock:
+            user = self.store.users.get(user_id)
+            if user is None:
+                raise known(404, "USER_NOT_FOUND", "User not found.")
+            mine = [p for p in user["oauth_providers"] if p["id"] == provider]
+            if body["allow_sign_in"] and mine:
+                raise HttpError(400, "The same provider type with sign-in enabled already exists for this user.")
+            if any(p["account_id"] == account for p in mine):
+                raise HttpError(400, "The same provider type with the same account ID already exists for this user.")
+            if body["allow_sign_in"] and any(acc == account for _, acc in self.store.oauth_accounts):
+                raise known(400, "OAUTH_PROVIDER_ACCOUNT_ID_ALREADY_USED_FOR_SIGN_IN",
+                            "A provider with the same account ID is already used for signing in.")
+            if (provider, account) in self.store.oauth_accounts:
+                raise internal_error()
+            entry = {"id": provider, "account_id": account, "email": body.get("email")}
+            self.store.remove(user_id)
+            user["oauth_providers"] = [*user["oauth_providers"], entry]
+            self.store.add(user)
+        return {"user_id": user_id, "email": body.get("email"), "id": str(uuid.uuid4()),
+                "provider_config_id": provider, "type": provider, "allow_sign_in": body["allow_sign_in"],
+                "allow_connected_accounts": body["allow_connected_accounts"], "account_id": account}
 
     def delete_user(self, user_id: str) -> dict[str, Any]:
         with self.store.lock:
@@ -748,6 +792,27 @@ def _oauth_problems(value: Any) -> list[str]:
     return problems
 
 
+def validate_oauth_body(body: Any) -> list[str]:
+    """Every problem with a POST /oauth-providers body (unknown keys refused); [] when it is valid."""
+    if not isinstance(body, dict):
+        return ["body must be defined"] if body is None else [f"body must be a `object` type, but the final value was: `{_shown(body)}`."]
+    problems: list[str] = []
+    unknown = [k for k in body if k not in OAUTH_CREATE_FIELDS]
+    if unknown:
+        problems.append(f"body contains unknown properties: {', '.join(unknown)}")
+    for key, kind in OAUTH_CREATE_FIELDS.items():
+        if key in OAUTH_REQUIRED and body.get(key) is None:
+            problems.append(f"body.{key} must be defined")
+        elif key in body and (problem := _type_problem(f"body.{key}", kind, body[key])) is not None:
+            problems.append(problem)
+    user_id = body.get("user_id")
+    if isinstance(user_id, str) and not UUID_RE.match(user_id):
+        problems.append("body.user_id must be a valid UUID")
+    if isinstance(body.get("email"), str) and not EMAIL_RE.match(body["email"]):
+        problems.append("body.email must be a valid email")
+    return problems
+
+
 def validate_list_query(query: dict[str, str]) -> list[str]:
     problems: list[str] = []
     unknown = [k for k in query if k not in LIST_QUERY]
@@ -858,6 +923,11 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "PATCH":
                 return 200, sandbox.update_user(user_id, self._body(method, raw))
             return 200, sandbox.delete_user(user_id)
+        if path == OAUTH_PATH:
+            if method != "POST":
+                raise HttpError(405, "Method not allowed")
+            sandbox.authenticate(self.headers, ("server", "admin"))
+            return 201, sandbox.create_oauth_provider(self._body(method, raw))
         if path == RESET_PATH:
             if method != "POST":
                 raise HttpError(405, "Method not allowed")

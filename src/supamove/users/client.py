@@ -20,6 +20,7 @@ from supamove.log import add_secret, get_logger, scrub
 log = get_logger("users.client")
 USERS = "/api/v1/users"
 SEND_RESET = "/api/v1/auth/password/send-reset-code"
+OAUTH_PROVIDERS = "/api/v1/oauth-providers"
 PAGE_SIZE = 200
 SERVER_ERROR_ATTEMPTS = 3  # 5xx answers to one create, each followed by a lookup finding nothing
 CREDENTIALS_FIX = ("check STACK_AUTH_SECRET_KEY (a secret server key of this project, dashboard > API Keys) "
@@ -147,21 +148,43 @@ class StackAuthClient:
         if recover is None:
             user: dict[str, Any] = self._json(self._request("PATCH", path, json=body, user_data=True))
             return user
+        return self._checked("PATCH", path, body, recover, "an update")
+
+    def create_oauth_provider(self, user_id: str, provider_id: str, account_id: str, email: str | None,
+                              recover: Callable[[], dict[str, Any] | None]) -> dict[str, Any]:
+        """POST /oauth-providers: one more sign-in account for a user, as a create's oauth_providers
+        entry makes it (sign-in and connected account both allowed).
+
+        A lost answer is checked with `recover` (the user's oauth providers read) before sending it again.
+        """
+        body: dict[str, Any] = {"user_id": user_id, "provider_config_id": provider_id, "account_id": account_id,
+                                "allow_sign_in": True, "allow_connected_accounts": True}
+        if email:
+            body["email"] = email
+        return self._checked("POST", OAUTH_PROVIDERS, body, recover, "an OAuth provider create")
+
+    def _checked(self, method: str, path: str, body: dict[str, Any], recover: Callable[[], dict[str, Any] | None],
+                 what: str) -> dict[str, Any]:
+        """One write whose lost answer is checked with `recover` before it is sent again.
+
+        The object `recover` returns (the write found in Stack Auth) is the answer. A 5xx that persists,
+        each time with nothing found, is about this data (a unique index answers a plain 500): Rejected.
+        """
         server_errors = 0
         for attempt in range(self.retry.attempts):
             try:
-                answer: dict[str, Any] = self._json(self._request("PATCH", path, json=body, resend_lost=False,
+                answer: dict[str, Any] = self._json(self._request(method, path, json=body, resend_lost=False,
                                                                   user_data=True))
                 return answer
             except AnswerLost as exc:
-                log.debug("update answer lost (%s); reading the user before sending it again", exc)
+                log.debug("%s answer lost (%s); reading the user before sending it again", what, exc)
                 self._pause(self.retry.backoff(attempt), attempt)
                 if (found := recover()) is not None:
                     return found
                 server_errors += exc.status is not None
                 if server_errors >= SERVER_ERROR_ATTEMPTS:
                     raise Rejected(exc.status or 500, None, exc.message or f"HTTP {exc.status}") from None
-        raise StackAuthError(f"Stack Auth did not answer an update after {self.retry.attempts} attempts",
+        raise StackAuthError(f"Stack Auth did not answer {what} after {self.retry.attempts} attempts",
                              fix="check STACK_AUTH_API_URL and Stack Auth's status, then run the same command again")
 
     def get_user(self, user_id: str) -> dict[str, Any] | None:
@@ -293,6 +316,8 @@ class StackAuthClient:
         if code == "USER_EMAIL_ALREADY_EXISTS":
             details = orjson.loads(response.content).get("details") or {}
             return EmailTaken(str(details.get("email", "")))
+        if code is None and status == 404 and user_data and message.startswith("OAuth provider "):
+            return Rejected(status, code, message)  # oauth-providers/crud.tsx: a provider not configured
         if code is None and status in (404, 405):  # the route itself is not there: every request would fail
             return StackAuthError(f"Stack Auth has no {request.method} {request.url.path} ({status}): {message}"[:300],
                                   fix="check STACK_AUTH_API_URL points at Stack Auth's API (without /api/v1)")

@@ -28,16 +28,20 @@ from supamove.users.journal import PendingJournal
 from supamove.users.plan import PlannedUser, plan_users
 from supamove.users.source import load_auth_export, normalize_email
 from supamove.users.sync import (
+    IDENTITY_ADDED,
+    IDENTITY_KEPT,
+    IDENTITY_REMOVED,
     NOT_SENT,
-    OAUTH_NOT_CARRIED,
     SyncState,
     desired,
     differing,
     fingerprints,
     gone_values,
+    new_identities,
     observed,
     revision_of,
     update_body,
+    without_pairs,
 )
 
 log = get_logger("users")
@@ -368,7 +372,8 @@ class _Run:
             self.mapping.add(item.user.id, stack_id, item.email)
             values = desired(item) | ({} if totp_set else {"totp_secret_base64": None})
             self.state.record(item.user.id, stack_id, fingerprints(values),
-                              fingerprints(observed(seen)) if seen else None, linked=status == "linked")
+                              fingerprints(observed(seen)) if seen else None, linked=status == "linked",
+                              oauth=values["oauth_providers"])
             self.journal.done(item.user.id, stack_id)
         return UserOutcome(item.user.id, status, item.reason if status == "migrated" else reason, stack_id,
                            item.email, item.password, item.reset_reason, item.notes + notes, created_now=created,
@@ -402,14 +407,19 @@ class _Run:
         outcome = self._earlier(item, previous)
         if record.get("linked"):  # an existing Stack Auth user keeps its own sign-in: never written
             return outcome
-        changed = differing(record["sent"], fingerprints(desired(item)))
-        if sid in self.updates.intents or [name for name in changed if name not in NOT_SENT]:
+        values = desired(item)
+        changed = differing(record["sent"], fingerprints(values))
+        adds = new_identities(values, record)
+        if sid in self.updates.intents or [name for name in changed if name not in NOT_SENT] \
+                or ("oauth_providers" in changed and adds != []):
             return partial(self._update, item, record, changed)
         outcome.sync, outcome.changed = "unchanged", changed
-        if changed:  # only what Stack Auth's update does not take: noted once, nothing sent
-            outcome.notes.append(OAUTH_NOT_CARRIED)
-            self._save_update(sid, record["stackAuthUserId"], fingerprints(desired(item)), None,
-                              int(record.get("revision") or 0), seen=record.get("seen"))
+        if changed:  # only identities removed in Supabase: noted once, nothing sent
+            outcome.notes += [IDENTITY_REMOVED.format(*pair) for pair in record.get("oauthProviders") or []
+                              if pair not in values["oauth_providers"]]
+            self._save_update(sid, record["stackAuthUserId"], fingerprints(values), None,
+                              int(record.get("revision") or 0), seen=record.get("seen"),
+                              oauth=values["oauth_providers"])
         return outcome
 
     def _update(self, item: PlannedUser, record: dict[str, Any], changed: list[str]) -> UserOutcome:
@@ -423,13 +433,75 @@ class _Run:
                                "command again")
         intent = self.updates.intents.get(sid)
         if intent is not None and revision_of(current) == intent.get("revision"):  # an interrupted run's update
-            self._save_update(sid, stack_id, intent["sent"], current, intent["revision"])
+            self._save_update(sid, stack_id, intent["sent"], current, intent["revision"], oauth=intent.get("oauth"))
             return self._synced(item, stack_id, intent.get("changed") or changed,
                                 ["updated by an interrupted run (found applied in Stack Auth, not sent again)"])
-        conflict = self._conflict(item, record, current, changed)
+        # The identities this sync adds (an interrupted run may have added some) are no change there.
+        conflict = self._conflict(item, record, without_pairs(current, new_identities(values, record) or []), changed)
         if conflict is not None:
             return conflict
-        return self._patch(item, record, values, changed, current)
+        refused, notes, added = self._add_identities(item, record, values, current, changed)
+        if refused is not None:
+            return refused
+        if [name for name in changed if name not in NOT_SENT]:
+            return self._patch(item, record, values, changed, current, notes)
+        answer = (self.client.get_user(stack_id) if added else None) or current
+        self._save_update(sid, stack_id, fingerprints(values), answer, int(record.get("revision") or 0),
+                          oauth=values["oauth_providers"])
+        outcome = self._synced(item, stack_id, changed, notes)
+        outcome.sync = "updated" if added else "unchanged"  # only noted: nothing was sent
+        return outcome
+
+    def _add_identities(self, item: PlannedUser, record: dict[str, Any], values: dict[str, Any],
+                        current: dict[str, Any], changed: list[str]) -> tuple[UserOutcome | None, list[str], bool]:
+        """The OAuth identities new in Supabase added with POST /oauth-providers, each unless the Stack Auth
+        user has it already; those removed there noted: (the failure, if one is refused; notes; any added)."""
+        sid, stack_id = item.user.id, record["stackAuthUserId"]
+        have = {p.get("id"): p.get("account_id") for p in current.get("oauth_providers") or []}
+        carried = record.get("oauthProviders")
+        notes = [IDENTITY_REMOVED.format(*pair) for pair in carried or [] if pair not in values["oauth_providers"]]
+        emails = {(p["id"], p["account_id"]): p.get("email") for p in (item.body or {}).get("oauth_providers", [])}
+        adds, added = new_identities(values, record), False
+        for provider, account in values["oauth_providers"] if adds is None else adds:
+            if have.get(provider) == account:  # there already: created with it, or added by an interrupted run
+                continue
+            if provider in have:
+                notes.append(IDENTITY_KEPT.format(provider, account, provider, have[provider]))
+                continue
+            if not added:
+                self.updates.intent(sid, item.email, stackAuthUserId=stack_id, revision=None,
+                                    sent=fingerprints(values), changed=changed, oauth=values["oauth_providers"])
+            try:
+                self.client.create_oauth_provider(stack_id, provider, account, emails.get((provider, account)),
+                                                  recover=partial(self._has_identity, stack_id, provider, account))
+            except Rejected as exc:
+                self.updates.clear(sid)
+                return _failed(item, *self._identity_refusal(provider, account, exc)), notes, added
+            have[provider], added = account, True
+            notes.append(IDENTITY_ADDED.format(provider, account))
+        return None, notes, added
+
+    def _has_identity(self, stack_id: str, provider: str, account: str) -> dict[str, Any] | None:
+        """After a lost answer: the user, if Stack Auth holds this OAuth account for it already."""
+        user = self.client.get_user(stack_id)
+        found = user is not None and any((p.get("id"), p.get("account_id")) == (provider, account)
+                                          for p in user.get("oauth_providers") or [])
+        return user if found else None
+
+    def _identity_refusal(self, provider: str, account: str, exc: Rejected) -> tuple[str, str]:
+        """(why Stack Auth refused to add this identity, what to do)."""
+        why = f"Stack Auth refused its {provider} identity (account {account}): {exc.message}"
+        if exc.status == 404 and exc.code is None:  # oauth-providers/crud.tsx: the provider is not configured
+            return (f"{why} (the provider is not enabled in the project)",
+                    f"enable the {provider} OAuth provider in the Stack Auth dashboard (Auth Methods), then run "
+                    "the same command again")
+        if exc.code == "OAUTH_PROVIDER_ACCOUNT_ID_ALREADY_USED_FOR_SIGN_IN" or exc.status >= 500:
+            for user in self.client.iter_users():
+                if any((p.get("id"), p.get("account_id")) == (provider, account) for p in user.get("oauth_providers") or []):
+                    return (f"{why} (Stack Auth user {user['id']} signs in with it)",
+                            f"remove that {provider} account from Stack Auth user {user['id']} (or delete that "
+                            "user if it is a leftover), then run the same command again")
+        return why, RETRY_FIX
 
     def _conflict(self, item: PlannedUser, record: dict[str, Any], current: dict[str, Any],
                   changed: list[str]) -> UserOutcome | None:
@@ -440,13 +512,13 @@ class _Run:
         return _conflicting(self._earlier(item, None), changed, theirs)
 
     def _patch(self, item: PlannedUser, record: dict[str, Any], values: dict[str, Any], changed: list[str],
-               current: dict[str, Any]) -> UserOutcome:
+               current: dict[str, Any], notes: list[str]) -> UserOutcome:
         sid, stack_id = item.user.id, record["stackAuthUserId"]
         sent = fingerprints(values)
         carried = [name for name in changed if name not in NOT_SENT]
-        notes = [OAUTH_NOT_CARRIED] if "oauth_providers" in changed else []
         revision = max(int(record.get("revision") or 0), revision_of(current)) + 1
-        self.updates.intent(sid, item.email, stackAuthUserId=stack_id, revision=revision, sent=sent, changed=changed)
+        self.updates.intent(sid, item.email, stackAuthUserId=stack_id, revision=revision, sent=sent, changed=changed,
+                            oauth=values["oauth_providers"])
         try:
             answer = self.client.update_user(stack_id, update_body(values, carried, revision),
                                              recover=lambda: self._landed(stack_id, revision))
@@ -455,7 +527,7 @@ class _Run:
             message = f"the e-mail {exc.email} is taken by another Stack Auth user" if isinstance(exc, EmailTaken) \
                 else exc.message
             return _failed(item, f"Stack Auth refused the update of {', '.join(carried)}: {message}")
-        self._save_update(sid, stack_id, sent, answer, revision)
+        self._save_update(sid, stack_id, sent, answer, revision, oauth=values["oauth_providers"])
         return self._synced(item, stack_id, changed, notes)
 
     def _landed(self, stack_id: str, revision: int) -> dict[str, Any] | None:
@@ -464,10 +536,11 @@ class _Run:
         return user if user is not None and revision_of(user) == revision else None
 
     def _save_update(self, sid: str, stack_id: str, sent: dict[str, str], answer: dict[str, Any] | None,
-                     revision: int, seen: dict[str, str] | None = None, gone: bool = False) -> None:
+                     revision: int, seen: dict[str, str] | None = None, gone: bool = False,
+                     oauth: list[list[str]] | None = None) -> None:
         with self.mapping.lock:
             self.state.record(sid, stack_id, sent, fingerprints(observed(answer)) if answer else seen, revision,
-                              gone=gone)
+                              gone=gone, oauth=oauth)
             self.saved_updates.add(sid)
 
     def _synced(self, item: PlannedUser, stack_id: str, changed: list[str], notes: list[str]) -> UserOutcome:
@@ -564,12 +637,16 @@ def _dry_run_sync(client: StackAuthClient, item: PlannedUser, outcome: UserOutco
     record = state.get(item.user.id)
     if record is None or record.get("linked"):
         return
-    outcome.changed = differing(record["sent"], fingerprints(desired(item)))
-    outcome.sync = "update" if [f for f in outcome.changed if f not in NOT_SENT] else "unchanged"
+    values = desired(item)
+    outcome.changed = differing(record["sent"], fingerprints(values))
+    adds = new_identities(values, record)
+    sends = [f for f in outcome.changed if f not in NOT_SENT] or ("oauth_providers" in outcome.changed and adds != [])
+    outcome.sync = "update" if sends else "unchanged"
     if outcome.sync == "unchanged" or not record.get("seen"):
         return
     current = client.get_user(record["stackAuthUserId"])
-    theirs = differing(record["seen"], fingerprints(observed(current))) if current is not None else ["deleted"]
+    theirs = differing(record["seen"], fingerprints(observed(without_pairs(current, adds or [])))) \
+        if current is not None else ["deleted"]
     outcome.changed_in_stack_auth = theirs
     if theirs and not options.overwrite_changed:
         _conflicting(outcome, outcome.changed, theirs)

@@ -6,7 +6,9 @@ compares `sent` with what the current export would send: the fields that differ 
 changes, sent with one PATCH. Before that PATCH, a fresh read of the Stack Auth user is compared with
 `seen`: a user changed on the Stack Auth side since (a new password, a new e-mail, a sign-in) is a
 conflict and is not overwritten unless asked. The fingerprints are truncated SHA-256 of each value:
-no password hash or TOTP secret is ever kept in clear.
+no password hash or TOTP secret is ever kept in clear. Beside them, `oauthProviders` lists the
+(provider, account id) pairs supamove carried: an identity new in Supabase since is added with
+`POST /oauth-providers` (Stack Auth's user update takes none), one removed there is noted.
 """
 
 from __future__ import annotations
@@ -34,11 +36,14 @@ REVISION_KEY = "supamove_sync_revision"
 SENT_FIELDS = ("primary_email", "primary_email_verified", "primary_email_auth_enabled", "display_name",
                "password_hash", "restricted_by_admin", "totp_secret_base64", "is_anonymous", "server_metadata",
                "oauth_providers")
-# Stack Auth's update takes no oauth_providers (crud.tsx onUpdate): a change there is noted, not sent.
+# Stack Auth's update takes no oauth_providers (crud.tsx onUpdate): a new identity is added with
+# POST /oauth-providers instead, a removed one noted.
 NOT_SENT = ("oauth_providers",)
-OAUTH_NOT_CARRIED = ("OAuth identities changed in Supabase since the last run are not carried: Stack Auth's "
-                     "user update takes no oauth_providers; link them in the Stack Auth dashboard, or the user "
-                     "links them after signing in")
+IDENTITY_ADDED = "{} identity (account {}) added in Stack Auth"
+IDENTITY_KEPT = ("{} identity (account {}) not added: the Stack Auth user already signs in with {} account {} "
+                 "(Stack Auth keeps one per provider)")
+IDENTITY_REMOVED = ("{} identity (account {}) no longer in Supabase: left in Stack Auth (Stack Auth's API "
+                    "removes none for supamove; remove it in the Stack Auth dashboard if it must not sign in)")
 
 
 def fingerprint(value: Any) -> str:
@@ -85,6 +90,21 @@ def observed(user: dict[str, Any]) -> dict[str, Any]:
         "oauth_providers": sorted([p.get("id"), p.get("account_id")] for p in user.get("oauth_providers") or []),
         "last_active_at_millis": user.get("last_active_at_millis"),  # a sign-in there (or a new password)
     }
+
+
+def new_identities(values: dict[str, Any], record: dict[str, Any]) -> list[list[str]] | None:
+    """The (provider, account id) pairs to add: in the export now, not carried by an earlier run
+    (None: that run kept no list; the Stack Auth user's own list decides)."""
+    carried = record.get("oauthProviders")
+    if carried is None:
+        return None
+    return [pair for pair in values["oauth_providers"] if pair not in carried]
+
+
+def without_pairs(user: dict[str, Any], pairs: list[list[str]]) -> dict[str, Any]:
+    """The user without these OAuth accounts: ones a sync adds are no change on the Stack Auth side."""
+    kept = [p for p in user.get("oauth_providers") or [] if [p.get("id"), p.get("account_id")] not in pairs]
+    return {**user, "oauth_providers": kept}
 
 
 def fingerprints(values: dict[str, Any]) -> dict[str, str]:
@@ -168,12 +188,14 @@ class SyncState:
             return self.users.get(supabase_user_id)
 
     def record(self, supabase_user_id: str, stack_auth_user_id: str, sent: dict[str, str],
-               seen: dict[str, str] | None, revision: int = 0, linked: bool = False, gone: bool = False) -> None:
-        """What was sent to (`sent`) and answered by (`seen`) this Stack Auth user, as fingerprints."""
+               seen: dict[str, str] | None, revision: int = 0, linked: bool = False, gone: bool = False,
+               oauth: list[list[str]] | None = None) -> None:
+        """What was sent to (`sent`) and answered by (`seen`) this Stack Auth user, as fingerprints;
+        `oauth`: the (provider, account id) pairs carried."""
         with self.lock:
             self.users[supabase_user_id] = {"stackAuthUserId": stack_auth_user_id, "linked": linked, "gone": gone,
                                             "revision": revision, "sent": sent, "seen": seen,
-                                            "syncedAt": now_iso()}
+                                            "oauthProviders": oauth, "syncedAt": now_iso()}
             self._unsaved += 1
 
     def due(self) -> bool:
