@@ -31,7 +31,7 @@ from supamove.usermap import UserMapping
 SQL_DIR = Path(__file__).parent / "sql"
 APP_PASSWORD = "s3cret-app-pw-!x"
 SEED_ROWS = 2000
-_counter = itertools.count()
+database_counter = itertools.count()
 
 
 def run_sql_file(url: str, name: str) -> None:
@@ -39,7 +39,7 @@ def run_sql_file(url: str, name: str) -> None:
         conn.execute((SQL_DIR / name).read_text())
 
 
-def _create_database(server: PostgresServer, name: str, template: str | None = None) -> str:
+def create_database(server: PostgresServer, name: str, template: str | None = None) -> str:
     with psycopg.connect(server.url(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     return server.url(name)
@@ -62,7 +62,7 @@ def pg_target() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="session")
 def source_template(pg_source: PostgresServer) -> str:
     """A Supabase-shaped database with the FreshTrack app and the `edge` schema of hard cases."""
-    url = _create_database(pg_source, "source_template")
+    url = create_database(pg_source, "source_template")
     fixtures.create_source(url, rows=SEED_ROWS, app_password=APP_PASSWORD)
     for name in ("edge_cases.sql", "edge_source_extras.sql", "edge_data.sql", "billing_source.sql"):
         run_sql_file(url, name)
@@ -73,7 +73,7 @@ def source_template(pg_source: PostgresServer) -> str:
 
 @pytest.fixture(scope="session")
 def target_template(pg_target: PostgresServer) -> str:
-    url = _create_database(pg_target, "target_template")
+    url = create_database(pg_target, "target_template")
     fixtures.create_target(url)
     run_sql_file(url, "edge_cases.sql")
     return "target_template"
@@ -110,12 +110,12 @@ class Databases:
 
 @contextmanager
 def fresh_databases(pg_source: PostgresServer, pg_target: PostgresServer, source_template: str,
-                    target_template: str) -> Iterator[Databases]:
-    """A source and a target database copied from the templates, dropped afterwards."""
-    n = next(_counter)
+                    target_template: str | None) -> Iterator[Databases]:
+    """A source and a target database copied from the templates (no target template: empty), dropped afterwards."""
+    n = next(database_counter)
     source_db, target_db = f"src_{os.getpid()}_{n}", f"tgt_{os.getpid()}_{n}"
-    _create_database(pg_source, source_db, source_template)
-    _create_database(pg_target, target_db, target_template)
+    create_database(pg_source, source_db, source_template)
+    create_database(pg_target, target_db, target_template)
     try:
         yield Databases(pg_source, pg_target, source_db, target_db)
     finally:

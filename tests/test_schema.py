@@ -7,7 +7,6 @@ the target is an EMPTY database, so everything it holds comes from supamove.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from conftest import Cli, Databases, _create_database, run_sql_file
+from conftest import Cli, Databases, create_database, fresh_databases, run_sql_file
 
 from supamove.db import Endpoint
 from supamove.errors import TargetError
@@ -92,7 +91,7 @@ APP_TABLES = ["app.events", "app.events_2024", "app.events_2025", "app.invoices"
 @pytest.fixture(scope="session")
 def app_source_template(pg_source: PostgresServer, source_template: str) -> str:
     """The shared Supabase-shaped source plus the `app` schema and its rows."""
-    url = _create_database(pg_source, "app_source_template", source_template)
+    url = create_database(pg_source, "app_source_template", source_template)
     run_sql_file(url, "supabase_app_schema.sql")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("ANALYZE")
@@ -102,16 +101,8 @@ def app_source_template(pg_source: PostgresServer, source_template: str) -> str:
 @pytest.fixture
 def dbs(pg_source: PostgresServer, pg_target: PostgresServer, app_source_template: str) -> Iterator[Databases]:
     """This module's databases: the app source, and a target database with nothing in it."""
-    n = os.urandom(4).hex()
-    source_db, target_db = f"appsrc_{n}", f"empty_{n}"
-    _create_database(pg_source, source_db, app_source_template)
-    _create_database(pg_target, target_db)
-    try:
-        yield Databases(pg_source, pg_target, source_db, target_db)
-    finally:
-        for server, name in ((pg_source, source_db), (pg_target, target_db)):
-            with psycopg.connect(server.url(), autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_databases(pg_source, pg_target, app_source_template, None) as databases:
+        yield databases
 
 
 def report_entries(report: dict[str, Any]) -> dict[tuple[str, str | None, str], tuple[str, str]]:

@@ -20,8 +20,8 @@ import pytest
 from conftest import (
     KEEP_JSON_IDS,
     Databases,
-    _counter,
-    _create_database,
+    create_database,
+    database_counter,
     error_line,
     fresh_databases,
     metadata,
@@ -135,8 +135,8 @@ def write_metadata(datadir: DataDir, tables: list[Table], **extra: Any) -> None:
 def faithful_template(pg_source: PostgresServer, pg_target: PostgresServer, source_template: str,
                       target_template: str) -> Iterator[Faithful]:
     """A target database holding the source's data with user ids remapped; the mapping; the tables."""
-    name = f"faithful_{os.getpid()}_{next(_counter)}"
-    target_url = _create_database(pg_target, name, target_template)
+    name = f"faithful_{os.getpid()}_{next(database_counter)}"
+    target_url = create_database(pg_target, name, target_template)
     source_url = pg_source.url(source_template)
     mapping = make_mapping(source_url)
     copy_data(source_url, target_url, SCHEMAS)
