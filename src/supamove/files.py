@@ -8,8 +8,10 @@ import os
 import re
 import shlex
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -174,3 +176,26 @@ def lock_data_dir(lock: Path, command: str) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, f"`supamove {command}` (process {os.getpid()})\n".encode())
     return fd
+
+
+@dataclass
+class SavePacer:
+    """When a file rewritten in batches (the user mapping, the sync state) is due: every 200 changes or 2 s.
+
+    Callers hold their own lock around it.
+    """
+
+    every: int = 200
+    seconds: float = 2.0
+    unsaved: int = 0
+    saved_at: float = field(default_factory=time.monotonic)
+
+    def changed(self) -> None:
+        self.unsaved += 1
+
+    def due(self) -> bool:
+        """Enough changes, or enough time since the last save, to be worth a rewrite."""
+        return self.unsaved >= self.every or (self.unsaved > 0 and time.monotonic() - self.saved_at >= self.seconds)
+
+    def saved(self) -> None:
+        self.unsaved, self.saved_at = 0, time.monotonic()

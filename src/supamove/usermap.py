@@ -6,7 +6,6 @@ Written by migrate-users and map-users, read by import (to rewrite user ids) and
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,11 +13,9 @@ from typing import Any
 
 from supamove.clock import iso
 from supamove.errors import DataFileError
-from supamove.files import json_list, read_json, write_json
+from supamove.files import SavePacer, json_list, read_json, write_json
 
 RETENTION = timedelta(days=90)
-FLUSH_EVERY = 200
-FLUSH_SECONDS = 2.0
 
 
 @dataclass
@@ -31,8 +28,7 @@ class UserMapping:
     retain_until: str | None = None
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _owners: dict[str, str] = field(default_factory=dict, repr=False)  # Stack Auth id (lower) -> Supabase id
-    _unsaved: int = 0
-    _saved_at: float = field(default_factory=time.monotonic)
+    _pacer: SavePacer = field(default_factory=SavePacer, repr=False)
 
     @classmethod
     def load(cls, path: Path) -> UserMapping:
@@ -106,13 +102,12 @@ class UserMapping:
                                               "stackAuthUserId": stack_auth_user_id, "email": email,
                                               "migratedAt": migrated_at or iso(datetime.now(UTC))}
             self._owners[stack_auth_user_id.lower()] = supabase_user_id
-            self._unsaved += 1
+            self._pacer.changed()
 
     def due(self) -> bool:
         """Enough new entries, or enough time, to be worth a rewrite."""
         with self.lock:
-            return self._unsaved >= FLUSH_EVERY or (
-                self._unsaved > 0 and time.monotonic() - self._saved_at >= FLUSH_SECONDS)
+            return self._pacer.due()
 
     @classmethod
     def fresh(cls, path: Path) -> UserMapping:
@@ -130,5 +125,4 @@ class UserMapping:
             self.retain_until = self.retain_until or iso(now + RETENTION)
             write_json(self.path, {"generatedAt": self.generated_at, "retainUntil": self.retain_until,
                                    "mappings": list(self.entries.values())})
-            self._unsaved = 0
-            self._saved_at = time.monotonic()
+            self._pacer.saved()

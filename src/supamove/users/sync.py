@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,7 @@ import orjson
 
 from supamove.clock import now_iso
 from supamove.errors import DataFileError
-from supamove.files import read_json, write_json
-from supamove.usermap import FLUSH_EVERY, FLUSH_SECONDS
+from supamove.files import SavePacer, read_json, write_json
 from supamove.users.plan import PlannedUser
 
 FORMAT = 1
@@ -169,8 +167,7 @@ class SyncState:
     path: Path
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
-    _unsaved: int = 0
-    _saved_at: float = field(default_factory=time.monotonic)
+    _pacer: SavePacer = field(default_factory=SavePacer, repr=False)
 
     @classmethod
     def load(cls, path: Path) -> SyncState:
@@ -196,18 +193,17 @@ class SyncState:
             self.users[supabase_user_id] = {"stackAuthUserId": stack_auth_user_id, "linked": linked, "gone": gone,
                                             "revision": revision, "sent": sent, "seen": seen,
                                             "oauthProviders": oauth, "syncedAt": now_iso()}
-            self._unsaved += 1
+            self._pacer.changed()
 
     def due(self) -> bool:
         """Enough new records, or enough time, to be worth a rewrite (as the mapping's)."""
         with self.lock:
-            return self._unsaved >= FLUSH_EVERY or (
-                self._unsaved > 0 and time.monotonic() - self._saved_at >= FLUSH_SECONDS)
+            return self._pacer.due()
 
     def save(self) -> None:
         """Rewrite the file, when something was recorded since it was read or written."""
         with self.lock:
-            if not self._unsaved and self.path.exists():
+            if not self._pacer.unsaved and self.path.exists():
                 return
             write_json(self.path, {"formatVersion": FORMAT, "generatedAt": now_iso(), "users": self.users})
-            self._unsaved, self._saved_at = 0, time.monotonic()
+            self._pacer.saved()
