@@ -122,12 +122,13 @@ def schema_command(ctx: Context, schemas: Names, tables: Names, exclude_tables: 
 @click.option("--not-user-id-column", "not_user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN",
               help="A column whose values look like user ids but are not: never remapped (repeatable).")
 @jobs_option("Tables read")
+@click.option("--split-tables-larger-than", "split_larger_than_mb", default=64, show_default=True, type=click.IntRange(min=0),
+              metavar="MB", help="Read a bigger table as block ranges at once (0: never).")
 @click.option("--force", is_flag=True, help="Export every table again, even those a previous run finished.")
 @click.option("--auth-only", is_flag=True, help="Only the auth tables again, from a fresh snapshot; the rest kept.")
 @dry_run_options
 @step
-def export(ctx: Context, schemas: Names, tables: Names, exclude_tables: Names, user_id_columns: Names,
-           not_user_id_columns: Names, jobs: int, force: bool, auth_only: bool, dry_run: bool, as_json: bool) -> None:
+def export(ctx: Context, dry_run: bool, as_json: bool, **given: Any) -> None:
     """Export every application table and the auth users to JSON Lines files.
 
     All tables are read from one snapshot. A rerun after an interruption finishes the missing tables.
@@ -135,8 +136,7 @@ def export(ctx: Context, schemas: Names, tables: Names, exclude_tables: Names, u
     Example: supamove export --dry-run && supamove export
     """
     from supamove.export import ExportOptions, preview_export, run_export
-    options = ExportOptions(list(schemas), list(tables), list(exclude_tables), list(user_id_columns), jobs, force,
-                            list(not_user_id_columns), auth_only)
+    options = ExportOptions(**cast(dict[str, Any], {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}))
     if dry_run:
         plan = preview_export(ctx.source, options)
         return render.show(plan, as_json, render.show_export_plan, plan.failure())

@@ -233,6 +233,8 @@ def show_export_plan(plan: ExportPlan) -> None:
     print_table("Export plan (dependency order)", ["#", "table", "est. rows", "size", "user-id columns"], rows)
     for group in plan.cycles:
         say(f"FK cycle or self-reference: {', '.join(t.qualified for t in group)} (loaded together)")
+    for key, parts in plan.parts.items():
+        say(f"{'.'.join(key)}: read as {len(parts)} block ranges at once (--split-tables-larger-than)")
     _notes(plan.notes)
     say(f"Platform schemas skipped: {', '.join(plan.skipped_schemas) or 'none present'}")
     say("Dry run: nothing was written.")
