@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from supamove.config import Settings
-from supamove.sandbox.demo import DemoResult, DemoStep
+from supamove.sandbox.demo import STEPS, DemoResult, DemoStep
 
 ROWS = "3000"
 
@@ -33,8 +33,9 @@ def test_demo_ends_with_every_table_pass(tmp_path: Path) -> None:
     result = run_supamove("demo", "--rows", ROWS, "--workdir", str(workdir), cwd=tmp_path)
     out = result.stdout
     assert result.returncode == 0, out
-    for step in ("test-connections", "export", "migrate-users", "import", "verify"):
+    for step in ("test-connections", "schema --apply", "export", "migrate-users", "import", "verify"):
         assert f"supamove {step}" in out
+    assert (workdir / "migration-data" / "schema.sql").exists()  # the target's schema came from the source
     report = json.loads((workdir / "migration-data" / "verification-report.json").read_text())
     statuses = {f"{t['schema']}.{t['table']}": t["status"] for t in report["tables"]}
     assert statuses and set(statuses.values()) == {"pass"}, statuses
@@ -112,8 +113,7 @@ def test_a_demo_that_did_not_pass_fails_with_a_fix(tmp_path: Path) -> None:
     assert str(failure) == (f"the demo stopped at `supamove export` (exit 3); its messages are above, the full log "
                             f"is {tmp_path / 'migration.log'} (fix: correct what they name, then run `supamove demo` "
                             "again)")
-    steps = [DemoStep((command,), 0, 0.1) for command in ("test-connections", "export", "migrate-users", "import",
-                                                          "verify")]
+    steps = [DemoStep(args, 0, 0.1) for args in STEPS]
     failing = DemoResult(tmp_path, tmp_path / ".env", settings, 100, steps=steps,
                          verification=[{"status": "pass"}, {"status": "fail"}])
     assert str(failing.failure()).endswith(f"(fix: the reasons are in {tmp_path / 'data' / 'verification-report.json'})")

@@ -31,6 +31,7 @@ SOURCE_DB, TARGET_DB = "freshtrack", "freshtrack"
 # The runbook's steps, as the operator types them (each runs the real command in-process).
 STEPS: tuple[tuple[str, ...], ...] = (
     ("test-connections",),
+    ("schema", "--apply"),
     ("export",),
     ("migrate-users",),
     ("import",),
@@ -166,7 +167,8 @@ def check_empty_workdir(workdir: Path) -> None:
 
 
 def start_environment(rows: int, workdir: Path, announce: Announce, cleanup: ExitStack) -> DemoEnvironment:
-    """A Supabase-shaped source with FreshTrack data, an empty target, a Stack Auth, and their .env."""
+    """A Supabase-shaped source with FreshTrack data, an empty target database (`supamove schema --apply`
+    builds its schema), a Stack Auth, and their .env."""
     from supamove.sandbox import fixtures
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -180,8 +182,6 @@ def start_environment(rows: int, workdir: Path, announce: Announce, cleanup: Exi
     announce(f"Filling the source with a FreshTrack-like application ({rows:,} rows) and its auth users...")
     app_password = secrets.token_urlsafe(12)
     source_url = fixtures.create_source(source.url(SOURCE_DB), rows=rows, app_password=app_password)
-    announce("Creating the application schema on the target (empty tables)...")
-    fixtures.create_target(target.url(TARGET_DB))
     settings = {
         "SUPABASE_DB_URL": source_url,
         "DATABASE_URL": target.url(TARGET_DB),
