@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,6 +43,7 @@ class ExportOptions:
     force: bool = False
     not_user_id_columns: list[str] = field(default_factory=list)
     auth_only: bool = False  # the auth tables alone, from a fresh snapshot: users ahead of the freeze
+    auth_first: bool = False  # the auth tables copied before the others: users can migrate while the rest export
 
     def __post_init__(self) -> None:
         picked = self.tables or self.exclude_tables or self.user_id_columns or self.not_user_id_columns
@@ -52,6 +53,19 @@ class ExportOptions:
 
 
 ALL_SCHEMAS = "all"  # --schema all: every application schema
+
+
+@dataclass
+class ExportWatch:
+    """What a caller running later steps alongside the export is told, from the export's threads.
+
+    `table_done` gets the key of each table whose file is complete and recorded in metadata.json (at
+    once for those an earlier run finished); `values_checked` is called once the user-id value check
+    is recorded there, so every entry's user-id columns are final.
+    """
+
+    table_done: Callable[[tuple[str, str]], None] = lambda key: None
+    values_checked: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -302,11 +316,12 @@ def snapshot_reader(source: Endpoint, snapshot: str | None) -> Iterator[psycopg.
 
 
 def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
-               progress: Progress | None = None) -> ExportResult:
+               progress: Progress | None = None, watch: ExportWatch | None = None) -> ExportResult:
     """Export the planned tables and auth users; tables finished by an interrupted run are kept.
 
     A finished export is exported again only with --force; tables it holds that this run does not
     select keep their files and entries. With `auth_only`, only the auth tables, at any time.
+    `watch` is told of each finished table and of the value check (see ExportWatch).
     """
     if options.auth_only:
         return run_auth_export(source, datadir, progress)
@@ -321,7 +336,7 @@ def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
         plan = plan_export(main, options)
         datadir.ensure()
         meta = prepare_metadata(datadir, plan, options, source, snapshot, previous)
-        tables = _export_tables(source, snapshot, plan, options, meta, progress)
+        tables = _export_tables(source, snapshot, plan, options, meta, progress, watch or ExportWatch())
     meta.finish(now_iso())
     return ExportResult(plan, tables, time.monotonic() - started, snapshot, datadir)
 
@@ -336,19 +351,21 @@ def _check_options(options: ExportOptions) -> None:
 
 
 def _export_tables(source: Endpoint, snapshot: str, plan: ExportPlan, options: ExportOptions, meta: Metadata,
-                   progress: Progress) -> list[TableExport]:
+                   progress: Progress, watch: ExportWatch) -> list[TableExport]:
     """Copy the tables not finished yet, biggest first, while the value check runs; all of them in plan order."""
     planned = plan.tables + plan.auth_tables
     work = [t for t in planned if not meta.is_done(t.key)]
     done = [_resumed(meta.entry(*t.key)) for t in planned if t not in work]
     for item in done:
         log.info("skipping %s: exported by a previous run (use --force to export it again)", item.qualified)
-    work.sort(key=lambda t: -t.size_bytes)
+        watch.table_done(item.key)
+    work.sort(key=lambda t: (not (options.auth_first and t.schema == "auth"), -t.size_bytes))
     # The value check reads on a connection of its own, in the same snapshot, while the tables copy.
     with ThreadPoolExecutor(max_workers=max(1, options.jobs) + 1) as pool:
         check = pool.submit(_check_in_snapshot, source, snapshot, plan, options)
-        copies = [pool.submit(_export_one, source, snapshot, t, meta, progress) for t in work]
+        copies = [pool.submit(_export_one, source, snapshot, t, meta, progress, watch.table_done) for t in work]
         _record_value_check(meta, plan, check, copies)
+        watch.values_checked()
         results = [f.result() for f in copies]
     ordered = {t.key: i for i, t in enumerate(planned)}
     return sorted(done + results, key=lambda r: ordered[r.key])
@@ -463,7 +480,8 @@ def _resumed(entry: TableEntry) -> TableExport:
     return TableExport(entry.schema, entry.name, entry.row_count or 0, entry.bytes or 0, 0.0, resumed=True)
 
 
-def _export_one(source: Endpoint, snapshot: str, table: Table, meta: Metadata, progress: Progress) -> TableExport:
+def _export_one(source: Endpoint, snapshot: str, table: Table, meta: Metadata, progress: Progress,
+                done: Callable[[tuple[str, str]], None] = lambda key: None) -> TableExport:
     started = time.monotonic()
     progress.start(table.qualified, table.estimated_rows or None)
     path = meta.datadir.table_file(table.schema, table.name)
@@ -480,6 +498,7 @@ def _export_one(source: Endpoint, snapshot: str, table: Table, meta: Metadata, p
                            "check the source is up, then run `supamove export` again: finished tables are kept") from exc
     progress.finish(table.qualified)
     meta.finish_table(table.key, rows, size, sha, snapshot, now_iso())
+    done(table.key)
     seconds = time.monotonic() - started
     log.debug("exported %s: %d rows, %d bytes in %.1fs", table.qualified, rows, size, seconds)
     return TableExport(table.schema, table.name, rows, size, seconds)
