@@ -114,11 +114,12 @@ def test_a_failing_verification_ends_migrate_with_the_error_of_verify(cli, data_
     assert summary["import"]["tables"] == len(metadata(data_dir)["tables"]) and summary["export"]["rows"] > 2000
 
 
-@pytest.mark.parametrize("stage", ["export", "import"])
-def test_killed_migrate_reruns_to_the_end_with_nothing_doubled(cli, dbs, data_dir: Path,
-                                                              stack_auth: StackAuthSandbox, stage: str) -> None:
+@pytest.mark.parametrize(("stage", "mode"), [("export", []), ("import", ["--disable-fk"])],
+                         ids=["export-enforced", "import-disable-fk"])
+def test_killed_migrate_reruns_to_the_end_with_nothing_doubled(cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox,
+                                                              stage: str, mode: list[str]) -> None:
     make_big_table(dbs)
-    process = cli.process("migrate", *EDGE, *KEEP_JSON_IDS)
+    process = cli.process("migrate", *EDGE, *KEEP_JSON_IDS, *mode)
     try:
         if stage == "export":
             partial = data_dir / (BIG_FILE + ".partial")
@@ -129,9 +130,11 @@ def test_killed_migrate_reruns_to_the_end_with_nothing_doubled(cli, dbs, data_di
     finally:
         if process.poll() is None:
             process.kill()
-    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    result = cli("migrate", *EDGE, *KEEP_JSON_IDS, *mode)
     assert result.exit_code == 0, result.output
     assert report_statuses(data_dir) == {"pass"}
+    if mode:
+        assert re.search(r"\d+ foreign keys checked", flat(result.output)), result.output
     state = import_state(dbs)
     assert len(state) == len({(s, t) for s, t, _ in state}) == len(metadata(data_dir)["tables"])
     assert ("public", "fault_big", BIG_ROWS) in state
@@ -167,3 +170,20 @@ def test_migrate_dry_run_checks_the_connections_and_shows_the_export_plan(cli, d
     assert {t["table"] for t in plan["exportPlan"]["tables"]} >= {"readings", "org_members", "posts"}
     assert list(plan["steps"]) == ["test-connections"]
     assert not (data_dir / "metadata.json").exists()
+
+
+def test_ctrl_c_stops_migrate_within_seconds_and_the_rerun_finishes(cli, dbs, data_dir: Path,
+                                                                   stack_auth: StackAuthSandbox) -> None:
+    from test_safety import interrupt_and_wait
+
+    make_big_table(dbs)
+    process = cli.process("migrate", *EDGE, *KEEP_JSON_IDS)
+    wait_for_copy_into(dbs, "fault_big", process)
+    seconds, output = interrupt_and_wait(process)
+    assert process.returncode == 130, output
+    assert seconds < 5, (seconds, output)
+    assert "Traceback" not in output and "unexpected" not in output and "Run the same command again" in output
+    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    assert result.exit_code == 0, result.output
+    assert report_statuses(data_dir) == {"pass"}
+    assert_users_once(stack_auth, data_dir)

@@ -43,7 +43,7 @@ class ExportOptions:
     force: bool = False
     not_user_id_columns: list[str] = field(default_factory=list)
     auth_only: bool = False  # the auth tables alone, from a fresh snapshot: users ahead of the freeze
-    auth_first: bool = False  # the auth tables copied before the others: users can migrate while the rest export
+    auth_first: bool = False  # the auth tables copied first (beside the biggest): users migrate while the rest export
 
     def __post_init__(self) -> None:
         picked = self.tables or self.exclude_tables or self.user_id_columns or self.not_user_id_columns
@@ -359,7 +359,9 @@ def _export_tables(source: Endpoint, snapshot: str, plan: ExportPlan, options: E
     for item in done:
         log.info("skipping %s: exported by a previous run (use --force to export it again)", item.qualified)
         watch.table_done(item.key)
-    work.sort(key=lambda t: (not (options.auth_first and t.schema == "auth"), -t.size_bytes))
+    work.sort(key=lambda t: -t.size_bytes)
+    if options.auth_first:
+        work = _auth_first(work, options.jobs)
     # The value check reads on a connection of its own, in the same snapshot, while the tables copy.
     with ThreadPoolExecutor(max_workers=max(1, options.jobs) + 1) as pool:
         check = pool.submit(_check_in_snapshot, source, snapshot, plan, options)
@@ -369,6 +371,14 @@ def _export_tables(source: Endpoint, snapshot: str, plan: ExportPlan, options: E
         results = [f.result() for f in copies]
     ordered = {t.key: i for i, t in enumerate(planned)}
     return sorted(done + results, key=lambda r: ordered[r.key])
+
+
+def _auth_first(work: list[Table], jobs: int) -> list[Table]:
+    """The auth tables before the others, beside the biggest one when two or more are copied at once (each the
+    start of a longer chain: the users created from the first, the biggest table loaded from the other)."""
+    auth = [t for t in work if t.schema == "auth"]
+    rest = [t for t in work if t.schema != "auth"]
+    return rest[:1] + auth + rest[1:] if jobs > 1 else auth + rest
 
 
 def run_auth_export(source: Endpoint, datadir: DataDir, progress: Progress | None = None) -> ExportResult:
