@@ -187,3 +187,22 @@ def test_ctrl_c_stops_migrate_within_seconds_and_the_rerun_finishes(cli, dbs, da
     assert result.exit_code == 0, result.output
     assert report_statuses(data_dir) == {"pass"}
     assert_users_once(stack_auth, data_dir)
+
+
+def test_a_failing_import_stops_migrate_with_its_error_and_the_rerun_finishes(cli, dbs, data_dir: Path,
+                                                                             stack_auth: StackAuthSandbox) -> None:
+    with dbs.target() as conn:
+        conn.execute("ALTER TABLE edge.no_pk RENAME TO no_pk_elsewhere")
+    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    assert result.exit_code == 4, result.output
+    assert error_line(result.output) == ("Error: table edge.no_pk does not exist in the target (fix: create the "
+                                         "application schema on the target first (run your migrations))")
+    assert not (data_dir / "verification-report.json").exists()
+    assert "Migrated in" not in result.output and "│ import " in result.output
+    with dbs.target() as conn:
+        conn.execute("ALTER TABLE edge.no_pk_elsewhere RENAME TO no_pk")
+    loaded = import_state(dbs)
+    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    assert result.exit_code == 0, result.output
+    assert flat(result.output).count("loaded by a previous run") >= len(loaded)
+    assert report_statuses(data_dir) == {"pass"}

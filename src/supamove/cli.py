@@ -84,8 +84,8 @@ class RunbookGroup(click.Group):
 def main(verbose: bool) -> None:
     """Move an application off Supabase: data to PostgreSQL, users to Stack Auth.
 
-    The runbook: test-connections, schema, export, migrate-users, import, verify, send-password-resets; after 90 days,
-    purge-mapping. Settings come from the environment and .env. Results go to stdout, the rest to stderr.
+    The runbook: test-connections, schema, export, migrate-users, import, verify (or all five as one: migrate),
+    send-password-resets; after 90 days, purge-mapping. Settings: environment, .env. Results: stdout; the rest: stderr.
 
     Example: supamove demo (the whole runbook on throwaway servers, nothing to configure)
     """
