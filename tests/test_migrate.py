@@ -65,6 +65,9 @@ def test_migrate_loads_what_the_separate_commands_load(cli, dbs, data_dir: Path,
         assert f"│ {step} " in result.output or f" {step} " in out, out
     assert "Migrated in" in out and "every table verified" in out
     app_tables = [(e["schema"], e["name"]) for e in metadata(data_dir)["tables"]]
+    # Each table was checksummed as it was loaded, and the verification took those checksums.
+    log = (data_dir.parent / "migration.log").read_text()
+    assert log.count(": checksums computed when it was loaded") == len(app_tables)
     ours = target_rows(dbs.target_url, app_tables, mapping(data_dir))
     assert_users_once(stack_auth, data_dir)
     assert len(import_state(dbs)) == len(app_tables)

@@ -180,6 +180,7 @@ def known_checksums(pair: Pair, context: Context) -> tuple[Checksum, Checksum] |
     known = context.known.get(pair.plan.table.key)
     if known is None or known[:2] != (pair.src_rel, pair.tgt_rel):
         return None
+    log.debug("%s: checksums computed when it was loaded", pair.plan.table.qualified)
     return known[2], known[3]
 
 
