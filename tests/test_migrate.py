@@ -209,3 +209,20 @@ def test_a_failing_import_stops_migrate_with_its_error_and_the_rerun_finishes(cl
     assert result.exit_code == 0, result.output
     assert flat(result.output).count("loaded by a previous run") >= len(loaded)
     assert report_statuses(data_dir) == {"pass"}
+
+
+def test_failed_users_stop_migrate_with_the_error_of_migrate_users_before_any_user_id_is_loaded(
+        cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox) -> None:
+    stack_auth.fail_next(1, 400, match="POST /api/v1/users")  # one user refused: migrate-users fails (6)
+    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    assert result.exit_code == 6, result.output
+    report = data_dir / "user-migration-report.json"
+    assert error_line(result.output) == (f"Error: 1 users failed (see {report}) (fix: correct the cause shown for "
+                                         "them, then run the same command again)")
+    with_ids = {(e["schema"], e["name"]) for e in metadata(data_dir)["tables"] if e["userIdColumns"]}
+    assert with_ids and not with_ids & {(s, t) for s, t, _ in import_state(dbs)}  # they wait for every user
+    assert not (data_dir / "verification-report.json").exists()
+    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    assert result.exit_code == 0, result.output
+    assert report_statuses(data_dir) == {"pass"}
+    assert_users_once(stack_auth, data_dir)
