@@ -52,7 +52,7 @@ def test_export_dry_run_plan_on_stdout_and_as_json(cli: Any, data_dir: Path) -> 
     assert plan["schemas"] == ["public", "edge"] and plan["stop"] is None
     names = [f"{t['schema']}.{t['table']}" for t in plan["tables"]]
     assert names.index("public.organizations") < names.index("public.sites")  # load order
-    assert set(plan["tables"][0]) == {"schema", "table", "estimatedRows", "sizeBytes", "userIdColumns"}
+    assert set(plan["tables"][0]) == {"schema", "table", "estimatedRows", "sizeBytes", "userIdColumns", "parts"}
     assert any(set(group) == {"edge.cycle_a", "edge.cycle_b"} for group in plan["cycles"])
     assert {t["table"] for t in plan["authTables"]} >= {"users", "identities"}
     assert "auth" in plan["skippedSchemas"]

@@ -3,6 +3,7 @@ settings unset or misspelled, a busy or unwritable data directory, a refused ans
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -335,12 +336,18 @@ def test_ctrl_c_during_export_cancels_the_copy_and_the_rerun_resumes(cli, dbs, d
     rows = 500_000  # long enough that the small tables finish while it is exported
     make_big_table(dbs, rows)
     process = cli.process("export", *EDGE)
-    partial = data_dir / (BIG_FILE + ".partial")
-    # Interrupt once the big table is under way and at least one other table is finished, so the rerun has
-    # both a table to keep and a table to export again.
-    wait_until(lambda: partial.exists() and partial.stat().st_size > 1_000_000
+    # Interrupt once the big table (read as block ranges: it is over 64 MB) is under way and at least one
+    # other table is finished, so the rerun has both a table to keep and a table to export again.
+    def ranges_written() -> int:
+        total = 0
+        for path in (data_dir / "tables").glob("public.fault_big.jsonl.[0-9]*.partial"):
+            with contextlib.suppress(FileNotFoundError):  # joined meanwhile
+                total += path.stat().st_size
+        return total
+
+    wait_until(lambda: ranges_written() > 1_000_000
                and any(f.name != Path(BIG_FILE).name for f in (data_dir / "tables").glob("*.jsonl")),
-               "the big table's file and one finished table", process)
+               "the big table's ranges and one finished table", process)
     busy = cli("verify", "--skip-checksum")  # meanwhile, a second command on the same data directory
     assert busy.exit_code == 1
     assert error_line(busy.output).startswith(f"Error: the data directory {data_dir} is in use by `supamove export` "
@@ -362,6 +369,7 @@ def test_ctrl_c_during_export_cancels_the_copy_and_the_rerun_resumes(cli, dbs, d
     assert result.exit_code == 0, result.output
 
     assert entries(data_dir)["public.fault_big"]["rowCount"] == rows
+    assert not list(data_dir.rglob("*.partial"))
 
 
 def test_ctrl_c_during_import_rolls_the_table_back_and_the_rerun_resumes(cli, dbs, data_dir: Path) -> None:

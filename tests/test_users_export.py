@@ -151,3 +151,7 @@ def test_odd_users_are_carried_or_failed_one_by_one(cli, exported: Path, stack: 
     assert report_of(exported)[fixtures.user_uuid("taken")]["status"] == "migrated"
     assert [(p["id"], p["account_id"]) for p in stack_user(stack, exported, "taken")["oauth_providers"]] == [
         ("github", taken)]
+    dry = cli("migrate-users", "--dry-run")  # after the real runs: nothing left to carry
+    assert dry.exit_code == 0, dry.output
+    assert ("Second factors: 0 TOTP factors will be carried (2 more set by an earlier run); 2 users have a factor "
+            "that cannot be carried." in " ".join(dry.output.split()))

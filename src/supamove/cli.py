@@ -6,7 +6,7 @@ import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -57,11 +57,13 @@ def jobs_option(what: str) -> Callable[[F], F]:
     return click.option("--jobs", default=2, show_default=True, type=click.IntRange(min=1), help=f"{what} in parallel.")
 
 
-user_id_options = options(
+read_options = options(  # how the export reads the tables: shared by export and migrate
     click.option("--user-id-column", "user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN",
                  help="A column holding Supabase user ids that no foreign key shows (repeatable)."),
     click.option("--not-user-id-column", "not_user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN",
-                 help="A column whose values look like user ids but are not: never remapped (repeatable)."))
+                 help="A column whose values look like user ids but are not: never remapped (repeatable)."),
+    click.option("--split-tables-larger-than", "split_larger_than_mb", default=64, show_default=True,
+                 type=click.IntRange(min=0), metavar="MB", help="Read a bigger table as block ranges at once (0: never)."))
 load_options = options(
     click.option("--disable-fk", is_flag=True, help="Faster: FK checks off during the load (superuser), checked after it."),
     click.option("--unmapped-users", type=click.Choice(["error", "null", "keep"]), default="error",
@@ -126,13 +128,12 @@ def schema_command(ctx: Context, schemas: Names, tables: Names, exclude_tables: 
 
 @command("export")
 @selection_options
-@user_id_options
+@read_options
 @jobs_option("Tables read")
 @click.option("--force", is_flag=True, help="Export every table again, even those a previous run finished.")
 @click.option("--auth-only", is_flag=True, help="Only the auth tables again, from a fresh snapshot; the rest kept.")
 @dry_run_options
-def export(ctx: Context, schemas: Names, tables: Names, exclude_tables: Names, user_id_columns: Names,
-           not_user_id_columns: Names, jobs: int, force: bool, auth_only: bool, dry_run: bool, as_json: bool) -> None:
+def export(ctx: Context, dry_run: bool, as_json: bool, **given: Any) -> None:
     """Export every application table and the auth users to JSON Lines files.
 
     All tables are read from one snapshot. A rerun after an interruption finishes the missing tables.
@@ -140,8 +141,7 @@ def export(ctx: Context, schemas: Names, tables: Names, exclude_tables: Names, u
     Example: supamove export --dry-run && supamove export
     """
     from supamove.export import ExportOptions, preview_export, run_export
-    options = ExportOptions(list(schemas), list(tables), list(exclude_tables), list(user_id_columns), jobs, force,
-                            list(not_user_id_columns), auth_only)
+    options = ExportOptions(**cast(dict[str, Any], {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}))
     if dry_run:
         plan = preview_export(ctx.source, options)
         return render.show(plan, as_json, render.show_export_plan, plan.failure())
@@ -219,7 +219,7 @@ def verify(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int, tables:
 
 
 @command("migrate")
-@options(selection_options, user_id_options, jobs_option("Tables read, loaded, compared"), load_options, concurrency_option)
+@options(selection_options, read_options, jobs_option("Tables read, loaded, compared"), load_options, concurrency_option)
 @keep_option
 @dry_run_options
 def migrate(ctx: Context, as_json: bool, **given: Any) -> None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import math
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 from psycopg import sql
@@ -19,7 +23,14 @@ from supamove.catalog import AppSchema, QualifiedName, Table
 from supamove.clock import now_iso
 from supamove.db import Endpoint, connect, connection, first_line
 from supamove.errors import ConfigError, SupamoveError
-from supamove.files import atomic_writer, remove_partials
+from supamove.files import (
+    PARTIAL,
+    PRIVATE,
+    atomic_writer,
+    disk_error,
+    partial_path,
+    remove_partials,
+)
 from supamove.log import get_logger
 from supamove.metadata import Metadata, SequenceState, TableEntry
 from supamove.paths import DataDir
@@ -31,6 +42,8 @@ COPY_BLOCK = 1 << 20
 # CSV with control characters as quote and delimiter passes each JSON line through untouched:
 # row_to_json escapes every control character, so none can appear in its output.
 COPY_OPTIONS = sql.SQL("(FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')")
+SPLIT_LARGER_THAN_MB = 64  # a table bigger than this is read as several block ranges at once
+PARTS_PER_JOB = 4  # at most this many ranges per job: the jobs stay busy to the end, the files stay few
 
 
 @dataclass
@@ -43,7 +56,8 @@ class ExportOptions:
     force: bool = False
     not_user_id_columns: list[str] = field(default_factory=list)
     auth_only: bool = False  # the auth tables alone, from a fresh snapshot: users ahead of the freeze
-    auth_first: bool = False  # the auth tables copied first (beside the biggest): users migrate while the rest export
+    split_larger_than_mb: int = SPLIT_LARGER_THAN_MB  # 0: never split a table
+    auth_first: bool = False  # the auth tables copied first: users can migrate while the rest export
 
     def __post_init__(self) -> None:
         picked = self.tables or self.exclude_tables or self.user_id_columns or self.not_user_id_columns
@@ -91,6 +105,23 @@ class ValueCheck:
                 "as it is")
 
 
+@dataclass(frozen=True)
+class Part:
+    """Blocks `start` to `end` (excluded; None: to the end) of a table: one of the ranges read at once."""
+
+    number: int  # from 1
+    count: int
+    start: int
+    end: int | None
+
+    def condition(self) -> sql.Composable:
+        """The rows of these blocks: a TID range scan (PostgreSQL 14 and later) reads only them."""
+        bounds = [sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({self.start},0)"))] if self.start else []
+        if self.end is not None:
+            bounds.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({self.end},0)")))
+        return sql.SQL(" AND ").join(bounds)
+
+
 @dataclass
 class ExportPlan:
     groups: list[list[Table]]
@@ -101,6 +132,7 @@ class ExportPlan:
     unexported: list[AppSchema] = field(default_factory=list)
     free_sequences: list[tuple[str, str]] = field(default_factory=list)
     values: ValueCheck | None = None
+    parts: dict[tuple[str, str], list[Part]] = field(default_factory=dict)  # the tables read as block ranges
 
     @property
     def tables(self) -> list[Table]:
@@ -135,7 +167,8 @@ class ExportPlan:
         """`export --dry-run --json`: the tables in load order, the auth tables, FK cycles and notes."""
         def table(t: Table) -> dict[str, Any]:
             return {"schema": t.schema, "table": t.name, "estimatedRows": t.estimated_rows,
-                    "sizeBytes": t.size_bytes, "userIdColumns": list(t.user_id_columns)}
+                    "sizeBytes": t.size_bytes, "userIdColumns": list(t.user_id_columns),
+                    "parts": len(self.parts.get(t.key, [])) or 1}
 
         return {"schemas": self.schemas, "tables": [table(t) for t in self.tables],
                 "authTables": [table(t) for t in self.auth_tables],
@@ -203,7 +236,40 @@ def plan_export(conn: psycopg.Connection, options: ExportOptions) -> ExportPlan:
     version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
     unexported = [s for s in apps if s.name not in schemas]
     return ExportPlan(catalog.load_order(tables), auth, present, version, schemas, unexported,
-                      catalog.free_sequences(conn, schemas))
+                      catalog.free_sequences(conn, schemas), parts=split_tables(conn, tables, options))
+
+
+# Each plain table's size (heap and TOAST) and heap blocks. The blocks counted now, a moment after the
+# snapshot, can only be more than the snapshot sees, and the last range is open-ended anyway.
+SIZES_SQL = """
+SELECT n.nspname, c.relname, pg_table_size(c.oid), pg_relation_size(c.oid) / current_setting('block_size')::bigint
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN unnest(%s::text[], %s::text[]) u(s, t) ON (u.s, u.t) = (n.nspname, c.relname)
+WHERE c.relkind = 'r'
+"""
+
+
+def split_tables(conn: psycopg.Connection, tables: list[Table], options: ExportOptions) -> dict[tuple[str, str], list[Part]]:
+    """The tables larger than --split-tables-larger-than, each as block ranges of about that size.
+
+    Partitioned tables are not split (their partitions are read as one), nor is anything on a
+    server older than PostgreSQL 14, which has no TID range scan: every range would read the whole table.
+    """
+    limit = options.split_larger_than_mb * 1024 * 1024
+    if not limit or not tables or conn.info.server_version < 140000:
+        return {}
+    rows = conn.execute(SIZES_SQL, ([t.schema for t in tables], [t.name for t in tables])).fetchall()
+    most = PARTS_PER_JOB * max(1, options.jobs)
+    split = {(schema, name): block_ranges(int(blocks), min(math.ceil(size / limit), most))
+             for schema, name, size, blocks in rows if size > limit}
+    return {key: parts for key, parts in split.items() if len(parts) > 1}
+
+
+def block_ranges(blocks: int, count: int) -> list[Part]:
+    """`count` ranges of about as many blocks each, the first from block 0, the last to the end."""
+    count = max(1, min(count, blocks))
+    bounds = [blocks * i // count for i in range(count + 1)]
+    return [Part(i + 1, count, bounds[i], None if i == count - 1 else bounds[i + 1]) for i in range(count)]
 
 
 def check_patterns(tables: list[Table], auth: list[Table], options: ExportOptions) -> None:
@@ -260,8 +326,8 @@ def apply_value_check(plan: ExportPlan, check: ValueCheck) -> None:
                     for t in group] for group in plan.groups]
 
 
-def select_rows(table: Table) -> sql.Composed:
-    """One JSON object per row, encoded by PostgreSQL in the canonical text form of each type."""
+def select_rows(table: Table, part: Part | None = None) -> sql.Composed:
+    """One JSON object per row (of one block range, given `part`), each type in its canonical text form."""
     items: list[sql.Composable] = []
     for col in table.columns:
         ident = sql.Identifier(col.name)
@@ -270,14 +336,16 @@ def select_rows(table: Table) -> sql.Composed:
         else:
             items.append(ident)
     only = sql.SQL("") if table.partitioned else sql.SQL("ONLY ")
-    inner = sql.SQL("SELECT {} FROM {}{}").format(
-        sql.SQL(", ").join(items), only, sql.Identifier(table.schema, table.name))
+    where = sql.SQL(" WHERE {}").format(part.condition()) if part else sql.SQL("")
+    inner = sql.SQL("SELECT {} FROM {}{}{}").format(
+        sql.SQL(", ").join(items), only, sql.Identifier(table.schema, table.name), where)
     return sql.SQL("SELECT row_to_json(r.*)::text FROM ({}) r").format(inner)
 
 
-def copy_table(conn: psycopg.Connection, table: Table, path: Path, progress: Progress) -> tuple[int, int, str]:
-    """Stream one table into `path`; returns rows, bytes and SHA-256."""
-    query = sql.SQL("COPY ({}) TO STDOUT {}").format(select_rows(table), COPY_OPTIONS)
+def copy_table(conn: psycopg.Connection, table: Table, out: IO[bytes], progress: Progress,
+               part: Part | None = None) -> tuple[int, int, Any]:
+    """Stream one table (or one range of it) into `out`; returns rows, bytes and the SHA-256 of them."""
+    query = sql.SQL("COPY ({}) TO STDOUT {}").format(select_rows(table, part), COPY_OPTIONS)
     digest = hashlib.sha256()
     rows = size = 0
     block = bytearray()
@@ -293,13 +361,13 @@ def copy_table(conn: psycopg.Connection, table: Table, path: Path, progress: Pro
         block.clear()
 
     # COPY yields one message per row: work per block of rows, not per row.
-    with atomic_writer(path) as out, conn.cursor() as cur, cur.copy(query) as copy:
+    with conn.cursor() as cur, cur.copy(query) as copy:
         for chunk in copy:
             block += chunk
             if len(block) >= COPY_BLOCK:
                 flush()
         flush()
-    return rows, size, digest.hexdigest()
+    return rows, size, digest
 
 
 @contextmanager
@@ -359,26 +427,24 @@ def _export_tables(source: Endpoint, snapshot: str, plan: ExportPlan, options: E
     for item in done:
         log.info("skipping %s: exported by a previous run (use --force to export it again)", item.qualified)
         watch.table_done(item.key)
-    work.sort(key=lambda t: -t.size_bytes)
-    if options.auth_first:
-        work = _auth_first(work, options.jobs)
     # The value check reads on a connection of its own, in the same snapshot, while the tables copy.
     with ThreadPoolExecutor(max_workers=max(1, options.jobs) + 1) as pool:
         check = pool.submit(_check_in_snapshot, source, snapshot, plan, options)
-        copies = [pool.submit(_export_one, source, snapshot, t, meta, progress, watch.table_done) for t in work]
+        copies = [pool.submit(task) for task in _copy_tasks(source, snapshot, work, plan, meta, progress,
+                                                            options.auth_first)]
+        for copy in copies:
+            copy.add_done_callback(functools.partial(_tell_finished, watch))
         _record_value_check(meta, plan, check, copies)
         watch.values_checked()
-        results = [f.result() for f in copies]
+        results = [r for r in (f.result() for f in copies) if r is not None]
     ordered = {t.key: i for i, t in enumerate(planned)}
     return sorted(done + results, key=lambda r: ordered[r.key])
 
 
-def _auth_first(work: list[Table], jobs: int) -> list[Table]:
-    """The auth tables before the others, beside the biggest one when two or more are copied at once (each the
-    start of a longer chain: the users created from the first, the biggest table loaded from the other)."""
-    auth = [t for t in work if t.schema == "auth"]
-    rest = [t for t in work if t.schema != "auth"]
-    return rest[:1] + auth + rest[1:] if jobs > 1 else auth + rest
+def _tell_finished(watch: ExportWatch, copy: Future[TableExport | None]) -> None:
+    """A copy that finished its table (not only a range of it) tells the watch, from the copy's thread."""
+    if not copy.cancelled() and copy.exception() is None and (done := copy.result()) is not None:
+        watch.table_done(done.key)
 
 
 def run_auth_export(source: Endpoint, datadir: DataDir, progress: Progress | None = None) -> ExportResult:
@@ -422,7 +488,7 @@ def _check_in_snapshot(source: Endpoint, snapshot: str, plan: ExportPlan, option
 
 
 def _record_value_check(meta: Metadata, plan: ExportPlan, check: Future[ValueCheck],
-                        copies: list[Future[TableExport]]) -> None:
+                        copies: list[Future[TableExport | None]]) -> None:
     """Columns found by value join the user-id columns in metadata.json; a mixed column stops the export."""
     if check.exception() is not None:
         for copy in copies:
@@ -490,14 +556,50 @@ def _resumed(entry: TableEntry) -> TableExport:
     return TableExport(entry.schema, entry.name, entry.row_count or 0, entry.bytes or 0, 0.0, resumed=True)
 
 
-def _export_one(source: Endpoint, snapshot: str, table: Table, meta: Metadata, progress: Progress,
-                done: Callable[[tuple[str, str]], None] = lambda key: None) -> TableExport:
+def _copy_tasks(source: Endpoint, snapshot: str, work: list[Table], plan: ExportPlan, meta: Metadata,
+                progress: Progress, auth_first: bool = False) -> list[Callable[[], TableExport | None]]:
+    """One copy per table, or per block range of a split table; the biggest first (`auth_first`: the auth tables)."""
+    tasks: list[tuple[float, Callable[[], TableExport | None]]] = []
+    for table in work:
+        size = math.inf if auth_first and table.schema == "auth" else table.size_bytes
+        parts = plan.parts.get(table.key, [])
+        if not parts:
+            tasks.append((size, functools.partial(_export_one, source, snapshot, table, meta, progress)))
+            continue
+        split = SplitTable(table, parts, meta.datadir.table_file(table.schema, table.name))
+        tasks += [(size / len(parts), functools.partial(_export_part, source, snapshot, split, part, meta,
+                                                        progress)) for part in parts]
+    tasks.sort(key=lambda task: -task[0])  # stable: a table's ranges stay in block order
+    return [task for _, task in tasks]
+
+
+def _export_one(source: Endpoint, snapshot: str, table: Table, meta: Metadata, progress: Progress) -> TableExport:
     started = time.monotonic()
     progress.start(table.qualified, table.estimated_rows or None)
     path = meta.datadir.table_file(table.schema, table.name)
+    with _read_errors(source, table), snapshot_reader(source, snapshot) as conn, atomic_writer(path) as out:
+        rows, size, digest = copy_table(conn, table, out, progress)
+    return _finished(table, meta, snapshot, progress, (rows, size, digest.hexdigest()), started)
+
+
+def _export_part(source: Endpoint, snapshot: str, split: SplitTable, part: Part, meta: Metadata,
+                 progress: Progress) -> TableExport | None:
+    """One block range of a split table; the last range to finish joins the files and returns the table."""
+    split.begin(progress)
+    path = split.part_path(part)
+    with _read_errors(source, split.table), snapshot_reader(source, snapshot) as conn, _range_file(path) as out:
+        copied = copy_table(conn, split.table, out, progress, part)
+    log.debug("exported %s range %d of %d: %d rows", split.table.qualified, part.number, part.count, copied[0])
+    if not split.done(part, copied):
+        return None
+    return _finished(split.table, meta, snapshot, progress, split.join(), split.started)
+
+
+@contextmanager
+def _read_errors(source: Endpoint, table: Table) -> Iterator[None]:
+    """A table the source refuses, or a lost connection, as an error that names the table and the fix."""
     try:
-        with snapshot_reader(source, snapshot) as conn:
-            rows, size, sha = copy_table(conn, table, path, progress)
+        yield
     except psycopg.errors.InsufficientPrivilege:  # the message says it all: the cause would repeat it
         quoted = sql.Identifier(table.schema, table.name).as_string(None)
         raise source.error(f"permission denied reading {table.qualified}",
@@ -506,12 +608,82 @@ def _export_one(source: Endpoint, snapshot: str, table: Table, meta: Metadata, p
     except psycopg.OperationalError as exc:
         raise source.error(f"lost the source connection while exporting {table.qualified}: {first_line(exc)}",
                            "check the source is up, then run `supamove export` again: finished tables are kept") from exc
+
+
+def _finished(table: Table, meta: Metadata, snapshot: str, progress: Progress, copied: tuple[int, int, str],
+              started: float) -> TableExport:
+    """The table's file is whole: metadata.json says so."""
+    rows, size, sha = copied
     progress.finish(table.qualified)
     meta.finish_table(table.key, rows, size, sha, snapshot, now_iso())
-    done(table.key)
     seconds = time.monotonic() - started
     log.debug("exported %s: %d rows, %d bytes in %.1fs", table.qualified, rows, size, seconds)
     return TableExport(table.schema, table.name, rows, size, seconds)
+
+
+class SplitTable:
+    """A table read as block ranges at once, each into a file of its own; the last one done joins them."""
+
+    def __init__(self, table: Table, parts: list[Part], path: Path) -> None:
+        self.table, self.parts, self.path = table, parts, path
+        self.started = 0.0
+        self._copied: dict[int, tuple[int, int, Any]] = {}  # rows, bytes and digest of each range written
+        self._lock = threading.Lock()
+
+    def part_path(self, part: Part) -> Path:
+        """`public.readings.jsonl.2.partial`: a killed run's ranges go with its other half-written files."""
+        return self.path.with_name(f"{self.path.name}.{part.number}{PARTIAL}")
+
+    def begin(self, progress: Progress) -> None:
+        """The first range to start starts the table's progress and clock."""
+        with self._lock:
+            if not self.started:
+                self.started = time.monotonic()
+                progress.start(self.table.qualified, self.table.estimated_rows or None)
+
+    def done(self, part: Part, copied: tuple[int, int, Any]) -> bool:
+        """Record one range; True for the last one."""
+        with self._lock:
+            self._copied[part.number] = copied
+            return len(self._copied) == len(self.parts)
+
+    def join(self) -> tuple[int, int, str]:
+        """The ranges in block order as the table's one file (what an unsplit export writes): rows, bytes, SHA-256."""
+        first, *rest = self.parts
+        digest = self._copied[first.number][2]  # the first range's file becomes the table's: its hash goes on
+        partial = partial_path(self.path)
+        try:
+            os.replace(self.part_path(first), partial)
+            with open(partial, "ab") as out:
+                for part in rest:
+                    _append(self.part_path(part), out, digest)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(partial, self.path)
+        except OSError as exc:
+            raise disk_error(self.path, exc) from exc
+        copied = self._copied.values()
+        return sum(c[0] for c in copied), sum(c[1] for c in copied), digest.hexdigest()
+
+
+def _append(path: Path, out: IO[bytes], digest: Any) -> None:
+    with open(path, "rb") as source:
+        while block := source.read(COPY_BLOCK * 8):
+            digest.update(block)
+            out.write(block)
+    path.unlink()
+
+
+@contextmanager
+def _range_file(path: Path) -> Iterator[IO[bytes]]:
+    """A range's file, owner-readable only; left behind by a failure, the next run removes it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE)
+    os.fchmod(fd, PRIVATE)
+    try:
+        with os.fdopen(fd, "wb", buffering=COPY_BLOCK) as handle:
+            yield handle
+    except OSError as exc:
+        raise disk_error(path, exc) from exc
 
 
 def _sequence_names(plan: ExportPlan) -> list[tuple[str, str]]:

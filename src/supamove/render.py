@@ -235,6 +235,8 @@ def show_export_plan(plan: ExportPlan) -> None:
     print_table("Export plan (dependency order)", ["#", "table", "est. rows", "size", "user-id columns"], rows)
     for group in plan.cycles:
         say(f"FK cycle or self-reference: {', '.join(t.qualified for t in group)} (loaded together)")
+    for key, parts in plan.parts.items():
+        say(f"{'.'.join(key)}: read as {len(parts)} block ranges at once (--split-tables-larger-than)")
     _notes(plan.notes)
     say(f"Platform schemas skipped: {', '.join(plan.skipped_schemas) or 'none present'}")
     say("Dry run: nothing was written.")
@@ -384,10 +386,11 @@ def _show_mfa(result: Any) -> None:
     """Second factors: how many TOTP secrets come along, and who keeps a factor Stack Auth cannot hold."""
     missing = result.mfa_not_carried
     will = "will be" if result.dry_run else "were"
-    if result.totp_carried or missing:
+    earlier = f" ({result.totp_done_earlier:,} more set by an earlier run)" if result.totp_done_earlier else ""
+    if result.totp_carried or missing or earlier:
         where = "" if result.dry_run else " (mfa-not-carried.json)"
-        say(f"Second factors: {result.totp_carried:,} TOTP factors {will} carried; {len(missing):,} users have a "
-            f"factor that cannot be carried{where}.")
+        say(f"Second factors: {result.totp_carried:,} TOTP factors {will} carried{earlier}; {len(missing):,} users "
+            f"have a factor that cannot be carried{where}.")
     for outcome in missing[:20]:
         reasons = "; ".join(f["reason"] for f in outcome.mfa_not_carried)
         say(f"  {outcome.supabase_user_id} {outcome.email or ''}: {reasons}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from supamove.errors import SupamoveError
-from supamove.export import ExportOptions
+from supamove.export import SPLIT_LARGER_THAN_MB, ExportOptions
 from supamove.importer import ImportOptions, TableImport, Unmapped
 from supamove.users.migrate import MigrateOptions
 from supamove.verify import VerifyOptions
@@ -46,6 +46,7 @@ class PipelineOptions:
     exclude_tables: list[str] = field(default_factory=list)
     user_id_columns: list[str] = field(default_factory=list)
     not_user_id_columns: list[str] = field(default_factory=list)
+    split_larger_than_mb: int = SPLIT_LARGER_THAN_MB
     jobs: int = 2
     disable_fk: bool = False
     unmapped_users: Unmapped = "error"
@@ -59,7 +60,8 @@ class PipelineOptions:
 
     def export(self) -> ExportOptions:
         return ExportOptions(self.schemas, self.tables, self.exclude_tables, self.user_id_columns, self.jobs,
-                             not_user_id_columns=self.not_user_id_columns, auth_first=True)
+                             not_user_id_columns=self.not_user_id_columns, split_larger_than_mb=self.split_larger_than_mb,
+                             auth_first=True)
 
     def users(self) -> MigrateOptions:
         return MigrateOptions(self.concurrency)

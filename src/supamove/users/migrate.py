@@ -25,7 +25,7 @@ from supamove.progress import NullProgress, Progress
 from supamove.usermap import UserMapping
 from supamove.users.client import EmailTaken, Rejected, StackAuthClient, supabase_id_of
 from supamove.users.journal import PendingJournal
-from supamove.users.plan import PlannedUser, plan_users
+from supamove.users.plan import TOTP_CARRIED, PlannedUser, plan_users
 from supamove.users.source import load_auth_export, normalize_email
 from supamove.users.sync import (
     IDENTITY_ADDED,
@@ -123,7 +123,13 @@ class MigrationResult:
 
     @property
     def totp_carried(self) -> int:
-        return sum(o.mfa == "totp" for o in self.outcomes)
+        """Users whose TOTP secret is in Stack Auth; in a dry run, those it would set (not those done earlier)."""
+        return sum(o.mfa == "totp" and o.status != "done" for o in self.outcomes)
+
+    @property
+    def totp_done_earlier(self) -> int:
+        """In a dry run: users of an earlier run whose TOTP secret that run set."""
+        return sum(o.mfa == "totp" and o.status == "done" for o in self.outcomes)
 
     @property
     def users_per_second(self) -> float:
@@ -294,6 +300,7 @@ class _Run:
                                totp_set=refused is None)
         if refused is not None and outcome.status != "failed":
             outcome.status, outcome.reason, outcome.mfa = "failed", refused, None
+            outcome.notes = [n for n in outcome.notes if n != TOTP_CARRIED]
             outcome.fix = "correct the cause, then run the same command again (the TOTP secret is set again)"
         return outcome
 
@@ -303,7 +310,10 @@ class _Run:
         if item.totp_secret_base64 is None or stack_id is None:
             return None, None
         try:
-            return None, self.client.update_user(stack_id, {"totp_secret_base64": item.totp_secret_base64})
+            # The same secret again changes nothing: a lost answer is sent again, and a 5xx that persists
+            # fails this user alone (set by the rerun), as a create's does.
+            return None, self.client.update_user(stack_id, {"totp_secret_base64": item.totp_secret_base64},
+                                                 recover=lambda: None)
         except Rejected as exc:
             return f"created, but Stack Auth refused its TOTP secret: {exc.message}", None
 

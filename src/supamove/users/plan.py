@@ -297,6 +297,9 @@ def cut_utf16(text: str, limit: int) -> str:
     return text
 
 
+TOTP_CARRIED = "verified TOTP factor carried (totp_secret_base64, requires_totp_mfa)"
+
+
 def plan_mfa(item: PlannedUser) -> None:
     """The newest verified TOTP factor carried; verified factors Stack Auth cannot hold noted; unverified ignored."""
     verified = [f for f in item.user.factors if f.get("status") == "verified"]
@@ -309,7 +312,7 @@ def plan_mfa(item: PlannedUser) -> None:
             secret, why = totp_base64(factor.get("secret"))
             if secret is not None:
                 item.totp_secret_base64, item.totp_factor_id = secret, str(factor.get("id"))
-                item.notes.append("verified TOTP factor carried (totp_secret_base64, requires_totp_mfa)")
+                item.notes.append(TOTP_CARRIED)
                 continue
             reason = str(why)
         item.mfa_not_carried.append({"factorId": str(factor.get("id")), "type": kind, "reason": reason})

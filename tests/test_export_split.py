@@ -1,0 +1,84 @@
+"""A table larger than --split-tables-larger-than is read as block ranges at once, from the one snapshot,
+and written as the same single file an unsplit export writes."""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+from pathlib import Path
+
+import orjson
+from conftest import EDGE, entries, flat, write_mapping
+from test_faults import BIG_FILE, BIG_ROWS, kill, make_big_table, wait_until
+
+from supamove.export import block_ranges
+
+SPLIT = ("--split-tables-larger-than", "1")  # fault_big (about 20 MB) becomes --jobs x 4 ranges
+
+
+def ids(path: Path) -> list[int]:
+    return [orjson.loads(line)["id"] for line in path.read_bytes().splitlines()]
+
+
+def test_block_ranges_cover_every_block_once() -> None:
+    parts = block_ranges(10, 3)
+    assert [(p.number, p.count, p.start, p.end) for p in parts] == [(1, 3, 0, 3), (2, 3, 3, 6), (3, 3, 6, None)]
+    assert [p.condition().as_string(None) for p in parts] == [
+        "ctid < '(3,0)'::tid", "ctid >= '(3,0)'::tid AND ctid < '(6,0)'::tid", "ctid >= '(6,0)'::tid"]
+    assert len(block_ranges(2, 8)) == 2  # never more ranges than blocks
+
+
+def test_a_split_table_is_exported_as_one_whole_file_and_loads(cli, dbs, data_dir: Path) -> None:
+    make_big_table(dbs)
+    plan = cli("export", *EDGE, *SPLIT, "--dry-run", "--json")
+    assert plan.exit_code == 0, plan.output
+    parts = {f"{t['schema']}.{t['table']}": t["parts"] for t in orjson.loads(plan.output)["tables"]}
+    assert parts["public.fault_big"] == 8 and {n for name, n in parts.items() if name != "public.fault_big"} == {1}
+    shown = cli("export", *EDGE, *SPLIT, "--dry-run")
+    assert "public.fault_big: read as 8 block ranges at once (--split-tables-larger-than)" in flat(shown.output)
+
+    result = cli("export", *EDGE, *SPLIT)
+    assert result.exit_code == 0, result.output
+    path = data_dir / BIG_FILE
+    entry = entries(data_dir)["public.fault_big"]
+    assert entry["complete"] and entry["rowCount"] == BIG_ROWS and entry["bytes"] == path.stat().st_size
+    assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert ids(path) == list(range(1, BIG_ROWS + 1))  # block order: the rows as one scan reads them
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not list(data_dir.rglob("*.partial"))
+    with dbs.source() as conn:  # the same bytes as PostgreSQL's own single scan writes
+        expected = conn.execute("SELECT string_agg(row_to_json(r.*)::text, E'\\n' ORDER BY id) FROM "
+                                "(SELECT id, payload, at::text AS at FROM public.fault_big) r").fetchone()[0]
+    assert path.read_bytes() == expected.encode() + b"\n"
+
+    write_mapping(dbs, data_dir)
+    assert cli("import").exit_code == 0
+    checked = cli("verify", "--tables", "fault_big")
+    assert checked.exit_code == 0, checked.output
+
+
+def test_a_split_table_reads_the_snapshot_and_a_killed_run_starts_it_again(cli, dbs, data_dir: Path) -> None:
+    make_big_table(dbs)
+    process = cli.process("export", *EDGE, *SPLIT, "--jobs", "1")
+    ranges = data_dir / "tables"
+    try:
+        wait_until(lambda: (ranges / "public.fault_big.jsonl.2.partial").exists(), "the second range's file", process)
+        kill(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not entries(data_dir)["public.fault_big"]["complete"]
+    assert (ranges / "public.fault_big.jsonl.1.partial").exists()  # a whole range, left for the rerun to remove
+
+    process = cli.process("export", *EDGE, *SPLIT, "--jobs", "1")  # one at a time: the ranges in order
+    wait_until(lambda: (ranges / "public.fault_big.jsonl.3.partial").exists(), "the third range's file", process)
+    with dbs.source() as conn:  # after the snapshot: rows added at the end, rows moved by an update, rows gone
+        conn.execute(f"INSERT INTO public.fault_big SELECT i, 'late', now() FROM generate_series({BIG_ROWS + 1}, "
+                     f"{BIG_ROWS + 5000}) i")
+        conn.execute("UPDATE public.fault_big SET payload = 'moved' WHERE id <= 5000")
+        conn.execute("DELETE FROM public.fault_big WHERE id > 145000")
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output
+    assert ids(data_dir / BIG_FILE) == list(range(1, BIG_ROWS + 1))
+    assert b"moved" not in (data_dir / BIG_FILE).read_bytes()
+    assert not list(data_dir.rglob("*.partial"))
