@@ -36,6 +36,8 @@ PROJECT, SECRET = "bench-project", "bench-secret-key-0123456789"
 VALUE_CHECK = "export's user-id value check"
 VERIFY_IDS = "verify's count of Supabase ids left"
 PGCOPYDB = "peer: pgcopydb copy table-data"
+MIGRATE = "supamove migrate --disable-fk"  # all five steps, every user created in a fresh Stack Auth
+MIGRATE_AHEAD = "supamove migrate (users ahead)"  # the same, the users migrated before: their sync pass only
 
 
 TIMING = re.compile(r"^(\S+ \S+) \w+ supamove\.\w+: (?:timing: (.+) in ([\d.]+)s|(STEP \S+: (?:started|finished)))")
@@ -90,6 +92,20 @@ def phased(measure: Measure, cmd: list[str], env: dict[str, str], log: Path) -> 
         measure.phases.setdefault("start-up (interpreter, imports, settings)", []).append(steps[0] - launched)
         measure.phases.setdefault("exit (summary, interpreter)", []).append(ended - steps[1])
     return rss
+
+
+def migrate(measure: Measure, cmd: list[str], env: dict[str, str]) -> float:
+    """Run `supamove migrate --json`; note when each step finished (seconds from the start) in `measure`."""
+    proc = subprocess.Popen([*cmd, "--json"], env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    out = proc.stdout.read() if proc.stdout else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    result = orjson.loads(out)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"supamove migrate failed: {result['error']}")
+    for step, times in result["steps"].items():
+        measure.phases.setdefault(f"{step} done at", []).append(times["finished"])
+    return usage.ru_maxrss / 1024
 
 
 def timed(measure: Measure, action: Callable[[], float | None]) -> None:
@@ -189,7 +205,8 @@ def benchmark(args: argparse.Namespace, work: Path, source: PostgresServer, targ
     log = work / "migration.log"
     jobs = ["--jobs", str(args.jobs)]
     names = ["reference: pg_dump + pg_restore", PGCOPYDB, "supamove export", "supamove import --disable-fk",
-             "supamove import (default)", "supamove verify", "floor: raw COPY pipe", "supamove migrate-users"]
+             "supamove import (default)", "supamove verify", "floor: raw COPY pipe", "supamove migrate-users", MIGRATE,
+             MIGRATE_AHEAD]
     m = {n: Measure(n, rows=rows, megabytes=mb) for n in names}
     m["supamove migrate-users"].rows = args.users + fixtures.seed_sizes(args.rows).users
     m[VALUE_CHECK] = Measure(VALUE_CHECK, rows=rows, megabytes=mb)
@@ -239,7 +256,33 @@ def benchmark(args: argparse.Namespace, work: Path, source: PostgresServer, targ
                 [*supamove, "migrate-users", "--concurrency", "8"], {**env, "STACK_AUTH_API_URL": url}))
         finally:
             fresh.stop()
+    migrate_runs(args, m, [*supamove, "migrate", "--disable-fk", *jobs], env, data, (tgt, tables))
     return m
+
+
+def migrate_runs(args: argparse.Namespace, m: dict[str, Measure], cmd: list[str], env: dict[str, str], data: Path,
+                 target: tuple[str, list[tuple[str, str]]]) -> None:
+    """`supamove migrate` from nothing (no export, no user, empty tables), then as the two-phase runbook's
+    window: the users migrated ahead into the same Stack Auth, their mapping kept, only the data from nothing."""
+    stack = None
+    try:
+        for _ in range(args.runs):
+            if stack is not None:
+                stack.stop()
+            shutil.rmtree(data, ignore_errors=True)
+            truncate(*target)
+            stack = StackAuthSandbox(PROJECT, SECRET).start()
+            timed(m[MIGRATE], lambda url=stack.url: migrate(m[MIGRATE], cmd, {**env, "STACK_AUTH_API_URL": url}))
+        for _ in range(args.runs):
+            assert stack is not None
+            for path in (data / "metadata.json", data / "tables", data / "auth", data / "verification-report.json"):
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            truncate(*target)
+            timed(m[MIGRATE_AHEAD], lambda url=stack.url: migrate(m[MIGRATE_AHEAD], cmd,
+                                                                  {**env, "STACK_AUTH_API_URL": url}))
+    finally:
+        if stack is not None:
+            stack.stop()
 
 
 def _keep_mapping(data: Path, work: Path) -> Path | None:
@@ -296,6 +339,11 @@ def report(args: argparse.Namespace, m: dict[str, Measure]) -> None:
         print(f"export + import --disable-fk / pgcopydb:            {fast / peer:.2f}")
         print(f"export + import (default)    / pgcopydb:            {safe / peer:.2f}")
         print(f"pg_dump + pg_restore         / pgcopydb:            {ref / peer:.2f}")
+        users = m["supamove migrate-users"].rows
+        print(f"migrate --disable-fk         / pgcopydb:            {m[MIGRATE].median / peer:.2f}   (goal <= 1.5; "
+              f"all five steps, {users:,} users created)")
+        print(f"migrate, users ahead         / pgcopydb:            {m[MIGRATE_AHEAD].median / peer:.2f}   "
+              f"(the window of the two-phase runbook: users synchronised, nothing changed)")
     else:
         print("pgcopydb: not installed (apt-get install pgcopydb), not measured")
     print(f"export + import --disable-fk / floor:               {fast / floor:.2f}")

@@ -10,6 +10,8 @@ import pytest
 PACKAGE = Path(__file__).parent.parent / "src" / "supamove"
 # One module or package per runbook step; none imports another, nor the CLI layer above them.
 STEPS = ("connections", "schema", "export", "users", "importer", "verify")
+# Above the steps: drives them as one run (`supamove migrate`); below the CLI layer, which calls it.
+PIPELINE = ("pipeline",)
 CLI_LAYER = ("cli", "render", "context", "sandbox")
 
 
@@ -37,8 +39,17 @@ def sources(*units: str) -> list[Path]:
 @pytest.mark.parametrize("step", STEPS)
 def test_a_step_imports_only_the_shared_modules_below_it(step: str) -> None:
     wrong = {f"{p.relative_to(PACKAGE)} imports supamove.{name}"
-             for p in sources(step) for name in supamove_imports(p) if name != step and name in STEPS + CLI_LAYER}
+             for p in sources(step) for name in supamove_imports(p)
+             if name != step and name in STEPS + PIPELINE + CLI_LAYER}
     assert not wrong, sorted(wrong)
+
+
+def test_only_the_cli_layer_imports_the_pipeline_and_it_imports_no_cli_module() -> None:
+    below = [p for p in PACKAGE.rglob("*.py") if unit_of(p) not in PIPELINE + CLI_LAYER]
+    wrong = {f"{p.relative_to(PACKAGE)} imports supamove.pipeline" for p in below if "pipeline" in supamove_imports(p)}
+    wrong |= {f"{p.relative_to(PACKAGE)} imports supamove.{name}"
+              for p in sources(*PIPELINE) for name in supamove_imports(p) if name in CLI_LAYER}
+    assert sources(*PIPELINE) and not wrong, sorted(wrong)
 
 
 def imported_packages(path: Path) -> set[str]:

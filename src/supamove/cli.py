@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -13,8 +12,7 @@ import click
 
 from supamove import __version__, render
 from supamove.context import Context
-from supamove.errors import SupamoveError, exit_codes
-from supamove.log import setup_logging
+from supamove.errors import exit_codes
 
 if TYPE_CHECKING:
     from supamove.importer import Unmapped
@@ -28,17 +26,16 @@ def _verbose() -> bool:
     return bool(click.get_current_context().find_root().params.get("verbose"))
 
 
-def step(func: F) -> F:
-    """Give the command a Context, and turn operator-fixable errors into one line and an exit code."""
-    @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-                  help="Data directory (default: MIGRATION_DATA_DIR, else ./migration-data).")
-    @functools.wraps(func)
-    def wrapper(data_dir: Path | None, **kwargs: Any) -> Any:
-        command = click.get_current_context().info_name
-        with render.failures_shown():
-            with Context.opened(data_dir, command, _verbose(), kwargs.get("dry_run"), kwargs.get("as_json", False)) as ctx:
-                return func(ctx, **kwargs)
-    return cast(F, wrapper)
+def command(name: str) -> Callable[[F], click.Command]:
+    """A runbook command: it gets a Context (see Context.run), and its --help ends with --data-dir and the exit codes."""
+    def make(func: F) -> click.Command:
+        @functools.wraps(func)
+        def wrapper(data_dir: Path | None, **kwargs: Any) -> Any:
+            return Context.run(func, data_dir, name, _verbose(), kwargs)
+        wrapper.__dict__.setdefault("__click_params__", []).insert(0, click.Option(  # the first given is listed last
+            ["--data-dir"], type=click.Path(path_type=Path), default=None, help="Data directory (default: MIGRATION_DATA_DIR, else ./migration-data)."))
+        return main.command(name, epilog=EPILOG)(wrapper)
+    return make
 
 
 def options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
@@ -60,6 +57,22 @@ def jobs_option(what: str) -> Callable[[F], F]:
     return click.option("--jobs", default=2, show_default=True, type=click.IntRange(min=1), help=f"{what} in parallel.")
 
 
+read_options = options(  # how the export reads the tables: shared by export and migrate
+    click.option("--user-id-column", "user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN",
+                 help="A column holding Supabase user ids that no foreign key shows (repeatable)."),
+    click.option("--not-user-id-column", "not_user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN",
+                 help="A column whose values look like user ids but are not: never remapped (repeatable)."),
+    click.option("--split-tables-larger-than", "split_larger_than_mb", default=64, show_default=True,
+                 type=click.IntRange(min=0), metavar="MB", help="Read a bigger table as block ranges at once (0: never)."))
+load_options = options(
+    click.option("--disable-fk", is_flag=True, help="Faster: FK checks off during the load (superuser), checked after it."),
+    click.option("--unmapped-users", type=click.Choice(["error", "null", "keep"]), default="error",
+                 show_default=True, help="A user id with no Stack Auth mapping: stop, set it NULL, or keep it."))
+concurrency_option = click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64),
+                                  help="Users created at once.")
+keep_option = click.option("--keep-supabase-ids", "keep", multiple=True, metavar="S.T.COLUMN", help="Kept on purpose (repeatable).")
+
+
 class RunbookGroup(click.Group):
     """Lists the commands in the order the runbook runs them (as this file defines them), not alphabetically."""
 
@@ -73,17 +86,16 @@ class RunbookGroup(click.Group):
 def main(verbose: bool) -> None:
     """Move an application off Supabase: data to PostgreSQL, users to Stack Auth.
 
-    The runbook: test-connections, schema, export, migrate-users, import, verify, send-password-resets; after 90 days,
-    purge-mapping. Settings come from the environment and .env. Results go to stdout, the rest to stderr.
+    The runbook: test-connections, schema, export, migrate-users, import, verify (or all five as one: migrate),
+    send-password-resets; after 90 days, purge-mapping. Settings: environment, .env. Results: stdout; the rest: stderr.
 
     Example: supamove demo (the whole runbook on throwaway servers, nothing to configure)
     """
     logging.captureWarnings(True)  # --verbose is read through click's context: see _verbose()
 
 
-@main.command("test-connections", epilog=EPILOG)
+@command("test-connections")
 @json_option
-@step
 def test_connections(ctx: Context, as_json: bool) -> None:
     """Check the source, the target and Stack Auth: reachable, version, TLS, latency, what would break a later step.
 
@@ -94,13 +106,12 @@ def test_connections(ctx: Context, as_json: bool) -> None:
     render.show(report, as_json, render.show_connections, report.failure())
 
 
-@main.command("schema", epilog=EPILOG)
+@command("schema")
 @selection_options
 @click.option("--no-auth-shim", is_flag=True, help="No auth schema: leave out what calls auth.uid() and kin.")
 @click.option("--keep-roles", is_flag=True, help="Create anon, authenticated, service_role; keep grants, policies.")
 @click.option("--apply", "apply_schema", is_flag=True, help="Also create it in the target, in one transaction.")
 @dry_run_options
-@step
 def schema_command(ctx: Context, schemas: Names, tables: Names, exclude_tables: Names, no_auth_shim: bool, keep_roles: bool,
                    apply_schema: bool, dry_run: bool, as_json: bool) -> None:
     """Write the application's schema for the target: schema.sql and schema-report.json.
@@ -115,19 +126,13 @@ def schema_command(ctx: Context, schemas: Names, tables: Names, exclude_tables: 
     render.show(result, as_json, lambda r: render.show_schema_result(r, ctx.datadir, ctx.target.redacted if apply_schema else ""))
 
 
-@main.command("export", epilog=EPILOG)
+@command("export")
 @selection_options
-@click.option("--user-id-column", "user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN",
-              help="A column holding Supabase user ids that no foreign key shows (repeatable).")
-@click.option("--not-user-id-column", "not_user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN",
-              help="A column whose values look like user ids but are not: never remapped (repeatable).")
+@read_options
 @jobs_option("Tables read")
-@click.option("--split-tables-larger-than", "split_larger_than_mb", default=64, show_default=True, type=click.IntRange(min=0),
-              metavar="MB", help="Read a bigger table as block ranges at once (0: never).")
 @click.option("--force", is_flag=True, help="Export every table again, even those a previous run finished.")
 @click.option("--auth-only", is_flag=True, help="Only the auth tables again, from a fresh snapshot; the rest kept.")
 @dry_run_options
-@step
 def export(ctx: Context, dry_run: bool, as_json: bool, **given: Any) -> None:
     """Export every application table and the auth users to JSON Lines files.
 
@@ -145,12 +150,11 @@ def export(ctx: Context, dry_run: bool, as_json: bool, **given: Any) -> None:
     render.show_export_result(result, ctx.datadir)
 
 
-@main.command("migrate-users", epilog=EPILOG)
-@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64), help="Users created at once.")
+@command("migrate-users")
+@concurrency_option
 @click.option("--no-password-hashes", is_flag=True, help="Import no password hash: every such user gets a reset.")
 @click.option("--overwrite-changed", is_flag=True, help="Update users changed in Stack Auth meanwhile (else a conflict).")
 @dry_run_options
-@step
 def migrate_users_command(ctx: Context, concurrency: int, no_password_hashes: bool, overwrite_changed: bool, dry_run: bool,
                           as_json: bool) -> None:
     """Create every exported Supabase Auth user in Stack Auth and write user-mapping.json.
@@ -166,15 +170,12 @@ def migrate_users_command(ctx: Context, concurrency: int, no_password_hashes: bo
     render.show(result, as_json, render.show_user_outcomes, result.failure())
 
 
-@main.command("import", epilog=EPILOG)
-@click.option("--disable-fk", is_flag=True, help="Faster: FK checks off during the load (superuser), checked after it.")
+@command("import")
 @click.option("--truncate-first", is_flag=True, help="Empty every planned table and forget its progress, after asking.")
-@click.option("--unmapped-users", type=click.Choice(["error", "null", "keep"]), default="error",
-              show_default=True, help="A user id with no Stack Auth mapping: stop, set it NULL, or keep it.")
+@load_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before --truncate-first empties tables.")
 @jobs_option("Tables loaded")
 @dry_run_options
-@step
 def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmapped_users: Unmapped, yes: bool, jobs: int,
                    dry_run: bool, as_json: bool) -> None:
     """Load the exported tables into the target (DATABASE_URL), user ids remapped.
@@ -190,23 +191,19 @@ def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmappe
         plan = plan_import(target, ctx.datadir, options)
         return render.show(plan, as_json, render.show_import_plan, plan.failure(dry_run=True))
     if truncate_first and not yes:
-        if not sys.stdin.isatty():
-            raise SupamoveError("--truncate-first empties the planned target tables and needs a confirmation", fix="run it in a terminal to answer the question, or add --yes")
-        if not click.confirm(f"Empty every planned table in the target ({target.redacted}) before loading?", err=True):
-            raise SupamoveError("nothing truncated, nothing loaded: the answer was no", fix="answer yes to empty the tables, or run `supamove import` without --truncate-first")
+        ctx.confirm_truncate(target, functools.partial(click.confirm, err=True))
     with render.progress("rows") as progress:
         result = run_import(target, ctx.datadir, options, progress)
     render.show_import_result(result, ctx.target.redacted)
 
 
-@main.command("verify", epilog=EPILOG)
+@command("verify")
 @click.option("--skip-checksum", is_flag=True, help="Compare row counts only (quick; before import too).")
 @click.option("--max-diffs", default=10, show_default=True, metavar="N", help="Differing rows reported per table.")
 @jobs_option("Tables compared")
 @tables_option
-@click.option("--keep-supabase-ids", "keep", multiple=True, metavar="S.T.COLUMN", help="Kept on purpose (repeatable).")
+@keep_option
 @json_option
-@step
 def verify(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int, tables: Names, keep: Names, as_json: bool) -> None:
     """Compare the source and the target: structure, row counts, checksums, user ids, sequences.
 
@@ -221,11 +218,28 @@ def verify(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int, tables:
     render.show(report, as_json, render.show_verify_report, report.failure())
 
 
-@main.command("send-password-resets", epilog=EPILOG)
+@command("migrate")
+@options(selection_options, read_options, jobs_option("Tables read, loaded, compared"), load_options, concurrency_option)
+@keep_option
+@dry_run_options
+def migrate(ctx: Context, as_json: bool, **given: Any) -> None:
+    """The cutover in one run: test-connections, export, migrate-users, import and verify, overlapped.
+
+    The same files and state as the separate commands: a rerun, or any of them, resumes where it stopped.
+
+    Example: supamove migrate --dry-run && supamove migrate --disable-fk
+    """
+    from supamove.pipeline import PipelineOptions, run_migrate
+    options = PipelineOptions(**given)  # the options are named as PipelineOptions' fields
+    with render.progress("rows", render.PIPELINE_UNITS, shown=not options.dry_run) as progress:
+        result = run_migrate(ctx, ctx.datadir, options, progress)
+    render.show(result, as_json, render.show_migrate_result, result.failure)
+
+
+@command("send-password-resets")
 @click.option("--callback-url", default=None, metavar="URL", help="Your app's password-reset page (gets ?code=...).")
 @click.option("--resend-uncertain", is_flag=True, help="Send again where an earlier send lost its answer.")
 @dry_run_options
-@step
 def send_password_resets_command(ctx: Context, callback_url: str | None, resend_uncertain: bool, dry_run: bool, as_json: bool) -> None:
     """Send Stack Auth's password-reset e-mail to each user in password-reset-required.json not sent one before.
 
@@ -243,9 +257,8 @@ def send_password_resets_command(ctx: Context, callback_url: str | None, resend_
     render.show(result, False, render.show_resets, result.failure())
 
 
-@main.command("map-users", epilog=EPILOG)
+@command("map-users")
 @dry_run_options
-@step
 def map_users_command(ctx: Context, dry_run: bool, as_json: bool) -> None:
     """Rebuild user-mapping.json from users already in Stack Auth, creating none.
 
@@ -259,9 +272,8 @@ def map_users_command(ctx: Context, dry_run: bool, as_json: bool) -> None:
     render.show(result, as_json, render.show_user_matches)
 
 
-@main.command("purge-mapping", epilog=EPILOG)
+@command("purge-mapping")
 @click.option("--force", is_flag=True, help="Delete it even before its retainUntil date.")
-@step
 def purge_mapping_command(ctx: Context, force: bool) -> None:
     """Delete user-mapping.json once its retention period (retainUntil, 90 days) is over; before it, only with --force.
 
@@ -282,17 +294,6 @@ def demo(rows: int, keep: bool, workdir: Path | None) -> None:
 
     Example: supamove demo --rows 5000 --keep
     """
-    from supamove.sandbox.demo import run_demo
-    setup_logging(None, verbose=_verbose())  # no log file yet: an unexpected failure's traceback with --verbose
-    with render.failures_shown("the demo could not set up:", "fix: rerun with `supamove --verbose demo` for details"):
-        result = run_demo(rows, keep, workdir, _run_in_process, render.announce)
-        render.show(result, False, render.show_demo_result, result.failure())
+    from supamove.context import run_demo_command
+    run_demo_command(rows, keep, workdir, main, _verbose())
 
-
-def _run_in_process(args: Sequence[str]) -> int:
-    """Run one supamove command line in this process, as the operator would type it; its exit code."""
-    try:
-        main.main(args=(["--verbose"] if _verbose() else []) + list(args), prog_name="supamove")
-    except SystemExit as exc:  # click ends every command line with one, its usage errors shown
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return 0

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from supamove import __version__, interrupt
+from supamove import __version__, interrupt, render
 from supamove.config import Settings, load_settings, misspelled_settings
 from supamove.db import TRANSACTION_POOLER_WARNING, Endpoint
-from supamove.errors import ConfigError
+from supamove.errors import ConfigError, SupamoveError
 from supamove.files import check_can_create, lock_data_dir, writable_error
 from supamove.log import get_logger, setup_logging
 from supamove.paths import DataDir
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 log = get_logger("cli")
 # Commands that never touch the data directory: they neither take its lock nor need it writable.
 NO_DATA_DIR = {"test-connections"}
+# Commands with --dry-run whose real run prints its result as JSON with --json too (the others: the plan only).
+JSON_RESULT = {"migrate"}
 
 
 class Context:
@@ -37,6 +41,14 @@ class Context:
         log.debug("STEP %s: started (supamove %s, data dir %s)", command, __version__, self.datadir.root)
 
     @classmethod
+    def run(cls, func: Callable[..., Any], data_dir: Path | None, command: str, verbose: bool,
+            kwargs: dict[str, Any]) -> Any:
+        """Run a command's body with its context; an operator-fixable error becomes one line and an exit code."""
+        with render.failures_shown(), cls.opened(data_dir, command, verbose, kwargs.get("dry_run"),
+                                                 kwargs.get("as_json", False)) as ctx:
+            return func(ctx, **kwargs)
+
+    @classmethod
     @contextmanager
     def opened(cls, data_dir: Path | None, command: str | None, verbose: bool, dry_run: bool | None = None,
                as_json: bool = False) -> Iterator[Context]:
@@ -44,7 +56,7 @@ class Context:
 
         `dry_run` is None for a command without --dry-run; --json goes with a dry run's plan, never a real run.
         """
-        if as_json and dry_run is False:
+        if as_json and dry_run is False and command not in JSON_RESULT:
             raise ConfigError(f"{command} --json prints the dry run's plan", fix="add --dry-run")
         started = time.monotonic()
         ctx = cls(data_dir, command, verbose)
@@ -101,3 +113,22 @@ class Context:
         from supamove.users.client import StackAuthClient
 
         return StackAuthClient.from_settings(self.settings, concurrency=concurrency)
+
+    def confirm_truncate(self, target: Endpoint, confirm: Callable[[str], bool]) -> None:
+        """`import --truncate-first` empties tables only once the operator, at a terminal, says yes."""
+        if not sys.stdin.isatty():
+            raise SupamoveError("--truncate-first empties the planned target tables and needs a confirmation",
+                                fix="run it in a terminal to answer the question, or add --yes")
+        if not confirm(f"Empty every planned table in the target ({target.redacted}) before loading?"):
+            raise SupamoveError("nothing truncated, nothing loaded: the answer was no",
+                                fix="answer yes to empty the tables, or run `supamove import` without --truncate-first")
+
+
+def run_demo_command(rows: int, keep: bool, workdir: Path | None, cli: Any, verbose: bool) -> None:
+    """`supamove demo`: the runbook on throwaway servers, each of its commands run in this process as typed."""
+    from supamove.sandbox.demo import run_demo, run_in_process
+
+    setup_logging(None, verbose=verbose)  # no log file yet: an unexpected failure's traceback with --verbose
+    with render.failures_shown("the demo could not set up:", "fix: rerun with `supamove --verbose demo` for details"):
+        result = run_demo(rows, keep, workdir, functools.partial(run_in_process, cli, verbose), render.announce)
+        render.show(result, False, render.show_demo_result, result.failure())

@@ -57,6 +57,7 @@ class ExportOptions:
     not_user_id_columns: list[str] = field(default_factory=list)
     auth_only: bool = False  # the auth tables alone, from a fresh snapshot: users ahead of the freeze
     split_larger_than_mb: int = SPLIT_LARGER_THAN_MB  # 0: never split a table
+    auth_first: bool = False  # the auth tables copied first: users can migrate while the rest export
 
     def __post_init__(self) -> None:
         picked = self.tables or self.exclude_tables or self.user_id_columns or self.not_user_id_columns
@@ -66,6 +67,19 @@ class ExportOptions:
 
 
 ALL_SCHEMAS = "all"  # --schema all: every application schema
+
+
+@dataclass
+class ExportWatch:
+    """What a caller running later steps alongside the export is told, from the export's threads.
+
+    `table_done` gets the key of each table whose file is complete and recorded in metadata.json (at
+    once for those an earlier run finished); `values_checked` is called once the user-id value check
+    is recorded there, so every entry's user-id columns are final.
+    """
+
+    table_done: Callable[[tuple[str, str]], None] = lambda key: None
+    values_checked: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -370,11 +384,12 @@ def snapshot_reader(source: Endpoint, snapshot: str | None) -> Iterator[psycopg.
 
 
 def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
-               progress: Progress | None = None) -> ExportResult:
+               progress: Progress | None = None, watch: ExportWatch | None = None) -> ExportResult:
     """Export the planned tables and auth users; tables finished by an interrupted run are kept.
 
     A finished export is exported again only with --force; tables it holds that this run does not
     select keep their files and entries. With `auth_only`, only the auth tables, at any time.
+    `watch` is told of each finished table and of the value check (see ExportWatch).
     """
     if options.auth_only:
         return run_auth_export(source, datadir, progress)
@@ -389,7 +404,7 @@ def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
         plan = plan_export(main, options)
         datadir.ensure()
         meta = prepare_metadata(datadir, plan, options, source, snapshot, previous)
-        tables = _export_tables(source, snapshot, plan, options, meta, progress)
+        tables = _export_tables(source, snapshot, plan, options, meta, progress, watch or ExportWatch())
     meta.finish(now_iso())
     return ExportResult(plan, tables, time.monotonic() - started, snapshot, datadir)
 
@@ -404,21 +419,32 @@ def _check_options(options: ExportOptions) -> None:
 
 
 def _export_tables(source: Endpoint, snapshot: str, plan: ExportPlan, options: ExportOptions, meta: Metadata,
-                   progress: Progress) -> list[TableExport]:
+                   progress: Progress, watch: ExportWatch) -> list[TableExport]:
     """Copy the tables not finished yet, biggest first, while the value check runs; all of them in plan order."""
     planned = plan.tables + plan.auth_tables
     work = [t for t in planned if not meta.is_done(t.key)]
     done = [_resumed(meta.entry(*t.key)) for t in planned if t not in work]
     for item in done:
         log.info("skipping %s: exported by a previous run (use --force to export it again)", item.qualified)
+        watch.table_done(item.key)
     # The value check reads on a connection of its own, in the same snapshot, while the tables copy.
     with ThreadPoolExecutor(max_workers=max(1, options.jobs) + 1) as pool:
         check = pool.submit(_check_in_snapshot, source, snapshot, plan, options)
-        copies = [pool.submit(task) for task in _copy_tasks(source, snapshot, work, plan, meta, progress)]
+        copies = [pool.submit(task) for task in _copy_tasks(source, snapshot, work, plan, meta, progress,
+                                                            options.auth_first)]
+        for copy in copies:
+            copy.add_done_callback(functools.partial(_tell_finished, watch))
         _record_value_check(meta, plan, check, copies)
+        watch.values_checked()
         results = [r for r in (f.result() for f in copies) if r is not None]
     ordered = {t.key: i for i, t in enumerate(planned)}
     return sorted(done + results, key=lambda r: ordered[r.key])
+
+
+def _tell_finished(watch: ExportWatch, copy: Future[TableExport | None]) -> None:
+    """A copy that finished its table (not only a range of it) tells the watch, from the copy's thread."""
+    if not copy.cancelled() and copy.exception() is None and (done := copy.result()) is not None:
+        watch.table_done(done.key)
 
 
 def run_auth_export(source: Endpoint, datadir: DataDir, progress: Progress | None = None) -> ExportResult:
@@ -531,17 +557,18 @@ def _resumed(entry: TableEntry) -> TableExport:
 
 
 def _copy_tasks(source: Endpoint, snapshot: str, work: list[Table], plan: ExportPlan, meta: Metadata,
-                progress: Progress) -> list[Callable[[], TableExport | None]]:
-    """One copy per table, or per block range of a split table; the biggest first."""
+                progress: Progress, auth_first: bool = False) -> list[Callable[[], TableExport | None]]:
+    """One copy per table, or per block range of a split table; the biggest first (`auth_first`: the auth tables)."""
     tasks: list[tuple[float, Callable[[], TableExport | None]]] = []
     for table in work:
+        size = math.inf if auth_first and table.schema == "auth" else table.size_bytes
         parts = plan.parts.get(table.key, [])
         if not parts:
-            tasks.append((table.size_bytes, functools.partial(_export_one, source, snapshot, table, meta, progress)))
+            tasks.append((size, functools.partial(_export_one, source, snapshot, table, meta, progress)))
             continue
         split = SplitTable(table, parts, meta.datadir.table_file(table.schema, table.name))
-        tasks += [(table.size_bytes / len(parts), functools.partial(_export_part, source, snapshot, split, part, meta,
-                                                                    progress)) for part in parts]
+        tasks += [(size / len(parts), functools.partial(_export_part, source, snapshot, split, part, meta,
+                                                        progress)) for part in parts]
     tasks.sort(key=lambda task: -task[0])  # stable: a table's ranges stay in block order
     return [task for _, task in tasks]
 

@@ -24,3 +24,19 @@ class NullProgress:
 
     def finish(self, label: str) -> None:
         pass
+
+
+class Labelled:
+    """Another step's progress under the same display, its labels prefixed (`export public.readings`)."""
+
+    def __init__(self, inner: Progress, prefix: str) -> None:
+        self.inner, self.prefix = inner, prefix
+
+    def start(self, label: str, total: int | None) -> None:
+        self.inner.start(self.prefix + label, total)
+
+    def advance(self, label: str, n: int = 1) -> None:
+        self.inner.advance(self.prefix + label, n)
+
+    def finish(self, label: str) -> None:
+        self.inner.finish(self.prefix + label)

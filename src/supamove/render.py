@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from supamove.export import ExportPlan, ExportResult
     from supamove.importer import ImportPlan, ImportResult
     from supamove.paths import DataDir
+    from supamove.pipeline import MigrateResult
     from supamove.sandbox.demo import DemoResult
     from supamove.schema import SchemaResult
     from supamove.users.mapusers import MapResult
@@ -49,6 +50,7 @@ NUMERIC = {"rows", "bytes", "mb", "seconds", "rows/s", "est. rows", "size", "use
            "#"}
 UNBOUNDED = 10_000  # off a terminal (a file, a pipe), a table is as wide as it needs: never wrapped or cut
 PHASES = ("indexes and constraints", "foreign keys")  # a bar of work after the rows: no rate shown
+PIPELINE_UNITS = {"users": "users", "verify checksums": "tables", "verify tables": "tables"}  # `migrate`'s bars
 
 
 class Serialisable(Protocol):
@@ -491,3 +493,50 @@ def show_schema_result(result: SchemaResult, datadir: DataDir, target: str) -> N
     if result.applied is not None:
         say(f"Applied to the target ({target}) in one transaction: {result.applied.tables} tables "
             f"in {result.applied.seconds:.1f}s.")
+
+
+def show_migrate_result(result: MigrateResult) -> None:
+    """What each step of `migrate` did and when (seconds from the start): the overlap shows; then the verdicts."""
+    if result.connections is not None and not result.connections.ok:
+        show_connections(result.connections)
+    if result.export_plan is not None:
+        show_export_plan(result.export_plan)
+        say("The users' and the import's plans follow from the export: after it, `supamove migrate-users --dry-run` "
+            "and `supamove import --dry-run` show them.")
+        return
+    if result.export is not None:
+        _notes(result.export.plan.notes)
+    if result.users is not None and result.users.failure() is not None:
+        show_user_outcomes(result.users)
+    if result.verification is not None:
+        show_verify_report(result.verification)
+    print_table("Migration", ["step", "started", "finished", "result"],
+                [(name, f"{start:.1f}", f"{end:.1f}", _step_outcome(result, name)) for name, start, end in result.timeline])
+    if result.failure is None:
+        say(f"Migrated in {result.seconds:.1f}s: {result.loaded_rows:,} rows loaded, every table verified. "
+            f"A rerun of `supamove migrate` resumes or re-checks; nothing is done twice.")
+
+
+def _step_outcome(result: MigrateResult, step: str) -> str:
+    """One step's result in a few words, for the summary table."""
+    export, users, report = result.export, result.users, result.verification
+    if step == "test-connections":
+        return "every endpoint usable" if result.connections and result.connections.ok else "failed"
+    if step == "export" and export is not None:
+        kept = sum(t.resumed for t in export.tables)
+        return f"{len(export.tables) - kept} tables, {export.rows:,} rows" + (f" ({kept} kept from a previous run)"
+                                                                              if kept else "")
+    if step == "export":
+        return "finished by a previous run: kept (`supamove export --force` exports again)"
+    if step == "migrate-users" and users is not None:
+        return (f"{users.created:,} created, {len(users.outcomes) - len(users.failed):,} in Stack Auth, "
+                f"{len(users.failed):,} failed, {len(users.reset_required):,} need a password reset")
+    if step == "import":
+        loaded = [t for t in result.imported if not t.skipped]
+        return (f"{len(loaded)} tables, {result.loaded_rows:,} rows"
+                + (f" ({len(result.imported) - len(loaded)} loaded by a previous run)" if len(loaded) < len(result.imported) else "")
+                + (f"; {result.fk_checked} foreign keys checked" if result.fk_checked else ""))
+    if step == "verify" and report is not None:
+        summary = report.summary
+        return f"{summary['pass']} pass, {summary['warn']} warn, {summary['fail']} fail"
+    return "stopped" if result.failure is not None else ""

@@ -11,7 +11,7 @@
 - orphans: foreign keys checked after a --disable-fk load
 """
 
-from supamove.importer.load import run_import
+from supamove.importer.load import finish_import, run_import
 from supamove.importer.model import (
     ColumnLoad,
     ImportOptions,
@@ -26,5 +26,5 @@ from supamove.importer.scan import line_blocks
 
 __all__ = [
     "ColumnLoad", "ImportOptions", "ImportPlan", "ImportResult", "TableImport", "TablePlan", "Unmapped",
-    "line_blocks", "make_plan", "plan_import", "run_import",
+    "finish_import", "line_blocks", "make_plan", "plan_import", "run_import",
 ]

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import psycopg
 from psycopg import sql
@@ -101,11 +102,32 @@ def run_import(target: Endpoint, datadir: DataDir, options: ImportOptions,
         mark = _timing("planned", started)
         results = _load_groups(conn, target, plan, progress)
         mark = _timing("loaded", mark)
-        with _phase(progress, "every table: foreign keys", len(plan.tables) if options.disable_fk else 0):
-            checked = check_foreign_keys(conn, target, plan) if options.disable_fk else 0
-        _continue_free_sequences(conn, plan)
+        checked = _check_whole_load(conn, target, plan, progress) if options.only is None else 0
         _timing("foreign keys and sequences checked", mark)
     return ImportResult(plan, results, time.monotonic() - started, checked)
+
+
+def finish_import(target: Endpoint, datadir: DataDir, options: ImportOptions, progress: Progress | None = None) -> int:
+    """What `run_import` does once every table is loaded, for a caller that loaded them in parts (`options.only`).
+
+    Every table of the export must be loaded; then the foreign keys a --disable-fk load left unchecked are
+    checked and the sequences no table uses continue from the source. Returns the foreign keys checked.
+    """
+    with connection(target, autocommit=True) as conn:
+        plan = make_plan(conn, target, datadir, replace(options, only=None, truncate_first=False))
+        left = [t.qualified for t in plan.tables if not t.done]
+        if plan.failure() is not None or left:
+            raise plan.failure() or target.error(f"not loaded yet: {', '.join(left)}", "run `supamove import`")
+        return _check_whole_load(conn, target, plan, progress or NullProgress())
+
+
+def _check_whole_load(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, progress: Progress) -> int:
+    """After every table is loaded: the foreign keys a --disable-fk load skipped, the sequences no table uses."""
+    disable_fk = plan.options.disable_fk
+    with _phase(progress, "every table: foreign keys", len(plan.tables) if disable_fk else 0):
+        checked = check_foreign_keys(conn, target, plan) if disable_fk else 0
+    _continue_free_sequences(conn, plan)
+    return checked
 
 
 def _timing(what: str, since: float) -> float:

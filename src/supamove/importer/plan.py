@@ -48,8 +48,8 @@ def plan_import(target: Endpoint, datadir: DataDir, options: ImportOptions) -> I
 def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, options: ImportOptions,
               full_scan: bool = False) -> ImportPlan:
     """The plan, read on an open connection to the target; every file read in full only with `full_scan`."""
-    meta = Metadata.load(datadir)
-    entries = meta.tables
+    meta = Metadata.load(datadir, require_complete=options.only is None)
+    entries = [e for e in meta.tables if options.only is None or e.key in options.only]
     problems: list[SupamoveError] = []
     schemas = sorted({e.schema for e in entries})
     targets = {t.key: t for t in catalog.read_tables(conn, schemas)} if schemas else {}

@@ -39,6 +39,15 @@ STEPS: tuple[tuple[str, ...], ...] = (
 )
 
 RunCommand = Callable[[Sequence[str]], int]
+
+
+def run_in_process(command: Any, verbose: bool, args: Sequence[str]) -> int:
+    """Run one supamove command line (`command`: the CLI's group) in this process, as the operator would type it."""
+    try:
+        command.main(args=(["--verbose"] if verbose else []) + list(args), prog_name="supamove")
+    except SystemExit as exc:  # click ends every command line with one, its usage errors shown
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
 Announce = Callable[[str], None]
 
 

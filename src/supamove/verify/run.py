@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from supamove.log import get_logger
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
 from supamove.verify import checksum, sequences, structure
-from supamove.verify.checksum import Checksum
+from supamove.verify.checksum import Checksum, Relation
 from supamove.verify.locate import locate
 from supamove.verify.model import EMPTY_TARGET, TableCheck, VerifyOptions, VerifyReport
 from supamove.verify.plan import TableComparison, VerifyPlan, plan_tables
@@ -35,6 +36,8 @@ from supamove.verify.structure import Shape, TableKey
 from supamove.verify.supabase_ids import count_supabase_ids
 
 log = get_logger("verify")
+# A table's checksums computed before the run (as it was loaded), with the relations they were read as.
+Known = tuple[Relation, Relation, Checksum, Checksum]
 ROWS = "rows compared"  # a progress bar of its own, beside the tables'
 CHUNK_BLOCKS = 4096  # a table larger than twice this many blocks (32 MB) is checksummed in pieces
 
@@ -49,11 +52,16 @@ class Context:
     states: dict[str, dict[SeqKey, State]]
     kept: set[tuple[str, str, str]]
     mapping: bool
+    known: Mapping[TableKey, Known] = field(default_factory=dict)
 
 
 def run_verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: VerifyOptions,
-               progress: Progress | None = None) -> VerifyReport:
-    """Compare every table on both sides and write verification-report.json."""
+               progress: Progress | None = None, known: Mapping[TableKey, Known] | None = None) -> VerifyReport:
+    """Compare every table on both sides and write verification-report.json.
+
+    `known` holds checksums a caller computed already (`verify.ahead`, as each table was loaded): a table's
+    are used when they were read as this run reads the table, its rows unchanged since.
+    """
     progress = progress or NullProgress()
     started = time.monotonic()
     datadir.check_exists()
@@ -66,7 +74,7 @@ def run_verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: Ve
               "target": read_states(target, _sequence_names(plan, "target"))}
     jobs = max(1, options.jobs)
     pools = {"source": SidePool(source, jobs), "target": SidePool(target, jobs, mapping)}
-    context = Context(pools, options, shapes, states, plan.kept, mapping is not None)
+    context = Context(pools, options, shapes, states, plan.kept, mapping is not None, known or {})
     try:
         done = _compare_tables(plan, context, jobs, progress)
     finally:
@@ -148,7 +156,7 @@ def compare(pair: Pair, check: TableCheck, context: Context) -> None:
     if options.skip_checksum:
         check.source_rows, check.target_rows = pair.both(checksum.count_query, fetch=fetch_int)
     else:
-        ours, theirs = table_checksums(pair)
+        ours, theirs = known_checksums(pair, context) or table_checksums(pair)
         check.source_rows, check.target_rows = ours[0], theirs[0]
         check.source_checksum, check.target_checksum = digest(ours), digest(theirs)
     if check.target_rows == 0 and check.source_rows:
@@ -165,6 +173,15 @@ def compare(pair: Pair, check: TableCheck, context: Context) -> None:
     if context.mapping:
         count_supabase_ids(pair, check, {c for s, t, c in context.kept if (s, t) == pair.plan.table.key})
     check.failures += sequence_problems(pair, context.states)
+
+
+def known_checksums(pair: Pair, context: Context) -> tuple[Checksum, Checksum] | None:
+    """The table's checksums computed before this run, when read as this run reads the table."""
+    known = context.known.get(pair.plan.table.key)
+    if known is None or known[:2] != (pair.src_rel, pair.tgt_rel):
+        return None
+    log.debug("%s: checksums computed when it was loaded", pair.plan.table.qualified)
+    return known[2], known[3]
 
 
 def table_checksums(pair: Pair) -> tuple[Checksum, Checksum]:

@@ -1,0 +1,175 @@
+"""`supamove migrate`: test-connections, export, migrate-users, import and verify as one overlapped run.
+
+The export runs in this thread, the auth tables first; the users are created on a thread of their own as
+soon as the auth tables' files are complete; each application table is loaded (and checksummed) on
+another as soon as its file is complete, its FK parents loaded and, when it holds user ids, the mapping
+ready. Every step is the separate command's library function, writing the same files and state: a rerun,
+or any separate command, resumes from where this run stopped.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from supamove.connections import check_connections
+from supamove.errors import SupamoveError
+from supamove.export import ExportWatch, preview_export, run_export
+from supamove.importer import finish_import, run_import
+from supamove.log import get_logger
+from supamove.metadata import Metadata, TableEntry
+from supamove.paths import DataDir
+from supamove.pipeline.board import Board
+from supamove.pipeline.model import Endpoints, MigrateResult, PipelineOptions
+from supamove.progress import Labelled, NullProgress, Progress
+from supamove.users.migrate import migrate_users
+from supamove.verify import run_verify
+from supamove.verify.ahead import AheadChecksums
+from supamove.verify.run import Known
+
+log = get_logger("migrate")
+
+
+def run_migrate(env: Endpoints, datadir: DataDir, options: PipelineOptions,
+                progress: Progress | None = None) -> MigrateResult:
+    """Every step of the cutover; the result says what each did and holds the failure that stopped it."""
+    result = MigrateResult(dry_run=options.dry_run)
+    try:
+        _check_connections(env, result)
+        if options.dry_run:
+            result.export_plan = preview_export(env.source, options.export())
+            result.failure = result.export_plan.failure()
+        else:
+            Cutover(env, datadir.ensure(), options, progress or NullProgress(), result).run()
+    except SupamoveError as exc:  # the step's own error: shown after what the steps before it did
+        result.failure = exc
+    result.seconds = result.elapsed()
+    return result
+
+
+def _check_connections(env: Endpoints, result: MigrateResult) -> None:
+    result.begin("test-connections")
+    result.connections = check_connections(env.settings)
+    result.end("test-connections")
+    failure = result.connections.failure()
+    if failure is not None:
+        raise failure
+
+
+class Cutover:
+    """One run of the pipeline: the export here, the users and the loads on threads, then the checks of the whole."""
+
+    def __init__(self, env: Endpoints, datadir: DataDir, options: PipelineOptions, progress: Progress,
+                 result: MigrateResult) -> None:
+        self.env, self.datadir, self.options, self.result = env, datadir, options, result
+        self.progress = progress
+        self.source, self.target = env.source, env.checked_target()
+        self.board = Board(datadir, options.disable_fk)
+        self.checksums: AheadChecksums | None = None
+
+    def run(self) -> None:
+        """The export here, the other steps on their threads; after the first failure the work under way ends
+        (a batch of tables commits or rolls back, the users being created are recorded) and it is raised."""
+        threads = [threading.Thread(target=self._guarded, args=(work,), name=name, daemon=True)
+                   for name, work in (("users", self._users), ("loads", self._loads))]
+        for thread in threads:
+            thread.start()
+        try:
+            self._guarded(self._export)
+            self.board.update(lambda board: setattr(board, "export_over", True))
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.5)  # in steps: Ctrl-C reaches this thread
+        except KeyboardInterrupt as exc:
+            self.board.fail(exc)
+            raise
+        finally:
+            checksums = self.checksums.close() if self.checksums else {}
+        if self.board.failure is not None:
+            raise self.board.failure
+        self._finish(checksums)
+
+    def _guarded(self, work: Callable[[], None]) -> None:
+        """Run one step's work; its failure stops the others (the first failure is the one raised)."""
+        try:
+            work()
+        except BaseException as exc:
+            self.board.fail(exc)
+            if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+                raise
+
+    def _export(self) -> None:
+        board, result = self.board, self.result
+        meta = Metadata.previous(self.datadir)
+        if meta is not None and meta.complete:  # as `export` would refuse to: the finished export is kept
+            log.info("export: finished by a previous run at %s, kept (`supamove export --force` exports again)",
+                     meta.finished_at)
+            result.export_kept = True
+            result.begin("export")
+            result.end("export")
+            for entry in meta.entries:
+                if entry.complete:
+                    board.table_exported(entry.key)
+            board.values_checked()
+            return
+        result.begin("export")
+        watch = ExportWatch(board.table_exported, board.values_checked)
+        result.export = run_export(self.source, self.datadir, self.options.export(),
+                                   Labelled(self.progress, "export "), watch)
+        result.end("export")
+
+    def _users(self) -> None:
+        board = self.board
+        board.wait(lambda: board.users_may_start)
+        if board.failure is not None:
+            return
+        self.result.begin("migrate-users")
+        with self.env.stack_auth(self.options.concurrency) as client:
+            users = migrate_users(client, self.datadir, self.options.users(), self.progress)
+        self.result.users = users
+        self.result.end("migrate-users")
+        failure = users.failure()
+        if failure is not None:
+            raise failure
+        board.users_done()
+
+    def _loads(self) -> None:
+        """Load the tables as they become ready, each batch on --jobs connections, each checksummed once loaded."""
+        board = self.board
+        while True:
+            board.wait(lambda: board.loads_over or bool(board.ready()))
+            if board.failure is not None or board.loads_over:
+                return
+            with board.cond:
+                batch = board.ready()
+            self._load(batch)
+
+    def _load(self, batch: list[TableEntry]) -> None:
+        if "import" not in self.result.steps:
+            self.result.begin("import")
+        keys = frozenset(e.key for e in batch)
+        loaded = run_import(self.target, self.datadir, self.options.load(keys), Labelled(self.progress, "import "))
+        self.result.imported += loaded.tables
+        self.board.update(lambda board: board.loaded.update(keys))
+        if self.checksums is None:
+            self.result.begin("verify")
+            self.checksums = AheadChecksums(self.source, self.target, self.datadir, self.options.jobs,
+                                            Labelled(self.progress, "verify "))
+        for entry in batch:
+            self.checksums.add(entry)
+
+    def _finish(self, checksums: dict[tuple[str, str], Known]) -> None:
+        """What the import and verify do once for the whole: FKs after --disable-fk, sequences, the report."""
+        result = self.result
+        result.fk_checked = finish_import(self.target, self.datadir, self.options.load(),
+                                          Labelled(self.progress, "import "))
+        result.end("import")
+        if "verify" not in result.steps:
+            result.begin("verify")
+        report = run_verify(self.source, self.target, self.datadir, self.options.verify(),
+                            Labelled(self.progress, "verify "), checksums)
+        result.verification = report
+        result.end("verify")
+        failure = report.failure()
+        if failure is not None:
+            raise failure

@@ -1,0 +1,239 @@
+"""`supamove migrate`: the runbook's steps as one overlapped run, on real servers and the local Stack Auth.
+
+It must load what the separate commands load, leave the same files and state (so that it, or any separate
+command, resumes), stop at a failing step with that step's error, and finish after a kill with nothing doubled.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import orjson
+import psycopg
+import pytest
+from conftest import (
+    EDGE,
+    KEEP_JSON_IDS,
+    STACK_PROJECT,
+    STACK_SECRET,
+    error_line,
+    flat,
+    fresh_databases,
+    import_state,
+    metadata,
+    wait_for_copy_into,
+)
+from psycopg import sql
+from test_faults import BIG_FILE, BIG_ROWS, assert_users_once, kill, make_big_table, wait_until
+
+from supamove.sandbox.stackauth import StackAuthSandbox
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def report_statuses(data_dir: Path) -> set[str]:
+    report = orjson.loads((data_dir / "verification-report.json").read_bytes())
+    assert report["tables"], report
+    return {t["status"] for t in report["tables"]}
+
+
+def mapping(data_dir: Path) -> dict[str, str]:
+    """Stack Auth id -> Supabase id, from user-mapping.json."""
+    rows = orjson.loads((data_dir / "user-mapping.json").read_bytes())["mappings"]
+    return {m["stackAuthUserId"]: m["supabaseUserId"] for m in rows}
+
+
+def target_rows(url: str, tables: list[tuple[str, str]], back: dict[str, str]) -> dict[tuple[str, str], list[str]]:
+    """Every exported table's rows on the target, as sorted JSON text, Stack Auth ids turned back into Supabase ids."""
+    found = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for key in tables:
+            query = sql.SQL("SELECT row_to_json(_row.*)::text FROM {} AS _row").format(sql.Identifier(*key))
+            found[key] = sorted(UUID.sub(lambda m: back.get(m.group(), m.group()), r[0]) for r in conn.execute(query))
+    return found
+
+
+def test_migrate_loads_what_the_separate_commands_load(cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox,
+                                                       pg_source, pg_target, source_template, target_template,
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    assert result.exit_code == 0, result.output
+    assert report_statuses(data_dir) == {"pass"}
+    out = flat(result.output)
+    for step in ("test-connections", "export", "migrate-users", "import", "verify"):
+        assert f"│ {step} " in result.output or f" {step} " in out, out
+    assert "Migrated in" in out and "every table verified" in out
+    app_tables = [(e["schema"], e["name"]) for e in metadata(data_dir)["tables"]]
+    # Each table was checksummed as it was loaded, and the verification took those checksums.
+    log = (data_dir.parent / "migration.log").read_text()
+    assert log.count(": checksums computed when it was loaded") == len(app_tables)
+    ours = target_rows(dbs.target_url, app_tables, mapping(data_dir))
+    assert_users_once(stack_auth, data_dir)
+    assert len(import_state(dbs)) == len(app_tables)
+    # The separate commands find the work done, as after their own runs.
+    again = cli("import")
+    assert again.exit_code == 0 and flat(again.output).count("loaded by a previous run") == 2 * len(app_tables)
+
+    # The same source through the separate commands, into another target and another Stack Auth project.
+    with fresh_databases(pg_source, pg_target, source_template, target_template) as other, \
+            StackAuthSandbox(STACK_PROJECT, STACK_SECRET) as sandbox:
+        other_dir = tmp_path / "separate"
+        for name, value in {"SUPABASE_DB_URL": other.source_url, "DATABASE_URL": other.target_url,
+                            "MIGRATION_DATA_DIR": str(other_dir), "STACK_AUTH_API_URL": sandbox.url}.items():
+            monkeypatch.setenv(name, value)
+        for args in (["test-connections"], ["export", *EDGE], ["migrate-users"], ["import"], ["verify", *KEEP_JSON_IDS]):
+            assert cli(*args).exit_code == 0, args
+        theirs = target_rows(other.target_url, app_tables, mapping(other_dir))
+        assert set(mapping(other_dir).values()) == set(mapping(data_dir).values())
+    assert ours == theirs
+
+
+def test_a_failing_connection_stops_migrate_with_the_error_of_test_connections(cli, data_dir: Path,
+                                                                              stack_auth: StackAuthSandbox,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPABASE_DB_URL", "postgresql://postgres:pw@127.0.0.1:1/postgres?sslmode=disable")
+    alone = cli("test-connections")
+    result = cli("migrate")
+    assert result.exit_code == alone.exit_code == 1
+    assert error_line(result.output) == error_line(alone.output) == \
+        "Error: not every endpoint is usable (fix: correct the settings named above)"
+    assert "source (SUPABASE_DB_URL)" in result.output  # the table naming the endpoint at fault
+    assert not (data_dir / "metadata.json").exists()
+
+
+def test_a_failing_verification_ends_migrate_with_the_error_of_verify(cli, data_dir: Path,
+                                                                     stack_auth: StackAuthSandbox) -> None:
+    # edge.posts.meta keeps Supabase user ids inside JSON: without --keep-supabase-ids verify fails it.
+    result = cli("migrate", "--json", *EDGE)
+    assert result.exit_code == 7, result.output
+    alone = cli("verify")
+    assert alone.exit_code == 7
+    assert error_line(result.output) == error_line(alone.output)
+    assert "fail" in report_statuses(data_dir)
+    summary = orjson.loads(result.stdout)  # --json: the result alone on stdout, the error line on stderr
+    assert not summary["ok"] and summary["error"]["exitCode"] == 7 and summary["verify"]["fail"] == 1
+    assert list(summary["steps"]) == ["test-connections", "export", "migrate-users", "import", "verify"]
+    assert summary["import"]["tables"] == len(metadata(data_dir)["tables"]) and summary["export"]["rows"] > 2000
+
+
+@pytest.mark.parametrize(("stage", "mode"), [("export", []), ("import", ["--disable-fk"])],
+                         ids=["export-enforced", "import-disable-fk"])
+def test_killed_migrate_reruns_to_the_end_with_nothing_doubled(cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox,
+                                                              stage: str, mode: list[str]) -> None:
+    make_big_table(dbs)
+    process = cli.process("migrate", *EDGE, *KEEP_JSON_IDS, *mode)
+    try:
+        if stage == "export":
+            partial = data_dir / (BIG_FILE + ".partial")
+            wait_until(lambda: partial.exists() and partial.stat().st_size > 2_000_000, "the big table's file", process)
+        else:
+            wait_for_copy_into(dbs, "fault_big", process)
+        kill(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    result = cli("migrate", *EDGE, *KEEP_JSON_IDS, *mode)
+    assert result.exit_code == 0, result.output
+    assert report_statuses(data_dir) == {"pass"}
+    if mode:
+        assert re.search(r"\d+ foreign keys checked", flat(result.output)), result.output
+    state = import_state(dbs)
+    assert len(state) == len({(s, t) for s, t, _ in state}) == len(metadata(data_dir)["tables"])
+    assert ("public", "fault_big", BIG_ROWS) in state
+    with dbs.target() as conn:
+        assert conn.execute("SELECT count(*) FROM public.fault_big").fetchone()[0] == BIG_ROWS
+    assert_users_once(stack_auth, data_dir)
+
+
+def test_tables_with_user_ids_wait_for_the_mapping_and_the_others_do_not(cli, dbs, data_dir: Path,
+                                                                        stack_auth: StackAuthSandbox) -> None:
+    stack_auth.delay_next(1000, 0.15, match="POST /api/v1/users")  # the users take seconds: the loads go on
+    result = cli("migrate", "--concurrency", "2")
+    assert result.exit_code == 0, result.output
+    mapped_at = (data_dir / "user-mapping.json").stat().st_mtime
+    with dbs.target() as conn:
+        loaded = {(s, t): at.timestamp() for s, t, at in conn.execute(
+            "SELECT schema_name, table_name, loaded_at FROM _supamove.import_state")}
+        held = {r[0] for r in conn.execute("SELECT user_id::text FROM public.org_members")}
+    with_ids = {(e["schema"], e["name"]) for e in metadata(data_dir)["tables"] if e["userIdColumns"]}
+    assert ("public", "org_members") in with_ids and set(loaded) > with_ids
+    assert all(loaded[key] >= mapped_at for key in with_ids), (loaded, mapped_at)
+    assert any(at < mapped_at for key, at in loaded.items() if key not in with_ids), (loaded, mapped_at)
+    stack_ids = mapping(data_dir)
+    assert held and held <= set(stack_ids) and not held & set(stack_ids.values())
+
+
+def test_migrate_dry_run_checks_the_connections_and_shows_the_export_plan(cli, data_dir: Path,
+                                                                        stack_auth: StackAuthSandbox) -> None:
+    result = cli("migrate", "--dry-run", "--json", *EDGE)
+    assert result.exit_code == 0, result.output
+    plan = orjson.loads(result.stdout)
+    assert plan["dryRun"] and plan["ok"] and plan["connections"]["ok"] and plan["error"] is None
+    assert {t["table"] for t in plan["exportPlan"]["tables"]} >= {"readings", "org_members", "posts"}
+    assert list(plan["steps"]) == ["test-connections"]
+    assert not (data_dir / "metadata.json").exists()
+
+
+def test_ctrl_c_stops_migrate_within_seconds_and_the_rerun_finishes(cli, dbs, data_dir: Path,
+                                                                   stack_auth: StackAuthSandbox) -> None:
+    from test_safety import interrupt_and_wait
+
+    make_big_table(dbs)
+    process = cli.process("migrate", *EDGE, *KEEP_JSON_IDS)
+    wait_for_copy_into(dbs, "fault_big", process)
+    seconds, output = interrupt_and_wait(process)
+    assert process.returncode == 130, output
+    assert seconds < 5, (seconds, output)
+    assert "Traceback" not in output and "unexpected" not in output and "Run the same command again" in output
+    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    assert result.exit_code == 0, result.output
+    assert report_statuses(data_dir) == {"pass"}
+    assert_users_once(stack_auth, data_dir)
+
+
+def test_a_failing_import_stops_migrate_with_its_error_and_the_rerun_finishes(cli, dbs, data_dir: Path,
+                                                                             stack_auth: StackAuthSandbox) -> None:
+    with dbs.target() as conn:
+        conn.execute("ALTER TABLE edge.no_pk RENAME TO no_pk_elsewhere")
+    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    assert result.exit_code == 4, result.output
+    assert error_line(result.output) == ("Error: table edge.no_pk does not exist in the target (fix: create the "
+                                         "application schema on the target first (run your migrations))")
+    assert not (data_dir / "verification-report.json").exists()
+    assert "Migrated in" not in result.output and "│ import " in result.output
+    with dbs.target() as conn:
+        conn.execute("ALTER TABLE edge.no_pk_elsewhere RENAME TO no_pk")
+    loaded = import_state(dbs)
+    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    assert result.exit_code == 0, result.output
+    assert flat(result.output).count("loaded by a previous run") >= len(loaded)
+    assert report_statuses(data_dir) == {"pass"}
+
+
+def test_failed_users_stop_migrate_with_the_error_of_migrate_users_before_any_user_id_is_loaded(
+        cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox) -> None:
+    stack_auth.fail_next(1, 400, match="POST /api/v1/users")  # one user refused: migrate-users fails (6)
+    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    assert result.exit_code == 6, result.output
+    report = data_dir / "user-migration-report.json"
+    assert error_line(result.output) == (f"Error: 1 users failed (see {report}) (fix: correct the cause shown for "
+                                         "them, then run the same command again)")
+    with_ids = {(e["schema"], e["name"]) for e in metadata(data_dir)["tables"] if e["userIdColumns"]}
+    assert with_ids and not with_ids & {(s, t) for s, t, _ in import_state(dbs)}  # they wait for every user
+    assert not (data_dir / "verification-report.json").exists()
+    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    assert result.exit_code == 0, result.output
+    assert report_statuses(data_dir) == {"pass"}
+    assert_users_once(stack_auth, data_dir)
+
+
+def test_a_split_table_loads_once_its_block_ranges_are_joined(cli, dbs, data_dir: Path,
+                                                             stack_auth: StackAuthSandbox) -> None:
+    make_big_table(dbs)  # about 20 MB: read as 8 block ranges at once
+    result = cli("migrate", "--split-tables-larger-than", "1")
+    assert result.exit_code == 0, result.output
+    assert report_statuses(data_dir) == {"pass"}
+    assert ("public", "fault_big", BIG_ROWS) in import_state(dbs)
+    log = (data_dir.parent / "migration.log").read_text()
+    assert log.count("loaded public.fault_big: ") == 1 and "public.fault_big: checksums computed when" in log
