@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,14 +10,13 @@ import psycopg
 from psycopg import sql
 
 from supamove.db import Endpoint, connection, first_line
-from supamove.errors import DataFileError, SupamoveError
+from supamove.errors import DataFileError
 from supamove.files import export_again
-from supamove.importer.convert import copy_blocks, prefetched
 from supamove.importer.indexes import build_indexes, drop_indexes
 from supamove.importer.model import ImportOptions, ImportPlan, ImportResult, TableImport, TablePlan
 from supamove.importer.orphans import check_foreign_keys
 from supamove.importer.plan import make_plan
-from supamove.importer.scan import file_sha256, mismatch
+from supamove.importer.rows import copy_rows, record_loaded
 from supamove.importer.schedule import Connections, plan_jobs, run_jobs
 from supamove.importer.sequences import continue_free_sequences, set_sequences
 from supamove.importer.setaside import (
@@ -35,8 +32,6 @@ from supamove.progress import NullProgress, Progress
 
 log = get_logger("import")
 
-
-COPY_CONTEXT = re.compile(r"COPY [^\n]*?, line (\d+)(?:, column ([^:\n]+))?")
 
 
 STATE_DDL = """
@@ -152,26 +147,8 @@ def _load_table(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, ta
                 progress: Progress) -> TableImport:
     started = time.monotonic()
     progress.start(table.qualified, table.rows)
-    columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
-    query = sql.SQL("COPY {} ({}) FROM STDIN").format(table.ident, columns)
     indexes = drop_indexes(conn, table)
-    digest = hashlib.sha256()
-    try:
-        with conn.cursor() as cur, cur.copy(query) as copy, prefetched(copy_blocks(table, plan, digest)) as blocks:
-            rows = 0
-            for block, count in blocks:
-                copy.write(block)
-                rows += count
-                progress.advance(table.qualified, count)
-            if (damaged := mismatch(table, digest.hexdigest())) is not None:
-                raise damaged  # inside the COPY: the server drops what it received
-    # The server's CONTEXT quotes the row's value: the message names its line and column, the log stays free of data.
-    except (psycopg.errors.DataError, psycopg.errors.IntegrityError, DataFileError) as exc:
-        # A file changed since the export explains a bad line or value best.
-        changed = mismatch(table, file_sha256(table.path)) if table.path.exists() else None
-        if changed is not None or isinstance(exc, DataFileError):
-            raise changed or exc from None
-        raise _rejected(target, table, exc) from None
+    rows = copy_rows(conn, target, plan, table, progress)
     copied = time.monotonic() - started
     progress.finish(table.qualified)
     with _phase(progress, f"{table.qualified}: indexes and constraints", len(indexes)):
@@ -181,9 +158,7 @@ def _load_table(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, ta
                             fix=export_again(*table.key))
     set_sequences(conn, plan, table)
     seconds = time.monotonic() - started
-    conn.execute("INSERT INTO _supamove.import_state (schema_name, table_name, snapshot, sha256, row_count, "
-                 "fk_mode, seconds) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                 (*table.state_key, rows, "checked after load" if plan.options.disable_fk else "enforced", seconds))
+    record_loaded(conn, plan, table, rows, seconds)
     log.debug("loaded %s: %d rows in %.1fs", table.qualified, rows, seconds)
     return TableImport(table.schema, table.name, rows, seconds, copy_seconds=copied)
 
@@ -197,19 +172,5 @@ def _phase(progress: Progress, label: str, steps: int) -> Iterator[None]:
     if steps:
         progress.advance(label, steps)
         progress.finish(label)
-
-
-def _rejected(target: Endpoint, table: TablePlan, exc: psycopg.Error) -> SupamoveError:
-    """Name the file line and column the target refused (COPY reports them)."""
-    match = COPY_CONTEXT.search(exc.diag.context or "")
-    where = ""
-    if match:
-        where = f" at line {match.group(1)} of {table.path.name}"
-        if match.group(2):
-            where += f", column {match.group(2)}"
-    detail = f" ({exc.diag.message_detail})" if exc.diag.message_detail else ""
-    return target.error(f"the target rejected a row of {table.qualified}{where}: "
-                        f"{exc.diag.message_primary or first_line(exc)}{detail}",
-                        f"correct the value or the target column type; nothing of {table.qualified} was written")
 
 
