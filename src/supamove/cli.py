@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -13,7 +12,7 @@ import click
 
 from supamove import __version__, render
 from supamove.context import Context
-from supamove.errors import SupamoveError, exit_codes
+from supamove.errors import exit_codes
 from supamove.log import setup_logging
 
 if TYPE_CHECKING:
@@ -54,6 +53,10 @@ selection_options = options(
                  help="Schema to read (repeatable; default: public). Platform schemas are refused."),
     tables_option, click.option("--exclude-tables", multiple=True, metavar="PATTERN",
                                 help="Leave these tables out (name or schema.name, shell patterns; repeatable)."))
+
+
+split_option = click.option("--split-tables-larger-than", "split_larger_than_mb", default=64, show_default=True,
+                            type=click.IntRange(min=0), metavar="MB", help="Bigger tables go as ranges at once (0: never).")
 
 
 def jobs_option(what: str) -> Callable[[F], F]:
@@ -122,8 +125,7 @@ def schema_command(ctx: Context, schemas: Names, tables: Names, exclude_tables: 
 @click.option("--not-user-id-column", "not_user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN",
               help="A column whose values look like user ids but are not: never remapped (repeatable).")
 @jobs_option("Tables read")
-@click.option("--split-tables-larger-than", "split_larger_than_mb", default=64, show_default=True, type=click.IntRange(min=0),
-              metavar="MB", help="Read a bigger table as block ranges at once (0: never).")
+@split_option
 @click.option("--force", is_flag=True, help="Export every table again, even those a previous run finished.")
 @click.option("--auth-only", is_flag=True, help="Only the auth tables again, from a fresh snapshot; the rest kept.")
 @dry_run_options
@@ -173,10 +175,11 @@ def migrate_users_command(ctx: Context, concurrency: int, no_password_hashes: bo
               show_default=True, help="A user id with no Stack Auth mapping: stop, set it NULL, or keep it.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before --truncate-first empties tables.")
 @jobs_option("Tables loaded")
+@split_option
 @dry_run_options
 @step
 def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmapped_users: Unmapped, yes: bool, jobs: int,
-                   dry_run: bool, as_json: bool) -> None:
+                   split_larger_than_mb: int, dry_run: bool, as_json: bool) -> None:
     """Load the exported tables into the target (DATABASE_URL), user ids remapped.
 
     Each table (or FK cycle) loads in one transaction that records it: a rerun never loads a table twice.
@@ -184,16 +187,13 @@ def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmappe
     Example: supamove import --dry-run && supamove import
     """
     from supamove.importer import ImportOptions, plan_import, run_import
-    options = ImportOptions(disable_fk, truncate_first, unmapped_users, jobs)
+    options = ImportOptions(disable_fk, truncate_first, unmapped_users, jobs, split_larger_than_mb)
     target = ctx.checked_target()
     if dry_run:
         plan = plan_import(target, ctx.datadir, options)
         return render.show(plan, as_json, render.show_import_plan, plan.failure(dry_run=True))
-    if truncate_first and not yes:
-        if not sys.stdin.isatty():
-            raise SupamoveError("--truncate-first empties the planned target tables and needs a confirmation", fix="run it in a terminal to answer the question, or add --yes")
-        if not click.confirm(f"Empty every planned table in the target ({target.redacted}) before loading?", err=True):
-            raise SupamoveError("nothing truncated, nothing loaded: the answer was no", fix="answer yes to empty the tables, or run `supamove import` without --truncate-first")
+    if truncate_first:
+        ctx.confirm_truncate(target, yes, lambda question: click.confirm(question, err=True))
     with render.progress("rows") as progress:
         result = run_import(target, ctx.datadir, options, progress)
     render.show_import_result(result, ctx.target.redacted)

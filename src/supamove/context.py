@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 from supamove import __version__, interrupt
 from supamove.config import Settings, load_settings, misspelled_settings
 from supamove.db import TRANSACTION_POOLER_WARNING, Endpoint
-from supamove.errors import ConfigError
+from supamove.errors import ConfigError, SupamoveError
 from supamove.files import check_can_create, lock_data_dir, writable_error
 from supamove.log import get_logger, setup_logging
 from supamove.paths import DataDir
@@ -95,6 +96,17 @@ class Context:
 
         source = self.settings.SUPABASE_DB_URL
         return check_target(self.target, Endpoint(source, "source") if source else None)
+
+    def confirm_truncate(self, target: Endpoint, yes: bool, ask: Callable[[str], bool]) -> None:
+        """--truncate-first empties tables: `ask` the operator in a terminal; without one, only with --yes."""
+        if yes:
+            return
+        if not sys.stdin.isatty():
+            raise SupamoveError("--truncate-first empties the planned target tables and needs a confirmation",
+                                fix="run it in a terminal to answer the question, or add --yes")
+        if not ask(f"Empty every planned table in the target ({target.redacted}) before loading?"):
+            raise SupamoveError("nothing truncated, nothing loaded: the answer was no",
+                                fix="answer yes to empty the tables, or run `supamove import` without --truncate-first")
 
     def stack_auth(self, concurrency: int = 8) -> StackAuthClient:
         """A client of the Stack Auth project the settings name."""

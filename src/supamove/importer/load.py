@@ -16,6 +16,7 @@ from supamove.importer.indexes import build_indexes, drop_indexes
 from supamove.importer.model import ImportOptions, ImportPlan, ImportResult, TableImport, TablePlan
 from supamove.importer.orphans import check_foreign_keys
 from supamove.importer.plan import make_plan
+from supamove.importer.ranges import RANGES_DDL, load_split, read_held, restore_held, splits
 from supamove.importer.rows import copy_rows, record_loaded
 from supamove.importer.schedule import Connections, plan_jobs, run_jobs
 from supamove.importer.sequences import continue_free_sequences, set_sequences
@@ -68,6 +69,7 @@ def run_import(target: Endpoint, datadir: DataDir, options: ImportOptions,
                 log.error("%s", problem)
             raise failure
         conn.execute(STATE_DDL)
+        conn.execute(RANGES_DDL)
         if options.truncate_first:
             _truncate(conn, target, plan)
         mark = _timing("planned", started)
@@ -107,6 +109,9 @@ def _truncate(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan) -> N
     try:
         with conn.transaction():
             conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(p.ident for p in tables)))
+            for table in tables:  # a crashed split load's indexes, foreign keys and triggers come back
+                if (held := read_held(conn, table)) is not None:
+                    restore_held(conn, table, held)
             conn.execute("DELETE FROM _supamove.import_state WHERE (schema_name, table_name) IN "
                          "(SELECT * FROM unnest(%s::text[], %s::text[]))",
                          ([p.schema for p in tables], [p.name for p in tables]))
@@ -124,6 +129,8 @@ def _load_group(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, gr
         log.info("skipping %s: loaded by a previous run", t.qualified)
     if len(done) == len(group):
         return [TableImport(t.schema, t.name, t.rows, 0.0, skipped=True) for t in group]
+    if splits(group[0], plan, group):
+        return [load_split(conn, target, plan, group[0], progress)]
     results = []
     try:
         with conn.transaction():

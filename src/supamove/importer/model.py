@@ -22,6 +22,7 @@ class ImportOptions:
     truncate_first: bool = False
     unmapped_users: Unmapped = "error"
     jobs: int = 2
+    split_larger_than_mb: int = 64  # a bigger file loads as --jobs ranges at once; 0: never
 
 
 @dataclass
@@ -46,6 +47,7 @@ class TablePlan(QualifiedName):
     unmapped: dict[str, list[str]] = field(default_factory=dict)
     done: bool = False
     has_rows: bool = False
+    resume_split: bool = False  # a crashed run loaded some of its ranges: the rerun loads the others
 
     @property
     def schema(self) -> str:
