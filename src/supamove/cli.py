@@ -6,16 +6,13 @@ import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import click
 
 from supamove import __version__, render
 from supamove.context import Context
 from supamove.errors import exit_codes
-
-if TYPE_CHECKING:
-    from supamove.importer import Unmapped
 
 F = TypeVar("F", bound=Callable[..., Any])
 Names = tuple[str, ...]  # a repeatable option's values
@@ -53,6 +50,10 @@ selection_options = options(
                                 help="Leave these tables out (name or schema.name, shell patterns; repeatable)."))
 
 
+split_option = click.option("--split-tables-larger-than", "split_larger_than_mb", default=64, show_default=True,
+                            type=click.IntRange(min=0), metavar="MB", help="Bigger tables go as ranges at once (0: never).")
+
+
 def jobs_option(what: str) -> Callable[[F], F]:
     return click.option("--jobs", default=2, show_default=True, type=click.IntRange(min=1), help=f"{what} in parallel.")
 
@@ -62,8 +63,7 @@ read_options = options(  # how the export reads the tables: shared by export and
                  help="A column holding Supabase user ids that no foreign key shows (repeatable)."),
     click.option("--not-user-id-column", "not_user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN",
                  help="A column whose values look like user ids but are not: never remapped (repeatable)."),
-    click.option("--split-tables-larger-than", "split_larger_than_mb", default=64, show_default=True,
-                 type=click.IntRange(min=0), metavar="MB", help="Read a bigger table as block ranges at once (0: never)."))
+    split_option)
 load_options = options(
     click.option("--disable-fk", is_flag=True, help="Faster: FK checks off during the load (superuser), checked after it."),
     click.option("--unmapped-users", type=click.Choice(["error", "null", "keep"]), default="error",
@@ -175,9 +175,9 @@ def migrate_users_command(ctx: Context, concurrency: int, no_password_hashes: bo
 @load_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before --truncate-first empties tables.")
 @jobs_option("Tables loaded")
+@split_option
 @dry_run_options
-def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmapped_users: Unmapped, yes: bool, jobs: int,
-                   dry_run: bool, as_json: bool) -> None:
+def import_command(ctx: Context, yes: bool, dry_run: bool, as_json: bool, **given: Any) -> None:
     """Load the exported tables into the target (DATABASE_URL), user ids remapped.
 
     Each table (or FK cycle) loads in one transaction that records it: a rerun never loads a table twice.
@@ -185,12 +185,12 @@ def import_command(ctx: Context, disable_fk: bool, truncate_first: bool, unmappe
     Example: supamove import --dry-run && supamove import
     """
     from supamove.importer import ImportOptions, plan_import, run_import
-    options = ImportOptions(disable_fk, truncate_first, unmapped_users, jobs)
+    options = ImportOptions(**given)
     target = ctx.checked_target()
     if dry_run:
         plan = plan_import(target, ctx.datadir, options)
         return render.show(plan, as_json, render.show_import_plan, plan.failure(dry_run=True))
-    if truncate_first and not yes:
+    if options.truncate_first and not yes:
         ctx.confirm_truncate(target, functools.partial(click.confirm, err=True))
     with render.progress("rows") as progress:
         result = run_import(target, ctx.datadir, options, progress)

@@ -258,7 +258,8 @@ def show_import_plan(plan: ImportPlan) -> None:
     rows = []
     for order, table in enumerate(plan.tables, 1):
         remapped = ", ".join(f"{c} ({len(ids):,} ids)" for c, ids in table.user_ids.items())
-        state = "loaded by a previous run" if table.done else "HOLDS ROWS" if table.has_rows else ""
+        state = "loaded by a previous run" if table.done else "HOLDS ROWS" if table.has_rows else \
+            "resumes an interrupted load" if table.resume_split else ""
         rows.append((order, table.qualified, f"{table.rows:,}", remapped, state))
     print_table("Import plan (target's FK order)", ["#", "table", "rows", "user ids remapped", "state"], rows)
     for group in plan.cycles:

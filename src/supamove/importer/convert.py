@@ -22,11 +22,15 @@ T = TypeVar("T")
 PREFETCH = 4  # converted blocks waiting for the target: memory stays flat
 
 
-def copy_blocks(table: TablePlan, plan: ImportPlan, digest: Any = None) -> Iterator[tuple[bytes, int]]:
-    """The file as COPY text format, in blocks of rows; the file's bytes go through `digest` too."""
+def copy_blocks(table: TablePlan, plan: ImportPlan, digest: Any = None,
+                span: tuple[int, int, int] | None = None) -> Iterator[tuple[bytes, int]]:
+    """The file as COPY text format, in blocks of rows; the file's bytes go through `digest` too.
+
+    With `span` (start and end offsets, and the lines before start), only those lines.
+    """
     convert = _block_converter(table, plan)
-    rows = 0
-    for lines in line_blocks(table.path, digest):
+    start, end, rows = span or (0, None, 0)
+    for lines in line_blocks(table.path, digest, start, end):
         yield convert(lines, rows), len(lines)
         rows += len(lines)
 

@@ -25,6 +25,7 @@ class ImportOptions:
     # Only these tables of the export, whose files are complete while others may still be exporting: the
     # checks of the whole load (foreign keys after --disable-fk, free sequences) wait for a run without it.
     only: frozenset[tuple[str, str]] | None = None
+    split_larger_than_mb: int = 64  # a bigger file loads as --jobs ranges at once; 0: never
 
 
 @dataclass
@@ -49,6 +50,7 @@ class TablePlan(QualifiedName):
     unmapped: dict[str, list[str]] = field(default_factory=dict)
     done: bool = False
     has_rows: bool = False
+    resume_split: bool = False  # a crashed run loaded some of its ranges: the rerun loads the others
 
     @property
     def schema(self) -> str:

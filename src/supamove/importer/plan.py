@@ -64,6 +64,7 @@ def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, opti
     mapping, loaded = mapping_for(plans, datadir, problems)
     check_unmapped(target, plans, mapping, loaded, options, problems)
     if not options.truncate_first:
+        _check_split(_read_splits(conn), plans, target, problems)
         _check_empty(conn, target, plans, problems)
     if options.disable_fk:
         _check_replica_role(conn, target, problems)
@@ -133,6 +134,31 @@ def _read_state(conn: psycopg.Connection) -> set[tuple[str, str, str, str]]:
     return {tuple(r) for r in rows}
 
 
+def _read_splits(conn: psycopg.Connection) -> dict[tuple[str, str], tuple[str, str, str, str]]:
+    """The tables a crashed run was loading as ranges: the state key of the file it was loading."""
+    exists = conn.execute("SELECT to_regclass('_supamove.import_split') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return {}
+    rows = conn.execute("SELECT schema_name, table_name, snapshot, sha256 FROM _supamove.import_split")
+    return {(r[0], r[1]): tuple(r) for r in rows}
+
+
+def _check_split(splits: dict[tuple[str, str], tuple[str, str, str, str]], plans: list[TablePlan],
+                 target: Endpoint, problems: list[SupamoveError]) -> None:
+    """A table partly loaded as ranges resumes when its file is the same; another file cannot go on top."""
+    for plan in plans:
+        state = splits.get(plan.key)
+        if state is None or plan.done:
+            continue
+        if state == plan.state_key:
+            plan.resume_split = True
+            continue
+        problems.append(target.error(
+            f"target table {plan.qualified} holds part of an interrupted load of another export (snapshot "
+            f"{state[2]}); its indexes and triggers are set aside until that load ends",
+            "rerun with --truncate-first: it empties the table, puts them back and loads this export"))
+
+
 def _group(plans: list[TablePlan]) -> list[list[TablePlan]]:
     """The target's FK order: parents first, a cycle's tables in one group; unmatched tables last."""
     by_key = {p.key: p for p in plans}
@@ -143,7 +169,7 @@ def _group(plans: list[TablePlan]) -> list[list[TablePlan]]:
 
 def _check_empty(conn: psycopg.Connection, target: Endpoint, plans: list[TablePlan], problems: list[SupamoveError]) -> None:
     for plan in plans:
-        if plan.target is not None and not plan.done:
+        if plan.target is not None and not plan.done and not plan.resume_split:
             row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(plan.ident)).fetchone()
             plan.has_rows = bool(row and row[0])
     full = [p.qualified for p in plans if p.has_rows]

@@ -165,11 +165,19 @@ def _check_block(lines: list[bytes], scan: RangeScan, columns: list[tuple[str, b
             ids.update(v.lower() for v in values)
 
 
-def line_blocks(path: Path, digest: Any = None) -> Iterator[list[bytes]]:
-    """The file's lines (without the newline), in blocks; every byte read goes through `digest` too."""
+def line_blocks(path: Path, digest: Any = None, start: int = 0, end: int | None = None) -> Iterator[list[bytes]]:
+    """The file's lines (without the newline), in blocks; every byte read goes through `digest` too.
+
+    With `start` and `end` (offsets at line starts), only the lines between them.
+    """
     with open(path, "rb") as handle:
-        while data := handle.read(READ_BYTES):
-            data += handle.readline()
+        handle.seek(start)
+        left = end - start if end is not None else None
+        while data := handle.read(READ_BYTES if left is None else min(READ_BYTES, left)):
+            if left is None or len(data) < left:
+                data += handle.readline()
+            if left is not None:
+                left -= len(data)
             if digest is not None:
                 digest.update(data)  # hashlib lets the loading thread run meanwhile
             lines = data.split(b"\n")

@@ -67,7 +67,7 @@ class PipelineOptions:
         return MigrateOptions(self.concurrency)
 
     def load(self, only: frozenset[tuple[str, str]] | None = None) -> ImportOptions:
-        return ImportOptions(self.disable_fk, False, self.unmapped_users, self.jobs, only)
+        return ImportOptions(self.disable_fk, False, self.unmapped_users, self.jobs, only, self.split_larger_than_mb)
 
     def verify(self) -> VerifyOptions:
         return VerifyOptions(jobs=self.jobs, keep_supabase_ids=self.keep)
