@@ -228,12 +228,12 @@ def test_failed_users_stop_migrate_with_the_error_of_migrate_users_before_any_us
     assert_users_once(stack_auth, data_dir)
 
 
-def test_a_split_table_loads_once_its_block_ranges_are_joined(cli, dbs, data_dir: Path,
+def test_a_split_table_loads_as_ranges_once_its_block_ranges_are_joined(cli, dbs, data_dir: Path,
                                                              stack_auth: StackAuthSandbox) -> None:
-    make_big_table(dbs)  # about 20 MB: read as 8 block ranges at once
+    make_big_table(dbs)  # about 20 MB: read as 8 block ranges at once, loaded as 2 ranges of its file
     result = cli("migrate", "--split-tables-larger-than", "1")
     assert result.exit_code == 0, result.output
     assert report_statuses(data_dir) == {"pass"}
     assert ("public", "fault_big", BIG_ROWS) in import_state(dbs)
     log = (data_dir.parent / "migration.log").read_text()
-    assert log.count("loaded public.fault_big: ") == 1 and "public.fault_big: checksums computed when" in log
+    assert log.count("loaded public.fault_big as 2 ranges: ") == 1 and "public.fault_big: checksums computed when" in log
