@@ -344,6 +344,8 @@ def report(args: argparse.Namespace, m: dict[str, Measure]) -> None:
               f"all five steps, {users:,} users created)")
         print(f"migrate, users ahead         / pgcopydb:            {m[MIGRATE_AHEAD].median / peer:.2f}   "
               f"(the window of the two-phase runbook: users synchronised, nothing changed)")
+        print(f"export + import --disable-fk + verify, one after the other / pgcopydb: {(fast + verify) / peer:.2f}"
+              "   (the same window step by step, less the users' sync pass)")
     else:
         print("pgcopydb: not installed (apt-get install pgcopydb), not measured")
     print(f"export + import --disable-fk / floor:               {fast / floor:.2f}")

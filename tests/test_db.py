@@ -24,6 +24,7 @@ def test_direct_connection_lifts_the_timeouts(timeouts_server: PostgresServer) -
         assert conn.execute("SHOW statement_timeout").fetchone() == ("0",)
         assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("0",)
         assert conn.execute("SHOW TimeZone").fetchone() == ("UTC",)
+        assert conn.execute("SHOW jit").fetchone() == ("off",)  # no compiling for one pass over a table
         assert conn.prepare_threshold == 5
 
 

@@ -29,8 +29,10 @@ SESSION_SETTINGS = {
     "extra_float_digits": "1",
     "client_encoding": "UTF8",
 }
-# Hosted Supabase sets a global statement_timeout (about 2 minutes) and per-role ones.
-NO_TIMEOUTS = {"statement_timeout": "0", "idle_in_transaction_session_timeout": "0", "lock_timeout": "0"}
+# Hosted Supabase sets a global statement_timeout (about 2 minutes) and per-role ones. JIT compiling
+# buys nothing for one pass over a table (checksums, the user-id counts) and costs 0.3 to 0.5 s a query.
+NO_TIMEOUTS = {"statement_timeout": "0", "idle_in_transaction_session_timeout": "0", "lock_timeout": "0",
+               "jit": "off"}
 
 
 @dataclass(frozen=True)
@@ -101,9 +103,9 @@ def connect(endpoint: Endpoint, autocommit: bool = False) -> psycopg.Connection:
     settings = dict(SESSION_SETTINGS)
     if not endpoint.transaction_pooler:
         settings.update(NO_TIMEOUTS)
-    with conn.cursor() as cur:
-        for name, value in settings.items():
-            cur.execute("SELECT set_config(%s, %s, false)", (name, value))
+    with conn.cursor() as cur:  # one round trip for them all
+        cur.execute("SELECT set_config(n, v, false) FROM unnest(%s::text[], %s::text[]) s(n, v)",
+                    (list(settings), list(settings.values())))
     conn.autocommit = autocommit
     return conn
 
