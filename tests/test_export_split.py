@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 from conftest import EDGE, entries, flat, write_mapping
-from test_faults import BIG_FILE, BIG_ROWS, kill, make_big_table, wait_until
+from test_faults import BIG_FILE, BIG_ROWS, kill_when, make_big_table, wait_until
 
 from supamove.export import block_ranges
 
@@ -34,6 +34,8 @@ def test_a_split_table_is_exported_as_one_whole_file_and_loads(cli, dbs, data_di
     assert plan.exit_code == 0, plan.output
     parts = {f"{t['schema']}.{t['table']}": t["parts"] for t in orjson.loads(plan.output)["tables"]}
     assert parts["public.fault_big"] == 8 and {n for name, n in parts.items() if name != "public.fault_big"} == {1}
+    never = cli("export", *EDGE, "--split-tables-larger-than", "0", "--dry-run", "--json")
+    assert {t["parts"] for t in orjson.loads(never.output)["tables"]} == {1}  # 0: no table is split
     shown = cli("export", *EDGE, *SPLIT, "--dry-run")
     assert "public.fault_big: read as 8 block ranges at once (--split-tables-larger-than)" in flat(shown.output)
 
@@ -61,12 +63,8 @@ def test_a_split_table_reads_the_snapshot_and_a_killed_run_starts_it_again(cli, 
     make_big_table(dbs)
     process = cli.process("export", *EDGE, *SPLIT, "--jobs", "1")
     ranges = data_dir / "tables"
-    try:
-        wait_until(lambda: (ranges / "public.fault_big.jsonl.2.partial").exists(), "the second range's file", process)
-        kill(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    kill_when(process, lambda: wait_until(lambda: (ranges / "public.fault_big.jsonl.2.partial").exists(),
+                                          "the second range's file", process))
     assert not entries(data_dir)["public.fault_big"]["complete"]
     assert (ranges / "public.fault_big.jsonl.1.partial").exists()  # a whole range, left for the rerun to remove
 

@@ -75,6 +75,16 @@ def kill(process: subprocess.Popen[str]) -> None:
     assert process.returncode == -signal.SIGKILL
 
 
+def kill_when(process: subprocess.Popen[str], ready: Callable[[], object]) -> None:
+    """SIGKILL `process` once `ready()` returns (it waits for the moment itself); never leave it running."""
+    try:
+        ready()
+        kill(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
 def finish_runbook(cli: Any, stack: StackAuthSandbox, *import_args: str, users: bool = True) -> None:
     """migrate-users (unless done), import, then verify: every table passes, every user exists once."""
     if users:
@@ -110,12 +120,8 @@ def test_killed_export_resumes_and_keeps_finished_tables(cli, dbs, data_dir: Pat
     make_big_table(dbs)
     process = cli.process("export", *EDGE)
     partial = data_dir / (BIG_FILE + ".partial")
-    try:
-        wait_until(lambda: partial.exists() and partial.stat().st_size > 2_000_000, "the big table's file", process)
-        kill(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    kill_when(process, lambda: wait_until(lambda: partial.exists() and partial.stat().st_size > 2_000_000,
+                                          "the big table's file", process))
     before = entries(data_dir)
     assert metadata(data_dir)["finishedAt"] is None
     assert not before["public.fault_big"]["complete"] and not (data_dir / BIG_FILE).exists()
@@ -136,12 +142,7 @@ def test_killed_import_resumes_and_verify_passes(cli, dbs, data_dir: Path, stack
     assert cli("export", *EDGE).exit_code == 0
     assert cli("migrate-users").exit_code == 0
     process = cli.process("import", *mode)
-    try:
-        wait_for_copy_into(dbs, "fault_big", process)
-        kill(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    kill_when(process, lambda: wait_for_copy_into(dbs, "fault_big", process))
     with dbs.target() as conn:
         wait_until(lambda: not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%%fault_big%%'"
                                             " AND pid <> pg_backend_pid()").fetchone()[0], "the rollback")
@@ -169,13 +170,9 @@ def test_killed_import_with_two_jobs_neither_doubles_nor_loses(cli, dbs, data_di
     assert cli("migrate-users").exit_code == 0
     process = cli.process("import", "--jobs", "2", "--disable-fk")
     copies = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%%fault_big%%' AND state = 'active'"
-    try:
-        with dbs.target() as conn:
-            wait_until(lambda: conn.execute(copies).fetchone()[0] == 2, "both big tables loading at once", process)
-        kill(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    with dbs.target() as conn:
+        kill_when(process, lambda: wait_until(lambda: conn.execute(copies).fetchone()[0] == 2,
+                                              "both big tables loading at once", process))
     with dbs.target() as conn:
         wait_until(lambda: not conn.execute(copies.replace("state = 'active'", "pid <> pg_backend_pid()"))
                    .fetchone()[0], "the rollback")
@@ -198,12 +195,8 @@ def test_killed_migrate_users_resumes_each_user_once(cli, dbs, exported: Path, s
     # Slow creates: the kill lands while some are in flight (sent, maybe created, never recorded).
     stack_auth.delay_next(10_000, 0.15, match="POST /api/v1/users")
     process = cli.process("migrate-users", "--concurrency", "4")
-    try:
-        wait_until(lambda: stack_auth.create_count() >= total // 3, "a third of the creates", process)
-        kill(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    kill_when(process, lambda: wait_until(lambda: stack_auth.create_count() >= total // 3, "a third of the creates",
+                                          process))
     time.sleep(0.3)  # the creates already sent still land
     stack_auth.clear_faults()
     assert 0 < len(stack_auth.users) < total

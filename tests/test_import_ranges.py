@@ -13,7 +13,7 @@ from conftest import (
     wait_for_copy_into,
     write_mapping,
 )
-from test_faults import BIG_ROWS, kill, make_big_table
+from test_faults import BIG_ROWS, kill_when, make_big_table
 
 SPLIT = ("--split-tables-larger-than", "1")  # fault_big's file is about 20 MB
 
@@ -85,12 +85,7 @@ def test_a_refused_range_leaves_the_others_and_the_rerun_loads_the_rest(cli, dbs
 def test_a_killed_range_load_resumes_without_doubles(cli, dbs, data_dir: Path) -> None:
     exported_with_big_table(cli, dbs, data_dir)
     process = cli.process("import", *SPLIT)
-    try:
-        wait_for_copy_into(dbs, "fault_big", process)
-        kill(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    kill_when(process, lambda: wait_for_copy_into(dbs, "fault_big", process))
     assert [name for name, _, _ in set_aside(dbs)] == ["fault_big"]
     result = cli("import", *SPLIT)
     assert result.exit_code == 0, result.output

@@ -25,7 +25,7 @@ from conftest import (
     wait_for_copy_into,
 )
 from psycopg import sql
-from test_faults import BIG_FILE, BIG_ROWS, assert_users_once, kill, make_big_table, wait_until
+from test_faults import BIG_FILE, BIG_ROWS, assert_users_once, kill_when, make_big_table, wait_until
 
 from supamove.sandbox.stackauth import StackAuthSandbox
 
@@ -123,16 +123,14 @@ def test_killed_migrate_reruns_to_the_end_with_nothing_doubled(cli, dbs, data_di
                                                               stage: str, mode: list[str]) -> None:
     make_big_table(dbs)
     process = cli.process("migrate", *EDGE, *KEEP_JSON_IDS, *mode)
-    try:
+    def ready() -> None:
         if stage == "export":
             partial = data_dir / (BIG_FILE + ".partial")
             wait_until(lambda: partial.exists() and partial.stat().st_size > 2_000_000, "the big table's file", process)
         else:
             wait_for_copy_into(dbs, "fault_big", process)
-        kill(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
+
+    kill_when(process, ready)
     result = cli("migrate", *EDGE, *KEEP_JSON_IDS, *mode)
     assert result.exit_code == 0, result.output
     assert report_statuses(data_dir) == {"pass"}
