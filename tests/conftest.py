@@ -7,26 +7,35 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
+import bcrypt
+import httpx
 import orjson
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
 from supamove.cli import main
+from supamove.paths import DataDir
 from supamove.sandbox import fixtures
 from supamove.sandbox.pgserver import PostgresServer
-from supamove.sandbox.stackauth import StackAuthSandbox
+from supamove.sandbox.stackauth import SandboxConfig, StackAuthSandbox
 from supamove.usermap import UserMapping
+from supamove.users.client import RetryPolicy
 
 SQL_DIR = Path(__file__).parent / "sql"
 APP_PASSWORD = "s3cret-app-pw-!x"
@@ -276,3 +285,210 @@ def wait_for_copy_into(dbs: Any, table: str, process: Any) -> None:
             assert process.poll() is None, process.stdout.read()
             time.sleep(0.05)
     raise AssertionError(f"no COPY into {table} seen")
+
+
+# --- shared: a big table, and commands stopped at a chosen moment (faults, safety, migrate, ranges) ---
+
+
+BIG_ROWS = 150_000
+
+
+BIG_DDL = "CREATE TABLE public.fault_big (id bigint PRIMARY KEY, payload text, at timestamptz)"
+
+
+BIG_FILE = "tables/public.fault_big.jsonl"
+
+
+def make_big_table(dbs: Any, rows: int = BIG_ROWS) -> None:
+    """A table on both sides big enough to stop a command in the middle of it."""
+    with dbs.source() as conn:
+        conn.execute(BIG_DDL)
+        conn.execute("INSERT INTO public.fault_big SELECT i, repeat(md5(i::text), 3), "
+                     f"'2024-01-01'::timestamptz + i * interval '1 s' FROM generate_series(1, {rows}) i")
+        conn.execute("ALTER TABLE public.fault_big OWNER TO supabase_app")
+        conn.execute("CHECKPOINT")  # the test servers commit asynchronously: survive a crash restart
+    with dbs.target() as conn:
+        conn.execute(BIG_DDL)
+        conn.execute("CHECKPOINT")
+
+
+def wait_until(condition: Callable[[], bool], what: str, process: subprocess.Popen[str] | None = None,
+               timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"finished before {what}: {process.stdout.read() if process.stdout else ''}")
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def kill(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    assert process.returncode == -signal.SIGKILL
+
+
+def kill_when(process: subprocess.Popen[str], ready: Callable[[], object]) -> None:
+    """SIGKILL `process` once `ready()` returns (it waits for the moment itself); never leave it running."""
+    try:
+        ready()
+        kill(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def assert_users_once(stack: StackAuthSandbox, data_dir: Path) -> None:
+    """Every exported user that is migrated exists once in Stack Auth and once in the mapping."""
+    created = Counter((u["server_metadata"] or {}).get("supabase_user_id") for u in stack.users.values())
+    created.pop(None, None)
+    assert set(created.values()) <= {1}, [sid for sid, n in created.items() if n > 1]
+    mappings = orjson.loads((data_dir / "user-mapping.json").read_bytes())["mappings"]
+    supabase_ids = [m["supabaseUserId"] for m in mappings]
+    stack_ids = [m["stackAuthUserId"] for m in mappings]
+    assert len(supabase_ids) == len(set(supabase_ids)) and len(stack_ids) == len(set(stack_ids))
+    assert set(created) <= set(supabase_ids)
+    assert set(stack_ids) <= set(stack.users)
+    exported = {orjson.loads(line)["id"] for line in (data_dir / "auth" / "auth.users.jsonl").read_bytes().splitlines()}
+    report = orjson.loads((data_dir / "user-migration-report.json").read_bytes())["users"]
+    assert {u["supabaseUserId"] for u in report} == exported
+    assert {u["supabaseUserId"] for u in report if u["status"] in ("migrated", "linked")} == set(supabase_ids)
+
+
+# --- shared: Ctrl-C (safety, migrate) ---
+
+
+def interrupt_and_wait(process: subprocess.Popen[str]) -> tuple[float, str]:
+    """Send one SIGINT; the seconds until the process ended (it must end) and its output."""
+    import signal
+    import time
+
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    try:
+        output, _ = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return time.monotonic() - started, output
+
+
+# --- shared: auth exports written by hand (users, users_sync) ---
+
+
+FAST = RetryPolicy(attempts=8, base_delay=0.01, max_delay=0.05, timeout=3)
+
+
+PASSWORDS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "mallory": "mallory-pw", "victor": "victor-pw",
+             "oscar": "oscar-pw", "judy": "judy-pw", "grace": "grace-pw", "xavier": "xavier-pw"}
+
+
+HASHES = {
+    "alice": bcrypt.hashpw(PASSWORDS["alice"].encode(), bcrypt.gensalt(10, prefix=b"2a")).decode(),
+    "bob": bcrypt.hashpw(PASSWORDS["bob"].encode(), bcrypt.gensalt(6, prefix=b"2a")).decode(),  # pgcrypto seed
+    **{name: bcrypt.hashpw(PASSWORDS[name].encode(), bcrypt.gensalt(4, prefix=b"2a")).decode()
+       for name in ("mallory", "victor", "oscar", "judy", "grace", "xavier")},
+    "carol": "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$3q2+7w0Pq2a6s0GcCqJm2Q",
+}
+
+
+def ts(days: int) -> str:
+    moment = datetime(2024, 1, 1, 9, 30, tzinfo=UTC) + timedelta(days=days, microseconds=123456)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f+00")
+
+
+def auth_user(name: str, day: int, **columns: Any) -> dict[str, Any]:
+    """An auth.users row as export writes it: every column, PostgreSQL text values."""
+    row = {
+        "instance_id": "00000000-0000-0000-0000-000000000000", "id": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
+        "aud": "authenticated", "role": "authenticated", "email": f"{name}@example.com",
+        "encrypted_password": HASHES.get(name, ""), "email_confirmed_at": ts(day), "invited_at": None,
+        "confirmation_token": "", "recovery_token": "", "last_sign_in_at": ts(day + 30),
+        "raw_app_meta_data": {"provider": "email", "providers": ["email"]},
+        "raw_user_meta_data": {"full_name": name.title() + " Example", "plan": "pro"},
+        "is_super_admin": None, "created_at": ts(day), "updated_at": ts(day + 1), "phone": None,
+        "phone_confirmed_at": None, "confirmed_at": ts(day), "banned_until": None, "reauthentication_token": "",
+        "is_sso_user": False, "deleted_at": None, "is_anonymous": False,
+    }
+    row.update(columns)
+    return row
+
+
+def identity(user: dict[str, Any], provider: str, account: str, email: str | None) -> dict[str, Any]:
+    return {"provider_id": account, "user_id": user["id"], "identity_data": {"sub": account, "email": email},
+            "provider": provider, "last_sign_in_at": user["created_at"], "created_at": user["created_at"],
+            "updated_at": user["created_at"], "email": email, "id": str(uuid.uuid4())}
+
+
+def uid(name: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_DNS, name))
+
+
+def write_export(root: Path, users: list[dict[str, Any]], identities: list[dict[str, Any]],
+                 factors: list[dict[str, Any]] | None = None) -> DataDir:
+    datadir = DataDir(root).ensure()
+    for table, rows in (("users", users), ("identities", identities), ("mfa_factors", factors)):
+        if rows is None:
+            continue
+        with open(datadir.table_file("auth", table), "wb") as handle:
+            for row in rows:
+                handle.write(orjson.dumps(row) + b"\n")
+    return datadir
+
+
+# The app's domain, trusted in the Stack Auth project: the real server sends reset links only there.
+TRUSTED = SandboxConfig(trusted_domains=("https://app.example.com",))
+
+
+def factor(user: str, kind: str, status: str = "verified", secret: str | None = "JBSWY3DPEHPK3PXP") -> dict[str, Any]:
+    return {"id": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{user}-{kind}-{status}")), "user_id": uid(user),
+            "friendly_name": kind, "factor_type": kind, "status": status, "created_at": ts(3), "updated_at": ts(3),
+            "secret": secret if kind == "totp" else None, "phone": "15550001234" if kind == "phone" else None}
+
+
+# --- shared: requests recorded and judged by Stack Auth's schema (contract, users_sync) ---
+
+
+CONTRACT = Path(__file__).parent / "contract"
+
+
+NODE_MODULES_ENV = "SUPAMOVE_CONTRACT_NODE_MODULES"
+
+
+@dataclass
+class Sent:
+    """One request as it left supamove: method, path, query parameters, JSON body."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any
+
+
+class RecordingTransport(httpx.HTTPTransport):
+    """A real HTTP transport that keeps a copy of every request it sends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[Sent] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        content = request.read()
+        query = dict(parse_qsl(request.url.query.decode(), keep_blank_values=True))
+        self.sent.append(Sent(request.method, request.url.path, query, orjson.loads(content) if content else None))
+        return super().handle_request(request)
+
+
+def validate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stack Auth's verdict on each {schema, body}, from one node process."""
+    node = shutil.which("node")
+    assert node, "node is not installed: run .ci/run (it installs nodejs and npm, then the contract's packages)"
+    env = {**os.environ, NODE_MODULES_ENV: os.environ.get(NODE_MODULES_ENV, str(CONTRACT / "node_modules"))}
+    done = subprocess.run([node, str(CONTRACT / "validate.mjs")], input=orjson.dumps(items), env=env,
+                          capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    verdicts = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert len(verdicts) == len(items), done.stdout.decode()
+    return verdicts

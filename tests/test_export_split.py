@@ -8,8 +8,17 @@ import stat
 from pathlib import Path
 
 import orjson
-from conftest import EDGE, entries, flat, write_mapping
-from test_faults import BIG_FILE, BIG_ROWS, kill_when, make_big_table, wait_until
+from conftest import (
+    BIG_FILE,
+    BIG_ROWS,
+    EDGE,
+    entries,
+    flat,
+    kill_when,
+    make_big_table,
+    wait_until,
+    write_mapping,
+)
 
 from supamove.export import block_ranges
 

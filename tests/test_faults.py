@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,65 +23,25 @@ from typing import Any
 import orjson
 import pytest
 from conftest import (
+    BIG_FILE,
+    BIG_ROWS,
     EDGE,
+    assert_users_once,
     assert_verify_passes,
     entries,
     error_line,
     flat,
     import_state,
+    kill_when,
+    make_big_table,
     metadata,
     wait_for_copy_into,
+    wait_until,
 )
 
 from supamove.sandbox.stackauth import StackAuthSandbox
 
-BIG_ROWS = 150_000
-BIG_DDL = "CREATE TABLE public.fault_big (id bigint PRIMARY KEY, payload text, at timestamptz)"
-BIG_FILE = "tables/public.fault_big.jsonl"
-
-
 # --- helpers ----------------------------------------------------------------------------------------
-
-
-def make_big_table(dbs: Any, rows: int = BIG_ROWS) -> None:
-    """A table on both sides big enough to stop a command in the middle of it."""
-    with dbs.source() as conn:
-        conn.execute(BIG_DDL)
-        conn.execute("INSERT INTO public.fault_big SELECT i, repeat(md5(i::text), 3), "
-                     f"'2024-01-01'::timestamptz + i * interval '1 s' FROM generate_series(1, {rows}) i")
-        conn.execute("ALTER TABLE public.fault_big OWNER TO supabase_app")
-        conn.execute("CHECKPOINT")  # the test servers commit asynchronously: survive a crash restart
-    with dbs.target() as conn:
-        conn.execute(BIG_DDL)
-        conn.execute("CHECKPOINT")
-
-
-def wait_until(condition: Callable[[], bool], what: str, process: subprocess.Popen[str] | None = None,
-               timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"finished before {what}: {process.stdout.read() if process.stdout else ''}")
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def kill(process: subprocess.Popen[str]) -> None:
-    process.send_signal(signal.SIGKILL)
-    process.wait(10)
-    assert process.returncode == -signal.SIGKILL
-
-
-def kill_when(process: subprocess.Popen[str], ready: Callable[[], object]) -> None:
-    """SIGKILL `process` once `ready()` returns (it waits for the moment itself); never leave it running."""
-    try:
-        ready()
-        kill(process)
-    finally:
-        if process.poll() is None:
-            process.kill()
 
 
 def finish_runbook(cli: Any, stack: StackAuthSandbox, *import_args: str, users: bool = True) -> None:
@@ -94,23 +53,6 @@ def finish_runbook(cli: Any, stack: StackAuthSandbox, *import_args: str, users: 
     assert result.exit_code == 0, result.output
     assert_verify_passes(cli)
     assert_users_once(stack, Path(os.environ["MIGRATION_DATA_DIR"]))
-
-
-def assert_users_once(stack: StackAuthSandbox, data_dir: Path) -> None:
-    """Every exported user that is migrated exists once in Stack Auth and once in the mapping."""
-    created = Counter((u["server_metadata"] or {}).get("supabase_user_id") for u in stack.users.values())
-    created.pop(None, None)
-    assert set(created.values()) <= {1}, [sid for sid, n in created.items() if n > 1]
-    mappings = orjson.loads((data_dir / "user-mapping.json").read_bytes())["mappings"]
-    supabase_ids = [m["supabaseUserId"] for m in mappings]
-    stack_ids = [m["stackAuthUserId"] for m in mappings]
-    assert len(supabase_ids) == len(set(supabase_ids)) and len(stack_ids) == len(set(stack_ids))
-    assert set(created) <= set(supabase_ids)
-    assert set(stack_ids) <= set(stack.users)
-    exported = {orjson.loads(line)["id"] for line in (data_dir / "auth" / "auth.users.jsonl").read_bytes().splitlines()}
-    report = orjson.loads((data_dir / "user-migration-report.json").read_bytes())["users"]
-    assert {u["supabaseUserId"] for u in report} == exported
-    assert {u["supabaseUserId"] for u in report if u["status"] in ("migrated", "linked")} == set(supabase_ids)
 
 
 # --- killed processes ---------------------------------------------------------------------------------

@@ -7,13 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import (
+    BIG_ROWS,
     assert_verify_passes,
     error_line,
     import_state,
+    kill_when,
+    make_big_table,
     wait_for_copy_into,
     write_mapping,
 )
-from test_faults import BIG_ROWS, kill_when, make_big_table
 
 SPLIT = ("--split-tables-larger-than", "1")  # fault_big's file is about 20 MB
 

@@ -78,3 +78,10 @@ def test_no_function_outside_the_sandbox_is_over_40_lines() -> None:
 
 def test_the_cli_only_parses_and_renders() -> None:
     assert len((PACKAGE / "cli.py").read_text().splitlines()) < 300
+
+
+def test_no_test_module_imports_another() -> None:
+    tests = Path(__file__).parent
+    wrong = {f"{p.name} imports {name}" for p in sorted(tests.glob("test_*.py"))
+             for name in imported_packages(p) if name.startswith("test_")}
+    assert not wrong, sorted(wrong)  # shared helpers live in conftest.py

@@ -13,19 +13,24 @@ import orjson
 import psycopg
 import pytest
 from conftest import (
+    BIG_FILE,
+    BIG_ROWS,
     EDGE,
     KEEP_JSON_IDS,
     STACK_PROJECT,
     STACK_SECRET,
+    assert_users_once,
     error_line,
     flat,
     fresh_databases,
     import_state,
+    kill_when,
+    make_big_table,
     metadata,
     wait_for_copy_into,
+    wait_until,
 )
 from psycopg import sql
-from test_faults import BIG_FILE, BIG_ROWS, assert_users_once, kill_when, make_big_table, wait_until
 
 from supamove.sandbox.stackauth import StackAuthSandbox
 
@@ -175,7 +180,7 @@ def test_migrate_dry_run_checks_the_connections_and_shows_the_export_plan(cli, d
 
 def test_ctrl_c_stops_migrate_within_seconds_and_the_rerun_finishes(cli, dbs, data_dir: Path,
                                                                    stack_auth: StackAuthSandbox) -> None:
-    from test_safety import interrupt_and_wait
+    from conftest import interrupt_and_wait
 
     make_big_table(dbs)
     process = cli.process("migrate", *EDGE, *KEEP_JSON_IDS)

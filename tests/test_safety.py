@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import EDGE, error_line, flat, write_mapping
+from conftest import EDGE, error_line, flat, interrupt_and_wait, write_mapping
 
 from supamove.config import Settings
 from supamove.files import lock_data_dir
@@ -315,23 +315,8 @@ def test_demo_refuses_a_directory_that_is_not_empty(tmp_path: Path) -> None:
 # --- Ctrl-C -------------------------------------------------------------------------------------------
 
 
-def interrupt_and_wait(process: subprocess.Popen[str]) -> tuple[float, str]:
-    """Send one SIGINT; the seconds until the process ended (it must end) and its output."""
-    import signal
-    import time
-
-    started = time.monotonic()
-    process.send_signal(signal.SIGINT)
-    try:
-        output, _ = process.communicate(timeout=20)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    return time.monotonic() - started, output
-
-
 def test_ctrl_c_during_export_cancels_the_copy_and_the_rerun_resumes(cli, dbs, data_dir: Path) -> None:
-    from test_faults import BIG_FILE, make_big_table, wait_until
+    from conftest import BIG_FILE, make_big_table, wait_until
 
     rows = 500_000  # long enough that the small tables finish while it is exported
     make_big_table(dbs, rows)
@@ -373,8 +358,14 @@ def test_ctrl_c_during_export_cancels_the_copy_and_the_rerun_resumes(cli, dbs, d
 
 
 def test_ctrl_c_during_import_rolls_the_table_back_and_the_rerun_resumes(cli, dbs, data_dir: Path) -> None:
-    from conftest import assert_verify_passes, import_state, metadata, wait_for_copy_into
-    from test_faults import make_big_table, wait_until
+    from conftest import (
+        assert_verify_passes,
+        import_state,
+        make_big_table,
+        metadata,
+        wait_for_copy_into,
+        wait_until,
+    )
 
     make_big_table(dbs)
     assert cli("export", *EDGE).exit_code == 0
@@ -399,7 +390,7 @@ def test_ctrl_c_during_migrate_users_against_a_hung_stack_auth(cli, dbs, exporte
                                                                stack_auth: StackAuthSandbox) -> None:
     import time
 
-    from test_faults import assert_users_once, wait_until
+    from conftest import assert_users_once, wait_until
 
     hang = 8.0
     stack_auth.delay_next(10_000, hang, match="POST /api/v1/users")

@@ -11,17 +11,11 @@ package the test fails and names `.ci/run`, which installs both.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
-import httpx
-import orjson
+from conftest import RecordingTransport, Sent, validate
 
 from supamove.paths import DataDir
 from supamove.sandbox import fixtures
@@ -33,38 +27,12 @@ from supamove.users.plan import plan_users
 from supamove.users.resets import send_password_resets
 from supamove.users.source import load_auth_export
 
-CONTRACT = Path(__file__).parent / "contract"
-NODE_MODULES_ENV = "SUPAMOVE_CONTRACT_NODE_MODULES"
 PROJECT = "0c5f0e2a-7d1b-4c3e-9f4a-5b6c7d8e9f01"
 SECRET = "ssk_contract_test_secret_31415"
 CALLBACK = "https://app.freshtrack.test/handler/password-reset"
 USERS, RESET = "/api/v1/users", "/api/v1/auth/password/send-reset-code"
 OAUTH = "/api/v1/oauth-providers"  # a rerun's new identities (test_users_sync.py records them)
 FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, timeout=10)
-
-
-@dataclass
-class Sent:
-    """One request as it left supamove: method, path, query parameters, JSON body."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    body: Any
-
-
-class RecordingTransport(httpx.HTTPTransport):
-    """A real HTTP transport that keeps a copy of every request it sends."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[Sent] = []
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        content = request.read()
-        query = dict(parse_qsl(request.url.query.decode(), keep_blank_values=True))
-        self.sent.append(Sent(request.method, request.url.path, query, orjson.loads(content) if content else None))
-        return super().handle_request(request)
 
 
 def schema_of(request: Sent) -> str | None:
@@ -78,19 +46,6 @@ def schema_of(request: Sent) -> str | None:
     if request.path == OAUTH:
         return "oauth-providers.create"
     return None
-
-
-def validate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Stack Auth's verdict on each {schema, body}, from one node process."""
-    node = shutil.which("node")
-    assert node, "node is not installed: run .ci/run (it installs nodejs and npm, then the contract's packages)"
-    env = {**os.environ, NODE_MODULES_ENV: os.environ.get(NODE_MODULES_ENV, str(CONTRACT / "node_modules"))}
-    done = subprocess.run([node, str(CONTRACT / "validate.mjs")], input=orjson.dumps(items), env=env,
-                          capture_output=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr.decode()
-    verdicts = [orjson.loads(line) for line in done.stdout.splitlines()]
-    assert len(verdicts) == len(items), done.stdout.decode()
-    return verdicts
 
 
 def record_a_migration(exported: Path) -> tuple[list[Sent], int]:

@@ -20,6 +20,18 @@ import bcrypt
 import orjson
 import pytest
 from click.testing import CliRunner
+from conftest import (
+    FAST,
+    HASHES,
+    PASSWORDS,
+    TRUSTED,
+    auth_user,
+    factor,
+    identity,
+    ts,
+    uid,
+    write_export,
+)
 
 from supamove.errors import DataFileError, StackAuthError, SupamoveError
 from supamove.paths import DataDir
@@ -35,44 +47,6 @@ from supamove.users.source import load_auth_export
 
 PROJECT = str(uuid.uuid4())
 SECRET = "ssk_users_test_secret_key_987654"
-FAST = RetryPolicy(attempts=8, base_delay=0.01, max_delay=0.05, timeout=3)
-PASSWORDS = {"alice": "alice-pw-1", "bob": "bob-pw-2", "mallory": "mallory-pw", "victor": "victor-pw",
-             "oscar": "oscar-pw", "judy": "judy-pw", "grace": "grace-pw", "xavier": "xavier-pw"}
-HASHES = {
-    "alice": bcrypt.hashpw(PASSWORDS["alice"].encode(), bcrypt.gensalt(10, prefix=b"2a")).decode(),
-    "bob": bcrypt.hashpw(PASSWORDS["bob"].encode(), bcrypt.gensalt(6, prefix=b"2a")).decode(),  # pgcrypto seed
-    **{name: bcrypt.hashpw(PASSWORDS[name].encode(), bcrypt.gensalt(4, prefix=b"2a")).decode()
-       for name in ("mallory", "victor", "oscar", "judy", "grace", "xavier")},
-    "carol": "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$3q2+7w0Pq2a6s0GcCqJm2Q",
-}
-
-
-def ts(days: int) -> str:
-    moment = datetime(2024, 1, 1, 9, 30, tzinfo=UTC) + timedelta(days=days, microseconds=123456)
-    return moment.strftime("%Y-%m-%d %H:%M:%S.%f+00")
-
-
-def auth_user(name: str, day: int, **columns: Any) -> dict[str, Any]:
-    """An auth.users row as export writes it: every column, PostgreSQL text values."""
-    row = {
-        "instance_id": "00000000-0000-0000-0000-000000000000", "id": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
-        "aud": "authenticated", "role": "authenticated", "email": f"{name}@example.com",
-        "encrypted_password": HASHES.get(name, ""), "email_confirmed_at": ts(day), "invited_at": None,
-        "confirmation_token": "", "recovery_token": "", "last_sign_in_at": ts(day + 30),
-        "raw_app_meta_data": {"provider": "email", "providers": ["email"]},
-        "raw_user_meta_data": {"full_name": name.title() + " Example", "plan": "pro"},
-        "is_super_admin": None, "created_at": ts(day), "updated_at": ts(day + 1), "phone": None,
-        "phone_confirmed_at": None, "confirmed_at": ts(day), "banned_until": None, "reauthentication_token": "",
-        "is_sso_user": False, "deleted_at": None, "is_anonymous": False,
-    }
-    row.update(columns)
-    return row
-
-
-def identity(user: dict[str, Any], provider: str, account: str, email: str | None) -> dict[str, Any]:
-    return {"provider_id": account, "user_id": user["id"], "identity_data": {"sub": account, "email": email},
-            "provider": provider, "last_sign_in_at": user["created_at"], "created_at": user["created_at"],
-            "updated_at": user["created_at"], "email": email, "id": str(uuid.uuid4())}
 
 
 def edge_users() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -106,26 +80,6 @@ def edge_users() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         identity(users["alice"], "email", users["alice"]["id"], "alice@example.com"),
     ]
     return list(users.values()), identities
-
-
-def uid(name: str) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_DNS, name))
-
-
-def write_export(root: Path, users: list[dict[str, Any]], identities: list[dict[str, Any]],
-                 factors: list[dict[str, Any]] | None = None) -> DataDir:
-    datadir = DataDir(root).ensure()
-    for table, rows in (("users", users), ("identities", identities), ("mfa_factors", factors)):
-        if rows is None:
-            continue
-        with open(datadir.table_file("auth", table), "wb") as handle:
-            for row in rows:
-                handle.write(orjson.dumps(row) + b"\n")
-    return datadir
-
-
-# The app's domain, trusted in the Stack Auth project: the real server sends reset links only there.
-TRUSTED = SandboxConfig(trusted_domains=("https://app.example.com",))
 
 
 @pytest.fixture
@@ -732,7 +686,6 @@ def test_failed_users_and_e_mails_end_the_run_in_one_stack_auth_error(tmp_path: 
         "2 reset e-mails failed (fix: correct the cause, then rerun)")
 
 
-
 # --- one odd user never stops a migration -------------------------------------------------------
 
 
@@ -813,12 +766,6 @@ def test_totp_secrets_are_base32_decoded_then_base64_encoded() -> None:
         "TOTP secret stored encrypted by Supabase Auth (a JSON envelope, not the base32 text): supamove cannot "
         "read it"))
     assert totp_base64("not base32!") == (None, "TOTP secret is not base32 text")
-
-
-def factor(user: str, kind: str, status: str = "verified", secret: str | None = "JBSWY3DPEHPK3PXP") -> dict[str, Any]:
-    return {"id": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{user}-{kind}-{status}")), "user_id": uid(user),
-            "friendly_name": kind, "factor_type": kind, "status": status, "created_at": ts(3), "updated_at": ts(3),
-            "secret": secret if kind == "totp" else None, "phone": "15550001234" if kind == "phone" else None}
 
 
 def test_a_totp_secret_stack_auth_keeps_failing_fails_that_user_and_the_rerun_sets_it(stack: StackAuthSandbox, tmp_path: Path) -> None:

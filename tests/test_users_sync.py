@@ -15,7 +15,7 @@ import bcrypt
 import orjson
 import pytest
 from click.testing import CliRunner
-from test_users import (
+from conftest import (
     FAST,
     HASHES,
     PASSWORDS,
@@ -265,7 +265,7 @@ def test_a_killed_sync_resumes_with_no_user_updated_twice(stack: StackAuthSandbo
 
 
 def test_every_update_body_passes_stack_auths_schema(stack: StackAuthSandbox, tmp_path: Path) -> None:
-    from test_stackauth_contract import RecordingTransport, validate
+    from conftest import RecordingTransport, validate
 
     users, identities, factors = first_export()
     datadir = write_export(tmp_path / "d", users, identities, factors)
