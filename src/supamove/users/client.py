@@ -142,13 +142,10 @@ class StackAuthClient:
         """PATCH /users/{id}: setting the same values again changes nothing, so a lost answer is resent.
 
         With `recover`, a lost answer is first checked: the user it returns (the update found in Stack
-        Auth) is the answer, and nothing is sent again. A 5xx that persists is Rejected, as for a create.
+        Auth) is the answer, and nothing is sent again. A 5xx that persists is this user's: Rejected, as
+        for a create.
         """
-        path = f"{USERS}/{user_id}"
-        if recover is None:
-            user: dict[str, Any] = self._json(self._request("PATCH", path, json=body, user_data=True))
-            return user
-        return self._checked("PATCH", path, body, recover, "an update")
+        return self._checked("PATCH", f"{USERS}/{user_id}", body, recover or (lambda: None), "an update")
 
     def create_oauth_provider(self, user_id: str, provider_id: str, account_id: str, email: str | None,
                               recover: Callable[[], dict[str, Any] | None]) -> dict[str, Any]:

@@ -310,10 +310,7 @@ class _Run:
         if item.totp_secret_base64 is None or stack_id is None:
             return None, None
         try:
-            # The same secret again changes nothing: a lost answer is sent again, and a 5xx that persists
-            # fails this user alone (set by the rerun), as a create's does.
-            return None, self.client.update_user(stack_id, {"totp_secret_base64": item.totp_secret_base64},
-                                                 recover=lambda: None)
+            return None, self.client.update_user(stack_id, {"totp_secret_base64": item.totp_secret_base64})
         except Rejected as exc:
             return f"created, but Stack Auth refused its TOTP secret: {exc.message}", None
 
