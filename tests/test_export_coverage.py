@@ -209,3 +209,14 @@ def test_only_a_validated_single_column_foreign_key_between_uuid_columns_proves_
     table = Table("public", "t", tuple(Column(n, "text" if n == "e" else "uuid") for n in "abcdef"),
                   foreign_keys=fks)
     assert userids.keyed_without_user_ids(table, none) == {"a": ("public", "sensors", "id")}
+
+
+def test_probing_each_value_counts_what_the_hash_of_user_ids_counts(dbs) -> None:
+    with dbs.source() as conn:
+        tables = catalog.read_relations(conn, ["public", "edge", "billing"])
+        counted = [(userids.count_table(conn, t, [c for c in t.columns if userids.family(c)], False),
+                    userids.count_table(conn, t, [c for c in t.columns if userids.family(c)], True)) for t in tables]
+        few = userids.tables_of_few_rows(conn, tables, 40)
+    assert all(hashed == probed for hashed, probed in counted)
+    assert sum(c.user_ids for hashed, _ in counted for c in hashed.columns) > 100
+    assert ("edge", "posts") in few and ("public", "readings") not in few

@@ -305,9 +305,11 @@ def check_values(conn: psycopg.Connection, plan: ExportPlan, options: ExportOpti
     check = ValueCheck()
     none: set[tuple[str, str, str]] = set()  # the uuid columns known to hold no user id
     keyed = 0
+    users = next((t.estimated_rows for t in plan.auth_tables if t.name == "users"), 0)
+    few = userids.tables_of_few_rows(conn, plan.tables, users)
     for table in plan.tables:  # referenced tables first: their keys tell which foreign keys need no scan
         skip = set(table.user_id_columns) | {c for s, t, c in excluded if (s, t) == table.key}
-        keyed += _check_table(conn, table, skip, check, none)
+        keyed += _check_table(conn, table, skip, check, none, table.key in few)
     check.seconds = time.monotonic() - started
     log.debug("user-id value check: %d columns found, %d mixed, %d JSON keys, %d columns without user ids by "
               "their foreign key, in %.2fs", len(check.found), len(check.mixed), len(check.json_keys), keyed,
@@ -316,7 +318,7 @@ def check_values(conn: psycopg.Connection, plan: ExportPlan, options: ExportOpti
 
 
 def _check_table(conn: psycopg.Connection, table: Table, skip: set[str], check: ValueCheck,
-                 none: set[tuple[str, str, str]]) -> int:
+                 none: set[tuple[str, str, str]], few_rows: bool) -> int:
     """One table's part of the value check; its uuid columns holding no user id join `none`.
 
     Returns how many of its columns needed no scan: a validated foreign key ties them to a column of `none`.
@@ -327,7 +329,7 @@ def _check_table(conn: psycopg.Connection, table: Table, skip: set[str], check: 
                   table.qualified, name, schema, ref_table, ref)
     columns = [c for c in table.columns if c.name not in skip | keyed.keys() and userids.family(c) is not None]
     uuids = {c.name for c in columns if userids.family(c) == "uuid"} | keyed.keys()
-    counts = userids.count_table(conn, table, columns)
+    counts = userids.count_table(conn, table, columns, few_rows)
     for count in counts.columns:
         if count.user_ids and count.user_ids == count.values:
             check.found.append(count)
