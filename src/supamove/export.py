@@ -323,12 +323,12 @@ def _check_table(conn: psycopg.Connection, table: Table, skip: set[str], check: 
 
     Returns how many of its columns needed no scan: a validated foreign key ties them to a column of `none`.
     """
-    keyed = userids.keyed_without_user_ids(table, none)
+    keyed = {name: ref for name, ref in userids.keyed_without_user_ids(table, none).items() if name not in skip}
     for name, (schema, ref_table, ref) in keyed.items():
         log.debug("%s.%s: no user ids: every value is a key of %s.%s(%s), which holds none",
                   table.qualified, name, schema, ref_table, ref)
     columns = [c for c in table.columns if c.name not in skip | keyed.keys() and userids.family(c) is not None]
-    uuids = {c.name for c in columns if userids.family(c) == "uuid"} | keyed.keys()
+    uuids = {c.name for c in columns if userids.family(c) == "uuid"}
     counts = userids.count_table(conn, table, columns, few_rows)
     for count in counts.columns:
         if count.user_ids and count.user_ids == count.values:
