@@ -10,7 +10,7 @@ import pytest
 from conftest import write_mapping
 from psycopg import sql
 
-from supamove import catalog
+from supamove import catalog, userids
 from supamove.catalog import Column, ForeignKey, Table
 from supamove.db import Endpoint
 from supamove.errors import ConfigError
@@ -159,3 +159,64 @@ def test_how_each_user_id_column_was_found() -> None:
         catalog.find_user_id_columns([profiles, posts], (), ["public.posts.author"])
     with pytest.raises(ConfigError, match="--not-user-id-column 'posts.x' is not schema.table.column"):
         catalog.find_user_id_columns([profiles, posts], (), ["posts.x"])
+
+
+# Foreign keys that point at user ids without naming auth.users, and one never checked (NOT VALID).
+KEYED_SQL = """
+CREATE TABLE edge.members (id uuid PRIMARY KEY);
+INSERT INTO edge.members SELECT id FROM auth.users ORDER BY id LIMIT 4;
+CREATE TABLE edge.member_notes (id bigint PRIMARY KEY, member uuid REFERENCES edge.members(id));
+INSERT INTO edge.member_notes SELECT row_number() OVER (ORDER BY id), id FROM edge.members;
+CREATE TABLE edge.stale_refs (id bigint PRIMARY KEY, sensor_id uuid);
+INSERT INTO edge.stale_refs SELECT row_number() OVER (ORDER BY id), id FROM edge.members;
+ALTER TABLE edge.stale_refs ADD FOREIGN KEY (sensor_id) REFERENCES public.sensors(id) NOT VALID;
+CREATE SCHEMA side;
+CREATE TABLE side.keys (id uuid PRIMARY KEY);
+INSERT INTO side.keys SELECT id FROM edge.members;
+CREATE TABLE edge.side_refs (id bigint PRIMARY KEY, key uuid REFERENCES side.keys(id));
+INSERT INTO edge.side_refs SELECT row_number() OVER (ORDER BY id), id FROM side.keys;
+GRANT USAGE ON SCHEMA side TO supabase_app;
+GRANT SELECT ON ALL TABLES IN SCHEMA edge, side TO supabase_app;
+"""
+
+
+def test_foreign_key_proves_a_column_holds_no_user_ids_only_into_a_checked_key_without_any(
+        cli, dbs, env, data_dir: Path) -> None:
+    with dbs.source() as conn:
+        conn.execute(KEYED_SQL)
+    result = cli("export", "--dry-run", *EDGE)
+    assert result.exit_code == 0, result.output
+    lines = output_lines(result.output)
+    for column in ("members.id", "member_notes.member", "stale_refs.sensor_id", "side_refs.key"):
+        assert f"edge.{column}: user ids found by value, 4 of 4 values are user ids (remapped by the import)" \
+            in lines, column
+    for line in FOUND + [JSON_WARNING]:
+        assert line in lines, line
+    log = Path(env["LOG_FILE_PATH"]).read_text()
+    assert "public.readings.sensor_id: no user ids: every value is a key of public.sensors(id), which holds none" \
+        in log
+    assert "public.sensors.unit_id: no user ids: every value is a key of public.units(id), which holds none" in log
+    assert not any(f"edge.{c}: no user ids" in log for c in ("member_notes", "stale_refs", "side_refs"))
+
+
+def test_only_a_validated_single_column_foreign_key_between_uuid_columns_proves_anything() -> None:
+    none = {("public", "sensors", "id"), ("public", "sensors", "code")}
+    fks = (ForeignKey("a", ("a",), "public", "sensors", ("id",), validated=True),
+           ForeignKey("b", ("b",), "public", "sensors", ("id",), validated=False),
+           ForeignKey("c", ("c", "d"), "public", "sensors", ("id", "code"), validated=True),
+           ForeignKey("e", ("e",), "public", "sensors", ("code",), validated=True),
+           ForeignKey("f", ("f",), "public", "units", ("id",), validated=True))
+    table = Table("public", "t", tuple(Column(n, "text" if n == "e" else "uuid") for n in "abcdef"),
+                  foreign_keys=fks)
+    assert userids.keyed_without_user_ids(table, none) == {"a": ("public", "sensors", "id")}
+
+
+def test_probing_each_value_counts_what_the_hash_of_user_ids_counts(dbs) -> None:
+    with dbs.source() as conn:
+        tables = catalog.read_relations(conn, ["public", "edge", "billing"])
+        counted = [(userids.count_table(conn, t, [c for c in t.columns if userids.family(c)], False),
+                    userids.count_table(conn, t, [c for c in t.columns if userids.family(c)], True)) for t in tables]
+        few = userids.tables_of_few_rows(conn, tables, 40)
+    assert all(hashed == probed for hashed, probed in counted)
+    assert sum(c.user_ids for hashed, _ in counted for c in hashed.columns) > 100
+    assert ("edge", "posts") in few and ("public", "readings") not in few

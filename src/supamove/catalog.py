@@ -71,6 +71,7 @@ class ForeignKey:
     ref_table: str
     ref_columns: tuple[str, ...]
     deferrable: bool = False
+    validated: bool = False  # checked against every row (not NOT VALID); False when not known
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,8 @@ SELECT con.conrelid, con.contype, con.conname,
              JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i),
        con.condeferrable,
        (SELECT bool_and(a.attnotnull) FROM pg_attribute a
-        WHERE a.attrelid = con.conrelid AND a.attnum = ANY(con.conkey))
+        WHERE a.attrelid = con.conrelid AND a.attnum = ANY(con.conkey)),
+       con.convalidated
 FROM pg_constraint con
 LEFT JOIN pg_class rc ON rc.oid = con.confrelid
 LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
@@ -248,14 +250,14 @@ def read_relations(conn: psycopg.Connection, schemas: list[str]) -> list[Table]:
     pks: dict[int, tuple[str, ...]] = {}
     fks: dict[int, list[ForeignKey]] = {oid: [] for oid in oids}
     uniques: dict[int, list[tuple[str, ...]]] = {oid: [] for oid in oids}
-    for oid, kind, name, cols, rschema, rtable, rcols, deferrable, notnull in conn.execute(
+    for oid, kind, name, cols, rschema, rtable, rcols, deferrable, notnull, validated in conn.execute(
             CONSTRAINTS_SQL, (oids,)):
         if kind == "p":
             pks[oid] = tuple(cols)
         elif kind == "u" and notnull:
             uniques[oid].append(tuple(cols))
         elif kind == "f":
-            fks[oid].append(ForeignKey(name, tuple(cols), rschema, rtable, tuple(rcols), deferrable))
+            fks[oid].append(ForeignKey(name, tuple(cols), rschema, rtable, tuple(rcols), deferrable, validated))
     return [
         Table(schema, name, tuple(columns[oid]), pks.get(oid, ()), tuple(fks[oid]), partitioned,
               int(est), int(size or 0), (), tuple(sequences[oid]), tuple(uniques[oid]),

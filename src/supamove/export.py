@@ -299,22 +299,46 @@ def preview_export(source: Endpoint, options: ExportOptions) -> ExportPlan:
 
 
 def check_values(conn: psycopg.Connection, plan: ExportPlan, options: ExportOptions) -> ValueCheck:
-    """Count the Supabase user ids in every column not known to hold them, inside PostgreSQL."""
+    """Count the Supabase user ids in every column not known to hold them, inside PostgreSQL, one scan a table."""
     started = time.monotonic()
     excluded = {tuple(catalog.parse_column_ref(r, "--not-user-id-column")) for r in options.not_user_id_columns}
     check = ValueCheck()
-    for table in plan.tables:
+    none: set[tuple[str, str, str]] = set()  # the uuid columns known to hold no user id
+    keyed = 0
+    users = next((t.estimated_rows for t in plan.auth_tables if t.name == "users"), 0)
+    few = userids.tables_of_few_rows(conn, plan.tables, users)
+    for table in plan.tables:  # referenced tables first: their keys tell which foreign keys need no scan
         skip = set(table.user_id_columns) | {c for s, t, c in excluded if (s, t) == table.key}
-        for count in userids.count_user_ids(conn, table, skip):
-            if count.user_ids and count.user_ids == count.values:
-                check.found.append(count)
-            elif count.user_ids:
-                check.mixed.append(count)
-        check.json_keys += userids.json_user_id_keys(conn, table, skip)
+        keyed += _check_table(conn, table, skip, check, none, table.key in few)
     check.seconds = time.monotonic() - started
-    log.debug("user-id value check: %d columns found, %d mixed, %d JSON keys in %.2fs",
-              len(check.found), len(check.mixed), len(check.json_keys), check.seconds)
+    log.debug("user-id value check: %d columns found, %d mixed, %d JSON keys, %d columns without user ids by "
+              "their foreign key, in %.2fs", len(check.found), len(check.mixed), len(check.json_keys), keyed,
+              check.seconds)
     return check
+
+
+def _check_table(conn: psycopg.Connection, table: Table, skip: set[str], check: ValueCheck,
+                 none: set[tuple[str, str, str]], few_rows: bool) -> int:
+    """One table's part of the value check; its uuid columns holding no user id join `none`.
+
+    Returns how many of its columns needed no scan: a validated foreign key ties them to a column of `none`.
+    """
+    keyed = {name: ref for name, ref in userids.keyed_without_user_ids(table, none).items() if name not in skip}
+    for name, (schema, ref_table, ref) in keyed.items():
+        log.debug("%s.%s: no user ids: every value is a key of %s.%s(%s), which holds none",
+                  table.qualified, name, schema, ref_table, ref)
+    columns = [c for c in table.columns if c.name not in skip | keyed.keys() and userids.family(c) is not None]
+    uuids = {c.name for c in columns if userids.family(c) == "uuid"}
+    counts = userids.count_table(conn, table, columns, few_rows)
+    for count in counts.columns:
+        if count.user_ids and count.user_ids == count.values:
+            check.found.append(count)
+        elif count.user_ids:
+            check.mixed.append(count)
+    none |= {(*table.key, c.column) for c in counts.columns if not c.user_ids and c.column in uuids}
+    none |= {(*table.key, name) for name in keyed}
+    check.json_keys += userids.json_user_id_keys(conn, table, counts.json_to_walk)
+    return len(keyed)
 
 
 def apply_value_check(plan: ExportPlan, check: ValueCheck) -> None:
