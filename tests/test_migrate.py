@@ -73,6 +73,7 @@ def test_migrate_loads_what_the_separate_commands_load(cli, dbs, data_dir: Path,
     # Each table was checksummed as it was loaded, and the verification took those checksums.
     log = (data_dir.parent / "migration.log").read_text()
     assert log.count(": checksums computed when it was loaded") == len(app_tables)
+    assert log.count(": the source's checksum runs while it loads") == len(app_tables)
     ours = target_rows(dbs.target_url, app_tables, mapping(data_dir))
     assert_users_once(stack_auth, data_dir)
     assert len(import_state(dbs)) == len(app_tables)

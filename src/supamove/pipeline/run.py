@@ -147,14 +147,16 @@ class Cutover:
     def _load(self, batch: list[TableEntry]) -> None:
         if "import" not in self.result.steps:
             self.result.begin("import")
-        keys = frozenset(e.key for e in batch)
-        loaded = run_import(self.target, self.datadir, self.options.load(keys), Labelled(self.progress, "import "))
-        self.result.imported += loaded.tables
-        self.board.update(lambda board: board.loaded.update(keys))
         if self.checksums is None:
             self.result.begin("verify")
             self.checksums = AheadChecksums(self.source, self.target, self.datadir, self.options.jobs,
                                             Labelled(self.progress, "verify "))
+        for entry in batch:
+            self.checksums.source_first(entry)
+        keys = frozenset(e.key for e in batch)
+        loaded = run_import(self.target, self.datadir, self.options.load(keys), Labelled(self.progress, "import "))
+        self.result.imported += loaded.tables
+        self.board.update(lambda board: board.loaded.update(keys))
         for entry in batch:
             self.checksums.add(entry)
 

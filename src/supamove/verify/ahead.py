@@ -17,9 +17,10 @@ from supamove.log import get_logger
 from supamove.metadata import Metadata, TableEntry
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
+from supamove.verify.checksum import Checksum
 from supamove.verify.plan import TableComparison
 from supamove.verify.pools import Pair, SidePool, read_mapping
-from supamove.verify.run import Known, table_checksums
+from supamove.verify.run import Known, side_checksum, table_checksums
 from supamove.verify.structure import TableKey
 
 log = get_logger("verify")
@@ -40,9 +41,18 @@ class AheadChecksums:
         self._lock = threading.Lock()
         self._workers = ThreadPoolExecutor(self._jobs, "checksum")
         self._futures: list[Future[None]] = []
+        self._sources: dict[TableKey, Future[Checksum]] = {}  # source checksums started before the load
+        self._early = ThreadPoolExecutor(self._jobs, "checksum-source")  # apart: a checksum waits for these
         self.progress = progress or NullProgress()
         self.progress.start(LABEL, len(meta.tables))
         self.known: dict[TableKey, Known] = {}
+
+    def source_first(self, entry: TableEntry) -> None:
+        """Start the source's checksum of a table about to load: the source is frozen, and the checksum
+        runs while the target loads, so once it is loaded only the target's is left."""
+        if entry.key not in self._sources and (pair := self._pair(entry)) is not None:
+            self._sources[entry.key] = self._early.submit(side_checksum, pair, "source")
+            log.debug("%s: the source's checksum runs while it loads", entry.qualified)
 
     def add(self, entry: TableEntry) -> None:
         """Checksum a table just loaded (its user ids, if any, remapped with the final user-mapping.json)."""
@@ -52,24 +62,35 @@ class AheadChecksums:
         """Wait for the checksums under way; the checksums by table."""
         try:
             self._workers.shutdown(wait=True, cancel_futures=False)
+            self._early.shutdown(wait=True, cancel_futures=False)
             self.progress.finish(LABEL)
         finally:
             for pool in [*self._pools.values(), *([self._mapped] if self._mapped else [])]:
                 pool.close()
         return self.known
 
-    def _checksum(self, entry: TableEntry) -> None:
+    def _pair(self, entry: TableEntry) -> Pair | None:
+        """The table's work on both sides, or None when a side lacks it (run_verify says what is missing)."""
         comparison = TableComparison(entry.table, self._ours.get(entry.key), self._theirs.get(entry.key), True)
         if comparison.source is None or comparison.target is None:
-            return  # run_verify says what is missing
+            return None
         src, tgt = comparison.relation("source"), comparison.relation("target")
         pools = {**self._pools, "target": self._mapped_pool()} if tgt.mapped else self._pools
+        return Pair(comparison, pools, src, tgt)
+
+    def _checksum(self, entry: TableEntry) -> None:
+        if (pair := self._pair(entry)) is None:
+            return
+        source = self._sources.get(entry.key)
         try:
-            ours, theirs = table_checksums(Pair(comparison, pools, src, tgt))
+            if source is None:
+                ours, theirs = table_checksums(pair)
+            else:
+                theirs, ours = side_checksum(pair, "target"), source.result()
         except Exception:  # noqa: BLE001 - run_verify compares this table itself, and names the cause
             log.debug("checksums of %s left to the verification", entry.qualified, exc_info=True)
             return
-        self.known[entry.key] = (src, tgt, ours, theirs)
+        self.known[entry.key] = (pair.src_rel, pair.tgt_rel, ours, theirs)
         self.progress.advance(LABEL)
 
     def _mapped_pool(self) -> SidePool:

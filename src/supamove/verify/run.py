@@ -193,6 +193,15 @@ def table_checksums(pair: Pair) -> tuple[Checksum, Checksum]:
     return _add([f.result() for f in futures[0]]), _add([f.result() for f in futures[1]])
 
 
+def side_checksum(pair: Pair, side: str) -> Checksum:
+    """One side's checksum of the table, cut into block ranges as `table_checksums` cuts it."""
+    rel = pair.src_rel if side == "source" else pair.tgt_rel
+    futures = [pair.submit(side, checksum.checksum_query(rel, tids), None, _sum)
+               for tids in pair.run(side, checksum.size_query(rel), None, _block_ranges)]
+    wait(futures)
+    return _add([f.result() for f in futures])
+
+
 def _block_ranges(cur: psycopg.Cursor[Any]) -> list[checksum.Blocks]:
     """Cut a table into CHUNK_BLOCKS pieces, when the server can scan block ranges (PostgreSQL 14+)."""
     row = cur.fetchone()
