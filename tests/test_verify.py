@@ -507,6 +507,25 @@ def test_supabase_user_ids_left_in_the_target_fail_naming_the_column(cli, migrat
     assert "edge.types_zoo: 2 rows of column txt kept Supabase user ids on purpose" in out
 
 
+def test_supabase_user_ids_are_found_in_any_case_and_at_any_depth_and_no_other_uuid_counts(
+        cli, migrated: Path, dbs: Databases, faithful_template: Faithful) -> None:
+    sid = stale_id(faithful_template)
+    other = "c0ffee00-0000-4000-8000-00000000000a"  # a uuid, but no user's
+    on_both(dbs, "ALTER TABLE edge.tree ADD COLUMN note text, ADD COLUMN doc jsonb, ADD COLUMN j json",
+            f"UPDATE edge.tree SET note = '{sid.upper()}', doc = '{{\"a\": {{\"b\": {{\"c\": \"{sid.upper()}\"}}}}}}' "
+            "WHERE id = 1",
+            f"UPDATE edge.tree SET note = 'by {sid}', doc = '\"{sid}\"', j = '[1, {{\"by\": \"{sid}\"}}]' WHERE id = 2",
+            f"UPDATE edge.tree SET note = '{other}', doc = '{{\"x\": \"{other}\"}}', j = '{{\"y\": \"{other.upper()}\"}}' "
+            "WHERE id = 3")
+    code, report, out = verify(cli, "--tables", "edge.tree")
+    assert code == 7, out
+    tree = by_name(report)["edge.tree"]
+    assert tree["reason"] == (f"1 row of column note still holds Supabase user ids (e.g. {sid}); "
+                              f"2 rows of column doc still hold Supabase user ids (e.g. {sid}); "
+                              f"1 row of column j still holds Supabase user ids (e.g. {sid})")
+    assert {c["column"]: c["rows"] for c in tree["supabaseUserIds"]} == {"label": 0, "note": 1, "doc": 2, "j": 1}
+
+
 def test_keep_supabase_ids_names_an_exported_column(cli, migrated: Path, dbs: Databases) -> None:
     result = cli("verify", "--keep-supabase-ids", "edge.nope.x")
     assert result.exit_code == 2

@@ -13,12 +13,11 @@ from typing import Any
 from psycopg import sql
 
 from supamove import userids
-from supamove.verify.checksum import USER_MAP
 from supamove.verify.model import TableCheck, UserIdCount
-from supamove.verify.pools import Pair
+from supamove.verify.pools import SUPABASE_IDS, Pair
 
-# The mapping's Supabase ids, as uuids, from the temporary table the target's sessions load.
-MAPPED_SUPABASE_IDS = sql.SQL("(SELECT m.supabase::uuid FROM {} m)").format(USER_MAP)
+# The mapping's Supabase ids, from the temporary table the target's sessions load.
+MAPPED_SUPABASE_IDS = sql.SQL("(SELECT s.id FROM {} s)").format(SUPABASE_IDS)
 
 
 def count_supabase_ids(pair: Pair, check: TableCheck, kept: set[str]) -> None:
