@@ -272,6 +272,8 @@ def test_mapping_missing_or_malformed(dbs, exported: Path) -> None:
     path.write_text('{"mappings": [{"supabaseUserId": "x"}]}')
     assert str(error_of(dbs, exported)).startswith(
         f"{path}: mapping number 1 lacks supabaseUserId or stackAuthUserId")
+    path.write_text('{"mappings": [{"supabaseUserId": "x", "stackAuthUserId": "8f0e2c34-1d5b-4a6e-9c7f-0a1b2c3d4e5f"}]}')
+    assert str(error_of(dbs, exported)).startswith(f"{path}: mapping number 1 has supabaseUserId 'x', not a uuid")
     assert target_is_empty(dbs, exported)
 
 

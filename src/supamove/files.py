@@ -19,6 +19,9 @@ import orjson
 
 from supamove.errors import ConfigError, DataFileError, SupamoveError
 
+# A uuid's text form, in either case (uuids ignore case).
+UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
 PRIVATE = 0o600
 PARTIAL = ".partial"  # a file being written; renamed over its final name once whole
 EXPORT_AGAIN = "run `supamove export --force` to write it again"

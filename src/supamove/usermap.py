@@ -13,7 +13,7 @@ from typing import Any
 
 from supamove.clock import iso
 from supamove.errors import DataFileError
-from supamove.files import SavePacer, json_list, read_json, write_json
+from supamove.files import UUID, SavePacer, json_list, read_json, write_json
 
 RETENTION = timedelta(days=90)
 
@@ -55,6 +55,10 @@ class UserMapping:
         if not isinstance(sid, str) or not isinstance(entry.get("stackAuthUserId"), str):
             raise DataFileError(f"{self.path}: mapping number {number} lacks supabaseUserId or stackAuthUserId",
                                 fix=fix)
+        for key in ("supabaseUserId", "stackAuthUserId"):  # both go into uuid columns (and verify's uuid table)
+            if not UUID.fullmatch(entry[key]):
+                raise DataFileError(f"{self.path}: mapping number {number} has {key} {entry[key]!r}, not a uuid",
+                                    fix=fix)
         if sid.lower() in seen:  # uuids ignore case: of "A" and "a", one would silently win
             raise DataFileError(f"{self.path} lists Supabase user {sid.lower()} twice", fix=fix)
         stack_id = entry["stackAuthUserId"]

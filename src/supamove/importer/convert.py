@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 import orjson
 
 from supamove.errors import DataFileError
-from supamove.files import parse_row, restore_or_export_again
+from supamove.files import UUID, parse_row, restore_or_export_again
 from supamove.importer.model import ColumnLoad, ImportPlan, TablePlan, Unmapped
-from supamove.importer.scan import UUID, line_blocks
+from supamove.importer.scan import line_blocks
 
 T = TypeVar("T")
 

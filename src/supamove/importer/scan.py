@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-import re
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -15,11 +14,8 @@ from typing import Any
 import orjson
 
 from supamove.errors import DataFileError, SupamoveError
-from supamove.files import export_again, parse_row, restore_or_export_again
+from supamove.files import UUID, export_again, parse_row, restore_or_export_again
 from supamove.importer.model import TablePlan
-
-UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
 
 READ_BYTES = 1 << 20  # a block of lines: Python works per block, not per row
 
