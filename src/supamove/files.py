@@ -9,7 +9,7 @@ import re
 import shlex
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +94,25 @@ def write_json(path: Path, data: Any, mode: int = PRIVATE) -> None:
         handle.write(b"\n")
 
 
+def write_json_items(path: Path, head: dict[str, Any], key: str, items: Iterable[Any] | Iterable[tuple[str, Any]],
+                     named: bool = False, mode: int = PRIVATE) -> None:
+    """The same bytes as `write_json(path, {**head, key: list(items)})` (with `named`, items are (name, value)
+    pairs and `key` holds an object), written an item at a time: a file of every user never whole in memory."""
+    opening, closing = (b"{", b"}") if named else (b"[", b"]")
+    with atomic_writer(path, mode) as handle:
+        handle.write(orjson.dumps(head, option=orjson.OPT_INDENT_2)[:-2] if head else b"{\n")
+        handle.write((b",\n  " if head else b"  ") + orjson.dumps(key) + b": " + opening)
+        first = True
+        for item in items:
+            name, value = item if named else (None, item)
+            handle.write((b"\n    " if first else b",\n    ") + (orjson.dumps(name) + b": " if named else b""))
+            # JSON text holds no raw newline but between values: each line indented two levels deeper.
+            handle.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n    "))
+            first = False
+        handle.write(closing if first else b"\n  " + closing)
+        handle.write(b"\n}\n")
+
+
 def read_json(path: Path, produced_by: str, *, fix: str | None = None, missing_ok: bool = False) -> Any:
     """A JSON file of the data directory, or a DataFileError naming the file and the fix.
 
@@ -109,6 +128,99 @@ def read_json(path: Path, produced_by: str, *, fix: str | None = None, missing_o
     except orjson.JSONDecodeError as exc:
         raise DataFileError(f"{path} is not valid JSON ({exc})",
                             fix=fix or f"restore it or run `supamove {produced_by}` again") from exc
+
+
+def read_json_items(path: Path, key: str, produced_by: str, *, named: bool = False, fix: str | None = None,
+                    missing_ok: bool = False) -> tuple[Any, Iterator[Any] | None] | None:
+    """A file `write_json_items` wrote, read an item at a time: (the other keys, an iterator over the items
+    of `key`, with `named` (name, value) pairs), or None for a missing file with `missing_ok`. The iterator
+    is None when `key` holds no such list (or object). A file laid out otherwise (edited by hand) is read
+    whole; errors are read_json's.
+    """
+    opening = b"  " + orjson.dumps(key) + (b": {" if named else b": [")
+    head = _layout(path, opening) if path.exists() else None
+    if head is not None:
+        return head, _items(path, opening, named, produced_by, fix)
+    data = read_json(path, produced_by, fix=fix, missing_ok=missing_ok)
+    if data is None:
+        return None
+    items = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(items, dict if named else list):
+        return data, None
+    del data[key]
+    return data, iter(items.items()) if isinstance(items, dict) else iter(items)
+
+
+def _layout(path: Path, opening: bytes) -> dict[str, Any] | None:
+    """The keys before the items when the file has write_json_items' layout (checked in one pass, the
+    items not parsed), else None."""
+    head: list[bytes] = []
+    with open(path, "rb") as handle:
+        if handle.readline() != b"{\n":
+            return None
+        for line in handle:
+            if line.startswith(opening):
+                break
+            head.append(line)
+        else:
+            return None
+        rest = line[len(opening):]
+        if rest == (b"}" if opening.endswith(b"{") else b"]") + b"\n":
+            last = b""  # no items
+        elif rest != b"\n" or (last := _item_lines(handle, opening)) is None:  # type: ignore[assignment]
+            return None
+        if last.endswith(b",\n") or handle.readline() != b"}\n" or handle.read(1):
+            return None
+    try:
+        head_keys: dict[str, Any] = orjson.loads(b"{" + b"".join(head) + b'"": null}')
+    except orjson.JSONDecodeError:
+        return None
+    del head_keys[""]
+    return head_keys
+
+
+def _item_lines(handle: IO[bytes], opening: bytes) -> bytes | None:
+    """Past the items to their closing line: the items' last line, or None when a line is out of place."""
+    closing = b"  " + (b"}" if opening.endswith(b"{") else b"]") + b"\n"
+    previous = b""
+    for line in handle:
+        if line == closing:
+            return previous
+        if not line.startswith(b"    ") or (_starts_item(line) and previous and not previous.endswith(b",\n")):
+            return None
+        previous = line
+    return None
+
+
+def _starts_item(line: bytes) -> bool:
+    """Whether a line inside the items begins one: indented by exactly four spaces, no closing bracket."""
+    return line[4:5] not in (b" ", b"}", b"]")
+
+
+def _items(path: Path, opening: bytes, named: bool, produced_by: str, fix: str | None) -> Iterator[Any]:
+    """The items of a file `_layout` accepted, parsed one at a time."""
+    with open(path, "rb") as handle:
+        for line in handle:
+            if line.startswith(opening):
+                break
+        lines: list[bytes] = []
+        for line in handle:
+            if lines and (_starts_item(line) or not line.startswith(b"    ")):
+                yield from _parsed(b"".join(lines).rstrip(b",\n"), named, path, produced_by, fix)
+                lines = []
+            if not line.startswith(b"    "):
+                return
+            lines.append(line)
+
+
+def _parsed(text: bytes, named: bool, path: Path, produced_by: str, fix: str | None) -> Iterator[Any]:
+    try:
+        value = orjson.loads(b"{" + text + b"}" if named else text)
+    except orjson.JSONDecodeError:
+        read_json(path, produced_by, fix=fix)  # the error naming the file, as when it is read whole
+        raise DataFileError(f"{path} is not laid out as supamove writes it",
+                            fix=fix or f"restore it or run `supamove {produced_by}` again") from None
+    yield from value.items() if named else [value]
 
 
 def json_list(data: Any, key: str, path: Path, fix: str) -> list[Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from supamove.clock import iso
 from supamove.errors import DataFileError
-from supamove.files import UUID, SavePacer, json_list, read_json, write_json
+from supamove.files import UUID, SavePacer, json_list, read_json_items, write_json_items
 
 RETENTION = timedelta(days=90)
 
@@ -34,10 +34,11 @@ class UserMapping:
     def load(cls, path: Path) -> UserMapping:
         """The mapping file, or an empty mapping when there is none; a damaged one is a DataFileError."""
         fix = f"restore {path.name} from a backup, or move it away and run `supamove map-users` to rebuild it"
-        data = read_json(path, "map-users", fix=fix, missing_ok=True)
-        if data is None:
+        found = read_json_items(path, "mappings", "map-users", fix=fix, missing_ok=True)
+        if found is None:
             return cls(path)
-        entries = json_list(data, "mappings", path, fix)
+        data, entries = found  # the entries read one at a time: the file is never whole in memory
+        entries = iter(json_list(data, "mappings", path, fix)) if entries is None else entries  # no list: raises
         mapping = cls(path, generated_at=data.get("generatedAt"), retain_until=data.get("retainUntil"))
         seen: set[str] = set()  # Supabase ids, lowercase
         for number, entry in enumerate(entries, 1):
@@ -127,6 +128,6 @@ class UserMapping:
             now = datetime.now(UTC)
             self.generated_at = iso(now)
             self.retain_until = self.retain_until or iso(now + RETENTION)
-            write_json(self.path, {"generatedAt": self.generated_at, "retainUntil": self.retain_until,
-                                   "mappings": list(self.entries.values())})
+            write_json_items(self.path, {"generatedAt": self.generated_at, "retainUntil": self.retain_until},
+                             "mappings", self.entries.values())
             self._pacer.saved()

@@ -8,17 +8,20 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from supamove.clock import iso
 from supamove.errors import DataFileError, StackAuthError
-from supamove.files import json_list, read_json, write_json
+from supamove.files import json_list, read_json_items, write_json, write_json_items
 from supamove.log import get_logger
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
@@ -33,6 +36,7 @@ from supamove.users.sync import (
     IDENTITY_REMOVED,
     NOT_SENT,
     SyncState,
+    compact,
     desired,
     differing,
     fingerprints,
@@ -50,6 +54,7 @@ RETRY_FIX = "correct the cause, then run the same command again (only the failed
 PROVIDER_NOT_FOUND = re.compile(r"OAuth provider (\S+) not found")
 GONE_NOTE = "no longer in Supabase's auth.users: restricted in Stack Auth"
 CONFLICT = "changed in Stack Auth since supamove wrote it ({}): not overwritten"
+QUEUED_PER_WORKER = 4  # tasks submitted ahead of the pool's workers: enough to keep them busy
 CONFLICT_FIX = "check the user in the Stack Auth dashboard; `--overwrite-changed` writes the Supabase values over it"
 
 # --- the run ---------------------------------------------------------------------------------
@@ -213,7 +218,7 @@ class _Run:
         self.saved_updates: set[str] = set()  # updates recorded in the sync state, not yet on disk
         self.index: dict[str, dict[str, Any]] | None = None
 
-    def execute(self, plan: list[PlannedUser], previous: dict[str, dict[str, Any]],
+    def execute(self, plan: list[PlannedUser], previous: dict[str, str],
                 gone: list[tuple[str, str, str | None]]) -> list[UserOutcome]:
         """Mapped users compared (and updated in the pool when changed), the others created."""
         outcomes: dict[str, UserOutcome] = {}
@@ -221,7 +226,8 @@ class _Run:
         tasks: list[Callable[[], UserOutcome]] = []
         for item in plan:
             if item.action == "done":
-                found = self._compare(item, previous.get(item.user.id))
+                earlier = previous.get(item.user.id)
+                found = self._compare(item, None if earlier is None else orjson.loads(earlier))
                 if isinstance(found, UserOutcome):
                     outcomes[item.user.id] = found
                 else:
@@ -230,24 +236,28 @@ class _Run:
         creates = [item for item in plan if item.action == "create"]
         if any(item.user.id in self.pending for item in creates):
             self.index = self._scan_index()
-        tasks += [partial(self._create, item) for item in creates]
+        restricts: list[Callable[[], UserOutcome]] = []
         for sid, stack_id, email in gone:
             if (self.state.get(sid) or {}).get("gone"):  # restricted by an earlier run
                 outcomes[sid] = UserOutcome(sid, "migrated", "deleted", stack_id, email, sync="unchanged",
                                             notes=[GONE_NOTE])
             else:
-                tasks.append(partial(self._restrict_gone, sid, stack_id, email))
-        for outcome in self._run_all(tasks):
+                restricts.append(partial(self._restrict_gone, sid, stack_id, email))
+        for outcome in self._run_all(chain(tasks, (partial(self._create, item) for item in creates), restricts)):
             outcomes[outcome.supabase_user_id] = outcome
         self.progress.finish(LABEL)
         return [outcomes[item.user.id] for item in plan] + [outcomes[sid] for sid, _, _ in gone]
 
-    def _run_all(self, tasks: list[Callable[[], UserOutcome]]) -> Iterator[UserOutcome]:
-        with ThreadPoolExecutor(max_workers=max(1, self.options.concurrency), thread_name_prefix="users") as pool:
-            futures: set[Future[UserOutcome]] = {pool.submit(task) for task in tasks}
+    def _run_all(self, tasks: Iterable[Callable[[], UserOutcome]]) -> Iterator[UserOutcome]:
+        """The tasks' outcomes as they finish; only a few tasks per worker are queued at a time (memory stays flat)."""
+        workers = max(1, self.options.concurrency)
+        queued, todo = workers * QUEUED_PER_WORKER, iter(tasks)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="users") as pool:
+            futures: set[Future[UserOutcome]] = {pool.submit(task) for task in islice(todo, queued)}
             try:
                 while futures:
-                    done, futures = wait(futures, timeout=1.0, return_when=FIRST_EXCEPTION)
+                    done, futures = wait(futures, timeout=1.0, return_when=FIRST_COMPLETED)
+                    futures |= {pool.submit(task) for task in islice(todo, queued - len(futures))}
                     for future in done:
                         outcome = future.result()
                         self.progress.advance(LABEL)
@@ -706,11 +716,20 @@ def _dry_run_creates(client: StackAuthClient, plan: list[PlannedUser]) -> list[U
     return outcomes
 
 
-def _previous_report(path: Path) -> dict[str, dict[str, Any]]:
+# What a rerun reports again of a user an earlier run migrated or linked (see _Run._earlier).
+EARLIER_KEYS = ("status", "reason", "stackAuthUserId", "password", "resetReason", "notes", "mfa", "mfaNotCarried")
+
+
+def _previous_report(path: Path) -> dict[str, str]:
+    """The last report's migrated and linked users, each as compact JSON of what a rerun reports again of it."""
     try:
-        data = read_json(path, "migrate-users", missing_ok=True)
-        return {} if data is None else {u["supabaseUserId"]: u for u in json_list(data, "users", path, "")}
-    except (DataFileError, KeyError, TypeError):
+        found = read_json_items(path, "users", "migrate-users", missing_ok=True)
+        if found is None:
+            return {}
+        data, users = found
+        return {u["supabaseUserId"]: compact({k: u[k] for k in EARLIER_KEYS if k in u})
+                for u in users or json_list(data, "users", path, "") if u.get("status") in ("migrated", "linked")}
+    except (DataFileError, KeyError, TypeError, AttributeError):
         log.warning("%s is damaged; rebuilding it from the export and the mapping", path)
         return {}
 
@@ -725,8 +744,8 @@ def write_reports(datadir: DataDir, result: MigrationResult) -> None:
                "conflicts": len(result.conflicts),
                "passwordResetRequired": len(result.reset_required), "totpCarried": result.totp_carried,
                "mfaNotCarried": len(result.mfa_not_carried)}
-    write_json(datadir.users_report, {"generatedAt": now, "summary": summary,
-                                      "users": [o.to_json() for o in result.outcomes]})
+    write_json_items(datadir.users_report, {"generatedAt": now, "summary": summary}, "users",
+                     (o.to_json() for o in result.outcomes))
     write_json(datadir.password_resets, {"generatedAt": now, "users": [
         {"supabaseUserId": o.supabase_user_id, "stackAuthUserId": o.stack_auth_user_id, "email": o.email,
          "reason": o.reset_reason} for o in result.reset_required]})

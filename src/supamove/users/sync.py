@@ -24,7 +24,7 @@ import orjson
 
 from supamove.clock import now_iso
 from supamove.errors import DataFileError
-from supamove.files import SavePacer, read_json, write_json
+from supamove.files import SavePacer, read_json_items, write_json_items
 from supamove.users.plan import PlannedUser
 
 FORMAT = 1
@@ -160,39 +160,47 @@ def gone_values(supabase_user_id: str, user: dict[str, Any]) -> tuple[dict[str, 
     return values, changed
 
 
+def compact(record: Any) -> str:
+    """A record as compact JSON text, in as many bytes as it needs (orjson's own bytes keep a 4 KB buffer)."""
+    return orjson.dumps(record).decode()
+
+
 @dataclass
 class SyncState:
-    """user-sync-state.json in memory; `save` rewrites it atomically (0600)."""
+    """user-sync-state.json in memory, each user's record as compact JSON (a third of its size as
+    objects: the state of every user is held for the whole run); `save` rewrites it atomically (0600)."""
 
     path: Path
-    users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    users: dict[str, str] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _pacer: SavePacer = field(default_factory=SavePacer, repr=False)
 
     @classmethod
     def load(cls, path: Path) -> SyncState:
         fix = f"move {path.name} away: the next run records every mapped user's state anew (without changes)"
-        data = read_json(path, "migrate-users", fix=fix, missing_ok=True)
-        if data is None:
+        found = read_json_items(path, "users", "migrate-users", named=True, fix=fix, missing_ok=True)
+        if found is None:
             return cls(path)
-        users = data.get("users") if isinstance(data, dict) else None
-        if not isinstance(users, dict) or data.get("formatVersion") != FORMAT:
+        head, users = found
+        if users is None or head.get("formatVersion") != FORMAT:
             raise DataFileError(f"{path} is not a user sync state of format {FORMAT}", fix=fix)
-        return cls(path, users)
+        return cls(path, {sid: compact(record) for sid, record in users})  # read a user at a time
 
     def get(self, supabase_user_id: str) -> dict[str, Any] | None:
         with self.lock:
-            return self.users.get(supabase_user_id)
+            record = self.users.get(supabase_user_id)
+        return None if record is None else orjson.loads(record)
 
     def record(self, supabase_user_id: str, stack_auth_user_id: str, sent: dict[str, str],
                seen: dict[str, str] | None, revision: int = 0, linked: bool = False, gone: bool = False,
                oauth: list[list[str]] | None = None) -> None:
         """What was sent to (`sent`) and answered by (`seen`) this Stack Auth user, as fingerprints;
         `oauth`: the (provider, account id) pairs carried."""
+        record = compact({"stackAuthUserId": stack_auth_user_id, "linked": linked, "gone": gone,
+                          "revision": revision, "sent": sent, "seen": seen, "oauthProviders": oauth,
+                          "syncedAt": now_iso()})
         with self.lock:
-            self.users[supabase_user_id] = {"stackAuthUserId": stack_auth_user_id, "linked": linked, "gone": gone,
-                                            "revision": revision, "sent": sent, "seen": seen,
-                                            "oauthProviders": oauth, "syncedAt": now_iso()}
+            self.users[supabase_user_id] = record
             self._pacer.changed()
 
     def due(self) -> bool:
@@ -205,5 +213,6 @@ class SyncState:
         with self.lock:
             if not self._pacer.unsaved and self.path.exists():
                 return
-            write_json(self.path, {"formatVersion": FORMAT, "generatedAt": now_iso(), "users": self.users})
+            write_json_items(self.path, {"formatVersion": FORMAT, "generatedAt": now_iso()}, "users",
+                             ((sid, orjson.loads(record)) for sid, record in self.users.items()), named=True)
             self._pacer.saved()
