@@ -533,11 +533,16 @@ def test_damaged_mapping_is_a_data_file_error(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(DataFileError, match="user-mapping.json"):
         UserMapping.load(path)
-    entry = {"supabaseUserId": "sb-1", "stackAuthUserId": "st-1", "email": None, "migratedAt": None}
+    sid = str(uuid.uuid4())
+    entry = {"supabaseUserId": sid, "stackAuthUserId": str(uuid.uuid4()), "email": None, "migratedAt": None}
     path.write_bytes(orjson.dumps({"generatedAt": "x", "retainUntil": "y", "mappings": [entry, entry]}))
-    with pytest.raises(DataFileError, match="sb-1") as caught:
+    with pytest.raises(DataFileError, match=f"lists Supabase user {sid} twice") as caught:
         UserMapping.load(path)
     assert "user-mapping.json" in str(caught.value)
+    path.write_bytes(orjson.dumps({"generatedAt": "x", "retainUntil": "y",
+                                   "mappings": [{**entry, "stackAuthUserId": "st-1"}]}))
+    with pytest.raises(DataFileError, match="mapping number 1 has stackAuthUserId 'st-1', not a uuid"):
+        UserMapping.load(path)
 
 
 def test_mapping_listing_one_supabase_id_in_two_cases_is_a_data_file_error(tmp_path: Path) -> None:
@@ -559,19 +564,20 @@ def test_mapping_listing_one_supabase_id_in_two_cases_is_a_data_file_error(tmp_p
 def test_mapping_listing_one_stack_auth_id_twice_is_a_data_file_error(tmp_path: Path) -> None:
     path = tmp_path / "user-mapping.json"
     shared = str(uuid.uuid4())
+    sb1, sb2, sb3 = (str(uuid.uuid4()) for _ in range(3))
     path.write_bytes(orjson.dumps({"generatedAt": "x", "retainUntil": "y", "mappings": [
-        {"supabaseUserId": "sb-1", "stackAuthUserId": shared, "email": "a@x.io", "migratedAt": None},
-        {"supabaseUserId": "sb-2", "stackAuthUserId": str(uuid.uuid4()), "email": None, "migratedAt": None},
-        {"supabaseUserId": "sb-3", "stackAuthUserId": shared.upper(), "email": "a@x.io", "migratedAt": None}]}))
+        {"supabaseUserId": sb1, "stackAuthUserId": shared, "email": "a@x.io", "migratedAt": None},
+        {"supabaseUserId": sb2, "stackAuthUserId": str(uuid.uuid4()), "email": None, "migratedAt": None},
+        {"supabaseUserId": sb3, "stackAuthUserId": shared.upper(), "email": "a@x.io", "migratedAt": None}]}))
     with pytest.raises(DataFileError) as caught:
         UserMapping.load(path)
     assert str(path) in str(caught.value) and shared.upper() in str(caught.value)
-    assert "sb-1" in str(caught.value) and "sb-3" in str(caught.value)
+    assert sb1 in str(caught.value) and sb3 in str(caught.value)
     mapping = UserMapping(path)
-    mapping.add("sb-1", shared, None)
-    mapping.add("sb-1", shared, None)  # the same pair again is fine
+    mapping.add(sb1, shared, None)
+    mapping.add(sb1, shared, None)  # the same pair again is fine
     with pytest.raises(ValueError, match=shared):
-        mapping.add("sb-2", shared, None)
+        mapping.add(sb2, shared, None)
 
 
 def test_missing_export_says_to_export_first(client: StackAuthClient, tmp_path: Path) -> None:
