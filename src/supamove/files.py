@@ -295,12 +295,15 @@ def lock_data_dir(lock: Path, command: str) -> int:
 
 @dataclass
 class SavePacer:
-    """When a file rewritten in batches (the user mapping, the sync state) is due: every 200 changes or 2 s.
+    """When a file rewritten in batches (the user mapping, the sync state) is due: every 1,000 changes or 2 s.
+
+    A rewrite costs the whole file, so a big one is rewritten at most every 2 s; the journals keep what
+    happened in between.
 
     Callers hold their own lock around it.
     """
 
-    every: int = 200
+    every: int = 1000
     seconds: float = 2.0
     unsaved: int = 0
     saved_at: float = field(default_factory=time.monotonic)

@@ -9,7 +9,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -54,7 +54,7 @@ RETRY_FIX = "correct the cause, then run the same command again (only the failed
 PROVIDER_NOT_FOUND = re.compile(r"OAuth provider (\S+) not found")
 GONE_NOTE = "no longer in Supabase's auth.users: restricted in Stack Auth"
 CONFLICT = "changed in Stack Auth since supamove wrote it ({}): not overwritten"
-QUEUED_PER_WORKER = 4  # tasks submitted ahead of the pool's workers: enough to keep them busy
+QUEUED_PER_WORKER = 200  # tasks submitted ahead of the pool's workers: enough for half a second's work
 CONFLICT_FIX = "check the user in the Stack Auth dashboard; `--overwrite-changed` writes the Supabase values over it"
 
 # --- the run ---------------------------------------------------------------------------------
@@ -256,7 +256,8 @@ class _Run:
             futures: set[Future[UserOutcome]] = {pool.submit(task) for task in islice(todo, queued)}
             try:
                 while futures:
-                    done, futures = wait(futures, timeout=1.0, return_when=FIRST_COMPLETED)
+                    # Woken twice a second, not at each task: a wake costs the workers the interpreter's lock.
+                    done, futures = wait(futures, timeout=0.5, return_when=FIRST_EXCEPTION)
                     futures |= {pool.submit(task) for task in islice(todo, queued - len(futures))}
                     for future in done:
                         outcome = future.result()
