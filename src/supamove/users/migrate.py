@@ -249,7 +249,7 @@ class _Run:
         return [outcomes[item.user.id] for item in plan] + [outcomes[sid] for sid, _, _ in gone]
 
     def _run_all(self, tasks: Iterable[Callable[[], UserOutcome]]) -> Iterator[UserOutcome]:
-        """The tasks' outcomes as they finish; only a few tasks per worker are queued at a time (memory stays flat)."""
+        """The tasks' outcomes as they finish; at most QUEUED_PER_WORKER tasks a worker are queued (memory stays flat)."""
         workers = max(1, self.options.concurrency)
         queued, todo = workers * QUEUED_PER_WORKER, iter(tasks)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="users") as pool:

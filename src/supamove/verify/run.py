@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,19 +187,30 @@ def known_checksums(pair: Pair, context: Context) -> tuple[Checksum, Checksum] |
 def table_checksums(pair: Pair) -> tuple[Checksum, Checksum]:
     """Both sides' checksums; a big table is cut into block ranges checksummed at the same time."""
     ranges = pair.both(lambda rel: checksum.size_query(rel), fetch=_block_ranges)
-    futures = [[pair.submit(side, checksum.checksum_query(rel, tids), None, _sum) for tids in ranges[i]]
-               for i, (side, rel) in enumerate((("source", pair.src_rel), ("target", pair.tgt_rel)))]
-    wait(futures[0] + futures[1])
-    return _add([f.result() for f in futures[0]]), _add([f.result() for f in futures[1]])
+    ours, theirs = (_range_checksums(pair, side, cuts) for side, cuts in zip(SIDES, ranges, strict=True))
+    wait(ours + theirs)
+    return _add([f.result() for f in ours]), _add([f.result() for f in theirs])
 
 
 def side_checksum(pair: Pair, side: str) -> Checksum:
     """One side's checksum of the table, cut into block ranges as `table_checksums` cuts it."""
-    rel = pair.src_rel if side == "source" else pair.tgt_rel
-    futures = [pair.submit(side, checksum.checksum_query(rel, tids), None, _sum)
-               for tids in pair.run(side, checksum.size_query(rel), None, _block_ranges)]
+    cuts = pair.run(side, checksum.size_query(_relation(pair, side)), None, _block_ranges)
+    futures = _range_checksums(pair, side, cuts)
     wait(futures)
     return _add([f.result() for f in futures])
+
+
+SIDES = ("source", "target")
+
+
+def _relation(pair: Pair, side: str) -> Relation:
+    return pair.src_rel if side == "source" else pair.tgt_rel
+
+
+def _range_checksums(pair: Pair, side: str, cuts: list[checksum.Blocks]) -> list[Future[Checksum]]:
+    """One side's block ranges, each checksummed on the side's pool."""
+    rel = _relation(pair, side)
+    return [pair.submit(side, checksum.checksum_query(rel, tids), None, _sum) for tids in cuts]
 
 
 def _block_ranges(cur: psycopg.Cursor[Any]) -> list[checksum.Blocks]:
