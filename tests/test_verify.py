@@ -38,6 +38,7 @@ from supamove.metadata import Metadata, SequenceState, TableEntry
 from supamove.paths import DataDir
 from supamove.sandbox.pgserver import PostgresServer, find_bindir
 from supamove.verify import VerifyOptions, run_verify
+from supamove.verify import checksum
 from supamove.verify import run as verify_run
 
 SCHEMAS = ["public", "edge"]
@@ -377,6 +378,28 @@ def test_timestamp_shifted_by_one_microsecond(cli, migrated: Path, dbs: Database
     assert failed["differences"][0]["key"] == {"id": "777"}
     change = failed["differences"][0]["columns"][0]
     assert change["column"] == "recorded_at" and change["target"].endswith(".000001+00")
+
+
+@pytest.mark.parametrize("column", ["recorded_at", "sensor_id", "door_open"])
+def test_values_swapped_between_two_rows_fail_both(cli, migrated: Path, dbs: Databases, column: str) -> None:
+    """Columns of these types are hashed from their values, not their texts: a swap must still show."""
+    with dbs.target() as conn:
+        typ = conn.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                           "WHERE attrelid = 'public.readings'::regclass AND attname = %s", (column,)).fetchone()[0]
+        assert typ in checksum.BY_VALUE_TYPES
+        col = sql.Identifier(column)
+        first, second = conn.execute(sql.SQL(
+            "SELECT a.id, b.id FROM public.readings a JOIN public.readings b ON a.{c} < b.{c} "
+            "WHERE a.id < 500 AND b.id < 500 ORDER BY a.id, b.id LIMIT 1").format(c=col)).fetchone()
+        conn.execute(sql.SQL("UPDATE public.readings r SET {c} = o.{c} FROM public.readings o "
+                             "WHERE (r.id, o.id) IN ((%s, %s), (%s, %s))").format(c=col),
+                     (first, second, second, first))
+    code, report, _ = verify(cli)
+    assert code == 7
+    failed = only_failure(report)
+    assert failed["table"] == "readings" and "contents differ" in failed["reason"]
+    assert sorted((d["key"]["id"], [c["column"] for c in d["columns"]]) for d in failed["differences"]) == sorted(
+        [(str(first), [column]), (str(second), [column])])
 
 
 # --- sequences, missing tables and columns, options -------------------------------------------------

@@ -18,7 +18,7 @@ from supamove.metadata import Metadata, TableEntry
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
 from supamove.verify.checksum import Checksum
-from supamove.verify.plan import TableComparison
+from supamove.verify.plan import TableComparison, hashes_records
 from supamove.verify.pools import Pair, SidePool, read_mapping
 from supamove.verify.run import Known, side_checksum, table_checksums
 from supamove.verify.structure import TableKey
@@ -34,7 +34,8 @@ class AheadChecksums:
                  progress: Progress | None = None) -> None:
         meta = Metadata.load(datadir, require_complete=False)  # the export's schemas: written before any file
         schemas = sorted(set(meta.schemas) | {e.schema for e in meta.tables})
-        self._ours, self._theirs = _relations(source, schemas), _relations(target, schemas)
+        (self._ours, ours), (self._theirs, theirs) = _relations(source, schemas), _relations(target, schemas)
+        self._by_value = ours and theirs
         self._datadir, self._target, self._jobs = datadir, target, max(1, jobs)
         self._pools = {"source": SidePool(source, self._jobs), "target": SidePool(target, self._jobs)}
         self._mapped: SidePool | None = None  # the target's sessions with user-mapping.json, once it is final
@@ -71,7 +72,8 @@ class AheadChecksums:
 
     def _pair(self, entry: TableEntry) -> Pair | None:
         """The table's work on both sides, or None when a side lacks it (run_verify says what is missing)."""
-        comparison = TableComparison(entry.table, self._ours.get(entry.key), self._theirs.get(entry.key), True)
+        comparison = TableComparison(entry.table, self._ours.get(entry.key), self._theirs.get(entry.key), True,
+                                     self._by_value)
         if comparison.source is None or comparison.target is None:
             return None
         src, tgt = comparison.relation("source"), comparison.relation("target")
@@ -100,6 +102,7 @@ class AheadChecksums:
             return self._mapped
 
 
-def _relations(endpoint: Endpoint, schemas: list[str]) -> dict[TableKey, Table]:
+def _relations(endpoint: Endpoint, schemas: list[str]) -> tuple[dict[TableKey, Table], bool]:
+    """The side's tables, and whether it hashes records."""
     with connect(endpoint, autocommit=True) as conn:
-        return {t.key: t for t in catalog.read_relations(conn, schemas)}
+        return {t.key: t for t in catalog.read_relations(conn, schemas)}, hashes_records(conn)

@@ -9,6 +9,14 @@ the rows are not chosen against it. It is the hash behind hash partitioning, so 
 value on every PostgreSQL since 11 on little-endian machines (x86-64, ARM64), and it costs about
 nothing beside rendering the row's text, where md5 and its hex halves took 80% more. Locating the
 differing rows (buckets by hex prefix) still uses md5 of the same text.
+
+Rendering the text is most of the cost, so when both servers are PostgreSQL 14 or newer, the columns
+of a type whose equal values always have the same text (integers, boolean, uuid, dates and
+timestamps) are hashed from their values by their type's own hash, the others from their texts, all
+in one record (`hash_record_extended`). That record hash is a plain sum of its fields' hashes times
+powers of 31, so a value swapped between two rows of one column would leave the table's sums as they
+were: each row's hash is hashed once more (`hashint8extended`), which mixes it. It halves the cost of
+a checksum of typical rows (measured on the bench's readings: 0.96 s against 1.90 s per million).
 """
 
 from __future__ import annotations
@@ -24,6 +32,9 @@ HASH = sql.Identifier("_h")
 Checksum = tuple[int, int, int]  # rows, and two sums of row hashes
 Bound = tuple[str, ...] | None  # a key value as canonical texts; None is open-ended
 Blocks = tuple[int | None, int | None]  # a range of the table's blocks; None is open-ended
+# Types whose equal values have the same text: hashed from their values (see the module's docstring).
+BY_VALUE_TYPES = frozenset({"smallint", "integer", "bigint", "boolean", "uuid", "date",
+                            "timestamp without time zone", "timestamp with time zone"})
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,7 @@ class Relation:
     columns: tuple[str, ...]  # compared columns, in name order
     key: tuple[str, ...] = ()
     mapped: dict[str, bool] = field(default_factory=dict)  # user-id column -> is an array
+    by_value: dict[str, str] = field(default_factory=dict)  # column hashed from its value -> its (base) type
 
     @property
     def source(self) -> sql.Composable:
@@ -110,12 +122,27 @@ def checksum_query(rel: Relation, blocks: Blocks = (None, None)) -> sql.Composed
         where.append(sql.SQL("ctid >= {}::tid").format(sql.Literal(f"({blocks[0]},0)")))
     if blocks[1] is not None:
         where.append(sql.SQL("ctid < {}::tid").format(sql.Literal(f"({blocks[1]},0)")))
-    # OFFSET 0 keeps the row's text rendered once: inlined, it would be rendered for each sum.
-    inner = sql.SQL("SELECT ROW({})::text AS {} FROM {} WHERE {} OFFSET 0").format(
-        sql.SQL(", ").join(column_text(rel, c) for c in rel.columns), HASH, rel.source,
-        sql.SQL(" AND ").join(where))
-    return sql.SQL("SELECT count(*), coalesce(sum(hashtextextended({h}, 0)), 0), "
-                   "coalesce(sum(hashtextextended({h}, 1)), 0) FROM ({}) r").format(inner, h=HASH)
+    # OFFSET 0 keeps the row rendered once: inlined, it would be rendered for each sum.
+    inner = sql.SQL("SELECT {} AS {} FROM {} WHERE {} OFFSET 0").format(
+        _row(rel), HASH, rel.source, sql.SQL(" AND ").join(where))
+    return sql.SQL("SELECT count(*), coalesce(sum({}), 0), coalesce(sum({}), 0) FROM ({}) r").format(
+        _row_hash(rel, 0), _row_hash(rel, 1), inner)
+
+
+def _row(rel: Relation) -> sql.Composable:
+    """The row as checksums hash it: the text of its columns' texts, or a record (see the module's docstring)."""
+    if not rel.by_value:
+        return sql.SQL("ROW({})::text").format(sql.SQL(", ").join(column_text(rel, c) for c in rel.columns))
+    # In the C collation, text is hashed as its bytes, whatever the column's collation.
+    fields = [sql.SQL("{}::{}").format(sql.Identifier(c), sql.SQL(rel.by_value[c])) if c in rel.by_value
+              else sql.SQL('({}) COLLATE "C"').format(column_text(rel, c)) for c in rel.columns]
+    return sql.SQL("ROW({})").format(sql.SQL(", ").join(fields))
+
+
+def _row_hash(rel: Relation, seed: int) -> sql.Composable:
+    if not rel.by_value:
+        return sql.SQL("hashtextextended({}, {})").format(HASH, sql.Literal(seed))
+    return sql.SQL("hashint8extended(hash_record_extended({}, {s}), {s})").format(HASH, s=sql.Literal(seed))
 
 
 def size_query(rel: Relation) -> sql.Composed:

@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
+
 from supamove import catalog
 from supamove.catalog import Column, Table
 from supamove.db import Endpoint, connect
 from supamove.errors import ConfigError
 from supamove.metadata import Metadata, TableEntry
 from supamove.paths import DataDir
-from supamove.verify.checksum import Relation
+from supamove.verify.checksum import BY_VALUE_TYPES, Relation
 from supamove.verify.model import TableCheck, VerifyOptions
 
 
@@ -23,6 +25,7 @@ class TableComparison:
     source: Table | None
     target: Table | None
     map_user_ids: bool
+    by_value: bool = False  # both servers hash records (PostgreSQL 14+): see verify.checksum
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -54,7 +57,18 @@ class TableComparison:
                 col = live.column(name)
                 if col is not None and name in self.columns:
                     mapped[name] = _is_array(col)
-        return Relation(live.schema, live.name, live.partitioned, self.columns, self.key, mapped)
+        return Relation(live.schema, live.name, live.partitioned, self.columns, self.key, mapped, self.hashed_by_value())
+
+    def hashed_by_value(self) -> dict[str, str]:
+        """The compared columns of one type on both sides whose values the checksums hash without their text;
+        none unless both servers can (a row is hashed the same way on both sides, or the sums differ)."""
+        assert self.source and self.target
+        if not self.by_value:
+            return {}
+        ours, theirs = _types(self.source), _types(self.target)
+        mapped = set(self.table.user_id_columns) if self.map_user_ids else set()
+        return {c: ours[c] for c in self.columns
+                if c not in mapped and ours[c] == theirs[c] and ours[c] in BY_VALUE_TYPES}
 
     def column_warnings(self, checksums: bool = True) -> list[str]:
         """Why some columns are not compared: in the target only, or user ids with no mapping yet."""
@@ -67,6 +81,10 @@ class TableComparison:
             notes.append(f"user-id column{'s' if len(unmapped) > 1 else ''} {', '.join(unmapped)} not compared: "
                          "no user-mapping.json yet (run `supamove migrate-users`)")
         return notes
+
+
+def _types(table: Table) -> dict[str, str]:
+    return {c.name: c.base_type or c.type for c in table.columns}
 
 
 def _is_array(col: Column) -> bool:
@@ -89,6 +107,7 @@ def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: V
     """The tables to compare: those of metadata.json, else the source catalog's public tables."""
     meta = Metadata.load(datadir) if datadir.metadata.exists() else None
     with connect(source, autocommit=True) as conn:
+        by_value = hashes_records(conn)
         if meta is not None:
             tables, origin = [e.table for e in meta.tables], "metadata.json"
         else:
@@ -101,10 +120,12 @@ def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: V
         ours = {t.key: t for t in everything if t.schema in schemas}
     with connect(target, autocommit=True) as conn:
         theirs = {t.key: t for t in catalog.read_relations(conn, schemas)}
+        by_value = by_value and hashes_records(conn)
     if options.tables and not tables:
         raise ConfigError(f"--tables {' '.join(options.tables)} matches no table",
                           fix="check the pattern (name or schema.name, shell patterns)")
-    plan = VerifyPlan([TableComparison(t, ours.get(t.key), theirs.get(t.key), has_mapping) for t in tables], origin,
+    plan = VerifyPlan([TableComparison(t, ours.get(t.key), theirs.get(t.key), has_mapping, by_value)
+                       for t in tables], origin,
                       kept=kept)
     if meta is not None:
         recorded = meta.options or {}
@@ -113,6 +134,11 @@ def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: V
         plan.sequences = sorted({s.key for s in meta.sequences} - used)
         plan.kept |= {catalog.parse_column_ref(r, "--not-user-id-column") for r in recorded.get("notUserIdColumns", [])}
     return plan
+
+
+def hashes_records(conn: psycopg.Connection) -> bool:
+    """Whether the server hashes records (`hash_record_extended`, PostgreSQL 14+)."""
+    return conn.info.server_version >= 140000
 
 
 def left_out(source: list[Table], entries: list[TableEntry], recorded: dict[str, Any],
