@@ -37,8 +37,7 @@ from supamove.files import write_json
 from supamove.metadata import Metadata, SequenceState, TableEntry
 from supamove.paths import DataDir
 from supamove.sandbox.pgserver import PostgresServer, find_bindir
-from supamove.verify import VerifyOptions, run_verify
-from supamove.verify import checksum
+from supamove.verify import VerifyOptions, checksum, run_verify
 from supamove.verify import run as verify_run
 
 SCHEMAS = ["public", "edge"]

@@ -42,8 +42,11 @@ log = get_logger("export")
 AUTH_TABLES = ("users", "identities", "mfa_factors")  # mfa_factors: the second factors to carry over
 COPY_BLOCK = 1 << 20
 # CSV with control characters as quote and delimiter passes each JSON line through untouched:
-# the JSON text escapes every control character, so none can appear in it.
+# the JSON text escapes every control character, so none can appear in it. A batch of lines holds
+# line breaks, so it comes quoted: one QUOTE before, one before its end of line.
 COPY_OPTIONS = sql.SQL("(FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')")
+QUOTE = 1
+BATCH_BLOCKS = 8  # the rows of this many blocks (64 kB) make one COPY message
 SPLIT_LARGER_THAN_MB = 64  # a table bigger than this is read as several block ranges at once
 PARTS_PER_JOB = 4  # at most this many ranges per job: the jobs stay busy to the end, the files stay few
 
@@ -362,12 +365,10 @@ TYPMOD = re.compile(r"\(\d+(?:,\d+)?\)")
 CONCAT_GROUP = 32  # terms per parenthesised group: a wide table's expression stays shallow for the parser
 
 
-def select_rows(table: Table, part: Part | None = None) -> sql.Composed:
-    """One JSON object per row (of one block range, given `part`), each type in its canonical text form.
-
-    The object is concatenated from the columns' texts, byte for byte what `row_to_json` writes for
-    them, in half its time (the export's largest cost on the server).
-    """
+def row_json(table: Table) -> sql.Composable:
+    """One row as a JSON object, each type in its canonical text form: concatenated from the columns'
+    texts, byte for byte what `row_to_json` writes for them, in half its time (the export's largest
+    cost on the server)."""
     terms: list[sql.Composable] = []
     for i, col in enumerate(table.columns):
         key = ("{" if i == 0 else ",") + orjson.dumps(col.name).decode() + ":"
@@ -375,10 +376,7 @@ def select_rows(table: Table, part: Part | None = None) -> sql.Composed:
     terms.append(sql.Literal("}"))
     groups = [sql.SQL("({})").format(sql.SQL(" || ").join(terms[i:i + CONCAT_GROUP]))
               for i in range(0, len(terms), CONCAT_GROUP)]
-    only = sql.SQL("") if table.partitioned else sql.SQL("ONLY ")
-    where = sql.SQL(" WHERE {}").format(part.condition()) if part else sql.SQL("")
-    return sql.SQL("SELECT {} FROM {}{}{}").format(
-        sql.SQL(" || ").join(groups), only, sql.Identifier(table.schema, table.name), where)
+    return sql.SQL(" || ").join(groups)
 
 
 def _json_value(col: catalog.Column) -> sql.Composable:
@@ -391,10 +389,49 @@ def _json_value(col: catalog.Column) -> sql.Composable:
     return sql.SQL("to_json({}::text)::text").format(ident)
 
 
+def _relation(table: Table) -> sql.Composable:
+    only = sql.SQL("") if table.partitioned else sql.SQL("ONLY ")
+    return sql.SQL("{}{}").format(only, sql.Identifier(table.schema, table.name))
+
+
+def select_rows(table: Table, part: Part | None = None) -> sql.Composed:
+    """A JSON line per row (of one block range, given `part`)."""
+    where = sql.SQL(" WHERE {}").format(part.condition()) if part else sql.SQL("")
+    return sql.SQL("SELECT {} FROM {}{}").format(row_json(table), _relation(table), where)
+
+
+def select_batches(conn: psycopg.Connection, table: Table, part: Part | None = None) -> sql.Composed | None:
+    """The same lines, those of each BATCH_BLOCKS blocks joined into one: COPY then sends a message per
+    batch, not per row, which spares Python most of its work. None where the server cannot read a
+    range of blocks alone (before PostgreSQL 14, or a partitioned table)."""
+    if table.partitioned or conn.info.server_version < 140000:
+        return None
+    start, end = (part.start, part.end) if part else (0, None)
+    stop = end
+    if stop is None:  # up to the table's size now: rows past it (none, in this snapshot) come one by one after
+        row = conn.execute(sql.SQL("SELECT pg_relation_size({}) / current_setting('block_size')::int").format(
+            sql.Literal(sql.Identifier(table.schema, table.name).as_string(conn)))).fetchone()
+        stop = int(row[0]) if row else 0
+    # Aliases no table holds: inside the batch, a column named like the block number would be taken for it.
+    query = sql.SQL(
+        "SELECT _supamove_g.lines FROM generate_series({start}::bigint, {stop}::bigint - 1, {n}) "
+        "AS _supamove_b(first), LATERAL (SELECT string_agg({row}, E'\\n') AS lines FROM {t} AS _supamove_t "
+        "WHERE ctid >= format('(%s,0)', _supamove_b.first)::tid "
+        "AND ctid < format('(%s,0)', least(_supamove_b.first + {n}, {stop}))::tid) AS _supamove_g "
+        "WHERE _supamove_g.lines IS NOT NULL"
+    ).format(start=sql.Literal(start), stop=sql.Literal(stop), n=sql.Literal(BATCH_BLOCKS), row=row_json(table),
+             t=_relation(table))
+    if end is not None:
+        return query
+    return sql.SQL("{} UNION ALL SELECT {} FROM {} WHERE ctid >= {}::tid").format(
+        query, row_json(table), _relation(table), sql.Literal(f"({stop},0)"))
+
+
 def copy_table(conn: psycopg.Connection, table: Table, out: IO[bytes], progress: Progress,
                part: Part | None = None) -> tuple[int, int, Any]:
     """Stream one table (or one range of it) into `out`; returns rows, bytes and the SHA-256 of them."""
-    query = sql.SQL("COPY ({}) TO STDOUT {}").format(select_rows(table, part), COPY_OPTIONS)
+    select = select_batches(conn, table, part) or select_rows(table, part)
+    query = sql.SQL("COPY ({}) TO STDOUT {}").format(select, COPY_OPTIONS)
     digest = hashlib.sha256()
     rows = size = 0
     block = bytearray()
@@ -409,10 +446,14 @@ def copy_table(conn: psycopg.Connection, table: Table, out: IO[bytes], progress:
         progress.advance(table.qualified, lines)
         block.clear()
 
-    # COPY yields one message per row: work per block of rows, not per row.
+    # COPY yields one message per row (or batch): work per block of them.
     with conn.cursor() as cur, cur.copy(query) as copy:
         for chunk in copy:
-            block += chunk
+            if chunk[0] == QUOTE:  # a batch of several lines: CSV quoted it for its line breaks
+                block += chunk[1:-2]
+                block += b"\n"
+            else:
+                block += chunk
             if len(block) >= COPY_BLOCK:
                 flush()
         flush()

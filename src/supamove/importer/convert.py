@@ -43,7 +43,10 @@ def _block_converter(table: TablePlan, plan: ImportPlan) -> Callable[[list[bytes
 
     def convert(lines: list[bytes], before: int) -> bytes:
         try:
-            records = list(map(orjson.loads, lines))
+            # One parse of the block as an array: a line holding anything but one object changes the count.
+            records = orjson.loads(b"[" + b",".join(lines) + b"]")
+            if len(records) != len(lines):
+                raise ValueError("not one object per line")
             columns = [enc(list(map(get, records))) for get, enc in zip(getters, encoders, strict=True)]
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
             # The per-row converter names the line and the problem.
@@ -72,23 +75,53 @@ def _row_converter(table: TablePlan, plan: ImportPlan) -> Callable[[bytes, int],
     return convert
 
 
+NULL = "\\N"
+BOOLEAN = {True: "t", False: "f"}
+NUMBER_TYPES, BOOLEAN_TYPES = {int, type(None)}, {bool, type(None)}
+
+
 def _column_encoder(column: ColumnLoad, plan: ImportPlan) -> Callable[[list[Any]], list[str]]:
     """A column's exported values to COPY text, the same as _encoder gives one value at a time."""
     if column.user_ids:
         one = _encoder(column, plan)
         return lambda values: list(map(one, values))
     if column.encoding == "number":
-        return lambda values: ["\\N" if v is None else str(int(v)) for v in values]
+        return _number_column
     if column.encoding == "boolean":
-        return lambda values: ["\\N" if v is None else ("t" if v else "f") for v in values]
+        return _boolean_column
     return _text_column
 
 
+def _number_column(values: list[Any]) -> list[str]:
+    if not set(map(type, values)) <= NUMBER_TYPES:
+        raise TypeError("not an integer")
+    return _nulls(values, list(map(str, values)))
+
+
+def _boolean_column(values: list[Any]) -> list[str]:
+    if not set(map(type, values)) <= BOOLEAN_TYPES:
+        raise TypeError("not a boolean")
+    return _nulls(values, list(map(BOOLEAN.get, values)))
+
+
 def _text_column(values: list[Any]) -> list[str]:
-    joined = "".join([v for v in values if v is not None])  # TypeError on a value that is not a string
+    present = [v for v in values if v is not None] if None in values else values
+    if not present:
+        return [NULL] * len(values)
+    joined = "".join(present)  # TypeError on a value that is not a string
     if "\\" in joined or "\n" in joined or "\r" in joined or "\t" in joined:
-        return ["\\N" if v is None else _escape(v) for v in values]
-    return ["\\N" if v is None else v for v in values]
+        return [NULL if v is None else _escape(v) for v in values]
+    return _nulls(values, values)
+
+
+def _nulls(values: list[Any], texts: list[Any]) -> list[str]:
+    """`texts`, with \\N where the value is None: counted first, as most columns hold none or only None."""
+    nulls = values.count(None)
+    if not nulls:
+        return texts
+    if nulls == len(values):
+        return [NULL] * nulls
+    return [NULL if v is None else text for v, text in zip(values, texts, strict=True)]
 
 
 def _escape(text: str) -> str:
@@ -101,16 +134,16 @@ def _encoder(column: ColumnLoad, plan: ImportPlan) -> Callable[[Any], str]:
     """Exported JSON value to COPY text: PostgreSQL's own text form, user ids swapped."""
     if column.user_ids:
         remap = _remapper(plan.mapping, plan.options.unmapped_users, column.array)
-        return lambda v: "\\N" if v is None else _null_or(remap(v))
+        return lambda v: NULL if v is None else _null_or(remap(v))
     if column.encoding == "number":
-        return lambda v: "\\N" if v is None else str(int(v))
+        return lambda v: _number_column([v])[0]
     if column.encoding == "boolean":
-        return lambda v: "\\N" if v is None else ("t" if v else "f")
-    return lambda v: "\\N" if v is None else _escape(v)
+        return lambda v: _boolean_column([v])[0]
+    return lambda v: NULL if v is None else _escape(v)
 
 
 def _null_or(value: str | None) -> str:
-    return "\\N" if value is None else _escape(value)
+    return NULL if value is None else _escape(value)
 
 
 def _remapper(mapping: dict[str, str], unmapped: Unmapped, array: bool) -> Callable[[str], str | None]:
