@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from supamove import __version__, interrupt, render
+from supamove import __version__, interrupt, memory, render
 from supamove.config import Settings, load_settings, misspelled_settings
 from supamove.db import TRANSACTION_POOLER_WARNING, Endpoint
 from supamove.errors import ConfigError, SupamoveError
@@ -33,6 +33,7 @@ class Context:
     """The settings (with --data-dir applied) and the data directory of one command, its log opened."""
 
     def __init__(self, data_dir: Path | None, command: str | None, verbose: bool) -> None:
+        memory.limit_arenas()  # before any thread starts
         self.settings: Settings = load_settings(data_dir)
         self.datadir = DataDir(self.settings.MIGRATION_DATA_DIR).check_exists()
         self._open_log(verbose)
