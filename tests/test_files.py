@@ -50,3 +50,16 @@ def test_a_damaged_file_read_an_item_at_a_time_is_the_same_error_as_read_whole(t
     path.write_bytes(b'{"users": [1]}')
     assert read_json_items(path, "users", "migrate-users", named=True) == ({"users": [1]}, None)
     assert read_json_items(tmp_path / "missing.json", "users", "migrate-users", missing_ok=True) is None
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_items_are_read_back_across_batches_and_past_an_item_bigger_than_a_batch(tmp_path: Path, named: bool) -> None:
+    items: list[Any] = [{"supabaseUserId": f"user-{n}", "email": f"u{n}@example.com", "notes": [n, None]}
+                        for n in range(20_000)]
+    items.insert(7_000, {"big": "x" * (3 << 20), "lines": list(range(50_000))})  # several batches on its own
+    pairs = [(f"id-{n}", item) for n, item in enumerate(items)]
+    path = tmp_path / "user-sync-state.json"
+    write_json_items(path, {"formatVersion": 1}, "users", iter(pairs if named else items), named=named)
+    assert path.stat().st_size > 6 << 20  # six batches of a megabyte
+    found = read_json_items(path, "users", "migrate-users", named=named)
+    assert found is not None and list(found[1] or []) == (pairs if named else items)

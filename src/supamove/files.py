@@ -198,29 +198,40 @@ def _starts_item(line: bytes) -> bool:
 
 
 def _items(path: Path, opening: bytes, named: bool, produced_by: str, fix: str | None) -> Iterator[Any]:
-    """The items of a file `_layout` accepted, parsed one at a time."""
+    """The items of a file `_layout` accepted, parsed a batch of lines (about ITEM_BATCH bytes) at a time."""
     with open(path, "rb") as handle:
         for line in handle:
             if line.startswith(opening):
                 break
-        lines: list[bytes] = []
-        for line in handle:
-            if lines and (_starts_item(line) or not line.startswith(b"    ")):
-                yield from _parsed(b"".join(lines).rstrip(b",\n"), named, path, produced_by, fix)
-                lines = []
-            if not line.startswith(b"    "):
+        pending: list[bytes] = []
+        while lines := handle.readlines(ITEM_BATCH):
+            if (end := _items_end(lines)) is not None:  # the closing line: the items are all read
+                yield from _parsed(b"".join(pending + lines[:end]).rstrip(b",\n"), named, path, produced_by, fix)
                 return
-            lines.append(line)
+            pending += lines
+            cut = next((i for i in range(len(pending) - 1, 0, -1) if _starts_item(pending[i])), 0)
+            if cut:  # the lines before the last item's first: whole items
+                yield from _parsed(b"".join(pending[:cut]).rstrip(b",\n"), named, path, produced_by, fix)
+                del pending[:cut]
+
+
+ITEM_BATCH = 1 << 20
+
+
+def _items_end(lines: list[bytes]) -> int | None:
+    """Where the items' closing line is among `lines` (not indented by four spaces), if it is."""
+    return next((i for i, line in enumerate(lines) if not line.startswith(b"    ")), None)
 
 
 def _parsed(text: bytes, named: bool, path: Path, produced_by: str, fix: str | None) -> Iterator[Any]:
+    """Items (one or more, separated by commas) parsed in one call."""
     try:
-        value = orjson.loads(b"{" + text + b"}" if named else text)
+        value = orjson.loads(b"{" + text + b"}" if named else b"[" + text + b"]")
     except orjson.JSONDecodeError:
         read_json(path, produced_by, fix=fix)  # the error naming the file, as when it is read whole
         raise DataFileError(f"{path} is not laid out as supamove writes it",
                             fix=fix or f"restore it or run `supamove {produced_by}` again") from None
-    yield from value.items() if named else [value]
+    yield from value.items() if named else value
 
 
 def json_list(data: Any, key: str, path: Path, fix: str) -> list[Any]:
