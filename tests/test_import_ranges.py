@@ -118,3 +118,18 @@ def test_another_export_over_a_partial_range_load_needs_truncate_first(cli, dbs,
     with dbs.target() as conn:
         assert conn.execute("SELECT tgenabled FROM pg_trigger WHERE tgname = 'fault_stamp'").fetchone() == ("O",)
     assert_verify_passes(cli)
+
+
+def test_a_file_changed_since_the_export_commits_no_range(cli, dbs, data_dir: Path) -> None:
+    """The ranges start before the file's SHA-256 is known: none commits until it is the export's."""
+    exported_with_big_table(cli, dbs, data_dir)
+    path = data_dir / "tables" / "public.fault_big.jsonl"
+    text = path.read_bytes()
+    at = text.index(b'"id":140000,')  # a row of the last range: its values stay valid, the file is not the same
+    path.write_bytes(text[:at] + b'"id":149999,' + text[at + len(b'"id":140000,'):])
+    result = cli("import", *SPLIT)
+    assert result.exit_code == 5 and "public.fault_big.jsonl" in error_line(result.output)
+    assert "the file was changed or damaged" in error_line(result.output)
+    with dbs.target() as conn:
+        assert conn.execute("SELECT count(*) FROM public.fault_big").fetchone() == (0,)
+    assert set_aside(dbs) == [("fault_big", 2, 0)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import operator
 import queue
 import threading
@@ -13,7 +14,7 @@ import orjson
 
 from supamove.errors import DataFileError
 from supamove.files import UUID, parse_row, restore_or_export_again
-from supamove.importer.model import ColumnLoad, ImportPlan, TablePlan, Unmapped
+from supamove.importer.model import ColumnLoad, ImportPlan, Span, TablePlan, Unmapped
 from supamove.importer.scan import line_blocks
 
 T = TypeVar("T")
@@ -23,25 +24,35 @@ PREFETCH = 4  # converted blocks waiting for the target: memory stays flat
 
 
 def copy_blocks(table: TablePlan, plan: ImportPlan, digest: Any = None,
-                span: tuple[int, int, int] | None = None) -> Iterator[tuple[bytes, int]]:
+                span: Span | None = None) -> Iterator[tuple[bytes, int]]:
     """The file as COPY text format, in blocks of rows; the file's bytes go through `digest` too.
 
-    With `span` (start and end offsets, and the lines before start), only those lines.
+    With `span`, only the lines of that range of the file.
     """
     convert = _block_converter(table, plan)
-    start, end, rows = span or (0, None, 0)
+    start, end, before = (span.start, span.end, span.lines_before) if span else (0, None, _no_lines)
+    rows = 0
     for lines in line_blocks(table.path, digest, start, end):
-        yield convert(lines, rows), len(lines)
+        yield convert(lines, functools.partial(_add, before, rows)), len(lines)
         rows += len(lines)
 
 
-def _block_converter(table: TablePlan, plan: ImportPlan) -> Callable[[list[bytes], int], bytes]:
+def _no_lines() -> int:
+    return 0
+
+
+def _add(before: Callable[[], int], rows: int) -> int:
+    return before() + rows
+
+
+def _block_converter(table: TablePlan, plan: ImportPlan) -> Callable[[list[bytes], Callable[[], int]], bytes]:
     """Lines to COPY text a column at a time; any doubt about a line goes through the per-row converter."""
     getters = [operator.itemgetter(c.name) for c in table.columns]
     encoders = [_column_encoder(c, plan) for c in table.columns]
     convert_row = _row_converter(table, plan)
 
-    def convert(lines: list[bytes], before: int) -> bytes:
+    def convert(lines: list[bytes], before: Callable[[], int]) -> bytes:
+        """`before`: the lines of the file before these, asked for only to name a line in an error."""
         try:
             # One parse of the block as an array: a line holding anything but one object changes the count.
             records = orjson.loads(b"[" + b",".join(lines) + b"]")
@@ -50,7 +61,7 @@ def _block_converter(table: TablePlan, plan: ImportPlan) -> Callable[[list[bytes
             columns = [enc(list(map(get, records))) for get, enc in zip(getters, encoders, strict=True)]
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
             # The per-row converter names the line and the problem.
-            text = [convert_row(line, number) for number, line in enumerate(lines, before + 1)]
+            text = [convert_row(line, number) for number, line in enumerate(lines, before() + 1)]
         else:
             text = list(map("\t".join, zip(*columns, strict=True))) if columns else [""] * len(records)
         text.append("")

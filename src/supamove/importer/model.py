@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -143,3 +144,13 @@ class ImportResult:
     @property
     def rows(self) -> int:
         return sum(t.rows for t in self.tables if not t.skipped)
+
+
+@dataclass(frozen=True)
+class Span:
+    """A range of the file: its start and end offsets, and how many lines come before it (counted while
+    the range loads: asked for only to name a line in an error)."""
+
+    start: int
+    end: int
+    lines_before: Callable[[], int]

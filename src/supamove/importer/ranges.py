@@ -10,6 +10,7 @@ the table and puts back what was set aside.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +26,8 @@ from supamove.db import Endpoint, connect
 from supamove.errors import DataFileError
 from supamove.files import export_again
 from supamove.importer.indexes import Rebuilt, build_indexes, drop_indexes
-from supamove.importer.model import ImportPlan, TableImport, TablePlan
-from supamove.importer.rows import Span, copy_rows, record_loaded
+from supamove.importer.model import ImportPlan, Span, TableImport, TablePlan
+from supamove.importer.rows import copy_rows, record_loaded
 from supamove.importer.scan import READ_BYTES, mismatch
 from supamove.importer.sequences import set_sequences
 from supamove.importer.setaside import (
@@ -99,15 +100,17 @@ def load_split(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, tab
     """Set aside, load the ranges not loaded yet (each on a connection of its own), put back, record."""
     started = time.monotonic()
     held = read_held(conn, table) or _set_aside(conn, target, plan, table)
-    spans = spans_of(table, held.ranges)
     loaded = _loaded_ranges(conn, table)
     progress.start(table.qualified, table.rows)
     progress.advance(table.qualified, sum(loaded.values()))
-    todo = [(number, span) for number, span in enumerate(spans, 1) if number not in loaded]
-    if loaded:
-        log.info("resuming %s: %d of %d ranges loaded by a previous run", table.qualified, len(loaded), len(spans))
-    with ThreadPoolExecutor(max(1, len(todo)), thread_name_prefix="import-range") as pool:
-        counts = list(pool.map(lambda job: _load_range(target, plan, table, job[0], job[1], progress), todo))
+    with ThreadPoolExecutor(held.ranges + 1, thread_name_prefix="import-range") as pool:
+        scan = FileScan(table, _cuts(table, held.ranges), pool)
+        todo = [(number, span) for number, span in enumerate(scan.spans, 1) if number not in loaded]
+        if loaded:
+            log.info("resuming %s: %d of %d ranges loaded by a previous run", table.qualified, len(loaded),
+                     len(scan.spans))
+        counts = list(pool.map(lambda job: _load_range(target, plan, table, job, scan, progress), todo))
+        scan.check()  # also when a previous run loaded every range
     rows = sum(loaded.values()) + sum(counts)
     copied = time.monotonic() - started
     progress.finish(table.qualified)
@@ -116,13 +119,12 @@ def load_split(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, tab
                             fix=export_again(*table.key))
     _put_back(conn, target, plan, table, held, rows, started)
     seconds = time.monotonic() - started
-    log.debug("loaded %s as %d ranges: %d rows in %.1fs", table.qualified, len(spans), rows, seconds)
+    log.debug("loaded %s as %d ranges: %d rows in %.1fs", table.qualified, len(scan.spans), rows, seconds)
     return TableImport(table.schema, table.name, rows, seconds, copy_seconds=copied)
 
 
-def spans_of(table: TablePlan, count: int) -> list[Span]:
-    """`count` ranges of the file of about equal bytes, each from a line's start; in one read of the
-    file, its SHA-256 checked (before any range is written) and the lines of each range counted."""
+def _cuts(table: TablePlan, count: int) -> list[int]:
+    """`count` ranges of the file of about equal bytes, each from a line's start: their offsets, and the end."""
     size = table.path.stat().st_size
     with open(table.path, "rb") as handle:
         cuts = [0]
@@ -130,15 +132,33 @@ def spans_of(table: TablePlan, count: int) -> list[Span]:
             handle.seek(max(size * i // count - 1, cuts[-1]))
             handle.readline()  # to the start of the next line
             cuts.append(handle.tell())
-        cuts.append(size)
-        handle.seek(0)
+    return [*cuts, size]
+
+
+class FileScan:
+    """The file read once beside the ranges' loads: its SHA-256, checked before any range commits, and the
+    lines before each range, counted to name a line in an error. The ranges do not wait for it to start."""
+
+    def __init__(self, table: TablePlan, cuts: list[int], pool: ThreadPoolExecutor) -> None:
+        self.table = table
+        self._result = pool.submit(self._scan, cuts)
+        self.spans = [Span(start, end, functools.partial(self._lines_before, i))
+                      for i, (start, end) in enumerate(pairwise(cuts))]
+
+    def check(self) -> None:
+        """Raise when the file is not the one the export wrote."""
+        if (damaged := mismatch(self.table, self._result.result()[0])) is not None:
+            raise damaged
+
+    def _lines_before(self, number: int) -> int:
+        return sum(self._result.result()[1][:number])
+
+    def _scan(self, cuts: list[int]) -> tuple[str, list[int]]:
         digest, lines = hashlib.sha256(), []
-        for start, end in pairwise(cuts):
-            lines.append(_read(handle, end - start, digest))
-    if (damaged := mismatch(table, digest.hexdigest())) is not None:
-        raise damaged
-    before = [sum(lines[:i]) for i in range(count)]
-    return [(start, end, before[i]) for i, (start, end) in enumerate(pairwise(cuts))]
+        with open(self.table.path, "rb") as handle:
+            for start, end in pairwise(cuts):
+                lines.append(_read(handle, end - start, digest))
+        return digest.hexdigest(), lines
 
 
 def _read(handle: Any, size: int, digest: Any) -> int:
@@ -176,12 +196,15 @@ def _loaded_ranges(conn: psycopg.Connection, table: TablePlan) -> dict[int, int]
     return {int(number): int(count) for number, count in rows}
 
 
-def _load_range(target: Endpoint, plan: ImportPlan, table: TablePlan, number: int, span: Span,
+def _load_range(target: Endpoint, plan: ImportPlan, table: TablePlan, job: tuple[int, Span], scan: FileScan,
                 progress: Progress) -> int:
-    """One range in one transaction, committed with its row in _supamove.import_ranges."""
+    """One range in one transaction, committed with its row in _supamove.import_ranges once the file is
+    known to be the export's."""
+    number, span = job
     with connect(target) as conn, conn.transaction():
         session_mode(conn, target, plan.options)
         rows = copy_rows(conn, target, plan, table, progress, span)
+        scan.check()
         conn.execute("INSERT INTO _supamove.import_ranges (schema_name, table_name, snapshot, sha256, range, "
                      "row_count) VALUES (%s, %s, %s, %s, %s, %s)", (*table.state_key, number, rows))
     log.debug("loaded %s range %d: %d rows", table.qualified, number, rows)

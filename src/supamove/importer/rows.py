@@ -12,12 +12,11 @@ from psycopg import sql
 from supamove.db import Endpoint, first_line
 from supamove.errors import DataFileError, SupamoveError
 from supamove.importer.convert import copy_blocks, prefetched
-from supamove.importer.model import ImportPlan, TablePlan
+from supamove.importer.model import ImportPlan, Span, TablePlan
 from supamove.importer.scan import file_sha256, mismatch
 from supamove.progress import Progress
 
 COPY_CONTEXT = re.compile(r"COPY [^\n]*?, line (\d+)(?:, column ([^:\n]+))?")
-Span = tuple[int, int, int]  # a range of the file: start and end offsets, and the lines before it
 
 
 def copy_rows(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, table: TablePlan, progress: Progress,
@@ -52,7 +51,7 @@ def rejected(target: Endpoint, table: TablePlan, exc: psycopg.Error, span: Span 
     match = COPY_CONTEXT.search(exc.diag.context or "")
     where = ""
     if match:
-        where = f" at line {int(match.group(1)) + (span[2] if span else 0)} of {table.path.name}"
+        where = f" at line {int(match.group(1)) + (span.lines_before() if span else 0)} of {table.path.name}"
         if match.group(2):
             where += f", column {match.group(2)}"
     detail = f" ({exc.diag.message_detail})" if exc.diag.message_detail else ""
