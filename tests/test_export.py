@@ -13,8 +13,9 @@ import psycopg
 from conftest import EDGE, entries, error_line, metadata
 from psycopg import sql
 
+from supamove import catalog
 from supamove.db import Endpoint
-from supamove.export import ExportOptions, run_export
+from supamove.export import ExportOptions, run_export, select_batches
 from supamove.metadata import Metadata
 from supamove.paths import DataDir, table_file_name
 
@@ -125,6 +126,25 @@ def test_every_line_is_what_row_to_json_writes(exported: Path, dbs) -> None:
             expected = sorted(row[0].encode() for row in conn.execute(query))
             assert sorted((exported / entry.file).read_bytes().splitlines()) == expected, entry.qualified
     assert {"edge.types_zoo", "edge.Odd Table"} <= {e.qualified for e in meta.tables}
+
+
+def test_a_table_keeping_big_values_apart_is_read_a_row_at_a_time(cli, dbs, data_dir: Path) -> None:
+    """Rows travel in batches of blocks, but not when the values kept apart from them (TOAST) could make a
+    batch too big for one message: such a table is read a row at a time, with the same lines."""
+    with dbs.source() as conn:
+        conn.execute("CREATE TABLE public.documents (id integer PRIMARY KEY, body text)")
+        conn.execute("ALTER TABLE public.documents ALTER body SET STORAGE EXTERNAL")  # apart, not compressed
+        conn.execute("ALTER TABLE public.documents OWNER TO supabase_app")
+        conn.execute("INSERT INTO public.documents SELECT g, repeat(md5(g::text), 20000) "
+                     "FROM generate_series(1, 20) g")  # 640 kB each: 12.8 MB apart from the rows
+        tables = {t.name: t for t in catalog.read_tables(conn, ["public"])}
+        assert select_batches(conn, tables["readings"]) is not None
+        assert select_batches(conn, tables["documents"]) is None
+        expected = [r[0].encode() for r in conn.execute(
+            "SELECT row_to_json(d.*)::text FROM public.documents d ORDER BY id")]
+    result = cli("export")
+    assert result.exit_code == 0, result.output
+    assert sorted((data_dir / "tables" / "public.documents.jsonl").read_bytes().splitlines()) == sorted(expected)
 
 
 def test_hostile_names_get_safe_file_names() -> None:

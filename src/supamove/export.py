@@ -47,6 +47,9 @@ COPY_BLOCK = 1 << 20
 COPY_OPTIONS = sql.SQL("(FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')")
 QUOTE = 1
 BATCH_BLOCKS = 8  # the rows of this many blocks (64 kB) make one COPY message
+# A table holding more than this outside its rows (TOAST) goes a row at a time: one COPY message,
+# like any value, is at most 1 GB, and a batch of big values could pass it. Such tables have few rows.
+BATCH_TOAST_BYTES = 8 << 20
 SPLIT_LARGER_THAN_MB = 64  # a table bigger than this is read as several block ranges at once
 PARTS_PER_JOB = 4  # at most this many ranges per job: the jobs stay busy to the end, the files stay few
 
@@ -403,15 +406,19 @@ def select_rows(table: Table, part: Part | None = None) -> sql.Composed:
 def select_batches(conn: psycopg.Connection, table: Table, part: Part | None = None) -> sql.Composed | None:
     """The same lines, those of each BATCH_BLOCKS blocks joined into one: COPY then sends a message per
     batch, not per row, which spares Python most of its work. None where the server cannot read a
-    range of blocks alone (before PostgreSQL 14, or a partitioned table)."""
+    range of blocks alone (before PostgreSQL 14, or a partitioned table), or where values kept apart
+    from the rows could make a batch too big."""
     if table.partitioned or conn.info.server_version < 140000:
         return None
+    row = conn.execute(sql.SQL(
+        "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int, "
+        "coalesce(pg_relation_size(nullif(c.reltoastrelid, 0)), 0) FROM pg_class c WHERE c.oid = {}::regclass"
+    ).format(sql.Literal(sql.Identifier(table.schema, table.name).as_string(conn)))).fetchone()
+    blocks, toasted = (int(row[0]), int(row[1])) if row else (0, 0)
+    if toasted > BATCH_TOAST_BYTES:  # values kept apart from the rows: a batch of them could pass 1 GB
+        return None
     start, end = (part.start, part.end) if part else (0, None)
-    stop = end
-    if stop is None:  # up to the table's size now: rows past it (none, in this snapshot) come one by one after
-        row = conn.execute(sql.SQL("SELECT pg_relation_size({}) / current_setting('block_size')::int").format(
-            sql.Literal(sql.Identifier(table.schema, table.name).as_string(conn)))).fetchone()
-        stop = int(row[0]) if row else 0
+    stop = blocks if end is None else end  # to the size now: rows past it (none, in this snapshot) come after
     # Aliases no table holds: inside the batch, a column named like the block number would be taken for it.
     query = sql.SQL(
         "SELECT _supamove_g.lines FROM generate_series({start}::bigint, {stop}::bigint - 1, {n}) "
