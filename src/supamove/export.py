@@ -719,13 +719,20 @@ def _finished(table: Table, meta: Metadata, snapshot: str, progress: Progress, c
 
 
 class SplitTable:
-    """A table read as block ranges at once, each into a file of its own; the last one done joins them."""
+    """A table read as block ranges at once, each into a file of its own, joined into the table's file in
+    block order as they come: a range is appended as soon as those before it are (on a thread of its
+    own, while the other ranges still export), so the last range to finish leaves little to join."""
 
     def __init__(self, table: Table, parts: list[Part], path: Path) -> None:
         self.table, self.parts, self.path = table, parts, path
         self.started = 0.0
         self._copied: dict[int, tuple[int, int, Any]] = {}  # rows, bytes and digest of each range written
         self._lock = threading.Lock()
+        self._partial = partial_path(path)
+        self._joined = 0  # ranges in the table's file so far, from the first
+        self._digest: Any = None  # of the table's file so far: the first range's, going on
+        self._joiner = ThreadPoolExecutor(1, thread_name_prefix="export-join")
+        self._appends: list[Future[None]] = []
 
     def part_path(self, part: Part) -> Path:
         """`public.readings.jsonl.2.partial`: a killed run's ranges go with its other half-written files."""
@@ -739,28 +746,37 @@ class SplitTable:
                 progress.start(self.table.qualified, self.table.estimated_rows or None)
 
     def done(self, part: Part, copied: tuple[int, int, Any]) -> bool:
-        """Record one range; True for the last one."""
+        """Record one range and join what can be joined; True for the last one."""
         with self._lock:
             self._copied[part.number] = copied
+            self._appends.append(self._joiner.submit(self._append_ready))
             return len(self._copied) == len(self.parts)
 
     def join(self) -> tuple[int, int, str]:
-        """The ranges in block order as the table's one file (what an unsplit export writes): rows, bytes, SHA-256."""
-        first, *rest = self.parts
-        digest = self._copied[first.number][2]  # the first range's file becomes the table's: its hash goes on
-        partial = partial_path(self.path)
+        """Once every range is in the table's file (what an unsplit export writes): rows, bytes, SHA-256."""
         try:
-            os.replace(self.part_path(first), partial)
-            with open(partial, "ab") as out:
-                for part in rest:
-                    _append(self.part_path(part), out, digest)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(partial, self.path)
+            for append in self._appends:
+                append.result()
+            os.replace(self._partial, self.path)
         except OSError as exc:
             raise disk_error(self.path, exc) from exc
+        finally:
+            self._joiner.shutdown()
         copied = self._copied.values()
-        return sum(c[0] for c in copied), sum(c[1] for c in copied), digest.hexdigest()
+        return sum(c[0] for c in copied), sum(c[1] for c in copied), self._digest.hexdigest()
+
+    def _append_ready(self) -> None:
+        """Append every range whose turn has come, synced (on the joiner's one thread: in block order)."""
+        while self._joined < len(self.parts) and (part := self.parts[self._joined]).number in self._copied:
+            if not self._joined:  # the first range's file becomes the table's: its hash goes on
+                self._digest = self._copied[part.number][2]
+                os.replace(self.part_path(part), self._partial)
+            with open(self._partial, "ab") as out:
+                if self._joined:
+                    _append(self.part_path(part), out, self._digest)
+                out.flush()
+                os.fsync(out.fileno())
+            self._joined += 1
 
 
 def _append(path: Path, out: IO[bytes], digest: Any) -> None:
