@@ -147,6 +147,25 @@ def test_a_table_keeping_big_values_apart_is_read_a_row_at_a_time(cli, dbs, data
     assert sorted((data_dir / "tables" / "public.documents.jsonl").read_bytes().splitlines()) == sorted(expected)
 
 
+def test_a_table_of_no_columns_moves_as_an_empty_object_per_row(cli, dbs, data_dir: Path) -> None:
+    with dbs.source() as conn:
+        conn.execute("CREATE TABLE public.markers ()")
+        conn.execute("INSERT INTO public.markers DEFAULT VALUES")
+        conn.execute("INSERT INTO public.markers DEFAULT VALUES")
+        conn.execute("ALTER TABLE public.markers OWNER TO supabase_app")
+    with dbs.target() as conn:
+        conn.execute("CREATE TABLE public.markers ()")
+    result = cli("export", "--tables", "public.markers")
+    assert result.exit_code == 0, result.output
+    assert (data_dir / "tables" / "public.markers.jsonl").read_bytes() == b"{}\n{}\n"
+    imported = cli("import")
+    assert imported.exit_code == 0, imported.output
+    verified = cli("verify", "--tables", "public.markers")
+    assert verified.exit_code == 0, verified.output
+    with dbs.target() as conn:
+        assert conn.execute("SELECT count(*) FROM public.markers").fetchone() == (2,)
+
+
 def test_hostile_names_get_safe_file_names() -> None:
     assert table_file_name("edge", "Odd Table") == "edge.Odd%20Table.jsonl"
     assert table_file_name("public", 'a"b/c') == "public.a%22b%2Fc.jsonl"

@@ -376,7 +376,7 @@ def row_json(table: Table) -> sql.Composable:
     for i, col in enumerate(table.columns):
         key = ("{" if i == 0 else ",") + orjson.dumps(col.name).decode() + ":"
         terms += [sql.Literal(key), sql.SQL("coalesce({}, 'null')").format(_json_value(col))]
-    terms.append(sql.Literal("}"))
+    terms.append(sql.Literal("}" if terms else "{}"))  # a table of no columns: {} for each row
     groups = [sql.SQL("({})").format(sql.SQL(" || ").join(terms[i:i + CONCAT_GROUP]))
               for i in range(0, len(terms), CONCAT_GROUP)]
     return sql.SQL(" || ").join(groups)

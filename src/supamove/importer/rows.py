@@ -24,7 +24,9 @@ def copy_rows(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, tabl
     """COPY the file (or `span` of it) into the table; returns the rows sent. The whole file is checked
     against its SHA-256 inside the COPY; a range's file was checked before its ranges started."""
     columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
-    query = sql.SQL("COPY {} ({}) FROM STDIN").format(table.ident, columns)
+    # A table of no columns takes no list: each empty line is a row.
+    listed = sql.SQL(" ({})").format(columns) if table.columns else sql.SQL("")
+    query = sql.SQL("COPY {}{} FROM STDIN").format(table.ident, listed)
     digest = hashlib.sha256() if span is None else None
     rows = 0
     try:
