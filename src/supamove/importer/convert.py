@@ -30,19 +30,16 @@ def copy_blocks(table: TablePlan, plan: ImportPlan, digest: Any = None,
     With `span`, only the lines of that range of the file.
     """
     convert = _block_converter(table, plan)
-    start, end, before = (span.start, span.end, span.lines_before) if span else (0, None, _no_lines)
+    start, end = (span.start, span.end) if span else (0, None)
     rows = 0
     for lines in line_blocks(table.path, digest, start, end):
-        yield convert(lines, functools.partial(_add, before, rows)), len(lines)
+        yield convert(lines, functools.partial(_lines_before, span, rows)), len(lines)
         rows += len(lines)
 
 
-def _no_lines() -> int:
-    return 0
-
-
-def _add(before: Callable[[], int], rows: int) -> int:
-    return before() + rows
+def _lines_before(span: Span | None, rows: int) -> int:
+    """The file's lines before a block that comes `rows` lines into `span` (or into the file)."""
+    return rows + (span.lines_before() if span else 0)
 
 
 def _block_converter(table: TablePlan, plan: ImportPlan) -> Callable[[list[bytes], Callable[[], int]], bytes]:

@@ -22,7 +22,7 @@ COPY_CONTEXT = re.compile(r"COPY [^\n]*?, line (\d+)(?:, column ([^:\n]+))?")
 def copy_rows(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, table: TablePlan, progress: Progress,
               span: Span | None = None) -> int:
     """COPY the file (or `span` of it) into the table; returns the rows sent. The whole file is checked
-    against its SHA-256 inside the COPY; a range's file was checked before its ranges started."""
+    against its SHA-256 inside the COPY; a range's file is checked beside its ranges (ranges.FileScan)."""
     columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in table.columns)
     # A table of no columns takes no list: each empty line is a row.
     listed = sql.SQL(" ({})").format(columns) if table.columns else sql.SQL("")
