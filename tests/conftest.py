@@ -28,6 +28,7 @@ import orjson
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
+from psycopg import sql
 
 from supamove.cli import main
 from supamove.paths import DataDir
@@ -297,6 +298,19 @@ BIG_DDL = "CREATE TABLE public.fault_big (id bigint PRIMARY KEY, payload text, a
 
 
 BIG_FILE = "tables/public.fault_big.jsonl"
+
+
+def app_table(dbs: Any, name: str, ddl: str, *fill: str, on_target: bool = True) -> None:
+    """An application table public.<name>: `ddl` then `fill` on the source, owned by supabase_app as the
+    application's tables are, and `ddl` alone on the target (unless not `on_target`)."""
+    with dbs.source() as conn:
+        conn.execute(ddl)
+        for statement in fill:
+            conn.execute(statement)
+        conn.execute(sql.SQL("ALTER TABLE {} OWNER TO supabase_app").format(sql.Identifier("public", name)))
+    if on_target:
+        with dbs.target() as conn:
+            conn.execute(ddl)
 
 
 def make_big_table(dbs: Any, rows: int = BIG_ROWS) -> None:

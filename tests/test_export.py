@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 import psycopg
-from conftest import EDGE, entries, error_line, metadata
+from conftest import EDGE, app_table, entries, error_line, metadata
 from psycopg import sql
 
 from supamove import catalog
@@ -131,12 +131,11 @@ def test_every_line_is_what_row_to_json_writes(exported: Path, dbs) -> None:
 def test_a_table_keeping_big_values_apart_is_read_a_row_at_a_time(cli, dbs, data_dir: Path) -> None:
     """Rows travel in batches of blocks, but not when the values kept apart from them (TOAST) could make a
     batch too big for one message: such a table is read a row at a time, with the same lines."""
+    app_table(dbs, "documents", "CREATE TABLE public.documents (id integer PRIMARY KEY, body text)",
+              "ALTER TABLE public.documents ALTER body SET STORAGE EXTERNAL",  # apart, not compressed
+              "INSERT INTO public.documents SELECT g, repeat(md5(g::text), 20000) "
+              "FROM generate_series(1, 20) g", on_target=False)  # 640 kB each: 12.8 MB apart from the rows
     with dbs.source() as conn:
-        conn.execute("CREATE TABLE public.documents (id integer PRIMARY KEY, body text)")
-        conn.execute("ALTER TABLE public.documents ALTER body SET STORAGE EXTERNAL")  # apart, not compressed
-        conn.execute("ALTER TABLE public.documents OWNER TO supabase_app")
-        conn.execute("INSERT INTO public.documents SELECT g, repeat(md5(g::text), 20000) "
-                     "FROM generate_series(1, 20) g")  # 640 kB each: 12.8 MB apart from the rows
         tables = {t.name: t for t in catalog.read_tables(conn, ["public"])}
         assert select_batches(conn, tables["readings"]) is not None
         assert select_batches(conn, tables["documents"]) is None
@@ -148,13 +147,8 @@ def test_a_table_keeping_big_values_apart_is_read_a_row_at_a_time(cli, dbs, data
 
 
 def test_a_table_of_no_columns_moves_as_an_empty_object_per_row(cli, dbs, data_dir: Path) -> None:
-    with dbs.source() as conn:
-        conn.execute("CREATE TABLE public.markers ()")
-        conn.execute("INSERT INTO public.markers DEFAULT VALUES")
-        conn.execute("INSERT INTO public.markers DEFAULT VALUES")
-        conn.execute("ALTER TABLE public.markers OWNER TO supabase_app")
-    with dbs.target() as conn:
-        conn.execute("CREATE TABLE public.markers ()")
+    app_table(dbs, "markers", "CREATE TABLE public.markers ()", "INSERT INTO public.markers DEFAULT VALUES",
+              "INSERT INTO public.markers DEFAULT VALUES")
     result = cli("export", "--tables", "public.markers")
     assert result.exit_code == 0, result.output
     assert (data_dir / "tables" / "public.markers.jsonl").read_bytes() == b"{}\n{}\n"

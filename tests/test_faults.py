@@ -26,6 +26,7 @@ from conftest import (
     BIG_FILE,
     BIG_ROWS,
     EDGE,
+    app_table,
     assert_users_once,
     assert_verify_passes,
     entries,
@@ -101,13 +102,8 @@ def test_killed_import_resumes_and_verify_passes(cli, dbs, data_dir: Path, stack
 def test_killed_import_with_two_jobs_neither_doubles_nor_loses(cli, dbs, data_dir: Path,
                                                               stack_auth: StackAuthSandbox) -> None:
     make_big_table(dbs)
-    with dbs.source() as conn:
-        conn.execute("CREATE TABLE public.fault_big2 (LIKE public.fault_big INCLUDING ALL)")
-        conn.execute("INSERT INTO public.fault_big2 SELECT * FROM public.fault_big")
-        conn.execute("ALTER TABLE public.fault_big2 OWNER TO supabase_app")
-        conn.execute("CHECKPOINT")
-    with dbs.target() as conn:
-        conn.execute("CREATE TABLE public.fault_big2 (LIKE public.fault_big INCLUDING ALL)")
+    app_table(dbs, "fault_big2", "CREATE TABLE public.fault_big2 (LIKE public.fault_big INCLUDING ALL)",
+              "INSERT INTO public.fault_big2 SELECT * FROM public.fault_big", "CHECKPOINT")
     assert cli("export", *EDGE).exit_code == 0
     assert cli("migrate-users").exit_code == 0
     process = cli.process("import", "--jobs", "2", "--disable-fk")

@@ -14,7 +14,16 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from conftest import EDGE, entries, flat, import_state, metadata, wait_for_copy_into, write_mapping
+from conftest import (
+    EDGE,
+    app_table,
+    entries,
+    flat,
+    import_state,
+    metadata,
+    wait_for_copy_into,
+    write_mapping,
+)
 from psycopg import sql
 
 from supamove.db import Endpoint
@@ -495,13 +504,8 @@ BIG_ROWS = 300_000
 @pytest.mark.parametrize("mode", [[], ["--disable-fk"]], ids=["enforced", "disable-fk"])
 def test_killed_import_resumes_without_doubles(cli, dbs, data_dir: Path, mode: list[str]) -> None:
     big = "CREATE TABLE public.import_big (id bigint PRIMARY KEY, payload text, at timestamptz)"
-    with dbs.source() as conn:
-        conn.execute(big)
-        conn.execute("INSERT INTO public.import_big SELECT i, repeat(md5(i::text), 4), "
-                     f"'2024-01-01'::timestamptz + i * interval '1 s' FROM generate_series(1, {BIG_ROWS}) i")
-        conn.execute("ALTER TABLE public.import_big OWNER TO supabase_app")
-    with dbs.target() as conn:
-        conn.execute(big)
+    app_table(dbs, "import_big", big, "INSERT INTO public.import_big SELECT i, repeat(md5(i::text), 4), "
+              f"'2024-01-01'::timestamptz + i * interval '1 s' FROM generate_series(1, {BIG_ROWS}) i")
     exported = cli("export", *EDGE)
     assert exported.exit_code == 0, exported.output
     mapping = write_mapping(dbs, data_dir)
