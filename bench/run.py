@@ -51,10 +51,15 @@ class Measure:
     rows: int = 0
     megabytes: float = 0.0
     phases: dict[str, list[float]] = field(default_factory=dict)  # fixed costs, from the log's timing lines
+    cpu: list[float] = field(default_factory=list)  # processor seconds the whole machine spent during the step
 
     @property
     def median(self) -> float:
         return statistics.median(self.seconds)
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu) if self.cpu else 0.0
 
     @property
     def peak_rss(self) -> float:
@@ -108,10 +113,26 @@ def migrate(measure: Measure, cmd: list[str], env: dict[str, str]) -> float:
     return usage.ru_maxrss / 1024
 
 
+def busy_seconds() -> float | None:
+    """Processor time every process on this machine has used since boot (Linux's /proc/stat), else None.
+
+    User, nice, system and interrupt time: the servers, the local Stack Auth and the commands alike. Time
+    stolen by the hypervisor and idle or I/O wait time are not work, so they are left out.
+    """
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq = map(int, fields[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(measure: Measure, action: Callable[[], float | None]) -> None:
-    started = time.perf_counter()
+    busy, started = busy_seconds(), time.perf_counter()
     rss = action()
     measure.seconds.append(time.perf_counter() - started)
+    if busy is not None and (now := busy_seconds()) is not None:
+        measure.cpu.append(now - busy)
     if rss:
         measure.rss_mb.append(rss)
 
@@ -321,11 +342,11 @@ def report(args: argparse.Namespace, m: dict[str, Measure]) -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"PostgreSQL {_pg_version()}; rows in public: {m['supamove export'].rows:,}, "
           f"table data {m['supamove export'].megabytes:,.0f} MB; median of {args.runs} runs")
-    print(f"{'step':34} {'seconds':>8} {'rows/s':>12} {'MB/s':>8} {'peak RSS MB':>12}")
+    print(f"{'step':34} {'seconds':>8} {'rows/s':>12} {'MB/s':>8} {'peak RSS MB':>12} {'CPU s':>7}")
     for measure in (x for x in m.values() if x.name not in (VALUE_CHECK, VERIFY_IDS) and x.seconds):
         rate = measure.rows / measure.median
         print(f"{measure.name:34} {measure.median:8.2f} {rate:12,.0f} {measure.megabytes / measure.median:8.1f} "
-              f"{measure.peak_rss:12.0f}")
+              f"{measure.peak_rss:12.0f} {measure.cpu_median:7.2f}")
     ref = m["reference: pg_dump + pg_restore"].median
     floor = m["floor: raw COPY pipe"].median
     fast = m["supamove export"].median + m["supamove import --disable-fk"].median
@@ -350,6 +371,7 @@ def report(args: argparse.Namespace, m: dict[str, Measure]) -> None:
         print("pgcopydb: not installed (apt-get install pgcopydb), not measured")
     print(f"export + import --disable-fk / floor:               {fast / floor:.2f}")
     print(f"verify (full checksums)      / pg_dump + pg_restore: {verify / ref:.2f}   (goal <= 0.35)")
+    processor_time(m)
     print()
     print("fixed costs, before the first row moves and after the last (median seconds):")
     for measure in (x for x in m.values() if x.phases):
@@ -365,6 +387,35 @@ def report(args: argparse.Namespace, m: dict[str, Measure]) -> None:
           f"{max(x.peak_rss for k, x in m.items() if k.startswith('supamove')):.0f} MB   (goal < 200)")
     users = m["supamove migrate-users"]
     print(f"migrate-users: {users.rows / users.median:,.0f} users/s with --concurrency 8   (target >= 200)")
+
+
+def processor_time(m: dict[str, Measure]) -> None:
+    """Each goal's processor time, and the shortest time it allows: all cores busy from the start to the end.
+
+    A ratio above its floor is time the cores stood idle; a floor above the goal means that no schedule of the
+    same work meets it on this machine: the work itself has to shrink.
+    """
+    ref, peer = m["reference: pg_dump + pg_restore"], m[PGCOPYDB]
+    if not ref.cpu:
+        print("processor time: not measured (no /proc/stat)")
+        return
+    cores = os.cpu_count() or 1
+    print()
+    print(f"processor time, every process on the machine (median CPU seconds; the floor: all {cores} cores busy "
+          "throughout):")
+    fast = (m["supamove export"], m["supamove import --disable-fk"])
+    lines = [("export + import --disable-fk", sum(x.cpu_median for x in fast), sum(x.median for x in fast), ref,
+              "0.8"), ("verify", m["supamove verify"].cpu_median, m["supamove verify"].median, ref, "0.35")]
+    if peer.cpu:
+        lines.append(("migrate --disable-fk", m[MIGRATE].cpu_median, m[MIGRATE].median, peer, "1.5"))
+    for name, cpu, wall, against, goal in lines:
+        floor = cpu / cores
+        print(f"  {name}: {cpu:.1f} CPU s, so at least {floor:.2f} s = {floor / against.median:.2f}x {against.name} "
+              f"(goal <= {goal}; measured {wall / against.median:.2f}x, the cores {cpu / (cores * wall):.0%} busy)")
+    for other in (ref, peer):
+        if other.cpu:
+            print(f"  {other.name}: {other.cpu_median:.1f} CPU s, the cores "
+                  f"{other.cpu_median / (cores * other.median):.0%} busy")
 
 
 # --- migrate-users: the first pass and the sync pass (python bench/run.py --user-sync) -------------
