@@ -404,14 +404,17 @@ def processor_time(m: dict[str, Measure]) -> None:
     print(f"processor time, every process on the machine (median CPU seconds; the floor: all {cores} cores busy "
           "throughout):")
     fast = (m["supamove export"], m["supamove import --disable-fk"])
-    lines = [("export + import --disable-fk", sum(x.cpu_median for x in fast), sum(x.median for x in fast), ref,
-              "0.8"), ("verify", m["supamove verify"].cpu_median, m["supamove verify"].median, ref, "0.35")]
+    lines: list[tuple[str, float, float, Measure, str | None]] = [
+        ("export + import --disable-fk", sum(x.cpu_median for x in fast), sum(x.median for x in fast), ref, "0.8"),
+        ("verify", m["supamove verify"].cpu_median, m["supamove verify"].median, ref, "0.35")]
     if peer.cpu:
         lines.append(("migrate --disable-fk", m[MIGRATE].cpu_median, m[MIGRATE].median, peer, "1.5"))
+        lines.append(("migrate, users ahead", m[MIGRATE_AHEAD].cpu_median, m[MIGRATE_AHEAD].median, peer, None))
     for name, cpu, wall, against, goal in lines:
         floor = cpu / cores
         print(f"  {name}: {cpu:.1f} CPU s, so at least {floor:.2f} s = {floor / against.median:.2f}x {against.name} "
-              f"(goal <= {goal}; measured {wall / against.median:.2f}x, the cores {cpu / (cores * wall):.0%} busy)")
+              f"({f'goal <= {goal}; ' if goal else ''}measured {wall / against.median:.2f}x, "
+              f"the cores {cpu / (cores * wall):.0%} busy)")
     for other in (ref, peer):
         if other.cpu:
             print(f"  {other.name}: {other.cpu_median:.1f} CPU s, the cores "
