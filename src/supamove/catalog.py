@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
+from graphlib import TopologicalSorter
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -208,6 +209,50 @@ def application_schemas(conn: psycopg.Connection) -> list[AppSchema]:
 def free_sequences(conn: psycopg.Connection, schemas: Sequence[str]) -> list[tuple[str, str]]:
     """(schema, name) of each sequence in `schemas` that no column owns or uses in its default."""
     return [(r[0], r[1]) for r in conn.execute(FREE_SEQUENCES_SQL, (list(schemas),))]
+
+
+# Materialized views of the schemas, and the other materialized views each one's query reads, directly or
+# through plain views (pg_depend records a view's reads on its rewrite rule).
+MATERIALIZED_VIEWS_SQL = """
+WITH RECURSIVE direct AS (
+    SELECT DISTINCT r.ev_class AS reader, d.refobjid AS read
+    FROM pg_rewrite r JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+    WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
+), reach AS (
+    SELECT d.reader AS matview, d.read FROM direct d JOIN pg_class v ON v.oid = d.reader AND v.relkind = 'm'
+    UNION
+    SELECT reach.matview, d.read FROM reach JOIN pg_class c ON c.oid = reach.read AND c.relkind = 'v'
+    JOIN direct d ON d.reader = c.oid
+)
+SELECT n.nspname, v.relname, v.relispopulated,
+       coalesce(array_agg(rn.nspname ORDER BY rn.nspname, rc.relname) FILTER (WHERE rc.oid IS NOT NULL), '{}'),
+       coalesce(array_agg(rc.relname ORDER BY rn.nspname, rc.relname) FILTER (WHERE rc.oid IS NOT NULL), '{}')
+FROM pg_class v JOIN pg_namespace n ON n.oid = v.relnamespace
+LEFT JOIN reach ON reach.matview = v.oid
+LEFT JOIN pg_class rc ON rc.oid = reach.read AND rc.relkind = 'm' AND rc.oid <> v.oid
+LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+WHERE v.relkind = 'm' AND n.nspname = ANY(%s)
+GROUP BY n.nspname, v.relname, v.relispopulated
+ORDER BY 1, 2
+"""
+
+
+@dataclass(frozen=True)
+class MaterializedView(QualifiedName):
+    """A materialized view: whether it holds rows yet (REFRESH fills it), and the ones its query reads."""
+
+    schema: str
+    name: str
+    populated: bool
+    reads: tuple[tuple[str, str], ...] = ()
+
+
+def materialized_views(conn: psycopg.Connection, schemas: Sequence[str]) -> list[MaterializedView]:
+    """The materialized views of `schemas`, in an order to refresh them in: each after those it reads."""
+    views = {(s, n): MaterializedView(s, n, bool(p), tuple(zip(rs, rn, strict=True)))
+             for s, n, p, rs, rn in conn.execute(MATERIALIZED_VIEWS_SQL, (list(schemas),))}
+    order = TopologicalSorter({k: [r for r in v.reads if r in views] for k, v in views.items()})
+    return [views[key] for key in order.static_order()]
 
 
 def schemas_to_read(schemas: Sequence[str] | None) -> list[str]:

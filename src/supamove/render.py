@@ -281,6 +281,11 @@ def show_import_plan(plan: ImportPlan) -> None:
     say("Dry run: nothing was written.")
 
 
+def _count(number: int, noun: str) -> str:
+    """`1 materialized view`, `2 materialized views`."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
 def show_import_result(result: ImportResult, target: str) -> None:
     """The summary table and line; `target` is the target's URL without its password."""
     rows = [(t.qualified, f"{t.rows:,}", f"{t.seconds:.1f}",
@@ -289,6 +294,9 @@ def show_import_result(result: ImportResult, target: str) -> None:
     print_table("Import summary", ["table", "rows", "seconds", "rows/s"], rows)
     if result.plan.options.disable_fk:
         say(f"Checked {result.fk_checked} foreign keys after the load: no orphan rows.")
+    if result.refreshed:
+        say(f"Refreshed {_count(len(result.refreshed), 'materialized view')} from the loaded tables: "
+            f"{', '.join(result.refreshed)}.")
     say(f"Imported {result.rows:,} rows into {sum(not t.skipped for t in result.tables)} tables "
         f"in {result.seconds:.1f}s ({target}).")
 
@@ -313,6 +321,11 @@ def show_verify_report(report: VerifyReport) -> None:
         print_table("Sequences no table uses", ["sequence", "source next", "target next", "status", "reason"],
                     [(f"{s.schema}.{s.name}", _number(s.source_next), _number(s.target_next),
                       s.status.upper() if s.status != "pass" else "pass", "; ".join(s.failures)) for s in report.sequences])
+    if report.views:
+        print_table("Materialized views", ["view", "source rows", "target rows", "status", "reason"],
+                    [(f"{v.schema}.{v.name}", _number(v.source_rows), _number(v.target_rows),
+                      v.status.upper() if v.status != "pass" else "pass", "; ".join(v.failures + v.warnings))
+                     for v in report.views])
     if report.full_report_kept:
         note(f"verification-report.json holds a full verification (with checksums): kept; this row-count check "
              f"is in {report.report_path}", logging.WARNING)
@@ -536,7 +549,8 @@ def _step_outcome(result: MigrateResult, step: str) -> str:
         loaded = [t for t in result.imported if not t.skipped]
         return (f"{len(loaded)} tables, {result.loaded_rows:,} rows"
                 + (f" ({len(result.imported) - len(loaded)} loaded by a previous run)" if len(loaded) < len(result.imported) else "")
-                + (f"; {result.fk_checked} foreign keys checked" if result.fk_checked else ""))
+                + (f"; {result.fk_checked} foreign keys checked" if result.fk_checked else "")
+                + (f"; {_count(len(result.refreshed), 'materialized view')} refreshed" if result.refreshed else ""))
     if step == "verify" and report is not None:
         summary = report.summary
         return f"{summary['pass']} pass, {summary['warn']} warn, {summary['fail']} fail"

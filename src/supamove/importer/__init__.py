@@ -13,6 +13,7 @@
 - sequences: each sequence continued from the source's state
 - indexes: a table's indexes dropped for its COPY and built once after it
 - orphans: foreign keys checked after a --disable-fk load
+- views: the materialized views refreshed once every table is loaded
 """
 
 from supamove.importer.load import finish_import, run_import
@@ -24,11 +25,12 @@ from supamove.importer.model import (
     TableImport,
     TablePlan,
     Unmapped,
+    WholeLoad,
 )
 from supamove.importer.plan import make_plan, plan_import
 from supamove.importer.scan import line_blocks
 
 __all__ = [
     "ColumnLoad", "ImportOptions", "ImportPlan", "ImportResult", "TableImport", "TablePlan", "Unmapped",
-    "finish_import", "line_blocks", "make_plan", "plan_import", "run_import",
+    "WholeLoad", "finish_import", "line_blocks", "make_plan", "plan_import", "run_import",
 ]

@@ -14,7 +14,14 @@ from supamove.db import Endpoint, connection, first_line
 from supamove.errors import DataFileError
 from supamove.files import export_again
 from supamove.importer.indexes import build_indexes, drop_indexes
-from supamove.importer.model import ImportOptions, ImportPlan, ImportResult, TableImport, TablePlan
+from supamove.importer.model import (
+    ImportOptions,
+    ImportPlan,
+    ImportResult,
+    TableImport,
+    TablePlan,
+    WholeLoad,
+)
 from supamove.importer.orphans import check_foreign_keys
 from supamove.importer.plan import make_plan
 from supamove.importer.ranges import RANGES_DDL, load_split, read_held, restore_held, splits
@@ -28,6 +35,7 @@ from supamove.importer.setaside import (
     restore_triggers,
     session_mode,
 )
+from supamove.importer.views import refresh_materialized_views
 from supamove.log import get_logger
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
@@ -76,32 +84,34 @@ def run_import(target: Endpoint, datadir: DataDir, options: ImportOptions,
         mark = _timing("planned", started)
         results = _load_groups(conn, target, plan, progress)
         mark = _timing("loaded", mark)
-        checked = _check_whole_load(conn, target, plan, progress) if options.only is None else 0
-        _timing("foreign keys and sequences checked", mark)
-    return ImportResult(plan, results, time.monotonic() - started, checked)
+        whole = _finish_whole_load(conn, target, plan, progress) if options.only is None else WholeLoad()
+        _timing("foreign keys, sequences and materialized views done", mark)
+    return ImportResult(plan, results, time.monotonic() - started, whole.foreign_keys, whole.refreshed)
 
 
-def finish_import(target: Endpoint, datadir: DataDir, options: ImportOptions, progress: Progress | None = None) -> int:
+def finish_import(target: Endpoint, datadir: DataDir, options: ImportOptions,
+                  progress: Progress | None = None) -> WholeLoad:
     """What `run_import` does once every table is loaded, for a caller that loaded them in parts (`options.only`).
 
     Every table of the export must be loaded; then the foreign keys a --disable-fk load left unchecked are
-    checked and the sequences no table uses continue from the source. Returns the foreign keys checked.
+    checked, the sequences no table uses continue from the source and the materialized views are refreshed.
     """
     with connection(target, autocommit=True) as conn:
         plan = make_plan(conn, target, datadir, replace(options, only=None, truncate_first=False))
         left = [t.qualified for t in plan.tables if not t.done]
         if plan.failure() is not None or left:
             raise plan.failure() or target.error(f"not loaded yet: {', '.join(left)}", "run `supamove import`")
-        return _check_whole_load(conn, target, plan, progress or NullProgress())
+        return _finish_whole_load(conn, target, plan, progress or NullProgress())
 
 
-def _check_whole_load(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, progress: Progress) -> int:
-    """After every table is loaded: the foreign keys a --disable-fk load skipped, the sequences no table uses."""
+def _finish_whole_load(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, progress: Progress) -> WholeLoad:
+    """After every table is loaded: the foreign keys a --disable-fk load skipped, the sequences no table
+    uses, then the materialized views, which read the tables."""
     disable_fk = plan.options.disable_fk
     with _phase(progress, "every table: foreign keys", len(plan.tables) if disable_fk else 0):
         checked = check_foreign_keys(conn, target, plan) if disable_fk else 0
     continue_free_sequences(conn, plan)
-    return checked
+    return WholeLoad(checked, refresh_materialized_views(conn, target, plan, progress))
 
 
 def _timing(what: str, since: float) -> float:

@@ -140,10 +140,19 @@ class ImportResult:
     tables: list[TableImport]
     seconds: float
     fk_checked: int = 0
+    refreshed: list[str] = field(default_factory=list)  # materialized views, in the order refreshed
 
     @property
     def rows(self) -> int:
         return sum(t.rows for t in self.tables if not t.skipped)
+
+
+@dataclass
+class WholeLoad:
+    """What the import does once every table is loaded: foreign keys checked, materialized views refreshed."""
+
+    foreign_keys: int = 0
+    refreshed: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

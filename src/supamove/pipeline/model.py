@@ -85,6 +85,7 @@ class MigrateResult:
     users: MigrationResult | None = None
     imported: list[TableImport] = field(default_factory=list)
     fk_checked: int = 0
+    refreshed: list[str] = field(default_factory=list)  # materialized views, once every table was loaded
     verification: VerifyReport | None = None
     steps: dict[str, tuple[float, float]] = field(default_factory=dict)  # step -> (started, finished), seconds
     seconds: float = 0.0
@@ -121,7 +122,8 @@ class MigrateResult:
                        "rows": exported.rows if exported else None},
             "users": dict(sorted(self.users.counts.items())) if self.users else None,
             "import": {"tables": sum(not t.skipped for t in self.imported), "rows": self.loaded_rows,
-                       "loadedBefore": sum(t.skipped for t in self.imported), "foreignKeysChecked": self.fk_checked},
+                       "loadedBefore": sum(t.skipped for t in self.imported), "foreignKeysChecked": self.fk_checked,
+                       "materializedViewsRefreshed": self.refreshed},
             "verify": self.verification.summary if self.verification else None,
             "report": str(self.verification.report_path) if self.verification else None,
             "error": None if self.failure is None else {"message": str(self.failure),

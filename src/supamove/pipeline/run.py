@@ -163,8 +163,8 @@ class Cutover:
     def _finish(self, checksums: dict[tuple[str, str], Known]) -> None:
         """What the import and verify do once for the whole: FKs after --disable-fk, sequences, the report."""
         result = self.result
-        result.fk_checked = finish_import(self.target, self.datadir, self.options.load(),
-                                          Labelled(self.progress, "import "))
+        whole = finish_import(self.target, self.datadir, self.options.load(), Labelled(self.progress, "import "))
+        result.fk_checked, result.refreshed = whole.foreign_keys, whole.refreshed
         result.end("import")
         if "verify" not in result.steps:
             result.begin("verify")

@@ -28,7 +28,7 @@ NOT_MOVED = {
     "SUBSCRIPTION": "logical replication: not moved",
 }
 BUILT_IN = {"plpgsql"}  # in every database
-MATVIEW_NOTE = "created empty: run REFRESH MATERIALIZED VIEW after the import"
+MATVIEW_NOTE = "created empty: `supamove import` refreshes it once every table is loaded"
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,31 @@ class SequenceCheck:
                 "targetNext": self.target_next, "status": self.status, "reason": "; ".join(self.failures) or None}
 
 
+@dataclass
+class ViewCheck:
+    """A materialized view of the export's schemas: populated on the target when it is on the source.
+
+    Its rows come from the target's tables when the import refreshes it, so only their count is compared,
+    and a different count only warns: a view over now(), or over tables that did not move, differs.
+    """
+
+    schema: str
+    name: str
+    source_rows: int | None = None  # None: not populated on that side, or not there
+    target_rows: int | None = None
+    failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return FAIL if self.failures else WARN if self.warnings else PASS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.schema, "name": self.name, "sourceRows": self.source_rows,
+                "targetRows": self.target_rows, "status": self.status,
+                "reason": "; ".join(self.failures + self.warnings) or None}
+
+
 @dataclass(frozen=True)
 class ColumnChange:
     """One column of a changed row: its text on each side, cut when long."""
@@ -145,17 +170,22 @@ class VerifyReport:
     report_path: Path | None = None  # where the report was written
     sequences: list[SequenceCheck] = field(default_factory=list)  # those no compared table uses
     full_report_kept: bool = False  # counts only, written beside a full verification's report, not over it
+    views: list[ViewCheck] = field(default_factory=list)  # materialized views of the export's schemas
 
     def count(self, status: str) -> int:
         return sum(1 for t in self.tables if t.status == status)
 
     @property
     def ok(self) -> bool:
-        return bool(self.tables) and self.count(FAIL) == 0 and not self.failed_sequences
+        return bool(self.tables) and self.count(FAIL) == 0 and not self.failed_sequences and not self.failed_views
 
     @property
     def failed_sequences(self) -> list[SequenceCheck]:
         return [s for s in self.sequences if s.status == FAIL]
+
+    @property
+    def failed_views(self) -> list[ViewCheck]:
+        return [v for v in self.views if v.status == FAIL]
 
     def failure(self) -> VerificationFailed | None:
         """The error verify ends with when a table fails or none was compared, else None."""
@@ -166,6 +196,13 @@ class VerifyReport:
                                       fix="export the application's tables (`supamove export --dry-run` shows "
                                           "which; check --schema and --tables), import them, then verify")
         failed = [t for t in self.tables if t.status == FAIL]
+        if not failed and not self.failed_sequences:
+            views = self.failed_views
+            return VerificationFailed(f"{len(views)} materialized view{'s are' if len(views) > 1 else ' is'} "
+                                      f"not ready on the target: {views[0].failures[0]}",
+                                      fix="create a missing one (`supamove schema` creates them all), then run "
+                                          "`supamove import` again: it refreshes every materialized view once "
+                                          f"every table is loaded; see {self.report_path}")
         if not failed:
             first = self.failed_sequences[0]
             return VerificationFailed(f"{len(self.failed_sequences)} sequence"
@@ -186,9 +223,11 @@ class VerifyReport:
                 "targetRows": sum(t.target_rows or 0 for t in self.tables),
                 "seconds": round(self.seconds, 3), "checksums": self.checksums,
                 "sequences": len(self.sequences), "sequencesFailed": len(self.failed_sequences),
+                "materializedViews": len(self.views), "materializedViewsFailed": len(self.failed_views),
                 "supabaseUserIdSeconds": round(sum(t.supabase_id_seconds for t in self.tables), 3)}
 
     def to_dict(self) -> dict[str, Any]:
         return {"generatedAt": self.generated_at, "source": self.source, "target": self.target,
                 "tablesFrom": self.tables_from, "tables": [t.to_dict() for t in self.tables],
-                "sequences": [s.to_dict() for s in self.sequences], "summary": self.summary}
+                "sequences": [s.to_dict() for s in self.sequences],
+                "materializedViews": [v.to_dict() for v in self.views], "summary": self.summary}

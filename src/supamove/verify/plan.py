@@ -100,6 +100,7 @@ class VerifyPlan:
     left_out: list[TableCheck] = field(default_factory=list)  # source tables the export does not hold
     sequences: list[tuple[str, str]] = field(default_factory=list)  # the export's sequences no table uses
     kept: set[tuple[str, str, str]] = field(default_factory=set)  # columns that may keep Supabase ids
+    view_schemas: list[str] = field(default_factory=list)  # whose materialized views are checked (none with --tables)
 
 
 def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: VerifyOptions,
@@ -126,7 +127,7 @@ def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: V
                           fix="check the pattern (name or schema.name, shell patterns)")
     plan = VerifyPlan([TableComparison(t, ours.get(t.key), theirs.get(t.key), has_mapping, by_value)
                        for t in tables], origin,
-                      kept=kept)
+                      kept=kept, view_schemas=[] if options.tables else exported)
     if meta is not None:
         recorded = meta.options or {}
         plan.left_out = left_out(everything, meta.tables, recorded, options.tables)

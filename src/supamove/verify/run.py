@@ -34,6 +34,7 @@ from supamove.verify.sequences import (
 )
 from supamove.verify.structure import Shape, TableKey
 from supamove.verify.supabase_ids import count_supabase_ids
+from supamove.verify.views import view_checks
 
 log = get_logger("verify")
 # A table's checksums computed before the run (as it was loaded), with the relations they were read as.
@@ -85,7 +86,8 @@ def run_verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: Ve
     path = datadir.verification_counts_report if keep_full else datadir.verification_report
     report = VerifyReport(now_iso(), source.redacted, target.redacted, checks, time.monotonic() - started,
                           not options.skip_checksum, plan.origin, path,
-                          free_sequence_checks(plan.sequences, states), full_report_kept=keep_full)
+                          free_sequence_checks(plan.sequences, states), full_report_kept=keep_full,
+                          views=view_checks(source, target, plan.view_schemas))
     datadir.root.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_json(path, report.to_dict())
     return report
