@@ -161,7 +161,8 @@ class Cutover:
             self.checksums.add(entry)
 
     def _finish(self, checksums: dict[tuple[str, str], Known]) -> None:
-        """What the import and verify do once for the whole: FKs after --disable-fk, sequences, the report."""
+        """What the import and verify do once for the whole: FKs after --disable-fk, sequences, materialized
+        views, the report."""
         result = self.result
         whole = finish_import(self.target, self.datadir, self.options.load(), Labelled(self.progress, "import "))
         result.fk_checked, result.refreshed = whole.foreign_keys, whole.refreshed
