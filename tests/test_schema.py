@@ -204,6 +204,12 @@ def test_materialized_views_are_refreshed_by_the_import_and_checked_by_verify(cl
     assert again.exit_code == 0 and "Refreshed 2 materialized views" in again.output, again.output
     assert cli("verify").exit_code == 0
 
+    with dbs.source() as conn:  # one the target never got
+        conn.execute("CREATE MATERIALIZED VIEW app.late AS SELECT 1 AS one")
+    missing = cli("verify")
+    assert missing.exit_code == 7
+    assert "materialized view app.late does not exist in the target" in " ".join(missing.output.split())
+
 
 def policy_filters_by_jwt_sub(dbs: Databases, mapping: dict[str, Any]) -> None:
     """The kept policy `owner_id = auth.uid()` shows a non-owner role only the token's user's notes."""

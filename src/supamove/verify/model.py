@@ -68,7 +68,7 @@ class ViewCheck:
 
     schema: str
     name: str
-    source_rows: int | None = None  # None: not populated on that side, or not there
+    source_rows: int | None = None  # None: not there, not populated, or not readable by that side's user
     target_rows: int | None = None
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
