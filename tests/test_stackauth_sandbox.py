@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -35,6 +37,20 @@ def stack() -> Iterator[StackAuthSandbox]:
 def http(stack: StackAuthSandbox) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=stack.url, headers=HEADERS) as client:
         yield client
+
+
+def test_a_client_hanging_up_mid_request_prints_nothing(stack: StackAuthSandbox, http: httpx.Client,
+                                                         capfd: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C closes supamove's connections mid-request: the local Stack Auth (in `supamove demo` too)
+    must not print a server traceback on the operator's terminal, and goes on serving."""
+    host, port = stack.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as conn:
+        conn.sendall(b"POST /api/v1/users HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        time.sleep(0.2)  # the handler is reading the body
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # closed with a reset
+    time.sleep(0.3)
+    assert capfd.readouterr().err == ""
+    assert http.get("/api/v1/users").status_code == 200
 
 
 def known(response: httpx.Response, status: int, code: str) -> dict:

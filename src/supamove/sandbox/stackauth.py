@@ -46,6 +46,9 @@ from urllib.parse import parse_qsl, urlsplit
 import bcrypt
 import orjson
 
+from supamove.log import get_logger
+
+log = get_logger("sandbox.stackauth")
 USERS_PATH = "/api/v1/users"
 RESET_PATH = "/api/v1/auth/password/send-reset-code"
 OAUTH_PATH = "/api/v1/oauth-providers"
@@ -238,6 +241,16 @@ class Store:
             raise internal_error()
 
 
+class _Server(ThreadingHTTPServer):
+    """The HTTP server: a request that fails outside the handler's own answers (a client hanging up
+    mid-request, as Ctrl-C makes supamove do) goes to the log, not to the terminal as a traceback."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("local Stack Auth: the request from %s ended early", client_address, exc_info=True)
+
+
 class StackAuthSandbox:
     """Stack Auth's server API for users on 127.0.0.1, in a background thread."""
 
@@ -265,8 +278,7 @@ class StackAuthSandbox:
 
     def start(self) -> StackAuthSandbox:
         handler = type("Handler", (_Handler,), {"sandbox": self})
-        server = ThreadingHTTPServer((self.host, self.port), handler)
-        server.daemon_threads = True
+        server = _Server((self.host, self.port), handler)
         self._server = server
         self.port = int(server.server_address[1])
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
