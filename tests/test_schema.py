@@ -176,6 +176,10 @@ def test_materialized_views_are_refreshed_by_the_import_and_checked_by_verify(cl
     for step in (("schema", *both, "--apply"), ("export", *both), ("migrate-users",)):
         result = cli(*step)
         assert result.exit_code == 0, f"supamove {' '.join(step)}:\n{result.output}"
+    planned = cli("import", "--dry-run")
+    assert planned.exit_code == 0, planned.output
+    assert ("Materialized views refreshed once every table is loaded: app.note_totals, app.note_kinds."
+            in " ".join(planned.output.split()))
     imported = cli("import")
     assert imported.exit_code == 0, imported.output
     assert ("Refreshed 2 materialized views from the loaded tables: app.note_totals, app.note_kinds."

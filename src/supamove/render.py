@@ -273,6 +273,8 @@ def show_import_plan(plan: ImportPlan) -> None:
         if table.missing_in_export:
             say(f"columns of {table.qualified} missing in the export (target default used): "
                 f"{', '.join(table.missing_in_export)}")
+    if plan.views:
+        say(f"Materialized views refreshed once every table is loaded: {', '.join(v.qualified for v in plan.views)}.")
     mode = "FK checks off during the load, every FK checked after it" if plan.options.disable_fk \
         else "every constraint checked before each table commits"
     say(f"Mode: {mode}{'; every planned table truncated first' if plan.options.truncate_first else ''}.")

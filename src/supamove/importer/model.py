@@ -81,6 +81,7 @@ class ImportPlan:
     mapping: dict[str, str]
     meta: Metadata
     options: ImportOptions
+    views: list[catalog.MaterializedView] = field(default_factory=list)  # refreshed once every table is loaded
 
     @property
     def tables(self) -> list[TablePlan]:
@@ -119,6 +120,7 @@ class ImportPlan:
 
         return {"tables": [table(t) for t in self.tables],
                 "cycles": [[t.qualified for t in group] for group in self.cycles],
+                "materializedViews": [v.qualified for v in self.views],
                 "options": {"disableFk": self.options.disable_fk, "truncateFirst": self.options.truncate_first,
                             "unmappedUsers": self.options.unmapped_users},
                 "problems": [str(p) for p in self.problems]}

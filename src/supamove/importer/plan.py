@@ -68,7 +68,8 @@ def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, opti
         _check_empty(conn, target, plans, problems)
     if options.disable_fk:
         _check_replica_role(conn, target, problems)
-    return ImportPlan(groups, problems, mapping, meta, options)
+    views = catalog.materialized_views(conn, sorted(set(meta.schemas) | {e.schema for e in meta.tables}))
+    return ImportPlan(groups, problems, mapping, meta, options, views)
 
 
 def _plan_table(conn: psycopg.Connection, endpoint: Endpoint, datadir: DataDir, entry: TableEntry,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from supamove import catalog
 from supamove.db import Endpoint, first_line
 from supamove.importer.model import ImportPlan
 from supamove.log import get_logger
@@ -23,9 +22,9 @@ LABEL = "materialized views"
 
 def refresh_materialized_views(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan,
                                progress: Progress) -> list[str]:
-    """Refresh every materialized view of the export's schemas on the target; returns their names."""
-    schemas = sorted(set(plan.meta.schemas) | {t.schema for t in plan.tables})
-    views = catalog.materialized_views(conn, schemas)
+    """Refresh every materialized view of the export's schemas on the target (the plan lists them in
+    order); returns their names."""
+    views = plan.views
     if views:
         progress.start(LABEL, len(views))
     for view in views:
