@@ -172,10 +172,15 @@ def test_materialized_views_are_refreshed_by_the_import_and_checked_by_verify(cl
     with dbs.source() as conn:  # reads app.note_totals: refreshed before it (in name order), it would fail
         # Created by the superuser, as Supabase's own objects are: the source's postgres user cannot read it.
         conn.execute("CREATE MATERIALIZED VIEW app.note_kinds AS SELECT count(*) AS kinds FROM app.note_totals")
+        # Left empty on the source: not refreshed on the target either (here, a refresh would fail).
+        conn.execute("CREATE MATERIALIZED VIEW app.unused AS SELECT 1 / 0 AS boom WITH NO DATA")
     both = ("--schema", "public", "--schema", "app")
     for step in (("schema", *both, "--apply"), ("export", *both), ("migrate-users",)):
         result = cli(*step)
         assert result.exit_code == 0, f"supamove {' '.join(step)}:\n{result.output}"
+    recorded = orjson.loads((data_dir / "metadata.json").read_bytes())["materializedViews"]
+    assert recorded == [{"schema": "app", "name": n, "populated": p}
+                        for n, p in (("note_kinds", True), ("note_totals", True), ("unused", False))]
     planned = cli("import", "--dry-run")
     assert planned.exit_code == 0, planned.output
     assert ("Materialized views refreshed once every table is loaded: app.note_totals, app.note_kinds."
@@ -201,7 +206,7 @@ def test_materialized_views_are_refreshed_by_the_import_and_checked_by_verify(cl
             "populated in the target: reading it fails") in failed.output
     report = orjson.loads((data_dir / "verification-report.json").read_bytes())
     assert [(v["name"], v["sourceRows"], v["targetRows"], v["status"]) for v in report["materializedViews"]] == [
-        ("note_totals", 3, 3, "pass"), ("note_kinds", None, None, "fail")]
+        ("note_kinds", None, None, "fail"), ("note_totals", 3, 3, "pass"), ("unused", None, None, "pass")]
     assert report["summary"]["materializedViewsFailed"] == 1
 
     again = cli("import")  # every table loaded already: only the whole-load work runs again

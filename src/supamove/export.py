@@ -624,6 +624,7 @@ def prepare_metadata(datadir: DataDir, plan: ExportPlan, options: ExportOptions,
         tables=[TableEntry.new(t, datadir) for t in plan.tables],
         auth=[TableEntry.new(t, datadir) for t in plan.auth_tables])
     meta.sequences = read_sequences(_sequence_names(plan), source)
+    meta.materialized_views = read_materialized_views(list(plan.schemas), source)
     meta.carry_over(previous, _forced(plan, options, previous), options.exclude_tables)
     planned = {t.key for t in plan.tables}
     for entry in meta.tables:
@@ -803,6 +804,14 @@ def _sequence_names(plan: ExportPlan) -> list[tuple[str, str]]:
     """The exported tables' sequences, and every sequence of the exported schemas no column uses."""
     used = {(s.schema, s.name) for t in plan.tables for s in t.sequences + t.default_sequences}
     return sorted(used | set(plan.free_sequences))
+
+
+def read_materialized_views(schemas: list[str], source: Endpoint) -> list[dict[str, Any]]:
+    """The source's materialized views of the exported schemas, and which hold rows: the import refreshes
+    those, as pg_restore does (it restores the data of populated ones only)."""
+    with connect(source, autocommit=True) as conn:
+        return [{"schema": v.schema, "name": v.name, "populated": v.populated}
+                for v in sorted(catalog.materialized_views(conn, schemas), key=lambda v: v.key)]
 
 
 def read_sequences(names: list[tuple[str, str]], source: Endpoint) -> list[SequenceState]:

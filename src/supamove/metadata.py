@@ -20,8 +20,8 @@ ENTRY_KEYS = ("schema", "name", "file", "partitioned", "columns", "primaryKey", 
               "sha256", "snapshot", "exportedAt")
 # The top-level keys, in the order this version writes them.
 HEADER_KEYS = ("formatVersion", "tool", "source", "snapshot", "snapshotsDiffer", "startedAt", "finishedAt",
-               "schemas", "skippedSchemas", "unexportedSchemas", "options", "loadOrder", "sequences", "tables", "auth",
-               "userIdValueCheck")
+               "schemas", "skippedSchemas", "unexportedSchemas", "options", "loadOrder", "sequences",
+               "materializedViews", "tables", "auth", "userIdValueCheck")
 
 
 def _column_to_dict(c: Column, encoding: str) -> dict[str, Any]:
@@ -150,6 +150,8 @@ class Metadata:
     # The latest run's --tables, --exclude-tables, --user-id-column, --not-user-id-column; absent in older exports.
     options: dict[str, Any] | None = None
     tool: str = f"supamove {__version__}"
+    # The source's materialized views of the exported schemas: {schema, name, populated}; absent in older exports.
+    materialized_views: list[dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys of other versions, written back untouched
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -174,9 +176,10 @@ class Metadata:
             "snapshotsDiffer": self.snapshots_differ, "startedAt": self.started_at,
             "finishedAt": self.finished_at, "schemas": self.schemas, "skippedSchemas": self.skipped_schemas,
             "unexportedSchemas": self.unexported_schemas, "options": self.options, "loadOrder": self.load_order,
-            "sequences": [s.to_dict() for s in self.sequences], "tables": [e.to_dict() for e in self.tables],
+            "sequences": [s.to_dict() for s in self.sequences], "materializedViews": self.materialized_views,
+            "tables": [e.to_dict() for e in self.tables],
             "auth": [e.to_dict() for e in self.auth], "userIdValueCheck": self.user_id_value_check}
-        optional = {"snapshotsDiffer", "unexportedSchemas", "options", "userIdValueCheck"}
+        optional = {"snapshotsDiffer", "unexportedSchemas", "options", "materializedViews", "userIdValueCheck"}
         data = {k: v for k, v in values.items() if v is not None or k not in optional}
         return {**data, **self.extra}
 
@@ -193,7 +196,8 @@ class Metadata:
                 [SequenceState.from_dict(s) for s in data.get("sequences", [])],
                 [TableEntry.from_dict(e) for e in data["tables"]], [TableEntry.from_dict(e) for e in data.get("auth", [])],
                 data.get("unexportedSchemas"), data.get("userIdValueCheck"), data.get("snapshotsDiffer"),
-                data.get("options"), str(data.get("tool", "")), {k: v for k, v in data.items() if k not in HEADER_KEYS})
+                data.get("options"), str(data.get("tool", "")), materialized_views=data.get("materializedViews"),
+                extra={k: v for k, v in data.items() if k not in HEADER_KEYS})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DataFileError(f"{datadir.metadata} is damaged: {type(exc).__name__} {exc}",
                                 fix="restore it, or run `supamove export --force` to export again") from exc

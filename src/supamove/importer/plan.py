@@ -68,8 +68,17 @@ def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, opti
         _check_empty(conn, target, plans, problems)
     if options.disable_fk:
         _check_replica_role(conn, target, problems)
+    return ImportPlan(groups, problems, mapping, meta, options, _views(conn, meta))
+
+
+def _views(conn: psycopg.Connection, meta: Metadata) -> list[catalog.MaterializedView]:
+    """The target's materialized views to refresh once every table is loaded, in order: those the source
+    has populated (every one of the exported schemas when the export is older than that record)."""
     views = catalog.materialized_views(conn, sorted(set(meta.schemas) | {e.schema for e in meta.tables}))
-    return ImportPlan(groups, problems, mapping, meta, options, views)
+    if meta.materialized_views is None:
+        return views
+    populated = {(v["schema"], v["name"]) for v in meta.materialized_views if v.get("populated")}
+    return [v for v in views if v.key in populated]
 
 
 def _plan_table(conn: psycopg.Connection, endpoint: Endpoint, datadir: DataDir, entry: TableEntry,

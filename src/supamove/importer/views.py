@@ -2,8 +2,8 @@
 
 `supamove schema` creates them as pg_dump defines them, WITH NO DATA: reading one fails until it is
 refreshed. One created any other way holds what its query read before the load. Either way the
-application would see nothing, so the import refreshes each from the loaded tables, a view after
-the views it reads.
+application would see nothing, so the import refreshes each one the source had populated (as
+metadata.json records) from the loaded tables, a view after the views it reads.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ LABEL = "materialized views"
 
 def refresh_materialized_views(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan,
                                progress: Progress) -> list[str]:
-    """Refresh every materialized view of the export's schemas on the target (the plan lists them in
-    order); returns their names."""
+    """Refresh the materialized views the plan lists (those the source had populated), in its order;
+    returns their names."""
     views = plan.views
     if views:
         progress.start(LABEL, len(views))

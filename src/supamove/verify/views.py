@@ -22,9 +22,9 @@ class Seen:
 
 
 def view_checks(source: Endpoint, target: Endpoint, schemas: list[str]) -> list[ViewCheck]:
-    """Each materialized view of `schemas` on the source, checked on the target."""
+    """Each materialized view of `schemas` on the source, checked on the target, by name."""
     ours, theirs = _seen(source, schemas), _seen(target, schemas)
-    return [_check(key, mine, theirs.get(key)) for key, mine in ours.items()]
+    return [_check(key, mine, theirs.get(key)) for key, mine in sorted(ours.items())]
 
 
 def _check(key: tuple[str, str], mine: Seen, theirs: Seen | None) -> ViewCheck:
