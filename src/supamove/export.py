@@ -623,8 +623,9 @@ def prepare_metadata(datadir: DataDir, plan: ExportPlan, options: ExportOptions,
         load_order=[[t.qualified for t in group] for group in plan.groups],
         tables=[TableEntry.new(t, datadir) for t in plan.tables],
         auth=[TableEntry.new(t, datadir) for t in plan.auth_tables])
-    meta.sequences = read_sequences(_sequence_names(plan), source)
-    meta.materialized_views = read_materialized_views(list(plan.schemas), source)
+    with connect(source, autocommit=True) as conn:  # what the import continues and refreshes
+        meta.sequences = read_sequences(conn, _sequence_names(plan))
+        meta.materialized_views = read_materialized_views(conn, list(plan.schemas))
     meta.carry_over(previous, _forced(plan, options, previous), options.exclude_tables)
     planned = {t.key for t in plan.tables}
     for entry in meta.tables:
@@ -806,21 +807,19 @@ def _sequence_names(plan: ExportPlan) -> list[tuple[str, str]]:
     return sorted(used | set(plan.free_sequences))
 
 
-def read_materialized_views(schemas: list[str], source: Endpoint) -> list[dict[str, Any]]:
+def read_materialized_views(conn: psycopg.Connection, schemas: list[str]) -> list[dict[str, Any]]:
     """The source's materialized views of the exported schemas, and which hold rows: the import refreshes
     those, as pg_restore does (it restores the data of populated ones only)."""
-    with connect(source, autocommit=True) as conn:
-        return [{"schema": v.schema, "name": v.name, "populated": v.populated}
-                for v in sorted(catalog.materialized_views(conn, schemas), key=lambda v: v.key)]
+    return [{"schema": v.schema, "name": v.name, "populated": v.populated}
+            for v in sorted(catalog.materialized_views(conn, schemas), key=lambda v: v.key)]
 
 
-def read_sequences(names: list[tuple[str, str]], source: Endpoint) -> list[SequenceState]:
+def read_sequences(conn: psycopg.Connection, names: list[tuple[str, str]]) -> list[SequenceState]:
     """Each sequence's state, so the target continues where the source was."""
     states = []
-    with connect(source, autocommit=True) as conn:
-        for schema, name in names:
-            row = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(
-                sql.Identifier(schema, name))).fetchone()
-            assert row is not None
-            states.append(SequenceState(schema, name, int(row[0]), bool(row[1])))
+    for schema, name in names:
+        row = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(
+            sql.Identifier(schema, name))).fetchone()
+        assert row is not None
+        states.append(SequenceState(schema, name, int(row[0]), bool(row[1])))
     return states

@@ -68,7 +68,9 @@ def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, opti
         _check_empty(conn, target, plans, problems)
     if options.disable_fk:
         _check_replica_role(conn, target, problems)
-    return ImportPlan(groups, problems, mapping, meta, options, _views(conn, meta))
+    # The views are refreshed once every table is loaded: a run loading some of them (`only`) needs none.
+    views = _views(conn, meta) if options.only is None else []
+    return ImportPlan(groups, problems, mapping, meta, options, views)
 
 
 def _views(conn: psycopg.Connection, meta: Metadata) -> list[catalog.MaterializedView]:
