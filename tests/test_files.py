@@ -8,8 +8,10 @@ from typing import Any
 import orjson
 import pytest
 
+from supamove import files
 from supamove.errors import DataFileError
 from supamove.files import read_json_items, write_json, write_json_items
+from supamove.users.sync import SyncState
 
 CASES: list[tuple[dict[str, Any], list[Any], bool]] = [
     ({"generatedAt": "2024-01-01T00:00:00Z", "summary": {"total": 2, "nested": [1, {"a": "x\ny"}], "empty": {}}},
@@ -63,3 +65,45 @@ def test_items_are_read_back_across_batches_and_past_an_item_bigger_than_a_batch
     assert path.stat().st_size > 6 << 20  # six batches of a megabyte
     found = read_json_items(path, "users", "migrate-users", named=named)
     assert found is not None and list(found[1] or []) == (pairs if named else items)
+
+
+def test_a_rewrite_of_every_user_waits_twenty_times_as_long_as_the_last_one_took(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pacer = files.SavePacer()
+    clock = [pacer.saved_at]
+    monkeypatch.setattr(files.time, "monotonic", lambda: clock[0])
+    assert not pacer.due()  # nothing changed
+    pacer.changed()
+    clock[0] += 2.0
+    assert pacer.due()  # 2 s since the last save
+    pacer.saved(started=clock[0] - 0.5)  # a rewrite of half a second: the next waits 10 s
+    for _ in range(5000):
+        pacer.changed()
+    clock[0] += 9.9
+    assert not pacer.due()
+    clock[0] += 0.1
+    assert pacer.due()
+    pacer.saved(started=clock[0] - 0.01)  # a quick one: every 1,000 changes again
+    for _ in range(999):
+        pacer.changed()
+    clock[0] += 0.5
+    assert not pacer.due()
+    pacer.changed()
+    assert pacer.due()
+
+
+def test_the_sync_state_holds_a_user_a_line_and_reads_back_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "user-sync-state.json"
+    state = SyncState(path)
+    for n in range(3):
+        state.record(f"id-{n}", f"stack-{n}", {"display_name": f"f{n}"}, {"has_password": "h"}, revision=n,
+                     oauth=[["github", str(n)]])
+    state.save()
+    lines = path.read_bytes().splitlines()
+    assert [line[:10] for line in lines[4:7]] == [b'    "id-0"', b'    "id-1"', b'    "id-2"']
+    assert orjson.loads(path.read_bytes())["users"]["id-2"]["oauthProviders"] == [["github", "2"]]
+    assert SyncState.load(path).users == state.users
+    # A state written a value over many lines (by supamove before, or by hand) reads the same.
+    write_json(path, orjson.loads(path.read_bytes()))
+    assert len(path.read_bytes().splitlines()) > 20
+    assert SyncState.load(path).users == state.users

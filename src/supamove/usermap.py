@@ -6,6 +6,7 @@ Written by migrate-users and map-users, read by import (to rewrite user ids) and
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -125,9 +126,9 @@ class UserMapping:
     def save(self) -> None:
         """Rewrite the file; retainUntil stays the one first written (90 days after), whatever reruns follow."""
         with self.lock:
-            now = datetime.now(UTC)
+            started, now = time.monotonic(), datetime.now(UTC)
             self.generated_at = iso(now)
             self.retain_until = self.retain_until or iso(now + RETENTION)
             write_json_items(self.path, {"generatedAt": self.generated_at, "retainUntil": self.retain_until},
                              "mappings", self.entries.values())
-            self._pacer.saved()
+            self._pacer.saved(started)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,8 @@ class SyncState:
         with self.lock:
             if not self._pacer.unsaved and self.path.exists():
                 return
+            started = time.monotonic()
+            # Each record written as held, one line per user: a rewrite of every user's state parses nothing.
             write_json_items(self.path, {"formatVersion": FORMAT, "generatedAt": now_iso()}, "users",
-                             ((sid, orjson.loads(record)) for sid, record in self.users.items()), named=True)
-            self._pacer.saved()
+                             ((sid, orjson.Fragment(record)) for sid, record in self.users.items()), named=True)
+            self._pacer.saved(started)
