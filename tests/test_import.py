@@ -489,6 +489,18 @@ def test_a_materialized_view_the_target_cannot_refresh_fails_the_import_by_name(
         conn.execute("DROP MATERIALIZED VIEW public.per_site")
         conn.execute("CREATE MATERIALIZED VIEW public.per_site AS SELECT count(*) AS n FROM public.sites WITH NO DATA")
     assert run(dbs, exported).refreshed == ["public.per_site"]
+    # One reading a view no refresh fills (the target's own, empty): tried again after the others, then
+    # named, with the cause; those refreshed before it stay refreshed.
+    meta["materializedViews"].append({"schema": "public", "name": "stuck", "populated": True})
+    (exported / "metadata.json").write_bytes(orjson.dumps(meta))
+    with dbs.target() as conn:
+        conn.execute("CREATE MATERIALIZED VIEW public.stuck AS SELECT boom FROM public.target_only WITH NO DATA")
+        conn.execute("REFRESH MATERIALIZED VIEW public.per_site WITH NO DATA")
+    err = error_of(dbs, exported)
+    assert str(err).startswith('could not refresh materialized view public.stuck: materialized view "target_only" '
+                               "has not been populated"), str(err)
+    with dbs.target() as conn:
+        assert conn.execute("SELECT n FROM public.per_site").fetchone() is not None
 
 
 def test_enforced_mode_stops_at_the_first_orphan(dbs, exported: Path) -> None:

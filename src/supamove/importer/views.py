@@ -11,6 +11,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
+from supamove.catalog import MaterializedView
 from supamove.db import Endpoint, first_line
 from supamove.importer.model import ImportPlan
 from supamove.log import get_logger
@@ -23,19 +24,36 @@ LABEL = "materialized views"
 def refresh_materialized_views(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan,
                                progress: Progress) -> list[str]:
     """Refresh the materialized views the plan lists (those the source had populated), in its order;
-    returns their names."""
-    views = plan.views
+    returns their names, in the order refreshed.
+
+    A view whose refresh finds another not populated yet reads it where pg_depend does not look (in a
+    function's body): it is tried again after the others, for as long as a round refreshes any.
+    """
+    views, refreshed = list(plan.views), []
     if views:
         progress.start(LABEL, len(views))
-    for view in views:
-        try:  # each in a transaction of its own (autocommit): one that fails keeps those refreshed before it
-            conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.Identifier(view.schema, view.name)))
-        except psycopg.Error as exc:
-            raise target.error(f"could not refresh materialized view {view.qualified}: {first_line(exc)}",
-                               "every table is loaded: correct what its query needs on the target, then run "
-                               "`supamove import` again (it refreshes the materialized views again)") from exc
-        log.info("refreshed materialized view %s", view.qualified)
-        progress.advance(LABEL)
-    if views:
+    while views:
+        waiting: list[tuple[MaterializedView, psycopg.Error]] = []
+        for view in views:
+            try:  # each in a transaction of its own (autocommit): one that fails keeps those refreshed before it
+                conn.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.Identifier(view.schema, view.name)))
+            except psycopg.errors.ObjectNotInPrerequisiteState as exc:
+                waiting.append((view, exc))
+                continue
+            except psycopg.Error as exc:
+                raise _refused(target, view, exc) from exc
+            log.info("refreshed materialized view %s", view.qualified)
+            refreshed.append(view.qualified)
+            progress.advance(LABEL)
+        if len(waiting) == len(views):  # none could be refreshed: no order of them helps
+            raise _refused(target, *waiting[0]) from waiting[0][1]
+        views = [view for view, _ in waiting]
+    if plan.views:
         progress.finish(LABEL)
-    return [v.qualified for v in views]
+    return refreshed
+
+
+def _refused(target: Endpoint, view: MaterializedView, exc: psycopg.Error) -> Exception:
+    return target.error(f"could not refresh materialized view {view.qualified}: {first_line(exc)}",
+                        "every table is loaded: correct what its query needs on the target, then run "
+                        "`supamove import` again (it refreshes the materialized views again)")
