@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shlex
 import signal
@@ -28,7 +29,7 @@ from psycopg import sql
 
 from supamove.db import Endpoint
 from supamove.errors import DataFileError, SupamoveError, TargetError
-from supamove.importer import ImportOptions, plan_import, run_import, scan
+from supamove.importer import ImportOptions, plan_import, run_import, scan, workers
 from supamove.paths import DataDir
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -417,6 +418,48 @@ def test_files_checked_in_small_ranges_on_worker_processes(dbs, exported: Path, 
     rewrite_table(exported, "public.org_members", lambda ls: ls[:-2])
     run(dbs, exported)
     assert_same_rows(dbs, exported, mapping)
+
+
+CONVERT_ON_WORKER = workers._convert
+CONVERTED_BY: list[Path] = []  # where the workers (forked with it) note their process ids
+
+
+def convert_noting_the_process(*args: Any) -> Any:
+    with open(CONVERTED_BY[0], "a") as handle:
+        handle.write(f"{os.getpid()}\n")
+    return CONVERT_ON_WORKER(*args)
+
+
+def test_big_files_are_converted_on_worker_processes_with_lines_named_as_before(dbs, exported: Path,
+                                                                                monkeypatch, tmp_path: Path) -> None:
+    """Every file counts as big and is read in blocks of a few lines: the blocks go to the workers and come
+    back in order; a bad value in a late block is named by its line in the file, as without workers."""
+    monkeypatch.setattr(workers, "POOL_BYTES", 0)
+    monkeypatch.setattr(scan, "READ_BYTES", 700)
+    monkeypatch.setattr(workers, "_convert", convert_noting_the_process)
+    CONVERTED_BY[:] = [tmp_path / "pids"]
+    mapping = write_mapping(dbs, exported)
+    path = exported / entry(exported, "public.readings")["file"]
+    original = path.read_bytes().splitlines(keepends=True)
+    lines = len(original)
+
+    def bad_value(ls: list[bytes]) -> list[bytes]:
+        record = orjson.loads(ls[lines - 5])
+        record["temperature"] = 5  # a JSON number where the file holds the column's text
+        return [*ls[:lines - 5], orjson.dumps(record) + b"\n", *ls[lines - 4:]]
+
+    rewrite_table(exported, "public.readings", bad_value)
+    err = error_of(dbs, exported, jobs=2)
+    assert str(err).startswith(f"{path} line {lines - 4} has a value of the wrong JSON type"), str(err)
+    with dbs.target() as conn:
+        assert conn.execute("SELECT count(*) FROM public.readings").fetchone() == (0,)
+    rewrite_table(exported, "public.readings", lambda ls: original)
+    (tmp_path / "pids").unlink()
+    run(dbs, exported, jobs=2)
+    assert_same_rows(dbs, exported, mapping)
+    pids = (tmp_path / "pids").read_text().split()
+    assert len(pids) > lines * 100 // 700  # a block of a few lines each
+    assert str(os.getpid()) not in pids and len(set(pids)) == 2  # --jobs 2: two worker processes
 
 
 def test_target_schema_problems(dbs, exported: Path) -> None:

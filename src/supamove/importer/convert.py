@@ -1,4 +1,5 @@
-"""Exported JSON lines to COPY text, user ids swapped, converted on a thread ahead of the load."""
+"""Exported JSON lines to COPY text, user ids swapped, converted on a thread ahead of the load (a big file's
+blocks on worker processes: importer.workers)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,16 @@ import operator
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 import orjson
 
 from supamove.errors import DataFileError
 from supamove.files import UUID, parse_row, restore_or_export_again
+from supamove.importer import workers
 from supamove.importer.model import ColumnLoad, ImportPlan, Span, TablePlan, Unmapped
-from supamove.importer.scan import line_blocks
+from supamove.importer.scan import file_blocks, line_blocks
 
 T = TypeVar("T")
 
@@ -31,10 +33,19 @@ def copy_blocks(table: TablePlan, plan: ImportPlan, digest: Any = None,
     """
     convert = _block_converter(table, plan)
     start, end = (span.start, span.end) if span else (0, None)
+    if workers.pooled(table):
+        blocks = ((offset, len(data)) for offset, data in file_blocks(table.path, digest, start, end))
+        yield from workers.converted_blocks(table, blocks, convert, functools.partial(_lines_before, span))
+        return
     rows = 0
     for lines in line_blocks(table.path, digest, start, end):
         yield convert(lines, functools.partial(_lines_before, span, rows)), len(lines)
         rows += len(lines)
+
+
+def conversion_workers(plan: ImportPlan) -> AbstractContextManager[None]:
+    """Worker processes converting the plan's big files while the load lasts (see importer.workers)."""
+    return workers.converting(plan, _block_converter)
 
 
 def _lines_before(span: Span | None, rows: int) -> int:

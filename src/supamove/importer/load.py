@@ -13,6 +13,7 @@ from psycopg import sql
 from supamove.db import Endpoint, connection, first_line
 from supamove.errors import DataFileError
 from supamove.files import export_again
+from supamove.importer.convert import conversion_workers
 from supamove.importer.indexes import build_indexes, drop_indexes
 from supamove.importer.model import (
     ImportOptions,
@@ -130,7 +131,8 @@ def _load_groups(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, p
             return _load_group(mine, target, plan, group, progress)
 
     try:
-        return run_jobs(plan_jobs(plan), plan.options.jobs, load)
+        with conversion_workers(plan):
+            return run_jobs(plan_jobs(plan), plan.options.jobs, load)
     finally:
         connections.close()
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ import orjson
 from supamove.errors import DataFileError, SupamoveError
 from supamove.files import UUID, export_again, parse_row, restore_or_export_again
 from supamove.importer.model import TablePlan
+from supamove.importer.workers import worker_pool
 
 READ_BYTES = 1 << 20  # a block of lines: Python works per block, not per row
 
@@ -77,7 +76,7 @@ def _scan_files(plans: list[TablePlan], jobs: int) -> list[tuple[str, int, DataF
               [(c.name, c.array) for c in p.columns if c.user_ids])
              for p in plans for start in range(0, max(p.path.stat().st_size, 1), SCAN_BYTES)]
     if sum(end - start for _, start, end, _ in tasks) > SCAN_BYTES and jobs > 1:  # worth a process or more
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+        with worker_pool(jobs) as pool:
             scans = pool.map(_scan_range, *zip(*tasks, strict=True))
             digests = [file_sha256(p.path) for p in plans]
             ranges = list(scans)
@@ -166,9 +165,18 @@ def line_blocks(path: Path, digest: Any = None, start: int = 0, end: int | None 
 
     With `start` and `end` (offsets at line starts), only the lines between them.
     """
+    for _, data in file_blocks(path, digest, start, end):
+        lines = data.split(b"\n")
+        if not lines[-1]:
+            lines.pop()
+        yield lines
+
+
+def file_blocks(path: Path, digest: Any = None, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """The file in blocks of whole lines, each with its offset; every byte read goes through `digest` too."""
     with open(path, "rb") as handle:
         handle.seek(start)
-        left = end - start if end is not None else None
+        offset, left = start, end - start if end is not None else None
         while data := handle.read(READ_BYTES if left is None else min(READ_BYTES, left)):
             if left is None or len(data) < left:
                 data += handle.readline()
@@ -176,10 +184,8 @@ def line_blocks(path: Path, digest: Any = None, start: int = 0, end: int | None 
                 left -= len(data)
             if digest is not None:
                 digest.update(data)  # hashlib lets the loading thread run meanwhile
-            lines = data.split(b"\n")
-            if not lines[-1]:
-                lines.pop()
-            yield lines
+            yield offset, data
+            offset += len(data)
 
 
 def mismatch(plan: TablePlan, sha: str) -> DataFileError | None:
