@@ -9,6 +9,7 @@ Not part of the test suite: the machine is noisy, so speed is measured here, nev
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import platform
 import re
@@ -28,6 +29,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+import supamove
 from supamove.sandbox import fixtures
 from supamove.sandbox.pgserver import PostgresServer, find_bindir
 from supamove.sandbox.stackauth import StackAuthSandbox
@@ -171,6 +173,12 @@ def row_count(text: str) -> int:
     return int(float(text[:-1] if scale > 1 else text) * scale)
 
 
+def compile_supamove() -> None:
+    """supamove's modules compiled to bytecode once, as `pip install` leaves them: from an editable install
+    under PYTHONDONTWRITEBYTECODE=1 (which some machines set), every command would compile them again."""
+    compileall.compile_dir(Path(supamove.__file__).parent, quiet=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=row_count, default=1_000_000,
@@ -181,6 +189,7 @@ def main() -> None:
     parser.add_argument("--user-sync", action="store_true",
                         help="only migrate-users: a first pass of --users users, then a sync pass with 1%% changed")
     args = parser.parse_args()
+    compile_supamove()
     if args.user_sync:
         user_sync_bench(args.users)
         return

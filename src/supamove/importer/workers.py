@@ -147,9 +147,12 @@ def _result(future: Future[tuple[bytes | None, int]] | None) -> tuple[bytes | No
 
 def _convert(key: tuple[str, str], path: Path, offset: int, length: int) -> tuple[bytes | None, int]:
     """On a worker: the block's COPY text and rows, or None when a line is in doubt."""
+    convert = _converters.get(key)
+    if convert is None:  # forked before this table's converter was made: the importing process converts it
+        return None, 0
     lines = read_lines(path, offset, length)
     try:
-        return _converters[key](lines, _no_line_numbers), len(lines)
+        return convert(lines, _no_line_numbers), len(lines)
     except _LineNumbersNeeded:
         return None, len(lines)
 
