@@ -460,6 +460,8 @@ def test_big_files_are_converted_on_worker_processes_with_lines_named_as_before(
     pids = (tmp_path / "pids").read_text().split()
     assert len(pids) > lines * 100 // 700  # a block of a few lines each
     assert str(os.getpid()) not in pids and len(set(pids)) == 2  # --jobs 2: two worker processes
+    # A worker forked before a table's converter was made leaves the block to the importing process.
+    assert CONVERT_ON_WORKER(("public", "no_such_table"), path, 0, 100) == (None, 0)
 
 
 def test_target_schema_problems(dbs, exported: Path) -> None:
