@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shlex
@@ -462,6 +463,21 @@ def test_big_files_are_converted_on_worker_processes_with_lines_named_as_before(
     assert str(os.getpid()) not in pids and len(set(pids)) == 2  # --jobs 2: two worker processes
     # A worker forked before a table's converter was made leaves the block to the importing process.
     assert CONVERT_ON_WORKER(("public", "no_such_table"), path, 0, 100) == (None, 0)
+
+
+def no_worker_process(parent: int) -> None:
+    raise OSError("Resource temporarily unavailable")
+
+
+def test_an_import_whose_worker_processes_cannot_start_converts_the_lines_itself(dbs, exported: Path,
+                                                                                 monkeypatch, caplog) -> None:
+    monkeypatch.setattr(workers, "POOL_BYTES", 0)
+    monkeypatch.setattr(workers, "_worker_start", no_worker_process)
+    caplog.set_level(logging.WARNING)
+    mapping = write_mapping(dbs, exported)
+    run(dbs, exported, jobs=2)
+    assert_same_rows(dbs, exported, mapping)
+    assert "converting in this process: the worker processes did not start" in caplog.text
 
 
 def test_target_schema_problems(dbs, exported: Path) -> None:

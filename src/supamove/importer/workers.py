@@ -28,6 +28,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from supamove.importer.model import ImportPlan, TablePlan
+from supamove.log import get_logger
+
+log = get_logger("import")
 
 POOL_BYTES = 16 << 20  # files at least this big are converted on the workers; the others are not worth a hop
 AHEAD = 3  # blocks of one load handed out before its first comes back: memory stays flat
@@ -55,8 +58,12 @@ def converting(plan: ImportPlan, converter: Callable[[TablePlan, ImportPlan], Co
     _converters.update({t.key: converter(t, plan) for t in big})
     pool = worker_pool(plan.options.jobs)
     try:
-        list(pool.map(abs, range(plan.options.jobs)))  # forked now, while the converters are all there
-        _pool = pool
+        try:
+            list(pool.map(abs, range(plan.options.jobs)))  # forked now, while the converters are all there
+        except (OSError, BrokenProcessPool) as exc:  # no process to spare (a limit on processes or memory)
+            log.warning("converting in this process: the worker processes did not start (%s)", exc)
+        else:
+            _pool = pool
         yield
     finally:
         _pool = None
