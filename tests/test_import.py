@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import re
 import shlex
@@ -470,14 +469,13 @@ def no_worker_process(parent: int) -> None:
 
 
 def test_an_import_whose_worker_processes_cannot_start_converts_the_lines_itself(dbs, exported: Path,
-                                                                                 monkeypatch, caplog) -> None:
+                                                                                 monkeypatch, env) -> None:
     monkeypatch.setattr(workers, "POOL_BYTES", 0)
     monkeypatch.setattr(workers, "_worker_start", no_worker_process)
-    caplog.set_level(logging.WARNING)
     mapping = write_mapping(dbs, exported)
     run(dbs, exported, jobs=2)
     assert_same_rows(dbs, exported, mapping)
-    assert "converting in this process: the worker processes did not start" in caplog.text
+    assert "converting in this process: the worker processes did not start" in Path(env["LOG_FILE_PATH"]).read_text()
 
 
 def test_target_schema_problems(dbs, exported: Path) -> None:
