@@ -468,10 +468,19 @@ def no_worker_process(parent: int) -> None:
     raise OSError("Resource temporarily unavailable")
 
 
+def no_pool(jobs: int) -> Any:
+    raise ImportError("This platform lacks a functioning sem_open implementation")
+
+
+@pytest.mark.parametrize("failing", ["fork", "pool"])
 def test_an_import_whose_worker_processes_cannot_start_converts_the_lines_itself(dbs, exported: Path,
-                                                                                 monkeypatch, env) -> None:
+                                                                                 monkeypatch, env,
+                                                                                 failing: str) -> None:
     monkeypatch.setattr(workers, "POOL_BYTES", 0)
-    monkeypatch.setattr(workers, "_worker_start", no_worker_process)
+    if failing == "fork":  # the processes fail as they start
+        monkeypatch.setattr(workers, "_worker_start", no_worker_process)
+    else:  # the system has no shared semaphores for the pool's queues
+        monkeypatch.setattr(workers, "worker_pool", no_pool)
     mapping = write_mapping(dbs, exported)
     run(dbs, exported, jobs=2)
     assert_same_rows(dbs, exported, mapping)

@@ -56,11 +56,13 @@ def converting(plan: ImportPlan, converter: Callable[[TablePlan, ImportPlan], Co
         yield
         return
     _converters.update({t.key: converter(t, plan) for t in big})
-    pool = worker_pool(plan.options.jobs)
+    pool = None
     try:
         try:
+            pool = worker_pool(plan.options.jobs)
             list(pool.map(abs, range(plan.options.jobs)))  # forked now, while the converters are all there
-        except (OSError, BrokenProcessPool) as exc:  # no process to spare (a limit on processes or memory)
+        # No process to spare (a limit on processes or memory), or no shared semaphores on this system.
+        except (OSError, ImportError, NotImplementedError, BrokenProcessPool) as exc:
             log.warning("converting in this process: the worker processes did not start (%s)", exc)
         else:
             _pool = pool
@@ -68,7 +70,8 @@ def converting(plan: ImportPlan, converter: Callable[[TablePlan, ImportPlan], Co
     finally:
         _pool = None
         _converters.clear()
-        pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def worker_pool(jobs: int) -> ProcessPoolExecutor:
