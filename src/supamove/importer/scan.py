@@ -14,7 +14,7 @@ import orjson
 from supamove.errors import DataFileError, SupamoveError
 from supamove.files import UUID, export_again, parse_row, restore_or_export_again
 from supamove.importer.model import TablePlan
-from supamove.importer.workers import worker_pool
+from supamove.importer.workers import started_pool
 
 READ_BYTES = 1 << 20  # a block of lines: Python works per block, not per row
 
@@ -75,8 +75,9 @@ def _scan_files(plans: list[TablePlan], jobs: int) -> list[tuple[str, int, DataF
     tasks = [(p.path, start, min(start + SCAN_BYTES, p.path.stat().st_size),
               [(c.name, c.array) for c in p.columns if c.user_ids])
              for p in plans for start in range(0, max(p.path.stat().st_size, 1), SCAN_BYTES)]
-    if sum(end - start for _, start, end, _ in tasks) > SCAN_BYTES and jobs > 1:  # worth a process or more
-        with worker_pool(jobs) as pool:
+    worth = sum(end - start for _, start, end, _ in tasks) > SCAN_BYTES and jobs > 1  # a process or more
+    if worth and (pool := started_pool(jobs)) is not None:
+        with pool:
             scans = pool.map(_scan_range, *zip(*tasks, strict=True))
             digests = [file_sha256(p.path) for p in plans]
             ranges = list(scans)

@@ -56,22 +56,31 @@ def converting(plan: ImportPlan, converter: Callable[[TablePlan, ImportPlan], Co
         yield
         return
     _converters.update({t.key: converter(t, plan) for t in big})
-    pool = None
+    pool = started_pool(plan.options.jobs)  # forked now, while the converters are all there
+    _pool = pool
     try:
-        try:
-            pool = worker_pool(plan.options.jobs)
-            list(pool.map(abs, range(plan.options.jobs)))  # forked now, while the converters are all there
-        # No process to spare (a limit on processes or memory), or no shared semaphores on this system.
-        except (OSError, ImportError, NotImplementedError, BrokenProcessPool) as exc:
-            log.warning("converting in this process: the worker processes did not start (%s)", exc)
-        else:
-            _pool = pool
         yield
     finally:
         _pool = None
         _converters.clear()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def started_pool(jobs: int) -> ProcessPoolExecutor | None:
+    """`jobs` worker processes, started now; None (said in the log) where they cannot start: the caller
+    does the work itself."""
+    pool = None
+    try:
+        pool = worker_pool(jobs)
+        list(pool.map(abs, range(jobs)))
+        return pool
+    # No process to spare (a limit on processes or memory), or no shared semaphores on this system.
+    except (OSError, ImportError, NotImplementedError, BrokenProcessPool) as exc:
+        log.warning("the worker processes did not start (%s): working in this process", exc)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return None
 
 
 def worker_pool(jobs: int) -> ProcessPoolExecutor:
