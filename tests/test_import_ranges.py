@@ -17,6 +17,8 @@ from conftest import (
     write_mapping,
 )
 
+from supamove.importer import workers
+
 SPLIT = ("--split-tables-larger-than", "1")  # fault_big's file is about 20 MB
 
 
@@ -86,6 +88,9 @@ def test_a_refused_range_leaves_the_others_and_the_rerun_loads_the_rest(cli, dbs
 
 def test_a_killed_range_load_resumes_without_doubles(cli, dbs, data_dir: Path) -> None:
     exported_with_big_table(cli, dbs, data_dir)
+    # Big enough for worker processes: the rerun also shows they died with the killed import (they
+    # would hold the data directory's lock).
+    assert (data_dir / "tables" / "public.fault_big.jsonl").stat().st_size >= workers.POOL_BYTES
     process = cli.process("import", *SPLIT)
     kill_when(process, lambda: wait_for_copy_into(dbs, "fault_big", process))
     assert [name for name, _, _ in set_aside(dbs)] == ["fault_big"]

@@ -14,7 +14,7 @@ import orjson
 from supamove.errors import DataFileError, SupamoveError
 from supamove.files import UUID, export_again, parse_row, restore_or_export_again
 from supamove.importer.model import TablePlan
-from supamove.importer.workers import started_pool
+from supamove.importer.workers import split_lines, started_pool
 
 READ_BYTES = 1 << 20  # a block of lines: Python works per block, not per row
 
@@ -127,9 +127,7 @@ def _scan_range(path: Path, start: int, end: int, columns: list[tuple[str, bool]
             if not data.endswith(b"\n"):
                 data += handle.readline()  # the rest of the last line, which starts in this range
             position += len(data)
-            lines = data.split(b"\n")
-            if not lines[-1]:
-                lines.pop()
+            lines = split_lines(data)
             if scan.bad_index is None:
                 _check_block(lines, scan, columns)
             scan.lines += len(lines)
@@ -167,10 +165,7 @@ def line_blocks(path: Path, digest: Any = None, start: int = 0, end: int | None 
     With `start` and `end` (offsets at line starts), only the lines between them.
     """
     for _, data in file_blocks(path, digest, start, end):
-        lines = data.split(b"\n")
-        if not lines[-1]:
-            lines.pop()
-        yield lines
+        yield split_lines(data)
 
 
 def file_blocks(path: Path, digest: Any = None, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:

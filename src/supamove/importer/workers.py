@@ -184,7 +184,12 @@ def read_lines(path: Path, offset: int, length: int) -> list[bytes]:
     """The lines of `length` bytes at `offset` (whole lines), without their newlines."""
     with open(path, "rb") as handle:
         handle.seek(offset)
-        lines = handle.read(length).split(b"\n")
+        return split_lines(handle.read(length))
+
+
+def split_lines(data: bytes) -> list[bytes]:
+    """Whole lines of a file, without their newlines."""
+    lines = data.split(b"\n")
     if not lines[-1]:
         lines.pop()
     return lines

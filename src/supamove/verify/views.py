@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import psycopg
@@ -23,7 +24,10 @@ class Seen:
 
 def view_checks(source: Endpoint, target: Endpoint, schemas: list[str]) -> list[ViewCheck]:
     """Each materialized view of `schemas` on the source, checked on the target, by name."""
-    ours, theirs = _seen(source, schemas), _seen(target, schemas)
+    if not schemas:  # verify --tables: no view is checked
+        return []
+    with ThreadPoolExecutor(2, thread_name_prefix="verify-views") as pool:  # both sides at once
+        ours, theirs = pool.map(lambda endpoint: _seen(endpoint, schemas), (source, target))
     return [_check(key, mine, theirs.get(key)) for key, mine in sorted(ours.items())]
 
 
