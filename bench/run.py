@@ -363,6 +363,9 @@ def report(args: argparse.Namespace, m: dict[str, Measure]) -> None:
     verify = m["supamove verify"].median
     print()
     print(f"export + import --disable-fk / pg_dump + pg_restore: {fast / ref:.2f}   (goal <= 0.8)")
+    pair = ("supamove export", "supamove import --disable-fk")
+    print(f"  run by run: {per_run(m, pair, 'reference: pg_dump + pg_restore')}   (each run against the "
+          "reference of the same run: the machine's speed drifts)")
     print(f"export + import (default)    / pg_dump + pg_restore: {safe / ref:.2f}")
     if m[PGCOPYDB].seconds:
         peer = m[PGCOPYDB].median
@@ -380,6 +383,7 @@ def report(args: argparse.Namespace, m: dict[str, Measure]) -> None:
         print("pgcopydb: not installed (apt-get install pgcopydb), not measured")
     print(f"export + import --disable-fk / floor:               {fast / floor:.2f}")
     print(f"verify (full checksums)      / pg_dump + pg_restore: {verify / ref:.2f}   (goal <= 0.35)")
+    print(f"  run by run: {per_run(m, ('supamove verify',), 'reference: pg_dump + pg_restore')}")
     processor_time(m)
     print()
     print("fixed costs, before the first row moves and after the last (median seconds):")
@@ -396,6 +400,12 @@ def report(args: argparse.Namespace, m: dict[str, Measure]) -> None:
           f"{max(x.peak_rss for k, x in m.items() if k.startswith('supamove')):.0f} MB   (goal < 200)")
     users = m["supamove migrate-users"]
     print(f"migrate-users: {users.rows / users.median:,.0f} users/s with --concurrency 8   (target >= 200)")
+
+
+def per_run(m: dict[str, Measure], steps: tuple[str, ...], against: str) -> str:
+    """The ratio of each run to the reference measured in that same run, in run order."""
+    runs = zip(*(m[s].seconds for s in steps), m[against].seconds, strict=True)
+    return ", ".join(f"{sum(times[:-1]) / times[-1]:.2f}" for times in runs)
 
 
 def processor_time(m: dict[str, Measure]) -> None:
