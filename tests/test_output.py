@@ -12,7 +12,9 @@ from typing import Any
 import orjson
 from conftest import APP_PASSWORD, EDGE, STACK_SECRET, error_line, flat, write_mapping
 
+from supamove import render
 from supamove.files import write_json
+from supamove.log import console
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -166,3 +168,34 @@ def test_a_narrow_terminal_never_cuts_a_count(cli: Any, env: dict[str, str], dat
     for table in metadata["tables"]:
         name, count = f"{table['schema']}.{table['name']}", f"{table['rowCount']:,}"
         assert re.search(rf"│\s*{re.escape(count)}\s*│", lines[name]), (name, piped.stdout)
+        # Off a terminal, progress is a plain line per table as it ends, not a last frame of cut bars.
+        assert re.search(rf"^{re.escape(name)}: {re.escape(count)} rows in \d+\.\ds", piped.stderr, re.M), piped.stderr
+    assert "━" not in piped.stderr and "…" not in piped.stderr
+
+
+def test_progress_off_a_terminal_is_a_line_every_ten_seconds_and_one_at_the_end() -> None:
+    now = [100.0]
+    plain = render.PlainProgress("rows", {"users": "users"}, clock=lambda: now[0])
+    with console.capture() as seen:
+        plain.start("public.readings", 1000)
+        plain.start("users", None)
+        plain.advance("public.readings", 100)
+        now[0] += 9.9
+        plain.advance("public.readings", 100)  # under ten seconds since it started: nothing said
+        now[0] += 0.1
+        plain.advance("public.readings", 300)
+        plain.advance("users", 30)
+        now[0] += 5
+        plain.advance("public.readings", 100)  # five seconds after its last line: nothing
+        plain.start("public.readings: indexes and constraints", None)
+        plain.finish("public.readings")
+        now[0] += 2.5
+        plain.finish("public.readings: indexes and constraints")
+        plain.finish("users")
+    assert seen.get().splitlines() == [
+        "public.readings: 500 of 1,000 rows, 50 rows/s",
+        "users: 30 users, 3 users/s",
+        "public.readings: 600 rows in 15.0s (40 rows/s)",
+        "public.readings: indexes and constraints: done in 2.5s",
+        "users: 30 users in 17.5s (2 users/s)",
+    ]

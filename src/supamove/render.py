@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
@@ -50,6 +52,7 @@ NUMERIC = {"rows", "bytes", "mb", "seconds", "rows/s", "est. rows", "size", "use
            "#"}
 UNBOUNDED = 10_000  # off a terminal (a file, a pipe), a table is as wide as it needs: never wrapped or cut
 PHASES = ("indexes and constraints", "foreign keys")  # a bar of work after the rows: no rate shown
+PLAIN_EVERY = 10.0  # off a terminal, seconds between two lines of one bar's progress
 PIPELINE_UNITS = {"users": "users", "verify checksums": "tables", "verify tables": "tables"}  # `migrate`'s bars
 
 
@@ -124,11 +127,69 @@ class RichProgress:
             yield self
 
 
+class PlainProgress:
+    """Progress off a terminal (stderr piped to `tee`, a file): plain lines as the work goes.
+
+    Live bars there would print one frame, at the very end, cut to 80 columns. Instead: a line when a
+    bar's work ends, and a line every `every` seconds for each bar still moving.
+    """
+
+    def __init__(self, unit: str = "rows", units: dict[str, str] | None = None, every: float = PLAIN_EVERY,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._unit, self._units, self._every, self._clock = unit, units or {}, every, clock
+        self._bars: dict[str, _PlainBar] = {}
+        self._lock = threading.Lock()
+
+    def start(self, label: str, total: int | None) -> None:
+        now = self._clock()
+        with self._lock:
+            self._bars[label] = _PlainBar(total, now, now)
+
+    def advance(self, label: str, n: int = 1) -> None:
+        now = self._clock()
+        with self._lock:
+            bar = self._bars[label]
+            bar.done += n
+            if now - bar.said < self._every:
+                return
+            bar.said = now
+            of = f" of {bar.total:,}" if bar.total is not None and bar.total >= bar.done else ""
+            rate = "" if label.endswith(PHASES) else per_second(bar.done, now - bar.started)
+            self._say(f"{label}: {bar.done:,}{of} {self._units.get(label, self._unit)}"
+                      + (f", {rate} {self._units.get(label, self._unit)}/s" if rate else ""))
+
+    def finish(self, label: str) -> None:
+        now = self._clock()
+        with self._lock:
+            bar = self._bars.pop(label)
+            seconds = now - bar.started
+            if label.endswith(PHASES):
+                self._say(f"{label}: done in {seconds:.1f}s")
+                return
+            unit, rate = self._units.get(label, self._unit), per_second(bar.done, seconds)
+            self._say(f"{label}: {bar.done:,} {unit} in {seconds:.1f}s" + (f" ({rate} {unit}/s)" if rate else ""))
+
+    def _say(self, line: str) -> None:
+        console.print(escape(scrub(line)), highlight=False, soft_wrap=True)
+
+
+@dataclass
+class _PlainBar:
+    total: int | None
+    started: float
+    said: float  # when its last line was printed
+    done: int = 0
+
+
 @contextmanager
 def progress(unit: str, units: dict[str, str] | None = None, shown: bool = True) -> Iterator[Progress]:
-    """Progress bars on stderr while the block runs (none when not `shown`: a dry run)."""
+    """Progress on stderr while the block runs: bars on a terminal, plain lines elsewhere (none when not
+    `shown`: a dry run)."""
     if not shown:
         yield NullProgress()
+        return
+    if not console.is_terminal:
+        yield PlainProgress(unit, units)
         return
     with RichProgress(unit, units).shown() as bars:
         yield bars
