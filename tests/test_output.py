@@ -14,7 +14,7 @@ from conftest import APP_PASSWORD, EDGE, STACK_SECRET, error_line, flat, write_m
 
 from supamove import render
 from supamove.files import write_json
-from supamove.log import console
+from supamove.log import console, get_logger, setup_logging
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -199,3 +199,11 @@ def test_progress_off_a_terminal_is_a_line_every_ten_seconds_and_one_at_the_end(
         "public.readings: indexes and constraints: done in 2.5s",
         "users: 30 users in 17.5s (2 users/s)",
     ]
+
+
+def test_log_lines_off_a_terminal_are_never_wrapped_and_still_scrubbed() -> None:
+    setup_logging(None)
+    message = "applied " + "/tmp/a-long-data-directory/" * 6 + "schema.sql to the target: 9 tables"
+    with console.capture() as seen:
+        get_logger("schema").info("%s (postgresql://app:%s@db/app)", message, "hunter2-password")
+    assert seen.get() == f"INFO     {message} (postgresql://app:***@db/app)\n"

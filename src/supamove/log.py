@@ -81,14 +81,22 @@ class _LogFile(logging.FileHandler):
                       soft_wrap=True)
 
 
+class _PlainLines(logging.Handler):
+    """Off a terminal (a pipe, a file), one line per message, never wrapped at 80 columns: grep finds it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        console.print(f"{record.levelname:<8} {record.getMessage()}", highlight=False, markup=False,
+                      soft_wrap=True)
+
+
 def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
     """Send supamove's log to the terminal (INFO, or DEBUG with --verbose) and to `log_file` (DEBUG)."""
     logger = logging.getLogger(LOGGER_NAME)
     logger.handlers.clear()
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
-    terminal = RichHandler(console=console, show_path=False, show_time=False, markup=False,
-                           rich_tracebacks=False)
+    terminal: logging.Handler = RichHandler(console=console, show_path=False, show_time=False, markup=False,
+                                            rich_tracebacks=False) if console.is_terminal else _PlainLines()
     terminal.setLevel(logging.DEBUG if verbose else logging.INFO)
     terminal.addFilter(_ScrubFilter())
     terminal.addFilter(lambda record: record.name != ECHO_NAME)
