@@ -57,6 +57,27 @@ def test_every_exported_user_ends_in_the_report_and_keeps_their_password(cli, ex
     assert stack.create_count() == creates
 
 
+def test_an_auth_file_changed_after_the_export_is_refused_before_anything_is_sent(cli, exported: Path,
+                                                                                  stack: StackAuthSandbox) -> None:
+    users = exported / "auth" / "auth.users.jsonl"
+    text = users.read_bytes()
+    assert b"alice@freshtrack.test" in text
+    users.write_bytes(text.replace(b"alice@freshtrack.test", b"alice@freshtrock.test", 1))  # the same size
+    for command in (("migrate-users",), ("migrate-users", "--dry-run"), ("map-users",)):
+        result = cli(*command)
+        assert result.exit_code == 5, (command, result.output)
+        assert f"Error: {users} does not match metadata.json: SHA-256 " in result.stderr, result.stderr
+        assert "supamove export --force --tables auth.users" in result.stderr
+    assert stack.create_count() == 0
+    users.write_bytes(text + text.splitlines(keepends=True)[0])  # a line added: its size tells
+    result = cli("migrate-users")
+    assert result.exit_code == 5, result.output
+    assert f"Error: {users} is {len(text) + len(text.splitlines(keepends=True)[0]):,} bytes, metadata.json " \
+           f"records {len(text):,}: the file was cut short or changed" in result.stderr
+    users.write_bytes(text)
+    assert cli("migrate-users").exit_code == 0 and stack.create_count() > 0
+
+
 def test_map_users_after_a_real_migration_gives_the_same_mapping(cli, exported: Path, stack: StackAuthSandbox) -> None:
     assert cli("migrate-users").exit_code == 0
     mapping_file = exported / "user-mapping.json"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import os
 import re
 import shlex
@@ -43,6 +44,26 @@ def export_again(schema: str, table: str) -> str:
 
 def restore_or_export_again(schema: str, table: str) -> str:
     return f"restore the file or {export_again(schema, table)}"
+
+
+READ_BYTES = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(READ_BYTES):
+            digest.update(chunk)  # hashlib lets other threads run meanwhile
+    return digest.hexdigest()
+
+
+def digest_mismatch(path: Path, sha: str, recorded: str | None, schema: str, table: str) -> DataFileError | None:
+    """The error for a file whose SHA-256 is not the one metadata.json records, or None."""
+    if sha == recorded:
+        return None
+    return DataFileError(
+        f"{path} does not match metadata.json: SHA-256 {sha[:12]}… instead of {str(recorded)[:12]}…",
+        fix=f"the file was changed or damaged: {export_again(schema, table)}")
 
 
 def partial_path(path: Path) -> Path:

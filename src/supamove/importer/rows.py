@@ -11,9 +11,10 @@ from psycopg import sql
 
 from supamove.db import Endpoint, first_line
 from supamove.errors import DataFileError, SupamoveError
+from supamove.files import file_sha256
 from supamove.importer.convert import copy_blocks, prefetched
 from supamove.importer.model import ImportPlan, Span, TablePlan
-from supamove.importer.scan import file_sha256, mismatch
+from supamove.importer.scan import mismatch
 from supamove.progress import Progress
 
 COPY_CONTEXT = re.compile(r"COPY [^\n]*?, line (\d+)(?:, column ([^:\n]+))?")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,7 +11,14 @@ from typing import Any
 import orjson
 
 from supamove.errors import DataFileError, SupamoveError
-from supamove.files import UUID, export_again, parse_row, restore_or_export_again
+from supamove.files import (
+    UUID,
+    digest_mismatch,
+    export_again,
+    file_sha256,
+    parse_row,
+    restore_or_export_again,
+)
 from supamove.importer.model import TablePlan
 from supamove.importer.workers import split_lines, started_pool
 
@@ -107,14 +113,6 @@ def _combine(plan: TablePlan, ranges: list[RangeScan]) -> tuple[int, DataFileErr
     return rows, bad_line
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(READ_BYTES):
-            digest.update(chunk)  # hashlib lets other threads run meanwhile
-    return digest.hexdigest()
-
-
 def _scan_range(path: Path, start: int, end: int, columns: list[tuple[str, bool]]) -> RangeScan:
     """Parse the lines that start in [start, end) of the file, collecting user ids (runs in a worker process)."""
     scan = RangeScan(user_ids={name: set() for name, _ in columns})
@@ -186,8 +184,4 @@ def file_blocks(path: Path, digest: Any = None, start: int = 0, end: int | None 
 
 def mismatch(plan: TablePlan, sha: str) -> DataFileError | None:
     """The error for a file whose SHA-256 is not the one metadata.json records, or None."""
-    if sha == plan.entry.sha256:
-        return None
-    return DataFileError(
-        f"{plan.path} does not match metadata.json: SHA-256 {sha[:12]}… instead of {str(plan.entry.sha256)[:12]}…",
-        fix=f"the file was changed or damaged: {export_again(*plan.key)}")
+    return digest_mismatch(plan.path, sha, plan.entry.sha256, *plan.key)

@@ -10,7 +10,13 @@ import orjson
 
 from supamove.clock import iso, parse_iso
 from supamove.errors import DataFileError
-from supamove.files import export_again, read_rows, restore_or_export_again
+from supamove.files import (
+    digest_mismatch,
+    export_again,
+    file_sha256,
+    read_rows,
+    restore_or_export_again,
+)
 from supamove.metadata import Metadata
 from supamove.paths import DataDir
 
@@ -95,6 +101,7 @@ def load_auth_export(datadir: DataDir) -> list[SupabaseUser]:
         if not path.exists():
             raise DataFileError(f"{path} not found (the auth users are read from the export)",
                                 fix="run `supamove export` first")
+    _check_digests(datadir)
     users = {}
     for row in read_rows(users_file, fix=restore_or_export_again("auth", "users")):
         user = SupabaseUser.from_row(row)
@@ -122,6 +129,23 @@ def _attach_factors(datadir: DataDir, users: dict[str, SupabaseUser]) -> int:
         if owner is not None:
             owner.factors.append(row)
     return count
+
+
+def _check_digests(datadir: DataDir) -> None:
+    """Each auth file is the one the export wrote (size and SHA-256 as metadata.json records them):
+    a user's e-mail or password hash changed by hand would otherwise reach Stack Auth."""
+    if not datadir.metadata.exists():
+        return
+    for entry in Metadata.load(datadir, require_complete=False).auth:
+        path = datadir.table_file("auth", entry.name)
+        if not entry.complete or entry.sha256 is None or not path.exists():
+            continue  # an unfinished export is named by _check_counts; a missing file where it is read
+        size = path.stat().st_size
+        if entry.bytes is not None and size != entry.bytes:
+            raise DataFileError(f"{path} is {size:,} bytes, metadata.json records {entry.bytes:,}: the file was "
+                                "cut short or changed", fix=export_again("auth", entry.name))
+        if (error := digest_mismatch(path, file_sha256(path), entry.sha256, "auth", entry.name)) is not None:
+            raise error
 
 
 def _check_counts(datadir: DataDir, counts: dict[str, int]) -> None:
