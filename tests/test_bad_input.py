@@ -115,7 +115,7 @@ def _table_file(data_dir: Path, qualified: str) -> Path:
 def _truncate(data_dir: Path) -> str:
     path = _table_file(data_dir, "public.sensors")
     path.write_bytes(path.read_bytes()[:-40])
-    return f"Error: {path} is truncated: "
+    return f"Error: {path} is {path.stat().st_size:,} bytes, metadata.json records "
 
 
 def _edit(data_dir: Path) -> str:

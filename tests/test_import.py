@@ -350,7 +350,8 @@ def test_bad_table_files(cli, dbs, exported: Path) -> None:
     assert str(error_of(dbs, exported)) == f"{path} not found (table edge.cycle_a) (fix: {again})"
     path.write_bytes(body[:-5])
     assert str(error_of(dbs, exported)) == (
-        f"{path} is truncated: {len(body) - 5} of {len(body)} bytes (table edge.cycle_a) (fix: {again})")
+        f"{path} is {len(body) - 5:,} bytes, metadata.json records {len(body):,}: the file was cut short or "
+        f"changed (table edge.cycle_a) (fix: {again})")
     assert target_is_empty(dbs, exported)  # missing and truncated files stop the import before any load
     path.write_bytes(body[:-2] + b" \n")
     dry = plan_import(target(dbs), DataDir(exported), ImportOptions())

@@ -57,6 +57,15 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def size_mismatch(path: Path, recorded: int | None, schema: str, table: str) -> DataFileError | None:
+    """The error for a file shorter than metadata.json records (a longer one fails its SHA-256), or None."""
+    size = path.stat().st_size
+    if size >= (recorded or 0):
+        return None
+    return DataFileError(f"{path} is {size:,} bytes, metadata.json records {recorded:,}: the file was cut short "
+                         f"or changed (table {schema}.{table})", fix=export_again(schema, table))
+
+
 def digest_mismatch(path: Path, sha: str, recorded: str | None, schema: str, table: str) -> DataFileError | None:
     """The error for a file whose SHA-256 is not the one metadata.json records, or None."""
     if sha == recorded:

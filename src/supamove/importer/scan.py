@@ -18,6 +18,7 @@ from supamove.files import (
     file_sha256,
     parse_row,
     restore_or_export_again,
+    size_mismatch,
 )
 from supamove.importer.model import TablePlan
 from supamove.importer.workers import split_lines, started_pool
@@ -57,11 +58,8 @@ def _file_present(plan: TablePlan, problems: list[SupamoveError]) -> bool:
     if not path.exists():
         problems.append(DataFileError(f"{path} not found (table {plan.qualified})", fix=export_again(*plan.key)))
         return False
-    size = path.stat().st_size
-    if size < (entry.bytes or 0):
-        problems.append(DataFileError(
-            f"{path} is truncated: {size} of {entry.bytes} bytes (table {plan.qualified})",
-            fix=export_again(*plan.key)))
+    if (error := size_mismatch(path, entry.bytes, *plan.key)) is not None:
+        problems.append(error)
         return False
     return True
 

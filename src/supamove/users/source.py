@@ -16,6 +16,7 @@ from supamove.files import (
     file_sha256,
     read_rows,
     restore_or_export_again,
+    size_mismatch,
 )
 from supamove.metadata import Metadata
 from supamove.paths import DataDir
@@ -140,11 +141,9 @@ def _check_digests(datadir: DataDir) -> None:
         path = datadir.table_file("auth", entry.name)
         if not entry.complete or entry.sha256 is None or not path.exists():
             continue  # an unfinished export is named by _check_counts; a missing file where it is read
-        size = path.stat().st_size
-        if entry.bytes is not None and size != entry.bytes:
-            raise DataFileError(f"{path} is {size:,} bytes, metadata.json records {entry.bytes:,}: the file was "
-                                "cut short or changed", fix=export_again("auth", entry.name))
-        if (error := digest_mismatch(path, file_sha256(path), entry.sha256, "auth", entry.name)) is not None:
+        error = size_mismatch(path, entry.bytes, "auth", entry.name) \
+            or digest_mismatch(path, file_sha256(path), entry.sha256, "auth", entry.name)
+        if error is not None:
             raise error
 
 
