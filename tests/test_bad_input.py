@@ -8,6 +8,7 @@ test_import.py (test_bad_table_files, test_target_schema_problems); here the ope
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,14 @@ def _mapping_twice(data_dir: Path, upper: bool = False) -> str:
     return f"Error: {path} lists Supabase user "
 
 
+def _metadata_no_table(data_dir: Path) -> str:
+    meta = orjson.loads((data_dir / "metadata.json").read_bytes())
+    meta["tables"], meta["loadOrder"] = [], []
+    (data_dir / "metadata.json").write_bytes(orjson.dumps(meta))
+    return (f"Error: {data_dir / 'metadata.json'} lists no table to import (fix: restore the file, or run "
+            "`supamove export --force` to write it again)")
+
+
 DAMAGE: dict[str, Callable[[Path], str]] = {
     "truncated table file": _truncate,
     "edited table file": _edit,
@@ -182,6 +191,7 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
     "metadata.json missing": _metadata_missing,
     "metadata.json of another format version": _metadata_other_version,
     "metadata.json not JSON": _metadata_not_json,
+    "metadata.json lists no table": _metadata_no_table,
     "user-mapping.json malformed": _mapping_malformed,
     "user-mapping.json lists an id twice": _mapping_twice,
     "user-mapping.json lists an id twice, in other case": lambda d: _mapping_twice(d, upper=True),
@@ -209,6 +219,38 @@ def test_damaged_data_files(cli, dbs, exported: Path, case: str) -> None:
                                     ).fetchone()[0]
     else:
         target_untouched(dbs)
+
+
+def test_an_unreadable_table_file_stops_a_truncating_import_before_it_empties_anything(
+        cli, dbs, exported: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_mapping(dbs, exported)
+    assert cli("import").exit_code == 0
+    with dbs.target() as conn:
+        loaded = conn.execute("SELECT count(*) FROM public.sensors").fetchone()[0]
+    path = _table_file(exported, "public.sensors")
+    path.chmod(0)  # enough for any user but root, who reads it anyway: so the check is told too
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == path else real(p, mode, **kw))
+    result = cli("import", "--truncate-first", "--yes")
+    assert result.exit_code == DataFileError.exit_code, result.output
+    assert error_line(result.output) == (
+        f"Error: cannot read {path}: permission denied (table public.sensors) (fix: give this user read access "
+        "(chmod u+r), or run supamove as the user who exported)")
+    with dbs.target() as conn:  # nothing was truncated
+        assert conn.execute("SELECT count(*) FROM public.sensors").fetchone()[0] == loaded > 0
+        assert conn.execute("SELECT count(*) FROM public.readings").fetchone()[0] > 0
+
+
+def test_an_export_of_schemas_holding_no_table_is_refused(cli, dbs, data_dir: Path) -> None:
+    with dbs.source() as conn:  # this test's own copy of the source
+        conn.execute("CREATE SCHEMA empty_app")
+    for command in (("export", "--schema", "empty_app"), ("export", "--schema", "empty_app", "--dry-run")):
+        result = cli(*command)
+        assert result.exit_code == ConfigError.exit_code, result.output
+        assert error_line(result.output) == (
+            "Error: the exported schemas (empty_app) hold no table (fix: check --schema (`--schema all` exports "
+            "every application schema); to move the users alone, run `supamove export --auth-only`)")
+    assert not (data_dir / "metadata.json").exists()
 
 
 # --- the target's schema ----------------------------------------------------------------------------

@@ -140,6 +140,8 @@ def _load_groups(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, p
 def _truncate(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan) -> None:
     """One TRUNCATE of every planned table, and their recorded state forgotten, together."""
     tables = [p for p in plan.tables if p.target is not None]
+    if not tables:
+        return
     try:
         with conn.transaction():
             conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(p.ident for p in tables)))

@@ -51,6 +51,9 @@ def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, opti
     meta = Metadata.load(datadir, require_complete=options.only is None)
     entries = [e for e in meta.tables if options.only is None or e.key in options.only]
     problems: list[SupamoveError] = []
+    if not meta.tables:  # the export refuses to write none: this metadata.json was edited
+        problems.append(DataFileError(f"{datadir.metadata} lists no table to import",
+                                      fix="restore the file, or run `supamove export --force` to write it again"))
     schemas = sorted({e.schema for e in entries})
     targets = {t.key: t for t in catalog.read_tables(conn, schemas)} if schemas else {}
     done = set() if options.truncate_first else _read_state(conn)

@@ -61,6 +61,11 @@ def _file_present(plan: TablePlan, problems: list[SupamoveError]) -> bool:
     if (error := size_mismatch(path, entry.bytes, *plan.key)) is not None:
         problems.append(error)
         return False
+    if not os.access(path, os.R_OK):  # found before a --truncate-first empties the target
+        problems.append(DataFileError(f"cannot read {path}: permission denied (table {plan.qualified})",
+                                      fix="give this user read access (chmod u+r), or run supamove as the user "
+                                          "who exported"))
+        return False
     return True
 
 
