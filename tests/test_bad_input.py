@@ -184,6 +184,14 @@ def _metadata_no_table(data_dir: Path) -> str:
             "`supamove export --force` to write it again)")
 
 
+def _metadata_a_directory(data_dir: Path) -> str:
+    path = data_dir / "metadata.json"
+    path.unlink()
+    path.mkdir()
+    return (f"Error: cannot use {path}: is a directory (fix: a file belongs there: move the directory away (or "
+            "restore the file from a backup))")
+
+
 DAMAGE: dict[str, Callable[[Path], str]] = {
     "truncated table file": _truncate,
     "edited table file": _edit,
@@ -192,6 +200,7 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
     "metadata.json of another format version": _metadata_other_version,
     "metadata.json not JSON": _metadata_not_json,
     "metadata.json lists no table": _metadata_no_table,
+    "metadata.json is a directory": _metadata_a_directory,
     "user-mapping.json malformed": _mapping_malformed,
     "user-mapping.json lists an id twice": _mapping_twice,
     "user-mapping.json lists an id twice, in other case": lambda d: _mapping_twice(d, upper=True),

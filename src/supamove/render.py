@@ -6,6 +6,7 @@ lines, a dry run's plan, `--json`) go to stdout; progress, log lines, warnings a
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import threading
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar, cast
 
 import orjson
 from rich.console import Console
@@ -31,7 +32,7 @@ from rich.progress import (
 from rich.progress import Progress as Bars
 from rich.table import Table
 
-from supamove.errors import INTERRUPTED, SupamoveError
+from supamove.errors import INTERRUPTED, DataFileError, SupamoveError
 from supamove.log import console, echo_to_log, get_logger, scrub
 from supamove.progress import NullProgress, Progress
 
@@ -232,10 +233,36 @@ def failures_shown(unexpected: str = "unexpected", hint: str = "see the log file
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted.[/] Run the same command again to resume.")
         sys.exit(INTERRUPTED)
+    except OSError as exc:
+        if not exc.filename:
+            _unexpected(exc, unexpected, hint)
+        get_logger().debug("file error", exc_info=True)
+        show_error(file_error(exc))
+        sys.exit(DataFileError.exit_code)
     except Exception as exc:  # an unexpected failure still gets one line; the log file has the rest
-        get_logger().debug("unexpected failure", exc_info=True)
-        show_error(f"{unexpected} {type(exc).__name__}: {str(exc)[:500]} ({hint})")
-        sys.exit(1)
+        _unexpected(exc, unexpected, hint)
+
+
+def _unexpected(exc: Exception, unexpected: str, hint: str) -> NoReturn:
+    get_logger().debug("unexpected failure", exc_info=True)
+    show_error(f"{unexpected} {type(exc).__name__}: {str(exc)[:500]} ({hint})")
+    sys.exit(1)
+
+
+FILE_FIXES = {
+    errno.EACCES: "give this user access to it (chmod u+rw), or run supamove as the user who owns the data directory",
+    errno.EPERM: "give this user access to it (chmod u+rw), or run supamove as the user who owns the data directory",
+    errno.EISDIR: "a file belongs there: move the directory away (or restore the file from a backup)",
+    errno.ENOTDIR: "a directory belongs there: move the file away",
+    errno.ENOENT: "restore it, or run the step that writes it again",
+}
+
+
+def file_error(exc: OSError) -> str:
+    """A file the command could not use (a permission, a directory in its place): one line with the fix."""
+    reason = (exc.strerror or type(exc).__name__).lower()
+    fix = FILE_FIXES.get(exc.errno or 0, "check the file, then run the same command again")
+    return f"cannot use {exc.filename}: {reason} (fix: {fix})"
 
 
 def say(message: str) -> None:
