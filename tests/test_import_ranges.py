@@ -138,3 +138,26 @@ def test_a_file_changed_since_the_export_commits_no_range(cli, dbs, data_dir: Pa
     with dbs.target() as conn:
         assert conn.execute("SELECT count(*) FROM public.fault_big").fetchone() == (0,)
     assert set_aside(dbs) == [("fault_big", 2, 0)]
+
+
+
+def test_an_index_the_loaded_ranges_break_is_named_and_the_fix_it_gives_works(cli, dbs, data_dir: Path) -> None:
+    exported_with_big_table(cli, dbs, data_dir)
+    with dbs.target() as conn:  # ids 1 and 100001 collide in it, once the ranges are in
+        conn.execute("CREATE UNIQUE INDEX fault_big_bucket ON public.fault_big ((id % 100000))")
+    refused = cli("import", *SPLIT)
+    assert refused.exit_code == 4, refused.output
+    line = error_line(refused.output)
+    assert line.startswith('Error: public.fault_big: could not create unique index "fault_big_bucket": Key ((id % '
+                           "100000::bigint))=("), line
+    assert line.endswith("is duplicated. (fix: correct the rows in the source, export the table again, then run the "
+                         "import with --truncate-first (its ranges stay loaded, without its indexes, until then))")
+    assert set_aside(dbs) == [("fault_big", 2, 2)] and indexes(dbs) == []
+    with dbs.source() as conn:  # the rows corrected in the source
+        conn.execute("DELETE FROM public.fault_big WHERE id > 100000")
+    assert cli("export", "--force", "--tables", "public.fault_big").exit_code == 0
+    result = cli("import", "--truncate-first", "--yes", *SPLIT)
+    assert result.exit_code == 0, result.output
+    assert set_aside(dbs) == [] and indexes(dbs) == ["fault_big_at_idx", "fault_big_bucket", "fault_big_pkey"]
+    with dbs.target() as conn:
+        assert conn.execute("SELECT count(*), max(id) FROM public.fault_big").fetchone() == (100000, 100000)

@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from supamove.db import Endpoint, connect
+from supamove.db import Endpoint, connect, first_line
 from supamove.errors import DataFileError
 from supamove.files import export_again
 from supamove.importer.indexes import Rebuilt, build_indexes, drop_indexes
@@ -214,11 +214,17 @@ def _load_range(target: Endpoint, plan: ImportPlan, table: TablePlan, job: tuple
 def _put_back(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, table: TablePlan, held: Held,
               rows: int, started: float) -> None:
     """Indexes built, foreign keys re-added (and so checked), triggers on, sequences moved, state recorded."""
-    with conn.transaction():
-        session_mode(conn, target, plan.options)
-        restore_held(conn, table, held)
-        set_sequences(conn, plan, table)
-        record_loaded(conn, plan, table, rows, time.monotonic() - started)
+    try:
+        with conn.transaction():
+            session_mode(conn, target, plan.options)
+            restore_held(conn, table, held)
+            set_sequences(conn, plan, table)
+            record_loaded(conn, plan, table, rows, time.monotonic() - started)
+    except psycopg.errors.IntegrityError as exc:  # a duplicate key, a row without its parent
+        detail = f": {exc.diag.message_detail}" if exc.diag.message_detail else ""
+        raise target.error(f"{table.qualified}: {first_line(exc)}{detail}",
+                           "correct the rows in the source, export the table again, then run the import with "
+                           "--truncate-first (its ranges stay loaded, without its indexes, until then)") from exc
 
 
 def restore_held(conn: psycopg.Connection, table: TablePlan, held: Held) -> None:
