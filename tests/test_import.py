@@ -29,6 +29,7 @@ from psycopg import sql
 
 from supamove.db import Endpoint
 from supamove.errors import DataFileError, SupamoveError, TargetError
+from supamove.files import export_again
 from supamove.importer import ImportOptions, plan_import, run_import, scan, workers
 from supamove.paths import DataDir
 
@@ -405,6 +406,21 @@ def test_invalid_json_and_rejected_values_leave_the_table_unchanged(dbs, exporte
         assert conn.execute("SELECT count(*) FROM public.organizations").fetchone()[0] == 0
 
 
+def test_a_value_of_the_wrong_json_kind_is_named_by_line_and_column(dbs, exported: Path) -> None:
+    write_mapping(dbs, exported)
+
+    def wrong_kind(lines: list[bytes]) -> list[bytes]:
+        record = orjson.loads(lines[1])
+        record["battery_level"] = "87"  # an integer column's value as a string
+        return [lines[0], orjson.dumps(record) + b"\n", *lines[2:]]
+
+    path = rewrite_table(exported, "public.sensors", wrong_kind)
+    err = error_of(dbs, exported)
+    assert str(err) == (f"{path} line 2 has a string in column battery_level, where the export writes an integer "
+                        f"(fix: restore the file or {export_again('public', 'sensors')})")
+    assert isinstance(err, DataFileError)
+
+
 def test_files_checked_in_small_ranges_on_worker_processes(dbs, exported: Path, monkeypatch) -> None:
     """The check of the files split into byte ranges keeps the line numbers and user ids of one read."""
     monkeypatch.setattr(scan, "SCAN_BYTES", 97)
@@ -451,7 +467,8 @@ def test_big_files_are_converted_on_worker_processes_with_lines_named_as_before(
 
     rewrite_table(exported, "public.readings", bad_value)
     err = error_of(dbs, exported, jobs=2)
-    assert str(err).startswith(f"{path} line {lines - 4} has a value of the wrong JSON type"), str(err)
+    assert str(err).startswith(f"{path} line {lines - 4} has a number in column temperature, where the export "
+                               "writes a string"), str(err)
     with dbs.target() as conn:
         assert conn.execute("SELECT count(*) FROM public.readings").fetchone() == (0,)
     rewrite_table(exported, "public.readings", lambda ls: original)

@@ -89,9 +89,30 @@ def _row_converter(table: TablePlan, plan: ImportPlan) -> Callable[[bytes, int],
         except KeyError as exc:  # the message names the column: the KeyError would only repeat it
             raise DataFileError(f"{path} line {number} has no value for column {exc.args[0]}", fix=fix) from None
         except (TypeError, AttributeError) as exc:  # which value and type: for the log
-            raise DataFileError(f"{path} line {number} has a value of the wrong JSON type", fix=fix) from exc
+            column = next(c for c in table.columns if not _encodes(encoders, c.name, record[c.name]))
+            raise DataFileError(f"{path} line {number} has {_json_kind(record[column.name])} in column {column.name}, "
+                                f"where the export writes {EXPECTED.get(column.encoding, 'a string')}",
+                                fix=fix) from exc
 
     return convert
+
+
+EXPECTED = {"number": "an integer", "boolean": "true or false"}
+
+
+def _encodes(encoders: list[tuple[str, Callable[[Any], str]]], name: str, value: Any) -> bool:
+    """Whether the column's encoder takes the value (a line already refused: which of its values did)."""
+    try:
+        dict(encoders)[name](value)
+    except (TypeError, AttributeError):
+        return False
+    return True
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {bool: "true or false", int: "a number", float: "a number", str: "a string", dict: "an object",
+             list: "an array"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 NULL = "\\N"
