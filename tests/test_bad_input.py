@@ -155,6 +155,14 @@ def _metadata_other_version(data_dir: Path) -> str:
             "(fix: run `supamove export` again with this version of supamove)")
 
 
+def _metadata_version_as_text(data_dir: Path) -> str:
+    meta = orjson.loads((data_dir / "metadata.json").read_bytes())
+    meta["formatVersion"] = "1"
+    (data_dir / "metadata.json").write_bytes(orjson.dumps(meta))
+    return (f"Error: {data_dir / 'metadata.json'} has no formatVersion number (\"1\" instead) (fix: restore it, or "
+            "run `supamove export --force` to export again)")
+
+
 def _metadata_not_json(data_dir: Path) -> str:
     (data_dir / "metadata.json").write_text('{"formatVersion": 1, "tables": [')
     return f"Error: {data_dir / 'metadata.json'} is not valid JSON ("
@@ -198,6 +206,7 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
     "invalid JSON on line 3": _invalid_json,
     "metadata.json missing": _metadata_missing,
     "metadata.json of another format version": _metadata_other_version,
+    "metadata.json with its version as text": _metadata_version_as_text,
     "metadata.json not JSON": _metadata_not_json,
     "metadata.json lists no table": _metadata_no_table,
     "metadata.json is a directory": _metadata_a_directory,

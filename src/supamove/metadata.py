@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
+
 from supamove import __version__, catalog
 from supamove.catalog import Column, ForeignKey, QualifiedName, SequenceRef, Table
 from supamove.clock import age, parse_iso
@@ -207,6 +209,10 @@ class Metadata:
         data = read_json(datadir.metadata, "export")
         if not isinstance(data, dict) or data.get("formatVersion") != FORMAT_VERSION:
             version = data.get("formatVersion") if isinstance(data, dict) else None
+            if not isinstance(version, int) or isinstance(version, bool):  # "1", null, no key: not a version
+                raise DataFileError(f"{datadir.metadata} has no formatVersion number "
+                                    f"({orjson.dumps(version).decode()[:40]} instead)",
+                                    fix="restore it, or run `supamove export --force` to export again")
             raise DataFileError(
                 f"{datadir.metadata} is format version {version}, this supamove reads version {FORMAT_VERSION}",
                 fix="run `supamove export` again with this version of supamove")
