@@ -163,6 +163,15 @@ def _metadata_version_as_text(data_dir: Path) -> str:
             "run `supamove export --force` to export again)")
 
 
+def _metadata_count_as_text(data_dir: Path) -> str:
+    meta = orjson.loads((data_dir / "metadata.json").read_bytes())
+    entry = next(e for e in meta["tables"] if e["name"] == "sensors")
+    entry["rowCount"] = str(entry["rowCount"])
+    (data_dir / "metadata.json").write_bytes(orjson.dumps(meta))
+    return (f"Error: {data_dir / 'metadata.json'} is damaged: ValueError rowCount of public.sensors is "
+            f"\"{entry['rowCount']}\", not a count (fix: restore it, or run `supamove export --force` to export again)")
+
+
 def _metadata_not_json(data_dir: Path) -> str:
     (data_dir / "metadata.json").write_text('{"formatVersion": 1, "tables": [')
     return f"Error: {data_dir / 'metadata.json'} is not valid JSON ("
@@ -207,6 +216,7 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
     "metadata.json missing": _metadata_missing,
     "metadata.json of another format version": _metadata_other_version,
     "metadata.json with its version as text": _metadata_version_as_text,
+    "metadata.json with a row count as text": _metadata_count_as_text,
     "metadata.json not JSON": _metadata_not_json,
     "metadata.json lists no table": _metadata_no_table,
     "metadata.json is a directory": _metadata_a_directory,

@@ -91,8 +91,8 @@ class TableEntry(QualifiedName):
         table = _table_from_dict(entry)
         encodings = {c["name"]: c.get("encoding") or col.encoding
                      for c, col in zip(entry["columns"], table.columns, strict=True)}
-        return cls(table, entry["file"], encodings, bool(entry.get("complete")), entry.get("rowCount"),
-                   entry.get("bytes"), entry.get("sha256"), entry.get("snapshot"), entry.get("exportedAt"),
+        return cls(table, entry["file"], encodings, bool(entry.get("complete")), _count(entry, "rowCount"),
+                   _count(entry, "bytes"), entry.get("sha256"), entry.get("snapshot"), entry.get("exportedAt"),
                    {k: v for k, v in entry.items() if k not in ENTRY_KEYS})
 
     def to_dict(self) -> dict[str, Any]:
@@ -337,3 +337,12 @@ class Metadata:
             ours = list(self.options.get(key, []))
             ours += [r for r in old.options.get(key, []) if tuple(r.split(".")[:2]) in kept and r not in ours]
             self.options[key] = ours
+
+
+def _count(entry: dict[str, Any], key: str) -> int | None:
+    """A row count or a size: a whole number, or absent (a table not exported yet)."""
+    value = entry.get(key)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise ValueError(f"{key} of {entry.get('schema')}.{entry.get('name')} is {orjson.dumps(value).decode()[:40]}, "
+                         "not a count")
+    return value
