@@ -407,3 +407,37 @@ def test_ctrl_c_during_migrate_users_against_a_hung_stack_auth(cli, dbs, exporte
     result = cli("migrate-users")
     assert result.exit_code == 0, result.output
     assert_users_once(stack_auth, exported)
+
+
+# --- row-level security -------------------------------------------------------------------------------
+
+
+def test_a_user_row_level_security_filters_is_refused_before_it_reads_fewer_rows(
+        cli, dbs, exported: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    role = f"no_bypass_{os.getpid()}_{dbs.source_db}"[:60]
+    with dbs.source() as conn:  # may read every table, but is subject to the policies (no BYPASSRLS)
+        conn.execute(f'CREATE ROLE "{role}" LOGIN PASSWORD \'pw-rls-77\' NOBYPASSRLS')
+        for schema in ("public", "auth", "edge"):
+            conn.execute(f'GRANT USAGE ON SCHEMA {schema} TO "{role}"')
+            conn.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO "{role}"')
+            conn.execute(f'GRANT SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO "{role}"')
+    write_mapping(dbs, exported)
+    assert cli("import").exit_code == 0
+    monkeypatch.setenv("SUPABASE_DB_URL", dbs.source_server.url(dbs.source_db, role, "pw-rls-77"))
+    fix = ("(fix: use the postgres user (Supabase's has BYPASSRLS) in SUPABASE_DB_URL, or ALTER ROLE ... "
+           "BYPASSRLS)")
+    for command in (("export", *EDGE, "--force"), ("export", *EDGE, "--dry-run"), ("export", "--auth-only"),
+                    ("verify",)):
+        result = cli(*command)
+        assert result.exit_code == 3, (command, result.output)
+        line = error_line(result.output)
+        assert line.startswith("Error: row-level security hides rows of "), (command, line)
+        assert line.endswith(f"from the user in SUPABASE_DB_URL (it has no BYPASSRLS): reading them would miss "
+                             f"rows without an error {fix}"), (command, line)
+        assert "public.organizations" in line or "auth.identities" in line, line
+        assert "pw-rls-77" not in result.output
+    assert cli("verify", "--skip-checksum").exit_code == 3
+    with dbs.source() as conn:  # the same user with BYPASSRLS reads every row: the checks pass
+        conn.execute(f'ALTER ROLE "{role}" BYPASSRLS')
+    result = cli("verify", "--keep-supabase-ids", "edge.posts.meta")  # JSON ids are not rewritten
+    assert result.exit_code == 0, result.output

@@ -80,7 +80,7 @@ def exported_tables(source_admin_url: str) -> list[Table]:
     """The tables an export of SCHEMAS lists, with the user-id columns found by their values."""
     options = ExportOptions(schemas=SCHEMAS)
     with psycopg.connect(source_admin_url) as conn:
-        plan = plan_export(conn, options)
+        plan = plan_export(conn, Endpoint(source_admin_url, "source"), options)
         apply_value_check(plan, check_values(conn, plan, options))
     return plan.tables
 

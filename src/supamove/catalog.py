@@ -13,6 +13,9 @@ import psycopg
 
 from supamove.errors import ConfigError
 
+if TYPE_CHECKING:
+    from supamove.db import Endpoint
+
 # Supabase's platform schemas (the Supabase CLI's internal-schema list and kin): never application data.
 PLATFORM_SCHEMAS = frozenset({
     "auth", "storage", "realtime", "extensions", "graphql", "graphql_public", "vault",
@@ -204,6 +207,34 @@ def application_schemas(conn: psycopg.Connection) -> list[AppSchema]:
     """Every schema holding tables that is not a platform schema, by name."""
     return [AppSchema(name, int(count), bool(users))
             for name, count, users in conn.execute(APP_SCHEMAS_SQL, (sorted(PLATFORM_SCHEMAS),))]
+
+
+# The tables row-level security filters for the session's user: it is no superuser, has no BYPASSRLS,
+# and does not own the table (or the owner is forced under its policies too). Reading them would give
+# fewer rows than they hold, and no error.
+FILTERED_SQL = """
+SELECT format('%%I.%%I', n.nspname, c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN unnest(%s::text[], %s::text[]) u(s, t) ON (u.s, u.t) = (n.nspname, c.relname)
+JOIN pg_roles r ON r.rolname = current_user
+WHERE c.relrowsecurity AND NOT r.rolsuper AND NOT r.rolbypassrls
+  AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE'))
+ORDER BY 1
+"""
+
+
+def refuse_rls_filtering(conn: psycopg.Connection, endpoint: Endpoint, tables: Iterable[Table]) -> None:
+    """Stop when row-level security would hide rows of the given tables from this session's user."""
+    keys = [t.key for t in tables]
+    if not keys:
+        return
+    hidden = [r[0] for r in conn.execute(FILTERED_SQL, ([k[0] for k in keys], [k[1] for k in keys]))]
+    if hidden:
+        more = f" and {len(hidden) - 5} more" if len(hidden) > 5 else ""
+        who = "the postgres user (Supabase's has BYPASSRLS)" if endpoint.side == "source" else "the tables' owner"
+        raise endpoint.error(f"row-level security hides rows of {', '.join(hidden[:5])}{more} from the user in "
+                             f"{endpoint.setting} (it has no BYPASSRLS): reading them would miss rows without an "
+                             "error", f"use {who} in {endpoint.setting}, or ALTER ROLE ... BYPASSRLS")
 
 
 def free_sequences(conn: psycopg.Connection, schemas: Sequence[str]) -> list[tuple[str, str]]:

@@ -28,6 +28,9 @@ SESSION_SETTINGS = {
     "bytea_output": "hex",
     "extra_float_digits": "1",
     "client_encoding": "UTF8",
+    # As pg_dump: a read row-level security would filter fails instead of giving fewer rows (the plans
+    # check for such tables first, with a clearer message: catalog.refuse_rls_filtering).
+    "row_security": "off",
 }
 # Hosted Supabase sets a global statement_timeout (about 2 minutes) and per-role ones. JIT compiling
 # buys nothing for one pass over a table (checksums, the user-id counts) and costs 0.3 to 0.5 s a query.

@@ -223,7 +223,7 @@ class ExportResult:
         return sum(t.rows for t in self.tables)
 
 
-def plan_export(conn: psycopg.Connection, options: ExportOptions) -> ExportPlan:
+def plan_export(conn: psycopg.Connection, source: Endpoint, options: ExportOptions) -> ExportPlan:
     """Which tables, in which order, and what is left out."""
     apps = catalog.application_schemas(conn)
     wanted = [s for s in options.schemas if s != ALL_SCHEMAS]
@@ -240,6 +240,7 @@ def plan_export(conn: psycopg.Connection, options: ExportOptions) -> ExportPlan:
     tables = catalog.find_user_id_columns(
         [t for t in every if catalog.selected(t, options.tables, options.exclude_tables)],
         options.user_id_columns, options.not_user_id_columns)
+    catalog.refuse_rls_filtering(conn, source, [*tables, *auth])
     present = [r[0] for r in conn.execute(
         "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s) ORDER BY 1",
         (sorted(catalog.PLATFORM_SCHEMAS - {"information_schema", "pg_catalog", "pg_toast"}),))]
@@ -307,7 +308,7 @@ def preview_export(source: Endpoint, options: ExportOptions) -> ExportPlan:
     if options.auth_only:
         raise ConfigError("--auth-only has no dry run", fix="run `supamove export --auth-only` by itself")
     with connection(source) as conn:
-        plan = plan_export(conn, options)
+        plan = plan_export(conn, source, options)
         apply_value_check(plan, check_values(conn, plan, options))
     return plan
 
@@ -504,7 +505,7 @@ def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
     started = time.monotonic()
     with snapshot_reader(source, None) as main:
         snapshot = str(main.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
-        plan = plan_export(main, options)
+        plan = plan_export(main, source, options)
         datadir.ensure()
         meta = prepare_metadata(datadir, plan, options, source, snapshot, previous)
         tables = _export_tables(source, snapshot, plan, options, meta, progress, watch or ExportWatch())
@@ -558,6 +559,7 @@ def run_auth_export(source: Endpoint, datadir: DataDir, progress: Progress | Non
     with snapshot_reader(source, None) as main:
         snapshot = str(main.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
         auth = [t for t in catalog.read_relations(main, ["auth"]) if t.name in AUTH_TABLES]
+        catalog.refuse_rls_filtering(main, source, auth)
         version = str(main.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
         meta = _auth_metadata(datadir, auth, source, version)
         results = [_export_one(source, snapshot, t, meta, progress) for t in auth]

@@ -119,9 +119,11 @@ def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: V
         tables = [t for t in tables if catalog.selected(t, options.tables)]
         schemas = sorted({t.schema for t in tables})
         ours = {t.key: t for t in everything if t.schema in schemas}
+        catalog.refuse_rls_filtering(conn, source, [t for t in tables if t.key in ours])
     with connect(target, autocommit=True) as conn:
         theirs = {t.key: t for t in catalog.read_relations(conn, schemas)}
         by_value = by_value and hashes_records(conn)
+        catalog.refuse_rls_filtering(conn, target, [t for t in tables if t.key in theirs])
     if options.tables and not tables:
         raise ConfigError(f"--tables {' '.join(options.tables)} matches no table",
                           fix="check the pattern (name or schema.name, shell patterns)")
