@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import error_line
 
-from supamove.config import load_settings
+from supamove.config import load_settings, misspelled_settings
 from supamove.errors import ConfigError
 
 
@@ -60,3 +60,36 @@ def test_stack_auth_url_must_be_http(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("STACK_AUTH_API_URL", "ftp://x")
     with pytest.raises(ConfigError, match="STACK_AUTH_API_URL must be an http"):
         load_settings()
+
+
+def test_an_env_file_with_a_byte_order_mark_reads_the_same_and_one_not_utf8_is_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SUPABASE_DB_URL", raising=False)
+    (tmp_path / ".env").write_bytes(b"\xef\xbb\xbfSUPABASE_DB_URL=postgresql://file@h:5432/db\n")  # a Windows editor's
+    assert load_settings().SUPABASE_DB_URL == "postgresql://file@h:5432/db"
+    assert misspelled_settings(tmp_path / ".env") == []
+    (tmp_path / ".env").write_bytes(b"SUPABASE_DB_URL=postgresql://u:caf\xe9@h:5432/db\n")  # Latin-1
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert str(raised.value) == ".env is not UTF-8 text (byte 0xe9 at position 34) (fix: save .env as UTF-8)"
+
+
+@pytest.mark.parametrize(("name", "value", "problem"), [
+    ("STACK_AUTH_SECRET_KEY", "ssk_SeCrEt_5531\n", "holds a space, a line break or a character other than plain "
+     "ASCII: copy the value again from the Stack Auth dashboard"),
+    ("STACK_AUTH_SECRET_KEY", "ssk_SeCrEt_5531 ", "holds a space, a line break"),
+    ("STACK_AUTH_PROJECT_ID", "prójekt-5531", "holds a space, a line break"),
+    ("STACK_AUTH_API_URL", "http://127.0.0.1:37x1", "has a port that is not a number from 1 to 65535"),
+    ("STACK_AUTH_API_URL", "http://127.0.0.1:99999", "has a port that is not a number from 1 to 65535"),
+    ("SUPABASE_DB_URL", "postgresql://app:Pq%zz5531@db.example.com:5432/app", "is not a valid URL: a % in the user "
+     "or password must be followed by two hex digits (write % itself as %25)"),
+])
+def test_settings_requests_would_fail_on_are_named_without_their_value(
+        cli, monkeypatch: pytest.MonkeyPatch, name: str, value: str, problem: str) -> None:
+    monkeypatch.setenv(name, value)
+    result = cli("migrate-users", "--dry-run")
+    assert result.exit_code == 2, result.output
+    assert error_line(result.output).startswith(f"Error: {name} {problem}"), result.output
+    assert error_line(result.output).endswith(f"(fix: correct {name} in .env or the environment)")
+    assert "5531" not in result.output and "37x1" not in result.output

@@ -13,15 +13,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 import psycopg
 import pytest
-from conftest import EDGE, STACK_SECRET, assert_verify_passes, error_line
+from conftest import APP_PASSWORD, EDGE, STACK_SECRET, assert_verify_passes, error_line
 from psycopg import sql
 
 from supamove.db import Endpoint, connect
 from supamove.errors import SupamoveError
+from supamove.log import add_secret, get_logger, setup_logging
+from supamove.sandbox import fixtures
 from supamove.sandbox.pgserver import PostgresServer
 from supamove.sandbox.stackauth import StackAuthSandbox
+from supamove.schema.dump import libpq_environment
 
 TARGET_PASSWORD = "tgt-Pa55word-#7q"
 WRONG_PASSWORD = "wrong-Pa55-leak-3"
@@ -245,3 +249,35 @@ def test_log_file_that_cannot_be_written_is_one_warning(cli, monkeypatch) -> Non
     assert result.exit_code == 0, result.output
     assert result.output.count("warning: cannot write the log file /dev/full: logging to the terminal only") == 1
     assert "Traceback" not in result.output and "Logging error" not in result.output
+
+
+def test_a_password_given_as_a_url_parameter_is_never_stored_shown_or_put_on_a_command_line(
+        cli, dbs: Any, env: dict[str, str], data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = (f"postgresql://127.0.0.1:{dbs.source_server.port}/{dbs.source_db}"
+           f"?user={fixtures.APP_ROLE}&password={quote(APP_PASSWORD, safe='')}&sslmode=disable")
+    monkeypatch.setenv("SUPABASE_DB_URL", url)
+    exported = cli("export", *EDGE)
+    assert exported.exit_code == 0, exported.output
+    schema = cli("schema", *EDGE)  # pg_dump: the password goes by PGPASSWORD, never on its command line
+    assert schema.exit_code == 0, schema.output
+    command_line, environment = libpq_environment(Endpoint(url, "source"))  # what pg_dump is given
+    assert environment["PGPASSWORD"] == APP_PASSWORD and f"user={fixtures.APP_ROLE}" in command_line
+    assert "password" not in command_line
+    log = Path(env["LOG_FILE_PATH"]).read_text()
+    seen = exported.output + schema.output + log + "".join(
+        p.read_text(errors="replace") for p in data_dir.rglob("*.json"))
+    assert APP_PASSWORD not in seen and quote(APP_PASSWORD, safe="") not in seen
+    source = orjson.loads((data_dir / "metadata.json").read_bytes())["source"]["url"]
+    assert source.endswith(f"?user={fixtures.APP_ROLE}&password=***&sslmode=disable"), source
+
+
+def test_a_traceback_in_the_log_is_scrubbed_too(tmp_path: Path) -> None:
+    add_secret("tb-secret-5531")
+    setup_logging(tmp_path / "migration.log")
+    try:
+        raise ValueError("Illegal header value b'tb-secret-5531\\n' for postgresql://u:hunter2-pw@h/db")
+    except ValueError:
+        get_logger("users").debug("unexpected failure", exc_info=True)
+    text = (tmp_path / "migration.log").read_text()
+    assert "ValueError: Illegal header value b'***\\n' for postgresql://u:***@h/db" in text, text
+    assert "tb-secret-5531" not in text and "hunter2-pw" not in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -27,7 +28,9 @@ SETTING_HELP = {
 class Settings(BaseSettings):
     """Every setting supamove reads; each named after its environment variable."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=True)
+    # utf-8-sig: a .env saved by an editor that starts it with a byte-order mark reads the same.
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8-sig", extra="ignore",
+                                      case_sensitive=True)
 
     SUPABASE_DB_URL: str | None = None
     DATABASE_URL: str | None = None
@@ -53,6 +56,21 @@ class Settings(BaseSettings):
                              "password (# as %23, / as %2F, ? as %3F, @ as %40, : as %3A)")
         if (problem := _unknown_parameter(parts.query)) is not None:
             raise ValueError(problem)
+        if re.search(r"%(?![0-9A-Fa-f]{2})", value):  # libpq refuses it, quoting the password
+            raise ValueError("is not a valid URL: a % in the user or password must be followed by two hex digits "
+                             "(write % itself as %25)")
+        return value
+
+    @field_validator("STACK_AUTH_PROJECT_ID", "STACK_AUTH_SECRET_KEY")
+    @classmethod
+    def _header_value(cls, value: str | None) -> str | None:
+        """Sent as HTTP headers: a stray space, line break or accent would fail every request (and the
+        error would quote the key). Never echoed. A blank one counts as unset (`require` says so)."""
+        if value is None or not value.strip():
+            return value
+        if value != value.strip() or not value.isascii() or not value.isprintable() or " " in value:
+            raise ValueError("holds a space, a line break or a character other than plain ASCII: copy the value "
+                             "again from the Stack Auth dashboard")
         return value
 
     @field_validator("STACK_AUTH_API_URL")
@@ -109,6 +127,10 @@ def web_url_problem(url: str) -> str | None:
         return "must be an http(s):// URL"
     if not parts.hostname:
         return "must name a host, like https://app.example.com/..."
+    try:
+        parts.port  # noqa: B018 -- parsing it raises on a port that is no number, or out of range
+    except ValueError:
+        return "has a port that is not a number from 1 to 65535"
     return None
 
 
@@ -140,7 +162,11 @@ def misspelled_settings(env_file: Path) -> list[str]:
         return []
     known = list(Settings.model_fields)
     warnings = []
-    for key in dotenv_values(env_file):
+    try:
+        keys = list(dotenv_values(env_file, encoding="utf-8-sig"))
+    except UnicodeDecodeError:
+        return []  # load_settings names the file and the fix
+    for key in keys:
         if key in known:
             continue
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
@@ -154,6 +180,9 @@ def load_settings(data_dir: Path | None = None, env_file: str | Path | None = ".
     """Read the settings; a malformed one is a ConfigError naming the variable."""
     try:
         settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{env_file} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at position {exc.start})",
+                          fix=f"save {env_file} as UTF-8") from None
     except ValidationError as exc:
         problem = exc.errors()[0]
         name = str(problem["loc"][0]) if problem["loc"] else "a setting"

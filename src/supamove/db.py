@@ -80,11 +80,28 @@ class Endpoint:
 
 
 def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL with its password, in the user part or as a `password=` parameter, shown as ***."""
+    bare, password = without_password(url)
+    if password is None:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    parts = urlsplit(url)
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1) if parts.password is not None else parts.netloc
+    query = [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
+
+
+def without_password(url: str) -> tuple[str, str | None]:
+    """The URL without its password (libpq takes it in the user part or as a `password=` parameter), and the
+    password, decoded."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    given = [v for k, v in query if k == "password"]
+    password = given[-1] if given else (unquote(parts.password) if parts.password is not None else None)
+    if password is None:
+        return url, None
+    netloc = parts.netloc.replace(f":{parts.password}@", "@", 1) if parts.password is not None else parts.netloc
+    kept = urlencode([(k, v) for k, v in query if k != "password"])
+    return urlunsplit(parts._replace(netloc=netloc, query=kept)), password
 
 
 def connect(endpoint: Endpoint, autocommit: bool = False) -> psycopg.Connection:
@@ -92,7 +109,7 @@ def connect(endpoint: Endpoint, autocommit: bool = False) -> psycopg.Connection:
     interrupt.check()  # after Ctrl-C, queued work opens nothing new
     password = urlsplit(endpoint.url).password
     add_secret(password)
-    add_secret(unquote(password or ""))  # libpq decodes it: its messages could hold either form
+    add_secret(without_password(endpoint.url)[1])  # libpq decodes it: its messages could hold either form
     try:
         conn = psycopg.connect(
             endpoint.conninfo(),

@@ -18,7 +18,7 @@ console = Console(stderr=True, highlight=False)
 _secrets: set[str] = set()
 _PATTERNS = [
     re.compile(r"(postgres(?:ql)?://[^:/@\s]+:)([^@\s]+)(@)"),  # password in a URL
-    re.compile(r"(password=)(\S+)()", re.IGNORECASE),
+    re.compile(r"(password=)([^\s&]+)()", re.IGNORECASE),  # up to the URL's next parameter
     re.compile(r"()(\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53})()"),  # bcrypt
     re.compile(r"()(\$argon2[a-z]*\$[^\s\"']+)()"),
     re.compile(r"(x-stack-secret-server-key[\"']?:\s*[\"']?)([^\s\"',}]+)()", re.IGNORECASE),
@@ -81,12 +81,18 @@ class _LogFile(logging.FileHandler):
                       soft_wrap=True)
 
 
+class _Scrubbed(logging.Formatter):
+    """The whole record scrubbed, its traceback too (an exception's text may quote a URL or a header)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record))
+
+
 class _PlainLines(logging.Handler):
     """Off a terminal (a pipe, a file), one line per message, never wrapped at 80 columns: grep finds it."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        console.print(f"{record.levelname:<8} {record.getMessage()}", highlight=False, markup=False,
-                      soft_wrap=True)
+        console.print(self.format(record), highlight=False, markup=False, soft_wrap=True)
 
 
 def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
@@ -97,6 +103,7 @@ def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
     logger.propagate = False
     terminal: logging.Handler = RichHandler(console=console, show_path=False, show_time=False, markup=False,
                                             rich_tracebacks=False) if console.is_terminal else _PlainLines()
+    terminal.setFormatter(_Scrubbed("%(message)s" if console.is_terminal else "%(levelname)-8s %(message)s"))
     terminal.setLevel(logging.DEBUG if verbose else logging.INFO)
     terminal.addFilter(_ScrubFilter())
     terminal.addFilter(lambda record: record.name != ECHO_NAME)
@@ -105,7 +112,7 @@ def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
         handler = _LogFile(log_file, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_Scrubbed("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.setLevel(logging.DEBUG)
         handler.addFilter(_ScrubFilter())
         logger.addHandler(handler)

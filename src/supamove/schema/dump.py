@@ -9,9 +9,8 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit, urlunsplit
 
-from supamove.db import Endpoint
+from supamove.db import Endpoint, without_password
 from supamove.errors import SupamoveError
 from supamove.log import add_secret, get_logger, scrub
 from supamove.pgtools import find_client, program_major
@@ -59,15 +58,12 @@ def libpq_environment(endpoint: Endpoint) -> tuple[str, dict[str, str]]:
 
     A password on the command line would be visible to every user of the machine (ps).
     """
-    parts = urlsplit(endpoint.conninfo())
+    url, password = without_password(endpoint.conninfo())
     env = dict(os.environ)
-    if parts.password is None:
-        return endpoint.conninfo(), env
-    password = unquote(parts.password)
-    add_secret(password)
-    env["PGPASSWORD"] = password
-    netloc = parts.netloc.replace(f":{parts.password}@", "@", 1)
-    return urlunsplit(parts._replace(netloc=netloc)), env
+    if password is not None:
+        add_secret(password)
+        env["PGPASSWORD"] = password
+    return url, env
 
 
 def schema_pattern(name: str) -> str:
