@@ -84,6 +84,10 @@ def test_an_env_file_with_a_byte_order_mark_reads_the_same_and_one_not_utf8_is_n
     ("STACK_AUTH_API_URL", "http://127.0.0.1:99999", "has a port that is not a number from 1 to 65535"),
     ("SUPABASE_DB_URL", "postgresql://app:Pq%zz5531@db.example.com:5432/app", "is not a valid URL: a % in the user "
      "or password must be followed by two hex digits (write % itself as %25)"),
+    ("SUPABASE_DB_URL", "postgresql://app:Pq@Rz5531@db.example.com:5432/app", "is not a valid URL: percent-encode "
+     "the special characters of the user and password (# as %23, / as %2F, ? as %3F, @ as %40, : as %3A)"),
+    ("DATABASE_URL", "postgresql://app:pw5531@db.example.com:99999/app", "has a port out of range (99999): use the "
+     "server's port, e.g. 5432"),
 ])
 def test_settings_requests_would_fail_on_are_named_without_their_value(
         cli, monkeypatch: pytest.MonkeyPatch, name: str, value: str, problem: str) -> None:
@@ -93,3 +97,14 @@ def test_settings_requests_would_fail_on_are_named_without_their_value(
     assert error_line(result.output).startswith(f"Error: {name} {problem}"), result.output
     assert error_line(result.output).endswith(f"(fix: correct {name} in .env or the environment)")
     assert "5531" not in result.output and "37x1" not in result.output
+
+
+def test_a_stray_space_or_an_empty_setting_is_no_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SUPABASE_DB_URL", "postgresql://u@h:5432/db?sslmode=disable \n")  # copied with its line end
+    for name in ("MIGRATION_DATA_DIR", "LOG_FILE_PATH", "STACK_AUTH_API_URL"):
+        monkeypatch.setenv(name, "")
+    settings = load_settings()
+    assert settings.SUPABASE_DB_URL == "postgresql://u@h:5432/db?sslmode=disable"
+    assert settings.MIGRATION_DATA_DIR == Path("./migration-data") and settings.LOG_FILE_PATH == Path("./migration.log")
+    assert settings.STACK_AUTH_API_URL == "https://api.stack-auth.com"

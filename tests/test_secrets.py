@@ -220,7 +220,12 @@ def test_verify_full_with_the_wrong_ca_is_refused(cli, env, tls_server: tuple[Po
     result = cli("export")
     assert result.exit_code == 3, result.output
     line = error_line(result.output)
-    assert "certificate verify failed" in line and "sslmode" in line, line
+    assert "certificate verify failed" in line, line
+    fix = "(fix: check sslrootcert (the server's CA certificate file) and the host name in SUPABASE_DB_URL)"
+    assert line.endswith(fix), line  # never "add ?sslmode=disable": the fix is the CA file, not less TLS
+    monkeypatch.setenv("SUPABASE_DB_URL", _tls_url(server, f"?sslmode=verify-full&sslrootcert={tmp_path / 'none.crt'}"))
+    missing = error_line(cli("export").output)
+    assert "root certificate file" in missing and "does not exist" in missing and missing.endswith(fix), missing
 
 
 def test_unencrypted_source_is_flagged(cli, dbs, stack_auth) -> None:

@@ -29,8 +29,9 @@ class Settings(BaseSettings):
     """Every setting supamove reads; each named after its environment variable."""
 
     # utf-8-sig: a .env saved by an editor that starts it with a byte-order mark reads the same.
+    # env_ignore_empty: `MIGRATION_DATA_DIR=` keeps the default, as if it were not there.
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8-sig", extra="ignore",
-                                      case_sensitive=True)
+                                      case_sensitive=True, env_ignore_empty=True)
 
     SUPABASE_DB_URL: str | None = None
     DATABASE_URL: str | None = None
@@ -44,13 +45,19 @@ class Settings(BaseSettings):
     @field_validator("SUPABASE_DB_URL", "DATABASE_URL")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
-        if value is None or value == "":
+        if value is None or not value.strip():
             return None
+        value = value.strip()  # a space or line break copied along would end up in sslmode or the database name
         parts = urlsplit(value)
         if parts.scheme not in ("postgres", "postgresql"):
             raise ValueError("must be a postgresql:// URL")
+        if parts.netloc.count("@") > 1:  # libpq ends the user part at the first @: another host
+            raise ValueError("is not a valid URL: percent-encode the special characters of the user and "
+                             "password (# as %23, / as %2F, ? as %3F, @ as %40, : as %3A)")
         if (port := _bad_port(value)) is not None:
             raise ValueError(f"has a port that is not a number ('{port}'): use the server's port, e.g. 5432")
+        if (port := _port_out_of_range(value)) is not None:
+            raise ValueError(f"has a port out of range ({port}): use the server's port, e.g. 5432")
         if _cut_short(value):  # never echo the value: it holds the password
             raise ValueError("is not a valid URL: percent-encode the special characters of the user and "
                              "password (# as %23, / as %2F, ? as %3F, @ as %40, : as %3A)")
@@ -144,6 +151,12 @@ def _bad_port(url: str) -> str | None:
         host_port = host_port.partition("]")[2]
     port = host_port.partition(":")[2] if ":" in host_port else ""
     return port if port and not port.isdigit() else None
+
+
+def _port_out_of_range(url: str) -> str | None:
+    """The port of a URL when it is a number no server can listen on, else None."""
+    port = urlsplit(url).netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
+    return port if port.isdigit() and not 0 < int(port) < 65536 else None
 
 
 def _unknown_parameter(query: str) -> str | None:

@@ -159,9 +159,13 @@ def connect_error(endpoint: Endpoint, exc: psycopg.OperationalError) -> Supamove
         return endpoint.error(
             f"connection refused by {endpoint.host}:{endpoint.port} ({endpoint.setting})",
             "check the server is running and the port (Supabase's direct connection is 5432)")
-    if "does not exist" in text:
-        return endpoint.error(f"the {where}: {first_line(exc)}", f"check the database name and user in {endpoint.setting}")
+    if "certificate" in text:  # verify-ca / verify-full: the CA file, or the server's name in its certificate
+        return endpoint.error(f"the {where}: {first_line(exc)}",
+                              f"check sslrootcert (the server's CA certificate file) and the host name in "
+                              f"{endpoint.setting}")
     if "SSL" in text or "ssl" in text:
         return endpoint.error(f"the {where}: {first_line(exc)}",
                               f"check sslmode in {endpoint.setting} (add ?sslmode=disable for a server without TLS)")
+    if "does not exist" in text:
+        return endpoint.error(f"the {where}: {first_line(exc)}", f"check the database name and user in {endpoint.setting}")
     return endpoint.error(f"cannot connect to the {where}: {first_line(exc)}", f"check {endpoint.setting}")
