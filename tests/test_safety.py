@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import EDGE, error_line, flat, interrupt_and_wait, write_mapping
+from psycopg import sql
 
 from supamove.config import Settings
 from supamove.files import lock_data_dir
@@ -441,3 +442,35 @@ def test_a_user_row_level_security_filters_is_refused_before_it_reads_fewer_rows
         conn.execute(f'ALTER ROLE "{role}" BYPASSRLS')
     result = cli("verify", "--keep-supabase-ids", "edge.posts.meta")  # JSON ids are not rewritten
     assert result.exit_code == 0, result.output
+
+
+def test_a_target_user_that_may_not_create_the_progress_schema_is_told_what_to_grant(
+        cli, dbs, exported: Path, stack_auth: StackAuthSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    role = f"no_create_{os.getpid()}_{dbs.target_db}"[:60]
+    with dbs.target() as conn:  # may write every table, but not create a schema in the database
+        conn.execute(f'CREATE ROLE "{role}" LOGIN PASSWORD \'pw-nc-88\'')
+        conn.execute(sql.SQL("REVOKE CREATE ON DATABASE {} FROM PUBLIC").format(sql.Identifier(dbs.target_db)))
+        for schema in ("public", "edge"):
+            conn.execute(f'GRANT USAGE ON SCHEMA {schema} TO "{role}"')
+            conn.execute(f'GRANT INSERT, SELECT, TRUNCATE ON ALL TABLES IN SCHEMA {schema} TO "{role}"')
+    write_mapping(dbs, exported)
+    monkeypatch.setenv("DATABASE_URL", dbs.target_server.url(dbs.target_db, role, "pw-nc-88"))
+    checked = cli("test-connections")
+    assert checked.exit_code == 1, checked.output
+    assert "this user may not create the _supamove schema that records import progress" in flat(checked.output)
+    assert "does not exist" not in checked.output  # the schema not being there yet is no error of its own
+    result = cli("import")  # the policies of the target's tables would hide their rows from it
+    assert result.exit_code == 4, result.output
+    assert error_line(result.output).startswith("Error: row-level security hides rows of public.alert_subscriptions, "
+                                                "public.alerts, "), result.output
+    assert error_line(result.output).endswith(
+        "from the user in DATABASE_URL (it has no BYPASSRLS): reading them would miss rows without an error (fix: "
+        "use the tables' owner in DATABASE_URL, or ALTER ROLE ... BYPASSRLS)")
+    with dbs.target() as conn:
+        conn.execute(f'ALTER ROLE "{role}" BYPASSRLS')
+    result = cli("import")
+    assert result.exit_code == 4, result.output
+    assert error_line(result.output) == (
+        "Error: cannot create the _supamove schema that records the import's progress: permission denied for "
+        f"database {dbs.target_db} (fix: GRANT CREATE ON DATABASE (the target's database) to the user in "
+        "DATABASE_URL, or use the database's owner)")

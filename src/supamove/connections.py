@@ -159,9 +159,10 @@ def _check_target(conn: psycopg.Connection, check: EndpointCheck) -> None:
                             f"{' and more' if len(blocked) > 5 else ''}: GRANT INSERT, SELECT, TRUNCATE "
                             "on the application tables to the user in DATABASE_URL")
     can_create = conn.execute(
+        # by the schema's oid: NULL, not an error, when it does not exist yet
         "SELECT has_database_privilege(current_database(), 'CREATE') "
-        "OR has_schema_privilege('_supamove', 'USAGE') IS TRUE "
-        "FROM (SELECT to_regnamespace('_supamove')) s").fetchone()
+        "OR has_schema_privilege(s.oid, 'USAGE') IS TRUE "
+        "FROM (SELECT to_regnamespace('_supamove') AS oid) s").fetchone()
     if can_create and not can_create[0]:
         check.errors.append("this user may not create the _supamove schema that records import progress: "
                             "GRANT CREATE ON DATABASE to the user in DATABASE_URL")

@@ -78,8 +78,7 @@ def run_import(target: Endpoint, datadir: DataDir, options: ImportOptions,
             for problem in plan.problems[1:]:  # the first is the error shown
                 log.error("%s", problem)
             raise failure
-        conn.execute(STATE_DDL)
-        conn.execute(RANGES_DDL)
+        _create_state(conn, target)
         if options.truncate_first:
             _truncate(conn, target, plan)
         mark = _timing("planned", started)
@@ -135,6 +134,17 @@ def _load_groups(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, p
             return run_jobs(plan_jobs(plan), plan.options.jobs, load)
     finally:
         connections.close()
+
+
+def _create_state(conn: psycopg.Connection, target: Endpoint) -> None:
+    """The _supamove schema recording the import's progress: the user must be allowed to create it."""
+    try:
+        conn.execute(STATE_DDL)
+        conn.execute(RANGES_DDL)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise target.error(f"cannot create the _supamove schema that records the import's progress: "
+                           f"{first_line(exc)}", "GRANT CREATE ON DATABASE (the target's database) to the user in "
+                           "DATABASE_URL, or use the database's owner") from exc
 
 
 def _truncate(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan) -> None:

@@ -56,6 +56,8 @@ def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, opti
                                       fix="restore the file, or run `supamove export --force` to write it again"))
     schemas = sorted({e.schema for e in entries})
     targets = {t.key: t for t in catalog.read_tables(conn, schemas)} if schemas else {}
+    # Its checks read the tables (empty? loaded?): the policies must not hide their rows.
+    catalog.refuse_rls_filtering(conn, target, [targets[e.key] for e in entries if e.key in targets])
     done = set() if options.truncate_first else _read_state(conn)
     plans = [_plan_table(conn, target, datadir, e, targets.get(e.key), problems) for e in entries]
     for plan in plans:
