@@ -68,6 +68,7 @@ def test_an_env_file_with_a_byte_order_mark_reads_the_same_and_one_not_utf8_is_n
     monkeypatch.delenv("SUPABASE_DB_URL", raising=False)
     (tmp_path / ".env").write_bytes(b"\xef\xbb\xbfSUPABASE_DB_URL=postgresql://file@h:5432/db\n")  # a Windows editor's
     assert load_settings().SUPABASE_DB_URL == "postgresql://file@h:5432/db"
+    (tmp_path / ".env").chmod(0o600)
     assert misspelled_settings(tmp_path / ".env") == []
     (tmp_path / ".env").write_bytes(b"SUPABASE_DB_URL=postgresql://u:caf\xe9@h:5432/db\n")  # Latin-1
     with pytest.raises(ConfigError) as raised:
@@ -108,3 +109,13 @@ def test_a_stray_space_or_an_empty_setting_is_no_setting(tmp_path: Path, monkeyp
     assert settings.SUPABASE_DB_URL == "postgresql://u@h:5432/db?sslmode=disable"
     assert settings.MIGRATION_DATA_DIR == Path("./migration-data") and settings.LOG_FILE_PATH == Path("./migration.log")
     assert settings.STACK_AUTH_API_URL == "https://api.stack-auth.com"
+
+
+def test_an_env_file_others_may_read_is_warned_about(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("SUPABASE_DB_URL=postgresql://u:pw@h:5432/db\n")
+    env_file.chmod(0o644)
+    assert misspelled_settings(env_file) == [
+        f"{env_file} may be read by other users of this machine (mode 644) and holds passwords: chmod 600 {env_file}"]
+    env_file.chmod(0o600)
+    assert misspelled_settings(env_file) == []

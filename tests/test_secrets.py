@@ -278,7 +278,10 @@ def test_a_password_given_as_a_url_parameter_is_never_stored_shown_or_put_on_a_c
 
 def test_a_traceback_in_the_log_is_scrubbed_too(tmp_path: Path) -> None:
     add_secret("tb-secret-5531")
+    (tmp_path / "migration.log").write_text("")
+    (tmp_path / "migration.log").chmod(0o644)  # left readable by an earlier tool: made private
     setup_logging(tmp_path / "migration.log")
+    assert stat.S_IMODE((tmp_path / "migration.log").stat().st_mode) == 0o600
     try:
         raise ValueError("Illegal header value b'tb-secret-5531\\n' for postgresql://u:hunter2-pw@h/db")
     except ValueError:

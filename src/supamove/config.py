@@ -170,11 +170,16 @@ def _unknown_parameter(query: str) -> str | None:
 
 
 def misspelled_settings(env_file: Path) -> list[str]:
-    """A warning for each key of the .env file that looks like a misspelled supamove setting."""
+    """A warning for each key of the .env file that looks like a misspelled supamove setting, and for a
+    .env other users of the machine may read (it holds the database passwords and the secret key)."""
     if not env_file.is_file():
         return []
     known = list(Settings.model_fields)
     warnings = []
+    mode = env_file.stat().st_mode & 0o777
+    if mode & 0o077:
+        warnings.append(f"{env_file} may be read by other users of this machine (mode {mode:o}) and holds "
+                        f"passwords: chmod 600 {env_file}")
     try:
         keys = list(dotenv_values(env_file, encoding="utf-8-sig"))
     except UnicodeDecodeError:
