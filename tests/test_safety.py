@@ -474,3 +474,32 @@ def test_a_target_user_that_may_not_create_the_progress_schema_is_told_what_to_g
         "Error: cannot create the _supamove schema that records the import's progress: permission denied for "
         f"database {dbs.target_db} (fix: GRANT CREATE ON DATABASE (the target's database) to the user in "
         "DATABASE_URL, or use the database's owner)")
+
+
+def test_a_session_holding_a_table_to_load_is_named_while_the_import_waits_for_it(
+        dbs, env: dict[str, str], exported: Path) -> None:
+    write_mapping(dbs, exported)
+    holder = psycopg.connect(dbs.target_url, application_name="left-open")
+    holder.execute("SELECT count(*) FROM public.alerts")  # a read, then idle in its transaction: a lock held
+    pid = holder.info.backend_pid
+    proc = subprocess.Popen([sys.executable, "-m", "supamove", "import"], env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        seen = ""
+        while "public.alerts is locked" not in seen:  # said before the load starts waiting
+            line = proc.stderr.readline()
+            assert line, seen
+            seen += line
+        assert proc.poll() is None  # still waiting for the lock
+        holder.rollback()  # the session ends its transaction: the import goes on
+        out, err = proc.communicate(timeout=120)
+    finally:
+        holder.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, seen + err
+    assert (f"public.alerts is locked by process {pid} (user postgres, left-open, idle in transaction for "
+            in flat(seen)), seen
+    assert (f"the import waits until that session ends its transaction; end it with SELECT "
+            f"pg_terminate_backend({pid}) if it is not needed") in flat(seen), seen
