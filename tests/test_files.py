@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +13,7 @@ import orjson
 import pytest
 
 from supamove import files
-from supamove.errors import DataFileError
+from supamove.errors import DataFileError, SupamoveError
 from supamove.files import read_json_items, write_json, write_json_items
 from supamove.users.sync import SyncState
 
@@ -107,3 +111,37 @@ def test_the_sync_state_holds_a_user_a_line_and_reads_back_the_same(tmp_path: Pa
     write_json(path, orjson.loads(path.read_bytes()))
     assert len(path.read_bytes().splitlines()) > 20
     assert SyncState.load(path).users == state.users
+
+
+def test_a_lock_left_to_the_workers_of_a_killed_command_is_waited_for_not_refused(tmp_path: Path) -> None:
+    lock = tmp_path / "supamove.lock"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(f"`supamove migrate` (process {gone.stdout.strip()})\n")  # killed: no such process now
+    # Its worker process still holds the lock for a moment (the kernel is ending it).
+    worker = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1]); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(1)", str(lock)],
+                              stdout=subprocess.PIPE, text=True)
+    assert worker.stdout is not None and worker.stdout.readline() == "held\n"
+    started = time.monotonic()
+    fd = files.lock_data_dir(lock, "migrate")
+    assert 0.3 < time.monotonic() - started < files.ORPHANS_END_SECONDS
+    assert lock.read_text().startswith("`supamove migrate` (process ")
+    worker.wait()
+
+    # A command still running is refused at once, as before.
+    (tmp_path / "busy.lock").write_text("")
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; f = open(sys.argv[1], 'r+'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); f.truncate(0); "
+                               "f.write(f'`supamove import` (process {os.getpid()})'); f.flush(); "
+                               "print('held', flush=True); time.sleep(5)", str(tmp_path / "busy.lock")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        started = time.monotonic()
+        with pytest.raises(SupamoveError, match=rf"is in use by `supamove import` \(process {holder.pid}\)"):
+            files.lock_data_dir(tmp_path / "busy.lock", "export")
+        assert time.monotonic() - started < 0.3
+    finally:
+        holder.kill()
+        holder.wait()
+        os.close(fd)

@@ -316,21 +316,52 @@ def check_can_create(path: Path, what: str, setting: str) -> None:
         raise writable_error(path, what, setting, exc) from None
 
 
+ORPHANS_END_SECONDS = 10.0
+
+
+def _locked(fd: int, wait: float = 0.0) -> bool:
+    """Whether this process now holds the lock, trying for up to `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+
+def _ended(holder: str) -> bool:
+    """Whether the command the lock file names (`... (process N)`) is no longer running."""
+    found = re.search(r"\(process (\d+)\)", holder)
+    if found is None:
+        return False
+    try:
+        os.kill(int(found.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process: running
+        return False
+    return False
+
+
 def lock_data_dir(lock: Path, command: str) -> int:
     """Hold the data directory's lock for this process (its descriptor); a SupamoveError naming the holder."""
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, PRIVATE)
     except OSError as exc:
         raise writable_error(lock.parent, "data directory", "MIGRATION_DATA_DIR or --data-dir", exc) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not _locked(fd):
         holder = os.read(fd, 4096).decode(errors="replace").strip() or "another supamove command"
-        os.close(fd)
-        raise SupamoveError(f"the data directory {lock.parent} is in use by {holder}",
-                            fix="wait for that command to finish (or stop it), then run this one again") from None
+        # A command killed a moment ago: its worker processes, which share the lock, are being ended
+        # by the kernel with it. The rerun waits for them rather than refusing.
+        if not (_ended(holder) and _locked(fd, wait=ORPHANS_END_SECONDS)):
+            os.close(fd)
+            raise SupamoveError(f"the data directory {lock.parent} is in use by {holder}",
+                                fix="wait for that command to finish (or stop it), then run this one again")
     os.ftruncate(fd, 0)
-    os.write(fd, f"`supamove {command}` (process {os.getpid()})\n".encode())
+    os.pwrite(fd, f"`supamove {command}` (process {os.getpid()})\n".encode(), 0)  # from the start: it may have been read
     return fd
 
 
