@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import stat
 import uuid
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import error_line
 
 from supamove.errors import StackAuthError
 from supamove.sandbox import fixtures
@@ -76,6 +78,30 @@ def test_an_auth_file_changed_after_the_export_is_refused_before_anything_is_sen
            "short or changed (table auth.users)" in result.stderr
     users.write_bytes(text)
     assert cli("migrate-users").exit_code == 0 and stack.create_count() > 0
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ({"is_anonymous": "false"}, 'is_anonymous is "false", not true or false'),
+    ({"id": None}, "id is null, not a uuid"),
+    ({"email": 5}, "email is 5, not text"),
+    ({"created_at": "garbage"}, 'created_at is "garbage", not a timestamp'),
+])
+def test_an_auth_row_whose_values_the_export_never_writes_is_named_by_line(cli, exported: Path, stack: StackAuthSandbox,
+                                                                           change: dict,
+                                                                           problem: str) -> None:
+    users = exported / "auth" / "auth.users.jsonl"
+    lines = users.read_bytes().splitlines(keepends=True)
+    lines[2] = orjson.dumps({**orjson.loads(lines[2]), **change}) + b"\n"
+    body = b"".join(lines)
+    users.write_bytes(body)
+    meta = orjson.loads((exported / "metadata.json").read_bytes())  # edited with it: the digest passes
+    entry = next(e for e in meta["auth"] if e["name"] == "users")
+    entry.update(bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
+    (exported / "metadata.json").write_bytes(orjson.dumps(meta))
+    result = cli("migrate-users", "--dry-run")
+    assert result.exit_code == 5, result.output
+    assert error_line(result.output).startswith(f"Error: {users} line 3: {problem} (fix: restore the file or run "
+                                                "`supamove export --force --tables auth.users`"), result.output
 
 
 def test_map_users_after_a_real_migration_gives_the_same_mapping(cli, exported: Path, stack: StackAuthSandbox) -> None:

@@ -11,6 +11,7 @@ import orjson
 from supamove.clock import iso, parse_iso
 from supamove.errors import DataFileError
 from supamove.files import (
+    UUID,
     digest_mismatch,
     export_again,
     file_sha256,
@@ -45,6 +46,8 @@ class SupabaseUser:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> SupabaseUser:
+        """One exported auth.users row; ValueError naming the field whose value the export never writes."""
+        _check_row(row)
         return cls(
             id=str(row["id"]), email=row.get("email"), phone=row.get("phone"),
             encrypted_password=row.get("encrypted_password"), email_confirmed_at=row.get("email_confirmed_at"),
@@ -56,6 +59,33 @@ class SupabaseUser:
     @property
     def normalized_email(self) -> str | None:
         return normalize_email(self.email)
+
+
+TEXT_FIELDS = ("email", "phone", "encrypted_password")
+TIME_FIELDS = ("created_at", "deleted_at", "banned_until")  # those read as moments
+FLAG_FIELDS = ("is_anonymous", "is_sso_user")
+
+
+def _check_row(row: dict[str, Any]) -> None:
+    """The kinds of value the export writes for the fields a user's treatment depends on."""
+    if not isinstance(row.get("id"), str) or not UUID.fullmatch(row["id"]):
+        raise ValueError(f"id is {_shown(row.get('id'))}, not a uuid")
+    for name in TEXT_FIELDS:
+        if row.get(name) is not None and not isinstance(row[name], str):
+            raise ValueError(f"{name} is {_shown(row[name])}, not text")
+    for name in FLAG_FIELDS:
+        if row.get(name) is not None and not isinstance(row[name], bool):
+            raise ValueError(f"{name} is {_shown(row[name])}, not true or false")
+    for name in TIME_FIELDS:
+        if row.get(name) is not None:
+            try:
+                parse_ts(row[name])
+            except (TypeError, ValueError, AttributeError):
+                raise ValueError(f"{name} is {_shown(row[name])}, not a timestamp") from None
+
+
+def _shown(value: Any) -> str:
+    return orjson.dumps(value).decode()[:40]
 
 
 def jsonb(value: Any) -> Any:
@@ -104,8 +134,12 @@ def load_auth_export(datadir: DataDir) -> list[SupabaseUser]:
                                 fix="run `supamove export` first")
     _check_digests(datadir)
     users = {}
-    for row in read_rows(users_file, fix=restore_or_export_again("auth", "users")):
-        user = SupabaseUser.from_row(row)
+    for number, row in enumerate(read_rows(users_file, fix=restore_or_export_again("auth", "users")), 1):
+        try:
+            user = SupabaseUser.from_row(row)
+        except ValueError as exc:  # the line is valid JSON (read_rows), its values are not the export's
+            raise DataFileError(f"{users_file} line {number}: {exc}", fix=restore_or_export_again("auth", "users")) \
+                from None
         users[user.id] = user
     identities = 0
     for row in read_rows(identities_file, fix=restore_or_export_again("auth", "identities")):
