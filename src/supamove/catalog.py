@@ -223,12 +223,16 @@ ORDER BY 1
 """
 
 
+def filtered_by_rls(conn: psycopg.Connection, keys: Sequence[tuple[str, str]]) -> list[str]:
+    """Of the given tables (schema, name), those whose rows row-level security hides from this session's user."""
+    if not keys:
+        return []
+    return [r[0] for r in conn.execute(FILTERED_SQL, ([k[0] for k in keys], [k[1] for k in keys]))]
+
+
 def refuse_rls_filtering(conn: psycopg.Connection, endpoint: Endpoint, tables: Iterable[Table]) -> None:
     """Stop when row-level security would hide rows of the given tables from this session's user."""
-    keys = [t.key for t in tables]
-    if not keys:
-        return
-    hidden = [r[0] for r in conn.execute(FILTERED_SQL, ([k[0] for k in keys], [k[1] for k in keys]))]
+    hidden = filtered_by_rls(conn, [t.key for t in tables])
     if hidden:
         more = f" and {len(hidden) - 5} more" if len(hidden) > 5 else ""
         who = "the postgres user (Supabase's has BYPASSRLS)" if endpoint.side == "source" else "the tables' owner"

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from supamove import catalog
 from supamove.config import Settings
 from supamove.db import TRANSACTION_POOLER_WARNING, Endpoint, connect
 from supamove.errors import SupamoveError
@@ -132,16 +133,12 @@ def _check_source(conn: psycopg.Connection, check: EndpointCheck) -> None:
     if not has_auth:
         check.warnings.append("no auth.users table: this source has no Supabase Auth users to migrate")
         return
-    row = conn.execute("""
-        SELECT has_table_privilege('auth.users', 'SELECT') AND has_table_privilege('auth.identities', 'SELECT'),
-               r.rolsuper OR r.rolbypassrls OR c.relowner = r.oid OR NOT c.relrowsecurity
-        FROM pg_roles r, pg_class c WHERE r.rolname = current_user AND c.oid = 'auth.users'::regclass
-    """).fetchone()
-    assert row is not None
-    if not row[0]:
+    row = conn.execute("SELECT has_table_privilege('auth.users', 'SELECT') "
+                       "AND has_table_privilege('auth.identities', 'SELECT')").fetchone()
+    if not (row and row[0]):
         check.errors.append("this user may not read auth.users and auth.identities: "
                             "use the postgres user in SUPABASE_DB_URL")
-    elif not row[1]:
+    elif catalog.filtered_by_rls(conn, [("auth", "users")]):  # the rule export and verify refuse by
         check.errors.append("row-level security hides auth.users from this user (no BYPASSRLS): "
                             "use the postgres user in SUPABASE_DB_URL")
 
