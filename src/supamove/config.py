@@ -25,6 +25,10 @@ SETTING_HELP = {
 }
 
 
+ENCODE_SPECIAL = ("is not a valid URL: percent-encode the special characters of the user and password "
+                  "(# as %23, / as %2F, ? as %3F, @ as %40, : as %3A)")
+
+
 class Settings(BaseSettings):
     """Every setting supamove reads; each named after its environment variable."""
 
@@ -52,15 +56,11 @@ class Settings(BaseSettings):
         if parts.scheme not in ("postgres", "postgresql"):
             raise ValueError("must be a postgresql:// URL")
         if parts.netloc.count("@") > 1:  # libpq ends the user part at the first @: another host
-            raise ValueError("is not a valid URL: percent-encode the special characters of the user and "
-                             "password (# as %23, / as %2F, ? as %3F, @ as %40, : as %3A)")
-        if (port := _bad_port(value)) is not None:
-            raise ValueError(f"has a port that is not a number ('{port}'): use the server's port, e.g. 5432")
-        if (port := _port_out_of_range(value)) is not None:
-            raise ValueError(f"has a port out of range ({port}): use the server's port, e.g. 5432")
+            raise ValueError(ENCODE_SPECIAL)
+        if (problem := _port_problem(value)) is not None:
+            raise ValueError(problem)
         if _cut_short(value):  # never echo the value: it holds the password
-            raise ValueError("is not a valid URL: percent-encode the special characters of the user and "
-                             "password (# as %23, / as %2F, ? as %3F, @ as %40, : as %3A)")
+            raise ValueError(ENCODE_SPECIAL)
         if (problem := _unknown_parameter(parts.query)) is not None:
             raise ValueError(problem)
         if re.search(r"%(?![0-9A-Fa-f]{2})", value):  # libpq refuses it, quoting the password
@@ -141,22 +141,20 @@ def web_url_problem(url: str) -> str | None:
     return None
 
 
-def _bad_port(url: str) -> str | None:
-    """The port of a URL whose host part is whole but whose port is not a number; else None."""
+def _port_problem(url: str) -> str | None:
+    """Why the port of a URL whose host part is whole is no server's port (not a number, out of range), else None."""
     netloc = urlsplit(url).netloc
     if "@" not in netloc and "@" in url:  # the password ended the host part early: not a port
         return None
     host_port = netloc.rpartition("@")[2]
     if host_port.startswith("["):  # an IPv6 address: [::1]:5432
         host_port = host_port.partition("]")[2]
-    port = host_port.partition(":")[2] if ":" in host_port else ""
-    return port if port and not port.isdigit() else None
-
-
-def _port_out_of_range(url: str) -> str | None:
-    """The port of a URL when it is a number no server can listen on, else None."""
-    port = urlsplit(url).netloc.rpartition("@")[2].rpartition("]")[2].partition(":")[2]
-    return port if port.isdigit() and not 0 < int(port) < 65536 else None
+    port = host_port.partition(":")[2]
+    if port and not port.isdigit():
+        return f"has a port that is not a number ('{port}'): use the server's port, e.g. 5432"
+    if port and not 0 < int(port) < 65536:
+        return f"has a port out of range ({port}): use the server's port, e.g. 5432"
+    return None
 
 
 def _unknown_parameter(query: str) -> str | None:

@@ -81,27 +81,28 @@ class Endpoint:
 
 def redact_url(url: str) -> str:
     """The URL with its password, in the user part or as a `password=` parameter, shown as ***."""
-    bare, password = without_password(url)
-    if password is None:
-        return url
-    parts = urlsplit(url)
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1) if parts.password is not None else parts.netloc
-    query = [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
+    return _password_replaced(url, "***")[0]
 
 
 def without_password(url: str) -> tuple[str, str | None]:
     """The URL without its password (libpq takes it in the user part or as a `password=` parameter), and the
     password, decoded."""
+    return _password_replaced(url, None)
+
+
+def _password_replaced(url: str, shown: str | None) -> tuple[str, str | None]:
+    """The URL with its password replaced by `shown` (None: left out), and the password, decoded."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     given = [v for k, v in query if k == "password"]
     password = given[-1] if given else (unquote(parts.password) if parts.password is not None else None)
     if password is None:
         return url, None
-    netloc = parts.netloc.replace(f":{parts.password}@", "@", 1) if parts.password is not None else parts.netloc
-    kept = urlencode([(k, v) for k, v in query if k != "password"])
-    return urlunsplit(parts._replace(netloc=netloc, query=kept)), password
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", "@" if shown is None else f":{shown}@", 1)
+    kept = [(k, v) if k != "password" else (k, shown) for k, v in query if k != "password" or shown is not None]
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(kept, safe="*"))), password
 
 
 def connect(endpoint: Endpoint, autocommit: bool = False) -> psycopg.Connection:

@@ -285,13 +285,12 @@ def block_ranges(blocks: int, count: int) -> list[Part]:
 
 def check_patterns(tables: list[Table], auth: list[Table], options: ExportOptions) -> None:
     """A --tables pattern that matches no table, or an --exclude-tables that leaves none, is a typo: stop."""
-    names = ", ".join(t.qualified for t in tables[:30]) + (f" and {len(tables) - 30} more" if len(tables) > 30 else "")
-    where = f"the tables of {', '.join(sorted({t.schema for t in tables}))} are: {names}" if tables else \
-        "the exported schemas hold no table (see --schema)"
     if not tables:  # nothing to export would end in an import of nothing: say so now
         raise ConfigError(f"the exported schemas ({', '.join(options.schemas)}) hold no table",
                           fix="check --schema (`--schema all` exports every application schema); to move the "
                               "users alone, run `supamove export --auth-only`")
+    names = ", ".join(t.qualified for t in tables[:30]) + (f" and {len(tables) - 30} more" if len(tables) > 30 else "")
+    where = f"the tables of {', '.join(sorted({t.schema for t in tables}))} are: {names}"
     for pattern in options.tables:
         if not any(catalog.selected(t, [pattern]) for t in tables + auth):
             raise ConfigError(f"--tables {pattern} matches no table; {where}",

@@ -338,11 +338,11 @@ def _ended(holder: str) -> bool:
     if found is None:
         return False
     try:
-        os.kill(int(found.group(1)), 0)
+        os.kill(int(found.group(1)), 0)  # PermissionError: another user's process, running
     except ProcessLookupError:
         return True
-    except PermissionError:  # another user's process: running
-        return False
+    except PermissionError:
+        pass
     return False
 
 

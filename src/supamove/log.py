@@ -46,13 +46,6 @@ def scrub(text: str) -> str:
     return text
 
 
-class _ScrubFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = scrub(record.getMessage())
-        record.args = None
-        return True
-
-
 def echo_to_log(message: str, level: int = logging.INFO) -> None:
     """Put a line the terminal shows into the log file too; an error's causes (`raise … from exc`) with it."""
     logging.getLogger(ECHO_NAME).log(level, message)
@@ -106,7 +99,6 @@ def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
                                             rich_tracebacks=False) if console.is_terminal else _PlainLines()
     terminal.setFormatter(_Scrubbed("%(message)s" if console.is_terminal else "%(levelname)-8s %(message)s"))
     terminal.setLevel(logging.DEBUG if verbose else logging.INFO)
-    terminal.addFilter(_ScrubFilter())
     terminal.addFilter(lambda record: record.name != ECHO_NAME)
     logger.addHandler(terminal)
     if log_file is not None:
@@ -117,5 +109,4 @@ def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
         handler = _LogFile(log_file, encoding="utf-8")
         handler.setFormatter(_Scrubbed("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.setLevel(logging.DEBUG)
-        handler.addFilter(_ScrubFilter())
         logger.addHandler(handler)

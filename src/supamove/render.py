@@ -249,9 +249,10 @@ def _unexpected(exc: Exception, unexpected: str, hint: str) -> NoReturn:
     sys.exit(1)
 
 
+ACCESS_FIX = "give this user access to it (chmod u+rw), or run supamove as the user who owns the data directory"
 FILE_FIXES = {
-    errno.EACCES: "give this user access to it (chmod u+rw), or run supamove as the user who owns the data directory",
-    errno.EPERM: "give this user access to it (chmod u+rw), or run supamove as the user who owns the data directory",
+    errno.EACCES: ACCESS_FIX,
+    errno.EPERM: ACCESS_FIX,
     errno.EISDIR: "a file belongs there: move the directory away (or restore the file from a backup)",
     errno.ENOTDIR: "a directory belongs there: move the file away",
     errno.ENOENT: "restore it, or run the step that writes it again",

@@ -132,7 +132,9 @@ def load_auth_export(datadir: DataDir) -> list[SupabaseUser]:
         if not path.exists():
             raise DataFileError(f"{path} not found (the auth users are read from the export)",
                                 fix="run `supamove export` first")
-    _check_digests(datadir)
+    meta = Metadata.load(datadir, require_complete=False) if datadir.metadata.exists() else None
+    if meta is not None:
+        _check_digests(datadir, meta)
     users = {}
     for number, row in enumerate(read_rows(users_file, fix=restore_or_export_again("auth", "users")), 1):
         try:
@@ -148,7 +150,8 @@ def load_auth_export(datadir: DataDir) -> list[SupabaseUser]:
         if owner is not None:
             owner.identities.append({**row, "identity_data": jsonb(row.get("identity_data"))})
     factors = _attach_factors(datadir, users)
-    _check_counts(datadir, {"users": len(users), "identities": identities, "mfa_factors": factors})
+    if meta is not None:
+        _check_counts(meta, {"users": len(users), "identities": identities, "mfa_factors": factors})
     return sorted(users.values(), key=lambda u: (parse_ts(u.created_at) or FAR_FUTURE, u.id))
 
 
@@ -166,12 +169,10 @@ def _attach_factors(datadir: DataDir, users: dict[str, SupabaseUser]) -> int:
     return count
 
 
-def _check_digests(datadir: DataDir) -> None:
+def _check_digests(datadir: DataDir, meta: Metadata) -> None:
     """Each auth file is the one the export wrote (size and SHA-256 as metadata.json records them):
     a user's e-mail or password hash changed by hand would otherwise reach Stack Auth."""
-    if not datadir.metadata.exists():
-        return
-    for entry in Metadata.load(datadir, require_complete=False).auth:
+    for entry in meta.auth:
         path = datadir.table_file("auth", entry.name)
         if not entry.complete or entry.sha256 is None or not path.exists():
             continue  # an unfinished export is named by _check_counts; a missing file where it is read
@@ -181,11 +182,8 @@ def _check_digests(datadir: DataDir) -> None:
             raise error
 
 
-def _check_counts(datadir: DataDir, counts: dict[str, int]) -> None:
+def _check_counts(meta: Metadata, counts: dict[str, int]) -> None:
     """When metadata.json records the auth tables' row counts, the files must hold that many rows."""
-    if not datadir.metadata.exists():
-        return
-    meta = Metadata.load(datadir, require_complete=False)
     for entry in meta.auth:
         expected, name = entry.row_count, entry.name
         if name in counts and not entry.complete:  # a kill midway: the files are of two snapshots
