@@ -37,6 +37,12 @@ from supamove.sandbox.stackauth import StackAuthSandbox
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
+def step_results(output: str) -> dict[str, str]:
+    """The `Migration` summary table: step -> its result."""
+    rows = re.findall(r"^│ ([a-z-]+) +│ +[0-9.]+ +│ +[0-9.]+ +│ (.*?) *│ *$", output, re.MULTILINE)
+    return dict(rows)
+
+
 def report_statuses(data_dir: Path) -> set[str]:
     report = orjson.loads((data_dir / "verification-report.json").read_bytes())
     assert report["tables"], report
@@ -119,6 +125,7 @@ def test_a_failing_verification_ends_migrate_with_the_error_of_verify(cli, data_
     assert "fail" in report_statuses(data_dir)
     summary = orjson.loads(result.stdout)  # --json: the result alone on stdout, the error line on stderr
     assert not summary["ok"] and summary["error"]["exitCode"] == 7 and summary["verify"]["fail"] == 1
+    assert summary["error"]["step"] == "verify"
     assert list(summary["steps"]) == ["test-connections", "export", "migrate-users", "import", "verify"]
     assert summary["import"]["tables"] == len(metadata(data_dir)["tables"]) and summary["export"]["rows"] > 2000
 
@@ -205,7 +212,9 @@ def test_a_failing_import_stops_migrate_with_its_error_and_the_rerun_finishes(cl
     assert error_line(result.output) == ("Error: table edge.no_pk does not exist in the target (fix: create the "
                                          "application schema on the target first (run your migrations))")
     assert not (data_dir / "verification-report.json").exists()
-    assert "Migrated in" not in result.output and "│ import " in result.output
+    assert "Migrated in" not in result.output
+    assert step_results(result.output)["import"].startswith("failed: ")  # with the tables it loaded before
+    assert step_results(result.output)["export"].endswith(" rows")  # the steps before it: what they did
     with dbs.target() as conn:
         conn.execute("ALTER TABLE edge.no_pk_elsewhere RENAME TO no_pk")
     loaded = import_state(dbs)
@@ -226,10 +235,21 @@ def test_failed_users_stop_migrate_with_the_error_of_migrate_users_before_any_us
     with_ids = {(e["schema"], e["name"]) for e in metadata(data_dir)["tables"] if e["userIdColumns"]}
     assert with_ids and not with_ids & {(s, t) for s, t, _ in import_state(dbs)}  # they wait for every user
     assert not (data_dir / "verification-report.json").exists()
+    assert step_results(result.output)["migrate-users"].startswith("failed: ")
     result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
     assert result.exit_code == 0, result.output
     assert report_statuses(data_dir) == {"pass"}
     assert_users_once(stack_auth, data_dir)
+
+
+def test_the_summary_names_the_step_that_failed(cli, data_dir: Path, stack_auth: StackAuthSandbox) -> None:
+    # An export that stops at its plan: the summary said "finished by a previous run: kept" for it.
+    result = cli("migrate", "--tables", "no_such_table")
+    assert result.exit_code == 2, result.output
+    assert error_line(result.output).startswith("Error: --tables no_such_table matches no table")
+    assert step_results(result.output) == {"test-connections": "every endpoint usable", "export": "failed"}
+    summary = orjson.loads(cli("migrate", "--json", "--tables", "no_such_table").stdout)
+    assert summary["error"]["step"] == "export" and list(summary["steps"]) == ["test-connections", "export"]
 
 
 def test_a_split_table_loads_as_ranges_once_its_block_ranges_are_joined(cli, dbs, data_dir: Path,

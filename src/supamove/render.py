@@ -623,20 +623,30 @@ def show_migrate_result(result: MigrateResult) -> None:
 
 
 def _step_outcome(result: MigrateResult, step: str) -> str:
-    """One step's result in a few words, for the summary table."""
+    """One step's result in a few words, for the summary table; the step that failed, and those it stopped, say so."""
+    done = _step_done(result, step)
+    if step == result.failed_step:
+        return "failed" + (f": {done}" if done else "")
+    if step not in result.ended and result.failure is not None:
+        return "stopped" + (f": {done}" if done else "")
+    return done
+
+
+def _step_done(result: MigrateResult, step: str) -> str:
+    """What one step did, as far as it went."""
     export, users, report = result.export, result.users, result.verification
     if step == "test-connections":
-        return "every endpoint usable" if result.connections and result.connections.ok else "failed"
+        return "every endpoint usable" if result.connections and result.connections.ok else ""
     if step == "export" and export is not None:
         kept = sum(t.resumed for t in export.tables)
         return f"{len(export.tables) - kept} tables, {export.rows:,} rows" + (f" ({kept} kept from a previous run)"
                                                                               if kept else "")
-    if step == "export":
+    if step == "export" and result.export_kept:
         return "finished by a previous run: kept (`supamove export --force` exports again)"
     if step == "migrate-users" and users is not None:
         return (f"{users.created:,} created, {len(users.outcomes) - len(users.failed):,} in Stack Auth, "
                 f"{len(users.failed):,} failed, {len(users.reset_required):,} need a password reset")
-    if step == "import":
+    if step == "import" and result.imported:
         loaded = [t for t in result.imported if not t.skipped]
         return (f"{len(loaded)} tables, {result.loaded_rows:,} rows"
                 + (f" ({len(result.imported) - len(loaded)} loaded by a previous run)" if len(loaded) < len(result.imported) else "")
@@ -645,4 +655,4 @@ def _step_outcome(result: MigrateResult, step: str) -> str:
     if step == "verify" and report is not None:
         summary = report.summary
         return f"{summary['pass']} pass, {summary['warn']} warn, {summary['fail']} fail"
-    return "stopped" if result.failure is not None else ""
+    return ""

@@ -30,6 +30,7 @@ class Board:
     export_over: bool = False
     users_over: bool = False  # every user in Stack Auth and user-mapping.json: user ids can be remapped
     failure: BaseException | None = None
+    failed_step: str | None = None  # the step `failure` came from
 
     def table_exported(self, key: Key) -> None:
         """The export finished a table (called from its threads)."""
@@ -57,9 +58,12 @@ class Board:
             change(self)
             self.cond.notify_all()
 
-    def fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException, step: str) -> None:
         """The first failure stops the pipeline: no step starts new work after it."""
-        self.update(lambda board: setattr(board, "failure", board.failure or exc))
+        with self.cond:
+            if self.failure is None:
+                self.failure, self.failed_step = exc, step
+            self.cond.notify_all()
 
     def wait(self, condition: Callable[[], bool]) -> None:
         """Until `condition` holds or a step failed (in steps, so Ctrl-C is seen in the main thread)."""

@@ -90,6 +90,8 @@ class MigrateResult:
     steps: dict[str, tuple[float, float]] = field(default_factory=dict)  # step -> (started, finished), seconds
     seconds: float = 0.0
     failure: SupamoveError | None = None
+    failed_step: str | None = None  # the step whose failure stopped the pipeline
+    ended: set[str] = field(default_factory=set)  # the steps that ran to their end
     _started: float = field(default_factory=time.monotonic, repr=False)
 
     @property
@@ -102,6 +104,16 @@ class MigrateResult:
 
     def end(self, step: str) -> None:
         self.steps[step] = (self.steps.get(step, (self.elapsed(), 0.0))[0], self.elapsed())
+        self.ended.add(step)
+
+    def fail(self, step: str, exc: SupamoveError) -> None:
+        """The failure that stops the pipeline, and the step it came from."""
+        self.failure, self.failed_step = exc, step
+        if step not in self.steps:
+            self.begin(step)
+        for name, (started, _) in self.steps.items():  # when each step it stopped ended
+            if name not in self.ended:
+                self.steps[name] = (started, self.elapsed())
 
     def elapsed(self) -> float:
         return time.monotonic() - self._started
@@ -126,6 +138,6 @@ class MigrateResult:
                        "materializedViewsRefreshed": self.refreshed},
             "verify": self.verification.summary if self.verification else None,
             "report": str(self.verification.report_path) if self.verification else None,
-            "error": None if self.failure is None else {"message": str(self.failure),
+            "error": None if self.failure is None else {"message": str(self.failure), "step": self.failed_step,
                                                         "exitCode": self.failure.exit_code},
         }

@@ -10,7 +10,8 @@ or any separate command, resumes from where this run stopped.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from supamove.connections import check_connections
 from supamove.errors import SupamoveError
@@ -34,15 +35,18 @@ def run_migrate(env: Endpoints, datadir: DataDir, options: PipelineOptions,
                 progress: Progress | None = None) -> MigrateResult:
     """Every step of the cutover; the result says what each did and holds the failure that stopped it."""
     result = MigrateResult(dry_run=options.dry_run)
+    step = "test-connections"
     try:
         _check_connections(env, result)
+        step = "export"
         if options.dry_run:
             result.export_plan = preview_export(env.source, options.export())
-            result.failure = result.export_plan.failure()
+            if (failure := result.export_plan.failure()) is not None:
+                raise failure
         else:
             Cutover(env, datadir.ensure(), options, progress or NullProgress(), result).run()
     except SupamoveError as exc:  # the step's own error: shown after what the steps before it did
-        result.failure = exc
+        result.fail(result.failed_step or step, exc)
     result.seconds = result.elapsed()
     return result
 
@@ -63,40 +67,52 @@ class Cutover:
                  result: MigrateResult) -> None:
         self.env, self.datadir, self.options, self.result = env, datadir, options, result
         self.progress = progress
-        self.source, self.target = env.source, env.checked_target()
+        self.source = env.source
+        with self._step("import"):  # the import's own check of its target, before anything is written
+            self.target = env.checked_target()
         self.board = Board(datadir, options.disable_fk)
         self.checksums: AheadChecksums | None = None
 
     def run(self) -> None:
         """The export here, the other steps on their threads; after the first failure the work under way ends
         (a batch of tables commits or rolls back, the users being created are recorded) and it is raised."""
-        threads = [threading.Thread(target=self._guarded, args=(work,), name=name, daemon=True)
-                   for name, work in (("users", self._users), ("loads", self._loads))]
+        threads = [threading.Thread(target=self._guarded, args=(step, work), name=name, daemon=True)
+                   for name, step, work in (("users", "migrate-users", self._users), ("loads", "import", self._loads))]
         for thread in threads:
             thread.start()
         try:
-            self._guarded(self._export)
+            self._guarded("export", self._export)
             self.board.update(lambda board: setattr(board, "export_over", True))
             for thread in threads:
                 while thread.is_alive():
                     thread.join(0.5)  # in steps: Ctrl-C reaches this thread
         except KeyboardInterrupt as exc:
-            self.board.fail(exc)
+            self.board.fail(exc, "interrupted")
             raise
         finally:
             checksums = self.checksums.close() if self.checksums else {}
         if self.board.failure is not None:
+            self.result.failed_step = self.board.failed_step
             raise self.board.failure
         self._finish(checksums)
 
-    def _guarded(self, work: Callable[[], None]) -> None:
+    def _guarded(self, step: str, work: Callable[[], None]) -> None:
         """Run one step's work; its failure stops the others (the first failure is the one raised)."""
         try:
             work()
         except BaseException as exc:
-            self.board.fail(exc)
+            self.board.fail(exc, step)
             if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
                 raise
+
+    @contextmanager
+    def _step(self, step: str) -> Iterator[None]:
+        """Work of `step` done on this thread: its error is that step's."""
+        try:
+            yield
+        except SupamoveError:
+            self.result.failed_step = step
+            raise
 
     def _export(self) -> None:
         board, result = self.board, self.result
@@ -164,15 +180,17 @@ class Cutover:
         """What the import and verify do once for the whole: FKs after --disable-fk, sequences, materialized
         views, the report."""
         result = self.result
-        whole = finish_import(self.target, self.datadir, self.options.load(), Labelled(self.progress, "import "))
+        with self._step("import"):
+            whole = finish_import(self.target, self.datadir, self.options.load(), Labelled(self.progress, "import "))
         result.fk_checked, result.refreshed = whole.foreign_keys, whole.refreshed
         result.end("import")
         if "verify" not in result.steps:
             result.begin("verify")
-        report = run_verify(self.source, self.target, self.datadir, self.options.verify(),
-                            Labelled(self.progress, "verify "), checksums)
-        result.verification = report
-        result.end("verify")
-        failure = report.failure()
-        if failure is not None:
-            raise failure
+        with self._step("verify"):
+            report = run_verify(self.source, self.target, self.datadir, self.options.verify(),
+                                Labelled(self.progress, "verify "), checksums)
+            result.verification = report
+            result.end("verify")
+            failure = report.failure()
+            if failure is not None:
+                raise failure
