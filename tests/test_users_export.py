@@ -80,28 +80,37 @@ def test_an_auth_file_changed_after_the_export_is_refused_before_anything_is_sen
     assert cli("migrate-users").exit_code == 0 and stack.create_count() > 0
 
 
-@pytest.mark.parametrize(("change", "problem"), [
-    ({"is_anonymous": "false"}, 'is_anonymous is "false", not true or false'),
-    ({"id": None}, "id is null, not a uuid"),
-    ({"email": 5}, "email is 5, not text"),
-    ({"created_at": "garbage"}, 'created_at is "garbage", not a timestamp'),
+@pytest.mark.parametrize(("table", "change", "problem"), [
+    ("users", {"is_anonymous": "false"}, 'is_anonymous is "false", not true or false'),
+    ("users", {"id": None}, "id is null, not a uuid"),
+    ("users", {"email": 5}, "email is 5, not text"),
+    ("users", {"created_at": "garbage"}, 'created_at is "garbage", not a timestamp'),
+    ("identities", {"provider": ["github"]}, 'provider is ["github"], not text'),
+    ("identities", {"last_sign_in_at": "yesterday"}, 'last_sign_in_at is "yesterday", not a timestamp'),
+    # a row of no user was dropped without a word: that user's sign-in account, or second factor, lost
+    ("identities", {"user_id": "00000000-0000-4000-8000-000000000000"},
+     "user_id 00000000-0000-4000-8000-000000000000 is no user of auth.users.jsonl"),
+    ("mfa_factors", {"user_id": None}, "user_id is null, not a uuid"),
+    ("mfa_factors", {"status": True}, "status is true, not text"),
 ])
 def test_an_auth_row_whose_values_the_export_never_writes_is_named_by_line(cli, exported: Path, stack: StackAuthSandbox,
-                                                                           change: dict,
+                                                                           table: str, change: dict,
                                                                            problem: str) -> None:
-    users = exported / "auth" / "auth.users.jsonl"
-    lines = users.read_bytes().splitlines(keepends=True)
+    path = exported / "auth" / f"auth.{table}.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
     lines[2] = orjson.dumps({**orjson.loads(lines[2]), **change}) + b"\n"
     body = b"".join(lines)
-    users.write_bytes(body)
+    path.write_bytes(body)
     meta = orjson.loads((exported / "metadata.json").read_bytes())  # edited with it: the digest passes
-    entry = next(e for e in meta["auth"] if e["name"] == "users")
+    entry = next(e for e in meta["auth"] if e["name"] == table)
     entry.update(bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
     (exported / "metadata.json").write_bytes(orjson.dumps(meta))
-    result = cli("migrate-users", "--dry-run")
-    assert result.exit_code == 5, result.output
-    assert error_line(result.output).startswith(f"Error: {users} line 3: {problem} (fix: restore the file or run "
-                                                "`supamove export --force --tables auth.users`"), result.output
+    for command in (["migrate-users", "--dry-run"], ["map-users", "--dry-run"]):
+        result = cli(*command)
+        assert result.exit_code == 5, result.output
+        assert error_line(result.output).startswith(f"Error: {path} line 3: {problem} (fix: restore the file or run "
+                                                    f"`supamove export --force --tables auth.{table}`"), result.output
+    assert stack.create_count() == 0
 
 
 def test_map_users_after_a_real_migration_gives_the_same_mapping(cli, exported: Path, stack: StackAuthSandbox) -> None:

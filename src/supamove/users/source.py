@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -61,22 +63,35 @@ class SupabaseUser:
         return normalize_email(self.email)
 
 
-TEXT_FIELDS = ("email", "phone", "encrypted_password")
-TIME_FIELDS = ("created_at", "deleted_at", "banned_until")  # those read as moments
-FLAG_FIELDS = ("is_anonymous", "is_sso_user")
+@dataclass(frozen=True)
+class RowShape:
+    """The kinds of value the export writes in the fields of one auth table that supamove reads."""
+
+    uuids: tuple[str, ...]
+    texts: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+    times: tuple[str, ...] = ()  # those read as moments
 
 
-def _check_row(row: dict[str, Any]) -> None:
-    """The kinds of value the export writes for the fields a user's treatment depends on."""
-    if not isinstance(row.get("id"), str) or not UUID.fullmatch(row["id"]):
-        raise ValueError(f"id is {_shown(row.get('id'))}, not a uuid")
-    for name in TEXT_FIELDS:
+USERS_SHAPE = RowShape(("id",), ("email", "phone", "encrypted_password"), ("is_anonymous", "is_sso_user"),
+                       ("created_at", "deleted_at", "banned_until"))
+IDENTITIES_SHAPE = RowShape(("user_id",), ("id", "provider", "provider_id"), (),
+                            ("created_at", "updated_at", "last_sign_in_at"))
+FACTORS_SHAPE = RowShape(("id", "user_id"), ("factor_type", "status", "secret"), (), ("created_at", "updated_at"))
+
+
+def _check_row(row: dict[str, Any], shape: RowShape = USERS_SHAPE) -> None:
+    """ValueError naming the first field whose value is of a kind the export never writes there."""
+    for name in shape.uuids:
+        if not isinstance(row.get(name), str) or not UUID.fullmatch(row[name]):
+            raise ValueError(f"{name} is {_shown(row.get(name))}, not a uuid")
+    for name in shape.texts:
         if row.get(name) is not None and not isinstance(row[name], str):
             raise ValueError(f"{name} is {_shown(row[name])}, not text")
-    for name in FLAG_FIELDS:
+    for name in shape.flags:
         if row.get(name) is not None and not isinstance(row[name], bool):
             raise ValueError(f"{name} is {_shown(row[name])}, not true or false")
-    for name in TIME_FIELDS:
+    for name in shape.times:
         if row.get(name) is not None:
             try:
                 parse_ts(row[name])
@@ -144,11 +159,9 @@ def load_auth_export(datadir: DataDir) -> list[SupabaseUser]:
                 from None
         users[user.id] = user
     identities = 0
-    for row in read_rows(identities_file, fix=restore_or_export_again("auth", "identities")):
+    for owner, row in _owned_rows(identities_file, "identities", IDENTITIES_SHAPE, users):
         identities += 1
-        owner = users.get(str(row.get("user_id")))
-        if owner is not None:
-            owner.identities.append({**row, "identity_data": jsonb(row.get("identity_data"))})
+        owner.identities.append({**row, "identity_data": jsonb(row.get("identity_data"))})
     factors = _attach_factors(datadir, users)
     if meta is not None:
         _check_counts(meta, {"users": len(users), "identities": identities, "mfa_factors": factors})
@@ -161,12 +174,27 @@ def _attach_factors(datadir: DataDir, users: dict[str, SupabaseUser]) -> int:
     if not path.exists():
         return 0
     count = 0
-    for row in read_rows(path):
+    for owner, row in _owned_rows(path, "mfa_factors", FACTORS_SHAPE, users):
         count += 1
-        owner = users.get(str(row.get("user_id")))
-        if owner is not None:
-            owner.factors.append(row)
+        owner.factors.append(row)
     return count
+
+
+def _owned_rows(path: Path, table: str, shape: RowShape,
+                users: dict[str, SupabaseUser]) -> Iterator[tuple[SupabaseUser, dict[str, Any]]]:
+    """Each row of an auth table that belongs to a user, with that user. The export reads every auth table
+    in one snapshot and auth's foreign keys tie each row to a user, so a row of no user is a changed file."""
+    fix = restore_or_export_again("auth", table)
+    for number, row in enumerate(read_rows(path, fix=fix), 1):
+        try:
+            _check_row(row, shape)
+        except ValueError as exc:
+            raise DataFileError(f"{path} line {number}: {exc}", fix=fix) from None
+        owner = users.get(row["user_id"])
+        if owner is None:
+            raise DataFileError(f"{path} line {number}: user_id {row['user_id']} is no user of auth.users.jsonl",
+                                fix=fix)
+        yield owner, row
 
 
 def _check_digests(datadir: DataDir, meta: Metadata) -> None:
