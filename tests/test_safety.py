@@ -22,6 +22,7 @@ from psycopg import sql
 from supamove.config import Settings
 from supamove.db import Endpoint, connect
 from supamove.files import lock_data_dir
+from supamove.locks import WAITED_SECONDS
 from supamove.sandbox.pgserver import free_port
 from supamove.sandbox.stackauth import StackAuthSandbox
 
@@ -484,23 +485,30 @@ def test_a_target_user_that_may_not_create_the_progress_schema_is_told_what_to_g
         "DATABASE_URL, or use the database's owner)")
 
 
-def test_a_session_holding_a_table_to_load_is_named_while_the_import_waits_for_it(
-        dbs, env: dict[str, str], exported: Path) -> None:
-    write_mapping(dbs, exported)
-    holder = psycopg.connect(dbs.target_url, application_name="left-open")
-    holder.execute("SELECT count(*) FROM public.alerts")  # a read, then idle in its transaction: a lock held
+@pytest.mark.parametrize("command", ["import", "export"])
+def test_a_session_keeping_a_step_waiting_is_named_and_the_step_goes_on_once_it_ends(
+        dbs, env: dict[str, str], data_dir: Path, request: pytest.FixtureRequest, command: str) -> None:
+    if command == "import":  # a read left idle in its transaction, by the target's user: every detail shown
+        write_mapping(dbs, request.getfixturevalue("exported"))
+        holder = psycopg.connect(dbs.target_url, application_name="left-open")
+        holder.execute("SELECT count(*) FROM public.alerts")
+        details = "(user postgres, left-open, idle in transaction for "
+    else:  # a migration's ALTER TABLE, by another role: its state is hidden from the export's user
+        holder = psycopg.connect(dbs.source_admin_url, application_name="left-open")
+        holder.execute("LOCK TABLE public.alerts IN ACCESS EXCLUSIVE MODE")
+        details = f"(user {holder.info.user}, left-open, unknown state);"
     pid = holder.info.backend_pid
-    proc = subprocess.Popen([sys.executable, "-m", "supamove", "import"], env={**os.environ, **env},
+    proc = subprocess.Popen([sys.executable, "-m", "supamove", command], env={**os.environ, **env},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr or []], daemon=True).start()
     try:
         seen = ""
-        while "public.alerts is locked" not in seen:  # said before the load starts waiting
+        while f"public.alerts: the {command} has waited" not in seen:  # said while it waits
             seen += lines.get(timeout=60)  # queue.Empty, not a hang, if it never comes
-        time.sleep(1)
+        time.sleep(2 * WAITED_SECONDS + 0.5)  # the watch looks twice more
         assert proc.poll() is None  # still waiting for the lock
-        holder.rollback()  # the session ends its transaction: the import goes on
+        holder.rollback()  # the session ends its transaction: the step goes on
         proc.wait(timeout=120)
         while not lines.empty():
             seen += lines.get()
@@ -509,7 +517,8 @@ def test_a_session_holding_a_table_to_load_is_named_while_the_import_waits_for_i
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, seen
-    assert (f"public.alerts is locked by process {pid} (user postgres, left-open, idle in transaction for "
-            in flat(seen)), seen
-    assert (f"the import waits until that session ends its transaction; end it with SELECT "
-            f"pg_terminate_backend({pid}) if it is not needed") in flat(seen), seen
+    side = "target" if command == "import" else "source"
+    assert f"for a lock that process {pid} holds on the {side} {details}" in flat(seen), seen
+    assert (f"it goes on once that session ends its transaction: end it with SELECT pg_terminate_backend({pid}) "
+            "if it is not needed") in flat(seen), seen
+    assert flat(seen).count(f"process {pid} holds") == 1, seen  # named once, however long the wait

@@ -35,6 +35,7 @@ from supamove.files import (
     partial_path,
     remove_partials,
 )
+from supamove.locks import LockWatch
 from supamove.log import get_logger
 from supamove.metadata import Metadata, SequenceState, TableEntry
 from supamove.paths import DataDir
@@ -502,7 +503,7 @@ def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
     if previous is not None and not options.force:
         previous.refuse_rerun()
     started = time.monotonic()
-    with snapshot_reader(source, None) as main:
+    with snapshot_reader(source, None) as main, LockWatch(source, "export"):
         snapshot = str(main.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
         plan = plan_export(main, source, options)
         datadir.ensure()
@@ -555,7 +556,7 @@ def run_auth_export(source: Endpoint, datadir: DataDir, progress: Progress | Non
     progress = progress or NullProgress()
     datadir.ensure()
     started = time.monotonic()
-    with snapshot_reader(source, None) as main:
+    with snapshot_reader(source, None) as main, LockWatch(source, "export"):
         snapshot = str(main.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
         auth = [t for t in catalog.read_relations(main, ["auth"]) if t.name in AUTH_TABLES]
         catalog.refuse_rls_filtering(main, source, auth)

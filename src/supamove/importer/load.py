@@ -37,6 +37,7 @@ from supamove.importer.setaside import (
     session_mode,
 )
 from supamove.importer.views import refresh_materialized_views
+from supamove.locks import LockWatch
 from supamove.log import get_logger
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
@@ -70,7 +71,7 @@ def run_import(target: Endpoint, datadir: DataDir, options: ImportOptions,
     """Load every planned table not loaded yet, each (or each FK cycle) in one transaction."""
     progress = progress or NullProgress()
     started = time.monotonic()
-    with connection(target, autocommit=True) as conn:
+    with connection(target, autocommit=True) as conn, LockWatch(target, "import"):
         log.debug("timing: connected in %.3fs", time.monotonic() - started)
         plan = make_plan(conn, target, datadir, options)
         failure = plan.failure()
@@ -96,7 +97,7 @@ def finish_import(target: Endpoint, datadir: DataDir, options: ImportOptions,
     Every table of the export must be loaded; then the foreign keys a --disable-fk load left unchecked are
     checked, the sequences no table uses continue from the source and the materialized views are refreshed.
     """
-    with connection(target, autocommit=True) as conn:
+    with connection(target, autocommit=True) as conn, LockWatch(target, "import"):
         plan = make_plan(conn, target, datadir, replace(options, only=None, truncate_first=False))
         left = [t.qualified for t in plan.tables if not t.done]
         if plan.failure() is not None or left:

@@ -73,7 +73,6 @@ def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, opti
         _check_empty(conn, target, plans, problems)
     if options.disable_fk:
         _check_replica_role(conn, target, problems)
-    _warn_locked(conn, [p for p in plans if not p.done and p.target is not None])
     # The views are refreshed once every table is loaded: a run loading some of them (`only`) needs none.
     views = _views(conn, meta) if options.only is None else []
     return ImportPlan(groups, problems, mapping, meta, options, views)
@@ -188,30 +187,6 @@ def _group(plans: list[TablePlan]) -> list[list[TablePlan]]:
 # Other sessions holding a lock on a table to load. The load drops the table's indexes (an ACCESS
 # EXCLUSIVE lock, which waits for every other lock), so it would wait for them without a word: an
 # application still connected, a psql session left idle in a transaction.
-LOCKED_SQL = """
-SELECT DISTINCT ON (c.oid, a.pid) format('%%I.%%I', n.nspname, c.relname), a.pid, a.usename,
-       coalesce(nullif(a.application_name, ''), 'no application name'), coalesce(a.state, 'unknown state'),
-       extract(epoch FROM now() - coalesce(a.xact_start, a.backend_start))::int
-FROM pg_locks l JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_stat_activity a ON a.pid = l.pid
-JOIN unnest(%s::text[], %s::text[]) u(s, t) ON (u.s, u.t) = (n.nspname, c.relname)
-WHERE l.granted AND l.pid <> pg_backend_pid() AND a.application_name IS DISTINCT FROM 'supamove'
-  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-ORDER BY c.oid, a.pid
-"""
-
-
-def _warn_locked(conn: psycopg.Connection, plans: list[TablePlan]) -> None:
-    """Say which other session holds a table the import is about to load, and how to end the wait."""
-    if not plans:
-        return
-    rows = conn.execute(LOCKED_SQL, ([p.schema for p in plans], [p.name for p in plans])).fetchall()
-    for table, pid, user, application, state, seconds in rows:
-        log.warning("%s is locked by process %s (user %s, %s, %s for %ss): the import waits until that session "
-                    "ends its transaction; end it with SELECT pg_terminate_backend(%s) if it is not needed",
-                    table, pid, user, application, state, seconds, pid)
-
-
 def _check_empty(conn: psycopg.Connection, target: Endpoint, plans: list[TablePlan], problems: list[SupamoveError]) -> None:
     for plan in plans:
         if plan.target is not None and not plan.done and not plan.resume_split:

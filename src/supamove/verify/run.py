@@ -16,6 +16,7 @@ from supamove.clock import now_iso
 from supamove.db import Endpoint, first_line
 from supamove.errors import DataFileError
 from supamove.files import read_json, write_json
+from supamove.locks import LockWatch
 from supamove.log import get_logger
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
@@ -64,8 +65,14 @@ def run_verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: Ve
     are used when they were read as this run reads the table, its rows unchanged since.
     """
     progress = progress or NullProgress()
-    started = time.monotonic()
     datadir.check_exists()
+    with LockWatch(source, "verify"), LockWatch(target, "verify"):
+        return _verify(source, target, datadir, options, progress, known)
+
+
+def _verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: VerifyOptions, progress: Progress,
+            known: Mapping[TableKey, Known] | None) -> VerifyReport:
+    started = time.monotonic()
     mapping = read_mapping(datadir)
     plan = plan_tables(source, target, datadir, options, mapping is not None)
     log.debug("timing: planned in %.3fs", time.monotonic() - started)
