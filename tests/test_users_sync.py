@@ -322,22 +322,30 @@ def test_the_cli_shows_updates_and_conflicts_and_exits_non_zero(stack: StackAuth
 
 
 def test_an_update_stack_auth_refuses_fails_that_user_only(stack: StackAuthSandbox, tmp_path: Path) -> None:
-    users = many(3)
-    datadir = write_export(tmp_path / "d", users, [])
+    users = many(3)  # no password: each needs a reset
+    factors = [factor("user001", "webauthn")]  # and user001 has a second factor Stack Auth cannot hold
+    datadir = write_export(tmp_path / "d", users, [], factors)
     run(stack, datadir)
     mapping = UserMapping.load(datadir.user_mapping)
     stack.delete_user(mapping.get(uid("user000")))  # type: ignore[arg-type]
     taken = stack.create_user({"primary_email": "taken@example.com", "primary_email_auth_enabled": True})
     changed = renamed(users)
     changed[1]["email"] = "taken@example.com"
-    write_export(datadir.root, changed, [])
+    write_export(datadir.root, changed, [], factors)
     result = run(stack, datadir)
     got = {o.supabase_user_id: o for o in result.outcomes}
     assert got[uid("user000")].status == "failed" and got[uid("user000")].reason == (
         f"Stack Auth user {mapping.get(uid('user000'))} no longer exists (deleted in Stack Auth)")
-    assert got[uid("user001")].status == "failed" and got[uid("user001")].reason == (
+    refused = got[uid("user001")]
+    assert (refused.status, refused.sync, refused.reason) == ("failed", "failed", (
         "Stack Auth refused the update of primary_email, display_name, server_metadata: the e-mail "
-        "taken@example.com is taken by another Stack Auth user")
+        f"taken@example.com is the sign-in of Stack Auth user {taken['id']}"))
+    assert refused.fix == ("one e-mail signs one user in: change it in Supabase (then `supamove export "
+                           "--auth-only`) or free it in Stack Auth, then run the same command again")
+    # Still in Stack Auth as the first run left it: its id, its reset and its second factor stay listed.
+    assert refused.stack_auth_user_id == mapping.get(uid("user001"))
+    assert refused in result.reset_required and refused.password == "reset-required"
+    assert [o.supabase_user_id for o in result.mfa_not_carried] == [uid("user001")]
     assert got[uid("user002")].sync == "updated" and result.updated == 1
     assert stack.users[taken["id"]]["primary_email"] == "taken@example.com"
     failure = result.failure()
@@ -413,7 +421,7 @@ def test_an_identity_add_stack_auth_refuses_fails_that_user_only(stack: StackAut
     refused = got[uid("user001")]
     assert (refused.status, refused.reason, refused.fix) == (
         "failed", "Stack Auth refused its github identity (account gh-1): A provider with the same account ID is "
-                  f"already used for signing in. (Stack Auth user {other['id']} signs in with it)",
+                  f"already used for signing in. (Stack Auth user {other['id']} signs in with it)",  # not supamove's
         f"remove that github account from Stack Auth user {other['id']} (or delete that user if it is a leftover), "
         "then run the same command again")
     assert got[uid("user002")].sync == "updated" and result.updated == 1
@@ -458,3 +466,24 @@ def test_an_identity_an_interrupted_run_added_is_no_conflict_and_not_sent_again(
     before = dict(stack.requests)
     assert run(stack, datadir).updated == 0 and stack.requests == before | {
         "GET /api/v1/users 200": before["GET /api/v1/users 200"] + 1}
+
+
+def test_one_account_two_supabase_users_share_signs_in_the_older_only(stack: StackAuthSandbox, tmp_path: Path) -> None:
+    """linkedin and linkedin_oidc are one provider in Stack Auth, which signs one user in with an account: a
+    second user carrying it would be a plain 500 at its create, and the fix the failure gave was to delete
+    the first."""
+    older, newer = auth_user("lena", 1, encrypted_password=""), auth_user("liam", 2, encrypted_password="")
+    identities = [identity(older, "linkedin", "li-same", "lena@example.com"),
+                  identity(newer, "linkedin_oidc", "li-same", "liam@example.com")]
+    datadir = write_export(tmp_path / "d", [older, newer], identities)
+    note = (f"linkedin identity (account li-same) not carried over: Supabase user {uid('lena')} has the same "
+            "account and signs in with it (Stack Auth signs one user in with an account; the oldest keeps it)")
+    dry = run(stack, datadir, dry_run=True)
+    assert [(o.supabase_user_id, note) for o in dry.outcomes if note in o.notes] == [(uid("liam"), note)]
+    result = run(stack, datadir)
+    assert result.failure() is None and result.created == 2
+    assert [(o.supabase_user_id, n) for o, n in result.identities_not_carried] == [(uid("liam"), note)]
+    assert stack_user(stack, datadir, "lena")["oauth_providers"][0]["account_id"] == "li-same"
+    assert stack_user(stack, datadir, "liam")["oauth_providers"] == []
+    # Left without the account it signed in with, and without a password: it gets a reset e-mail.
+    assert [o.supabase_user_id for o in result.reset_required] == [uid("liam")]

@@ -460,6 +460,7 @@ def show_user_outcomes(result: Any) -> None:
         if len(noteworthy) > len(shown):
             say(f"... and {len(noteworthy) - len(shown):,} more (see user-migration-report.json after a real run)")
     _show_mfa(result)
+    _show_identities(result)
     _show_sync(result)
     resets = len(result.reset_required)
     if result.dry_run:
@@ -485,6 +486,17 @@ def _show_sync(result: Any) -> None:
             f"({', '.join(outcome.changed_in_stack_auth)}); in Supabase ({', '.join(outcome.changed)})")
     if len(updated) > 20 or len(conflicts) > 20:
         say("  ... and more (see user-migration-report.json)")
+
+
+def _show_identities(result: Any) -> None:
+    """The OAuth identities left behind: each is a way a user signed in to Supabase that Stack Auth lacks."""
+    left = result.identities_not_carried
+    if left:
+        say(f"Sign-in identities: {len(left):,} not carried over (a user keeps its other ways to sign in):")
+    for outcome, note in left[:20]:
+        say(f"  {outcome.supabase_user_id} {outcome.email or ''}: {note}")
+    if len(left) > 20:
+        say(f"  ... and {len(left) - 20:,} more (notes in user-migration-report.json)")
 
 
 def _show_mfa(result: Any) -> None:

@@ -126,7 +126,7 @@ class StackAuthClient:
                                                               user_data=True)), False)
             except AnswerLost as exc:
                 log.debug("create answer lost (%s); looking the user up before trying again", exc)
-                self._pause(self.retry.backoff(attempt), attempt)
+                self._pause(self.retry.backoff(attempt), attempt, _unanswered(exc))
                 found = recover() if recover else None
                 if found is not None:
                     return CreateOutcome(found, True)
@@ -175,7 +175,7 @@ class StackAuthClient:
                 return answer
             except AnswerLost as exc:
                 log.debug("%s answer lost (%s); reading the user before sending it again", what, exc)
-                self._pause(self.retry.backoff(attempt), attempt)
+                self._pause(self.retry.backoff(attempt), attempt, _unanswered(exc))
                 if (found := recover()) is not None:
                     return found
                 server_errors += exc.status is not None
@@ -326,6 +326,12 @@ class StackAuthClient:
         if code in ("CURRENT_PROJECT_NOT_FOUND", "PROJECT_NOT_FOUND", "ACCESS_TYPE_WITHOUT_PROJECT_ID"):
             return StackAuthError(f"Stack Auth: {message}", fix=CREDENTIALS_FIX)
         return Rejected(status, code, message)
+
+
+def _unanswered(exc: AnswerLost) -> str:
+    """Why a write is tried again: its answer lost, or a 5xx (a fault, or this user's data: Rejected in the end)."""
+    what = f"answered {exc.status}" if exc.status is not None else f"lost an answer ({exc})"
+    return f"{what}, checking whether the write was applied"
 
 
 def _reason(exc: httpx.ConnectError) -> str:

@@ -28,7 +28,7 @@ from supamove.progress import NullProgress, Progress
 from supamove.usermap import UserMapping
 from supamove.users.client import EmailTaken, Rejected, StackAuthClient, supabase_id_of
 from supamove.users.journal import PendingJournal
-from supamove.users.plan import TOTP_CARRIED, PlannedUser, plan_users
+from supamove.users.plan import TOTP_CARRIED, PlannedUser, identity_left_behind, plan_users
 from supamove.users.source import load_auth_export, normalize_email
 from supamove.users.sync import (
     IDENTITY_ADDED,
@@ -89,6 +89,13 @@ class UserOutcome:
     changed: list[str] = field(default_factory=list)  # the fields changed in Supabase since the last run
     changed_in_stack_auth: list[str] = field(default_factory=list)  # ... and in Stack Auth since supamove wrote
 
+    @property
+    def in_stack_auth(self) -> bool:
+        """Created or planned; or failed after its Stack Auth user was made (its update or its TOTP secret refused):
+        it is there still, as the run before left it."""
+        return self.status in ("migrated", "create", "done") or (self.status == "failed"
+                                                                 and self.stack_auth_user_id is not None)
+
     def to_json(self) -> dict[str, Any]:
         return {"supabaseUserId": self.supabase_user_id, "status": self.status, "reason": self.reason,
                 "fix": self.fix, "stackAuthUserId": self.stack_auth_user_id, "email": self.email,
@@ -115,7 +122,9 @@ class MigrationResult:
 
     @property
     def reset_required(self) -> list[UserOutcome]:
-        return [o for o in self.outcomes if o.password == "reset-required" and o.status in ("migrated", "create", "done")]
+        """Users in Stack Auth (or to be) without a password they can use; a user of an earlier run stays
+        listed when this run's update of it failed."""
+        return [o for o in self.outcomes if o.password == "reset-required" and o.in_stack_auth]
 
     @property
     def failed(self) -> list[UserOutcome]:
@@ -124,7 +133,12 @@ class MigrationResult:
     @property
     def mfa_not_carried(self) -> list[UserOutcome]:
         """Users created (or to be) whose second factors cannot come along: listed in mfa-not-carried.json."""
-        return [o for o in self.outcomes if o.mfa_not_carried and o.status != "failed"]
+        return [o for o in self.outcomes if o.mfa_not_carried and o.in_stack_auth]
+
+    @property
+    def identities_not_carried(self) -> list[tuple[UserOutcome, str]]:
+        """(user, note) for each OAuth identity a user in Stack Auth (or to be) signs in with no longer."""
+        return [(o, note) for o in self.outcomes if o.in_stack_auth for note in o.notes if identity_left_behind(note)]
 
     @property
     def totp_carried(self) -> int:
@@ -350,9 +364,8 @@ class _Run:
                 for provider in user.get("oauth_providers") or []:
                     if (provider.get("id"), provider.get("account_id")) in ours:
                         return (f"Stack Auth answered {exc.status}: its {provider['id']} account "
-                                f"{provider['account_id']} already signs in Stack Auth user {user['id']}",
-                                f"remove that {provider['id']} account from Stack Auth user {user['id']} (or delete "
-                                "that user if it is a leftover), then run the same command again")
+                                f"{provider['account_id']} already signs in {_holder(user)}",
+                                _account_fix(user, provider["id"]))
         return (f"Stack Auth answered {exc.status} to its create and holds no such user: {exc.message}",
                 "look the request id up in Stack Auth's server log; " + RETRY_FIX)
 
@@ -494,7 +507,7 @@ class _Run:
                                                   recover=partial(self._has_identity, stack_id, provider, account))
             except Rejected as exc:
                 self.updates.clear(sid)
-                return _failed(item, *self._identity_refusal(provider, account, exc)), notes, added
+                return self._sync_failed(item, stack_id, *self._identity_refusal(provider, account, exc)), notes, added
             have[provider], added = account, True
             notes.append(IDENTITY_ADDED.format(provider, account))
         return None, notes, added
@@ -516,9 +529,7 @@ class _Run:
         if exc.code == "OAUTH_PROVIDER_ACCOUNT_ID_ALREADY_USED_FOR_SIGN_IN" or exc.status >= 500:
             for user in self.client.iter_users():
                 if any((p.get("id"), p.get("account_id")) == (provider, account) for p in user.get("oauth_providers") or []):
-                    return (f"{why} (Stack Auth user {user['id']} signs in with it)",
-                            f"remove that {provider} account from Stack Auth user {user['id']} (or delete that "
-                            "user if it is a leftover), then run the same command again")
+                    return f"{why} ({_holder(user)} signs in with it)", _account_fix(user, provider)
         return why, RETRY_FIX
 
     def _conflict(self, item: PlannedUser, record: dict[str, Any], current: dict[str, Any],
@@ -542,9 +553,15 @@ class _Run:
                                              recover=lambda: self._landed(stack_id, revision))
         except (EmailTaken, Rejected) as exc:
             self.updates.clear(sid)
-            message = f"the e-mail {exc.email} is taken by another Stack Auth user" if isinstance(exc, EmailTaken) \
-                else exc.message
-            return _failed(item, f"Stack Auth refused the update of {', '.join(carried)}: {message}")
+            if isinstance(exc, EmailTaken):
+                holder = next(iter(self.client.find_by_email(normalize_email(exc.email) or "")), None)
+                return self._sync_failed(
+                    item, stack_id, f"Stack Auth refused the update of {', '.join(carried)}: the e-mail {exc.email} "
+                    f"is the sign-in of {_holder(holder) if holder else 'another Stack Auth user'}",
+                    fix="one e-mail signs one user in: change it in Supabase (then `supamove export --auth-only`) or "
+                        "free it in Stack Auth, then run the same command again")
+            return self._sync_failed(item, stack_id, f"Stack Auth refused the update of {', '.join(carried)}: "
+                                     f"{exc.message}")
         self._save_update(sid, stack_id, sent, answer, revision, oauth=values["oauth_providers"])
         return self._synced(item, stack_id, changed, notes)
 
@@ -565,6 +582,14 @@ class _Run:
         return UserOutcome(item.user.id, "migrated", item.reason, stack_id, item.email, item.password,
                            item.reset_reason, item.notes + notes, mfa="totp" if item.totp_secret_base64 else None,
                            mfa_not_carried=item.mfa_not_carried, sync="updated", changed=changed)
+
+    def _sync_failed(self, item: PlannedUser, stack_id: str, reason: str, fix: str = RETRY_FIX) -> UserOutcome:
+        """A user of an earlier run whose update Stack Auth refused: failed, yet still in Stack Auth as the
+        earlier run left it (its id, password reset and second factors still listed), `sync` "failed"."""
+        outcome = self._earlier(item, None)
+        outcome.status, outcome.reason, outcome.fix, outcome.sync = "failed", reason, fix, "failed"
+        outcome.stack_auth_user_id = stack_id
+        return outcome
 
     def _restrict_gone(self, sid: str, stack_id: str, email: str | None) -> UserOutcome:
         """A mapped user no longer in auth.users (deleted in Supabase): restricted as a deleted user is created."""
@@ -624,6 +649,21 @@ class _Run:
 
 
 LINKED_TOTP = "linked to a Stack Auth user that already existed: its second factors are left as they are"
+
+
+def _holder(user: dict[str, Any]) -> str:
+    """A Stack Auth user, with the Supabase user it stands for when supamove made or linked it."""
+    sid = supabase_id_of(user)
+    return f"Stack Auth user {user['id']}" + (f" (Supabase user {sid})" if sid else "")
+
+
+def _account_fix(holder: dict[str, Any], provider: str) -> str:
+    """What to do about an OAuth account another Stack Auth user signs in with."""
+    if supabase_id_of(holder):  # another migrated user: deleting it would lose that user
+        return (f"two Supabase users share this {provider} account: remove it from one of them in Supabase, then "
+                "`supamove export --auth-only` and run the same command again")
+    return (f"remove that {provider} account from Stack Auth user {holder['id']} (or delete that user if it is a "
+            "leftover), then run the same command again")
 
 
 def _conflicting(outcome: UserOutcome, changed: list[str], theirs: list[str]) -> UserOutcome:

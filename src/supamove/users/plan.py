@@ -100,15 +100,33 @@ def plan_users(users: list[SupabaseUser], mapped: set[str], use_password_hashes:
     """One decision per user, oldest first; a pure function of the export and the mapping."""
     now = now or datetime.now(UTC)
     holders = email_holders(users)
+    accounts = account_holders(users)
     plan: list[PlannedUser] = []
     for user in users:
         item = _classify(user, holders)
         if user.id in mapped:
             item.action = "done"
         if item.action in ("create", "done"):
-            _decide_create(item, use_password_hashes, now)
+            _decide_create(item, use_password_hashes, now, accounts)
         plan.append(item)
     return plan
+
+
+def identity_left_behind(note: str) -> bool:
+    """Whether a user's note says one of its OAuth identities was not carried (a sign-in way it loses)."""
+    return "identity" in note and "not carried over" in note
+
+
+def account_holders(users: list[SupabaseUser]) -> dict[tuple[str, str], SupabaseUser]:
+    """(Stack Auth provider, account id) -> the Supabase user who signs in with it in Stack Auth: the oldest
+    live user carrying it. Stack Auth signs one user in with an account; Supabase may hold it twice (one
+    user's linkedin identity, another's linkedin_oidc with the same account id), which would be a 500."""
+    found: dict[tuple[str, str], SupabaseUser] = {}
+    for user in users:
+        if user.identities and not user.deleted_at:
+            for provider in oauth_providers([user])[0]:
+                found.setdefault((provider["id"], provider["account_id"]), user)
+    return found
 
 
 def _classify(user: SupabaseUser, holders: dict[str, SupabaseUser]) -> PlannedUser:
@@ -126,7 +144,8 @@ def _classify(user: SupabaseUser, holders: dict[str, SupabaseUser]) -> PlannedUs
     return PlannedUser(user, "create", email=email)
 
 
-def _decide_create(item: PlannedUser, use_hashes: bool, now: datetime) -> None:
+def _decide_create(item: PlannedUser, use_hashes: bool, now: datetime,
+                   accounts: dict[tuple[str, str], SupabaseUser]) -> None:
     user = item.user
     deleted = item.reason == "deleted"
     if deleted:
@@ -136,6 +155,7 @@ def _decide_create(item: PlannedUser, use_hashes: bool, now: datetime) -> None:
     else:
         providers, notes = oauth_providers([user])
         item.notes += notes
+        providers = [p for p in providers if not _held_by_another(item, p, accounts)]
     banned = is_banned(user, now)
     item.password, item.reset_reason = _password(item, bool(providers), use_hashes)
     if banned and item.password == "reset-required":
@@ -166,6 +186,17 @@ def _decide_create(item: PlannedUser, use_hashes: bool, now: datetime) -> None:
                     restricted_by_admin_private_details=f"banned in Supabase until {iso_ts(user.banned_until)}")
         item.notes.append("banned in Supabase: restricted_by_admin in Stack Auth")
     item.body = body
+
+
+def _held_by_another(item: PlannedUser, provider: dict[str, Any], accounts: dict[tuple[str, str], SupabaseUser]) -> bool:
+    """Whether an older Supabase user carries this account: then only that one signs in with it (noted)."""
+    holder = accounts.get((provider["id"], provider["account_id"]))
+    if holder is None or holder.id == item.user.id:
+        return False
+    item.notes.append(f"{provider['id']} identity (account {provider['account_id']}) not carried over: Supabase "
+                      f"user {holder.id} has the same account and signs in with it (Stack Auth signs one user in "
+                      "with an account; the oldest keeps it)")
+    return True
 
 
 def _kind_notes(item: PlannedUser, has_oauth: bool) -> None:
