@@ -571,6 +571,22 @@ def test_a_sequence_no_table_uses_behind_the_source_fails(cli, migrated: Path, d
         f"see {migrated / 'verification-report.json'})")
 
 
+def test_a_sequence_set_but_not_yet_called_is_read_at_its_next_value(cli, migrated: Path, dbs: Databases) -> None:
+    # setval(..., false) and ALTER SEQUENCE ... RESTART: the next value is last_value itself (pg_sequence_last_value
+    # is null until the first nextval, which read as the sequence's start value, 1).
+    with dbs.target() as conn:
+        conn.execute("SELECT setval('edge.ticket_seq', 300, false)")
+        conn.execute("ALTER SEQUENCE edge.post_number_seq RESTART WITH 100000")
+    code, report, out = verify(cli)
+    assert code == 0, out
+    assert report["sequences"][0]["targetNext"] == 300
+    with dbs.source() as conn:  # the source moved on after the export the same way: the target is behind it
+        conn.execute("ALTER SEQUENCE edge.ticket_seq RESTART WITH 1000")
+    code, report, out = verify(cli)
+    assert code == 7, out
+    assert report["sequences"][0]["reason"] == "sequence edge.ticket_seq would next give 300, behind the source's 1000"
+
+
 def test_a_sequence_named_by_a_default_behind_the_rows_or_the_source_fails(cli, migrated: Path,
                                                                            dbs: Databases) -> None:
     with dbs.target() as conn:

@@ -20,12 +20,21 @@ from supamove.verify.pools import Pair
 SeqKey = tuple[str, str]
 State = tuple[int, int]  # the value the sequence would give next, its step
 
-# Each sequence named (two parallel text[] parameters): the value it would give next, and its step.
-STATES_SQL = """
-SELECT n.nspname, c.relname, coalesce(pg_sequence_last_value(c.oid) + s.seqincrement, s.seqstart), s.seqincrement
+# Of the sequences named (two parallel text[] parameters), those that exist, with their step.
+EXISTING_SQL = """
+SELECT n.nspname, c.relname, s.seqincrement
 FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
 """
+
+
+def _states_query(keys: list[tuple[str, str, int]]) -> sql.Composed:
+    """Each sequence's own last_value and is_called (pg_sequence_last_value is null until the first nextval,
+    even after setval(..., false) or ALTER SEQUENCE ... RESTART, whose next value is last_value itself)."""
+    return sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT {}, {}, CASE WHEN is_called THEN last_value + {} ELSE last_value END, {} FROM {}").format(
+            sql.Literal(schema), sql.Literal(name), sql.Literal(step), sql.Literal(step), sql.Identifier(schema, name))
+        for schema, name, step in keys)
 
 
 def used_sequences(table: Table) -> list[SequenceRef]:
@@ -40,7 +49,8 @@ def read_states(endpoint: Endpoint, names: Iterable[SeqKey]) -> dict[SeqKey, Sta
         return {}
     try:
         with connect(endpoint, autocommit=True) as conn:
-            rows = conn.execute(STATES_SQL, ([k[0] for k in keys], [k[1] for k in keys])).fetchall()
+            found = conn.execute(EXISTING_SQL, ([k[0] for k in keys], [k[1] for k in keys])).fetchall()
+            rows = conn.execute(_states_query(found)).fetchall() if found else []
     except psycopg.Error as exc:
         raise endpoint.error(f"could not read the {endpoint.side}'s sequences: {first_line(exc)}",
                              "let the user of the URL read the sequences (GRANT SELECT ON ALL SEQUENCES IN "
