@@ -423,6 +423,11 @@ def test_missing_target_table_and_extra_column(cli, migrated: Path, dbs: Databas
     tables = by_name(report)
     failed = only_failure(report)
     assert failed["table"] == "alert_subscriptions" and "public.alert_subscriptions does not exist" in failed["reason"]
+    # Its source rows are counted: the totals show them missing (they balanced, the table's rows left out).
+    with dbs.source() as conn:
+        rows = conn.execute("SELECT count(*) FROM public.alert_subscriptions").fetchone()[0]
+    assert rows > 0 and (failed["sourceRows"], failed["targetRows"]) == (rows, None)
+    assert report["summary"]["sourceRows"] == report["summary"]["targetRows"] + rows
     assert tables["public.sites"]["status"] == "warn"
     assert "column note is in the target only" in tables["public.sites"]["reason"]
 
@@ -430,11 +435,15 @@ def test_missing_target_table_and_extra_column(cli, migrated: Path, dbs: Databas
 def test_max_diffs_and_tables_options(cli, migrated: Path, dbs: Databases) -> None:
     with dbs.target() as conn:
         conn.execute("DELETE FROM public.readings WHERE id IN (10, 20, 30, 40, 50)")
-    code, report, _ = verify(cli, "--tables", "readings", "--max-diffs", "2", "--jobs", "3")
+    code, report, out = verify(cli, "--tables", "readings", "--max-diffs", "2", "--jobs", "3")
     assert code == 7
     assert [t["table"] for t in report["tables"]] == ["readings"]
     assert report["tables"][0]["differences"] == [{"kind": "missing", "key": {"id": "10"}},
                                                   {"kind": "missing", "key": {"id": "20"}}]
+    assert report["tables"][0]["moreDifferences"] is True  # 5 rows differ: not only the 2 shown
+    assert "public.readings: more rows differ than the 2 shown (--max-diffs)" in out
+    code, report, _ = verify(cli, "--tables", "readings", "--max-diffs", "5")
+    assert len(report["tables"][0]["differences"]) == 5 and report["tables"][0]["moreDifferences"] is False
 
 
 def test_big_tables_are_checksummed_in_block_ranges(migrated: Path, dbs: Databases,

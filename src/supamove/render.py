@@ -405,6 +405,8 @@ def show_verify_report(report: VerifyReport) -> None:
     for t in report.tables:
         for diff in t.differences:
             say(f"  {t.qualified}: {_describe_difference(diff)}")
+        if t.more_differences:
+            say(f"  {t.qualified}: more rows differ than the {len(t.differences)} shown (--max-diffs)")
         for kept in (c for c in t.supabase_ids or [] if c.kept and c.rows):
             say(f"  {t.qualified}: {kept.rows:,} row{'s' if kept.rows > 1 else ''} of column {kept.column} "
                 "kept Supabase user ids on purpose")

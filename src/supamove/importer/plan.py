@@ -184,19 +184,26 @@ def _group(plans: list[TablePlan]) -> list[list[TablePlan]]:
     return groups + [[p] for p in plans if p.target is None]
 
 
-# Other sessions holding a lock on a table to load. The load drops the table's indexes (an ACCESS
-# EXCLUSIVE lock, which waits for every other lock), so it would wait for them without a word: an
-# application still connected, a psql session left idle in a transaction.
 def _check_empty(conn: psycopg.Connection, target: Endpoint, plans: list[TablePlan], problems: list[SupamoveError]) -> None:
+    """Tables to load must be empty; tables an earlier run loaded must not be (their rows deleted since:
+    a rerun would skip them and say every table is loaded)."""
+    emptied = []
     for plan in plans:
-        if plan.target is not None and not plan.done and not plan.resume_split:
-            row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(plan.ident)).fetchone()
-            plan.has_rows = bool(row and row[0])
+        if plan.target is None or plan.resume_split or (plan.done and not plan.rows):
+            continue
+        row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(plan.ident)).fetchone()
+        if plan.done and not (row and row[0]):
+            emptied.append(plan.qualified)
+        plan.has_rows = not plan.done and bool(row and row[0])
     full = [p.qualified for p in plans if p.has_rows]
     if full:
         problems.append(target.error(
             f"target tables already hold rows: {', '.join(full)}",
             "empty them, or rerun with --truncate-first to replace their contents"))
+    if emptied:
+        problems.append(target.error(
+            f"tables an earlier run loaded are empty now (their rows were deleted since): {', '.join(emptied)}",
+            "rerun with --truncate-first: it empties every table of the export and loads them all again"))
 
 
 def _check_replica_role(conn: psycopg.Connection, target: Endpoint, problems: list[SupamoveError]) -> None:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from supamove.errors import VerificationFailed
 
-EMPTY_TARGET = "target table is empty: run `supamove import`"
+EMPTY_TARGET = "target table is empty: run `supamove import`"  # which says so if it loaded the table before
 PASS, WARN, FAIL = "pass", "warn", "fail"
 Kind = Literal["missing", "extra", "changed"]
 Texts = Mapping[str, str | None]  # column name -> canonical text (None for NULL)
@@ -132,6 +132,7 @@ class TableCheck:
     failures: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     differences: list[Difference] = field(default_factory=list)
+    more_differences: bool = False  # more rows differ than the --max-diffs shown
     seconds: float = 0.0
     supabase_ids: list[UserIdCount] | None = None  # None: not counted (no user-mapping.json)
     supabase_id_seconds: float = 0.0
@@ -152,7 +153,7 @@ class TableCheck:
         return {"schema": self.schema, "table": self.table, "sourceRows": self.source_rows,
                 "targetRows": self.target_rows, "sourceChecksum": self.source_checksum,
                 "targetChecksum": self.target_checksum, "status": self.status, "reason": self.reason,
-                "differences": [d.to_dict() for d in self.differences],
+                "differences": [d.to_dict() for d in self.differences], "moreDifferences": self.more_differences,
                 "supabaseUserIds": None if self.supabase_ids is None else [c.to_dict() for c in self.supabase_ids]}
 
 

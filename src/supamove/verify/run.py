@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from supamove.clock import now_iso
 from supamove.db import Endpoint, first_line
@@ -144,6 +145,7 @@ def verify_table(plan: TableComparison, context: Context) -> TableCheck:
     if plan.target is None:
         check.failures.append(f"target table {plan.table.qualified} does not exist (run `supamove import`)")
     if check.failures:
+        _count_the_side_there(plan, context, check)
         return check
     found = structure.compare_shapes(context.shapes[0].get(plan.table.key, Shape()),
                                      context.shapes[1].get(plan.table.key, Shape()))
@@ -157,6 +159,23 @@ def verify_table(plan: TableComparison, context: Context) -> TableCheck:
     check.seconds = time.monotonic() - started
     log.debug("verified %s: %s in %.2fs", check.qualified, check.status, check.seconds)
     return check
+
+
+def _count_the_side_there(plan: TableComparison, context: Context, check: TableCheck) -> None:
+    """The rows of the side a table exists on: the totals then show what is missing from the other."""
+    side = "source" if plan.source is not None else "target" if plan.target is not None else None
+    if side is None:
+        return
+    try:
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*plan.table.key))
+        rows = context.pools[side].submit(lambda conn: fetch_int(conn.execute(query))).result()
+    except psycopg.Error as exc:
+        check.failures.append(f"could not count the {side}'s rows: {first_line(exc)}")
+        return
+    if side == "source":
+        check.source_rows = rows
+    else:
+        check.target_rows = rows
 
 
 def compare(pair: Pair, check: TableCheck, context: Context) -> None:
@@ -177,7 +196,8 @@ def compare(pair: Pair, check: TableCheck, context: Context) -> None:
     if check.source_checksum != check.target_checksum:
         check.failures.append("contents differ")
         rows = max(check.source_rows or 0, check.target_rows or 0)
-        check.differences = locate(pair, rows, options.max_diffs)
+        found = locate(pair, rows, options.max_diffs + 1)  # one more than shown: whether there are more
+        check.differences, check.more_differences = found[:options.max_diffs], len(found) > options.max_diffs
         check.failures += unmapped_ids(pair)
     if context.mapping:
         count_supabase_ids(pair, check, {c for s, t, c in context.kept if (s, t) == pair.plan.table.key})
