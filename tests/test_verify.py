@@ -667,6 +667,35 @@ def test_structure_differences_fail_or_warn_each_named(cli, migrated: Path, dbs:
     assert "3 of 21 tables do not match" in error_line(out)
 
 
+def test_what_the_target_holds_but_does_not_enforce_is_named(cli, migrated: Path, dbs: Databases) -> None:
+    with dbs.target() as conn:
+        conn.execute("ALTER TABLE public.organizations DISABLE TRIGGER organizations_set_updated_at")
+        conn.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'public.sensors_serial_number_key'::regclass")
+        conn.execute("ALTER TABLE public.sites DROP CONSTRAINT sites_organization_id_fkey")
+        conn.execute("ALTER TABLE public.sites ADD CONSTRAINT sites_organization_id_fkey FOREIGN KEY (organization_id) "
+                     "REFERENCES public.organizations(id) ON DELETE CASCADE NOT VALID")
+        conn.execute("ALTER TABLE public.units DISABLE ROW LEVEL SECURITY")
+        conn.execute("DROP TRIGGER alert_subscriptions_set_updated_at ON public.alert_subscriptions")
+    code, report, out = verify(cli, "--skip-checksum")
+    assert code == 7, out
+    reasons = {n: t["reason"] for n, t in by_name(report).items() if t["status"] != "pass"}
+    assert reasons == {
+        "public.organizations": "trigger organizations_set_updated_at is disabled in the target (ALTER TABLE ... "
+                                "ENABLE TRIGGER organizations_set_updated_at)",
+        "public.sensors": "index sensors_serial_number_key is not valid in the target (it enforces and speeds up "
+                          "nothing): REINDEX it",
+        "public.sites": "foreign key sites_organization_id_fkey is NOT VALID in the target (ALTER TABLE ... "
+                        "VALIDATE CONSTRAINT sites_organization_id_fkey)",
+        # Warnings: `supamove schema` leaves out triggers calling Supabase's platform; who reads which rows
+        # is the application's to decide on the target.
+        "public.units": "row-level security is on in the source, off in the target",
+        "public.alert_subscriptions": "trigger alert_subscriptions_set_updated_at is missing in the target "
+                                      "(CREATE TRIGGER alert_subscriptions_set_updated_at BEFORE UPDATE ON "
+                                      "public.alert_subscriptions FOR EACH ROW EXECUTE FUNCTION public.set_updated_at())"}
+    assert {by_name(report)[n]["status"] for n in ("public.units", "public.alert_subscriptions")} == {"warn"}
+    assert "3 of " in error_line(out)
+
+
 def test_citext_from_another_schema_is_the_same_type(cli, data_dir: Path, dbs: Databases,
                                                      faithful_template: Faithful) -> None:
     table = "CREATE TABLE edge.handles (id integer PRIMARY KEY, handle {t} NOT NULL, tags {t}[])"

@@ -1,4 +1,5 @@
-"""The tables' structure on both sides: columns, keys, check constraints and indexes, compared by name.
+"""The tables' structure on both sides: columns, keys, check constraints, indexes, triggers and row-level
+security, compared by name.
 
 Each kind is read with one query per side for every table at once. Both sessions read with
 search_path = pg_catalog, so every name in a type, default or definition is written with its schema
@@ -60,6 +61,29 @@ WHERE NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = i.indexre
   AND {wanted}
 """)
 
+# Indexes, those of constraints included, that the server does not use or keep: a failed CREATE INDEX
+# CONCURRENTLY leaves one, and so does pg_index edited by hand. A unique one enforces nothing.
+INVALID_INDEXES_SQL = sql.SQL("""
+SELECT n.nspname, c.relname, ic.relname
+FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE NOT (i.indisvalid AND i.indisready AND i.indislive) AND {wanted}
+""")
+
+# The application's triggers (not the internal ones behind foreign keys), with whether each fires.
+TRIGGERS_SQL = sql.SQL("""
+SELECT n.nspname, c.relname, t.tgname, t.tgenabled <> 'D', pg_get_triggerdef(t.oid)
+FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE NOT t.tgisinternal AND t.tgparentid = 0 AND {wanted}
+""")
+
+# Row-level security: on or not, forced or not.
+SECURITY_SQL = sql.SQL("""
+SELECT n.nspname, c.relname, c.relrowsecurity, c.relforcerowsecurity
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE {wanted}
+""")
+
 KINDS = {"p": "primary key", "u": "unique constraint", "f": "foreign key", "c": "check constraint",
          "x": "exclusion constraint"}
 
@@ -81,6 +105,9 @@ class Shape:
     columns: dict[str, ColumnShape] = field(default_factory=dict)
     constraints: dict[str, tuple[str, str]] = field(default_factory=dict)
     indexes: dict[str, str] = field(default_factory=dict)
+    invalid_indexes: set[str] = field(default_factory=set)
+    triggers: dict[str, tuple[bool, str]] = field(default_factory=dict)  # name -> (fires, definition)
+    security: tuple[bool, bool] = (False, False)  # row-level security on, forced
 
 
 @dataclass
@@ -102,6 +129,12 @@ def read_shapes(conn: psycopg.Connection, tables: Iterable[TableKey]) -> dict[Ta
         shapes.setdefault((schema, name), Shape()).constraints[con] = (kind, definition)
     for schema, name, index, definition in conn.execute(INDEXES_SQL.format(wanted=WANTED), params):
         shapes.setdefault((schema, name), Shape()).indexes[index] = definition
+    for schema, name, index in conn.execute(INVALID_INDEXES_SQL.format(wanted=WANTED), params):
+        shapes.setdefault((schema, name), Shape()).invalid_indexes.add(index)
+    for schema, name, trigger, fires, definition in conn.execute(TRIGGERS_SQL.format(wanted=WANTED), params):
+        shapes.setdefault((schema, name), Shape()).triggers[trigger] = (fires, definition)
+    for schema, name, enabled, forced in conn.execute(SECURITY_SQL.format(wanted=WANTED), params):
+        shapes.setdefault((schema, name), Shape()).security = (enabled, forced)
     return shapes
 
 
@@ -134,7 +167,34 @@ def compare_shapes(ours: Shape, theirs: Shape) -> Findings:
             _compare_column(name, column, other, found)
     _compare_constraints(ours.constraints, theirs.constraints, found)
     _compare_indexes(ours.indexes, theirs.indexes, found)
+    found.failures += [f"index {name} is not valid in the target (it enforces and speeds up nothing): REINDEX it"
+                       for name in sorted(theirs.invalid_indexes - ours.invalid_indexes)]
+    _compare_triggers(ours.triggers, theirs.triggers, found)
+    _compare_security(ours, theirs, found)
     return found
+
+
+def _compare_triggers(ours: dict[str, tuple[bool, str]], theirs: dict[str, tuple[bool, str]],
+                      found: Findings) -> None:
+    """A trigger the target has but never fires fails (a load that set it aside and stopped leaves one); one
+    missing warns, since `supamove schema` leaves out those that call Supabase's platform (webhooks)."""
+    for name, (fires, definition) in sorted(ours.items()):
+        other = theirs.get(name)
+        if other is None:
+            found.warnings.append(f"trigger {name} is missing in the target ({definition})")
+        elif fires and not other[0]:
+            found.failures.append(f"trigger {name} is disabled in the target (ALTER TABLE ... ENABLE TRIGGER {name})")
+        elif other[1] != definition:
+            found.warnings.append(f"trigger {name} differs: source {definition}, target {other[1]}")
+    found.warnings += [f"trigger {name} is in the target only" for name in sorted(theirs) if name not in ours]
+
+
+def _compare_security(ours: Shape, theirs: Shape, found: Findings) -> None:
+    """Row-level security off in the target warns: its rows are open to every user the policies held back.
+    The policies themselves are `supamove schema`'s to report (it leaves out those of Supabase's API roles)."""
+    for on, label in ((0, "row-level security"), (1, "FORCE ROW LEVEL SECURITY")):
+        if ours.security[on] and not theirs.security[on]:
+            found.warnings.append(f"{label} is on in the source, off in the target")
 
 
 def _compare_column(name: str, ours: ColumnShape, theirs: ColumnShape, found: Findings) -> None:
@@ -169,6 +229,9 @@ def _compare_constraints(ours: dict[str, tuple[str, str]], theirs: dict[str, tup
                 found.failures.append(f"{KINDS[kind]} {name} is missing in the target ({definition})")
                 continue
             name = same
+        elif other[1] == f"{definition} NOT VALID":  # its rows were never checked: some may break it
+            found.failures.append(f"{KINDS[kind]} {name} is NOT VALID in the target (ALTER TABLE ... VALIDATE "
+                                  f"CONSTRAINT {name})")
         elif other[1] != definition:
             found.warnings.append(f"{KINDS[kind]} {name} differs: source {definition}, target {other[1]}")
         matched.add(name)
