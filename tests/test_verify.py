@@ -594,6 +594,11 @@ def test_a_sequence_set_but_not_yet_called_is_read_at_its_next_value(cli, migrat
     code, report, out = verify(cli)
     assert code == 7, out
     assert report["sequences"][0]["reason"] == "sequence edge.ticket_seq would next give 300, behind the source's 1000"
+    with dbs.target() as conn:  # counting down from there: the next values collide with the rows below
+        conn.execute("ALTER SEQUENCE edge.post_number_seq INCREMENT BY -1")
+    code, report, out = verify(cli)
+    assert code == 7, out
+    assert only_failure(report)["reason"] == "sequence edge.post_number_seq steps by -1 in the target, by 1 in the source"
 
 
 def test_a_sequence_named_by_a_default_behind_the_rows_or_the_source_fails(cli, migrated: Path,

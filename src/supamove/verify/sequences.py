@@ -59,9 +59,11 @@ def read_states(endpoint: Endpoint, names: Iterable[SeqKey]) -> dict[SeqKey, Sta
 
 
 def behind(name: str, target: State | None, source: State | None) -> str | None:
-    """Why a sequence fails when it is missing or behind the source's, else None."""
+    """Why a sequence fails when it is missing, steps otherwise or is behind the source's, else None."""
     if target is None:
         return f"sequence {name} does not exist in the target"
+    if (why := _steps_otherwise(name, target, source)) is not None:
+        return why
     if source is not None and target[1] > 0 and target[0] < source[0]:
         return f"sequence {name} would next give {target[0]}, behind the source's {source[0]}"
     return None
@@ -78,12 +80,20 @@ def sequence_problems(pair: Pair, states: dict[str, dict[SeqKey, State]]) -> lis
     for ref in refs:
         other = theirs[ref.column]
         state = states["target"].get(other.key)
-        if state is not None and state[1] > 0 and highest[ref.column] is not None and state[0] <= highest[ref.column]:
+        if (why := _steps_otherwise(other.qualified, state, states["source"].get(ref.key))) is not None:
+            problems.append(why)
+        elif state is not None and state[1] > 0 and highest[ref.column] is not None and state[0] <= highest[ref.column]:
             problems.append(f"sequence {other.qualified} would next give {state[0]}, which collides with existing "
                             f"rows (max({ref.column}) = {highest[ref.column]})")
         elif (why := behind(other.qualified, state, states["source"].get(ref.key))) is not None:
             problems.append(why)
     return problems
+
+
+def _steps_otherwise(name: str, target: State | None, source: State | None) -> str | None:
+    if target is not None and source is not None and target[1] != source[1]:
+        return f"sequence {name} steps by {target[1]} in the target, by {source[1]} in the source"
+    return None
 
 
 def _maxima(pair: Pair, columns: list[str]) -> dict[str, Any]:
