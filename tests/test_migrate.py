@@ -261,3 +261,33 @@ def test_a_split_table_loads_as_ranges_once_its_block_ranges_are_joined(cli, dbs
     assert ("public", "fault_big", BIG_ROWS) in import_state(dbs)
     log = (data_dir.parent / "migration.log").read_text()
     assert log.count("loaded public.fault_big as 2 ranges: ") == 1 and "public.fault_big: checksums computed when" in log
+
+
+def test_a_sign_up_during_the_freeze_fails_verify_until_the_users_are_carried(cli, dbs, data_dir: Path,
+                                                                               stack_auth: StackAuthSandbox) -> None:
+    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    assert result.exit_code == 0, result.output
+    assert "Supabase Auth's users unchanged since the export" in flat(result.output)
+    with dbs.source() as conn:  # sign-ins move only what supamove does not read
+        conn.execute("UPDATE auth.users SET last_sign_in_at = now(), updated_at = now()")
+        conn.execute("UPDATE auth.identities SET last_sign_in_at = now(), updated_at = now()")
+    assert cli("verify", *KEEP_JSON_IDS).exit_code == 0
+    with dbs.source() as conn:  # a sign-up, after the export: not in Stack Auth
+        conn.execute("INSERT INTO auth.users (id, aud, role, email, created_at, updated_at) VALUES "
+                     "(gen_random_uuid(), 'authenticated', 'authenticated', 'late@example.com', now(), now())")
+    result = cli("verify", *KEEP_JSON_IDS)
+    assert result.exit_code == 7, result.output
+    assert error_line(result.output) == (
+        "Error: Supabase Auth's users changed on the source since the export (auth.users): a sign-up or a change "
+        "made since is not in Stack Auth (fix: run `supamove export --auth-only`, then `supamove migrate-users` "
+        "(it carries only what changed), then `supamove verify` again)")
+    users = next(a for a in orjson.loads((data_dir / "verification-report.json").read_bytes())["auth"]
+                 if a["name"] == "users")
+    assert (users["status"], users["sourceRows"] - users["exportedRows"]) == ("fail", 1)
+    assert {t["status"] for t in orjson.loads((data_dir / "verification-report.json").read_bytes())["tables"]} \
+        == {"pass"}  # the application's tables did not move
+    assert cli("export", "--auth-only").exit_code == 0  # the fix it gives
+    assert cli("migrate-users").exit_code == 0
+    result = cli("verify", *KEEP_JSON_IDS)
+    assert result.exit_code == 0, result.output
+    assert "late@example.com" in {u.get("primary_email") for u in stack_auth.users.values()}

@@ -22,7 +22,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from supamove import catalog, userids
+from supamove import authstate, catalog, userids
 from supamove.catalog import AppSchema, QualifiedName, Table
 from supamove.clock import now_iso
 from supamove.db import Endpoint, connect, connection, first_line
@@ -509,6 +509,7 @@ def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
         datadir.ensure()
         meta = prepare_metadata(datadir, plan, options, source, snapshot, previous)
         tables = _export_tables(source, snapshot, plan, options, meta, progress, watch or ExportWatch())
+        _fingerprint_auth(main, meta, snapshot)
     meta.finish(now_iso())
     return ExportResult(plan, tables, time.monotonic() - started, snapshot, datadir)
 
@@ -563,10 +564,19 @@ def run_auth_export(source: Endpoint, datadir: DataDir, progress: Progress | Non
         version = str(main.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
         meta = _auth_metadata(datadir, auth, source, version)
         results = [_export_one(source, snapshot, t, meta, progress) for t in auth]
+        _fingerprint_auth(main, meta, snapshot)
     if meta.finished_at is not None:  # a finished export now holds users of a later snapshot: say so
         meta.finish(meta.finished_at)
     plan = ExportPlan([], auth, [], version)
     return ExportResult(plan, results, time.monotonic() - started, snapshot, datadir)
+
+
+def _fingerprint_auth(main: psycopg.Connection, meta: Metadata, snapshot: str) -> None:
+    """Each auth table this run exported, fingerprinted in its snapshot: verify compares the source's now."""
+    for entry in meta.auth:
+        if entry.complete and entry.snapshot == snapshot:
+            columns = authstate.fingerprint_columns(entry.table)
+            meta.record_fingerprint(entry.key, authstate.fingerprint(main, entry.schema, entry.name, columns))
 
 
 def _auth_metadata(datadir: DataDir, auth: list[Table], source: Endpoint, version: str) -> Metadata:

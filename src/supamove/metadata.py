@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from supamove import __version__, catalog
+from supamove.authstate import Fingerprint
 from supamove.catalog import Column, ForeignKey, QualifiedName, SequenceRef, Table
 from supamove.clock import age, parse_iso
 from supamove.errors import ConfigError, DataFileError, SupamoveError
@@ -19,7 +20,7 @@ from supamove.paths import FORMAT_VERSION, DataDir
 # The keys of a table entry this version writes, in their order; any other key is kept as it is.
 ENTRY_KEYS = ("schema", "name", "file", "partitioned", "columns", "primaryKey", "uniqueKeys", "foreignKeys",
               "userIdColumns", "userIdFoundBy", "sequences", "estimatedRows", "complete", "rowCount", "bytes",
-              "sha256", "snapshot", "exportedAt")
+              "sha256", "snapshot", "exportedAt", "fingerprint")
 # The top-level keys, in the order this version writes them.
 HEADER_KEYS = ("formatVersion", "tool", "source", "snapshot", "snapshotsDiffer", "startedAt", "finishedAt",
                "schemas", "skippedSchemas", "unexportedSchemas", "options", "loadOrder", "sequences",
@@ -67,6 +68,7 @@ class TableEntry(QualifiedName):
     sha256: str | None = None
     snapshot: str | None = None
     exported_at: str | None = None
+    fingerprint: Fingerprint | None = None  # an auth table's, in the export's snapshot (authstate)
     extra: dict[str, Any] = field(default_factory=dict)  # keys of other versions, written back untouched
 
     @property
@@ -93,6 +95,7 @@ class TableEntry(QualifiedName):
                      for c, col in zip(entry["columns"], table.columns, strict=True)}
         return cls(table, entry["file"], encodings, bool(entry.get("complete")), _count(entry, "rowCount"),
                    _count(entry, "bytes"), entry.get("sha256"), entry.get("snapshot"), entry.get("exportedAt"),
+                   Fingerprint.from_dict(entry.get("fingerprint")),
                    {k: v for k, v in entry.items() if k not in ENTRY_KEYS})
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +109,7 @@ class TableEntry(QualifiedName):
             "sequences": [{"column": s.column, "schema": s.schema, "name": s.name} for s in t.sequences],
             "estimatedRows": t.estimated_rows, "complete": self.complete, "rowCount": self.row_count,
             "bytes": self.bytes, "sha256": self.sha256, "snapshot": self.snapshot, "exportedAt": self.exported_at,
+            **({"fingerprint": self.fingerprint.to_dict()} if self.fingerprint else {}),
             **self.extra,
         }
 
@@ -262,6 +266,11 @@ class Metadata:
             entry = self.entry(*key)
             entry.complete, entry.row_count, entry.bytes, entry.sha256 = True, rows, size, sha256
             entry.snapshot, entry.exported_at = snapshot, exported_at
+            write_json(self.datadir.metadata, self.to_dict())
+
+    def record_fingerprint(self, key: tuple[str, str], fingerprint: Fingerprint) -> None:
+        with self._lock:
+            self.entry(*key).fingerprint = fingerprint
             write_json(self.datadir.metadata, self.to_dict())
 
     def set_user_id_columns(self, table: Table) -> None:

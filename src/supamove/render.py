@@ -414,6 +414,10 @@ def show_verify_report(report: VerifyReport) -> None:
         print_table("Sequences no table uses", ["sequence", "source next", "target next", "status", "reason"],
                     [(f"{s.schema}.{s.name}", _number(s.source_next), _number(s.target_next),
                       s.status.upper() if s.status != "pass" else "pass", "; ".join(s.failures)) for s in report.sequences])
+    if report.failed_auth:  # all pass: no table of its own (the summary line counts them)
+        print_table("Supabase Auth since the export (source)", ["table", "rows exported", "rows now", "status", "reason"],
+                    [(f"{a.schema}.{a.name}", f"{a.exported_rows:,}", _number(a.source_rows), a.status.upper(),
+                      "; ".join(a.failures)) for a in report.auth])
     if report.views:
         print_table("Materialized views", ["view", "source rows", "target rows", "status", "reason"],
                     [(f"{v.schema}.{v.name}", _number(v.source_rows), _number(v.target_rows),
@@ -423,9 +427,11 @@ def show_verify_report(report: VerifyReport) -> None:
         note(f"verification-report.json holds a full verification (with checksums): kept; this row-count check "
              f"is in {report.report_path}", logging.WARNING)
     summary = report.summary
+    auth = "" if not report.auth else "; Supabase Auth's users changed since the export" if report.failed_auth \
+        else "; Supabase Auth's users unchanged since the export"
     say(f"{summary['tables']} tables: {summary['pass']} pass, {summary['warn']} warn, {summary['fail']} fail; "
         f"{summary['sourceRows']:,} source rows, {summary['targetRows']:,} target rows in {report.seconds:.1f}s"
-        f"{'' if report.checksums else ' (row counts only)'}. Report: {report.report_path}")
+        f"{'' if report.checksums else ' (row counts only)'}{auth}. Report: {report.report_path}")
 
 
 def _number(value: int | None) -> str:

@@ -83,6 +83,25 @@ class ViewCheck:
                 "reason": "; ".join(self.failures + self.warnings) or None}
 
 
+@dataclass
+class AuthCheck:
+    """An auth table on the source: what supamove reads of it, as the export saw it and as it is now."""
+
+    schema: str
+    name: str
+    exported_rows: int
+    source_rows: int | None = None  # None: not read
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return FAIL if self.failures else PASS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.schema, "name": self.name, "exportedRows": self.exported_rows,
+                "sourceRows": self.source_rows, "status": self.status, "reason": "; ".join(self.failures) or None}
+
+
 @dataclass(frozen=True)
 class ColumnChange:
     """One column of a changed row: its text on each side, cut when long."""
@@ -172,13 +191,19 @@ class VerifyReport:
     sequences: list[SequenceCheck] = field(default_factory=list)  # those no compared table uses
     full_report_kept: bool = False  # counts only, written beside a full verification's report, not over it
     views: list[ViewCheck] = field(default_factory=list)  # materialized views of the export's schemas
+    auth: list[AuthCheck] = field(default_factory=list)  # the auth tables on the source, since the export
 
     def count(self, status: str) -> int:
         return sum(1 for t in self.tables if t.status == status)
 
     @property
     def ok(self) -> bool:
-        return bool(self.tables) and self.count(FAIL) == 0 and not self.failed_sequences and not self.failed_views
+        return bool(self.tables) and self.count(FAIL) == 0 and not self.failed_sequences and not self.failed_views \
+            and not self.failed_auth
+
+    @property
+    def failed_auth(self) -> list[AuthCheck]:
+        return [a for a in self.auth if a.status == FAIL]
 
     @property
     def failed_sequences(self) -> list[SequenceCheck]:
@@ -197,6 +222,12 @@ class VerifyReport:
                                       fix="export the application's tables (`supamove export --dry-run` shows "
                                           "which; check --schema and --tables), import them, then verify")
         failed = [t for t in self.tables if t.status == FAIL]
+        if not failed and self.failed_auth:
+            return VerificationFailed("Supabase Auth's users changed on the source since the export ("
+                                      + ", ".join(f"{a.schema}.{a.name}" for a in self.failed_auth)
+                                      + "): a sign-up or a change made since is not in Stack Auth",
+                                      fix="run `supamove export --auth-only`, then `supamove migrate-users` (it "
+                                          "carries only what changed), then `supamove verify` again")
         if not failed and not self.failed_sequences:
             views = self.failed_views
             return VerificationFailed(f"{len(views)} materialized view{'s are' if len(views) > 1 else ' is'} "
@@ -225,10 +256,12 @@ class VerifyReport:
                 "seconds": round(self.seconds, 3), "checksums": self.checksums,
                 "sequences": len(self.sequences), "sequencesFailed": len(self.failed_sequences),
                 "materializedViews": len(self.views), "materializedViewsFailed": len(self.failed_views),
+                "authTables": len(self.auth), "authTablesFailed": len(self.failed_auth),
                 "supabaseUserIdSeconds": round(sum(t.supabase_id_seconds for t in self.tables), 3)}
 
     def to_dict(self) -> dict[str, Any]:
         return {"generatedAt": self.generated_at, "source": self.source, "target": self.target,
                 "tablesFrom": self.tables_from, "tables": [t.to_dict() for t in self.tables],
                 "sequences": [s.to_dict() for s in self.sequences],
-                "materializedViews": [v.to_dict() for v in self.views], "summary": self.summary}
+                "materializedViews": [v.to_dict() for v in self.views], "auth": [a.to_dict() for a in self.auth],
+                "summary": self.summary}

@@ -22,6 +22,7 @@ from supamove.log import get_logger
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
 from supamove.verify import checksum, sequences, structure
+from supamove.verify.auth import auth_checks
 from supamove.verify.checksum import Checksum, Relation
 from supamove.verify.locate import locate
 from supamove.verify.model import EMPTY_TARGET, TableCheck, VerifyOptions, VerifyReport
@@ -95,7 +96,7 @@ def _verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: Verif
     report = VerifyReport(now_iso(), source.redacted, target.redacted, checks, time.monotonic() - started,
                           not options.skip_checksum, plan.origin, path,
                           free_sequence_checks(plan.sequences, states), full_report_kept=keep_full,
-                          views=view_checks(source, target, plan.view_schemas))
+                          views=view_checks(source, target, plan.view_schemas), auth=auth_checks(source, datadir))
     datadir.root.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_json(path, report.to_dict())
     return report
