@@ -374,13 +374,13 @@ def assert_users_once(stack: StackAuthSandbox, data_dir: Path) -> None:
 # --- shared: Ctrl-C (safety, migrate) ---
 
 
-def interrupt_and_wait(process: subprocess.Popen[str]) -> tuple[float, str]:
-    """Send one SIGINT; the seconds until the process ended (it must end) and its output."""
+def interrupt_and_wait(process: subprocess.Popen[str], signum: int | None = None) -> tuple[float, str]:
+    """Send one SIGINT (or `signum`); the seconds until the process ended (it must end) and its output."""
     import signal
     import time
 
     started = time.monotonic()
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT if signum is None else signum)
     try:
         output, _ = process.communicate(timeout=20)
     finally:

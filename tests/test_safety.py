@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -522,3 +523,21 @@ def test_a_session_keeping_a_step_waiting_is_named_and_the_step_goes_on_once_it_
     assert (f"it goes on once that session ends its transaction: end it with SELECT pg_terminate_backend({pid}) "
             "if it is not needed") in flat(seen), seen
     assert flat(seen).count(f"process {pid} holds") == 1, seen  # named once, however long the wait
+
+
+@pytest.mark.parametrize(("signum", "delay"), [(signal.SIGINT, 0.12), (signal.SIGINT, 0.2), (signal.SIGINT, 0.3),
+                                               (signal.SIGINT, 0.45), (signal.SIGTERM, 0.2), (signal.SIGTERM, 0.45)])
+def test_ctrl_c_while_python_loads_supamove_stops_it_with_nothing_done(env: dict[str, str], data_dir: Path,
+                                                                       signum: int, delay: float) -> None:
+    # A KeyboardInterrupt inside an import was a traceback, or swallowed by the import machinery: the
+    # command then went on, and once waited with its data directory locked until a second Ctrl-C.
+    process = subprocess.Popen([sys.executable, "-m", "supamove", "export", "--dry-run"], env={**os.environ, **env},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(delay)
+    seconds, output = interrupt_and_wait(process, signum)
+    assert "Traceback" not in output and "Exception ignored" not in output, output
+    if process.returncode == 130:  # stopped before doing anything
+        assert "Run the same command again to resume." in output
+        assert "Export plan" not in output and not data_dir.exists()
+    else:  # the plan was done (a dry run takes half a second): shown whole, as without the Ctrl-C
+        assert process.returncode == 0 and "Export plan" in output and "Interrupted" not in output, output

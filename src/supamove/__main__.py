@@ -1,3 +1,39 @@
-from supamove.cli import main
+"""`supamove` and `python -m supamove`: Ctrl-C is taken over before Python loads the rest of supamove.
 
-main()
+Loading the libraries takes a few tenths of a second; a KeyboardInterrupt raised inside an import is
+printed as a traceback, or swallowed by the import machinery and leaves the command running. Until a
+command's own handling starts (`interrupt.handled`), and after it ends, a Ctrl-C is only noted: the
+command then stops before it does anything (exit 130), or, its work done, ends as it would have.
+A second Ctrl-C ends the process at once. SIGTERM (kill, `timeout`, a service manager's stop) is a Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from types import FrameType
+
+EXIT_CODE = 130
+STOPS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and kill, `timeout` or a service manager's stop
+pressed: list[bool] = []  # read by interrupt.handled(): a Ctrl-C before it started
+
+
+def _noted(signum: int, frame: FrameType | None) -> None:
+    if pressed:
+        os._exit(EXIT_CODE)
+    pressed.append(True)
+
+
+def main() -> None:
+    for signum in STOPS:
+        signal.signal(signum, _noted)
+    from supamove.cli import main as cli  # noqa: PLC0415 - after the handler: the imports take a while
+
+    try:
+        cli()
+    finally:  # the outcome is decided: a Ctrl-C from now on would only kill the exit (Python's own, by signal)
+        signal.pthread_sigmask(signal.SIG_BLOCK, set(STOPS))
+
+
+if __name__ == "__main__":
+    main()

@@ -4,12 +4,14 @@ The first Ctrl-C says so on stderr, cancels every open database statement (the w
 a KeyboardInterrupt in the main thread never reaches) and every HTTP client, and stops new requests; the
 command then ends with exit code 130. Whatever still hangs (a request to an unresponsive server) is cut
 off after GRACE_SECONDS, as a kill would: every step resumes after one. A second Ctrl-C ends it at once.
+SIGTERM (kill, `timeout`, a service manager's stop) is handled as a Ctrl-C.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import weakref
 from collections.abc import Iterator
@@ -73,12 +75,25 @@ def handled() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, _on_sigint)
+    previous = {signum: signal.signal(signum, _on_sigint) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if _pressed_before():  # while Python loaded supamove: stop before doing anything
+            raise KeyboardInterrupt
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         _stopping.clear()
+
+
+def _pressed_before() -> bool:
+    """A Ctrl-C the console script noted before this command's handling started (see supamove.__main__)."""
+    entry = sys.modules.get("supamove.__main__")
+    if entry is None:  # `python -m supamove`: the module runs as __main__
+        main = sys.modules.get("__main__")
+        entry = main if getattr(getattr(main, "__spec__", None), "name", None) == "supamove.__main__" else None
+    pressed = getattr(entry, "pressed", None)
+    return isinstance(pressed, list) and bool(pressed) and bool(pressed.pop())
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
