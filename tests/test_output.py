@@ -65,8 +65,21 @@ def test_json_without_dry_run_is_refused(cli: Any, data_dir: Path) -> None:
     result = cli("export", "--json")
     assert result.exit_code == 2
     assert error_line(result.stderr) == "Error: export --json prints the dry run's plan (fix: add --dry-run)"
-    assert result.stdout == ""
+    assert orjson.loads(result.stdout) == {"ok": False, "error": {
+        "message": "export --json prints the dry run's plan (fix: add --dry-run)", "exitCode": 2}}
     assert not (data_dir / "metadata.json").exists()
+
+
+def test_a_command_stopped_before_its_result_still_prints_one_json_document(cli: Any, data_dir: Path,
+                                                                            monkeypatch: Any) -> None:
+    # It printed nothing on stdout: a script reading it found no JSON at all.
+    monkeypatch.setenv("DATABASE_URL", os.environ["SUPABASE_DB_URL"])  # the target is the source: refused
+    for command in (["verify", "--json"], ["import", "--dry-run", "--json"], ["migrate-users", "--dry-run", "--json"]):
+        result = cli(*command)
+        assert result.exit_code in (2, 4, 5), result.output  # target refused; Stack Auth not set up
+        document = orjson.loads(result.stdout)
+        assert document["ok"] is False and document["error"]["exitCode"] == result.exit_code, command
+        assert error_line(result.stderr) == f"Error: {document['error']['message']}"
 
 
 def test_import_and_verify_results_json_and_progress_phases(cli: Any, dbs: Any, exported: Path) -> None:

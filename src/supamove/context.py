@@ -45,7 +45,7 @@ class Context:
     def run(cls, func: Callable[..., Any], data_dir: Path | None, command: str, verbose: bool,
             kwargs: dict[str, Any]) -> Any:
         """Run a command's body with its context; an operator-fixable error becomes one line and an exit code."""
-        with render.failures_shown(), cls.opened(data_dir, command, verbose, kwargs.get("dry_run"),
+        with render.failures_shown(as_json=kwargs.get("as_json", False)), cls.opened(data_dir, command, verbose, kwargs.get("dry_run"),
                                                  kwargs.get("as_json", False)) as ctx:
             return func(ctx, **kwargs)
 

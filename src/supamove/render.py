@@ -69,12 +69,19 @@ def per_second(count: int | float, seconds: float) -> str:
     return f"{count / seconds:,.0f}" if seconds > 0 else ""
 
 
+_json_written: list[bool] = []  # this command printed its JSON document (see failures_shown)
+
+
+def _write_json(data: dict[str, Any]) -> None:
+    out.file.write(scrub(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()) + "\n")
+    out.file.flush()
+    _json_written.append(True)
+
+
 def show(result: R, as_json: bool, text: Callable[[R], None], failure: Exception | None = None) -> None:
     """A result as JSON on stdout (its `to_dict()`, secrets scrubbed) or as text by its renderer; then its failure."""
     if as_json:
-        data = cast(Serialisable, result).to_dict()  # every command with --json has a result with to_dict()
-        out.file.write(scrub(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()) + "\n")
-        out.file.flush()
+        _write_json(cast(Serialisable, result).to_dict())  # every command with --json has a result with to_dict()
     else:
         text(result)
     if failure is not None:
@@ -223,29 +230,45 @@ def show_error(text: str) -> None:
 
 
 @contextmanager
-def failures_shown(unexpected: str = "unexpected", hint: str = "see the log file for details") -> Iterator[None]:
-    """Every failure as one `Error:` line and its exit code; a traceback only in the log (and with --verbose)."""
+def failures_shown(unexpected: str = "unexpected", hint: str = "see the log file for details",
+                   as_json: bool = False) -> Iterator[None]:
+    """Every failure as one `Error:` line and its exit code; a traceback only in the log (and with --verbose).
+
+    With --json, a command stopped before it printed its document prints `{"error": ...}` instead: stdout
+    always holds one JSON document.
+    """
+    _json_written.clear()
     try:
         yield
     except SupamoveError as exc:
+        _json_error(as_json, str(exc), exc.exit_code)
         show_error(str(exc))
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
+        _json_error(as_json, "interrupted", INTERRUPTED)
         console.print("[yellow]Interrupted.[/] Run the same command again to resume.")
         sys.exit(INTERRUPTED)
     except OSError as exc:
         if not exc.filename:
-            _unexpected(exc, unexpected, hint)
+            _unexpected(exc, unexpected, hint, as_json)
         get_logger().debug("file error", exc_info=True)
+        _json_error(as_json, file_error(exc), DataFileError.exit_code)
         show_error(file_error(exc))
         sys.exit(DataFileError.exit_code)
     except Exception as exc:  # an unexpected failure still gets one line; the log file has the rest
-        _unexpected(exc, unexpected, hint)
+        _unexpected(exc, unexpected, hint, as_json)
 
 
-def _unexpected(exc: Exception, unexpected: str, hint: str) -> NoReturn:
+def _json_error(as_json: bool, message: str, code: int) -> None:
+    if as_json and not _json_written:
+        _write_json({"ok": False, "error": {"message": message, "exitCode": code}})
+
+
+def _unexpected(exc: Exception, unexpected: str, hint: str, as_json: bool = False) -> NoReturn:
     get_logger().debug("unexpected failure", exc_info=True)
-    show_error(f"{unexpected} {type(exc).__name__}: {str(exc)[:500]} ({hint})")
+    message = f"{unexpected} {type(exc).__name__}: {str(exc)[:500]} ({hint})"
+    _json_error(as_json, scrub(message), 1)
+    show_error(message)
     sys.exit(1)
 
 
