@@ -281,6 +281,18 @@ def test_an_export_of_schemas_holding_no_table_is_refused(cli, dbs, data_dir: Pa
     assert not (data_dir / "metadata.json").exists()
 
 
+def test_a_schema_the_source_lacks_is_a_wrong_option_naming_those_it_has(cli, data_dir: Path) -> None:
+    # It exited 1 (a plain failure), while a --tables pattern matching nothing exits 2.
+    for command in (("export", "--schema", "pubic"), ("export", "--schema", "pubic", "--dry-run"),
+                    ("schema", "--schema", "pubic", "--dry-run")):
+        result = cli(*command)
+        assert result.exit_code == ConfigError.exit_code, result.output
+        assert error_line(result.output).startswith("Error: schema pubic does not exist in the source")
+    assert "its application schemas are: billing, edge, public (fix: correct --schema" in error_line(
+        cli("export", "--schema", "pubic").output)
+    assert not (data_dir / "metadata.json").exists()
+
+
 # --- the target's schema ----------------------------------------------------------------------------
 
 

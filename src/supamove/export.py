@@ -233,8 +233,9 @@ def plan_export(conn: psycopg.Connection, source: Endpoint, options: ExportOptio
     schemas = catalog.schemas_to_read(wanted)
     missing = catalog.missing_schemas(conn, schemas)
     if missing:
-        raise SupamoveError(f"schema {missing[0]} does not exist in the source",
-                            fix="check --schema; `supamove export --dry-run` lists what would be exported")
+        raise ConfigError(f"schema {missing[0]} does not exist in the source; its application schemas are: "
+                          f"{', '.join(s.name for s in apps) or 'none'}",
+                          fix="correct --schema (`--schema all` exports every application schema)")
     every = catalog.read_relations(conn, schemas)
     auth = [t for t in catalog.read_relations(conn, ["auth"]) if t.name in AUTH_TABLES]
     check_patterns(every, auth, options)

@@ -82,7 +82,7 @@ def make_schema(conn: psycopg.Connection, source: Endpoint, schemas: list[str], 
 def _check_schemas_exist(conn: psycopg.Connection, schemas: list[str]) -> None:
     missing = catalog.missing_schemas(conn, schemas)
     if missing:
-        raise SupamoveError(f"schema {missing[0]} does not exist in the source",
+        raise ConfigError(f"schema {missing[0]} does not exist in the source",
                             fix="check --schema; `supamove schema --dry-run` lists what would be created")
 
 
