@@ -205,13 +205,16 @@ FULL_URL = "(fix: pass a full URL, e.g. --callback-url https://app.example.com/h
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["export", "--jobs", "0"], "Error: Invalid value for '--jobs': 0 is not in the range x>=1."),
-    (["verify", "--jobs", "-2"], "Error: Invalid value for '--jobs': -2 is not in the range x>=1."),
+    (["export", "--jobs", "0"], "Error: Invalid value for '--jobs': 0 is not in the range 1<=x<=64."),
+    (["verify", "--jobs", "-2"], "Error: Invalid value for '--jobs': -2 is not in the range 1<=x<=64."),
+    (["import", "--jobs", "100"], "Error: Invalid value for '--jobs': 100 is not in the range 1<=x<=64."),
+    (["verify", "--max-diffs", "-1"], "Error: Invalid value for '--max-diffs': -1 is not in the range x>=0."),
     (["send-password-resets", "--callback-url", "not-a-url"],
      "Error: --callback-url not-a-url: must be an http(s):// URL " + FULL_URL),
     (["send-password-resets", "--callback-url", "https:///handler"],
      "Error: --callback-url https:///handler: must name a host, like https://app.example.com/... " + FULL_URL),
-], ids=["export jobs 0", "verify jobs negative", "callback not a url", "callback without host"])
+], ids=["export jobs 0", "verify jobs negative", "import jobs 100", "max-diffs negative", "callback not a url",
+        "callback without host"])
 def test_bad_option_values_are_refused_with_their_cause(cli, args: list[str], message: str) -> None:
     result = cli(*args)
     assert result.exit_code == 2

@@ -55,7 +55,7 @@ split_option = click.option("--split-tables-larger-than", "split_larger_than_mb"
 
 
 def jobs_option(what: str) -> Callable[[F], F]:
-    return click.option("--jobs", default=2, show_default=True, type=click.IntRange(min=1), help=f"{what} in parallel.")
+    return click.option("--jobs", default=2, show_default=True, type=click.IntRange(1, 64), help=f"{what} in parallel.")
 
 
 read_options = options(  # how the export reads the tables: shared by export and migrate
@@ -199,7 +199,8 @@ def import_command(ctx: Context, yes: bool, dry_run: bool, as_json: bool, **give
 
 @command("verify")
 @click.option("--skip-checksum", is_flag=True, help="Compare row counts only (quick; before import too).")
-@click.option("--max-diffs", default=10, show_default=True, metavar="N", help="Differing rows reported per table.")
+@click.option("--max-diffs", default=10, show_default=True, metavar="N", type=click.IntRange(min=0),
+              help="Differing rows reported per table.")
 @jobs_option("Tables compared")
 @tables_option
 @keep_option
