@@ -26,7 +26,7 @@ from supamove import authstate, catalog, userids
 from supamove.catalog import AppSchema, QualifiedName, Table
 from supamove.clock import now_iso
 from supamove.db import Endpoint, connect, connection, first_line
-from supamove.errors import ConfigError, SupamoveError
+from supamove.errors import ConfigError
 from supamove.files import (
     PARTIAL,
     PRIVATE,

@@ -497,7 +497,9 @@ def show_user_outcomes(result: Any) -> None:
     if result.dry_run:
         say(f"Dry run: {resets:,} users would need a password reset. Nothing was created or updated.")
         return
-    say(f"Created {result.created:,} users in {result.seconds:.1f}s ({result.users_per_second:,.0f} users/s); "
+    found = f"; {result.found_earlier:,} created by the interrupted run before were found in Stack Auth" \
+        if result.found_earlier else ""
+    say(f"Created {result.created:,} users in {result.seconds:.1f}s ({result.users_per_second:,.0f} users/s){found}; "
         f"{resets:,} need a password reset (password-reset-required.json). Report: {result.report_path}")
 
 

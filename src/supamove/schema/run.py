@@ -12,7 +12,7 @@ import psycopg
 from supamove import catalog
 from supamove.clock import now_iso
 from supamove.db import Endpoint, connection
-from supamove.errors import ConfigError, SupamoveError
+from supamove.errors import ConfigError
 from supamove.files import atomic_writer, write_json
 from supamove.log import get_logger
 from supamove.paths import DataDir

@@ -81,6 +81,7 @@ class UserOutcome:
     reset_reason: str | None = None
     notes: list[str] = field(default_factory=list)
     created_now: bool = False
+    found_earlier: bool = False  # created by an interrupted run, found in Stack Auth by this one
     fix: str | None = None  # for a failed user: what to do before running the command again
     mfa: str | None = None  # "totp": its verified TOTP factor is set in Stack Auth (a dry run: will be)
     mfa_not_carried: list[dict[str, Any]] = field(default_factory=list)  # {factorId, type, reason}
@@ -119,6 +120,11 @@ class MigrationResult:
     @property
     def created(self) -> int:
         return sum(o.created_now for o in self.outcomes)
+
+    @property
+    def found_earlier(self) -> int:
+        """Users an interrupted run created and this one found: neither created now nor of an earlier run's."""
+        return sum(o.found_earlier for o in self.outcomes)
 
     @property
     def reset_required(self) -> list[UserOutcome]:
@@ -302,7 +308,9 @@ class _Run:
         if sid in self.pending:
             found = self.index.get(sid) if self.index is not None else self._lookup(item)
             if found is not None:
-                return self._finish(item, found, ["found in Stack Auth after an interrupted run"])
+                earlier = self._finish(item, found, ["found in Stack Auth after an interrupted run"])
+                earlier.found_earlier = earlier.stack_auth_user_id is not None
+                return earlier
         self.journal.intent(sid, item.email)
         try:
             outcome = self.client.create_user(item.body or {}, recover=lambda: self._lookup(item))
@@ -316,7 +324,7 @@ class _Run:
             log.warning("Stack Auth refused Supabase user %s: %s", sid, exc.message)
             return _failed(item, *self._refusal(item, exc))
         notes = ["created after a lost answer was found in Stack Auth"] if outcome.recovered else []
-        return self._finish(item, outcome.user, notes, created=not outcome.recovered)
+        return self._finish(item, outcome.user, notes, created=True)  # by this run, its answer lost or not
 
     def _finish(self, item: PlannedUser, user: dict[str, Any], notes: list[str], created: bool = False) -> UserOutcome:
         """Its TOTP secret set (an update: a create alone leaves MFA off), then the mapping entry."""
@@ -781,6 +789,7 @@ def write_reports(datadir: DataDir, result: MigrationResult) -> None:
     counts = result.counts
     summary = {"total": len(result.outcomes), "migrated": counts["migrated"], "linked": counts["linked"],
                "skipped": counts["skipped"], "failed": counts["failed"], "createdThisRun": result.created,
+               "foundAfterInterruption": result.found_earlier,
                "updated": result.updated, "unchanged": len(result.synced("unchanged")),
                "conflicts": len(result.conflicts),
                "passwordResetRequired": len(result.reset_required), "totpCarried": result.totp_carried,
