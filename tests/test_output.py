@@ -87,12 +87,17 @@ def test_import_and_verify_results_json_and_progress_phases(cli: Any, dbs: Any, 
     assert early.exit_code == 7, early.output
     assert orjson.loads(early.stdout)["summary"]["fail"] > 0
     assert error_line(early.stderr).startswith("Error: ") and "target tables are empty" in early.stderr
+    unmapped = orjson.loads(cli("import", "--dry-run", "--json").stdout)  # no user-mapping.json yet
+    with_ids = [t for t in unmapped["tables"] if t["unmappedUserIds"]]
+    assert with_ids and all(set(t["userIdsRemapped"].values()) == {0} for t in with_ids)  # it said all remapped
     write_mapping(dbs, exported)
     plan = orjson.loads(cli("import", "--dry-run", "--json").stdout)
     assert plan["problems"] == []
     assert plan["options"] == {"disableFk": False, "truncateFirst": False, "unmappedUsers": "error"}
     assert {t["state"] for t in plan["tables"]} == {"to load"}
-    assert any(t["userIdsRemapped"] for t in plan["tables"])
+    assert [t["userIdsRemapped"] for t in plan["tables"] if t["userIdsRemapped"]] == \
+        [t["unmappedUserIds"] for t in unmapped["tables"] if t["unmappedUserIds"]]  # now every one of them
+    assert all(not t["unmappedUserIds"] for t in plan["tables"])
     assert set(plan["tables"][0]) == {"schema", "table", "rows", "state", "userIdsRemapped", "unmappedUserIds",
                                       "missingInTarget", "missingInExport"}
 

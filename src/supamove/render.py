@@ -369,7 +369,7 @@ def show_export_result(result: ExportResult, datadir: DataDir) -> None:
 def show_import_plan(plan: ImportPlan) -> None:
     rows = []
     for order, table in enumerate(plan.tables, 1):
-        remapped = ", ".join(f"{c} ({len(ids):,} ids)" for c, ids in table.user_ids.items())
+        remapped = ", ".join(f"{c} ({n:,} ids)" for c, n in table.remapped_counts.items())
         state = "loaded by a previous run" if table.done else "HOLDS ROWS" if table.has_rows else \
             "resumes an interrupted load" if table.resume_split else ""
         rows.append((order, table.qualified, f"{table.rows:,}", remapped, state))

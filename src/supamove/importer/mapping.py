@@ -30,7 +30,9 @@ def mapping_for(plans: list[TablePlan], datadir: DataDir,
 
 def check_unmapped(target: Endpoint, plans: list[TablePlan], mapping: dict[str, str], loaded: bool, options: ImportOptions,
                     problems: list[SupamoveError]) -> None:
-    if not loaded:
+    if not loaded:  # no mapping (its own problem is listed): no id can be remapped
+        for plan in plans:
+            plan.unmapped = {name: sorted(ids) for name, ids in plan.user_ids.items() if ids}
         return
     for plan in plans:
         for name, ids in plan.user_ids.items():

@@ -54,6 +54,11 @@ class TablePlan(QualifiedName):
     resume_split: bool = False  # a crashed run loaded some of its ranges: the rerun loads the others
 
     @property
+    def remapped_counts(self) -> dict[str, int]:
+        """Each user-id column's distinct ids that the mapping holds: those the import rewrites."""
+        return {c: len(ids) - len(self.unmapped.get(c, [])) for c, ids in self.user_ids.items()}
+
+    @property
     def schema(self) -> str:
         return self.entry.schema
 
@@ -114,7 +119,7 @@ class ImportPlan:
         def table(t: TablePlan) -> dict[str, Any]:
             return {"schema": t.schema, "table": t.name, "rows": t.rows,
                     "state": "loaded" if t.done else "holds rows" if t.has_rows else "to load",
-                    "userIdsRemapped": {c: len(ids) for c, ids in t.user_ids.items()},
+                    "userIdsRemapped": t.remapped_counts,
                     "unmappedUserIds": {c: len(ids) for c, ids in t.unmapped.items()},
                     "missingInTarget": t.missing_in_target, "missingInExport": t.missing_in_export}
 
