@@ -41,15 +41,14 @@ def options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-dry_run_options = options(click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing."), json_option)
+dry_run_option = click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")
+dry_run_options = options(dry_run_option, click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON on stdout."))
 tables_option = click.option("--tables", multiple=True, metavar="PATTERN", help="Only these tables (name or schema.name, shell patterns; repeatable).")
 selection_options = options(
     click.option("--schema", "schemas", multiple=True, metavar="NAME", default=["public"],
-                 help="Schema to read (repeatable; default: public). Platform schemas are refused."),
+                 help="Schema to read (repeatable; default: public; all: every application schema; no platform one)."),
     tables_option, click.option("--exclude-tables", multiple=True, metavar="PATTERN",
                                 help="Leave these tables out (name or schema.name, shell patterns; repeatable)."))
-
-
 split_option = click.option("--split-tables-larger-than", "split_larger_than_mb", default=64, show_default=True,
                             type=click.IntRange(min=0), metavar="MB", help="Bigger tables go as ranges at once (0: never).")
 
@@ -199,8 +198,7 @@ def import_command(ctx: Context, yes: bool, dry_run: bool, as_json: bool, **give
 
 @command("verify")
 @click.option("--skip-checksum", is_flag=True, help="Compare row counts only (quick; before import too).")
-@click.option("--max-diffs", default=10, show_default=True, metavar="N", type=click.IntRange(min=0),
-              help="Differing rows reported per table.")
+@click.option("--max-diffs", default=10, show_default=True, metavar="N", type=click.IntRange(min=0), help="Differing rows reported per table.")
 @jobs_option("Tables compared")
 @tables_option
 @keep_option
@@ -222,7 +220,7 @@ def verify(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int, tables:
 @command("migrate")
 @options(selection_options, read_options, jobs_option("Tables read, loaded, compared"), load_options, concurrency_option)
 @keep_option
-@dry_run_options
+@options(dry_run_option, json_option)
 def migrate(ctx: Context, as_json: bool, **given: Any) -> None:
     """The cutover in one run: test-connections, export, migrate-users, import and verify, overlapped.
 

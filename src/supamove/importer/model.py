@@ -109,7 +109,8 @@ class ImportPlan:
         first = self.problems[0]
         if not dry_run:
             return first
-        failure = SupamoveError(f"the import cannot succeed: {len(self.problems)} problems (listed above)",
+        count = f"{len(self.problems)} problem{'' if len(self.problems) == 1 else 's'}"
+        failure = SupamoveError(f"the import cannot succeed: {count} (listed above)",
                                 fix="correct them, then run `supamove import --dry-run` again")
         failure.exit_code = first.exit_code
         return failure

@@ -148,14 +148,7 @@ def _decide_create(item: PlannedUser, use_hashes: bool, now: datetime,
                    accounts: dict[tuple[str, str], SupabaseUser]) -> None:
     user = item.user
     deleted = item.reason == "deleted"
-    if deleted:
-        providers: list[dict[str, Any]] = []
-        if any(str(i.get("provider") or "") in OAUTH_PROVIDERS for i in user.identities):
-            item.notes.append("OAuth identities not carried over: deleted users cannot sign in")
-    else:
-        providers, notes = oauth_providers([user])
-        item.notes += notes
-        providers = [p for p in providers if not _held_by_another(item, p, accounts)]
+    providers = _carried_identities(item, accounts)
     banned = is_banned(user, now)
     item.password, item.reset_reason = _password(item, bool(providers), use_hashes)
     if banned and item.password == "reset-required":
@@ -186,6 +179,17 @@ def _decide_create(item: PlannedUser, use_hashes: bool, now: datetime,
                     restricted_by_admin_private_details=f"banned in Supabase until {iso_ts(user.banned_until)}")
         item.notes.append("banned in Supabase: restricted_by_admin in Stack Auth")
     item.body = body
+
+
+def _carried_identities(item: PlannedUser, accounts: dict[tuple[str, str], SupabaseUser]) -> list[dict[str, Any]]:
+    """The user's oauth_providers; those left behind noted on it."""
+    if item.reason == "deleted":
+        if any(str(i.get("provider") or "") in OAUTH_PROVIDERS for i in item.user.identities):
+            item.notes.append("OAuth identities not carried over: deleted users cannot sign in")
+        return []
+    providers, notes = oauth_providers([item.user])
+    item.notes += notes
+    return [p for p in providers if not _held_by_another(item, p, accounts)]
 
 
 def _held_by_another(item: PlannedUser, provider: dict[str, Any], accounts: dict[tuple[str, str], SupabaseUser]) -> bool:
