@@ -291,3 +291,11 @@ def test_a_sign_up_during_the_freeze_fails_verify_until_the_users_are_carried(cl
     result = cli("verify", *KEEP_JSON_IDS)
     assert result.exit_code == 0, result.output
     assert "late@example.com" in {u.get("primary_email") for u in stack_auth.users.values()}
+
+
+def test_a_wrong_option_is_named_before_any_connection(cli, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPABASE_DB_URL", "postgresql://postgres:pw@127.0.0.1:1/postgres?sslmode=disable")
+    result = cli("migrate", "--dry-run", "--schema", "storage")  # found after test-connections ran and failed
+    assert result.exit_code == 2, result.output
+    assert error_line(result.output).startswith("Error: schema storage is a Supabase platform schema")
+    assert "source (SUPABASE_DB_URL)" not in result.output  # no connection table: none was tried

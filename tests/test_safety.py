@@ -188,6 +188,11 @@ def test_unwritable_data_dir_and_log_are_found_before_any_work(cli, dbs, immutab
         f"Error: cannot write the log file {immutable / 'migration.log'}: operation not permitted (fix: make it "
         "writable by this user (chmod u+w), or set LOG_FILE_PATH to a path you can write)")
     assert not Path("migration-data").exists()
+    monkeypatch.delenv("LOG_FILE_PATH")
+    monkeypatch.setenv("MIGRATION_DATA_DIR", "/proc/migration-data")  # no chmod mends this one
+    result = cli("export", *EDGE)
+    assert result.exit_code == 2, result.output
+    assert error_line(result.output).endswith("(fix: set MIGRATION_DATA_DIR or --data-dir to a path on a writable disk)")
 
 
 def test_lock_is_released_when_the_holder_ends(tmp_path: Path) -> None:

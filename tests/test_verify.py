@@ -23,6 +23,7 @@ from conftest import (
     create_database,
     database_counter,
     error_line,
+    flat,
     fresh_databases,
     metadata,
 )
@@ -574,6 +575,7 @@ def test_a_sequence_no_table_uses_behind_the_source_fails(cli, migrated: Path, d
                                     "status": "fail",
                                     "reason": "sequence edge.ticket_seq would next give 6, behind the source's 43"}]
     assert report["summary"]["sequencesFailed"] == 1
+    assert "0 fail; " in out and "; sequences no table uses: 1 FAIL" in flat(out)  # the headline said all passed
     assert error_line(out) == (
         "Error: 1 sequence is not continued: sequence edge.ticket_seq would next give 6, behind the source's 43 "
         "(fix: run `supamove import` again (it continues every sequence of the export), or setval() it by hand; "

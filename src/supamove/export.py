@@ -499,7 +499,7 @@ def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
     if options.auth_only:
         return run_auth_export(source, datadir, progress)
     progress = progress or NullProgress()
-    _check_options(options)
+    check_options(options)
     previous = Metadata.previous(datadir.check_exists())
     if previous is not None and not options.force:
         previous.refuse_rerun()
@@ -515,7 +515,7 @@ def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
     return ExportResult(plan, tables, time.monotonic() - started, snapshot, datadir)
 
 
-def _check_options(options: ExportOptions) -> None:
+def check_options(options: ExportOptions) -> None:
     """A malformed option is named first, before what the data directory holds."""
     catalog.schemas_to_read([s for s in options.schemas if s != ALL_SCHEMAS])
     for option, refs in (("--user-id-column", options.user_id_columns),

@@ -301,8 +301,11 @@ def read_rows(path: Path, skip_damaged: bool = False, fix: str = RESTORE_OR_EXPO
 def writable_error(path: Path, what: str, setting: str, exc: OSError) -> ConfigError:
     """The one-line error for a data directory or log file that cannot be written."""
     reason = exc.strerror.lower() if exc.strerror else type(exc).__name__
-    return ConfigError(f"cannot write the {what} {path}: {reason}",
-                       fix=f"make it writable by this user (chmod u+w), or set {setting} to a path you can write")
+    if exc.errno == errno.EACCES or exc.errno == errno.EPERM:
+        fix = f"make it writable by this user (chmod u+w), or set {setting} to a path you can write"
+    else:  # a read-only file system, a missing or odd parent (/proc): no chmod mends it
+        fix = f"set {setting} to a path on a writable disk"
+    return ConfigError(f"cannot write the {what} {path}: {reason}", fix=fix)
 
 
 def check_can_create(path: Path, what: str, setting: str) -> None:

@@ -452,6 +452,8 @@ def show_verify_report(report: VerifyReport) -> None:
     summary = report.summary
     auth = "" if not report.auth else "; Supabase Auth's users changed since the export" if report.failed_auth \
         else "; Supabase Auth's users unchanged since the export"
+    auth += "".join(f"; {what}: {len(failed):,} FAIL" for failed, what in (
+        (report.failed_sequences, "sequences no table uses"), (report.failed_views, "materialized views")) if failed)
     say(f"{summary['tables']} tables: {summary['pass']} pass, {summary['warn']} warn, {summary['fail']} fail; "
         f"{summary['sourceRows']:,} source rows, {summary['targetRows']:,} target rows in {report.seconds:.1f}s"
         f"{'' if report.checksums else ' (row counts only)'}{auth}. Report: {report.report_path}")

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from supamove.connections import check_connections
 from supamove.errors import SupamoveError
-from supamove.export import ExportWatch, preview_export, run_export
+from supamove.export import ExportWatch, check_options, preview_export, run_export
 from supamove.importer import finish_import, run_import
 from supamove.log import get_logger
 from supamove.metadata import Metadata, TableEntry
@@ -35,8 +35,10 @@ def run_migrate(env: Endpoints, datadir: DataDir, options: PipelineOptions,
                 progress: Progress | None = None) -> MigrateResult:
     """Every step of the cutover; the result says what each did and holds the failure that stopped it."""
     result = MigrateResult(dry_run=options.dry_run)
-    step = "test-connections"
+    step = "export"
     try:
+        check_options(options.export())  # a wrong option before any connection: it is no endpoint's fault
+        step = "test-connections"
         _check_connections(env, result)
         step = "export"
         if options.dry_run:
