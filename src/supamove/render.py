@@ -450,13 +450,17 @@ def show_verify_report(report: VerifyReport) -> None:
         note(f"verification-report.json holds a full verification (with checksums): kept; this row-count check "
              f"is in {report.report_path}", logging.WARNING)
     summary = report.summary
-    auth = "" if not report.auth else "; Supabase Auth's users changed since the export" if report.failed_auth \
-        else "; Supabase Auth's users unchanged since the export"
-    auth += "".join(f"; {what}: {len(failed):,} FAIL" for failed, what in (
-        (report.failed_sequences, "sequences no table uses"), (report.failed_views, "materialized views")) if failed)
     say(f"{summary['tables']} tables: {summary['pass']} pass, {summary['warn']} warn, {summary['fail']} fail; "
         f"{summary['sourceRows']:,} source rows, {summary['targetRows']:,} target rows in {report.seconds:.1f}s"
-        f"{'' if report.checksums else ' (row counts only)'}{auth}. Report: {report.report_path}")
+        f"{'' if report.checksums else ' (row counts only)'}{_beyond_tables(report)}. Report: {report.report_path}")
+
+
+def _beyond_tables(report: VerifyReport) -> str:
+    """The verdicts the table counts leave out: Supabase Auth's users, failed sequences and materialized views."""
+    said = "" if not report.auth else "; Supabase Auth's users changed since the export" if report.failed_auth \
+        else "; Supabase Auth's users unchanged since the export"
+    return said + "".join(f"; {what}: {len(failed):,} FAIL" for failed, what in (
+        (report.failed_sequences, "sequences no table uses"), (report.failed_views, "materialized views")) if failed)
 
 
 def _number(value: int | None) -> str:
