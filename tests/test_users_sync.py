@@ -487,3 +487,31 @@ def test_one_account_two_supabase_users_share_signs_in_the_older_only(stack: Sta
     assert stack_user(stack, datadir, "liam")["oauth_providers"] == []
     # Left without the account it signed in with, and without a password: it gets a reset e-mail.
     assert [o.supabase_user_id for o in result.reset_required] == [uid("liam")]
+
+
+def test_after_map_users_a_change_stack_auth_lacks_is_a_conflict_not_a_baseline(stack: StackAuthSandbox,
+                                                                                 tmp_path: Path) -> None:
+    """Without sync state (the mapping rebuilt by map-users), what the export would send was recorded as
+    the baseline: a change made in Supabase since the users were created was then never carried, nor said."""
+    from supamove.users.mapusers import map_users
+
+    users = many(3)
+    datadir = write_export(tmp_path / "d", users, [])
+    run(stack, datadir)
+    datadir.user_mapping.unlink()
+    datadir.user_sync_state.unlink()
+    with StackAuthClient(stack.url, PROJECT, SECRET, retry=FAST) as client:
+        assert len(map_users(client, datadir).matched) == 3
+    changed = [users[0], *renamed(users[1:2]), users[2]]  # user001 renamed in Supabase meanwhile
+    write_export(datadir.root, changed, [])
+    result = run(stack, datadir)
+    got = {o.supabase_user_id: o for o in result.outcomes}
+    assert (got[uid("user001")].sync, got[uid("user001")].changed_in_stack_auth) == (
+        "conflict", ["display_name", "server_metadata"])
+    assert {got[uid(n)].sync for n in ("user000", "user002")} == {"unchanged"}  # the baseline, read and the same
+    assert isinstance(result.failure(), StackAuthError) and stack.requests.get(PATCHES, 0) == 0
+    forced = run(stack, datadir, overwrite_changed=True)
+    assert forced.failure() is None and stack.requests[PATCHES] == 1
+    assert stack_user(stack, datadir, "user001")["display_name"] == "Renamed user001@example.com"
+    again = run(stack, datadir)
+    assert again.failure() is None and {o.sync for o in again.outcomes} == {"unchanged"}

@@ -44,6 +44,7 @@ from supamove.users.sync import (
     new_identities,
     observed,
     revision_of,
+    stack_differs,
     update_body,
     without_pairs,
 )
@@ -436,13 +437,7 @@ class _Run:
         sid = item.user.id
         record = self.state.get(sid)
         if record is None or record.get("stackAuthUserId") != self.mapping.get(sid):  # mapped by map-users,
-            outcome = self._done(item, previous)  # or by a supamove without sync state: this is the baseline
-            if outcome.status == "migrated" and outcome.stack_auth_user_id:
-                self.state.record(sid, outcome.stack_auth_user_id, fingerprints(desired(item)), None)
-                outcome.sync = "unchanged"
-                outcome.notes.append("no sync state from an earlier run: what it would send now is recorded as "
-                                     "the baseline for the next run")
-            return outcome
+            return partial(self._baseline, item, previous)  # or by a supamove without sync state
         outcome = self._earlier(item, previous)
         if record.get("linked"):  # an existing Stack Auth user keeps its own sign-in: never written
             return outcome
@@ -459,6 +454,36 @@ class _Run:
             self._save_update(sid, record["stackAuthUserId"], fingerprints(values), None,
                               int(record.get("revision") or 0), seen=record.get("seen"),
                               oauth=values["oauth_providers"])
+        return outcome
+
+    def _baseline(self, item: PlannedUser, previous: dict[str, Any] | None) -> UserOutcome:
+        """A mapped user without sync state: its Stack Auth user read and compared with what the export would
+        send. The same: recorded as the baseline of later runs. Otherwise (a change in Supabase since its
+        Stack Auth user was made, or one made there) a conflict: `--overwrite-changed` writes Supabase's."""
+        outcome = self._done(item, previous)
+        stack_id = outcome.stack_auth_user_id
+        if outcome.status != "migrated" or not stack_id:
+            return outcome
+        current = self.client.get_user(stack_id)
+        if current is None:
+            return _failed(item, f"Stack Auth user {stack_id} no longer exists (deleted in Stack Auth)",
+                           fix="remove its entry from user-mapping.json to create it again, then run the same "
+                               "command again")
+        values, linked = desired(item), supabase_id_of(current) != item.user.id  # linked: never written
+        theirs = [] if linked else stack_differs(values, current)
+        if theirs and self.options.overwrite_changed:
+            return self._patch(item, {"stackAuthUserId": stack_id}, values, theirs, current, [])
+        if theirs:
+            outcome.fix = CONFLICT_FIX
+            outcome.sync, outcome.changed_in_stack_auth = "conflict", theirs
+            outcome.notes.append(f"no sync state from an earlier run, and Stack Auth holds other values than "
+                                 f"Supabase's ({', '.join(theirs)}): not overwritten")
+            return outcome
+        self.state.record(item.user.id, stack_id, fingerprints(values), fingerprints(observed(current)),
+                          linked=linked)
+        outcome.sync = "unchanged"
+        outcome.notes.append("no sync state from an earlier run: its Stack Auth user matches the export, recorded "
+                             "as the baseline for the next run")
         return outcome
 
     def _update(self, item: PlannedUser, record: dict[str, Any], changed: list[str]) -> UserOutcome:

@@ -91,6 +91,25 @@ def observed(user: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def stack_differs(values: dict[str, Any], user: dict[str, Any]) -> list[str]:
+    """The fields a Stack Auth user holds otherwise than the export would send them, among those its API shows
+    (a password hash and a TOTP secret never come back; identities are only ever added)."""
+    meta = user.get("server_metadata")
+    shown = {
+        "primary_email": (user.get("primary_email") or "").strip().lower() or None,
+        "primary_email_verified": bool(user.get("primary_email_verified")),
+        "primary_email_auth_enabled": bool(user.get("primary_email_auth_enabled")),
+        "display_name": user.get("display_name"),
+        "restricted_by_admin": [bool(user.get("restricted_by_admin")), user.get("restricted_by_admin_reason"),
+                                user.get("restricted_by_admin_private_details")],
+        "is_anonymous": bool(user.get("is_anonymous")),
+        "server_metadata": {k: v for k, v in meta.items() if k != REVISION_KEY} if isinstance(meta, dict) else meta,
+    }
+    restricted = values["restricted_by_admin"]
+    wanted = {**values, "restricted_by_admin": restricted if restricted[0] else [False, None, None]}
+    return [name for name, value in shown.items() if fingerprint(wanted[name]) != fingerprint(value)]
+
+
 def new_identities(values: dict[str, Any], record: dict[str, Any]) -> list[list[str]] | None:
     """The (provider, account id) pairs to add: in the export now, not carried by an earlier run
     (None: that run kept no list; the Stack Auth user's own list decides)."""
