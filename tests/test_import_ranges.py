@@ -35,14 +35,13 @@ def set_aside(dbs) -> list[tuple]:
 
 def exported_with_big_table(cli, dbs, data_dir: Path) -> None:
     make_big_table(dbs)
-    with dbs.source() as conn:
-        conn.execute("CREATE INDEX fault_big_at_idx ON public.fault_big (at)")
-    with dbs.target() as conn:  # a trigger and an index of the application's: set aside, then back
-        conn.execute("CREATE INDEX fault_big_at_idx ON public.fault_big (at)")
-        conn.execute("CREATE FUNCTION public.fault_stamp() RETURNS trigger LANGUAGE plpgsql AS "
-                     "$$BEGIN NEW.payload := 'stamped'; RETURN NEW; END$$")
-        conn.execute("CREATE TRIGGER fault_stamp BEFORE INSERT ON public.fault_big FOR EACH ROW "
-                     "EXECUTE FUNCTION public.fault_stamp()")
+    for side in (dbs.source, dbs.target):  # a trigger and an index of the application's: set aside, then back
+        with side() as conn:
+            conn.execute("CREATE INDEX fault_big_at_idx ON public.fault_big (at)")
+            conn.execute("CREATE FUNCTION public.fault_stamp() RETURNS trigger LANGUAGE plpgsql AS "
+                         "$$BEGIN NEW.payload := 'stamped'; RETURN NEW; END$$")
+            conn.execute("CREATE TRIGGER fault_stamp BEFORE INSERT ON public.fault_big FOR EACH ROW "
+                         "EXECUTE FUNCTION public.fault_stamp()")
     assert cli("export").exit_code == 0
     write_mapping(dbs, data_dir)
 
