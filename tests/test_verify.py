@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -683,6 +684,7 @@ def test_what_the_target_holds_but_does_not_enforce_is_named(cli, migrated: Path
                      "REFERENCES public.organizations(id) ON DELETE CASCADE NOT VALID")
         conn.execute("ALTER TABLE public.units DISABLE ROW LEVEL SECURITY")
         conn.execute("DROP TRIGGER alert_subscriptions_set_updated_at ON public.alert_subscriptions")
+        conn.execute('ALTER TABLE public.profiles ALTER COLUMN full_name TYPE text COLLATE "C"')
     code, report, out = verify(cli, "--skip-checksum")
     assert code == 7, out
     reasons = {n: t["reason"] for n, t in by_name(report).items() if t["status"] != "pass"}
@@ -696,11 +698,27 @@ def test_what_the_target_holds_but_does_not_enforce_is_named(cli, migrated: Path
         # Warnings: `supamove schema` leaves out triggers calling Supabase's platform; who reads which rows
         # is the application's to decide on the target.
         "public.units": "row-level security is on in the source, off in the target",
+        "public.profiles": "column full_name is collated C in the target, as its type in the source (order and "
+                           "equality may differ)",
         "public.alert_subscriptions": "trigger alert_subscriptions_set_updated_at is missing in the target "
                                       "(CREATE TRIGGER alert_subscriptions_set_updated_at BEFORE UPDATE ON "
                                       "public.alert_subscriptions FOR EACH ROW EXECUTE FUNCTION public.set_updated_at())"}
-    assert {by_name(report)[n]["status"] for n in ("public.units", "public.alert_subscriptions")} == {"warn"}
+    assert {by_name(report)[n]["status"] for n in ("public.units", "public.alert_subscriptions",
+                                                    "public.profiles")} == {"warn"}
     assert "3 of " in error_line(out)
+
+
+def test_a_changed_value_is_shown_as_sql_writes_it_and_escaped_when_both_look_alike(cli, migrated: Path,
+                                                                                    dbs: Databases) -> None:
+    on_both(dbs, "UPDATE edge.types_zoo SET txt = %s, b = '\\x01ff' WHERE id = 1", params=("it's café",))
+    with dbs.target() as conn:  # the same word in another Unicode normalization, and another byte
+        conn.execute("UPDATE edge.types_zoo SET txt = %s, b = '\\x01fe' WHERE id = 1",
+                     (unicodedata.normalize("NFD", "it's café"),))
+    code, _, out = verify(cli, "--tables", "types_zoo")
+    assert code == 7, out
+    line = next(line for line in out.splitlines() if "row id=1 differs" in line)
+    assert r"b: '\x01ff' -> '\x01fe'" in line  # repr() doubled the backslash
+    assert r"txt: 'it''s caf\xe9' -> 'it''s cafe\u0301'" in line  # repr() showed 'é' -> 'é'
 
 
 def test_citext_from_another_schema_is_the_same_type(cli, data_dir: Path, dbs: Databases,

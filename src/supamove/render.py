@@ -11,6 +11,7 @@ import logging
 import sys
 import threading
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -470,7 +471,7 @@ def _number(value: int | None) -> str:
 def _describe_difference(diff: Difference) -> str:
     where = ", ".join(f"{k}={v}" for k, v in (diff.key or {}).items())
     if diff.kind == "changed":
-        cols = "; ".join(f"{c.column}: {_sql_text(c.source)} -> {_sql_text(c.target)}" for c in diff.columns)
+        cols = "; ".join(f"{c.column}: {' -> '.join(_shown_pair(c.source, c.target))}" for c in diff.columns)
         return f"row {where} differs: {cols}"
     side = "source only" if diff.kind == "missing" else "target only"
     times = f" x{diff.count}" if diff.count > 1 else ""
@@ -479,8 +480,21 @@ def _describe_difference(diff: Difference) -> str:
     return f"row {diff.kind} ({side}){times}: {diff.row}"
 
 
+def _shown_pair(source: str | None, target: str | None) -> tuple[str, str]:
+    """Both sides' texts as SQL literals; escaped (`e\\u0301`) when they would look the same printed: another
+    Unicode normalization, an invisible character."""
+    if source is not None and target is not None and _looks(source) == _looks(target):
+        source, target = (v.encode("unicode_escape").decode("ascii") for v in (source, target))
+    return _sql_text(source), _sql_text(target)
+
+
+def _looks(text: str) -> str:
+    return unicodedata.normalize("NFKC", "".join(c for c in text if unicodedata.category(c) not in ("Cf", "Cc")))
+
+
 def _sql_text(value: str | None) -> str:
-    return "NULL" if value is None else repr(value)
+    """A value as SQL writes a literal: 'it''s', '\\x01ff' (repr doubled every backslash)."""
+    return "NULL" if value is None else "'" + value.replace("'", "''") + "'"
 
 
 def show_user_outcomes(result: Any) -> None:

@@ -33,7 +33,8 @@ SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
        CASE WHEN a.attgenerated = '' THEN pg_get_expr(ad.adbin, ad.adrelid) END,
        CASE WHEN a.attgenerated <> '' THEN 'generated' WHEN a.attidentity = 'a' THEN 'identity always'
             WHEN a.attidentity = 'd' THEN 'identity by default' ELSE '' END,
-       CASE WHEN a.attgenerated <> '' THEN pg_get_expr(ad.adbin, ad.adrelid) END
+       CASE WHEN a.attgenerated <> '' THEN pg_get_expr(ad.adbin, ad.adrelid) END,
+       CASE WHEN a.attcollation <> t.typcollation THEN (SELECT collname FROM pg_collation WHERE oid = a.attcollation) END
 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_type t ON t.oid = a.atttypid
 JOIN pg_type b ON b.oid = CASE WHEN t.typcategory = 'A' AND t.typelem <> 0 THEN t.typelem ELSE t.oid END
@@ -96,6 +97,7 @@ class ColumnShape:
     default: str | None
     kind: str  # "generated", "identity always", "identity by default" or ""
     expression: str | None  # a generated column's expression
+    collation: str | None  # the column's own, when not its type's: sorting, comparing, unique keys differ
 
 
 @dataclass
@@ -210,6 +212,9 @@ def _compare_column(name: str, ours: ColumnShape, theirs: ColumnShape, found: Fi
     elif ours.expression != theirs.expression:
         found.warnings.append(f"column {name} is generated differently: source {ours.expression}, "
                               f"target {theirs.expression}")
+    if ours.collation != theirs.collation:
+        found.warnings.append(f"column {name} is collated {theirs.collation or 'as its type'} in the target, "
+                              f"{ours.collation or 'as its type'} in the source (order and equality may differ)")
     if ours.default is not None and theirs.default is None:
         found.failures.append(f"column {name} has no default in the target (source: {ours.default})")
     elif ours.default != theirs.default:
