@@ -154,6 +154,9 @@ def test_whole_runbook_from_an_empty_target_passes_verify(cli: Cli, dbs: Databas
     applied = cli("schema", *both, "--apply")
     assert applied.exit_code == 0, applied.output
     assert "Applied to the target" in applied.output and "in one transaction: 15 tables" in applied.output
+    again = cli("schema", *both, "--apply")  # run again (a Ctrl-C came once it had committed): its work is done
+    assert again.exit_code == 0, again.output
+    assert "This schema.sql was applied to the target" in again.output and "nothing to do" in again.output
     for step in (("export", *both), ("migrate-users",), ("import",), ("verify",)):
         result = cli(*step)
         assert result.exit_code == 0, f"supamove {' '.join(step)}:\n{result.output}"

@@ -660,7 +660,10 @@ def show_schema_result(result: SchemaResult, datadir: DataDir, target: str) -> N
         say(f"Dry run: {summary}. Nothing was written.")
         return
     say(f"{summary}. Wrote {datadir.schema_sql} and {datadir.schema_report}.")
-    if result.applied is not None:
+    if result.applied is not None and result.applied.applied_before:
+        say(f"This schema.sql was applied to the target ({target}) at {result.applied.applied_before}, and its "
+            f"{result.applied.tables} tables are there: nothing to do.")
+    elif result.applied is not None:
         say(f"Applied to the target ({target}) in one transaction: {result.applied.tables} tables "
             f"in {result.applied.seconds:.1f}s.")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 
@@ -19,6 +20,15 @@ log = get_logger("schema")
 class ApplyResult:
     tables: int
     seconds: float
+    applied_before: str | None = None  # when this same schema.sql was applied by an earlier run: nothing done
+
+
+BANNER_START = "-- The application schema for the target, written by `supamove schema` at "
+# The schema.sql applied, by SHA-256, recorded in its transaction: a rerun (after a Ctrl-C that came once
+# it had committed, say) finds its work done instead of refusing a target that holds the tables.
+RECORD = ("CREATE SCHEMA IF NOT EXISTS _supamove",
+          "CREATE TABLE IF NOT EXISTS _supamove.schema_applied (sha256 text PRIMARY KEY, "
+          "applied_at timestamptz NOT NULL DEFAULT now())")
 
 
 def missing_extensions(conn: psycopg.Connection, extensions: list[Extension]) -> list[str]:
@@ -43,17 +53,40 @@ def apply_schema(target: Endpoint, datadir: DataDir, tables: list[str], extensio
     """Run schema.sql on the target in one transaction: all of it, or nothing."""
     started = time.monotonic()
     script = datadir.schema_sql.read_text(encoding="utf-8")
+    digest = schema_digest(script)
     with connection(target, autocommit=True) as conn:  # transaction() below is then the real one
+        before = applied_before(conn, digest, tables)
+        if before is not None:
+            log.info("%s was applied to the target at %s: nothing to do", datadir.schema_sql, before)
+            return ApplyResult(len(tables), time.monotonic() - started, before)
         check_target(conn, target, tables, extensions)
         try:
             with conn.transaction():
                 conn.execute(script.encode())
+                for statement in RECORD:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO _supamove.schema_applied (sha256) VALUES (%s) ON CONFLICT DO NOTHING",
+                             (digest,))
         except psycopg.Error as exc:
             raise target.error(f"the target refused {datadir.schema_sql.name}: {first_line(exc)}; nothing was applied",
                                f"correct the statement in {datadir.schema_sql} (or its cause on the source), "
                                "then run `supamove schema --apply` again") from exc
     log.info("applied %s to the target: %d tables", datadir.schema_sql, len(tables))
     return ApplyResult(len(tables), time.monotonic() - started)
+
+
+def schema_digest(script: str) -> str:
+    """SHA-256 of schema.sql less its banner, which says when it was written: the same schema, the same digest."""
+    body = script.split("\n\n", 1)[-1] if script.startswith(BANNER_START) else script
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def applied_before(conn: psycopg.Connection, digest: str, tables: list[str]) -> str | None:
+    """When this schema.sql was applied to the target, if it was and every one of its tables is there still."""
+    if conn.execute("SELECT to_regclass('_supamove.schema_applied')").fetchone() == (None,):
+        return None
+    row = conn.execute("SELECT applied_at::text FROM _supamove.schema_applied WHERE sha256 = %s", (digest,)).fetchone()
+    return str(row[0]) if row and len(existing_tables(conn, tables)) == len(tables) else None
 
 
 def check_target(conn: psycopg.Connection, target: Endpoint, tables: list[str], extensions: list[Extension]) -> None:

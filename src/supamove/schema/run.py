@@ -16,7 +16,7 @@ from supamove.errors import ConfigError
 from supamove.files import atomic_writer, write_json
 from supamove.log import get_logger
 from supamove.paths import DataDir
-from supamove.schema.apply import ApplyResult, apply_schema
+from supamove.schema.apply import BANNER_START, ApplyResult, apply_schema
 from supamove.schema.dump import Programs, dump_schema, read_toc, render
 from supamove.schema.facts import read_facts
 from supamove.schema.model import SchemaOptions, SchemaReport
@@ -88,7 +88,7 @@ def _check_schemas_exist(conn: psycopg.Connection, schemas: list[str]) -> None:
 
 def _banner(report: SchemaReport) -> str:
     counts = report.counts
-    return (f"-- The application schema for the target, written by `supamove schema` at {report.created_at}\n"
+    return (f"{BANNER_START}{report.created_at}\n"
             f"-- from PostgreSQL {report.server_version} with {report.pg_dump}.\n"
             f"-- {counts['kept']} objects kept, {counts['changed']} changed, {counts['left-out']} left out: "
             "see schema-report.json.\n"
