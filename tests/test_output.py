@@ -121,6 +121,7 @@ def test_counts_only_verify_never_replaces_a_full_verification(cli: Any, dbs: An
     keep = ("--keep-supabase-ids", "edge.posts.meta")  # the import does not rewrite ids inside JSON
     first = cli("verify", "--skip-checksum", *keep)  # no report yet: it is the report
     assert first.exit_code == 0, first.output
+    assert "rows counted" in first.stderr and "rows compared" not in first.stderr  # none is compared
     report = exported / "verification-report.json"
     assert orjson.loads(report.read_bytes())["summary"]["checksums"] is False
     assert cli("verify", *keep).exit_code == 0  # a full verification replaces a counts-only report

@@ -42,7 +42,7 @@ from supamove.verify.views import view_checks
 log = get_logger("verify")
 # A table's checksums computed before the run (as it was loaded), with the relations they were read as.
 Known = tuple[Relation, Relation, Checksum, Checksum]
-ROWS = "rows compared"  # a progress bar of its own, beside the tables'
+ROWS = {False: "rows compared", True: "rows counted"}  # a bar of its own, beside the tables' (by --skip-checksum)
 CHUNK_BLOCKS = 4096  # a table larger than twice this many blocks (32 MB) is checksummed in pieces
 
 
@@ -104,13 +104,14 @@ def _verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: Verif
 
 def _compare_tables(plan: VerifyPlan, context: Context, jobs: int, progress: Progress) -> dict[str, TableCheck]:
     """Every table's verdict, `jobs` tables at a time, by qualified name."""
+    rows = ROWS[context.options.skip_checksum]
     progress.start("tables", len(plan.tables))
-    progress.start(ROWS, sum(p.table.estimated_rows for p in plan.tables) or None)
+    progress.start(rows, sum(p.table.estimated_rows for p in plan.tables) or None)
 
     def one(table: TableComparison) -> TableCheck:
         check = verify_table(table, context)
         progress.advance("tables")
-        progress.advance(ROWS, max(check.source_rows or 0, check.target_rows or 0))
+        progress.advance(rows, max(check.source_rows or 0, check.target_rows or 0))
         return check
 
     with ThreadPoolExecutor(jobs, "verify") as workers:
@@ -118,7 +119,7 @@ def _compare_tables(plan: VerifyPlan, context: Context, jobs: int, progress: Pro
         order = sorted(plan.tables, key=lambda p: -p.table.estimated_rows)
         done = {c.qualified: c for c in workers.map(one, order)}
     progress.finish("tables")
-    progress.finish(ROWS)
+    progress.finish(rows)
     return done
 
 
