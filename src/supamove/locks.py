@@ -65,8 +65,9 @@ class LockWatch:
                 conn = conn or connect(self.endpoint, autocommit=True)
                 for row in conn.execute(BLOCKED_SQL, (self.every,)).fetchall():
                     self._name(*row)
-        except Exception as exc:  # noqa: BLE001 - the watch informs; its own trouble must not stop the step
-            log.debug("lock watch on the %s stopped: %s", self.endpoint.side, exc)
+        except BaseException as exc:  # noqa: BLE001 - it informs: its own trouble, or a Ctrl-C's (interrupt.check
+            # in connect), ends it without a word, never the step
+            log.debug("lock watch on the %s stopped: %r", self.endpoint.side, exc)
         finally:
             if conn is not None:
                 conn.close()
