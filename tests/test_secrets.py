@@ -276,6 +276,17 @@ def test_a_password_given_as_a_url_parameter_is_never_stored_shown_or_put_on_a_c
     assert source.endswith(f"?user={fixtures.APP_ROLE}&password=***&sslmode=disable"), source
 
 
+def test_a_log_file_that_is_a_device_keeps_its_mode(tmp_path: Path) -> None:
+    # LOG_FILE_PATH=/dev/null (no log wanted): as root it was made 0600, and every other program of the
+    # machine then failed to write to /dev/null. A node of the same device, here, stands for it.
+    device = tmp_path / "null"
+    os.mknod(device, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    device.chmod(0o666)
+    setup_logging(device)
+    get_logger("users").info("written to the device, as to /dev/null")
+    assert stat.S_IMODE(device.stat().st_mode) == 0o666
+
+
 def test_a_traceback_in_the_log_is_scrubbed_too(tmp_path: Path) -> None:
     add_secret("tb-secret-5531")
     (tmp_path / "migration.log").write_text("")

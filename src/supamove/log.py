@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import re
+import stat
 import sys
 from pathlib import Path
 
@@ -104,8 +105,9 @@ def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-        with contextlib.suppress(OSError):  # a log left readable by others is made private (when it is ours)
-            os.chmod(log_file, 0o600)
+        with contextlib.suppress(OSError):  # a log left readable by others is made private (when it is ours),
+            if stat.S_ISREG(os.stat(log_file).st_mode):  # never /dev/null: every program on the machine uses it
+                os.chmod(log_file, 0o600)
         handler = _LogFile(log_file, encoding="utf-8")
         handler.setFormatter(_Scrubbed("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.setLevel(logging.DEBUG)
