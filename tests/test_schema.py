@@ -19,6 +19,7 @@ from conftest import Cli, Databases, create_database, fresh_databases, run_sql_f
 from supamove.db import Endpoint
 from supamove.errors import TargetError
 from supamove.paths import DataDir
+from supamove.sandbox import fixtures
 from supamove.sandbox.pgserver import PostgresServer
 from supamove.schema import Extension, SchemaOptions, apply_schema, run_schema
 
@@ -60,7 +61,7 @@ APP_REPORT = {
     ("CONSTRAINT", "app", "events_2025 events_2025_pkey"): ("kept", ""),
     ("CONSTRAINT", "app", "invoices invoices_pkey"): ("kept", ""),
     ("CONSTRAINT", "app", "notes notes_pkey"): ("kept", ""),
-    ("CONSTRAINT", "app", "profiles profiles_email_key"): ("kept", ""),
+    ("CONSTRAINT", "app", "profiles profiles_email_key"): ("kept", "uses extension citext"),  # its index's opclass
     ("CONSTRAINT", "app", "profiles profiles_pkey"): ("kept", ""),
     ("INDEX", "app", "notes_owner_idx"): ("kept", ""),
     ("INDEX ATTACH", "app", "events_2024_pkey"): ("kept", ""),
@@ -140,7 +141,7 @@ def test_report_lists_every_object_with_its_decision(cli: Cli, dbs: Databases, d
     for name in ("schema.sql", "schema-report.json"):
         assert (data_dir / name).stat().st_mode & 0o777 == 0o600
     text = (data_dir / "schema.sql").read_text()
-    assert 'CREATE EXTENSION IF NOT EXISTS "citext" WITH SCHEMA "extensions";' in text
+    assert 'CREATE EXTENSION IF NOT EXISTS "citext" WITH SCHEMA "extensions" CASCADE;' in text
     assert "CREATE OR REPLACE FUNCTION auth.uid() RETURNS uuid" in text
     for left_out in ("FUNCTION app.handle_new_user", "REFERENCES auth.users", "FROM auth.users", "\\restrict",
                      "TO anon", "TO authenticated", "TO service_role", "PUBLICATION"):
@@ -337,3 +338,40 @@ def test_a_pg_dump_older_than_the_source_is_a_clear_error(cli: Cli, dbs: Databas
         f"Error: pg_dump 12 ({bindir / 'pg_dump'}) is older than the source server (PostgreSQL {major}); it cannot "
         f"read its catalog (fix: install PostgreSQL {major}'s client programs (apt-get install "
         f"postgresql-client-{major}) or newer, or set PG_BINDIR to the bin folder of such an installation)")
+
+
+def test_real_world_shapes_apply_whole(cli: Cli, dbs: Databases, data_dir: Path) -> None:
+    """Each of these made `schema --apply` fail (or, the schema with a space, create nothing and exit 0)."""
+    with dbs.source() as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS btree_gist WITH SCHEMA extensions")
+        conn.execute("CREATE EXTENSION IF NOT EXISTS cube WITH SCHEMA extensions")
+        conn.execute("CREATE EXTENSION IF NOT EXISTS earthdistance WITH SCHEMA extensions")
+        conn.execute('CREATE SCHEMA "My App"')
+        conn.execute('CREATE TABLE "My App"."T 1" (id integer PRIMARY KEY, room integer, during tstzrange, '
+                     "place extensions.earth, EXCLUDE USING gist (room WITH =, during WITH &&))")
+        conn.execute('ALTER DEFAULT PRIVILEGES IN SCHEMA "My App" GRANT ALL ON TABLES TO anon')  # Supabase's own kind
+        conn.execute("CREATE ROLE app_reader NOLOGIN")
+        conn.execute('ALTER TABLE "My App"."T 1" ENABLE ROW LEVEL SECURITY')
+        conn.execute('CREATE POLICY "readers read" ON "My App"."T 1" FOR SELECT TO app_reader USING (true)')
+        conn.execute(f'GRANT USAGE ON SCHEMA "My App" TO {fixtures.APP_ROLE}')
+        conn.execute(f'GRANT SELECT ON "My App"."T 1" TO {fixtures.APP_ROLE}')
+    try:
+        result = cli("schema", "--schema", "My App", "--apply")
+        assert result.exit_code == 0, result.output
+        entries = report_entries(orjson.loads((data_dir / "schema-report.json").read_bytes()))
+        assert entries[("TABLE", "My App", "T 1")] == ("kept", "uses extension earthdistance")
+        assert entries[("POLICY", "My App", "T 1 readers read")] == (
+            "left-out", "applies to app_reader: app_reader is a role of the source; create it on the target, then "
+                        "the policy, by hand")
+        assert [v for k, v in entries.items() if k[0] == "DEFAULT ACL"] == [(
+            "left-out", "default privileges of the source's roles for objects created later: set your own on the "
+                        "target if you want them")]
+        with dbs.target() as conn:
+            assert target_tables(dbs, "My App") == ["My App.T 1"]
+            extensions = {r[0] for r in conn.execute("SELECT extname FROM pg_extension")}
+            assert {"btree_gist", "cube", "earthdistance"} <= extensions  # cube for earthdistance, by CASCADE
+            assert conn.execute("SELECT count(*) FROM pg_constraint WHERE contype = 'x'").fetchone() == (1,)
+    finally:
+        with dbs.source() as conn:  # a role is the server's, not the database's
+            conn.execute('DROP POLICY "readers read" ON "My App"."T 1"')
+            conn.execute("DROP ROLE app_reader")

@@ -6,7 +6,7 @@ import os
 import re
 import secrets
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,15 +82,16 @@ def dump_schema(programs: Programs, source: Endpoint, schemas: list[str], folder
     return path
 
 
-def read_toc(programs: Programs, dump: Path) -> list[TocEntry]:
-    """The dump's table of contents with each entry's dependencies (`pg_restore -l -v`)."""
+def read_toc(programs: Programs, dump: Path, schemas: Sequence[str] = ()) -> list[TocEntry]:
+    """The dump's table of contents with each entry's dependencies (`pg_restore -l -v`); `schemas`, those
+    dumped, tell a schema name holding a space from the object's name after it."""
     out = _run([str(programs.pg_restore), "--list", "--verbose", str(dump)], dict(os.environ),
                SupamoveError, "pg_restore could not list the dump", "check the pg_restore installation")
     entries: list[TocEntry] = []
     for line in out.splitlines():
         match = _ENTRY.match(line)
         if match:
-            entries.append(parse_entry(line, match))
+            entries.append(parse_entry(line, match, schemas))
             continue
         deps = _DEPENDS.match(line)
         if deps and entries:
@@ -98,11 +99,14 @@ def read_toc(programs: Programs, dump: Path) -> list[TocEntry]:
     return entries
 
 
-def parse_entry(line: str, match: re.Match[str]) -> TocEntry:
-    """`215; 1259 16386 TABLE public notes owner`: the type may hold spaces, so does the name."""
+def parse_entry(line: str, match: re.Match[str], schemas: Sequence[str] = ()) -> TocEntry:
+    """`215; 1259 16386 TABLE public notes owner`: the type may hold spaces, so may the schema and the name
+    (pg_restore lists them unquoted: a dumped schema's whole name is looked for first, the longest)."""
     rest = match.group(4)
     kind = next((t for t in TOC_TYPES if rest == t or rest.startswith(t + " ")), rest.split(" ", 1)[0])
-    schema, _, tail = rest[len(kind) + 1:].partition(" ")
+    after = rest[len(kind) + 1:]
+    spaced = next((s for s in sorted(schemas, key=len, reverse=True) if " " in s and after.startswith(s + " ")), None)
+    schema, _, tail = (spaced, " ", after[len(spaced) + 1:]) if spaced else after.partition(" ")
     name, _, owner = tail.rpartition(" ")
     return TocEntry(int(match.group(1)), int(match.group(2)), int(match.group(3)), kind, schema, name, owner,
                     line=line)

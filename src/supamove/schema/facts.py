@@ -54,18 +54,23 @@ WITH deps AS (
                WHEN 'pg_attrdef'::regclass THEN 'pg_class'::regclass::oid
                WHEN 'pg_constraint'::regclass THEN
                    CASE WHEN con.contypid <> 0 THEN 'pg_type'::regclass::oid ELSE 'pg_class'::regclass::oid END
-               ELSE d.classid END AS owner_classid,
+               ELSE CASE WHEN ic.oid IS NOT NULL THEN 'pg_constraint'::regclass::oid ELSE d.classid END
+           END AS owner_classid,
            CASE d.classid
                WHEN 'pg_rewrite'::regclass THEN rw.ev_class
                WHEN 'pg_attrdef'::regclass THEN ad.adrelid
                WHEN 'pg_constraint'::regclass THEN coalesce(nullif(con.conrelid, 0), con.contypid)
-               ELSE d.objid END AS owner_objid
+               ELSE coalesce(ic.oid, d.objid) END AS owner_objid
     FROM pg_depend d
     LEFT JOIN pg_type arr ON d.refclassid = 'pg_type'::regclass AND arr.oid = d.refobjid
                          AND arr.typcategory = 'A' AND arr.typelem <> 0
     LEFT JOIN pg_rewrite rw ON d.classid = 'pg_rewrite'::regclass AND rw.oid = d.objid
     LEFT JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
     LEFT JOIN pg_constraint con ON d.classid = 'pg_constraint'::regclass AND con.oid = d.objid
+    -- The index of a key or exclusion constraint has no entry of its own: its operator classes (btree_gist's
+    -- for an EXCLUDE USING gist) are the constraint's.
+    LEFT JOIN pg_constraint ic ON d.classid = 'pg_class'::regclass AND ic.conindid = d.objid
+                              AND ic.contype IN ('p', 'u', 'x')
     WHERE d.deptype = 'n'
 )
 SELECT deps.classid::int, deps.objid::int, deps.owner_classid::int, deps.owner_objid::int,

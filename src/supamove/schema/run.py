@@ -66,7 +66,7 @@ def make_schema(conn: psycopg.Connection, source: Endpoint, schemas: list[str], 
     major = int(str(conn.execute("SHOW server_version_num").fetchone()[0])) // 10000  # type: ignore[index]
     programs = Programs.find(major)
     dump = dump_schema(programs, source, schemas, folder)
-    entries = read_toc(programs, dump)
+    entries = read_toc(programs, dump, schemas)
     facts = read_facts(conn, schemas, options.tables, options.exclude_tables, {e.key for e in entries})
     extensions = select_entries(entries, facts, options)
     kept = [e for e in entries if e.decision != "left-out" and e.type != "SCHEMA"]

@@ -118,11 +118,27 @@ def _serves_platform_triggers(entry: TocEntry, ctx: Context) -> Verdict:
 
 
 def _policy_roles(entry: TocEntry, ctx: Context) -> Verdict:
-    roles = [r for r in ctx.facts.policy_roles.get(entry.objid, []) if r in API_ROLES]
-    if entry.classid != PG_POLICY or not roles or ctx.options.keep_roles:
+    """A policy for roles the target lacks: Supabase's API roles without --keep-roles, or other roles of the source."""
+    if entry.classid != PG_POLICY:
+        return None
+    roles = [r for r in ctx.facts.policy_roles.get(entry.objid, []) if r != "PUBLIC"]
+    others = [r for r in roles if r not in API_ROLES]
+    if others:
+        return ("left-out", f"applies to {', '.join(roles)}: {', '.join(others)} "
+                            f"{'is a role' if len(others) == 1 else 'are roles'} of the source; create "
+                            f"{'it' if len(others) == 1 else 'them'} on the target, then the policy, by hand")
+    if not roles or ctx.options.keep_roles:
         return None
     return ("left-out", f"applies to {', '.join(roles)}, Supabase's API "
                         + ("role (--keep-roles creates it)" if len(roles) == 1 else "roles (--keep-roles creates them)"))
+
+
+def _default_privileges(entry: TocEntry, ctx: Context) -> Verdict:
+    """ALTER DEFAULT PRIVILEGES: Supabase sets them for its own roles (supabase_admin, postgres) in public."""
+    if entry.type != "DEFAULT ACL":
+        return None
+    return ("left-out", "default privileges of the source's roles for objects created later: set your own on "
+                        "the target if you want them")
 
 
 def _platform_refs(entry: TocEntry, ctx: Context) -> Verdict:
@@ -158,4 +174,5 @@ def _join(first: str, second: str) -> str:
 
 
 RULES: tuple[Callable[[TocEntry, Context], Verdict], ...] = (
-    _not_moved, _not_selected, _grants, _serves_platform_triggers, _policy_roles, _platform_refs)
+    _not_moved, _not_selected, _grants, _default_privileges, _serves_platform_triggers, _policy_roles,
+    _platform_refs)

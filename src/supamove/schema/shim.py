@@ -56,7 +56,8 @@ def create_schemas(schemas: list[str]) -> sql.Composed:
 
 def create_extensions(extensions: list[Extension]) -> sql.Composed:
     """Each extension in the schema the application's objects name it by (extensions.citext)."""
-    parts = [sql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA {};\n").format(
+    # CASCADE: an extension another needs (earthdistance needs cube) is created with it.
+    parts = [sql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA {} CASCADE;\n").format(
         sql.Identifier(x.name), sql.Identifier(x.schema)) for x in extensions]
     return create_schemas(sorted({x.schema for x in extensions})) + sql.Composed(parts)
 
