@@ -638,6 +638,26 @@ def test_a_table_left_out_of_the_export_fails(cli, data_dir: Path, dbs: Database
         ("tree", "source table edge.tree is not in the export (created after it?): run `supamove export` again")]
 
 
+def test_a_foreign_key_into_a_table_the_export_left_out_only_warns(cli, data_dir: Path, dbs: Databases,
+                                                                    faithful_template: Faithful) -> None:
+    # `schema --exclude-tables organizations` leaves out the keys into it: verify failed that migration.
+    write_mapping(data_dir / "user-mapping.json", faithful_template[1])
+    tables = [t for t in faithful_template[2] if t.qualified != "public.organizations"]
+    write_metadata(DataDir(data_dir), tables, options={
+        "tables": [], "excludeTables": ["public.organizations"], "userIdColumns": [], "notUserIdColumns": []})
+    with dbs.target() as conn:
+        conn.execute("ALTER TABLE public.sites DROP CONSTRAINT sites_organization_id_fkey")
+        conn.execute("ALTER TABLE edge.tree DROP CONSTRAINT tree_parent_id_fkey")  # into an exported table
+    code, report, out = verify(cli)
+    assert code == 7, out
+    reasons = {n: (t["status"], t["reason"]) for n, t in by_name(report).items() if t["status"] != "pass"}
+    assert reasons["public.sites"] == ("warn", "foreign key sites_organization_id_fkey is missing in the target "
+                                               "(FOREIGN KEY (organization_id) REFERENCES public.organizations(id) ON "
+                                               "DELETE CASCADE): it references public.organizations, which the "
+                                               "export leaves out")
+    assert reasons["edge.tree"][0] == "fail"
+
+
 def test_a_table_excluded_on_purpose_is_listed_not_failed(cli, migrated: Path, dbs: Databases) -> None:
     result = cli("export", "--force", "--schema", "public", "--schema", "edge", "--exclude-tables", "edge.no_*")
     assert result.exit_code == 0, result.output

@@ -101,6 +101,7 @@ class VerifyPlan:
     sequences: list[tuple[str, str]] = field(default_factory=list)  # the export's sequences no table uses
     kept: set[tuple[str, str, str]] = field(default_factory=set)  # columns that may keep Supabase ids
     view_schemas: list[str] = field(default_factory=list)  # whose materialized views are checked (none with --tables)
+    exported: frozenset[tuple[str, str]] | None = None  # the tables the export holds (None: no export yet)
 
 
 def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: VerifyOptions,
@@ -131,6 +132,7 @@ def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: V
                        for t in tables], origin,
                       kept=kept, view_schemas=[] if options.tables else exported)
     if meta is not None:
+        plan.exported = frozenset(e.key for e in meta.tables)
         recorded = meta.options or {}
         plan.left_out = left_out(everything, meta.tables, recorded, options.tables)
         used = {(s.schema, s.name) for t in everything for s in t.sequences + t.default_sequences}

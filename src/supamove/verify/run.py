@@ -57,6 +57,7 @@ class Context:
     kept: set[tuple[str, str, str]]
     mapping: bool
     known: Mapping[TableKey, Known] = field(default_factory=dict)
+    exported: frozenset[TableKey] | None = None  # the export's tables: a foreign key into another only warns
 
 
 def run_verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: VerifyOptions,
@@ -84,7 +85,7 @@ def _verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: Verif
               "target": read_states(target, _sequence_names(plan, "target"))}
     jobs = max(1, options.jobs)
     pools = {"source": SidePool(source, jobs), "target": SidePool(target, jobs, mapping)}
-    context = Context(pools, options, shapes, states, plan.kept, mapping is not None, known or {})
+    context = Context(pools, options, shapes, states, plan.kept, mapping is not None, known or {}, plan.exported)
     try:
         done = _compare_tables(plan, context, jobs, progress)
     finally:
@@ -150,7 +151,7 @@ def verify_table(plan: TableComparison, context: Context) -> TableCheck:
         _count_the_side_there(plan, context, check)
         return check
     found = structure.compare_shapes(context.shapes[0].get(plan.table.key, Shape()),
-                                     context.shapes[1].get(plan.table.key, Shape()))
+                                     context.shapes[1].get(plan.table.key, Shape()), context.exported)
     check.failures += found.failures
     check.warnings += found.warnings
     pair = Pair(plan, context.pools, plan.relation("source"), plan.relation("target"))

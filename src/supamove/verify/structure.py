@@ -45,7 +45,7 @@ WHERE a.attnum > 0 AND NOT a.attisdropped AND {wanted}
 
 # Primary, unique, foreign-key, check and exclusion constraints, but foreign keys into platform schemas.
 CONSTRAINTS_SQL = sql.SQL("""
-SELECT n.nspname, c.relname, con.conname, con.contype, pg_get_constraintdef(con.oid)
+SELECT n.nspname, c.relname, con.conname, con.contype, pg_get_constraintdef(con.oid), rn.nspname, rc.relname
 FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_class rc ON rc.oid = con.confrelid LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
 WHERE con.contype IN ('p', 'u', 'f', 'c', 'x') AND con.conparentid = 0
@@ -107,6 +107,7 @@ class Shape:
     columns: dict[str, ColumnShape] = field(default_factory=dict)
     constraints: dict[str, tuple[str, str]] = field(default_factory=dict)
     indexes: dict[str, str] = field(default_factory=dict)
+    references: dict[str, TableKey] = field(default_factory=dict)  # a foreign key -> the table it references
     invalid_indexes: set[str] = field(default_factory=set)
     triggers: dict[str, tuple[bool, str]] = field(default_factory=dict)  # name -> (fires, definition)
     security: tuple[bool, bool] = (False, False)  # row-level security on, forced
@@ -127,8 +128,12 @@ def read_shapes(conn: psycopg.Connection, tables: Iterable[TableKey]) -> dict[Ta
     shapes: dict[TableKey, Shape] = {}
     for schema, name, column, *rest in conn.execute(COLUMNS_SQL.format(wanted=WANTED), params):
         shapes.setdefault((schema, name), Shape()).columns[column] = ColumnShape(*rest)
-    for schema, name, con, kind, definition in conn.execute(CONSTRAINTS_SQL.format(wanted=WANTED), params):
-        shapes.setdefault((schema, name), Shape()).constraints[con] = (kind, definition)
+    for schema, name, con, kind, definition, ref_schema, ref_table in conn.execute(
+            CONSTRAINTS_SQL.format(wanted=WANTED), params):
+        shape = shapes.setdefault((schema, name), Shape())
+        shape.constraints[con] = (kind, definition)
+        if ref_table is not None:
+            shape.references[con] = (ref_schema, ref_table)
     for schema, name, index, definition in conn.execute(INDEXES_SQL.format(wanted=WANTED), params):
         shapes.setdefault((schema, name), Shape()).indexes[index] = definition
     for schema, name, index in conn.execute(INVALID_INDEXES_SQL.format(wanted=WANTED), params):
@@ -158,8 +163,11 @@ def _read_side(endpoint: Endpoint, tables: list[TableKey]) -> dict[TableKey, Sha
                              "check the server is up, then run `supamove verify` again") from None
 
 
-def compare_shapes(ours: Shape, theirs: Shape) -> Findings:
-    """A missing column, constraint or index fails; what the target has more, or writes otherwise, warns."""
+def compare_shapes(ours: Shape, theirs: Shape, exported: frozenset[TableKey] | None = None) -> Findings:
+    """A missing column, constraint or index fails; what the target has more, or writes otherwise, warns.
+
+    A foreign key into a table the export left out (`exported`: the tables it holds) only warns: `supamove
+    schema` left it out with that table, on purpose."""
     found = Findings()
     for name, column in ours.columns.items():
         other = theirs.columns.get(name)
@@ -168,6 +176,8 @@ def compare_shapes(ours: Shape, theirs: Shape) -> Findings:
         else:
             _compare_column(name, column, other, found)
     _compare_constraints(ours.constraints, theirs.constraints, found)
+    if exported is not None:
+        _excused_foreign_keys(ours, exported, found)
     _compare_indexes(ours.indexes, theirs.indexes, found)
     found.failures += [f"index {name} is not valid in the target (it enforces and speeds up nothing): REINDEX it"
                        for name in sorted(theirs.invalid_indexes - ours.invalid_indexes)]
@@ -242,6 +252,14 @@ def _compare_constraints(ours: dict[str, tuple[str, str]], theirs: dict[str, tup
         matched.add(name)
     found.warnings += [f"{KINDS[kind]} {name} is in the target only" for name, (kind, _) in sorted(theirs.items())
                        if name not in matched and name not in ours]
+
+
+def _excused_foreign_keys(ours: Shape, exported: frozenset[TableKey], found: Findings) -> None:
+    for name, (schema, table) in sorted(ours.references.items()):
+        missing = f"foreign key {name} is missing in the target ({ours.constraints[name][1]})"
+        if (schema, table) not in exported and missing in found.failures:
+            found.failures.remove(missing)
+            found.warnings.append(f"{missing}: it references {schema}.{table}, which the export leaves out")
 
 
 def _compare_indexes(ours: dict[str, str], theirs: dict[str, str], found: Findings) -> None:
