@@ -375,3 +375,18 @@ def test_real_world_shapes_apply_whole(cli: Cli, dbs: Databases, data_dir: Path)
         with dbs.source() as conn:  # a role is the server's, not the database's
             conn.execute('DROP POLICY "readers read" ON "My App"."T 1"')
             conn.execute("DROP ROLE app_reader")
+
+
+def test_an_object_of_a_schema_not_selected_is_named_with_the_option_that_brings_it(cli: Cli, dbs: Databases) -> None:
+    with dbs.source() as conn:  # a default's sequence in another schema
+        conn.execute("CREATE SCHEMA shared; CREATE SEQUENCE shared.ticket_no; CREATE SCHEMA ids")
+        conn.execute("CREATE TABLE ids.tickets (id bigint PRIMARY KEY DEFAULT nextval('shared.ticket_no'))")
+        conn.execute(f"GRANT USAGE ON SCHEMA ids, shared TO {fixtures.APP_ROLE}")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA ids TO {fixtures.APP_ROLE}")
+        conn.execute(f"GRANT SELECT ON ALL SEQUENCES IN SCHEMA shared TO {fixtures.APP_ROLE}")
+    result = cli("schema", "--schema", "ids", "--apply")
+    assert result.exit_code == TargetError.exit_code, result.output
+    assert error_line(result.output).endswith(
+        "(fix: schema.sql uses an object of schema shared, which this run did not select: add --schema shared "
+        "(to `supamove export` too), then run `supamove schema --apply` again)")
+    assert cli("schema", "--schema", "ids", "--schema", "shared", "--apply").exit_code == 0

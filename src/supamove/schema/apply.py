@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import dataclass
 
@@ -69,10 +70,25 @@ def apply_schema(target: Endpoint, datadir: DataDir, tables: list[str], extensio
                              (digest,))
         except psycopg.Error as exc:
             raise target.error(f"the target refused {datadir.schema_sql.name}: {first_line(exc)}; nothing was applied",
-                               f"correct the statement in {datadir.schema_sql} (or its cause on the source), "
-                               "then run `supamove schema --apply` again") from exc
+                               _refusal_fix(exc, tables, datadir)) from exc
     log.info("applied %s to the target: %d tables", datadir.schema_sql, len(tables))
     return ApplyResult(len(tables), time.monotonic() - started)
+
+
+# What a statement names that the target lacks: `schema "shared" does not exist`, `relation "xb.plans" ...`.
+MISSING = re.compile(r'(?:schema "([^"]+)"|relation "([^".]+)\.[^"]+") does not exist')
+
+
+def _refusal_fix(exc: psycopg.Error, tables: list[str], datadir: DataDir) -> str:
+    """An object of a schema this run did not select (a default's sequence, a view's or a key's table) is
+    named with the option that brings it; any other refusal, with the statement to correct."""
+    found = MISSING.search(first_line(exc))
+    missing = (found.group(1) or found.group(2)) if found else None
+    if missing and missing not in {t.split(".", 1)[0] for t in tables}:
+        return (f"schema.sql uses an object of schema {missing}, which this run did not select: add --schema "
+                f"{missing} (to `supamove export` too), then run `supamove schema --apply` again")
+    return (f"correct the statement in {datadir.schema_sql} (or its cause on the source), then run "
+            "`supamove schema --apply` again")
 
 
 def schema_digest(script: str) -> str:
