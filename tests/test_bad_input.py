@@ -172,6 +172,15 @@ def _metadata_count_as_text(data_dir: Path) -> str:
             f"\"{entry['rowCount']}\", not a count (fix: restore it, or run `supamove export --force` to export again)")
 
 
+def _metadata_fingerprint_garbage(data_dir: Path) -> str:
+    """verify skipped the table's users check without a word."""
+    meta = orjson.loads((data_dir / "metadata.json").read_bytes())
+    next(e for e in meta["auth"] if e["name"] == "users")["fingerprint"] = "garbage"
+    (data_dir / "metadata.json").write_bytes(orjson.dumps(meta))
+    return (f"Error: {data_dir / 'metadata.json'} is damaged: ValueError fingerprint is garbage, not the export's "
+            "(fix: restore it, or run `supamove export --force` to export again)")
+
+
 def _metadata_not_json(data_dir: Path) -> str:
     (data_dir / "metadata.json").write_text('{"formatVersion": 1, "tables": [')
     return f"Error: {data_dir / 'metadata.json'} is not valid JSON ("
@@ -217,6 +226,7 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
     "metadata.json of another format version": _metadata_other_version,
     "metadata.json with its version as text": _metadata_version_as_text,
     "metadata.json with a row count as text": _metadata_count_as_text,
+    "metadata.json with a fingerprint not the export's": _metadata_fingerprint_garbage,
     "metadata.json not JSON": _metadata_not_json,
     "metadata.json lists no table": _metadata_no_table,
     "metadata.json is a directory": _metadata_a_directory,

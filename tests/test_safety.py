@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 from conftest import EDGE, error_line, flat, interrupt_and_wait, write_mapping
@@ -370,6 +371,10 @@ def test_ctrl_c_during_export_cancels_the_copy_and_the_rerun_resumes(cli, dbs, d
 
     assert entries(data_dir)["public.fault_big"]["rowCount"] == rows
     assert not list(data_dir.rglob("*.partial"))
+    # The auth tables, of one snapshot, each with the fingerprint verify compares (the killed run recorded none:
+    # those it had finished were kept without one, and verify then checked no user).
+    auth = orjson.loads((data_dir / "metadata.json").read_bytes())["auth"]
+    assert len({e["snapshot"] for e in auth}) == 1 and all(e["fingerprint"]["md5"] for e in auth)
 
 
 def test_ctrl_c_during_import_rolls_the_table_back_and_the_rerun_resumes(cli, dbs, data_dir: Path) -> None:

@@ -38,11 +38,15 @@ class Fingerprint:
 
     @classmethod
     def from_dict(cls, data: Any) -> Fingerprint | None:
-        """The recorded fingerprint; None when there is none (an export of an older supamove) or it is not one."""
-        if not isinstance(data, dict) or not isinstance(data.get("columns"), list) \
-                or not isinstance(data.get("rows"), int) or not isinstance(data.get("md5"), str):
+        """The recorded fingerprint; None when there is none (an export of an older supamove). One that is not
+        one is a damaged metadata.json (ValueError): verify would otherwise skip that table without a word."""
+        if data is None:
             return None
-        return cls(tuple(str(c) for c in data["columns"]), data["rows"], data["md5"])
+        if not isinstance(data, dict) or not isinstance(data.get("columns"), list) \
+                or not all(isinstance(c, str) for c in data["columns"]) or not isinstance(data.get("rows"), int) \
+                or isinstance(data["rows"], bool) or not isinstance(data.get("md5"), str):
+            raise ValueError(f"fingerprint is {str(data)[:60]}, not the export's")
+        return cls(tuple(data["columns"]), data["rows"], data["md5"])
 
 
 def fingerprint_columns(table: Table) -> tuple[str, ...]:

@@ -661,9 +661,14 @@ def _forced(plan: ExportPlan, options: ExportOptions, previous: Metadata | None)
     """The tables exported again: those --force selects (the auth tables unless --tables leaves them out).
 
     Auth files that `export --auth-only` wrote (their snapshot is not the export's) are read again too:
-    the users and the application tables of one export come from one snapshot.
+    the users and the application tables of one export come from one snapshot. So are they all when one
+    was not finished, or has no fingerprint (a run killed before its end records none): the auth tables
+    are read in one snapshot, which their fingerprint, compared by verify, is taken in.
     """
-    stale = {e.key for e in previous.auth if e.snapshot != previous.snapshot} if previous else set()
+    auth_before = previous.auth if previous else []
+    stale = {e.key for e in auth_before if e.snapshot != previous.snapshot} if previous else set()
+    if stale or any(not e.complete or e.fingerprint is None for e in auth_before):
+        stale = {e.key for e in auth_before}
     if not options.force:
         return stale
     auth = [t for t in plan.auth_tables if catalog.selected(t, options.tables, options.exclude_tables)]
