@@ -554,3 +554,36 @@ def test_ctrl_c_while_python_loads_supamove_stops_it_with_nothing_done(env: dict
         assert "Export plan" not in output and not data_dir.exists()
     else:  # the plan was done (a dry run takes half a second): shown whole, as without the Ctrl-C
         assert process.returncode == 0 and "Export plan" in output and "Interrupted" not in output, output
+
+
+def test_a_session_queued_ahead_is_named_with_the_one_it_waits_for_whatever_the_application_name(
+        dbs, caplog: pytest.LogCaptureFixture) -> None:
+    # An ALTER TABLE queued behind a session idle in its transaction blocks every later reader: the watch
+    # said the ALTER TABLE "holds" the lock and never named the idle session. And with application_name set
+    # in the URL, supamove's own sessions carry that name: the watch looked for 'supamove' and said nothing.
+    from supamove.locks import LockWatch
+
+    endpoint = Endpoint(dbs.target_url + "&application_name=nightly-cutover", "target")
+    idle = psycopg.connect(dbs.target_url, application_name="left-open")
+    idle.execute("SELECT count(*) FROM public.alerts")
+    queued = psycopg.connect(dbs.target_url, autocommit=True, application_name="migration")
+    reader = connect(endpoint, autocommit=True)  # as verify reads: behind the ALTER TABLE
+    waiting = [threading.Thread(target=conn.execute, args=(statement,), daemon=True) for conn, statement in (
+        (queued, "ALTER TABLE public.alerts ADD COLUMN note text"), (reader, "SELECT count(*) FROM public.alerts"))]
+    try:
+        for thread in waiting:
+            thread.start()
+            time.sleep(0.5)
+        with caplog.at_level("WARNING", logger="supamove"), LockWatch(endpoint, "verify"):
+            deadline = time.monotonic() + 20
+            while "which itself waits" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.2)
+        assert ("public.alerts: the verify has waited" in caplog.text
+                and f"behind process {queued.info.backend_pid} on the target (user postgres, migration), which "
+                    f"itself waits for process {idle.info.backend_pid}" in caplog.text), caplog.text
+    finally:
+        idle.close()  # its transaction ends: the ALTER TABLE, then the read, go on
+        for thread in waiting:
+            thread.join(10)
+        reader.close()
+        queued.close()
