@@ -535,6 +535,10 @@ def _show_sync(result: Any) -> None:
     for outcome in updated[:20]:
         say(f"  {verb}: {outcome.supabase_user_id} {outcome.email or ''}: {', '.join(outcome.changed)}")
     for outcome in conflicts[:20]:
+        if not outcome.changed:  # no sync state (map-users): the two sides differ, which one moved is not known
+            say(f"  conflict: {outcome.supabase_user_id} {outcome.email or ''}: Supabase and Stack Auth differ "
+                f"({', '.join(outcome.changed_in_stack_auth)})")
+            continue
         say(f"  conflict: {outcome.supabase_user_id} {outcome.email or ''}: changed in Stack Auth "
             f"({', '.join(outcome.changed_in_stack_auth)}); in Supabase ({', '.join(outcome.changed)})")
     if len(updated) > 20 or len(conflicts) > 20:

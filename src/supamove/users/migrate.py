@@ -56,6 +56,7 @@ PROVIDER_NOT_FOUND = re.compile(r"OAuth provider (\S+) not found")
 GONE_NOTE = "no longer in Supabase's auth.users: restricted in Stack Auth"
 CONFLICT = "changed in Stack Auth since supamove wrote it ({}): not overwritten"
 QUEUED_PER_WORKER = 200  # tasks submitted ahead of the pool's workers: enough for half a second's work
+NO_STATE = "no sync state from an earlier run"
 CONFLICT_FIX = "check the user in the Stack Auth dashboard; `--overwrite-changed` writes the Supabase values over it"
 
 # --- the run ---------------------------------------------------------------------------------
@@ -461,6 +462,7 @@ class _Run:
         send. The same: recorded as the baseline of later runs. Otherwise (a change in Supabase since its
         Stack Auth user was made, or one made there) a conflict: `--overwrite-changed` writes Supabase's."""
         outcome = self._done(item, previous)
+        outcome.notes = [n for n in outcome.notes if not n.startswith(NO_STATE)]  # an earlier run's verdict
         stack_id = outcome.stack_auth_user_id
         if outcome.status != "migrated" or not stack_id:
             return outcome
@@ -476,14 +478,15 @@ class _Run:
         if theirs:
             outcome.fix = CONFLICT_FIX
             outcome.sync, outcome.changed_in_stack_auth = "conflict", theirs
-            outcome.notes.append(f"no sync state from an earlier run, and Stack Auth holds other values than "
-                                 f"Supabase's ({', '.join(theirs)}): not overwritten")
+            outcome.notes.append(f"{NO_STATE}, and Stack Auth holds other values than Supabase's "
+                                 f"({', '.join(theirs)}): not overwritten (which side changed is not known)")
             return outcome
         self.state.record(item.user.id, stack_id, fingerprints(values), fingerprints(observed(current)),
                           linked=linked)
         outcome.sync = "unchanged"
-        outcome.notes.append("no sync state from an earlier run: its Stack Auth user matches the export, recorded "
-                             "as the baseline for the next run")
+        outcome.notes.append(f"{NO_STATE}: its Stack Auth user matches the export, recorded as the baseline for "
+                             "the next run (a password hash or TOTP secret, which Stack Auth never returns, is taken "
+                             "as the export's)")
         return outcome
 
     def _update(self, item: PlannedUser, record: dict[str, Any], changed: list[str]) -> UserOutcome:
