@@ -23,6 +23,7 @@ from supamove.clock import iso
 from supamove.errors import DataFileError, StackAuthError
 from supamove.files import json_list, read_json_items, write_json, write_json_items
 from supamove.log import get_logger
+from supamove.metadata import Metadata
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
 from supamove.usermap import UserMapping
@@ -811,6 +812,14 @@ def _previous_report(path: Path) -> dict[str, str]:
         return {}
 
 
+def _auth_export(datadir: DataDir) -> dict[str, Any] | None:
+    """Which auth export this run read (its auth.users file's SHA-256): verify tells a later one from it."""
+    if not datadir.metadata.exists():
+        return None
+    users = next((e for e in Metadata.load(datadir, require_complete=False).auth if e.name == "users"), None)
+    return {"usersSha256": users.sha256, "exportedAt": users.exported_at} if users else None
+
+
 def write_reports(datadir: DataDir, result: MigrationResult) -> None:
     """user-migration-report.json (every user) and password-reset-required.json, both 0600."""
     now = iso(datetime.now(UTC))
@@ -822,8 +831,8 @@ def write_reports(datadir: DataDir, result: MigrationResult) -> None:
                "conflicts": len(result.conflicts),
                "passwordResetRequired": len(result.reset_required), "totpCarried": result.totp_carried,
                "mfaNotCarried": len(result.mfa_not_carried)}
-    write_json_items(datadir.users_report, {"generatedAt": now, "summary": summary}, "users",
-                     (o.to_json() for o in result.outcomes))
+    header = {"generatedAt": now, "summary": summary, "authExport": _auth_export(datadir)}
+    write_json_items(datadir.users_report, header, "users", (o.to_json() for o in result.outcomes))
     write_json(datadir.password_resets, {"generatedAt": now, "users": [
         {"supabaseUserId": o.supabase_user_id, "stackAuthUserId": o.stack_auth_user_id, "email": o.email,
          "reason": o.reset_reason} for o in result.reset_required]})

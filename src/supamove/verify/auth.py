@@ -10,20 +10,44 @@ import psycopg
 
 from supamove.authstate import fingerprint
 from supamove.db import Endpoint, connect, first_line
-from supamove.metadata import Metadata
+from supamove.files import read_json
+from supamove.metadata import Metadata, TableEntry
 from supamove.paths import DataDir
-from supamove.verify.model import AuthCheck
-
-CHANGED = "changed on the source since the export"
+from supamove.verify.model import AUTH_CHANGED, AuthCheck
 
 
 def auth_checks(source: Endpoint, datadir: DataDir) -> list[AuthCheck]:
-    """Each auth table the export fingerprinted, compared with the source now; none without metadata.json."""
+    """Each auth table the export fingerprinted, compared with the source now; auth.users also with what the
+    last `migrate-users` read and did. None without metadata.json."""
     if not datadir.metadata.exists():
         return []
     recorded = [e for e in Metadata.load(datadir, require_complete=False).auth if e.fingerprint is not None]
     if not recorded:
         return []
+    checks = _compared_now(source, recorded)
+    for check, entry in zip(checks, recorded, strict=True):
+        if entry.name == "users":
+            check.failures += carried(datadir, entry.sha256)
+    return checks
+
+
+def carried(datadir: DataDir, exported: str | None) -> list[str]:
+    """Why the users of this auth export are not all in Stack Auth by the last migrate-users' report, if so."""
+    if not datadir.users_report.exists():
+        return []  # no migrate-users yet: the import says what its user ids need
+    report = read_json(datadir.users_report, "migrate-users")
+    header = report if isinstance(report, dict) else {}
+    read = (header.get("authExport") or {}).get("usersSha256") if isinstance(header.get("authExport"), dict) else None
+    if read is not None and read != exported:
+        return ["`supamove migrate-users` has not run since this auth export: what it holds is not all in "
+                "Stack Auth"]
+    failed = (header.get("summary") or {}).get("failed") if isinstance(header.get("summary"), dict) else None
+    if isinstance(failed, int) and failed:
+        return [f"{failed:,} users failed in the last `supamove migrate-users` (see {datadir.users_report})"]
+    return []
+
+
+def _compared_now(source: Endpoint, recorded: list[TableEntry]) -> list[AuthCheck]:
     checks = []
     with connect(source, autocommit=True) as conn:
         for entry in recorded:
@@ -36,6 +60,6 @@ def auth_checks(source: Endpoint, datadir: DataDir) -> list[AuthCheck]:
             else:
                 check.source_rows = now.rows
                 if now != entry.fingerprint:
-                    check.failures.append(CHANGED)
+                    check.failures.append(AUTH_CHANGED)
             checks.append(check)
     return checks

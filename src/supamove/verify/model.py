@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from supamove.errors import VerificationFailed
 
+AUTH_CHANGED = "changed on the source since the export"
 EMPTY_TARGET = "target table is empty: run `supamove import`"  # which says so if it loaded the table before
 PASS, WARN, FAIL = "pass", "warn", "fail"
 Kind = Literal["missing", "extra", "changed"]
@@ -223,11 +224,14 @@ class VerifyReport:
                                           "which; check --schema and --tables), import them, then verify")
         failed = [t for t in self.tables if t.status == FAIL]
         if not failed and self.failed_auth:
-            return VerificationFailed("Supabase Auth's users changed on the source since the export ("
-                                      + ", ".join(f"{a.schema}.{a.name}" for a in self.failed_auth)
-                                      + "): a sign-up or a change made since is not in Stack Auth",
-                                      fix="run `supamove export --auth-only`, then `supamove migrate-users` (it "
-                                          "carries only what changed), then `supamove verify` again")
+            users = self.failed_auth[0]
+            changed = any(AUTH_CHANGED in a.failures for a in self.failed_auth)
+            return VerificationFailed(f"Supabase Auth's users are not all in Stack Auth ({users.schema}.{users.name}): "
+                                      + (f"{AUTH_CHANGED}: a sign-up or a change made since is not there" if changed
+                                         else users.failures[0]),
+                                      fix=("run `supamove export --auth-only`, then " if changed else "run ")
+                                      + "`supamove migrate-users` (it carries only what changed), then `supamove "
+                                        "verify` again")
         if not failed and not self.failed_sequences:
             views = self.failed_views
             return VerificationFailed(f"{len(views)} materialized view{'s are' if len(views) > 1 else ' is'} "
