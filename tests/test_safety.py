@@ -4,6 +4,7 @@ settings unset or misspelled, a busy or unwritable data directory, a refused ans
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import signal
@@ -25,6 +26,7 @@ from supamove.config import Settings
 from supamove.db import Endpoint, connect
 from supamove.files import lock_data_dir
 from supamove.locks import WAITED_SECONDS
+from supamove.log import get_logger
 from supamove.sandbox.pgserver import free_port
 from supamove.sandbox.stackauth import StackAuthSandbox
 
@@ -556,13 +558,16 @@ def test_ctrl_c_while_python_loads_supamove_stops_it_with_nothing_done(env: dict
         assert process.returncode == 0 and "Export plan" in output and "Interrupted" not in output, output
 
 
-def test_a_session_queued_ahead_is_named_with_the_one_it_waits_for_whatever_the_application_name(
-        dbs, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_session_queued_ahead_is_named_with_the_one_it_waits_for_whatever_the_application_name(dbs) -> None:
     # An ALTER TABLE queued behind a session idle in its transaction blocks every later reader: the watch
     # said the ALTER TABLE "holds" the lock and never named the idle session. And with application_name set
     # in the URL, supamove's own sessions carry that name: the watch looked for 'supamove' and said nothing.
     from supamove.locks import LockWatch
 
+    said: list[str] = []  # on supamove's logger itself: a command run before may have stopped its propagation
+    heard = logging.Handler(logging.WARNING)
+    heard.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    get_logger().addHandler(heard)
     endpoint = Endpoint(dbs.target_url + "&application_name=nightly-cutover", "target")
     idle = psycopg.connect(dbs.target_url, application_name="left-open")
     idle.execute("SELECT count(*) FROM public.alerts")
@@ -574,14 +579,16 @@ def test_a_session_queued_ahead_is_named_with_the_one_it_waits_for_whatever_the_
         for thread in waiting:
             thread.start()
             time.sleep(0.5)
-        with caplog.at_level("WARNING", logger="supamove"), LockWatch(endpoint, "verify"):
+        with LockWatch(endpoint, "verify"):
             deadline = time.monotonic() + 20
-            while "which itself waits" not in caplog.text and time.monotonic() < deadline:
+            while not any("which itself waits" in line for line in said) and time.monotonic() < deadline:
                 time.sleep(0.2)
-        assert ("public.alerts: the verify has waited" in caplog.text
+        text = " ".join(said)
+        assert ("public.alerts: the verify has waited" in text
                 and f"behind process {queued.info.backend_pid} on the target (user postgres, migration), which "
-                    f"itself waits for process {idle.info.backend_pid}" in caplog.text), caplog.text
+                    f"itself waits for process {idle.info.backend_pid}" in text), said
     finally:
+        get_logger().removeHandler(heard)
         idle.close()  # its transaction ends: the ALTER TABLE, then the read, go on
         for thread in waiting:
             thread.join(10)
