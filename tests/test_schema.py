@@ -158,6 +158,10 @@ def test_whole_runbook_from_an_empty_target_passes_verify(cli: Cli, dbs: Databas
     again = cli("schema", *both, "--apply")  # run again (a Ctrl-C came once it had committed): its work is done
     assert again.exit_code == 0, again.output
     assert "This schema.sql was applied to the target" in again.output and "nothing to do" in again.output
+    other = cli("schema", "--schema", "app", "--apply")  # another schema.sql over it: refused, the earlier one named
+    assert other.exit_code == TargetError.exit_code, other.output
+    assert "; they come from another schema.sql, applied at " in error_line(other.output)
+    assert cli("schema", *both).exit_code == 0  # the files back as the target has them, for the steps below
     for step in (("export", *both), ("migrate-users",), ("import",), ("verify",)):
         result = cli(*step)
         assert result.exit_code == 0, f"supamove {' '.join(step)}:\n{result.output}"
@@ -353,6 +357,9 @@ def test_real_world_shapes_apply_whole(cli: Cli, dbs: Databases, data_dir: Path)
         conn.execute("CREATE ROLE app_reader NOLOGIN")
         conn.execute('ALTER TABLE "My App"."T 1" ENABLE ROW LEVEL SECURITY')
         conn.execute('CREATE POLICY "readers read" ON "My App"."T 1" FOR SELECT TO app_reader USING (true)')
+        conn.execute('CREATE FUNCTION "My App".user_count() RETURNS bigint LANGUAGE plpgsql AS '
+                     "$$BEGIN RETURN (SELECT count(*) FROM auth.users); END$$")  # a body pg_depend does not read
+        conn.execute('CREATE FUNCTION "My App".me() RETURNS uuid LANGUAGE sql AS $$SELECT auth.uid()$$')  # the shim's
         conn.execute(f'GRANT USAGE ON SCHEMA "My App" TO {fixtures.APP_ROLE}')
         conn.execute(f'GRANT SELECT ON "My App"."T 1" TO {fixtures.APP_ROLE}')
     try:
@@ -363,6 +370,10 @@ def test_real_world_shapes_apply_whole(cli: Cli, dbs: Databases, data_dir: Path)
         assert entries[("POLICY", "My App", "T 1 readers read")] == (
             "left-out", "applies to app_reader: app_reader is a role of the source; create it on the target, then "
                         "the policy, by hand")
+        assert entries[("FUNCTION", "My App", "user_count()")] == (
+            "kept", "its body names auth.users, part of Supabase's platform, not on the target: a call fails there "
+                    "until it is rewritten")
+        assert entries[("FUNCTION", "My App", "me()")] == ("kept", "")
         assert [v for k, v in entries.items() if k[0] == "DEFAULT ACL"] == [(
             "left-out", "default privileges of the source's roles for objects created later: set your own on the "
                         "target if you want them")]
@@ -390,3 +401,17 @@ def test_an_object_of_a_schema_not_selected_is_named_with_the_option_that_brings
         "(fix: schema.sql uses an object of schema shared, which this run did not select: add --schema shared "
         "(to `supamove export` too), then run `supamove schema --apply` again)")
     assert cli("schema", "--schema", "ids", "--schema", "shared", "--apply").exit_code == 0
+
+
+def test_a_default_calling_auth_uid_without_the_shim_is_a_wrong_option(cli: Cli, dbs: Databases) -> None:
+    with dbs.source() as conn:
+        conn.execute("CREATE SCHEMA owned; CREATE TABLE owned.notes (id integer PRIMARY KEY, "
+                     "owner_id uuid DEFAULT auth.uid())")
+        conn.execute(f"GRANT USAGE ON SCHEMA owned TO {fixtures.APP_ROLE}")
+        conn.execute(f"GRANT SELECT ON owned.notes TO {fixtures.APP_ROLE}")
+    refused = cli("schema", "--schema", "owned", "--no-auth-shim", "--dry-run")
+    assert refused.exit_code == 2, refused.output  # it exited 1, as for a fault of the source's
+    assert error_line(refused.output) == (
+        "Error: table owned.notes uses auth.uid() (Supabase's platform), so it cannot be created on the target "
+        "without the auth compatibility schema (fix: drop --no-auth-shim)")
+    assert cli("schema", "--schema", "owned", "--dry-run").exit_code == 0

@@ -114,5 +114,17 @@ def check_target(conn: psycopg.Connection, target: Endpoint, tables: list[str], 
                            "the postgresql-contrib package), then run `supamove schema --apply` again")
     present = existing_tables(conn, tables)
     if present:
-        raise target.error(f"the target already has {len(present)} of the tables: {', '.join(present)}",
-                           "apply the schema to an empty database, or drop those tables first")
+        earlier = _last_applied(conn)
+        why = (f"; they come from another schema.sql, applied at {earlier} (the source's schema changed since, or "
+               "other options were given)" if earlier else "")
+        raise target.error(f"the target already has {len(present)} of the tables: {', '.join(present)}{why}",
+                           "apply the schema to an empty database, or drop those tables first" + (
+                               " (`supamove schema --dry-run` shows what this one would create)" if earlier else ""))
+
+
+def _last_applied(conn: psycopg.Connection) -> str | None:
+    """When supamove last applied a schema.sql to this target, if it did."""
+    if conn.execute("SELECT to_regclass('_supamove.schema_applied')").fetchone() == (None,):
+        return None
+    row = conn.execute("SELECT max(applied_at)::text FROM _supamove.schema_applied").fetchone()
+    return str(row[0]) if row and row[0] else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -43,6 +44,7 @@ class Facts:
     auth_trigger_functions: dict[int, list[str]]  # function oid: the platform triggers it only serves
     extensions: dict[str, tuple[str, str]]  # name: (schema, version)
     others: list[ReportItem] = field(default_factory=list)
+    platform_bodies: dict[int, list[str]] = field(default_factory=dict)  # function oid: platform objects its body names
 
 
 REFS_SQL = """
@@ -131,6 +133,24 @@ ORDER BY 2, 3, 4
 """
 
 
+# Functions whose body (a string pg_depend does not read) names a platform schema's object: auth.users,
+# storage.objects. Supabase's `extensions` schema is created on the target too, and the shim's auth.uid()
+# and kin exist there: neither is named.
+BODIES_SQL = """
+SELECT p.oid::int, array_agg(DISTINCT m[1] ORDER BY m[1])
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+CROSS JOIN LATERAL regexp_matches(p.prosrc, %(pattern)s, 'gi') m
+WHERE n.nspname = ANY(%(schemas)s) AND lower(m[1]) NOT IN ('auth.uid', 'auth.jwt', 'auth.role', 'auth.email')
+GROUP BY p.oid
+"""
+
+
+def platform_bodies(conn: psycopg.Connection, schemas: list[str], platform: list[str]) -> dict[int, list[str]]:
+    named = [re.escape(s) for s in platform if s not in ("extensions", "information_schema", "pg_catalog", "pg_toast")]
+    pattern = r"\m((?:" + "|".join(named) + r")\.[a-z_][a-z0-9_]*)"
+    return {oid: list(found) for oid, found in conn.execute(BODIES_SQL, {"schemas": schemas, "pattern": pattern})}
+
+
 def read_facts(conn: psycopg.Connection, schemas: list[str], include: list[str], exclude: list[str],
                toc_keys: set[Key]) -> Facts:
     """The catalog facts `select` decides by, for the dump of `schemas` whose entries are `toc_keys`."""
@@ -148,6 +168,7 @@ def read_facts(conn: psycopg.Connection, schemas: list[str], include: list[str],
         auth_trigger_functions={}, extensions=read_extensions(conn),
     )
     triggers, facts.auth_trigger_functions = platform_triggers(conn, schemas, platform)
+    facts.platform_bodies = platform_bodies(conn, schemas, platform)
     facts.others = triggers + publications(conn) + event_triggers(conn) + cron_jobs(conn) + service_extensions(conn)
     return facts
 

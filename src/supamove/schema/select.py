@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from supamove.errors import SupamoveError
+from supamove.errors import ConfigError, SupamoveError
 from supamove.schema.facts import Facts
 from supamove.schema.model import (
     API_ROLES,
@@ -117,6 +117,15 @@ def _serves_platform_triggers(entry: TocEntry, ctx: Context) -> Verdict:
     return ("left-out", f"only serves {', '.join(served)}, which is left out")
 
 
+def _body_names_platform(entry: TocEntry, ctx: Context) -> Verdict:
+    """A function whose body names auth.users or the like: kept (the application may not call it), said."""
+    named = ctx.facts.platform_bodies.get(entry.objid) if entry.classid == PG_PROC else None
+    if not named:
+        return None
+    return ("kept", f"its body names {', '.join(named)}, part of Supabase's platform, not on the target: a call "
+                    "fails there until it is rewritten")
+
+
 def _policy_roles(entry: TocEntry, ctx: Context) -> Verdict:
     """A policy for roles the target lacks: Supabase's API roles without --keep-roles, or other roles of the source."""
     if entry.classid != PG_POLICY:
@@ -162,10 +171,12 @@ def _platform_refs(entry: TocEntry, ctx: Context) -> Verdict:
 
 
 def _table_needs_platform(entry: TocEntry, uses: list[str], options: SchemaOptions) -> SupamoveError:
-    fix = ("drop --no-auth-shim" if uses and set(uses) <= SHIM_FUNCTIONS and not options.auth_shim
-           else "change the column's type or default on the source, or leave the table out with --exclude-tables")
-    return SupamoveError(f"table {entry.schema}.{entry.name} uses {', '.join(uses)} (Supabase's platform), "
-                         "so it cannot be created on the target", fix=fix)
+    message = f"table {entry.schema}.{entry.name} uses {', '.join(uses)} (Supabase's platform), so it cannot be " \
+              "created on the target"
+    if uses and set(uses) <= SHIM_FUNCTIONS and not options.auth_shim:  # an option in the way: exit 2
+        return ConfigError(message + " without the auth compatibility schema", fix="drop --no-auth-shim")
+    return SupamoveError(message, fix="change the column's type or default on the source, or leave the table out "
+                                      "with --exclude-tables")
 
 
 def _join(first: str, second: str) -> str:
@@ -175,4 +186,4 @@ def _join(first: str, second: str) -> str:
 
 RULES: tuple[Callable[[TocEntry, Context], Verdict], ...] = (
     _not_moved, _not_selected, _grants, _default_privileges, _serves_platform_triggers, _policy_roles,
-    _platform_refs)
+    _platform_refs, _body_names_platform)
