@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from conftest import EDGE, error_line, flat, interrupt_and_wait, write_mapping
+from conftest import EDGE, error_line, flat, interrupt_and_wait, wait_until, write_mapping
 from psycopg import sql
 
 from supamove.config import Settings
@@ -594,3 +594,19 @@ def test_a_session_queued_ahead_is_named_with_the_one_it_waits_for_whatever_the_
             thread.join(10)
         reader.close()
         queued.close()
+
+
+def test_a_step_shorter_than_the_wait_opens_no_connection_for_the_lock_watch(dbs) -> None:
+    # The watch connects only once a step has run WAITED_SECONDS: a short command costs no session.
+    from supamove.locks import LockWatch
+
+    endpoint = Endpoint(dbs.target_url + "&application_name=watch-probe", "target")
+    count = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'watch-probe'"
+    with dbs.target() as conn:
+        with LockWatch(endpoint, "verify"):
+            time.sleep(WAITED_SECONDS / 2)
+            assert conn.execute(count).fetchone() == (0,)
+        with LockWatch(endpoint, "verify"):  # past it, with nothing waiting: one connection, then none
+            time.sleep(WAITED_SECONDS + 0.5)
+            assert conn.execute(count).fetchone() == (1,)
+        wait_until(lambda: conn.execute(count).fetchone() == (0,), "the watch's connection closed", timeout=5)

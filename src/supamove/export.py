@@ -574,10 +574,9 @@ def run_auth_export(source: Endpoint, datadir: DataDir, progress: Progress | Non
 
 def _fingerprint_auth(main: psycopg.Connection, meta: Metadata, snapshot: str) -> None:
     """Each auth table this run exported, fingerprinted in its snapshot: verify compares the source's now."""
-    for entry in meta.auth:
-        if entry.complete and entry.snapshot == snapshot:
-            columns = authstate.fingerprint_columns(entry.table)
-            meta.record_fingerprint(entry.key, authstate.fingerprint(main, entry.schema, entry.name, columns))
+    meta.record_fingerprints({
+        e.key: authstate.fingerprint(main, e.schema, e.name, authstate.fingerprint_columns(e.table))
+        for e in meta.auth if e.complete and e.snapshot == snapshot})
 
 
 def _auth_metadata(datadir: DataDir, auth: list[Table], source: Endpoint, version: str) -> Metadata:

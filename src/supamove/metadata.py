@@ -268,9 +268,11 @@ class Metadata:
             entry.snapshot, entry.exported_at = snapshot, exported_at
             write_json(self.datadir.metadata, self.to_dict())
 
-    def record_fingerprint(self, key: tuple[str, str], fingerprint: Fingerprint) -> None:
+    def record_fingerprints(self, fingerprints: dict[tuple[str, str], Fingerprint]) -> None:
+        """The auth tables' fingerprints, written with the entries in one go."""
         with self._lock:
-            self.entry(*key).fingerprint = fingerprint
+            for key, fingerprint in fingerprints.items():
+                self.entry(*key).fingerprint = fingerprint
             write_json(self.datadir.metadata, self.to_dict())
 
     def set_user_id_columns(self, table: Table) -> None:

@@ -99,10 +99,15 @@ def schema_digest(script: str) -> str:
 
 def applied_before(conn: psycopg.Connection, digest: str, tables: list[str]) -> str | None:
     """When this schema.sql was applied to the target, if it was and every one of its tables is there still."""
+    when = _recorded(conn).get(digest)
+    return when if when and len(existing_tables(conn, tables)) == len(tables) else None
+
+
+def _recorded(conn: psycopg.Connection) -> dict[str, str]:
+    """Each schema.sql supamove applied to this target (SHA-256) and when; none before the first apply."""
     if conn.execute("SELECT to_regclass('_supamove.schema_applied')").fetchone() == (None,):
-        return None
-    row = conn.execute("SELECT applied_at::text FROM _supamove.schema_applied WHERE sha256 = %s", (digest,)).fetchone()
-    return str(row[0]) if row and len(existing_tables(conn, tables)) == len(tables) else None
+        return {}
+    return {str(d): str(t) for d, t in conn.execute("SELECT sha256, applied_at::text FROM _supamove.schema_applied")}
 
 
 def check_target(conn: psycopg.Connection, target: Endpoint, tables: list[str], extensions: list[Extension]) -> None:
@@ -114,17 +119,10 @@ def check_target(conn: psycopg.Connection, target: Endpoint, tables: list[str], 
                            "the postgresql-contrib package), then run `supamove schema --apply` again")
     present = existing_tables(conn, tables)
     if present:
-        earlier = _last_applied(conn)
+        earlier = max(_recorded(conn).values(), default=None)
         why = (f"; they come from another schema.sql, applied at {earlier} (the source's schema changed since, or "
                "other options were given)" if earlier else "")
         raise target.error(f"the target already has {len(present)} of the tables: {', '.join(present)}{why}",
                            "apply the schema to an empty database, or drop those tables first" + (
                                " (`supamove schema --dry-run` shows what this one would create)" if earlier else ""))
 
-
-def _last_applied(conn: psycopg.Connection) -> str | None:
-    """When supamove last applied a schema.sql to this target, if it did."""
-    if conn.execute("SELECT to_regclass('_supamove.schema_applied')").fetchone() == (None,):
-        return None
-    row = conn.execute("SELECT max(applied_at)::text FROM _supamove.schema_applied").fetchone()
-    return str(row[0]) if row and row[0] else None

@@ -48,8 +48,7 @@ class SupabaseUser:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> SupabaseUser:
-        """One exported auth.users row; ValueError naming the field whose value the export never writes."""
-        _check_row(row)
+        """One exported auth.users row, its values checked (USERS_SHAPE, by _checked_rows)."""
         return cls(
             id=str(row["id"]), email=row.get("email"), phone=row.get("phone"),
             encrypted_password=row.get("encrypted_password"), email_confirmed_at=row.get("email_confirmed_at"),
@@ -80,7 +79,7 @@ IDENTITIES_SHAPE = RowShape(("user_id",), ("id", "provider", "provider_id"), (),
 FACTORS_SHAPE = RowShape(("id", "user_id"), ("factor_type", "status", "secret"), (), ("created_at", "updated_at"))
 
 
-def _check_row(row: dict[str, Any], shape: RowShape = USERS_SHAPE) -> None:
+def _check_row(row: dict[str, Any], shape: RowShape) -> None:
     """ValueError naming the first field whose value is of a kind the export never writes there."""
     for name in shape.uuids:
         if not isinstance(row.get(name), str) or not UUID.fullmatch(row[name]):
@@ -151,12 +150,8 @@ def load_auth_export(datadir: DataDir) -> list[SupabaseUser]:
     if meta is not None:
         _check_digests(datadir, meta)
     users = {}
-    for number, row in enumerate(read_rows(users_file, fix=restore_or_export_again("auth", "users")), 1):
-        try:
-            user = SupabaseUser.from_row(row)
-        except ValueError as exc:  # the line is valid JSON (read_rows), its values are not the export's
-            raise DataFileError(f"{users_file} line {number}: {exc}", fix=restore_or_export_again("auth", "users")) \
-                from None
+    for _, row in _checked_rows(users_file, "users", USERS_SHAPE):
+        user = SupabaseUser.from_row(row)
         users[user.id] = user
     identities = 0
     for owner, row in _owned_rows(identities_file, "identities", IDENTITIES_SHAPE, users):
@@ -184,17 +179,24 @@ def _owned_rows(path: Path, table: str, shape: RowShape,
                 users: dict[str, SupabaseUser]) -> Iterator[tuple[SupabaseUser, dict[str, Any]]]:
     """Each row of an auth table that belongs to a user, with that user. The export reads every auth table
     in one snapshot and auth's foreign keys tie each row to a user, so a row of no user is a changed file."""
+    for number, row in _checked_rows(path, table, shape):
+        owner = users.get(row["user_id"])
+        if owner is None:
+            raise DataFileError(f"{path} line {number}: user_id {row['user_id']} is no user of auth.users.jsonl",
+                                fix=restore_or_export_again("auth", table))
+        yield owner, row
+
+
+def _checked_rows(path: Path, table: str, shape: RowShape) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each row of an auth file with its line number; a value of a kind the export never writes is named by
+    its line (read_rows has named a line that is not JSON)."""
     fix = restore_or_export_again("auth", table)
     for number, row in enumerate(read_rows(path, fix=fix), 1):
         try:
             _check_row(row, shape)
         except ValueError as exc:
             raise DataFileError(f"{path} line {number}: {exc}", fix=fix) from None
-        owner = users.get(row["user_id"])
-        if owner is None:
-            raise DataFileError(f"{path} line {number}: user_id {row['user_id']} is no user of auth.users.jsonl",
-                                fix=fix)
-        yield owner, row
+        yield number, row
 
 
 def _check_digests(datadir: DataDir, meta: Metadata) -> None:
