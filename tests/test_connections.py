@@ -29,12 +29,25 @@ def test_wrong_password_names_the_setting(cli, dbs, monkeypatch: pytest.MonkeyPa
     assert "wrong-pw" not in result.output
 
 
-def test_transaction_pooler_port_is_flagged(cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SUPABASE_DB_URL", "postgresql://postgres:pw@127.0.0.1:6543/postgres?sslmode=disable")
+def test_a_source_through_the_transaction_pooler_is_refused_by_every_command_that_reads_it(
+        cli, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Port 6543 keeps neither the export's snapshot nor its session settings: an export through it could
+    mix moments. Refused before anything is read or written; a target on that port is only warned about."""
+    monkeypatch.setenv("SUPABASE_DB_URL", "postgresql://postgres:pw@db.abc.supabase.co:6543/postgres")
     result = cli("test-connections")
     assert result.exit_code != 0
-    assert "port 6543 is Supabase's transaction pooler" in result.output
-    assert "use the direct connection on port 5432" in result.output
+    assert "source (SUPABASE_DB_URL): SUPABASE_DB_URL uses port 6543, Supabase's transaction pooler" in result.output
+    assert "fix: set SUPABASE_DB_URL to the direct connection string" in result.output
+    for command in (("export",), ("export", "--dry-run"), ("verify",), ("schema",), ("migrate",)):
+        result = cli(*command)
+        assert result.exit_code == 2, (command, result.output)
+        assert "SUPABASE_DB_URL uses port 6543" in result.output and "port 5432" in result.output, command
+        assert "Traceback" not in result.output
+    assert {p.name for p in data_dir.iterdir()} <= {"supamove.lock"}  # nothing exported, nothing planned
+    monkeypatch.setenv("SUPABASE_DB_URL", "postgresql://postgres:pw@127.0.0.1:5432/postgres?sslmode=disable")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:pw@127.0.0.1:6543/app?sslmode=disable")
+    result = cli("test-connections")
+    assert "warning: target (DATABASE_URL): port 6543 is Supabase's transaction pooler" in result.output
 
 
 def test_role_hidden_by_rls_is_reported(cli, dbs, monkeypatch: pytest.MonkeyPatch) -> None:

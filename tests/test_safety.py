@@ -302,17 +302,6 @@ def test_retries_are_shown_at_the_default_verbosity(cli, exported: Path, stack_a
     assert "Stack Auth answered 503, retrying in 0.3s (attempt 2 of 8)" in flat(result.output)
 
 
-# --- the transaction pooler ---------------------------------------------------------------------------
-
-
-def test_export_warns_about_the_transaction_pooler(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SUPABASE_DB_URL", "postgresql://postgres:pw@127.0.0.1:6543/postgres?sslmode=disable")
-    result = cli("export")
-    assert result.exit_code == 3
-    assert ("WARNING SUPABASE_DB_URL: port 6543 is Supabase's transaction pooler: it drops session settings and "
-            "breaks long reads; use the direct connection on port 5432 (or the session pooler)") in flat(result.output)
-
-
 # --- the demo -----------------------------------------------------------------------------------------
 
 

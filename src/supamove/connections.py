@@ -99,7 +99,10 @@ def _check_database(settings: Settings, side: str, name: str, extra) -> Endpoint
         check.errors.append(str(settings.unset_error(setting)))
         return check
     endpoint = Endpoint(url, side)  # type: ignore[arg-type]
-    if endpoint.transaction_pooler:
+    if (refusal := endpoint.pooler_refusal()) is not None:
+        check.errors.append(str(refusal))
+        return check
+    if endpoint.transaction_pooler:  # a self-hosted target on that port need not be a transaction pooler
         check.warnings.append(TRANSACTION_POOLER_WARNING)
     try:
         with connect(endpoint, autocommit=True) as conn:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from supamove import __version__, interrupt, memory, render
 from supamove.config import Settings, load_settings, misspelled_settings
-from supamove.db import TRANSACTION_POOLER_WARNING, Endpoint
+from supamove.db import Endpoint
 from supamove.errors import ConfigError, SupamoveError
 from supamove.files import check_can_create, lock_data_dir, writable_error
 from supamove.log import get_logger, setup_logging
@@ -94,8 +94,8 @@ class Context:
     @property
     def source(self) -> Endpoint:
         endpoint = Endpoint(self.settings.source_url, "source")
-        if endpoint.transaction_pooler:
-            log.warning("SUPABASE_DB_URL: %s", TRANSACTION_POOLER_WARNING)
+        if (refusal := endpoint.pooler_refusal()) is not None:
+            raise refusal
         return endpoint
 
     @property

@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import psycopg
 
 from supamove import interrupt
-from supamove.errors import SourceError, SupamoveError, TargetError
+from supamove.errors import ConfigError, SourceError, SupamoveError, TargetError
 from supamove.log import add_secret, scrub
 
 Side = Literal["source", "target"]
@@ -19,6 +19,9 @@ TRANSACTION_POOLER_PORT = 6543
 SETTING = {"source": "SUPABASE_DB_URL", "target": "DATABASE_URL"}
 TRANSACTION_POOLER_WARNING = ("port 6543 is Supabase's transaction pooler: it drops session settings and breaks "
                               "long reads; use the direct connection on port 5432 (or the session pooler)")
+DIRECT_FIX = ("set SUPABASE_DB_URL to the direct connection string (host db.<project-ref>.supabase.co, port 5432) "
+              "or, from an IPv4-only machine, the session pooler's (port 5432 on the pooler host): "
+              "Supabase dashboard > Connect")
 
 # A canonical text form, identical on both sides: exports and checksums depend on it.
 SESSION_SETTINGS = {
@@ -60,6 +63,15 @@ class Endpoint:
     @property
     def transaction_pooler(self) -> bool:
         return self.port == TRANSACTION_POOLER_PORT
+
+    def pooler_refusal(self) -> ConfigError | None:
+        """The source through the transaction pooler, refused: each transaction may run on another server
+        session, so the export's snapshot, its session settings and the lifted statement_timeout are not kept
+        (an export could mix moments, and reads over about 2 minutes fail)."""
+        if self.side != "source" or not self.transaction_pooler:
+            return None
+        return ConfigError("SUPABASE_DB_URL uses port 6543, Supabase's transaction pooler, which keeps neither the "
+                           "export's snapshot nor its session settings", fix=DIRECT_FIX)
 
     @property
     def redacted(self) -> str:

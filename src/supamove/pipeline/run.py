@@ -38,11 +38,12 @@ def run_migrate(env: Endpoints, datadir: DataDir, options: PipelineOptions,
     step = "export"
     try:
         check_options(options.export())  # a wrong option before any connection: it is no endpoint's fault
+        source = env.source  # so is a source the export cannot read in one snapshot (the transaction pooler)
         step = "test-connections"
         _check_connections(env, result)
         step = "export"
         if options.dry_run:
-            result.export_plan = preview_export(env.source, options.export())
+            result.export_plan = preview_export(source, options.export())
             if (failure := result.export_plan.failure()) is not None:
                 raise failure
         else:
