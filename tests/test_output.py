@@ -226,3 +226,20 @@ def test_log_lines_off_a_terminal_are_never_wrapped_and_still_scrubbed() -> None
     with console.capture() as seen:
         get_logger("schema").info("%s (postgresql://app:%s@db/app)", message, "hunter2-password")
     assert seen.get() == f"INFO     {message} (postgresql://app:***@db/app)\n"
+
+
+def test_an_option_click_refuses_still_prints_one_json_document_with_json(env: dict[str, str]) -> None:
+    # click refuses a wrong option before any command runs: stdout stayed empty under --json.
+    done = subprocess.run([sys.executable, "-m", "supamove", "verify", "--json", "--jobs", "0"],
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert orjson.loads(done.stdout) == {"ok": False, "error": {
+        "message": "Invalid value for '--jobs': 0 is not in the range 1<=x<=64.", "exitCode": 2}}
+    assert done.stderr.splitlines()[-1] == "Error: Invalid value for '--jobs': 0 is not in the range 1<=x<=64."
+    unknown = subprocess.run([sys.executable, "-m", "supamove", "export", "--dry-run", "--json", "--bogus"],
+                             env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 2 and orjson.loads(unknown.stdout)["error"]["message"].startswith(
+        "No such option '--bogus'")
+    plain = subprocess.run([sys.executable, "-m", "supamove", "verify", "--jobs", "0"], env={**os.environ, **env},
+                           capture_output=True, text=True, timeout=60)
+    assert plain.returncode == 2 and plain.stdout == ""  # without --json, as ever

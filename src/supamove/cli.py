@@ -49,8 +49,7 @@ selection_options = options(
                  help="Schema to read (repeatable; default: public; all: every application schema; no platform one)."),
     tables_option, click.option("--exclude-tables", multiple=True, metavar="PATTERN",
                                 help="Leave these tables out (name or schema.name, shell patterns; repeatable)."))
-split_option = click.option("--split-tables-larger-than", "split_larger_than_mb", default=64, show_default=True,
-                            type=click.IntRange(min=0), metavar="MB", help="Bigger tables go as ranges at once (0: never).")
+split_option = click.option("--split-tables-larger-than", "split_larger_than_mb", default=64, show_default=True, type=click.IntRange(min=0), metavar="MB", help="Bigger tables go as ranges at once (0: never).")
 
 
 def jobs_option(what: str) -> Callable[[F], F]:
@@ -60,23 +59,28 @@ def jobs_option(what: str) -> Callable[[F], F]:
 read_options = options(  # how the export reads the tables: shared by export and migrate
     click.option("--user-id-column", "user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN",
                  help="A column holding Supabase user ids that no foreign key shows (repeatable)."),
-    click.option("--not-user-id-column", "not_user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN",
-                 help="A column whose values look like user ids but are not: never remapped (repeatable)."),
+    click.option("--not-user-id-column", "not_user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN", help="A column whose values look like user ids but are not: never remapped (repeatable)."),
     split_option)
 load_options = options(
     click.option("--disable-fk", is_flag=True, help="Faster: FK checks off during the load (superuser), checked after it."),
-    click.option("--unmapped-users", type=click.Choice(["error", "null", "keep"]), default="error",
-                 show_default=True, help="A user id with no Stack Auth mapping: stop, set it NULL, or keep it."))
-concurrency_option = click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64),
-                                  help="Users created at once.")
+    click.option("--unmapped-users", type=click.Choice(["error", "null", "keep"]), default="error", show_default=True, help="A user id with no Stack Auth mapping: stop, set it NULL, or keep it."))
+concurrency_option = click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64), help="Users created at once.")
 keep_option = click.option("--keep-supabase-ids", "keep", multiple=True, metavar="S.T.COLUMN", help="Kept on purpose (repeatable).")
 
 
 class RunbookGroup(click.Group):
-    """Lists the commands in the order the runbook runs them (as this file defines them), not alphabetically."""
+    """Lists the commands in the runbook's order (as this file defines them); prints --json's document for an option click refuses."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        as_json = "--json" in ctx.args  # read first: click's own invoke takes the arguments out of ctx.args
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:  # an option refused before its command ran: --json still gets a document
+            render.refused_json(as_json, exc.format_message(), exc.exit_code)
+            raise
 
 
 @click.group(cls=RunbookGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EPILOG)
@@ -111,8 +115,7 @@ def test_connections(ctx: Context, as_json: bool) -> None:
 @click.option("--keep-roles", is_flag=True, help="Create anon, authenticated, service_role; keep grants, policies.")
 @click.option("--apply", "apply_schema", is_flag=True, help="Also create it in the target, in one transaction.")
 @dry_run_options
-def schema_command(ctx: Context, schemas: Names, tables: Names, exclude_tables: Names, no_auth_shim: bool, keep_roles: bool,
-                   apply_schema: bool, dry_run: bool, as_json: bool) -> None:
+def schema_command(ctx: Context, schemas: Names, tables: Names, exclude_tables: Names, no_auth_shim: bool, keep_roles: bool, apply_schema: bool, dry_run: bool, as_json: bool) -> None:
     """Write the application's schema for the target: schema.sql and schema-report.json.
 
     From pg_dump --schema-only; what only Supabase has is left out, each object listed with the reason.
@@ -154,8 +157,7 @@ def export(ctx: Context, dry_run: bool, as_json: bool, **given: Any) -> None:
 @click.option("--no-password-hashes", is_flag=True, help="Import no password hash: every such user gets a reset.")
 @click.option("--overwrite-changed", is_flag=True, help="Update users changed in Stack Auth meanwhile (else a conflict).")
 @dry_run_options
-def migrate_users_command(ctx: Context, concurrency: int, no_password_hashes: bool, overwrite_changed: bool, dry_run: bool,
-                          as_json: bool) -> None:
+def migrate_users_command(ctx: Context, concurrency: int, no_password_hashes: bool, overwrite_changed: bool, dry_run: bool, as_json: bool) -> None:
     """Create every exported Supabase Auth user in Stack Auth and write user-mapping.json.
 
     bcrypt hashes are imported. None is created twice; a rerun resumes, then updates users changed in Supabase.
@@ -212,8 +214,7 @@ def verify(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int, tables:
     """
     from supamove.verify import VerifyOptions, run_verify
     with render.progress("rows", {"tables": "tables"}) as progress:
-        report = run_verify(ctx.source, ctx.checked_target(), ctx.datadir,
-                            VerifyOptions(skip_checksum, max_diffs, jobs, list(tables), list(keep)), progress)
+        report = run_verify(ctx.source, ctx.checked_target(), ctx.datadir, VerifyOptions(skip_checksum, max_diffs, jobs, list(tables), list(keep)), progress)
     render.show(report, as_json, render.show_verify_report, report.failure())
 
 

@@ -265,6 +265,12 @@ def _json_error(as_json: bool, message: str, code: int) -> None:
         _write_json({"ok": False, "error": {"message": message, "exitCode": code}})
 
 
+def refused_json(as_json: bool, message: str, code: int) -> None:
+    """--json's document for an option refused before its command ran (so nothing was printed yet)."""
+    if as_json:
+        _write_json({"ok": False, "error": {"message": message, "exitCode": code}})
+
+
 def _unexpected(exc: Exception, unexpected: str, hint: str, as_json: bool = False) -> NoReturn:
     get_logger().debug("unexpected failure", exc_info=True)
     message = f"{unexpected} {type(exc).__name__}: {str(exc)[:500]} ({hint})"
