@@ -637,6 +637,45 @@ def test_send_password_resets_is_idempotent(stack: StackAuthSandbox, client: Sta
     assert stat.S_IMODE(os.stat(datadir.password_resets_sent).st_mode) == 0o600
 
 
+def test_a_run_killed_between_its_saves_sends_no_e_mail_twice(stack: StackAuthSandbox, client: StackAuthClient,
+                                                              datadir: DataDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    # password-resets-sent.json is written every 50 e-mails: a run killed before that kept no record of those
+    # it had sent, and the rerun sent them again.
+    from supamove.users import resets
+
+    class Killed(BaseException):
+        pass
+
+    migrate_users(client, datadir)
+    sends = 0
+    real = client.send_reset_code
+
+    def dying(email: str, callback_url: str) -> None:  # the process dies during the third send
+        nonlocal sends
+        sends += 1
+        if sends >= 3:
+            raise Killed
+        real(email, callback_url)
+
+    with monkeypatch.context() as killed:
+        killed.setattr(resets._Sender, "save", lambda self: None)  # a kill -9 saves nothing
+        killed.setattr(client, "send_reset_code", dying)
+        with pytest.raises(Killed):
+            send_password_resets(client, datadir, "https://app.example.com/reset", concurrency=1)
+    assert len(stack.reset_emails) == 2 and not datadir.password_resets_sent.exists()
+    assert stat.S_IMODE(os.stat(datadir.pending_resets).st_mode) == 0o600  # it holds e-mail addresses
+    rerun = send_password_resets(client, datadir, "https://app.example.com/reset")
+    emails = [e.email for e in stack.reset_emails]
+    assert len(emails) == len(set(emails)) == 2  # none sent twice; the two in flight may have gone: held
+    assert rerun.sent == [] and rerun.already_sent == 2 and rerun.uncertain_before == 2
+    recorded = orjson.loads(datadir.password_resets_sent.read_bytes())["sent"]
+    assert sorted(e["status"] for e in recorded) == ["sent", "sent", "uncertain", "uncertain"]
+    assert {e["email"] for e in recorded if e["status"] == "sent"} == set(emails)
+    assert all(e["sentAt"] for e in recorded) and not datadir.pending_resets.exists()
+    last = send_password_resets(client, datadir, "https://app.example.com/reset", resend_uncertain=True)
+    assert len(last.sent) == 2 and len(stack.reset_emails) == 4 and last.failure() is None
+
+
 def test_many_users_concurrently_each_created_once(stack: StackAuthSandbox, client: StackAuthClient,
                                                    tmp_path: Path) -> None:
     # The speed target (users/s) is measured by bench/, not asserted here.

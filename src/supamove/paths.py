@@ -57,6 +57,10 @@ class DataDir:
         return self.root / "password-resets-sent.json"
 
     @property
+    def pending_resets(self) -> Path:  # migration-data/password-resets-pending.jsonl
+        return self.root / "password-resets-pending.jsonl"
+
+    @property
     def mfa_not_carried(self) -> Path:  # migration-data/mfa-not-carried.json
         return self.root / "mfa-not-carried.json"
 

@@ -25,6 +25,7 @@ class PendingJournal:
         self.lock = threading.Lock()
         self.outstanding: dict[str, dict[str, Any]] = {}  # this run's intents without an outcome
         self.intents: dict[str, dict[str, Any]] = {}  # the intent lines `load` found without an outcome
+        self.finished: dict[str, dict[str, Any]] = {}  # the done lines `load` found, the last of each
         self._handle: IO[bytes] | None = None
 
     def load(self) -> tuple[dict[str, str | None], dict[str, str]]:
@@ -45,6 +46,7 @@ class PendingJournal:
                 pending.pop(sid, None)
                 self.intents.pop(sid, None)
                 done[sid] = record["stackAuthUserId"]
+                self.finished[sid] = record
             elif record.get("op") == "clear":
                 pending.pop(sid, None)
                 self.intents.pop(sid, None)
@@ -57,10 +59,11 @@ class PendingJournal:
             self.outstanding[supabase_user_id] = record
             self._append(record)
 
-    def done(self, supabase_user_id: str, stack_auth_user_id: str) -> None:
+    def done(self, supabase_user_id: str, stack_auth_user_id: str, **details: Any) -> None:
         with self.lock:
             self.outstanding.pop(supabase_user_id, None)
-            self._append({"op": "done", "supabaseUserId": supabase_user_id, "stackAuthUserId": stack_auth_user_id})
+            self._append({"op": "done", "supabaseUserId": supabase_user_id, "stackAuthUserId": stack_auth_user_id,
+                          **details})
 
     def clear(self, supabase_user_id: str) -> None:
         with self.lock:

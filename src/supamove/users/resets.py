@@ -20,6 +20,7 @@ from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
 from supamove.usermap import UserMapping
 from supamove.users.client import AnswerLost, Rejected, StackAuthClient
+from supamove.users.journal import PendingJournal
 
 log = get_logger("users.resets")
 LABEL = "password resets"
@@ -69,7 +70,8 @@ def send_password_resets(client: StackAuthClient | None, datadir: DataDir, callb
     path = datadir.password_resets
     required = json_list(read_json(path, "migrate-users"), "users", path,
                          "run `supamove migrate-users` again to rewrite it")
-    sent = _load_sent(datadir.password_resets_sent)
+    journal = PendingJournal(datadir.pending_resets)
+    sent = _load_sent(datadir.password_resets_sent, journal)
     uncertain = {sid for sid, entry in sent.items() if entry.get("status") == "uncertain"}
     todo = [u for u in required if u.get("email") and (u.get("supabaseUserId") not in sent
                                                        or (resend_uncertain and u.get("supabaseUserId") in uncertain))]
@@ -80,8 +82,9 @@ def send_password_resets(client: StackAuthClient | None, datadir: DataDir, callb
         return result
     if client is None:
         raise ConfigError("no Stack Auth client", fix="set STACK_AUTH_PROJECT_ID and STACK_AUTH_SECRET_KEY")
-    _Sender(client, datadir, str(callback_url), domain, sent, result).send_all(todo, concurrency,
-                                                                              progress or NullProgress())
+    sender = _Sender(client, datadir, str(callback_url), domain, sent, result, journal)
+    sender.save()  # what a killed run's journal told, kept in password-resets-sent.json
+    sender.send_all(todo, concurrency, progress or NullProgress())
     return result
 
 
@@ -103,9 +106,9 @@ class _Sender:
     """One send-password-resets run: the first e-mail alone (it proves the link's domain is trusted), then the rest."""
 
     def __init__(self, client: StackAuthClient, datadir: DataDir, callback_url: str, domain: str,
-                 sent: dict[str, dict[str, Any]], result: ResetResult) -> None:
+                 sent: dict[str, dict[str, Any]], result: ResetResult, journal: PendingJournal) -> None:
         self.client, self.datadir, self.callback_url, self.domain = client, datadir, callback_url, domain
-        self.sent, self.result = sent, result
+        self.sent, self.result, self.journal = sent, result, journal
         self.lock = threading.Lock()
         self.stop = threading.Event()
 
@@ -118,17 +121,26 @@ class _Sender:
                 for future in [pool.submit(self.send, user, progress) for user in todo[1:]]:
                     future.result()
         finally:
-            with self.lock:
-                _save_sent(self.datadir.password_resets_sent, self.sent)
+            self.save()
             progress.finish(LABEL)
+
+    def save(self) -> None:
+        """password-resets-sent.json, then the journal less what that file now holds (the sends in flight stay)."""
+        with self.lock:
+            _save_sent(self.datadir.password_resets_sent, self.sent)
+            self.journal.compact()
 
     def send(self, user: dict[str, Any], progress: Progress) -> None:
         if self.stop.is_set():
             return
         sid = user["supabaseUserId"]
+        # Before the send, a line in the journal: a run killed before its next save finds the e-mails it
+        # sent there (and those in flight, which may have gone), so a rerun sends none of them again.
+        self.journal.intent(sid, user["email"], at=iso(datetime.now(UTC)))
         try:
             self.client.send_reset_code(user["email"], self.callback_url)
         except Rejected as exc:
+            self.journal.clear(sid)  # refused: nothing went
             if exc.code == "REDIRECT_URL_NOT_WHITELISTED":
                 self.stop.set()
                 raise StackAuthError(f"Stack Auth refuses the reset link {self.callback_url}: {exc.message}",
@@ -138,30 +150,42 @@ class _Sender:
                 self.result.failed.append((sid, exc.message))
             return
         except AnswerLost:
-            self._record(user, "uncertain")
+            self._record(user, "uncertain")  # saved at once, with its status: the journal line is done with
+            self.journal.clear(sid)
             return
-        self._record(user, "sent")
+        at = self._record(user, "sent")
+        self.journal.done(sid, str(user.get("stackAuthUserId") or ""), email=user["email"], sentAt=at)
         progress.advance(LABEL)
 
-    def _record(self, user: dict[str, Any], status: str) -> None:
-        sid = user["supabaseUserId"]
+    def _record(self, user: dict[str, Any], status: str) -> str:
+        """The send in memory (saved every SAVE_EVERY sends, an uncertain one at once); when it was sent."""
+        sid, at = user["supabaseUserId"], iso(datetime.now(UTC))
         with self.lock:
-            self.sent[sid] = {"supabaseUserId": sid, "email": user["email"], "sentAt": iso(datetime.now(UTC)),
-                              "status": status}
+            self.sent[sid] = {"supabaseUserId": sid, "email": user["email"], "sentAt": at, "status": status}
             (self.result.sent if status == "sent" else self.result.uncertain).append(sid)
-            if len(self.result.sent) % SAVE_EVERY == 0 or status == "uncertain":
-                _save_sent(self.datadir.password_resets_sent, self.sent)
+            due = len(self.result.sent) % SAVE_EVERY == 0 or status == "uncertain"
+        if due:
+            self.save()
+        return at
 
 
-def _load_sent(path: Path) -> dict[str, dict[str, Any]]:
+def _load_sent(path: Path, journal: PendingJournal) -> dict[str, dict[str, Any]]:
+    """password-resets-sent.json, with what the journal of a run killed before its next save adds to it:
+    the e-mails it sent, and those it was sending (which may have gone: uncertain)."""
     fix = "restore it; deleting it would send every reset e-mail again"
     data = read_json(path, "send-password-resets", fix=fix, missing_ok=True)
-    if data is None:
-        return {}
     try:
-        return {entry["supabaseUserId"]: entry for entry in json_list(data, "sent", path, fix)}
+        sent = {entry["supabaseUserId"]: entry for entry in json_list(data, "sent", path, fix)} if data else {}
     except (KeyError, TypeError) as exc:
         raise DataFileError(f"{path} is damaged ({type(exc).__name__})", fix=fix) from exc
+    in_flight, _ = journal.load()
+    for sid, record in journal.finished.items():
+        sent[sid] = {"supabaseUserId": sid, "email": record.get("email"), "sentAt": record.get("sentAt"),
+                     "status": "sent"}
+    for sid, email in in_flight.items():
+        sent.setdefault(sid, {"supabaseUserId": sid, "email": email, "sentAt": journal.intents[sid].get("at"),
+                              "status": "uncertain"})
+    return sent
 
 
 def _save_sent(path: Path, sent: dict[str, dict[str, Any]]) -> None:
