@@ -658,7 +658,8 @@ def test_a_run_killed_between_its_saves_sends_no_e_mail_twice(stack: StackAuthSa
         real(email, callback_url)
 
     with monkeypatch.context() as killed:
-        killed.setattr(resets._Sender, "save", lambda self: None)  # a kill -9 saves nothing
+        killed.setattr(resets._Sender, "save", lambda self: None)  # a kill -9 saves nothing, clears nothing
+        killed.setattr(PendingJournal, "clear", lambda self, sid: None)
         killed.setattr(client, "send_reset_code", dying)
         with pytest.raises(Killed):
             send_password_resets(client, datadir, "https://app.example.com/reset", concurrency=1)
@@ -674,6 +675,38 @@ def test_a_run_killed_between_its_saves_sends_no_e_mail_twice(stack: StackAuthSa
     assert all(e["sentAt"] for e in recorded) and not datadir.pending_resets.exists()
     last = send_password_resets(client, datadir, "https://app.example.com/reset", resend_uncertain=True)
     assert len(last.sent) == 2 and len(stack.reset_emails) == 4 and last.failure() is None
+
+
+def test_a_send_stopped_before_it_went_is_sent_by_the_next_run(stack: StackAuthSandbox, client: StackAuthClient,
+                                                                datadir: DataDir) -> None:
+    # The journal's line before a send was cleared only on a refusal or a lost answer: a run stopped by 429s to
+    # the end (or Ctrl-C, or a wrong setting) held its user back as uncertain, and the next run sent them none.
+    migrate_users(client, datadir)
+    stack.fail_next(8, 429, match="POST /api/v1/auth/password/send-reset-code")
+    with pytest.raises(StackAuthError, match="did not answer"):
+        send_password_resets(client, datadir, "https://app.example.com/reset")
+    assert stack.reset_emails == [] and not datadir.pending_resets.exists()
+    second = send_password_resets(client, datadir, "https://app.example.com/reset")
+    assert len(second.sent) == 4 and second.uncertain_before == 0 and second.failure() is None
+    assert len(stack.reset_emails) == 4
+
+
+def test_reset_files_edited_by_hand(stack: StackAuthSandbox, client: StackAuthClient, datadir: DataDir) -> None:
+    migrate_users(client, datadir)
+    required = orjson.loads(datadir.password_resets.read_bytes())
+    listed = required["users"]
+    datadir.password_resets.write_bytes(orjson.dumps({**required, "users": listed + listed[:1]}))
+    assert len(send_password_resets(client, datadir, None, dry_run=True).to_send) == 4  # listed twice: one e-mail
+    datadir.password_resets.write_bytes(orjson.dumps({**required, "users": [*listed, 1]}))
+    with pytest.raises(DataFileError, match="user 5 is not as migrate-users writes it"):
+        send_password_resets(client, datadir, None, dry_run=True)
+    datadir.password_resets.write_bytes(orjson.dumps(required))
+    datadir.password_resets_sent.write_bytes(b"{}")  # emptied: it read as nobody sent to yet
+    with pytest.raises(DataFileError, match="password-resets-sent.json"):
+        send_password_resets(client, datadir, None, dry_run=True)
+    with pytest.raises(SupamoveError, match="carries a user name or password") as caught:
+        send_password_resets(client, datadir, "https://admin:hunter2secret@app.example.com/reset")
+    assert "hunter2secret" not in str(caught.value)
 
 
 def test_many_users_concurrently_each_created_once(stack: StackAuthSandbox, client: StackAuthClient,

@@ -605,6 +605,7 @@ def show_resets(result: ResetResult) -> None:
     if result.dry_run:
         say(f"Dry run: would send {len(result.to_send):,} reset e-mails "
             f"({result.already_sent:,} already sent or without an e-mail).")
+        _show_uncertain_resets(result)
         return
     say(f"Sent {len(result.sent):,} reset e-mails; {result.already_sent:,} were sent before.")
     for sid, why in result.failed[:20]:

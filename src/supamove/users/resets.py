@@ -68,8 +68,7 @@ def send_password_resets(client: StackAuthClient | None, datadir: DataDir, callb
     """
     domain = check_callback_url(callback_url, required=not dry_run)  # a wrong URL is named before any file is read
     path = datadir.password_resets
-    required = json_list(read_json(path, "migrate-users"), "users", path,
-                         "run `supamove migrate-users` again to rewrite it")
+    required = _required(path)
     journal = PendingJournal(datadir.pending_resets)
     sent = _load_sent(datadir.password_resets_sent, journal)
     uncertain = {sid for sid, entry in sent.items() if entry.get("status") == "uncertain"}
@@ -88,6 +87,19 @@ def send_password_resets(client: StackAuthClient | None, datadir: DataDir, callb
     return result
 
 
+def _required(path: Path) -> list[dict[str, Any]]:
+    """password-reset-required.json's users, each once; an entry not as migrate-users writes it is named."""
+    fix = "run `supamove migrate-users` again to rewrite it"
+    users: dict[str, dict[str, Any]] = {}
+    for number, entry in enumerate(json_list(read_json(path, "migrate-users"), "users", path, fix), 1):
+        if not isinstance(entry, dict) or not isinstance(entry.get("supabaseUserId"), str) \
+                or not isinstance(entry.get("email"), str | None):
+            raise DataFileError(f"{path}: user {number} is not as migrate-users writes it ({str(entry)[:80]})",
+                                fix=fix)
+        users.setdefault(entry["supabaseUserId"], entry)  # listed twice by a hand edit: one e-mail
+    return list(users.values())
+
+
 def check_callback_url(callback_url: str | None, required: bool) -> str:
     """The origin Stack Auth must trust (`https://app.example.com`); ConfigError for a bad URL or a missing one."""
     example = "e.g. --callback-url https://app.example.com/handler/password-reset"
@@ -96,9 +108,11 @@ def check_callback_url(callback_url: str | None, required: bool) -> str:
             return ""
         raise ConfigError("--callback-url is required to send password resets",
                           fix=f"pass your app's password-reset page, {example}")
+    parts = urlsplit(callback_url)
+    if parts.username is not None or parts.password is not None:  # it goes into every user's e-mail
+        raise ConfigError("--callback-url carries a user name or password", fix=f"leave it out, {example}")
     if (problem := web_url_problem(callback_url)) is not None:
         raise ConfigError(f"--callback-url {callback_url}: {problem}", fix=f"pass a full URL, {example}")
-    parts = urlsplit(callback_url)
     return f"{parts.scheme}://{parts.netloc}"
 
 
@@ -153,6 +167,11 @@ class _Sender:
             self._record(user, "uncertain")  # saved at once, with its status: the journal line is done with
             self.journal.clear(sid)
             return
+        except BaseException:
+            # Not sent: stopped before the request went (Ctrl-C, a 429 to the end, a refused connection, a
+            # setting). Only a lost answer leaves an e-mail that may have gone: this one goes next run.
+            self.journal.clear(sid)
+            raise
         at = self._record(user, "sent")
         self.journal.done(sid, str(user.get("stackAuthUserId") or ""), email=user["email"], sentAt=at)
         progress.advance(LABEL)
@@ -175,7 +194,7 @@ def _load_sent(path: Path, journal: PendingJournal) -> dict[str, dict[str, Any]]
     fix = "restore it; deleting it would send every reset e-mail again"
     data = read_json(path, "send-password-resets", fix=fix, missing_ok=True)
     try:
-        sent = {entry["supabaseUserId"]: entry for entry in json_list(data, "sent", path, fix)} if data else {}
+        sent = {} if data is None else {entry["supabaseUserId"]: entry for entry in json_list(data, "sent", path, fix)}
     except (KeyError, TypeError) as exc:
         raise DataFileError(f"{path} is damaged ({type(exc).__name__})", fix=fix) from exc
     in_flight, _ = journal.load()
