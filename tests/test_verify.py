@@ -788,3 +788,28 @@ def test_nothing_compared_never_passes(cli, data_dir: Path, dbs: Databases) -> N
         "Error: no table was compared (metadata.json lists none): nothing was verified (fix: export the "
         "application's tables (`supamove export --dry-run` shows which; check --schema and --tables), import "
         "them, then verify)")
+
+
+def test_bpchar_without_a_length_keeps_its_trailing_spaces_and_verify_sees_them(cli, dbs: Databases) -> None:
+    # bpchar::text trims trailing spaces: the export wrote 'b' for 'b  ', and verify's ::text saw no difference.
+    ddl = "CREATE TABLE public.padded (id integer PRIMARY KEY, code bpchar, codes bpchar[], fixed character(4))"
+    with dbs.source() as conn:
+        conn.execute(ddl)
+        conn.execute("GRANT SELECT ON public.padded TO supabase_app")
+        conn.execute("INSERT INTO public.padded VALUES (1, 'b  ', '{\"a \", b}', 'x'), (2, ' ', NULL, NULL), "
+                     "(3, '', '{}', 'abcd'), (4, NULL, '{NULL}', ' ')")
+    with dbs.target() as conn:
+        conn.execute(ddl)
+    for step in (("export", "--tables", "public.padded"), ("import",)):
+        result = cli(*step)
+        assert result.exit_code == 0, result.output
+    lengths = "SELECT id, octet_length(code), codes::text, fixed || '|' FROM public.padded ORDER BY id"
+    with dbs.source() as src, dbs.target() as tgt:
+        assert tgt.execute(lengths).fetchall() == src.execute(lengths).fetchall()
+    result = cli("verify", "--tables", "public.padded")
+    assert result.exit_code == 0, result.output
+    with dbs.target() as conn:
+        conn.execute("UPDATE public.padded SET code = 'b' WHERE id = 1")
+    code, report, out = verify(cli, "--tables", "public.padded", keep=())
+    assert code == 7, out
+    assert only_failure(report)["table"] == "padded" and "code: 'b  ' -> 'b'" in out, out

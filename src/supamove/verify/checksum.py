@@ -48,6 +48,7 @@ class Relation:
     key: tuple[str, ...] = ()
     mapped: dict[str, bool] = field(default_factory=dict)  # user-id column -> is an array
     by_value: dict[str, str] = field(default_factory=dict)  # column hashed from its value -> its (base) type
+    padded: frozenset[str] = frozenset()  # bpchar without a length: its text is its output, trailing spaces kept
 
     @property
     def source(self) -> sql.Composable:
@@ -58,6 +59,8 @@ class Relation:
 def column_text(rel: Relation, name: str) -> sql.Composable:
     """A column's canonical text; a user id held by the target is mapped back to its Supabase id."""
     col = sql.Identifier(name)
+    if name in rel.padded:  # ::text trims them, 'b  ' and 'b' alike; concat() takes the type's output
+        return sql.SQL("CASE WHEN {c} IS NOT NULL THEN concat({c}) END").format(c=col)
     if name not in rel.mapped:
         return sql.SQL("{}::text").format(col)
     if not rel.mapped[name]:

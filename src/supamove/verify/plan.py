@@ -57,7 +57,15 @@ class TableComparison:
                 col = live.column(name)
                 if col is not None and name in self.columns:
                     mapped[name] = _is_array(col)
-        return Relation(live.schema, live.name, live.partitioned, self.columns, self.key, mapped, self.hashed_by_value())
+        padded = self.padded()
+        return Relation(live.schema, live.name, live.partitioned, self.columns, self.key, mapped, self.hashed_by_value(),
+                        padded)
+
+    def padded(self) -> frozenset[str]:
+        """The compared columns that are bpchar without a length on both sides (read the same way on each)."""
+        assert self.source and self.target
+        ours, theirs = ({c.name: c.type for c in t.columns} for t in (self.source, self.target))
+        return frozenset(c for c in self.columns if ours[c] == theirs[c] == "bpchar")
 
     def hashed_by_value(self) -> dict[str, str]:
         """The compared columns of one type on both sides whose values the checksums hash without their text;
