@@ -33,6 +33,11 @@ def main() -> None:
         cli()
     finally:  # the outcome is decided: a Ctrl-C from now on would only kill the exit (Python's own, by signal)
         signal.pthread_sigmask(signal.SIG_BLOCK, set(STOPS))
+        # CPython notes a KeyboardInterrupt that ended any code run from a string (dataclasses and namedtuple
+        # build their methods so), caught or not, and under `python -m` then ends the process by a SIGINT of
+        # its own instead of with the exit code (the mask above keeps it from this thread only, not from a
+        # worker thread still there). Running a string that ends well clears the note.
+        exec("")  # noqa: S102 - a constant empty string
 
 
 if __name__ == "__main__":
