@@ -264,6 +264,39 @@ def test_a_killed_sync_resumes_with_no_user_updated_twice(stack: StackAuthSandbo
     assert {u["display_name"] for u in stack.users.values()} == {f"Renamed {u['email']}" for u in users}
 
 
+def test_users_a_killed_run_created_keep_their_baseline_and_a_change_in_supabase_is_an_update(
+        stack: StackAuthSandbox, tmp_path: Path) -> None:
+    # Killed before it saved user-sync-state.json (or between the mapping's save and its own), a run left
+    # its users mapped without the state of what it had sent: the next run called a change made in Supabase
+    # meanwhile a conflict, said to be made in Stack Auth, and stopped with exit 6.
+    users = many(40)
+    datadir = write_export(tmp_path / "d", users, [])
+    env = {**os.environ, "STACK_AUTH_API_URL": stack.url, "STACK_AUTH_PROJECT_ID": PROJECT,
+           "STACK_AUTH_SECRET_KEY": SECRET, "MIGRATION_DATA_DIR": str(datadir.root),
+           "LOG_FILE_PATH": str(tmp_path / "m.log")}
+    stack.delay_next(10_000, 0.1, match="POST /api/v1/users")
+    process = subprocess.Popen([sys.executable, "-m", "supamove", "migrate-users", "--concurrency", "2"], env=env,
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(600):
+            if stack.create_count() >= 8 or process.poll() is not None:
+                break
+            time.sleep(0.02)
+        process.kill()
+        process.wait(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    time.sleep(0.3)  # the creates already sent still land
+    stack.clear_faults()
+    assert 0 < stack.create_count() < 40 and not datadir.user_sync_state.exists()
+    write_export(datadir.root, renamed(users), [])  # changed in Supabase since
+    result = run(stack, datadir)
+    assert result.failure() is None and not result.conflicts, [o.notes for o in result.conflicts]
+    assert stack.create_count() == 40 and len(stack.users) == 40  # none created twice
+    assert {u["display_name"] for u in stack.users.values()} == {f"Renamed {u['email']}" for u in users}
+
+
 def test_every_update_body_passes_stack_auths_schema(stack: StackAuthSandbox, tmp_path: Path) -> None:
     from conftest import RecordingTransport, validate
 

@@ -181,6 +181,12 @@ class MigrationResult:
         if self.failed:
             return StackAuthError(f"{len(self.failed):,} users failed (see {where})",
                                   fix="correct the cause shown for them, then run the same command again")
+        unknown = [o for o in self.conflicts if any(n.startswith(NO_STATE) for n in o.notes)]
+        if unknown and len(unknown) == len(self.conflicts):  # no record of what supamove wrote: either side
+            return StackAuthError(f"{len(unknown):,} users hold other values in Stack Auth than in Supabase, with no "
+                                  f"record of which side changed, and were not updated (see {where})",
+                                  fix="check them in the Stack Auth dashboard; `supamove migrate-users "
+                                      "--overwrite-changed` writes the Supabase values over them")
         if self.conflicts:
             return StackAuthError(f"{len(self.conflicts):,} users changed in Stack Auth since supamove wrote them "
                                   f"were not updated (see {where})",
@@ -209,6 +215,9 @@ def migrate_users(client: StackAuthClient, datadir: DataDir, options: MigrateOpt
             mapping.add(sid, stack_id, by_id[sid].normalized_email if sid in by_id else None)
     plan = plan_users(users, set(mapping.entries), options.use_password_hashes)
     state = SyncState.load(datadir.user_sync_state)
+    for sid, done in journal.finished.items():  # and their baseline: without it, a change is a conflict
+        if state.get(sid) is None and isinstance(done.get("syncState"), dict):
+            state.restore(sid, done["syncState"])
     gone = [(sid, e["stackAuthUserId"], e.get("email")) for sid, e in mapping.entries.items()
             if sid not in by_id and (record := state.get(sid)) is not None and not record.get("linked")]
     next(client.iter_users(page_size=1), None)  # the credentials, checked before anything is created
@@ -227,6 +236,9 @@ def migrate_users(client: StackAuthClient, datadir: DataDir, options: MigrateOpt
     result = MigrationResult(outcomes, False, time.monotonic() - started, client.retries)
     write_reports(datadir, result)
     return result
+
+
+FOUND_NOTE = "found in Stack Auth after an interrupted run"
 
 
 class _Run:
@@ -299,9 +311,9 @@ class _Run:
     def save(self) -> None:
         """The mapping and the sync state, then the journals without what those files now hold."""
         with self.mapping.lock:
+            self.state.save()  # before the mapping: a kill between the two leaves the journal to rebuild both
             self.mapping.save()
             self.journal.compact()
-            self.state.save()
             self.updates.settle(self.saved_updates)  # an update's intent stays until its state is on disk
             self.saved_updates.clear()
             self.updates.compact()
@@ -311,10 +323,10 @@ class _Run:
         if sid in self.pending:
             found = self.index.get(sid) if self.index is not None else self._lookup(item)
             if found is not None:
-                earlier = self._finish(item, found, ["found in Stack Auth after an interrupted run"])
+                earlier = self._finish(item, found, [FOUND_NOTE])
                 earlier.found_earlier = earlier.stack_auth_user_id is not None
-                return earlier
-        self.journal.intent(sid, item.email)
+                return self._since_created(item, earlier, found)
+        self.journal.intent(sid, item.email, sent=fingerprints(desired(item)))  # what this create carries
         try:
             outcome = self.client.create_user(item.body or {}, recover=lambda: self._lookup(item))
         except EmailTaken:
@@ -328,6 +340,19 @@ class _Run:
             return _failed(item, *self._refusal(item, exc))
         notes = ["created after a lost answer was found in Stack Auth"] if outcome.recovered else []
         return self._finish(item, outcome.user, notes, created=True)  # by this run, its answer lost or not
+
+    def _since_created(self, item: PlannedUser, outcome: UserOutcome, found: dict[str, Any]) -> UserOutcome:
+        """A user an interrupted run created from an earlier export: what changed in Supabase since, sent as an
+        update (the journal's intent holds what the create carried; an older journal's, what Stack Auth shows)."""
+        stack_id = outcome.stack_auth_user_id
+        if outcome.status != "migrated" or stack_id is None:
+            return outcome
+        values = desired(item)
+        sent = (self.journal.intents.get(item.user.id) or {}).get("sent")
+        changed = differing(sent, fingerprints(values)) if isinstance(sent, dict) else stack_differs(values, found)
+        if not changed:
+            return outcome
+        return self._patch(item, {"stackAuthUserId": stack_id}, values, changed, found, [FOUND_NOTE])
 
     def _finish(self, item: PlannedUser, user: dict[str, Any], notes: list[str], created: bool = False) -> UserOutcome:
         """Its TOTP secret set (an update: a create alone leaves MFA off), then the mapping entry."""
@@ -413,10 +438,10 @@ class _Run:
                 return _failed(item, f"Stack Auth user {stack_id} is already mapped to Supabase user {owner}", notes=notes)
             self.mapping.add(item.user.id, stack_id, item.email)
             values = desired(item) | ({} if totp_set else {"totp_secret_base64": None})
-            self.state.record(item.user.id, stack_id, fingerprints(values),
-                              fingerprints(observed(seen)) if seen else None, linked=status == "linked",
-                              oauth=values["oauth_providers"])
-            self.journal.done(item.user.id, stack_id)
+            record = self.state.record(item.user.id, stack_id, fingerprints(values),
+                                       fingerprints(observed(seen)) if seen else None, linked=status == "linked",
+                                       oauth=values["oauth_providers"])
+            self.journal.done(item.user.id, stack_id, syncState=record)  # a kill before the next save keeps it
         return UserOutcome(item.user.id, status, item.reason if status == "migrated" else reason, stack_id,
                            item.email, item.password, item.reset_reason, item.notes + notes, created_now=created,
                            mfa="totp" if item.totp_secret_base64 else None, mfa_not_carried=item.mfa_not_carried)

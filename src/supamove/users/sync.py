@@ -213,14 +213,19 @@ class SyncState:
 
     def record(self, supabase_user_id: str, stack_auth_user_id: str, sent: dict[str, str],
                seen: dict[str, str] | None, revision: int = 0, linked: bool = False, gone: bool = False,
-               oauth: list[list[str]] | None = None) -> None:
+               oauth: list[list[str]] | None = None) -> dict[str, Any]:
         """What was sent to (`sent`) and answered by (`seen`) this Stack Auth user, as fingerprints;
-        `oauth`: the (provider, account id) pairs carried."""
-        record = compact({"stackAuthUserId": stack_auth_user_id, "linked": linked, "gone": gone,
-                          "revision": revision, "sent": sent, "seen": seen, "oauthProviders": oauth,
-                          "syncedAt": now_iso()})
+        `oauth`: the (provider, account id) pairs carried. The record, as the file will hold it."""
+        record = {"stackAuthUserId": stack_auth_user_id, "linked": linked, "gone": gone, "revision": revision,
+                  "sent": sent, "seen": seen, "oauthProviders": oauth, "syncedAt": now_iso()}
+        self.restore(supabase_user_id, record)
+        return record
+
+    def restore(self, supabase_user_id: str, record: dict[str, Any]) -> None:
+        """A record as `record` made it (or as the journal of a run killed before its next save kept it)."""
+        text = compact(record)
         with self.lock:
-            self.users[supabase_user_id] = record
+            self.users[supabase_user_id] = text
             self._pacer.changed()
 
     def due(self) -> bool:
