@@ -100,10 +100,9 @@ def remap(target_url: str, mapping: dict[str, str], tables: list[Table]) -> None
             for name in table.user_id_columns:
                 col, rel = sql.Identifier(name), sql.Identifier(table.schema, table.name)
                 if table.column(name).type.endswith("]"):  # type: ignore[union-attr]
-                    conn.execute(sql.SQL(
-                        "UPDATE {t} SET {c} = (SELECT array_agg(coalesce(m.stack, e.v) ORDER BY e.n) "
-                        "FROM unnest({c}) WITH ORDINALITY e(v, n) LEFT JOIN m ON m.supabase = e.v) "
-                        "WHERE cardinality({c}) > 0").format(t=rel, c=col))
+                    for old, new in mapping.items():  # in its text: the array's bounds and dimensions kept
+                        conn.execute(sql.SQL("UPDATE {t} SET {c} = replace({c}::text, %s, %s)::uuid[] "
+                                             "WHERE %s::uuid = ANY({c})").format(t=rel, c=col), (old, new, old))
                 else:
                     conn.execute(sql.SQL("UPDATE {t} SET {c} = m.stack FROM m WHERE {t}.{c}::text = m.supabase::text")
                                  .format(t=rel, c=col))

@@ -128,10 +128,12 @@ DELETE FROM edge.ids WHERE note = 'second';
 
 INSERT INTO edge.user_refs (id, user_id, watcher_ids, note) VALUES
     (1, (SELECT id FROM auth.users WHERE email = 'alice@freshtrack.test'),
-     ARRAY(SELECT id FROM auth.users WHERE email IN ('bob@freshtrack.test', 'erin@freshtrack.test') ORDER BY email),
+     -- bounds other than 1 and a second dimension: kept by the import, read whole by verify
+     ('[0:1]=' || ARRAY(SELECT id FROM auth.users WHERE email IN ('bob@freshtrack.test', 'erin@freshtrack.test')
+                        ORDER BY email)::text)::uuid[],
      'alice, watched by bob and erin'),
     (2, (SELECT id FROM auth.users WHERE is_anonymous ORDER BY id LIMIT 1), '{}', 'anonymous user, no watchers'),
-    (3, NULL, ARRAY[(SELECT id FROM auth.users WHERE email = 'deleted.user@freshtrack.test')],
+    (3, NULL, ARRAY[ARRAY[(SELECT id FROM auth.users WHERE email = 'deleted.user@freshtrack.test')]],
      'a soft-deleted watcher'),
     (4, (SELECT id FROM auth.users WHERE email = 'Judy.Case@freshtrack.test'),
      ARRAY[(SELECT id FROM auth.users WHERE email = 'judy.case@freshtrack.test'), NULL],

@@ -49,6 +49,7 @@ class Relation:
     mapped: dict[str, bool] = field(default_factory=dict)  # user-id column -> is an array
     by_value: dict[str, str] = field(default_factory=dict)  # column hashed from its value -> its (base) type
     padded: frozenset[str] = frozenset()  # bpchar without a length: its text is its output, trailing spaces kept
+    flattened: frozenset[str] = frozenset()  # the source's user-id arrays: read as the target's mapped back
 
     @property
     def source(self) -> sql.Composable:
@@ -61,6 +62,11 @@ def column_text(rel: Relation, name: str) -> sql.Composable:
     col = sql.Identifier(name)
     if name in rel.padded:  # ::text trims them, 'b  ' and 'b' alike; concat() takes the type's output
         return sql.SQL("CASE WHEN {c} IS NOT NULL THEN concat({c}) END").format(c=col)
+    if name in rel.flattened:  # its bounds and dimensions, then its elements in order, as mapped back below
+        return sql.SQL(
+            "CASE WHEN {c} IS NULL THEN NULL ELSE coalesce(array_dims({c}), '') || coalesce((SELECT "
+            "array_agg(e.v::text ORDER BY e.n)::text FROM unnest({c}) WITH ORDINALITY e(v, n)), '{{}}') END"
+        ).format(c=col)
     if name not in rel.mapped:
         return sql.SQL("{}::text").format(col)
     if not rel.mapped[name]:
@@ -68,8 +74,8 @@ def column_text(rel: Relation, name: str) -> sql.Composable:
             "CASE WHEN {c} IS NULL THEN NULL ELSE coalesce("
             "(SELECT m.supabase FROM {map} m WHERE m.stack = {c}::text), {u} || {c}::text) END"
         ).format(c=col, map=USER_MAP, u=sql.Literal(UNMAPPED))
-    return sql.SQL(
-        "CASE WHEN {c} IS NULL THEN NULL ELSE coalesce((SELECT array_agg(CASE WHEN e.v IS NULL THEN NULL "
+    return sql.SQL(  # array_agg flattens: the bounds and dimensions go first (array_dims), on both sides
+        "CASE WHEN {c} IS NULL THEN NULL ELSE coalesce(array_dims({c}), '') || coalesce((SELECT array_agg(CASE WHEN e.v IS NULL THEN NULL "
         "ELSE coalesce(m.supabase, {u} || e.v::text) END ORDER BY e.n)::text "
         "FROM unnest({c}) WITH ORDINALITY e(v, n) LEFT JOIN {map} m ON m.stack = e.v::text), '{{}}') END"
     ).format(c=col, map=USER_MAP, u=sql.Literal(UNMAPPED))

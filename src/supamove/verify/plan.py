@@ -52,14 +52,16 @@ class TableComparison:
         live = self.source if side == "source" else self.target
         assert live is not None
         mapped: dict[str, bool] = {}
-        if side == "target" and self.map_user_ids:
-            for name in self.table.user_id_columns:
-                col = live.column(name)
-                if col is not None and name in self.columns:
+        flattened: set[str] = set()  # the source's user-id arrays, read as the target's are mapped back
+        for name in self.table.user_id_columns if self.map_user_ids else ():
+            col = live.column(name)
+            if col is not None and name in self.columns:
+                if side == "target":
                     mapped[name] = _is_array(col)
-        padded = self.padded()
+                elif _is_array(col):
+                    flattened.add(name)
         return Relation(live.schema, live.name, live.partitioned, self.columns, self.key, mapped, self.hashed_by_value(),
-                        padded)
+                        self.padded(), frozenset(flattened))
 
     def padded(self) -> frozenset[str]:
         """The compared columns that are bpchar without a length on both sides (read the same way on each)."""
