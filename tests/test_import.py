@@ -33,6 +33,7 @@ from supamove.errors import DataFileError, SupamoveError, TargetError
 from supamove.files import export_again
 from supamove.importer import ImportOptions, plan_import, run_import, scan, workers
 from supamove.paths import DataDir
+from supamove.sandbox import fixtures
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # A table whose columns the target orders differently, with a user-id column.
@@ -173,6 +174,33 @@ def test_round_trip_arrives_identical(cli, dbs, data_dir: Path, mode: list[str])
         "Error: tables an earlier run loaded are empty now (their rows were deleted since): "
         "public.alert_subscriptions (fix: rerun with --truncate-first: it empties every table of the export and "
         "loads them all again)")
+
+
+def test_types_read_the_same_whatever_search_path_or_xmloption_each_side_sets(cli, dbs, data_dir: Path) -> None:
+    # Supabase gives its postgres role `"$user", public, extensions`: the export wrote `citext` where the target
+    # read `extensions.citext`, and the import refused the column as another type. A target database set to
+    # DOCUMENT refused xml content pg_dump would load.
+    columns = "(id integer PRIMARY KEY, email {0}citext, emails {0}citext[], doc xml)"
+    with dbs.source() as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA extensions")
+        conn.execute("CREATE TABLE public.contacts " + columns.format("extensions."))
+        conn.execute(f"GRANT SELECT ON public.contacts TO {fixtures.APP_ROLE}")
+        conn.execute("INSERT INTO public.contacts VALUES (1, 'A@x.io', '{B@y.io}', 'plain <b>content</b>')")
+        conn.execute(sql.SQL('ALTER ROLE {} IN DATABASE {} SET search_path = "$user", public, extensions').format(
+            sql.Identifier(fixtures.APP_ROLE), sql.Identifier(dbs.source_db)))
+    with dbs.target() as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA public")  # another schema than the source's
+        conn.execute("CREATE TABLE public.contacts " + columns.format("public."))
+        for setting in ("search_path = edge", "xmloption = document"):
+            conn.execute(sql.SQL("ALTER DATABASE {} SET " + setting).format(sql.Identifier(dbs.target_db)))
+    for step in (("export", "--tables", "public.contacts"), ("import",), ("verify", "--tables", "public.contacts")):
+        result = cli(*step)
+        assert result.exit_code == 0, (step, result.output)
+    meta = metadata(data_dir)["tables"][0]["columns"]
+    assert [c["type"] for c in meta] == ["integer", "extensions.citext", "extensions.citext[]", "xml"]
+    with dbs.target() as conn:
+        assert conn.execute("SELECT email::text, emails::text, doc::text FROM public.contacts").fetchone() == (
+            "A@x.io", "{B@y.io}", "plain <b>content</b>")
 
 
 def loads(dbs: Any) -> dict[tuple[str, str], tuple[Any, Any]]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from graphlib import TopologicalSorter
@@ -300,6 +301,20 @@ def schemas_to_read(schemas: Sequence[str] | None) -> list[str]:
     return wanted
 
 
+@contextmanager
+def qualified_names(conn: psycopg.Connection) -> Iterator[None]:
+    """While it lasts, format_type() writes every type outside pg_catalog with its schema, whatever search_path
+    the role or the database sets (Supabase gives its postgres role `"$user", public, extensions`): a type
+    reads the same in the export's metadata and in the target, `extensions.citext` on both sides."""
+    previous = conn.execute("SELECT current_setting('search_path'), set_config('search_path', 'pg_catalog', false)")
+    row = previous.fetchone()
+    try:
+        yield
+    finally:  # a failed transaction takes the setting back itself, and takes no statement
+        if row is not None and conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
+            conn.execute("SELECT set_config('search_path', %s, false)", (row[0],))
+
+
 def missing_schemas(conn: psycopg.Connection, schemas: Sequence[str]) -> list[str]:
     """Those of `schemas` the database does not have."""
     found = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", (list(schemas),))}
@@ -321,7 +336,9 @@ def read_relations(conn: psycopg.Connection, schemas: list[str]) -> list[Table]:
     columns: dict[int, list[Column]] = {oid: [] for oid in oids}
     sequences: dict[int, list[SequenceRef]] = {oid: [] for oid in oids}
     defaults: dict[int, list[SequenceRef]] = {oid: [] for oid in oids}
-    for oid, name, typ, nullable, generated, identity, base, seq, free in conn.execute(COLUMNS_SQL, (oids,)):
+    with qualified_names(conn):
+        found = conn.execute(COLUMNS_SQL, (oids,)).fetchall()
+    for oid, name, typ, nullable, generated, identity, base, seq, free in found:
         columns[oid].append(Column(name, typ, nullable, generated, identity, base))
         if seq:
             sequences[oid].append(SequenceRef(name, seq[0], seq[1]))

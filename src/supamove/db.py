@@ -31,6 +31,8 @@ SESSION_SETTINGS = {
     "bytea_output": "hex",
     "extra_float_digits": "1",
     "client_encoding": "UTF8",
+    # As pg_dump: an xml value that is content, not a document, loads where the database sets DOCUMENT.
+    "xmloption": "content",
     # As pg_dump: a read row-level security would filter fails instead of giving fewer rows (the plans
     # check for such tables first, with a clearer message: catalog.refuse_rls_filtering).
     "row_security": "off",

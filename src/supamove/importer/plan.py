@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import psycopg
@@ -30,6 +31,14 @@ FROM pg_type t LEFT JOIN pg_type s ON s.oid = to_regtype(%s)
 WHERE t.oid = to_regtype(%s)
 """
 
+
+# An extension's type (or an array of one), which the target may keep in another schema than the source.
+UNQUALIFIED = re.compile(r'^(?:"(?:[^"]|"")+"|[^."]+)\.')
+EXTENSION_TYPE_SQL = """
+SELECT EXISTS (SELECT 1 FROM pg_type t JOIN pg_depend d ON d.classid = 'pg_type'::regclass AND d.deptype = 'e'
+               AND d.objid = CASE WHEN t.typelem <> 0 AND t.typlen = -1 THEN t.typelem ELSE t.oid END
+               WHERE t.oid = to_regtype(%s))
+"""
 
 # Columns the target fills itself when the export has no value for them.
 DEFAULTED_SQL = """
@@ -138,6 +147,10 @@ def _plan_columns(conn: psycopg.Connection, endpoint: Endpoint, plan: TablePlan,
 def _compatible(conn: psycopg.Connection, source: Column, target_type: str) -> bool:
     if source.type == target_type:
         return True
+    if UNQUALIFIED.sub("", source.type) == UNQUALIFIED.sub("", target_type):  # citext in another schema there
+        member = conn.execute(EXTENSION_TYPE_SQL, (target_type,)).fetchone()
+        if member and member[0]:
+            return True
     key = (source.base_type or source.type, target_type)
     row = conn.execute(COMPATIBLE_SQL, key).fetchone()
     return bool(row and row[0])
