@@ -203,6 +203,30 @@ def test_types_read_the_same_whatever_search_path_or_xmloption_each_side_sets(cl
             "A@x.io", "{B@y.io}", "plain <b>content</b>")
 
 
+def test_a_name_the_target_lacks_in_a_reg_value_is_named_by_line_and_column(cli, dbs, data_dir: Path) -> None:
+    # regrole, regtype, regclass values name things by name: one the target lacks was an "unexpected" error.
+    role = f"only_on_source_{uuid.uuid4().hex[:8]}"
+    with dbs.source() as conn:
+        conn.execute(f"CREATE ROLE {role}")
+        conn.execute("CREATE TABLE public.grants (id integer PRIMARY KEY, who regrole)")
+        conn.execute(f"GRANT SELECT ON public.grants TO {fixtures.APP_ROLE}")
+        conn.execute(f"INSERT INTO public.grants VALUES (1, 'postgres'), (2, '{role}')")
+    with dbs.target() as conn:
+        conn.execute("CREATE TABLE public.grants (id integer PRIMARY KEY, who regrole)")
+    try:
+        assert cli("export", "--tables", "public.grants").exit_code == 0
+        result = cli("import")
+    finally:
+        with dbs.source() as conn:
+            conn.execute("DROP TABLE public.grants")
+            conn.execute(f"DROP ROLE {role}")
+    assert result.exit_code == 4, result.output
+    assert error_line(result.output) == (
+        f"Error: the target rejected a row of public.grants at line 2 of public.grants.jsonl, column who: role "
+        f'"{role}" does not exist (fix: correct the value or the target column type; nothing of public.grants '
+        "was written)")
+
+
 def loads(dbs: Any) -> dict[tuple[str, str], tuple[Any, Any]]:
     """Each loaded table's (start, end): the transaction's start, and the table's end before its COMMIT."""
     with dbs.target() as conn:

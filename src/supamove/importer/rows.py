@@ -46,7 +46,16 @@ def copy_rows(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, tabl
         if changed is not None or isinstance(exc, DataFileError):
             raise changed or exc from None
         raise rejected(target, table, exc, span) from None
+    except UNKNOWN_NAME as exc:  # a regrole, regtype or regclass value naming what the target lacks
+        match = COPY_CONTEXT.search(exc.diag.context or "")
+        if match is None or not match.group(2):
+            raise
+        raise rejected(target, table, exc, span) from None
     return rows
+
+
+# A value of a reg* type names a role, type, table or function by name: one the target lacks is refused so.
+UNKNOWN_NAME = (psycopg.errors.UndefinedObject, psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction)
 
 
 def rejected(target: Endpoint, table: TablePlan, exc: psycopg.Error, span: Span | None = None) -> SupamoveError:
