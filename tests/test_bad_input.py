@@ -398,3 +398,18 @@ def test_stack_auth_refusing_the_secret_changes_nothing(cli, dbs, exported: Path
     assert result.exit_code == StackAuthError.exit_code, result.output
     assert "STACK_AUTH_SECRET_KEY" in error_line(result.output)
     assert not stack_auth.users and not (exported / "user-mapping.json").exists()
+
+
+def test_a_mistyped_data_dir_is_not_created_by_a_command_that_only_reads_one(cli, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # purge-mapping --data-dir /nonexistent/x made /nonexistent and /nonexistent/x (with a lock file in it).
+    for name, value in {"STACK_AUTH_PROJECT_ID": "p", "STACK_AUTH_SECRET_KEY": "ssk_x",
+                        "STACK_AUTH_API_URL": "http://127.0.0.1:1"}.items():
+        monkeypatch.setenv(name, value)
+    missing = tmp_path / "no" / "such"
+    for command in (("purge-mapping",), ("import",),
+                    ("send-password-resets", "--callback-url", "https://app.example.com/reset")):
+        result = cli(*command, "--data-dir", str(missing))
+        assert result.exit_code == 5, (command, result.output)
+        assert "not found" in error_line(result.output), command
+        assert not (tmp_path / "no").exists(), command

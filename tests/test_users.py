@@ -614,10 +614,19 @@ def test_purge_mapping_refuses_before_retain_until(stack: StackAuthSandbox, clie
         purge_mapping(datadir)
     assert datadir.user_mapping.exists()
     later = datetime.now(UTC) + timedelta(days=91)
-    assert purge_mapping(datadir, now=later).deleted == [datadir.user_mapping]
+    assert purge_mapping(datadir, now=later).deleted == [datadir.user_mapping, datadir.user_sync_state]
     assert not datadir.user_mapping.exists()
     migrate_users(client, datadir)
+    assert datadir.user_sync_state.exists()
     assert purge_mapping(datadir, force=True).forced
+    assert not datadir.user_sync_state.exists()  # it pairs the ids too
+    migrate_users(client, datadir)
+    mapping = orjson.loads(datadir.user_mapping.read_bytes())
+    for edited in ("garbage", 5):
+        datadir.user_mapping.write_bytes(orjson.dumps({**mapping, "retainUntil": edited}))
+        with pytest.raises(DataFileError, match="retainUntil .* is not a date"):
+            purge_mapping(datadir)
+    assert purge_mapping(datadir, force=True).forced and not datadir.user_mapping.exists()
 
 
 def test_send_password_resets_is_idempotent(stack: StackAuthSandbox, client: StackAuthClient,

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 log = get_logger("cli")
 # Commands that never touch the data directory: they neither take its lock nor need it writable.
 NO_DATA_DIR = {"test-connections"}
+# Commands that only use a data directory an earlier step made: a mistyped path is not created.
+EXISTING_DATA_DIR = {"import", "send-password-resets", "purge-mapping"}
 # Commands with --dry-run whose real run prints its result as JSON with --json too (the others: the plan only).
 JSON_RESULT = {"migrate"}
 
@@ -82,7 +84,7 @@ class Context:
         """Hold the data directory's lock, made writable first; a dry run makes none (it only must be makeable)."""
         root = self.datadir.root
         if not root.exists():
-            if dry_run:
+            if dry_run or command in EXISTING_DATA_DIR:  # the command names the file it lacks
                 check_can_create(root, "data directory", "MIGRATION_DATA_DIR or --data-dir")
                 return None
             try:

@@ -226,12 +226,20 @@ def purge_mapping(datadir: DataDir, force: bool = False, now: datetime | None = 
     mapping = UserMapping.load(path)
     now = now or datetime.now(UTC)
     until = mapping.retain_until
-    early = until is None or parse_iso(until) > now
+    try:
+        early = until is None or parse_iso(until) > now
+    except (TypeError, ValueError, AttributeError):  # edited by hand
+        if not force:
+            raise DataFileError(f"{path}: retainUntil {str(until)[:40]!r} is not a date",
+                                fix="correct it to the date the file may be deleted, or pass --force to delete it "
+                                    "now") from None
+        early = True
     if early and not force:
         raise SupamoveError(f"{path.name} is to be kept until {until or '(no retainUntil recorded)'}",
                             fix="run purge-mapping after that date, or pass --force to delete it now")
     deleted = []
-    for victim in (path, datadir.pending_creates):
+    # Every file pairing Supabase ids with Stack Auth ids: the mapping, its journals, the sync state.
+    for victim in (path, datadir.pending_creates, datadir.pending_updates, datadir.user_sync_state):
         if victim.exists():
             victim.unlink()
             deleted.append(victim)
