@@ -163,6 +163,8 @@ def test_a_table_of_no_columns_moves_as_an_empty_object_per_row(cli, dbs, data_d
 def test_hostile_names_get_safe_file_names() -> None:
     assert table_file_name("edge", "Odd Table") == "edge.Odd%20Table.jsonl"
     assert table_file_name("public", 'a"b/c') == "public.a%22b%2Fc.jsonl"
+    # x."y.z" and "x.y".z were both x.y.z.jsonl: one table's rows overwrote the other's
+    assert (table_file_name("x", "y.z"), table_file_name("x.y", "z")) == ("x.y.z.jsonl", "x%2Ey.z.jsonl")
 
 
 def test_rows_written_during_export_are_not_seen(dbs, tmp_path: Path) -> None:
@@ -343,3 +345,25 @@ def test_metadata_json_reads_and_writes_back_unchanged(exported: Path) -> None:
     path.write_bytes(orjson.dumps(older))
     entry = Metadata.load(DataDir(exported)).tables[0]
     assert entry.table.user_id_found_by == () and entry.table.columns[0].base_type == entry.table.columns[0].type
+
+
+def test_tables_whose_names_hold_dots_keep_their_own_files_and_names(cli, dbs) -> None:
+    # x."y.z" and "x.y".z were both x.y.z.jsonl and both "x.y.z": one's rows overwrote the other's (exit 0), or
+    # the progress display stopped with an unexpected KeyError.
+    ddl = 'CREATE SCHEMA x; CREATE SCHEMA "x.y"; CREATE TABLE x."y.z" (id integer PRIMARY KEY, v text); ' \
+          'CREATE TABLE "x.y".z (id integer PRIMARY KEY, v text);'
+    with dbs.source() as conn:
+        conn.execute(ddl)
+        conn.execute('GRANT USAGE ON SCHEMA x, "x.y" TO supabase_app; '
+                     'GRANT SELECT ON x."y.z", "x.y".z TO supabase_app')
+        conn.execute('INSERT INTO x."y.z" VALUES (1, \'in x\'); INSERT INTO "x.y".z VALUES (1, \'in x.y\'), (2, \'too\')')
+    with dbs.target() as conn:
+        conn.execute(ddl)
+    for step in (("export", "--schema", "x", "--schema", "x.y", "--jobs", "2"), ("import",),
+                 ("verify", "--skip-checksum"), ("verify",)):
+        result = cli(*step)
+        assert result.exit_code == 0, (step, result.output)
+    assert 'x."y.z"' in result.output and '"x.y".z' in result.output
+    with dbs.target() as conn:
+        assert conn.execute('SELECT v FROM x."y.z"').fetchall() == [("in x",)]
+        assert conn.execute('SELECT v FROM "x.y".z ORDER BY id').fetchall() == [("in x.y",), ("too",)]

@@ -50,7 +50,7 @@ class QualifiedName:
 
     @property
     def qualified(self) -> str:
-        return f"{self.schema}.{self.name}"
+        return qualify(self.schema, self.name)
 
 
 @dataclass(frozen=True)
@@ -315,6 +315,12 @@ def qualified_names(conn: psycopg.Connection) -> Iterator[None]:
             conn.execute("SELECT set_config('search_path', %s, false)", (row[0],))
 
 
+def qualify(*parts: str) -> str:
+    """schema.table as shown and matched; a part holding a dot or a double quote is double-quoted, as SQL
+    writes it, so two tables never read alike (x."y.z" and "x.y".z)."""
+    return ".".join('"' + p.replace('"', '""') + '"' if "." in p or '"' in p else p for p in parts)
+
+
 def missing_schemas(conn: psycopg.Connection, schemas: Sequence[str]) -> list[str]:
     """Those of `schemas` the database does not have."""
     found = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", (list(schemas),))}
@@ -370,8 +376,9 @@ def selected(table: Table, include: Sequence[str], exclude: Sequence[str] = ()) 
     """
 
     def matches(pattern: str) -> bool:
-        target = table.qualified if "." in pattern else table.name
-        return fnmatchcase(target, pattern)
+        if "." not in pattern:
+            return fnmatchcase(table.name, pattern)
+        return fnmatchcase(table.qualified, pattern) or fnmatchcase(f"{table.schema}.{table.name}", pattern)
 
     if include and not any(matches(p) for p in include):
         return False

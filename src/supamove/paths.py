@@ -14,12 +14,13 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def table_file_name(schema: str, table: str) -> str:
-    """`public.readings.jsonl`; any other character is %-escaped so every name maps to one file."""
+    """`public.readings.jsonl`; any other character is %-escaped so every name maps to one file, and so is a
+    dot in the schema's name: the first dot ends it (x."y.z" and "x.y".z were both x.y.z.jsonl)."""
 
     def safe(part: str) -> str:
         return _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), part)
 
-    return f"{safe(schema)}.{safe(table)}.jsonl"
+    return f"{safe(schema).replace('.', '%2E')}.{safe(table)}.jsonl"
 
 
 @dataclass(frozen=True)

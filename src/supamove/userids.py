@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from supamove.catalog import Column, ForeignKey, Table
+from supamove.catalog import Column, ForeignKey, Table, qualify
 
 # A uuid's text form; only such text is cast, so no other text can make the cast fail.
 UUID_TEXT = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
@@ -39,7 +39,7 @@ class ColumnCount:
 
     @property
     def qualified(self) -> str:
-        return f"{self.schema}.{self.table}.{self.column}"
+        return qualify(self.schema, self.table, self.column)
 
 
 @dataclass(frozen=True)

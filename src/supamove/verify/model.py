@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from supamove.catalog import qualify
 from supamove.errors import VerificationFailed
 
 AUTH_CHANGED = "changed on the source since the export"
@@ -159,7 +160,7 @@ class TableCheck:
 
     @property
     def qualified(self) -> str:
-        return f"{self.schema}.{self.table}"
+        return qualify(self.schema, self.table)
 
     @property
     def status(self) -> str:
