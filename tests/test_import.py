@@ -716,3 +716,22 @@ def test_killed_import_resumes_without_doubles(cli, dbs, data_dir: Path, mode: l
     state = import_state(dbs)
     assert len(state) == len(metadata(data_dir)["tables"]) == len({(s, t) for s, t, _ in state})
     assert_same_rows(dbs, data_dir, mapping)
+
+
+def test_a_missing_parent_after_a_resumed_export_points_at_the_two_snapshots(cli, dbs, exported: Path) -> None:
+    # A resumed export keeps the tables it had read in its first snapshot; a site added meanwhile, with its
+    # organization, came in the later one without it. The fix said to correct the source's rows.
+    with dbs.source() as conn:
+        conn.execute("INSERT INTO public.organizations (id, name, slug) VALUES "
+                     "('00000000-0000-4000-8000-00000000feed', 'Late Org', 'late-org')")
+        conn.execute("INSERT INTO public.sites (organization_id, name) VALUES "
+                     "('00000000-0000-4000-8000-00000000feed', 'Late Site')")
+    assert cli("export", "--force", "--tables", "public.sites").exit_code == 0
+    write_mapping(dbs, exported)
+    for mode in ([], ["--disable-fk"]):
+        result = cli("import", "--truncate-first", "--yes", *mode)
+        assert result.exit_code == 4, result.output
+        assert "violat" in error_line(result.output) and error_line(result.output).endswith(
+            "(fix: the export was resumed in another snapshot than its first tables' (metadata.json: snapshotsDiffer) "
+            "and the source changed in between: with writes to Supabase stopped, run `supamove export --force`, then "
+            "`supamove import --truncate-first`)"), result.output

@@ -370,7 +370,8 @@ def show_export_result(result: ExportResult, datadir: DataDir) -> None:
     kept = sum(t.resumed for t in result.tables)
     say(f"Exported {len(result.tables) - kept} tables, {result.rows:,} rows in all, in {result.seconds:.1f}s "
         f"to {datadir.root} (snapshot {result.snapshot})"
-        + (f"; {kept} kept from a previous run (--force exports them again)." if kept else "."))
+        + (f"; {kept} kept from a previous run, read in its snapshot (if Supabase was written since, --force "
+           "exports them all again in one)." if kept else "."))
 
 
 def show_import_plan(plan: ImportPlan) -> None:

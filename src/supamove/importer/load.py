@@ -190,10 +190,12 @@ def _load_group(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, gr
                 restore_fks(conn, dropped)
             restore_triggers(conn, triggers)
     except psycopg.errors.IntegrityError as exc:
+        fix = ("correct the rows in the source and export again, or load the missing parent rows first; nothing "
+               "of this table was written")
         raise target.error(f"{', '.join(t.qualified for t in group)}: {first_line(exc)}"
                            f"{': ' + exc.diag.message_detail if exc.diag.message_detail else ''}",
-                           "correct the rows in the source and export again, or load the missing "
-                           "parent rows first; nothing of this table was written") from exc
+                           plan.parent_fix(fix) if isinstance(exc, psycopg.errors.ForeignKeyViolation)
+                           else fix) from exc
     return results
 
 

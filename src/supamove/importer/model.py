@@ -79,6 +79,11 @@ class TablePlan(QualifiedName):
         return (self.schema, self.name, self.entry.snapshot or "", self.entry.sha256 or "")
 
 
+MIXED_SNAPSHOTS = ("the export was resumed in another snapshot than its first tables' (metadata.json: "
+                   "snapshotsDiffer) and the source changed in between: with writes to Supabase stopped, run "
+                   "`supamove export --force`, then `supamove import --truncate-first`")
+
+
 @dataclass
 class ImportPlan:
     groups: list[list[TablePlan]]
@@ -91,6 +96,11 @@ class ImportPlan:
     @property
     def tables(self) -> list[TablePlan]:
         return [t for group in self.groups for t in group]
+
+    def parent_fix(self, fix: str) -> str:
+        """The fix for a row whose parent the target lacks: a resumed export, its tables read at two moments
+        (the source written meanwhile), explains it better than the source's data does."""
+        return MIXED_SNAPSHOTS if self.meta.snapshots_differ else fix
 
     @property
     def cycles(self) -> list[list[TablePlan]]:
