@@ -549,6 +549,24 @@ def test_map_users_rebuilds_the_same_mapping(stack: StackAuthSandbox, client: St
     assert result.unmatched_stack == []
 
 
+def test_map_users_keeps_an_entry_whose_stack_auth_user_is_there_but_no_longer_matches(
+        stack: StackAuthSandbox, client: StackAuthClient, datadir: DataDir) -> None:
+    # Its Supabase id cleared and its e-mail changed in Stack Auth: the rebuilt mapping dropped the entry,
+    # and the next migrate-users would have created that user a second time.
+    migrate_users(client, datadir)
+    alice = orjson.loads(datadir.user_mapping.read_bytes())["mappings"]
+    stack_id = next(m["stackAuthUserId"] for m in alice if m["supabaseUserId"] == uid("alice"))
+    client.update_user(stack_id, {"server_metadata": None, "primary_email": "alice.elsewhere@example.com"})
+    result = map_users(client, datadir)
+    assert result.kept == 1 and uid("alice") not in {sid for sid, _, _ in result.unmatched_supabase}
+    assert stack_id not in {sid for sid, _ in result.unmatched_stack}
+    mapping = {m["supabaseUserId"]: m["stackAuthUserId"] for m in orjson.loads(datadir.user_mapping.read_bytes())["mappings"]}
+    assert mapping[uid("alice")] == stack_id
+    creates = stack.create_count()
+    assert outcomes(migrate_users(client, datadir, MigrateOptions(dry_run=True)))[uid("alice")].status != "create"
+    assert stack.create_count() == creates
+
+
 def test_damaged_mapping_is_a_data_file_error(tmp_path: Path) -> None:
     path = tmp_path / "user-mapping.json"
     path.write_text("{not json")

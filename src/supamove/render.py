@@ -597,7 +597,9 @@ def show_user_matches(result: MapResult) -> None:
         print_table("Stack Auth users matching no Supabase user", ["stack auth user", "e-mail"],
                     [(sid, email or "") for sid, email in result.unmatched_stack[:100]])
     where = "Dry run: nothing was written" if result.dry_run else f"Wrote {result.mapping_path}"
-    say(f"Matched {len(result.matched):,} users; {len(result.unmatched_supabase):,} Supabase and "
+    kept = (f" ({result.kept:,} kept from the earlier mapping: their Stack Auth user is there, its Supabase id "
+            "and e-mail changed)") if result.kept else ""
+    say(f"Matched {len(result.matched):,} users{kept}; {len(result.unmatched_supabase):,} Supabase and "
         f"{len(result.unmatched_stack):,} Stack Auth users unmatched. {where}.")
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from supamove.clock import iso
+from supamove.errors import SupamoveError
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
 from supamove.usermap import UserMapping
@@ -25,6 +26,7 @@ class MapResult:
     unmatched_stack: list[tuple[str, str | None]]
     dry_run: bool
     mapping_path: Path | None = None
+    kept: int = 0  # entries of the mapping it replaces, their Stack Auth user there and matched by nothing else
 
     def to_dict(self) -> dict[str, Any]:
         """`map-users --dry-run --json`: the mappings found, and the users left unmatched on either side."""
@@ -33,7 +35,8 @@ class MapResult:
                                       for sid, email, why in self.unmatched_supabase],
                 "unmatchedStackAuth": [{"stackAuthUserId": sid, "email": email}
                                        for sid, email in self.unmatched_stack],
-                "mappingPath": None if self.mapping_path is None else str(self.mapping_path)}
+                "mappingPath": None if self.mapping_path is None else str(self.mapping_path),
+                "keptFromEarlierMapping": self.kept}
 
 
 @dataclass
@@ -57,9 +60,10 @@ def map_users(client: StackAuthClient, datadir: DataDir, dry_run: bool = False,
     holders = email_holders(users)
     found = _match_by_id(client, users, holders, progress or NullProgress())
     _match_by_email(found, holders)  # ids first, then e-mails for the rest
+    kept = _keep_earlier(found, users, datadir.user_mapping)
     unmatched = [(u.id, u.normalized_email, _why_unmatched(u, holders)) for u in users if u.id not in found.matched]
     ordered = [found.matched[u.id] for u in users if u.id in found.matched]
-    result = MapResult(ordered, unmatched, found.unmatched_stack, dry_run)
+    result = MapResult(ordered, unmatched, found.unmatched_stack, dry_run, kept=kept)
     if not dry_run:
         mapping = UserMapping.fresh(datadir.user_mapping)
         for entry in ordered:
@@ -99,6 +103,31 @@ def _match_by_email(found: _Matches, holders: dict[str, SupabaseUser]) -> None:
                 found.matched[holder.id] = _mapping_entry(holder, stack_user)
             else:
                 found.unmatched_stack.append((stack_user["id"], stack_user.get("primary_email")))
+
+
+def _keep_earlier(found: _Matches, users: list[SupabaseUser], path: Path) -> int:
+    """The entries of the mapping being replaced whose Stack Auth user is still there and matched by nothing
+    else (its Supabase id and e-mail changed in Stack Auth): kept, or a rerun of migrate-users would create
+    that user a second time. How many."""
+    try:
+        earlier = UserMapping.load(path) if path.exists() else None
+    except SupamoveError:  # a damaged mapping is what map-users rebuilds
+        return 0
+    if earlier is None:
+        return 0
+    free = {stack_id: email for stack_id, email in found.unmatched_stack}
+    kept = 0
+    for user in users:
+        stack_id = earlier.get(user.id)
+        if user.id in found.matched or stack_id is None or stack_id not in free:
+            continue
+        entry = earlier.entries[user.id]
+        found.matched[user.id] = {"supabaseUserId": user.id, "stackAuthUserId": stack_id,
+                                  "email": user.normalized_email, "migratedAt": entry.get("migratedAt")}
+        del free[stack_id]
+        kept += 1
+    found.unmatched_stack = list(free.items())
+    return kept
 
 
 def _mapping_entry(user: SupabaseUser, stack_user: dict[str, Any]) -> dict[str, Any]:
