@@ -86,6 +86,9 @@ def test_migrate_loads_what_the_separate_commands_load(cli, dbs, data_dir: Path,
     # The separate commands find the work done, as after their own runs.
     again = cli("import")
     assert again.exit_code == 0 and flat(again.output).count("loaded by a previous run") == 2 * len(app_tables)
+    dry = cli("migrate", "--dry-run", *EDGE)  # it said nothing of the finished export a real run keeps
+    assert dry.exit_code == 0 and "holds a finished export: a real run keeps it" in flat(dry.output)
+    assert orjson.loads(cli("migrate", "--dry-run", "--json", *EDGE).stdout)["export"]["kept"] is True
 
     # The same source through the separate commands, into another target and another Stack Auth project.
     with fresh_databases(pg_source, pg_target, source_template, target_template) as other, \

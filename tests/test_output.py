@@ -244,3 +244,16 @@ def test_an_option_click_refuses_still_prints_one_json_document_with_json(env: d
     plain = subprocess.run([sys.executable, "-m", "supamove", "verify", "--jobs", "0"], env={**os.environ, **env},
                            capture_output=True, text=True, timeout=60)
     assert plain.returncode == 2 and plain.stdout == ""  # without --json, as ever
+
+
+def test_the_migrate_summary_counts_the_users_found_after_an_interruption() -> None:
+    # The users step's line said "611 created, 1,000 in Stack Auth" where the report said 2 were found.
+    from supamove.pipeline.model import MigrateResult
+    from supamove.users.migrate import MigrationResult, UserOutcome
+
+    users = [UserOutcome("a", "migrated", None, "s1", None, created_now=True),
+             UserOutcome("b", "migrated", None, "s2", None, found_earlier=True)]
+    result = MigrateResult(dry_run=False)
+    result.users = MigrationResult(users, False, 1.0)
+    assert render._step_done(result, "migrate-users") == (
+        "1 created, 1 found after an interruption, 2 in Stack Auth, 0 failed, 0 need a password reset")

@@ -688,6 +688,9 @@ def show_migrate_result(result: MigrateResult) -> None:
         show_connections(result.connections)
     if result.export_plan is not None:
         show_export_plan(result.export_plan)
+        if result.export_kept:
+            say("The data directory holds a finished export: a real run keeps it, reading nothing again "
+                "(`supamove export --force` exports again).")
         say("The users' and the import's plans follow from the export: after it, `supamove migrate-users --dry-run` "
             "and `supamove import --dry-run` show them.")
         return
@@ -726,7 +729,8 @@ def _step_done(result: MigrateResult, step: str) -> str:
     if step == "export" and result.export_kept:
         return "finished by a previous run: kept (`supamove export --force` exports again)"
     if step == "migrate-users" and users is not None:
-        return (f"{users.created:,} created, {len(users.outcomes) - len(users.failed):,} in Stack Auth, "
+        found = f", {users.found_earlier:,} found after an interruption" if users.found_earlier else ""
+        return (f"{users.created:,} created{found}, {len(users.outcomes) - len(users.failed):,} in Stack Auth, "
                 f"{len(users.failed):,} failed, {len(users.reset_required):,} need a password reset")
     if step == "import" and result.imported:
         loaded = [t for t in result.imported if not t.skipped]

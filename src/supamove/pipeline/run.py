@@ -46,6 +46,8 @@ def run_migrate(env: Endpoints, datadir: DataDir, options: PipelineOptions,
             result.export_plan = preview_export(source, options.export())
             if (failure := result.export_plan.failure()) is not None:
                 raise failure
+            previous = Metadata.previous(datadir)
+            result.export_kept = previous is not None and previous.complete  # a real run would keep it
         else:
             Cutover(env, datadir.ensure(), options, progress or NullProgress(), result).run()
     except SupamoveError as exc:  # the step's own error: shown after what the steps before it did
