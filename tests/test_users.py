@@ -958,3 +958,12 @@ def test_a_reset_whose_answer_was_lost_is_not_sent_again_unless_asked(stack: Sta
     third = send_password_resets(client, datadir, "https://app.example.com/reset", resend_uncertain=True)
     assert third.sent == [uid("carol")] and third.failure() is None
     assert [e.email for e in stack.reset_emails].count("carol@example.com") == 1
+
+
+def test_a_journal_done_line_without_its_stack_auth_id_leaves_the_write_in_doubt(tmp_path: Path) -> None:
+    # It was an unexpected KeyError; a done line that names no Stack Auth user proves nothing: the create is
+    # looked up in Stack Auth (the e-mail counted as uncertain), as after a crash.
+    journal = PendingJournal(tmp_path / "pending.jsonl")
+    journal.path.write_bytes(b'{"op": "intent", "supabaseUserId": "a", "email": "a@example.com"}\n'
+                             b'{"op": "done", "supabaseUserId": "a"}\n')
+    assert journal.load() == ({"a": "a@example.com"}, {})

@@ -42,7 +42,7 @@ class PendingJournal:
             if record.get("op") == "intent":
                 pending[sid] = record.get("email")
                 self.intents[sid] = record
-            elif record.get("op") == "done":
+            elif record.get("op") == "done" and isinstance(record.get("stackAuthUserId"), str):
                 pending.pop(sid, None)
                 self.intents.pop(sid, None)
                 done[sid] = record["stackAuthUserId"]
