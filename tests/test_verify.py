@@ -738,6 +738,18 @@ def test_a_changed_value_is_shown_as_sql_writes_it_and_escaped_when_both_look_al
     line = next(line for line in out.splitlines() if "row id=1 differs" in line)
     assert r"b: '\x01ff' -> '\x01fe'" in line  # repr() doubled the backslash
     assert r"txt: 'it''s caf\xe9' -> 'it''s cafe\u0301'" in line  # repr() showed 'é' -> 'é'
+    # A tab printed as a space, a newline in a key broke the line, and two long values differing past their
+    # first 200 characters read the same but for their lengths.
+    on_both(dbs, "UPDATE edge.types_zoo SET txt = %s WHERE id = 1", params=("x\ty",))
+    on_both(dbs, "UPDATE edge.types_zoo SET txt = %s WHERE id = 2", params=("a" * 5000,))
+    with dbs.target() as conn:
+        conn.execute("UPDATE edge.types_zoo SET txt = 'x y' WHERE id = 1")
+        conn.execute("UPDATE edge.types_zoo SET txt = %s WHERE id = 2", ("a" * 4999 + "b",))
+    code, _, out = verify(cli, "--tables", "types_zoo")
+    assert code == 7, out
+    assert r"; txt: 'x\ty' -> 'x y'" in out
+    second = next(line for line in out.splitlines() if "row id=2 differs" in line)
+    assert second.endswith("aab (from character 4,960 of 5,000)'"), second
 
 
 def test_citext_from_another_schema_is_the_same_type(cli, data_dir: Path, dbs: Databases,

@@ -476,7 +476,7 @@ def _number(value: int | None) -> str:
 
 
 def _describe_difference(diff: Difference) -> str:
-    where = ", ".join(f"{k}={v}" for k, v in (diff.key or {}).items())
+    where = ", ".join(f"{k}={_escaped(v) if v is not None and _unseen(v) else v}" for k, v in (diff.key or {}).items())
     if diff.kind == "changed":
         cols = "; ".join(f"{c.column}: {' -> '.join(_shown_pair(c.source, c.target))}" for c in diff.columns)
         return f"row {where} differs: {cols}"
@@ -490,13 +490,23 @@ def _describe_difference(diff: Difference) -> str:
 def _shown_pair(source: str | None, target: str | None) -> tuple[str, str]:
     """Both sides' texts as SQL literals; escaped (`e\\u0301`) when they would look the same printed: another
     Unicode normalization, an invisible character."""
-    if source is not None and target is not None and _looks(source) == _looks(target):
-        source, target = (v.encode("unicode_escape").decode("ascii") for v in (source, target))
+    if source is not None and target is not None and (_looks(source) == _looks(target)
+                                                      or _unseen(source) or _unseen(target)):
+        source, target = _escaped(source), _escaped(target)
     return _sql_text(source), _sql_text(target)
 
 
 def _looks(text: str) -> str:
     return unicodedata.normalize("NFKC", "".join(c for c in text if unicodedata.category(c) not in ("Cf", "Cc")))
+
+
+def _unseen(text: str) -> bool:
+    """Holds a character that prints as nothing, or as a space or a line break (a tab, a newline)."""
+    return any(unicodedata.category(c) in ("Cf", "Cc") for c in text)
+
+
+def _escaped(text: str) -> str:
+    return text.encode("unicode_escape").decode("ascii")
 
 
 def _sql_text(value: str | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
@@ -107,15 +108,27 @@ def changed_rows(pair: Pair, low: Bound, high: Bound, keys: list[Key]) -> dict[K
 def _changes(names: Iterable[str], ours: Sequence[str | None],
              theirs: Sequence[str | None]) -> tuple[ColumnChange, ...]:
     """The columns whose texts differ, in the order given."""
-    return tuple(ColumnChange(name, shown(x), shown(y)) for name, x, y in zip(names, ours, theirs, strict=True)
+    return tuple(ColumnChange(name, *shown_pair(x, y)) for name, x, y in zip(names, ours, theirs, strict=True)
                  if x != y)
 
 
-def shown(value: str | None) -> str | None:
+def shown_pair(ours: str | None, theirs: str | None) -> tuple[str | None, str | None]:
+    """Two values that differ, cut alike when long, from a little before where they first differ: two long
+    values differing past their first SHOWN_CHARS characters read the same, but for their lengths."""
+    if ours is None or theirs is None or max(len(ours), len(theirs)) <= SHOWN_CHARS:
+        return shown(ours), shown(theirs)
+    start = max(0, len(os.path.commonprefix([ours, theirs])) - SHOWN_CHARS // 5)
+    return (shown(ours, start), shown(theirs, start)) if start else (shown(ours), shown(theirs))
+
+
+def shown(value: str | None, start: int = 0) -> str | None:
     """A value as the report shows it: cut when long, so one big value cannot swamp the report."""
-    if value is None or len(value) <= SHOWN_CHARS:
+    if value is None or (not start and len(value) <= SHOWN_CHARS):
         return value
-    return f"{value[:SHOWN_CHARS]}… ({len(value):,} characters)"
+    if not start:
+        return f"{value[:SHOWN_CHARS]}… ({len(value):,} characters)"
+    more = "…" if start + SHOWN_CHARS < len(value) else ""
+    return f"…{value[start:start + SHOWN_CHARS]}{more} (from character {start + 1:,} of {len(value):,})"
 
 
 def locate_multiset(pair: Pair, rows: int, budget: int) -> list[Difference]:
