@@ -824,3 +824,17 @@ def test_bpchar_without_a_length_keeps_its_trailing_spaces_and_verify_sees_them(
     code, report, out = verify(cli, "--tables", "public.padded", keep=())
     assert code == 7, out
     assert only_failure(report)["table"] == "padded" and "code: 'b  ' -> 'b'" in out, out
+
+
+def test_a_user_id_kept_as_text_in_upper_case_passes_once_remapped(cli, migrated: Path, dbs: Databases) -> None:
+    # The import maps a text user id in any case (02A3… as 02a3…); verify mapped the target's back to the
+    # lower-case Supabase id and called the row changed: a faithful import of such ids could never pass.
+    with dbs.source() as conn:
+        changed = conn.execute("UPDATE edge.posts SET editor = upper(editor) WHERE editor IS NOT NULL").rowcount
+    assert changed
+    code, report, out = verify(cli, "--tables", "edge.posts")
+    assert code == 0, out
+    with dbs.target() as conn:  # a row really changed still fails
+        conn.execute("UPDATE edge.posts SET editor = NULL WHERE editor IS NOT NULL")
+    code, report, out = verify(cli, "--tables", "edge.posts")
+    assert code == 7 and only_failure(report)["table"] == "posts", out

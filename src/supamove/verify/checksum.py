@@ -50,6 +50,7 @@ class Relation:
     by_value: dict[str, str] = field(default_factory=dict)  # column hashed from its value -> its (base) type
     padded: frozenset[str] = frozenset()  # bpchar without a length: its text is its output, trailing spaces kept
     flattened: frozenset[str] = frozenset()  # the source's user-id arrays: read as the target's mapped back
+    lowered: frozenset[str] = frozenset()  # the source's text user ids: a uuid in any case reads in lower case
 
     @property
     def source(self) -> sql.Composable:
@@ -67,6 +68,9 @@ def column_text(rel: Relation, name: str) -> sql.Composable:
             "CASE WHEN {c} IS NULL THEN NULL ELSE coalesce(array_dims({c}), '') || coalesce((SELECT "
             "array_agg(e.v::text ORDER BY e.n)::text FROM unnest({c}) WITH ORDINALITY e(v, n)), '{{}}') END"
         ).format(c=col)
+    if name in rel.lowered:  # the import maps 02A3… as 02a3…, and the target's id maps back in lower case
+        return sql.SQL("CASE WHEN {c} ~* {uuid} THEN lower({c}) ELSE {c}::text END").format(
+            c=col, uuid=sql.Literal("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"))
     if name not in rel.mapped:
         return sql.SQL("{}::text").format(col)
     if not rel.mapped[name]:

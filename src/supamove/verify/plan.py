@@ -53,6 +53,7 @@ class TableComparison:
         assert live is not None
         mapped: dict[str, bool] = {}
         flattened: set[str] = set()  # the source's user-id arrays, read as the target's are mapped back
+        lowered: set[str] = set()  # the source's user ids kept as text: the import maps them in any case
         for name in self.table.user_id_columns if self.map_user_ids else ():
             col = live.column(name)
             if col is not None and name in self.columns:
@@ -60,8 +61,10 @@ class TableComparison:
                     mapped[name] = _is_array(col)
                 elif _is_array(col):
                     flattened.add(name)
+                elif (col.base_type or col.type) in ("text", "character varying"):
+                    lowered.add(name)
         return Relation(live.schema, live.name, live.partitioned, self.columns, self.key, mapped, self.hashed_by_value(),
-                        self.padded(), frozenset(flattened))
+                        self.padded(), frozenset(flattened), frozenset(lowered))
 
     def padded(self) -> frozenset[str]:
         """The compared columns that are bpchar without a length on both sides (read the same way on each)."""
