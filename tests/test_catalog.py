@@ -72,3 +72,14 @@ def test_real_catalog(dbs) -> None:
     assert zoo.primary_key
     assert tables["edge.no_pk"].primary_key == ()
     assert "acknowledged_by" in tables["public.alerts"].user_id_columns
+
+
+def test_a_column_option_names_parts_holding_dots_in_double_quotes() -> None:
+    # The export's own fix for a table "a.b"."m.x" named its column so, and the parser refused it.
+    assert catalog.parse_column_ref('"a.b"."m.x".ref') == ("a.b", "m.x", "ref")
+    assert catalog.parse_column_ref('public."say ""hi""".c') == ("public", 'say "hi"', "c")
+    assert catalog.parse_column_ref("public.orders.created_by") == ("public", "orders", "created_by")
+    assert catalog.qualify("a.b", "m.x", "ref") == '"a.b"."m.x".ref'
+    for wrong in ("a.b.c.d", "public.orders", '"a.b.c', "a..c", "a.b.c."):
+        with pytest.raises(ConfigError, match="is not schema.table.column"):
+            catalog.parse_column_ref(wrong)

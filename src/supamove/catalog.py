@@ -67,6 +67,14 @@ class Column:
         """How export writes it: "number", "boolean" or "text"."""
         return NATIVE_JSON_TYPES.get(self.type, "text")
 
+    @property
+    def padded(self) -> bool:
+        """A character column, or a domain over one: its text is its output with its trailing spaces (::text
+        trims them; an unbounded bpchar keeps them as written, character(n) pads to n either way)."""
+        if self.type.endswith("]"):  # an array's text is its own (to_json would make it a JSON array)
+            return False
+        return self.type == "bpchar" or self.type.startswith("character(") or self.base_type == "character"
+
 
 @dataclass(frozen=True)
 class ForeignKey:
@@ -385,11 +393,25 @@ def selected(table: Table, include: Sequence[str], exclude: Sequence[str] = ()) 
     return not any(matches(p) for p in exclude)
 
 
+NAME_PART = re.compile(r'"((?:[^"]|"")+)"|([^."]+)')
+
+
 def parse_column_ref(ref: str, option: str = "--user-id-column") -> tuple[str, str, str]:
-    parts = ref.split(".")
-    if len(parts) != 3 or not all(parts):
+    """schema.table.column; a part holding a dot is double-quoted, as `qualify` shows it ("a.b"."c.d".owner)."""
+    parts: list[str] = []
+    position = 0
+    while position <= len(ref):
+        found = NAME_PART.match(ref, position)
+        end = found.end() if found else position
+        if found is None or (end < len(ref) and ref[end] != "."):
+            parts = []
+            break
+        parts.append(found.group(1).replace('""', '"') if found.group(1) is not None else found.group(2))
+        position = end + 1
+    if len(parts) != 3:
         raise ConfigError(f"{option} {ref!r} is not schema.table.column",
-                          fix="write it as schema.table.column, e.g. public.orders.created_by")
+                          fix="write it as schema.table.column, e.g. public.orders.created_by (a name holding a dot "
+                              'in double quotes: "a.b".orders.created_by)')
     return parts[0], parts[1], parts[2]
 
 

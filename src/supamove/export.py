@@ -397,7 +397,7 @@ def _json_value(col: catalog.Column) -> sql.Composable:
         return sql.SQL("{}::text").format(ident)
     if TYPMOD.sub("", col.base_type or col.type) in PLAIN_TEXT_TYPES:
         return sql.SQL("'\"' || {}::text || '\"'").format(ident)
-    if col.type == "bpchar":  # a character without a length: ::text trims the trailing spaces its output keeps
+    if col.padded:  # ::text trims the trailing spaces a character's output keeps
         return sql.SQL("to_json({})::text").format(ident)
     return sql.SQL("to_json({}::text)::text").format(ident)
 

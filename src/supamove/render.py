@@ -476,7 +476,7 @@ def _number(value: int | None) -> str:
 
 
 def _describe_difference(diff: Difference) -> str:
-    where = ", ".join(f"{k}={_escaped(v) if v is not None and _unseen(v) else v}" for k, v in (diff.key or {}).items())
+    where = ", ".join(f"{k}={_key_text(v)}" for k, v in (diff.key or {}).items())
     if diff.kind == "changed":
         cols = "; ".join(f"{c.column}: {' -> '.join(_shown_pair(c.source, c.target))}" for c in diff.columns)
         return f"row {where} differs: {cols}"
@@ -503,6 +503,11 @@ def _looks(text: str) -> str:
 def _unseen(text: str) -> bool:
     """Holds a character that prints as nothing, or as a space or a line break (a tab, a newline)."""
     return any(unicodedata.category(c) in ("Cf", "Cc") for c in text)
+
+
+def _key_text(value: str | None) -> str | None:
+    """A key as shown: escaped when it holds an unseen character or a backslash (a tab and a written \\t differ)."""
+    return _escaped(value) if value is not None and (_unseen(value) or "\\" in value) else value
 
 
 def _escaped(text: str) -> str:

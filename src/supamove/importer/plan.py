@@ -22,23 +22,23 @@ from supamove.paths import DataDir
 log = get_logger("import")
 
 
-# Whether a value of the exported type can be read by the target column's type.
+# Whether a value of the exported type can be read by the target column's type. The exported type is found
+# by its name, else (an extension's type the target keeps in another schema: extensions.citext there,
+# public.citext here) as the extension's type of that name, wherever it is.
 COMPATIBLE_SQL = """
+WITH exported AS (
+    SELECT coalesce(to_regtype(%(source)s),
+                    (SELECT CASE WHEN %(array)s THEN e.typarray ELSE e.oid END FROM pg_type e
+                     JOIN pg_depend d ON d.classid = 'pg_type'::regclass AND d.objid = e.oid AND d.deptype = 'e'
+                     WHERE e.typname = %(name)s ORDER BY e.oid LIMIT 1)) AS oid)
 SELECT s.oid IS NOT NULL AND (s.oid = t.oid OR s.typcategory = t.typcategory OR t.typcategory = 'S'
        OR EXISTS (SELECT 1 FROM pg_cast c WHERE c.castsource = s.oid AND c.casttarget = t.oid
                   AND c.castcontext IN ('i', 'a')))
-FROM pg_type t LEFT JOIN pg_type s ON s.oid = to_regtype(%s)
-WHERE t.oid = to_regtype(%s)
+FROM pg_type t LEFT JOIN pg_type s ON s.oid = (SELECT oid FROM exported)
+WHERE t.oid = to_regtype(%(target)s)
 """
+QUALIFIER = re.compile(r'^(?:"(?:[^"]|"")+"|[^."]+)\.')
 
-
-# An extension's type (or an array of one), which the target may keep in another schema than the source.
-UNQUALIFIED = re.compile(r'^(?:"(?:[^"]|"")+"|[^."]+)\.')
-EXTENSION_TYPE_SQL = """
-SELECT EXISTS (SELECT 1 FROM pg_type t JOIN pg_depend d ON d.classid = 'pg_type'::regclass AND d.deptype = 'e'
-               AND d.objid = CASE WHEN t.typelem <> 0 AND t.typlen = -1 THEN t.typelem ELSE t.oid END
-               WHERE t.oid = to_regtype(%s))
-"""
 
 # Columns the target fills itself when the export has no value for them.
 DEFAULTED_SQL = """
@@ -147,12 +147,12 @@ def _plan_columns(conn: psycopg.Connection, endpoint: Endpoint, plan: TablePlan,
 def _compatible(conn: psycopg.Connection, source: Column, target_type: str) -> bool:
     if source.type == target_type:
         return True
-    if UNQUALIFIED.sub("", source.type) == UNQUALIFIED.sub("", target_type):  # citext in another schema there
-        member = conn.execute(EXTENSION_TYPE_SQL, (target_type,)).fetchone()
-        if member and member[0]:
-            return True
-    key = (source.base_type or source.type, target_type)
-    row = conn.execute(COMPATIBLE_SQL, key).fetchone()
+    exported = source.base_type or source.type
+    array = exported.endswith("[]")
+    name = QUALIFIER.sub("", exported.removesuffix("[]"))
+    name = name[1:-1].replace('""', '"') if name.startswith('"') else name
+    row = conn.execute(COMPATIBLE_SQL, {"source": exported, "array": array, "name": name,
+                                        "target": target_type}).fetchone()
     return bool(row and row[0])
 
 

@@ -67,10 +67,10 @@ class TableComparison:
                         self.padded(), frozenset(flattened), frozenset(lowered))
 
     def padded(self) -> frozenset[str]:
-        """The compared columns that are bpchar without a length on both sides (read the same way on each)."""
+        """The compared columns of a character type on both sides (read the same way on each)."""
         assert self.source and self.target
-        ours, theirs = ({c.name: c.type for c in t.columns} for t in (self.source, self.target))
-        return frozenset(c for c in self.columns if ours[c] == theirs[c] == "bpchar")
+        ours, theirs = ({c.name: c.padded for c in t.columns} for t in (self.source, self.target))
+        return frozenset(c for c in self.columns if ours[c] and theirs[c])
 
     def hashed_by_value(self) -> dict[str, str]:
         """The compared columns of one type on both sides whose values the checksums hash without their text;
