@@ -645,6 +645,10 @@ def test_purge_mapping_refuses_before_retain_until(stack: StackAuthSandbox, clie
         with pytest.raises(DataFileError, match="retainUntil .* is not a date"):
             purge_mapping(datadir)
     assert purge_mapping(datadir, force=True).forced and not datadir.user_mapping.exists()
+    datadir.pending_creates.write_bytes(b'{"op": "intent", "supabaseUserId": "a", "email": null}\n')  # a killed run's
+    with pytest.raises(DataFileError, match="--force deletes the journals a killed run left"):
+        purge_mapping(datadir)
+    assert purge_mapping(datadir, force=True).deleted == [datadir.pending_creates]
 
 
 def test_send_password_resets_is_idempotent(stack: StackAuthSandbox, client: StackAuthClient,
@@ -696,6 +700,10 @@ def test_a_run_killed_between_its_saves_sends_no_e_mail_twice(stack: StackAuthSa
     emails = [e.email for e in stack.reset_emails]
     assert len(emails) == len(set(emails)) == 2  # none sent twice; the two in flight may have gone: held
     assert rerun.sent == [] and rerun.already_sent == 2 and rerun.uncertain_before == 2
+    # the run that finds them says so with its exit code: the killed run could not
+    assert str(rerun.failure()).startswith("2 reset e-mails may or may not have been sent (they were being sent "
+                                           "when a run was killed)")
+    assert send_password_resets(client, datadir, "https://app.example.com/reset").failure() is None  # said once
     recorded = orjson.loads(datadir.password_resets_sent.read_bytes())["sent"]
     assert sorted(e["status"] for e in recorded) == ["sent", "sent", "uncertain", "uncertain"]
     assert {e["email"] for e in recorded if e["status"] == "sent"} == set(emails)

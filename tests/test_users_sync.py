@@ -291,10 +291,48 @@ def test_users_a_killed_run_created_keep_their_baseline_and_a_change_in_supabase
     stack.clear_faults()
     assert 0 < stack.create_count() < 40 and not datadir.user_sync_state.exists()
     write_export(datadir.root, renamed(users), [])  # changed in Supabase since
+    dry = run(stack, datadir, dry_run=True)  # it said "would create" for the creates in flight, found by the run
+    assert sum(o.status == "create" for o in dry.outcomes) == 40 - len(stack.users) and dry.failure() is None
     result = run(stack, datadir)
     assert result.failure() is None and not result.conflicts, [o.notes for o in result.conflicts]
     assert stack.create_count() == 40 and len(stack.users) == 40  # none created twice
     assert {u["display_name"] for u in stack.users.values()} == {f"Renamed {u['email']}" for u in users}
+
+
+def test_a_change_made_after_a_killed_sync_is_carried_where_its_update_was_found_applied(
+        stack: StackAuthSandbox, tmp_path: Path) -> None:
+    # An update the killed run had sent was found applied and taken as the whole sync: a change made in
+    # Supabase after the kill was not sent (exit 0), and the dry run called those users conflicts (exit 6).
+    users = many(40)
+    datadir = write_export(tmp_path / "d", users, [])
+    run(stack, datadir)
+    write_export(datadir.root, renamed(users), [])
+    env = {**os.environ, "STACK_AUTH_API_URL": stack.url, "STACK_AUTH_PROJECT_ID": PROJECT,
+           "STACK_AUTH_SECRET_KEY": SECRET, "MIGRATION_DATA_DIR": str(datadir.root),
+           "LOG_FILE_PATH": str(tmp_path / "m.log")}
+    stack.delay_next(10_000, 0.2, match="PATCH /api/v1/users/*")
+    process = subprocess.Popen([sys.executable, "-m", "supamove", "migrate-users", "--concurrency", "4"], env=env,
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(600):
+            if sum(stack.updates.values()) >= 8 or process.poll() is not None:
+                break
+            time.sleep(0.02)
+        process.kill()
+        process.wait(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    time.sleep(0.5)  # the updates already sent still land
+    stack.clear_faults()
+    assert datadir.pending_updates.exists()
+    final = [{**u, "raw_user_meta_data": {"full_name": f"Final {u['email']}"}} for u in users]
+    write_export(datadir.root, final, [])
+    dry = run(stack, datadir, dry_run=True)
+    assert dry.failure() is None and not dry.conflicts, [o.changed_in_stack_auth for o in dry.conflicts]
+    result = run(stack, datadir)
+    assert result.failure() is None and not result.conflicts
+    assert {u["display_name"] for u in stack.users.values()} == {f"Final {u['email']}" for u in users}
 
 
 def test_every_update_body_passes_stack_auths_schema(stack: StackAuthSandbox, tmp_path: Path) -> None:

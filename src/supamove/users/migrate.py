@@ -222,7 +222,10 @@ def migrate_users(client: StackAuthClient, datadir: DataDir, options: MigrateOpt
             if sid not in by_id and (record := state.get(sid)) is not None and not record.get("linked")]
     next(client.iter_users(page_size=1), None)  # the credentials, checked before anything is created
     if options.dry_run:
-        outcomes = dry_run_outcomes(client, plan, state, options) + dry_run_gone(client, gone, state, options)
+        in_flight = PendingJournal(datadir.pending_updates)
+        in_flight.load()
+        outcomes = dry_run_outcomes(client, plan, state, options, in_flight.intents, pending) + \
+            dry_run_gone(client, gone, state, options)
         return MigrationResult(outcomes, True, time.monotonic() - started)
     updates = PendingJournal(datadir.pending_updates)
     updates.load()
@@ -527,8 +530,12 @@ class _Run:
         intent = self.updates.intents.get(sid)
         if intent is not None and revision_of(current) == intent.get("revision"):  # an interrupted run's update
             self._save_update(sid, stack_id, intent["sent"], current, intent["revision"], oauth=intent.get("oauth"))
-            return self._synced(item, stack_id, intent.get("changed") or changed,
-                                ["updated by an interrupted run (found applied in Stack Auth, not sent again)"])
+            record = {**record, "sent": intent["sent"], "seen": fingerprints(observed(current)),
+                      "revision": intent["revision"], "oauthProviders": intent.get("oauth")}
+            changed = differing(intent["sent"], fingerprints(values))  # changed in Supabase since it was sent
+            if not changed:
+                return self._synced(item, stack_id, intent.get("changed") or [],
+                                    ["updated by an interrupted run (found applied in Stack Auth, not sent again)"])
         # The identities this sync adds (an interrupted run may have added some) are no change there.
         conflict = self._conflict(item, record, without_pairs(current, new_identities(values, record) or []), changed)
         if conflict is not None:
@@ -742,21 +749,28 @@ def _failed(item: PlannedUser, reason: str, fix: str = RETRY_FIX, notes: list[st
 
 
 def dry_run_outcomes(client: StackAuthClient, plan: list[PlannedUser], state: SyncState | None = None,
-                     options: MigrateOptions | None = None) -> list[UserOutcome]:
-    """What a real run would do; reads Stack Auth's users (never creates nor updates) to predict the links."""
-    outcomes = _dry_run_creates(client, plan)
+                     options: MigrateOptions | None = None, updates: dict[str, dict[str, Any]] | None = None,
+                     pending: Iterable[str] = ()) -> list[UserOutcome]:
+    """What a real run would do; reads Stack Auth's users (never creates nor updates) to predict the links.
+    `updates` and `pending`: the updates and creates an interrupted run left in its journals, as a real run
+    reads them."""
+    outcomes = _dry_run_creates(client, plan, set(pending))
     for item, outcome in zip(plan, outcomes, strict=True):
         if item.action == "done" and state is not None:
-            _dry_run_sync(client, item, outcome, state, options or MigrateOptions())
+            _dry_run_sync(client, item, outcome, state, options or MigrateOptions(), (updates or {}).get(item.user.id))
     return outcomes
 
 
 def _dry_run_sync(client: StackAuthClient, item: PlannedUser, outcome: UserOutcome, state: SyncState,
-                  options: MigrateOptions) -> None:
+                  options: MigrateOptions, intent: dict[str, Any] | None = None) -> None:
     """update, unchanged or conflict, with the fields: a changed user is read from Stack Auth, never written."""
     record = state.get(item.user.id)
     if record is None or record.get("linked"):
         return
+    if intent is not None and isinstance(intent.get("sent"), dict):  # an interrupted run's update: applied?
+        landed = client.get_user(record["stackAuthUserId"])
+        if landed is not None and revision_of(landed) == intent.get("revision"):
+            record = {**record, "sent": intent["sent"], "seen": fingerprints(observed(landed))}
     values = desired(item)
     outcome.changed = differing(record["sent"], fingerprints(values))
     adds = new_identities(values, record)
@@ -794,13 +808,16 @@ def dry_run_gone(client: StackAuthClient, gone: list[tuple[str, str, str | None]
     return outcomes
 
 
-def _dry_run_creates(client: StackAuthClient, plan: list[PlannedUser]) -> list[UserOutcome]:
+def _dry_run_creates(client: StackAuthClient, plan: list[PlannedUser], pending: set[str]) -> list[UserOutcome]:
     """Create, link or done for each user; reads Stack Auth's users to predict the links."""
     existing: dict[str, str] = {}
+    carrying: dict[str, str] = {}  # Supabase id -> the Stack Auth user holding it (an interrupted run's create)
     for user in client.iter_users():
         email = normalize_email(user.get("primary_email"))
         if email and user.get("primary_email_auth_enabled"):
             existing.setdefault(email, user["id"])
+        if (held := supabase_id_of(user)) in pending:
+            carrying.setdefault(held, user["id"])
     outcomes = []
     for item in plan:
         sid = item.user.id
@@ -808,6 +825,10 @@ def _dry_run_creates(client: StackAuthClient, plan: list[PlannedUser]) -> list[U
         if item.action == "done":
             outcomes.append(UserOutcome(sid, "done", "already-migrated", None, item.email, item.password,
                                         item.reset_reason, item.notes, mfa=mfa, mfa_not_carried=item.mfa_not_carried))
+        elif sid in carrying:  # created by an interrupted run: found, and updated where Supabase changed since
+            outcomes.append(UserOutcome(sid, "done", "found-after-interruption", carrying[sid], item.email,
+                                        item.password, item.reset_reason, item.notes + [FOUND_NOTE], mfa=mfa,
+                                        mfa_not_carried=item.mfa_not_carried, found_earlier=True))
         elif item.email_auth and item.email in existing:
             factors = item.mfa_not_carried + ([{"factorId": item.totp_factor_id, "type": "totp", "reason": LINKED_TOTP}]
                                               if mfa else [])

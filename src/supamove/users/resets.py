@@ -40,13 +40,15 @@ class ResetResult:
     dry_run: bool = False
     uncertain: list[str] = field(default_factory=list)  # sent in this run, the answer lost: may have gone
     uncertain_before: int = 0  # uncertain sends of earlier runs, not sent again
+    in_flight: list[str] = field(default_factory=list)  # sends a killed run left in its journal: may have gone
 
     def failure(self) -> StackAuthError | None:
         """The error a run with failed or uncertain e-mails ends with (after its summary), or None."""
-        if self.uncertain:
+        if self.uncertain or self.in_flight:
             failed = f"{len(self.failed):,} reset e-mails failed; " if self.failed else ""
-            return StackAuthError(f"{failed}{len(self.uncertain):,} reset e-mails may or may not have been sent "
-                                  "(Stack Auth's answer was lost)", fix=UNCERTAIN_FIX)
+            why = "Stack Auth's answer was lost" if self.uncertain else "they were being sent when a run was killed"
+            return StackAuthError(f"{failed}{len(self.uncertain) + len(self.in_flight):,} reset e-mails may or may "
+                                  f"not have been sent ({why})", fix=UNCERTAIN_FIX)
         if not self.failed:
             return None
         return StackAuthError(f"{len(self.failed):,} reset e-mails failed", fix="correct the cause, then rerun")
@@ -70,13 +72,13 @@ def send_password_resets(client: StackAuthClient | None, datadir: DataDir, callb
     path = datadir.password_resets
     required = _required(path)
     journal = PendingJournal(datadir.pending_resets)
-    sent = _load_sent(datadir.password_resets_sent, journal)
+    sent, in_flight = _load_sent(datadir.password_resets_sent, journal)
     uncertain = {sid for sid, entry in sent.items() if entry.get("status") == "uncertain"}
     todo = [u for u in required if u.get("email") and (u.get("supabaseUserId") not in sent
                                                        or (resend_uncertain and u.get("supabaseUserId") in uncertain))]
     held = 0 if resend_uncertain else sum(u.get("supabaseUserId") in uncertain for u in required)
     result = ResetResult(already_sent=len(required) - len(todo) - held, to_send=todo, dry_run=dry_run,
-                         uncertain_before=held)
+                         uncertain_before=held, in_flight=in_flight)
     if dry_run:
         return result
     if client is None:
@@ -188,9 +190,9 @@ class _Sender:
         return at
 
 
-def _load_sent(path: Path, journal: PendingJournal) -> dict[str, dict[str, Any]]:
+def _load_sent(path: Path, journal: PendingJournal) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """password-resets-sent.json, with what the journal of a run killed before its next save adds to it:
-    the e-mails it sent, and those it was sending (which may have gone: uncertain)."""
+    the e-mails it sent, and those it was sending (which may have gone: uncertain, and listed)."""
     fix = "restore it; deleting it would send every reset e-mail again"
     data = read_json(path, "send-password-resets", fix=fix, missing_ok=True)
     try:
@@ -204,7 +206,7 @@ def _load_sent(path: Path, journal: PendingJournal) -> dict[str, dict[str, Any]]
     for sid, email in in_flight.items():
         sent.setdefault(sid, {"supabaseUserId": sid, "email": email, "sentAt": journal.intents[sid].get("at"),
                               "status": "uncertain"})
-    return sent
+    return sent, [sid for sid in in_flight if sent[sid].get("status") == "uncertain"]
 
 
 def _save_sent(path: Path, sent: dict[str, dict[str, Any]]) -> None:
@@ -219,10 +221,18 @@ class PurgeResult:
 
 
 def purge_mapping(datadir: DataDir, force: bool = False, now: datetime | None = None) -> PurgeResult:
-    """Delete user-mapping.json (and the create journal) once `retainUntil` has passed, or with force."""
+    """Delete user-mapping.json and every other file pairing the ids (the sync state, the journals) once
+    `retainUntil` has passed, or with force."""
     path = datadir.user_mapping
+    pairing = (datadir.pending_creates, datadir.pending_updates, datadir.user_sync_state, datadir.pending_resets)
     if not path.exists():
-        raise DataFileError(f"{path} not found", fix="nothing to purge (or point --data-dir at the right directory)")
+        leftovers = [f for f in pairing if f.exists()]  # a killed first run's: no mapping holds their date
+        if not (force and leftovers):
+            raise DataFileError(f"{path} not found", fix="nothing to purge (or point --data-dir at the right "
+                                "directory)" + ("; --force deletes the journals a killed run left" if leftovers else ""))
+        for victim in leftovers:
+            victim.unlink()
+        return PurgeResult(leftovers, None, True)
     mapping = UserMapping.load(path)
     now = now or datetime.now(UTC)
     until = mapping.retain_until
@@ -239,7 +249,7 @@ def purge_mapping(datadir: DataDir, force: bool = False, now: datetime | None = 
                             fix="run purge-mapping after that date, or pass --force to delete it now")
     deleted = []
     # Every file pairing Supabase ids with Stack Auth ids: the mapping, its journals, the sync state.
-    for victim in (path, datadir.pending_creates, datadir.pending_updates, datadir.user_sync_state):
+    for victim in (path, *pairing):
         if victim.exists():
             victim.unlink()
             deleted.append(victim)
