@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -229,31 +230,39 @@ def test_a_lost_update_answer_is_checked_before_sending_again(stack: StackAuthSa
     assert {u["display_name"] for u in stack.users.values()} == {f"Renamed {u['email']}" for u in users}
 
 
+def killed_midway(stack: StackAuthSandbox, datadir: DataDir, tmp_path: Path, until: Callable[[], bool],
+                  concurrency: int) -> str:
+    """migrate-users in a process of its own, killed (-9) once `until()` holds; what it had sent still lands.
+    Its output."""
+    env = {**os.environ, "STACK_AUTH_API_URL": stack.url, "STACK_AUTH_PROJECT_ID": PROJECT,
+           "STACK_AUTH_SECRET_KEY": SECRET, "MIGRATION_DATA_DIR": str(datadir.root),
+           "LOG_FILE_PATH": str(tmp_path / "m.log")}
+    process = subprocess.Popen([sys.executable, "-m", "supamove", "migrate-users", "--concurrency", str(concurrency)],
+                               env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(600):
+            if until() or process.poll() is not None:
+                break
+            time.sleep(0.02)
+        process.kill()
+        output = process.communicate(timeout=10)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    time.sleep(0.5)  # the requests already sent still land
+    stack.clear_faults()
+    return output
+
+
 def test_a_killed_sync_resumes_with_no_user_updated_twice(stack: StackAuthSandbox, tmp_path: Path) -> None:
     users = many(40)
     datadir = write_export(tmp_path / "d", users, [])
     run(stack, datadir)
     write_export(datadir.root, renamed(users), [])
-    env = {**os.environ, "STACK_AUTH_API_URL": stack.url, "STACK_AUTH_PROJECT_ID": PROJECT,
-           "STACK_AUTH_SECRET_KEY": SECRET, "MIGRATION_DATA_DIR": str(datadir.root),
-           "LOG_FILE_PATH": str(tmp_path / "m.log")}
     # Slow updates: the kill lands while some are in flight (sent, applied later, never recorded).
     stack.delay_next(10_000, 0.2, match="PATCH /api/v1/users/*")
-    process = subprocess.Popen([sys.executable, "-m", "supamove", "migrate-users", "--concurrency", "4"], env=env,
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        for _ in range(600):
-            if sum(stack.updates.values()) >= 8 or process.poll() is not None:
-                break
-            time.sleep(0.02)
-        process.kill()
-        process.wait(10)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    time.sleep(0.5)  # the updates already sent still land
-    stack.clear_faults()
-    assert 0 < sum(stack.updates.values()) < 40, process.stdout.read() if process.stdout else ""
+    output = killed_midway(stack, datadir, tmp_path, lambda: sum(stack.updates.values()) >= 8, concurrency=4)
+    assert 0 < sum(stack.updates.values()) < 40, output
     assert datadir.pending_updates.exists()
     result = run(stack, datadir)
     assert result.failure() is None and result.updated + len(result.synced("unchanged")) == 40
@@ -271,24 +280,8 @@ def test_users_a_killed_run_created_keep_their_baseline_and_a_change_in_supabase
     # meanwhile a conflict, said to be made in Stack Auth, and stopped with exit 6.
     users = many(40)
     datadir = write_export(tmp_path / "d", users, [])
-    env = {**os.environ, "STACK_AUTH_API_URL": stack.url, "STACK_AUTH_PROJECT_ID": PROJECT,
-           "STACK_AUTH_SECRET_KEY": SECRET, "MIGRATION_DATA_DIR": str(datadir.root),
-           "LOG_FILE_PATH": str(tmp_path / "m.log")}
     stack.delay_next(10_000, 0.1, match="POST /api/v1/users")
-    process = subprocess.Popen([sys.executable, "-m", "supamove", "migrate-users", "--concurrency", "2"], env=env,
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        for _ in range(600):
-            if stack.create_count() >= 8 or process.poll() is not None:
-                break
-            time.sleep(0.02)
-        process.kill()
-        process.wait(10)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    time.sleep(0.3)  # the creates already sent still land
-    stack.clear_faults()
+    killed_midway(stack, datadir, tmp_path, lambda: stack.create_count() >= 8, concurrency=2)
     assert 0 < stack.create_count() < 40 and not datadir.user_sync_state.exists()
     write_export(datadir.root, renamed(users), [])  # changed in Supabase since
     dry = run(stack, datadir, dry_run=True)  # it said "would create" for the creates in flight, found by the run
@@ -307,24 +300,8 @@ def test_a_change_made_after_a_killed_sync_is_carried_where_its_update_was_found
     datadir = write_export(tmp_path / "d", users, [])
     run(stack, datadir)
     write_export(datadir.root, renamed(users), [])
-    env = {**os.environ, "STACK_AUTH_API_URL": stack.url, "STACK_AUTH_PROJECT_ID": PROJECT,
-           "STACK_AUTH_SECRET_KEY": SECRET, "MIGRATION_DATA_DIR": str(datadir.root),
-           "LOG_FILE_PATH": str(tmp_path / "m.log")}
     stack.delay_next(10_000, 0.2, match="PATCH /api/v1/users/*")
-    process = subprocess.Popen([sys.executable, "-m", "supamove", "migrate-users", "--concurrency", "4"], env=env,
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        for _ in range(600):
-            if sum(stack.updates.values()) >= 8 or process.poll() is not None:
-                break
-            time.sleep(0.02)
-        process.kill()
-        process.wait(10)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    time.sleep(0.5)  # the updates already sent still land
-    stack.clear_faults()
+    killed_midway(stack, datadir, tmp_path, lambda: sum(stack.updates.values()) >= 8, concurrency=4)
     assert datadir.pending_updates.exists()
     final = [{**u, "raw_user_meta_data": {"full_name": f"Final {u['email']}"}} for u in users]
     write_export(datadir.root, final, [])
