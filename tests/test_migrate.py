@@ -284,11 +284,10 @@ def test_a_sign_up_during_the_freeze_fails_verify_until_the_users_are_carried(cl
         "Error: Supabase Auth's users are not all in Stack Auth (auth.users): changed on the source since the "
         "export: a sign-up or a change made since is not there (fix: run `supamove export --auth-only`, then "
         "`supamove migrate-users` (it carries only what changed), then `supamove verify` again)")
-    users = next(a for a in orjson.loads((data_dir / "verification-report.json").read_bytes())["auth"]
-                 if a["name"] == "users")
+    report = orjson.loads((data_dir / "verification-report.json").read_bytes())
+    users = next(a for a in report["auth"] if a["name"] == "users")
     assert (users["status"], users["sourceRows"] - users["exportedRows"]) == ("fail", 1)
-    assert {t["status"] for t in orjson.loads((data_dir / "verification-report.json").read_bytes())["tables"]} \
-        == {"pass"}  # the application's tables did not move
+    assert {t["status"] for t in report["tables"]} == {"pass"}  # the application's tables did not move
     assert cli("export", "--auth-only").exit_code == 0  # the fix it gives; the export alone carries nothing
     halfway = cli("verify", *KEEP_JSON_IDS)
     assert halfway.exit_code == 7, halfway.output

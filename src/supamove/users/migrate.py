@@ -221,14 +221,12 @@ def migrate_users(client: StackAuthClient, datadir: DataDir, options: MigrateOpt
     gone = [(sid, e["stackAuthUserId"], e.get("email")) for sid, e in mapping.entries.items()
             if sid not in by_id and (record := state.get(sid)) is not None and not record.get("linked")]
     next(client.iter_users(page_size=1), None)  # the credentials, checked before anything is created
+    updates = PendingJournal(datadir.pending_updates)
+    updates.load()  # an interrupted run's updates: a dry run reads them as the real run does
     if options.dry_run:
-        in_flight = PendingJournal(datadir.pending_updates)
-        in_flight.load()
-        outcomes = dry_run_outcomes(client, plan, state, options, in_flight.intents, pending) + \
+        outcomes = dry_run_outcomes(client, plan, state, options, updates.intents, pending) + \
             dry_run_gone(client, gone, state, options)
         return MigrationResult(outcomes, True, time.monotonic() - started)
-    updates = PendingJournal(datadir.pending_updates)
-    updates.load()
     run = _Run(client, mapping, journal, pending, options, progress or NullProgress(), state, updates)
     try:
         outcomes = run.execute(plan, _previous_report(datadir.users_report), gone)
@@ -528,13 +526,12 @@ class _Run:
                            fix="remove its entry from user-mapping.json to create it again, then run the same "
                                "command again")
         intent = self.updates.intents.get(sid)
-        if intent is not None and revision_of(current) == intent.get("revision"):  # an interrupted run's update
-            self._save_update(sid, stack_id, intent["sent"], current, intent["revision"], oauth=intent.get("oauth"))
-            record = {**record, "sent": intent["sent"], "seen": fingerprints(observed(current)),
-                      "revision": intent["revision"], "oauthProviders": intent.get("oauth")}
-            changed = differing(intent["sent"], fingerprints(values))  # changed in Supabase since it was sent
+        if (landed := applied(record, intent, current)) is not None:  # an interrupted run's update
+            self._save_update(sid, stack_id, landed["sent"], current, landed["revision"], oauth=landed["oauthProviders"])
+            record = landed
+            changed = differing(landed["sent"], fingerprints(values))  # changed in Supabase since it was sent
             if not changed:
-                return self._synced(item, stack_id, intent.get("changed") or [],
+                return self._synced(item, stack_id, (intent or {}).get("changed") or [],
                                     ["updated by an interrupted run (found applied in Stack Auth, not sent again)"])
         # The identities this sync adds (an interrupted run may have added some) are no change there.
         conflict = self._conflict(item, record, without_pairs(current, new_identities(values, record) or []), changed)
@@ -748,6 +745,17 @@ def _failed(item: PlannedUser, reason: str, fix: str = RETRY_FIX, notes: list[st
     return UserOutcome(item.user.id, "failed", reason, None, item.email, notes=item.notes + (notes or []), fix=fix)
 
 
+def applied(record: dict[str, Any], intent: dict[str, Any] | None,
+            current: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The user's sync record as it stands when an interrupted run's update (its journal intent) is found
+    applied in Stack Auth (`current` bears its revision): that update is the baseline. None otherwise."""
+    if intent is None or current is None or not isinstance(intent.get("sent"), dict) \
+            or revision_of(current) != intent.get("revision"):
+        return None
+    return {**record, "sent": intent["sent"], "seen": fingerprints(observed(current)), "revision": intent["revision"],
+            "oauthProviders": intent.get("oauth")}
+
+
 def dry_run_outcomes(client: StackAuthClient, plan: list[PlannedUser], state: SyncState | None = None,
                      options: MigrateOptions | None = None, updates: dict[str, dict[str, Any]] | None = None,
                      pending: Iterable[str] = ()) -> list[UserOutcome]:
@@ -767,10 +775,8 @@ def _dry_run_sync(client: StackAuthClient, item: PlannedUser, outcome: UserOutco
     record = state.get(item.user.id)
     if record is None or record.get("linked"):
         return
-    if intent is not None and isinstance(intent.get("sent"), dict):  # an interrupted run's update: applied?
-        landed = client.get_user(record["stackAuthUserId"])
-        if landed is not None and revision_of(landed) == intent.get("revision"):
-            record = {**record, "sent": intent["sent"], "seen": fingerprints(observed(landed))}
+    current = client.get_user(record["stackAuthUserId"]) if intent is not None else None
+    record = applied(record, intent, current) or record  # an interrupted run's update, applied: the baseline
     values = desired(item)
     outcome.changed = differing(record["sent"], fingerprints(values))
     adds = new_identities(values, record)
@@ -778,7 +784,7 @@ def _dry_run_sync(client: StackAuthClient, item: PlannedUser, outcome: UserOutco
     outcome.sync = "update" if sends else "unchanged"
     if outcome.sync == "unchanged" or not record.get("seen"):
         return
-    current = client.get_user(record["stackAuthUserId"])
+    current = current or client.get_user(record["stackAuthUserId"])
     theirs = differing(record["seen"], fingerprints(observed(without_pairs(current, adds or [])))) \
         if current is not None else ["deleted"]
     outcome.changed_in_stack_auth = theirs

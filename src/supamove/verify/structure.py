@@ -175,9 +175,8 @@ def compare_shapes(ours: Shape, theirs: Shape, exported: frozenset[TableKey] | N
             found.failures.append(f"column {name} is missing in the target")
         else:
             _compare_column(name, column, other, found)
-    _compare_constraints(ours.constraints, theirs.constraints, found)
-    if exported is not None:
-        _excused_foreign_keys(ours, exported, found)
+    left_out = {name: ref for name, ref in ours.references.items() if exported is not None and ref not in exported}
+    _compare_constraints(ours.constraints, theirs.constraints, found, left_out)
     _compare_indexes(ours.indexes, theirs.indexes, found)
     found.failures += [f"index {name} is not valid in the target (it enforces and speeds up nothing): REINDEX it"
                        for name in sorted(theirs.invalid_indexes - ours.invalid_indexes)]
@@ -233,15 +232,21 @@ def _compare_column(name: str, ours: ColumnShape, theirs: ColumnShape, found: Fi
 
 
 def _compare_constraints(ours: dict[str, tuple[str, str]], theirs: dict[str, tuple[str, str]],
-                         found: Findings) -> None:
-    """Matched by name, else by kind and definition (a renamed constraint is the same constraint)."""
+                         found: Findings, left_out: dict[str, TableKey]) -> None:
+    """Matched by name, else by kind and definition (a renamed constraint is the same constraint). A foreign key
+    missing in the target that references a table the export left out (`left_out`) only warns."""
     matched: set[str] = set()
     for name, (kind, definition) in sorted(ours.items()):
         other = theirs.get(name)
         if other is None or other[0] != kind:
             same = next((n for n, v in sorted(theirs.items()) if v == (kind, definition) and n not in ours), None)
             if same is None:
-                found.failures.append(f"{KINDS[kind]} {name} is missing in the target ({definition})")
+                missing = f"{KINDS[kind]} {name} is missing in the target ({definition})"
+                if name in left_out:
+                    found.warnings.append(f"{missing}: it references {'.'.join(left_out[name])}, which the export "
+                                          "leaves out")
+                else:
+                    found.failures.append(missing)
                 continue
             name = same
         elif other[1] == f"{definition} NOT VALID":  # its rows were never checked: some may break it
@@ -252,14 +257,6 @@ def _compare_constraints(ours: dict[str, tuple[str, str]], theirs: dict[str, tup
         matched.add(name)
     found.warnings += [f"{KINDS[kind]} {name} is in the target only" for name, (kind, _) in sorted(theirs.items())
                        if name not in matched and name not in ours]
-
-
-def _excused_foreign_keys(ours: Shape, exported: frozenset[TableKey], found: Findings) -> None:
-    for name, (schema, table) in sorted(ours.references.items()):
-        missing = f"foreign key {name} is missing in the target ({ours.constraints[name][1]})"
-        if (schema, table) not in exported and missing in found.failures:
-            found.failures.remove(missing)
-            found.warnings.append(f"{missing}: it references {schema}.{table}, which the export leaves out")
 
 
 def _compare_indexes(ours: dict[str, str], theirs: dict[str, str], found: Findings) -> None:
