@@ -393,21 +393,15 @@ def selected(table: Table, include: Sequence[str], exclude: Sequence[str] = ()) 
     return not any(matches(p) for p in exclude)
 
 
-NAME_PART = re.compile(r'"((?:[^"]|"")+)"|([^."]+)')
+NAME_PART = r'(?:"((?:[^"]|"")+)"|([^."]+))'  # a quoted name (its quotes doubled) or a plain one
+COLUMN_REF = re.compile(rf"{NAME_PART}\.{NAME_PART}\.{NAME_PART}")
 
 
 def parse_column_ref(ref: str, option: str = "--user-id-column") -> tuple[str, str, str]:
     """schema.table.column; a part holding a dot is double-quoted, as `qualify` shows it ("a.b"."c.d".owner)."""
-    parts: list[str] = []
-    position = 0
-    while position <= len(ref):
-        found = NAME_PART.match(ref, position)
-        end = found.end() if found else position
-        if found is None or (end < len(ref) and ref[end] != "."):
-            parts = []
-            break
-        parts.append(found.group(1).replace('""', '"') if found.group(1) is not None else found.group(2))
-        position = end + 1
+    found = COLUMN_REF.fullmatch(ref)
+    parts = [] if found is None else [quoted.replace('""', '"') if quoted is not None else plain
+                                      for quoted, plain in zip(found.groups()[::2], found.groups()[1::2], strict=True)]
     if len(parts) != 3:
         raise ConfigError(f"{option} {ref!r} is not schema.table.column",
                           fix="write it as schema.table.column, e.g. public.orders.created_by (a name holding a dot "
