@@ -240,6 +240,32 @@ def test_a_name_the_target_lacks_in_a_reg_value_is_named_by_line_and_column(cli,
         "was written)")
 
 
+def test_reg_values_carry_their_schema_whatever_search_path_each_side_sets(cli, dbs, data_dir: Path) -> None:
+    # A regclass, regtype or regprocedure value is written by name, qualified only when the session's search_path
+    # does not find it. Under Supabase's `"$user", public, extensions` the export wrote `lookup`, which the target
+    # (search_path without extensions) refused, and verify read the two sides' values differently.
+    objects = ("CREATE SCHEMA IF NOT EXISTS extensions; CREATE TABLE extensions.lookup (id integer); "
+               "CREATE TYPE extensions.mood AS ENUM ('ok'); "
+               "CREATE FUNCTION extensions.twice(integer) RETURNS integer LANGUAGE sql AS 'SELECT $1 * 2'; "
+               "CREATE TABLE public.named (id integer PRIMARY KEY, tbl regclass, typ regtype, fn regprocedure)")
+    with dbs.source() as conn:
+        conn.execute(objects)
+        conn.execute(f"GRANT SELECT ON public.named TO {fixtures.APP_ROLE}")
+        conn.execute("INSERT INTO public.named VALUES (1, 'extensions.lookup', 'extensions.mood', "
+                     "'extensions.twice(integer)'), (2, 'public.organizations', 'integer', 'pg_catalog.now()')")
+        conn.execute(sql.SQL('ALTER ROLE {} IN DATABASE {} SET search_path = "$user", public, extensions').format(
+            sql.Identifier(fixtures.APP_ROLE), sql.Identifier(dbs.source_db)))
+    with dbs.target() as conn:
+        conn.execute(objects)
+    for step in (("export", "--tables", "public.named"), ("import",), ("verify", "--tables", "public.named")):
+        result = cli(*step)
+        assert result.exit_code == 0, (step, result.output)
+    with dbs.target() as conn:
+        assert conn.execute("SELECT tbl::text, typ::text, fn::text FROM public.named ORDER BY id").fetchall() == [
+            ("extensions.lookup", "extensions.mood", "extensions.twice(integer)"),
+            ("organizations", "integer", "now()")]
+
+
 def loads(dbs: Any) -> dict[tuple[str, str], tuple[Any, Any]]:
     """Each loaded table's (start, end): the transaction's start, and the table's end before its COMMIT."""
     with dbs.target() as conn:

@@ -463,6 +463,9 @@ def copy_table(conn: psycopg.Connection, table: Table, out: IO[bytes], progress:
         progress.advance(table.qualified, lines)
         block.clear()
 
+    # A regclass, regtype or regproc value names its object with the schema whatever the source's search_path
+    # (Supabase's holds `extensions`), as pg_dump writes it: the target's search_path may find another or none.
+    conn.execute("SET LOCAL search_path = pg_catalog")
     # COPY yields one message per row (or batch): work per block of them.
     with conn.cursor() as cur, cur.copy(query) as copy:
         for chunk in copy:

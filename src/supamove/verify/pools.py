@@ -44,6 +44,9 @@ class SidePool:
     def _conn(self) -> psycopg.Connection:
         if not hasattr(self._local, "conn"):
             conn = connect(self.endpoint, autocommit=True)
+            # A regclass, regtype or regproc value read with its schema on both sides, as the export writes it:
+            # the two sides' search_paths would name one object differently.
+            conn.execute("SET search_path = pg_catalog")
             with self._lock:
                 self._conns.append(conn)
             if self.mapping is not None:
