@@ -838,3 +838,29 @@ def test_a_user_id_kept_as_text_in_upper_case_passes_once_remapped(cli, migrated
         conn.execute("UPDATE edge.posts SET editor = NULL WHERE editor IS NOT NULL")
     code, report, out = verify(cli, "--tables", "edge.posts")
     assert code == 7 and only_failure(report)["table"] == "posts", out
+
+
+def test_an_enum_label_the_target_lacks_fails_even_when_no_row_holds_it(cli, migrated: Path, dbs: Databases) -> None:
+    # The application writes the label after the cutover, and the target refuses it: verify is the last look.
+    with dbs.source() as conn:
+        conn.execute("ALTER TYPE public.alert_status ADD VALUE 'snoozed'")
+        conn.execute("ALTER TYPE public.alert_status ADD VALUE 'it''s muted'")
+    with dbs.target() as conn:
+        conn.execute("ALTER TYPE edge.mood ADD VALUE 'meh' BEFORE 'ok'")
+    code, report, out = verify(cli, "--skip-checksum")
+    assert code == 7, out
+    reasons = {n: t["reason"] for n, t in by_name(report).items() if t["status"] != "pass"}
+    assert reasons == {
+        "public.alerts": "column status: enum public.alert_status lacks 'snoozed', 'it''s muted' in the target "
+                         "(add each there, in the source's order: ALTER TYPE public.alert_status ADD VALUE 'snoozed')",
+        "edge.types_zoo": "column mood: enum edge.mood has 'meh' in the target only; "
+                          "column moods: enum edge.mood has 'meh' in the target only"}
+    assert by_name(report)["edge.types_zoo"]["status"] == "warn"
+    with dbs.target() as conn:
+        conn.execute("ALTER TYPE public.alert_status ADD VALUE 'it''s muted'")
+        conn.execute("ALTER TYPE public.alert_status ADD VALUE 'snoozed'")
+    code, report, out = verify(cli, "--skip-checksum")
+    assert by_name(report)["public.alerts"]["reason"] == (
+        "column status: enum public.alert_status orders its labels otherwise in the target "
+        "(ORDER BY and < sort its values otherwise)"), out
+    assert code == 0, out

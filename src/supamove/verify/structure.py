@@ -34,7 +34,9 @@ SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
        CASE WHEN a.attgenerated <> '' THEN 'generated' WHEN a.attidentity = 'a' THEN 'identity always'
             WHEN a.attidentity = 'd' THEN 'identity by default' ELSE '' END,
        CASE WHEN a.attgenerated <> '' THEN pg_get_expr(ad.adbin, ad.adrelid) END,
-       CASE WHEN a.attcollation <> t.typcollation THEN (SELECT collname FROM pg_collation WHERE oid = a.attcollation) END
+       CASE WHEN a.attcollation <> t.typcollation THEN (SELECT collname FROM pg_collation WHERE oid = a.attcollation) END,
+       CASE WHEN b.typtype = 'e' THEN ARRAY(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = b.oid
+                                            ORDER BY e.enumsortorder) END
 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_type t ON t.oid = a.atttypid
 JOIN pg_type b ON b.oid = CASE WHEN t.typcategory = 'A' AND t.typelem <> 0 THEN t.typelem ELSE t.oid END
@@ -98,6 +100,7 @@ class ColumnShape:
     kind: str  # "generated", "identity always", "identity by default" or ""
     expression: str | None  # a generated column's expression
     collation: str | None  # the column's own, when not its type's: sorting, comparing, unique keys differ
+    labels: list[str] | None  # an enum's (or an enum array's) labels in their order
 
 
 @dataclass
@@ -224,11 +227,34 @@ def _compare_column(name: str, ours: ColumnShape, theirs: ColumnShape, found: Fi
     if ours.collation != theirs.collation:
         found.warnings.append(f"column {name} is collated {theirs.collation or 'as its type'} in the target, "
                               f"{ours.collation or 'as its type'} in the source (order and equality may differ)")
+    if ours.identity == theirs.identity and ours.labels != theirs.labels:
+        _compare_labels(name, ours, theirs.labels or [], found)
     if ours.default is not None and theirs.default is None:
         found.failures.append(f"column {name} has no default in the target (source: {ours.default})")
     elif ours.default != theirs.default:
         found.warnings.append(f"column {name} has another default in the target: source {ours.default}, "
                               f"target {theirs.default}")
+
+
+def _compare_labels(name: str, ours: ColumnShape, theirs: list[str], found: Findings) -> None:
+    """A label the target's enum lacks fails even when no row holds it yet: the application writes it after the
+    cutover and the target refuses. One the target has more, or another order (how < sorts), warns."""
+    enum, labels = ours.type.removesuffix("[]"), ours.labels or []
+    missing = [label for label in labels if label not in theirs]
+    extra = [label for label in theirs if label not in labels]
+    if missing:
+        how = "add it there" if len(missing) == 1 else "add each there, in the source's order"
+        found.failures.append(f"column {name}: enum {enum} lacks {_quoted(missing)} in the target "
+                              f"({how}: ALTER TYPE {enum} ADD VALUE {_quoted(missing[:1])})")
+    if extra:
+        found.warnings.append(f"column {name}: enum {enum} has {_quoted(extra)} in the target only")
+    if not missing and not extra:
+        found.warnings.append(f"column {name}: enum {enum} orders its labels otherwise in the target "
+                              "(ORDER BY and < sort its values otherwise)")
+
+
+def _quoted(labels: list[str]) -> str:
+    return ", ".join("'" + label.replace("'", "''") + "'" for label in labels)
 
 
 def _compare_constraints(ours: dict[str, tuple[str, str]], theirs: dict[str, tuple[str, str]],
