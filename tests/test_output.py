@@ -161,7 +161,7 @@ def test_users_dry_runs_as_json_and_reruns_keep_retain_until(cli: Any, exported:
     assert matches["dryRun"] is True and matches["mappingPath"] is None
     assert {m["supabaseUserId"] for m in matches["matched"]} == {m["supabaseUserId"] for m in mapping["mappings"]}
     assert set(matches) == {"dryRun", "matched", "unmatchedSupabase", "unmatchedStackAuth", "mappingPath",
-                            "keptFromEarlierMapping"}
+                            "keptFromEarlierMapping", "claimedByMoreThanOne"}
     resets = orjson.loads(cli("send-password-resets", "--dry-run", "--json").stdout)
     required = orjson.loads((exported / "password-reset-required.json").read_bytes())["users"]
     assert {u["supabaseUserId"] for u in resets["toSend"]} == {u["supabaseUserId"] for u in required if u["email"]}

@@ -567,6 +567,30 @@ def test_map_users_keeps_an_entry_whose_stack_auth_user_is_there_but_no_longer_m
     assert stack.create_count() == creates
 
 
+def test_map_users_refuses_to_guess_between_two_stack_auth_users_claiming_one_supabase_user(
+        stack: StackAuthSandbox, client: StackAuthClient, datadir: DataDir) -> None:
+    # A duplicate made by hand or by another importer: the first one listed was mapped without a word, and
+    # the application's rows could have followed the wrong account.
+    migrate_users(client, datadir)
+    before = datadir.user_mapping.read_bytes()
+    first = next(m["stackAuthUserId"] for m in orjson.loads(before)["mappings"] if m["supabaseUserId"] == uid("alice"))
+    twin = client.create_user({"primary_email": "alice.twin@example.com",
+                               "server_metadata": {"supabase_user_id": uid("alice")}}).user["id"]
+    for dry_run in (True, False):
+        result = map_users(client, datadir, dry_run=dry_run)
+        assert {sid: set(ids) for sid, ids in result.claimed_twice.items()} == {uid("alice"): {first, twin}}
+        failure = result.failure()
+        assert isinstance(failure, StackAuthError) and failure.exit_code == 6
+        assert "1 Supabase users are each claimed by more than one Stack Auth user" in str(failure)
+        assert uid("alice") in str(failure) and twin in str(failure)
+        assert ("user-mapping.json was not written" in str(failure)) is not dry_run
+        assert result.to_dict()["claimedByMoreThanOne"][0]["supabaseUserId"] == uid("alice")
+    assert datadir.user_mapping.read_bytes() == before
+    client.update_user(twin, {"server_metadata": None})  # the fix the error gives
+    result = map_users(client, datadir)
+    assert result.failure() is None and (twin, "alice.twin@example.com") in result.unmatched_stack
+
+
 def test_damaged_mapping_is_a_data_file_error(tmp_path: Path) -> None:
     path = tmp_path / "user-mapping.json"
     path.write_text("{not json")

@@ -269,7 +269,7 @@ def map_users_command(ctx: Context, dry_run: bool, as_json: bool) -> None:
     from supamove.users.mapusers import map_users
     with ctx.stack_auth() as client:
         result = map_users(client, ctx.datadir if dry_run else ctx.datadir.ensure(), dry_run)
-    render.show(result, as_json, render.show_user_matches)
+    render.show(result, as_json, render.show_user_matches, result.failure())
 
 
 @command("purge-mapping")

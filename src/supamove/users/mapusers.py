@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from supamove.clock import iso
-from supamove.errors import SupamoveError
+from supamove.errors import StackAuthError, SupamoveError
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
 from supamove.usermap import UserMapping
@@ -27,6 +27,7 @@ class MapResult:
     dry_run: bool
     mapping_path: Path | None = None
     kept: int = 0  # entries of the mapping it replaces, their Stack Auth user there and matched by nothing else
+    claimed_twice: dict[str, list[str]] = field(default_factory=dict)  # Supabase id -> every Stack Auth user claiming it
 
     def to_dict(self) -> dict[str, Any]:
         """`map-users --dry-run --json`: the mappings found, and the users left unmatched on either side."""
@@ -36,7 +37,22 @@ class MapResult:
                 "unmatchedStackAuth": [{"stackAuthUserId": sid, "email": email}
                                        for sid, email in self.unmatched_stack],
                 "mappingPath": None if self.mapping_path is None else str(self.mapping_path),
-                "keptFromEarlierMapping": self.kept}
+                "keptFromEarlierMapping": self.kept,
+                "claimedByMoreThanOne": [{"supabaseUserId": sid, "stackAuthUserIds": ids}
+                                         for sid, ids in self.claimed_twice.items()]}
+
+    def failure(self) -> SupamoveError | None:
+        """A Supabase user that two Stack Auth users claim: which one the data belongs to is the operator's call."""
+        if not self.claimed_twice:
+            return None
+        shown = "; ".join(f"{sid}: {', '.join(ids)}" for sid, ids in list(self.claimed_twice.items())[:5])
+        more = f" and {len(self.claimed_twice) - 5:,} more" if len(self.claimed_twice) > 5 else ""
+        written = "" if self.dry_run else "; user-mapping.json was not written"
+        return StackAuthError(
+            f"{len(self.claimed_twice):,} Supabase users are each claimed by more than one Stack Auth user "
+            f"(server_metadata.supabase_user_id): {shown}{more}{written}",
+            fix="keep one Stack Auth user for each (delete the others in the dashboard, or clear their "
+                "server_metadata.supabase_user_id), then run `supamove map-users` again")
 
 
 @dataclass
@@ -46,6 +62,7 @@ class _Matches:
     matched: dict[str, dict[str, Any]]
     by_email: dict[str, list[dict[str, Any]]]  # Stack Auth users with no Supabase id, by their e-mail
     unmatched_stack: list[tuple[str, str | None]]
+    claimed_twice: dict[str, list[str]] = field(default_factory=dict)
 
 
 def map_users(client: StackAuthClient, datadir: DataDir, dry_run: bool = False,
@@ -63,8 +80,9 @@ def map_users(client: StackAuthClient, datadir: DataDir, dry_run: bool = False,
     kept = _keep_earlier(found, users, datadir.user_mapping)
     unmatched = [(u.id, u.normalized_email, _why_unmatched(u, holders)) for u in users if u.id not in found.matched]
     ordered = [found.matched[u.id] for u in users if u.id in found.matched]
-    result = MapResult(ordered, unmatched, found.unmatched_stack, dry_run, kept=kept)
-    if not dry_run:
+    result = MapResult(ordered, unmatched, found.unmatched_stack, dry_run, kept=kept,
+                       claimed_twice=found.claimed_twice)
+    if not dry_run and not found.claimed_twice:
         mapping = UserMapping.fresh(datadir.user_mapping)
         for entry in ordered:
             mapping.add(entry["supabaseUserId"], entry["stackAuthUserId"], entry["email"], entry["migratedAt"])
@@ -85,6 +103,9 @@ def _match_by_id(client: StackAuthClient, users: list[SupabaseUser], holders: di
         email = normalize_email(stack_user.get("primary_email"))
         if sid in by_id and sid not in found.matched:
             found.matched[sid] = _mapping_entry(by_id[sid], stack_user)
+        elif sid in by_id:  # a second claim: mapping either would be a guess
+            first = found.matched[sid]["stackAuthUserId"]
+            found.claimed_twice.setdefault(sid, [first]).append(stack_user["id"])
         elif sid is None and email is not None and email in holders:
             found.by_email.setdefault(email, []).append(stack_user)
         else:
