@@ -38,6 +38,7 @@ from supamove.export import ExportOptions, apply_value_check, check_values, plan
 from supamove.files import write_json
 from supamove.metadata import Metadata, SequenceState, TableEntry
 from supamove.paths import DataDir
+from supamove.sandbox import fixtures
 from supamove.sandbox.pgserver import PostgresServer, find_bindir
 from supamove.verify import VerifyOptions, checksum, run_verify
 from supamove.verify import run as verify_run
@@ -864,3 +865,34 @@ def test_an_enum_label_the_target_lacks_fails_even_when_no_row_holds_it(cli, mig
         "column status: enum public.alert_status orders its labels otherwise in the target "
         "(ORDER BY and < sort its values otherwise)"), out
     assert code == 0, out
+
+
+def test_rows_keyed_by_an_extensions_type_are_each_found_once(cli, dbs: Databases, data_dir: Path) -> None:
+    # Verify narrows a table down by its key with <. With the extension's schema off the search_path (Supabase's
+    # `extensions`), citext's < was text's, which its ORDER BY does not follow: rows listed twice, others never;
+    # an ltree key had no < at all.
+    for connect in (dbs.source, dbs.target):
+        with connect() as conn:
+            conn.execute("CREATE SCHEMA IF NOT EXISTS extensions")
+            conn.execute("CREATE EXTENSION citext WITH SCHEMA extensions; CREATE EXTENSION ltree WITH SCHEMA extensions")
+            conn.execute("CREATE TABLE public.tagged (tag extensions.citext PRIMARY KEY, v integer); "
+                         "CREATE TABLE public.tree (path extensions.ltree PRIMARY KEY, v integer)")
+    with dbs.source() as conn:
+        conn.execute(f"GRANT SELECT ON public.tagged, public.tree TO {fixtures.APP_ROLE}")
+        conn.execute("INSERT INTO public.tagged SELECT CASE WHEN i % 2 = 0 THEN 'Tag' ELSE 'tag' END || i, i "
+                     "FROM generate_series(1, 12000) i")
+        conn.execute("INSERT INTO public.tree SELECT ('top.n' || i)::extensions.ltree, i FROM generate_series(1, 12000) i")
+    for step in (("export", "--tables", "public.tagged", "--tables", "public.tree"), ("import",)):
+        result = cli(*step)
+        assert result.exit_code == 0, (step, result.output)
+    with dbs.target() as conn:
+        conn.execute("UPDATE public.tagged SET v = -v WHERE v % 400 = 7")
+        conn.execute("UPDATE public.tree SET v = -1 WHERE v = 7000")
+    result = cli("verify", "--max-diffs", "100")
+    assert result.exit_code == 7, result.output
+    tables = by_name(orjson.loads((data_dir / "verification-report.json").read_bytes()))
+    tagged = [d["key"]["tag"] for d in tables["public.tagged"]["differences"]]
+    assert sorted(tagged) == sorted(("Tag" if i % 2 == 0 else "tag") + str(i) for i in range(7, 12001, 400))
+    assert tables["public.tagged"]["moreDifferences"] is False
+    assert tables["public.tree"]["differences"] == [
+        {"kind": "changed", "key": {"path": "top.n7000"}, "columns": [{"column": "v", "source": "7000", "target": "-1"}]}]

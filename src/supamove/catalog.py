@@ -53,6 +53,13 @@ class QualifiedName:
         return qualify(self.schema, self.name)
 
 
+# A reg* type's values are oids written as names, qualified only where the session's search_path does not
+# find them: the catalog each names its objects in, to read them with their schema whatever the search_path.
+REG_CATALOGS = {"regclass": "pg_class", "regtype": "pg_type", "regproc": "pg_proc", "regprocedure": "pg_proc",
+                "regoper": "pg_operator", "regoperator": "pg_operator", "regconfig": "pg_ts_config",
+                "regdictionary": "pg_ts_dict", "regcollation": "pg_collation"}
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
@@ -66,6 +73,11 @@ class Column:
     def encoding(self) -> str:
         """How export writes it: "number", "boolean" or "text"."""
         return NATIVE_JSON_TYPES.get(self.type, "text")
+
+    @property
+    def names_in(self) -> str | None:
+        """The catalog a reg* column (or a domain over one) names objects of; None for any other, arrays too."""
+        return REG_CATALOGS.get(self.base_type or self.type) if not self.type.endswith("]") else None
 
     @property
     def padded(self) -> bool:

@@ -51,6 +51,7 @@ class Relation:
     padded: frozenset[str] = frozenset()  # bpchar without a length: its text is its output, trailing spaces kept
     flattened: frozenset[str] = frozenset()  # the source's user-id arrays: read as the target's mapped back
     lowered: frozenset[str] = frozenset()  # the source's text user ids: a uuid in any case reads in lower case
+    named: dict[str, str] = field(default_factory=dict)  # reg* column -> the catalog its values name objects of
 
     @property
     def source(self) -> sql.Composable:
@@ -63,6 +64,9 @@ def column_text(rel: Relation, name: str) -> sql.Composable:
     col = sql.Identifier(name)
     if name in rel.padded:  # ::text trims them, 'b  ' and 'b' alike; concat() takes the type's output
         return sql.SQL("CASE WHEN {c} IS NOT NULL THEN concat({c}) END").format(c=col)
+    if name in rel.named:  # with its schema on both sides, whatever either session's search_path finds
+        return sql.SQL("CASE WHEN {c} IS NOT NULL THEN (pg_identify_object({cat}::regclass, {c}::oid, 0)).identity END"
+                       ).format(c=col, cat=sql.Literal(rel.named[name]))
     if name in rel.flattened:  # its bounds and dimensions, then its elements in order, as mapped back below
         return sql.SQL(
             "CASE WHEN {c} IS NULL THEN NULL ELSE coalesce(array_dims({c}), '') || coalesce((SELECT "

@@ -64,7 +64,13 @@ class TableComparison:
                 elif (col.base_type or col.type) in ("text", "character varying"):
                     lowered.add(name)
         return Relation(live.schema, live.name, live.partitioned, self.columns, self.key, mapped, self.hashed_by_value(),
-                        self.padded(), frozenset(flattened), frozenset(lowered))
+                        self.padded(), frozenset(flattened), frozenset(lowered), self.named())
+
+    def named(self) -> dict[str, str]:
+        """The compared reg* columns, of one such type on both sides: the catalog their values name objects of."""
+        assert self.source and self.target
+        ours, theirs = ({c.name: c.names_in for c in t.columns} for t in (self.source, self.target))
+        return {c: catalog for c in self.columns if (catalog := ours[c]) is not None and catalog == theirs[c]}
 
     def padded(self) -> frozenset[str]:
         """The compared columns of a character type on both sides (read the same way on each)."""

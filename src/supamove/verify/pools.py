@@ -21,6 +21,15 @@ T = TypeVar("T")
 SUPABASE_IDS = sql.Identifier("pg_temp", "supamove_supabase_ids")  # the mapping's Supabase ids, as uuids
 
 
+# The schemas holding extensions, after the session's own: a key of an extension's type (citext, ltree in Supabase's
+# `extensions`) is compared with its own < operator, the one its ORDER BY sorts by, whatever the role's search_path.
+EXTENSIONS_FOUND_SQL = """
+SELECT set_config('search_path', concat_ws(', ', nullif(current_setting('search_path'), ''),
+                  (SELECT string_agg(DISTINCT quote_ident(n.nspname), ', ') FROM pg_extension e
+                   JOIN pg_namespace n ON n.oid = e.extnamespace WHERE n.nspname <> 'pg_catalog')), false)
+"""
+
+
 class SidePool:
     """`size` threads with one connection each to one side; the target's carry the user mapping."""
 
@@ -44,9 +53,7 @@ class SidePool:
     def _conn(self) -> psycopg.Connection:
         if not hasattr(self._local, "conn"):
             conn = connect(self.endpoint, autocommit=True)
-            # A regclass, regtype or regproc value read with its schema on both sides, as the export writes it:
-            # the two sides' search_paths would name one object differently.
-            conn.execute("SET search_path = pg_catalog")
+            conn.execute(EXTENSIONS_FOUND_SQL)
             with self._lock:
                 self._conns.append(conn)
             if self.mapping is not None:
