@@ -13,6 +13,9 @@ from supamove import catalog
 from supamove.schema.model import ReportItem
 
 Key = tuple[int, int]  # (catalog oid, object oid), as pg_dump's table of contents names an object
+# Every PostgreSQL has what these hold (initdb's text search configurations and collations, `english` and
+# "en-x-icu", are not pinned, so a use of them is recorded): never Supabase's platform to leave out.
+BUILT_IN_SCHEMAS = {"pg_catalog", "information_schema", "pg_toast"}
 # Extensions that are Supabase services rather than building blocks of the application's schema.
 SERVICE_EXTENSIONS = {
     "pg_net": "HTTP requests from the database (database webhooks)",
@@ -74,6 +77,8 @@ WITH deps AS (
     LEFT JOIN pg_constraint ic ON d.classid = 'pg_class'::regclass AND ic.conindid = d.objid
                               AND ic.contype IN ('p', 'u', 'x')
     WHERE d.deptype = 'n'
+      -- A partition's copy of its parent's foreign key has no entry: the parent's brings it, and is decided alone.
+      AND coalesce(con.conparentid, 0) = 0
 )
 SELECT deps.classid::int, deps.objid::int, deps.owner_classid::int, deps.owner_objid::int,
        o.identity, o.type, e.extname
@@ -146,7 +151,7 @@ GROUP BY p.oid
 
 
 def platform_bodies(conn: psycopg.Connection, schemas: list[str], platform: list[str]) -> dict[int, list[str]]:
-    named = [re.escape(s) for s in platform if s not in ("extensions", "information_schema", "pg_catalog", "pg_toast")]
+    named = [re.escape(s) for s in platform if s != "extensions" and s not in BUILT_IN_SCHEMAS]
     pattern = r"\m((?:" + "|".join(named) + r")\.[a-z_][a-z0-9_]*)"
     return {oid: list(found) for oid, found in conn.execute(BODIES_SQL, {"schemas": schemas, "pattern": pattern})}
 
@@ -162,7 +167,7 @@ def read_facts(conn: psycopg.Connection, schemas: list[str], include: list[str],
         server_version=str(version), server_major=int(number) // 10000,
         selected_tables={t.key for t in catalog.read_tables(conn, schemas, include, exclude)},
         partition_roots={oid: (s, n) for oid, s, n in conn.execute(PARTITIONS_SQL, {"schemas": schemas})},
-        refs=read_refs(conn, platform, toc_keys),
+        refs=read_refs(conn, [s for s in platform if s not in BUILT_IN_SCHEMAS], toc_keys),
         grantees={(c, o): list(g) for c, o, g in conn.execute(GRANTEES_SQL, {"oids": oids})},
         policy_roles={oid: list(roles) for oid, roles in conn.execute(POLICY_ROLES_SQL)},
         auth_trigger_functions={}, extensions=read_extensions(conn),
