@@ -11,6 +11,7 @@ from graphlib import TopologicalSorter
 from typing import TYPE_CHECKING
 
 import psycopg
+from psycopg import sql
 
 from supamove.errors import ConfigError
 
@@ -260,6 +261,22 @@ def refuse_rls_filtering(conn: psycopg.Connection, endpoint: Endpoint, tables: I
         raise endpoint.error(f"row-level security hides rows of {', '.join(hidden[:5])}{more} from the user in "
                              f"{endpoint.setting} (it has no BYPASSRLS): reading them would miss rows without an "
                              "error", f"use {who} in {endpoint.setting}, or ALTER ROLE ... BYPASSRLS")
+
+
+def refuse_unreadable(conn: psycopg.Connection, endpoint: Endpoint, tables: Iterable[Table]) -> None:
+    """Stop, before anything is read, when this session's user may not read some of the given tables (or only
+    some of their columns): the export would stop at the first of them, the plan's checks unexpectedly."""
+    keys = [t.key for t in tables]
+    rows = conn.execute("SELECT s, t FROM unnest(%s::text[], %s::text[]) u(s, t) "
+                        "WHERE NOT has_table_privilege(format('%%I.%%I', s, t), 'SELECT')",
+                        ([k[0] for k in keys], [k[1] for k in keys])).fetchall()
+    if rows:
+        names = [qualify(*r) for r in rows]
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        quoted = ", ".join(sql.Identifier(*r).as_string(None) for r in rows[:5])
+        raise endpoint.error(f"the user in {endpoint.setting} may not read {', '.join(names[:5])}{more}",
+                             f"on the source, GRANT SELECT ON {quoted} TO that user; or use the postgres user; or "
+                             "leave them out with --exclude-tables")
 
 
 def free_sequences(conn: psycopg.Connection, schemas: Sequence[str]) -> list[tuple[str, str]]:

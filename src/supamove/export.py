@@ -242,6 +242,7 @@ def plan_export(conn: psycopg.Connection, source: Endpoint, options: ExportOptio
     tables = catalog.find_user_id_columns(
         [t for t in every if catalog.selected(t, options.tables, options.exclude_tables)],
         options.user_id_columns, options.not_user_id_columns)
+    catalog.refuse_unreadable(conn, source, [*tables, *auth])
     catalog.refuse_rls_filtering(conn, source, [*tables, *auth])
     present = [r[0] for r in conn.execute(
         "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s) ORDER BY 1",
