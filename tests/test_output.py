@@ -256,7 +256,7 @@ def test_the_migrate_summary_counts_the_users_found_after_an_interruption() -> N
     result = MigrateResult(dry_run=False)
     result.users = MigrationResult(users, False, 1.0)
     assert render._step_done(result, "migrate-users") == (
-        "1 created, 1 found after an interruption, 2 in Stack Auth, 0 failed, 0 need a password reset")
+        "1 created, 1 found from an earlier run, 2 in Stack Auth, 0 failed, 0 need a password reset")
 
 
 def test_a_key_with_a_tab_and_one_with_a_written_backslash_t_read_apart() -> None:

@@ -481,7 +481,7 @@ def test_a_create_in_flight_when_the_run_was_killed_is_found_and_counted(stack: 
     rerun = migrate_users(client, datadir)
     assert stack.create_count() == creates
     found = outcomes(rerun)[lost["supabaseUserId"]]
-    assert found.found_earlier and "found in Stack Auth after an interrupted run" in found.notes
+    assert found.found_earlier and "found in Stack Auth by its Supabase id (an earlier run created it)" in found.notes
     # Every user in one bucket of the summary: it was in none ("Created 1,097 ... 396 unchanged" of 1,500).
     summary = orjson.loads(datadir.users_report.read_bytes())["summary"]
     assert summary["foundAfterInterruption"] == 1 and summary["createdThisRun"] == 0
@@ -529,6 +529,22 @@ def test_no_password_hashes_forces_resets(stack: StackAuthSandbox, client: Stack
     assert uid("erin") not in reasons and uid("mallory") not in reasons  # OAuth-only; banned
     assert not {uid("judy"), uid("kim"), uid("grace"), uid("frank")} & set(reasons)  # no sign-in e-mail
     assert len(reasons) == 9  # alice bob carol oscar victor xavier (forced), dave trent (none), ivan (sso)
+
+
+def test_a_new_data_directory_against_the_same_stack_auth_finds_the_users_created_before(
+        stack: StackAuthSandbox, client: StackAuthClient, datadir: DataDir, tmp_path: Path) -> None:
+    # Started again in a new data directory (the export's own advice when one is finished), the users with no
+    # sign-in e-mail to link by (anonymous, deleted, phone-only, a shared e-mail) were created a second time.
+    first = migrate_users(client, datadir)
+    creates = stack.create_count()
+    again = write_export(tmp_path / "elsewhere", *edge_users())
+    planned = migrate_users(client, again, MigrateOptions(dry_run=True))
+    assert {o.status for o in planned.outcomes} <= {"done", "failed"}, [(o.status, o.reason) for o in planned.outcomes]
+    result = migrate_users(client, again)
+    assert stack.create_count() == creates and max(by_supabase_id(stack).values()) == 1
+    assert {o.supabase_user_id: o.stack_auth_user_id for o in result.outcomes} == \
+        {o.supabase_user_id: o.stack_auth_user_id for o in first.outcomes}
+    assert result.found_earlier >= 4 and result.failure() is None
 
 
 def test_map_users_rebuilds_the_same_mapping(stack: StackAuthSandbox, client: StackAuthClient,

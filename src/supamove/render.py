@@ -539,7 +539,7 @@ def show_user_outcomes(result: Any) -> None:
     if result.dry_run:
         say(f"Dry run: {resets:,} users would need a password reset. Nothing was created or updated.")
         return
-    found = f"; {result.found_earlier:,} created by the interrupted run before were found in Stack Auth" \
+    found = f"; {result.found_earlier:,} created by an earlier run were found in Stack Auth by their Supabase id" \
         if result.found_earlier else ""
     say(f"Created {result.created:,} users in {result.seconds:.1f}s ({result.users_per_second:,.0f} users/s){found}; "
         f"{resets:,} need a password reset (password-reset-required.json). Report: {result.report_path}")
@@ -744,7 +744,7 @@ def _step_done(result: MigrateResult, step: str) -> str:
     if step == "export" and result.export_kept:
         return "finished by a previous run: kept (`supamove export --force` exports again)"
     if step == "migrate-users" and users is not None:
-        found = f", {users.found_earlier:,} found after an interruption" if users.found_earlier else ""
+        found = f", {users.found_earlier:,} found from an earlier run" if users.found_earlier else ""
         return (f"{users.created:,} created{found}, {len(users.outcomes) - len(users.failed):,} in Stack Auth, "
                 f"{len(users.failed):,} failed, {len(users.reset_required):,} need a password reset")
     if step == "import" and result.imported:

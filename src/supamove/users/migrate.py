@@ -220,7 +220,9 @@ def migrate_users(client: StackAuthClient, datadir: DataDir, options: MigrateOpt
             state.restore(sid, done["syncState"])
     gone = [(sid, e["stackAuthUserId"], e.get("email")) for sid, e in mapping.entries.items()
             if sid not in by_id and (record := state.get(sid)) is not None and not record.get("linked")]
-    next(client.iter_users(page_size=1), None)  # the credentials, checked before anything is created
+    anyone = next(client.iter_users(page_size=1), None)  # the credentials, checked before anything is created
+    if anyone is not None and not mapping.entries:  # a new data directory: an earlier one's users may be there
+        pending = {**{i.user.id: i.email for i in plan if i.action == "create"}, **pending}
     updates = PendingJournal(datadir.pending_updates)
     updates.load()  # an interrupted run's updates: a dry run reads them as the real run does
     if options.dry_run:
@@ -239,7 +241,7 @@ def migrate_users(client: StackAuthClient, datadir: DataDir, options: MigrateOpt
     return result
 
 
-FOUND_NOTE = "found in Stack Auth after an interrupted run"
+FOUND_NOTE = "found in Stack Auth by its Supabase id (an earlier run created it)"
 
 
 class _Run:
@@ -455,7 +457,8 @@ class _Run:
         return next((u for u in candidates if supabase_id_of(u) == item.user.id), None)
 
     def _scan_index(self) -> dict[str, dict[str, Any]]:
-        log.info("an earlier run was interrupted with creates in flight; reading Stack Auth's users to find them")
+        log.info("reading Stack Auth's users to find those an earlier run created (a run interrupted with creates in "
+                 "flight, or one with another data directory)")
         return {sid: u for u in self.client.iter_users() if (sid := supabase_id_of(u))}
 
     # --- a rerun: the users of earlier runs brought up to date -------------------------------
