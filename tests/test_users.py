@@ -590,21 +590,26 @@ def test_map_users_refuses_to_guess_between_two_stack_auth_users_claiming_one_su
     migrate_users(client, datadir)
     before = datadir.user_mapping.read_bytes()
     first = next(m["stackAuthUserId"] for m in orjson.loads(before)["mappings"] if m["supabaseUserId"] == uid("alice"))
-    twin = client.create_user({"primary_email": "alice.twin@example.com",
-                               "server_metadata": {"supabase_user_id": uid("alice")}}).user["id"]
+    twin = client.create_user({"primary_email": "alice.twin@example.com",  # its claim written in upper case
+                               "server_metadata": {"supabase_user_id": uid("alice").upper()}}).user["id"]
     for dry_run in (True, False):
         result = map_users(client, datadir, dry_run=dry_run)
-        assert {sid: set(ids) for sid, ids in result.claimed_twice.items()} == {uid("alice"): {first, twin}}
+        claims = result.claimed_twice[uid("alice")]
+        assert sorted((c["stackAuthUserId"], c["inMapping"]) for c in claims) == sorted([(first, True), (twin, False)])
+        assert uid("alice") not in {m["supabaseUserId"] for m in result.matched}  # neither is guessed at
+        assert uid("alice") not in {sid for sid, _, _ in result.unmatched_supabase}
         failure = result.failure()
         assert isinstance(failure, StackAuthError) and failure.exit_code == 6
         assert "1 Supabase users are each claimed by more than one Stack Auth user" in str(failure)
-        assert uid("alice") in str(failure) and twin in str(failure)
+        assert f"{first} alice@example.com (in user-mapping.json)" in str(failure)
+        assert f"{twin} alice.twin@example.com" in str(failure)
         assert ("user-mapping.json was not written" in str(failure)) is not dry_run
         assert result.to_dict()["claimedByMoreThanOne"][0]["supabaseUserId"] == uid("alice")
     assert datadir.user_mapping.read_bytes() == before
     client.update_user(twin, {"server_metadata": None})  # the fix the error gives
     result = map_users(client, datadir)
     assert result.failure() is None and (twin, "alice.twin@example.com") in result.unmatched_stack
+    assert {m["supabaseUserId"]: m["stackAuthUserId"] for m in result.matched}[uid("alice")] == first
 
 
 def test_damaged_mapping_is_a_data_file_error(tmp_path: Path) -> None:

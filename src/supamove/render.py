@@ -611,11 +611,13 @@ def show_user_matches(result: MapResult) -> None:
     if result.unmatched_stack:
         print_table("Stack Auth users matching no Supabase user", ["stack auth user", "e-mail"],
                     [(sid, email or "") for sid, email in result.unmatched_stack[:100]])
-    where = "Dry run: nothing was written" if result.dry_run else f"Wrote {result.mapping_path}"
+    where = "Dry run: nothing was written" if result.dry_run else \
+        f"Wrote {result.mapping_path}" if result.mapping_path else "Nothing was written"
     kept = (f" ({result.kept:,} kept from the earlier mapping: their Stack Auth user is there, its Supabase id "
             "and e-mail changed)") if result.kept else ""
+    claimed = f"; {len(result.claimed_twice):,} claimed by more than one Stack Auth user" if result.claimed_twice else ""
     say(f"Matched {len(result.matched):,} users{kept}; {len(result.unmatched_supabase):,} Supabase and "
-        f"{len(result.unmatched_stack):,} Stack Auth users unmatched. {where}.")
+        f"{len(result.unmatched_stack):,} Stack Auth users unmatched{claimed}. {where}.")
 
 
 def show_resets(result: ResetResult) -> None:

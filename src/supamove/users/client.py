@@ -349,7 +349,7 @@ def supabase_id_of(user: dict[str, Any]) -> str | None:
     """The Supabase id supamove keeps in a Stack Auth user's server_metadata, if any."""
     meta = user.get("server_metadata")
     value = meta.get("supabase_user_id") if isinstance(meta, dict) else None
-    return str(value) if value else None
+    return str(value).lower() if value else None  # as Supabase writes it, whatever case an edit by hand left
 
 
 def error_of(response: httpx.Response) -> tuple[str | None, str]:

@@ -27,7 +27,8 @@ class MapResult:
     dry_run: bool
     mapping_path: Path | None = None
     kept: int = 0  # entries of the mapping it replaces, their Stack Auth user there and matched by nothing else
-    claimed_twice: dict[str, list[str]] = field(default_factory=dict)  # Supabase id -> every Stack Auth user claiming it
+    # Supabase id -> every Stack Auth user claiming it: {stackAuthUserId, email, inMapping (the mapping replaced)}
+    claimed_twice: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """`map-users --dry-run --json`: the mappings found, and the users left unmatched on either side."""
@@ -38,21 +39,28 @@ class MapResult:
                                        for sid, email in self.unmatched_stack],
                 "mappingPath": None if self.mapping_path is None else str(self.mapping_path),
                 "keptFromEarlierMapping": self.kept,
-                "claimedByMoreThanOne": [{"supabaseUserId": sid, "stackAuthUserIds": ids}
-                                         for sid, ids in self.claimed_twice.items()]}
+                "claimedByMoreThanOne": [{"supabaseUserId": sid, "stackAuthUsers": claims}
+                                         for sid, claims in self.claimed_twice.items()]}
 
     def failure(self) -> SupamoveError | None:
         """A Supabase user that two Stack Auth users claim: which one the data belongs to is the operator's call."""
         if not self.claimed_twice:
             return None
-        shown = "; ".join(f"{sid}: {', '.join(ids)}" for sid, ids in list(self.claimed_twice.items())[:5])
+        shown = "; ".join(f"{sid}: {', '.join(map(_claimant, claims))}"
+                          for sid, claims in list(self.claimed_twice.items())[:5])
         more = f" and {len(self.claimed_twice) - 5:,} more" if len(self.claimed_twice) > 5 else ""
         written = "" if self.dry_run else "; user-mapping.json was not written"
         return StackAuthError(
             f"{len(self.claimed_twice):,} Supabase users are each claimed by more than one Stack Auth user "
             f"(server_metadata.supabase_user_id): {shown}{more}{written}",
-            fix="keep one Stack Auth user for each (delete the others in the dashboard, or clear their "
-                "server_metadata.supabase_user_id), then run `supamove map-users` again")
+            fix="keep one Stack Auth user for each, the one user-mapping.json names if the data is imported (delete "
+                "the others in the dashboard, or clear their server_metadata.supabase_user_id), then run "
+                "`supamove map-users` again")
+
+
+def _claimant(claim: dict[str, Any]) -> str:
+    email = f" {claim['email']}" if claim["email"] else ""
+    return f"{claim['stackAuthUserId']}{email}" + (" (in user-mapping.json)" if claim["inMapping"] else "")
 
 
 @dataclass
@@ -62,7 +70,7 @@ class _Matches:
     matched: dict[str, dict[str, Any]]
     by_email: dict[str, list[dict[str, Any]]]  # Stack Auth users with no Supabase id, by their e-mail
     unmatched_stack: list[tuple[str, str | None]]
-    claimed_twice: dict[str, list[str]] = field(default_factory=dict)
+    claims: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # Supabase id -> the Stack Auth users claiming it
 
 
 def map_users(client: StackAuthClient, datadir: DataDir, dry_run: bool = False,
@@ -76,13 +84,15 @@ def map_users(client: StackAuthClient, datadir: DataDir, dry_run: bool = False,
     users = load_auth_export(datadir)
     holders = email_holders(users)
     found = _match_by_id(client, users, holders, progress or NullProgress())
-    _match_by_email(found, holders)  # ids first, then e-mails for the rest
-    kept = _keep_earlier(found, users, datadir.user_mapping)
-    unmatched = [(u.id, u.normalized_email, _why_unmatched(u, holders)) for u in users if u.id not in found.matched]
+    earlier = _earlier_mapping(datadir.user_mapping)
+    claimed = _claimed_twice(found, earlier)  # left out of every match below: which one is the operator's call
+    _match_by_email(found, holders, set(claimed))  # ids first, then e-mails for the rest
+    kept = _keep_earlier(found, users, earlier, set(claimed))
+    unmatched = [(u.id, u.normalized_email, _why_unmatched(u, holders)) for u in users
+                 if u.id not in found.matched and u.id not in claimed]
     ordered = [found.matched[u.id] for u in users if u.id in found.matched]
-    result = MapResult(ordered, unmatched, found.unmatched_stack, dry_run, kept=kept,
-                       claimed_twice=found.claimed_twice)
-    if not dry_run and not found.claimed_twice:
+    result = MapResult(ordered, unmatched, found.unmatched_stack, dry_run, kept=kept, claimed_twice=claimed)
+    if not dry_run and not claimed:
         mapping = UserMapping.fresh(datadir.user_mapping)
         for entry in ordered:
             mapping.add(entry["supabaseUserId"], entry["stackAuthUserId"], entry["email"], entry["migratedAt"])
@@ -101,11 +111,9 @@ def _match_by_id(client: StackAuthClient, users: list[SupabaseUser], holders: di
         progress.advance(LABEL)
         sid = supabase_id_of(stack_user)
         email = normalize_email(stack_user.get("primary_email"))
-        if sid in by_id and sid not in found.matched:
-            found.matched[sid] = _mapping_entry(by_id[sid], stack_user)
-        elif sid in by_id:  # a second claim: mapping either would be a guess
-            first = found.matched[sid]["stackAuthUserId"]
-            found.claimed_twice.setdefault(sid, [first]).append(stack_user["id"])
+        if sid in by_id:
+            found.claims.setdefault(sid, []).append(stack_user)
+            found.matched.setdefault(sid, _mapping_entry(by_id[sid], stack_user))
         elif sid is None and email is not None and email in holders:
             found.by_email.setdefault(email, []).append(stack_user)
         else:
@@ -114,33 +122,48 @@ def _match_by_id(client: StackAuthClient, users: list[SupabaseUser], holders: di
     return found
 
 
-def _match_by_email(found: _Matches, holders: dict[str, SupabaseUser]) -> None:
+def _claimed_twice(found: _Matches, earlier: UserMapping | None) -> dict[str, list[dict[str, Any]]]:
+    """The Supabase ids more than one Stack Auth user claims, taken out of the matches, with every claimant."""
+    claimed = {}
+    for sid, claims in found.claims.items():
+        if len(claims) > 1:
+            del found.matched[sid]
+            mapped = earlier.get(sid) if earlier is not None else None
+            claimed[sid] = [{"stackAuthUserId": u["id"], "email": u.get("primary_email"), "inMapping": u["id"] == mapped}
+                            for u in claims]
+    return claimed
+
+
+def _match_by_email(found: _Matches, holders: dict[str, SupabaseUser], claimed: set[str]) -> None:
     """Each e-mail's Stack Auth users to the Supabase user who signs in with it: the first one only."""
     for email, candidates in found.by_email.items():
         candidates.sort(key=lambda u: not u.get("primary_email_auth_enabled"))  # the one signing in first
         holder = holders[email]
         for stack_user in candidates:
-            if holder.id not in found.matched:
+            if holder.id not in found.matched and holder.id not in claimed:
                 found.matched[holder.id] = _mapping_entry(holder, stack_user)
             else:
                 found.unmatched_stack.append((stack_user["id"], stack_user.get("primary_email")))
 
 
-def _keep_earlier(found: _Matches, users: list[SupabaseUser], path: Path) -> int:
+def _earlier_mapping(path: Path) -> UserMapping | None:
+    try:
+        return UserMapping.load(path) if path.exists() else None
+    except SupamoveError:  # a damaged mapping is what map-users rebuilds
+        return None
+
+
+def _keep_earlier(found: _Matches, users: list[SupabaseUser], earlier: UserMapping | None, claimed: set[str]) -> int:
     """The entries of the mapping being replaced whose Stack Auth user is still there and matched by nothing
     else (its Supabase id and e-mail changed in Stack Auth): kept, or a rerun of migrate-users would create
     that user a second time. How many."""
-    try:
-        earlier = UserMapping.load(path) if path.exists() else None
-    except SupamoveError:  # a damaged mapping is what map-users rebuilds
-        return 0
     if earlier is None:
         return 0
     free = {stack_id: email for stack_id, email in found.unmatched_stack}
     kept = 0
     for user in users:
         stack_id = earlier.get(user.id)
-        if user.id in found.matched or stack_id is None or stack_id not in free:
+        if user.id in found.matched or user.id in claimed or stack_id is None or stack_id not in free:
             continue
         entry = earlier.entries[user.id]
         found.matched[user.id] = {"supabaseUserId": user.id, "stackAuthUserId": stack_id,
