@@ -35,12 +35,14 @@ SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
             WHEN a.attidentity = 'd' THEN 'identity by default' ELSE '' END,
        CASE WHEN a.attgenerated <> '' THEN pg_get_expr(ad.adbin, ad.adrelid) END,
        CASE WHEN a.attcollation <> t.typcollation THEN (SELECT collname FROM pg_collation WHERE oid = a.attcollation) END,
-       CASE WHEN b.typtype = 'e' THEN ARRAY(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = b.oid
-                                            ORDER BY e.enumsortorder) END
+       CASE WHEN eb.typtype = 'e' THEN format_type(eb.oid, NULL) END,
+       CASE WHEN eb.typtype = 'e' THEN ARRAY(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = eb.oid
+                                             ORDER BY e.enumsortorder) END
 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_type t ON t.oid = a.atttypid
 JOIN pg_type b ON b.oid = CASE WHEN t.typcategory = 'A' AND t.typelem <> 0 THEN t.typelem ELSE t.oid END
 JOIN pg_namespace bn ON bn.oid = b.typnamespace
+JOIN pg_type eb ON eb.oid = CASE WHEN b.typtype = 'd' THEN b.typbasetype ELSE b.oid END  -- a domain's enum
 LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
 WHERE a.attnum > 0 AND NOT a.attisdropped AND {wanted}
 """)
@@ -100,7 +102,8 @@ class ColumnShape:
     kind: str  # "generated", "identity always", "identity by default" or ""
     expression: str | None  # a generated column's expression
     collation: str | None  # the column's own, when not its type's: sorting, comparing, unique keys differ
-    labels: list[str] | None  # an enum's (or an enum array's) labels in their order
+    enum: str | None  # the enum a column (an array of, a domain over) holds
+    labels: list[str] | None  # that enum's labels in their order
 
 
 @dataclass
@@ -227,7 +230,7 @@ def _compare_column(name: str, ours: ColumnShape, theirs: ColumnShape, found: Fi
     if ours.collation != theirs.collation:
         found.warnings.append(f"column {name} is collated {theirs.collation or 'as its type'} in the target, "
                               f"{ours.collation or 'as its type'} in the source (order and equality may differ)")
-    if ours.identity == theirs.identity and ours.labels != theirs.labels:
+    if ours.identity == theirs.identity and ours.enum is not None and ours.labels != theirs.labels:
         _compare_labels(name, ours, theirs.labels or [], found)
     if ours.default is not None and theirs.default is None:
         found.failures.append(f"column {name} has no default in the target (source: {ours.default})")
@@ -239,13 +242,14 @@ def _compare_column(name: str, ours: ColumnShape, theirs: ColumnShape, found: Fi
 def _compare_labels(name: str, ours: ColumnShape, theirs: list[str], found: Findings) -> None:
     """A label the target's enum lacks fails even when no row holds it yet: the application writes it after the
     cutover and the target refuses. One the target has more, or another order (how < sorts), warns."""
-    enum, labels = ours.type.removesuffix("[]"), ours.labels or []
+    enum, labels = ours.enum, ours.labels or []
     missing = [label for label in labels if label not in theirs]
     extra = [label for label in theirs if label not in labels]
     if missing:
         how = "add it there" if len(missing) == 1 else "add each there, in the source's order"
         found.failures.append(f"column {name}: enum {enum} lacks {_quoted(missing)} in the target "
-                              f"({how}: ALTER TYPE {enum} ADD VALUE {_quoted(missing[:1])})")
+                              f"({how}: ALTER TYPE {enum} ADD VALUE {_quoted(missing[:1])}"
+                              f"{_placed(missing[0], labels, theirs)})")
     if extra:
         found.warnings.append(f"column {name}: enum {enum} has {_quoted(extra)} in the target only")
     if not missing and not extra:
@@ -253,8 +257,27 @@ def _compare_labels(name: str, ours: ColumnShape, theirs: list[str], found: Find
                               "(ORDER BY and < sort its values otherwise)")
 
 
+def _placed(label: str, labels: list[str], theirs: list[str]) -> str:
+    """Where a label goes among the target's, so that its order is the source's (an enum's cannot change later)."""
+    at = labels.index(label)
+    if (after := next((x for x in labels[at + 1:] if x in theirs), None)) is not None:
+        return f" BEFORE {_quoted([after])}"
+    before = next((x for x in reversed(labels[:at]) if x in theirs), None)
+    return f" AFTER {_quoted([before])}" if before is not None else ""
+
+
 def _quoted(labels: list[str]) -> str:
-    return ", ".join("'" + label.replace("'", "''") + "'" for label in labels)
+    """SQL literals; one holding a tab, a line break or a backslash as an escape string, shown as it reads."""
+    return ", ".join(_literal(label) for label in labels)
+
+
+def _literal(label: str) -> str:
+    text = label.replace("'", "''")
+    if not any(c in label for c in "\\\t\n\r"):
+        return f"'{text}'"
+    for char, escaped in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
+        text = text.replace(char, escaped)
+    return f"E'{text}'"
 
 
 def _compare_constraints(ours: dict[str, tuple[str, str]], theirs: dict[str, tuple[str, str]],
