@@ -19,6 +19,7 @@ from conftest import (
     KEEP_JSON_IDS,
     STACK_PROJECT,
     STACK_SECRET,
+    app_table,
     assert_users_once,
     error_line,
     flat,
@@ -307,3 +308,27 @@ def test_a_wrong_option_is_named_before_any_connection(cli, data_dir: Path, monk
     assert result.exit_code == 2, result.output
     assert error_line(result.output).startswith("Error: schema storage is a Supabase platform schema")
     assert "source (SUPABASE_DB_URL)" not in result.output  # no connection table: none was tried
+
+
+def test_user_ids_in_text_arrays_and_text_like_columns_are_found_and_remapped(cli, dbs, data_dir: Path,
+                                                                           stack_auth: StackAuthSandbox) -> None:
+    # Only uuid, uuid[], text, varchar and json columns were read for user ids: in a text[], a varchar(40)[],
+    # a char(36) or a citext column (no foreign key, no telling name) they stayed Supabase's, and verify passed.
+    for connect in (dbs.source, dbs.target):
+        with connect() as conn:
+            conn.execute("CREATE SCHEMA IF NOT EXISTS extensions; CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA extensions")
+    ids = "SELECT id FROM public.profiles ORDER BY id OFFSET g"
+    app_table(dbs, "teams", "CREATE TABLE public.teams (id integer PRIMARY KEY, members text[], admins varchar(40)[], "
+                            "owner char(36), contact extensions.citext)",
+              f"INSERT INTO public.teams SELECT g, ARRAY({ids} LIMIT 3)::text[], ARRAY({ids} LIMIT 2)::varchar(40)[], "
+              f"({ids} LIMIT 1), upper(({ids} + 1 LIMIT 1)::text) FROM generate_series(1, 12) g")
+    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    assert result.exit_code == 0, result.output
+    assert report_statuses(data_dir) == {"pass"}
+    found = {c["column"] for c in metadata(data_dir)["userIdValueCheck"]["columns"] if c["table"] == "teams"}
+    assert found == {"members", "admins", "owner", "contact"}
+    stack_ids = set(mapping(data_dir))
+    with dbs.target() as conn:
+        rows = conn.execute("SELECT members, admins, owner, contact::text FROM public.teams").fetchall()
+    values = [v for members, admins, owner, contact in rows for v in [*members, *admins, owner, contact]]
+    assert len(values) == 12 * 7 and {v.lower() for v in values} <= stack_ids

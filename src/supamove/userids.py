@@ -22,8 +22,9 @@ USER_IDS = sql.SQL("(SELECT id FROM auth.users)")
 # A table with fewer rows than a quarter of the users probes auth.users' primary key row by row
 # (1 to 2 µs a value) instead of hashing every user id once per column (about 0.4 µs a user).
 PROBE_SHARE = 4
-FAMILIES = {"uuid": "uuid", "uuid[]": "uuid[]", "text": "text", "character varying": "text",
-            "json": "json", "jsonb": "json"}
+FAMILIES = {"uuid": "uuid", "uuid[]": "uuid[]", "text": "text", "character varying": "text", "character": "text",
+            "text[]": "text[]", "character varying[]": "text[]", "json": "json", "jsonb": "json"}
+PLAIN_TEXT = {"text", "character varying"}  # read as they are; another text-like type (bpchar, citext) as ::text
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,18 @@ class TableCounts:
 
 
 def family(column: Column) -> str | None:
-    """"uuid", "uuid[]", "text" or "json" for a column worth checking (domains resolved), else None."""
+    """"uuid", "uuid[]", "text", "text[]" or "json" for a column worth checking (domains resolved), else None.
+
+    citext (in whatever schema its extension is) is text too."""
     if column.generated:
         return None
-    return FAMILIES.get(column.base_type or column.type)
+    base = column.base_type or column.type
+    return "text" if base.rsplit(".", 1)[-1] == "citext" else FAMILIES.get(base)
+
+
+def as_text(column: Column, col: sql.Composable) -> sql.Composable:
+    """A text-family column as text: bpchar and citext compared by text's LIKE and regex, whatever search_path."""
+    return col if (column.base_type or column.type) in PLAIN_TEXT else sql.SQL("{}::text").format(col)
 
 
 def source(table: Table) -> sql.Composable:
@@ -117,9 +126,13 @@ def value_counts(column: Column, found: Lookup = hashed) -> list[sql.Composable]
         return [sql.SQL("coalesce(sum((SELECT count(e.v) FROM unnest({c}) e(v))), 0)").format(c=col),
                 sql.SQL("coalesce(sum((SELECT count(*) FROM unnest({c}) e(v) WHERE {found})), 0)").format(
                     c=col, found=found(sql.SQL("e.v")))]
+    if kind == "text[]":
+        return [sql.SQL("coalesce(sum((SELECT count(e.v) FROM unnest({c}) e(v))), 0)").format(c=col),
+                sql.SQL("coalesce(sum((SELECT count(*) FROM unnest({c}) e(v) WHERE {found})), 0)").format(
+                    c=col, found=is_user_id_text(sql.SQL("e.v::text"), found))]
     if kind == "text":
         return [sql.SQL("count({c})").format(c=col),
-                sql.SQL("count(*) FILTER (WHERE {})").format(is_user_id_text(col, found))]
+                sql.SQL("count(*) FILTER (WHERE {})").format(is_user_id_text(as_text(column, col), found))]
     return [sql.SQL("count({c})").format(c=col), sql.SQL("count(*) FILTER (WHERE {})").format(found(col))]
 
 
@@ -225,8 +238,12 @@ def held_user_id(column: Column, users: sql.Composable = USER_IDS) -> sql.Compos
 
     if kind == "uuid[]":
         return sql.SQL("(SELECT min(e::text) FROM unnest({c}) e WHERE {f})").format(c=col, f=found(sql.SQL("e")))
+    if kind == "text[]":
+        return sql.SQL("(SELECT min(lower(e::text)) FROM unnest({c}) e WHERE {f})").format(
+            c=col, f=is_user_id_text(sql.SQL("e::text"), found))
     if kind == "text":
-        return sql.SQL("CASE WHEN {} THEN lower({}) END").format(is_user_id_text(col, found), col)
+        text = as_text(column, col)
+        return sql.SQL("CASE WHEN {} THEN lower({}) END").format(is_user_id_text(text, found), text)
     if kind == "json":  # the CASE spares the documents holding no uuid the set-returning walk (5x faster)
         doc = sql.SQL("{}::text").format(col)
         return sql.SQL("CASE WHEN {m} THEN (SELECT min(lower(m[1])) FROM regexp_matches({d}, {re}, 'gi') m "

@@ -60,24 +60,30 @@ class Relation:
 
 
 def column_text(rel: Relation, name: str) -> sql.Composable:
-    """A column's canonical text; a user id held by the target is mapped back to its Supabase id."""
+    """A column's canonical text; a user id held by the target is mapped back to its Supabase id (the user-id
+    readings first: a char(36) or citext user id is one too)."""
     col = sql.Identifier(name)
-    if name in rel.padded:  # ::text trims them, 'b  ' and 'b' alike; concat() takes the type's output
-        return sql.SQL("CASE WHEN {c} IS NOT NULL THEN concat({c}) END").format(c=col)
-    if name in rel.named:  # with its schema on both sides, whatever either session's search_path finds
-        return sql.SQL("CASE WHEN {c} IS NOT NULL THEN (pg_identify_object({cat}::regclass, {c}::oid, 0)).identity END"
-                       ).format(c=col, cat=sql.Literal(rel.named[name]))
+    if name in rel.mapped:
+        return _mapped_back(col, rel.mapped[name])
     if name in rel.flattened:  # its bounds and dimensions, then its elements in order, as mapped back below
         return sql.SQL(
             "CASE WHEN {c} IS NULL THEN NULL ELSE coalesce(array_dims({c}), '') || coalesce((SELECT "
             "array_agg(e.v::text ORDER BY e.n)::text FROM unnest({c}) WITH ORDINALITY e(v, n)), '{{}}') END"
         ).format(c=col)
     if name in rel.lowered:  # the import maps 02A3… as 02a3…, and the target's id maps back in lower case
-        return sql.SQL("CASE WHEN {c} ~* {uuid} THEN lower({c}) ELSE {c}::text END").format(
+        return sql.SQL("CASE WHEN {c}::text ~* {uuid} THEN lower({c}::text) ELSE {c}::text END").format(
             c=col, uuid=sql.Literal("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"))
-    if name not in rel.mapped:
-        return sql.SQL("{}::text").format(col)
-    if not rel.mapped[name]:
+    if name in rel.padded:  # ::text trims them, 'b  ' and 'b' alike; concat() takes the type's output
+        return sql.SQL("CASE WHEN {c} IS NOT NULL THEN concat({c}) END").format(c=col)
+    if name in rel.named:  # with its schema on both sides, whatever either session's search_path finds
+        return sql.SQL("CASE WHEN {c} IS NOT NULL THEN (pg_identify_object({cat}::regclass, {c}::oid, 0)).identity END"
+                       ).format(c=col, cat=sql.Literal(rel.named[name]))
+    return sql.SQL("{}::text").format(col)
+
+
+def _mapped_back(col: sql.Identifier, array: bool) -> sql.Composable:
+    """A target's user-id column: each Stack Auth id as the Supabase id it stands for."""
+    if not array:
         return sql.SQL(
             "CASE WHEN {c} IS NULL THEN NULL ELSE coalesce("
             "(SELECT m.supabase FROM {map} m WHERE m.stack = {c}::text), {u} || {c}::text) END"

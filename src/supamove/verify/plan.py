@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from supamove import catalog
+from supamove import catalog, userids
 from supamove.catalog import Column, Table
 from supamove.db import Endpoint, connect
 from supamove.errors import ConfigError
@@ -61,7 +61,7 @@ class TableComparison:
                     mapped[name] = _is_array(col)
                 elif _is_array(col):
                     flattened.add(name)
-                elif (col.base_type or col.type) in ("text", "character varying"):
+                elif userids.family(col) == "text":  # text, varchar, bpchar, citext
                     lowered.add(name)
         return Relation(live.schema, live.name, live.partitioned, self.columns, self.key, mapped, self.hashed_by_value(),
                         self.padded(), frozenset(flattened), frozenset(lowered), self.named())

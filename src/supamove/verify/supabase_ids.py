@@ -1,6 +1,6 @@
 """Supabase user ids left in the target: counted inside PostgreSQL against the mapping's Supabase ids.
 
-Every uuid, uuid[], text/varchar and json/jsonb column of a compared table is read in one scan of the
+Every uuid, uuid[], text-like (text, varchar, char, citext), text[]/varchar[] and json/jsonb column of a compared table is read in one scan of the
 target table; a row that still holds a Supabase user id of user-mapping.json fails its table, unless
 the column was kept on purpose.
 """
