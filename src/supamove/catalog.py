@@ -69,6 +69,9 @@ class Column:
     generated: bool = False
     identity: str = ""  # "always", "by default" or ""
     base_type: str = ""  # the type a domain stands on, else the type itself
+    # A generated column: the columns its expression reads; the live catalog's only (metadata.json does not keep
+    # it), so not part of a column's equality with its entry there.
+    reads: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def encoding(self) -> str:
@@ -167,7 +170,14 @@ SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnot
         WHERE ad.adrelid = a.attrelid AND ad.adnum = a.attnum AND NOT EXISTS (
             SELECT 1 FROM pg_depend o WHERE o.classid = 'pg_class'::regclass AND o.objid = sc.oid
             AND o.refclassid = 'pg_class'::regclass AND o.deptype IN ('a', 'i'))
-        ORDER BY sc.oid LIMIT 1)
+        ORDER BY sc.oid LIMIT 1),
+       -- a generated column's expression: the columns it reads
+       CASE WHEN a.attgenerated <> '' THEN ARRAY(
+           SELECT r.attname::text FROM pg_attrdef ad
+           JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
+                AND d.refclassid = 'pg_class'::regclass AND d.refobjid = a.attrelid AND d.refobjsubid <> a.attnum
+           JOIN pg_attribute r ON r.attrelid = d.refobjid AND r.attnum = d.refobjsubid
+           WHERE ad.adrelid = a.attrelid AND ad.adnum = a.attnum ORDER BY 1) END
 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_type t ON t.oid = a.atttypid
 WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
@@ -381,8 +391,8 @@ def read_relations(conn: psycopg.Connection, schemas: list[str]) -> list[Table]:
     defaults: dict[int, list[SequenceRef]] = {oid: [] for oid in oids}
     with qualified_names(conn):
         found = conn.execute(COLUMNS_SQL, (oids,)).fetchall()
-    for oid, name, typ, nullable, generated, identity, base, seq, free in found:
-        columns[oid].append(Column(name, typ, nullable, generated, identity, base))
+    for oid, name, typ, nullable, generated, identity, base, seq, free, reads in found:
+        columns[oid].append(Column(name, typ, nullable, generated, identity, base, tuple(reads or ())))
         if seq:
             sequences[oid].append(SequenceRef(name, seq[0], seq[1]))
         if free:

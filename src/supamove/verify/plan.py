@@ -32,8 +32,15 @@ class TableComparison:
         """Columns on both sides, in name order; user-id columns only when they can be mapped back."""
         assert self.source and self.target
         theirs = {c.name for c in self.target.columns}
-        skip = set() if self.map_user_ids else set(self.table.user_id_columns)
+        skip = self.derived_from_user_ids() if self.map_user_ids else set(self.table.user_id_columns)
         return tuple(sorted(c.name for c in self.source.columns if c.name in theirs and c.name not in skip))
+
+    def derived_from_user_ids(self) -> set[str]:
+        """Generated columns computed from user ids: the target computes them from the Stack Auth ids, so the
+        two sides differ however faithful the import, and no mapping reads one back."""
+        assert self.source
+        ids = set(self.table.user_id_columns)
+        return {c.name for c in self.source.columns if c.generated and ids & set(c.reads)}
 
     @property
     def row_key(self) -> tuple[str, ...]:
@@ -95,6 +102,8 @@ class TableComparison:
         ours, theirs = {c.name for c in self.source.columns}, {c.name for c in self.target.columns}
         # a column in the source only fails the table's structure comparison
         notes = [f"column {c} is in the target only: not compared" for c in sorted(theirs - ours)]
+        notes += [f"column {c} is generated from user ids: not compared (the target computes it from the Stack Auth "
+                  "ids)" for c in sorted(self.derived_from_user_ids() & theirs) if self.map_user_ids]
         unmapped = [c for c in self.table.user_id_columns if c in ours & theirs]
         if unmapped and not self.map_user_ids and checksums:
             notes.append(f"user-id column{'s' if len(unmapped) > 1 else ''} {', '.join(unmapped)} not compared: "
