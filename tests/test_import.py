@@ -266,6 +266,25 @@ def test_reg_values_carry_their_schema_whatever_search_path_each_side_sets(cli, 
             ("organizations", "integer", "now()")]
 
 
+def test_a_row_no_partition_of_the_target_takes_names_the_missing_partition_as_the_fix(cli, dbs) -> None:
+    ddl = "CREATE TABLE public.plog (at date NOT NULL, v integer) PARTITION BY RANGE (at); " \
+          "CREATE TABLE public.plog_2024 PARTITION OF public.plog FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')"
+    with dbs.source() as conn:
+        conn.execute(ddl + "; CREATE TABLE public.plog_2023 PARTITION OF public.plog "
+                           "FOR VALUES FROM ('2023-01-01') TO ('2024-01-01')")
+        conn.execute(f"GRANT SELECT ON public.plog TO {fixtures.APP_ROLE}")
+        conn.execute("INSERT INTO public.plog VALUES ('2023-06-01', 1), ('2024-06-01', 2)")
+    with dbs.target() as conn:
+        conn.execute(ddl)
+    assert cli("export", "--tables", "public.plog").exit_code == 0
+    result = cli("import")
+    assert result.exit_code == 4, result.output
+    line = error_line(result.output)
+    assert 'no partition of relation "plog" found for row' in line
+    assert line.endswith("(fix: create on the target the partition this row belongs in (`supamove schema` makes the "
+                         "source's, each in its schema: select that with --schema); nothing of public.plog was written)")
+
+
 def loads(dbs: Any) -> dict[tuple[str, str], tuple[Any, Any]]:
     """Each loaded table's (start, end): the transaction's start, and the table's end before its COMMIT."""
     with dbs.target() as conn:

@@ -69,9 +69,11 @@ def rejected(target: Endpoint, table: TablePlan, exc: psycopg.Error, span: Span 
     detail = f" ({exc.diag.message_detail})" if exc.diag.message_detail else ""
     written = (f"the ranges of {table.qualified} loaded so far stay, and the rerun loads the others" if span
                else f"nothing of {table.qualified} was written")
-    return target.error(f"the target rejected a row of {table.qualified}{where}: "
-                        f"{exc.diag.message_primary or first_line(exc)}{detail}",
-                        f"correct the value or the target column type; {written}")
+    message = exc.diag.message_primary or first_line(exc)
+    fix = ("create on the target the partition this row belongs in (`supamove schema` makes the source's, each in "
+           "its schema: select that with --schema)" if message.startswith("no partition of relation")
+           else "correct the value or the target column type")
+    return target.error(f"the target rejected a row of {table.qualified}{where}: {message}{detail}", f"{fix}; {written}")
 
 
 def record_loaded(conn: psycopg.Connection, plan: ImportPlan, table: TablePlan, rows: int, seconds: float) -> None:

@@ -84,6 +84,29 @@ def _check_schemas_exist(conn: psycopg.Connection, schemas: list[str]) -> None:
     if missing:
         raise ConfigError(f"schema {missing[0]} does not exist in the source",
                             fix="check --schema; `supamove schema --dry-run` lists what would be created")
+    _check_partitions_selected(conn, schemas)
+
+
+# Partitions of the dumped schemas' partitioned tables that live in a schema not dumped.
+STRAY_PARTITIONS_SQL = """
+SELECT n.nspname, c.relname, pn.nspname, pc.relname
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class pc ON pc.oid = i.inhparent JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+WHERE c.relispartition AND pn.nspname = ANY(%(schemas)s) AND NOT n.nspname = ANY(%(schemas)s)
+ORDER BY 1, 2
+"""
+
+
+def _check_partitions_selected(conn: psycopg.Connection, schemas: list[str]) -> None:
+    """A partition in a schema this run does not dump would be missing on the target, and its rows, which the
+    export reads through the partitioned table, would find no partition there."""
+    stray = conn.execute(STRAY_PARTITIONS_SQL, {"schemas": schemas}).fetchall()
+    if stray:
+        where = sorted({row[0] for row in stray})
+        raise ConfigError(
+            f"partition {catalog.qualify(stray[0][0], stray[0][1])} of {catalog.qualify(stray[0][2], stray[0][3])} is "
+            f"in schema {stray[0][0]}, which this run does not select" + (f" ({len(stray) - 1} more such)" if len(stray) > 1 else ""),
+            fix=" ".join(f"add --schema {s}" for s in where) + " (to `supamove export` too)")
 
 
 def _banner(report: SchemaReport) -> str:
