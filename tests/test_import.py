@@ -176,6 +176,12 @@ def test_round_trip_arrives_identical(cli, dbs, data_dir: Path, mode: list[str])
         "loads them all again)")
 
 
+def supabase_search_path(conn: Any, dbs: Any) -> None:
+    """The source role's search_path as Supabase sets its postgres role's: with `extensions`."""
+    conn.execute(sql.SQL('ALTER ROLE {} IN DATABASE {} SET search_path = "$user", public, extensions').format(
+        sql.Identifier(fixtures.APP_ROLE), sql.Identifier(dbs.source_db)))
+
+
 def test_types_read_the_same_whatever_search_path_or_xmloption_each_side_sets(cli, dbs, data_dir: Path) -> None:
     # Supabase gives its postgres role `"$user", public, extensions`: the export wrote `citext` where the target
     # read `extensions.citext`, and the import refused the column as another type. A target database set to
@@ -191,8 +197,7 @@ def test_types_read_the_same_whatever_search_path_or_xmloption_each_side_sets(cl
         conn.execute(f"GRANT SELECT ON public.contacts TO {fixtures.APP_ROLE}")
         conn.execute("INSERT INTO public.contacts VALUES (1, 'A@x.io', '{B@y.io}', 'plain <b>content</b>', 'Ada', "
                      "'C@z.io', 'd   ')")
-        conn.execute(sql.SQL('ALTER ROLE {} IN DATABASE {} SET search_path = "$user", public, extensions').format(
-            sql.Identifier(fixtures.APP_ROLE), sql.Identifier(dbs.source_db)))
+        supabase_search_path(conn, dbs)
     with dbs.target() as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA public")  # another schema than the source's
         conn.execute("CREATE DOMAIN public.padded AS bpchar")
@@ -253,8 +258,7 @@ def test_reg_values_carry_their_schema_whatever_search_path_each_side_sets(cli, 
         conn.execute(f"GRANT SELECT ON public.named TO {fixtures.APP_ROLE}")
         conn.execute("INSERT INTO public.named VALUES (1, 'extensions.lookup', 'extensions.mood', "
                      "'extensions.twice(integer)'), (2, 'public.organizations', 'integer', 'pg_catalog.now()')")
-        conn.execute(sql.SQL('ALTER ROLE {} IN DATABASE {} SET search_path = "$user", public, extensions').format(
-            sql.Identifier(fixtures.APP_ROLE), sql.Identifier(dbs.source_db)))
+        supabase_search_path(conn, dbs)
     with dbs.target() as conn:
         conn.execute(objects)
     for step in (("export", "--tables", "public.named"), ("import",), ("verify", "--tables", "public.named")):
