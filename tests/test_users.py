@@ -600,7 +600,7 @@ def test_map_users_refuses_to_guess_between_two_stack_auth_users_claiming_one_su
         assert uid("alice") not in {sid for sid, _, _ in result.unmatched_supabase}
         failure = result.failure()
         assert isinstance(failure, StackAuthError) and failure.exit_code == 6
-        assert "1 Supabase users are each claimed by more than one Stack Auth user" in str(failure)
+        assert "1 Supabase user is claimed by more than one Stack Auth user" in str(failure)
         assert f"{first} alice@example.com (in user-mapping.json)" in str(failure)
         assert f"{twin} alice.twin@example.com" in str(failure)
         assert ("user-mapping.json was not written" in str(failure)) is not dry_run

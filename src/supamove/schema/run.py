@@ -63,6 +63,7 @@ def make_schema(conn: psycopg.Connection, source: Endpoint, schemas: list[str], 
                 folder: Path) -> tuple[SchemaReport, str]:
     """The report and the SQL: pg_dump's table of contents, decided entry by entry by the catalog."""
     _check_schemas_exist(conn, schemas)
+    _check_partitions_selected(conn, schemas)
     major = int(str(conn.execute("SHOW server_version_num").fetchone()[0])) // 10000  # type: ignore[index]
     programs = Programs.find(major)
     dump = dump_schema(programs, source, schemas, folder)
@@ -84,7 +85,6 @@ def _check_schemas_exist(conn: psycopg.Connection, schemas: list[str]) -> None:
     if missing:
         raise ConfigError(f"schema {missing[0]} does not exist in the source",
                             fix="check --schema; `supamove schema --dry-run` lists what would be created")
-    _check_partitions_selected(conn, schemas)
 
 
 # Partitions of the dumped schemas' partitioned tables that live in a schema not dumped.
@@ -103,10 +103,11 @@ def _check_partitions_selected(conn: psycopg.Connection, schemas: list[str]) -> 
     stray = conn.execute(STRAY_PARTITIONS_SQL, {"schemas": schemas}).fetchall()
     if stray:
         where = sorted({row[0] for row in stray})
-        raise ConfigError(
-            f"partition {catalog.qualify(stray[0][0], stray[0][1])} of {catalog.qualify(stray[0][2], stray[0][3])} is "
-            f"in schema {stray[0][0]}, which this run does not select" + (f" ({len(stray) - 1} more such)" if len(stray) > 1 else ""),
-            fix=" ".join(f"add --schema {s}" for s in where) + " (to `supamove export` too)")
+        schema, name, parent_schema, parent = stray[0]
+        more = f" ({len(stray) - 1} more such)" if len(stray) > 1 else ""
+        raise ConfigError(f"partition {catalog.qualify(schema, name)} of {catalog.qualify(parent_schema, parent)} is "
+                          f"in schema {schema}, which this run does not select{more}",
+                          fix=" ".join(f"add --schema {s}" for s in where) + " (to `supamove export` too)")
 
 
 def _banner(report: SchemaReport) -> str:

@@ -50,8 +50,9 @@ class MapResult:
                           for sid, claims in list(self.claimed_twice.items())[:5])
         more = f" and {len(self.claimed_twice) - 5:,} more" if len(self.claimed_twice) > 5 else ""
         written = "" if self.dry_run else "; user-mapping.json was not written"
+        count = len(self.claimed_twice)
         return StackAuthError(
-            f"{len(self.claimed_twice):,} Supabase users are each claimed by more than one Stack Auth user "
+            f"{count:,} Supabase user{'s are each' if count > 1 else ' is'} claimed by more than one Stack Auth user "
             f"(server_metadata.supabase_user_id): {shown}{more}{written}",
             fix="keep one Stack Auth user for each, the one user-mapping.json names if the data is imported (delete "
                 "the others in the dashboard, or clear their server_metadata.supabase_user_id), then run "
