@@ -7,6 +7,7 @@ user-id columns remapped with UPDATEs through a user-mapping.json written here.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import unicodedata
@@ -907,3 +908,27 @@ def test_rows_keyed_by_an_extensions_type_are_each_found_once(cli, dbs: Database
     assert tables["public.tagged"]["moreDifferences"] is False
     assert tables["public.tree"]["differences"] == [
         {"kind": "changed", "key": {"path": "top.n7000"}, "columns": [{"column": "v", "source": "7000", "target": "-1"}]}]
+
+
+def test_json_user_ids_rewritten_on_the_target_compare_as_the_sources(cli, migrated: Path, dbs: Databases,
+                                                                    faithful_template: Faithful) -> None:
+    # The README's fix for user ids inside JSON is to rewrite them on the target; verify then called the table's
+    # contents different, with or without --keep-supabase-ids, so it could never pass.
+    found = {"columns": [], "jsonKeys": [{"schema": "edge", "table": "posts", "column": "meta", "key": "owner",
+                                          "userIds": 6}], "seconds": 0.1}  # as the export's value check finds them
+    write_metadata(DataDir(migrated), faithful_template[2], user_id_value_check=found)
+    stack_of = {m["supabaseUserId"]: m["stackAuthUserId"]
+                for m in orjson.loads((migrated / "user-mapping.json").read_bytes())["mappings"]}
+    with dbs.target() as conn:
+        rows = conn.execute("SELECT id, meta::text FROM edge.posts WHERE meta::text ~ '[0-9a-f]{8}-'").fetchall()
+        for post, meta in rows:
+            rewritten = re.sub(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", lambda m: stack_of[m.group()], meta)
+            conn.execute("UPDATE edge.posts SET meta = %s::jsonb WHERE id = %s", (rewritten, post))
+    assert len(rows) == 6
+    code, report, out = verify(cli, keep=())
+    assert code == 0, out
+    assert by_name(report)["edge.posts"]["status"] == "pass"
+    with dbs.target() as conn:  # a changed value is still seen
+        conn.execute("UPDATE edge.posts SET meta = jsonb_set(meta, '{title}', '\"edited\"') WHERE id = 1")
+    code, report, out = verify(cli, keep=())
+    assert code == 7 and by_name(report)["edge.posts"]["reason"] == "contents differ", out

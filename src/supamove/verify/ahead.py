@@ -18,7 +18,7 @@ from supamove.metadata import Metadata, TableEntry
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
 from supamove.verify.checksum import Checksum
-from supamove.verify.plan import TableComparison, hashes_records
+from supamove.verify.plan import TableComparison, hashes_records, json_user_id_columns
 from supamove.verify.pools import Pair, SidePool, read_mapping
 from supamove.verify.run import Known, side_checksum, table_checksums
 from supamove.verify.structure import TableKey
@@ -72,8 +72,10 @@ class AheadChecksums:
 
     def _pair(self, entry: TableEntry) -> Pair | None:
         """The table's work on both sides, or None when a side lacks it (run_verify says what is missing)."""
+        # JSON user ids as the export's value check found them (read now: the check ends beside the copies)
+        json_ids = json_user_id_columns(Metadata.load(self._datadir, require_complete=False)).get(entry.key, set())
         comparison = TableComparison(entry.table, self._ours.get(entry.key), self._theirs.get(entry.key), True,
-                                     self._by_value)
+                                     self._by_value, frozenset(json_ids))
         if comparison.source is None or comparison.target is None:
             return None
         src, tgt = comparison.relation("source"), comparison.relation("target")

@@ -28,6 +28,7 @@ from psycopg import sql
 
 USER_MAP = sql.Identifier("pg_temp", "supamove_user_map")
 UNMAPPED = "!unmapped:"
+STACK_ID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"  # as user-mapping.json writes them
 HASH = sql.Identifier("_h")
 Checksum = tuple[int, int, int]  # rows, and two sums of row hashes
 Bound = tuple[str, ...] | None  # a key value as canonical texts; None is open-ended
@@ -52,6 +53,7 @@ class Relation:
     flattened: frozenset[str] = frozenset()  # the source's user-id arrays: read as the target's mapped back
     lowered: frozenset[str] = frozenset()  # the source's text user ids: a uuid in any case reads in lower case
     named: dict[str, str] = field(default_factory=dict)  # reg* column -> the catalog its values name objects of
+    json_back: frozenset[str] = frozenset()  # the target's JSON with user ids: Stack Auth ids in it read back
 
     @property
     def source(self) -> sql.Composable:
@@ -65,6 +67,8 @@ def column_text(rel: Relation, name: str) -> sql.Composable:
     col = sql.Identifier(name)
     if name in rel.mapped:
         return _mapped_back(col, rel.mapped[name])
+    if name in rel.json_back:
+        return _json_mapped_back(col)
     if name in rel.flattened:  # its bounds and dimensions, then its elements in order, as mapped back below
         return sql.SQL(
             "CASE WHEN {c} IS NULL THEN NULL ELSE coalesce(array_dims({c}), '') || coalesce((SELECT "
@@ -79,6 +83,18 @@ def column_text(rel: Relation, name: str) -> sql.Composable:
         return sql.SQL("CASE WHEN {c} IS NOT NULL THEN (pg_identify_object({cat}::regclass, {c}::oid, 0)).identity END"
                        ).format(c=col, cat=sql.Literal(rel.named[name]))
     return sql.SQL("{}::text").format(col)
+
+
+def _json_mapped_back(col: sql.Identifier) -> sql.Composable:
+    """A target's JSON column the export found user ids in: each Stack Auth id in its text read as its Supabase id
+    (the text cut at every uuid, the pieces joined again), so JSON rewritten on the target compares as the source's;
+    one still holding Supabase ids reads as it is (the count of ids left decides about it)."""
+    return sql.SQL(
+        "CASE WHEN {c} IS NULL THEN NULL ELSE (SELECT string_agg(p.piece || coalesce(m.supabase, i.x[1], ''), '' "
+        "ORDER BY p.n) FROM regexp_split_to_table({c}::text, {re}) WITH ORDINALITY p(piece, n) "
+        "LEFT JOIN regexp_matches({c}::text, {grouped}, 'g') WITH ORDINALITY i(x, k) ON i.k = p.n "
+        "LEFT JOIN {map} m ON m.stack = i.x[1]) END"
+    ).format(c=col, re=sql.Literal(STACK_ID), grouped=sql.Literal(f"({STACK_ID})"), map=USER_MAP)
 
 
 def _mapped_back(col: sql.Identifier, array: bool) -> sql.Composable:

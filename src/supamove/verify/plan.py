@@ -26,6 +26,7 @@ class TableComparison:
     target: Table | None
     map_user_ids: bool
     by_value: bool = False  # both servers hash records (PostgreSQL 14+): see verify.checksum
+    json_ids: frozenset[str] = frozenset()  # JSON columns the export found user ids in (metadata.json)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -71,7 +72,9 @@ class TableComparison:
                 elif userids.family(col) == "text":  # text, varchar, bpchar, citext
                     lowered.add(name)
         return Relation(live.schema, live.name, live.partitioned, self.columns, self.key, mapped, self.hashed_by_value(),
-                        self.padded(), frozenset(flattened), frozenset(lowered), self.named())
+                        self.padded(), frozenset(flattened), frozenset(lowered), self.named(),
+                        frozenset(c for c in self.json_ids if c in self.columns) if side == "target" and
+                        self.map_user_ids else frozenset())
 
     def named(self) -> dict[str, str]:
         """The compared reg* columns, of one such type on both sides: the catalog their values name objects of."""
@@ -156,8 +159,9 @@ def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: V
     if options.tables and not tables:
         raise ConfigError(f"--tables {' '.join(options.tables)} matches no table",
                           fix="check the pattern (name or schema.name, shell patterns)")
-    plan = VerifyPlan([TableComparison(t, ours.get(t.key), theirs.get(t.key), has_mapping, by_value)
-                       for t in tables], origin,
+    json_ids = json_user_id_columns(meta)
+    plan = VerifyPlan([TableComparison(t, ours.get(t.key), theirs.get(t.key), has_mapping, by_value,
+                                       frozenset(json_ids.get(t.key, ()))) for t in tables], origin,
                       kept=kept, view_schemas=[] if options.tables else exported)
     if meta is not None:
         plan.exported = frozenset(e.key for e in meta.tables)
@@ -167,6 +171,14 @@ def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: V
         plan.sequences = sorted({s.key for s in meta.sequences} - used)
         plan.kept |= {catalog.parse_column_ref(r, "--not-user-id-column") for r in recorded.get("notUserIdColumns", [])}
     return plan
+
+
+def json_user_id_columns(meta: Metadata | None) -> dict[tuple[str, str], set[str]]:
+    """The json/jsonb columns whose keys the export's value check found user ids in, by table."""
+    found: dict[tuple[str, str], set[str]] = {}
+    for key in ((meta.user_id_value_check or {}).get("jsonKeys") or []) if meta is not None else []:
+        found.setdefault((key["schema"], key["table"]), set()).add(key["column"])
+    return found
 
 
 def hashes_records(conn: psycopg.Connection) -> bool:
