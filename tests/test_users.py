@@ -547,6 +547,22 @@ def test_a_new_data_directory_against_the_same_stack_auth_finds_the_users_create
     assert result.found_earlier >= 4 and result.failure() is None
 
 
+def test_a_user_two_stack_auth_users_claim_fails_instead_of_being_taken_for_one(
+        stack: StackAuthSandbox, client: StackAuthClient, datadir: DataDir, tmp_path: Path) -> None:
+    # Reading Stack Auth's users for those an earlier run created, the last claimant listed was taken.
+    migrate_users(client, datadir)
+    alice = next(u for u in stack.users.values() if (u["server_metadata"] or {}).get("supabase_user_id") == uid("alice"))
+    twin = client.create_user({"primary_email": "alice.twin@example.com",
+                               "server_metadata": {"supabase_user_id": uid("alice")}}).user["id"]
+    creates = stack.create_count()
+    result = migrate_users(client, write_export(tmp_path / "elsewhere", *edge_users()))
+    outcome = outcomes(result)[uid("alice")]
+    assert outcome.status == "failed" and result.failure() is not None
+    prefix = "claimed by more than one Stack Auth user (server_metadata.supabase_user_id): "
+    assert outcome.reason.startswith(prefix) and set(outcome.reason[len(prefix):].split(", ")) == {alice["id"], twin}
+    assert stack.create_count() == creates  # nobody created again, alice included
+
+
 def test_map_users_rebuilds_the_same_mapping(stack: StackAuthSandbox, client: StackAuthClient,
                                              datadir: DataDir) -> None:
     pre_existing_trent(stack)

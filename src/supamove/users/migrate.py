@@ -254,7 +254,7 @@ class _Run:
         self.pending, self.options, self.progress = pending, options, progress
         self.state, self.updates = state, updates
         self.saved_updates: set[str] = set()  # updates recorded in the sync state, not yet on disk
-        self.index: dict[str, dict[str, Any]] | None = None
+        self.index: dict[str, list[dict[str, Any]]] | None = None  # Supabase id -> the Stack Auth users claiming it
 
     def execute(self, plan: list[PlannedUser], previous: dict[str, str],
                 gone: list[tuple[str, str, str | None]]) -> list[UserOutcome]:
@@ -324,7 +324,13 @@ class _Run:
     def _create(self, item: PlannedUser) -> UserOutcome:
         sid = item.user.id
         if sid in self.pending:
-            found = self.index.get(sid) if self.index is not None else self._lookup(item)
+            claims = self.index.get(sid, []) if self.index is not None else [u for u in [self._lookup(item)] if u]
+            if len(claims) > 1:  # which one the data belongs to is the operator's call, as map-users says
+                return _failed(item, "claimed by more than one Stack Auth user (server_metadata.supabase_user_id): "
+                                     + ", ".join(u["id"] for u in claims),
+                               "keep one of them (delete the others in the dashboard, or clear their "
+                               "server_metadata.supabase_user_id), then run the same command again")
+            found = claims[0] if claims else None
             if found is not None:
                 earlier = self._finish(item, found, [FOUND_NOTE])
                 earlier.found_earlier = earlier.stack_auth_user_id is not None
@@ -456,10 +462,14 @@ class _Run:
             else self.client.iter_users()
         return next((u for u in candidates if supabase_id_of(u) == item.user.id), None)
 
-    def _scan_index(self) -> dict[str, dict[str, Any]]:
+    def _scan_index(self) -> dict[str, list[dict[str, Any]]]:
         log.info("reading Stack Auth's users to find those an earlier run created (a run interrupted with creates in "
                  "flight, or one with another data directory)")
-        return {sid: u for u in self.client.iter_users() if (sid := supabase_id_of(u))}
+        index: dict[str, list[dict[str, Any]]] = {}
+        for user in self.client.iter_users():
+            if sid := supabase_id_of(user):
+                index.setdefault(sid, []).append(user)
+        return index
 
     # --- a rerun: the users of earlier runs brought up to date -------------------------------
 
