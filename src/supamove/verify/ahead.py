@@ -39,6 +39,7 @@ class AheadChecksums:
         self._datadir, self._target, self._jobs = datadir, target, max(1, jobs)
         self._pools = {"source": SidePool(source, self._jobs), "target": SidePool(target, self._jobs)}
         self._mapped: SidePool | None = None  # the target's sessions with user-mapping.json, once it is final
+        self._json_ids: dict[TableKey, set[str]] | None = None  # the value check's JSON columns, once it is recorded
         self._lock = threading.Lock()
         self._workers = ThreadPoolExecutor(self._jobs, "checksum")
         self._futures: list[Future[None]] = []
@@ -72,10 +73,8 @@ class AheadChecksums:
 
     def _pair(self, entry: TableEntry) -> Pair | None:
         """The table's work on both sides, or None when a side lacks it (run_verify says what is missing)."""
-        # JSON user ids as the export's value check found them (read now: the check ends beside the copies)
-        json_ids = json_user_id_columns(Metadata.load(self._datadir, require_complete=False)).get(entry.key, set())
         comparison = TableComparison(entry.table, self._ours.get(entry.key), self._theirs.get(entry.key), True,
-                                     self._by_value, frozenset(json_ids))
+                                     self._by_value, frozenset(self._json_user_ids().get(entry.key, ())))
         if comparison.source is None or comparison.target is None:
             return None
         src, tgt = comparison.relation("source"), comparison.relation("target")
@@ -96,6 +95,18 @@ class AheadChecksums:
             return
         self.known[entry.key] = (pair.src_rel, pair.tgt_rel, ours, theirs)
         self.progress.advance(LABEL)
+
+    def _json_user_ids(self) -> dict[TableKey, set[str]]:
+        """The JSON columns the export's value check found user ids in: read from metadata.json until the check
+        has recorded them (it ends beside the copies), then kept."""
+        with self._lock:
+            if self._json_ids is not None:
+                return self._json_ids
+            meta = Metadata.load(self._datadir, require_complete=False)
+            found = json_user_id_columns(meta)
+            if meta.user_id_value_check is not None:
+                self._json_ids = found
+            return found
 
     def _mapped_pool(self) -> SidePool:
         with self._lock:

@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 
 from psycopg import sql
 
+from supamove.userids import UUID_INSIDE, UUID_TEXT
+
 USER_MAP = sql.Identifier("pg_temp", "supamove_user_map")
 UNMAPPED = "!unmapped:"
-STACK_ID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"  # as user-mapping.json writes them
 HASH = sql.Identifier("_h")
 Checksum = tuple[int, int, int]  # rows, and two sums of row hashes
 Bound = tuple[str, ...] | None  # a key value as canonical texts; None is open-ended
@@ -76,7 +77,7 @@ def column_text(rel: Relation, name: str) -> sql.Composable:
         ).format(c=col)
     if name in rel.lowered:  # the import maps 02A3… as 02a3…, and the target's id maps back in lower case
         return sql.SQL("CASE WHEN {c}::text ~* {uuid} THEN lower({c}::text) ELSE {c}::text END").format(
-            c=col, uuid=sql.Literal("^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"))
+            c=col, uuid=sql.Literal(UUID_TEXT))
     if name in rel.padded:  # ::text trims them, 'b  ' and 'b' alike; concat() takes the type's output
         return sql.SQL("CASE WHEN {c} IS NOT NULL THEN concat({c}) END").format(c=col)
     if name in rel.named:  # with its schema on both sides, whatever either session's search_path finds
@@ -94,7 +95,7 @@ def _json_mapped_back(col: sql.Identifier) -> sql.Composable:
         "ORDER BY p.n) FROM regexp_split_to_table({c}::text, {re}) WITH ORDINALITY p(piece, n) "
         "LEFT JOIN regexp_matches({c}::text, {grouped}, 'g') WITH ORDINALITY i(x, k) ON i.k = p.n "
         "LEFT JOIN {map} m ON m.stack = i.x[1]) END"
-    ).format(c=col, re=sql.Literal(STACK_ID), grouped=sql.Literal(f"({STACK_ID})"), map=USER_MAP)
+    ).format(c=col, re=sql.Literal(UUID_INSIDE), grouped=sql.Literal(f"({UUID_INSIDE})"), map=USER_MAP)
 
 
 def _mapped_back(col: sql.Identifier, array: bool) -> sql.Composable:

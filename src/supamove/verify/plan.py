@@ -72,9 +72,13 @@ class TableComparison:
                 elif userids.family(col) == "text":  # text, varchar, bpchar, citext
                     lowered.add(name)
         return Relation(live.schema, live.name, live.partitioned, self.columns, self.key, mapped, self.hashed_by_value(),
-                        self.padded(), frozenset(flattened), frozenset(lowered), self.named(),
-                        frozenset(c for c in self.json_ids if c in self.columns) if side == "target" and
-                        self.map_user_ids else frozenset())
+                        self.padded(), frozenset(flattened), frozenset(lowered), self.named(), self.json_back(side))
+
+    def json_back(self, side: str) -> frozenset[str]:
+        """The target's compared JSON columns with user ids, whose Stack Auth ids read back (with a mapping)."""
+        if side != "target" or not self.map_user_ids:
+            return frozenset()
+        return frozenset(c for c in self.json_ids if c in self.columns)
 
     def named(self) -> dict[str, str]:
         """The compared reg* columns, of one such type on both sides: the catalog their values name objects of."""
