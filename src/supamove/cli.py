@@ -166,7 +166,7 @@ def migrate_users_command(ctx: Context, concurrency: int, no_password_hashes: bo
     """
     from supamove.users.migrate import MigrateOptions, migrate_users
     options = MigrateOptions(concurrency, not no_password_hashes, dry_run, overwrite_changed)
-    with ctx.stack_auth(concurrency) as client, render.progress("users", shown=not dry_run) as progress:
+    with ctx.stack_auth() as client, render.progress("users", shown=not dry_run) as progress:
         result = migrate_users(client, ctx.datadir if dry_run else ctx.datadir.ensure(), options, progress)
     render.show(result, as_json, render.show_user_outcomes, result.failure())
 
@@ -252,7 +252,7 @@ def send_password_resets_command(ctx: Context, callback_url: str | None, resend_
     if dry_run:
         result = send_password_resets(None, ctx.datadir, callback_url, True, resend_uncertain=resend_uncertain)
         return render.show(result, as_json, render.show_resets)
-    with ctx.stack_auth(4) as client, render.progress("e-mails") as progress:
+    with ctx.stack_auth() as client, render.progress("e-mails") as progress:
         result = send_password_resets(client, ctx.datadir, callback_url, progress=progress, resend_uncertain=resend_uncertain)
     render.show(result, False, render.show_resets, result.failure())
 

@@ -111,11 +111,11 @@ class Context:
         source = self.settings.SUPABASE_DB_URL
         return check_target(self.target, Endpoint(source, "source") if source else None)
 
-    def stack_auth(self, concurrency: int = 8) -> StackAuthClient:
+    def stack_auth(self) -> StackAuthClient:
         """A client of the Stack Auth project the settings name."""
         from supamove.users.client import StackAuthClient
 
-        return StackAuthClient.from_settings(self.settings, concurrency=concurrency)
+        return StackAuthClient.from_settings(self.settings)
 
     def confirm_truncate(self, target: Endpoint, confirm: Callable[[str], bool]) -> None:
         """`import --truncate-first` empties tables only once the operator, at a terminal, says yes."""

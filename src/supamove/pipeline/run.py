@@ -145,7 +145,7 @@ class Cutover:
         if board.failure is not None:
             return
         self.result.begin("migrate-users")
-        with self.env.stack_auth(self.options.concurrency) as client:
+        with self.env.stack_auth() as client:
             users = migrate_users(client, self.datadir, self.options.users(), self.progress)
         self.result.users = users
         self.result.end("migrate-users")
