@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 import os
 import re
 import stat
@@ -15,9 +17,10 @@ from psycopg import sql
 
 from supamove import catalog
 from supamove.db import Endpoint
-from supamove.export import ExportOptions, run_export, select_batches
+from supamove.export import ExportOptions, copy_table, run_export, select_batches
 from supamove.metadata import Metadata
 from supamove.paths import DataDir, table_file_name
+from supamove.progress import NullProgress
 from supamove.sandbox import fixtures
 
 PUBLIC_TABLES = ("public.alert_subscriptions, public.alerts, public.org_members, public.organizations, public.profiles, "
@@ -127,6 +130,27 @@ def test_every_line_is_what_row_to_json_writes(exported: Path, dbs) -> None:
             expected = sorted(row[0].encode() for row in conn.execute(query))
             assert sorted((exported / entry.file).read_bytes().splitlines()) == expected, entry.qualified
     assert {"edge.types_zoo", "edge.Odd Table"} <= {e.qualified for e in meta.tables}
+
+
+def test_columns_the_catalog_calls_not_null_write_the_same_lines_and_a_null_there_stays_null(dbs) -> None:
+    """A NOT NULL column is written without its NULL test: the lines stay row_to_json's for every type, and
+    a NULL all the same (the constraint dropped after the catalog was read) is written as null, its line whole."""
+    with dbs.source() as conn:
+        conn.execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET IntervalStyle = 'postgres'; "
+                     "SET bytea_output = 'hex'; SET extra_float_digits = 1")
+        table = next(t for t in catalog.read_tables(conn, ["edge"]) if t.name == "types_zoo")
+        claimed = dataclasses.replace(table, columns=tuple(dataclasses.replace(c, nullable=False)
+                                                           for c in table.columns))
+        texts = sql.SQL(", ").join(
+            sql.SQL("CASE WHEN {c} IS NOT NULL THEN concat({c}) END AS {c}" if c.padded else
+                    "{c}::text AS {c}" if c.encoding == "text" else "{c}").format(c=sql.Identifier(c.name))
+            for c in table.columns)
+        expected = sorted(r[0].encode() for r in conn.execute(sql.SQL(
+            "SELECT row_to_json(r.*)::text FROM (SELECT {} FROM edge.types_zoo) r").format(texts)))
+        assert any(b":null" in line for line in expected)  # rows holding a NULL take the full form
+        out = io.BytesIO()
+        copy_table(conn, claimed, out, NullProgress())
+    assert sorted(out.getvalue().splitlines()) == expected
 
 
 def test_a_table_keeping_big_values_apart_is_read_a_row_at_a_time(cli, dbs, data_dir: Path) -> None:
