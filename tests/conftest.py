@@ -243,14 +243,9 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-# edge.posts.meta holds Supabase user ids inside JSON, which the import does not rewrite: kept on purpose.
-KEEP_JSON_IDS = ("--keep-supabase-ids", "edge.posts.meta")
-
-
 def assert_verify_passes(cli: Any) -> None:
     """`supamove verify` exits 0 and its report passes every table."""
-    data_dir = Path(os.environ["MIGRATION_DATA_DIR"])
-    result = cli("verify", *(KEEP_JSON_IDS if "edge.posts" in entries(data_dir) else ()))
+    result = cli("verify")
     assert result.exit_code == 0, result.output
     report = orjson.loads((Path(os.environ["MIGRATION_DATA_DIR"]) / "verification-report.json").read_bytes())
     assert report["tables"] and {t["status"] for t in report["tables"]} == {"pass"}, \

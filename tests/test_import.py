@@ -9,6 +9,7 @@ import shlex
 import signal
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +70,15 @@ def rewrite_table(data_dir: Path, qualified: str, change: Any) -> Path:
     return path
 
 
-def rows_as_text(conn: psycopg.Connection, item: dict[str, Any], mapping: dict[str, str] | None) -> list[tuple]:
-    """Every row as the text of each column (by name), user ids mapped, sorted: a multiset to compare."""
+def rows_as_text(conn: psycopg.Connection, item: dict[str, Any], mapping: dict[str, str] | None,
+                 json_columns: Iterable[str] = ()) -> list[tuple]:
+    """Every row as the text of each column (by name), user ids mapped (also inside the JSON columns named),
+    sorted: a multiset to compare."""
     names = [c["name"] for c in item["columns"]]
     query = sql.SQL("SELECT {} FROM {}").format(
         sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(n)) for n in names),
         sql.Identifier(item["schema"], item["name"]))
-    user_cols = [names.index(c) for c in item["userIdColumns"]]
+    user_cols = [names.index(c) for c in [*item["userIdColumns"], *json_columns]]
     jsonb_cols = [i for i, c in enumerate(item["columns"]) if c["encoding"] == "jsonb"]
     result = []
     for row in conn.execute(query):
@@ -98,8 +101,11 @@ def canonical(conn: psycopg.Connection) -> psycopg.Connection:
 
 def assert_same_rows(dbs: Any, data_dir: Path, mapping: dict[str, str]) -> None:
     with canonical(dbs.source()) as src, canonical(dbs.target()) as tgt:
-        for item in metadata(data_dir)["tables"]:
-            expected = rows_as_text(src, item, mapping)
+        meta = metadata(data_dir)
+        for item in meta["tables"]:
+            json_columns = {k["column"] for k in meta["userIdValueCheck"]["jsonKeys"]
+                            if (k["schema"], k["table"]) == (item["schema"], item["name"])}
+            expected = rows_as_text(src, item, mapping, json_columns)
             assert rows_as_text(tgt, item, None) == expected, f"{item['schema']}.{item['name']} differs"
 
 
@@ -174,6 +180,41 @@ def test_round_trip_arrives_identical(cli, dbs, data_dir: Path, mode: list[str])
         "Error: tables an earlier run loaded are empty now (their rows were deleted since): "
         "public.alert_subscriptions (fix: rerun with --truncate-first: it empties every table of the export and "
         "loads them all again)")
+
+
+def test_user_ids_inside_json_are_rewritten_wherever_they_are_and_other_uuids_stay(cli, dbs, data_dir: Path) -> None:
+    """A JSON column the export's value check found user ids in: every user id of the mapping in its text becomes
+    the Stack Auth id, at any depth and in arrays; a uuid that is no user's, and one written in capitals, stay."""
+    with dbs.source() as conn:
+        users = [r[0] for r in conn.execute("SELECT id::text FROM auth.users ORDER BY id LIMIT 3")]
+    other = str(uuid.uuid4())
+    doc = {"owner": users[0], "deep": {"a": {"b": users[1]}}, "watchers": [users[2], other], "sensor": other,
+           "shouted": users[1].upper(), "title": f"by {users[0]}"}
+    app_table(dbs, "activity", "CREATE TABLE public.activity (id int PRIMARY KEY, doc jsonb, note json)",
+              sql.SQL("INSERT INTO public.activity VALUES (1, {}::jsonb, {}::json), (2, NULL, NULL)").format(
+                  orjson.dumps(doc).decode(), orjson.dumps({"by": users[2]}).decode()))
+    assert cli("export").exit_code == 0
+    mapping = write_mapping(dbs, data_dir)
+    result = cli("import", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "doc (inside JSON), note (inside JSON)" in flat(result.output)
+    result = cli("import")
+    assert result.exit_code == 0, result.output
+    with dbs.target() as conn:
+        doc_after, note_after = conn.execute("SELECT doc, note FROM public.activity WHERE id = 1").fetchone()
+        assert conn.execute("SELECT doc, note FROM public.activity WHERE id = 2").fetchone() == (None, None)
+    assert doc_after == {"owner": mapping[users[0]], "deep": {"a": {"b": mapping[users[1]]}},
+                         "watchers": [mapping[users[2]], other], "sensor": other, "shouted": users[1].upper(),
+                         "title": f"by {mapping[users[0]]}"}
+    assert note_after == {"by": mapping[users[2]]}
+    verified = cli("verify", "--tables", "public.activity")  # the capitals are a Supabase id left: named
+    assert verified.exit_code == 7 and "1 row of column doc still holds Supabase user ids" in flat(verified.output), \
+        verified.output
+    with dbs.source() as conn, dbs.target() as target:
+        conn.execute("UPDATE public.activity SET doc = doc - 'shouted'")
+        target.execute("UPDATE public.activity SET doc = doc - 'shouted'")
+    verified = cli("verify", "--tables", "public.activity")
+    assert verified.exit_code == 0, verified.output
 
 
 def supabase_search_path(conn: Any, dbs: Any) -> None:

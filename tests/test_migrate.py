@@ -16,7 +16,6 @@ from conftest import (
     BIG_FILE,
     BIG_ROWS,
     EDGE,
-    KEEP_JSON_IDS,
     STACK_PROJECT,
     STACK_SECRET,
     app_table,
@@ -33,6 +32,9 @@ from conftest import (
 )
 from psycopg import sql
 
+from supamove.metadata import Metadata
+from supamove.paths import DataDir
+from supamove.pipeline.board import Board
 from supamove.sandbox.stackauth import StackAuthSandbox
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -69,7 +71,7 @@ def target_rows(url: str, tables: list[tuple[str, str]], back: dict[str, str]) -
 def test_migrate_loads_what_the_separate_commands_load(cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox,
                                                        pg_source, pg_target, source_template, target_template,
                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    result = cli("migrate", *EDGE)
     assert result.exit_code == 0, result.output
     assert report_statuses(data_dir) == {"pass"}
     out = flat(result.output)
@@ -98,7 +100,7 @@ def test_migrate_loads_what_the_separate_commands_load(cli, dbs, data_dir: Path,
         for name, value in {"SUPABASE_DB_URL": other.source_url, "DATABASE_URL": other.target_url,
                             "MIGRATION_DATA_DIR": str(other_dir), "STACK_AUTH_API_URL": sandbox.url}.items():
             monkeypatch.setenv(name, value)
-        for args in (["test-connections"], ["export", *EDGE], ["migrate-users"], ["import"], ["verify", *KEEP_JSON_IDS]):
+        for args in (["test-connections"], ["export", *EDGE], ["migrate-users"], ["import"], ["verify"]):
             assert cli(*args).exit_code == 0, args
         theirs = target_rows(other.target_url, app_tables, mapping(other_dir))
         assert set(mapping(other_dir).values()) == set(mapping(data_dir).values())
@@ -118,9 +120,31 @@ def test_a_failing_connection_stops_migrate_with_the_error_of_test_connections(c
     assert not (data_dir / "metadata.json").exists()
 
 
-def test_a_failing_verification_ends_migrate_with_the_error_of_verify(cli, data_dir: Path,
+def test_a_table_holding_user_ids_only_inside_json_waits_for_the_users(cli, dbs, data_dir: Path) -> None:
+    """The pipeline loads a table as soon as it is exported, unless the import needs the final user mapping:
+    user-id columns, or JSON the export's value check found user ids in (the import rewrites them)."""
+    app_table(dbs, "activity", "CREATE TABLE public.activity (id int PRIMARY KEY, doc jsonb)",
+              "INSERT INTO public.activity SELECT 1, jsonb_build_object('by', id) FROM auth.users ORDER BY id LIMIT 1")
+    assert cli("export").exit_code == 0
+    board = Board(DataDir(data_dir), disable_fk=True)
+    board.meta = Metadata.load(DataDir(data_dir))
+    board.exported = {e.key for e in board.meta.tables}
+    assert board.meta.entry("public", "activity").table.user_id_columns == ()
+    waiting = {e.key for e in board.meta.tables} - {e.key for e in board.ready()}
+    assert ("public", "activity") in waiting and ("public", "organizations") not in waiting
+    assert waiting == {e.key for e in board.meta.tables
+                       if e.table.user_id_columns or e.key in board.meta.json_user_id_columns()}
+    board.users_done()
+    assert {e.key for e in board.ready()} == {e.key for e in board.meta.tables}
+
+
+def test_a_failing_verification_ends_migrate_with_the_error_of_verify(cli, dbs, data_dir: Path,
                                                                      stack_auth: StackAuthSandbox) -> None:
-    # edge.posts.meta keeps Supabase user ids inside JSON: without --keep-supabase-ids verify fails it.
+    # A user id three levels down in JSON: below the keys the export's value check reads, so its column is not
+    # rewritten; verify counts every user id left in JSON and fails the table.
+    app_table(dbs, "deep_notes", "CREATE TABLE public.deep_notes (id int PRIMARY KEY, doc jsonb)",
+              "INSERT INTO public.deep_notes SELECT 1, jsonb_build_object('a', jsonb_build_object('b', "
+              "jsonb_build_object('by', id))) FROM auth.users ORDER BY id LIMIT 1")
     result = cli("migrate", "--json", *EDGE)
     assert result.exit_code == 7, result.output
     alone = cli("verify")
@@ -139,7 +163,7 @@ def test_a_failing_verification_ends_migrate_with_the_error_of_verify(cli, data_
 def test_killed_migrate_reruns_to_the_end_with_nothing_doubled(cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox,
                                                               stage: str, mode: list[str]) -> None:
     make_big_table(dbs)
-    process = cli.process("migrate", *EDGE, *KEEP_JSON_IDS, *mode)
+    process = cli.process("migrate", *EDGE, *mode)
     def ready() -> None:
         if stage == "export":
             partial = data_dir / (BIG_FILE + ".partial")
@@ -148,7 +172,7 @@ def test_killed_migrate_reruns_to_the_end_with_nothing_doubled(cli, dbs, data_di
             wait_for_copy_into(dbs, "fault_big", process)
 
     kill_when(process, ready)
-    result = cli("migrate", *EDGE, *KEEP_JSON_IDS, *mode)
+    result = cli("migrate", *EDGE, *mode)
     assert result.exit_code == 0, result.output
     assert report_statuses(data_dir) == {"pass"}
     if mode:
@@ -195,13 +219,13 @@ def test_ctrl_c_stops_migrate_within_seconds_and_the_rerun_finishes(cli, dbs, da
     from conftest import interrupt_and_wait
 
     make_big_table(dbs)
-    process = cli.process("migrate", *EDGE, *KEEP_JSON_IDS)
+    process = cli.process("migrate", *EDGE)
     wait_for_copy_into(dbs, "fault_big", process)
     seconds, output = interrupt_and_wait(process)
     assert process.returncode == 130, output
     assert seconds < 5, (seconds, output)
     assert "Traceback" not in output and "unexpected" not in output and "Run the same command again" in output
-    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    result = cli("migrate", *EDGE)
     assert result.exit_code == 0, result.output
     assert report_statuses(data_dir) == {"pass"}
     assert_users_once(stack_auth, data_dir)
@@ -211,7 +235,7 @@ def test_a_failing_import_stops_migrate_with_its_error_and_the_rerun_finishes(cl
                                                                              stack_auth: StackAuthSandbox) -> None:
     with dbs.target() as conn:
         conn.execute("ALTER TABLE edge.no_pk RENAME TO no_pk_elsewhere")
-    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    result = cli("migrate", *EDGE)
     assert result.exit_code == 4, result.output
     assert error_line(result.output) == ("Error: table edge.no_pk does not exist in the target (fix: create the "
                                          "application schema on the target first (run your migrations))")
@@ -222,7 +246,7 @@ def test_a_failing_import_stops_migrate_with_its_error_and_the_rerun_finishes(cl
     with dbs.target() as conn:
         conn.execute("ALTER TABLE edge.no_pk_elsewhere RENAME TO no_pk")
     loaded = import_state(dbs)
-    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    result = cli("migrate", *EDGE)
     assert result.exit_code == 0, result.output
     assert flat(result.output).count("loaded by a previous run") >= len(loaded)
     assert report_statuses(data_dir) == {"pass"}
@@ -231,7 +255,7 @@ def test_a_failing_import_stops_migrate_with_its_error_and_the_rerun_finishes(cl
 def test_failed_users_stop_migrate_with_the_error_of_migrate_users_before_any_user_id_is_loaded(
         cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox) -> None:
     stack_auth.fail_next(1, 400, match="POST /api/v1/users")  # one user refused: migrate-users fails (6)
-    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    result = cli("migrate", *EDGE)
     assert result.exit_code == 6, result.output
     report = data_dir / "user-migration-report.json"
     assert error_line(result.output) == (f"Error: 1 users failed (see {report}) (fix: correct the cause shown for "
@@ -240,7 +264,7 @@ def test_failed_users_stop_migrate_with_the_error_of_migrate_users_before_any_us
     assert with_ids and not with_ids & {(s, t) for s, t, _ in import_state(dbs)}  # they wait for every user
     assert not (data_dir / "verification-report.json").exists()
     assert step_results(result.output)["migrate-users"].startswith("failed: ")
-    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    result = cli("migrate", *EDGE)
     assert result.exit_code == 0, result.output
     assert report_statuses(data_dir) == {"pass"}
     assert_users_once(stack_auth, data_dir)
@@ -269,17 +293,17 @@ def test_a_split_table_loads_as_ranges_once_its_block_ranges_are_joined(cli, dbs
 
 def test_a_sign_up_during_the_freeze_fails_verify_until_the_users_are_carried(cli, dbs, data_dir: Path,
                                                                                stack_auth: StackAuthSandbox) -> None:
-    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    result = cli("migrate", *EDGE)
     assert result.exit_code == 0, result.output
     assert "Supabase Auth's users unchanged since the export" in flat(result.output)
     with dbs.source() as conn:  # sign-ins move only what supamove does not read
         conn.execute("UPDATE auth.users SET last_sign_in_at = now(), updated_at = now()")
         conn.execute("UPDATE auth.identities SET last_sign_in_at = now(), updated_at = now()")
-    assert cli("verify", *KEEP_JSON_IDS).exit_code == 0
+    assert cli("verify").exit_code == 0
     with dbs.source() as conn:  # a sign-up, after the export: not in Stack Auth
         conn.execute("INSERT INTO auth.users (id, aud, role, email, created_at, updated_at) VALUES "
                      "(gen_random_uuid(), 'authenticated', 'authenticated', 'late@example.com', now(), now())")
-    result = cli("verify", *KEEP_JSON_IDS)
+    result = cli("verify")
     assert result.exit_code == 7, result.output
     assert error_line(result.output) == (
         "Error: Supabase Auth's users are not all in Stack Auth (auth.users): changed on the source since the "
@@ -290,14 +314,14 @@ def test_a_sign_up_during_the_freeze_fails_verify_until_the_users_are_carried(cl
     assert (users["status"], users["sourceRows"] - users["exportedRows"]) == ("fail", 1)
     assert {t["status"] for t in report["tables"]} == {"pass"}  # the application's tables did not move
     assert cli("export", "--auth-only").exit_code == 0  # the fix it gives; the export alone carries nothing
-    halfway = cli("verify", *KEEP_JSON_IDS)
+    halfway = cli("verify")
     assert halfway.exit_code == 7, halfway.output
     assert error_line(halfway.output) == (
         "Error: Supabase Auth's users are not all in Stack Auth (auth.users): `supamove migrate-users` has not run "
         "since this auth export: what it holds is not all in Stack Auth (fix: run `supamove migrate-users` (it "
         "carries only what changed), then `supamove verify` again)")
     assert cli("migrate-users").exit_code == 0
-    result = cli("verify", *KEEP_JSON_IDS)
+    result = cli("verify")
     assert result.exit_code == 0, result.output
     assert "late@example.com" in {u.get("primary_email") for u in stack_auth.users.values()}
 
@@ -324,7 +348,7 @@ def test_user_ids_in_text_arrays_and_text_like_columns_are_found_and_remapped(cl
               f"INSERT INTO public.teams (id, members, admins, owner, contact) "
               f"SELECT g, ARRAY({ids} LIMIT 3)::text[], ARRAY({ids} LIMIT 2)::varchar(40)[], "
               f"({ids} LIMIT 1), upper(({ids} + 1 LIMIT 1)::text) FROM generate_series(1, 12) g")
-    result = cli("migrate", *EDGE, *KEEP_JSON_IDS)
+    result = cli("migrate", *EDGE)
     assert result.exit_code == 0, result.output
     tables = {t["table"]: t for t in orjson.loads((data_dir / "verification-report.json").read_bytes())["tables"]}
     assert {t["status"] for name, t in tables.items() if name != "teams"} == {"pass"}

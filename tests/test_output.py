@@ -99,7 +99,9 @@ def test_import_and_verify_results_json_and_progress_phases(cli: Any, dbs: Any, 
         [t["unmappedUserIds"] for t in unmapped["tables"] if t["unmappedUserIds"]]  # now every one of them
     assert all(not t["unmappedUserIds"] for t in plan["tables"])
     assert set(plan["tables"][0]) == {"schema", "table", "rows", "state", "userIdsRemapped", "unmappedUserIds",
-                                      "missingInTarget", "missingInExport"}
+                                      "jsonUserIdsRewritten", "missingInTarget", "missingInExport"}
+    assert {f"{t['schema']}.{t['table']}": t["jsonUserIdsRewritten"] for t in plan["tables"]
+            if t["jsonUserIdsRewritten"]} == {"edge.posts": ["meta"]}
 
     loaded = cli("import")
     assert loaded.exit_code == 0, loaded.output
@@ -107,7 +109,7 @@ def test_import_and_verify_results_json_and_progress_phases(cli: Any, dbs: Any, 
     assert "Import summary" not in loaded.stderr
     assert ": indexes and constraints" in loaded.stderr and "indexes and constraints" not in loaded.stdout
 
-    full = cli("verify", "--json", "--keep-supabase-ids", "edge.posts.meta")  # JSON ids are not rewritten
+    full = cli("verify", "--json")
     assert full.exit_code == 0, full.output
     report = orjson.loads(full.stdout)
     assert report == orjson.loads((exported / "verification-report.json").read_bytes())
@@ -118,16 +120,15 @@ def test_import_and_verify_results_json_and_progress_phases(cli: Any, dbs: Any, 
 def test_counts_only_verify_never_replaces_a_full_verification(cli: Any, dbs: Any, exported: Path) -> None:
     write_mapping(dbs, exported)
     assert cli("import").exit_code == 0
-    keep = ("--keep-supabase-ids", "edge.posts.meta")  # the import does not rewrite ids inside JSON
-    first = cli("verify", "--skip-checksum", *keep)  # no report yet: it is the report
+    first = cli("verify", "--skip-checksum")  # no report yet: it is the report
     assert first.exit_code == 0, first.output
     assert "rows counted" in first.stderr and "rows compared" not in first.stderr  # none is compared
     report = exported / "verification-report.json"
     assert orjson.loads(report.read_bytes())["summary"]["checksums"] is False
-    assert cli("verify", *keep).exit_code == 0  # a full verification replaces a counts-only report
+    assert cli("verify").exit_code == 0  # a full verification replaces a counts-only report
     full = report.read_bytes()
     assert orjson.loads(full)["summary"]["checksums"] is True
-    quick = cli("verify", "--skip-checksum", *keep)
+    quick = cli("verify", "--skip-checksum")
     assert quick.exit_code == 0, quick.output
     assert report.read_bytes() == full
     counts = exported / "verification-counts-report.json"

@@ -454,7 +454,7 @@ def test_a_user_row_level_security_filters_is_refused_before_it_reads_fewer_rows
         conn.execute("SELECT count(*) FROM public.organizations")
     with dbs.source() as conn:  # the same user with BYPASSRLS reads every row: the checks pass
         conn.execute(f'ALTER ROLE "{role}" BYPASSRLS')
-    result = cli("verify", "--keep-supabase-ids", "edge.posts.meta")  # JSON ids are not rewritten
+    result = cli("verify")
     assert result.exit_code == 0, result.output
 
 

@@ -163,7 +163,7 @@ class ExportPlan:
         for c in self.values.mixed if self.values else []:
             lines.append(f"{c.qualified}: {c.user_ids:,} of {c.values:,} values are user ids, "
                          f"{c.values - c.user_ids:,} are not")
-        lines += [_json_warning(column, keys) for column, keys in _by_column(
+        lines += [_json_note(column, keys) for column, keys in _by_column(
             self.values.json_keys if self.values else []).items()]
         lines += [f"warning: schema {s.name} ({s.tables} table{'s' if s.tables != 1 else ''}"
                   f"{', with foreign keys to auth.users' if s.user_ids else ''}) is not exported: "
@@ -195,10 +195,10 @@ def _by_column(keys: list[userids.JsonKeyCount]) -> dict[str, list[userids.JsonK
     return grouped
 
 
-def _json_warning(column: str, keys: list[userids.JsonKeyCount]) -> str:
+def _json_note(column: str, keys: list[userids.JsonKeyCount]) -> str:
     listed = ", ".join(f"{k.key} ({k.user_ids:,})" for k in keys)
-    return (f"warning: {column} holds Supabase user ids under the keys {listed}; "
-            "the import does not rewrite JSON: update them on the target after the import")
+    return (f"{column}: user ids found inside JSON under the keys {listed} "
+            "(the import rewrites every user id in its JSON)")
 
 
 @dataclass

@@ -169,6 +169,14 @@ class Metadata:
     def entries(self) -> list[TableEntry]:
         return self.tables + self.auth
 
+    def json_user_id_columns(self) -> dict[tuple[str, str], frozenset[str]]:
+        """The json/jsonb columns the export's value check found user ids in, by table (the import rewrites
+        them; verify reads them back)."""
+        found: dict[tuple[str, str], set[str]] = {}
+        for key in (self.user_id_value_check or {}).get("jsonKeys") or []:
+            found.setdefault((key["schema"], key["table"]), set()).add(key["column"])
+        return {table: frozenset(columns) for table, columns in found.items()}
+
     def entry(self, schema: str, name: str) -> TableEntry:
         for entry in self.entries:
             if entry.key == (schema, name):

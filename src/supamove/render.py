@@ -377,7 +377,8 @@ def show_export_result(result: ExportResult, datadir: DataDir) -> None:
 def show_import_plan(plan: ImportPlan) -> None:
     rows = []
     for order, table in enumerate(plan.tables, 1):
-        remapped = ", ".join(f"{c} ({n:,} ids)" for c, n in table.remapped_counts.items())
+        remapped = ", ".join([f"{c} ({n:,} ids)" for c, n in table.remapped_counts.items()]
+                             + [f"{c} (inside JSON)" for c in table.json_rewritten])
         state = "loaded by a previous run" if table.done else "HOLDS ROWS" if table.has_rows else \
             "resumes an interrupted load" if table.resume_split else ""
         rows.append((order, table.qualified, f"{table.rows:,}", remapped, state))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import operator
 import queue
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -18,11 +19,13 @@ from supamove.files import UUID, parse_row, restore_or_export_again
 from supamove.importer import workers
 from supamove.importer.model import ColumnLoad, ImportPlan, Span, TablePlan, Unmapped
 from supamove.importer.scan import file_blocks, line_blocks
+from supamove.userids import UUID_INSIDE
 
 T = TypeVar("T")
 
 
 PREFETCH = 4  # converted blocks waiting for the target: memory stays flat
+JSON_UUID = re.compile(UUID_INSIDE)
 
 
 def copy_blocks(table: TablePlan, plan: ImportPlan, digest: Any = None,
@@ -122,7 +125,7 @@ NUMBER_TYPES, BOOLEAN_TYPES = {int, type(None)}, {bool, type(None)}
 
 def _column_encoder(column: ColumnLoad, plan: ImportPlan) -> Callable[[list[Any]], list[str]]:
     """A column's exported values to COPY text, the same as _encoder gives one value at a time."""
-    if column.user_ids:
+    if column.user_ids or column.json_user_ids:
         one = _encoder(column, plan)
         return lambda values: list(map(one, values))
     if column.encoding == "number":
@@ -175,6 +178,9 @@ def _encoder(column: ColumnLoad, plan: ImportPlan) -> Callable[[Any], str]:
     if column.user_ids:
         remap = _remapper(plan.mapping, plan.options.unmapped_users, column.array)
         return lambda v: NULL if v is None else _null_or(remap(v))
+    if column.json_user_ids:
+        rewrite = _json_rewriter(plan.mapping)
+        return lambda v: NULL if v is None else _escape(rewrite(v))
     if column.encoding == "number":
         return lambda v: _number_column([v])[0]
     if column.encoding == "boolean":
@@ -184,6 +190,15 @@ def _encoder(column: ColumnLoad, plan: ImportPlan) -> Callable[[Any], str]:
 
 def _null_or(value: str | None) -> str:
     return NULL if value is None else _escape(value)
+
+
+def _json_rewriter(mapping: dict[str, str]) -> Callable[[str], str]:
+    """JSON text with each Supabase user id of the mapping in it, wherever it is, as its Stack Auth id; other
+    uuids stay. Lower case only, as Supabase writes its ids: what verify reads back, and counts when left."""
+    def rewrite(text: str) -> str:
+        return JSON_UUID.sub(lambda m: mapping.get(m.group(), m.group()), text)
+
+    return rewrite
 
 
 def _remapper(mapping: dict[str, str], unmapped: Unmapped, array: bool) -> Callable[[str], str | None]:

@@ -13,8 +13,9 @@ SHOWN_IDS = 5
 
 def mapping_for(plans: list[TablePlan], datadir: DataDir,
                  problems: list[SupamoveError]) -> tuple[dict[str, str], bool]:
-    """Supabase id to Stack Auth id; required only when some user-id column holds ids."""
-    if not any(ids for p in plans for ids in p.user_ids.values()):
+    """Supabase id to Stack Auth id; required only when some user-id column holds ids, or some JSON column
+    (the export's value check found them there)."""
+    if not any(ids for p in plans for ids in p.user_ids.values()) and not any(p.json_rewritten for p in plans):
         return {}, False
     path = datadir.user_mapping
     if not path.exists():

@@ -31,12 +31,14 @@ class ImportOptions:
 
 @dataclass
 class ColumnLoad:
-    """One column the import writes: its name, how the export encodes it, whether it holds user ids."""
+    """One column the import writes: its name, how the export encodes it, whether it holds user ids (as its
+    values, or inside its JSON)."""
 
     name: str
     encoding: str
     user_ids: bool = False
     array: bool = False
+    json_user_ids: bool = False
 
 
 @dataclass
@@ -57,6 +59,11 @@ class TablePlan(QualifiedName):
     def remapped_counts(self) -> dict[str, int]:
         """Each user-id column's distinct ids that the mapping holds: those the import rewrites."""
         return {c: len(ids) - len(self.unmapped.get(c, [])) for c, ids in self.user_ids.items()}
+
+    @property
+    def json_rewritten(self) -> list[str]:
+        """The JSON columns whose user ids the import rewrites (those the export's value check found)."""
+        return [c.name for c in self.columns if c.json_user_ids]
 
     @property
     def schema(self) -> str:
@@ -130,7 +137,7 @@ class ImportPlan:
         def table(t: TablePlan) -> dict[str, Any]:
             return {"schema": t.schema, "table": t.name, "rows": t.rows,
                     "state": "loaded" if t.done else "holds rows" if t.has_rows else "to load",
-                    "userIdsRemapped": t.remapped_counts,
+                    "userIdsRemapped": t.remapped_counts, "jsonUserIdsRewritten": t.json_rewritten,
                     "unmappedUserIds": {c: len(ids) for c, ids in t.unmapped.items()},
                     "missingInTarget": t.missing_in_target, "missingInExport": t.missing_in_export}
 

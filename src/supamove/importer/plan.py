@@ -68,7 +68,9 @@ def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, opti
     # Its checks read the tables (empty? loaded?): the policies must not hide their rows.
     catalog.refuse_rls_filtering(conn, target, [targets[e.key] for e in entries if e.key in targets])
     done = set() if options.truncate_first else _read_state(conn)
-    plans = [_plan_table(conn, target, datadir, e, targets.get(e.key), problems) for e in entries]
+    json_ids = meta.json_user_id_columns()
+    plans = [_plan_table(conn, target, datadir, e, targets.get(e.key), json_ids.get(e.key, frozenset()), problems)
+             for e in entries]
     for plan in plans:
         plan.done = plan.state_key in done
     groups = _group(plans)
@@ -98,7 +100,7 @@ def _views(conn: psycopg.Connection, meta: Metadata) -> list[catalog.Materialize
 
 
 def _plan_table(conn: psycopg.Connection, endpoint: Endpoint, datadir: DataDir, entry: TableEntry,
-                target: Table | None, problems: list[SupamoveError]) -> TablePlan:
+                target: Table | None, json_ids: frozenset[str], problems: list[SupamoveError]) -> TablePlan:
     plan = TablePlan(entry, target, datadir.export_file(entry.file))
     if not entry.complete:
         problems.append(DataFileError(f"the export of {plan.qualified} is not finished",
@@ -107,7 +109,7 @@ def _plan_table(conn: psycopg.Connection, endpoint: Endpoint, datadir: DataDir, 
         problems.append(endpoint.error(f"table {plan.qualified} does not exist in the target",
                                       "create the application schema on the target first (run your migrations)"))
         return plan
-    _plan_columns(conn, endpoint, plan, target, problems)
+    _plan_columns(conn, endpoint, plan, target, json_ids, problems)
     for name, source in {c.name: c for c in entry.table.columns}.items():
         if target.column(name) is None:
             plan.missing_in_target.append(name)
@@ -119,7 +121,7 @@ def _plan_table(conn: psycopg.Connection, endpoint: Endpoint, datadir: DataDir, 
 
 
 def _plan_columns(conn: psycopg.Connection, endpoint: Endpoint, plan: TablePlan, target: Table,
-                  problems: list[SupamoveError]) -> None:
+                  json_ids: frozenset[str], problems: list[SupamoveError]) -> None:
     """The target's columns the import writes, and those it cannot fill or whose type cannot take the export's."""
     where, entry = plan.qualified, plan.entry
     exported = {c.name: c for c in entry.table.columns}
@@ -141,7 +143,7 @@ def _plan_columns(conn: psycopg.Connection, endpoint: Endpoint, plan: TablePlan,
                 f"change the target column to {source.type} (or a type that accepts its values)"))
         array = source.type.endswith("[]") or source.base_type.endswith("[]")
         plan.columns.append(ColumnLoad(col.name, entry.encoding(col.name), col.name in entry.table.user_id_columns,
-                                       array))
+                                       array, col.name in json_ids))
 
 
 def _compatible(conn: psycopg.Connection, source: Column, target_type: str) -> bool:

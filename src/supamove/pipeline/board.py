@@ -84,6 +84,10 @@ class Board:
         """Every table is loaded, or the export ended without telling which (then the import says what is left)."""
         return (self.meta is not None and not self.remaining) or (self.meta is None and self.export_over)
 
+    def _holds_user_ids(self, table: catalog.Table) -> bool:
+        """User-id columns, or JSON the value check found user ids in: the import needs the final mapping."""
+        return bool(table.user_id_columns) or (self.meta is not None and table.key in self.meta.json_user_id_columns())
+
     def ready(self) -> list[TableEntry]:
         """The tables that may load now, parents before children: exported, user ids mappable, FK parents loaded.
 
@@ -101,7 +105,7 @@ class Board:
             entries = [self.meta.entry(*t.key) for t in group]
             mine = {e.key for e in entries}
             parents = {(fk.ref_schema, fk.ref_table) for t in group for fk in t.foreign_keys} & keys
-            if (mine <= self.exported and (self.users_over or not any(t.user_id_columns for t in group))
+            if (mine <= self.exported and (self.users_over or not any(self._holds_user_ids(t) for t in group))
                     and (self.disable_fk or parents - mine <= self.loaded | {e.key for e in chosen})):
                 chosen += entries
         return chosen

@@ -18,7 +18,7 @@ from supamove.metadata import Metadata, TableEntry
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
 from supamove.verify.checksum import Checksum
-from supamove.verify.plan import TableComparison, hashes_records, json_user_id_columns
+from supamove.verify.plan import TableComparison, hashes_records
 from supamove.verify.pools import Pair, SidePool, read_mapping
 from supamove.verify.run import Known, side_checksum, table_checksums
 from supamove.verify.structure import TableKey
@@ -39,7 +39,7 @@ class AheadChecksums:
         self._datadir, self._target, self._jobs = datadir, target, max(1, jobs)
         self._pools = {"source": SidePool(source, self._jobs), "target": SidePool(target, self._jobs)}
         self._mapped: SidePool | None = None  # the target's sessions with user-mapping.json, once it is final
-        self._json_ids: dict[TableKey, set[str]] | None = None  # the value check's JSON columns, once it is recorded
+        self._json_ids: dict[TableKey, frozenset[str]] | None = None  # the value check's JSON columns, once it is recorded
         self._lock = threading.Lock()
         self._workers = ThreadPoolExecutor(self._jobs, "checksum")
         self._futures: list[Future[None]] = []
@@ -74,7 +74,7 @@ class AheadChecksums:
     def _pair(self, entry: TableEntry) -> Pair | None:
         """The table's work on both sides, or None when a side lacks it (run_verify says what is missing)."""
         comparison = TableComparison(entry.table, self._ours.get(entry.key), self._theirs.get(entry.key), True,
-                                     self._by_value, frozenset(self._json_user_ids().get(entry.key, ())))
+                                     self._by_value, self._json_user_ids().get(entry.key, frozenset()))
         if comparison.source is None or comparison.target is None:
             return None
         src, tgt = comparison.relation("source"), comparison.relation("target")
@@ -96,14 +96,14 @@ class AheadChecksums:
         self.known[entry.key] = (pair.src_rel, pair.tgt_rel, ours, theirs)
         self.progress.advance(LABEL)
 
-    def _json_user_ids(self) -> dict[TableKey, set[str]]:
+    def _json_user_ids(self) -> dict[TableKey, frozenset[str]]:
         """The JSON columns the export's value check found user ids in: read from metadata.json until the check
         has recorded them (it ends beside the copies), then kept."""
         with self._lock:
             if self._json_ids is not None:
                 return self._json_ids
             meta = Metadata.load(self._datadir, require_complete=False)
-            found = json_user_id_columns(meta)
+            found = meta.json_user_id_columns()
             if meta.user_id_value_check is not None:
                 self._json_ids = found
             return found

@@ -163,9 +163,9 @@ def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: V
     if options.tables and not tables:
         raise ConfigError(f"--tables {' '.join(options.tables)} matches no table",
                           fix="check the pattern (name or schema.name, shell patterns)")
-    json_ids = json_user_id_columns(meta)
+    json_ids = meta.json_user_id_columns() if meta is not None else {}
     plan = VerifyPlan([TableComparison(t, ours.get(t.key), theirs.get(t.key), has_mapping, by_value,
-                                       frozenset(json_ids.get(t.key, ()))) for t in tables], origin,
+                                       json_ids.get(t.key, frozenset())) for t in tables], origin,
                       kept=kept, view_schemas=[] if options.tables else exported)
     if meta is not None:
         plan.exported = frozenset(e.key for e in meta.tables)
@@ -175,14 +175,6 @@ def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: V
         plan.sequences = sorted({s.key for s in meta.sequences} - used)
         plan.kept |= {catalog.parse_column_ref(r, "--not-user-id-column") for r in recorded.get("notUserIdColumns", [])}
     return plan
-
-
-def json_user_id_columns(meta: Metadata | None) -> dict[tuple[str, str], set[str]]:
-    """The json/jsonb columns whose keys the export's value check found user ids in, by table."""
-    found: dict[tuple[str, str], set[str]] = {}
-    for key in ((meta.user_id_value_check or {}).get("jsonKeys") or []) if meta is not None else []:
-        found.setdefault((key["schema"], key["table"]), set()).add(key["column"])
-    return found
 
 
 def hashes_records(conn: psycopg.Connection) -> bool:
