@@ -563,6 +563,28 @@ def test_a_user_two_stack_auth_users_claim_fails_instead_of_being_taken_for_one(
     assert stack.create_count() == creates  # nobody created again, alice included
 
 
+def test_a_lost_create_answer_looked_up_among_two_claimants_fails_the_user_instead_of_taking_one(
+        stack: StackAuthSandbox, client: StackAuthClient, tmp_path: Path) -> None:
+    # After a lost answer the user is looked up before a second create: the first claimant listed was taken.
+    judy, phoebe = auth_user("judy", 1), auth_user("phoebe", 2, email=None, phone="15550001111")
+    migrate_users(client, write_export(tmp_path / "data", [judy], []))  # a mapping: only the new user is created
+    twin = client.create_user({"server_metadata": {"supabase_user_id": phoebe["id"]}}).user["id"]
+    datadir = write_export(tmp_path / "data", [judy, phoebe], [])
+    stack.drop_next_creates(1)  # phoebe's create lands, its answer is lost
+    result = migrate_users(client, datadir)
+    outcome = outcomes(result)[phoebe["id"]]
+    assert outcome.status == "failed" and result.failure() is not None
+    prefix = "claimed by more than one Stack Auth user (server_metadata.supabase_user_id): "
+    landed = {u["id"] for u in stack.users.values()
+              if (u["server_metadata"] or {}).get("supabase_user_id") == phoebe["id"]} - {twin}
+    assert outcome.reason.startswith(prefix) and len(landed) == 1
+    assert set(outcome.reason[len(prefix):].split(", ")) == landed | {twin}
+    assert phoebe["id"] not in UserMapping.load(datadir.user_mapping).by_supabase()
+    again = migrate_users(client, datadir)  # its intent kept: the rerun looks again, and creates nobody
+    assert outcomes(again)[phoebe["id"]].status == "failed"
+    assert sum((u["server_metadata"] or {}).get("supabase_user_id") == phoebe["id"] for u in stack.users.values()) == 2
+
+
 def test_map_users_rebuilds_the_same_mapping(stack: StackAuthSandbox, client: StackAuthClient,
                                              datadir: DataDir) -> None:
     pre_existing_trent(stack)

@@ -324,12 +324,9 @@ class _Run:
     def _create(self, item: PlannedUser) -> UserOutcome:
         sid = item.user.id
         if sid in self.pending:
-            claims = self.index.get(sid, []) if self.index is not None else [u for u in [self._lookup(item)] if u]
-            if len(claims) > 1:  # which one the data belongs to is the operator's call, as map-users says
-                return _failed(item, "claimed by more than one Stack Auth user (server_metadata.supabase_user_id): "
-                                     + ", ".join(u["id"] for u in claims),
-                               "keep one of them (delete the others in the dashboard, or clear their "
-                               "server_metadata.supabase_user_id), then run the same command again")
+            claims = self.index.get(sid, []) if self.index is not None else self._claims(item)
+            if len(claims) > 1:
+                return _claimed_twice(item, claims)
             found = claims[0] if claims else None
             if found is not None:
                 earlier = self._finish(item, found, [FOUND_NOTE])
@@ -347,6 +344,8 @@ class _Run:
             self.journal.clear(sid)
             log.warning("Stack Auth refused Supabase user %s: %s", sid, exc.message)
             return _failed(item, *self._refusal(item, exc))
+        except ClaimedTwice as exc:  # its intent stays: the rerun looks again
+            return _claimed_twice(item, exc.claims)
         notes = ["created after a lost answer was found in Stack Auth"] if outcome.recovered else []
         return self._finish(item, outcome.user, notes, created=True)  # by this run, its answer lost or not
 
@@ -456,11 +455,18 @@ class _Run:
                            mfa="totp" if item.totp_secret_base64 else None, mfa_not_carried=item.mfa_not_carried)
 
     def _lookup(self, item: PlannedUser) -> dict[str, Any] | None:
-        """This Supabase user's Stack Auth user: by its sign-in e-mail, or (without one: no e-mail, deleted,
-        anonymous, shared e-mail) by a scan of every user's server_metadata.supabase_user_id."""
+        """This Supabase user's Stack Auth user, if any; ClaimedTwice when more than one claims it."""
+        claims = self._claims(item)
+        if len(claims) > 1:
+            raise ClaimedTwice(claims)
+        return claims[0] if claims else None
+
+    def _claims(self, item: PlannedUser) -> list[dict[str, Any]]:
+        """The Stack Auth users claiming this Supabase user: by its sign-in e-mail, or (without one: no e-mail,
+        deleted, anonymous, shared e-mail) by a scan of every user's server_metadata.supabase_user_id."""
         candidates = self.client.find_by_email(item.email) if item.email_auth and item.email \
             else self.client.iter_users()
-        return next((u for u in candidates if supabase_id_of(u) == item.user.id), None)
+        return [u for u in candidates if supabase_id_of(u) == item.user.id]
 
     def _scan_index(self) -> dict[str, list[dict[str, Any]]]:
         log.info("reading Stack Auth's users to find those an earlier run created (a run interrupted with creates in "
@@ -751,6 +757,22 @@ def _conflicting(outcome: UserOutcome, changed: list[str], theirs: list[str]) ->
     outcome.notes.append(CONFLICT.format(", ".join(theirs)))
     outcome.fix = CONFLICT_FIX
     return outcome
+
+
+class ClaimedTwice(Exception):
+    """More than one Stack Auth user names this Supabase user in server_metadata.supabase_user_id."""
+
+    def __init__(self, claims: list[dict[str, Any]]) -> None:
+        super().__init__(", ".join(u["id"] for u in claims))
+        self.claims = claims
+
+
+def _claimed_twice(item: PlannedUser, claims: list[dict[str, Any]]) -> UserOutcome:
+    """Which one the data belongs to is the operator's call, as map-users says."""
+    return _failed(item, "claimed by more than one Stack Auth user (server_metadata.supabase_user_id): "
+                         + ", ".join(u["id"] for u in claims),
+                   "keep one of them (delete the others in the dashboard, or clear their "
+                   "server_metadata.supabase_user_id), then run the same command again")
 
 
 def _failed(item: PlannedUser, reason: str, fix: str = RETRY_FIX, notes: list[str] | None = None) -> UserOutcome:
