@@ -155,7 +155,7 @@ def _truncate(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan) -> N
         return
     try:
         with conn.transaction():
-            conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(p.ident for p in tables)))
+            conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(p.alone for p in tables)))
             for table in tables:  # a crashed split load's indexes, foreign keys and triggers come back
                 if (held := read_held(conn, table)) is not None:
                     restore_held(conn, table, held)

@@ -82,6 +82,13 @@ class TablePlan(QualifiedName):
         return sql.Identifier(self.schema, self.name)
 
     @property
+    def alone(self) -> sql.Composable:
+        """The table without the tables inheriting from it (they are tables of their own, in the export or
+        not); a partitioned table stands for its partitions."""
+        partitioned = (self.target or self.entry.table).partitioned
+        return self.ident if partitioned else sql.SQL("ONLY {}").format(self.ident)
+
+    @property
     def state_key(self) -> tuple[str, str, str, str]:
         return (self.schema, self.name, self.entry.snapshot or "", self.entry.sha256 or "")
 

@@ -206,7 +206,7 @@ def _check_empty(conn: psycopg.Connection, target: Endpoint, plans: list[TablePl
     for plan in plans:
         if plan.target is None or plan.resume_split or (plan.done and not plan.rows):
             continue
-        row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(plan.ident)).fetchone()
+        row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(plan.alone)).fetchone()
         if plan.done and not (row and row[0]):
             emptied.append(plan.qualified)
         plan.has_rows = not plan.done and bool(row and row[0])

@@ -170,7 +170,8 @@ def _count_the_side_there(plan: TableComparison, context: Context, check: TableC
     if side is None:
         return
     try:
-        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*plan.table.key))
+        only = sql.SQL("" if plan.table.partitioned else "ONLY ")  # not the tables inheriting from it
+        query = sql.SQL("SELECT count(*) FROM {}{}").format(only, sql.Identifier(*plan.table.key))
         rows = context.pools[side].submit(lambda conn: fetch_int(conn.execute(query))).result()
     except psycopg.Error as exc:
         check.failures.append(f"could not count the {side}'s rows: {first_line(exc)}")
