@@ -27,7 +27,7 @@ FOUND = [
     "edge.user_refs.watcher_ids: user ids found by value, 4 of 4 values are user ids (remapped by the import)",
 ]
 JSON_NOTE = ("edge.posts.meta: user ids found inside JSON under the keys owner (6), review.by (6) "
-             "(the import rewrites every user id in its JSON)")
+             "(the import rewrites each string in it that is a user id)")
 MIXED = ("Error: 1 column holds both Supabase user ids and other values: billing.payments.payer_ref "
          "(3 of 5 values are user ids) (fix: decide for each: --user-id-column billing.payments.payer_ref "
          "remaps its user ids (the import then needs --unmapped-users keep for the other values), "

@@ -184,28 +184,39 @@ def test_round_trip_arrives_identical(cli, dbs, data_dir: Path, mode: list[str])
 
 def test_user_ids_inside_json_are_rewritten_wherever_they_are_and_other_uuids_stay(cli, dbs, data_dir: Path) -> None:
     """A JSON column the export's value check found user ids in: every user id of the mapping in its text becomes
-    the Stack Auth id, at any depth and in arrays; a uuid that is no user's, and one written in capitals, stay."""
+    the Stack Auth id, at any depth, in arrays and as keys; a uuid that is no user's, and one written in capitals,
+    stay, and so does one inside a longer string (a storage path). Verify reads jsonb's keys back in the source's
+    order."""
     with dbs.source() as conn:
-        users = [r[0] for r in conn.execute("SELECT id::text FROM auth.users ORDER BY id LIMIT 3")]
+        users = [r[0] for r in conn.execute("SELECT id::text FROM auth.users ORDER BY id LIMIT 6")]
     other = str(uuid.uuid4())
     doc = {"owner": users[0], "deep": {"a": {"b": users[1]}}, "watchers": [users[2], other], "sensor": other,
-           "shouted": users[1].upper(), "title": f"by {users[0]}"}
-    app_table(dbs, "activity", "CREATE TABLE public.activity (id int PRIMARY KEY, doc jsonb, note json)",
-              sql.SQL("INSERT INTO public.activity VALUES (1, {}::jsonb, {}::json), (2, NULL, NULL)").format(
-                  orjson.dumps(doc).decode(), orjson.dumps({"by": users[2]}).decode()))
-    assert cli("export").exit_code == 0
+           "shouted": users[1].upper(), "title": f"by {users[0]}", "readers": dict.fromkeys(users, 1),
+           "avatar": f"avatars/{users[0]}/a.png"}
+    team = {"members": [users[3], {"id": users[4]}]}  # no key the check reads: found elsewhere in the document
+    app_table(dbs, "activity", "CREATE TABLE public.activity (id int PRIMARY KEY, doc jsonb, note json, team jsonb)",
+              sql.SQL("INSERT INTO public.activity VALUES (1, {}::jsonb, {}::json, {}::jsonb), (2, NULL, NULL, NULL)"
+                      ).format(orjson.dumps(doc).decode(), orjson.dumps({"by": users[2]}).decode(),
+                               orjson.dumps(team).decode()))
+    exported = cli("export")
+    assert exported.exit_code == 0, exported.output
+    assert ("public.activity.team: user ids found inside JSON under the keys elsewhere (2) (the import rewrites "
+            "each string in it that is a user id)") in flat(exported.output)
     mapping = write_mapping(dbs, data_dir)
     result = cli("import", "--dry-run")
     assert result.exit_code == 0, result.output
-    assert "doc (inside JSON), note (inside JSON)" in flat(result.output)
+    assert "doc (inside JSON), note (inside JSON), team (inside JSON)" in flat(result.output)
     result = cli("import")
     assert result.exit_code == 0, result.output
     with dbs.target() as conn:
-        doc_after, note_after = conn.execute("SELECT doc, note FROM public.activity WHERE id = 1").fetchone()
-        assert conn.execute("SELECT doc, note FROM public.activity WHERE id = 2").fetchone() == (None, None)
+        doc_after, note_after, team_after = conn.execute(
+            "SELECT doc, note, team FROM public.activity WHERE id = 1").fetchone()
+        assert conn.execute("SELECT doc, note, team FROM public.activity WHERE id = 2").fetchone() == (None,) * 3
+    assert team_after == {"members": [mapping[users[3]], {"id": mapping[users[4]]}]}
     assert doc_after == {"owner": mapping[users[0]], "deep": {"a": {"b": mapping[users[1]]}},
                          "watchers": [mapping[users[2]], other], "sensor": other, "shouted": users[1].upper(),
-                         "title": f"by {mapping[users[0]]}"}
+                         "title": f"by {users[0]}", "readers": {mapping[u]: 1 for u in users},
+                         "avatar": f"avatars/{users[0]}/a.png"}
     assert note_after == {"by": mapping[users[2]]}
     verified = cli("verify", "--tables", "public.activity")  # the capitals are a Supabase id left: named
     assert verified.exit_code == 7 and "1 row of column doc still holds Supabase user ids" in flat(verified.output), \
@@ -215,6 +226,55 @@ def test_user_ids_inside_json_are_rewritten_wherever_they_are_and_other_uuids_st
         target.execute("UPDATE public.activity SET doc = doc - 'shouted'")
     verified = cli("verify", "--tables", "public.activity")
     assert verified.exit_code == 0, verified.output
+
+
+def test_user_ids_inside_json_that_the_mapping_lacks_stop_the_import_as_in_a_column(cli, dbs, data_dir: Path) -> None:
+    """A user migrate-users could not create is not in user-mapping.json: its id in a user-id column stops the
+    import (--unmapped-users error); inside JSON it was left as it was, and verify passed."""
+    app_table(dbs, "legacy", "CREATE TABLE public.legacy (id int PRIMARY KEY, doc jsonb)",
+              "INSERT INTO public.legacy SELECT row_number() OVER (ORDER BY id), jsonb_build_object('creator', id) "
+              "FROM auth.users ORDER BY id LIMIT 3")
+    assert cli("export").exit_code == 0
+    write_mapping(dbs, data_dir, leave_out=1)
+    with dbs.source() as conn:
+        missing = conn.execute("SELECT id::text FROM auth.users ORDER BY id LIMIT 1").fetchone()[0]
+    plan = orjson.loads(cli("import", "--dry-run", "--json").stdout)
+    assert (f"1 user ids inside the JSON of public.legacy.doc have no Stack Auth mapping: {missing} (fix: run "
+            "`supamove migrate-users` to migrate these users, or rerun with --unmapped-users keep (inside JSON "
+            "they stay as they are, with null too))") in plan["problems"]
+    legacy = next(t for t in plan["tables"] if t["table"] == "legacy")
+    assert legacy["unmappedUserIds"] == {"doc": 1} and legacy["jsonUserIdsRewritten"] == ["doc"]
+    assert cli("import").exit_code != 0 and target_is_empty(dbs, data_dir)
+    dry = cli("import", "--dry-run", "--unmapped-users", "keep")
+    assert f"unmapped user ids in public.legacy.doc: 1 ({missing}), --unmapped-users keep" in flat(dry.output)
+    kept = cli("import", "--unmapped-users", "keep")
+    assert kept.exit_code == 0, kept.output
+    with dbs.target() as conn:
+        creators = [r[0] for r in conn.execute("SELECT doc->>'creator' FROM public.legacy ORDER BY id")]
+    assert creators[0] == missing and missing not in creators[1:]
+
+
+def test_user_ids_left_in_a_composite_or_an_array_of_json_fail_verify_naming_each_column(cli, dbs, data_dir: Path) -> None:
+    """Neither the export nor the import reads user ids inside a composite's fields or an array of JSON: verify
+    counts those left (a uuid standing alone in the value's text) and fails the table, naming each column; an id
+    inside a longer text (a storage path) is no user id of its own, and passes."""
+    for conn in (dbs.source(), dbs.target()):
+        with conn:
+            conn.execute("CREATE TYPE public.place AS (street text, owner uuid)")
+    app_table(dbs, "venues", "CREATE TABLE public.venues (id int PRIMARY KEY, place public.place, events jsonb[], "
+                             "path text)",
+              "INSERT INTO public.venues SELECT 1, ROW('Main St', id)::public.place, "
+              "ARRAY[jsonb_build_object('by', id)], 'avatars/' || id || '/a.png' FROM auth.users ORDER BY id LIMIT 1")
+    assert cli("export").exit_code == 0
+    write_mapping(dbs, data_dir)
+    assert cli("import").exit_code == 0
+    result = cli("verify", "--tables", "public.venues")
+    assert result.exit_code == 7, result.output
+    report = orjson.loads((data_dir / "verification-report.json").read_bytes())
+    left = {c["column"]: c["rows"] for c in report["tables"][0]["supabaseUserIds"]}
+    assert (left["place"], left["events"], left["path"]) == (1, 1, 0)
+    assert "1 row of column place still holds Supabase user ids" in flat(result.output)
+    assert "1 row of column events still holds Supabase user ids" in flat(result.output)
 
 
 def test_a_table_inheriting_from_a_loaded_one_is_neither_emptied_nor_taken_for_its_rows(cli, dbs, data_dir: Path) -> None:

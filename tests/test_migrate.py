@@ -140,11 +140,14 @@ def test_a_table_holding_user_ids_only_inside_json_waits_for_the_users(cli, dbs,
 
 def test_a_failing_verification_ends_migrate_with_the_error_of_verify(cli, dbs, data_dir: Path,
                                                                      stack_auth: StackAuthSandbox) -> None:
-    # A user id three levels down in JSON: below the keys the export's value check reads, so its column is not
-    # rewritten; verify counts every user id left in JSON and fails the table.
-    app_table(dbs, "deep_notes", "CREATE TABLE public.deep_notes (id int PRIMARY KEY, doc jsonb)",
-              "INSERT INTO public.deep_notes SELECT 1, jsonb_build_object('a', jsonb_build_object('b', "
-              "jsonb_build_object('by', id))) FROM auth.users ORDER BY id LIMIT 1")
+    # A user id in a composite's field: neither found by the export nor rewritten by the import; verify counts
+    # the user ids left in any column and fails the table.
+    for conn in (dbs.source(), dbs.target()):
+        with conn:
+            conn.execute("CREATE TYPE public.signature AS (name text, by_user uuid)")
+    app_table(dbs, "signed", "CREATE TABLE public.signed (id int PRIMARY KEY, sig public.signature)",
+              "INSERT INTO public.signed SELECT 1, ROW('approved', id)::public.signature FROM auth.users "
+              "ORDER BY id LIMIT 1")
     result = cli("migrate", "--json", *EDGE)
     assert result.exit_code == 7, result.output
     alone = cli("verify")

@@ -32,6 +32,8 @@ PLATFORM_SCHEMAS = frozenset({
 # jsonb stays text: embedded, a jsonb 'null' could not be told from SQL NULL.
 NATIVE_JSON_TYPES = {"smallint": "number", "integer": "number", "bigint": "number", "boolean": "boolean"}
 USER_ID_ARRAY_NAME = re.compile(r"(^|_)user_ids$")
+# A type modifier in format_type()'s text: numeric(40,20), character varying(12).
+TYPMOD = re.compile(r"\(\d+(?:,\d+)?\)")
 AUTH_USERS = ("auth", "users")
 
 

@@ -7,7 +7,6 @@ import functools
 import hashlib
 import math
 import os
-import re
 import shutil
 import threading
 import time
@@ -196,9 +195,9 @@ def _by_column(keys: list[userids.JsonKeyCount]) -> dict[str, list[userids.JsonK
 
 
 def _json_note(column: str, keys: list[userids.JsonKeyCount]) -> str:
-    listed = ", ".join(f"{k.key} ({k.user_ids:,})" for k in keys)
+    listed = ", ".join(f"{'elsewhere' if k.key == userids.ELSEWHERE else k.key} ({k.user_ids:,})" for k in keys)
     return (f"{column}: user ids found inside JSON under the keys {listed} "
-            "(the import rewrites every user id in its JSON)")
+            "(the import rewrites each string in it that is a user id)")
 
 
 @dataclass
@@ -373,7 +372,7 @@ PLAIN_TEXT_TYPES = frozenset({
     "uuid", "numeric", "real", "double precision", "date", "timestamp without time zone",
     "timestamp with time zone", "time without time zone", "time with time zone", "interval", "inet", "cidr",
     "macaddr", "macaddr8", "oid"})
-TYPMOD = re.compile(r"\(\d+(?:,\d+)?\)")
+TYPMOD = catalog.TYPMOD
 CONCAT_GROUP = 32  # terms per parenthesised group: a wide table's expression stays shallow for the parser
 
 

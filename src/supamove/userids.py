@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from supamove import catalog
 from supamove.catalog import Column, ForeignKey, Table, qualify
 
 # A uuid's text form; only such text is cast, so no other text can make the cast fail.
@@ -17,6 +18,20 @@ UUID_INSIDE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 # What each regex needs, as LIKE patterns: LIKE is 2 to 3 times cheaper, so the regex runs only on
 # the text that passes it, and the result is the regex's.
 UUID_TEXT_SHAPE = "________-____-____-____-____________"
+# A user id in JSON is a string of its own (a value, or a key): one inside a longer string (a storage path,
+# `user:<id>`) is part of that text, and stays as it is.
+JSON_STRING_UUID = f'"({UUID_INSIDE})"'
+# A user id standing alone among the punctuation of another type's text: a composite's field, an hstore's
+# value, an element of an array (of JSON documents too).
+WHOLE_UUID = rf'(?<![^\s"\\,(){{}}\[\]>])({UUID_INSIDE})(?![^\s"\\,(){{}}\[\]])'
+# Types whose text holds no user id: the count of ids left reads every other column.
+NO_USER_ID_TYPES = frozenset({
+    "smallint", "integer", "bigint", "numeric", "real", "double precision", "boolean", "money", "oid",
+    "date", "time without time zone", "time with time zone", "timestamp without time zone",
+    "timestamp with time zone", "interval", "bytea", "inet", "cidr", "macaddr", "macaddr8", "bit", "bit varying",
+    "point", "line", "lseg", "box", "path", "polygon", "circle", "tsvector", "tsquery", "int4range", "int8range",
+    "numrange", "tsrange", "tstzrange", "daterange", "pg_lsn", "xid", "xid8", "regclass", "regtype", "regproc",
+    "regprocedure", "regoper", "regoperator", "regnamespace", "regrole", "regconfig", "regdictionary"})
 UUID_INSIDE_SHAPE = "%-____-____-____-%"
 USER_IDS = sql.SQL("(SELECT id FROM auth.users)")
 # A table with fewer rows than a quarter of the users probes auth.users' primary key row by row
@@ -70,6 +85,16 @@ def family(column: Column) -> str | None:
         return None
     base = column.base_type or column.type
     return "text" if base.rsplit(".", 1)[-1] == "citext" else FAMILIES.get(base)
+
+
+def left_family(column: Column) -> str | None:
+    """How the count of Supabase ids left reads a column: its family, "other" for any other type whose text may
+    hold one (a composite, hstore, jsonb[]), else None."""
+    kind = family(column)
+    if kind is not None or column.generated:
+        return kind
+    base = catalog.TYPMOD.sub("", (column.base_type or column.type).removesuffix("[]"))
+    return None if base in NO_USER_ID_TYPES else "other"
 
 
 def as_text(column: Column, col: sql.Composable) -> sql.Composable:
@@ -173,8 +198,12 @@ def count_table(conn: psycopg.Connection, table: Table, columns: list[Column], f
     return TableCounts(counts, walk)
 
 
+ELSEWHERE = "**"  # the key of the user ids a document holds elsewhere: in arrays, deeper down, as keys
+
+
 def json_keys_query(table: Table, columns: list[Column]) -> sql.Composed:
-    """Rows of (column, key, user ids): the keys, top level and one level down, whose string values are user ids."""
+    """Rows of (column, key, user ids): the keys, top level and one level down, whose string values are user ids;
+    and ELSEWHERE with every user id of the documents, at any depth, in arrays and as keys (a superset)."""
     docs = sql.SQL(", ").join(sql.SQL("({}, {}::text)").format(sql.Literal(c.name), sql.Identifier(c.name))
                               for c in columns)
     return sql.SQL("""
@@ -189,9 +218,13 @@ CROSS JOIN LATERAL (
     SELECT e.key || '.' || f.key, f.value
     FROM jsonb_each(CASE WHEN jsonb_typeof(d.doc) = 'object' THEN d.doc END) e
     CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(e.value) = 'object' THEN e.value END) f
+    UNION ALL
+    SELECT {elsewhere}, v FROM jsonb_path_query(d.doc, 'strict $.**') v
+    UNION ALL
+    SELECT {elsewhere}, v FROM jsonb_path_query(d.doc, 'strict $.** ? (@.type() == "object").keyvalue().key') v
 ) k
 WHERE jsonb_typeof(k.value) = 'string' AND {user_id}
-GROUP BY 1, 2 ORDER BY 1, 2""").format(src=source(table), docs=docs,
+GROUP BY 1, 2 ORDER BY 1, 2""").format(src=source(table), docs=docs, elsewhere=sql.Literal(ELSEWHERE),
                                        inside=matches(sql.SQL("j.doc"), UUID_INSIDE_SHAPE, UUID_INSIDE),
                                        user_id=is_user_id_text(sql.SQL("(k.value #>> '{}')")))
 
@@ -200,8 +233,14 @@ def json_user_id_keys(conn: psycopg.Connection, table: Table, columns: list[Colu
     """The keys of the given json/jsonb columns of the table that hold user ids, with their counts."""
     if not columns:
         return []
-    return [JsonKeyCount(table.schema, table.name, col, key, int(n))
-            for col, key, n in conn.execute(json_keys_query(table, columns))]
+    found = [JsonKeyCount(table.schema, table.name, col, key, int(n))
+             for col, key, n in conn.execute(json_keys_query(table, columns))]
+    keyed = [k for k in found if k.key != ELSEWHERE]
+    for anywhere in (k for k in found if k.key == ELSEWHERE):  # only what the keys above leave out
+        rest = anywhere.user_ids - sum(k.user_ids for k in keyed if k.column == anywhere.column)
+        if rest > 0:
+            keyed.append(JsonKeyCount(table.schema, table.name, anywhere.column, ELSEWHERE, rest))
+    return keyed
 
 
 def keyed_without_user_ids(table: Table, none: set[tuple[str, str, str]]) -> dict[str, tuple[str, str, str]]:
@@ -228,10 +267,11 @@ def _is_uuid(table: Table, name: str) -> bool:
 def held_user_id(column: Column, users: sql.Composable = USER_IDS) -> sql.Composable:
     """One of `users` that the column's value holds, as text (the smallest), else NULL.
 
-    uuid[] looks at every element, text at a value that is a uuid, json/jsonb at every uuid in its text;
-    text and json pass a LIKE on a uuid's shape before the regex, as the export's check does.
+    uuid[] looks at every element, text at a value that is a uuid, json/jsonb at every string that is a uuid,
+    another type at every uuid standing alone in its text (left_family); text, json and the others pass a LIKE
+    on a uuid's shape before the regex, as the export's check does.
     """
-    col, kind = sql.Identifier(column.name), family(column)
+    col, kind = sql.Identifier(column.name), left_family(column)
 
     def found(value: sql.Composable) -> sql.Composable:
         return sql.SQL("{} IN {}").format(value, users)
@@ -244,11 +284,11 @@ def held_user_id(column: Column, users: sql.Composable = USER_IDS) -> sql.Compos
     if kind == "text":
         text = as_text(column, col)
         return sql.SQL("CASE WHEN {} THEN lower({}) END").format(is_user_id_text(text, found), text)
-    if kind == "json":  # the CASE spares the documents holding no uuid the set-returning walk (5x faster)
-        doc = sql.SQL("{}::text").format(col)
+    if kind in ("json", "other"):  # the CASE spares the values holding no uuid the set-returning walk (5x faster)
+        doc, inside = sql.SQL("{}::text").format(col), JSON_STRING_UUID if kind == "json" else WHOLE_UUID
         return sql.SQL("CASE WHEN {m} THEN (SELECT min(lower(m[1])) FROM regexp_matches({d}, {re}, 'gi') m "
                        "WHERE {f}) END").format(m=matches(doc, UUID_INSIDE_SHAPE, UUID_INSIDE), d=doc,
-                                                re=sql.Literal(UUID_INSIDE), f=found(sql.SQL("m[1]::uuid")))
+                                                re=sql.Literal(inside), f=found(sql.SQL("m[1]::uuid")))
     return sql.SQL("CASE WHEN {} THEN {}::text END").format(found(col), col)
 
 

@@ -19,13 +19,13 @@ from supamove.files import UUID, parse_row, restore_or_export_again
 from supamove.importer import workers
 from supamove.importer.model import ColumnLoad, ImportPlan, Span, TablePlan, Unmapped
 from supamove.importer.scan import file_blocks, line_blocks
-from supamove.userids import UUID_INSIDE
+from supamove.userids import JSON_STRING_UUID
 
 T = TypeVar("T")
 
 
 PREFETCH = 4  # converted blocks waiting for the target: memory stays flat
-JSON_UUID = re.compile(UUID_INSIDE)
+JSON_UUID = re.compile(JSON_STRING_UUID)
 
 
 def copy_blocks(table: TablePlan, plan: ImportPlan, digest: Any = None,
@@ -193,10 +193,11 @@ def _null_or(value: str | None) -> str:
 
 
 def _json_rewriter(mapping: dict[str, str]) -> Callable[[str], str]:
-    """JSON text with each Supabase user id of the mapping in it, wherever it is, as its Stack Auth id; other
-    uuids stay. Lower case only, as Supabase writes its ids: what verify reads back, and counts when left."""
+    """JSON text with each string that is a Supabase user id of the mapping (a value or a key, at any depth) as
+    its Stack Auth id; other uuids stay, and so does an id inside a longer string (a storage path). Lower case
+    only, as Supabase writes its ids: what verify reads back, and counts when left."""
     def rewrite(text: str) -> str:
-        return JSON_UUID.sub(lambda m: mapping.get(m.group(), m.group()), text)
+        return JSON_UUID.sub(lambda m: f'"{mapping.get(m.group(1), m.group(1))}"', text)
 
     return rewrite
 

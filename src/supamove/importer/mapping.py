@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+
 from supamove.db import Endpoint
 from supamove.errors import DataFileError, SupamoveError
 from supamove.importer.model import ImportOptions, TablePlan
@@ -29,6 +34,30 @@ def mapping_for(plans: list[TablePlan], datadir: DataDir,
         return {}, False
 
 
+def unmapped_users(plans: list[TablePlan], datadir: DataDir) -> frozenset[str]:
+    """The exported Supabase users the mapping lacks (those migrate-users failed, most often: a few), for the
+    scan of the JSON columns with user ids; none to look for without such a column, a mapping or the users."""
+    path, users = datadir.user_mapping, datadir.table_file("auth", "users")
+    if not any(p.json_rewritten for p in plans) or not path.exists() or not users.exists():
+        return frozenset()
+    try:
+        mapped = UserMapping.load(path).by_supabase()
+    except DataFileError:
+        return frozenset()  # mapping_for says what is wrong with it
+    return frozenset(sid for sid in _user_ids(users) if sid not in mapped)
+
+
+def _user_ids(path: Path) -> Iterator[str]:
+    with open(path, "rb") as handle:
+        for line in handle:
+            try:
+                user = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # migrate-users names a damaged line of this file
+            if isinstance(user, dict) and isinstance(user.get("id"), str):
+                yield user["id"].lower()
+
+
 def check_unmapped(target: Endpoint, plans: list[TablePlan], mapping: dict[str, str], loaded: bool, options: ImportOptions,
                     problems: list[SupamoveError]) -> None:
     if not loaded:  # no mapping (its own problem is listed): no id can be remapped
@@ -43,7 +72,7 @@ def check_unmapped(target: Endpoint, plans: list[TablePlan], mapping: dict[str, 
             plan.unmapped[name] = missing
             column = next(c for c in plan.columns if c.name == name)
             where = f"{plan.qualified}.{name}"
-            shown = ", ".join(missing[:SHOWN_IDS]) + (f" and {len(missing) - SHOWN_IDS} more" if len(missing) > SHOWN_IDS else "")
+            shown = _shown(missing)
             if options.unmapped_users == "error":
                 problems.append(DataFileError(
                     f"{len(missing)} user ids in {where} have no Stack Auth mapping: {shown}",
@@ -54,6 +83,27 @@ def check_unmapped(target: Endpoint, plans: list[TablePlan], mapping: dict[str, 
                     f"{where} is NOT NULL in the target: --unmapped-users null cannot clear its "
                     f"{len(missing)} unmapped user ids ({shown})",
                     "run `supamove migrate-users` to migrate these users, or use --unmapped-users keep"))
+    for plan in plans:
+        _unmapped_in_json(plan, options, problems)
+
+
+def _unmapped_in_json(plan: TablePlan, options: ImportOptions, problems: list[SupamoveError]) -> None:
+    """User ids of Supabase users the mapping lacks, inside JSON: they stay as they are (a string in JSON is
+    never emptied), so only --unmapped-users keep or null lets them through, as for a user-id column."""
+    for name, ids in plan.json_unmapped.items():
+        if not ids:
+            continue
+        missing = plan.unmapped[name] = sorted(ids)
+        if options.unmapped_users == "error":
+            problems.append(DataFileError(
+                f"{len(missing)} user ids inside the JSON of {plan.qualified}.{name} have no Stack Auth mapping: "
+                f"{_shown(missing)}",
+                fix="run `supamove migrate-users` to migrate these users, or rerun with --unmapped-users keep "
+                    "(inside JSON they stay as they are, with null too)"))
+
+
+def _shown(ids: list[str]) -> str:
+    return ", ".join(ids[:SHOWN_IDS]) + (f" and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else "")
 
 
 def _nullable(plan: TablePlan, name: str) -> bool:

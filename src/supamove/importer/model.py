@@ -50,6 +50,7 @@ class TablePlan(QualifiedName):
     missing_in_target: list[str] = field(default_factory=list)
     missing_in_export: list[str] = field(default_factory=list)
     user_ids: dict[str, set[str]] = field(default_factory=dict)
+    json_unmapped: dict[str, set[str]] = field(default_factory=dict)  # JSON column -> user ids the mapping lacks
     unmapped: dict[str, list[str]] = field(default_factory=dict)
     done: bool = False
     has_rows: bool = False

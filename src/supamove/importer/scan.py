@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,9 @@ from supamove.files import (
 )
 from supamove.importer.model import TablePlan
 from supamove.importer.workers import split_lines, started_pool
+from supamove.userids import JSON_STRING_UUID
 
+JSON_STRING = re.compile(JSON_STRING_UUID)
 READ_BYTES = 1 << 20  # a block of lines: Python works per block, not per row
 
 
@@ -32,16 +35,19 @@ SCAN_BYTES = 32 << 20  # a unit of work for the processes that check the files
 SCAN_JOBS = min(4, os.cpu_count() or 1)
 
 
-def check_files(plans: list[TablePlan], problems: list[SupamoveError], jobs: int, full: bool = True) -> None:
-    """Each file is the one the export wrote: size, SHA-256, rows, JSON; its user ids are collected.
+def check_files(plans: list[TablePlan], problems: list[SupamoveError], jobs: int, full: bool = True,
+                unmapped: frozenset[str] = frozenset()) -> None:
+    """Each file is the one the export wrote: size, SHA-256, rows, JSON; its user ids are collected, and in
+    its JSON columns with user ids, the strings that are one of `unmapped` (Supabase users the mapping lacks).
 
     Short of `full` (the real run, not --dry-run), only the files holding user ids are read now, to
     check them against the mapping before anything loads: the others are checked as they load (SHA-256,
     rows, JSON, see `line_blocks`), a damaged one failing its own table's transaction, which saves
     reading every file twice.
     """
-    present = [p for p in plans if _file_present(p, problems) and (full or any(c.user_ids for c in p.columns))]
-    scans = _scan_files(present, jobs)
+    present = [p for p in plans if _file_present(p, problems)
+               and (full or any(c.user_ids or (c.json_user_ids and unmapped) for c in p.columns))]
+    scans = _scan_files(present, jobs, unmapped)
     for plan, (sha, rows, bad_line) in zip(present, scans, strict=True):
         path = plan.path
         if (error := mismatch(plan, sha)) is not None:
@@ -77,14 +83,17 @@ class RangeScan:
     bad_index: int | None = None
     bad_line: bytes = b""
     user_ids: dict[str, set[str]] = field(default_factory=dict)
+    json_unmapped: dict[str, set[str]] = field(default_factory=dict)
 
 
-def _scan_files(plans: list[TablePlan], jobs: int) -> list[tuple[str, int, DataFileError | None]]:
+def _scan_files(plans: list[TablePlan], jobs: int,
+                unmapped: frozenset[str]) -> list[tuple[str, int, DataFileError | None]]:
     """Hash, count and parse the files: JSON parsed in byte ranges on `jobs` processes, while this one hashes."""
     tasks = [(p.path, start, min(start + SCAN_BYTES, p.path.stat().st_size),
-              [(c.name, c.array) for c in p.columns if c.user_ids])
+              [(c.name, c.array) for c in p.columns if c.user_ids],
+              ([c.name for c in p.columns if c.json_user_ids], unmapped) if unmapped else ([], unmapped))
              for p in plans for start in range(0, max(p.path.stat().st_size, 1), SCAN_BYTES)]
-    worth = sum(end - start for _, start, end, _ in tasks) > SCAN_BYTES and jobs > 1  # a process or more
+    worth = sum(task[2] - task[1] for task in tasks) > SCAN_BYTES and jobs > 1  # a process or more
     if worth and (pool := started_pool(jobs)) is not None:
         with pool:
             scans = pool.map(_scan_range, *zip(*tasks, strict=True))
@@ -104,6 +113,7 @@ def _combine(plan: TablePlan, ranges: list[RangeScan]) -> tuple[int, DataFileErr
     """One file's rows and first bad line from its ranges, in order; its user ids go to the plan."""
     rows, bad_line = 0, None
     plan.user_ids = {c.name: set() for c in plan.columns if c.user_ids}
+    plan.json_unmapped = {}
     for part in ranges:
         if bad_line is None and part.bad_index is not None:
             try:
@@ -112,13 +122,16 @@ def _combine(plan: TablePlan, ranges: list[RangeScan]) -> tuple[int, DataFileErr
                 bad_line = exc
         for name, ids in part.user_ids.items():
             plan.user_ids[name] |= ids
+        for name, ids in part.json_unmapped.items():
+            plan.json_unmapped.setdefault(name, set()).update(ids)
         rows += part.lines
     return rows, bad_line
 
 
-def _scan_range(path: Path, start: int, end: int, columns: list[tuple[str, bool]]) -> RangeScan:
+def _scan_range(path: Path, start: int, end: int, columns: list[tuple[str, bool]],
+                json_columns: tuple[list[str], frozenset[str]] = ([], frozenset())) -> RangeScan:
     """Parse the lines that start in [start, end) of the file, collecting user ids (runs in a worker process)."""
-    scan = RangeScan(user_ids={name: set() for name, _ in columns})
+    scan = RangeScan(user_ids={name: set() for name, _ in columns}, json_unmapped={name: set() for name in json_columns[0]})
     with open(path, "rb") as handle:
         if start:
             handle.seek(start - 1)
@@ -130,12 +143,13 @@ def _scan_range(path: Path, start: int, end: int, columns: list[tuple[str, bool]
             position += len(data)
             lines = split_lines(data)
             if scan.bad_index is None:
-                _check_block(lines, scan, columns)
+                _check_block(lines, scan, columns, json_columns[1])
             scan.lines += len(lines)
     return scan
 
 
-def _check_block(lines: list[bytes], scan: RangeScan, columns: list[tuple[str, bool]]) -> None:
+def _check_block(lines: list[bytes], scan: RangeScan, columns: list[tuple[str, bool]],
+                 unmapped: frozenset[str] = frozenset()) -> None:
     """Note the block's first bad line, or collect its user ids."""
     try:
         records = list(map(orjson.loads, lines))
@@ -158,6 +172,9 @@ def _check_block(lines: list[bytes], scan: RangeScan, columns: list[tuple[str, b
             ids.update(m.lower() for v in values for m in UUID.findall(v))
         else:
             ids.update(v.lower() for v in values)
+    for name, ids in scan.json_unmapped.items():  # the import's rewrite reads the same strings (convert)
+        docs = [v for v in (r.get(name) for r in records) if isinstance(v, str)]
+        ids.update(m for v in docs for m in JSON_STRING.findall(v) if m in unmapped)
 
 
 def line_blocks(path: Path, digest: Any = None, start: int = 0, end: int | None = None) -> Iterator[list[bytes]]:

@@ -54,7 +54,8 @@ class Relation:
     flattened: frozenset[str] = frozenset()  # the source's user-id arrays: read as the target's mapped back
     lowered: frozenset[str] = frozenset()  # the source's text user ids: a uuid in any case reads in lower case
     named: dict[str, str] = field(default_factory=dict)  # reg* column -> the catalog its values name objects of
-    json_back: frozenset[str] = frozenset()  # the target's JSON with user ids: Stack Auth ids in it read back
+    # The target's JSON with user ids: Stack Auth ids in it read back; True for jsonb, whose keys then sort again
+    json_back: dict[str, bool] = field(default_factory=dict)
 
     @property
     def source(self) -> sql.Composable:
@@ -69,7 +70,7 @@ def column_text(rel: Relation, name: str) -> sql.Composable:
     if name in rel.mapped:
         return _mapped_back(col, rel.mapped[name])
     if name in rel.json_back:
-        return _json_mapped_back(col)
+        return _json_mapped_back(col, rel.json_back[name])
     if name in rel.flattened:  # its bounds and dimensions, then its elements in order, as mapped back below
         return sql.SQL(
             "CASE WHEN {c} IS NULL THEN NULL ELSE coalesce(array_dims({c}), '') || coalesce((SELECT "
@@ -86,16 +87,20 @@ def column_text(rel: Relation, name: str) -> sql.Composable:
     return sql.SQL("{}::text").format(col)
 
 
-def _json_mapped_back(col: sql.Identifier) -> sql.Composable:
+def _json_mapped_back(col: sql.Identifier, jsonb: bool) -> sql.Composable:
     """A target's JSON column the export found user ids in: each Stack Auth id in its text read as its Supabase id
     (the text cut at every uuid, the pieces joined again), so JSON rewritten on the target compares as the source's;
-    one still holding Supabase ids reads as it is (the count of ids left decides about it)."""
-    return sql.SQL(
-        "CASE WHEN {c} IS NULL THEN NULL ELSE (SELECT string_agg(p.piece || coalesce(m.supabase, i.x[1], ''), '' "
+    one still holding Supabase ids reads as it is (the count of ids left decides about it). jsonb is read as jsonb
+    again: it orders an object's keys by length and bytes, and ids as keys sort otherwise than the Stack Auth ids."""
+    text = sql.SQL(
+        "(SELECT string_agg(p.piece || coalesce(m.supabase, i.x[1], ''), '' "
         "ORDER BY p.n) FROM regexp_split_to_table({c}::text, {re}) WITH ORDINALITY p(piece, n) "
         "LEFT JOIN regexp_matches({c}::text, {grouped}, 'g') WITH ORDINALITY i(x, k) ON i.k = p.n "
-        "LEFT JOIN {map} m ON m.stack = i.x[1]) END"
+        "LEFT JOIN {map} m ON m.stack = i.x[1])"
     ).format(c=col, re=sql.Literal(UUID_INSIDE), grouped=sql.Literal(f"({UUID_INSIDE})"), map=USER_MAP)
+    if jsonb:
+        text = sql.SQL("{}::jsonb::text").format(text)
+    return sql.SQL("CASE WHEN {c} IS NULL THEN NULL ELSE {t} END").format(c=col, t=text)
 
 
 def _mapped_back(col: sql.Identifier, array: bool) -> sql.Composable:

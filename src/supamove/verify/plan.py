@@ -74,11 +74,13 @@ class TableComparison:
         return Relation(live.schema, live.name, live.partitioned, self.columns, self.key, mapped, self.hashed_by_value(),
                         self.padded(), frozenset(flattened), frozenset(lowered), self.named(), self.json_back(side))
 
-    def json_back(self, side: str) -> frozenset[str]:
-        """The target's compared JSON columns with user ids, whose Stack Auth ids read back (with a mapping)."""
-        if side != "target" or not self.map_user_ids:
-            return frozenset()
-        return frozenset(c for c in self.json_ids if c in self.columns)
+    def json_back(self, side: str) -> dict[str, bool]:
+        """The target's compared JSON columns with user ids, whose Stack Auth ids read back (with a mapping):
+        True for jsonb (a domain over it too)."""
+        if side != "target" or not self.map_user_ids or self.target is None:
+            return {}
+        types = {c.name: c.base_type or c.type for c in self.target.columns}
+        return {c: types.get(c) == "jsonb" for c in self.json_ids if c in self.columns}
 
     def named(self) -> dict[str, str]:
         """The compared reg* columns, of one such type on both sides: the catalog their values name objects of."""

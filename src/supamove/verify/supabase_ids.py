@@ -1,8 +1,9 @@
 """Supabase user ids left in the target: counted inside PostgreSQL against the mapping's Supabase ids.
 
-Every uuid, uuid[], text-like (text, varchar, char, citext), text[]/varchar[] and json/jsonb column of a compared table is read in one scan of the
-target table; a row that still holds a Supabase user id of user-mapping.json fails its table, unless
-the column was kept on purpose.
+Every column of a compared table whose text may hold a user id is read in one scan of the target table (uuid,
+uuid[], text-like and text[] values that are user ids, JSON strings that are, and in any other type a uuid
+standing alone in its text); a row that still holds a Supabase user id of user-mapping.json fails its table,
+unless the column was kept on purpose.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def count_supabase_ids(pair: Pair, check: TableCheck, kept: set[str]) -> None:
     """Count the target's rows holding Supabase user ids, per column; each unkept column with any fails."""
     assert pair.plan.target is not None
     started = time.monotonic()
-    columns = [c for c in pair.plan.target.columns if userids.family(c) is not None]
+    columns = [c for c in pair.plan.target.columns if userids.left_family(c) is not None]
     counts: list[UserIdCount] = []
     if columns:
         row = pair.run("target", userids.held_counts_query(pair.plan.target, columns, MAPPED_SUPABASE_IDS),
