@@ -55,6 +55,22 @@ def test_named_user_id_column_must_exist() -> None:
         catalog.find_user_id_columns([table("a")], ["public.a.nope"])
 
 
+def test_a_named_user_id_column_must_hold_user_ids_as_its_values() -> None:
+    """The import swaps a named column's values whole: a JSON document or a composite was taken for one id,
+    reported as unmapped, and --unmapped-users null emptied it."""
+    docs = Table("public", "docs", (Column("body", "jsonb"), Column("place", "public.place"),
+                                    Column("tag", "public.tag_text", base_type="text"), Column("refs", "text[]"),
+                                    Column("owner_key", "text", generated=True)))
+    for name, kind in (("body", "a jsonb column"), ("place", "a public.place column"),
+                       ("owner_key", "a generated text column")):
+        with pytest.raises(ConfigError) as caught:
+            catalog.find_user_id_columns([docs], [f"public.docs.{name}"])
+        assert str(caught.value).startswith(f"--user-id-column public.docs.{name}: {kind}, whose values are not "
+                                            "user ids (fix: name a uuid, text-like or uuid[]/text[] column;")
+    found = catalog.find_user_id_columns([docs], ["public.docs.tag", "public.docs.refs"])
+    assert found[0].user_id_columns == ("tag", "refs")
+
+
 def test_platform_schemas_refused() -> None:
     for schema in ("auth", "storage", "vault", "supabase_migrations", "_realtime", "pgsodium_masks"):
         with pytest.raises(ConfigError, match="platform schema"):

@@ -486,11 +486,27 @@ def _named_columns(tables: list[Table], named: Sequence[str],
     found = set()
     for schema, table, column in (parse_column_ref(ref, option) for ref in named):
         match = next((t for t in tables if t.key == (schema, table)), None)
-        if match is None or match.column(column) is None:
+        col = match.column(column) if match is not None else None
+        if col is None:
             raise ConfigError(f"{option} {schema}.{table}.{column}: no such exported column",
                               fix="check the name, or add its schema with --schema")
+        if option == "--user-id-column":
+            _refuse_no_id_type(qualify(schema, table, column), col)
         found.add((schema, table, column))
     return found
+
+
+def _refuse_no_id_type(ref: str, column: Column) -> None:
+    """The import swaps a user-id column's values, or its arrays' elements, whole: a JSON document, a composite
+    or a generated column would be taken for one id (and --unmapped-users null would empty it)."""
+    from supamove import userids  # over this module: it reads the catalog
+
+    if userids.family(column) not in ("uuid", "uuid[]", "text", "text[]"):
+        kind = "generated " if column.generated else ""
+        raise ConfigError(f"--user-id-column {ref}: a {kind}{column.type} column, whose values are not user ids",
+                          fix="name a uuid, text-like or uuid[]/text[] column; user ids inside JSON are found and "
+                              "rewritten without it, and those in another type are rewritten on the target after "
+                              "the import (verify counts those left)")
 
 
 def _follow_foreign_keys(tables: list[Table], found: dict[tuple[str, str, str], str]) -> None:
