@@ -293,6 +293,7 @@ class StackAuthClient:
         """Wait before the next attempt, saying so at the default verbosity: a slow run is never silent."""
         if attempt + 1 >= self.retry.attempts:
             return  # that was the last attempt: the caller gives up now
+        interrupt.check()  # Ctrl-C closed the connections: an answer lost to it is no Stack Auth trouble to report
         with self._stats_lock:
             self.retries += 1
         log.warning("Stack Auth %s, retrying in %.1fs (attempt %d of %d)", why or "lost an answer", seconds,
