@@ -309,7 +309,7 @@ def test_a_schema_the_source_lacks_is_a_wrong_option_naming_those_it_has(cli, da
 SCHEMA: dict[str, tuple[str, str]] = {
     "table missing": ('DROP TABLE edge."Odd Table"',
                       "Error: table edge.Odd Table does not exist in the target (fix: create the application "
-                      "schema on the target first (run your migrations))"),
+                      "schema on the target first: `supamove schema --apply` (or your own migrations))"),
     "column missing": ("ALTER TABLE public.sites DROP COLUMN name CASCADE",
                        "Error: column public.sites.name (text) is in the export but not in the target (fix: add "
                        "the column to public.sites on the target (the import never drops data))"),

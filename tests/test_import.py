@@ -758,7 +758,7 @@ def test_target_schema_problems(dbs, exported: Path) -> None:
         conn.execute("DROP TABLE edge.\"Odd Table\"")
     err = error_of(dbs, exported)
     assert str(err) == ('table edge.Odd Table does not exist in the target (fix: create the application schema '
-                        'on the target first (run your migrations))')
+                        'on the target first: `supamove schema --apply` (or your own migrations))')
     with dbs.target() as conn:
         conn.execute(f"CREATE TABLE edge.\"Odd Table\" ({', '.join(_columns_ddl(exported, 'edge.Odd Table'))})")
         col = entry(exported, "public.sites")["columns"][-1]

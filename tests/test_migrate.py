@@ -241,7 +241,7 @@ def test_a_failing_import_stops_migrate_with_its_error_and_the_rerun_finishes(cl
     result = cli("migrate", *EDGE)
     assert result.exit_code == 4, result.output
     assert error_line(result.output) == ("Error: table edge.no_pk does not exist in the target (fix: create the "
-                                         "application schema on the target first (run your migrations))")
+                                         "application schema on the target first: `supamove schema --apply` (or your own migrations))")
     assert not (data_dir / "verification-report.json").exists()
     assert "Migrated in" not in result.output
     assert step_results(result.output)["import"].startswith("failed: ")  # with the tables it loaded before

@@ -107,7 +107,7 @@ def _plan_table(conn: psycopg.Connection, endpoint: Endpoint, datadir: DataDir, 
                                       fix="run `supamove export` again to complete it"))
     if target is None:
         problems.append(endpoint.error(f"table {plan.qualified} does not exist in the target",
-                                      "create the application schema on the target first (run your migrations)"))
+                                      "create the application schema on the target first: `supamove schema --apply` (or your own migrations)"))
         return plan
     _plan_columns(conn, endpoint, plan, target, json_ids, problems)
     for name, source in {c.name: c for c in entry.table.columns}.items():
