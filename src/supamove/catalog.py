@@ -278,17 +278,30 @@ def refuse_rls_filtering(conn: psycopg.Connection, endpoint: Endpoint, tables: I
 def refuse_unreadable(conn: psycopg.Connection, endpoint: Endpoint, tables: Iterable[Table]) -> None:
     """Stop, before anything is read, when this session's user may not read some of the given tables (or only
     some of their columns): the export would stop at the first of them, the plan's checks unexpectedly."""
-    keys = [t.key for t in tables]
-    rows = conn.execute("SELECT s, t FROM unnest(%s::text[], %s::text[]) u(s, t) "
-                        "WHERE NOT has_table_privilege(format('%%I.%%I', s, t), 'SELECT')",
-                        ([k[0] for k in keys], [k[1] for k in keys])).fetchall()
+    _refuse(endpoint, _unreadable(conn, [t.key for t in tables], "has_table_privilege"), "",
+            "leave them out with --exclude-tables")
+
+
+def refuse_unreadable_sequences(conn: psycopg.Connection, endpoint: Endpoint, names: Sequence[tuple[str, str]]) -> None:
+    """The same for the sequences whose state the export records (a serial or identity column's among them)."""
+    _refuse(endpoint, _unreadable(conn, names, "has_sequence_privilege"), "SEQUENCE ",
+            "leave their tables out with --exclude-tables")
+
+
+def _unreadable(conn: psycopg.Connection, keys: Sequence[tuple[str, str]], check: str) -> list[tuple[str, str]]:
+    query = sql.SQL("SELECT s, t FROM unnest(%s::text[], %s::text[]) u(s, t) "
+                    "WHERE NOT {}(format('%%I.%%I', s, t), 'SELECT')").format(sql.Identifier(check))
+    return [(r[0], r[1]) for r in conn.execute(query, ([k[0] for k in keys], [k[1] for k in keys]))]
+
+
+def _refuse(endpoint: Endpoint, rows: list[tuple[str, str]], kind: str, leave_out: str) -> None:
     if rows:
         names = [qualify(*r) for r in rows]
         more = f" and {len(names) - 5} more" if len(names) > 5 else ""
         quoted = ", ".join(sql.Identifier(*r).as_string(None) for r in rows[:5])
-        raise endpoint.error(f"the user in {endpoint.setting} may not read {', '.join(names[:5])}{more}",
-                             f"on the source, GRANT SELECT ON {quoted} TO that user; or use the postgres user; or "
-                             "leave them out with --exclude-tables")
+        raise endpoint.error(f"the user in {endpoint.setting} may not read {kind.lower()}{', '.join(names[:5])}{more}",
+                             f"on the source, GRANT SELECT ON {kind}{quoted} TO that user; or use the postgres user; "
+                             f"or {leave_out}")
 
 
 def free_sequences(conn: psycopg.Connection, schemas: Sequence[str]) -> list[tuple[str, str]]:

@@ -248,8 +248,10 @@ def plan_export(conn: psycopg.Connection, source: Endpoint, options: ExportOptio
         (sorted(catalog.PLATFORM_SCHEMAS - {"information_schema", "pg_catalog", "pg_toast"}),))]
     version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
     unexported = [s for s in apps if s.name not in schemas]
-    return ExportPlan(catalog.load_order(tables), auth, present, version, schemas, unexported,
+    plan = ExportPlan(catalog.load_order(tables), auth, present, version, schemas, unexported,
                       catalog.free_sequences(conn, schemas), parts=split_tables(conn, tables, options))
+    catalog.refuse_unreadable_sequences(conn, source, _sequence_names(plan))
+    return plan
 
 
 # Each plain table's size (heap and TOAST) and heap blocks. The blocks counted now, a moment after the
