@@ -400,6 +400,18 @@ def test_stack_auth_refusing_the_secret_changes_nothing(cli, dbs, exported: Path
     assert not stack_auth.users and not (exported / "user-mapping.json").exists()
 
 
+def test_a_ca_file_that_cannot_be_read_is_named_as_the_setting_at_fault(cli, exported: Path, stack_auth,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # It was "unexpected FileNotFoundError: [Errno 2] No such file or directory", naming nothing.
+    monkeypatch.setenv("SSL_CERT_FILE", str(exported / "no-such-ca.pem"))
+    result = cli("migrate-users")
+    assert result.exit_code == StackAuthError.exit_code, result.output
+    assert error_line(result.output) == (
+        f"Error: cannot read the CA certificates for Stack Auth in SSL_CERT_FILE={exported / 'no-such-ca.pem'}: No "
+        "such file or directory (fix: correct or unset SSL_CERT_FILE / SSL_CERT_DIR (a PEM file, a folder of them))")
+    assert not stack_auth.users
+
+
 def test_a_mistyped_data_dir_is_not_created_by_a_command_that_only_reads_one(cli, tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     # purge-mapping --data-dir /nonexistent/x made /nonexistent and /nonexistent/x (with a lock file in it).

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import email.utils
+import os
 import random
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -87,7 +89,7 @@ class StackAuthClient:
         self.project_id = project_id
         # One TLS context for every thread's client: building one reads the CA bundle (30 ms each).
         self._new_client = partial(
-            httpx.Client, base_url=api_url.rstrip("/"), verify=httpx.create_ssl_context(),
+            httpx.Client, base_url=api_url.rstrip("/"), verify=_tls_context(),
             headers={"x-stack-access-type": "server", "x-stack-project-id": project_id,
                      "x-stack-secret-server-key": secret_key, "user-agent": f"supamove/{__version__}"},
             timeout=httpx.Timeout(self.retry.timeout, connect=min(10.0, self.retry.timeout)),
@@ -345,6 +347,19 @@ class StackAuthClient:
         if code in ("CURRENT_PROJECT_NOT_FOUND", "PROJECT_NOT_FOUND", "ACCESS_TYPE_WITHOUT_PROJECT_ID"):
             return StackAuthError(f"Stack Auth: {message}", fix=CREDENTIALS_FIX)
         return Rejected(status, code, message)
+
+
+def _tls_context() -> ssl.SSLContext:
+    """The CA certificates Stack Auth's certificate is checked against: certifi's, or SSL_CERT_FILE's or
+    SSL_CERT_DIR's when set (as httpx reads them)."""
+    try:
+        return httpx.create_ssl_context()
+    except (OSError, ssl.SSLError) as exc:
+        named = next((f"{n}={os.environ[n]}" for n in ("SSL_CERT_FILE", "SSL_CERT_DIR") if os.environ.get(n)), "")
+        raise StackAuthError(f"cannot read the CA certificates for Stack Auth{' in ' + named if named else ''}: "
+                             f"{exc.strerror or exc}",
+                             fix="correct or unset SSL_CERT_FILE / SSL_CERT_DIR (a PEM file, a folder of them)"
+                             ) from None
 
 
 def _unanswered(exc: AnswerLost) -> str:
