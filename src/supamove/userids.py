@@ -199,11 +199,23 @@ def count_table(conn: psycopg.Connection, table: Table, columns: list[Column], f
 
 
 ELSEWHERE = "**"  # the key of the user ids a document holds elsewhere: in arrays, deeper down, as keys
+KEYS_WALK = sql.SQL("""
+    SELECT e.key AS path, e.value FROM jsonb_each(CASE WHEN jsonb_typeof(d.doc) = 'object' THEN d.doc END) e
+    UNION ALL
+    SELECT e.key || '.' || f.key, f.value
+    FROM jsonb_each(CASE WHEN jsonb_typeof(d.doc) = 'object' THEN d.doc END) e
+    CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(e.value) = 'object' THEN e.value END) f
+""")
+ELSEWHERE_WALK = sql.SQL("""
+    SELECT {elsewhere} AS path, v AS value FROM jsonb_path_query(d.doc, 'strict $.**') v
+    UNION ALL
+    SELECT {elsewhere}, v FROM jsonb_path_query(d.doc, 'strict $.** ? (@.type() == "object").keyvalue().key') v
+""").format(elsewhere=sql.Literal(ELSEWHERE))
 
 
-def json_keys_query(table: Table, columns: list[Column]) -> sql.Composed:
+def json_keys_query(table: Table, columns: list[Column], elsewhere: bool = False) -> sql.Composed:
     """Rows of (column, key, user ids): the keys, top level and one level down, whose string values are user ids;
-    and ELSEWHERE with every user id of the documents, at any depth, in arrays and as keys (a superset)."""
+    or, `elsewhere`, ELSEWHERE with every user id of the documents, at any depth, in arrays and as keys."""
     docs = sql.SQL(", ").join(sql.SQL("({}, {}::text)").format(sql.Literal(c.name), sql.Identifier(c.name))
                               for c in columns)
     return sql.SQL("""
@@ -212,19 +224,9 @@ SELECT d.col, k.path, count(*) FROM (
     SELECT j.col, j.doc::jsonb AS doc FROM {src} t CROSS JOIN LATERAL (VALUES {docs}) j(col, doc)
     WHERE {inside} OFFSET 0
 ) d
-CROSS JOIN LATERAL (
-    SELECT e.key AS path, e.value FROM jsonb_each(CASE WHEN jsonb_typeof(d.doc) = 'object' THEN d.doc END) e
-    UNION ALL
-    SELECT e.key || '.' || f.key, f.value
-    FROM jsonb_each(CASE WHEN jsonb_typeof(d.doc) = 'object' THEN d.doc END) e
-    CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(e.value) = 'object' THEN e.value END) f
-    UNION ALL
-    SELECT {elsewhere}, v FROM jsonb_path_query(d.doc, 'strict $.**') v
-    UNION ALL
-    SELECT {elsewhere}, v FROM jsonb_path_query(d.doc, 'strict $.** ? (@.type() == "object").keyvalue().key') v
-) k
+CROSS JOIN LATERAL ({walk}) k
 WHERE jsonb_typeof(k.value) = 'string' AND {user_id}
-GROUP BY 1, 2 ORDER BY 1, 2""").format(src=source(table), docs=docs, elsewhere=sql.Literal(ELSEWHERE),
+GROUP BY 1, 2 ORDER BY 1, 2""").format(src=source(table), docs=docs, walk=ELSEWHERE_WALK if elsewhere else KEYS_WALK,
                                        inside=matches(sql.SQL("j.doc"), UUID_INSIDE_SHAPE, UUID_INSIDE),
                                        user_id=is_user_id_text(sql.SQL("(k.value #>> '{}')")))
 
@@ -235,12 +237,13 @@ def json_user_id_keys(conn: psycopg.Connection, table: Table, columns: list[Colu
         return []
     found = [JsonKeyCount(table.schema, table.name, col, key, int(n))
              for col, key, n in conn.execute(json_keys_query(table, columns))]
-    keyed = [k for k in found if k.key != ELSEWHERE]
-    for anywhere in (k for k in found if k.key == ELSEWHERE):  # only what the keys above leave out
-        rest = anywhere.user_ids - sum(k.user_ids for k in keyed if k.column == anywhere.column)
-        if rest > 0:
-            keyed.append(JsonKeyCount(table.schema, table.name, anywhere.column, ELSEWHERE, rest))
-    return keyed
+    # A column with user ids under those keys is rewritten whole (every string that is one): the walk through
+    # every level, twice the time, is for the columns without (user ids in arrays, deeper down, as keys).
+    rest = [c for c in columns if c.name not in {k.column for k in found}]
+    if rest:
+        found += [JsonKeyCount(table.schema, table.name, col, key, int(n))
+                  for col, key, n in conn.execute(json_keys_query(table, rest, elsewhere=True))]
+    return found
 
 
 def keyed_without_user_ids(table: Table, none: set[tuple[str, str, str]]) -> dict[str, tuple[str, str, str]]:
