@@ -61,14 +61,17 @@ def test_a_named_user_id_column_must_hold_user_ids_as_its_values() -> None:
     docs = Table("public", "docs", (Column("body", "jsonb"), Column("place", "public.place"),
                                     Column("tag", "public.tag_text", base_type="text"), Column("refs", "text[]"),
                                     Column("owner_key", "text", generated=True)))
-    for name, kind in (("body", "a jsonb column"), ("place", "a public.place column"),
-                       ("owner_key", "a generated text column")):
+    for name, kind in (("body", "type jsonb"), ("place", "type public.place"), ("owner_key", "generated type text")):
         with pytest.raises(ConfigError) as caught:
             catalog.find_user_id_columns([docs], [f"public.docs.{name}"])
-        assert str(caught.value).startswith(f"--user-id-column public.docs.{name}: {kind}, whose values are not "
-                                            "user ids (fix: name a uuid, text-like or uuid[]/text[] column;")
-    found = catalog.find_user_id_columns([docs], ["public.docs.tag", "public.docs.refs"])
-    assert found[0].user_id_columns == ("tag", "refs")
+        assert str(caught.value).startswith(f"--user-id-column public.docs.{name}: its values are not user ids "
+                                            f"({kind}) (fix: name a uuid, text-like or uuid[]/text[] column;")
+    arrays = Table("public", "arrays", (Column("cia", "extensions.citext[]", base_type="extensions.citext[]"),
+                                        Column("ca", "character(36)[]", base_type="character[]"),
+                                        Column("ua", "public.uuids", base_type="uuid[]")))
+    found = catalog.find_user_id_columns([docs, arrays], ["public.docs.tag", "public.docs.refs", "public.arrays.cia",
+                                                          "public.arrays.ca", "public.arrays.ua"])
+    assert [t.user_id_columns for t in found] == [("tag", "refs"), ("cia", "ca", "ua")]
 
 
 def test_platform_schemas_refused() -> None:

@@ -407,23 +407,28 @@ def test_a_table_the_user_may_not_read_is_named_before_anything_is_read(cli, dbs
         assert result.exit_code == 3, result.output
         assert error_line(result.output) == (
             'Error: the user in SUPABASE_DB_URL may not read public.Partly, public.sites (fix: on the source, '
-            'GRANT SELECT ON "public"."Partly", "public"."sites" TO that user; or use the postgres user; or leave '
-            "them out with --exclude-tables)")
+            'GRANT SELECT ON "public"."Partly", "public"."sites" TO that user (and USAGE on its schema); or use the '
+            "postgres user; or leave them out with --exclude-tables)")
         assert not (data_dir / "tables").exists() or not any((data_dir / "tables").iterdir())
     result = cli("export", "--exclude-tables", "public.sites", "--exclude-tables", "public.Partly")
     assert result.exit_code == 0, result.output
 
 
 def test_a_sequence_the_user_may_not_read_is_named_before_anything_is_read(cli, dbs, data_dir: Path) -> None:
-    # An identity column's sequence: the export read every table, then stopped with "unexpected InsufficientPrivilege".
+    # An identity column's sequence, and one in a schema the user may not use: the export read every table, then
+    # stopped with "unexpected InsufficientPrivilege".
     role = fixtures.APP_ROLE
     with dbs.source() as conn:
         conn.execute("CREATE TABLE public.tickets (id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY, title text)")
         conn.execute(f"GRANT SELECT ON public.tickets TO {role}; REVOKE ALL ON SEQUENCE public.tickets_id_seq FROM {role}")
+        conn.execute("CREATE SCHEMA numbering; CREATE SEQUENCE numbering.invoice_seq; "
+                     "REVOKE ALL ON SCHEMA numbering FROM PUBLIC; "
+                     "CREATE TABLE public.invoices (n bigint PRIMARY KEY DEFAULT nextval('numbering.invoice_seq'))")
+        conn.execute(f"GRANT SELECT ON public.invoices TO {role}")
     result = cli("export")
     assert result.exit_code == 3, result.output
     assert error_line(result.output) == (
-        "Error: the user in SUPABASE_DB_URL may not read sequence public.tickets_id_seq (fix: on the source, GRANT "
-        'SELECT ON SEQUENCE "public"."tickets_id_seq" TO that user; or use the postgres user; or leave their tables '
-        "out with --exclude-tables)")
+        "Error: the user in SUPABASE_DB_URL may not read sequence numbering.invoice_seq, public.tickets_id_seq "
+        '(fix: on the source, GRANT SELECT ON SEQUENCE "numbering"."invoice_seq", "public"."tickets_id_seq" TO that '
+        "user (and USAGE on its schema); or use the postgres user)")
     assert not (data_dir / "tables").exists() or not any((data_dir / "tables").iterdir())

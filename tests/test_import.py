@@ -185,14 +185,14 @@ def test_round_trip_arrives_identical(cli, dbs, data_dir: Path, mode: list[str])
 def test_user_ids_inside_json_are_rewritten_wherever_they_are_and_other_uuids_stay(cli, dbs, data_dir: Path) -> None:
     """A JSON column the export's value check found user ids in: every user id of the mapping in its text becomes
     the Stack Auth id, at any depth, in arrays and as keys; a uuid that is no user's, and one written in capitals,
-    stay, and so does one inside a longer string (a storage path). Verify reads jsonb's keys back in the source's
-    order."""
+    stay, and so does one inside a longer string (a storage path, a quotation). Verify reads jsonb's keys back in
+    the source's order."""
     with dbs.source() as conn:
         users = [r[0] for r in conn.execute("SELECT id::text FROM auth.users ORDER BY id LIMIT 6")]
     other = str(uuid.uuid4())
     doc = {"owner": users[0], "deep": {"a": {"b": users[1]}}, "watchers": [users[2], other], "sensor": other,
            "shouted": users[1].upper(), "title": f"by {users[0]}", "readers": dict.fromkeys(users, 1),
-           "avatar": f"avatars/{users[0]}/a.png"}
+           "avatar": f"avatars/{users[0]}/a.png", "quote": f'he said "{users[1]}'}
     team = {"members": [users[3], {"id": users[4]}]}  # no key the check reads: found elsewhere in the document
     app_table(dbs, "activity", "CREATE TABLE public.activity (id int PRIMARY KEY, doc jsonb, note json, team jsonb)",
               sql.SQL("INSERT INTO public.activity VALUES (1, {}::jsonb, {}::json, {}::jsonb), (2, NULL, NULL, NULL)"
@@ -216,7 +216,7 @@ def test_user_ids_inside_json_are_rewritten_wherever_they_are_and_other_uuids_st
     assert doc_after == {"owner": mapping[users[0]], "deep": {"a": {"b": mapping[users[1]]}},
                          "watchers": [mapping[users[2]], other], "sensor": other, "shouted": users[1].upper(),
                          "title": f"by {users[0]}", "readers": {mapping[u]: 1 for u in users},
-                         "avatar": f"avatars/{users[0]}/a.png"}
+                         "avatar": f"avatars/{users[0]}/a.png", "quote": f'he said "{users[1]}'}
     assert note_after == {"by": mapping[users[2]]}
     verified = cli("verify", "--tables", "public.activity")  # the capitals are a Supabase id left: named
     assert verified.exit_code == 7 and "1 row of column doc still holds Supabase user ids" in flat(verified.output), \
@@ -257,14 +257,15 @@ def test_user_ids_inside_json_that_the_mapping_lacks_stop_the_import_as_in_a_col
 def test_user_ids_left_in_a_composite_or_an_array_of_json_fail_verify_naming_each_column(cli, dbs, data_dir: Path) -> None:
     """Neither the export nor the import reads user ids inside a composite's fields or an array of JSON: verify
     counts those left (a uuid standing alone in the value's text) and fails the table, naming each column; an id
-    inside a longer text (a storage path) is no user id of its own, and passes."""
+    inside a longer text (a storage path, words) is no user id of its own, and passes."""
     for conn in (dbs.source(), dbs.target()):
         with conn:
             conn.execute("CREATE TYPE public.place AS (street text, owner uuid)")
     app_table(dbs, "venues", "CREATE TABLE public.venues (id int PRIMARY KEY, place public.place, events jsonb[], "
-                             "path text)",
+                             "path text, remark public.place, notes jsonb[])",
               "INSERT INTO public.venues SELECT 1, ROW('Main St', id)::public.place, "
-              "ARRAY[jsonb_build_object('by', id)], 'avatars/' || id || '/a.png' FROM auth.users ORDER BY id LIMIT 1")
+              "ARRAY[jsonb_build_object('by', id)], 'avatars/' || id || '/a.png', ROW('approved by ' || id, NULL::uuid)::public.place, "
+              "ARRAY[jsonb_build_object('title', 'by ' || id)] FROM auth.users ORDER BY id LIMIT 1")
     assert cli("export").exit_code == 0
     write_mapping(dbs, data_dir)
     assert cli("import").exit_code == 0
@@ -272,7 +273,7 @@ def test_user_ids_left_in_a_composite_or_an_array_of_json_fail_verify_naming_eac
     assert result.exit_code == 7, result.output
     report = orjson.loads((data_dir / "verification-report.json").read_bytes())
     left = {c["column"]: c["rows"] for c in report["tables"][0]["supabaseUserIds"]}
-    assert (left["place"], left["events"], left["path"]) == (1, 1, 0)
+    assert (left["place"], left["events"], left["path"], left["remark"], left["notes"]) == (1, 1, 0, 0, 0)
     assert "1 row of column place still holds Supabase user ids" in flat(result.output)
     assert "1 row of column events still holds Supabase user ids" in flat(result.output)
 

@@ -279,18 +279,25 @@ def refuse_unreadable(conn: psycopg.Connection, endpoint: Endpoint, tables: Iter
     """Stop, before anything is read, when this session's user may not read some of the given tables (or only
     some of their columns): the export would stop at the first of them, the plan's checks unexpectedly."""
     _refuse(endpoint, _unreadable(conn, [t.key for t in tables], "has_table_privilege"), "",
-            "leave them out with --exclude-tables")
+            "; or leave them out with --exclude-tables")
 
 
 def refuse_unreadable_sequences(conn: psycopg.Connection, endpoint: Endpoint, names: Sequence[tuple[str, str]]) -> None:
     """The same for the sequences whose state the export records (a serial or identity column's among them)."""
-    _refuse(endpoint, _unreadable(conn, names, "has_sequence_privilege"), "SEQUENCE ",
-            "leave their tables out with --exclude-tables")
+    _refuse(endpoint, _unreadable(conn, names, "has_sequence_privilege"), "SEQUENCE ", "")
+
+
+# By oid: a name in a schema the user may not use cannot even be looked up (the check itself would fail).
+UNREADABLE_SQL = """
+SELECT n.nspname, c.relname FROM unnest(%s::text[], %s::text[]) u(s, t)
+JOIN pg_namespace n ON n.nspname = u.s JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = u.t
+WHERE NOT (has_schema_privilege(n.oid, 'USAGE') AND {}(c.oid, 'SELECT'))
+ORDER BY n.nspname COLLATE "C", c.relname COLLATE "C"
+"""
 
 
 def _unreadable(conn: psycopg.Connection, keys: Sequence[tuple[str, str]], check: str) -> list[tuple[str, str]]:
-    query = sql.SQL("SELECT s, t FROM unnest(%s::text[], %s::text[]) u(s, t) "
-                    "WHERE NOT {}(format('%%I.%%I', s, t), 'SELECT')").format(sql.Identifier(check))
+    query = sql.SQL(UNREADABLE_SQL).format(sql.Identifier(check))
     return [(r[0], r[1]) for r in conn.execute(query, ([k[0] for k in keys], [k[1] for k in keys]))]
 
 
@@ -300,8 +307,8 @@ def _refuse(endpoint: Endpoint, rows: list[tuple[str, str]], kind: str, leave_ou
         more = f" and {len(names) - 5} more" if len(names) > 5 else ""
         quoted = ", ".join(sql.Identifier(*r).as_string(None) for r in rows[:5])
         raise endpoint.error(f"the user in {endpoint.setting} may not read {kind.lower()}{', '.join(names[:5])}{more}",
-                             f"on the source, GRANT SELECT ON {kind}{quoted} TO that user; or use the postgres user; "
-                             f"or {leave_out}")
+                             f"on the source, GRANT SELECT ON {kind}{quoted} TO that user (and USAGE on its schema); "
+                             f"or use the postgres user{leave_out}")
 
 
 def free_sequences(conn: psycopg.Connection, schemas: Sequence[str]) -> list[tuple[str, str]]:
@@ -516,7 +523,7 @@ def _refuse_no_id_type(ref: str, column: Column) -> None:
 
     if userids.family(column) not in ("uuid", "uuid[]", "text", "text[]"):
         kind = "generated " if column.generated else ""
-        raise ConfigError(f"--user-id-column {ref}: a {kind}{column.type} column, whose values are not user ids",
+        raise ConfigError(f"--user-id-column {ref}: its values are not user ids ({kind}type {column.type})",
                           fix="name a uuid, text-like or uuid[]/text[] column; user ids inside JSON are found and "
                               "rewritten without it, and those in another type are rewritten on the target after "
                               "the import (verify counts those left)")

@@ -20,10 +20,10 @@ UUID_INSIDE = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 UUID_TEXT_SHAPE = "________-____-____-____-____________"
 # A user id in JSON is a string of its own (a value, or a key): one inside a longer string (a storage path,
 # `user:<id>`) is part of that text, and stays as it is.
-JSON_STRING_UUID = f'"({UUID_INSIDE})"'
+JSON_STRING_UUID = rf'(?<!\\)"({UUID_INSIDE})"'  # a quote escaped inside a string starts none
 # A user id standing alone among the punctuation of another type's text: a composite's field, an hstore's
-# value, an element of an array (of JSON documents too).
-WHOLE_UUID = rf'(?<![^\s"\\,(){{}}\[\]>])({UUID_INSIDE})(?![^\s"\\,(){{}}\[\]])'
+# value, an element of an array (of JSON documents too); one among words (free text) is part of that text.
+WHOLE_UUID = rf'(?<![^"\\,(){{}}\[\]>])({UUID_INSIDE})(?![^"\\,(){{}}\[\]<])'
 # Types whose text holds no user id: the count of ids left reads every other column.
 NO_USER_ID_TYPES = frozenset({
     "smallint", "integer", "bigint", "numeric", "real", "double precision", "boolean", "money", "oid",
@@ -37,8 +37,8 @@ USER_IDS = sql.SQL("(SELECT id FROM auth.users)")
 # A table with fewer rows than a quarter of the users probes auth.users' primary key row by row
 # (1 to 2 µs a value) instead of hashing every user id once per column (about 0.4 µs a user).
 PROBE_SHARE = 4
-FAMILIES = {"uuid": "uuid", "uuid[]": "uuid[]", "text": "text", "character varying": "text", "character": "text",
-            "text[]": "text[]", "character varying[]": "text[]", "json": "json", "jsonb": "json"}
+FAMILIES = {"uuid": "uuid", "text": "text", "character varying": "text", "character": "text", "json": "json",
+            "jsonb": "json"}  # and arrays of uuid and of the text-like types (family)
 PLAIN_TEXT = {"text", "character varying"}  # read as they are; another text-like type (bpchar, citext) as ::text
 
 
@@ -80,10 +80,16 @@ class TableCounts:
 def family(column: Column) -> str | None:
     """"uuid", "uuid[]", "text", "text[]" or "json" for a column worth checking (domains resolved), else None.
 
-    citext (in whatever schema its extension is) is text too."""
+    citext (in whatever schema its extension is) is text too, and an array of a text-like type is text[]."""
     if column.generated:
         return None
     base = column.base_type or column.type
+    if base.endswith("[]"):
+        return {"uuid": "uuid[]", "text": "text[]"}.get(_scalar_family(base[:-2]) or "")
+    return _scalar_family(base)
+
+
+def _scalar_family(base: str) -> str | None:
     return "text" if base.rsplit(".", 1)[-1] == "citext" else FAMILIES.get(base)
 
 
