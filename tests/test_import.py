@@ -249,6 +249,10 @@ def test_user_ids_inside_json_that_the_mapping_lacks_stop_the_import_as_in_a_col
     assert f"unmapped user ids in public.legacy.doc: 1 ({missing}), --unmapped-users keep" in flat(dry.output)
     kept = cli("import", "--unmapped-users", "keep")
     assert kept.exit_code == 0, kept.output
+    assert (f"warning: 1 user ids of public.legacy.doc that user-mapping.json lacks were left as they are inside its "
+            f"JSON (--unmapped-users keep): {missing}") in flat(kept.output)
+    assert f"public.profiles.id that user-mapping.json lacks were kept as they are (--unmapped-users keep): {missing}" \
+        in flat(kept.output)  # and so in the user-id columns: the run did less than remap every id
     with dbs.target() as conn:
         creators = [r[0] for r in conn.execute("SELECT doc->>'creator' FROM public.legacy ORDER BY id")]
     assert creators[0] == missing and missing not in creators[1:]

@@ -415,6 +415,7 @@ def show_import_result(result: ImportResult, target: str) -> None:
              "loaded by a previous run" if t.skipped else per_second(t.rows, t.copy_seconds))
             for t in result.tables]
     print_table("Import summary", ["table", "rows", "seconds", "rows/s"], rows)
+    _unmapped_left(result.plan)
     if result.plan.options.disable_fk:
         say(f"Checked {result.fk_checked} foreign keys after the load: no orphan rows.")
     if result.refreshed:
@@ -422,6 +423,19 @@ def show_import_result(result: ImportResult, target: str) -> None:
             f"{', '.join(result.refreshed)}.")
     say(f"Imported {result.rows:,} rows into {sum(not t.skipped for t in result.tables)} tables "
         f"in {result.seconds:.1f}s ({target}).")
+
+
+def _unmapped_left(plan: ImportPlan) -> None:
+    """What --unmapped-users keep or null did with the user ids the mapping lacks: the run did less than remap
+    every one, so it says so."""
+    mode = plan.options.unmapped_users
+    for table in plan.tables:
+        for column, ids in table.unmapped.items():
+            what = ("left as they are inside its JSON" if column in table.json_rewritten
+                    else "set to NULL" if mode == "null" else "kept as they are")
+            shown = ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
+            note(f"warning: {len(ids):,} user ids of {table.qualified}.{column} that user-mapping.json lacks were "
+                 f"{what} (--unmapped-users {mode}): {shown}", logging.WARNING)
 
 
 def show_verify_report(report: VerifyReport) -> None:
