@@ -21,6 +21,21 @@ def test_all_usable(cli, dbs, stack_auth) -> None:
     assert "the source connection is not encrypted" in result.output
 
 
+def test_stack_auth_out_of_reach_is_named_with_the_reason(cli, dbs, stack_auth, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # It said only "ConnectError", and a CA file that could not be read ended in "unexpected FileNotFoundError".
+    monkeypatch.setenv("STACK_AUTH_API_URL", "http://127.0.0.1:1")
+    result = cli("test-connections")
+    assert result.exit_code != 0
+    assert ("cannot reach Stack Auth: [Errno 111] Connection refused: check STACK_AUTH_API_URL (for https, the "
+            "server's certificate and SSL_CERT_FILE)") in " ".join(result.output.split())
+    monkeypatch.setenv("STACK_AUTH_API_URL", stack_auth.url)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "no-such-ca.pem"))
+    result = cli("test-connections")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "cannot reach Stack Auth: [Errno 2] No such file or directory" in " ".join(result.output.split())
+
+
 def test_wrong_password_names_the_setting(cli, dbs, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUPABASE_DB_URL", dbs.source_url.replace("s3cret-app-pw-!x", "wrong-pw"))
     result = cli("test-connections")

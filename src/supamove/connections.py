@@ -187,8 +187,10 @@ def check_stack_auth(settings: Settings) -> EndpointCheck:
         answer = httpx.get(f"{settings.STACK_AUTH_API_URL}/api/v1/users", params={"limit": 1},
                            headers=headers, timeout=15)
         check.latency_ms = (time.perf_counter() - started) * 1000
-    except httpx.HTTPError as exc:
-        check.errors.append(f"cannot reach Stack Auth: {type(exc).__name__}: check STACK_AUTH_API_URL")
+    except (httpx.HTTPError, OSError) as exc:  # OSError: a CA file (SSL_CERT_FILE) that cannot be read
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        check.errors.append(f"cannot reach Stack Auth: {scrub(text)}: check STACK_AUTH_API_URL "
+                            "(for https, the server's certificate and SSL_CERT_FILE)")
         return check
     check.reachable = True
     check.encrypted = settings.STACK_AUTH_API_URL.startswith("https://")
