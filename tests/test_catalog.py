@@ -74,6 +74,17 @@ def test_a_named_user_id_column_must_hold_user_ids_as_its_values() -> None:
     assert [t.user_id_columns for t in found] == [("tag", "refs"), ("cia", "ca", "ua")]
 
 
+def test_table_patterns_take_quoted_parts_as_user_id_column_does() -> None:
+    # '"Odd Schema"."My.Table"' and '"My.Table"' matched nothing, while --user-id-column takes that form.
+    odd, plain = Table("Odd Schema", "My.Table", ()), Table("public", "readings", ())
+    for pattern in ('"Odd Schema"."My.Table"', '"My.Table"', 'Odd Schema."My.Table"', '"Odd Schema".*',
+                    'Odd Schema.My.Table'):
+        assert catalog.selected(odd, [pattern]) and not catalog.selected(plain, [pattern]), pattern
+    for pattern in ("public.read*", "readings", "*.readings", "public.*"):
+        assert catalog.selected(plain, [pattern]) and not catalog.selected(odd, [pattern]), pattern
+    assert not catalog.selected(odd, ["*"], ['"My.Table"'])
+
+
 def test_platform_schemas_refused() -> None:
     for schema in ("auth", "storage", "vault", "supabase_migrations", "_realtime", "pgsodium_masks"):
         with pytest.raises(ConfigError, match="platform schema"):

@@ -441,10 +441,16 @@ def read_relations(conn: psycopg.Connection, schemas: list[str]) -> list[Table]:
 def selected(table: Table, include: Sequence[str], exclude: Sequence[str] = ()) -> bool:
     """Whether a table matches an include pattern (any table, when there is none) and no exclude pattern.
 
-    A pattern with a dot is matched against schema.name, one without against the name alone.
+    A pattern with a dot is matched against schema.name, one without against the name alone; a part holding a
+    dot goes in double quotes, as for --user-id-column ("Odd Schema"."My.Table", or "My.Table" alone).
     """
 
     def matches(pattern: str) -> bool:
+        parts = _pattern_parts(pattern)
+        if parts is not None and len(parts) == 1:
+            return fnmatchcase(table.name, parts[0])
+        if parts is not None and fnmatchcase(table.schema, parts[0]) and fnmatchcase(table.name, parts[1]):
+            return True
         if "." not in pattern:
             return fnmatchcase(table.name, pattern)
         return fnmatchcase(table.qualified, pattern) or fnmatchcase(f"{table.schema}.{table.name}", pattern)
@@ -456,6 +462,18 @@ def selected(table: Table, include: Sequence[str], exclude: Sequence[str] = ()) 
 
 NAME_PART = r'(?:"((?:[^"]|"")+)"|([^."]+))'  # a quoted name (its quotes doubled) or a plain one
 COLUMN_REF = re.compile(rf"{NAME_PART}\.{NAME_PART}\.{NAME_PART}")
+PATTERN_REF = re.compile(rf"{NAME_PART}(?:\.{NAME_PART})?")
+
+
+def _pattern_parts(pattern: str) -> list[str] | None:
+    """[name] or [schema, name] of a pattern written in parts, quoted where they hold a dot; None for another."""
+    found = PATTERN_REF.fullmatch(pattern)
+    if found is None:
+        return None
+    groups = found.groups()
+    parts = [quoted.replace('""', '"') if quoted is not None else plain
+             for quoted, plain in zip(groups[::2], groups[1::2], strict=True)]
+    return [p for p in parts if p is not None]
 
 
 def parse_column_ref(ref: str, option: str = "--user-id-column") -> tuple[str, str, str]:
