@@ -425,7 +425,7 @@ def _json_value(col: catalog.Column) -> sql.Composable:
     ident = sql.Identifier(col.name)
     if col.encoding != "text":  # an integer or a boolean: its text is its JSON
         return sql.SQL("{}::text").format(ident)
-    if TYPMOD.sub("", col.base_type or col.type) in PLAIN_TEXT_TYPES:
+    if _plain_text(col):
         return sql.SQL("'\"' || {}::text || '\"'").format(ident)
     if col.padded:  # ::text trims the trailing spaces a character's output keeps
         return sql.SQL("to_json({})::text").format(ident)
@@ -434,9 +434,14 @@ def _json_value(col: catalog.Column) -> sql.Composable:
 
 def _json_value_parts(col: catalog.Column) -> list[str | sql.Composable]:
     """A value known not to be NULL as JSON text: _json_value's pieces, a string's quotes as literal text."""
-    if col.encoding == "text" and TYPMOD.sub("", col.base_type or col.type) in PLAIN_TEXT_TYPES:
+    if col.encoding == "text" and _plain_text(col):
         return ['"', sql.SQL("{}::text").format(sql.Identifier(col.name)), '"']
     return [_json_value(col)]
+
+
+def _plain_text(col: catalog.Column) -> bool:
+    """A type whose text needs no JSON escaping: it goes between quotes as it is."""
+    return TYPMOD.sub("", col.base_type or col.type) in PLAIN_TEXT_TYPES
 
 
 def _relation(table: Table) -> sql.Composable:

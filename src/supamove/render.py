@@ -387,8 +387,8 @@ def show_import_plan(plan: ImportPlan) -> None:
         say(f"FK cycle or self-reference: {', '.join(t.qualified for t in group)} (one transaction)")
     for table in plan.tables:
         for column, ids in table.unmapped.items():
-            say(f"unmapped user ids in {table.qualified}.{column}: {len(ids):,} ({', '.join(ids[:5])}"
-                f"{' ...' if len(ids) > 5 else ''}), --unmapped-users {plan.options.unmapped_users}")
+            say(f"unmapped user ids in {table.qualified}.{column}: {len(ids):,} ({_first_ids(ids)}), "
+                f"--unmapped-users {plan.options.unmapped_users}")
         if table.missing_in_target:
             say(f"columns of {table.qualified} missing in the target: {', '.join(table.missing_in_target)}")
         if table.missing_in_export:
@@ -433,9 +433,12 @@ def _unmapped_left(plan: ImportPlan) -> None:
         for column, ids in table.unmapped.items():
             what = ("left as they are inside its JSON" if column in table.json_rewritten
                     else "set to NULL" if mode == "null" else "kept as they are")
-            shown = ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
             note(f"warning: {len(ids):,} user ids of {table.qualified}.{column} that user-mapping.json lacks were "
-                 f"{what} (--unmapped-users {mode}): {shown}", logging.WARNING)
+                 f"{what} (--unmapped-users {mode}): {_first_ids(ids)}", logging.WARNING)
+
+
+def _first_ids(ids: list[str]) -> str:
+    return ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
 
 
 def show_verify_report(report: VerifyReport) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -16,34 +17,50 @@ from supamove.usermap import UserMapping
 SHOWN_IDS = 5
 
 
-def mapping_for(plans: list[TablePlan], datadir: DataDir,
-                 problems: list[SupamoveError]) -> tuple[dict[str, str], bool]:
+Read = Callable[[], "dict[str, str] | DataFileError | None"]
+
+
+def reader(datadir: DataDir) -> Read:
+    """user-mapping.json read at most once for the plan, when first asked for: Supabase id to Stack Auth id,
+    None when there is none, the error when it is damaged."""
+    @functools.cache
+    def read() -> dict[str, str] | DataFileError | None:
+        if not datadir.user_mapping.exists():
+            return None
+        try:
+            return UserMapping.load(datadir.user_mapping).by_supabase()
+        except DataFileError as exc:
+            return exc
+
+    return read
+
+
+def mapping_for(plans: list[TablePlan], datadir: DataDir, read: Read,
+                problems: list[SupamoveError]) -> tuple[dict[str, str], bool]:
     """Supabase id to Stack Auth id; required only when some user-id column holds ids, or some JSON column
     (the export's value check found them there)."""
     if not any(ids for p in plans for ids in p.user_ids.values()) and not any(p.json_rewritten for p in plans):
         return {}, False
-    path = datadir.user_mapping
-    if not path.exists():
-        problems.append(DataFileError(f"{path} not found: the exported tables hold user ids to remap",
+    mapping = read()
+    if mapping is None:
+        problems.append(DataFileError(f"{datadir.user_mapping} not found: the exported tables hold user ids to remap",
                                       fix="run `supamove migrate-users` first"))
         return {}, False
-    try:
-        return UserMapping.load(path).by_supabase(), True
-    except DataFileError as exc:
-        problems.append(exc)
+    if isinstance(mapping, DataFileError):
+        problems.append(mapping)
         return {}, False
+    return mapping, True
 
 
-def unmapped_users(plans: list[TablePlan], datadir: DataDir) -> frozenset[str]:
+def unmapped_users(plans: list[TablePlan], datadir: DataDir, read: Read) -> frozenset[str]:
     """The exported Supabase users the mapping lacks (those migrate-users failed, most often: a few), for the
     scan of the JSON columns with user ids; none to look for without such a column, a mapping or the users."""
-    path, users = datadir.user_mapping, datadir.table_file("auth", "users")
-    if not any(p.json_rewritten for p in plans) or not path.exists() or not users.exists():
+    users = datadir.table_file("auth", "users")
+    if not any(p.json_rewritten for p in plans) or not users.exists():
         return frozenset()
-    try:
-        mapped = UserMapping.load(path).by_supabase()
-    except DataFileError:
-        return frozenset()  # mapping_for says what is wrong with it
+    mapped = read()
+    if not isinstance(mapped, dict):  # mapping_for says what is wrong with it
+        return frozenset()
     return frozenset(sid for sid in _user_ids(users) if sid not in mapped)
 
 
@@ -72,7 +89,7 @@ def check_unmapped(target: Endpoint, plans: list[TablePlan], mapping: dict[str, 
             plan.unmapped[name] = missing
             column = next(c for c in plan.columns if c.name == name)
             where = f"{plan.qualified}.{name}"
-            shown = _shown(missing)
+            shown = shown_ids(missing)
             if options.unmapped_users == "error":
                 problems.append(DataFileError(
                     f"{len(missing)} user ids in {where} have no Stack Auth mapping: {shown}",
@@ -97,12 +114,13 @@ def _unmapped_in_json(plan: TablePlan, options: ImportOptions, problems: list[Su
         if options.unmapped_users == "error":
             problems.append(DataFileError(
                 f"{len(missing)} user ids inside the JSON of {plan.qualified}.{name} have no Stack Auth mapping: "
-                f"{_shown(missing)}",
+                f"{shown_ids(missing)}",
                 fix="run `supamove migrate-users` to migrate these users, or rerun with --unmapped-users keep "
                     "(inside JSON they stay as they are, with null too)"))
 
 
-def _shown(ids: list[str]) -> str:
+def shown_ids(ids: list[str]) -> str:
+    """The first ids of a list, and how many more (messages and warnings)."""
     return ", ".join(ids[:SHOWN_IDS]) + (f" and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else "")
 
 

@@ -12,7 +12,7 @@ from supamove import catalog
 from supamove.catalog import Column, Table
 from supamove.db import Endpoint, connection
 from supamove.errors import DataFileError, SupamoveError
-from supamove.importer.mapping import check_unmapped, mapping_for, unmapped_users
+from supamove.importer.mapping import check_unmapped, mapping_for, reader, unmapped_users
 from supamove.importer.model import ColumnLoad, ImportOptions, ImportPlan, TablePlan
 from supamove.importer.scan import SCAN_JOBS, check_files
 from supamove.log import get_logger
@@ -75,9 +75,11 @@ def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, opti
         plan.done = plan.state_key in done
     groups = _group(plans)
     started = time.monotonic()
-    check_files([p for p in plans if not p.done], problems, SCAN_JOBS, full_scan, unmapped_users(plans, datadir))
+    read_mapping = reader(datadir)
+    check_files([p for p in plans if not p.done], problems, SCAN_JOBS, full_scan,
+                unmapped_users(plans, datadir, read_mapping))
     log.debug("timing: files checked in %.3fs", time.monotonic() - started)
-    mapping, loaded = mapping_for(plans, datadir, problems)
+    mapping, loaded = mapping_for(plans, datadir, read_mapping, problems)
     check_unmapped(target, plans, mapping, loaded, options, problems)
     if not options.truncate_first:
         _check_split(_read_splits(conn), plans, target, problems)

@@ -91,7 +91,7 @@ def _scan_files(plans: list[TablePlan], jobs: int,
     """Hash, count and parse the files: JSON parsed in byte ranges on `jobs` processes, while this one hashes."""
     tasks = [(p.path, start, min(start + SCAN_BYTES, p.path.stat().st_size),
               [(c.name, c.array) for c in p.columns if c.user_ids],
-              ([c.name for c in p.columns if c.json_user_ids], unmapped) if unmapped else ([], unmapped))
+              ([c.name for c in p.columns if c.json_user_ids and unmapped], unmapped))
              for p in plans for start in range(0, max(p.path.stat().st_size, 1), SCAN_BYTES)]
     worth = sum(task[2] - task[1] for task in tasks) > SCAN_BYTES and jobs > 1  # a process or more
     if worth and (pool := started_pool(jobs)) is not None:

@@ -27,6 +27,7 @@ class Board:
     loaded: set[Key] = field(default_factory=set)
     auth: set[Key] | None = None  # the auth tables of the export, known once metadata.json is written
     meta: Metadata | None = None  # read once the value check is recorded: every entry's user-id columns final
+    json_ids: dict[Key, frozenset[str]] = field(default_factory=dict)  # its JSON columns with user ids, by table
     export_over: bool = False
     users_over: bool = False  # every user in Stack Auth and user-mapping.json: user ids can be remapped
     failure: BaseException | None = None
@@ -44,7 +45,7 @@ class Board:
         """Every entry's user-id columns are final in metadata.json: the tables may start loading."""
         meta = Metadata.load(self.datadir, require_complete=False)
         with self.cond:
-            self.meta = meta
+            self.meta, self.json_ids = meta, meta.json_user_id_columns()
             self.cond.notify_all()
 
     def users_done(self) -> None:
@@ -86,7 +87,7 @@ class Board:
 
     def _holds_user_ids(self, table: catalog.Table) -> bool:
         """User-id columns, or JSON the value check found user ids in: the import needs the final mapping."""
-        return bool(table.user_id_columns) or (self.meta is not None and table.key in self.meta.json_user_id_columns())
+        return bool(table.user_id_columns) or table.key in self.json_ids
 
     def ready(self) -> list[TableEntry]:
         """The tables that may load now, parents before children: exported, user ids mappable, FK parents loaded.
