@@ -808,6 +808,28 @@ def test_disable_fk_reports_orphans(dbs, exported: Path) -> None:
                              "--truncate-first, or run without --disable-fk to stop at the first bad row)")
 
 
+def test_disable_fk_checks_a_parents_foreign_keys_on_its_own_rows_not_on_the_tables_inheriting_from_it(
+        cli, dbs, data_dir: Path) -> None:
+    """A table inheriting from another does not inherit its foreign keys: the source holds child rows the
+    parent's key would refuse. The check after a --disable-fk load read them with the parent's and failed."""
+    app_table(dbs, "crews", "CREATE TABLE public.crews (id int PRIMARY KEY)",
+              "INSERT INTO public.crews VALUES (1)")
+    app_table(dbs, "shifts", "CREATE TABLE public.shifts (id int PRIMARY KEY, crew int REFERENCES public.crews)",
+              "INSERT INTO public.shifts VALUES (1, 1)")
+    app_table(dbs, "shifts_archive", "CREATE TABLE public.shifts_archive () INHERITS (public.shifts)",
+              "INSERT INTO public.shifts_archive VALUES (2, 99)")  # crew 99 left long ago
+    assert cli("export", "--tables", "public.crews", "--tables", "public.shifts*").exit_code == 0
+    write_mapping(dbs, data_dir)
+    result = cli("import", "--disable-fk")
+    assert result.exit_code == 0, result.output
+    with dbs.source() as conn:  # a parent's own orphan is still one
+        conn.execute("ALTER TABLE public.shifts DISABLE TRIGGER ALL; INSERT INTO public.shifts VALUES (3, 42)")
+    assert cli("export", "--force", "--tables", "public.crews", "--tables", "public.shifts*").exit_code == 0
+    failed = cli("import", "--disable-fk", "--truncate-first", "--yes")
+    assert failed.exit_code == 4 and "on public.shifts: 1 rows without a match in public.crews" in failed.output, \
+        failed.output
+
+
 def test_a_materialized_view_the_target_cannot_refresh_fails_the_import_by_name(dbs, exported: Path) -> None:
     mapping = write_mapping(dbs, exported)
     meta = metadata(exported)  # as if the source held it, populated

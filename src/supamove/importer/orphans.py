@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from supamove.catalog import ForeignKey, Table
+from supamove.catalog import ForeignKey
 from supamove.db import Endpoint
 from supamove.importer.model import ImportPlan
 from supamove.log import get_logger
@@ -20,7 +20,7 @@ def check_foreign_keys(conn: psycopg.Connection, target: Endpoint, plan: ImportP
     for table in plan.tables:
         for fk in table.target.foreign_keys if table.target else ():
             checked += 1
-            row = conn.execute(_orphans_query(table.target, fk)).fetchone()  # type: ignore[arg-type]
+            row = conn.execute(_orphans_query(table.alone, fk)).fetchone()
             count = int(row[0]) if row else 0
             if count:
                 orphans.append(f"{fk.name} on {table.qualified}: {count} rows without a match in "
@@ -35,10 +35,12 @@ def check_foreign_keys(conn: psycopg.Connection, target: Endpoint, plan: ImportP
     return checked
 
 
-def _orphans_query(table: Table, fk: ForeignKey) -> sql.Composed:
+def _orphans_query(table: sql.Composable, fk: ForeignKey) -> sql.Composed:
+    """The rows of `table` that `fk` refuses. A table inheriting from it has none of its foreign keys, so its
+    rows are not read with the parent's (`ONLY`); a partitioned table's partitions are."""
     child = [sql.SQL("c.{}").format(sql.Identifier(c)) for c in fk.columns]
     parent = [sql.SQL("p.{}").format(sql.Identifier(c)) for c in fk.ref_columns]
     not_null = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(c) for c in child)
     match = sql.SQL(" AND ").join(sql.SQL("{} = {}").format(p, c) for p, c in zip(parent, child, strict=True))
     return sql.SQL("SELECT count(*) FROM {} c WHERE {} AND NOT EXISTS (SELECT 1 FROM {} p WHERE {})").format(
-        sql.Identifier(table.schema, table.name), not_null, sql.Identifier(fk.ref_schema, fk.ref_table), match)
+        table, not_null, sql.Identifier(fk.ref_schema, fk.ref_table), match)
