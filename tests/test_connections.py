@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
+import shutil
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +40,55 @@ def test_stack_auth_out_of_reach_is_named_with_the_reason(cli, dbs, stack_auth, 
     result = cli("test-connections")
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "cannot reach Stack Auth: [Errno 2] No such file or directory" in " ".join(result.output.split())
+
+
+class _NoUsers(http.server.BaseHTTPRequestHandler):
+    """Stack Auth's user list, empty: enough for test-connections to call it usable."""
+
+    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        body = b'{"items": [], "is_paginated": true, "pagination": {"next_cursor": null}}'
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def self_signed_stack_auth(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An https server with a certificate no public CA signed (a self-hosted Stack Auth's); its CA file."""
+    assert shutil.which("openssl"), "openssl is needed to make the test certificate (.ci/run installs it)"
+    key, cert = tmp_path / "stack.key", tmp_path / "stack.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoUsers)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{server.server_address[1]}", cert
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_stack_auth_certificate_the_machine_does_not_trust_is_named_and_its_ca_file_accepted(
+        cli, dbs, stack_auth, self_signed_stack_auth: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, ca = self_signed_stack_auth
+    monkeypatch.setenv("STACK_AUTH_API_URL", url)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    result = cli("test-connections")
+    said = " ".join(result.output.split())
+    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+    assert "cannot reach Stack Auth: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed" in said, said
+    assert "check STACK_AUTH_API_URL (for https, the server's certificate and SSL_CERT_FILE)" in said, said
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # the fix the message names
+    trusted = cli("test-connections")
+    assert trusted.exit_code == 0, trusted.output
+    assert "cannot reach Stack Auth" not in trusted.output
 
 
 def test_wrong_password_names_the_setting(cli, dbs, monkeypatch: pytest.MonkeyPatch) -> None:
