@@ -301,6 +301,26 @@ def test_excluded_tables_take_their_constraints_and_grants_along(dbs: Databases,
     assert not (tmp_path / "data").exists()
 
 
+def test_a_table_the_source_user_may_not_read_is_named_and_leaving_it_out_is_enough(cli: Cli, dbs: Databases,
+                                                                                   data_dir: Path) -> None:
+    """pg_dump locks every table it dumps: one the user may not read stopped `schema` with pg_dump's error,
+    even when --exclude-tables left it out as the export's message advises."""
+    with dbs.source() as conn:
+        conn.execute("CREATE TABLE app.audit_trail (id int PRIMARY KEY, note text)")
+        conn.execute("CREATE TABLE app.audit_2025 (id int PRIMARY KEY)")  # a second, to show the list
+        conn.execute(f"REVOKE ALL ON app.audit_trail, app.audit_2025 FROM PUBLIC, {fixtures.APP_ROLE}")
+    refused = cli("schema", *APP, "--dry-run")
+    assert refused.exit_code == 3, refused.output
+    assert error_line(refused.output) == (
+        "Error: the user in SUPABASE_DB_URL may not read app.audit_2025, app.audit_trail (fix: on the source, GRANT "
+        "SELECT ON \"app\".\"audit_2025\", \"app\".\"audit_trail\" TO that user (and USAGE on its schema); or use the postgres user; "
+        "or leave them out with --exclude-tables)")
+    applied = cli("schema", *APP, "--exclude-tables", "app.audit*", "--apply")
+    assert applied.exit_code == 0, applied.output
+    assert target_tables(dbs) == APP_TABLES
+    assert "audit" not in (data_dir / "schema.sql").read_text()
+
+
 def test_an_extension_the_target_lacks_is_refused_before_anything_is_applied(dbs: Databases,
                                                                            tmp_path: Path) -> None:
     datadir = DataDir(tmp_path / "data").ensure()

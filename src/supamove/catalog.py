@@ -311,6 +311,27 @@ def _refuse(endpoint: Endpoint, rows: list[tuple[str, str]], kind: str, leave_ou
                              f"or use the postgres user{leave_out}")
 
 
+# Every table and partition of the schemas this session's user may not read, with the table a partition belongs
+# to (pg_dump locks each table it dumps, partitions too, and stops at the first it may not lock).
+UNREADABLE_IN_SCHEMAS_SQL = """
+SELECT n.nspname, c.relname, rn.nspname, r.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class r ON r.oid = COALESCE(pg_partition_root(c.oid), c.oid) JOIN pg_namespace rn ON rn.oid = r.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY(%s)
+  AND NOT (has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT'))
+ORDER BY 1, 2
+"""
+
+
+def unreadable_left_out(conn: psycopg.Connection, schemas: Sequence[str],
+                        tables: Iterable[Table]) -> list[tuple[str, str]]:
+    """(schema, name) of each table or partition of `schemas` this session's user may not read whose table is
+    not among `tables` (those the run selected)."""
+    chosen = {t.key for t in tables}
+    return [(r[0], r[1]) for r in conn.execute(UNREADABLE_IN_SCHEMAS_SQL, (list(schemas),))
+            if (r[2], r[3]) not in chosen]
+
+
 def free_sequences(conn: psycopg.Connection, schemas: Sequence[str]) -> list[tuple[str, str]]:
     """(schema, name) of each sequence in `schemas` that no column owns or uses in its default."""
     return [(r[0], r[1]) for r in conn.execute(FREE_SEQUENCES_SQL, (list(schemas),))]

@@ -71,12 +71,14 @@ def schema_pattern(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def dump_schema(programs: Programs, source: Endpoint, schemas: list[str], folder: Path) -> Path:
-    """pg_dump --schema-only of `schemas` in the custom format; its path."""
+def dump_schema(programs: Programs, source: Endpoint, schemas: list[str], folder: Path,
+                skip: Sequence[tuple[str, str]] = ()) -> Path:
+    """pg_dump --schema-only of `schemas` in the custom format, less the tables `skip` names; its path."""
     url, env = libpq_environment(source)
     path = folder / "schema.dump"
     args = [str(programs.pg_dump), "--schema-only", "--format=custom", f"--file={path}", "--dbname", url]
     args += [f"--schema={schema_pattern(s)}" for s in schemas]
+    args += [f"--exclude-table={schema_pattern(s)}.{schema_pattern(t)}" for s, t in skip]
     _run(args, env, source.error, "pg_dump could not read the source schema",
          "check SUPABASE_DB_URL and that its user can read the application schemas")
     return path

@@ -66,7 +66,7 @@ def make_schema(conn: psycopg.Connection, source: Endpoint, schemas: list[str], 
     _check_partitions_selected(conn, schemas)
     major = int(str(conn.execute("SHOW server_version_num").fetchone()[0])) // 10000  # type: ignore[index]
     programs = Programs.find(major)
-    dump = dump_schema(programs, source, schemas, folder)
+    dump = dump_schema(programs, source, schemas, folder, _unreadable_left_out(conn, source, schemas, options))
     entries = read_toc(programs, dump, schemas)
     facts = read_facts(conn, schemas, options.tables, options.exclude_tables, {e.key for e in entries})
     extensions = select_entries(entries, facts, options)
@@ -78,6 +78,16 @@ def make_schema(conn: psycopg.Connection, source: Endpoint, schemas: list[str], 
     head = prelude(conn, created, extensions, options.auth_shim, options.keep_roles)
     log.debug("schema: %s", ", ".join(f"{n} {d}" for d, n in report.counts.items()))
     return report, _banner(report) + head + body
+
+
+def _unreadable_left_out(conn: psycopg.Connection, source: Endpoint, schemas: list[str],
+                         options: SchemaOptions) -> list[tuple[str, str]]:
+    """The tables pg_dump must leave alone: those this user may not read that --tables/--exclude-tables leave
+    out (pg_dump locks every table it dumps, and stopped at the first it could not: the operator's fix, the
+    option, did not help). A selected one stops the run here, named with its GRANT, as the export would."""
+    tables = catalog.read_tables(conn, schemas, options.tables, options.exclude_tables)
+    catalog.refuse_unreadable(conn, source, tables)
+    return catalog.unreadable_left_out(conn, schemas, tables)
 
 
 def _check_schemas_exist(conn: psycopg.Connection, schemas: list[str]) -> None:
