@@ -441,6 +441,21 @@ def test_a_new_oauth_identity_is_added_once_and_a_removed_one_noted(stack: Stack
     assert stack.requests[ADDS] == 1
 
 
+def test_an_identity_whose_e_mail_is_no_valid_address_is_added_without_it(stack: StackAuthSandbox,
+                                                                           tmp_path: Path) -> None:
+    """POST /oauth-providers checks the identity's e-mail as an address (a create's oauth_providers do not): the
+    sync pass failed that user on every rerun. The address is informational; the account id signs in."""
+    users, before_ids, after_ids = gained_github()
+    after_ids[-1]["identity_data"]["email"] = "dñ@exämple.com"
+    datadir = write_export(tmp_path / "d", users, before_ids)
+    run(stack, datadir)
+    write_export(datadir.root, users, after_ids)
+    result = run(stack, datadir)
+    assert result.failure() is None and result.updated == 1, [o.notes for o in result.outcomes if o.status == "failed"]
+    github = next(p for p in stack_user(stack, datadir, "user001")["oauth_providers"] if p["id"] == "github")
+    assert (github["account_id"], github["email"]) == ("gh-1", None)
+
+
 def test_a_lost_answer_on_an_identity_add_is_checked_not_sent_twice(stack: StackAuthSandbox, tmp_path: Path) -> None:
     users, before_ids, after_ids = gained_github()
     datadir = write_export(tmp_path / "d", users, before_ids)

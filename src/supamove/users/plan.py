@@ -285,9 +285,11 @@ def oauth_providers(users: list[SupabaseUser]) -> tuple[list[dict[str, Any]], li
     for target, group in groups.items():
         group.sort(key=lambda pair: _signed_in(pair[1]), reverse=True)
         account, kept = group[0]
-        data = identity_data(kept)
-        address = data.get("email") if isinstance(data.get("email"), str) else None
-        providers.append({"id": target, "account_id": account, "email": address})
+        address = identity_data(kept).get("email")
+        # Informational only (the account id signs in), and POST /oauth-providers (a sync pass adding an identity)
+        # refuses one that is no valid address where a create takes any text: sent only when it is one.
+        valid = isinstance(address, str) and EMAIL_RE.match(address)
+        providers.append({"id": target, "account_id": account, "email": address if valid else None})
         for other, identity in group[1:]:
             if other != account:
                 notes.append(f"{identity.get('provider')} identity (account {other}) not carried over: Stack Auth "
