@@ -101,8 +101,9 @@ def datadir(tmp_path: Path) -> DataDir:
 
 
 def pre_existing_trent(stack: StackAuthSandbox) -> str:
-    """A Stack Auth user who signed up on their own before the move."""
-    return stack.create_user({"primary_email": "trent@example.com", "primary_email_auth_enabled": True})["id"]
+    """A Stack Auth user who signed up on their own before the move, and verified their e-mail."""
+    return stack.create_user({"primary_email": "trent@example.com", "primary_email_verified": True,
+                              "primary_email_auth_enabled": True})["id"]
 
 
 def by_supabase_id(stack: StackAuthSandbox) -> Counter[str]:
@@ -119,7 +120,7 @@ def outcomes(result: Any) -> dict[str, Any]:
 def test_plan_gives_every_kind_of_user_its_treatment(datadir: DataDir) -> None:
     plan = {p.user.id: p for p in plan_users(load_auth_export(datadir), set(), now=datetime(2025, 1, 1, tzinfo=UTC))}
     expect = {
-        "alice": ("create", None, "kept"), "bob": ("create", None, "kept"),
+        "alice": ("create", None, "kept"), "bob": ("create", None, "reset-required"),
         "carol": ("create", None, "reset-required"), "dave": ("create", None, "reset-required"),
         "erin": ("create", None, "none"), "frank": ("create", "anonymous", "none"),
         "grace": ("create", "deleted", "none"), "heidi": ("create", None, "none"),
@@ -154,12 +155,26 @@ def test_plan_gives_every_kind_of_user_its_treatment(datadir: DataDir) -> None:
     assert plan[uid("xavier")].body["primary_email_auth_enabled"] is True  # the deleted grace held it first
     frank = plan[uid("frank")].body
     assert frank["is_anonymous"] is True and "primary_email" not in frank and "restricted_by_admin" not in frank
-    assert plan[uid("bob")].body["primary_email_verified"] is False
+    # bob never confirmed his address: Supabase refused his password until he did, so it does not come along
+    assert plan[uid("bob")].body["primary_email_verified"] is False and plan[uid("bob")].reset_reason == "unconfirmed-email"
+    assert "password_hash" not in plan[uid("bob")].body
     assert "password_hash" not in plan[uid("carol")].body
     assert any("slack" in note for note in plan[uid("victor")].notes)
     assert "primary_email" not in plan[uid("heidi")].body
     assert plan[uid("mallory")].body["restricted_by_admin"] is True
     assert "restricted_by_admin" not in plan[uid("oscar")].body
+
+
+def test_a_bitbucket_identity_is_not_carried_and_its_user_gets_a_reset_instead(tmp_path: Path) -> None:
+    """Supabase keeps Bitbucket's uuid as the account id; Stack Auth signs in with Bitbucket's account_id. Carried,
+    the identity never matched a sign-in, and its user, with no other way in, was told nothing."""
+    users = [auth_user("bitty", 0, encrypted_password="")]
+    bitbucket = identity(users[0], "bitbucket", "{a1b2c3d4-0000-1111-2222-333344445555}", "bitty@example.com")
+    plan = plan_users(load_auth_export(write_export(tmp_path, users, [bitbucket])), set())[0]
+    assert "oauth_providers" not in (plan.body or {})
+    assert plan.notes == ["bitbucket identity not carried over: Supabase recorded the Bitbucket uuid, and Stack Auth "
+                          "signs in with the Bitbucket account_id, which Supabase does not keep"]
+    assert (plan.password, plan.reset_reason) == ("reset-required", "no-password")
 
 
 def test_a_bcrypt_hash_with_a_trailing_newline_is_not_kept(tmp_path: Path) -> None:
@@ -199,9 +214,10 @@ def test_migrate_creates_each_user_as_documented(stack: StackAuthSandbox, client
     stack_ids = [e["stackAuthUserId"] for e in mapping.entries.values()]
     assert len(stack_ids) == len(set(stack_ids)) == 17  # one-to-one: no primary-key collision on import
     # bcrypt users sign in with their old password, $2a$10$ and pgcrypto's $2a$06$ alike.
-    for name in ("alice", "bob", "mallory", "victor", "oscar"):
+    for name in ("alice", "mallory", "victor", "oscar"):
         assert stack.check_password(f"{name}@example.com", PASSWORDS[name]), name
     assert not stack.check_password("judy@example.com", PASSWORDS["judy"])
+    assert not stack.check_password("bob@example.com", PASSWORDS["bob"])  # never confirmed: a reset instead
     alice = users[mapping.get(uid("alice"))]
     assert alice["display_name"] == "Alice Example" and alice["primary_email_auth_enabled"]
     assert alice["server_metadata"]["supabase_user_id"] == uid("alice")
@@ -240,8 +256,9 @@ def test_migrate_creates_each_user_as_documented(stack: StackAuthSandbox, client
     assert users[mapping.get(uid("bob"))]["primary_email_verified"] is False
     resets = orjson.loads(datadir.password_resets.read_bytes())["users"]
     assert {(u["supabaseUserId"], u["reason"]) for u in resets} == {
-        (uid("carol"), "unsupported-hash"), (uid("dave"), "no-password"), (uid("ivan"), "sso")}
-    assert len(result.reset_required) == 3
+        (uid("carol"), "unsupported-hash"), (uid("dave"), "no-password"), (uid("ivan"), "sso"),
+        (uid("bob"), "unconfirmed-email")}
+    assert len(result.reset_required) == 4
     report = orjson.loads(datadir.users_report.read_bytes())
     assert report["summary"]["total"] == 17 and {u["supabaseUserId"] for u in report["users"]} == {
         row["id"] for row in edge_users()[0]}
@@ -288,7 +305,7 @@ def test_rerun_creates_nothing_new(stack: StackAuthSandbox, client: StackAuthCli
         o.supabase_user_id: (o.status, o.reason, o.stack_auth_user_id) for o in first.outcomes}
     assert [(m["supabaseUserId"], m["stackAuthUserId"]) for m in orjson.loads(datadir.user_mapping.read_bytes())["mappings"]] \
         == [(m["supabaseUserId"], m["stackAuthUserId"]) for m in mapping]
-    assert len(orjson.loads(datadir.password_resets.read_bytes())["users"]) == 3
+    assert len(orjson.loads(datadir.password_resets.read_bytes())["users"]) == 4
     again = {o.supabase_user_id: o for o in second.outcomes}
     assert {n: (again[uid(n)].status, again[uid(n)].reason) for n in ("grace", "judy", "kim", "frank")} == {
         "grace": ("migrated", "deleted"), "judy": ("migrated", "duplicate-email"),
@@ -429,6 +446,34 @@ def test_an_email_holder_standing_for_another_supabase_user_is_not_linked(
     assert mapping.get(uid("alice")) is None and mapping.owner_of(mapping.get(uid("judy")) or "") == uid("judy")
 
 
+def test_an_e_mail_holder_who_never_verified_it_is_not_linked_by_migrate_users_or_map_users(
+        stack: StackAuthSandbox, client: StackAuthClient, tmp_path: Path) -> None:
+    """Anyone could sign up in the new project with the address before the move: linking to an unverified holder
+    handed that account the user's rows, and the user's password was dropped without a reset."""
+    datadir = export_of(tmp_path, "alice", "judy")
+    squatter = stack.create_user({"primary_email": "alice@example.com", "primary_email_auth_enabled": True,
+                                  "password": "not-alice-at-all"})["id"]
+    expected = (f"Stack Auth user {squatter} already signs in with this e-mail and has not verified it: it may be "
+                "someone else's account, so this user is not linked to it")
+    for dry_run in (True, False):
+        got = outcomes(migrate_users(client, datadir, MigrateOptions(dry_run=dry_run)))
+        alice = got[uid("alice")]
+        assert (alice.status, alice.reason) == ("failed", expected), dry_run
+        assert alice.fix == ("if that Stack Auth user is this person, mark its e-mail verified in the Stack Auth "
+                             "dashboard; if not, delete it; then run the same command again")
+        assert got[uid("judy")].status == ("create" if dry_run else "migrated")
+    assert UserMapping.load(datadir.user_mapping).get(uid("alice")) is None
+    mapped = map_users(client, datadir, dry_run=True)
+    assert uid("alice") not in {m["supabaseUserId"] for m in mapped.matched}
+    assert (uid("alice"), "alice@example.com", "a Stack Auth user signs in with its e-mail without having verified "
+            "it: not matched (it may be someone else's account); verify that e-mail in Stack Auth, or delete that "
+            "user") in mapped.unmatched_supabase
+    with StackAuthClient(stack.url, PROJECT, SECRET, retry=FAST) as fresh:  # verified by the operator: linked
+        fresh.update_user(squatter, {"primary_email_verified": True})
+        alice = outcomes(migrate_users(fresh, datadir))[uid("alice")]
+    assert (alice.status, alice.stack_auth_user_id) == ("linked", squatter)
+
+
 def test_a_mapping_from_before_one_to_one_is_refused_then_rebuilt(stack: StackAuthSandbox, client: StackAuthClient,
                                                                    tmp_path: Path) -> None:
     datadir = export_of(tmp_path, "alice", "judy")
@@ -510,7 +555,7 @@ def test_dry_run_creates_nothing(stack: StackAuthSandbox, client: StackAuthClien
     assert (got[uid("judy")].status, got[uid("judy")].reason) == ("create", "duplicate-email")
     assert (got[uid("frank")].status, got[uid("frank")].reason) == ("create", "anonymous")
     assert (got[uid("grace")].status, got[uid("grace")].reason) == ("create", "deleted")
-    assert len(result.reset_required) == 3
+    assert len(result.reset_required) == 4
     assert not datadir.user_mapping.exists() and not datadir.users_report.exists()
 
 
@@ -740,16 +785,16 @@ def test_send_password_resets_is_idempotent(stack: StackAuthSandbox, client: Sta
                                             datadir: DataDir) -> None:
     migrate_users(client, datadir)
     dry = send_password_resets(client, datadir, None, dry_run=True)
-    assert len(dry.to_send) == 4 and stack.reset_emails == []  # carol, dave, ivan, trent
+    assert len(dry.to_send) == 5 and stack.reset_emails == []  # bob, carol, dave, ivan, trent
     with pytest.raises(SupamoveError, match="callback-url"):
         send_password_resets(client, datadir, None)
     stack.fail_next(2, 429, match="POST /api/v1/auth/password/send-reset-code")
     first = send_password_resets(client, datadir, "https://app.example.com/reset")
-    assert len(first.sent) == 4 and not first.failed
-    assert sorted(e.email for e in stack.reset_emails) == ["carol@example.com", "dave@example.com",
+    assert len(first.sent) == 5 and not first.failed
+    assert sorted(e.email for e in stack.reset_emails) == ["bob@example.com", "carol@example.com", "dave@example.com",
                                                            "ivan@corp.example", "trent@example.com"]
     second = send_password_resets(client, datadir, "https://app.example.com/reset")
-    assert second.sent == [] and second.already_sent == 4 and len(stack.reset_emails) == 4
+    assert second.sent == [] and second.already_sent == 5 and len(stack.reset_emails) == 5
     assert stat.S_IMODE(os.stat(datadir.password_resets_sent).st_mode) == 0o600
 
 
@@ -784,17 +829,17 @@ def test_a_run_killed_between_its_saves_sends_no_e_mail_twice(stack: StackAuthSa
     rerun = send_password_resets(client, datadir, "https://app.example.com/reset")
     emails = [e.email for e in stack.reset_emails]
     assert len(emails) == len(set(emails)) == 2  # none sent twice; the two in flight may have gone: held
-    assert rerun.sent == [] and rerun.already_sent == 2 and rerun.uncertain_before == 2
+    assert rerun.sent == [] and rerun.already_sent == 2 and rerun.uncertain_before == 3
     # the run that finds them says so with its exit code: the killed run could not
-    assert str(rerun.failure()).startswith("2 reset e-mails may or may not have been sent (they were being sent "
+    assert str(rerun.failure()).startswith("3 reset e-mails may or may not have been sent (they were being sent "
                                            "when a run was killed)")
     assert send_password_resets(client, datadir, "https://app.example.com/reset").failure() is None  # said once
     recorded = orjson.loads(datadir.password_resets_sent.read_bytes())["sent"]
-    assert sorted(e["status"] for e in recorded) == ["sent", "sent", "uncertain", "uncertain"]
+    assert sorted(e["status"] for e in recorded) == ["sent", "sent", "uncertain", "uncertain", "uncertain"]
     assert {e["email"] for e in recorded if e["status"] == "sent"} == set(emails)
     assert all(e["sentAt"] for e in recorded) and not datadir.pending_resets.exists()
     last = send_password_resets(client, datadir, "https://app.example.com/reset", resend_uncertain=True)
-    assert len(last.sent) == 2 and len(stack.reset_emails) == 4 and last.failure() is None
+    assert len(last.sent) == 3 and len(stack.reset_emails) == 5 and last.failure() is None
 
 
 def test_a_send_stopped_before_it_went_is_sent_by_the_next_run(stack: StackAuthSandbox, client: StackAuthClient,
@@ -807,8 +852,8 @@ def test_a_send_stopped_before_it_went_is_sent_by_the_next_run(stack: StackAuthS
         send_password_resets(client, datadir, "https://app.example.com/reset")
     assert stack.reset_emails == [] and not datadir.pending_resets.exists()
     second = send_password_resets(client, datadir, "https://app.example.com/reset")
-    assert len(second.sent) == 4 and second.uncertain_before == 0 and second.failure() is None
-    assert len(stack.reset_emails) == 4
+    assert len(second.sent) == 5 and second.uncertain_before == 0 and second.failure() is None
+    assert len(stack.reset_emails) == 5
 
 
 def test_reset_files_edited_by_hand(stack: StackAuthSandbox, client: StackAuthClient, datadir: DataDir) -> None:
@@ -816,9 +861,9 @@ def test_reset_files_edited_by_hand(stack: StackAuthSandbox, client: StackAuthCl
     required = orjson.loads(datadir.password_resets.read_bytes())
     listed = required["users"]
     datadir.password_resets.write_bytes(orjson.dumps({**required, "users": listed + listed[:1]}))
-    assert len(send_password_resets(client, datadir, None, dry_run=True).to_send) == 4  # listed twice: one e-mail
+    assert len(send_password_resets(client, datadir, None, dry_run=True).to_send) == 5  # listed twice: one e-mail
     datadir.password_resets.write_bytes(orjson.dumps({**required, "users": [*listed, 1]}))
-    with pytest.raises(DataFileError, match="user 5 is not as migrate-users writes it"):
+    with pytest.raises(DataFileError, match="user 6 is not as migrate-users writes it"):
         send_password_resets(client, datadir, None, dry_run=True)
     datadir.password_resets.write_bytes(orjson.dumps(required))
     datadir.password_resets_sent.write_bytes(b"{}")  # emptied: it read as nobody sent to yet
@@ -1037,20 +1082,20 @@ def test_a_reset_whose_answer_was_lost_is_not_sent_again_unless_asked(stack: Sta
     migrate_users(client, datadir)
     stack.fail_next(1, 502, match="POST /api/v1/auth/password/send-reset-code")  # the first: the answer is lost
     first = send_password_resets(client, datadir, "https://app.example.com/reset")
-    assert first.uncertain == [uid("carol")] and len(first.sent) == 3
+    assert first.uncertain == [uid("bob")] and len(first.sent) == 4
     assert str(first.failure()) == (
         "1 reset e-mails may or may not have been sent (Stack Auth's answer was lost) (fix: ask those users "
         "whether it arrived (password-resets-sent.json lists them with status \"uncertain\"); "
         "`--resend-uncertain` sends them another)")
     sent = {e["supabaseUserId"]: e["status"] for e in orjson.loads(datadir.password_resets_sent.read_bytes())["sent"]}
-    assert sent[uid("carol")] == "uncertain" and sorted(sent.values()).count("sent") == 3
+    assert sent[uid("bob")] == "uncertain" and sorted(sent.values()).count("sent") == 4
     second = send_password_resets(client, datadir, "https://app.example.com/reset")
     assert second.sent == [] and second.uncertain_before == 1 and second.failure() is None
     assert send_password_resets(client, datadir, None, dry_run=True).to_send == []
     assert len(send_password_resets(client, datadir, None, dry_run=True, resend_uncertain=True).to_send) == 1
     third = send_password_resets(client, datadir, "https://app.example.com/reset", resend_uncertain=True)
-    assert third.sent == [uid("carol")] and third.failure() is None
-    assert [e.email for e in stack.reset_emails].count("carol@example.com") == 1
+    assert third.sent == [uid("bob")] and third.failure() is None
+    assert [e.email for e in stack.reset_emails].count("bob@example.com") == 1
 
 
 def test_a_journal_done_line_without_its_stack_auth_id_leaves_the_write_in_doubt(tmp_path: Path) -> None:

@@ -78,8 +78,8 @@ def changed_export(users: list[dict[str, Any]], identities: list[dict[str, Any]]
     return [u for u in users if u is not by["zed"]], identities, [factor("tina", "totp")]
 
 
-EXPECTED = {
-    "alice": ["password_hash"], "bob": ["primary_email_verified"], "dave": ["display_name", "server_metadata"],
+EXPECTED = {  # bob confirmed his address: his password comes along with it
+    "alice": ["password_hash"], "bob": ["primary_email_verified", "password_hash"], "dave": ["display_name", "server_metadata"],
     "grace": ["primary_email_auth_enabled", "password_hash", "restricted_by_admin", "server_metadata"],
     "mallory": ["restricted_by_admin", "server_metadata"], "oscar": ["restricted_by_admin", "server_metadata"],
     "tina": ["totp_secret_base64"], "uma": ["totp_secret_base64"],
@@ -119,6 +119,7 @@ def test_every_kind_of_change_is_carried_and_only_changed_users_are_sent(stack: 
     assert stack.check_password("alice@example.com", NEW_PASSWORD)
     assert not stack.check_password("alice@example.com", PASSWORDS["alice"])
     assert stack_user(stack, datadir, "bob")["primary_email_verified"] is True
+    assert stack.check_password("bob@example.com", PASSWORDS["bob"])  # confirmed in Supabase: his password now
     assert stack_user(stack, datadir, "dave")["display_name"] == "David"
     grace = stack_user(stack, datadir, "grace")
     assert grace["restricted_by_admin"] is True and grace["restricted_by_admin_reason"] == "deleted in Supabase on 2024-02-20"
@@ -163,7 +164,7 @@ def test_an_unchanged_rerun_sends_no_request_and_the_dry_run_shows_the_changes(s
     assert datadir.user_sync_state.read_bytes() == state
     got = {o.supabase_user_id: o for o in dry.outcomes}
     assert {name: got[uid(name)].changed for name in ("alice", "bob", "tina")} == {
-        "alice": ["password_hash"], "bob": ["primary_email_verified"], "tina": ["totp_secret_base64"]}
+        "alice": ["password_hash"], "bob": ["primary_email_verified", "password_hash"], "tina": ["totp_secret_base64"]}
     assert dry.updated == 11 and got[uid("zed")].sync == "update" and got[uid("erin")].sync == "update"
     assert len(dry.synced("unchanged")) == 1 and dry.failure() is None
 
@@ -186,7 +187,7 @@ def test_a_user_changed_in_stack_auth_is_a_conflict_until_overwrite_changed(stac
     assert [o.supabase_user_id for o in result.conflicts] == [uid("alice"), uid("bob"), uid("dave")]
     assert {name: got[uid(name)].changed_in_stack_auth for name in ("alice", "bob", "dave")} == {
         "alice": ["display_name"], "bob": ["last_active_at_millis"], "dave": ["has_password"]}
-    assert got[uid("bob")].changed == ["primary_email_verified"]
+    assert got[uid("bob")].changed == ["primary_email_verified", "password_hash"]
     assert "changed in Stack Auth since supamove wrote it (last_active_at_millis): not overwritten" in \
         got[uid("bob")].notes
     assert stack.requests[PATCHES] == patches + 7  # everyone else
@@ -205,6 +206,7 @@ def test_a_user_changed_in_stack_auth_is_a_conflict_until_overwrite_changed(stac
     assert stack.check_password("alice@example.com", NEW_PASSWORD)
     assert stack_user(stack, datadir, "alice")["display_name"] == "Ali"  # her name did not change in Supabase
     assert stack_user(stack, datadir, "bob")["primary_email_verified"] is True
+    assert stack.check_password("bob@example.com", PASSWORDS["bob"])  # confirmed in Supabase: his password now
     dave = stack_user(stack, datadir, "dave")
     assert dave["display_name"] == "David" and dave["has_password"] is True  # only the changed fields are sent
     assert run(stack, datadir).failure() is None

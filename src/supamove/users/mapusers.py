@@ -87,9 +87,9 @@ def map_users(client: StackAuthClient, datadir: DataDir, dry_run: bool = False,
     found = _match_by_id(client, users, holders, progress or NullProgress())
     earlier = _earlier_mapping(datadir.user_mapping)
     claimed = _claimed_twice(found, earlier)  # left out of every match below: which one is the operator's call
-    _match_by_email(found, holders, set(claimed))  # ids first, then e-mails for the rest
+    unverified = _match_by_email(found, holders, set(claimed))  # ids first, then e-mails for the rest
     kept = _keep_earlier(found, users, earlier, set(claimed))
-    unmatched = [(u.id, u.normalized_email, _why_unmatched(u, holders)) for u in users
+    unmatched = [(u.id, u.normalized_email, _why_unmatched(u, holders, unverified)) for u in users
                  if u.id not in found.matched and u.id not in claimed]
     ordered = [found.matched[u.id] for u in users if u.id in found.matched]
     result = MapResult(ordered, unmatched, found.unmatched_stack, dry_run, kept=kept, claimed_twice=claimed)
@@ -135,16 +135,22 @@ def _claimed_twice(found: _Matches, earlier: UserMapping | None) -> dict[str, li
     return claimed
 
 
-def _match_by_email(found: _Matches, holders: dict[str, SupabaseUser], claimed: set[str]) -> None:
-    """Each e-mail's Stack Auth users to the Supabase user who signs in with it: the first one only."""
+def _match_by_email(found: _Matches, holders: dict[str, SupabaseUser], claimed: set[str]) -> set[str]:
+    """Each e-mail's Stack Auth users to the Supabase user who signs in with it: the first one only, and only
+    one whose e-mail is verified (as migrate-users links). The e-mails only unverified users held."""
+    unverified = set()
     for email, candidates in found.by_email.items():
         candidates.sort(key=lambda u: not u.get("primary_email_auth_enabled"))  # the one signing in first
         holder = holders[email]
         for stack_user in candidates:
-            if holder.id not in found.matched and holder.id not in claimed:
+            if not stack_user.get("primary_email_verified"):
+                unverified.add(email)
+            if stack_user.get("primary_email_verified") and holder.id not in found.matched \
+                    and holder.id not in claimed:
                 found.matched[holder.id] = _mapping_entry(holder, stack_user)
             else:
                 found.unmatched_stack.append((stack_user["id"], stack_user.get("primary_email")))
+    return unverified
 
 
 def _earlier_mapping(path: Path) -> UserMapping | None:
@@ -182,7 +188,7 @@ def _mapping_entry(user: SupabaseUser, stack_user: dict[str, Any]) -> dict[str, 
             "migratedAt": when}
 
 
-def _why_unmatched(user: SupabaseUser, holders: dict[str, SupabaseUser]) -> str:
+def _why_unmatched(user: SupabaseUser, holders: dict[str, SupabaseUser], unverified: set[str]) -> str:
     email = user.normalized_email
     later = "; `supamove migrate-users` creates it"
     if email and not EMAIL_RE.match(email) and not user.deleted_at and not user.is_anonymous:
@@ -194,4 +200,7 @@ def _why_unmatched(user: SupabaseUser, holders: dict[str, SupabaseUser]) -> str:
     holder = holders.get(email) if email else None
     if holder is not None and holder.id != user.id:
         return f"shares its e-mail with {holder.id}: no Stack Auth user with its id" + later
+    if email in unverified and holder is not None and holder.id == user.id:
+        return ("a Stack Auth user signs in with its e-mail without having verified it: not matched (it may be "
+                "someone else's account); verify that e-mail in Stack Auth, or delete that user")
     return "no Stack Auth user with its id or e-mail" + later

@@ -429,6 +429,9 @@ class _Run:
             self.journal.clear(sid)
             return _failed(item, f"the Stack Auth user signing in with this e-mail ({target['id']}) "
                                  f"already stands for Supabase user {other}")
+        if not target.get("primary_email_verified"):  # anyone may have signed up with it: maybe not this person
+            self.journal.clear(sid)
+            return _failed(item, UNVERIFIED_HOLDER.format(target["id"]), UNVERIFIED_FIX)
         item.password, item.reset_reason = "none", None  # their Stack Auth account keeps its own sign-in
         if item.totp_secret_base64 is not None:  # nor is its second factor changed
             item.mfa_not_carried.append({"factorId": item.totp_factor_id, "type": "totp", "reason": LINKED_TOTP})
@@ -733,6 +736,10 @@ class _Run:
                            mfa_not_carried=item.mfa_not_carried)
 
 
+UNVERIFIED_HOLDER = ("Stack Auth user {} already signs in with this e-mail and has not verified it: it may be "
+                     "someone else's account, so this user is not linked to it")
+UNVERIFIED_FIX = ("if that Stack Auth user is this person, mark its e-mail verified in the Stack Auth dashboard; if "
+                  "not, delete it; then run the same command again")
 LINKED_TOTP = "linked to a Stack Auth user that already existed: its second factors are left as they are"
 
 
@@ -852,11 +859,12 @@ def dry_run_gone(client: StackAuthClient, gone: list[tuple[str, str, str | None]
 def _dry_run_creates(client: StackAuthClient, plan: list[PlannedUser], pending: set[str]) -> list[UserOutcome]:
     """Create, link or done for each user; reads Stack Auth's users to predict the links."""
     existing: dict[str, str] = {}
+    unverified: dict[str, str] = {}  # e-mail -> a Stack Auth user signing in with it unverified: never linked
     carrying: dict[str, str] = {}  # Supabase id -> the Stack Auth user holding it (an interrupted run's create)
     for user in client.iter_users():
         email = normalize_email(user.get("primary_email"))
         if email and user.get("primary_email_auth_enabled"):
-            existing.setdefault(email, user["id"])
+            (existing if user.get("primary_email_verified") else unverified).setdefault(email, user["id"])
         if (held := supabase_id_of(user)) in pending:
             carrying.setdefault(held, user["id"])
     outcomes = []
@@ -870,6 +878,9 @@ def _dry_run_creates(client: StackAuthClient, plan: list[PlannedUser], pending: 
             outcomes.append(UserOutcome(sid, "done", "found-after-interruption", carrying[sid], item.email,
                                         item.password, item.reset_reason, item.notes + [FOUND_NOTE], mfa=mfa,
                                         mfa_not_carried=item.mfa_not_carried, found_earlier=True))
+        elif item.email_auth and item.email in unverified:
+            outcomes.append(UserOutcome(sid, "failed", UNVERIFIED_HOLDER.format(unverified[item.email]), None,
+                                        item.email, notes=item.notes, fix=UNVERIFIED_FIX))
         elif item.email_auth and item.email in existing:
             factors = item.mfa_not_carried + ([{"factorId": item.totp_factor_id, "type": "totp", "reason": LINKED_TOTP}]
                                               if mfa else [])

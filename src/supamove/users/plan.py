@@ -251,7 +251,12 @@ def _password(item: PlannedUser, has_oauth: bool, use_hashes: bool) -> tuple[str
     if stored and not use_hashes:
         return "reset-required", "forced"
     if importable_hash(stored):
-        return "kept", None
+        if user.email_confirmed_at:
+            return "kept", None
+        # Supabase refuses a password sign-in until the address is confirmed, and Stack Auth would allow it: the
+        # hash of whoever signed up with someone else's address would sign in as them. The reset e-mail, which
+        # only the address's owner reads, stands for the confirmation.
+        return ("none", None) if has_oauth else ("reset-required", "unconfirmed-email")
     if stored:
         return "reset-required", "unsupported-hash"
     if has_oauth:
@@ -308,6 +313,9 @@ def account_id(provider: str, identity: dict[str, Any]) -> tuple[str | None, str
             return None, ("azure identity not carried over: its identity_data has no custom_claims.oid (the "
                           "Microsoft object id Stack Auth signs in with)")
         return oid.strip(), None
+    if provider == "bitbucket":  # Supabase keeps Bitbucket's uuid; Stack signs in with its account_id, not kept
+        return None, ("bitbucket identity not carried over: Supabase recorded the Bitbucket uuid, and Stack Auth "
+                      "signs in with the Bitbucket account_id, which Supabase does not keep")
     account = identity.get("provider_id") or data.get("sub") or data.get("provider_id") or identity.get("id")
     return str(account), None
 
