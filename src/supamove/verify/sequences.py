@@ -18,23 +18,24 @@ from supamove.verify.model import SequenceCheck
 from supamove.verify.pools import Pair
 
 SeqKey = tuple[str, str]
-State = tuple[int, int]  # the value the sequence would give next, its step
+State = tuple[int, int, bool]  # the value the sequence would give next, its step, whether it cycles
 
 # Of the sequences named (two parallel text[] parameters), those that exist, with their step.
 EXISTING_SQL = """
-SELECT n.nspname, c.relname, s.seqincrement
+SELECT n.nspname, c.relname, s.seqincrement, s.seqcycle
 FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
 """
 
 
-def _states_query(keys: list[tuple[str, str, int]]) -> sql.Composed:
+def _states_query(keys: list[tuple[str, str, int, bool]]) -> sql.Composed:
     """Each sequence's own last_value and is_called (pg_sequence_last_value is null until the first nextval,
     even after setval(..., false) or ALTER SEQUENCE ... RESTART, whose next value is last_value itself)."""
     return sql.SQL(" UNION ALL ").join(
-        sql.SQL("SELECT {}, {}, CASE WHEN is_called THEN last_value + {} ELSE last_value END, {} FROM {}").format(
-            sql.Literal(schema), sql.Literal(name), sql.Literal(step), sql.Literal(step), sql.Identifier(schema, name))
-        for schema, name, step in keys)
+        sql.SQL("SELECT {}, {}, CASE WHEN is_called THEN last_value + {} ELSE last_value END, {}, {} FROM {}").format(
+            sql.Literal(schema), sql.Literal(name), sql.Literal(step), sql.Literal(step), sql.Literal(cycles),
+            sql.Identifier(schema, name))
+        for schema, name, step, cycles in keys)
 
 
 def used_sequences(table: Table) -> list[SequenceRef]:
@@ -55,7 +56,7 @@ def read_states(endpoint: Endpoint, names: Iterable[SeqKey]) -> dict[SeqKey, Sta
         raise endpoint.error(f"could not read the {endpoint.side}'s sequences: {first_line(exc)}",
                              "let the user of the URL read the sequences (GRANT SELECT ON ALL SEQUENCES IN "
                              "SCHEMA ...), then run `supamove verify` again") from None
-    return {(r[0], r[1]): (int(r[2]), int(r[3])) for r in rows}
+    return {(r[0], r[1]): (int(r[2]), int(r[3]), bool(r[4])) for r in rows}
 
 
 def behind(name: str, target: State | None, source: State | None) -> str | None:
@@ -64,7 +65,11 @@ def behind(name: str, target: State | None, source: State | None) -> str | None:
         return f"sequence {name} does not exist in the target"
     if (why := _steps_otherwise(name, target, source)) is not None:
         return why
-    if source is not None and target[1] > 0 and target[0] < source[0]:
+    if source is None or target[0] == source[0]:
+        return None
+    if target[2]:  # its values come round again: no order tells ahead from behind, the source's point stands
+        return f"sequence {name} would next give {target[0]}, the source's {source[0]}"
+    if (target[0] - source[0]) * target[1] < 0:  # short of the source's in its direction (down, for a step < 0)
         return f"sequence {name} would next give {target[0]}, behind the source's {source[0]}"
     return None
 
@@ -76,18 +81,30 @@ def sequence_problems(pair: Pair, states: dict[str, dict[SeqKey, State]]) -> lis
     refs = [ref for ref in used_sequences(pair.plan.source) if ref.column in theirs]
     problems = [f"column {ref.column} has no sequence or identity in the target"
                 for ref in used_sequences(pair.plan.source) if ref.column not in theirs]
-    highest = _maxima(pair, [ref.column for ref in refs])
+    reached = _extremes(pair, [(ref.column, _step(states["target"].get(theirs[ref.column].key))) for ref in refs])
     for ref in refs:
         other = theirs[ref.column]
         state = states["target"].get(other.key)
         if (why := _steps_otherwise(other.qualified, state, states["source"].get(ref.key))) is not None:
             problems.append(why)
-        elif state is not None and state[1] > 0 and highest[ref.column] is not None and state[0] <= highest[ref.column]:
-            problems.append(f"sequence {other.qualified} would next give {state[0]}, which collides with existing "
-                            f"rows (max({ref.column}) = {highest[ref.column]})")
+        elif (why := _collides(other.qualified, ref.column, state, reached[ref.column])) is not None:
+            problems.append(why)
         elif (why := behind(other.qualified, state, states["source"].get(ref.key))) is not None:
             problems.append(why)
     return problems
+
+
+def _step(state: State | None) -> int:
+    return state[1] if state is not None else 1
+
+
+def _collides(name: str, column: str, state: State | None, reached: Any) -> str | None:
+    """Why the sequence's next value is one the rows hold already (at or below their max, or at or above their
+    min when it counts down); a sequence that cycles is not judged by its rows."""
+    if state is None or state[2] or reached is None or (state[0] - reached) * state[1] > 0:
+        return None
+    extreme = "max" if state[1] > 0 else "min"
+    return f"sequence {name} would next give {state[0]}, which collides with existing rows ({extreme}({column}) = {reached})"
 
 
 def _steps_otherwise(name: str, target: State | None, source: State | None) -> str | None:
@@ -96,13 +113,15 @@ def _steps_otherwise(name: str, target: State | None, source: State | None) -> s
     return None
 
 
-def _maxima(pair: Pair, columns: list[str]) -> dict[str, Any]:
-    """The target's highest value of each column, in one scan."""
+def _extremes(pair: Pair, columns: list[tuple[str, int]]) -> dict[str, Any]:
+    """The target's highest value of each column whose sequence counts up, the lowest of each one counting down,
+    in one scan."""
     if not columns:
         return {}
-    query = sql.SQL("SELECT {} FROM {}").format(
-        sql.SQL(", ").join(sql.SQL("max({})").format(sql.Identifier(c)) for c in columns), pair.tgt_rel.source)
-    return dict(zip(columns, pair.run("target", query, None, _fetch_row), strict=True))
+    query = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(
+        sql.SQL("{}({})").format(sql.SQL("max" if step > 0 else "min"), sql.Identifier(c)) for c, step in columns),
+        pair.tgt_rel.source)
+    return dict(zip([c for c, _ in columns], pair.run("target", query, None, _fetch_row), strict=True))
 
 
 def _fetch_row(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:
