@@ -285,7 +285,8 @@ def test_jsonb_columns_exported_as_text_are_read(stack: StackAuthSandbox, client
 def test_mapping_file_has_the_exact_shape(stack: StackAuthSandbox, client: StackAuthClient, datadir: DataDir) -> None:
     migrate_users(client, datadir)
     data = orjson.loads(datadir.user_mapping.read_bytes())
-    assert list(data) == ["generatedAt", "retainUntil", "mappings"]
+    assert list(data) == ["generatedAt", "retainUntil", "stackAuthProjectId", "mappings"]
+    assert data["stackAuthProjectId"] == PROJECT
     generated = datetime.fromisoformat(data["generatedAt"].replace("Z", "+00:00"))
     assert datetime.fromisoformat(data["retainUntil"].replace("Z", "+00:00")) - generated == timedelta(days=90)
     assert all(list(m) == ["supabaseUserId", "stackAuthUserId", "email", "migratedAt"] for m in data["mappings"])
@@ -472,6 +473,42 @@ def test_an_e_mail_holder_who_never_verified_it_is_not_linked_by_migrate_users_o
         fresh.update_user(squatter, {"primary_email_verified": True})
         alice = outcomes(migrate_users(fresh, datadir))[uid("alice")]
     assert (alice.status, alice.stack_auth_user_id) == ("linked", squatter)
+
+
+def test_a_mapping_of_another_project_or_of_users_deleted_in_stack_auth_is_no_silent_success(
+        stack: StackAuthSandbox, client: StackAuthClient, tmp_path: Path) -> None:
+    """The mapping was trusted blindly: pointed at another (empty) project, or with users deleted in Stack Auth,
+    a rerun said "unchanged" for every user and exited 0, and the import gave the rows ids of no user."""
+    datadir = export_of(tmp_path, "alice", "erin", "dave")
+    assert migrate_users(client, datadir).failure() is None
+    with StackAuthSandbox(str(uuid.uuid4()), SECRET, config=TRUSTED) as other:
+        with StackAuthClient(other.url, other.project_id, SECRET, retry=FAST) as elsewhere:
+            with pytest.raises(StackAuthError) as refused:
+                migrate_users(elsewhere, datadir, MigrateOptions(dry_run=True))
+            assert str(refused.value) == (
+                f"{datadir.user_mapping} maps Supabase users to users of Stack Auth project {PROJECT}, and "
+                f"STACK_AUTH_PROJECT_ID is {other.project_id}: the users it names are not in this project (fix: "
+                "point STACK_AUTH_PROJECT_ID (and its key) at the project the users were created in; to move them "
+                "into this project instead, use another --data-dir (a new export and mapping))")
+            with pytest.raises(StackAuthError, match="maps Supabase users to users of Stack Auth project"):
+                send_password_resets(elsewhere, datadir, "https://app.example.com/reset")
+        assert other.users == {} and other.reset_emails == []
+    data = orjson.loads(datadir.user_mapping.read_bytes())  # a mapping from before the project was recorded
+    del data["stackAuthProjectId"]
+    datadir.user_mapping.write_bytes(orjson.dumps(data))
+    erin = UserMapping.load(datadir.user_mapping).get(uid("erin"))
+    stack.delete_user(erin)  # type: ignore[arg-type]
+    for dry_run in (True, False):
+        result = migrate_users(client, datadir, MigrateOptions(dry_run=dry_run))
+        gone = outcomes(result)[uid("erin")]
+        assert (gone.status, gone.reason) == ("failed", f"Stack Auth user {erin} no longer exists (deleted in "
+                                                        "Stack Auth)"), dry_run
+        assert gone.fix == ("run `supamove map-users` (it drops that entry), then the same command again, which "
+                            "creates the user anew with a new id (then `supamove import --truncate-first`, if the "
+                            "import ran already)")
+        assert isinstance(result.failure(), StackAuthError)
+        assert {o.status for o in result.outcomes if o is not gone} == {"done" if dry_run else "migrated"}
+    assert orjson.loads(datadir.user_mapping.read_bytes())["stackAuthProjectId"] == PROJECT  # named again
 
 
 def test_a_mapping_from_before_one_to_one_is_refused_then_rebuilt(stack: StackAuthSandbox, client: StackAuthClient,

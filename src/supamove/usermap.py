@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from supamove.clock import iso
-from supamove.errors import DataFileError
+from supamove.errors import DataFileError, StackAuthError
 from supamove.files import UUID, SavePacer, json_list, read_json_items, write_json_items
 
 RETENTION = timedelta(days=90)
@@ -27,6 +27,7 @@ class UserMapping:
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     generated_at: str | None = None
     retain_until: str | None = None
+    project_id: str | None = None  # the Stack Auth project its users are in (absent in files of older versions)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _owners: dict[str, str] = field(default_factory=dict, repr=False)  # Stack Auth id (lower) -> Supabase id
     _pacer: SavePacer = field(default_factory=SavePacer, repr=False)
@@ -40,7 +41,9 @@ class UserMapping:
             return cls(path)
         data, entries = found  # the entries read one at a time: the file is never whole in memory
         entries = iter(json_list(data, "mappings", path, fix)) if entries is None else entries  # no list: raises
-        mapping = cls(path, generated_at=data.get("generatedAt"), retain_until=data.get("retainUntil"))
+        project = data.get("stackAuthProjectId")
+        mapping = cls(path, generated_at=data.get("generatedAt"), retain_until=data.get("retainUntil"),
+                      project_id=project if isinstance(project, str) else None)
         seen: set[str] = set()  # Supabase ids, lowercase
         for number, entry in enumerate(entries, 1):
             sid = mapping._check_entry(number, entry, seen, fix)
@@ -116,12 +119,24 @@ class UserMapping:
             return self._pacer.due()
 
     @classmethod
-    def fresh(cls, path: Path) -> UserMapping:
-        """An empty mapping to rebuild the file at `path`, keeping its retainUntil when it can be read."""
+    def fresh(cls, path: Path, project_id: str | None = None) -> UserMapping:
+        """An empty mapping to rebuild the file at `path` for a project, keeping its retainUntil when it can be
+        read."""
         try:
-            return cls(path, retain_until=cls.load(path).retain_until)
+            return cls(path, retain_until=cls.load(path).retain_until, project_id=project_id)
         except DataFileError:  # a damaged file is what a rebuild replaces
-            return cls(path)
+            return cls(path, project_id=project_id)
+
+    def check_project(self, project_id: str) -> None:
+        """Stop when the mapping's users are in another Stack Auth project than this one; a mapping that names no
+        project (written before it was recorded) is taken for this project's, and will name it once saved."""
+        if self.project_id is not None and self.project_id != project_id:
+            raise StackAuthError(
+                f"{self.path} maps Supabase users to users of Stack Auth project {self.project_id}, and "
+                f"STACK_AUTH_PROJECT_ID is {project_id}: the users it names are not in this project",
+                fix="point STACK_AUTH_PROJECT_ID (and its key) at the project the users were created in; to move "
+                    "them into this project instead, use another --data-dir (a new export and mapping)")
+        self.project_id = project_id
 
     def save(self) -> None:
         """Rewrite the file; retainUntil stays the one first written (90 days after), whatever reruns follow."""
@@ -129,6 +144,8 @@ class UserMapping:
             started, now = time.monotonic(), datetime.now(UTC)
             self.generated_at = iso(now)
             self.retain_until = self.retain_until or iso(now + RETENTION)
-            write_json_items(self.path, {"generatedAt": self.generated_at, "retainUntil": self.retain_until},
-                             "mappings", self.entries.values())
+            head = {"generatedAt": self.generated_at, "retainUntil": self.retain_until}
+            if self.project_id is not None:
+                head["stackAuthProjectId"] = self.project_id
+            write_json_items(self.path, head, "mappings", self.entries.values())
             self._pacer.saved(started)

@@ -94,7 +94,7 @@ def map_users(client: StackAuthClient, datadir: DataDir, dry_run: bool = False,
     ordered = [found.matched[u.id] for u in users if u.id in found.matched]
     result = MapResult(ordered, unmatched, found.unmatched_stack, dry_run, kept=kept, claimed_twice=claimed)
     if not dry_run and not claimed:
-        mapping = UserMapping.fresh(datadir.user_mapping)
+        mapping = UserMapping.fresh(datadir.user_mapping, client.project_id)
         for entry in ordered:
             mapping.add(entry["supabaseUserId"], entry["stackAuthUserId"], entry["email"], entry["migratedAt"])
         mapping.save()

@@ -207,6 +207,7 @@ def migrate_users(client: StackAuthClient, datadir: DataDir, options: MigrateOpt
     started = time.monotonic()
     users = load_auth_export(datadir)
     mapping = UserMapping.load(datadir.user_mapping)
+    mapping.check_project(client.project_id)
     journal = PendingJournal(datadir.pending_creates)
     pending, finished = journal.load()
     by_id = {u.id: u for u in users}
@@ -220,18 +221,21 @@ def migrate_users(client: StackAuthClient, datadir: DataDir, options: MigrateOpt
             state.restore(sid, done["syncState"])
     gone = [(sid, e["stackAuthUserId"], e.get("email")) for sid, e in mapping.entries.items()
             if sid not in by_id and (record := state.get(sid)) is not None and not record.get("linked")]
-    anyone = next(client.iter_users(page_size=1), None)  # the credentials, checked before anything is created
-    if anyone is not None and not mapping.entries:  # a new data directory: an earlier one's users may be there
-        pending = {**{i.user.id: i.email for i in plan if i.action == "create"}, **pending}
+    # The first list request checks the credentials, before anything is created.
+    missing = missing_in_stack_auth(client, mapping)
+    if not mapping.entries and next(client.iter_users(page_size=1), None) is not None:
+        pending = {**{i.user.id: i.email for i in plan if i.action == "create"}, **pending}  # an earlier one's users
+    lost = [_deleted_in_stack_auth(item, missing[item.user.id]) for item in plan if item.user.id in missing]
+    plan = [item for item in plan if item.user.id not in missing]
     updates = PendingJournal(datadir.pending_updates)
     updates.load()  # an interrupted run's updates: a dry run reads them as the real run does
     if options.dry_run:
         outcomes = dry_run_outcomes(client, plan, state, options, updates.intents, pending) + \
-            dry_run_gone(client, gone, state, options)
+            dry_run_gone(client, gone, state, options) + lost
         return MigrationResult(outcomes, True, time.monotonic() - started)
     run = _Run(client, mapping, journal, pending, options, progress or NullProgress(), state, updates)
     try:
-        outcomes = run.execute(plan, _previous_report(datadir.users_report), gone)
+        outcomes = run.execute(plan, _previous_report(datadir.users_report), gone) + lost
     finally:
         run.save()
         journal.close()
@@ -242,6 +246,23 @@ def migrate_users(client: StackAuthClient, datadir: DataDir, options: MigrateOpt
 
 
 FOUND_NOTE = "found in Stack Auth by its Supabase id (an earlier run created it)"
+DELETED_FIX = ("run `supamove map-users` (it drops that entry), then the same command again, which creates the "
+               "user anew with a new id (then `supamove import --truncate-first`, if the import ran already)")
+
+
+def missing_in_stack_auth(client: StackAuthClient, mapping: UserMapping) -> dict[str, str]:
+    """Supabase id -> Stack Auth id, for each user of the mapping that Stack Auth no longer has (deleted there, or
+    a mapping written against another project). Every user is listed once, a page at a time: a rerun that sent
+    nothing for unchanged users took them all for present."""
+    if not mapping.entries:
+        return {}
+    present = {str(user["id"]).lower() for user in client.iter_users()}
+    return {sid: entry["stackAuthUserId"] for sid, entry in mapping.entries.items()
+            if entry["stackAuthUserId"].lower() not in present}
+
+
+def _deleted_in_stack_auth(item: PlannedUser, stack_id: str) -> UserOutcome:
+    return _failed(item, f"Stack Auth user {stack_id} no longer exists (deleted in Stack Auth)", DELETED_FIX)
 
 
 class _Run:
@@ -517,9 +538,7 @@ class _Run:
             return outcome
         current = self.client.get_user(stack_id)
         if current is None:
-            return _failed(item, f"Stack Auth user {stack_id} no longer exists (deleted in Stack Auth)",
-                           fix="remove its entry from user-mapping.json to create it again, then run the same "
-                               "command again")
+            return _deleted_in_stack_auth(item, stack_id)
         values, linked = desired(item), supabase_id_of(current) != item.user.id  # linked: never written
         theirs = [] if linked else stack_differs(values, current)
         if theirs and self.options.overwrite_changed:
@@ -544,9 +563,7 @@ class _Run:
         values = desired(item)
         current = self.client.get_user(stack_id)
         if current is None:
-            return _failed(item, f"Stack Auth user {stack_id} no longer exists (deleted in Stack Auth)",
-                           fix="remove its entry from user-mapping.json to create it again, then run the same "
-                               "command again")
+            return _deleted_in_stack_auth(item, stack_id)
         intent = self.updates.intents.get(sid)
         if (landed := applied(record, intent, current)) is not None:  # an interrupted run's update
             self._save_update(sid, stack_id, landed["sent"], current, landed["revision"], oauth=landed["oauthProviders"])

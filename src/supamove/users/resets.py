@@ -83,6 +83,7 @@ def send_password_resets(client: StackAuthClient | None, datadir: DataDir, callb
         return result
     if client is None:
         raise ConfigError("no Stack Auth client", fix="set STACK_AUTH_PROJECT_ID and STACK_AUTH_SECRET_KEY")
+    UserMapping.load(datadir.user_mapping).check_project(client.project_id)  # its users' e-mails, not another's
     sender = _Sender(client, datadir, str(callback_url), domain, sent, result, journal)
     sender.save()  # what a killed run's journal told, kept in password-resets-sent.json
     sender.send_all(todo, concurrency, progress or NullProgress())
