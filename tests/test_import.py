@@ -866,6 +866,54 @@ def test_sequences_counting_down_or_cycling_continue_where_the_source_stands(cli
         " ".join(failed.output.split()), failed.output
 
 
+# Constraints added NOT VALID on the source, over legacy rows that break them (the usual way to add one to a
+# big table without reading it), in a schema of their own that `supamove schema --apply` creates on the
+# target. The child's file is over 1 MB: --split-tables-larger-than 1 loads it as ranges.
+NOT_VALID_SOURCE = """
+CREATE SCHEMA legacy AUTHORIZATION supabase_app;
+CREATE TABLE legacy.parent (id int PRIMARY KEY);
+INSERT INTO legacy.parent VALUES (1);
+CREATE TABLE legacy.child (id int PRIMARY KEY, parent_id int, qty int, pad text);
+INSERT INTO legacy.child SELECT i, 1, 5, repeat('x', 40) FROM generate_series(1, 30000) i;
+INSERT INTO legacy.child VALUES (30001, 99, -1, 'legacy');
+ALTER TABLE legacy.child ADD CONSTRAINT child_qty_pos CHECK (qty > 0) NOT VALID;
+ALTER TABLE legacy.child ADD CONSTRAINT child_parent_fk FOREIGN KEY (parent_id) REFERENCES legacy.parent NOT VALID;
+ALTER TABLE legacy.parent OWNER TO supabase_app;
+ALTER TABLE legacy.child OWNER TO supabase_app;
+"""
+
+
+def child_constraints(dbs: Any) -> list[tuple]:
+    """legacy.child's CHECK and FOREIGN KEY constraints on the target, each with whether it is validated."""
+    with dbs.target() as conn:
+        return conn.execute("SELECT conname, convalidated FROM pg_constraint WHERE conrelid = "
+                            "'legacy.child'::regclass AND contype IN ('c', 'f') ORDER BY 1").fetchall()
+
+
+@pytest.mark.parametrize("mode", [[], ["--disable-fk"], ["--split-tables-larger-than", "1"]],
+                         ids=["enforced", "disable-fk", "ranges"])
+def test_constraints_not_valid_on_the_source_take_its_legacy_rows_and_stay_not_valid(cli, dbs, data_dir: Path,
+                                                                                     mode: list[str]) -> None:
+    """pg_restore adds a NOT VALID constraint after the rows; the import checked the legacy rows against it
+    (the CHECK and the foreign key on each row, or the foreign key after a --disable-fk load) and stopped."""
+    with dbs.source() as conn:
+        conn.execute(NOT_VALID_SOURCE)
+    legacy = ("--schema", "legacy")
+    applied = cli("schema", *legacy, "--apply")
+    assert applied.exit_code == 0, applied.output
+    not_valid = [("child_parent_fk", False), ("child_qty_pos", False)]
+    assert child_constraints(dbs) == not_valid  # schema.sql adds them NOT VALID, as pg_restore does
+    assert cli("export", *legacy).exit_code == 0
+    write_mapping(dbs, data_dir)
+    result = cli("import", *mode)
+    assert result.exit_code == 0, result.output
+    with dbs.target() as conn:
+        assert conn.execute("SELECT count(*), min(qty) FROM legacy.child WHERE parent_id = 99").fetchone() == (1, -1)
+    assert child_constraints(dbs) == not_valid
+    verified = cli("verify")
+    assert verified.exit_code == 0, verified.output
+
+
 def test_a_materialized_view_the_target_cannot_refresh_fails_the_import_by_name(dbs, exported: Path) -> None:
     mapping = write_mapping(dbs, exported)
     meta = metadata(exported)  # as if the source held it, populated

@@ -9,7 +9,7 @@
 - load: each group in one transaction: triggers, foreign keys, sequences, state
 - rows: one COPY of a file (or of a range of it), and the state row that records a table
 - ranges: a big table loaded as byte ranges of its file on several connections, in three committed steps
-- setaside: what a load turns off meanwhile (triggers, foreign keys)
+- setaside: what a load turns off meanwhile (triggers, foreign keys, NOT VALID checks)
 - sequences: each sequence continued from the source's state
 - indexes: a table's indexes dropped for its COPY and built once after it
 - orphans: foreign keys checked after a --disable-fk load

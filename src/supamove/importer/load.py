@@ -1,4 +1,4 @@
-"""Loading the planned groups: one transaction each, triggers off, FKs re-added, sequences, state."""
+"""Loading the planned groups: one transaction each, triggers off, constraints re-added, sequences, state."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ from supamove.importer.schedule import Connections, plan_jobs, run_jobs
 from supamove.importer.sequences import continue_free_sequences, set_sequences
 from supamove.importer.setaside import (
     disable_triggers,
-    drop_fks,
-    restore_fks,
+    drop_constraints,
+    restore_constraints,
     restore_triggers,
     session_mode,
 )
@@ -183,11 +183,11 @@ def _load_group(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, gr
         with conn.transaction():
             session_mode(conn, target, plan.options)
             triggers = [tr for t in group for tr in disable_triggers(conn, t)]
-            dropped = [] if plan.options.disable_fk else drop_fks(conn, group, plan)
+            dropped = drop_constraints(conn, group, plan.options)
             for table in group:
                 results.append(_load_table(conn, target, plan, table, progress))
-            with _phase(progress, f"{', '.join(t.qualified for t in group)}: foreign keys", len(dropped)):
-                restore_fks(conn, dropped)
+            with _phase(progress, f"{', '.join(t.qualified for t in group)}: constraints", len(dropped)):
+                restore_constraints(conn, dropped)
             restore_triggers(conn, triggers)
     except psycopg.errors.IntegrityError as exc:
         fix = ("correct the rows in the source and export again, or load the missing parent rows first; nothing "

@@ -1,7 +1,7 @@
 """A big table loaded as byte ranges of its file, on several connections at once.
 
 A transaction cannot span connections, so such a load takes three, each committed: what the COPY must
-not maintain is set aside (the table's indexes and constraints, foreign keys and triggers; their
+not maintain is set aside (the table's indexes and keys, foreign keys, NOT VALID checks and triggers; their
 definitions kept in `_supamove.import_split`), the ranges go in (each commits with its row in
 `_supamove.import_ranges`), then everything set aside comes back and the table is recorded as loaded.
 A rerun after a crash loads only the ranges not recorded, then finishes; `--truncate-first` empties
@@ -31,11 +31,11 @@ from supamove.importer.rows import copy_rows, record_loaded
 from supamove.importer.scan import READ_BYTES, mismatch
 from supamove.importer.sequences import set_sequences
 from supamove.importer.setaside import (
-    ForeignKey,
+    Constraint,
     Trigger,
     disable_triggers,
-    drop_fks,
-    restore_fks,
+    drop_constraints,
+    restore_constraints,
     restore_triggers,
     session_mode,
 )
@@ -74,17 +74,17 @@ class Held:
 
     ranges: int
     indexes: list[Rebuilt]
-    fks: list[ForeignKey]
+    constraints: list[Constraint]  # as "foreignKeys", the key a crashed load of an earlier version wrote
     triggers: list[Trigger]
 
     def to_dict(self) -> dict[str, Any]:
         return {"ranges": self.ranges, "indexes": [asdict(i) for i in self.indexes],
-                "foreignKeys": [list(f) for f in self.fks], "triggers": [list(t) for t in self.triggers]}
+                "foreignKeys": [list(c) for c in self.constraints], "triggers": [list(t) for t in self.triggers]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Held:
         return cls(int(data["ranges"]), [Rebuilt(**i) for i in data["indexes"]],
-                   [tuple(f) for f in data["foreignKeys"]], [tuple(t) for t in data["triggers"]])
+                   [tuple(c) for c in data["foreignKeys"]], [tuple(t) for t in data["triggers"]])
 
 
 def splits(table: TablePlan, plan: ImportPlan, group: list[TablePlan]) -> bool:
@@ -179,12 +179,13 @@ def read_held(conn: psycopg.Connection, table: TablePlan) -> Held | None:
 
 
 def _set_aside(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, table: TablePlan) -> Held:
-    """Triggers off, foreign keys and indexes dropped, all recorded: committed before the ranges start."""
+    """Triggers off, foreign keys, NOT VALID checks and indexes dropped, all recorded: committed before the
+    ranges start."""
     with conn.transaction():
         session_mode(conn, target, plan.options)
         triggers = disable_triggers(conn, table)
-        fks = [] if plan.options.disable_fk else drop_fks(conn, [table], plan)
-        held = Held(plan.options.jobs, drop_indexes(conn, table), fks, triggers)
+        constraints = drop_constraints(conn, [table], plan.options)
+        held = Held(plan.options.jobs, drop_indexes(conn, table), constraints, triggers)
         conn.execute("INSERT INTO _supamove.import_split (schema_name, table_name, snapshot, sha256, ranges, held) "
                      "VALUES (%s, %s, %s, %s, %s, %s)", (*table.state_key, held.ranges, Jsonb(held.to_dict())))
     return held
@@ -213,7 +214,8 @@ def _load_range(target: Endpoint, plan: ImportPlan, table: TablePlan, job: tuple
 
 def _put_back(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, table: TablePlan, held: Held,
               rows: int, started: float) -> None:
-    """Indexes built, foreign keys re-added (and so checked), triggers on, sequences moved, state recorded."""
+    """Indexes built, constraints re-added (a foreign key checked, a NOT VALID one not), triggers on, sequences
+    moved, state recorded."""
     try:
         with conn.transaction():
             session_mode(conn, target, plan.options)
@@ -232,7 +234,7 @@ def _put_back(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, tabl
 def restore_held(conn: psycopg.Connection, table: TablePlan, held: Held) -> None:
     """Put back what a split load set aside, and forget its ranges (in the caller's transaction)."""
     build_indexes(conn, table, held.indexes)
-    restore_fks(conn, held.fks)
+    restore_constraints(conn, held.constraints)
     restore_triggers(conn, held.triggers)
     for name in ("import_split", "import_ranges"):
         conn.execute(sql.SQL("DELETE FROM {} WHERE schema_name = %s AND table_name = %s").format(

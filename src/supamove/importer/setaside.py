@@ -1,4 +1,5 @@
-"""What a load sets aside while its rows go in: the application's triggers, the group's foreign keys."""
+"""What a load sets aside while its rows go in: the application's triggers, the group's foreign keys and
+NOT VALID constraints."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ import psycopg
 from psycopg import sql
 
 from supamove.db import Endpoint
-from supamove.importer.model import ImportOptions, ImportPlan, TablePlan
+from supamove.importer.model import ImportOptions, TablePlan
 from supamove.importer.plan import replica_refused
 
 Trigger = tuple[str, str, str, str]  # schema, table, trigger, how it was enabled
-ForeignKey = tuple[str, str, str, str, str | None]  # schema, table, constraint, definition, comment
+Constraint = tuple[str, str, str, str, str | None]  # schema, table, constraint, definition, comment
 
 
 TRIGGERS_SQL = """
@@ -25,16 +26,20 @@ ORDER BY p.level, c.relname, t.tgname
 """
 
 
-# The group's foreign keys, checked by one query each when re-added after the COPY rather than by a trigger
-# per row. NOT VALID ones stay (re-adding them would check nothing), except inside a cycle, where a
-# non-deferrable one cannot wait for the other table.
-GROUP_FKS_SQL = """
+# The group's constraints dropped for the load and re-added once its tables are loaded:
+# - its foreign keys (--disable-fk turns their triggers off instead): each then checked by one query rather
+#   than by a trigger per row, and a cycle's once both tables are loaded;
+# - the CHECK constraints NOT VALID on its tables and their partitions, which would check each row the COPY
+#   writes though the source never checked its old rows (one inherited from a parent cannot be dropped alone).
+# A NOT VALID one (a foreign key too) comes back NOT VALID, its definition says so: it checks no loaded row,
+# as pg_restore adds it after the rows.
+GROUP_CONSTRAINTS_SQL = """
+WITH planned AS (SELECT format('%%I.%%I', s, t)::regclass AS oid FROM unnest(%(s)s::text[], %(t)s::text[]) u(s, t)),
+tree AS (SELECT oid FROM planned UNION SELECT p.relid FROM planned, pg_partition_tree(planned.oid) p)
 SELECT n.nspname, c.relname, con.conname, pg_get_constraintdef(con.oid), obj_description(con.oid, 'pg_constraint')
 FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE con.contype = 'f' AND con.conparentid = 0
-  AND con.conrelid IN (SELECT format('%%I.%%I', s, t)::regclass FROM unnest(%(s)s::text[], %(t)s::text[]) u(s, t))
-  AND (con.convalidated OR (%(cycle)s AND NOT con.condeferrable AND con.confrelid IN
-       (SELECT format('%%I.%%I', s, t)::regclass FROM unnest(%(s)s::text[], %(t)s::text[]) u(s, t))))
+WHERE (con.contype = 'f' AND NOT %(disable_fk)s AND con.conparentid = 0 AND con.conrelid IN (SELECT oid FROM planned))
+   OR (con.contype = 'c' AND NOT con.convalidated AND con.coninhcount = 0 AND con.conrelid IN (SELECT oid FROM tree))
 ORDER BY 1, 2, 3
 """
 
@@ -66,19 +71,19 @@ def restore_triggers(conn: psycopg.Connection, triggers: list[Trigger]) -> None:
             sql.Identifier(schema, name), sql.SQL(ENABLE[mode]), sql.Identifier(trigger)))
 
 
-def drop_fks(conn: psycopg.Connection, group: list[TablePlan],
-              plan: ImportPlan) -> list[ForeignKey]:
-    """Drop the group's foreign keys for this transaction; re-added (and so checked) once its tables are loaded."""
-    names = {"s": [t.schema for t in group], "t": [t.name for t in group], "cycle": any(group is g for g in plan.cycles)}
-    fks = [tuple(r) for r in conn.execute(GROUP_FKS_SQL, names)]
-    for schema, name, con, _, _ in fks:
+def drop_constraints(conn: psycopg.Connection, group: list[TablePlan], options: ImportOptions) -> list[Constraint]:
+    """Drop the group's foreign keys and NOT VALID checks for this transaction; returns what to re-add."""
+    names = {"s": [t.schema for t in group], "t": [t.name for t in group], "disable_fk": options.disable_fk}
+    dropped = [tuple(r) for r in conn.execute(GROUP_CONSTRAINTS_SQL, names)]
+    for schema, name, con, _, _ in dropped:
         conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
             sql.Identifier(schema, name), sql.Identifier(con)))
-    return fks
+    return dropped
 
 
-def restore_fks(conn: psycopg.Connection, fks: list[ForeignKey]) -> None:
-    for schema, name, con, definition, comment in fks:
+def restore_constraints(conn: psycopg.Connection, dropped: list[Constraint]) -> None:
+    """Re-add what `drop_constraints` dropped: a foreign key checks every row then, a NOT VALID one none."""
+    for schema, name, con, definition, comment in dropped:
         table = sql.Identifier(schema, name)
         conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
             table, sql.Identifier(con), sql.SQL(definition)))
