@@ -177,6 +177,17 @@ def test_a_bitbucket_identity_is_not_carried_and_its_user_gets_a_reset_instead(t
     assert (plan.password, plan.reset_reason) == ("reset-required", "no-password")
 
 
+def test_an_e_mail_user_keeps_the_address_an_older_sso_user_shares(tmp_path: Path) -> None:
+    """Supabase's unique index on e-mails leaves SSO users out: the password user who signed in with the address
+    lost it (and their password) to an older SSO user, who cannot sign in by e-mail in Stack Auth anyway."""
+    users = [auth_user("corp", 0, email="shared@corp.example", encrypted_password="", is_sso_user=True),
+             auth_user("alice", 1, email="shared@corp.example")]
+    plan = {p.user.id: p for p in plan_users(load_auth_export(write_export(tmp_path, users, [])), set())}
+    alice, corp = plan[uid("alice")], plan[uid("corp")]
+    assert (alice.reason, alice.password) == (None, "kept") and alice.body["primary_email_auth_enabled"] is True
+    assert (corp.reason, corp.shared_with, corp.password) == ("duplicate-email", uid("alice"), "none")
+
+
 def test_a_bcrypt_hash_with_a_trailing_newline_is_not_kept(tmp_path: Path) -> None:
     """Stack Auth's pattern ends as JavaScript's `$` does: no newline after the hash."""
     users, identities = edge_users()

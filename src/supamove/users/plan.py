@@ -83,12 +83,15 @@ def is_banned(user: SupabaseUser, now: datetime) -> bool:
 
 
 def email_holders(users: list[SupabaseUser]) -> dict[str, SupabaseUser]:
-    """E-mail -> the Supabase user who signs in with it in Stack Auth: the oldest live user having it.
+    """E-mail -> the Supabase user who signs in with it in Stack Auth: the oldest live user having it, an SSO
+    user only when no other has it.
 
     Deleted and anonymous users never sign in by e-mail, so they never hold one; `users` is oldest first.
+    Supabase lets an SSO user and an e-mail user share an address (its unique index leaves SSO users out),
+    and only the e-mail user signed in with it there: Stack Auth has no SSO, so the e-mail user keeps it.
     """
     holders: dict[str, SupabaseUser] = {}
-    for user in users:
+    for user in sorted(users, key=is_sso):  # stable: oldest first among each kind
         email = user.normalized_email
         if email and EMAIL_RE.match(email) and not user.deleted_at and not user.is_anonymous:
             holders.setdefault(email, user)
