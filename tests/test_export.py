@@ -12,11 +12,11 @@ from pathlib import Path
 
 import orjson
 import psycopg
-from conftest import EDGE, app_table, entries, error_line, metadata
+from conftest import APP_PASSWORD, EDGE, app_table, create_database, entries, error_line, metadata
 from psycopg import sql
 
 from supamove import catalog
-from supamove.db import Endpoint
+from supamove.db import Endpoint, redact_url
 from supamove.export import ExportOptions, copy_table, run_export, select_batches
 from supamove.metadata import Metadata
 from supamove.paths import DataDir, table_file_name
@@ -350,6 +350,69 @@ def test_force_tables_exports_one_table_again_and_keeps_the_others(cli, exported
     dropped = cli("export", "--force", "--tables", "sites", "--exclude-tables", "alerts")
     assert dropped.exit_code == 0, dropped.output
     assert set(entries(exported)) == set(old) - {"public.alerts"}
+
+
+def interrupted(data_dir: Path, table: str) -> None:
+    """metadata.json as a run killed before `table` was whole leaves it."""
+    meta = metadata(data_dir)
+    meta["finishedAt"] = None
+    next(t for t in meta["tables"] if t["name"] == table)["complete"] = False
+    (data_dir / "metadata.json").write_bytes(orjson.dumps(meta))
+
+
+def test_an_export_of_another_source_is_neither_resumed_nor_added_to(cli, dbs, data_dir: Path, monkeypatch) -> None:
+    app_table(dbs, "only_here", "CREATE TABLE public.only_here (id int PRIMARY KEY)", "INSERT INTO public.only_here VALUES (1)")
+    assert cli("export", *EDGE).exit_code == 0
+    first = metadata(data_dir)["source"]
+    with dbs.source() as conn:
+        oid, system = conn.execute("SELECT oid, (SELECT system_identifier::text FROM pg_control_system()) "
+                                   "FROM pg_database WHERE datname = current_database()").fetchone()
+    interrupted(data_dir, "alerts")
+    other = create_database(dbs.source_server, f"{dbs.source_db}_b", "source_template")
+    try:
+        with psycopg.connect(other, autocommit=True) as conn:
+            conn.execute("INSERT INTO public.organizations (name, slug) VALUES ('only in b', 'only-in-b')")
+            b_oid = conn.execute("SELECT oid FROM pg_database WHERE datname = current_database()").fetchone()[0]
+        b_url = dbs.source_server.url(f"{dbs.source_db}_b", fixtures.APP_ROLE, APP_PASSWORD)
+        monkeypatch.setenv("SUPABASE_DB_URL", b_url)
+        before = files_of(data_dir)
+        for args in (EDGE, (*EDGE, "--tables", "sites"), (*EDGE, "--force", "--tables", "sites"), ("--auth-only",)):
+            refused = cli("export", *args)
+            assert refused.exit_code == 2, refused.output
+            line = error_line(refused.output)
+            assert line.startswith(f"Error: the export in {data_dir} was read from another database: "
+                                   f"{first['url']} (database {dbs.source_db}, oid {oid}, system identifier {system}); "
+                                   f"SUPABASE_DB_URL now names {redact_url(b_url)} (database {dbs.source_db}_b, "
+                                   f"oid {b_oid}, system identifier {system}) (fix: "), line
+            assert line.endswith("(fix: run `supamove export --force` to export everything again from this source, "
+                                 "or set --data-dir to another directory)"), line
+            assert files_of(data_dir) == before
+        assert (first["database"], first["databaseOid"], first["systemIdentifier"]) == (dbs.source_db, oid, system)
+
+        again = cli("export", "--force", *EDGE)
+        assert again.exit_code == 0, again.output
+        assert "was read from " + first["url"] + ": exporting everything again from this source" in \
+            " ".join(again.output.split())
+        meta = metadata(data_dir)
+        assert (meta["source"]["database"], meta["source"]["databaseOid"]) == (f"{dbs.source_db}_b", b_oid)
+        assert {e["snapshot"] for e in entries(data_dir).values()} == {meta["snapshot"]}
+        assert "public.only_here" not in entries(data_dir)  # a table of the other source only
+        assert not (data_dir / "tables" / "public.only_here.jsonl").exists()
+        assert b"only in b" in (data_dir / "tables" / "public.organizations.jsonl").read_bytes()
+
+        # an export of a version that recorded no source identity resumes as before
+        interrupted(data_dir, "alerts")
+        older = metadata(data_dir)
+        for key in ("systemIdentifier", "database", "databaseOid"):
+            del older["source"][key]
+        (data_dir / "metadata.json").write_bytes(orjson.dumps(older))
+        resumed = cli("export", *EDGE)
+        assert resumed.exit_code == 0, resumed.output
+        assert "skipping public.sites: exported by a previous run" in resumed.output
+        assert metadata(data_dir)["source"]["databaseOid"] == b_oid
+    finally:
+        with dbs.source() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(f"{dbs.source_db}_b")))
 
 
 def test_metadata_json_reads_and_writes_back_unchanged(exported: Path) -> None:

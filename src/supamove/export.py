@@ -21,7 +21,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from supamove import authstate, catalog, userids
+from supamove import authstate, catalog, guard, userids
 from supamove.catalog import AppSchema, QualifiedName, Table
 from supamove.clock import now_iso
 from supamove.db import Endpoint, connect, connection, first_line
@@ -540,7 +540,8 @@ def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
     """Export the planned tables and auth users; tables finished by an interrupted run are kept.
 
     A finished export is exported again only with --force; tables it holds that this run does not
-    select keep their files and entries. With `auth_only`, only the auth tables, at any time.
+    select keep their files and entries. An export read from another database is not built on (see
+    _of_this_source). With `auth_only`, only the auth tables, at any time.
     `watch` is told of each finished table and of the value check (see ExportWatch).
     """
     if options.auth_only:
@@ -553,13 +554,41 @@ def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
     started = time.monotonic()
     with snapshot_reader(source, None) as main, LockWatch(source, "export"):
         snapshot = str(main.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
+        identity = guard.server_identity(main).recorded()
+        kept = _of_this_source(previous, identity, source, options)
         plan = plan_export(main, source, options)
         datadir.ensure()
-        meta = prepare_metadata(datadir, plan, options, source, snapshot, previous)
+        meta = prepare_metadata(datadir, plan, options, source, identity, snapshot, kept)
+        if previous is not None and kept is None:  # another source's export: none of its files stays
+            _remove_files(datadir, previous.entries, meta)
         tables = _export_tables(source, snapshot, plan, options, meta, progress, watch or ExportWatch())
         _fingerprint_auth(main, meta, snapshot)
     meta.finish(now_iso())
     return ExportResult(plan, tables, time.monotonic() - started, snapshot, datadir)
+
+
+def _of_this_source(previous: Metadata | None, identity: dict[str, Any], source: Endpoint,
+                    options: ExportOptions) -> Metadata | None:
+    """The earlier run's metadata this run builds on, unless it was read from another database.
+
+    Resuming that export, or exporting some tables into it, would mix two databases' rows in one
+    export: refused. `--force` alone exports every table again, from this source: nothing is kept.
+    """
+    if previous is None or not previous.from_other_source(identity):
+        return previous
+    if not options.force or options.tables:
+        raise previous.other_source_error(identity, source.redacted)
+    log.warning("the export in %s was read from %s: exporting everything again from this source, its files "
+                "are deleted", previous.datadir.root, previous.source.get("url"))
+    return None
+
+
+def _remove_files(datadir: DataDir, entries: list[TableEntry], meta: Metadata) -> None:
+    """Delete the files of `entries` that `meta` (saved) no longer names: no export holds them any more."""
+    named = {e.file for e in meta.entries}
+    for entry in entries:
+        if entry.file not in named:
+            datadir.export_file(entry.file).unlink(missing_ok=True)
 
 
 def check_options(options: ExportOptions) -> None:
@@ -610,7 +639,8 @@ def run_auth_export(source: Endpoint, datadir: DataDir, progress: Progress | Non
         auth = [t for t in catalog.read_relations(main, ["auth"]) if t.name in AUTH_TABLES]
         catalog.refuse_rls_filtering(main, source, auth)
         version = str(main.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
-        meta = _auth_metadata(datadir, auth, source, version)
+        identity = guard.server_identity(main).recorded()
+        meta = _auth_metadata(datadir, auth, source, _source_record(version, source, identity))
         results = [_export_one(source, snapshot, t, meta, progress) for t in auth]
         _fingerprint_auth(main, meta, snapshot)
     if meta.finished_at is not None:  # a finished export now holds users of a later snapshot: say so
@@ -626,13 +656,21 @@ def _fingerprint_auth(main: psycopg.Connection, meta: Metadata, snapshot: str) -
         for e in meta.auth if e.complete and e.snapshot == snapshot})
 
 
-def _auth_metadata(datadir: DataDir, auth: list[Table], source: Endpoint, version: str) -> Metadata:
-    """metadata.json with new (unfinished) auth entries; the application tables' entries left untouched."""
+def _source_record(version: str, source: Endpoint, identity: dict[str, Any]) -> dict[str, Any]:
+    """metadata.json's `source`: the server's version, the URL (password hidden) and what tells the database
+    from another (a rerun refuses to mix another database's rows into the export)."""
+    return {"serverVersion": version, "url": source.redacted, **identity}
+
+
+def _auth_metadata(datadir: DataDir, auth: list[Table], source: Endpoint, record: dict[str, Any]) -> Metadata:
+    """metadata.json with new (unfinished) auth entries; the application tables' entries left untouched.
+    Those of another source are not: the users and the tables of one export come from one database."""
     if datadir.metadata.exists():
         meta = Metadata.load(datadir, require_complete=False)
+        if meta.from_other_source(record):
+            raise meta.other_source_error(record, source.redacted)
     else:  # users ahead of the export: no application table yet, and import refuses an unfinished export
-        meta = Metadata(datadir, source={"serverVersion": version, "url": source.redacted}, started_at=now_iso(),
-                        unexported_schemas=[])
+        meta = Metadata(datadir, source=record, started_at=now_iso(), unexported_schemas=[])
     meta.auth = [TableEntry.new(t, datadir) for t in auth]
     meta.save()
     remove_partials(datadir.auth)
@@ -676,11 +714,11 @@ def value_check_to_dict(check: ValueCheck) -> dict[str, Any]:
     return {"columns": columns, "jsonKeys": keys, "seconds": round(check.seconds, 3)}
 
 
-def prepare_metadata(datadir: DataDir, plan: ExportPlan, options: ExportOptions, source: Endpoint, snapshot: str,
-                     previous: Metadata | None = None) -> Metadata:
+def prepare_metadata(datadir: DataDir, plan: ExportPlan, options: ExportOptions, source: Endpoint,
+                     identity: dict[str, Any], snapshot: str, previous: Metadata | None = None) -> Metadata:
     """This run's metadata.json, with what an earlier run finished and this one need not write carried over."""
     meta = Metadata(
-        datadir, source={"serverVersion": plan.server_version, "url": source.redacted}, snapshot=snapshot,
+        datadir, source=_source_record(plan.server_version, source, identity), snapshot=snapshot,
         started_at=now_iso(), schemas=list(plan.schemas), skipped_schemas=plan.skipped_schemas,
         unexported_schemas=[{"name": a.name, "tables": a.tables, "userIds": a.user_ids} for a in plan.unexported],
         options={"tables": options.tables, "excludeTables": options.exclude_tables,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psycopg
 
@@ -35,6 +36,12 @@ class ServerIdentity:
         systems = (self.system_identifier, other.system_identifier)
         same_system = None in systems or systems[0] == systems[1]
         return same_system and (self.started, self.database_oid) == (other.started, other.database_oid)
+
+    def recorded(self) -> dict[str, Any]:
+        """What metadata.json's `source` keeps of it, for a rerun to compare: not the start time, which a
+        restart changes. The system identifier as text: a 64-bit number is not exact in every JSON reader."""
+        system = None if self.system_identifier is None else str(self.system_identifier)
+        return {"systemIdentifier": system, "database": self.database, "databaseOid": self.database_oid}
 
 
 def server_identity(conn: psycopg.Connection) -> ServerIdentity:

@@ -25,6 +25,8 @@ ENTRY_KEYS = ("schema", "name", "file", "partitioned", "columns", "primaryKey", 
 HEADER_KEYS = ("formatVersion", "tool", "source", "snapshot", "snapshotsDiffer", "startedAt", "finishedAt",
                "schemas", "skippedSchemas", "unexportedSchemas", "options", "loadOrder", "sequences",
                "materializedViews", "tables", "auth", "userIdValueCheck")
+# What `source` records of the database the export read (guard.ServerIdentity.recorded()); absent in older exports.
+SOURCE_IDENTITY = ("systemIdentifier", "database", "databaseOid")
 
 
 def _column_to_dict(c: Column, encoding: str) -> dict[str, Any]:
@@ -140,7 +142,8 @@ class Metadata:
     """The parsed metadata.json, saved atomically (and thread-safely) after every table."""
 
     datadir: DataDir
-    source: dict[str, Any] = field(default_factory=dict)  # serverVersion, url (password redacted)
+    # serverVersion, url (password redacted), and the database's SOURCE_IDENTITY
+    source: dict[str, Any] = field(default_factory=dict)
     snapshot: str | None = None  # the snapshot of the latest run
     started_at: str | None = None
     finished_at: str | None = None
@@ -260,6 +263,28 @@ class Metadata:
             fix="run `supamove export --force` to export again (`--force --tables SCHEMA.TABLE` re-exports some "
                 "tables only), or set --data-dir to a new directory")
 
+    def from_other_source(self, identity: dict[str, Any]) -> bool:
+        """Whether this export was read from another database than `identity` (ServerIdentity.recorded()).
+
+        An export of an older version records no identity: taken for this source's. A system identifier
+        that either run's user could not read is not compared; the database's oid and name always are.
+        """
+        recorded = {key: self.source.get(key) for key in SOURCE_IDENTITY}
+        if recorded["databaseOid"] is None:
+            return False
+        systems = (recorded["systemIdentifier"], identity["systemIdentifier"])
+        if None not in systems and systems[0] != systems[1]:
+            return True
+        return (recorded["database"], recorded["databaseOid"]) != (identity["database"], identity["databaseOid"])
+
+    def other_source_error(self, identity: dict[str, Any], url: str) -> ConfigError:
+        """The refusal to add another source's rows to this export: its files would mix two databases."""
+        return ConfigError(
+            f"the export in {self.datadir.root} was read from another database: {self.source.get('url')} "
+            f"({_described(self.source)}); SUPABASE_DB_URL now names {url} ({_described(identity)})",
+            fix="run `supamove export --force` to export everything again from this source, or set --data-dir "
+                "to another directory")
+
     def is_done(self, key: tuple[str, str]) -> bool:
         """The table's file is whole, as recorded: a rerun keeps it."""
         entry = self.entry(*key)
@@ -356,6 +381,13 @@ class Metadata:
             ours = list(self.options.get(key, []))
             ours += [r for r in old.options.get(key, []) if tuple(r.split(".")[:2]) in kept and r not in ours]
             self.options[key] = ours
+
+
+def _described(identity: dict[str, Any]) -> str:
+    """`database postgres, oid 5, system identifier 7321...`: what tells the database from another."""
+    system = identity.get("systemIdentifier")
+    return (f"database {identity.get('database')}, oid {identity.get('databaseOid')}"
+            + (f", system identifier {system}" if system else ""))
 
 
 def _count(entry: dict[str, Any], key: str) -> int | None:
