@@ -415,6 +415,41 @@ def test_an_export_of_another_source_is_neither_resumed_nor_added_to(cli, dbs, d
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(f"{dbs.source_db}_b")))
 
 
+def test_a_table_gone_from_the_source_leaves_the_export(cli, dbs, data_dir: Path) -> None:
+    for name in ("legacy", "renamed", "dropped_later"):
+        app_table(dbs, name, f"CREATE TABLE public.{name} (id serial PRIMARY KEY, note text)",
+                  f"INSERT INTO public.{name} (note) VALUES ('stale')", on_target=False)
+    assert cli("export", *EDGE).exit_code == 0
+    before = entries(data_dir)
+    with dbs.source() as conn:
+        conn.execute("DROP TABLE public.legacy")
+        conn.execute("ALTER TABLE public.renamed RENAME TO renamed_now")
+    forced = cli("export", "--force", *EDGE, "--tables", "sites")
+    assert forced.exit_code == 0, forced.output
+    shown = " ".join(forced.output.split())
+    for name in ("legacy", "renamed"):
+        assert f"public.{name} no longer exists in the source: its file and its entry leave the export" in shown
+        assert not (data_dir / "tables" / f"public.{name}.jsonl").exists()
+    assert "keeping public.dropped_later: not selected, exported by an earlier run" in shown  # as before
+    assert set(entries(data_dir)) == set(before) - {"public.legacy", "public.renamed"}
+    meta = metadata(data_dir)
+    assert not {"public.legacy", "public.renamed"} & {name for group in meta["loadOrder"] for name in group}
+    assert not {"legacy_id_seq", "renamed_id_seq"} & {s["name"] for s in meta["sequences"]}
+
+    # an interrupted export resumed: the same
+    interrupted(data_dir, "alerts")
+    with dbs.source() as conn:
+        conn.execute("DROP TABLE public.dropped_later")
+    resumed = cli("export", *EDGE, "--tables", "alerts")
+    assert resumed.exit_code == 0, resumed.output
+    assert "public.dropped_later no longer exists in the source" in " ".join(resumed.output.split())
+    assert "public.dropped_later" not in entries(data_dir)
+    assert not (data_dir / "tables" / "public.dropped_later.jsonl").exists()
+    again = cli("export", "--force", *EDGE)
+    assert again.exit_code == 0, again.output
+    assert metadata(data_dir)["snapshotsDiffer"] is False and "public.renamed_now" in entries(data_dir)
+
+
 def test_metadata_json_reads_and_writes_back_unchanged(exported: Path) -> None:
     path = exported / "metadata.json"
     raw = path.read_bytes()

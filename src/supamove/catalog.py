@@ -332,6 +332,22 @@ def unreadable_left_out(conn: psycopg.Connection, schemas: Sequence[str],
             if (r[2], r[3]) not in chosen]
 
 
+# The tables by name, as TABLES_SQL finds them: a partition, a view or a sequence of that name is no table.
+EXISTING_TABLES_SQL = """
+SELECT n.nspname, c.relname FROM unnest(%s::text[], %s::text[]) u(s, t)
+JOIN pg_namespace n ON n.nspname = u.s JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = u.t
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+"""
+
+
+def missing_tables(conn: psycopg.Connection, keys: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Those of the tables (schema, name) the database does not have (any more)."""
+    if not keys:
+        return []
+    found = {(r[0], r[1]) for r in conn.execute(EXISTING_TABLES_SQL, ([k[0] for k in keys], [k[1] for k in keys]))}
+    return [k for k in keys if k not in found]
+
+
 def free_sequences(conn: psycopg.Connection, schemas: Sequence[str]) -> list[tuple[str, str]]:
     """(schema, name) of each sequence in `schemas` that no column owns or uses in its default."""
     return [(r[0], r[1]) for r in conn.execute(FREE_SEQUENCES_SQL, (list(schemas),))]

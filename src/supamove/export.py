@@ -726,19 +726,33 @@ def prepare_metadata(datadir: DataDir, plan: ExportPlan, options: ExportOptions,
         load_order=[[t.qualified for t in group] for group in plan.groups],
         tables=[TableEntry.new(t, datadir) for t in plan.tables],
         auth=[TableEntry.new(t, datadir) for t in plan.auth_tables])
+    planned = {t.key for t in plan.tables}
     with connect(source, autocommit=True) as conn:  # what the import continues and refreshes
         meta.sequences = read_sequences(conn, _sequence_names(plan))
         meta.materialized_views = read_materialized_views(conn, list(plan.schemas))
-    meta.carry_over(previous, _forced(plan, options, previous), options.exclude_tables)
-    planned = {t.key for t in plan.tables}
+        gone = _gone_from_source(conn, previous, planned)
+    meta.carry_over(previous, _forced(plan, options, previous), options.exclude_tables, {e.key for e in gone})
     for entry in meta.tables:
         if entry.key not in planned:
             log.info("keeping %s: not selected, exported by an earlier run (snapshot %s)", entry.qualified,
                      entry.snapshot)
     meta.save()
+    _remove_files(datadir, gone, meta)
     remove_partials(datadir.tables)
     remove_partials(datadir.auth)
     return meta
+
+
+def _gone_from_source(conn: psycopg.Connection, previous: Metadata | None,
+                      planned: set[tuple[str, str]]) -> list[TableEntry]:
+    """The tables of the earlier export this run does not read that the source no longer has (dropped or
+    renamed since): they leave the export, or the import would load their old rows and verify fail them."""
+    earlier = [e for e in previous.tables if e.key not in planned] if previous else []
+    missing = set(catalog.missing_tables(conn, [e.key for e in earlier]))
+    gone = [e for e in earlier if e.key in missing]
+    for entry in gone:
+        log.warning("%s no longer exists in the source: its file and its entry leave the export", entry.qualified)
+    return gone
 
 
 def _forced(plan: ExportPlan, options: ExportOptions, previous: Metadata | None) -> set[tuple[str, str]]:

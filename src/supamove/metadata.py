@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -331,13 +331,14 @@ class Metadata:
         self.finished_at = finished_at
         self.save()
 
-    def carry_over(self, old: Metadata | None, forced: set[tuple[str, str]], exclude: Sequence[str] = ()) -> None:
+    def carry_over(self, old: Metadata | None, forced: set[tuple[str, str]], exclude: Sequence[str] = (),
+                   gone: Collection[tuple[str, str]] = ()) -> None:
         """Take over what an earlier run finished and this run need not write again.
 
         A table of this run keeps its earlier file when it is whole, its columns are unchanged and
         it is not `forced`; a finished table this run does not select keeps its entry (its file
         stays, with its own snapshot), as do its sequences and value-check findings, unless an
-        `exclude` pattern names it: then it leaves the export.
+        `exclude` pattern names it or the source no longer has it (`gone`): then it leaves the export.
         """
         if old is None:
             return
@@ -348,17 +349,18 @@ class Metadata:
                     # the file is kept; which columns hold user ids is decided anew on every run
                     entries[i] = replace(before, table=replace(before.table, user_id_columns=entry.table.user_id_columns,
                                                                user_id_found_by=entry.table.user_id_found_by))
-        self._keep_unselected(old, exclude)
+        self._keep_unselected(old, exclude, gone)
 
     @staticmethod
     def _finished(meta: Metadata, key: tuple[str, str]) -> TableEntry | None:
         entry = next((e for e in meta.entries if e.key == key), None)
         return entry if entry is not None and entry.complete else None
 
-    def _keep_unselected(self, old: Metadata, exclude: Sequence[str]) -> None:
+    def _keep_unselected(self, old: Metadata, exclude: Sequence[str], gone: Collection[tuple[str, str]]) -> None:
         """The finished tables of `old` this run does not export stay, in one load order with the rest."""
         present = {e.key for e in self.entries}
-        kept = [e for e in old.tables if e.complete and e.key not in present and catalog.selected(e.table, [], exclude)]
+        kept = [e for e in old.tables if e.complete and e.key not in present and e.key not in gone
+                and catalog.selected(e.table, [], exclude)]
         if not kept:
             return
         by_key = {e.key: e for e in self.tables + kept}
@@ -368,7 +370,9 @@ class Metadata:
         self.schemas += [s for s in dict.fromkeys(e.schema for e in kept) if s not in self.schemas]
         if self.unexported_schemas is not None:
             self.unexported_schemas = [s for s in self.unexported_schemas if s.get("name") not in self.schemas]
-        read = {s.key for s in self.sequences}
+        # a dropped table's own sequences (serial, identity) went with it: the import could not continue them
+        read = {s.key for s in self.sequences} | {(r.schema, r.name) for e in old.tables if e.key in gone
+                                                  for r in e.table.sequences}
         self.sequences += [s for s in old.sequences if s.key not in read]
         self.user_id_value_check = old.user_id_value_check
         self._keep_column_options(old, {e.key for e in kept})
