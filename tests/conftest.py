@@ -321,6 +321,21 @@ def make_big_table(dbs: Any, rows: int = BIG_ROWS) -> None:
         conn.execute("CHECKPOINT")
 
 
+@contextmanager
+def tmpfs(mount: Path, size: str) -> Iterator[Path | None]:
+    """A file system of `size` (tmpfs) at `mount`, or None where mounting is not permitted."""
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        yield None
+        return
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
 def wait_until(condition: Callable[[], bool], what: str, process: subprocess.Popen[str] | None = None,
                timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout

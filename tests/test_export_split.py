@@ -10,18 +10,23 @@ import stat
 from pathlib import Path
 
 import orjson
+import pytest
 from conftest import (
     BIG_FILE,
     BIG_ROWS,
     EDGE,
     entries,
+    error_line,
     flat,
     kill_when,
     make_big_table,
+    metadata,
+    tmpfs,
     wait_until,
     write_mapping,
 )
 
+from supamove import export
 from supamove.export import block_ranges
 
 SPLIT = ("--split-tables-larger-than", "1")  # fault_big (about 20 MB) becomes --jobs x 4 ranges
@@ -116,3 +121,58 @@ def test_ranges_are_joined_the_same_where_the_kernel_cannot_copy_them(cli, dbs, 
     entry = entries(data_dir)["public.fault_big"]
     assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and entry["bytes"] == path.stat().st_size
     assert ids(path) == list(range(1, BIG_ROWS + 1))
+
+
+def fill(path: Path) -> None:
+    """Write to `path` until the disk is full: what a killed run's range files leave."""
+    with open(path, "wb") as handle:
+        try:
+            while True:
+                handle.write(b"x" * (1 << 20))
+                handle.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+
+
+def disk_full_from_the_second_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where no tmpfs can be mounted: the second range's file fills the disk after its first megabyte."""
+    real = export.copy_table
+
+    class Full:
+        def __init__(self, out) -> None:
+            self.out, self.written = out, 0
+
+        def write(self, data: bytes) -> int:
+            self.written += len(data)
+            if self.written > 1 << 20:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.out.write(data)
+
+    def copy_table(conn, table, out, progress, part=None):
+        return real(conn, table, Full(out) if part and part.number == 2 else out, progress, part)
+
+    monkeypatch.setattr(export, "copy_table", copy_table)
+
+
+def test_a_full_disk_during_a_split_export_deletes_the_ranges_and_names_the_table(cli, dbs, tmp_path: Path,
+                                                                                  monkeypatch) -> None:
+    make_big_table(dbs)
+    with tmpfs(tmp_path / "small", "12m") as disk:  # about half of fault_big's file
+        if disk is None:
+            disk = tmp_path
+            disk_full_from_the_second_range(monkeypatch)
+        data_dir = disk / "migration-data"
+        monkeypatch.setenv("MIGRATION_DATA_DIR", str(data_dir))
+        result = cli("export", "--tables", "fault_big", *SPLIT)
+        assert result.exit_code == 1, result.output
+        assert not list(data_dir.rglob("*.partial")) and not (data_dir / BIG_FILE).exists()
+        assert error_line(result.output) == (
+            f"Error: no space left on the device writing {data_dir / BIG_FILE} (fix: free disk space or point "
+            "--data-dir at a larger disk, then run the same command again)")
+        assert not entries(data_dir)["public.fault_big"]["complete"] and metadata(data_dir)["finishedAt"] is None
+
+        if disk != tmp_path:  # a killed run's range files filled the disk: the rerun deletes them first
+            fill(data_dir / "tables" / "public.fault_big.jsonl.3.partial")
+            rerun = cli("export", "--tables", "sites", *SPLIT)
+            assert rerun.exit_code == 0, rerun.output
+            assert not list(data_dir.rglob("*.partial")) and entries(data_dir)["public.sites"]["complete"]

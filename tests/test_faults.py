@@ -36,6 +36,7 @@ from conftest import (
     kill_when,
     make_big_table,
     metadata,
+    tmpfs,
     wait_for_copy_into,
     wait_until,
 )
@@ -215,17 +216,8 @@ def test_target_restarted_during_import(cli, dbs, data_dir: Path, stack_auth: St
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path | None]:
     """A 2 MB file system (tmpfs), or None where mounting is not permitted."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        yield None
-        return
-    try:
+    with tmpfs(tmp_path / "small", "2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill_table(dbs: Any) -> None:

@@ -25,7 +25,7 @@ from supamove import authstate, catalog, guard, userids
 from supamove.catalog import AppSchema, QualifiedName, Table
 from supamove.clock import now_iso
 from supamove.db import Endpoint, connect, connection, first_line
-from supamove.errors import ConfigError
+from supamove.errors import ConfigError, SupamoveError
 from supamove.files import (
     PARTIAL,
     PRIVATE,
@@ -609,16 +609,23 @@ def _export_tables(source: Endpoint, snapshot: str, plan: ExportPlan, options: E
     for item in done:
         log.info("skipping %s: exported by a previous run (use --force to export it again)", item.qualified)
         watch.table_done(item.key)
-    # The value check reads on a connection of its own, in the same snapshot, while the tables copy.
-    with ThreadPoolExecutor(max_workers=max(1, options.jobs) + 1) as pool:
-        check = pool.submit(_check_in_snapshot, source, snapshot, plan, options)
-        copies = [pool.submit(task) for task in _copy_tasks(source, snapshot, work, plan, meta, progress,
-                                                            options.auth_first)]
-        for copy in copies:
-            copy.add_done_callback(functools.partial(_tell_finished, watch))
-        _record_value_check(meta, plan, check, copies)
-        watch.values_checked()
-        results = [r for r in (f.result() for f in copies) if r is not None]
+    splits = {t.key: SplitTable(t, plan.parts[t.key], meta.datadir.table_file(t.schema, t.name))
+              for t in work if t.key in plan.parts}
+    try:
+        # The value check reads on a connection of its own, in the same snapshot, while the tables copy.
+        with ThreadPoolExecutor(max_workers=max(1, options.jobs) + 1) as pool:
+            check = pool.submit(_check_in_snapshot, source, snapshot, plan, options)
+            copies = [pool.submit(task) for task in _copy_tasks(source, snapshot, work, splits, meta, progress,
+                                                                options.auth_first)]
+            for copy in copies:
+                copy.add_done_callback(functools.partial(_tell_finished, watch))
+            _record_value_check(meta, plan, check, copies)
+            watch.values_checked()
+            results = [r for r in (f.result() for f in copies) if r is not None]
+    except BaseException:
+        for split in splits.values():  # every copy has ended: what they left of an unfinished table goes
+            split.discard()
+        raise
     ordered = {t.key: i for i, t in enumerate(planned)}
     return sorted(done + results, key=lambda r: ordered[r.key])
 
@@ -672,8 +679,8 @@ def _auth_metadata(datadir: DataDir, auth: list[Table], source: Endpoint, record
     else:  # users ahead of the export: no application table yet, and import refuses an unfinished export
         meta = Metadata(datadir, source=record, started_at=now_iso(), unexported_schemas=[])
     meta.auth = [TableEntry.new(t, datadir) for t in auth]
+    remove_partials(datadir.auth)  # first: a killed run's half-written files may have filled the disk
     meta.save()
-    remove_partials(datadir.auth)
     return meta
 
 
@@ -691,18 +698,27 @@ def _record_value_check(meta: Metadata, plan: ExportPlan, check: Future[ValueChe
                         copies: list[Future[TableExport | None]]) -> None:
     """Columns found by value join the user-id columns in metadata.json; a mixed column stops the export."""
     if check.exception() is not None:
-        for copy in copies:
-            copy.result()  # a copy's failure names its table: it is the one to show
+        _raise_copy_failure(copies)
     apply_value_check(plan, check.result())
     assert plan.values is not None
     for table in plan.tables:
         meta.set_user_id_columns(table)
-    meta.record_value_check(value_check_to_dict(plan.values), {t.key for t in plan.tables})
+    try:
+        meta.record_value_check(value_check_to_dict(plan.values), {t.key for t in plan.tables})
+    except SupamoveError:  # a disk the copies filled: the table whose file filled it is the one to name
+        _raise_copy_failure(copies)
+        raise
     failure = plan.values.stop_error()
     if failure:
         for copy in copies:
             copy.cancel()  # tables already copying finish and are kept for the next run
         raise failure
+
+
+def _raise_copy_failure(copies: list[Future[TableExport | None]]) -> None:
+    """The first copy's failure, once every copy has ended: a copy's failure names its table."""
+    for copy in copies:
+        copy.result()
 
 
 def value_check_to_dict(check: ValueCheck) -> dict[str, Any]:
@@ -736,10 +752,10 @@ def prepare_metadata(datadir: DataDir, plan: ExportPlan, options: ExportOptions,
         if entry.key not in planned:
             log.info("keeping %s: not selected, exported by an earlier run (snapshot %s)", entry.qualified,
                      entry.snapshot)
+    remove_partials(datadir.tables)  # first: a killed run's half-written files may have filled the disk
+    remove_partials(datadir.auth)
     meta.save()
     _remove_files(datadir, gone, meta)
-    remove_partials(datadir.tables)
-    remove_partials(datadir.auth)
     return meta
 
 
@@ -777,19 +793,18 @@ def _resumed(entry: TableEntry) -> TableExport:
     return TableExport(entry.schema, entry.name, entry.row_count or 0, entry.bytes or 0, 0.0, resumed=True)
 
 
-def _copy_tasks(source: Endpoint, snapshot: str, work: list[Table], plan: ExportPlan, meta: Metadata,
-                progress: Progress, auth_first: bool = False) -> list[Callable[[], TableExport | None]]:
+def _copy_tasks(source: Endpoint, snapshot: str, work: list[Table], splits: dict[tuple[str, str], SplitTable],
+                meta: Metadata, progress: Progress, auth_first: bool = False) -> list[Callable[[], TableExport | None]]:
     """One copy per table, or per block range of a split table; the biggest first (`auth_first`: the auth tables)."""
     tasks: list[tuple[float, Callable[[], TableExport | None]]] = []
     for table in work:
         size = math.inf if auth_first and table.schema == "auth" else table.size_bytes
-        parts = plan.parts.get(table.key, [])
-        if not parts:
+        split = splits.get(table.key)
+        if split is None:
             tasks.append((size, functools.partial(_export_one, source, snapshot, table, meta, progress)))
             continue
-        split = SplitTable(table, parts, meta.datadir.table_file(table.schema, table.name))
-        tasks += [(size / len(parts), functools.partial(_export_part, source, snapshot, split, part, meta,
-                                                        progress)) for part in parts]
+        tasks += [(size / len(split.parts), functools.partial(_export_part, source, snapshot, split, part, meta,
+                                                              progress)) for part in split.parts]
     tasks.sort(key=lambda task: -task[0])  # stable: a table's ranges stay in block order
     return [task for _, task in tasks]
 
@@ -808,7 +823,8 @@ def _export_part(source: Endpoint, snapshot: str, split: SplitTable, part: Part,
     """One block range of a split table; the last range to finish joins the files and returns the table."""
     split.begin(progress)
     path = split.part_path(part)
-    with _read_errors(source, split.table), snapshot_reader(source, snapshot) as conn, _range_file(path) as out:
+    with _read_errors(source, split.table), snapshot_reader(source, snapshot) as conn, \
+            _range_file(path, split.path) as out:
         copied = copy_table(conn, split.table, out, progress, part)
     log.debug("exported %s range %d of %d: %d rows", split.table.qualified, part.number, part.count, copied[0])
     if not split.done(part, copied):
@@ -889,6 +905,14 @@ class SplitTable:
         copied = self._copied.values()
         return sum(c[0] for c in copied), sum(c[1] for c in copied), self._digest.hexdigest()
 
+    def discard(self) -> None:
+        """The export failed: the table's half-written files go, so that a full disk gets its space back
+        (the next run reads every range again). An append under way ends first: it writes to them."""
+        self._joiner.shutdown(cancel_futures=True)
+        for part in self.parts:
+            self.part_path(part).unlink(missing_ok=True)
+        self._partial.unlink(missing_ok=True)
+
     def _append_ready(self) -> None:
         """Append every range whose turn has come, synced (on the joiner's one thread: in block order)."""
         while self._joined < len(self.parts) and (part := self.parts[self._joined]).number in self._copied:
@@ -933,15 +957,19 @@ def _kernel_copy(source: IO[bytes], out: IO[bytes], size: int, end: int) -> None
 
 
 @contextmanager
-def _range_file(path: Path) -> Iterator[IO[bytes]]:
-    """A range's file, owner-readable only; left behind by a failure, the next run removes it."""
+def _range_file(path: Path, table_file: Path) -> Iterator[IO[bytes]]:
+    """A range's file, owner-readable only. A write that fails deletes it at once (a full disk gets its
+    space back for the other ranges) and names the table's file, as an unsplit table's failure does;
+    the table's other ranges go once every copy has ended (SplitTable.discard), a killed run's with
+    the next run's other half-written files."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE)
     os.fchmod(fd, PRIVATE)
     try:
         with os.fdopen(fd, "wb", buffering=COPY_BLOCK) as handle:
             yield handle
     except OSError as exc:
-        raise disk_error(path, exc) from exc
+        path.unlink(missing_ok=True)
+        raise disk_error(table_file, exc) from exc
 
 
 def _sequence_names(plan: ExportPlan) -> list[tuple[str, str]]:
