@@ -13,6 +13,7 @@ import orjson
 import psycopg
 import pytest
 from conftest import (
+    APP_PASSWORD,
     BIG_FILE,
     BIG_ROWS,
     EDGE,
@@ -20,6 +21,7 @@ from conftest import (
     STACK_SECRET,
     app_table,
     assert_users_once,
+    create_database,
     error_line,
     flat,
     fresh_databases,
@@ -34,6 +36,7 @@ from psycopg import sql
 
 from supamove.paths import DataDir
 from supamove.pipeline.board import Board
+from supamove.sandbox import fixtures
 from supamove.sandbox.stackauth import StackAuthSandbox
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -271,6 +274,29 @@ def test_failed_users_stop_migrate_with_the_error_of_migrate_users_before_any_us
     assert result.exit_code == 0, result.output
     assert report_statuses(data_dir) == {"pass"}
     assert_users_once(stack_auth, data_dir)
+
+
+def test_a_finished_export_of_another_source_is_not_kept(cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`migrate` keeps a finished export: SUPABASE_DB_URL pointed elsewhere since, it loaded the first database's
+    tables with the second's users."""
+    assert cli("export", *EDGE).exit_code == 0
+    other = f"{dbs.source_db}_b"
+    create_database(dbs.source_server, other, "source_template")
+    try:
+        monkeypatch.setenv("SUPABASE_DB_URL", dbs.source_server.url(other, fixtures.APP_ROLE, APP_PASSWORD))
+        result = cli("migrate", *EDGE)
+        assert result.exit_code == 2, result.output
+        line = error_line(result.output)
+        assert line.startswith(f"Error: the export in {data_dir} was read from another database: "), line
+        assert line.endswith("(fix: run `supamove export --force` to export everything again from this source, or "
+                             "set --data-dir to another directory)"), line
+        assert not (data_dir / "user-mapping.json").exists()  # it stopped before any user or table moved
+        with dbs.target() as conn:
+            assert conn.execute("SELECT to_regclass('_supamove.import_state')").fetchone() == (None,)
+    finally:
+        with dbs.source() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(other)))
 
 
 def test_the_summary_names_the_step_that_failed(cli, data_dir: Path, stack_auth: StackAuthSandbox) -> None:

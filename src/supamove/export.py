@@ -583,6 +583,15 @@ def _of_this_source(previous: Metadata | None, identity: dict[str, Any], source:
     return None
 
 
+def check_kept_export(source: Endpoint, meta: Metadata) -> None:
+    """A finished export that `migrate` keeps must have been read from this source: its tables and this
+    source's users would otherwise be loaded together (the refusal `export` gives a rerun)."""
+    with connection(source) as conn:
+        identity = guard.server_identity(conn).recorded()
+    if meta.from_other_source(identity):
+        raise meta.other_source_error(identity, source.redacted)
+
+
 def _remove_files(datadir: DataDir, entries: list[TableEntry], meta: Metadata) -> None:
     """Delete the files of `entries` that `meta` (saved) no longer names: no export holds them any more."""
     named = {e.file for e in meta.entries}

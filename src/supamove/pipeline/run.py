@@ -15,7 +15,13 @@ from contextlib import contextmanager
 
 from supamove.connections import check_connections
 from supamove.errors import SupamoveError
-from supamove.export import ExportWatch, check_options, preview_export, run_export
+from supamove.export import (
+    ExportWatch,
+    check_kept_export,
+    check_options,
+    preview_export,
+    run_export,
+)
 from supamove.importer import finish_import, run_import
 from supamove.log import get_logger
 from supamove.metadata import Metadata, TableEntry
@@ -123,6 +129,7 @@ class Cutover:
         board, result = self.board, self.result
         meta = Metadata.previous(self.datadir)
         if meta is not None and meta.complete:  # as `export` would refuse to: the finished export is kept
+            check_kept_export(self.source, meta)
             log.info("export: finished by a previous run at %s, kept (`supamove export --force` exports again)",
                      meta.finished_at)
             result.export_kept = True
