@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import error_line
 
 from supamove.cli import main
 from supamove.config import Settings
+from supamove.sandbox.fixtures import APP_ROLE
 
 
 def test_all_usable(cli, dbs, stack_auth) -> None:
@@ -118,6 +120,31 @@ def test_a_source_through_the_transaction_pooler_is_refused_by_every_command_tha
     monkeypatch.setenv("DATABASE_URL", "postgresql://app:pw@127.0.0.1:6543/app?sslmode=disable")
     result = cli("test-connections")
     assert "warning: target (DATABASE_URL): port 6543 is Supabase's transaction pooler" in result.output
+
+
+def _in_query(server, db: str, user: str, password: str | None = None) -> str:
+    """The database's URL with an empty host part, as libpq reads it: host, port and user in the query."""
+    secret = f"&password={password}" if password else ""
+    return f"postgresql:///{db}?host=127.0.0.1&port={server.port}&user={user}{secret}&sslmode=disable"
+
+
+def test_a_url_with_an_empty_host_part_connects_as_libpq_reads_it(cli, dbs, stack_auth,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`postgresql:///db?host=...` (or a Unix socket's `postgresql:///db`) is a valid libpq URL: rebuilt
+    without its `//`, libpq took it for key=value settings and every command ended in 'unexpected
+    ProgrammingError'."""
+    monkeypatch.setenv("SUPABASE_DB_URL", _in_query(dbs.source_server, dbs.source_db, APP_ROLE, "s3cret-app-pw-!x"))
+    monkeypatch.setenv("DATABASE_URL", _in_query(dbs.target_server, dbs.target_db, "postgres"))
+    for command in (("test-connections",), ("export", "--dry-run"), ("schema", "--dry-run")):
+        result = cli(*command)
+        assert result.exit_code == 0, (command, result.output)
+        assert "s3cret-app-pw" not in result.output
+    monkeypatch.setenv("SUPABASE_DB_URL", _in_query(dbs.source_server, dbs.source_db, APP_ROLE, "wrong-pw-3"))
+    result = cli("export", "--dry-run")
+    assert result.exit_code == 3, result.output
+    assert error_line(result.output).startswith(
+        f"Error: the source database (postgresql:///{dbs.source_db}?host=127.0.0.1&port={dbs.source_server.port}"
+        f"&user={APP_ROLE}&password=***&sslmode=disable) refused the password"), result.output
 
 
 def test_role_hidden_by_rls_is_reported(cli, dbs, monkeypatch: pytest.MonkeyPatch) -> None:

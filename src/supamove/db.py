@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 
@@ -86,7 +86,7 @@ class Endpoint:
         query.setdefault("sslmode", "require")
         query.setdefault("application_name", "supamove")
         query.setdefault("connect_timeout", "15")
-        return urlunsplit(parts._replace(query=urlencode(query)))
+        return unsplit(parts._replace(query=urlencode(query)))
 
     def error(self, message: str, fix: str | None = None) -> SupamoveError:
         kind = SourceError if self.side == "source" else TargetError
@@ -116,7 +116,16 @@ def _password_replaced(url: str, shown: str | None) -> tuple[str, str | None]:
     if parts.password is not None:
         netloc = netloc.replace(f":{parts.password}@", "@" if shown is None else f":{shown}@", 1)
     kept = [(k, v) if k != "password" else (k, shown) for k, v in query if k != "password" or shown is not None]
-    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(kept, safe="*"))), password
+    return unsplit(parts._replace(netloc=netloc, query=urlencode(kept, safe="*"))), password
+
+
+def unsplit(parts: SplitResult) -> str:
+    """urlunsplit, keeping the `//` of an empty host part: `postgresql:///db?host=...` (or a Unix socket's
+    `postgresql:///db`) is a URL to libpq, `postgresql:/db` is no URL, and it read it as key=value settings."""
+    url = urlunsplit(parts)
+    if parts.netloc:
+        return url
+    return f"{parts.scheme}://{url.removeprefix(parts.scheme + ':')}"
 
 
 def connect(endpoint: Endpoint, autocommit: bool = False) -> psycopg.Connection:
