@@ -17,6 +17,7 @@ from conftest import error_line
 from supamove.cli import main
 from supamove.config import Settings
 from supamove.sandbox.fixtures import APP_ROLE
+from supamove.sandbox.pgserver import free_port
 
 
 def test_all_usable(cli, dbs, stack_auth) -> None:
@@ -145,6 +146,25 @@ def test_a_url_with_an_empty_host_part_connects_as_libpq_reads_it(cli, dbs, stac
     assert error_line(result.output).startswith(
         f"Error: the source database (postgresql:///{dbs.source_db}?host=127.0.0.1&port={dbs.source_server.port}"
         f"&user={APP_ROLE}&password=***&sslmode=disable) refused the password"), result.output
+
+
+def test_the_port_and_host_of_the_query_are_the_ones_checked_and_named(cli, data_dir: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """libpq lets ?port= and ?host= win over the host part: the transaction pooler given that way was let
+    through, and a refused connection named the host part's port, not the one libpq had used."""
+    monkeypatch.setenv("SUPABASE_DB_URL", "postgresql://postgres:pw@db.abc.supabase.co:5432/postgres?port=6543")
+    for command in (("export", "--dry-run"), ("schema", "--dry-run")):
+        result = cli(*command)
+        assert result.exit_code == 2, (command, result.output)
+        assert error_line(result.output).startswith("Error: SUPABASE_DB_URL uses port 6543, Supabase's transaction "
+                                                    "pooler"), result.output
+    unused, used = free_port(), free_port()
+    monkeypatch.setenv("SUPABASE_DB_URL", f"postgresql://postgres:pw@db.abc.supabase.co:{unused}/postgres"
+                                          f"?host=127.0.0.1&port={used}&sslmode=disable")
+    result = cli("export", "--dry-run")
+    assert result.exit_code == 3, result.output
+    assert error_line(result.output).startswith(
+        f"Error: connection refused by 127.0.0.1:{used} (SUPABASE_DB_URL)"), result.output
 
 
 def test_role_hidden_by_rls_is_reported(cli, dbs, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ from typing import Literal
 from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from supamove import interrupt
 from supamove.errors import ConfigError, SourceError, SupamoveError, TargetError
@@ -56,15 +57,24 @@ class Endpoint:
 
     @property
     def port(self) -> int:
-        return urlsplit(self.url).port or 5432
+        """The port libpq tries first (a ?port= in the query wins over the host part's, as in libpq)."""
+        return self.ports[0]
+
+    @property
+    def ports(self) -> list[int]:
+        """Every port libpq may connect to: ?port= and ?host= take lists, one for each host."""
+        given = conninfo_to_dict(self.url).get("port") or ""
+        return [int(p) for p in str(given).split(",") if p.strip().isdigit()] or [5432]
 
     @property
     def host(self) -> str:
-        return urlsplit(self.url).hostname or "localhost"
+        """The host libpq tries first (a ?host= in the query wins over the host part's)."""
+        given = str(conninfo_to_dict(self.url).get("host") or "")
+        return given.split(",")[0] or "localhost"
 
     @property
     def transaction_pooler(self) -> bool:
-        return self.port == TRANSACTION_POOLER_PORT
+        return TRANSACTION_POOLER_PORT in self.ports
 
     def pooler_refusal(self) -> ConfigError | None:
         """The source through the transaction pooler, refused: each transaction may run on another server
