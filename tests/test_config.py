@@ -119,3 +119,22 @@ def test_an_env_file_others_may_read_is_warned_about(tmp_path: Path) -> None:
         f"{env_file} may be read by other users of this machine (mode 644) and holds passwords: chmod 600 {env_file}"]
     env_file.chmod(0o600)
     assert misspelled_settings(env_file) == []
+
+
+def test_a_tilde_in_the_data_dir_or_the_log_file_is_the_home_directory(cli, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`MIGRATION_DATA_DIR=~/md` in .env (or `--data-dir=~/md`, which no shell expands) made a directory named
+    `~` in the working directory, while `${HOME}/md` was the home directory's."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("MIGRATION_DATA_DIR", "LOG_FILE_PATH"):
+        monkeypatch.delenv(name)
+    (tmp_path / ".env").write_text("MIGRATION_DATA_DIR=~/md\nLOG_FILE_PATH=~/supamove.log\n")
+    result = cli("export", "--tables", "public.organizations")
+    assert result.exit_code == 0, result.output
+    assert (home / "md" / "metadata.json").is_file() and (home / "supamove.log").is_file()
+    result = cli("export", "--tables", "public.organizations", "--data-dir", "~/elsewhere")
+    assert result.exit_code == 0, result.output
+    assert (home / "elsewhere" / "metadata.json").is_file()
+    assert not (tmp_path / "~").exists()

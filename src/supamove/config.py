@@ -68,6 +68,13 @@ class Settings(BaseSettings):
                              "(write % itself as %25)")
         return value
 
+    @field_validator("LOG_FILE_PATH", "MIGRATION_DATA_DIR")
+    @classmethod
+    def _home_expanded(cls, value: Path) -> Path:
+        """`~/md` is the home directory's, as a shell would read it: .env expands `${HOME}` but not `~`, and a
+        `~` left as it is became a directory of that name in the working directory."""
+        return value.expanduser()
+
     @field_validator("STACK_AUTH_PROJECT_ID", "STACK_AUTH_SECRET_KEY")
     @classmethod
     def _header_value(cls, value: str | None) -> str | None:
@@ -205,6 +212,6 @@ def load_settings(data_dir: Path | None = None, env_file: str | Path | None = ".
         message = str(problem["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"{name} {message}", fix=f"correct {name} in .env or the environment") from None
     settings._env_file = Path(env_file) if env_file is not None else None
-    if data_dir is not None:
-        settings.MIGRATION_DATA_DIR = data_dir
+    if data_dir is not None:  # `--data-dir=~/md`: no shell expands a ~ after the =
+        settings.MIGRATION_DATA_DIR = data_dir.expanduser()
     return settings
