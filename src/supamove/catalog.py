@@ -397,6 +397,18 @@ def materialized_views(conn: psycopg.Connection, schemas: Sequence[str]) -> list
     return [views[key] for key in order.static_order()]
 
 
+ALL_SCHEMAS = "all"  # --schema all: every application schema
+
+
+def selected_schemas(schemas: Sequence[str], apps: Sequence[AppSchema]) -> list[str]:
+    """The schemas --schema names, `all` standing for every one of `apps` (the application schemas): export,
+    migrate and schema read the same option alike. Without `apps` (no connection yet), the check of the names."""
+    wanted = [s for s in schemas if s != ALL_SCHEMAS]
+    if ALL_SCHEMAS in schemas:
+        wanted += [s.name for s in apps]
+    return schemas_to_read(wanted)
+
+
 def schemas_to_read(schemas: Sequence[str] | None) -> list[str]:
     """`public` plus what the operator asked for; platform schemas are refused by name."""
     wanted = list(dict.fromkeys(schemas or ["public"]))

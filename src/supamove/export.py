@@ -76,9 +76,6 @@ class ExportOptions:
                               fix="run `supamove export --auth-only` by itself")
 
 
-ALL_SCHEMAS = "all"  # --schema all: every application schema
-
-
 @dataclass
 class ExportWatch:
     """What a caller running later steps alongside the export is told, from the export's threads.
@@ -226,10 +223,7 @@ class ExportResult:
 def plan_export(conn: psycopg.Connection, source: Endpoint, options: ExportOptions) -> ExportPlan:
     """Which tables, in which order, and what is left out."""
     apps = catalog.application_schemas(conn)
-    wanted = [s for s in options.schemas if s != ALL_SCHEMAS]
-    if ALL_SCHEMAS in options.schemas:
-        wanted += [s.name for s in apps]
-    schemas = catalog.schemas_to_read(wanted)
+    schemas = catalog.selected_schemas(options.schemas, apps)
     missing = catalog.missing_schemas(conn, schemas)
     if missing:
         raise ConfigError(f"schema {missing[0]} does not exist in the source; its application schemas are: "
@@ -602,7 +596,7 @@ def _remove_files(datadir: DataDir, entries: list[TableEntry], meta: Metadata) -
 
 def check_options(options: ExportOptions) -> None:
     """A malformed option is named first, before what the data directory holds."""
-    catalog.schemas_to_read([s for s in options.schemas if s != ALL_SCHEMAS])
+    catalog.selected_schemas(options.schemas, [])
     for option, refs in (("--user-id-column", options.user_id_columns),
                          ("--not-user-id-column", options.not_user_id_columns)):
         for ref in refs:

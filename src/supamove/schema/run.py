@@ -43,8 +43,9 @@ def run_schema(source: Endpoint, target: Endpoint | None, datadir: DataDir, opti
     """Make schema.sql and schema-report.json from the source; apply them to `target` when given."""
     if target is not None and dry_run:
         raise ConfigError("--apply and --dry-run exclude each other", fix="give one of them")
-    schemas = catalog.schemas_to_read(options.schemas)
+    catalog.selected_schemas(options.schemas, [])  # a platform schema is a wrong option, before any connection
     with connection(source) as conn, tempfile.TemporaryDirectory(prefix="supamove-schema-") as tmp:
+        schemas = catalog.selected_schemas(options.schemas, catalog.application_schemas(conn))
         report, text = make_schema(conn, source, schemas, options, Path(tmp))
     result = SchemaResult(report, text, written=False)
     if dry_run:
