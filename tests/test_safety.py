@@ -19,7 +19,15 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from conftest import EDGE, error_line, flat, interrupt_and_wait, wait_until, write_mapping
+from conftest import (
+    EDGE,
+    app_table,
+    error_line,
+    flat,
+    interrupt_and_wait,
+    wait_until,
+    write_mapping,
+)
 from psycopg import sql
 
 from supamove.config import Settings
@@ -456,6 +464,42 @@ def test_a_user_row_level_security_filters_is_refused_before_it_reads_fewer_rows
         conn.execute(f'ALTER ROLE "{role}" BYPASSRLS')
     result = cli("verify")
     assert result.exit_code == 0, result.output
+
+
+def test_a_target_table_forcing_row_level_security_on_its_owner_names_the_fixes_that_help(
+        cli, dbs, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FORCE ROW LEVEL SECURITY holds the table's owner to the policies too: the fix said to use the owner,
+    which the user in DATABASE_URL already was."""
+    ddl = "CREATE TABLE public.secret_notes (id integer PRIMARY KEY, body text)"
+    app_table(dbs, "secret_notes", ddl, "INSERT INTO public.secret_notes VALUES (1, 'a'), (2, 'b')")
+    assert cli("export", "--tables", "public.secret_notes").exit_code == 0
+    role = f"forced_{os.getpid()}_{dbs.target_db}"[:60]
+    with dbs.target() as conn:  # the table's owner, no superuser, no BYPASSRLS; no policy lets a row through
+        conn.execute(f'CREATE ROLE "{role}" LOGIN PASSWORD \'pw-force-5\' NOBYPASSRLS')
+        conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(dbs.target_db),
+                                                                         sql.Identifier(role)))
+        conn.execute(f'GRANT USAGE, CREATE ON SCHEMA public TO "{role}"')  # CREATE: the load rebuilds its key
+        conn.execute(f'ALTER TABLE public.secret_notes OWNER TO "{role}"')
+        conn.execute("ALTER TABLE public.secret_notes ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY")
+    monkeypatch.setenv("DATABASE_URL", dbs.target_server.url(dbs.target_db, role, "pw-force-5"))
+    for command in ("import", "verify"):
+        result = cli(command)
+        assert result.exit_code == 4, (command, result.output)
+        assert error_line(result.output) == (
+            "Error: row-level security hides rows of public.secret_notes from the user in DATABASE_URL (it has no "
+            "BYPASSRLS): reading them would miss rows without an error (fix: FORCE ROW LEVEL SECURITY on "
+            f'public.secret_notes holds the table\'s owner to the policies too: ALTER ROLE "{role}" BYPASSRLS, or '
+            "ALTER TABLE public.secret_notes NO FORCE ROW LEVEL SECURITY for the migration (FORCE it again after))"), \
+            command
+    with dbs.target() as conn:  # the second fix named
+        conn.execute("ALTER TABLE public.secret_notes NO FORCE ROW LEVEL SECURITY")
+    result = cli("import")
+    assert result.exit_code == 0, result.output
+    with dbs.target() as conn:
+        assert conn.execute("SELECT count(*) FROM public.secret_notes").fetchone() == (2,)
+    cli("verify")  # the other tables of public, left out of this export, fail it
+    report = orjson.loads((data_dir / "verification-report.json").read_bytes())
+    assert [t["status"] for t in report["tables"] if t["table"] == "secret_notes"] == ["pass"], report["tables"]
 
 
 def test_a_target_user_that_may_not_create_the_progress_schema_is_told_what_to_grant(

@@ -247,7 +247,7 @@ def application_schemas(conn: psycopg.Connection) -> list[AppSchema]:
 # and does not own the table (or the owner is forced under its policies too). Reading them would give
 # fewer rows than they hold, and no error.
 FILTERED_SQL = """
-SELECT format('%%I.%%I', n.nspname, c.relname)
+SELECT format('%%I.%%I', n.nspname, c.relname), c.relforcerowsecurity
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN unnest(%s::text[], %s::text[]) u(s, t) ON (u.s, u.t) = (n.nspname, c.relname)
 JOIN pg_roles r ON r.rolname = current_user
@@ -259,20 +259,39 @@ ORDER BY 1
 
 def filtered_by_rls(conn: psycopg.Connection, keys: Sequence[tuple[str, str]]) -> list[str]:
     """Of the given tables (schema, name), those whose rows row-level security hides from this session's user."""
+    return [name for name, _ in _filtered(conn, keys)]
+
+
+def _filtered(conn: psycopg.Connection, keys: Sequence[tuple[str, str]]) -> list[tuple[str, bool]]:
+    """The same, each with whether it forces row-level security (FORCE holds its owner to the policies too)."""
     if not keys:
         return []
-    return [r[0] for r in conn.execute(FILTERED_SQL, ([k[0] for k in keys], [k[1] for k in keys]))]
+    return [(r[0], r[1]) for r in conn.execute(FILTERED_SQL, ([k[0] for k in keys], [k[1] for k in keys]))]
 
 
 def refuse_rls_filtering(conn: psycopg.Connection, endpoint: Endpoint, tables: Iterable[Table]) -> None:
     """Stop when row-level security would hide rows of the given tables from this session's user."""
-    hidden = filtered_by_rls(conn, [t.key for t in tables])
+    hidden = _filtered(conn, [t.key for t in tables])
     if hidden:
-        more = f" and {len(hidden) - 5} more" if len(hidden) > 5 else ""
-        who = "the postgres user (Supabase's has BYPASSRLS)" if endpoint.side == "source" else "the tables' owner"
-        raise endpoint.error(f"row-level security hides rows of {', '.join(hidden[:5])}{more} from the user in "
+        names = [name for name, _ in hidden]
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        raise endpoint.error(f"row-level security hides rows of {', '.join(names[:5])}{more} from the user in "
                              f"{endpoint.setting} (it has no BYPASSRLS): reading them would miss rows without an "
-                             "error", f"use {who} in {endpoint.setting}, or ALTER ROLE ... BYPASSRLS")
+                             "error", _rls_fix(conn, endpoint, [name for name, forced in hidden if forced]))
+
+
+def _rls_fix(conn: psycopg.Connection, endpoint: Endpoint, forced: list[str]) -> str:
+    """Supabase's postgres user bypasses every policy; on the target, the tables' owner does, unless a table
+    forces row-level security: then only BYPASSRLS, or lifting FORCE while supamove works, lets it through."""
+    if endpoint.side == "source":
+        return f"use the postgres user (Supabase's has BYPASSRLS) in {endpoint.setting}, or ALTER ROLE ... BYPASSRLS"
+    if not forced:
+        return f"use the tables' owner in {endpoint.setting}, or ALTER ROLE ... BYPASSRLS"
+    user = str(conn.execute("SELECT current_user").fetchone()[0])  # type: ignore[index]
+    more = f" and {len(forced) - 5} more" if len(forced) > 5 else ""
+    return (f"FORCE ROW LEVEL SECURITY on {', '.join(forced[:5])}{more} holds the table's owner to the policies "
+            f"too: ALTER ROLE {sql.Identifier(user).as_string(conn)} BYPASSRLS, or ALTER TABLE {forced[0]} NO FORCE "
+            "ROW LEVEL SECURITY for the migration (FORCE it again after)")
 
 
 def refuse_unreadable(conn: psycopg.Connection, endpoint: Endpoint, tables: Iterable[Table]) -> None:
