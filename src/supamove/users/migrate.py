@@ -221,12 +221,7 @@ def migrate_users(client: StackAuthClient, datadir: DataDir, options: MigrateOpt
             state.restore(sid, done["syncState"])
     gone = [(sid, e["stackAuthUserId"], e.get("email")) for sid, e in mapping.entries.items()
             if sid not in by_id and (record := state.get(sid)) is not None and not record.get("linked")]
-    # The first list request checks the credentials, before anything is created.
-    missing = missing_in_stack_auth(client, mapping)
-    if not mapping.entries and next(client.iter_users(page_size=1), None) is not None:
-        pending = {**{i.user.id: i.email for i in plan if i.action == "create"}, **pending}  # an earlier one's users
-    lost = [_deleted_in_stack_auth(item, missing[item.user.id]) for item in plan if item.user.id in missing]
-    plan = [item for item in plan if item.user.id not in missing]
+    plan, lost, pending = _checked_in_stack_auth(client, mapping, plan, pending)
     updates = PendingJournal(datadir.pending_updates)
     updates.load()  # an interrupted run's updates: a dry run reads them as the real run does
     if options.dry_run:
@@ -246,6 +241,19 @@ def migrate_users(client: StackAuthClient, datadir: DataDir, options: MigrateOpt
 
 
 FOUND_NOTE = "found in Stack Auth by its Supabase id (an earlier run created it)"
+
+
+def _checked_in_stack_auth(client: StackAuthClient, mapping: UserMapping, plan: list[PlannedUser],
+                           pending: dict[str, str | None]) -> tuple[list[PlannedUser], list[UserOutcome],
+                                                                    dict[str, str | None]]:
+    """Stack Auth's users read before anything is sent (the first request checks the credentials): the plan
+    less the mapped users deleted there, their failures, and the creates to look up first (a new data
+    directory against a Stack Auth holding users: an earlier one's may be among them)."""
+    missing = missing_in_stack_auth(client, mapping)
+    if not mapping.entries and next(client.iter_users(page_size=1), None) is not None:
+        pending = {**{i.user.id: i.email for i in plan if i.action == "create"}, **pending}
+    lost = [_deleted_in_stack_auth(item, missing[item.user.id]) for item in plan if item.user.id in missing]
+    return [item for item in plan if item.user.id not in missing], lost, pending
 DELETED_FIX = ("run `supamove map-users` (it drops that entry), then the same command again, which creates the "
                "user anew with a new id (then `supamove import --truncate-first`, if the import ran already)")
 
