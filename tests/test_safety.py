@@ -526,6 +526,25 @@ def test_a_target_user_that_may_not_create_the_progress_schema_is_told_what_to_g
         "use the tables' owner in DATABASE_URL, or ALTER ROLE ... BYPASSRLS)")
     with dbs.target() as conn:
         conn.execute(f'ALTER ROLE "{role}" BYPASSRLS')
+    result = cli("import")  # INSERT, SELECT and TRUNCATE are not enough: the load sets indexes and keys aside
+    assert result.exit_code == 4, result.output
+    assert error_line(result.output).startswith(
+        "Error: the user in DATABASE_URL does not own edge.Odd Table, edge.cycle_a, edge.cycle_b, "), result.output
+    assert error_line(result.output).endswith(
+        "more: the load sets their indexes, keys and triggers aside and makes them again, which only a table's owner "
+        f'may do (fix: use the user that applied the schema (`supamove schema --apply`), or ALTER TABLE ... OWNER TO "{role}")')
+    with dbs.target() as conn:
+        for schema, name in conn.execute("SELECT schemaname, tablename FROM pg_tables WHERE schemaname IN "
+                                         "('public', 'edge')").fetchall():
+            conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(schema, name), sql.Identifier(role)))
+    result = cli("import")
+    assert result.exit_code == 4, result.output
+    assert error_line(result.output) == (
+        "Error: the user in DATABASE_URL may not create in schema edge, public: the load makes the tables' keys and "
+        f'indexes again there (fix: GRANT CREATE ON SCHEMA "edge" TO "{role}"; GRANT CREATE ON SCHEMA "public" TO '
+        f'"{role}")')
+    with dbs.target() as conn:
+        conn.execute(f'GRANT CREATE ON SCHEMA public, edge TO "{role}"')
     result = cli("import")
     assert result.exit_code == 4, result.output
     assert error_line(result.output) == (

@@ -86,6 +86,7 @@ def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, opti
         _check_empty(conn, target, plans, problems)
     if options.disable_fk:
         _check_replica_role(conn, target, problems)
+    _check_privileges(conn, target, [p for p in plans if p.target is not None and not p.done], problems)
     # The views are refreshed once every table is loaded: a run loading some of them (`only`) needs none.
     views = _views(conn, meta) if options.only is None else []
     return ImportPlan(groups, problems, mapping, meta, options, views)
@@ -221,6 +222,44 @@ def _check_empty(conn: psycopg.Connection, target: Endpoint, plans: list[TablePl
         problems.append(target.error(
             f"tables an earlier run loaded are empty now (their rows were deleted since): {', '.join(emptied)}",
             "rerun with --truncate-first: it empties every table of the export and loads them all again"))
+
+
+# Of the tables to load, each the target's user does not own (its indexes, keys and triggers are set aside for the
+# load, which only the owner may do) or whose schema it may not create in (its keys and indexes are made again).
+PRIVILEGES_SQL = """
+SELECT n.nspname, c.relname, pg_has_role(c.relowner, 'USAGE'), has_schema_privilege(n.oid, 'CREATE')
+FROM unnest(%s::text[], %s::text[]) u(s, t)
+JOIN pg_namespace n ON n.nspname = u.s JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = u.t
+ORDER BY n.nspname COLLATE "C", c.relname COLLATE "C"
+"""
+
+
+def _check_privileges(conn: psycopg.Connection, target: Endpoint, plans: list[TablePlan],
+                      problems: list[SupamoveError]) -> None:
+    """The load needs the tables' owner, able to create in their schemas: named before anything is written
+    (the load stopped at its first table with "unexpected InsufficientPrivilege")."""
+    if not plans:
+        return
+    rows = conn.execute(PRIVILEGES_SQL, ([p.schema for p in plans], [p.name for p in plans])).fetchall()
+    user = str(conn.execute("SELECT current_user").fetchone()[0])  # type: ignore[index]
+    others = [catalog.qualify(r[0], r[1]) for r in rows if not r[2]]
+    if others:
+        problems.append(target.error(
+            f"the user in {target.setting} does not own {_listed(others)}: the load sets their indexes, keys and "
+            "triggers aside and makes them again, which only a table's owner may do",
+            f"use the user that applied the schema (`supamove schema --apply`), or ALTER TABLE ... OWNER TO "
+            f"{sql.Identifier(user).as_string(None)}"))
+    closed = sorted({r[0] for r in rows if r[2] and not r[3]})
+    if closed:
+        problems.append(target.error(
+            f"the user in {target.setting} may not create in schema {', '.join(closed)}: the load makes the "
+            "tables' keys and indexes again there",
+            "; ".join(sql.SQL("GRANT CREATE ON SCHEMA {} TO {}").format(
+                sql.Identifier(s), sql.Identifier(user)).as_string(None) for s in closed)))
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def _check_replica_role(conn: psycopg.Connection, target: Endpoint, problems: list[SupamoveError]) -> None:
