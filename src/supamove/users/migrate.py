@@ -254,6 +254,8 @@ def _checked_in_stack_auth(client: StackAuthClient, mapping: UserMapping, plan: 
         pending = {**{i.user.id: i.email for i in plan if i.action == "create"}, **pending}
     lost = [_deleted_in_stack_auth(item, missing[item.user.id]) for item in plan if item.user.id in missing]
     return [item for item in plan if item.user.id not in missing], lost, pending
+
+
 DELETED_FIX = ("run `supamove map-users` (it drops that entry), then the same command again, which creates the "
                "user anew with a new id (then `supamove import --truncate-first`, if the import ran already)")
 
