@@ -415,6 +415,21 @@ def test_an_export_of_another_source_is_neither_resumed_nor_added_to(cli, dbs, d
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(f"{dbs.source_db}_b")))
 
 
+def test_a_source_user_that_may_not_read_the_clusters_identity_records_the_database_alone(
+        cli, dbs, data_dir: Path) -> None:
+    """pg_control_system() revoked from the source's user: export, import and verify stopped with "unexpected
+    InsufficientPrivilege" (a CASE around the call does not keep PostgreSQL from checking its privilege)."""
+    with dbs.source() as conn:
+        conn.execute("REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC")
+    result = cli("export", *EDGE)
+    assert result.exit_code == 0, result.output
+    source = metadata(data_dir)["source"]
+    assert (source["systemIdentifier"], source["database"]) == (None, dbs.source_db)
+    for args in (("export", "--auth-only"), ("import", "--dry-run"), ("verify", "--skip-checksum")):
+        checked = cli(*args)
+        assert "unexpected" not in checked.output and "InsufficientPrivilege" not in checked.output, (args, checked.output)
+
+
 def test_a_table_gone_from_the_source_leaves_the_export(cli, dbs, data_dir: Path) -> None:
     for name in ("legacy", "renamed", "dropped_later"):
         app_table(dbs, name, f"CREATE TABLE public.{name} (id serial PRIMARY KEY, note text)",

@@ -45,14 +45,16 @@ class ServerIdentity:
 
 
 def server_identity(conn: psycopg.Connection) -> ServerIdentity:
-    """The identity of the database `conn` is connected to."""
+    """The identity of the database `conn` is connected to; the cluster's system identifier only where the
+    user may call pg_control_system() (a CASE around the call does not help: the privilege of a function in
+    FROM is checked when the query is planned, so the call is a query of its own)."""
     row = conn.execute("""
-        SELECT CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE')
-                    THEN (SELECT system_identifier FROM pg_control_system()) END,
-               pg_postmaster_start_time(), d.oid::bigint, current_database()
+        SELECT has_function_privilege('pg_control_system()', 'EXECUTE'), pg_postmaster_start_time(),
+               d.oid::bigint, current_database()
         FROM pg_database d WHERE d.datname = current_database()""").fetchone()
     assert row is not None
-    return ServerIdentity(row[0], row[1], row[2], row[3])
+    system = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone() if row[0] else None
+    return ServerIdentity(system[0] if system else None, row[1], row[2], row[3])
 
 
 def supabase_traits(conn: psycopg.Connection) -> list[str]:
