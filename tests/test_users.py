@@ -507,6 +507,13 @@ def test_a_mapping_of_another_project_or_of_users_deleted_in_stack_auth_is_no_si
     data = orjson.loads(datadir.user_mapping.read_bytes())  # a mapping from before the project was recorded
     del data["stackAuthProjectId"]
     datadir.user_mapping.write_bytes(orjson.dumps(data))
+    with StackAuthSandbox(str(uuid.uuid4()), SECRET, config=TRUSTED) as other:  # pointed elsewhere by mistake
+        with StackAuthClient(other.url, other.project_id, SECRET, retry=FAST) as elsewhere:
+            with pytest.raises(StackAuthError, match=f"none of the 3 Stack Auth users {datadir.user_mapping} names "
+                                                     f"is in project {other.project_id}: the mapping was written for "
+                                                     "another project"):
+                migrate_users(elsewhere, datadir)
+    assert "stackAuthProjectId" not in orjson.loads(datadir.user_mapping.read_bytes())  # not taken for that one's
     erin = UserMapping.load(datadir.user_mapping).get(uid("erin"))
     stack.delete_user(erin)  # type: ignore[arg-type]
     for dry_run in (True, False):
@@ -520,6 +527,44 @@ def test_a_mapping_of_another_project_or_of_users_deleted_in_stack_auth_is_no_si
         assert isinstance(result.failure(), StackAuthError)
         assert {o.status for o in result.outcomes if o is not gone} == {"done" if dry_run else "migrated"}
     assert orjson.loads(datadir.user_mapping.read_bytes())["stackAuthProjectId"] == PROJECT  # named again
+
+
+def test_a_link_to_a_stack_auth_user_whose_e_mail_is_no_longer_verified_is_undone(
+        stack: StackAuthSandbox, client: StackAuthClient, tmp_path: Path) -> None:
+    """An earlier version linked to unverified holders; such a link (or one whose holder lost its verification)
+    stayed, the import gave the rows to that account, and map-users kept the entry."""
+    datadir = export_of(tmp_path, "alice", "judy")
+    holder = stack.create_user({"primary_email": "alice@example.com", "primary_email_verified": True,
+                                "primary_email_auth_enabled": True})["id"]
+    assert outcomes(migrate_users(client, datadir))[uid("alice")].status == "linked"
+    client.update_user(holder, {"primary_email_verified": False})
+    assert uid("alice") not in {m["supabaseUserId"] for m in map_users(client, datadir, dry_run=True).matched}
+    alice = outcomes(migrate_users(client, datadir))[uid("alice")]
+    assert (alice.status, alice.reason) == ("failed", f"Stack Auth user {holder} already signs in with this e-mail "
+                                                      "and has not verified it: it may be someone else's account, "
+                                                      "so this user is not linked to it")
+    assert UserMapping.load(datadir.user_mapping).get(uid("alice")) is None  # no import gives it alice's rows
+    assert uid("alice") not in {m["supabaseUserId"] for m in map_users(client, datadir, dry_run=True).matched}
+    twin = stack.create_user({"primary_email": "alice@example.com", "primary_email_verified": True,
+                              "primary_email_auth_enabled": False})["id"]  # verified, but not the one signing in
+    rebuilt = map_users(client, datadir, dry_run=True)
+    assert twin not in {m["stackAuthUserId"] for m in rebuilt.matched}  # migrate-users would not link it either
+
+
+def test_an_identity_an_earlier_version_carried_without_a_sign_in_gives_its_user_a_reset(
+        stack: StackAuthSandbox, client: StackAuthClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user whose only sign-in was a bitbucket identity, migrated when it was carried: unchanged since, the
+    rerun reused that run's verdict (no reset) while this version's plan needs one."""
+    from supamove.users import plan as users_plan
+
+    users = [auth_user("bitty", 0, encrypted_password="")]
+    datadir = write_export(tmp_path / "d", users, [identity(users[0], "bitbucket", "{b1}", "bitty@example.com")])
+    with monkeypatch.context() as older:  # as the version before carried it
+        older.setattr(users_plan, "account_id", lambda provider, identity: (str(identity["provider_id"]), None))
+        assert outcomes(migrate_users(client, datadir))[uid("bitty")].password == "none"
+    again = outcomes(migrate_users(client, datadir))[uid("bitty")]
+    assert (again.status, again.password, again.reset_reason) == ("migrated", "reset-required", "no-password")
+    assert [u["supabaseUserId"] for u in orjson.loads(datadir.password_resets.read_bytes())["users"]] == [uid("bitty")]
 
 
 def test_a_mapping_from_before_one_to_one_is_refused_then_rebuilt(stack: StackAuthSandbox, client: StackAuthClient,

@@ -113,6 +113,14 @@ class UserMapping:
             self._owners[stack_auth_user_id.lower()] = supabase_user_id
             self._pacer.changed()
 
+    def forget(self, supabase_user_id: str) -> None:
+        """Drop one user's entry: its Stack Auth user is not to be trusted with its rows."""
+        with self.lock:
+            entry = self.entries.pop(supabase_user_id, None)
+            if entry is not None:
+                self._owners.pop(entry["stackAuthUserId"].lower(), None)
+                self._pacer.changed()
+
     def due(self) -> bool:
         """Enough new entries, or enough time, to be worth a rewrite."""
         with self.lock:
@@ -128,15 +136,15 @@ class UserMapping:
             return cls(path, project_id=project_id)
 
     def check_project(self, project_id: str) -> None:
-        """Stop when the mapping's users are in another Stack Auth project than this one; a mapping that names no
-        project (written before it was recorded) is taken for this project's, and will name it once saved."""
+        """Stop when the mapping's users are in another Stack Auth project than this one. A mapping that names no
+        project (written before it was recorded) passes: migrate-users names the project once it has found the
+        mapping's users there."""
         if self.project_id is not None and self.project_id != project_id:
             raise StackAuthError(
                 f"{self.path} maps Supabase users to users of Stack Auth project {self.project_id}, and "
                 f"STACK_AUTH_PROJECT_ID is {project_id}: the users it names are not in this project",
                 fix="point STACK_AUTH_PROJECT_ID (and its key) at the project the users were created in; to move "
                     "them into this project instead, use another --data-dir (a new export and mapping)")
-        self.project_id = project_id
 
     def save(self) -> None:
         """Rewrite the file; retainUntil stays the one first written (90 days after), whatever reruns follow."""

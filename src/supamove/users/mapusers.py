@@ -15,6 +15,7 @@ from supamove.usermap import UserMapping
 from supamove.users.client import StackAuthClient, supabase_id_of
 from supamove.users.plan import EMAIL_RE, email_holders
 from supamove.users.source import SupabaseUser, load_auth_export, normalize_email
+from supamove.users.sync import SyncState
 
 LABEL = "stack auth users"
 
@@ -72,6 +73,7 @@ class _Matches:
     by_email: dict[str, list[dict[str, Any]]]  # Stack Auth users with no Supabase id, by their e-mail
     unmatched_stack: list[tuple[str, str | None]]
     claims: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # Supabase id -> the Stack Auth users claiming it
+    unverified: set[str] = field(default_factory=set)  # Stack Auth users with no Supabase id and an unverified e-mail
 
 
 def map_users(client: StackAuthClient, datadir: DataDir, dry_run: bool = False,
@@ -88,7 +90,7 @@ def map_users(client: StackAuthClient, datadir: DataDir, dry_run: bool = False,
     earlier = _earlier_mapping(datadir.user_mapping)
     claimed = _claimed_twice(found, earlier)  # left out of every match below: which one is the operator's call
     unverified = _match_by_email(found, holders, set(claimed))  # ids first, then e-mails for the rest
-    kept = _keep_earlier(found, users, earlier, set(claimed))
+    kept = _keep_earlier(found, users, earlier, set(claimed), _linked(datadir))
     unmatched = [(u.id, u.normalized_email, _why_unmatched(u, holders, unverified)) for u in users
                  if u.id not in found.matched and u.id not in claimed]
     ordered = [found.matched[u.id] for u in users if u.id in found.matched]
@@ -119,6 +121,8 @@ def _match_by_id(client: StackAuthClient, users: list[SupabaseUser], holders: di
             found.by_email.setdefault(email, []).append(stack_user)
         else:
             found.unmatched_stack.append((stack_user["id"], stack_user.get("primary_email")))
+        if sid is None and not stack_user.get("primary_email_verified"):  # signed up on its own, unverified
+            found.unverified.add(stack_user["id"])
     progress.finish(LABEL)
     return found
 
@@ -142,11 +146,11 @@ def _match_by_email(found: _Matches, holders: dict[str, SupabaseUser], claimed: 
     for email, candidates in found.by_email.items():
         candidates.sort(key=lambda u: not u.get("primary_email_auth_enabled"))  # the one signing in first
         holder = holders[email]
-        for stack_user in candidates:
-            if not stack_user.get("primary_email_verified"):
-                unverified.add(email)
-            if stack_user.get("primary_email_verified") and holder.id not in found.matched \
-                    and holder.id not in claimed:
+        trusted = bool(candidates[0].get("primary_email_verified"))  # the one migrate-users would link, or none
+        if not trusted:
+            unverified.add(email)
+        for number, stack_user in enumerate(candidates):
+            if trusted and number == 0 and holder.id not in found.matched and holder.id not in claimed:
                 found.matched[holder.id] = _mapping_entry(holder, stack_user)
             else:
                 found.unmatched_stack.append((stack_user["id"], stack_user.get("primary_email")))
@@ -160,17 +164,29 @@ def _earlier_mapping(path: Path) -> UserMapping | None:
         return None
 
 
-def _keep_earlier(found: _Matches, users: list[SupabaseUser], earlier: UserMapping | None, claimed: set[str]) -> int:
+def _linked(datadir: DataDir) -> set[str]:
+    """The Supabase users an earlier run linked to a Stack Auth user it did not create (user-sync-state.json)."""
+    try:
+        state = SyncState.load(datadir.user_sync_state)
+    except SupamoveError:  # damaged: no link is known
+        return set()
+    return {sid for sid in state.users if (state.get(sid) or {}).get("linked")}
+
+
+def _keep_earlier(found: _Matches, users: list[SupabaseUser], earlier: UserMapping | None, claimed: set[str],
+                  linked: set[str]) -> int:
     """The entries of the mapping being replaced whose Stack Auth user is still there and matched by nothing
     else (its Supabase id and e-mail changed in Stack Auth): kept, or a rerun of migrate-users would create
-    that user a second time. How many."""
+    that user a second time; not a link to a Stack Auth user that has not verified its e-mail (it may be
+    someone else's). How many."""
     if earlier is None:
         return 0
     free = {stack_id: email for stack_id, email in found.unmatched_stack}
     kept = 0
     for user in users:
         stack_id = earlier.get(user.id)
-        if user.id in found.matched or user.id in claimed or stack_id is None or stack_id not in free:
+        if user.id in found.matched or user.id in claimed or stack_id is None or stack_id not in free \
+                or (user.id in linked and stack_id in found.unverified):
             continue
         entry = earlier.entries[user.id]
         found.matched[user.id] = {"supabaseUserId": user.id, "stackAuthUserId": stack_id,

@@ -221,7 +221,7 @@ def migrate_users(client: StackAuthClient, datadir: DataDir, options: MigrateOpt
             state.restore(sid, done["syncState"])
     gone = [(sid, e["stackAuthUserId"], e.get("email")) for sid, e in mapping.entries.items()
             if sid not in by_id and (record := state.get(sid)) is not None and not record.get("linked")]
-    plan, lost, pending = _checked_in_stack_auth(client, mapping, plan, pending)
+    plan, lost, pending = _checked_in_stack_auth(client, mapping, state, plan, pending)
     updates = PendingJournal(datadir.pending_updates)
     updates.load()  # an interrupted run's updates: a dry run reads them as the real run does
     if options.dry_run:
@@ -243,32 +243,42 @@ def migrate_users(client: StackAuthClient, datadir: DataDir, options: MigrateOpt
 FOUND_NOTE = "found in Stack Auth by its Supabase id (an earlier run created it)"
 
 
-def _checked_in_stack_auth(client: StackAuthClient, mapping: UserMapping, plan: list[PlannedUser],
+def _checked_in_stack_auth(client: StackAuthClient, mapping: UserMapping, state: SyncState, plan: list[PlannedUser],
                            pending: dict[str, str | None]) -> tuple[list[PlannedUser], list[UserOutcome],
                                                                     dict[str, str | None]]:
     """Stack Auth's users read before anything is sent (the first request checks the credentials): the plan
-    less the mapped users deleted there, their failures, and the creates to look up first (a new data
-    directory against a Stack Auth holding users: an earlier one's may be among them)."""
-    missing = missing_in_stack_auth(client, mapping)
+    less the mapped users deleted there and those linked to a user that has not verified its e-mail, their
+    failures, and the creates to look up first (a new data directory against a Stack Auth holding users: an
+    earlier one's may be among them). The mapping is named this project's once its users are found here."""
+    present = {str(u["id"]).lower(): u for u in client.iter_users()} if mapping.entries else {}
+    missing = {sid: e["stackAuthUserId"] for sid, e in mapping.entries.items()
+               if e["stackAuthUserId"].lower() not in present}
+    if mapping.entries and len(missing) == len(mapping.entries) and mapping.project_id is None:
+        raise StackAuthError(
+            f"none of the {len(missing):,} Stack Auth users {mapping.path} names is in project {client.project_id}: "
+            "the mapping was written for another project", fix="point STACK_AUTH_PROJECT_ID (and its key) at the "
+            "project the users were created in, or use another --data-dir to move them into this one")
+    mapping.project_id = client.project_id
     if not mapping.entries and next(client.iter_users(page_size=1), None) is not None:
         pending = {**{i.user.id: i.email for i in plan if i.action == "create"}, **pending}
     lost = [_deleted_in_stack_auth(item, missing[item.user.id]) for item in plan if item.user.id in missing]
-    return [item for item in plan if item.user.id not in missing], lost, pending
+    lost += [_linked_unverified(item, mapping) for item in plan if item.user.id not in missing
+             and (state.get(item.user.id) or {}).get("linked")
+             and not present[mapping.entries[item.user.id]["stackAuthUserId"].lower()].get("primary_email_verified")]
+    failed = {o.supabase_user_id for o in lost}
+    return [item for item in plan if item.user.id not in failed], lost, pending
+
+
+def _linked_unverified(item: PlannedUser, mapping: UserMapping) -> UserOutcome:
+    """A link an earlier version made to a Stack Auth user that has not verified the e-mail: undone, so that
+    no import gives this user's rows to what may be someone else's account."""
+    stack_id = str(mapping.get(item.user.id))
+    mapping.forget(item.user.id)
+    return _failed(item, UNVERIFIED_HOLDER.format(stack_id), UNVERIFIED_FIX)
 
 
 DELETED_FIX = ("run `supamove map-users` (it drops that entry), then the same command again, which creates the "
                "user anew with a new id (then `supamove import --truncate-first`, if the import ran already)")
-
-
-def missing_in_stack_auth(client: StackAuthClient, mapping: UserMapping) -> dict[str, str]:
-    """Supabase id -> Stack Auth id, for each user of the mapping that Stack Auth no longer has (deleted there, or
-    a mapping written against another project). Every user is listed once, a page at a time: a rerun that sent
-    nothing for unchanged users took them all for present."""
-    if not mapping.entries:
-        return {}
-    present = {str(user["id"]).lower() for user in client.iter_users()}
-    return {sid: entry["stackAuthUserId"] for sid, entry in mapping.entries.items()
-            if entry["stackAuthUserId"].lower() not in present}
 
 
 def _deleted_in_stack_auth(item: PlannedUser, stack_id: str) -> UserOutcome:
@@ -754,9 +764,14 @@ class _Run:
     def _earlier(self, item: PlannedUser, previous: dict[str, Any] | None) -> UserOutcome:
         stack_id = self.mapping.get(item.user.id)
         if previous and previous.get("stackAuthUserId") == stack_id and previous.get("status") in ("migrated", "linked"):
+            notes = list(previous.get("notes") or [])
+            if previous["status"] == "linked":  # the existing Stack Auth user keeps its own sign-in
+                password, reset = previous.get("password", "none"), previous.get("resetReason")
+            else:  # as this version decides: an earlier one may have carried what gives no sign-in (bitbucket)
+                password, reset = item.password, item.reset_reason
+                notes += [note for note in item.notes if note not in notes]
             return UserOutcome(item.user.id, previous["status"], previous.get("reason"), stack_id, item.email,
-                               previous.get("password", "none"), previous.get("resetReason"),
-                               list(previous.get("notes") or []), mfa=previous.get("mfa"),
+                               password, reset, notes, mfa=previous.get("mfa"),
                                mfa_not_carried=list(previous.get("mfaNotCarried") or []))
         return UserOutcome(item.user.id, "migrated", item.reason, stack_id, item.email, item.password,
                            item.reset_reason, item.notes + ["in user-mapping.json from an earlier run"],
