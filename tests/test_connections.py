@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import os
 import shutil
 import ssl
 import subprocess
@@ -16,6 +17,7 @@ from conftest import error_line
 
 from supamove.cli import main
 from supamove.config import Settings
+from supamove.sandbox import fixtures
 from supamove.sandbox.fixtures import APP_ROLE
 from supamove.sandbox.pgserver import free_port
 
@@ -92,6 +94,23 @@ def test_a_stack_auth_certificate_the_machine_does_not_trust_is_named_and_its_ca
     trusted = cli("test-connections")
     assert trusted.exit_code == 0, trusted.output
     assert "cannot reach Stack Auth" not in trusted.output
+
+
+def test_query_values_reach_libpq_and_pg_dump_as_written(cli, dbs, data_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A space was written back as `+`, which libpq reads as a `+` (options=-c%20... failed every command with
+    'unrecognized configuration parameter "+search_path"'), and pg_dump got a `+` of the password as a space."""
+    role = f"plus_{os.getpid()}_{dbs.source_db}"[:60]
+    with dbs.source() as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN BYPASSRLS PASSWORD \'pa+ss w0rd\' IN ROLE {fixtures.APP_ROLE}')
+    server = dbs.source_server
+    monkeypatch.setenv("SUPABASE_DB_URL", f"postgresql://{role}@127.0.0.1:{server.port}/{dbs.source_db}?sslmode="
+                                          "disable&password=pa+ss%20w0rd&options=-c%20search_path%3Dpublic")
+    schema = cli("schema", "--dry-run")  # psycopg's connection, then pg_dump's
+    assert schema.exit_code == 0 and "Schema: what is not kept as it is" in schema.output, schema.output
+    export = cli("export", "--dry-run", "--tables", "public.organizations")
+    assert export.exit_code == 0, export.output
+    assert "pa+ss" not in schema.output + export.output  # the password is still never shown
 
 
 def test_wrong_password_names_the_setting(cli, dbs, monkeypatch: pytest.MonkeyPatch) -> None:

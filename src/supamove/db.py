@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -92,11 +92,11 @@ class Endpoint:
     def conninfo(self) -> str:
         """The URL with sslmode=require added when it names none (Supabase does not enforce TLS)."""
         parts = urlsplit(self.url)
-        query = dict(parse_qsl(parts.query))
+        query = dict(libpq_query(parts.query))
         query.setdefault("sslmode", "require")
         query.setdefault("application_name", "supamove")
         query.setdefault("connect_timeout", "15")
-        return unsplit(parts._replace(query=urlencode(query)))
+        return unsplit(parts._replace(query=_encoded(query.items())))
 
     def error(self, message: str, fix: str | None = None) -> SupamoveError:
         kind = SourceError if self.side == "source" else TargetError
@@ -117,7 +117,7 @@ def without_password(url: str) -> tuple[str, str | None]:
 def _password_replaced(url: str, shown: str | None) -> tuple[str, str | None]:
     """The URL with its password replaced by `shown` (None: left out), and the password, decoded."""
     parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
+    query = libpq_query(parts.query)
     given = [v for k, v in query if k == "password"]
     password = given[-1] if given else (unquote(parts.password) if parts.password is not None else None)
     if password is None:
@@ -126,7 +126,18 @@ def _password_replaced(url: str, shown: str | None) -> tuple[str, str | None]:
     if parts.password is not None:
         netloc = netloc.replace(f":{parts.password}@", "@" if shown is None else f":{shown}@", 1)
     kept = [(k, v) if k != "password" else (k, shown) for k, v in query if k != "password" or shown is not None]
-    return unsplit(parts._replace(netloc=netloc, query=urlencode(kept, safe="*"))), password
+    return unsplit(parts._replace(netloc=netloc, query=_encoded(kept, safe="*"))), password
+
+
+def libpq_query(text: str) -> list[tuple[str, str]]:
+    """A URL's query parameters as libpq reads them: percent-decoded, and a `+` kept as a `+` (not a space, as
+    in a web form): `password=a+b` is the password a+b."""
+    return parse_qsl(text.replace("+", "%2B"), keep_blank_values=True)
+
+
+def _encoded(pairs: Iterable[tuple[str, str | None]], safe: str = "") -> str:
+    """Query parameters written back so that libpq reads the same values: a space as %20, never as a `+`."""
+    return urlencode(list(pairs), quote_via=quote, safe=safe)
 
 
 def unsplit(parts: SplitResult) -> str:
