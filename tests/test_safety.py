@@ -502,6 +502,28 @@ def test_a_target_table_forcing_row_level_security_on_its_owner_names_the_fixes_
     assert [t["status"] for t in report["tables"] if t["table"] == "secret_notes"] == ["pass"], report["tables"]
 
 
+def test_a_partition_another_role_owns_is_named_before_the_load(cli, dbs, data_dir: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The load disables a partition's triggers too: one owned by another role stopped it with "unexpected
+    InsufficientPrivilege" once the dry run had passed."""
+    app_table(dbs, "shards", "CREATE TABLE public.shards (id int PRIMARY KEY) PARTITION BY RANGE (id); CREATE TABLE "
+              "public.shards_1 PARTITION OF public.shards FOR VALUES FROM (0) TO (100)",
+              "INSERT INTO public.shards SELECT generate_series(1, 9)")
+    assert cli("export", "--tables", "public.shards").exit_code == 0
+    write_mapping(dbs, data_dir)
+    loader, other = (f"{kind}_{os.getpid()}_{dbs.target_db}"[:60] for kind in ("loader", "other"))
+    with dbs.target() as conn:
+        conn.execute(f'CREATE ROLE "{loader}" LOGIN BYPASSRLS PASSWORD \'pw-ld-3\'; CREATE ROLE "{other}"')
+        conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(dbs.target_db),
+                                                                         sql.Identifier(loader)))
+        conn.execute(f'GRANT USAGE, CREATE ON SCHEMA public TO "{loader}"')
+        conn.execute(f'ALTER TABLE public.shards OWNER TO "{loader}"; ALTER TABLE public.shards_1 OWNER TO "{other}"')
+    monkeypatch.setenv("DATABASE_URL", dbs.target_server.url(dbs.target_db, loader, "pw-ld-3"))
+    for args in (("import", "--dry-run"), ("import",)):
+        result = cli(*args)
+        assert result.exit_code == 4 and "does not own public.shards_1:" in flat(result.output), result.output
+
+
 def test_a_target_user_that_may_not_create_the_progress_schema_is_told_what_to_grant(
         cli, dbs, exported: Path, stack_auth: StackAuthSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     role = f"no_create_{os.getpid()}_{dbs.target_db}"[:60]

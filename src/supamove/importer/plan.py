@@ -224,12 +224,15 @@ def _check_empty(conn: psycopg.Connection, target: Endpoint, plans: list[TablePl
             "rerun with --truncate-first: it empties every table of the export and loads them all again"))
 
 
-# Of the tables to load, each the target's user does not own (its indexes, keys and triggers are set aside for the
-# load, which only the owner may do) or whose schema it may not create in (its keys and indexes are made again).
+# Of the tables to load and their partitions, each the target's user does not own (its indexes, keys and triggers
+# are set aside for the load, which only the owner may do) or whose schema it may not create in (its keys and
+# indexes are made again).
 PRIVILEGES_SQL = """
+WITH planned AS (SELECT format('%%I.%%I', s, t)::regclass AS oid FROM unnest(%s::text[], %s::text[]) u(s, t)),
+-- a partition's triggers are set aside too (pg_partition_tree lists nothing for a table not partitioned)
+tree AS (SELECT oid FROM planned UNION SELECT p.relid FROM planned, pg_partition_tree(planned.oid) p)
 SELECT n.nspname, c.relname, pg_has_role(c.relowner, 'USAGE'), has_schema_privilege(n.oid, 'CREATE')
-FROM unnest(%s::text[], %s::text[]) u(s, t)
-JOIN pg_namespace n ON n.nspname = u.s JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = u.t
+FROM tree JOIN pg_class c ON c.oid = tree.oid JOIN pg_namespace n ON n.oid = c.relnamespace
 ORDER BY n.nspname COLLATE "C", c.relname COLLATE "C"
 """
 
