@@ -308,6 +308,9 @@ def test_a_table_the_source_user_may_not_read_is_named_and_leaving_it_out_is_eno
     with dbs.source() as conn:
         conn.execute("CREATE TABLE app.audit_trail (id int PRIMARY KEY, note text)")
         conn.execute("CREATE TABLE app.audit_2025 (id int PRIMARY KEY)")  # a second, to show the list
+        conn.execute("CREATE TABLE app.trail_refs (id int PRIMARY KEY, audit_id int REFERENCES app.audit_trail)")
+        conn.execute("CREATE VIEW app.trail_notes AS SELECT note FROM app.audit_trail")
+        conn.execute(f"GRANT SELECT ON app.trail_refs, app.trail_notes TO {fixtures.APP_ROLE}")
         conn.execute(f"REVOKE ALL ON app.audit_trail, app.audit_2025 FROM PUBLIC, {fixtures.APP_ROLE}")
     refused = cli("schema", *APP, "--dry-run")
     assert refused.exit_code == 3, refused.output
@@ -316,9 +319,14 @@ def test_a_table_the_source_user_may_not_read_is_named_and_leaving_it_out_is_eno
         "SELECT ON \"app\".\"audit_2025\", \"app\".\"audit_trail\" TO that user (and USAGE on its schema); or use the postgres user; "
         "or leave them out with --exclude-tables)")
     applied = cli("schema", *APP, "--exclude-tables", "app.audit*", "--apply")
-    assert applied.exit_code == 0, applied.output
-    assert target_tables(dbs) == APP_TABLES
-    assert "audit" not in (data_dir / "schema.sql").read_text()
+    assert applied.exit_code == 0, applied.output  # its foreign key and its view left out with it
+    assert target_tables(dbs) == sorted([*APP_TABLES, "app.trail_refs"])
+    assert "app.audit_" not in (data_dir / "schema.sql").read_text()
+    decided = {(o["type"], o["name"]): (o["decision"], o["reason"])
+               for o in orjson.loads((data_dir / "schema-report.json").read_bytes())["objects"]}
+    unread = "TABLE app.audit_trail, left out (not selected; the source's user may not read it)"
+    assert decided[("FK CONSTRAINT", "trail_refs trail_refs_audit_id_fkey")] == ("left-out", "references " + unread)
+    assert decided[("VIEW", "trail_notes")] == ("left-out", "uses " + unread)
 
 
 def test_an_extension_the_target_lacks_is_refused_before_anything_is_applied(dbs: Databases,

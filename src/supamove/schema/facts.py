@@ -48,6 +48,9 @@ class Facts:
     extensions: dict[str, tuple[str, str]]  # name: (schema, version)
     others: list[ReportItem] = field(default_factory=list)
     platform_bodies: dict[int, list[str]] = field(default_factory=dict)  # function oid: platform objects its body names
+    # Objects of the dump that use a table pg_dump was told to leave alone (one the user may not read, left out
+    # by --exclude-tables): not in the dump, so no dependency of the dump names it. Key: the table used.
+    unread_refs: dict[Key, str] = field(default_factory=dict)
 
 
 REFS_SQL = """
@@ -154,6 +157,27 @@ def platform_bodies(conn: psycopg.Connection, schemas: list[str], platform: list
     named = [re.escape(s) for s in platform if s != "extensions" and s not in BUILT_IN_SCHEMAS]
     pattern = r"\m((?:" + "|".join(named) + r")\.[a-z_][a-z0-9_]*)"
     return {oid: list(found) for oid, found in conn.execute(BODIES_SQL, {"schemas": schemas, "pattern": pattern})}
+
+
+# The foreign keys referencing the given tables, and the views reading them (through their rewrite rule).
+UNREAD_REFS_SQL = """
+WITH unread AS (SELECT format('%%I.%%I', s, t)::regclass AS oid FROM unnest(%s::text[], %s::text[]) u(s, t))
+SELECT 'pg_constraint'::regclass::oid, con.oid, con.confrelid::regclass::text
+FROM pg_constraint con JOIN unread ON unread.oid = con.confrelid WHERE con.contype = 'f'
+UNION
+SELECT 'pg_class'::regclass::oid, r.ev_class, d.refobjid::regclass::text
+FROM pg_depend d JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+JOIN unread ON unread.oid = d.refobjid
+WHERE d.refclassid = 'pg_class'::regclass AND r.ev_class <> d.refobjid
+"""
+
+
+def read_unread_refs(conn: psycopg.Connection, tables: list[tuple[str, str]]) -> dict[Key, str]:
+    """What of the dump uses these tables, which pg_dump left alone (see Facts.unread_refs)."""
+    if not tables:
+        return {}
+    rows = conn.execute(UNREAD_REFS_SQL, ([t[0] for t in tables], [t[1] for t in tables]))
+    return {(int(c), int(o)): str(name) for c, o, name in rows}
 
 
 def read_facts(conn: psycopg.Connection, schemas: list[str], include: list[str], exclude: list[str],

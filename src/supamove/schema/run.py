@@ -18,7 +18,7 @@ from supamove.log import get_logger
 from supamove.paths import DataDir
 from supamove.schema.apply import BANNER_START, ApplyResult, apply_schema
 from supamove.schema.dump import Programs, dump_schema, read_toc, render
-from supamove.schema.facts import read_facts
+from supamove.schema.facts import read_facts, read_unread_refs
 from supamove.schema.model import SchemaOptions, SchemaReport
 from supamove.schema.select import select_entries
 from supamove.schema.shim import prelude
@@ -67,9 +67,11 @@ def make_schema(conn: psycopg.Connection, source: Endpoint, schemas: list[str], 
     _check_partitions_selected(conn, schemas)
     major = int(str(conn.execute("SHOW server_version_num").fetchone()[0])) // 10000  # type: ignore[index]
     programs = Programs.find(major)
-    dump = dump_schema(programs, source, schemas, folder, _unreadable_left_out(conn, source, schemas, options))
+    unread = _unreadable_left_out(conn, source, schemas, options)
+    dump = dump_schema(programs, source, schemas, folder, unread)
     entries = read_toc(programs, dump, schemas)
     facts = read_facts(conn, schemas, options.tables, options.exclude_tables, {e.key for e in entries})
+    facts.unread_refs = read_unread_refs(conn, unread)
     extensions = select_entries(entries, facts, options)
     kept = [e for e in entries if e.decision != "left-out" and e.type != "SCHEMA"]
     body = render(programs, dump, kept, folder)

@@ -89,6 +89,15 @@ def _not_selected(entry: TocEntry, ctx: Context) -> Verdict:
     return ("left-out", "not selected (--tables, --exclude-tables)")
 
 
+def _uses_unread(entry: TocEntry, ctx: Context) -> Verdict:
+    """A foreign key to, or a view of, a table left out that pg_dump did not read (the user may not)."""
+    table = ctx.facts.unread_refs.get(entry.key)
+    if table is None:
+        return None
+    what = "references" if entry.type == "FK CONSTRAINT" else "uses"
+    return ("left-out", f"{what} TABLE {table}, left out (not selected; the source's user may not read it)")
+
+
 def _grants(entry: TocEntry, ctx: Context) -> Verdict:
     """GRANTs: Supabase's API roles only with --keep-roles; other roles the operator grants by hand."""
     if entry.type != "ACL":
@@ -185,5 +194,5 @@ def _join(first: str, second: str) -> str:
 
 
 RULES: tuple[Callable[[TocEntry, Context], Verdict], ...] = (
-    _not_moved, _not_selected, _grants, _default_privileges, _serves_platform_triggers, _policy_roles,
+    _not_moved, _not_selected, _uses_unread, _grants, _default_privileges, _serves_platform_triggers, _policy_roles,
     _platform_refs, _body_names_platform)
