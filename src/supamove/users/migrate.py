@@ -250,7 +250,9 @@ def _checked_in_stack_auth(client: StackAuthClient, mapping: UserMapping, state:
     less the mapped users deleted there and those linked to a user that has not verified its e-mail, their
     failures, and the creates to look up first (a new data directory against a Stack Auth holding users: an
     earlier one's may be among them). The mapping is named this project's once its users are found here."""
-    present = {str(u["id"]).lower(): u for u in client.iter_users()} if mapping.entries else {}
+    # Each user's id and whether its e-mail is verified, no more: a page of whole users at a time, never all.
+    present = {str(u["id"]).lower(): bool(u.get("primary_email_verified")) for u in client.iter_users()} \
+        if mapping.entries else {}
     missing = {sid: e["stackAuthUserId"] for sid, e in mapping.entries.items()
                if e["stackAuthUserId"].lower() not in present}
     if mapping.entries and len(missing) == len(mapping.entries) and mapping.project_id is None:
@@ -264,7 +266,7 @@ def _checked_in_stack_auth(client: StackAuthClient, mapping: UserMapping, state:
     lost = [_deleted_in_stack_auth(item, missing[item.user.id]) for item in plan if item.user.id in missing]
     lost += [_linked_unverified(item, mapping) for item in plan if item.user.id not in missing
              and (state.get(item.user.id) or {}).get("linked")
-             and not present[mapping.entries[item.user.id]["stackAuthUserId"].lower()].get("primary_email_verified")]
+             and not present[mapping.entries[item.user.id]["stackAuthUserId"].lower()]]
     failed = {o.supabase_user_id for o in lost}
     return [item for item in plan if item.user.id not in failed], lost, pending
 
