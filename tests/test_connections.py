@@ -167,6 +167,21 @@ def test_a_url_with_an_empty_host_part_connects_as_libpq_reads_it(cli, dbs, stac
         f"&user={APP_ROLE}&password=***&sslmode=disable) refused the password"), result.output
 
 
+def test_a_url_naming_several_hosts_connects_to_the_first_that_answers(cli, dbs, stack_auth,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """libpq takes `h1:5432,h2:5433` in the host part and tries each in turn; supamove refused it as "a port that
+    is not a number ('5432,h2:5433')", or took it for a password that ended the host part early."""
+    server = dbs.source_server
+    monkeypatch.setenv("SUPABASE_DB_URL", f"postgresql://{APP_ROLE}:s3cret-app-pw-!x@127.0.0.1:{free_port()},"
+                                          f"127.0.0.1:{server.port}/{dbs.source_db}?sslmode=disable")
+    for command in (("test-connections",), ("export", "--dry-run"), ("schema", "--dry-run")):
+        result = cli(*command)
+        assert result.exit_code == 0, (command, result.output)
+    monkeypatch.setenv("SUPABASE_DB_URL", f"postgresql://{APP_ROLE}:pw@127.0.0.1:5432,127.0.0.1:6543/postgres")
+    refused = cli("export", "--dry-run")  # the transaction pooler among the hosts is still refused
+    assert refused.exit_code == 2 and "uses port 6543" in refused.output, refused.output
+
+
 def test_the_port_and_host_of_the_query_are_the_ones_checked_and_named(cli, data_dir: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """libpq lets ?port= and ?host= win over the host part: the transaction pooler given that way was let

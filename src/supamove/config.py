@@ -127,11 +127,20 @@ class Settings(BaseSettings):
 def _cut_short(url: str) -> bool:
     """Whether a character of the password that is not percent-encoded (# / ?) ends the host part early."""
     parts = urlsplit(url)
-    try:
-        parts.port  # noqa: B018 -- parsing it raises when the password spilled into the port
-    except ValueError:
+    if any(not port.isdigit() for port in _ports(parts.netloc) if port):  # the password spilled into a port
         return True
     return bool(parts.fragment)
+
+
+def _ports(netloc: str) -> list[str]:
+    """The port of each host of a URL's host part, '' where none is given: libpq takes several hosts,
+    `h1:5432,h2:5433`, and tries them in turn."""
+    ports = []
+    for host_port in netloc.rpartition("@")[2].split(","):
+        if host_port.startswith("["):  # an IPv6 address: [::1]:5432
+            host_port = host_port.partition("]")[2]
+        ports.append(host_port.partition(":")[2])
+    return ports
 
 
 def web_url_problem(url: str) -> str | None:
@@ -153,14 +162,11 @@ def _port_problem(url: str) -> str | None:
     netloc = urlsplit(url).netloc
     if "@" not in netloc and "@" in url:  # the password ended the host part early: not a port
         return None
-    host_port = netloc.rpartition("@")[2]
-    if host_port.startswith("["):  # an IPv6 address: [::1]:5432
-        host_port = host_port.partition("]")[2]
-    port = host_port.partition(":")[2]
-    if port and not port.isdigit():
-        return f"has a port that is not a number ('{port}'): use the server's port, e.g. 5432"
-    if port and not 0 < int(port) < 65536:
-        return f"has a port out of range ({port}): use the server's port, e.g. 5432"
+    for port in _ports(netloc):
+        if port and not port.isdigit():
+            return f"has a port that is not a number ('{port}'): use the server's port, e.g. 5432"
+        if port and not 0 < int(port) < 65536:
+            return f"has a port out of range ({port}): use the server's port, e.g. 5432"
     return None
 
 
