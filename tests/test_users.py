@@ -564,6 +564,8 @@ def test_an_identity_an_earlier_version_carried_without_a_sign_in_gives_its_user
         assert outcomes(migrate_users(client, datadir))[uid("bitty")].password == "none"
     again = outcomes(migrate_users(client, datadir))[uid("bitty")]
     assert (again.status, again.password, again.reset_reason) == ("migrated", "reset-required", "no-password")
+    assert not [n for n in again.notes if "no longer in Supabase" in n], again.notes  # it is: no longer carried
+    assert any(n.startswith("bitbucket identity not carried over") for n in again.notes), again.notes
     assert [u["supabaseUserId"] for u in orjson.loads(datadir.password_resets.read_bytes())["users"]] == [uid("bitty")]
 
 

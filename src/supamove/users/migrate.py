@@ -29,7 +29,13 @@ from supamove.progress import NullProgress, Progress
 from supamove.usermap import UserMapping
 from supamove.users.client import EmailTaken, Rejected, StackAuthClient, supabase_id_of
 from supamove.users.journal import PendingJournal
-from supamove.users.plan import TOTP_CARRIED, PlannedUser, identity_left_behind, plan_users
+from supamove.users.plan import (
+    OAUTH_PROVIDERS,
+    TOTP_CARRIED,
+    PlannedUser,
+    identity_left_behind,
+    plan_users,
+)
 from supamove.users.source import load_auth_export, normalize_email
 from supamove.users.sync import (
     IDENTITY_ADDED,
@@ -542,8 +548,7 @@ class _Run:
             return partial(self._update, item, record, changed)
         outcome.sync, outcome.changed = "unchanged", changed
         if changed:  # only identities removed in Supabase: noted once, nothing sent
-            outcome.notes += [IDENTITY_REMOVED.format(*pair) for pair in record.get("oauthProviders") or []
-                              if pair not in values["oauth_providers"]]
+            outcome.notes += _removed_identities(item, record.get("oauthProviders"), values)
             self._save_update(sid, record["stackAuthUserId"], fingerprints(values), None,
                               int(record.get("revision") or 0), seen=record.get("seen"),
                               oauth=values["oauth_providers"])
@@ -617,7 +622,7 @@ class _Run:
         sid, stack_id = item.user.id, record["stackAuthUserId"]
         have = {p.get("id"): p.get("account_id") for p in current.get("oauth_providers") or []}
         carried = record.get("oauthProviders")
-        notes = [IDENTITY_REMOVED.format(*pair) for pair in carried or [] if pair not in values["oauth_providers"]]
+        notes = _removed_identities(item, carried, values)
         emails = {(p["id"], p["account_id"]): p.get("email") for p in (item.body or {}).get("oauth_providers", [])}
         adds, added = new_identities(values, record), False
         for provider, account in values["oauth_providers"] if adds is None else adds:
@@ -778,6 +783,14 @@ class _Run:
         return UserOutcome(item.user.id, "migrated", item.reason, stack_id, item.email, item.password,
                            item.reset_reason, item.notes + ["in user-mapping.json from an earlier run"],
                            mfa_not_carried=item.mfa_not_carried)
+
+
+def _removed_identities(item: PlannedUser, carried: list[list[str]] | None, values: dict[str, Any]) -> list[str]:
+    """A note for each identity an earlier run carried that this one does not because Supabase no longer has it;
+    one still there that this version no longer carries (bitbucket) is told by the plan's own note."""
+    kept = {(OAUTH_PROVIDERS.get(str(i.get("provider"))), str(i.get("provider_id"))) for i in item.user.identities}
+    return [IDENTITY_REMOVED.format(*pair) for pair in carried or []
+            if pair not in values["oauth_providers"] and tuple(pair) not in kept]
 
 
 UNVERIFIED_HOLDER = ("Stack Auth user {} already signs in with this e-mail and has not verified it: it may be "
