@@ -273,9 +273,7 @@ def refuse_rls_filtering(conn: psycopg.Connection, endpoint: Endpoint, tables: I
     """Stop when row-level security would hide rows of the given tables from this session's user."""
     hidden = _filtered(conn, [t.key for t in tables])
     if hidden:
-        names = [name for name, _ in hidden]
-        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
-        raise endpoint.error(f"row-level security hides rows of {', '.join(names[:5])}{more} from the user in "
+        raise endpoint.error(f"row-level security hides rows of {listed([name for name, _ in hidden])} from the user in "
                              f"{endpoint.setting} (it has no BYPASSRLS): reading them would miss rows without an "
                              "error", _rls_fix(conn, endpoint, [name for name, forced in hidden if forced]))
 
@@ -288,8 +286,7 @@ def _rls_fix(conn: psycopg.Connection, endpoint: Endpoint, forced: list[str]) ->
     if not forced:
         return f"use the tables' owner in {endpoint.setting}, or ALTER ROLE ... BYPASSRLS"
     user = str(conn.execute("SELECT current_user").fetchone()[0])  # type: ignore[index]
-    more = f" and {len(forced) - 5} more" if len(forced) > 5 else ""
-    return (f"FORCE ROW LEVEL SECURITY on {', '.join(forced[:5])}{more} holds the table's owner to the policies "
+    return (f"FORCE ROW LEVEL SECURITY on {listed(forced)} holds the table's owner to the policies "
             f"too: ALTER ROLE {sql.Identifier(user).as_string(conn)} BYPASSRLS, or ALTER TABLE {forced[0]} NO FORCE "
             "ROW LEVEL SECURITY for the migration (FORCE it again after)")
 
@@ -322,10 +319,9 @@ def _unreadable(conn: psycopg.Connection, keys: Sequence[tuple[str, str]], check
 
 def _refuse(endpoint: Endpoint, rows: list[tuple[str, str]], kind: str, leave_out: str) -> None:
     if rows:
-        names = [qualify(*r) for r in rows]
-        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
         quoted = ", ".join(sql.Identifier(*r).as_string(None) for r in rows[:5])
-        raise endpoint.error(f"the user in {endpoint.setting} may not read {kind.lower()}{', '.join(names[:5])}{more}",
+        raise endpoint.error(f"the user in {endpoint.setting} may not read {kind.lower()}"
+                             f"{listed([qualify(*r) for r in rows])}",
                              f"on the source, GRANT SELECT ON {kind}{quoted} TO that user (and USAGE on its schema); "
                              f"or use the postgres user{leave_out}")
 
@@ -450,6 +446,11 @@ def qualified_names(conn: psycopg.Connection) -> Iterator[None]:
     finally:  # a failed transaction takes the setting back itself, and takes no statement
         if row is not None and conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
             conn.execute("SELECT set_config('search_path', %s, false)", (row[0],))
+
+
+def listed(names: Sequence[str], shown: int = 5) -> str:
+    """The first `shown` names, then how many more: a message naming what may be thousands of things."""
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def qualify(*parts: str) -> str:

@@ -287,7 +287,7 @@ def check_patterns(tables: list[Table], auth: list[Table], options: ExportOption
         raise ConfigError(f"the exported schemas ({', '.join(options.schemas)}) hold no table",
                           fix="check --schema (`--schema all` exports every application schema); to move the "
                               "users alone, run `supamove export --auth-only`")
-    names = ", ".join(t.qualified for t in tables[:30]) + (f" and {len(tables) - 30} more" if len(tables) > 30 else "")
+    names = catalog.listed([t.qualified for t in tables], 30)
     where = f"the tables of {', '.join(sorted({t.schema for t in tables}))} are: {names}"
     for pattern in options.tables:
         if not any(catalog.selected(t, [pattern]) for t in tables + auth):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import orjson
 
+from supamove import catalog
 from supamove.db import Endpoint
 from supamove.errors import DataFileError, SupamoveError
 from supamove.importer.model import ImportOptions, TablePlan
@@ -121,7 +122,7 @@ def _unmapped_in_json(plan: TablePlan, options: ImportOptions, problems: list[Su
 
 def shown_ids(ids: list[str]) -> str:
     """The first ids of a list, and how many more (messages and warnings)."""
-    return ", ".join(ids[:SHOWN_IDS]) + (f" and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else "")
+    return catalog.listed(ids, SHOWN_IDS)
 
 
 def _nullable(plan: TablePlan, name: str) -> bool:

@@ -248,7 +248,7 @@ def _check_privileges(conn: psycopg.Connection, target: Endpoint, plans: list[Ta
     others = [catalog.qualify(r[0], r[1]) for r in rows if not r[2]]
     if others:
         problems.append(target.error(
-            f"the user in {target.setting} does not own {_listed(others)}: the load sets their indexes, keys and "
+            f"the user in {target.setting} does not own {catalog.listed(others)}: the load sets their indexes, keys and "
             "triggers aside and makes them again, which only a table's owner may do",
             f"use the user that applied the schema (`supamove schema --apply`), or ALTER TABLE ... OWNER TO "
             f"{sql.Identifier(user).as_string(None)}"))
@@ -259,10 +259,6 @@ def _check_privileges(conn: psycopg.Connection, target: Endpoint, plans: list[Ta
             "tables' keys and indexes again there",
             "; ".join(sql.SQL("GRANT CREATE ON SCHEMA {} TO {}").format(
                 sql.Identifier(s), sql.Identifier(user)).as_string(None) for s in closed)))
-
-
-def _listed(names: list[str]) -> str:
-    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def _check_replica_role(conn: psycopg.Connection, target: Endpoint, problems: list[SupamoveError]) -> None:
