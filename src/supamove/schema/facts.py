@@ -180,7 +180,7 @@ def read_unread_refs(conn: psycopg.Connection, tables: list[tuple[str, str]]) ->
     return {(int(c), int(o)): str(name) for c, o, name in rows}
 
 
-def read_facts(conn: psycopg.Connection, schemas: list[str], include: list[str], exclude: list[str],
+def read_facts(conn: psycopg.Connection, schemas: list[str], selected: set[tuple[str, str]],
                toc_keys: set[Key]) -> Facts:
     """The catalog facts `select` decides by, for the dump of `schemas` whose entries are `toc_keys`."""
     oids = sorted({objid for _, objid in toc_keys if objid})
@@ -189,7 +189,7 @@ def read_facts(conn: psycopg.Connection, schemas: list[str], include: list[str],
                                    "current_setting('server_version_num')::int").fetchone() or ("", 0)
     facts = Facts(
         server_version=str(version), server_major=int(number) // 10000,
-        selected_tables={t.key for t in catalog.read_tables(conn, schemas, include, exclude)},
+        selected_tables=selected,
         partition_roots={oid: (s, n) for oid, s, n in conn.execute(PARTITIONS_SQL, {"schemas": schemas})},
         refs=read_refs(conn, [s for s in platform if s not in BUILT_IN_SCHEMAS], toc_keys),
         grantees={(c, o): list(g) for c, o, g in conn.execute(GRANTEES_SQL, {"oids": oids})},

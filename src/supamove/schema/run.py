@@ -67,10 +67,11 @@ def make_schema(conn: psycopg.Connection, source: Endpoint, schemas: list[str], 
     _check_partitions_selected(conn, schemas)
     major = int(str(conn.execute("SHOW server_version_num").fetchone()[0])) // 10000  # type: ignore[index]
     programs = Programs.find(major)
-    unread = _unreadable_left_out(conn, source, schemas, options)
+    tables = catalog.read_tables(conn, schemas, options.tables, options.exclude_tables)
+    unread = _unreadable_left_out(conn, source, schemas, tables)
     dump = dump_schema(programs, source, schemas, folder, unread)
     entries = read_toc(programs, dump, schemas)
-    facts = read_facts(conn, schemas, options.tables, options.exclude_tables, {e.key for e in entries})
+    facts = read_facts(conn, schemas, {t.key for t in tables}, {e.key for e in entries})
     facts.unread_refs = read_unread_refs(conn, unread)
     extensions = select_entries(entries, facts, options)
     kept = [e for e in entries if e.decision != "left-out" and e.type != "SCHEMA"]
@@ -84,11 +85,11 @@ def make_schema(conn: psycopg.Connection, source: Endpoint, schemas: list[str], 
 
 
 def _unreadable_left_out(conn: psycopg.Connection, source: Endpoint, schemas: list[str],
-                         options: SchemaOptions) -> list[tuple[str, str]]:
+                         tables: list[catalog.Table]) -> list[tuple[str, str]]:
     """The tables pg_dump must leave alone: those this user may not read that --tables/--exclude-tables leave
     out (pg_dump locks every table it dumps, and stopped at the first it could not: the operator's fix, the
-    option, did not help). A selected one stops the run here, named with its GRANT, as the export would."""
-    tables = catalog.read_tables(conn, schemas, options.tables, options.exclude_tables)
+    option, did not help). A selected one (of `tables`) stops the run here, named with its GRANT, as the export
+    would."""
     catalog.refuse_unreadable(conn, source, tables)
     return catalog.unreadable_left_out(conn, schemas, tables)
 
