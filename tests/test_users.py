@@ -645,6 +645,7 @@ def test_dry_run_creates_nothing(stack: StackAuthSandbox, client: StackAuthClien
     pre_existing_trent(stack)
     result = migrate_users(client, datadir, MigrateOptions(dry_run=True))
     assert stack.create_count() == 0 and len(stack.users) == 1
+    assert stack.requests["GET /api/v1/users 200"] == 1  # Stack Auth's users listed once, for every check
     got = outcomes(result)
     assert got[uid("alice")].status == "create" and got[uid("trent")].status == "link"
     assert (got[uid("judy")].status, got[uid("judy")].reason) == ("create", "duplicate-email")
@@ -657,7 +658,9 @@ def test_dry_run_creates_nothing(stack: StackAuthSandbox, client: StackAuthClien
 def test_dry_run_after_a_run_counts_the_same_resets(stack: StackAuthSandbox, client: StackAuthClient,
                                                    datadir: DataDir) -> None:
     real = migrate_users(client, datadir)
+    listed = stack.requests["GET /api/v1/users 200"]
     again = migrate_users(client, datadir, MigrateOptions(dry_run=True))
+    assert stack.requests["GET /api/v1/users 200"] == listed + 1  # one list for the mapping's users and the links
     assert {o.status for o in again.outcomes} <= {"done", "skipped"}
     assert len(again.reset_required) == len(real.reset_required) > 0
 

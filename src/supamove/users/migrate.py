@@ -227,11 +227,13 @@ def migrate_users(client: StackAuthClient, datadir: DataDir, options: MigrateOpt
             state.restore(sid, done["syncState"])
     gone = [(sid, e["stackAuthUserId"], e.get("email")) for sid, e in mapping.entries.items()
             if sid not in by_id and (record := state.get(sid)) is not None and not record.get("linked")]
-    plan, lost, pending = _checked_in_stack_auth(client, mapping, state, plan, pending)
+    listing = StackUsers.read(client) if mapping.entries or options.dry_run else None
+    plan, lost, pending = _checked_in_stack_auth(client, listing, mapping, state, plan, pending)
     updates = PendingJournal(datadir.pending_updates)
     updates.load()  # an interrupted run's updates: a dry run reads them as the real run does
     if options.dry_run:
-        outcomes = dry_run_outcomes(client, plan, state, options, updates.intents, pending) + \
+        assert listing is not None
+        outcomes = dry_run_outcomes(client, listing, plan, state, options, updates.intents, pending) + \
             dry_run_gone(client, gone, state, options) + lost
         return MigrationResult(outcomes, True, time.monotonic() - started)
     run = _Run(client, mapping, journal, pending, options, progress or NullProgress(), state, updates)
@@ -249,16 +251,38 @@ def migrate_users(client: StackAuthClient, datadir: DataDir, options: MigrateOpt
 FOUND_NOTE = "found in Stack Auth by its Supabase id (an earlier run created it)"
 
 
-def _checked_in_stack_auth(client: StackAuthClient, mapping: UserMapping, state: SyncState, plan: list[PlannedUser],
-                           pending: dict[str, str | None]) -> tuple[list[PlannedUser], list[UserOutcome],
-                                                                    dict[str, str | None]]:
-    """Stack Auth's users read before anything is sent (the first request checks the credentials): the plan
-    less the mapped users deleted there and those linked to a user that has not verified its e-mail, their
+@dataclass
+class StackUsers:
+    """Stack Auth's user list as a run needs it, read a page at a time (never every user whole): each user's id
+    with whether its e-mail is verified, the user signing in with each e-mail, the user carrying each Supabase id."""
+
+    verified: dict[str, bool] = field(default_factory=dict)  # Stack Auth id (lower case) -> e-mail verified
+    signing_in: dict[str, tuple[str, bool]] = field(default_factory=dict)  # e-mail -> (its user, verified)
+    carrying: dict[str, str] = field(default_factory=dict)  # Supabase id -> the first Stack Auth user carrying it
+
+    @classmethod
+    def read(cls, client: StackAuthClient) -> StackUsers:
+        users = cls()
+        for user in client.iter_users():
+            verified = bool(user.get("primary_email_verified"))
+            users.verified[str(user["id"]).lower()] = verified
+            email = normalize_email(user.get("primary_email"))
+            if email and user.get("primary_email_auth_enabled"):
+                users.signing_in.setdefault(email, (user["id"], verified))
+            if (held := supabase_id_of(user)) is not None:
+                users.carrying.setdefault(held, user["id"])
+        return users
+
+
+def _checked_in_stack_auth(client: StackAuthClient, listing: StackUsers | None, mapping: UserMapping,
+                           state: SyncState, plan: list[PlannedUser], pending: dict[str, str | None]
+                           ) -> tuple[list[PlannedUser], list[UserOutcome], dict[str, str | None]]:
+    """Stack Auth's users checked before anything is sent (the first list request checks the credentials): the
+    plan less the mapped users deleted there and those linked to a user that has not verified its e-mail, their
     failures, and the creates to look up first (a new data directory against a Stack Auth holding users: an
-    earlier one's may be among them). The mapping is named this project's once its users are found here."""
-    # Each user's id and whether its e-mail is verified, no more: a page of whole users at a time, never all.
-    present = {str(u["id"]).lower(): bool(u.get("primary_email_verified")) for u in client.iter_users()} \
-        if mapping.entries else {}
+    earlier one's may be among them). The mapping is named this project's once its users are found here.
+    `listing`: read when the mapping has users (or for a dry run)."""
+    present = listing.verified if listing is not None else {}
     missing = {sid: e["stackAuthUserId"] for sid, e in mapping.entries.items()
                if e["stackAuthUserId"].lower() not in present}
     if mapping.entries and len(missing) == len(mapping.entries) and mapping.project_id is None:
@@ -267,7 +291,8 @@ def _checked_in_stack_auth(client: StackAuthClient, mapping: UserMapping, state:
             "the mapping was written for another project", fix="point STACK_AUTH_PROJECT_ID (and its key) at the "
             "project the users were created in, or use another --data-dir to move them into this one")
     mapping.project_id = client.project_id
-    if not mapping.entries and next(client.iter_users(page_size=1), None) is not None:
+    anyone = bool(present) if listing is not None else next(client.iter_users(page_size=1), None) is not None
+    if not mapping.entries and anyone:
         pending = {**{i.user.id: i.email for i in plan if i.action == "create"}, **pending}
     lost = [_deleted_in_stack_auth(item, missing[item.user.id]) for item in plan if item.user.id in missing]
     lost += [_linked_unverified(item, mapping) for item in plan if item.user.id not in missing
@@ -855,13 +880,13 @@ def applied(record: dict[str, Any], intent: dict[str, Any] | None,
             "oauthProviders": intent.get("oauth")}
 
 
-def dry_run_outcomes(client: StackAuthClient, plan: list[PlannedUser], state: SyncState | None = None,
-                     options: MigrateOptions | None = None, updates: dict[str, dict[str, Any]] | None = None,
-                     pending: Iterable[str] = ()) -> list[UserOutcome]:
-    """What a real run would do; reads Stack Auth's users (never creates nor updates) to predict the links.
+def dry_run_outcomes(client: StackAuthClient, listing: StackUsers, plan: list[PlannedUser],
+                     state: SyncState | None = None, options: MigrateOptions | None = None,
+                     updates: dict[str, dict[str, Any]] | None = None, pending: Iterable[str] = ()) -> list[UserOutcome]:
+    """What a real run would do, from Stack Auth's users (`listing`; never created nor updated) for the links.
     `updates` and `pending`: the updates and creates an interrupted run left in its journals, as a real run
     reads them."""
-    outcomes = _dry_run_creates(client, plan, set(pending))
+    outcomes = _dry_run_creates(listing, plan, set(pending))
     for item, outcome in zip(plan, outcomes, strict=True):
         if item.action == "done" and state is not None:
             _dry_run_sync(client, item, outcome, state, options or MigrateOptions(), (updates or {}).get(item.user.id))
@@ -913,17 +938,13 @@ def dry_run_gone(client: StackAuthClient, gone: list[tuple[str, str, str | None]
     return outcomes
 
 
-def _dry_run_creates(client: StackAuthClient, plan: list[PlannedUser], pending: set[str]) -> list[UserOutcome]:
-    """Create, link or done for each user; reads Stack Auth's users to predict the links."""
-    existing: dict[str, str] = {}
-    unverified: dict[str, str] = {}  # e-mail -> a Stack Auth user signing in with it unverified: never linked
-    carrying: dict[str, str] = {}  # Supabase id -> the Stack Auth user holding it (an interrupted run's create)
-    for user in client.iter_users():
-        email = normalize_email(user.get("primary_email"))
-        if email and user.get("primary_email_auth_enabled"):
-            (existing if user.get("primary_email_verified") else unverified).setdefault(email, user["id"])
-        if (held := supabase_id_of(user)) in pending:
-            carrying.setdefault(held, user["id"])
+def _dry_run_creates(listing: StackUsers, plan: list[PlannedUser], pending: set[str]) -> list[UserOutcome]:
+    """Create, link or done for each user; Stack Auth's users predict the links."""
+    existing = {email: stack_id for email, (stack_id, verified) in listing.signing_in.items() if verified}
+    # e-mail -> a Stack Auth user signing in with it unverified: never linked
+    unverified = {email: stack_id for email, (stack_id, verified) in listing.signing_in.items() if not verified}
+    # Supabase id -> the Stack Auth user holding it (an interrupted run's create)
+    carrying = {sid: stack_id for sid, stack_id in listing.carrying.items() if sid in pending}
     outcomes = []
     for item in plan:
         sid = item.user.id
