@@ -9,6 +9,7 @@ import itertools
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ from supamove.sandbox.pgserver import PostgresServer
 from supamove.sandbox.stackauth import SandboxConfig, StackAuthSandbox
 from supamove.usermap import UserMapping
 from supamove.users.client import RetryPolicy
+from supamove.users.transport import StdlibTransport
 
 SQL_DIR = Path(__file__).parent / "sql"
 APP_PASSWORD = "s3cret-app-pw-!x"
@@ -491,11 +493,11 @@ class Sent:
     body: Any
 
 
-class RecordingTransport(httpx.HTTPTransport):
-    """A real HTTP transport that keeps a copy of every request it sends."""
+class RecordingTransport(StdlibTransport):
+    """The client's own HTTP transport, keeping a copy of every request it sends."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(ssl.create_default_context())
         self.sent: list[Sent] = []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:

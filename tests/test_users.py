@@ -1203,3 +1203,67 @@ def test_a_journal_done_line_without_its_stack_auth_id_leaves_the_write_in_doubt
     journal.path.write_bytes(b'{"op": "intent", "supabaseUserId": "a", "email": "a@example.com"}\n'
                              b'{"op": "done", "supabaseUserId": "a"}\n')
     assert journal.load() == ({"a": "a@example.com"}, {})
+
+
+# --- the HTTP transport: kept-alive connections, TLS -----------------------------------------------------------
+
+
+def test_a_connection_stack_auth_closed_while_idle_is_not_sent_a_request(datadir: DataDir) -> None:
+    """A server closes a kept-alive connection after it sat idle (Node's keepAliveTimeout: 5 s). A request sent
+    into it is lost: a retry with a warning, and for a create a lookup first. It goes on a new connection."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[int] = []
+    closed = threading.Event()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            with conn:
+                while b"\r\n\r\n" not in (request := conn.recv(65536)):
+                    pass
+                body = orjson.dumps({"id": request.split(b" ")[1].rsplit(b"/", 1)[1].decode()})
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                             + str(len(body)).encode() + b"\r\n\r\n" + body)  # keep-alive, then closed anyway
+            closed.set()
+
+    threading.Thread(target=serve, daemon=True).start()
+    with StackAuthClient(f"http://127.0.0.1:{listener.getsockname()[1]}", PROJECT, SECRET, retry=FAST) as client:
+        assert client.get_user("first") == {"id": "first"}
+        assert closed.wait(5)
+        assert client.get_user("second") == {"id": "second"}
+        assert client.retries == 0 and len(accepted) == 2
+    listener.close()
+
+
+def test_a_stack_auth_behind_tls_is_refused_until_its_ca_is_trusted(tmp_path: Path, datadir: DataDir,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A self-hosted Stack Auth with a certificate of its own CA: named, then usable with SSL_CERT_FILE."""
+    import shutil
+    import ssl
+    import subprocess
+
+    assert shutil.which("openssl"), "openssl is needed to make the test certificate (.ci/run installs it)"
+    key, cert = tmp_path / "stack.key", tmp_path / "stack.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    with StackAuthSandbox(PROJECT, SECRET, tls=context) as stack:
+        with StackAuthClient(stack.url, PROJECT, SECRET, retry=FAST) as client, \
+                pytest.raises(StackAuthError) as refused:
+            migrate_users(client, datadir)
+        assert f"cannot connect to Stack Auth at {stack.url}: [SSL: CERTIFICATE_VERIFY_FAILED]" in str(refused.value)
+        assert stack.create_count() == 0
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        with StackAuthClient(stack.url, PROJECT, SECRET, retry=FAST) as client:
+            result = migrate_users(client, datadir)
+        assert result.created == stack.create_count() > 10 and result.failure() is None

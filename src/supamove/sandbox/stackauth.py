@@ -34,6 +34,7 @@ import os
 import re
 import secrets
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -255,8 +256,9 @@ class StackAuthSandbox:
     """Stack Auth's server API for users on 127.0.0.1, in a background thread."""
 
     def __init__(self, project_id: str, secret_key: str, port: int = 0, host: str = "127.0.0.1",
-                 config: SandboxConfig | None = None) -> None:
+                 config: SandboxConfig | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.project_id = project_id
+        self.tls = tls  # a server context with its certificate: https, as a self-hosted Stack Auth behind TLS
         self.secret_key = secret_key
         self.host = host
         self.port = port
@@ -274,11 +276,13 @@ class StackAuthSandbox:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def start(self) -> StackAuthSandbox:
         handler = type("Handler", (_Handler,), {"sandbox": self})
         server = _Server((self.host, self.port), handler)
+        if self.tls is not None:
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         self._server = server
         self.port = int(server.server_address[1])
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},

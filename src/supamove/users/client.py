@@ -18,6 +18,7 @@ import orjson
 from supamove import __version__, interrupt
 from supamove.errors import StackAuthError
 from supamove.log import add_secret, get_logger, scrub
+from supamove.users.transport import StdlibTransport
 
 log = get_logger("users.client")
 USERS = "/api/v1/users"
@@ -80,20 +81,22 @@ class CreateOutcome:
 
 
 class StackAuthClient:
-    """One httpx connection pool shared by every worker thread (a connection each, kept alive: the pool grows
-    to as many threads as send at once)."""
+    """One httpx client shared by every worker thread, over a transport that keeps a connection per thread
+    alive (transport.py: the standard library's, for the processor time of one request per user)."""
 
     def __init__(self, api_url: str, project_id: str, secret_key: str, retry: RetryPolicy | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
         add_secret(secret_key)
         self.retry = retry or RetryPolicy()
         self.project_id = project_id
+        tls = _tls_context()
         self._http = httpx.Client(
-            base_url=api_url.rstrip("/"), verify=_tls_context(),
+            base_url=api_url.rstrip("/"), verify=tls,
             headers={"x-stack-access-type": "server", "x-stack-project-id": project_id,
                      "x-stack-secret-server-key": secret_key, "user-agent": f"supamove/{__version__}"},
             timeout=httpx.Timeout(self.retry.timeout, connect=min(10.0, self.retry.timeout)),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None), transport=transport)
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None),
+            transport=transport or StdlibTransport(tls))
         interrupt.register_client(self._http)
         self._stats_lock = threading.Lock()
         self.retries = 0
