@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import psycopg
 import pytest
 
 from supamove import db
@@ -36,6 +43,37 @@ def test_transaction_pooler_prepares_nothing_and_sets_no_session_timeouts(
     with connect(endpoint) as conn:
         assert conn.prepare_threshold is None
         assert conn.execute("SHOW statement_timeout").fetchone() == ("2min",)
+
+
+@pytest.fixture(scope="module")
+def german_money_server():
+    """A server whose lc_monetary is de_DE (money reads '1.234,56 €'), the locale built for it with localedef."""
+    if not shutil.which("localedef") or not Path("/usr/share/i18n/locales/de_DE").exists():
+        pytest.skip("localedef and the de_DE locale source are needed")
+    locales = Path(tempfile.mkdtemp(prefix="supamove-locales-"))
+    locales.chmod(0o755)  # the server may run as another account
+    subprocess.run(["localedef", "-i", "de_DE", "-f", "UTF-8", str(locales / "de_DE.UTF-8")], check=True,
+                   capture_output=True)
+    server = PostgresServer("money", settings={"lc_monetary": "'de_DE.UTF-8'"})
+    os.environ["LOCPATH"] = str(locales)  # the server finds the locale through it
+    try:
+        server.start()
+    finally:
+        del os.environ["LOCPATH"]
+    yield server
+    server.destroy()
+    shutil.rmtree(locales, ignore_errors=True)
+
+
+def test_money_has_the_same_text_whatever_the_servers_lc_monetary(german_money_server: PostgresServer) -> None:
+    """The export writes money as its text and the import reads it back: a source in de_DE and a target in C
+    must agree on it (the target refused '1.234,56 €'), and verify's checksums compare it."""
+    with psycopg.connect(german_money_server.url(), autocommit=True) as plain:
+        assert plain.execute("SELECT 1234.56::money::text").fetchone() == ("1.234,56 €",)
+    with connect(Endpoint(german_money_server.url(), "source")) as conn:
+        texts = conn.execute("SELECT 1234.56::money::text, (-92233720368547758.08)::money::text").fetchone()
+        assert texts == ("$1,234.56", "-$92,233,720,368,547,758.08")
+        assert conn.execute("SELECT %s::money = 1234.56::money", [texts[0]]).fetchone() == (True,)
 
 
 def test_port_6543_is_the_transaction_pooler() -> None:

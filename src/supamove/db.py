@@ -32,6 +32,9 @@ SESSION_SETTINGS = {
     "bytea_output": "hex",
     "extra_float_digits": "1",
     "client_encoding": "UTF8",
+    # money's text follows lc_monetary ('1.234,56 €' in de_DE): in C on both sides, its value moves exactly
+    # and compares, whatever locale either server runs in.
+    "lc_monetary": "C",
     # As pg_dump: an xml value that is content, not a document, loads where the database sets DOCUMENT.
     "xmloption": "content",
     # As pg_dump: a read row-level security would filter fails instead of giving fewer rows (the plans
