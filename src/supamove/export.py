@@ -51,7 +51,10 @@ QUOTE = 1
 BATCH_BLOCKS = 8  # the rows of this many blocks (64 kB) make one COPY message
 # A table holding more than this outside its rows (TOAST) goes a row at a time: one COPY message,
 # like any value, is at most 1 GB, and a batch of big values could pass it. Such tables have few rows.
-BATCH_TOAST_BYTES = 8 << 20
+# TOAST holds values compressed: pglz shrinks a run of one character about 90 times, lz4 255 times, and
+# JSON writes a quote as \" and a control character as \u0001 (2 and 6 times), so 8 MB of it came to
+# 1.4 GB in one batch; at 512 kB no batch can reach 1 GB (512 kB x 255 x 6 = 780 MB).
+BATCH_TOAST_BYTES = 512 << 10
 SPLIT_LARGER_THAN_MB = 64  # a table bigger than this is read as several block ranges at once
 PARTS_PER_JOB = 4  # at most this many ranges per job: the jobs stay busy to the end, the files stay few
 
