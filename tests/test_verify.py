@@ -914,6 +914,36 @@ def test_rows_keyed_by_an_extensions_type_are_each_found_once(cli, dbs: Database
         {"kind": "changed", "key": {"path": "top.n7000"}, "columns": [{"column": "v", "source": "7000", "target": "-1"}]}]
 
 
+def test_rows_are_located_in_tables_whose_columns_are_named_like_verifys_own(cli, dbs: Databases,
+                                                                            data_dir: Path) -> None:
+    # Locating a changed row named its row hash _h and a row's number _n beside the table's own columns: a
+    # table holding a column of that name failed with 'could not compare: column reference "_h" is ambiguous'.
+    ddl = ('CREATE TABLE public.numbered ("_n" integer PRIMARY KEY, "_h" text); '
+           'CREATE TABLE public.hashed ("_h" text, "_n" integer)')
+    for connect in (dbs.source, dbs.target):
+        with connect() as conn:
+            conn.execute(ddl)
+    with dbs.source() as conn:
+        conn.execute(f"GRANT SELECT ON public.numbered, public.hashed TO {fixtures.APP_ROLE}")
+        conn.execute("INSERT INTO public.numbered SELECT i, 'h' || i FROM generate_series(1, 12000) i")
+        conn.execute("INSERT INTO public.hashed VALUES ('a', 1), ('b', 2)")
+    for step in (("export", "--tables", "public.numbered", "--tables", "public.hashed"), ("import",)):
+        result = cli(*step)
+        assert result.exit_code == 0, (step, result.output)
+    with dbs.target() as conn:
+        conn.execute("UPDATE public.numbered SET _h = 'changed' WHERE _n = 7000")
+        conn.execute("UPDATE public.hashed SET _h = 'c' WHERE _h = 'b'")
+    result = cli("verify")
+    assert result.exit_code == 7, result.output
+    tables = by_name(orjson.loads((data_dir / "verification-report.json").read_bytes()))
+    assert tables["public.numbered"]["reason"] == "contents differ"
+    assert tables["public.numbered"]["differences"] == [
+        {"kind": "changed", "key": {"_n": "7000"}, "columns": [{"column": "_h", "source": "h7000", "target": "changed"}]}]
+    assert tables["public.hashed"]["reason"] == "contents differ"
+    assert [(d["kind"], d["row"]) for d in tables["public.hashed"]["differences"]] == [
+        ("missing", {"_h": "b", "_n": "2"}), ("extra", {"_h": "c", "_n": "2"})]
+
+
 def test_json_user_ids_rewritten_on_the_target_compare_as_the_sources(cli, migrated: Path, dbs: Databases,
                                                                     faithful_template: Faithful) -> None:
     # The README's fix for user ids inside JSON is to rewrite them on the target; verify then called the table's

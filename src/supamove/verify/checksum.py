@@ -204,12 +204,14 @@ def count_query(rel: Relation) -> sql.Composed:
 
 
 def split_points_query(rel: Relation, low: Bound, high: Bound, step: int) -> sql.Composed:
-    """Every `step`-th key in the range, in key order: the boundaries of the next segments."""
+    """Every `step`-th key in the range, in key order: the boundaries of the next segments. The subquery's
+    columns get names of their own: a key column named like the row number would be ambiguous."""
+    names = [sql.Identifier(f"_k{i}") for i in range(len(rel.key))]
     return sql.SQL(
-        "SELECT {texts} FROM (SELECT {keys}, row_number() OVER (ORDER BY {keys}) AS _n FROM {t} WHERE {r}) s "
+        "SELECT {texts} FROM (SELECT {keys}, row_number() OVER (ORDER BY {keys}) FROM {t} WHERE {r}) s({names}, _n) "
         "WHERE _n % {step} = 1 AND _n > 1 ORDER BY _n"
-    ).format(texts=key_texts(rel), keys=key_list(rel), t=rel.source, r=key_range(rel, low, high),
-             step=sql.Literal(step))
+    ).format(texts=sql.SQL(", ").join(sql.SQL("{}::text").format(n) for n in names), keys=key_list(rel),
+             t=rel.source, r=key_range(rel, low, high), names=sql.SQL(", ").join(names), step=sql.Literal(step))
 
 
 def segments_query(rel: Relation, low: Bound, high: Bound, bounds: Sequence[tuple[str, ...]]) -> sql.Composed:
@@ -251,11 +253,11 @@ def hash_counts_query(rel: Relation, depth: int) -> sql.Composed:
 
 
 def rows_by_hash_query(rel: Relation) -> sql.Composed:
-    """One row's canonical texts for each row hash given as a text[] parameter."""
+    """One row's canonical texts for each row hash given as a text[] parameter. The hash is not named in a
+    query that reads the table's columns: a column named like it would be ambiguous."""
     texts = sql.SQL(", ").join(column_text(rel, c) for c in rel.columns)
-    return sql.SQL(
-        "SELECT DISTINCT ON ({h}) {h}, {} FROM (SELECT {} AS {h}, * FROM {}) r WHERE {h} = ANY(%s::text[])"
-    ).format(texts, row_hash(rel), rel.source, h=HASH)
+    return sql.SQL("SELECT DISTINCT ON (1) {h}, {} FROM {} WHERE {h} = ANY(%s::text[])").format(
+        texts, rel.source, h=row_hash(rel))
 
 
 def unmapped_query(rel: Relation, column: str) -> sql.Composed:
