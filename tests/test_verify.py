@@ -944,6 +944,35 @@ def test_rows_are_located_in_tables_whose_columns_are_named_like_verifys_own(cli
         ("missing", {"_h": "b", "_n": "2"}), ("extra", {"_h": "c", "_n": "2"})]
 
 
+def test_user_id_columns_named_like_the_mappings_own_are_mapped_back(cli, data_dir: Path, dbs: Databases,
+                                                                     faithful_template: Faithful) -> None:
+    # The target's user ids are read back through the mapping in subqueries whose columns are named stack and
+    # supabase (and, for JSON, piece and n): a user-id column of such a name was read as theirs, and a faithful
+    # import failed with 'more than one row returned by a subquery used as an expression'.
+    with dbs.source() as conn:
+        conn.execute("CREATE TABLE public.owned (id integer PRIMARY KEY, stack uuid REFERENCES auth.users(id), "
+                     "supabase uuid REFERENCES auth.users(id), n jsonb, piece json)")
+        conn.execute(f"GRANT SELECT ON public.owned TO {fixtures.APP_ROLE}")
+        conn.execute("INSERT INTO public.owned SELECT row_number() OVER (ORDER BY id), id, id, "
+                     "jsonb_build_object('owner', id), json_build_object('owner', id) FROM auth.users")
+    with dbs.target() as conn:
+        conn.execute("CREATE TABLE public.owned (id integer PRIMARY KEY, stack uuid, supabase uuid, n jsonb, piece json)")
+    result = cli("export", "--tables", "public.owned")
+    assert result.exit_code == 0, result.output
+    write_mapping(data_dir / "user-mapping.json", faithful_template[1])
+    result = cli("import")
+    assert result.exit_code == 0, result.output
+    code, report, out = verify(cli, "--tables", "public.owned", keep=())
+    assert code == 0, out
+    assert by_name(report)["public.owned"]["status"] == "pass"
+    with dbs.target() as conn:  # a user id the mapping does not know is still seen
+        conn.execute("UPDATE public.owned SET stack = gen_random_uuid() WHERE id = 1")
+    code, report, out = verify(cli, "--tables", "public.owned", keep=())
+    assert code == 7, out
+    assert by_name(report)["public.owned"]["reason"] == ("contents differ; 1 target row holds a user id in stack that "
+                                                         "user-mapping.json does not map back to a Supabase user")
+
+
 def test_json_user_ids_rewritten_on_the_target_compare_as_the_sources(cli, migrated: Path, dbs: Databases,
                                                                     faithful_template: Faithful) -> None:
     # The README's fix for user ids inside JSON is to rewrite them on the target; verify then called the table's

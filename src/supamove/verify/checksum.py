@@ -68,9 +68,9 @@ def column_text(rel: Relation, name: str) -> sql.Composable:
     readings first: a char(36) or citext user id is one too)."""
     col = sql.Identifier(name)
     if name in rel.mapped:
-        return _mapped_back(col, rel.mapped[name])
+        return _mapped_back(_qualified(rel, name), rel.mapped[name])
     if name in rel.json_back:
-        return _json_mapped_back(col, rel.json_back[name])
+        return _json_mapped_back(_qualified(rel, name), rel.json_back[name])
     if name in rel.flattened:  # its bounds and dimensions, then its elements in order, as mapped back below
         return sql.SQL(
             "CASE WHEN {c} IS NULL THEN NULL ELSE coalesce(array_dims({c}), '') || coalesce((SELECT "
@@ -85,6 +85,12 @@ def column_text(rel: Relation, name: str) -> sql.Composable:
         return sql.SQL("CASE WHEN {c} IS NOT NULL THEN (pg_identify_object({cat}::regclass, {c}::oid, 0)).identity END"
                        ).format(c=col, cat=sql.Literal(rel.named[name]))
     return sql.SQL("{}::text").format(col)
+
+
+def _qualified(rel: Relation, name: str) -> sql.Identifier:
+    """A column named with its table, for the subqueries that map user ids back: there, a column named like one
+    of theirs (the mapping's stack or supabase, a piece of JSON text) was read as theirs."""
+    return sql.Identifier(rel.schema, rel.name, name)
 
 
 def _json_mapped_back(col: sql.Identifier, jsonb: bool) -> sql.Composable:
@@ -262,7 +268,7 @@ def rows_by_hash_query(rel: Relation) -> sql.Composed:
 
 def unmapped_query(rel: Relation, column: str) -> sql.Composed:
     """How many rows hold, in `column`, a user id the mapping cannot map back."""
-    col = sql.Identifier(column)
+    col = _qualified(rel, column)
     if not rel.mapped[column]:
         test = sql.SQL("{c} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {map} m WHERE m.stack = {c}::text)")
     else:
