@@ -914,6 +914,25 @@ def test_constraints_not_valid_on_the_source_take_its_legacy_rows_and_stay_not_v
     assert verified.exit_code == 0, verified.output
 
 
+def test_materialized_views_are_refreshed_in_the_targets_own_time_zone(dbs, exported: Path) -> None:
+    """The import's sessions read and write in UTC; a view of readings per day refreshed in them counted UTC
+    days, where the application (and pg_restore) on a database set to its local time zone count local ones."""
+    write_mapping(dbs, exported)
+    meta = metadata(exported)  # as if the source held it, populated
+    meta["materializedViews"] = [{"schema": "public", "name": "reading_days", "populated": True}]
+    (exported / "metadata.json").write_bytes(orjson.dumps(meta))
+    days = "SELECT recorded_at::date AS day, count(*) AS n, min(recorded_at)::text AS first FROM public.readings GROUP BY 1"
+    with dbs.target() as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} SET TimeZone = 'Asia/Kathmandu'").format(sql.Identifier(dbs.target_db)))
+        conn.execute(f"CREATE MATERIALIZED VIEW public.reading_days AS {days} WITH NO DATA")
+    assert run(dbs, exported).refreshed == ["public.reading_days"]
+    with dbs.target() as conn:  # a session of the application: the database's time zone
+        assert conn.execute("SHOW TimeZone").fetchone() == ("Asia/Kathmandu",)
+        expected = conn.execute(f"{days} ORDER BY 1").fetchall()
+        assert conn.execute("SELECT * FROM public.reading_days ORDER BY 1").fetchall() == expected
+        assert expected[0][2].endswith("+05:45")
+
+
 def test_a_materialized_view_the_target_cannot_refresh_fails_the_import_by_name(dbs, exported: Path) -> None:
     mapping = write_mapping(dbs, exported)
     meta = metadata(exported)  # as if the source held it, populated

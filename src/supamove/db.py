@@ -41,6 +41,9 @@ SESSION_SETTINGS = {
     # check for such tables first, with a clearer message: catalog.refuse_rls_filtering).
     "row_security": "off",
 }
+# The settings among them that change what a query computes from values (a timestamptz's day, a number's
+# text): a query the database keeps the result of runs with the database's own, as the application's does.
+OUTPUT_SETTINGS = ("TimeZone", "DateStyle", "IntervalStyle", "bytea_output", "extra_float_digits", "lc_monetary")
 # Hosted Supabase sets a global statement_timeout (about 2 minutes) and per-role ones. JIT compiling
 # buys nothing for one pass over a table (checksums, the user-id counts) and costs 0.3 to 0.5 s a query.
 NO_TIMEOUTS = {"statement_timeout": "0", "idle_in_transaction_session_timeout": "0", "lock_timeout": "0",
@@ -188,6 +191,20 @@ def connection(endpoint: Endpoint, autocommit: bool = False) -> Iterator[psycopg
                              "check the server is up, then run the same command again") from None
     finally:
         conn.close()
+
+
+@contextmanager
+def own_settings(conn: psycopg.Connection) -> Iterator[None]:
+    """The session with the database's own OUTPUT_SETTINGS (those its role, database or server set), as a
+    session of the application has them; the canonical ones again afterwards."""
+    names = [name.lower() for name in OUTPUT_SETTINGS]
+    conn.execute("SELECT set_config(name, reset_val, false) FROM pg_settings WHERE lower(name) = ANY(%s)", [names])
+    try:
+        yield
+    finally:
+        if not conn.closed and not conn.broken:  # a lost connection's error is the one to show
+            conn.execute("SELECT set_config(n, v, false) FROM unnest(%s::text[], %s::text[]) s(n, v)",
+                         (list(OUTPUT_SETTINGS), [SESSION_SETTINGS[name] for name in OUTPUT_SETTINGS]))
 
 
 def first_line(exc: BaseException) -> str:

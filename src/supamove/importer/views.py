@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 from supamove.catalog import MaterializedView
-from supamove.db import Endpoint, first_line
+from supamove.db import Endpoint, first_line, own_settings
 from supamove.importer.model import ImportPlan
 from supamove.log import get_logger
 from supamove.progress import Progress
@@ -29,9 +29,20 @@ def refresh_materialized_views(conn: psycopg.Connection, target: Endpoint, plan:
     A view whose refresh finds another not populated yet reads it where pg_depend does not look (in a
     function's body): it is tried again after the others, for as long as a round refreshes any.
     """
-    views, refreshed = list(plan.views), []
-    if views:
-        progress.start(LABEL, len(views))
+    if plan.views:
+        progress.start(LABEL, len(plan.views))
+        # In the target's own time zone and formats, as pg_restore and the application's next refresh: a view
+        # of readings per day counted UTC days where the application's are local ones.
+        with own_settings(conn):
+            refreshed = _refresh(conn, target, plan.views, progress)
+        progress.finish(LABEL)
+        return refreshed
+    return []
+
+
+def _refresh(conn: psycopg.Connection, target: Endpoint, views: list[MaterializedView],
+             progress: Progress) -> list[str]:
+    refreshed: list[str] = []
     while views:
         waiting: list[tuple[MaterializedView, psycopg.Error]] = []
         for view in views:
@@ -48,8 +59,6 @@ def refresh_materialized_views(conn: psycopg.Connection, target: Endpoint, plan:
         if len(waiting) == len(views):  # none could be refreshed: no order of them helps
             raise _refused(target, *waiting[0]) from waiting[0][1]
         views = [view for view, _ in waiting]
-    if plan.views:
-        progress.finish(LABEL)
     return refreshed
 
 
