@@ -832,6 +832,29 @@ def test_bpchar_without_a_length_keeps_its_trailing_spaces_and_verify_sees_them(
     assert only_failure(report)["table"] == "padded" and "code: 'b  ' -> 'b'" in out, out
 
 
+def test_a_reg_value_naming_nothing_differs_from_null(cli, dbs: Databases) -> None:
+    # A regproc or regclass is compared by the name of its object; '-' (oid 0) and a dropped object's oid have
+    # none, and read as NULL: a NULL in their place passed.
+    ddl = "CREATE TABLE public.handlers (id integer PRIMARY KEY, fn regproc, rel regclass)"
+    with dbs.source() as conn:
+        conn.execute(ddl)
+        conn.execute("GRANT SELECT ON public.handlers TO supabase_app")
+        conn.execute("INSERT INTO public.handlers VALUES (1, '-', 4000000000), (2, 'pg_catalog.now', 'public.sites'), "
+                     "(3, NULL, NULL)")
+    with dbs.target() as conn:
+        conn.execute(ddl)
+    for step in (("export", "--tables", "public.handlers"), ("import",)):
+        result = cli(*step)
+        assert result.exit_code == 0, result.output
+    result = cli("verify", "--tables", "public.handlers")
+    assert result.exit_code == 0, result.output
+    with dbs.target() as conn:
+        conn.execute("UPDATE public.handlers SET fn = NULL, rel = NULL WHERE id = 1")
+    code, report, out = verify(cli, "--tables", "public.handlers", keep=())
+    assert code == 7, out
+    assert only_failure(report)["table"] == "handlers" and "row id=1 differs: fn: '0' -> NULL; rel: '4000000000' -> NULL" in out, out
+
+
 def test_a_user_id_kept_as_text_in_upper_case_passes_once_remapped(cli, migrated: Path, dbs: Databases) -> None:
     # The import maps a text user id in any case (02A3… as 02a3…); verify mapped the target's back to the
     # lower-case Supabase id and called the row changed: a faithful import of such ids could never pass.

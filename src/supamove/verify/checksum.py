@@ -82,8 +82,9 @@ def column_text(rel: Relation, name: str) -> sql.Composable:
     if name in rel.padded:  # ::text trims them, 'b  ' and 'b' alike; concat() takes the type's output
         return sql.SQL("CASE WHEN {c} IS NOT NULL THEN concat({c}) END").format(c=col)
     if name in rel.named:  # with its schema on both sides, whatever either session's search_path finds
-        return sql.SQL("CASE WHEN {c} IS NOT NULL THEN (pg_identify_object({cat}::regclass, {c}::oid, 0)).identity END"
-                       ).format(c=col, cat=sql.Literal(rel.named[name]))
+        # An oid naming nothing ('-', or a dropped object's) has no identity: its number, else it read as NULL.
+        return sql.SQL("CASE WHEN {c} IS NOT NULL THEN coalesce((pg_identify_object({cat}::regclass, {c}::oid, 0))"
+                       ".identity, {c}::oid::text) END").format(c=col, cat=sql.Literal(rel.named[name]))
     return sql.SQL("{}::text").format(col)
 
 
