@@ -185,13 +185,30 @@ def tables_of_few_rows(conn: psycopg.Connection, tables: list[Table], users: int
     return {tables[i].key for i, n in conn.execute(counts) if n < limit}
 
 
+# A query returns at most 1664 columns and these count two a column: a table of more columns (up to 1600
+# text columns) is read in a scan per group of them.
+COLUMNS_PER_SCAN = 800
+
+
+def column_groups(columns: list[Column]) -> list[list[Column]]:
+    """The columns in groups of COLUMNS_PER_SCAN, each counted in one query."""
+    return [columns[i:i + COLUMNS_PER_SCAN] for i in range(0, len(columns), COLUMNS_PER_SCAN)]
+
+
 def count_table(conn: psycopg.Connection, table: Table, columns: list[Column], few_rows: bool = False) -> TableCounts:
-    """The given columns of the table (of a family worth checking), in one scan.
+    """The given columns of the table (of a family worth checking), in one scan (one per COLUMNS_PER_SCAN).
 
     `few_rows`: the table holds few rows next to the users (see PROBE_SHARE): each value is probed.
     """
-    if not columns:
-        return TableCounts([], [])
+    counts, walk = [], []
+    for group in column_groups(columns):
+        found = _count_columns(conn, table, group, few_rows)
+        counts += found.columns
+        walk += found.json_to_walk
+    return TableCounts(counts, walk)
+
+
+def _count_columns(conn: psycopg.Connection, table: Table, columns: list[Column], few_rows: bool) -> TableCounts:
     row = list(conn.execute(table_counts_query(table, columns, probed if few_rows else hashed)).fetchone() or ())
     counts, walk = [], []
     for c in columns:

@@ -27,11 +27,11 @@ def count_supabase_ids(pair: Pair, check: TableCheck, kept: set[str]) -> None:
     started = time.monotonic()
     columns = [c for c in pair.plan.target.columns if userids.left_family(c) is not None]
     counts: list[UserIdCount] = []
-    if columns:
-        row = pair.run("target", userids.held_counts_query(pair.plan.target, columns, MAPPED_SUPABASE_IDS),
+    for group in userids.column_groups(columns):  # a query's columns are limited: a wide table takes more
+        row = pair.run("target", userids.held_counts_query(pair.plan.target, group, MAPPED_SUPABASE_IDS),
                        None, _fetch_row)
-        counts = [UserIdCount(c.name, int(row[2 * i]), row[2 * i + 1], c.name in kept)
-                  for i, c in enumerate(columns)]
+        counts += [UserIdCount(c.name, int(row[2 * i]), row[2 * i + 1], c.name in kept)
+                   for i, c in enumerate(group)]
     check.supabase_ids = counts
     check.supabase_id_seconds = time.monotonic() - started
     for count in counts:
