@@ -848,6 +848,12 @@ def _read_errors(source: Endpoint, table: Table) -> Iterator[None]:
         raise source.error(f"permission denied reading {table.qualified}",
                            f"let the user in SUPABASE_DB_URL read it (GRANT SELECT ON {quoted} TO that user), "
                            "or use the postgres user") from None
+    except psycopg.errors.ProgramLimitExceeded as exc:  # a value too big for its text: every rerun would stop here
+        quoted = sql.Identifier(table.schema, table.name).as_string(None)
+        raise source.error(f"{table.qualified} holds a row too big to export: its JSON line passes PostgreSQL's 1 GB "
+                           f"limit ({first_line(exc)}: {exc.diag.message_detail or ''})",
+                           f"leave it out with --exclude-tables {table.qualified} and copy it with "
+                           f"pg_dump --data-only --table '{quoted}'") from None
     except psycopg.OperationalError as exc:
         raise source.error(f"lost the source connection while exporting {table.qualified}: {first_line(exc)}",
                            "check the source is up, then run `supamove export` again: finished tables are kept") from exc
