@@ -6,6 +6,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import error_line
 
 from supamove.sandbox.pgserver import free_port
 from supamove.verify import TableCheck, VerifyReport
@@ -13,9 +14,9 @@ from supamove.verify.locate import pair_by_key, shown
 
 
 def test_preflight_on_an_empty_target_lists_the_empty_tables(cli, data_dir: Path) -> None:
-    result = cli("verify", "--skip-checksum")
+    result = cli("verify", "--skip-checksum", "--before-export")
     assert result.exit_code == 7, result.output
-    assert "No metadata.json: compared the public tables of the source catalog" in result.output
+    assert "--before-export: compared the public tables of the source catalog" in result.output
     report = orjson.loads((data_dir / "verification-report.json").read_bytes())
     assert report["tablesFrom"] == "source catalog"
     assert {t["schema"] for t in report["tables"]} == {"public"}
@@ -25,6 +26,33 @@ def test_preflight_on_an_empty_target_lists_the_empty_tables(cli, data_dir: Path
     assert {t["reason"] for t in report["tables"] if t["sourceRows"]} == {
         "target table is empty: run `supamove import`"}
     assert "empty" in result.output
+
+
+def test_a_data_directory_without_an_export_is_an_error_not_a_pass(cli, dbs, data_dir: Path) -> None:
+    # A mistyped --data-dir compared the source's catalog with the target's and passed (exit 0): an export
+    # never looked at. It is named now, and the mistyped directory is not created.
+    with dbs.source() as conn:  # both sides empty: the catalogs' comparison passed
+        conn.execute("TRUNCATE public.organizations, public.profiles, public.readings RESTART IDENTITY CASCADE")
+    typo = data_dir.parent / "migraton-data"
+    result = cli("verify", "--data-dir", str(typo))
+    assert result.exit_code == 5, result.output
+    assert error_line(result.output) == (
+        f"Error: {typo / 'metadata.json'} not found: {typo} holds no export to verify (fix: check that --data-dir "
+        "(or MIGRATION_DATA_DIR) names the export's directory, or run `supamove export` first; before the export, "
+        "`supamove verify --before-export` compares the source's public tables)")
+    assert not typo.exists()
+    data_dir.mkdir()  # made by `schema`, say, before any export: the same
+    empty = cli("verify", "--skip-checksum", "--json")
+    assert empty.exit_code == 5 and orjson.loads(empty.stdout)["error"]["exitCode"] == 5
+    assert not (data_dir / "verification-report.json").exists()
+
+
+def test_before_export_is_refused_where_there_is_an_export(cli, exported: Path) -> None:
+    result = cli("verify", "--before-export")
+    assert result.exit_code == 2, result.output
+    assert error_line(result.output) == (
+        f"Error: --before-export compares the source's public tables, but {exported} holds an export "
+        "(metadata.json) (fix: drop --before-export to verify the export's tables)")
 
 
 def test_unreachable_target_fails(cli, monkeypatch: pytest.MonkeyPatch, data_dir: Path) -> None:
@@ -38,14 +66,14 @@ def test_unreachable_target_fails(cli, monkeypatch: pytest.MonkeyPatch, data_dir
 def test_missing_target_table_names_it(cli, dbs, data_dir: Path) -> None:
     with dbs.target() as conn:
         conn.execute("DROP TABLE public.alert_subscriptions")
-    result = cli("verify", "--skip-checksum", "--tables", "alert_subscriptions")
+    result = cli("verify", "--skip-checksum", "--before-export", "--tables", "alert_subscriptions")
     assert result.exit_code == 7
     report = orjson.loads((data_dir / "verification-report.json").read_bytes())
     assert [t["reason"] for t in report["tables"]] == [
         "target table public.alert_subscriptions does not exist (run `supamove import`)"]
 
 
-def test_tables_pattern_matching_nothing_is_refused(cli) -> None:
+def test_tables_pattern_matching_nothing_is_refused(cli, exported: Path) -> None:
     result = cli("verify", "--tables", "no_such_table")
     assert result.exit_code == 2
     assert "--tables no_such_table matches no table" in result.output

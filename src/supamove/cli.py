@@ -204,8 +204,9 @@ def import_command(ctx: Context, yes: bool, dry_run: bool, as_json: bool, **give
 @jobs_option("Tables compared")
 @tables_option
 @keep_option
+@click.option("--before-export", is_flag=True, help="No export yet: compare the source's public tables with the target's.")
 @json_option
-def verify(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int, tables: Names, keep: Names, as_json: bool) -> None:
+def verify(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int, tables: Names, keep: Names, before_export: bool, as_json: bool) -> None:
     """Compare the source and the target: structure, row counts, checksums, user ids, sequences.
 
     Each table passes, warns or fails, the differing rows listed. Writes verification-report.json.
@@ -214,7 +215,7 @@ def verify(ctx: Context, skip_checksum: bool, max_diffs: int, jobs: int, tables:
     """
     from supamove.verify import VerifyOptions, run_verify
     with render.progress("rows", {"tables": "tables"}) as progress:
-        report = run_verify(ctx.source, ctx.checked_target(), ctx.datadir, VerifyOptions(skip_checksum, max_diffs, jobs, list(tables), list(keep)), progress)
+        report = run_verify(ctx.source, ctx.checked_target(), ctx.datadir, VerifyOptions(skip_checksum, max_diffs, jobs, list(tables), list(keep), before_export), progress)
     render.show(report, as_json, render.show_verify_report, report.failure())
 
 
@@ -296,4 +297,3 @@ def demo(rows: int, keep: bool, workdir: Path | None) -> None:
     """
     from supamove.context import run_demo_command
     run_demo_command(rows, keep, workdir, main, _verbose())
-

@@ -26,7 +26,7 @@ log = get_logger("cli")
 # Commands that never touch the data directory: they neither take its lock nor need it writable.
 NO_DATA_DIR = {"test-connections"}
 # Commands that only use a data directory an earlier step made: a mistyped path is not created.
-EXISTING_DATA_DIR = {"import", "send-password-resets", "purge-mapping"}
+EXISTING_DATA_DIR = {"import", "verify", "send-password-resets", "purge-mapping"}
 # Commands with --dry-run whose real run prints its result as JSON with --json too (the others: the plan only).
 JSON_RESULT = {"migrate"}
 

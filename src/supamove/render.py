@@ -444,8 +444,8 @@ def _first_ids(ids: list[str]) -> str:
 def show_verify_report(report: VerifyReport) -> None:
     """The table of verdicts, every difference located, then the counts and where the report is."""
     if report.tables_from != "metadata.json":
-        note("No metadata.json: compared the public tables of the source catalog (run `supamove export` first "
-             "to verify what was exported).", logging.WARNING)
+        note("--before-export: compared the public tables of the source catalog, not an export (after "
+             "`supamove export`, run verify without it to verify what was exported).", logging.WARNING)
     rows = [(t.qualified, "" if t.source_rows is None else f"{t.source_rows:,}",
              "" if t.target_rows is None else f"{t.target_rows:,}",
              "" if t.source_checksum is None else ("same" if t.source_checksum == t.target_checksum else "differs"),

@@ -26,6 +26,7 @@ class VerifyOptions:
     jobs: int = 2
     tables: list[str] = field(default_factory=list)
     keep_supabase_ids: list[str] = field(default_factory=list)  # schema.table.column kept on purpose
+    before_export: bool = False  # no export yet: compare the source's public tables (--before-export)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import psycopg
 from supamove import catalog, userids
 from supamove.catalog import Column, Table
 from supamove.db import Endpoint, connect
-from supamove.errors import ConfigError
+from supamove.errors import ConfigError, DataFileError
 from supamove.metadata import Metadata, TableEntry
 from supamove.paths import DataDir
 from supamove.verify.checksum import BY_VALUE_TYPES, Relation
@@ -144,7 +144,7 @@ class VerifyPlan:
 def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: VerifyOptions,
                 has_mapping: bool) -> VerifyPlan:
     """The tables to compare: those of metadata.json, else the source catalog's public tables."""
-    meta = Metadata.load(datadir) if datadir.metadata.exists() else None
+    meta = export_to_verify(datadir, options.before_export)
     with connect(source, autocommit=True) as conn:
         by_value = hashes_records(conn)
         if meta is not None:
@@ -177,6 +177,22 @@ def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: V
         plan.sequences = sorted({s.key for s in meta.sequences} - used)
         plan.kept |= {catalog.parse_column_ref(r, "--not-user-id-column") for r in recorded.get("notUserIdColumns", [])}
     return plan
+
+
+def export_to_verify(datadir: DataDir, before_export: bool) -> Metadata | None:
+    """The export verify compares; None with --before-export. A directory without one is an error, not a pass:
+    a mistyped --data-dir would otherwise verify the source's catalog and say nothing of the export."""
+    if before_export:
+        if datadir.metadata.exists():
+            raise ConfigError(f"--before-export compares the source's public tables, but {datadir.root} holds an "
+                              "export (metadata.json)", fix="drop --before-export to verify the export's tables")
+        return None
+    if not datadir.metadata.exists():
+        raise DataFileError(
+            f"{datadir.metadata} not found: {datadir.root} holds no export to verify",
+            fix="check that --data-dir (or MIGRATION_DATA_DIR) names the export's directory, or run `supamove export` "
+                "first; before the export, `supamove verify --before-export` compares the source's public tables")
+    return Metadata.load(datadir)
 
 
 def hashes_records(conn: psycopg.Connection) -> bool:
