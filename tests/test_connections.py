@@ -11,9 +11,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from click.testing import CliRunner
-from conftest import error_line
+from conftest import APP_PASSWORD, STACK_PROJECT, STACK_SECRET, error_line
 
 from supamove.cli import main
 from supamove.config import Settings
@@ -30,6 +31,35 @@ def test_all_usable(cli, dbs, stack_auth) -> None:
         assert str(conn.execute("SHOW server_version").fetchone()[0]) in result.output
     assert "ms" in result.output  # latency
     assert "the source connection is not encrypted" in result.output
+
+
+def test_each_endpoint_names_what_it_checked_never_its_password(cli, dbs, stack_auth,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only the version and latency were shown: a .env naming the staging database or Stack Auth project
+    # passed unnoticed. Host, port, database and user, the API URL and project id, in the table and the JSON.
+    source = f"{fixtures.APP_ROLE}@127.0.0.1:{dbs.source_server.port}/{dbs.source_db}"
+    target = f"postgres@127.0.0.1:{dbs.target_server.port}/{dbs.target_db}"
+    result = cli("test-connections")
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line.split("│")[6].strip() for line in result.stdout.splitlines()
+            if line.startswith("│")}
+    assert rows == {"source (SUPABASE_DB_URL)": source, "target (DATABASE_URL)": target,
+                    f"Stack Auth ({stack_auth.url})": f"project {STACK_PROJECT}"}
+    report = orjson.loads(cli("test-connections", "--json").stdout)
+    assert [{k: e.get(k) for k in ("host", "port", "database", "user", "apiUrl", "projectId")}
+            for e in report["endpoints"]] == [
+        {"host": "127.0.0.1", "port": dbs.source_server.port, "database": dbs.source_db, "user": fixtures.APP_ROLE,
+         "apiUrl": None, "projectId": None},
+        {"host": "127.0.0.1", "port": dbs.target_server.port, "database": dbs.target_db, "user": "postgres",
+         "apiUrl": None, "projectId": None},
+        {"host": None, "port": None, "database": None, "user": None, "apiUrl": stack_auth.url,
+         "projectId": STACK_PROJECT}]
+    port = free_port()
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://app:{APP_PASSWORD}@127.0.0.1:{port}/staging?sslmode=disable")
+    unreachable = cli("test-connections")  # what the URL names, when nothing answered
+    assert unreachable.exit_code == 1
+    assert f"│ app@127.0.0.1:{port}/staging " in unreachable.stdout
+    assert APP_PASSWORD not in unreachable.output and STACK_SECRET not in unreachable.output
 
 
 def test_stack_auth_out_of_reach_is_named_with_the_reason(cli, dbs, stack_auth, tmp_path: Path,

@@ -35,9 +35,10 @@ def test_test_connections_prints_its_table_or_its_json_on_stdout(cli: Any, stack
     assert report["ok"] is True
     names = [e["name"] for e in report["endpoints"]]
     assert names[:2] == ["source (SUPABASE_DB_URL)", "target (DATABASE_URL)"] and names[2].startswith("Stack Auth (")
-    for endpoint in report["endpoints"]:
-        assert set(endpoint) == {"name", "configured", "reachable", "usable", "version", "tls", "latencyMs",
-                                 "warnings", "errors"}
+    common = {"name", "configured", "reachable", "usable", "version", "tls", "latencyMs", "warnings", "errors"}
+    for endpoint, place in zip(report["endpoints"], ({"host", "port", "database", "user"},) * 2 + (
+            {"apiUrl", "projectId"},), strict=True):
+        assert set(endpoint) == common | place
         assert endpoint["usable"] is True and endpoint["errors"] == []
     assert re.match(r"\d+\.\d+", report["endpoints"][0]["version"])
     assert APP_PASSWORD not in result.stdout + result.stderr and STACK_SECRET not in result.stdout + result.stderr

@@ -32,6 +32,16 @@ class EndpointCheck:
     errors: list[str] = field(default_factory=list)
     identity: ServerIdentity | None = None  # databases: told apart to refuse a target that is the source
     traits: list[str] = field(default_factory=list)  # the target: what makes it look like a Supabase project
+    # What was checked (never a password): a database's host, port, database and user, Stack Auth's API URL
+    # and project id. Shown so that a .env naming the staging project or database is seen before the cutover.
+    place: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        """`user@host:port/database`, or `project <id>`; empty when unset."""
+        if not self.place or "projectId" in self.place:
+            return f"project {self.place['projectId']}" if self.place.get("projectId") else ""
+        return f"{self.place['user']}@{self.place['host']}:{self.place['port']}/{self.place['database']}"
 
     @property
     def usable(self) -> bool:
@@ -42,7 +52,7 @@ class EndpointCheck:
         return {"name": self.name, "configured": self.configured, "reachable": self.reachable,
                 "usable": self.usable, "version": self.version or None, "tls": self.encrypted,
                 "latencyMs": None if self.latency_ms is None else round(self.latency_ms, 1),
-                "warnings": self.warnings, "errors": self.errors}
+                **self.place, "warnings": self.warnings, "errors": self.errors}
 
 
 @dataclass
@@ -99,6 +109,7 @@ def _check_database(settings: Settings, side: str, name: str, extra) -> Endpoint
         check.errors.append(str(settings.unset_error(setting)))
         return check
     endpoint = Endpoint(url, side)  # type: ignore[arg-type]
+    check.place = endpoint.place()
     if (refusal := endpoint.pooler_refusal()) is not None:
         check.errors.append(str(refusal))
         return check
@@ -107,6 +118,7 @@ def _check_database(settings: Settings, side: str, name: str, extra) -> Endpoint
     try:
         with connect(endpoint, autocommit=True) as conn:
             check.reachable = True
+            check.place = _connected_place(conn)
             check.version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
             check.encrypted = bool(conn.pgconn.ssl_in_use)
             check.latency_ms = _latency(conn)
@@ -117,6 +129,12 @@ def _check_database(settings: Settings, side: str, name: str, extra) -> Endpoint
     except psycopg.Error as exc:
         check.errors.append(scrub(str(exc).strip().splitlines()[0]))
     return check
+
+
+def _connected_place(conn: psycopg.Connection) -> dict[str, Any]:
+    """Where libpq connected: of several hosts, the one that answered; the defaults it filled in."""
+    info = conn.info
+    return {"host": info.host, "port": info.port, "database": info.dbname, "user": info.user}
 
 
 def _latency(conn: psycopg.Connection) -> float:
@@ -170,6 +188,7 @@ def _check_target(conn: psycopg.Connection, check: EndpointCheck) -> None:
 
 def check_stack_auth(settings: Settings) -> EndpointCheck:
     check = EndpointCheck(f"Stack Auth ({settings.STACK_AUTH_API_URL})")
+    check.place = {"apiUrl": settings.STACK_AUTH_API_URL, "projectId": settings.STACK_AUTH_PROJECT_ID or None}
     if not settings.STACK_AUTH_PROJECT_ID and not settings.STACK_AUTH_SECRET_KEY:
         check.configured = False
         check.errors.append(str(settings.unset_error("STACK_AUTH_PROJECT_ID", "STACK_AUTH_SECRET_KEY")))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -78,6 +79,13 @@ class Endpoint:
         given = str(conninfo_to_dict(self.url).get("host") or "")
         return given.split(",")[0] or "localhost"
 
+    def place(self) -> dict[str, str | int]:
+        """Where the URL leads, password left out: the host and port libpq tries first, the database and user
+        (libpq's defaults where the URL names none: the user the process runs as, a database of its name)."""
+        given = conninfo_to_dict(self.url)
+        user = str(given.get("user") or _os_user())
+        return {"host": self.host, "port": self.port, "database": str(given.get("dbname") or user), "user": user}
+
     @property
     def transaction_pooler(self) -> bool:
         return TRANSACTION_POOLER_PORT in self.ports
@@ -107,6 +115,14 @@ class Endpoint:
     def error(self, message: str, fix: str | None = None) -> SupamoveError:
         kind = SourceError if self.side == "source" else TargetError
         return kind(scrub(message), fix)
+
+
+def _os_user() -> str:
+    """The user libpq defaults to; "" where the system cannot name it (no USER, no passwd entry)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return ""
 
 
 def redact_url(url: str) -> str:

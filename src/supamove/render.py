@@ -324,8 +324,8 @@ def show_connections(report: ConnectionReport) -> None:
             "ok" if c.usable else "FAILED")
         tls = "" if c.encrypted is None else ("yes" if c.encrypted else "NO")
         latency = f"{c.latency_ms:.1f} ms" if c.latency_ms is not None else ""
-        rows.append((c.name, status, c.version, tls, latency))
-    print_table("Connections", ["endpoint", "status", "version", "TLS", "latency"], rows)
+        rows.append((c.name, status, c.version, tls, latency, c.address))
+    print_table("Connections", ["endpoint", "status", "version", "TLS", "latency", "checked"], rows)
     for c in report.checks:
         for warning in c.warnings:
             note(f"warning: {c.name}: {warning}", logging.WARNING)
