@@ -103,6 +103,28 @@ def test_target_that_is_a_supabase_project_is_refused(cli, dbs, exported: Path, 
             conn.execute(f'DROP DATABASE "{copy}" WITH (FORCE)')
 
 
+def test_target_on_the_source_server_is_warned_about(cli, dbs, stack_auth, exported: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty database of the source's own server: usable, but in a cutover the data would never leave it."""
+    beside = f"{dbs.source_db}_beside"
+    with dbs.source() as conn:
+        conn.execute(f'CREATE DATABASE "{beside}"')
+    try:
+        monkeypatch.setenv("DATABASE_URL", dbs.source_server.url(beside))
+        warning = (f"the target database ({beside}) is on the source's own server, beside {dbs.source_db}: the "
+                   "data would not leave it; set DATABASE_URL to the new PostgreSQL server unless this is a rehearsal")
+        result = cli("test-connections")
+        assert result.exit_code == 0, result.output  # a warning, not a refusal: a rehearsal may use one server
+        assert f"warning: target (DATABASE_URL): {warning}" in flat(result.output)
+        report = orjson.loads(cli("test-connections", "--json").stdout)
+        assert warning in report["endpoints"][1]["warnings"]
+        planned = cli("import", "--dry-run")  # every command writing to the target says it too
+        assert warning in flat(planned.output)
+    finally:
+        with dbs.source() as conn:
+            conn.execute(f'DROP DATABASE "{beside}" WITH (FORCE)')
+
+
 # --- test-connections with settings missing -----------------------------------------------------------
 
 

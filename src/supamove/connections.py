@@ -14,7 +14,13 @@ from supamove import catalog
 from supamove.config import Settings
 from supamove.db import TRANSACTION_POOLER_WARNING, Endpoint, connect
 from supamove.errors import SupamoveError
-from supamove.guard import ServerIdentity, server_identity, supabase_traits, target_problem
+from supamove.guard import (
+    ServerIdentity,
+    server_identity,
+    supabase_traits,
+    target_on_source_server,
+    target_problem,
+)
 from supamove.log import add_secret, get_logger, scrub
 
 log = get_logger("connections")
@@ -94,6 +100,8 @@ def check_connections(settings: Settings) -> ConnectionReport:
         problem = target_problem(report.target.identity, report.target.traits, report.source.identity)
         if problem is not None:
             report.target.errors.append(f"refused: {problem}")
+        elif (warning := target_on_source_server(report.target.identity, report.source.identity)) is not None:
+            report.target.warnings.append(warning)
     for check in report.checks:
         for message in check.errors:
             log.debug("%s: %s", check.name, message)

@@ -32,10 +32,13 @@ class ServerIdentity:
     database_oid: int
     database: str
 
-    def same_database(self, other: ServerIdentity) -> bool:
+    def same_server(self, other: ServerIdentity) -> bool:
+        """The same running server (cluster), whatever the URLs say: its start time tells any two apart."""
         systems = (self.system_identifier, other.system_identifier)
-        same_system = None in systems or systems[0] == systems[1]
-        return same_system and (self.started, self.database_oid) == (other.started, other.database_oid)
+        return (None in systems or systems[0] == systems[1]) and self.started == other.started
+
+    def same_database(self, other: ServerIdentity) -> bool:
+        return self.same_server(other) and self.database_oid == other.database_oid
 
     def recorded(self) -> dict[str, Any]:
         """What metadata.json's `source` keeps of it, for a rerun to compare: not the start time, which a
@@ -80,13 +83,25 @@ def target_problem(target: ServerIdentity, traits: list[str], source: ServerIden
     return None
 
 
+def target_on_source_server(target: ServerIdentity, source: ServerIdentity | None) -> str | None:
+    """A warning when the target is another database of the source's own server: not refused (a rehearsal may
+    use one server), but in a cutover the data would stay on Supabase's server and go when the project does."""
+    if source is None or not source.same_server(target) or source.same_database(target):
+        return None
+    return (f"the target database ({target.database}) is on the source's own server, beside {source.database}: "
+            "the data would not leave it; set DATABASE_URL to the new PostgreSQL server unless this is a rehearsal")
+
+
 def check_target(target: Endpoint, source: Endpoint | None) -> Endpoint:
     """The target, once it is known not to be the source nor a Supabase project (else a TargetError)."""
     with connection(target, autocommit=True) as conn:
         identity, traits = server_identity(conn), supabase_traits(conn)
-    problem = target_problem(identity, traits, _source_identity(source))
+    source_identity = _source_identity(source)
+    problem = target_problem(identity, traits, source_identity)
     if problem is not None:
         raise target.error(f"refused: {problem}", SAME_DATABASE_FIX)
+    if (warning := target_on_source_server(identity, source_identity)) is not None:
+        log.warning("%s", warning)
     return target
 
 
