@@ -168,6 +168,30 @@ def test_misspelled_env_key_is_named_with_the_setting_meant(cli, dbs, stack_auth
     assert "MY_APP_FLAG" not in result.output
 
 
+def test_a_setting_under_a_name_supamove_does_not_read_is_named(cli, dbs, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # `SUPABASE_DB_URL is not set` alone, with the URL in .env under a misspelled or lower-case name: the
+    # lower-case key got no warning, the typo too far from the name none, and the error did not say either.
+    monkeypatch.delenv("SUPABASE_DB_URL")
+    monkeypatch.delenv("DATABASE_URL")
+    env = tmp_path / ".env"
+    env.write_text(f"SOURCE_DATABSE_URL={dbs.source_url}\ndatabase_url={dbs.target_url}\nMY_APP_FLAG=1\n")
+    env.chmod(0o600)
+    result = cli("export", "--dry-run")
+    assert result.exit_code == 2, result.output
+    assert ("WARNING .env: database_url is not a supamove setting; did you mean DATABASE_URL? (it is ignored)"
+            in flat(result.output))
+    assert error_line(result.output) == (
+        "Error: SUPABASE_DB_URL is not set; .env has SOURCE_DATABSE_URL, which supamove does not read (fix: in "
+        ".env, rename SOURCE_DATABSE_URL to SUPABASE_DB_URL (source: Supabase's direct connection, "
+        "postgresql://postgres:***@db.REF.supabase.co:5432/postgres))")
+    checked = flat(cli("test-connections").output)
+    assert ("error: target (DATABASE_URL): DATABASE_URL is not set; .env has SOURCE_DATABSE_URL, database_url, "
+            "which supamove does not read (fix: in .env, rename SOURCE_DATABSE_URL to DATABASE_URL, database_url "
+            "to DATABASE_URL") in checked
+    assert "MY_APP_FLAG" not in result.output + checked
+
+
 # --- the data directory: busy, unwritable -------------------------------------------------------------
 
 

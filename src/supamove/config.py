@@ -112,6 +112,10 @@ class Settings(BaseSettings):
             return ConfigError(f"{subject} not set and .env was not found in {folder}",
                                fix=f"copy .env.example to {folder / env_file.name} and fill it in, or set "
                                    f"{' and '.join(names)} in the environment ({help_text})")
+        if strays := stray_keys(env_file, names):  # SOURCE_DATABSE_URL, supabase_db_url: read by nothing
+            renames = ", ".join(f"{key} to {meant}" for key, meant in strays)
+            return ConfigError(f"{subject} not set; {env_file} has {', '.join(k for k, _ in strays)}, which supamove "
+                               "does not read", fix=f"in {env_file}, rename {renames} ({help_text})")
         return ConfigError(f"{subject} not set",
                            fix=f"set {' and '.join(names)} in .env or the environment ({help_text})")
 
@@ -180,6 +184,32 @@ def _unknown_parameter(query: str) -> str | None:
     return None
 
 
+def env_keys(env_file: Path | None) -> list[str]:
+    """The keys of the .env file; none when there is no such file or it is not UTF-8 (load_settings says so)."""
+    if env_file is None or not env_file.is_file():
+        return []
+    try:
+        return list(dotenv_values(env_file, encoding="utf-8-sig"))
+    except UnicodeDecodeError:
+        return []
+
+
+def stray_keys(env_file: Path | None, names: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The .env's keys that are no setting but look like one of the unset `names`, each with the one it looks
+    like: a typo too far for misspelled_settings' warning (SOURCE_DATABSE_URL), the name in lower case."""
+    known = list(Settings.model_fields)
+    others = [name for name in known if name not in names]
+    strays = []
+    for key in (k for k in env_keys(env_file) if k not in known):
+        if key.upper() in known:  # supabase_db_url: that setting, in lower case
+            meant = [key.upper()] if key.upper() in names else []
+        else:
+            meant = difflib.get_close_matches(key.upper(), names, n=1, cutoff=0.6)
+        if meant and not difflib.get_close_matches(key.upper(), others, n=1, cutoff=0.8):  # else: that one's typo
+            strays.append((key, meant[0]))
+    return strays
+
+
 def misspelled_settings(env_file: Path) -> list[str]:
     """A warning for each key of the .env file that looks like a misspelled supamove setting, and for a
     .env other users of the machine may read (it holds the database passwords and the secret key)."""
@@ -191,14 +221,10 @@ def misspelled_settings(env_file: Path) -> list[str]:
     if mode & 0o077:
         warnings.append(f"{env_file} may be read by other users of this machine (mode {mode:o}) and holds "
                         f"passwords: chmod 600 {env_file}")
-    try:
-        keys = list(dotenv_values(env_file, encoding="utf-8-sig"))
-    except UnicodeDecodeError:
-        return []  # load_settings names the file and the fix
-    for key in keys:
+    for key in env_keys(env_file):
         if key in known:
             continue
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        close = difflib.get_close_matches(key.upper(), known, n=1, cutoff=0.8)  # supabase_db_url too
         if close:
             warnings.append(f"{env_file}: {key} is not a supamove setting; did you mean {close[0]}? "
                             f"(it is ignored)")
