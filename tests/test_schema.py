@@ -301,6 +301,25 @@ def test_excluded_tables_take_their_constraints_and_grants_along(dbs: Databases,
     assert not (tmp_path / "data").exists()
 
 
+def test_a_table_pattern_that_selects_nothing_is_refused_as_by_the_export(cli: Cli, dbs: Databases,
+                                                                         data_dir: Path) -> None:
+    """A mistyped --tables wrote (and --apply created) a schema of types and functions without one table,
+    and exited 0: the export then stopped at the same pattern, with the target already built."""
+    listed = "the tables of app are: app.events, app.invoices, app.notes, app.profiles"
+    for args in (("--tables", "invoice"), ("--tables", "public.invoices")):
+        result = cli("schema", *APP, *args, "--apply")
+        assert result.exit_code == 2, result.output
+        assert error_line(result.output) == (
+            f"Error: --tables {args[1]} matches no table; {listed} (fix: check the pattern (name or schema.name, "
+            "shell patterns such as 'readings*'))")
+    excluded = cli("schema", *APP, "--exclude-tables", "*", "--dry-run")
+    assert excluded.exit_code == 2, excluded.output
+    assert error_line(excluded.output) == (
+        f"Error: --exclude-tables * leaves no table to create; {listed} (fix: exclude fewer tables)")
+    assert not (data_dir / "schema.sql").exists() and target_tables(dbs) == []
+    assert cli("schema", *APP, "--tables", "invoices", "--tables", "auth.users", "--dry-run").exit_code == 0
+
+
 def test_a_table_the_source_user_may_not_read_is_named_and_leaving_it_out_is_enough(cli: Cli, dbs: Databases,
                                                                                    data_dir: Path) -> None:
     """pg_dump locks every table it dumps: one the user may not read stopped `schema` with pg_dump's error,

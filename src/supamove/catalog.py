@@ -448,6 +448,22 @@ def qualified_names(conn: psycopg.Connection) -> Iterator[None]:
             conn.execute("SELECT set_config('search_path', %s, false)", (row[0],))
 
 
+def check_patterns(tables: list[Table], auth: list[Table], include: Sequence[str], exclude: Sequence[str],
+                   verb: str) -> None:
+    """A --tables pattern that matches none of `tables` (nor of `auth`, chosen only by name), or an
+    --exclude-tables that leaves none, is a typo: a ConfigError listing the tables there are."""
+    names = listed([t.qualified for t in tables], 30)
+    where = f"the tables of {', '.join(sorted({t.schema for t in tables}))} are: {names}"
+    for pattern in include:
+        if not any(selected(t, [pattern]) for t in tables + auth):
+            raise ConfigError(f"--tables {pattern} matches no table; {where}",
+                              fix="check the pattern (name or schema.name, shell patterns such as 'readings*')")
+    candidates = tables + (auth if include else [])
+    if exclude and not any(selected(t, include, exclude) for t in candidates):
+        raise ConfigError(f"--exclude-tables {' '.join(exclude)} leaves no table to {verb}; {where}",
+                          fix="exclude fewer tables")
+
+
 def listed(names: Sequence[str], shown: int = 5) -> str:
     """The first `shown` names, then how many more: a message naming what may be thousands of things."""
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")

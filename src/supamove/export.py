@@ -290,17 +290,7 @@ def check_patterns(tables: list[Table], auth: list[Table], options: ExportOption
         raise ConfigError(f"the exported schemas ({', '.join(options.schemas)}) hold no table",
                           fix="check --schema (`--schema all` exports every application schema); to move the "
                               "users alone, run `supamove export --auth-only`")
-    names = catalog.listed([t.qualified for t in tables], 30)
-    where = f"the tables of {', '.join(sorted({t.schema for t in tables}))} are: {names}"
-    for pattern in options.tables:
-        if not any(catalog.selected(t, [pattern]) for t in tables + auth):
-            raise ConfigError(f"--tables {pattern} matches no table; {where}",
-                              fix="check the pattern (name or schema.name, shell patterns such as 'readings*')")
-    candidates = tables + (auth if options.tables else [])  # auth.users is chosen only by name
-    if options.exclude_tables and not any(catalog.selected(t, options.tables, options.exclude_tables)
-                                          for t in candidates):
-        raise ConfigError(f"--exclude-tables {' '.join(options.exclude_tables)} leaves no table to export; {where}",
-                          fix="exclude fewer tables")
+    catalog.check_patterns(tables, auth, options.tables, options.exclude_tables, "export")
 
 
 def preview_export(source: Endpoint, options: ExportOptions) -> ExportPlan:

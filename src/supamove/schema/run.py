@@ -67,7 +67,7 @@ def make_schema(conn: psycopg.Connection, source: Endpoint, schemas: list[str], 
     _check_partitions_selected(conn, schemas)
     major = int(str(conn.execute("SHOW server_version_num").fetchone()[0])) // 10000  # type: ignore[index]
     programs = Programs.find(major)
-    tables = catalog.read_tables(conn, schemas, options.tables, options.exclude_tables)
+    tables = _selected_tables(conn, schemas, options)
     unread = _unreadable_left_out(conn, source, schemas, tables)
     dump = dump_schema(programs, source, schemas, folder, unread)
     entries = read_toc(programs, dump, schemas)
@@ -82,6 +82,15 @@ def make_schema(conn: psycopg.Connection, source: Endpoint, schemas: list[str], 
     head = prelude(conn, created, extensions, options.auth_shim, options.keep_roles)
     log.debug("schema: %s", ", ".join(f"{n} {d}" for d, n in report.counts.items()))
     return report, _banner(report) + head + body
+
+
+def _selected_tables(conn: psycopg.Connection, schemas: list[str], options: SchemaOptions) -> list[catalog.Table]:
+    """The tables --tables/--exclude-tables select; a pattern matching none stops the run, as it stops the export
+    (it wrote a schema of types and functions without a single table, and exited 0)."""
+    every = catalog.read_relations(conn, schemas)
+    auth = catalog.read_relations(conn, ["auth"]) if options.tables else []  # as export --tables auth.users
+    catalog.check_patterns(every, auth, options.tables, options.exclude_tables, "create")
+    return [t for t in every if catalog.selected(t, options.tables, options.exclude_tables)]
 
 
 def _unreadable_left_out(conn: psycopg.Connection, source: Endpoint, schemas: list[str],
