@@ -44,6 +44,23 @@ def test_test_connections_prints_its_table_or_its_json_on_stdout(cli: Any, stack
     assert APP_PASSWORD not in result.stdout + result.stderr and STACK_SECRET not in result.stdout + result.stderr
 
 
+def test_json_keeps_the_warnings_and_errors_on_stderr(cli: Any, stack_auth: Any, monkeypatch: Any) -> None:
+    # With --json, stderr said only "Error: not every endpoint is usable (fix: correct the settings named
+    # above)": nothing was named above, the endpoint's error was inside the JSON document alone.
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app@127.0.0.1:1/app?sslmode=disable")
+    result = cli("test-connections", "--json")
+    assert result.exit_code == 1, result.output
+    report = orjson.loads(result.stdout)  # still the one document on stdout
+    refused = report["endpoints"][1]["errors"][0]
+    assert refused.startswith("connection refused by 127.0.0.1:1")
+    assert f"error: target (DATABASE_URL): {refused}" in flat(result.stderr)
+    assert "warning: source (SUPABASE_DB_URL): the source connection is not encrypted" in flat(result.stderr)
+    assert "Connections" not in result.stderr  # the table is the text's result, not a message
+    plan = cli("export", "--dry-run", "--json")  # the schemas left out: a warning of the plan
+    assert orjson.loads(plan.stdout)["schemas"] == ["public"]
+    assert "warning: schema edge" in flat(plan.stderr) and "Export plan" not in plan.stderr
+
+
 def test_export_dry_run_plan_on_stdout_and_as_json(cli: Any, data_dir: Path) -> None:
     text = cli("export", *EDGE, "--dry-run")
     assert text.exit_code == 0, text.output

@@ -7,6 +7,7 @@ lines, a dry run's plan, `--json`) go to stdout; progress, log lines, warnings a
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import sys
 import threading
@@ -80,13 +81,30 @@ def _write_json(data: dict[str, Any]) -> None:
 
 
 def show(result: R, as_json: bool, text: Callable[[R], None], failure: Exception | None = None) -> None:
-    """A result as JSON on stdout (its `to_dict()`, secrets scrubbed) or as text by its renderer; then its failure."""
-    if as_json:
-        _write_json(cast(Serialisable, result).to_dict())  # every command with --json has a result with to_dict()
-    else:
+    """A result as JSON on stdout (its `to_dict()`, secrets scrubbed) or as text by its renderer; then its failure.
+
+    With --json the renderer still runs, its stdout dropped: the warnings and errors it writes on stderr (an
+    endpoint's error that `Error: not every endpoint is usable (fix: correct the settings named above)` points
+    at) stay there, as without --json."""
+    if not as_json:
         text(result)
+    else:
+        _write_json(cast(Serialisable, result).to_dict())  # every command with --json has a result with to_dict()
+        with _results_dropped():
+            text(result)
     if failure is not None:
         raise failure
+
+
+@contextmanager
+def _results_dropped() -> Iterator[None]:
+    """stdout's results written nowhere (they are in the JSON document already), stderr's messages as ever."""
+    global out
+    shown, out = out, Console(file=io.StringIO(), highlight=False)
+    try:
+        yield
+    finally:
+        out = shown
 
 
 class RichProgress:
