@@ -77,6 +77,14 @@ def test_tables_pattern_matching_nothing_is_refused(cli, exported: Path) -> None
     result = cli("verify", "--tables", "no_such_table")
     assert result.exit_code == 2
     assert "--tables no_such_table matches no table" in result.output
+    # Beside a pattern that matches, a mistyped one was ignored: readings alone verified, exit 0.
+    result = cli("verify", "--skip-checksum", "--tables", "readings", "--tables", "sensros")
+    assert result.exit_code == 2, result.output
+    line = error_line(result.output)
+    assert line.startswith("Error: --tables sensros matches no table; the tables of edge, public are: ")
+    assert "public.sensors" in line and line.endswith("(fix: check the pattern (name or schema.name, shell "
+                                                      "patterns such as 'readings*'))")
+    assert not (exported / "verification-report.json").exists()
 
 
 def test_a_missing_and_an_extra_row_with_one_key_are_one_changed_row() -> None:

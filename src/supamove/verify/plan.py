@@ -154,6 +154,7 @@ def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: V
         exported = sorted(set(meta.schemas if meta else []) | {t.schema for t in tables})
         everything = catalog.read_relations(conn, exported)
         kept = kept_columns(tables, options.keep_supabase_ids)
+        catalog.check_patterns(tables, [], options.tables, (), "verify")  # each pattern: a typo is no pass
         tables = [t for t in tables if catalog.selected(t, options.tables)]
         schemas = sorted({t.schema for t in tables})
         ours = {t.key: t for t in everything if t.schema in schemas}
@@ -162,9 +163,6 @@ def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: V
         theirs = {t.key: t for t in catalog.read_relations(conn, schemas)}
         by_value = by_value and hashes_records(conn)
         catalog.refuse_rls_filtering(conn, target, [t for t in tables if t.key in theirs])
-    if options.tables and not tables:
-        raise ConfigError(f"--tables {' '.join(options.tables)} matches no table",
-                          fix="check the pattern (name or schema.name, shell patterns)")
     json_ids = meta.json_user_id_columns() if meta is not None else {}
     plan = VerifyPlan([TableComparison(t, ours.get(t.key), theirs.get(t.key), has_mapping, by_value,
                                        json_ids.get(t.key, frozenset())) for t in tables], origin,
