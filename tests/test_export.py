@@ -348,6 +348,14 @@ def test_table_pattern_matching_nothing_is_an_error(cli, data_dir: Path) -> None
         f"Error: --exclude-tables * reading leaves no table to export; the tables of public are: {PUBLIC_TABLES} "
         "(fix: exclude fewer tables)")
     assert not files_of(data_dir)
+    # A mistyped --exclude-tables left nothing out: the table meant to stay behind was exported, exit 0.
+    for args in (("--dry-run",), ()):
+        typo = cli("export", "--exclude-tables", "alerts", "--exclude-tables", "reading", *args)
+        assert typo.exit_code == 2, typo.output
+        assert error_line(typo.output) == (
+            f"Error: --exclude-tables reading matches no table; the tables of public are: {PUBLIC_TABLES} "
+            "(fix: check the pattern (name or schema.name, shell patterns such as 'readings*'))")
+        assert not files_of(data_dir)
 
 
 def test_typo_over_a_finished_export_changes_nothing(cli, exported: Path) -> None:

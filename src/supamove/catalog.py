@@ -450,18 +450,23 @@ def qualified_names(conn: psycopg.Connection) -> Iterator[None]:
 
 def check_patterns(tables: list[Table], auth: list[Table], include: Sequence[str], exclude: Sequence[str],
                    verb: str) -> None:
-    """A --tables pattern that matches none of `tables` (nor of `auth`, chosen only by name), or an
-    --exclude-tables that leaves none, is a typo: a ConfigError listing the tables there are."""
+    """A --tables or --exclude-tables pattern that matches none of `tables` (nor of `auth`, chosen only by name),
+    or an --exclude-tables that leaves none, is a typo: a ConfigError listing the tables there are."""
     names = listed([t.qualified for t in tables], 30)
     where = f"the tables of {', '.join(sorted({t.schema for t in tables}))} are: {names}"
-    for pattern in include:
-        if not any(selected(t, [pattern]) for t in tables + auth):
-            raise ConfigError(f"--tables {pattern} matches no table; {where}",
-                              fix="check the pattern (name or schema.name, shell patterns such as 'readings*')")
+    _check_each(tables + auth, "--tables", include, where)
     candidates = tables + (auth if include else [])
     if exclude and not any(selected(t, include, exclude) for t in candidates):
         raise ConfigError(f"--exclude-tables {' '.join(exclude)} leaves no table to {verb}; {where}",
                           fix="exclude fewer tables")
+    _check_each(tables + auth, "--exclude-tables", exclude, where)  # a typo takes along what it was to leave out
+
+
+def _check_each(tables: list[Table], option: str, patterns: Sequence[str], where: str) -> None:
+    for pattern in patterns:
+        if not any(selected(t, [pattern]) for t in tables):
+            raise ConfigError(f"{option} {pattern} matches no table; {where}",
+                              fix="check the pattern (name or schema.name, shell patterns such as 'readings*')")
 
 
 def listed(names: Sequence[str], shown: int = 5) -> str:
