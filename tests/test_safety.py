@@ -37,6 +37,7 @@ from supamove.locks import WAITED_SECONDS
 from supamove.log import get_logger
 from supamove.sandbox.pgserver import free_port
 from supamove.sandbox.stackauth import StackAuthSandbox
+from supamove.usermap import UserMapping
 
 SAME_FIX = "(fix: set DATABASE_URL to the new PostgreSQL database, not Supabase's (SUPABASE_DB_URL is only ever read))"
 
@@ -123,6 +124,28 @@ def test_target_on_the_source_server_is_warned_about(cli, dbs, stack_auth, expor
     finally:
         with dbs.source() as conn:
             conn.execute(f'DROP DATABASE "{beside}" WITH (FORCE)')
+
+
+def test_import_refuses_a_mapping_into_another_stack_auth_project(cli, dbs, exported: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rehearsal's user-mapping.json, into a staging Stack Auth project, loaded the rows with user ids that the
+    project in STACK_AUTH_PROJECT_ID does not have; verify maps them back through the same file and passed."""
+    write_mapping(dbs, exported)
+    mapping = UserMapping.load(exported / "user-mapping.json")
+    mapping.project_id = "00000000-0000-4000-8000-00000000beef"  # the staging project
+    mapping.save()
+    monkeypatch.setenv("STACK_AUTH_PROJECT_ID", "00000000-0000-4000-8000-00000000cafe")
+    refused = (f"{exported / 'user-mapping.json'} maps Supabase users to users of Stack Auth project "
+               "00000000-0000-4000-8000-00000000beef, and STACK_AUTH_PROJECT_ID is "
+               "00000000-0000-4000-8000-00000000cafe: the users it names are not in this project")
+    for args in (("import",), ("import", "--dry-run")):
+        result = cli(*args)
+        assert result.exit_code == 6, (args, result.output)
+        assert refused in flat(result.output), args
+    with dbs.target() as conn:  # nothing loaded
+        assert conn.execute("SELECT count(*) FROM public.organizations").fetchone() == (0,)
+    monkeypatch.delenv("STACK_AUTH_PROJECT_ID")  # not set where import runs: nothing to compare with
+    assert cli("import").exit_code == 0
 
 
 # --- test-connections with settings missing -----------------------------------------------------------

@@ -186,7 +186,7 @@ def import_command(ctx: Context, yes: bool, dry_run: bool, as_json: bool, **give
     Example: supamove import --dry-run && supamove import
     """
     from supamove.importer import ImportOptions, plan_import, run_import
-    options = ImportOptions(**given)
+    options = ImportOptions(**given, stack_auth_project=ctx.settings.STACK_AUTH_PROJECT_ID)
     target = ctx.checked_target()
     if dry_run:
         plan = plan_import(target, ctx.datadir, options)

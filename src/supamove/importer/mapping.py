@@ -10,7 +10,7 @@ import orjson
 
 from supamove import catalog
 from supamove.db import Endpoint
-from supamove.errors import DataFileError, SupamoveError
+from supamove.errors import DataFileError, StackAuthError, SupamoveError
 from supamove.importer.model import ImportOptions, TablePlan
 from supamove.paths import DataDir
 from supamove.usermap import UserMapping
@@ -18,19 +18,23 @@ from supamove.usermap import UserMapping
 SHOWN_IDS = 5
 
 
-Read = Callable[[], "dict[str, str] | DataFileError | None"]
+Read = Callable[[], "dict[str, str] | SupamoveError | None"]
 
 
-def reader(datadir: DataDir) -> Read:
+def reader(datadir: DataDir, project: str | None = None) -> Read:
     """user-mapping.json read at most once for the plan, when first asked for: Supabase id to Stack Auth id,
-    None when there is none, the error when it is damaged."""
+    None when there is none, the error when it is damaged or maps into another Stack Auth project than
+    `project` (STACK_AUTH_PROJECT_ID, when set)."""
     @functools.cache
-    def read() -> dict[str, str] | DataFileError | None:
+    def read() -> dict[str, str] | SupamoveError | None:
         if not datadir.user_mapping.exists():
             return None
         try:
-            return UserMapping.load(datadir.user_mapping).by_supabase()
-        except DataFileError as exc:
+            mapping = UserMapping.load(datadir.user_mapping)
+            if project:
+                mapping.check_project(project)
+            return mapping.by_supabase()
+        except (DataFileError, StackAuthError) as exc:
             return exc
 
     return read
@@ -47,7 +51,7 @@ def mapping_for(plans: list[TablePlan], datadir: DataDir, read: Read,
         problems.append(DataFileError(f"{datadir.user_mapping} not found: the exported tables hold user ids to remap",
                                       fix="run `supamove migrate-users` first"))
         return {}, False
-    if isinstance(mapping, DataFileError):
+    if isinstance(mapping, SupamoveError):
         problems.append(mapping)
         return {}, False
     return mapping, True

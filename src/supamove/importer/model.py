@@ -27,6 +27,9 @@ class ImportOptions:
     # checks of the whole load (foreign keys after --disable-fk, free sequences) wait for a run without it.
     only: frozenset[tuple[str, str]] | None = None
     split_larger_than_mb: int = 64  # a bigger file loads as --jobs ranges at once; 0: never
+    # STACK_AUTH_PROJECT_ID, when set: the users user-mapping.json names must be in that project (a rehearsal's
+    # mapping into a staging project would give the rows user ids the application's project does not have).
+    stack_auth_project: str | None = None
 
 
 @dataclass

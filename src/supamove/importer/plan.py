@@ -75,7 +75,7 @@ def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, opti
         plan.done = plan.state_key in done
     groups = _group(plans)
     started = time.monotonic()
-    read_mapping = reader(datadir)
+    read_mapping = reader(datadir, options.stack_auth_project)
     check_files([p for p in plans if not p.done], problems, SCAN_JOBS, full_scan,
                 unmapped_users(plans, datadir, read_mapping))
     log.debug("timing: files checked in %.3fs", time.monotonic() - started)
