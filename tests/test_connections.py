@@ -70,6 +70,11 @@ def test_stack_auth_out_of_reach_is_named_with_the_reason(cli, dbs, stack_auth, 
     assert result.exit_code != 0
     assert ("cannot reach Stack Auth: [Errno 111] Connection refused: check STACK_AUTH_API_URL (for https, the "
             "server's certificate and SSL_CERT_FILE)") in " ".join(result.output.split())
+    monkeypatch.setenv("STACK_AUTH_API_URL", f"{stack_auth.url}/api/v1")  # the API's path copied along
+    result = cli("test-connections")
+    assert result.exit_code == 1
+    assert (f"error: Stack Auth ({stack_auth.url}/api/v1): Stack Auth has no GET /api/v1/api/v1/users (404): check "
+            "STACK_AUTH_API_URL points at Stack Auth's API (without /api/v1)") in " ".join(result.output.split())
     monkeypatch.setenv("STACK_AUTH_API_URL", stack_auth.url)
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "no-such-ca.pem"))
     result = cli("test-connections")

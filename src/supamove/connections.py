@@ -224,6 +224,10 @@ def check_stack_auth(settings: Settings) -> EndpointCheck:
     if answer.status_code in (401, 403):
         check.errors.append(f"Stack Auth refused the credentials ({answer.status_code}): "
                             "check STACK_AUTH_PROJECT_ID and STACK_AUTH_SECRET_KEY")
+    elif answer.status_code in (404, 405) and not answer.headers.get("x-stack-known-error"):
+        # the route itself is not there (not a known error of Stack Auth's): a URL ending in /api/v1, or no Stack Auth
+        check.errors.append(f"Stack Auth has no GET {answer.request.url.path} ({answer.status_code}): check "
+                            "STACK_AUTH_API_URL points at Stack Auth's API (without /api/v1)")
     elif answer.status_code != 200:
         check.errors.append(f"Stack Auth answered {answer.status_code}: {scrub(answer.text[:200])}")
     return check
