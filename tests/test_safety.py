@@ -396,6 +396,18 @@ def test_demo_refuses_a_directory_that_is_not_empty(tmp_path: Path) -> None:
     assert not any((tmp_path / "migration-data").iterdir())
 
 
+def test_demo_names_a_workdir_it_cannot_make(immutable: Path) -> None:
+    # It said "cannot use ...: ... (fix: restore it, or run the step that writes it again)", exit 5.
+    workdir = immutable / "demo"
+    done = subprocess.run([sys.executable, "-m", "supamove", "demo", "--workdir", str(workdir)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert error_line(done.stdout + done.stderr) == (
+        f"Error: cannot write the demo directory {workdir}: operation not permitted (fix: make it writable by this "
+        "user (chmod u+w), or set --workdir to a path you can write)")
+    assert "Starting" not in done.stdout + done.stderr  # before any server
+
+
 # --- Ctrl-C -------------------------------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from supamove.errors import ConfigError, SupamoveError
-from supamove.files import read_json
+from supamove.files import read_json, writable_error
 from supamove.log import get_logger
 from supamove.paths import DataDir
 from supamove.sandbox.pgserver import PostgresServer, free_port
@@ -169,10 +169,15 @@ def run_demo(rows: int, keep: bool, workdir: Path | None, run_command: RunComman
 
 
 def check_empty_workdir(workdir: Path) -> None:
-    """The demo writes a .env, a log and migration-data/ there: a directory holding anything is refused."""
+    """The demo writes a .env, a log and migration-data/ there: a directory holding anything is refused, and
+    one that cannot be made is named before any server starts."""
     if workdir.exists() and (not workdir.is_dir() or any(workdir.iterdir())):
         raise ConfigError(f"--workdir {workdir} is not an empty directory: the demo would overwrite its .env, "
                           "log and migration-data/", fix="give a new or empty directory, or leave out --workdir")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # it said "cannot use /proc/x: ... (fix: ... run the step that writes it again)"
+        raise writable_error(workdir, "demo directory", "--workdir", exc) from None
 
 
 def start_environment(rows: int, workdir: Path, announce: Announce, cleanup: ExitStack) -> DemoEnvironment:
