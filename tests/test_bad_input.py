@@ -152,7 +152,7 @@ def _metadata_other_version(data_dir: Path) -> str:
     meta["formatVersion"] = 99
     (data_dir / "metadata.json").write_bytes(orjson.dumps(meta))
     return (f"Error: {data_dir / 'metadata.json'} is format version 99, this supamove reads version 1 "
-            "(fix: run `supamove export` again with this version of supamove)")
+            "(fix: run `supamove export --force` to export again with this version of supamove)")
 
 
 def _metadata_version_as_text(data_dir: Path) -> str:

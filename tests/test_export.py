@@ -335,6 +335,29 @@ def test_finished_export_is_not_exported_again_without_force(cli, exported: Path
     assert files_of(exported) == before
 
 
+def test_an_export_this_version_cannot_read_is_not_written_over_without_force(cli, exported: Path,
+                                                                            stack_auth) -> None:
+    # A finished export of another version (or a damaged metadata.json) was exported over in silence, exit 0:
+    # the refusal a finished export gets, and its --force, were skipped.
+    meta = orjson.loads((exported / "metadata.json").read_bytes())
+    meta["formatVersion"] = 2
+    (exported / "metadata.json").write_bytes(orjson.dumps(meta))
+    before = files_of(exported)
+    for args in (("export", *EDGE), ("migrate", *EDGE)):
+        result = cli(*args)
+        assert result.exit_code == 5, (args, result.output)
+        assert error_line(result.output) == (
+            f"Error: {exported / 'metadata.json'} is format version 2, this supamove reads version 1: the export "
+            "there is not written over (fix: run `supamove export --force` to export everything again over it, "
+            "or set --data-dir to another directory)")
+        assert files_of(exported) == before
+    forced = cli("export", *EDGE, "--force")
+    assert forced.exit_code == 0, forced.output
+    assert "is format version 2, this supamove reads version 1: exporting everything again over it (--force)" \
+        in " ".join(forced.output.split())
+    assert orjson.loads((exported / "metadata.json").read_bytes())["formatVersion"] == 1
+
+
 def test_table_pattern_matching_nothing_is_an_error(cli, data_dir: Path) -> None:
     result = cli("export", "--tables", "reading")
     assert result.exit_code == 2

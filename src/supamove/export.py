@@ -25,7 +25,7 @@ from supamove import authstate, catalog, guard, userids
 from supamove.catalog import AppSchema, QualifiedName, Table
 from supamove.clock import now_iso
 from supamove.db import Endpoint, connect, connection, first_line
-from supamove.errors import ConfigError, SupamoveError
+from supamove.errors import ConfigError, DataFileError, SupamoveError
 from supamove.files import (
     PARTIAL,
     PRIVATE,
@@ -535,7 +535,7 @@ def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
         return run_auth_export(source, datadir, progress)
     progress = progress or NullProgress()
     check_options(options)
-    previous = Metadata.previous(datadir.check_exists())
+    previous = _previous_export(datadir.check_exists(), options.force)
     if previous is not None and not options.force:
         previous.refuse_rerun()
     started = time.monotonic()
@@ -552,6 +552,22 @@ def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
         _fingerprint_auth(main, meta, snapshot)
     meta.finish(now_iso())
     return ExportResult(plan, tables, time.monotonic() - started, snapshot, datadir)
+
+
+def _previous_export(datadir: DataDir, force: bool) -> Metadata | None:
+    """The export an earlier run left. One this supamove cannot read (written by another version, damaged) is
+    not written over without --force: it was, silently, finished export and all."""
+    if not datadir.metadata.exists():
+        return None
+    try:
+        return Metadata.load(datadir, require_complete=False)
+    except SupamoveError as exc:
+        if not force:
+            raise DataFileError(f"{exc.message}: the export there is not written over",
+                                fix="run `supamove export --force` to export everything again over it, or set "
+                                    "--data-dir to another directory") from None
+        log.warning("%s: exporting everything again over it (--force)", exc.message)
+        return None
 
 
 def _of_this_source(previous: Metadata | None, identity: dict[str, Any], source: Endpoint,

@@ -230,7 +230,7 @@ class Metadata:
                                     fix="restore it, or run `supamove export --force` to export again")
             raise DataFileError(
                 f"{datadir.metadata} is format version {version}, this supamove reads version {FORMAT_VERSION}",
-                fix="run `supamove export` again with this version of supamove")
+                fix="run `supamove export --force` to export again with this version of supamove")
         meta = cls.from_dict(datadir, data)
         if require_complete and not meta.complete:
             raise DataFileError(f"the export in {datadir.root} is not finished",
