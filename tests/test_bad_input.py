@@ -144,7 +144,8 @@ def _invalid_json(data_dir: Path) -> str:
 
 def _metadata_missing(data_dir: Path) -> str:
     (data_dir / "metadata.json").unlink()
-    return f"Error: {data_dir / 'metadata.json'} not found (fix: run `supamove export` first)"
+    return (f"Error: {data_dir / 'metadata.json'} not found (fix: run `supamove export` first, or, if it ran, set "
+            "--data-dir (or MIGRATION_DATA_DIR) to the directory it wrote)")
 
 
 def _metadata_other_version(data_dir: Path) -> str:

@@ -277,10 +277,12 @@ def test_steps_out_of_order_name_the_step_to_run_first(cli, dbs, data_dir: Path,
     result = cli("import")
     assert result.exit_code == 5
     assert error_line(result.output) == (f"Error: {data_dir / 'metadata.json'} not found (fix: run `supamove "
-                                         "export` first)")
+                                         "export` first, or, if it ran, set --data-dir (or MIGRATION_DATA_DIR) to "
+                                         "the directory it wrote)")
     result = cli("migrate-users")
     assert result.exit_code == 5
-    assert "(fix: run `supamove export` first)" in error_line(result.output)
+    assert ("(fix: run `supamove export` first, or, if it ran, set --data-dir (or MIGRATION_DATA_DIR) to the "
+            "directory it wrote)") in error_line(result.output)
     assert cli("export", *EDGE).exit_code == 0
     result = cli("import")
     assert result.exit_code == 5

@@ -519,7 +519,8 @@ def test_refuses_tables_holding_rows_unless_truncate_first(cli, dbs, exported: P
 def test_import_before_export(dbs, data_dir: Path) -> None:
     err = error_of(dbs, data_dir)
     assert isinstance(err, DataFileError)
-    assert str(err) == f"{data_dir / 'metadata.json'} not found (fix: run `supamove export` first)"
+    assert str(err) == (f"{data_dir / 'metadata.json'} not found (fix: run `supamove export` first, or, if it ran, "
+                        "set --data-dir (or MIGRATION_DATA_DIR) to the directory it wrote)")
 
 
 def test_mapping_missing_or_malformed(dbs, exported: Path) -> None:

@@ -850,7 +850,8 @@ def test_mapping_listing_one_stack_auth_id_twice_is_a_data_file_error(tmp_path: 
 def test_missing_export_says_to_export_first(client: StackAuthClient, tmp_path: Path) -> None:
     with pytest.raises(DataFileError) as caught:
         migrate_users(client, DataDir(tmp_path))
-    assert caught.value.fix == "run `supamove export` first"
+    assert caught.value.fix == ("run `supamove export` first, or, if it ran, set --data-dir (or MIGRATION_DATA_DIR) "
+                                "to the directory it wrote")
 
 
 def test_purge_mapping_refuses_before_retain_until(stack: StackAuthSandbox, client: StackAuthClient,

@@ -143,6 +143,13 @@ def write_json_items(path: Path, head: dict[str, Any], key: str, items: Iterable
         handle.write(b"\n}\n")
 
 
+def missing_error(path: Path, produced_by: str, why: str = "") -> DataFileError:
+    """A file an earlier step writes is not there: that step has not run, or --data-dir names another directory
+    (a mistyped one: "run export first" alone sent the operator to export again into it)."""
+    return DataFileError(f"{path} not found{why}", fix=f"run `supamove {produced_by}` first, or, if it ran, set "
+                                                       "--data-dir (or MIGRATION_DATA_DIR) to the directory it wrote")
+
+
 def read_json(path: Path, produced_by: str, *, fix: str | None = None, missing_ok: bool = False) -> Any:
     """A JSON file of the data directory, or a DataFileError naming the file and the fix.
 
@@ -152,7 +159,7 @@ def read_json(path: Path, produced_by: str, *, fix: str | None = None, missing_o
     if not path.exists():
         if missing_ok:
             return None
-        raise DataFileError(f"{path} not found", fix=f"run `supamove {produced_by}` first")
+        raise missing_error(path, produced_by)
     try:
         return orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError as exc:

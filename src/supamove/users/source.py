@@ -17,6 +17,7 @@ from supamove.files import (
     digest_mismatch,
     export_again,
     file_sha256,
+    missing_error,
     read_rows,
     restore_or_export_again,
     size_mismatch,
@@ -144,8 +145,7 @@ def load_auth_export(datadir: DataDir) -> list[SupabaseUser]:
     identities_file = datadir.table_file("auth", "identities")
     for path in (users_file, identities_file):
         if not path.exists():
-            raise DataFileError(f"{path} not found (the auth users are read from the export)",
-                                fix="run `supamove export` first")
+            raise missing_error(path, "export", " (the auth users are read from the export)")
     meta = Metadata.load(datadir, require_complete=False) if datadir.metadata.exists() else None
     if meta is not None:
         _check_digests(datadir, meta)
