@@ -299,6 +299,28 @@ def test_a_finished_export_of_another_source_is_not_kept(cli, dbs, data_dir: Pat
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(other)))
 
 
+def test_a_finished_export_lacking_what_migrate_selects_is_not_kept(cli, dbs, data_dir: Path,
+                                                                   stack_auth: StackAuthSandbox) -> None:
+    """An export made with --exclude-tables, then `migrate` without it: the export was kept as it was, the table
+    never loaded, and the run ended with exit 0 and "every table verified"."""
+    assert cli("export", *EDGE, "--exclude-tables", "public.readings").exit_code == 0
+    for args in (["--dry-run"], []):
+        result = cli("migrate", *args, *EDGE)
+        assert result.exit_code == 2, result.output
+        assert error_line(result.output) == (
+            f"Error: the finished export in {data_dir} was made with other options than this run's: it lacks 1 of "
+            "the tables this run selects: public.readings (fix: give `supamove migrate` the options the export was "
+            "made with, or run `supamove export --force` with this run's options to export again)")
+    assert not (data_dir / "user-mapping.json").exists()  # it stopped before any user or table moved
+    with dbs.target() as conn:
+        assert conn.execute("SELECT to_regclass('_supamove.import_state')").fetchone() == (None,)
+    remapped = cli("migrate", *EDGE, "--exclude-tables", "public.readings",
+                   "--not-user-id-column", "public.alert_subscriptions.notify_user_ids")
+    assert remapped.exit_code == 2, remapped.output
+    assert "it remaps public.alert_subscriptions.notify_user_ids (--not-user-id-column)" in flat(remapped.output)
+    assert cli("migrate", *EDGE, "--exclude-tables", "public.readings").exit_code == 0  # the export's own options
+
+
 def test_the_summary_names_the_step_that_failed(cli, data_dir: Path, stack_auth: StackAuthSandbox) -> None:
     # An export that stops at its plan: the summary said "finished by a previous run: kept" for it.
     result = cli("migrate", "--tables", "no_such_table")

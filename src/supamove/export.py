@@ -586,13 +586,43 @@ def _of_this_source(previous: Metadata | None, identity: dict[str, Any], source:
     return None
 
 
-def check_kept_export(source: Endpoint, meta: Metadata) -> None:
+def check_kept_export(source: Endpoint, meta: Metadata, options: ExportOptions) -> None:
     """A finished export that `migrate` keeps must have been read from this source: its tables and this
-    source's users would otherwise be loaded together (the refusal `export` gives a rerun)."""
+    source's users would otherwise be loaded together (the refusal `export` gives a rerun). It must hold
+    what this run's options select, too."""
     with connection(source) as conn:
         identity = guard.server_identity(conn).recorded()
-    if meta.from_other_source(identity):
-        raise meta.other_source_error(identity, source.redacted)
+        if meta.from_other_source(identity):
+            raise meta.other_source_error(identity, source.redacted)
+        plan = plan_export(conn, source, options)
+    check_kept_selection(meta, plan, options)
+
+
+def check_kept_selection(meta: Metadata, plan: ExportPlan, options: ExportOptions) -> None:
+    """The kept export must hold every table the plan selects, and remap the columns as the options say:
+    an export made with other options would be loaded as it is, and the run end as if nothing were missing."""
+    held = {e.key: set(e.table.user_id_columns) for e in meta.tables}
+    problems = []
+    missing = [t.qualified for t in plan.tables if t.key not in held]
+    if missing:
+        problems.append(f"it lacks {len(missing)} of the tables this run selects: {catalog.listed(missing)}")
+    for option, refs, remapped in (("--user-id-column", options.user_id_columns, False),
+                                   ("--not-user-id-column", options.not_user_id_columns, True)):
+        wrong = [r for r in refs if _remapped_in(held, catalog.parse_column_ref(r, option)) is remapped]
+        verb = "remaps" if remapped else "does not remap"
+        if wrong:
+            problems.append(f"it {verb} {catalog.listed(wrong)} ({option})")
+    if problems:
+        raise ConfigError(f"the finished export in {meta.datadir.root} was made with other options than this "
+                          f"run's: {'; '.join(problems)}",
+                          fix="give `supamove migrate` the options the export was made with, or run `supamove export "
+                              "--force` with this run's options to export again")
+
+
+def _remapped_in(held: dict[tuple[str, str], set[str]], ref: tuple[str, str, str]) -> bool | None:
+    """Whether the export remaps the column; None when it holds no such table."""
+    columns = held.get(ref[:2])
+    return None if columns is None else ref[2] in columns
 
 
 def _remove_files(datadir: DataDir, entries: list[TableEntry], meta: Metadata) -> None:

@@ -18,6 +18,7 @@ from supamove.errors import SupamoveError
 from supamove.export import (
     ExportWatch,
     check_kept_export,
+    check_kept_selection,
     check_options,
     preview_export,
     run_export,
@@ -54,6 +55,8 @@ def run_migrate(env: Endpoints, datadir: DataDir, options: PipelineOptions,
                 raise failure
             previous = Metadata.previous(datadir)
             result.export_kept = previous is not None and previous.complete  # a real run would keep it
+            if previous is not None and result.export_kept:  # and refuse it when it lacks what this run selects
+                check_kept_selection(previous, result.export_plan, options.export())
         else:
             Cutover(env, datadir.ensure(), options, progress or NullProgress(), result).run()
     except SupamoveError as exc:  # the step's own error: shown after what the steps before it did
@@ -129,7 +132,7 @@ class Cutover:
         board, result = self.board, self.result
         meta = Metadata.previous(self.datadir)
         if meta is not None and meta.complete:  # as `export` would refuse to: the finished export is kept
-            check_kept_export(self.source, meta)
+            check_kept_export(self.source, meta, self.options.export())
             log.info("export: finished by a previous run at %s, kept (`supamove export --force` exports again)",
                      meta.finished_at)
             result.export_kept = True
