@@ -178,8 +178,8 @@ def test_round_trip_arrives_identical(cli, dbs, data_dir: Path, mode: list[str])
     assert emptied.exit_code == 4, emptied.output
     assert error_line(emptied.output) == (
         "Error: tables an earlier run loaded are empty now (their rows were deleted since): "
-        "public.alert_subscriptions (fix: rerun with --truncate-first: it empties every table of the export and "
-        "loads them all again)")
+        "public.alert_subscriptions (fix: run `supamove import --truncate-first`: it empties every table of the "
+        "export and loads them all again)")
 
 
 def test_user_ids_inside_json_are_rewritten_wherever_they_are_and_other_uuids_stay(cli, dbs, data_dir: Path) -> None:
@@ -501,8 +501,8 @@ def test_refuses_tables_holding_rows_unless_truncate_first(cli, dbs, exported: P
         conn.execute("INSERT INTO public.organizations (id, name, slug) VALUES (gen_random_uuid(), 'old', 'old')")
     err = error_of(dbs, exported)
     assert isinstance(err, TargetError)
-    assert str(err) == ("target tables already hold rows: public.organizations (fix: empty them, or rerun with "
-                        "--truncate-first to replace their contents)")
+    assert str(err) == ("target tables already hold rows: public.organizations (fix: empty them, or run "
+                        "`supamove import --truncate-first` to replace their contents)")
     refused = cli("import", "--truncate-first")
     assert refused.exit_code != 0
     assert "--truncate-first empties the planned target tables and needs a confirmation" in flat(refused.output)
@@ -805,8 +805,9 @@ def test_disable_fk_reports_orphans(dbs, exported: Path) -> None:
     assert isinstance(err, TargetError)
     assert re.match(r"foreign keys violated after the load: \w+ on public\.\w+: \d+ rows without a match in "
                     r"public\.organizations", str(err)), str(err)
-    assert str(err).endswith("(fix: the loaded rows stay for inspection; correct the source data and rerun with "
-                             "--truncate-first, or run without --disable-fk to stop at the first bad row)")
+    assert str(err).endswith("(fix: the loaded rows stay for inspection; correct the source data, export it again "
+                             "(`supamove export --force`), then run `supamove import --truncate-first`, or load "
+                             "without --disable-fk to stop at the first bad row)")
 
 
 def test_disable_fk_checks_a_parents_foreign_keys_on_its_own_rows_not_on_the_tables_inheriting_from_it(

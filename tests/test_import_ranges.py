@@ -115,7 +115,7 @@ def test_another_export_over_a_partial_range_load_needs_truncate_first(cli, dbs,
     assert error_line(refused.output).startswith(
         "Error: target table public.fault_big holds part of an interrupted load of another export (snapshot ")
     assert error_line(refused.output).endswith(
-        "(fix: rerun with --truncate-first: it empties the table, puts them back and loads this export)")
+        "(fix: run `supamove import --truncate-first`: it empties the table, puts them back and loads this export)")
     result = cli("import", "--truncate-first", "--yes")  # whole, this time: the indexes are back first
     assert result.exit_code == 0, result.output
     assert set_aside(dbs) == [] and indexes(dbs) == ["fault_big_at_idx", "fault_big_pkey"]
@@ -149,8 +149,8 @@ def test_an_index_the_loaded_ranges_break_is_named_and_the_fix_it_gives_works(cl
     line = error_line(refused.output)
     assert line.startswith('Error: public.fault_big: could not create unique index "fault_big_bucket": Key ((id % '
                            "100000::bigint))=("), line
-    assert line.endswith("is duplicated. (fix: correct the rows in the source, export the table again, then run the "
-                         "import with --truncate-first (its ranges stay loaded, without its indexes, until then))")
+    assert line.endswith("is duplicated. (fix: correct the rows in the source, export the table again, then run "
+                         "`supamove import --truncate-first` (its ranges stay loaded, without its indexes, until then))")
     assert set_aside(dbs) == [("fault_big", 2, 2)] and indexes(dbs) == []
     with dbs.source() as conn:  # the rows corrected in the source
         conn.execute("DELETE FROM public.fault_big WHERE id > 100000")

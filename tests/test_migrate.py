@@ -258,6 +258,22 @@ def test_a_failing_import_stops_migrate_with_its_error_and_the_rerun_finishes(cl
     assert report_statuses(data_dir) == {"pass"}
 
 
+def test_a_target_table_holding_rows_stops_migrate_with_a_fix_that_migrate_can_follow(
+        cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox) -> None:
+    """The import's fix said "rerun with --truncate-first", an option `migrate` does not have: the operator
+    following it got "No such option"."""
+    with dbs.target() as conn:
+        conn.execute("INSERT INTO edge.no_pk (a, b, c) VALUES (1, 'left over', NULL)")
+    result = cli("migrate", *EDGE)
+    assert result.exit_code == 4, result.output
+    assert error_line(result.output) == ("Error: target tables already hold rows: edge.no_pk (fix: empty them, or "
+                                         "run `supamove import --truncate-first` to replace their contents)")
+    assert cli("import", "--truncate-first", "--yes").exit_code == 0
+    again = cli("migrate", *EDGE)
+    assert again.exit_code == 0, again.output
+    assert report_statuses(data_dir) == {"pass"}
+
+
 def test_failed_users_stop_migrate_with_the_error_of_migrate_users_before_any_user_id_is_loaded(
         cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox) -> None:
     stack_auth.fail_next(1, 400, match="POST /api/v1/users")  # one user refused: migrate-users fails (6)

@@ -31,8 +31,9 @@ def check_foreign_keys(conn: psycopg.Connection, target: Endpoint, plan: ImportP
                 log.error("foreign key %s on %s: %d orphan rows", fk.name, table.qualified, count)
     if orphans:
         raise target.error(f"foreign keys violated after the load: {'; '.join(orphans)}",
-                           plan.parent_fix("the loaded rows stay for inspection; correct the source data and rerun "
-                                           "with --truncate-first, or run without --disable-fk to stop at the first "
+                           plan.parent_fix("the loaded rows stay for inspection; correct the source data, export it "
+                                           "again (`supamove export --force`), then run `supamove import "
+                                           "--truncate-first`, or load without --disable-fk to stop at the first "
                                            "bad row"))
     log.info("checked %d foreign keys: no orphan rows", checked)
     return checked

@@ -191,7 +191,7 @@ def _check_split(splits: dict[tuple[str, str], tuple[str, str, str, str]], plans
         problems.append(target.error(
             f"target table {plan.qualified} holds part of an interrupted load of another export (snapshot "
             f"{state[2]}); its indexes and triggers are set aside until that load ends",
-            "rerun with --truncate-first: it empties the table, puts them back and loads this export"))
+            "run `supamove import --truncate-first`: it empties the table, puts them back and loads this export"))
 
 
 def _group(plans: list[TablePlan]) -> list[list[TablePlan]]:
@@ -217,11 +217,11 @@ def _check_empty(conn: psycopg.Connection, target: Endpoint, plans: list[TablePl
     if full:
         problems.append(target.error(
             f"target tables already hold rows: {', '.join(full)}",
-            "empty them, or rerun with --truncate-first to replace their contents"))
+            "empty them, or run `supamove import --truncate-first` to replace their contents"))
     if emptied:
         problems.append(target.error(
             f"tables an earlier run loaded are empty now (their rows were deleted since): {', '.join(emptied)}",
-            "rerun with --truncate-first: it empties every table of the export and loads them all again"))
+            "run `supamove import --truncate-first`: it empties every table of the export and loads them all again"))
 
 
 # Of the tables to load and their partitions, each the target's user does not own (its indexes, keys and triggers

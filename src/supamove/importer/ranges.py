@@ -224,7 +224,7 @@ def _put_back(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, tabl
             record_loaded(conn, plan, table, rows, time.monotonic() - started)
     except psycopg.errors.IntegrityError as exc:  # a duplicate key, a row without its parent
         detail = f": {exc.diag.message_detail}" if exc.diag.message_detail else ""
-        fix = ("correct the rows in the source, export the table again, then run the import with --truncate-first "
+        fix = ("correct the rows in the source, export the table again, then run `supamove import --truncate-first` "
                "(its ranges stay loaded, without its indexes, until then)")
         raise target.error(f"{table.qualified}: {first_line(exc)}{detail}",
                            plan.parent_fix(fix) if isinstance(exc, psycopg.errors.ForeignKeyViolation)
