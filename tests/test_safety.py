@@ -486,6 +486,33 @@ def test_ctrl_c_during_import_rolls_the_table_back_and_the_rerun_resumes(cli, db
     assert_verify_passes(cli)
 
 
+def test_a_stop_sent_to_the_process_group_during_the_import_ends_its_workers_without_a_traceback(
+        cli, dbs, data_dir: Path) -> None:
+    """`timeout`, a service manager or `kill -- -PGID` sends SIGTERM to every process of the group: the worker
+    processes converting a big file ran the handler they inherited, each printed "Interrupted: stopping…" and,
+    at times, a Python traceback ending in KeyboardInterrupt."""
+    from conftest import make_big_table, wait_for_copy_into
+
+    make_big_table(dbs)
+    assert cli("export", *EDGE).exit_code == 0
+    write_mapping(dbs, data_dir)
+    process = cli.process("import", start_new_session=True)  # a group of its own, as under `timeout`
+    wait_for_copy_into(dbs, "fault_big", process)  # the file is big: the workers are converting its lines
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    assert len(children) == 2  # --jobs 2
+    for child in children:  # each ends on SIGTERM as any process does: no handler of its own
+        assert not _catches_sigterm(int(child)), child
+    os.killpg(process.pid, signal.SIGTERM)  # the importing process and its workers at once
+    try:
+        output, _ = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, output
+    assert output.count("Interrupted: stopping…") == 1, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+
+
 def test_ctrl_c_during_migrate_users_against_a_hung_stack_auth(cli, dbs, exported: Path,
                                                                stack_auth: StackAuthSandbox) -> None:
     import time

@@ -95,6 +95,9 @@ PR_SET_PDEATHSIG = 1
 def _worker_start(parent: int) -> None:
     # Ctrl-C reaches the whole process group: the importing process stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # So does a stop sent to the group (`timeout`, a service manager): it ends a worker as it ends any process.
+    # The handler the fork inherited would raise KeyboardInterrupt there, a traceback on the terminal.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # A worker left behind by a killed import would wait for work forever, holding the data directory's
     # lock (its descriptor came with the fork): the rerun would find the directory in use.
     try:
