@@ -265,7 +265,7 @@ def test_a_password_given_as_a_url_parameter_is_never_stored_shown_or_put_on_a_c
     assert exported.exit_code == 0, exported.output
     schema = cli("schema", *EDGE)  # pg_dump: the password goes by PGPASSWORD, never on its command line
     assert schema.exit_code == 0, schema.output
-    command_line, environment = libpq_environment(Endpoint(url, "source"))  # what pg_dump is given
+    command_line, environment = libpq_environment(Endpoint(url, "source"), data_dir)  # what pg_dump is given
     assert environment["PGPASSWORD"] == APP_PASSWORD and f"user={fixtures.APP_ROLE}" in command_line
     assert "password" not in command_line
     log = Path(env["LOG_FILE_PATH"]).read_text()
@@ -274,6 +274,34 @@ def test_a_password_given_as_a_url_parameter_is_never_stored_shown_or_put_on_a_c
     assert APP_PASSWORD not in seen and quote(APP_PASSWORD, safe="") not in seen
     source = orjson.loads((data_dir / "metadata.json").read_bytes())["source"]["url"]
     assert source.endswith(f"?user={fixtures.APP_ROLE}&password=***&sslmode=disable"), source
+
+
+def test_the_client_keys_password_is_never_stored_shown_or_put_on_a_command_line(
+        cli, dbs: Any, env: dict[str, str], data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`sslpassword=` (the password of an encrypted client key) was written to metadata.json with the URL and
+    given to pg_dump on its command line, where every user of the machine reads it (ps)."""
+    key_password = "Key-Pa55-never-shown"
+    url = dbs.source_server.url(dbs.source_db, fixtures.APP_ROLE, APP_PASSWORD) + f"&sslpassword={key_password}"
+    monkeypatch.setenv("SUPABASE_DB_URL", url)
+    exported = cli("export", *EDGE)
+    assert exported.exit_code == 0, exported.output
+    schema = cli("schema", *EDGE)  # pg_dump reads it from a service file of its own
+    assert schema.exit_code == 0, schema.output
+    log = Path(env["LOG_FILE_PATH"]).read_text()
+    seen = exported.output + schema.output + log + "".join(
+        p.read_text(errors="replace") for p in data_dir.rglob("*.json"))
+    assert key_password not in seen
+    source = orjson.loads((data_dir / "metadata.json").read_bytes())["source"]["url"]
+    assert source.endswith("&sslpassword=***"), source
+    folder = tmp_path / "dump"
+    folder.mkdir()
+    command_line, environment = libpq_environment(Endpoint(url, "source"), folder)  # what pg_dump is given
+    assert key_password not in command_line and command_line.endswith("&service=supamove"), command_line
+    service = Path(environment["PGSERVICEFILE"])
+    assert service.read_text() == f"[supamove]\nsslpassword={key_password}\n"
+    assert stat.S_IMODE(service.stat().st_mode) == 0o600
+    with pytest.raises(SupamoveError, match="names a service and an sslpassword"):  # it would replace theirs
+        libpq_environment(Endpoint(url + "&service=prod", "source"), folder)
 
 
 def test_a_log_file_that_is_a_device_keeps_its_mode(tmp_path: Path) -> None:

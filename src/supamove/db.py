@@ -126,8 +126,21 @@ def _os_user() -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password, in the user part or as a `password=` parameter, shown as ***."""
-    return _password_replaced(url, "***")[0]
+    """The URL with its password, in the user part or as a `password=` parameter, and the client key's
+    `sslpassword=`, shown as ***."""
+    return without_key_password(_password_replaced(url, "***")[0], "***")[0]
+
+
+def without_key_password(url: str, shown: str | None = None) -> tuple[str, str | None]:
+    """The URL with the password of its client key (`sslpassword=`) replaced by `shown` (None: left out), and
+    that password, decoded."""
+    parts = urlsplit(url)
+    query = libpq_query(parts.query)
+    given = [v for k, v in query if k == "sslpassword"]
+    if not given:
+        return url, None
+    kept = [(k, v if k != "sslpassword" else shown) for k, v in query if k != "sslpassword" or shown is not None]
+    return unsplit(parts._replace(query=_encoded(kept, safe="*"))), given[-1]
 
 
 def without_password(url: str) -> tuple[str, str | None]:
@@ -177,6 +190,7 @@ def connect(endpoint: Endpoint, autocommit: bool = False) -> psycopg.Connection:
     password = urlsplit(endpoint.url).password
     add_secret(password)
     add_secret(without_password(endpoint.url)[1])  # libpq decodes it: its messages could hold either form
+    add_secret(without_key_password(endpoint.url)[1])
     try:
         conn = psycopg.connect(
             endpoint.conninfo(),

@@ -9,9 +9,10 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from supamove.db import Endpoint, without_password
-from supamove.errors import SupamoveError
+from supamove.db import Endpoint, libpq_query, without_key_password, without_password
+from supamove.errors import ConfigError, SupamoveError
 from supamove.log import add_secret, get_logger, scrub
 from supamove.pgtools import find_client, program_major
 from supamove.schema.model import TocEntry
@@ -53,17 +54,42 @@ class Programs:
         return subprocess.run([str(self.pg_dump), "--version"], capture_output=True, text=True).stdout.strip()
 
 
-def libpq_environment(endpoint: Endpoint) -> tuple[str, dict[str, str]]:
+def libpq_environment(endpoint: Endpoint, folder: Path) -> tuple[str, dict[str, str]]:
     """The connection URL without its password, and an environment giving it as PGPASSWORD.
 
-    A password on the command line would be visible to every user of the machine (ps).
+    A password on the command line would be visible to every user of the machine (ps). So would the client
+    key's `sslpassword`, which no environment variable gives: it goes in a service file in `folder` (private).
     """
     url, password = without_password(endpoint.conninfo())
+    url, key_password = without_key_password(url)
     env = dict(os.environ)
     if password is not None:
         add_secret(password)
         env["PGPASSWORD"] = password
+    if key_password is not None:
+        add_secret(key_password)
+        if any(k == "service" for k, _ in libpq_query(urlsplit(url).query)):  # one service a connection
+            raise ConfigError("the database URL names a service and an sslpassword: pg_dump can be given the "
+                              "sslpassword only by a service of supamove's", fix="put sslpassword in your service's "
+                              "entry of pg_service.conf instead of the URL")
+        env["PGSERVICEFILE"] = str(_service_file(folder, key_password))
+        url += ("&" if "?" in url else "?") + f"service={SERVICE}"
     return url, env
+
+
+SERVICE = "supamove"
+
+
+def _service_file(folder: Path, key_password: str) -> Path:
+    """A pg_service.conf giving the client key's password to the `supamove` service, readable by its owner only."""
+    if key_password != key_password.strip() or "\n" in key_password:  # a line of the file, trimmed by libpq
+        raise ConfigError("the sslpassword in the database URL starts or ends with a space, or holds a line break: "
+                          "pg_dump cannot be given it", fix="give the client key a password without them")
+    path = folder / "pg_service.conf"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(f"[{SERVICE}]\nsslpassword={key_password}\n")
+    return path
 
 
 def schema_pattern(name: str) -> str:
@@ -74,7 +100,7 @@ def schema_pattern(name: str) -> str:
 def dump_schema(programs: Programs, source: Endpoint, schemas: list[str], folder: Path,
                 skip: Sequence[tuple[str, str]] = ()) -> Path:
     """pg_dump --schema-only of `schemas` in the custom format, less the tables `skip` names; its path."""
-    url, env = libpq_environment(source)
+    url, env = libpq_environment(source, folder)
     path = folder / "schema.dump"
     args = [str(programs.pg_dump), "--schema-only", "--format=custom", f"--file={path}", "--dbname", url]
     args += [f"--schema={schema_pattern(s)}" for s in schemas]
