@@ -292,6 +292,29 @@ def test_failed_users_stop_migrate_with_the_error_of_migrate_users_before_any_us
     assert_users_once(stack_auth, data_dir)
 
 
+def test_disable_fk_without_the_privilege_stops_migrate_before_anything_moves(
+        cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A target user that may not SET session_replication_role: `migrate --disable-fk` said so only when the
+    first table was to load, after the whole export and every user created in Stack Auth; its dry run
+    passed."""
+    with dbs.target() as conn:
+        conn.execute("DROP ROLE IF EXISTS migrate_plain")
+        conn.execute("CREATE ROLE migrate_plain LOGIN BYPASSRLS PASSWORD 'plain-pw-456'")
+        conn.execute(sql.SQL("GRANT ALL ON DATABASE {} TO migrate_plain").format(sql.Identifier(dbs.target_db)))
+        conn.execute("GRANT USAGE ON SCHEMA public, edge TO migrate_plain")  # usable, but for --disable-fk
+        conn.execute("GRANT INSERT, SELECT, TRUNCATE ON ALL TABLES IN SCHEMA public, edge TO migrate_plain")
+    monkeypatch.setenv("DATABASE_URL", dbs.target_server.url(dbs.target_db, "migrate_plain", "plain-pw-456"))
+    for args in (["--dry-run"], []):
+        result = cli("migrate", *EDGE, "--disable-fk", *args)
+        assert result.exit_code == 4, result.output
+        assert error_line(result.output) == (
+            "Error: --disable-fk needs to SET session_replication_role, which this user may not do (fix: run "
+            "without --disable-fk (constraints are then checked before each table commits), or use a superuser in "
+            "DATABASE_URL)")
+        assert step_results(result.output)["import"] == "failed"
+    assert not (data_dir / "metadata.json").exists() and not stack_auth.users
+
+
 def test_a_finished_export_of_another_source_is_not_kept(cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """`migrate` keeps a finished export: SUPABASE_DB_URL pointed elsewhere since, it loaded the first database's

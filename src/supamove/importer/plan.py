@@ -261,6 +261,17 @@ def _check_privileges(conn: psycopg.Connection, target: Endpoint, plans: list[Ta
                 sql.Identifier(s), sql.Identifier(user)).as_string(None) for s in closed)))
 
 
+def check_load_target(target: Endpoint, options: ImportOptions) -> None:
+    """What the options need of the target's user, before anything is read or written: `migrate` loads only
+    after its export and its users, which a refusal found then would have come after."""
+    problems: list[SupamoveError] = []
+    if options.disable_fk:
+        with connection(target, autocommit=True) as conn:
+            _check_replica_role(conn, target, problems)
+    if problems:
+        raise problems[0]
+
+
 def _check_replica_role(conn: psycopg.Connection, target: Endpoint, problems: list[SupamoveError]) -> None:
     try:
         with conn.transaction(force_rollback=True):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from supamove.connections import check_connections
+from supamove.db import Endpoint
 from supamove.errors import SupamoveError
 from supamove.export import (
     ExportWatch,
@@ -23,7 +24,7 @@ from supamove.export import (
     preview_export,
     run_export,
 )
-from supamove.importer import finish_import, run_import
+from supamove.importer import check_load_target, finish_import, run_import
 from supamove.log import get_logger
 from supamove.metadata import Metadata, TableEntry
 from supamove.paths import DataDir
@@ -50,19 +51,30 @@ def run_migrate(env: Endpoints, datadir: DataDir, options: PipelineOptions,
         _check_connections(env, result)
         step = "export"
         if options.dry_run:
-            result.export_plan = preview_export(source, options.export())
-            if (failure := result.export_plan.failure()) is not None:
-                raise failure
-            previous = Metadata.previous(datadir)
-            result.export_kept = previous is not None and previous.complete  # a real run would keep it
-            if previous is not None and result.export_kept:  # and refuse it when it lacks what this run selects
-                check_kept_selection(previous, result.export_plan, options.export())
+            _dry_run(env, source, datadir, options, result)
         else:
             Cutover(env, datadir.ensure(), options, progress or NullProgress(), result).run()
     except SupamoveError as exc:  # the step's own error: shown after what the steps before it did
         result.fail(result.failed_step or step, exc)
     result.seconds = result.elapsed()
     return result
+
+
+def _dry_run(env: Endpoints, source: Endpoint, datadir: DataDir, options: PipelineOptions,
+             result: MigrateResult) -> None:
+    """The target checked as a real run checks it first, then the export's plan; nothing written."""
+    try:
+        check_load_target(env.checked_target(), options.load())
+    except SupamoveError:
+        result.failed_step = "import"
+        raise
+    result.export_plan = preview_export(source, options.export())
+    if (failure := result.export_plan.failure()) is not None:
+        raise failure
+    previous = Metadata.previous(datadir)
+    result.export_kept = previous is not None and previous.complete  # a real run would keep it
+    if previous is not None and result.export_kept:  # and refuse it when it lacks what this run selects
+        check_kept_selection(previous, result.export_plan, options.export())
 
 
 def _check_connections(env: Endpoints, result: MigrateResult) -> None:
@@ -82,8 +94,9 @@ class Cutover:
         self.env, self.datadir, self.options, self.result = env, datadir, options, result
         self.progress = progress
         self.source = env.source
-        with self._step("import"):  # the import's own check of its target, before anything is written
+        with self._step("import"):  # the import's own checks of its target, before anything is written
             self.target = env.checked_target()
+            check_load_target(self.target, options.load())
         self.board = Board(datadir, options.disable_fk)
         self.checksums: AheadChecksums | None = None
 
