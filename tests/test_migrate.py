@@ -237,6 +237,22 @@ def test_ctrl_c_stops_migrate_within_seconds_and_the_rerun_finishes(cli, dbs, da
     assert_users_once(stack_auth, data_dir)
 
 
+def test_ctrl_c_while_stack_auth_hangs_says_how_to_resume_once(cli, data_dir: Path,
+                                                               stack_auth: StackAuthSandbox) -> None:
+    """The creates in flight hold the process up to the grace's end, which said "Run the same command again
+    to resume." a second time."""
+    from conftest import interrupt_and_wait
+
+    stack_auth.delay_next(10_000, 8.0, match="POST /api/v1/users")
+    process = cli.process("migrate", *EDGE)
+    wait_until(lambda: bool(stack_auth._faults) and stack_auth._faults[0].times < 10_000, "a create hanging",
+               process)
+    seconds, output = interrupt_and_wait(process)
+    assert process.returncode == 130, output
+    assert seconds < 5, (seconds, output)
+    assert output.count("Run the same command again to resume.") == 1, output
+
+
 def test_a_failing_import_stops_migrate_with_its_error_and_the_rerun_finishes(cli, dbs, data_dir: Path,
                                                                              stack_auth: StackAuthSandbox) -> None:
     with dbs.target() as conn:

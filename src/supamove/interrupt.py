@@ -35,6 +35,7 @@ class _Closable(Protocol):
 
 
 _stopping = threading.Event()
+_resume_said = threading.Event()  # the command said how to resume: ending it after the grace says it no more
 _lock = threading.Lock()
 _connections: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
 _clients: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -55,6 +56,11 @@ def register_client(client: _Closable) -> None:
 def stopping() -> bool:
     """Whether Ctrl-C was pressed: no new work should start."""
     return _stopping.is_set()
+
+
+def resume_said() -> None:
+    """The command said how to resume, on its way out (threads still ending may hold it up to the grace)."""
+    _resume_said.set()
 
 
 def check() -> None:
@@ -84,6 +90,7 @@ def handled() -> Iterator[None]:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         _stopping.clear()
+        _resume_said.clear()
 
 
 def _pressed_before() -> bool:
@@ -126,8 +133,9 @@ def _cancel_all() -> None:
 
 
 def _exit_now() -> None:
-    """End the process as a kill would, after saying how to resume."""
-    os.write(2, RESUME.encode())
+    """End the process as a kill would, after saying how to resume (once)."""
+    if not _resume_said.is_set():
+        os.write(2, RESUME.encode())
     for handler in get_logger().handlers:
         try:
             handler.flush()

@@ -34,6 +34,7 @@ from rich.progress import (
 from rich.progress import Progress as Bars
 from rich.table import Table
 
+from supamove import interrupt
 from supamove.errors import INTERRUPTED, DataFileError, SupamoveError
 from supamove.log import console, echo_to_log, get_logger, scrub
 from supamove.progress import NullProgress, Progress
@@ -266,6 +267,7 @@ def failures_shown(unexpected: str = "unexpected", hint: str = "see the log file
     except KeyboardInterrupt:
         _json_error(as_json, "interrupted", INTERRUPTED)
         console.print("[yellow]Interrupted.[/] Run the same command again to resume.")
+        interrupt.resume_said()
         sys.exit(INTERRUPTED)
     except OSError as exc:
         if not exc.filename:
