@@ -48,8 +48,8 @@ def test_transaction_pooler_prepares_nothing_and_sets_no_session_timeouts(
 @pytest.fixture(scope="module")
 def german_money_server():
     """A server whose lc_monetary is de_DE (money reads '1.234,56 €'), the locale built for it with localedef."""
-    if not shutil.which("localedef") or not Path("/usr/share/i18n/locales/de_DE").exists():
-        pytest.skip("localedef and the de_DE locale source are needed")
+    assert shutil.which("localedef") and Path("/usr/share/i18n/locales/de_DE").exists(), \
+        "localedef and the de_DE locale source are needed (.ci/run installs the locales package)"
     locales = Path(tempfile.mkdtemp(prefix="supamove-locales-"))
     locales.chmod(0o755)  # the server may run as another account
     subprocess.run(["localedef", "-i", "de_DE", "-f", "UTF-8", str(locales / "de_DE.UTF-8")], check=True,
