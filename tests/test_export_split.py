@@ -48,10 +48,10 @@ def test_a_split_table_is_exported_as_one_whole_file_and_loads(cli, dbs, data_di
     make_big_table(dbs)
     plan = cli("export", *EDGE, *SPLIT, "--dry-run", "--json")
     assert plan.exit_code == 0, plan.output
-    parts = {f"{t['schema']}.{t['table']}": t["parts"] for t in orjson.loads(plan.output)["tables"]}
+    parts = {f"{t['schema']}.{t['table']}": t["parts"] for t in orjson.loads(plan.stdout)["tables"]}
     assert parts["public.fault_big"] == 8 and {n for name, n in parts.items() if name != "public.fault_big"} == {1}
     never = cli("export", *EDGE, "--split-tables-larger-than", "0", "--dry-run", "--json")
-    assert {t["parts"] for t in orjson.loads(never.output)["tables"]} == {1}  # 0: no table is split
+    assert {t["parts"] for t in orjson.loads(never.stdout)["tables"]} == {1}  # 0: no table is split
     shown = cli("export", *EDGE, *SPLIT, "--dry-run")
     assert "public.fault_big: read as 8 block ranges at once (--split-tables-larger-than)" in flat(shown.output)
 
