@@ -516,6 +516,24 @@ def test_refuses_tables_holding_rows_unless_truncate_first(cli, dbs, exported: P
     assert_same_rows(dbs, exported, mapping)
 
 
+def test_a_load_sets_the_last_verification_aside_and_a_rerun_loading_nothing_keeps_it(cli, dbs, exported: Path) -> None:
+    """A verification-report.json that passed stays after the target changes: an import stopped before the next
+    verify left a pass that no longer held. The load renames it *.previous.json; a rerun with nothing to load
+    leaves a report of the target as it stands."""
+    write_mapping(dbs, exported)
+    assert cli("import").exit_code == 0
+    assert cli("verify").exit_code == 0
+    report = exported / "verification-report.json"
+    passed = report.read_bytes()
+    kept = cli("import")  # every table loaded by a previous run: the target does not change
+    assert kept.exit_code == 0 and report.read_bytes() == passed, kept.output
+    again = cli("import", "--truncate-first", "--yes")
+    assert again.exit_code == 0, again.output
+    assert not report.exists()
+    assert (exported / "verification-report.previous.json").read_bytes() == passed
+    assert cli("verify").exit_code == 0 and report.exists()
+
+
 def test_import_before_export(dbs, data_dir: Path) -> None:
     err = error_of(dbs, data_dir)
     assert isinstance(err, DataFileError)

@@ -86,6 +86,16 @@ class DataDir:
         """Where `verify --skip-checksum` writes when verification-report.json holds a full verification."""
         return self.root / "verification-counts-report.json"
 
+    def set_aside_verification(self) -> list[Path]:
+        """A load about to change the target makes the last verification's verdict stale: its reports become
+        `*.previous.json`, so that a run stopped before its own verify leaves no pass that no longer holds."""
+        moved = []
+        for path in (self.verification_report, self.verification_counts_report):
+            if path.exists():
+                os.replace(path, previous := path.with_name(path.name.removesuffix(".json") + ".previous.json"))
+                moved.append(previous)
+        return moved
+
     @property
     def schema_sql(self) -> Path:  # migration-data/schema.sql
         return self.root / "schema.sql"

@@ -80,6 +80,8 @@ def run_import(target: Endpoint, datadir: DataDir, options: ImportOptions,
                 log.error("%s", problem)
             raise failure
         _create_state(conn, target)
+        if options.truncate_first or not all(t.done for t in plan.tables):
+            datadir.set_aside_verification()  # the target changes now: the last verdict no longer holds
         if options.truncate_first:
             _truncate(conn, target, plan)
         mark = _timing("planned", started)
