@@ -518,3 +518,13 @@ def validate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     verdicts = [orjson.loads(line) for line in done.stdout.splitlines()]
     assert len(verdicts) == len(items), done.stdout.decode()
     return verdicts
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 no public CA signed (a self-hosted Stack Auth's), and its key."""
+    assert shutil.which("openssl"), "openssl is needed to make the test certificate (.ci/run installs it)"
+    key, cert = folder / "stack.key", folder / "stack.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key

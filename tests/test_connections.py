@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import http.server
 import os
-import shutil
 import ssl
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 from click.testing import CliRunner
-from conftest import APP_PASSWORD, STACK_PROJECT, STACK_SECRET, error_line
+from conftest import APP_PASSWORD, STACK_PROJECT, STACK_SECRET, error_line, self_signed_certificate
 
 from supamove.cli import main
 from supamove.config import Settings
@@ -100,11 +98,7 @@ class _NoUsers(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def self_signed_stack_auth(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """An https server with a certificate no public CA signed (a self-hosted Stack Auth's); its CA file."""
-    assert shutil.which("openssl"), "openssl is needed to make the test certificate (.ci/run installs it)"
-    key, cert = tmp_path / "stack.key", tmp_path / "stack.crt"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    cert, key = self_signed_certificate(tmp_path)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NoUsers)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)

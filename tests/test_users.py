@@ -1246,15 +1246,11 @@ def test_a_connection_stack_auth_closed_while_idle_is_not_sent_a_request(datadir
 def test_a_stack_auth_behind_tls_is_refused_until_its_ca_is_trusted(tmp_path: Path, datadir: DataDir,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A self-hosted Stack Auth with a certificate of its own CA: named, then usable with SSL_CERT_FILE."""
-    import shutil
     import ssl
-    import subprocess
 
-    assert shutil.which("openssl"), "openssl is needed to make the test certificate (.ci/run installs it)"
-    key, cert = tmp_path / "stack.key", tmp_path / "stack.crt"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    from conftest import self_signed_certificate
+
+    cert, key = self_signed_certificate(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
