@@ -274,20 +274,46 @@ def test_a_failing_import_stops_migrate_with_its_error_and_the_rerun_finishes(cl
     assert report_statuses(data_dir) == {"pass"}
 
 
-def test_a_target_table_holding_rows_stops_migrate_with_a_fix_that_migrate_can_follow(
+LEFTOVER = ("Error: target tables already hold rows: edge.no_pk (fix: if those rows are not to be kept, empty the "
+            "tables (`TRUNCATE edge.no_pk` in the target database), then run the same command again)")
+
+
+def _fix_followed(cli, dbs, data_dir: Path) -> None:
+    with dbs.target() as conn:
+        conn.execute("TRUNCATE edge.no_pk")
+    again = cli("migrate", *EDGE)
+    assert again.exit_code == 0, again.output
+    assert report_statuses(data_dir) == {"pass"}
+
+
+def test_a_target_table_holding_rows_stops_migrate_before_anything_moves(
         cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox) -> None:
-    """The import's fix said "rerun with --truncate-first", an option `migrate` does not have: the operator
-    following it got "No such option"."""
+    """The rows were found only when the table was to load, after the whole export and every user created in
+    Stack Auth, with a fix naming `import --truncate-first`; the dry run passed."""
+    with dbs.target() as conn:
+        conn.execute("INSERT INTO edge.no_pk (a, b, c) VALUES (1, 'left over', NULL)")
+    dry = cli("migrate", "--dry-run", *EDGE)
+    assert dry.exit_code == 4, dry.output
+    assert error_line(dry.output) == LEFTOVER
+    result = cli("migrate", *EDGE)
+    assert result.exit_code == 4, result.output
+    assert error_line(result.output) == LEFTOVER
+    assert step_results(result.output)["import"] == "failed"
+    assert stack_auth.create_count() == 0 and not (data_dir / "metadata.json").exists()  # nothing moved before it
+    _fix_followed(cli, dbs, data_dir)
+
+
+def test_a_target_table_holding_rows_stops_migrate_that_keeps_a_finished_export_before_any_user(
+        cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox) -> None:
+    """The same when `migrate` keeps an export that `supamove export` finished."""
+    assert cli("export", *EDGE).exit_code == 0
     with dbs.target() as conn:
         conn.execute("INSERT INTO edge.no_pk (a, b, c) VALUES (1, 'left over', NULL)")
     result = cli("migrate", *EDGE)
     assert result.exit_code == 4, result.output
-    assert error_line(result.output) == ("Error: target tables already hold rows: edge.no_pk (fix: empty them, or "
-                                         "run `supamove import --truncate-first` to replace their contents)")
-    assert cli("import", "--truncate-first", "--yes").exit_code == 0
-    again = cli("migrate", *EDGE)
-    assert again.exit_code == 0, again.output
-    assert report_statuses(data_dir) == {"pass"}
+    assert error_line(result.output) == LEFTOVER
+    assert stack_auth.create_count() == 0
+    _fix_followed(cli, dbs, data_dir)
 
 
 def test_failed_users_stop_migrate_with_the_error_of_migrate_users_before_any_user_id_is_loaded(

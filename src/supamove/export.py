@@ -85,11 +85,13 @@ class ExportWatch:
 
     `table_done` gets the key of each table whose file is complete and recorded in metadata.json (at
     once for those an earlier run finished); `values_checked` is called once the user-id value check
-    is recorded there, so every entry's user-id columns are final.
+    is recorded there, so every entry's user-id columns are final. `planned` gets the plan before any row
+    is read: an error it raises stops the export, which has then written nothing.
     """
 
     table_done: Callable[[tuple[str, str]], None] = lambda key: None
     values_checked: Callable[[], None] = lambda: None
+    planned: Callable[[ExportPlan], None] = lambda plan: None
 
 
 @dataclass
@@ -533,7 +535,7 @@ def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
     """
     if options.auth_only:
         return run_auth_export(source, datadir, progress)
-    progress = progress or NullProgress()
+    progress, watch = progress or NullProgress(), watch or ExportWatch()
     check_options(options)
     previous = _previous_export(datadir.check_exists(), options.force)
     if previous is not None and not options.force:
@@ -544,11 +546,12 @@ def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
         identity = guard.server_identity(main).recorded()
         kept = _of_this_source(previous, identity, source, options)
         plan = plan_export(main, source, options)
+        watch.planned(plan)
         datadir.ensure()
         meta = prepare_metadata(datadir, plan, options, source, identity, snapshot, kept)
         if previous is not None and kept is None:  # another source's export: none of its files stays
             _remove_files(datadir, previous.entries, meta)
-        tables = _export_tables(source, snapshot, plan, options, meta, progress, watch or ExportWatch())
+        tables = _export_tables(source, snapshot, plan, options, meta, progress, watch)
         _fingerprint_auth(main, meta, snapshot)
     meta.finish(now_iso())
     return ExportResult(plan, tables, time.monotonic() - started, snapshot, datadir)

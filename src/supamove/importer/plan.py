@@ -202,6 +202,9 @@ def _group(plans: list[TablePlan]) -> list[list[TablePlan]]:
     return groups + [[p] for p in plans if p.target is None]
 
 
+HOLDS_ROWS_FIX = "empty them, or run `supamove import --truncate-first` to replace their contents"
+
+
 def _check_empty(conn: psycopg.Connection, target: Endpoint, plans: list[TablePlan], problems: list[SupamoveError]) -> None:
     """Tables to load must be empty; tables an earlier run loaded must not be (their rows deleted since:
     a rerun would skip them and say every table is loaded)."""
@@ -217,7 +220,7 @@ def _check_empty(conn: psycopg.Connection, target: Endpoint, plans: list[TablePl
     if full:
         problems.append(target.error(
             f"target tables already hold rows: {', '.join(full)}",
-            "empty them, or run `supamove import --truncate-first` to replace their contents"))
+            HOLDS_ROWS_FIX))
     if emptied:
         problems.append(target.error(
             f"tables an earlier run loaded are empty now (their rows were deleted since): {', '.join(emptied)}",
@@ -270,6 +273,38 @@ def check_load_target(target: Endpoint, options: ImportOptions) -> None:
             _check_replica_role(conn, target, problems)
     if problems:
         raise problems[0]
+
+
+def check_tables_empty(target: Endpoint, keys: list[tuple[str, str]]) -> None:
+    """The target tables of `keys` that hold rows no import recorded, found before `migrate` exports or creates a
+    user: the load would refuse them after both. A table an import recorded is left to the import's own plan,
+    which tells a finished load from rows of another export."""
+    with connection(target, autocommit=True) as conn:
+        recorded = {state[:2] for state in _read_state(conn)} | set(_read_splits(conn))  # a split load's ranges too
+        names = [[schema for schema, _ in keys], [name for _, name in keys]]
+        found = conn.execute(TABLES_SQL, names).fetchall()
+        full = [catalog.qualify(schema, name) for schema, name in found
+                if (schema, name) not in recorded and _holds_rows(conn, schema, name)]
+    if full:
+        raise target.error(f"target tables already hold rows: {', '.join(full)}",
+                           f"if those rows are not to be kept, empty the tables (`TRUNCATE {', '.join(full)}` in the "
+                           "target database), then run the same command again")
+
+
+# The tables of these names the target has (one missing is the import's plan's to name).
+TABLES_SQL = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN unnest(%s::text[], %s::text[]) AS k(schema_name, table_name) ON (k.schema_name, k.table_name) = (n.nspname, c.relname)
+WHERE c.relkind IN ('r', 'p') ORDER BY 1, 2
+"""
+
+
+def _holds_rows(conn: psycopg.Connection, schema: str, name: str) -> bool:
+    try:
+        row = conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(schema, name))).fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        return False  # the import's plan names what its user may not read
+    return bool(row and row[0])
 
 
 def _check_replica_role(conn: psycopg.Connection, target: Endpoint, problems: list[SupamoveError]) -> None:

@@ -17,6 +17,7 @@ from supamove.connections import check_connections
 from supamove.db import Endpoint
 from supamove.errors import SupamoveError
 from supamove.export import (
+    ExportPlan,
     ExportWatch,
     check_kept_export,
     check_kept_selection,
@@ -24,7 +25,7 @@ from supamove.export import (
     preview_export,
     run_export,
 )
-from supamove.importer import check_load_target, finish_import, run_import
+from supamove.importer import check_load_target, check_tables_empty, finish_import, run_import
 from supamove.log import get_logger
 from supamove.metadata import Metadata, TableEntry
 from supamove.paths import DataDir
@@ -63,18 +64,28 @@ def run_migrate(env: Endpoints, datadir: DataDir, options: PipelineOptions,
 def _dry_run(env: Endpoints, source: Endpoint, datadir: DataDir, options: PipelineOptions,
              result: MigrateResult) -> None:
     """The target checked as a real run checks it first, then the export's plan; nothing written."""
+    target = env.checked_target()
     try:
-        check_load_target(env.checked_target(), options.load())
+        check_load_target(target, options.load())
     except SupamoveError:
         result.failed_step = "import"
         raise
     result.export_plan = preview_export(source, options.export())
     if (failure := result.export_plan.failure()) is not None:
         raise failure
+    try:
+        check_tables_empty(target, _keys(result.export_plan))
+    except SupamoveError:
+        result.failed_step = "import"
+        raise
     previous = Metadata.previous(datadir)
     result.export_kept = previous is not None and previous.complete  # a real run would keep it
     if previous is not None and result.export_kept:  # and refuse it when it lacks what this run selects
         check_kept_selection(previous, result.export_plan, options.export())
+
+
+def _keys(plan: ExportPlan) -> list[tuple[str, str]]:
+    return [(table.schema, table.name) for table in plan.tables]
 
 
 def _check_connections(env: Endpoints, result: MigrateResult) -> None:
@@ -146,6 +157,7 @@ class Cutover:
         meta = Metadata.previous(self.datadir)
         if meta is not None and meta.complete:  # as `export` would refuse to: the finished export is kept
             check_kept_export(self.source, meta, self.options.export())
+            self._check_empty([entry.key for entry in meta.entries])
             log.info("export: finished by a previous run at %s, kept (`supamove export --force` exports again)",
                      meta.finished_at)
             result.export_kept = True
@@ -157,10 +169,22 @@ class Cutover:
             board.values_checked()
             return
         result.begin("export")
-        watch = ExportWatch(board.table_exported, board.values_checked)
+        watch = ExportWatch(table_done=board.table_exported, values_checked=board.values_checked, planned=self._planned)
         result.export = run_export(self.source, self.datadir, self.options.export(),
                                    Labelled(self.progress, "export "), watch)
         result.end("export")
+
+    def _planned(self, plan: ExportPlan) -> None:
+        self._check_empty(_keys(plan))
+
+    def _check_empty(self, keys: list[tuple[str, str]]) -> None:
+        """Target tables holding rows, found before the export reads a row or a user is created: the load would
+        refuse them only after both."""
+        try:
+            check_tables_empty(self.target, keys)
+        except SupamoveError as exc:
+            self.board.fail(exc, "import")  # the first failure recorded: the import's, with its exit code
+            raise
 
     def _users(self) -> None:
         board = self.board
