@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
+import httpx
 import orjson
 import pytest
 from click.testing import CliRunner
@@ -1207,6 +1208,52 @@ def test_a_journal_done_line_without_its_stack_auth_id_leaves_the_write_in_doubt
 
 
 # --- the HTTP transport: kept-alive connections, TLS -----------------------------------------------------------
+
+
+def test_a_proxy_named_by_the_environment_carries_the_requests(stack: StackAuthSandbox,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine that reaches Stack Auth only through HTTP_PROXY / HTTPS_PROXY: the client's own transport took
+    the requests past the proxy. Without such a setting, none goes to it."""
+    import http.client
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+
+    class Forward(BaseHTTPRequestHandler):
+        def forward(self) -> None:
+            seen.append(f"{self.command} {self.path}")  # a proxy is sent the whole URL
+            url = httpx.URL(self.path)
+            upstream = http.client.HTTPConnection(url.host, url.port)
+            body = self.rfile.read(int(self.headers.get("content-length") or 0))
+            upstream.request(self.command, url.raw_path.decode(), body=body or None, headers=dict(self.headers))
+            answer = upstream.getresponse()
+            content = answer.read()
+            self.send_response(answer.status)
+            self.send_header("content-type", answer.getheader("content-type") or "application/json")
+            self.send_header("content-length", str(len(content)))
+            self.end_headers()
+            self.wfile.write(content)
+            upstream.close()
+
+        do_GET = do_POST = do_PATCH = forward
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        with StackAuthClient(stack.url, PROJECT, SECRET, retry=FAST) as client:
+            assert list(client.iter_users()) == [] and seen == []
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        with StackAuthClient(stack.url, PROJECT, SECRET, retry=FAST) as client:
+            created = client.create_user({"primary_email": "proxied@example.com", "primary_email_auth_enabled": True})
+            assert client.get_user(created.user["id"])["primary_email"] == "proxied@example.com"
+        assert seen == [f"POST {stack.url}/api/v1/users", f"GET {stack.url}/api/v1/users/{created.user['id']}"]
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
 
 
 def test_a_connection_stack_auth_closed_while_idle_is_not_sent_a_request(datadir: DataDir) -> None:

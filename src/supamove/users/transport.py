@@ -5,7 +5,8 @@ Why not httpx's own transport: migrate-users sends one request per user, and htt
 of processor time on each (its pool's lock, h11's parsing in Python), where http.client spends under
 0.2 ms. On a small machine shared with both databases, that time is the users step's: it halves
 what creating users costs the processor. httpx stays the client above it (requests, responses,
-timeouts, proxies from the environment, the errors the retries are decided on); this only moves bytes.
+timeouts, the errors the retries are decided on); this only moves bytes. Through a proxy the
+environment names, httpx's own transport carries the requests (client.py).
 """
 
 from __future__ import annotations
