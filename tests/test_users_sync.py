@@ -580,3 +580,25 @@ def test_after_map_users_a_change_stack_auth_lacks_is_a_conflict_not_a_baseline(
     assert stack_user(stack, datadir, "user001")["display_name"] == "Renamed user001@example.com"
     again = run(stack, datadir)
     assert again.failure() is None and {o.sync for o in again.outcomes} == {"unchanged"}
+
+
+def test_an_e_mail_freed_in_supabase_goes_to_the_user_who_took_it_in_the_same_run(stack: StackAuthSandbox,
+                                                                                    tmp_path: Path) -> None:
+    """Between two runs a user is deleted (gone from auth.users, or deleted_at set) and someone signs up with its
+    address (an admin's delete and re-invite): the next run turns the old user's e-mail sign-in off before it
+    creates the new user, and its dry run says so, never a link to the old user's Stack Auth account."""
+    users = [auth_user("ann", 0), auth_user("ben", 1)]
+    datadir = write_export(tmp_path / "d", users, [])
+    assert not run(stack, datadir).failed
+    later = [auth_user("ben", 1, deleted_at=ts(40)),  # ann: gone from auth.users
+             *(auth_user(f"{name}2", 41 + n, email=f"{name}@example.com") for n, name in enumerate(("ann", "ben")))]
+    write_export(datadir.root, later, [])
+    predicted = {o.supabase_user_id: o for o in run(stack, datadir, dry_run=True).outcomes}
+    assert [predicted[uid(name)].status for name in ("ann2", "ben2")] == ["create", "create"]
+    result = run(stack, datadir)
+    assert result.failure() is None, [(o.email, o.reason) for o in result.failed]
+    mapping = UserMapping.load(datadir.user_mapping)
+    for name in ("ann", "ben"):
+        signing_in = [u["id"] for u in stack.users.values()
+                      if u["primary_email"] == f"{name}@example.com" and u["primary_email_auth_enabled"]]
+        assert signing_in == [mapping.get(uid(f"{name}2"))] and mapping.get(uid(name)) not in signing_in

@@ -233,9 +233,9 @@ def migrate_users(client: StackAuthClient, datadir: DataDir, options: MigrateOpt
     updates.load()  # an interrupted run's updates: a dry run reads them as the real run does
     if options.dry_run:
         assert listing is not None
-        outcomes = dry_run_outcomes(client, listing, plan, state, options, updates.intents, pending) + \
-            dry_run_gone(client, gone, state, options) + lost
-        return MigrationResult(outcomes, True, time.monotonic() - started)
+        outcomes = dry_run_outcomes(client, listing, plan, state, options, updates.intents, pending,
+                                    held_emails(plan, mapping, state, gone))
+        return MigrationResult(outcomes + dry_run_gone(client, gone, state, options) + lost, True, time.monotonic() - started)
     run = _Run(client, mapping, journal, pending, options, progress or NullProgress(), state, updates)
     try:
         outcomes = run.execute(plan, _previous_report(datadir.users_report), gone) + lost
@@ -318,6 +318,28 @@ def _deleted_in_stack_auth(item: PlannedUser, stack_id: str) -> UserOutcome:
     return _failed(item, f"Stack Auth user {stack_id} no longer exists (deleted in Stack Auth)", DELETED_FIX)
 
 
+def frees_email(item: PlannedUser, mapping: UserMapping, state: SyncState) -> bool:
+    """Whether this user of an earlier run no longer signs in with the e-mail it was mapped with (deleted in
+    Supabase, or another address now): its update frees that address in Stack Auth. A linked user is never
+    written, so it frees nothing."""
+    if (state.get(item.user.id) or {}).get("linked"):
+        return False
+    return not item.email_auth or (mapping.entries.get(item.user.id) or {}).get("email") != item.email
+
+
+def held_emails(plan: list[PlannedUser], mapping: UserMapping, state: SyncState,
+                gone: list[tuple[str, str, str | None]]) -> dict[str, str | None]:
+    """Stack Auth id (lower case) -> the Supabase user it stands for, None when this run frees its e-mail before
+    any create (as _Run.execute does): what a dry run predicts the creates' links from."""
+    held: dict[str, str | None] = {e["stackAuthUserId"].lower(): sid for sid, e in mapping.entries.items()}
+    for item in plan:
+        if item.action == "done" and frees_email(item, mapping, state):
+            held[mapping.entries[item.user.id]["stackAuthUserId"].lower()] = None
+    for _, stack_id, _ in gone:
+        held[stack_id.lower()] = None
+    return held
+
+
 class _Run:
     """One migrate-users run: the creates in a thread pool, recorded as they finish."""
 
@@ -332,9 +354,12 @@ class _Run:
 
     def execute(self, plan: list[PlannedUser], previous: dict[str, str],
                 gone: list[tuple[str, str, str | None]]) -> list[UserOutcome]:
-        """Mapped users compared (and updated in the pool when changed), the others created."""
+        """Mapped users compared (and updated in the pool when changed), the others created. An e-mail address a
+        user of an earlier run no longer signs in with (deleted in Supabase, or moved to another address) may be
+        another user's now: those updates run first, or Stack Auth would refuse the other's as the address taken."""
         outcomes: dict[str, UserOutcome] = {}
         self.progress.start(LABEL, len(plan) + len(gone))
+        freeing: list[Callable[[], UserOutcome]] = []
         tasks: list[Callable[[], UserOutcome]] = []
         for item in plan:
             if item.action == "done":
@@ -343,11 +368,22 @@ class _Run:
                 if isinstance(found, UserOutcome):
                     outcomes[item.user.id] = found
                 else:
-                    tasks.append(found)
+                    (freeing if frees_email(item, self.mapping, self.state) else tasks).append(found)
         self.progress.advance(LABEL, len(outcomes))
         creates = [item for item in plan if item.action == "create"]
         if any(item.user.id in self.pending for item in creates):
             self.index = self._scan_index()
+        freeing += self._restricts(gone, outcomes)
+        for outcome in chain(self._run_all(freeing),
+                             self._run_all(chain(tasks, (partial(self._create, item) for item in creates)))):
+            outcomes[outcome.supabase_user_id] = outcome
+        self.progress.finish(LABEL)
+        return [outcomes[item.user.id] for item in plan] + [outcomes[sid] for sid, _, _ in gone]
+
+    def _restricts(self, gone: list[tuple[str, str, str | None]],
+                   outcomes: dict[str, UserOutcome]) -> list[Callable[[], UserOutcome]]:
+        """The restriction of each mapped user no longer in auth.users; those an earlier run restricted put in
+        `outcomes` as they are."""
         restricts: list[Callable[[], UserOutcome]] = []
         for sid, stack_id, email in gone:
             if (self.state.get(sid) or {}).get("gone"):  # restricted by an earlier run
@@ -355,10 +391,7 @@ class _Run:
                                             notes=[GONE_NOTE])
             else:
                 restricts.append(partial(self._restrict_gone, sid, stack_id, email))
-        for outcome in self._run_all(chain(tasks, (partial(self._create, item) for item in creates), restricts)):
-            outcomes[outcome.supabase_user_id] = outcome
-        self.progress.finish(LABEL)
-        return [outcomes[item.user.id] for item in plan] + [outcomes[sid] for sid, _, _ in gone]
+        return restricts
 
     def _run_all(self, tasks: Iterable[Callable[[], UserOutcome]]) -> Iterator[UserOutcome]:
         """The tasks' outcomes as they finish; at most QUEUED_PER_WORKER tasks a worker are queued (memory stays flat)."""
@@ -501,8 +534,7 @@ class _Run:
         other = supabase_id_of(target) or self.mapping.owner_of(target["id"])
         if other and other != sid:  # linking would map two Supabase users to one Stack Auth user
             self.journal.clear(sid)
-            return _failed(item, f"the Stack Auth user signing in with this e-mail ({target['id']}) "
-                                 f"already stands for Supabase user {other}")
+            return _failed(item, TAKEN_BY.format(target["id"], other))
         if not target.get("primary_email_verified"):  # anyone may have signed up with it: maybe not this person
             self.journal.clear(sid)
             return _failed(item, UNVERIFIED_HOLDER.format(target["id"]), UNVERIFIED_FIX)
@@ -818,6 +850,7 @@ def _removed_identities(item: PlannedUser, carried: list[list[str]] | None, valu
             if pair not in values["oauth_providers"] and tuple(pair) not in kept]
 
 
+TAKEN_BY = "the Stack Auth user signing in with this e-mail ({}) already stands for Supabase user {}"
 UNVERIFIED_HOLDER = ("Stack Auth user {} already signs in with this e-mail and has not verified it: it may be "
                      "someone else's account, so this user is not linked to it")
 UNVERIFIED_FIX = ("if that Stack Auth user is this person, mark its e-mail verified in the Stack Auth dashboard; if "
@@ -882,11 +915,12 @@ def applied(record: dict[str, Any], intent: dict[str, Any] | None,
 
 def dry_run_outcomes(client: StackAuthClient, listing: StackUsers, plan: list[PlannedUser],
                      state: SyncState | None = None, options: MigrateOptions | None = None,
-                     updates: dict[str, dict[str, Any]] | None = None, pending: Iterable[str] = ()) -> list[UserOutcome]:
+                     updates: dict[str, dict[str, Any]] | None = None, pending: Iterable[str] = (),
+                     held: dict[str, str | None] | None = None) -> list[UserOutcome]:
     """What a real run would do, from Stack Auth's users (`listing`; never created nor updated) for the links.
     `updates` and `pending`: the updates and creates an interrupted run left in its journals, as a real run
-    reads them."""
-    outcomes = _dry_run_creates(listing, plan, set(pending))
+    reads them; `held`: the mapped Stack Auth users, as held_emails gives them."""
+    outcomes = _dry_run_creates(listing, plan, set(pending), held or {})
     for item, outcome in zip(plan, outcomes, strict=True):
         if item.action == "done" and state is not None:
             _dry_run_sync(client, item, outcome, state, options or MigrateOptions(), (updates or {}).get(item.user.id))
@@ -938,11 +972,15 @@ def dry_run_gone(client: StackAuthClient, gone: list[tuple[str, str, str | None]
     return outcomes
 
 
-def _dry_run_creates(listing: StackUsers, plan: list[PlannedUser], pending: set[str]) -> list[UserOutcome]:
-    """Create, link or done for each user; Stack Auth's users predict the links."""
-    existing = {email: stack_id for email, (stack_id, verified) in listing.signing_in.items() if verified}
+def _dry_run_creates(listing: StackUsers, plan: list[PlannedUser], pending: set[str],
+                     held: dict[str, str | None]) -> list[UserOutcome]:
+    """Create, link or done for each user; Stack Auth's users predict the links (less those whose e-mail this run
+    frees first, `held`)."""
+    signing_in = {email: pair for email, pair in listing.signing_in.items()
+                  if held.get(pair[0].lower(), "") is not None}
+    existing = {email: stack_id for email, (stack_id, verified) in signing_in.items() if verified}
     # e-mail -> a Stack Auth user signing in with it unverified: never linked
-    unverified = {email: stack_id for email, (stack_id, verified) in listing.signing_in.items() if not verified}
+    unverified = {email: stack_id for email, (stack_id, verified) in signing_in.items() if not verified}
     # Supabase id -> the Stack Auth user holding it (an interrupted run's create)
     carrying = {sid: stack_id for sid, stack_id in listing.carrying.items() if sid in pending}
     outcomes = []
@@ -959,6 +997,9 @@ def _dry_run_creates(listing: StackUsers, plan: list[PlannedUser], pending: set[
         elif item.email_auth and item.email in unverified:
             outcomes.append(UserOutcome(sid, "failed", UNVERIFIED_HOLDER.format(unverified[item.email]), None,
                                         item.email, notes=item.notes, fix=UNVERIFIED_FIX))
+        elif item.email_auth and item.email in existing and (other := held.get(existing[item.email].lower(), sid)) != sid:
+            outcomes.append(UserOutcome(sid, "failed", TAKEN_BY.format(existing[item.email], other), None, item.email,
+                                        notes=item.notes, fix=RETRY_FIX))
         elif item.email_auth and item.email in existing:
             factors = item.mfa_not_carried + ([{"factorId": item.totp_factor_id, "type": "totp", "reason": LINKED_TOTP}]
                                               if mfa else [])
