@@ -141,9 +141,15 @@ def test_odd_users_are_carried_or_failed_one_by_one(cli, exported: Path, stack: 
     other = stack.create_user({"primary_email": "tad@elsewhere.test", "primary_email_auth_enabled": True,
                                "oauth_providers": [{"id": "github", "account_id": taken, "email": None}]})["id"]
     dry = cli("migrate-users", "--dry-run")
-    assert dry.exit_code == 0, dry.output
+    assert dry.exit_code == StackAuthError.exit_code, dry.output  # it foretells the failure below
     assert ("Second factors: 2 TOTP factors will be carried; 2 users have a factor that cannot be carried."
             in " ".join(dry.output.split()))
+    planned = {u["supabaseUserId"]: u for u in orjson.loads(cli("migrate-users", "--dry-run", "--json").stdout)["users"]}
+    assert [sid for sid, u in planned.items() if u["status"] == "failed"] == [fixtures.user_uuid("taken")]
+    assert (planned[fixtures.user_uuid("taken")]["reason"], planned[fixtures.user_uuid("taken")]["fix"]) == (
+        f"its github account {taken} already signs in Stack Auth user {other}",
+        f"remove that github account from Stack Auth user {other} (or delete that user if it is a leftover), "
+        "then run the same command again")
     result = cli("migrate-users")
     assert result.exit_code == StackAuthError.exit_code, result.output
     assert "Error: 1 users failed (see " in result.output

@@ -259,6 +259,8 @@ class StackUsers:
     verified: dict[str, bool] = field(default_factory=dict)  # Stack Auth id (lower case) -> e-mail verified
     signing_in: dict[str, tuple[str, bool]] = field(default_factory=dict)  # e-mail -> (its user, verified)
     carrying: dict[str, str] = field(default_factory=dict)  # Supabase id -> the first Stack Auth user carrying it
+    # (OAuth provider, account id) -> the Stack Auth user signing in with it (its id and Supabase id, if any)
+    accounts: dict[tuple[str, str], tuple[str, str | None]] = field(default_factory=dict)
 
     @classmethod
     def read(cls, client: StackAuthClient) -> StackUsers:
@@ -271,6 +273,9 @@ class StackUsers:
                 users.signing_in.setdefault(email, (user["id"], verified))
             if (held := supabase_id_of(user)) is not None:
                 users.carrying.setdefault(held, user["id"])
+            for provider in user.get("oauth_providers") or []:
+                users.accounts.setdefault((str(provider.get("id")), str(provider.get("account_id"))),
+                                          (user["id"], held))
         return users
 
 
@@ -1005,10 +1010,24 @@ def _dry_run_creates(listing: StackUsers, plan: list[PlannedUser], pending: set[
                                               if mfa else [])
             outcomes.append(UserOutcome(sid, "link", "existing-stack-auth-user", existing[item.email], item.email,
                                         notes=item.notes, mfa_not_carried=factors))
+        elif (taken := _account_taken(item, listing)) is not None:
+            outcomes.append(UserOutcome(sid, "failed", taken[0], None, item.email, notes=item.notes, fix=taken[1]))
         else:
             outcomes.append(UserOutcome(sid, "create", item.reason, None, item.email, item.password,
                                         item.reset_reason, item.notes, mfa=mfa, mfa_not_carried=item.mfa_not_carried))
     return outcomes
+
+
+def _account_taken(item: PlannedUser, listing: StackUsers) -> tuple[str, str] | None:
+    """Why a create would fail (and the fix) when one of its OAuth accounts already signs another Stack Auth user
+    in: the real server answers that create with a plain 500 (_Run._server_error names the holder)."""
+    for provider in (item.body or {}).get("oauth_providers") or []:
+        stack_id, held = listing.accounts.get((provider["id"], provider["account_id"]), (None, None))
+        if stack_id is not None and held != item.user.id:
+            holder = {"id": stack_id, "server_metadata": {"supabase_user_id": held} if held else None}
+            return (f"its {provider['id']} account {provider['account_id']} already signs in {_holder(holder)}",
+                    _account_fix(holder, provider["id"]))
+    return None
 
 
 # What a rerun reports again of a user an earlier run migrated or linked (see _Run._earlier).
