@@ -529,3 +529,30 @@ def test_schema_all_is_every_application_schema_as_for_the_export(cli: Cli, dbs:
     refused = cli("schema", "--schema", "all", "--schema", "auth", "--dry-run")
     assert refused.exit_code == 2
     assert error_line(refused.output).startswith("Error: schema auth is a Supabase platform schema")
+
+
+def test_an_extension_named_only_in_a_function_body_is_created_on_the_target(cli: Cli, dbs: Databases,
+                                                                             data_dir: Path) -> None:
+    # pg_depend does not read a function's body: an extension only a body named (the immutable unaccent wrapper of
+    # a search index, pgcrypto's crypt() in a plpgsql function) was not created, so the index stopped the apply and
+    # the function failed on its first call.
+    with dbs.source() as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS unaccent WITH SCHEMA extensions")
+        conn.execute("CREATE SCHEMA search; CREATE TABLE search.posts (id integer PRIMARY KEY, title text NOT NULL)")
+        conn.execute("CREATE FUNCTION search.f_unaccent(text) RETURNS text LANGUAGE sql IMMUTABLE STRICT "
+                     "AS $$ SELECT extensions.unaccent('extensions.unaccent', $1) $$")
+        conn.execute("CREATE INDEX posts_title ON search.posts (search.f_unaccent(title))")
+        conn.execute("CREATE FUNCTION search.hashed(pw text) RETURNS text LANGUAGE plpgsql SET search_path = '' "
+                     "AS $$BEGIN RETURN extensions.crypt(pw, extensions.gen_salt('bf', 4)); END$$")
+        conn.execute(f"GRANT USAGE ON SCHEMA search TO {fixtures.APP_ROLE}; "
+                     f"GRANT SELECT ON ALL TABLES IN SCHEMA search TO {fixtures.APP_ROLE}")
+    result = cli("schema", "--schema", "search", "--apply")
+    assert result.exit_code == 0, result.output
+    report = orjson.loads((data_dir / "schema-report.json").read_bytes())
+    assert {x["name"] for x in report["extensions"]} == {"pgcrypto", "unaccent"}
+    entries = report_entries(report)
+    assert entries[("FUNCTION", "search", "f_unaccent(text)")] == ("kept", "uses extension unaccent")
+    assert entries[("FUNCTION", "search", "hashed(text)")] == ("kept", "uses extension pgcrypto")
+    with dbs.target() as conn:
+        assert conn.execute("SELECT search.f_unaccent('Crème brûlée')").fetchone() == ("Creme brulee",)
+        assert conn.execute("SELECT left(search.hashed('pw'), 7)").fetchone() == ("$2a$04$",)

@@ -13,6 +13,7 @@ from supamove import catalog
 from supamove.schema.model import ReportItem
 
 Key = tuple[int, int]  # (catalog oid, object oid), as pg_dump's table of contents names an object
+PG_PROC = 1255
 # Every PostgreSQL has what these hold (initdb's text search configurations and collations, `english` and
 # "en-x-icu", are not pinned, so a use of them is recorded): never Supabase's platform to leave out.
 BUILT_IN_SCHEMAS = {"pg_catalog", "information_schema", "pg_toast"}
@@ -159,6 +160,36 @@ def platform_bodies(conn: psycopg.Connection, schemas: list[str], platform: list
     return {oid: list(found) for oid, found in conn.execute(BODIES_SQL, {"schemas": schemas, "pattern": pattern})}
 
 
+# Functions whose body (a string pg_depend does not read) names a function or type of an extension by its schema:
+# extensions.crypt(), extensions.unaccent(). The extension is then needed on the target as much as for a column's
+# type. Supabase's services (pg_net's net.http_post) are not: platform_bodies names them.
+BODY_EXTENSIONS_SQL = r"""
+WITH members AS (
+    SELECT e.extname, n.nspname || '.' || coalesce(p.proname, t.typname) AS identity,
+           CASE WHEN p.oid IS NULL THEN 'type' ELSE 'function' END AS kind
+    FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+    LEFT JOIN pg_proc p ON d.classid = 'pg_proc'::regclass AND p.oid = d.objid
+    LEFT JOIN pg_type t ON d.classid = 'pg_type'::regclass AND t.oid = d.objid
+    JOIN pg_namespace n ON n.oid = coalesce(p.pronamespace, t.typnamespace)
+    WHERE d.deptype = 'e' AND d.refclassid = 'pg_extension'::regclass AND NOT e.extname = ANY(%(skip)s)
+)
+SELECT DISTINCT p.oid::int, m.identity, m.kind, m.extname
+FROM pg_proc p JOIN pg_namespace pn ON pn.oid = p.pronamespace
+JOIN members m ON strpos(lower(p.prosrc), lower(m.identity)) > 0
+              AND p.prosrc ~* ('\m' || regexp_replace(m.identity, '([^a-zA-Z0-9_])', '\\\1', 'g') || '\M')
+WHERE pn.nspname = ANY(%(schemas)s)
+"""
+
+
+def body_extensions(conn: psycopg.Connection, schemas: list[str]) -> dict[Key, set[Ref]]:
+    """The extensions' functions and types each function of `schemas` names in its body (see BODY_EXTENSIONS_SQL)."""
+    refs: dict[Key, set[Ref]] = defaultdict(set)
+    skip = sorted(SERVICE_EXTENSIONS) + ["plpgsql"]
+    for oid, identity, kind, ext in conn.execute(BODY_EXTENSIONS_SQL, {"schemas": schemas, "skip": skip}):
+        refs[(PG_PROC, oid)].add(Ref(identity, kind, ext))
+    return dict(refs)
+
+
 # The foreign keys referencing the given tables, and the views reading them (through their rewrite rule).
 UNREAD_REFS_SQL = """
 WITH unread AS (SELECT format('%%I.%%I', s, t)::regclass AS oid FROM unnest(%s::text[], %s::text[]) u(s, t))
@@ -196,6 +227,8 @@ def read_facts(conn: psycopg.Connection, schemas: list[str], selected: set[tuple
         policy_roles={oid: list(roles) for oid, roles in conn.execute(POLICY_ROLES_SQL)},
         auth_trigger_functions={}, extensions=read_extensions(conn),
     )
+    for key, found in body_extensions(conn, schemas).items():
+        facts.refs[key] = facts.refs.get(key, set()) | found
     triggers, facts.auth_trigger_functions = platform_triggers(conn, schemas, platform)
     facts.platform_bodies = platform_bodies(conn, schemas, platform)
     facts.others = triggers + publications(conn) + event_triggers(conn) + cron_jobs(conn) + service_extensions(conn)
