@@ -556,3 +556,37 @@ def test_an_extension_named_only_in_a_function_body_is_created_on_the_target(cli
     with dbs.target() as conn:
         assert conn.execute("SELECT search.f_unaccent('Crème brûlée')").fetchone() == ("Creme brulee",)
         assert conn.execute("SELECT left(search.hashed('pw'), 7)").fetchone() == ("$2a$04$",)
+
+
+def test_a_function_kept_from_every_role_on_the_source_stays_so_when_its_grants_are_left_out(
+        cli: Cli, dbs: Databases, data_dir: Path) -> None:
+    # A function may be called by every role unless that is revoked. Its ACL entry, left out for its grants to
+    # Supabase's roles, took the REVOKE ... FROM PUBLIC along: on the target every role could call the auth hook and
+    # the SECURITY DEFINER function the source kept to `authenticated` alone.
+    with dbs.source() as conn:
+        conn.execute("CREATE SCHEMA hooks; CREATE TABLE hooks.roles (user_id uuid PRIMARY KEY, role text)")
+        conn.execute("CREATE FUNCTION hooks.access_token(event jsonb) RETURNS jsonb LANGUAGE sql STABLE "
+                     "AS $$ SELECT event $$")
+        conn.execute("CREATE FUNCTION hooks.is_admin(uid uuid) RETURNS boolean LANGUAGE sql STABLE SECURITY DEFINER "
+                     "SET search_path = '' AS $$ SELECT EXISTS (SELECT FROM hooks.roles WHERE user_id = uid) $$")
+        conn.execute("CREATE FUNCTION hooks.open() RETURNS integer LANGUAGE sql AS $$ SELECT 1 $$")
+        conn.execute("REVOKE EXECUTE ON FUNCTION hooks.access_token, hooks.is_admin FROM PUBLIC; "
+                     "GRANT EXECUTE ON FUNCTION hooks.access_token TO supabase_auth_admin; "
+                     "GRANT EXECUTE ON FUNCTION hooks.is_admin, hooks.open TO authenticated")
+        conn.execute(f"GRANT USAGE ON SCHEMA hooks TO {fixtures.APP_ROLE}; "
+                     f"GRANT SELECT ON ALL TABLES IN SCHEMA hooks TO {fixtures.APP_ROLE}")
+    result = cli("schema", "--schema", "hooks", "--apply")
+    assert result.exit_code == 0, result.output
+    entries = report_entries(orjson.loads((data_dir / "schema-report.json").read_bytes()))
+    kept_revoke = "; kept: its REVOKE ... FROM PUBLIC, so that not every role may use it, as on the source"
+    assert entries[("ACL", "hooks", "FUNCTION access_token(event jsonb)")] == (
+        "changed", "grants to supabase_auth_admin: supabase_auth_admin is a role of the source; grant on the target "
+                   "by hand" + kept_revoke)
+    assert entries[("ACL", "hooks", "FUNCTION is_admin(uid uuid)")] == (
+        "changed", f"grants to authenticated, {API_GRANTS}{kept_revoke}")
+    assert entries[("ACL", "hooks", "FUNCTION open()")] == ("left-out", f"grants to authenticated, {API_GRANTS}")
+    with dbs.target() as conn:
+        callable_by_all = dict(conn.execute(
+            "SELECT proname, proacl IS NULL OR EXISTS (SELECT FROM aclexplode(proacl) a WHERE a.grantee = 0) "
+            "FROM pg_proc WHERE pronamespace = 'hooks'::regnamespace").fetchall())
+    assert callable_by_all == {"access_token": False, "is_admin": False, "open": True}

@@ -157,6 +157,16 @@ def render(programs: Programs, dump: Path, kept: list[TocEntry], folder: Path) -
     return "".join(line for line in text.splitlines(keepends=True) if line.rstrip("\n") not in meta)
 
 
+def public_revokes(programs: Programs, dump: Path, entries: list[TocEntry], folder: Path) -> str:
+    """The REVOKE ... FROM PUBLIC statements of these ACL entries, without their grants (see TocEntry.only_revokes)."""
+    if not entries:
+        return ""
+    text = render(programs, dump, entries, folder)
+    lines = [line for line in text.splitlines() if line.startswith("REVOKE ") and line.endswith(" FROM PUBLIC;")]
+    return "\n-- Revoked from every role on the source (their grants are left out: see schema-report.json)\n" + \
+        "".join(line + "\n" for line in lines)
+
+
 def _run(args: list[str], env: dict[str, str], error: Callable[[str, str], SupamoveError], what: str,
          fix: str) -> str:
     """The program's output; its first error line, secrets scrubbed, as `error` when it fails."""

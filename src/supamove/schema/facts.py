@@ -52,6 +52,8 @@ class Facts:
     # Objects of the dump that use a table pg_dump was told to leave alone (one the user may not read, left out
     # by --exclude-tables): not in the dump, so no dependency of the dump names it. Key: the table used.
     unread_refs: dict[Key, str] = field(default_factory=dict)
+    # Functions and types every role may use by default, from which the source revoked that (REVOKE ... FROM PUBLIC).
+    public_revoked: set[Key] = field(default_factory=set)
 
 
 REFS_SQL = """
@@ -107,6 +109,16 @@ FROM (
     UNION ALL SELECT 'pg_type'::regclass, oid, typowner, typacl FROM pg_type WHERE oid = ANY(%(oids)s)
 ) objects
 WHERE cardinality(acl) > 0
+"""
+
+PUBLIC_REVOKED_SQL = """
+SELECT 'pg_proc'::regclass::oid::int, oid::int FROM pg_proc
+WHERE oid = ANY(%(oids)s) AND proacl IS NOT NULL
+  AND NOT EXISTS (SELECT FROM aclexplode(proacl) a WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')
+UNION ALL
+SELECT 'pg_type'::regclass::oid::int, oid::int FROM pg_type
+WHERE oid = ANY(%(oids)s) AND typacl IS NOT NULL
+  AND NOT EXISTS (SELECT FROM aclexplode(typacl) a WHERE a.grantee = 0 AND a.privilege_type = 'USAGE')
 """
 
 POLICY_ROLES_SQL = """
@@ -226,6 +238,7 @@ def read_facts(conn: psycopg.Connection, schemas: list[str], selected: set[tuple
         grantees={(c, o): list(g) for c, o, g in conn.execute(GRANTEES_SQL, {"oids": oids})},
         policy_roles={oid: list(roles) for oid, roles in conn.execute(POLICY_ROLES_SQL)},
         auth_trigger_functions={}, extensions=read_extensions(conn),
+        public_revoked={(c, o) for c, o in conn.execute(PUBLIC_REVOKED_SQL, {"oids": oids})},
     )
     for key, found in body_extensions(conn, schemas).items():
         facts.refs[key] = facts.refs.get(key, set()) | found

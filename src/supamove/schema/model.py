@@ -39,6 +39,7 @@ class TocEntry:
     line: str = ""
     decision: Decision = "kept"
     reason: str = ""
+    only_revokes: bool = False  # an ACL entry of which only its REVOKE ... FROM PUBLIC goes to the target
 
     @property
     def key(self) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from supamove.files import atomic_writer, write_json
 from supamove.log import get_logger
 from supamove.paths import DataDir
 from supamove.schema.apply import BANNER_START, ApplyResult, apply_schema
-from supamove.schema.dump import Programs, dump_schema, read_toc, render
+from supamove.schema.dump import Programs, dump_schema, public_revokes, read_toc, render
 from supamove.schema.facts import read_facts, read_unread_refs
 from supamove.schema.model import SchemaOptions, SchemaReport
 from supamove.schema.select import select_entries
@@ -75,7 +75,8 @@ def make_schema(conn: psycopg.Connection, source: Endpoint, schemas: list[str], 
     facts.unread_refs = read_unread_refs(conn, unread)
     extensions = select_entries(entries, facts, options)
     kept = [e for e in entries if e.decision != "left-out" and e.type != "SCHEMA"]
-    body = render(programs, dump, kept, folder)
+    body = render(programs, dump, [e for e in kept if not e.only_revokes], folder)
+    body += public_revokes(programs, dump, [e for e in kept if e.only_revokes], folder)
     report = SchemaReport(options, facts.server_version, programs.version(), entries, extensions, facts.others,
                           created_at=now_iso())
     created = [e.name for e in entries if e.type == "SCHEMA"]

@@ -108,14 +108,22 @@ def _grants(entry: TocEntry, ctx: Context) -> Verdict:
     supabase = [r for r in roles if r in API_ROLES]
     others = [r for r in roles if r not in API_ROLES]
     if others:
-        return ("left-out", f"grants to {', '.join(roles)}: {', '.join(others)} "
-                            f"{'is a role' if len(others) == 1 else 'are roles'} of the source; "
-                            "grant on the target by hand")
-    if supabase and not ctx.options.keep_roles:
-        return ("left-out", f"grants to {', '.join(supabase)}, Supabase's API roles (--keep-roles keeps them)")
-    if supabase:
-        return ("kept", f"grants to {', '.join(supabase)} (created NOLOGIN by --keep-roles)")
-    return None
+        why = (f"grants to {', '.join(roles)}: {', '.join(others)} "
+               f"{'is a role' if len(others) == 1 else 'are roles'} of the source; grant on the target by hand")
+    elif supabase and not ctx.options.keep_roles:
+        why = f"grants to {', '.join(supabase)}, Supabase's API roles (--keep-roles keeps them)"
+    else:
+        return ("kept", f"grants to {', '.join(supabase)} (created NOLOGIN by --keep-roles)") if supabase else None
+    return _left_out_grants(entry, about, ctx, why)
+
+
+def _left_out_grants(entry: TocEntry, about: list[TocEntry], ctx: Context, why: str) -> Verdict:
+    """Grants left out; a REVOKE ... FROM PUBLIC among them stays: without it every role could call the function
+    (a SECURITY DEFINER one, an auth hook) that the source kept from them."""
+    if not any(o.key in ctx.facts.public_revoked for o in about):
+        return ("left-out", why)
+    entry.only_revokes = True
+    return ("changed", f"{why}; kept: its REVOKE ... FROM PUBLIC, so that not every role may use it, as on the source")
 
 
 def _serves_platform_triggers(entry: TocEntry, ctx: Context) -> Verdict:
