@@ -590,3 +590,45 @@ def test_a_function_kept_from_every_role_on_the_source_stays_so_when_its_grants_
             "SELECT proname, proacl IS NULL OR EXISTS (SELECT FROM aclexplode(proacl) a WHERE a.grantee = 0) "
             "FROM pg_proc WHERE pronamespace = 'hooks'::regnamespace").fetchall())
     assert callable_by_all == {"access_token": False, "is_admin": False, "open": True}
+
+
+def test_a_target_user_that_may_not_create_an_extension_is_told_what_a_superuser_runs(
+        cli: Cli, dbs: Databases, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The target's user owning the application (not a superuser) may create a trusted extension (citext) but not
+    # moddatetime, Supabase's updated_at trigger: the apply failed on it with "correct the statement in schema.sql",
+    # and, once a superuser had created it, on "permission denied for schema extensions".
+    with dbs.source() as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS moddatetime WITH SCHEMA extensions; "
+                     "CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA extensions")
+        conn.execute("CREATE SCHEMA stamps; CREATE TABLE stamps.items (id integer PRIMARY KEY, "
+                     "code extensions.citext, updated_at timestamptz)")
+        conn.execute("CREATE TRIGGER handle_updated_at BEFORE UPDATE ON stamps.items "
+                     "FOR EACH ROW EXECUTE PROCEDURE extensions.moddatetime(updated_at)")
+        conn.execute(f"GRANT USAGE ON SCHEMA stamps TO {fixtures.APP_ROLE}; "
+                     f"GRANT SELECT ON ALL TABLES IN SCHEMA stamps TO {fixtures.APP_ROLE}")
+    with dbs.target() as conn:
+        conn.execute("DROP ROLE IF EXISTS schema_owner; CREATE ROLE schema_owner LOGIN PASSWORD 'owner-pw-31'")
+        conn.execute(f'GRANT CREATE ON DATABASE "{dbs.target_db}" TO schema_owner')
+    monkeypatch.setenv("DATABASE_URL", dbs.target_server.url(dbs.target_db, "schema_owner", "owner-pw-31"))
+    refused = cli("schema", "--schema", "stamps", "--apply")
+    assert refused.exit_code == TargetError.exit_code, refused.output
+    assert error_line(refused.output) == (
+        "Error: the target's user schema_owner may not create extension moddatetime: only a superuser may (it is "
+        "not a trusted extension) (fix: as a superuser, run on the target: CREATE SCHEMA IF NOT EXISTS \"extensions\"; "
+        "CREATE EXTENSION IF NOT EXISTS \"moddatetime\" WITH SCHEMA \"extensions\"; GRANT USAGE, CREATE ON SCHEMA "
+        "\"extensions\" TO \"schema_owner\"; then run `supamove schema --apply` again)")
+    assert target_tables(dbs, "stamps") == []
+    with dbs.target() as conn:  # the superuser does as told
+        conn.execute("CREATE SCHEMA IF NOT EXISTS extensions; "
+                     "CREATE EXTENSION IF NOT EXISTS moddatetime WITH SCHEMA extensions")
+    lacking = cli("schema", "--schema", "stamps", "--apply")  # half of it: the schema's privileges are missing
+    assert lacking.exit_code == TargetError.exit_code, lacking.output
+    assert error_line(lacking.output) == (
+        "Error: the target's user schema_owner lacks USAGE, CREATE on schema extensions, which holds the extensions "
+        "schema.sql needs (citext, moddatetime) (fix: as a superuser, run on the target: GRANT USAGE, CREATE ON "
+        "SCHEMA \"extensions\" TO \"schema_owner\"; then run `supamove schema --apply` again)")
+    with dbs.target() as conn:
+        conn.execute("GRANT USAGE, CREATE ON SCHEMA extensions TO schema_owner")
+    applied = cli("schema", "--schema", "stamps", "--apply")
+    assert applied.exit_code == 0, applied.output
+    assert target_tables(dbs, "stamps") == ["stamps.items"]

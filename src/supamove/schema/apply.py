@@ -6,8 +6,10 @@ import hashlib
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from supamove.db import Endpoint, connection, first_line
 from supamove.log import get_logger
@@ -38,6 +40,60 @@ def missing_extensions(conn: psycopg.Connection, extensions: list[Extension]) ->
     available = {r[0] for r in conn.execute(
         "SELECT name FROM pg_available_extensions WHERE name = ANY(%s)", (names,))}
     return [n for n in names if n not in available]
+
+
+# For each extension schema.sql creates: whether it is there already, whether this user may create it (a superuser,
+# or a trusted extension: citext, pgcrypto, pg_trgm), and this user's USAGE and CREATE on its schema, if there.
+EXTENSION_RIGHTS_SQL = """
+SELECT w.name, w.schema, EXISTS (SELECT FROM pg_extension e WHERE e.extname = w.name),
+       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+       OR coalesce((SELECT v.trusted FROM pg_available_extension_versions v JOIN pg_available_extensions a
+                    ON a.name = v.name AND a.default_version = v.version WHERE v.name = w.name), false),
+       n.oid IS NULL OR has_schema_privilege(n.oid, 'USAGE'), n.oid IS NULL OR has_schema_privilege(n.oid, 'CREATE')
+FROM unnest(%s::text[], %s::text[]) AS w(name, schema) LEFT JOIN pg_namespace n ON n.nspname = w.schema
+ORDER BY 1
+"""
+
+
+def check_extension_rights(conn: psycopg.Connection, target: Endpoint, extensions: list[Extension]) -> None:
+    """The user applying schema.sql must be able to create its extensions and use their schemas: said before any
+    statement runs, with what a superuser runs for it (schema.sql then skips what is there)."""
+    rows = conn.execute(EXTENSION_RIGHTS_SQL, ([x.name for x in extensions], [x.schema for x in extensions])).fetchall()
+    untrusted = [(name, schema) for name, schema, there, may, _, _ in rows if not there and not may]
+    lacking: dict[str, list[str]] = {}
+    for name, schema, there, _, usage, create in rows:
+        missing = {p for p, ok in (("USAGE", usage), ("CREATE", create or there)) if not ok}
+        if missing and (name, schema) not in untrusted:
+            lacking[schema] = [p for p in ("USAGE", "CREATE") if p in missing or p in lacking.get(schema, [])]
+    if not untrusted and not lacking:
+        return
+    user = str(conn.execute("SELECT current_user").fetchone()[0])  # type: ignore[index]
+    raise target.error(_rights_message(user, untrusted, lacking, rows), _rights_fix(conn, user, untrusted, lacking))
+
+
+def _rights_message(user: str, untrusted: list[tuple[str, str]], lacking: dict[str, list[str]],
+                    rows: list[tuple[Any, ...]]) -> str:
+    if untrusted:
+        names = ", ".join(name for name, _ in untrusted)
+        return (f"the target's user {user} may not create extension {names}: only a superuser may (it is not a "
+                "trusted extension)")
+    schema, privileges = next(iter(lacking.items()))
+    names = ", ".join(r[0] for r in rows if r[1] == schema)
+    return (f"the target's user {user} lacks {', '.join(privileges)} on schema {schema}, which holds the extensions "
+            f"schema.sql needs ({names})")
+
+
+def _rights_fix(conn: psycopg.Connection, user: str, untrusted: list[tuple[str, str]],
+                lacking: dict[str, list[str]]) -> str:
+    """The statements a superuser runs for it."""
+    name = sql.Identifier
+    statements = [sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name(s)) for s in sorted({s for _, s in untrusted})]
+    statements += [sql.SQL("CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA {}").format(name(x), name(s))
+                   for x, s in untrusted]
+    statements += [sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(name(s), name(user))
+                   for s in sorted({s for _, s in untrusted} | set(lacking))]
+    return (f"as a superuser, run on the target: {'; '.join(x.as_string(conn) for x in statements)}; then run "
+            "`supamove schema --apply` again")
 
 
 def existing_tables(conn: psycopg.Connection, tables: list[str]) -> list[str]:
@@ -117,6 +173,7 @@ def check_target(conn: psycopg.Connection, target: Endpoint, tables: list[str], 
         raise target.error(f"the target cannot create extension {', '.join(missing)}: not installed on its server",
                            "install it on the target's server (citext, pg_trgm, uuid-ossp and the like are in "
                            "the postgresql-contrib package), then run `supamove schema --apply` again")
+    check_extension_rights(conn, target, extensions)
     present = existing_tables(conn, tables)
     if present:
         earlier = max(_recorded(conn).values(), default=None)
