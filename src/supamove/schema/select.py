@@ -28,6 +28,7 @@ NOT_MOVED = {
     "SUBSCRIPTION": "logical replication: not moved",
 }
 BUILT_IN = {"plpgsql"}  # in every database
+TABLE_FIX = "change the column's type or default on the source, or leave the table out with --exclude-tables"
 MATVIEW_NOTE = "created empty: `supamove import` refreshes it once every table is loaded"
 
 
@@ -61,6 +62,9 @@ def decide(entry: TocEntry, ctx: Context) -> None:
     gone = next((ctx.by_id[d] for d in entry.depends_on
                  if d in ctx.by_id and ctx.by_id[d].decision == "left-out"), None)
     if gone is not None:
+        if entry.type == "TABLE" and _not_selected(entry, ctx) is None:  # the export would read it all the same
+            raise SupamoveError(f"table {entry.schema}.{entry.name} depends on {gone.label}, left out ({gone.reason}), "
+                                "so it cannot be created on the target", fix=TABLE_FIX)
         entry.decide("left-out", f"depends on {gone.label}, left out")
         return
     for rule in RULES:
@@ -192,8 +196,7 @@ def _table_needs_platform(entry: TocEntry, uses: list[str], options: SchemaOptio
               "created on the target"
     if uses and set(uses) <= SHIM_FUNCTIONS and not options.auth_shim:  # an option in the way: exit 2
         return ConfigError(message + " without the auth compatibility schema", fix="drop --no-auth-shim")
-    return SupamoveError(message, fix="change the column's type or default on the source, or leave the table out "
-                                      "with --exclude-tables")
+    return SupamoveError(message, fix=TABLE_FIX)
 
 
 def _join(first: str, second: str) -> str:
