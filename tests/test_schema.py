@@ -656,3 +656,21 @@ def test_a_table_whose_type_is_left_out_stops_the_step_as_one_using_the_platform
     kept = cli("schema", "--schema", "levels", "--exclude-tables", "levels.sessions", "--apply")
     assert kept.exit_code == 0, kept.output
     assert target_tables(dbs, "levels") == ["levels.notes"]
+
+
+def test_roles_the_target_user_may_not_create_are_named_with_what_to_run(dbs: Databases, tmp_path: Path) -> None:
+    # --keep-roles as a user without CREATEROLE: "permission denied to create role", fix "correct the statement in
+    # schema.sql", which names no role and no way on.
+    with dbs.target() as conn:
+        conn.execute("DROP ROLE IF EXISTS roles_owner; CREATE ROLE roles_owner LOGIN PASSWORD 'roles-pw-47'")
+        conn.execute(f'GRANT CREATE ON DATABASE "{dbs.target_db}" TO roles_owner')
+    datadir = DataDir(tmp_path / "data").ensure()
+    datadir.schema_sql.write_text("CREATE TABLE public.should_not_exist (id integer);")
+    as_owner = Endpoint(dbs.target_server.url(dbs.target_db, "roles_owner", "roles-pw-47"), "target")
+    with pytest.raises(TargetError) as failure:
+        apply_schema(as_owner, datadir, ["public.should_not_exist"], [], roles=["supamove_absent_role"])
+    assert str(failure.value) == (
+        "the target's user roles_owner may not create role supamove_absent_role (--keep-roles): it needs CREATEROLE "
+        "(fix: as a superuser, run on the target: CREATE ROLE \"supamove_absent_role\" NOLOGIN; then run `supamove schema "
+        "--apply` again, or run it without --keep-roles)")
+    assert target_tables(dbs, "public") == []

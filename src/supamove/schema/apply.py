@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +97,20 @@ def _rights_fix(conn: psycopg.Connection, user: str, untrusted: list[tuple[str, 
             "`supamove schema --apply` again")
 
 
+def check_roles(conn: psycopg.Connection, target: Endpoint, roles: Sequence[str]) -> None:
+    """The roles --keep-roles creates that the target lacks need a user with CREATEROLE: named before any statement."""
+    row = conn.execute("SELECT current_user, rolsuper OR rolcreaterole, ARRAY(SELECT r FROM unnest(%s::text[]) r "
+                       "WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) ORDER BY r) "
+                       "FROM pg_roles WHERE rolname = current_user", (list(roles),)).fetchone()
+    if row is None or row[1] or not row[2]:
+        return
+    user, _, missing = row
+    create = [sql.SQL("CREATE ROLE {} NOLOGIN; ").format(sql.Identifier(r)).as_string(conn) for r in missing]
+    raise target.error(f"the target's user {user} may not create role {', '.join(missing)} (--keep-roles): it needs "
+                       "CREATEROLE", f"as a superuser, run on the target: {''.join(create)}then run "
+                       "`supamove schema --apply` again, or run it without --keep-roles")
+
+
 def existing_tables(conn: psycopg.Connection, tables: list[str]) -> list[str]:
     """Those of `tables` (schema.name) the target already has."""
     pairs = [t.split(".", 1) for t in tables]
@@ -106,8 +121,9 @@ def existing_tables(conn: psycopg.Connection, tables: list[str]) -> list[str]:
     return [r[0] for r in rows]
 
 
-def apply_schema(target: Endpoint, datadir: DataDir, tables: list[str], extensions: list[Extension]) -> ApplyResult:
-    """Run schema.sql on the target in one transaction: all of it, or nothing."""
+def apply_schema(target: Endpoint, datadir: DataDir, tables: list[str], extensions: list[Extension],
+                 roles: Sequence[str] = ()) -> ApplyResult:
+    """Run schema.sql on the target in one transaction: all of it, or nothing; `roles`, those it creates."""
     started = time.monotonic()
     script = datadir.schema_sql.read_text(encoding="utf-8")
     digest = schema_digest(script)
@@ -117,6 +133,7 @@ def apply_schema(target: Endpoint, datadir: DataDir, tables: list[str], extensio
             log.info("%s was applied to the target at %s: nothing to do", datadir.schema_sql, before)
             return ApplyResult(len(tables), time.monotonic() - started, before)
         check_target(conn, target, tables, extensions)
+        check_roles(conn, target, roles)
         try:
             with conn.transaction():
                 conn.execute(script.encode())

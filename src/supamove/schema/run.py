@@ -19,7 +19,7 @@ from supamove.paths import DataDir
 from supamove.schema.apply import BANNER_START, ApplyResult, apply_schema
 from supamove.schema.dump import Programs, dump_schema, public_revokes, read_toc, render
 from supamove.schema.facts import read_facts, read_unread_refs
-from supamove.schema.model import SchemaOptions, SchemaReport
+from supamove.schema.model import API_ROLES, SchemaOptions, SchemaReport
 from supamove.schema.select import select_entries
 from supamove.schema.shim import prelude
 
@@ -56,7 +56,8 @@ def run_schema(source: Endpoint, target: Endpoint | None, datadir: DataDir, opti
     write_json(datadir.schema_report, report.to_dict())
     result.written = True
     if target is not None:
-        result.applied = apply_schema(target, datadir, report.tables, report.extensions)
+        roles = API_ROLES if options.keep_roles else ()
+        result.applied = apply_schema(target, datadir, report.tables, report.extensions, roles)
     return result
 
 
