@@ -419,10 +419,17 @@ def test_a_mistyped_data_dir_is_not_created_by_a_command_that_only_reads_one(cli
     for name, value in {"STACK_AUTH_PROJECT_ID": "p", "STACK_AUTH_SECRET_KEY": "ssk_x",
                         "STACK_AUTH_API_URL": "http://127.0.0.1:1"}.items():
         monkeypatch.setenv(name, value)
+    # migrate-users and map-users made the mistyped directory, with auth/, tables/ and a lock file, before
+    # saying it held no export.
     missing = tmp_path / "no" / "such"
-    for command in (("purge-mapping",), ("import",),
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for command in (("purge-mapping",), ("import",), ("migrate-users",), ("map-users",),
                     ("send-password-resets", "--callback-url", "https://app.example.com/reset")):
         result = cli(*command, "--data-dir", str(missing))
         assert result.exit_code == 5, (command, result.output)
         assert "not found" in error_line(result.output), command
         assert not (tmp_path / "no").exists(), command
+        result = cli(*command, "--data-dir", str(empty))  # a directory holding no export: only the lock is left
+        assert result.exit_code == 5, (command, result.output)
+        assert [p.name for p in empty.iterdir()] in ([], ["supamove.lock"]), command

@@ -167,7 +167,7 @@ def migrate_users_command(ctx: Context, concurrency: int, no_password_hashes: bo
     from supamove.users.migrate import MigrateOptions, migrate_users
     options = MigrateOptions(concurrency, not no_password_hashes, dry_run, overwrite_changed)
     with ctx.stack_auth() as client, render.progress("users", shown=not dry_run) as progress:
-        result = migrate_users(client, ctx.datadir if dry_run else ctx.datadir.ensure(), options, progress)
+        result = migrate_users(client, ctx.datadir, options, progress)
     render.show(result, as_json, render.show_user_outcomes, result.failure())
 
 
@@ -269,7 +269,7 @@ def map_users_command(ctx: Context, dry_run: bool, as_json: bool) -> None:
     """
     from supamove.users.mapusers import map_users
     with ctx.stack_auth() as client:
-        result = map_users(client, ctx.datadir if dry_run else ctx.datadir.ensure(), dry_run)
+        result = map_users(client, ctx.datadir, dry_run)
     render.show(result, as_json, render.show_user_matches, result.failure())
 
 

@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 log = get_logger("cli")
 # Commands that never touch the data directory: they neither take its lock nor need it writable.
 NO_DATA_DIR = {"test-connections"}
-# Commands that only use a data directory an earlier step made: a mistyped path is not created.
-EXISTING_DATA_DIR = {"import", "verify", "send-password-resets", "purge-mapping"}
+# Commands that only use a data directory an earlier step made: a mistyped path is not created. migrate-users and
+# map-users read the export's users: they write beside it, never into a directory without one.
+EXISTING_DATA_DIR = {"migrate-users", "map-users", "import", "verify", "send-password-resets", "purge-mapping"}
 # Commands with --dry-run whose real run prints its result as JSON with --json too (the others: the plan only).
 JSON_RESULT = {"migrate"}
 
