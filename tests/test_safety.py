@@ -243,11 +243,8 @@ def immutable(tmp_path: Path) -> Iterator[Path]:
     """A folder nobody can write to, root included (chattr +i)."""
     folder = tmp_path / "locked"
     folder.mkdir()
-    subprocess.run(["chattr", "+i", str(folder)], check=True)
-    try:
+    with immutable_paths(folder):
         yield folder
-    finally:
-        subprocess.run(["chattr", "-i", str(folder)], check=True)
 
 
 def test_unwritable_data_dir_and_log_are_found_before_any_work(cli, dbs, immutable: Path,
@@ -273,6 +270,46 @@ def test_unwritable_data_dir_and_log_are_found_before_any_work(cli, dbs, immutab
     result = cli("export", *EDGE)
     assert result.exit_code == 2, result.output
     assert error_line(result.output).endswith("(fix: set MIGRATION_DATA_DIR or --data-dir to a path on a writable disk)")
+
+
+def test_a_dry_run_reads_a_data_directory_it_cannot_write(cli, dbs, exported: Path) -> None:
+    # A dry run writes nothing, but `import --dry-run` on an export kept read-only stopped with "cannot write the
+    # data directory" (exit 2), as did every other dry run: only the lock file was at stake.
+    write_mapping(dbs, exported)
+    lock = exported / "supamove.lock"
+    lock.unlink()
+    warned = (f"cannot write the data directory {exported}: operation not permitted; the dry run goes on (it writes "
+              "nothing), the real run would stop (fix: make it writable")
+    with immutable_paths(exported):
+        for command in (("import", "--dry-run"), ("export", "--dry-run", *EDGE)):
+            result = cli(*command)
+            assert result.exit_code == 0, (command, result.output)
+            assert warned in flat(result.output), command
+        assert cli("import").exit_code == 2  # the real run still stops before any work
+    assert sorted(p.name for p in exported.iterdir()) == ["auth", "metadata.json", "tables", "user-mapping.json"]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from supamove.files import lock_data_dir; "
+         f"lock_data_dir(Path({str(lock)!r}), 'export'); print('locked', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+    with immutable_paths(lock, exported):  # the lock file is held read-only: a command holding it is still found
+        try:
+            result = cli("import", "--dry-run")
+            assert result.exit_code == 1 and "is in use by `supamove export`" in error_line(result.output)
+        finally:
+            holder.communicate("", timeout=10)
+        result = cli("import", "--dry-run")
+        assert result.exit_code == 0 and warned in flat(result.output), result.output
+
+
+@contextlib.contextmanager
+def immutable_paths(*paths: Path) -> Iterator[None]:
+    """Files and folders nobody can write to, root included (chattr +i), while the block runs."""
+    subprocess.run(["chattr", "+i", *map(str, paths)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", *map(str, paths)], check=True)
 
 
 def test_lock_is_released_when_the_holder_ends(tmp_path: Path) -> None:

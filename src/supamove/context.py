@@ -30,6 +30,7 @@ NO_DATA_DIR = {"test-connections"}
 EXISTING_DATA_DIR = {"migrate-users", "map-users", "import", "verify", "send-password-resets", "purge-mapping"}
 # Commands with --dry-run whose real run prints its result as JSON with --json too (the others: the plan only).
 JSON_RESULT = {"migrate"}
+DATA_DIR_SETTING = "MIGRATION_DATA_DIR or --data-dir"
 
 
 class Context:
@@ -82,17 +83,34 @@ class Context:
             raise writable_error(path, "log file", "LOG_FILE_PATH", exc) from None
 
     def _lock(self, command: str, dry_run: bool) -> int | None:
-        """Hold the data directory's lock, made writable first; a dry run makes none (it only must be makeable)."""
+        """Hold the data directory's lock, made writable first; a dry run writes none (see _dry_run_lock)."""
         root = self.datadir.root
+        if dry_run:
+            return None if command in EXISTING_DATA_DIR and not root.exists() else self._dry_run_lock(command)
         if not root.exists():
-            if dry_run or command in EXISTING_DATA_DIR:  # the command names the file it lacks
-                check_can_create(root, "data directory", "MIGRATION_DATA_DIR or --data-dir")
+            if command in EXISTING_DATA_DIR:  # the command names the file it lacks
+                check_can_create(root, "data directory", DATA_DIR_SETTING)
                 return None
             try:
                 root.mkdir(mode=0o700, parents=True)
             except OSError as exc:
-                raise writable_error(root, "data directory", "MIGRATION_DATA_DIR or --data-dir", exc) from None
+                raise writable_error(root, "data directory", DATA_DIR_SETTING, exc) from None
         return lock_data_dir(self.datadir.lock, command)
+
+    def _dry_run_lock(self, command: str) -> int | None:
+        """A dry run writes nothing, so a data directory it cannot write (an export kept read-only, say) is no
+        reason to refuse it: it goes on, holding the lock read-only where there is one, and says that the real run
+        would stop."""
+        root = self.datadir.root
+        try:
+            if not root.exists():
+                check_can_create(root, "data directory", DATA_DIR_SETTING)
+                return None
+            return lock_data_dir(self.datadir.lock, command)
+        except ConfigError as exc:  # the directory cannot be written (lock_data_dir's other errors stop it)
+            log.warning("%s; the dry run goes on (it writes nothing), the real run would stop (fix: %s)",
+                        exc.message, exc.fix)
+            return lock_data_dir(self.datadir.lock, command, read_only=True) if self.datadir.lock.exists() else None
 
     @property
     def source(self) -> Endpoint:

@@ -356,10 +356,13 @@ def _ended(holder: str) -> bool:
     return False
 
 
-def lock_data_dir(lock: Path, command: str) -> int:
-    """Hold the data directory's lock for this process (its descriptor); a SupamoveError naming the holder."""
+def lock_data_dir(lock: Path, command: str, read_only: bool = False) -> int:
+    """Hold the data directory's lock for this process (its descriptor); a SupamoveError naming the holder.
+
+    `read_only` (a dry run in a directory it cannot write): the existing lock file is held without naming
+    this command in it (flock needs no write access), so a command writing there is still found."""
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, PRIVATE)
+        fd = os.open(lock, os.O_RDONLY) if read_only else os.open(lock, os.O_RDWR | os.O_CREAT, PRIVATE)
     except OSError as exc:
         raise writable_error(lock.parent, "data directory", "MIGRATION_DATA_DIR or --data-dir", exc) from None
     if not _locked(fd):
@@ -370,8 +373,9 @@ def lock_data_dir(lock: Path, command: str) -> int:
             os.close(fd)
             raise SupamoveError(f"the data directory {lock.parent} is in use by {holder}",
                                 fix="wait for that command to finish (or stop it), then run this one again")
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"`supamove {command}` (process {os.getpid()})\n".encode(), 0)  # from the start: it may have been read
+    if not read_only:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"`supamove {command}` (process {os.getpid()})\n".encode(), 0)  # from the start: it may have been read
     return fd
 
 
