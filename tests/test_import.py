@@ -30,7 +30,7 @@ from conftest import (
 from psycopg import sql
 
 from supamove.db import Endpoint
-from supamove.errors import DataFileError, SupamoveError, TargetError
+from supamove.errors import ConfigError, DataFileError, SupamoveError, TargetError
 from supamove.files import export_again
 from supamove.importer import ImportOptions, plan_import, run_import, scan, workers
 from supamove.paths import DataDir
@@ -503,8 +503,8 @@ def test_refuses_tables_holding_rows_unless_truncate_first(cli, dbs, exported: P
     assert isinstance(err, TargetError)
     assert str(err) == ("target tables already hold rows: public.organizations (fix: empty them, or run "
                         "`supamove import --truncate-first` to replace their contents)")
-    refused = cli("import", "--truncate-first")
-    assert refused.exit_code != 0
+    refused = cli("import", "--truncate-first")  # no terminal, no --yes: a usage error (it was exit 1)
+    assert refused.exit_code == ConfigError.exit_code, refused.output
     assert "--truncate-first empties the planned target tables and needs a confirmation" in flat(refused.output)
     result = cli("import", "--truncate-first", "--yes")
     assert result.exit_code == 0, result.output

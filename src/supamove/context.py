@@ -139,7 +139,7 @@ class Context:
     def confirm_truncate(self, target: Endpoint, confirm: Callable[[str], bool]) -> None:
         """`import --truncate-first` empties tables only once the operator, at a terminal, says yes."""
         if not sys.stdin.isatty():
-            raise SupamoveError("--truncate-first empties the planned target tables and needs a confirmation",
+            raise ConfigError("--truncate-first empties the planned target tables and needs a confirmation",
                                 fix="run it in a terminal to answer the question, or add --yes")
         if not confirm(f"Empty every planned table in the target ({target.redacted}) before loading?"):
             raise SupamoveError("nothing truncated, nothing loaded: the answer was no",
