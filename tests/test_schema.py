@@ -17,7 +17,7 @@ import pytest
 from conftest import Cli, Databases, create_database, fresh_databases, run_sql_file
 
 from supamove.db import Endpoint
-from supamove.errors import TargetError
+from supamove.errors import ConfigError, TargetError
 from supamove.paths import DataDir
 from supamove.sandbox import fixtures
 from supamove.sandbox.pgserver import PostgresServer
@@ -384,11 +384,18 @@ def test_a_pg_dump_older_than_the_source_is_a_clear_error(cli: Cli, dbs: Databas
     with dbs.source() as conn:
         major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000  # type: ignore[index]
     result = cli("schema", *APP, "--dry-run")
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == ConfigError.exit_code, result.output  # was 1, the code of an unexpected error
+    fix = (f"(fix: install PostgreSQL {major}'s client programs (apt-get install postgresql-client-{major}) or newer, "
+           "or set PG_BINDIR to the bin folder of such an installation)")
     assert error_line(result.output) == (
         f"Error: pg_dump 12 ({bindir / 'pg_dump'}) is older than the source server (PostgreSQL {major}); it cannot "
-        f"read its catalog (fix: install PostgreSQL {major}'s client programs (apt-get install "
-        f"postgresql-client-{major}) or newer, or set PG_BINDIR to the bin folder of such an installation)")
+        f"read its catalog {fix}")
+    for program in ("pg_dump", "pg_restore"):  # none at all: the same code, for schema and schema --apply
+        (bindir / program).unlink()
+    for args in (("--dry-run",), ("--apply",)):
+        result = cli("schema", *APP, *args)
+        assert result.exit_code == ConfigError.exit_code, result.output
+        assert error_line(result.output) == f"Error: pg_dump not found in PG_BINDIR {fix}"
 
 
 def test_real_world_shapes_apply_whole(cli: Cli, dbs: Databases, data_dir: Path) -> None:

@@ -18,7 +18,7 @@ class SupamoveError(Exception):
 
 
 class ConfigError(SupamoveError):
-    """A setting is missing or malformed."""
+    """A setting is missing or malformed, or pg_dump or pg_restore is missing or too old."""
 
     exit_code = 2
 

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from supamove.errors import SupamoveError
+from supamove.errors import ConfigError, SupamoveError
 
 _VERSION = re.compile(r"\(PostgreSQL\) (\d+)(?:\.(\d+))?")
 
@@ -85,8 +85,8 @@ def find_client(program: str, min_major: int) -> Path:
     where = "PG_BINDIR" if os.environ.get("PG_BINDIR") else "this machine"
     fix = (f"install PostgreSQL {min_major}'s client programs (apt-get install postgresql-client-{min_major}) "
            f"or newer, or set PG_BINDIR to the bin folder of such an installation")
-    if not found:
-        raise SupamoveError(f"{program} not found in {where}", fix=fix)
+    if not found:  # a program to install, or PG_BINDIR to correct: the machine's setup, exit 2
+        raise ConfigError(f"{program} not found in {where}", fix=fix)
     newest = max(found)
-    raise SupamoveError(f"{program} {newest[0]} ({newest[1]}) is older than the source server "
+    raise ConfigError(f"{program} {newest[0]} ({newest[1]}) is older than the source server "
                         f"(PostgreSQL {min_major}); it cannot read its catalog", fix=fix)
