@@ -239,7 +239,7 @@ def test_user_ids_inside_json_that_the_mapping_lacks_stop_the_import_as_in_a_col
     with dbs.source() as conn:
         missing = conn.execute("SELECT id::text FROM auth.users ORDER BY id LIMIT 1").fetchone()[0]
     plan = orjson.loads(cli("import", "--dry-run", "--json").stdout)
-    assert (f"1 user ids inside the JSON of public.legacy.doc have no Stack Auth mapping: {missing} (fix: run "
+    assert (f"1 user id inside the JSON of public.legacy.doc has no Stack Auth mapping: {missing} (fix: run "
             "`supamove migrate-users` to migrate these users, or rerun with --unmapped-users keep (inside JSON "
             "they stay as they are, with null too))") in plan["problems"]
     legacy = next(t for t in plan["tables"] if t["table"] == "legacy")
@@ -249,9 +249,9 @@ def test_user_ids_inside_json_that_the_mapping_lacks_stop_the_import_as_in_a_col
     assert f"unmapped user ids in public.legacy.doc: 1 ({missing}), --unmapped-users keep" in flat(dry.output)
     kept = cli("import", "--unmapped-users", "keep")
     assert kept.exit_code == 0, kept.output
-    assert (f"warning: 1 user ids of public.legacy.doc that user-mapping.json lacks were left as they are inside its "
+    assert (f"warning: 1 user id of public.legacy.doc that user-mapping.json lacks was left as it is inside its "
             f"JSON (--unmapped-users keep): {missing}") in flat(kept.output)
-    assert f"public.profiles.id that user-mapping.json lacks were kept as they are (--unmapped-users keep): {missing}" \
+    assert f"public.profiles.id that user-mapping.json lacks was kept as it is (--unmapped-users keep): {missing}" \
         in flat(kept.output)  # and so in the user-id columns: the run did less than remap every id
     with dbs.target() as conn:
         creators = [r[0] for r in conn.execute("SELECT doc->>'creator' FROM public.legacy ORDER BY id")]
@@ -563,7 +563,7 @@ def test_unmapped_user_ids(dbs, exported: Path) -> None:
         missing = conn.execute("SELECT id::text FROM auth.users ORDER BY id LIMIT 1").fetchone()[0]
     err = error_of(dbs, exported)
     assert isinstance(err, DataFileError)
-    assert re.fullmatch(rf"\d+ user ids in [\w.]+ have no Stack Auth mapping: {missing} \(fix: run `supamove "
+    assert re.fullmatch(rf"\d+ user ids? in [\w.]+ ha(?:s|ve) no Stack Auth mapping: {missing} \(fix: run `supamove "
                         r"migrate-users` to migrate these users, or rerun with --unmapped-users null \(or keep\)\)",
                         str(err)), str(err)
     assert target_is_empty(dbs, exported)
@@ -581,7 +581,7 @@ def test_unmapped_users_null_and_keep(dbs, exported: Path) -> None:
     err = error_of(dbs, exported, unmapped_users="null")
     assert isinstance(err, TargetError)
     assert re.fullmatch(r"\w+\.\w+\.\w+ is NOT NULL in the target: --unmapped-users null cannot clear its "
-                        rf"1 unmapped user ids \({missing}\) \(fix: run `supamove migrate-users` to migrate these "
+                        rf"1 unmapped user id \({missing}\) \(fix: run `supamove migrate-users` to migrate these "
                         r"users, or use --unmapped-users keep\)", str(err)), str(err)
     write_mapping(dbs, exported)
     stranger = str(uuid.uuid4())
@@ -595,7 +595,7 @@ def test_unmapped_users_null_and_keep(dbs, exported: Path) -> None:
     path = rewrite_table(exported, "public.alerts", acknowledged_by_stranger)
     cleared = sum(orjson.loads(line)["acknowledged_by"] is None for line in path.read_bytes().splitlines()) + 1
     assert str(error_of(dbs, exported)) == (
-        f"1 user ids in public.alerts.acknowledged_by have no Stack Auth mapping: {stranger} (fix: run `supamove "
+        f"1 user id in public.alerts.acknowledged_by has no Stack Auth mapping: {stranger} (fix: run `supamove "
         "migrate-users` to migrate these users, or rerun with --unmapped-users null (or keep))")
     run(dbs, exported, unmapped_users="null")
     with dbs.target() as conn:
@@ -821,7 +821,7 @@ def test_disable_fk_reports_orphans(dbs, exported: Path) -> None:
     rewrite_table(exported, "public.organizations", lambda ls: ls[1:])
     err = error_of(dbs, exported, disable_fk=True)
     assert isinstance(err, TargetError)
-    assert re.match(r"foreign keys violated after the load: \w+ on public\.\w+: \d+ rows without a match in "
+    assert re.match(r"foreign keys violated after the load: \w+ on public\.\w+: \d+ rows? without a match in "
                     r"public\.organizations", str(err)), str(err)
     assert str(err).endswith("(fix: the loaded rows stay for inspection; correct the source data, export it again "
                              "(`supamove export --force`), then run `supamove import --truncate-first`, or load "
@@ -846,7 +846,7 @@ def test_disable_fk_checks_a_parents_foreign_keys_on_its_own_rows_not_on_the_tab
         conn.execute("ALTER TABLE public.shifts DISABLE TRIGGER ALL; INSERT INTO public.shifts VALUES (3, 42)")
     assert cli("export", "--force", "--tables", "public.crews", "--tables", "public.shifts*").exit_code == 0
     failed = cli("import", "--disable-fk", "--truncate-first", "--yes")
-    assert failed.exit_code == 4 and "on public.shifts: 1 rows without a match in public.crews" in failed.output, \
+    assert failed.exit_code == 4 and "on public.shifts: 1 row without a match in public.crews" in failed.output, \
         failed.output
 
 

@@ -322,7 +322,7 @@ def test_failed_users_stop_migrate_with_the_error_of_migrate_users_before_any_us
     result = cli("migrate", *EDGE)
     assert result.exit_code == 6, result.output
     report = data_dir / "user-migration-report.json"
-    assert error_line(result.output) == (f"Error: 1 users failed (see {report}) (fix: correct the cause shown for "
+    assert error_line(result.output) == (f"Error: 1 user failed (see {report}) (fix: correct the cause shown for "
                                          "them, then run the same command again)")
     with_ids = {(e["schema"], e["name"]) for e in metadata(data_dir)["tables"] if e["userIdColumns"]}
     assert with_ids and not with_ids & {(s, t) for s, t, _ in import_state(dbs)}  # they wait for every user

@@ -15,6 +15,7 @@ from conftest import APP_PASSWORD, EDGE, STACK_SECRET, error_line, flat, write_m
 from supamove import render
 from supamove.files import write_json
 from supamove.log import console, get_logger, setup_logging
+from supamove.words import counted
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -238,6 +239,20 @@ def test_progress_off_a_terminal_is_a_line_every_ten_seconds_and_one_at_the_end(
         "public.readings: indexes and constraints: done in 2.5s",
         "users: 30 users in 17.5s (2 users/s)",
     ]
+
+
+def test_a_count_of_one_is_singular() -> None:
+    # "1 users failed", "public.settings: 1 rows in 0.0s", "1 rows without a match": every count now says
+    # its noun through one helper.
+    now = [0.0]
+    plain = render.PlainProgress("rows", clock=lambda: now[0])
+    with console.capture() as seen:
+        plain.start("public.settings", 1)
+        plain.advance("public.settings", 1)
+        plain.finish("public.settings")
+    assert seen.get().splitlines() == ["public.settings: 1 row in 0.0s"]
+    assert [counted(n, "user id") for n in (0, 1, 2, 1204)] == ["0 user ids", "1 user id", "2 user ids", "1,204 user ids"]
+    assert counted(1, "entry", "entries") == "1 entry" and counted(3, "entry", "entries") == "3 entries"
 
 
 def test_log_lines_off_a_terminal_are_never_wrapped_and_still_scrubbed() -> None:

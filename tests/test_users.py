@@ -1044,7 +1044,7 @@ def test_failed_users_and_e_mails_end_the_run_in_one_stack_auth_error(tmp_path: 
     failed = MigrationResult([ok, UserOutcome("sb-2", "failed", "refused", None, None)], False, 1.0,
                              report_path=report).failure()
     assert isinstance(failed, StackAuthError) and str(failed) == (
-        f"1 users failed (see {report}) (fix: correct the cause shown for them, then run the same command again)")
+        f"1 user failed (see {report}) (fix: correct the cause shown for them, then run the same command again)")
     assert ResetResult(sent=["sb-1"]).failure() is None
     assert str(ResetResult(failed=[("sb-1", "bounced"), ("sb-2", "bounced")]).failure()) == (
         "2 reset e-mails failed (fix: correct the cause, then rerun)")
@@ -1072,7 +1072,7 @@ def test_a_persistent_500_fails_that_user_only(stack: StackAuthSandbox, tmp_path
     assert alice.fix == ("look the request id up in Stack Auth's server log; correct the cause, then run the same "
                          "command again (only the failed users are retried)")
     assert got[uid("judy")].status == "migrated" and stack.create_count() == 1
-    assert str(result.failure()).startswith("1 users failed")
+    assert str(result.failure()).startswith("1 user failed")
     report = orjson.loads(datadir.users_report.read_bytes())
     assert report["summary"]["failed"] == 1 and report["users"][0]["fix"] == alice.fix
     with StackAuthClient(stack.url, PROJECT, SECRET, retry=FAST) as c:
@@ -1184,7 +1184,7 @@ def test_a_reset_whose_answer_was_lost_is_not_sent_again_unless_asked(stack: Sta
     first = send_password_resets(client, datadir, "https://app.example.com/reset")
     assert first.uncertain == [uid("bob")] and len(first.sent) == 4
     assert str(first.failure()) == (
-        "1 reset e-mails may or may not have been sent (Stack Auth's answer was lost) (fix: ask those users "
+        "1 reset e-mail may or may not have been sent (Stack Auth's answer was lost) (fix: ask those users "
         "whether it arrived (password-resets-sent.json lists them with status \"uncertain\"); "
         "`--resend-uncertain` sends them another)")
     sent = {e["supabaseUserId"]: e["status"] for e in orjson.loads(datadir.password_resets_sent.read_bytes())["sent"]}

@@ -152,7 +152,7 @@ def test_odd_users_are_carried_or_failed_one_by_one(cli, exported: Path, stack: 
         "then run the same command again")
     result = cli("migrate-users")
     assert result.exit_code == StackAuthError.exit_code, result.output
-    assert "Error: 1 users failed (see " in result.output
+    assert "Error: 1 user failed (see " in result.output
     report = report_of(exported)
     failed = {sid: u for sid, u in report.items() if u["status"] == "failed"}
     assert list(failed) == [fixtures.user_uuid("taken")]

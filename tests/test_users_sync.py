@@ -365,7 +365,7 @@ def test_the_cli_shows_updates_and_conflicts_and_exits_non_zero(stack: StackAuth
     assert "Users of earlier runs: 1 updated, 0 unchanged, 1 changed in Stack Auth (conflict)." in result.output
     assert (f"conflict: {uid('user000')} user000@example.com: changed in Stack Auth (last_active_at_millis); "
             "in Supabase (display_name, server_metadata)") in result.output
-    assert "users changed in Stack Auth since supamove wrote them were not updated" in result.output
+    assert "1 user changed in Stack Auth since supamove wrote it was not updated" in result.output
     forced = CliRunner().invoke(main, ["migrate-users", "--overwrite-changed"])
     assert forced.exit_code == 0, forced.output
     assert "Users of earlier runs: 1 updated, 1 unchanged, 0 changed in Stack Auth (conflict)." in forced.output
@@ -492,7 +492,7 @@ def test_an_identity_add_stack_auth_refuses_fails_that_user_only(stack: StackAut
     assert got[uid("user002")].sync == "updated" and result.updated == 1
     assert providers_of(stack, datadir, "user001") == [("google", "g-1")]
     failure = result.failure()
-    assert isinstance(failure, StackAuthError) and str(failure).startswith("1 users failed")
+    assert isinstance(failure, StackAuthError) and str(failure).startswith("1 user failed")
     stack.delete_user(other["id"])  # the fix: then the rerun adds it
     retry = run(stack, datadir)
     assert retry.failure() is None and retry.updated == 1

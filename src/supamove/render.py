@@ -38,6 +38,7 @@ from supamove import interrupt
 from supamove.errors import INTERRUPTED, DataFileError, SupamoveError
 from supamove.log import console, echo_to_log, get_logger, scrub
 from supamove.progress import NullProgress, Progress
+from supamove.words import agree, counted
 
 if TYPE_CHECKING:
     from supamove.connections import ConnectionReport
@@ -195,7 +196,8 @@ class PlainProgress:
                 self._say(f"{label}: done in {seconds:.1f}s")
                 return
             unit, rate = self._units.get(label, self._unit), per_second(bar.done, seconds)
-            self._say(f"{label}: {bar.done:,} {unit} in {seconds:.1f}s" + (f" ({rate} {unit}/s)" if rate else ""))
+            done = counted(bar.done, unit.removesuffix("s"), unit)
+            self._say(f"{label}: {done} in {seconds:.1f}s" + (f" ({rate} {unit}/s)" if rate else ""))
 
     def _say(self, line: str) -> None:
         console.print(escape(scrub(line)), highlight=False, soft_wrap=True)
@@ -388,7 +390,7 @@ def show_export_result(result: ExportResult, datadir: DataDir) -> None:
     print_table("Export summary", ["table", "rows", "size", "seconds", "rows/s"], rows)
     _notes(result.plan.notes)
     kept = sum(t.resumed for t in result.tables)
-    say(f"Exported {len(result.tables) - kept} tables, {result.rows:,} rows in all, in {result.seconds:.1f}s "
+    say(f"Exported {counted(len(result.tables) - kept, 'table')}, {counted(result.rows, 'row')} in all, in {result.seconds:.1f}s "
         f"to {datadir.root} (snapshot {result.snapshot})"
         + (f"; {kept} kept from a previous run, read in its snapshot (if Supabase was written since, --force "
            "exports them all again in one)." if kept else "."))
@@ -397,7 +399,7 @@ def show_export_result(result: ExportResult, datadir: DataDir) -> None:
 def show_import_plan(plan: ImportPlan) -> None:
     rows = []
     for order, table in enumerate(plan.tables, 1):
-        remapped = ", ".join([f"{c} ({n:,} ids)" for c, n in table.remapped_counts.items()]
+        remapped = ", ".join([f"{c} ({counted(n, 'id')})" for c, n in table.remapped_counts.items()]
                              + [f"{c} (inside JSON)" for c in table.json_rewritten])
         state = "loaded by a previous run" if table.done else "HOLDS ROWS" if table.has_rows else \
             "resumes an interrupted load" if table.resume_split else ""
@@ -424,11 +426,6 @@ def show_import_plan(plan: ImportPlan) -> None:
     say("Dry run: nothing was written.")
 
 
-def _count(number: int, noun: str) -> str:
-    """`1 materialized view`, `2 materialized views`."""
-    return f"{number:,} {noun}{'' if number == 1 else 's'}"
-
-
 def show_import_result(result: ImportResult, target: str) -> None:
     """The summary table and line; `target` is the target's URL without its password."""
     rows = [(t.qualified, f"{t.rows:,}", f"{t.seconds:.1f}",
@@ -437,11 +434,11 @@ def show_import_result(result: ImportResult, target: str) -> None:
     print_table("Import summary", ["table", "rows", "seconds", "rows/s"], rows)
     _unmapped_left(result.plan)
     if result.plan.options.disable_fk:
-        say(f"Checked {result.fk_checked} foreign keys after the load: no orphan rows.")
+        say(f"Checked {counted(result.fk_checked, 'foreign key')} after the load: no orphan rows.")
     if result.refreshed:
-        say(f"Refreshed {_count(len(result.refreshed), 'materialized view')} from the loaded tables: "
+        say(f"Refreshed {counted(len(result.refreshed), 'materialized view')} from the loaded tables: "
             f"{', '.join(result.refreshed)}.")
-    say(f"Imported {result.rows:,} rows into {sum(not t.skipped for t in result.tables)} tables "
+    say(f"Imported {counted(result.rows, 'row')} into {counted(sum(not t.skipped for t in result.tables), 'table')} "
         f"in {result.seconds:.1f}s ({target}).")
 
 
@@ -451,10 +448,11 @@ def _unmapped_left(plan: ImportPlan) -> None:
     mode = plan.options.unmapped_users
     for table in plan.tables:
         for column, ids in table.unmapped.items():
-            what = ("left as they are inside its JSON" if column in table.json_rewritten
-                    else "set to NULL" if mode == "null" else "kept as they are")
-            note(f"warning: {len(ids):,} user ids of {table.qualified}.{column} that user-mapping.json lacks were "
-                 f"{what} (--unmapped-users {mode}): {_first_ids(ids)}", logging.WARNING)
+            was, they = agree(len(ids), "was", "were"), agree(len(ids), "it is", "they are")
+            what = (f"left as {they} inside its JSON" if column in table.json_rewritten
+                    else "set to NULL" if mode == "null" else f"kept as {they}")
+            note(f"warning: {counted(len(ids), 'user id')} of {table.qualified}.{column} that user-mapping.json lacks "
+                 f"{was} {what} (--unmapped-users {mode}): {_first_ids(ids)}", logging.WARNING)
 
 
 def _first_ids(ids: list[str]) -> str:
@@ -477,7 +475,7 @@ def show_verify_report(report: VerifyReport) -> None:
         if t.more_differences:
             say(f"  {t.qualified}: more rows differ than the {len(t.differences)} shown (--max-diffs)")
         for kept in (c for c in t.supabase_ids or [] if c.kept and c.rows):
-            say(f"  {t.qualified}: {kept.rows:,} row{'s' if kept.rows > 1 else ''} of column {kept.column} "
+            say(f"  {t.qualified}: {counted(kept.rows, 'row')} of column {kept.column} "
                 "kept Supabase user ids on purpose")
     if report.sequences:
         print_table("Sequences no table uses", ["sequence", "source next", "target next", "status", "reason"],
@@ -496,8 +494,8 @@ def show_verify_report(report: VerifyReport) -> None:
         note(f"verification-report.json holds a full verification (with checksums): kept; this row-count check "
              f"is in {report.report_path}", logging.WARNING)
     summary = report.summary
-    say(f"{summary['tables']} tables: {summary['pass']} pass, {summary['warn']} warn, {summary['fail']} fail; "
-        f"{summary['sourceRows']:,} source rows, {summary['targetRows']:,} target rows in {report.seconds:.1f}s"
+    say(f"{counted(summary['tables'], 'table')}: {summary['pass']} pass, {summary['warn']} warn, {summary['fail']} fail; "
+        f"{counted(summary['sourceRows'], 'source row')}, {counted(summary['targetRows'], 'target row')} in {report.seconds:.1f}s"
         f"{'' if report.checksums else ' (row counts only)'}{_beyond_tables(report)}. Report: {report.report_path}")
 
 
@@ -575,12 +573,12 @@ def show_user_outcomes(result: Any) -> None:
     _show_sync(result)
     resets = len(result.reset_required)
     if result.dry_run:
-        say(f"Dry run: {resets:,} users would need a password reset. Nothing was created or updated.")
+        say(f"Dry run: {counted(resets, 'user')} would need a password reset. Nothing was created or updated.")
         return
     found = f"; {result.found_earlier:,} created by an earlier run were found in Stack Auth by their Supabase id" \
         if result.found_earlier else ""
-    say(f"Created {result.created:,} users in {result.seconds:.1f}s ({result.users_per_second:,.0f} users/s){found}; "
-        f"{resets:,} need a password reset (password-reset-required.json). Report: {result.report_path}")
+    say(f"Created {counted(result.created, 'user')} in {result.seconds:.1f}s ({result.users_per_second:,.0f} users/s){found}; "
+        f"{resets:,} {agree(resets, 'needs', 'need')} a password reset (password-reset-required.json). Report: {result.report_path}")
 
 
 def _show_sync(result: Any) -> None:
@@ -619,12 +617,12 @@ def _show_identities(result: Any) -> None:
 def _show_mfa(result: Any) -> None:
     """Second factors: how many TOTP secrets come along, and who keeps a factor Stack Auth cannot hold."""
     missing = result.mfa_not_carried
-    will = "will be" if result.dry_run else "were"
+    will = "will be" if result.dry_run else agree(result.totp_carried, "was", "were")
     earlier = f" ({result.totp_done_earlier:,} more set by an earlier run)" if result.totp_done_earlier else ""
     if result.totp_carried or missing or earlier:
         where = "" if result.dry_run else " (mfa-not-carried.json)"
-        say(f"Second factors: {result.totp_carried:,} TOTP factors {will} carried{earlier}; {len(missing):,} users "
-            f"have a factor that cannot be carried{where}.")
+        say(f"Second factors: {counted(result.totp_carried, 'TOTP factor')} {will} carried{earlier}; "
+            f"{counted(len(missing), 'user')} {agree(len(missing), 'has', 'have')} a factor that cannot be carried{where}.")
     for outcome in missing[:20]:
         reasons = "; ".join(f["reason"] for f in outcome.mfa_not_carried)
         say(f"  {outcome.supabase_user_id} {outcome.email or ''}: {reasons}")
@@ -637,7 +635,7 @@ def _show_uncertain_resets(result: ResetResult) -> None:
     for sid in result.uncertain[:20]:
         say(f"uncertain: {sid}: Stack Auth's answer was lost; the e-mail may or may not have gone")
     if result.uncertain_before:
-        say(f"{result.uncertain_before:,} e-mails of earlier runs may or may not have gone (answer lost): "
+        say(f"{counted(result.uncertain_before, 'e-mail')} of earlier runs may or may not have gone (answer lost): "
             "not sent again; --resend-uncertain sends them again")
 
 
@@ -654,18 +652,18 @@ def show_user_matches(result: MapResult) -> None:
     kept = (f" ({result.kept:,} kept from the earlier mapping: their Stack Auth user is there, its Supabase id "
             "and e-mail changed)") if result.kept else ""
     claimed = f"; {len(result.claimed_twice):,} claimed by more than one Stack Auth user" if result.claimed_twice else ""
-    say(f"Matched {len(result.matched):,} users{kept}; {len(result.unmatched_supabase):,} Supabase and "
-        f"{len(result.unmatched_stack):,} Stack Auth users unmatched{claimed}. {where}.")
+    say(f"Matched {counted(len(result.matched), 'user')}{kept}; unmatched: {counted(len(result.unmatched_supabase), 'Supabase user')}, "
+        f"{counted(len(result.unmatched_stack), 'Stack Auth user')}{claimed}. {where}.")
 
 
 def show_resets(result: ResetResult) -> None:
     """send-password-resets: how many were (or would be) sent, and the first failures."""
     if result.dry_run:
-        say(f"Dry run: would send {len(result.to_send):,} reset e-mails "
+        say(f"Dry run: would send {counted(len(result.to_send), 'reset e-mail')} "
             f"({result.already_sent:,} already sent or without an e-mail).")
         _show_uncertain_resets(result)
         return
-    say(f"Sent {len(result.sent):,} reset e-mails; {result.already_sent:,} were sent before.")
+    say(f"Sent {counted(len(result.sent), 'reset e-mail')}; {result.already_sent:,} {agree(result.already_sent, 'was', 'were')} sent before.")
     for sid, why in result.failed[:20]:
         say(f"failed: {sid}: {why}")
     _show_uncertain_resets(result)
@@ -724,16 +722,16 @@ def show_schema_result(result: SchemaResult, datadir: DataDir, target: str) -> N
     if report.extensions:
         say("Extensions: " + ", ".join(f"{x.name} (schema {x.schema})" for x in report.extensions) + ".")
     counts = report.counts
-    summary = f"{counts['kept']} objects kept, {counts['changed']} changed, {counts['left-out']} left out"
+    summary = f"{counted(counts['kept'], 'object')} kept, {counts['changed']} changed, {counts['left-out']} left out"
     if not result.written:
         say(f"Dry run: {summary}. Nothing was written.")
         return
     say(f"{summary}. Wrote {datadir.schema_sql} and {datadir.schema_report}.")
     if result.applied is not None and result.applied.applied_before:
         say(f"This schema.sql was applied to the target ({target}) at {result.applied.applied_before}, and its "
-            f"{result.applied.tables} tables are there: nothing to do.")
+            f"{counted(result.applied.tables, 'table')} {agree(result.applied.tables, 'is', 'are')} there: nothing to do.")
     elif result.applied is not None:
-        say(f"Applied to the target ({target}) in one transaction: {result.applied.tables} tables "
+        say(f"Applied to the target ({target}) in one transaction: {counted(result.applied.tables, 'table')} "
             f"in {result.applied.seconds:.1f}s.")
 
 
@@ -758,7 +756,7 @@ def show_migrate_result(result: MigrateResult) -> None:
     print_table("Migration", ["step", "started", "finished", "result"],
                 [(name, f"{start:.1f}", f"{end:.1f}", _step_outcome(result, name)) for name, start, end in result.timeline])
     if result.failure is None:
-        say(f"Migrated in {result.seconds:.1f}s: {result.loaded_rows:,} rows loaded, every table verified. "
+        say(f"Migrated in {result.seconds:.1f}s: {counted(result.loaded_rows, 'row')} loaded, every table verified. "
             f"A rerun of `supamove migrate` resumes or re-checks; nothing is done twice.")
 
 
@@ -779,7 +777,7 @@ def _step_done(result: MigrateResult, step: str) -> str:
         return "every endpoint usable" if result.connections and result.connections.ok else ""
     if step == "export" and export is not None:
         kept = sum(t.resumed for t in export.tables)
-        return f"{len(export.tables) - kept} tables, {export.rows:,} rows" + (f" ({kept} kept from a previous run)"
+        return f"{counted(len(export.tables) - kept, 'table')}, {counted(export.rows, 'row')}" + (f" ({kept} kept from a previous run)"
                                                                               if kept else "")
     if step == "export" and result.export_kept:
         return "finished by a previous run: kept (`supamove export --force` exports again)"
@@ -789,10 +787,10 @@ def _step_done(result: MigrateResult, step: str) -> str:
                 f"{len(users.failed):,} failed, {len(users.reset_required):,} need a password reset")
     if step == "import" and result.imported:
         loaded = [t for t in result.imported if not t.skipped]
-        return (f"{len(loaded)} tables, {result.loaded_rows:,} rows"
+        return (f"{counted(len(loaded), 'table')}, {counted(result.loaded_rows, 'row')}"
                 + (f" ({len(result.imported) - len(loaded)} loaded by a previous run)" if len(loaded) < len(result.imported) else "")
-                + (f"; {result.fk_checked} foreign keys checked" if result.fk_checked else "")
-                + (f"; {_count(len(result.refreshed), 'materialized view')} refreshed" if result.refreshed else ""))
+                + (f"; {counted(result.fk_checked, 'foreign key')} checked" if result.fk_checked else "")
+                + (f"; {counted(len(result.refreshed), 'materialized view')} refreshed" if result.refreshed else ""))
     if step == "verify" and report is not None:
         summary = report.summary
         return f"{summary['pass']} pass, {summary['warn']} warn, {summary['fail']} fail"

@@ -41,6 +41,7 @@ from supamove.locks import LockWatch
 from supamove.log import get_logger
 from supamove.paths import DataDir
 from supamove.progress import NullProgress, Progress
+from supamove.words import counted
 
 log = get_logger("import")
 
@@ -212,7 +213,7 @@ def _load_table(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, ta
     with _phase(progress, f"{table.qualified}: indexes and constraints", len(indexes)):
         build_indexes(conn, table, indexes)
     if rows != table.rows:
-        raise DataFileError(f"{table.path} has {rows} rows, metadata.json says {table.rows}",
+        raise DataFileError(f"{table.path} has {counted(rows, 'row')}, metadata.json says {table.rows:,}",
                             fix=export_again(*table.key))
     set_sequences(conn, plan, table)
     seconds = time.monotonic() - started

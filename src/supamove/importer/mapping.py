@@ -14,6 +14,7 @@ from supamove.errors import DataFileError, StackAuthError, SupamoveError
 from supamove.importer.model import ImportOptions, TablePlan
 from supamove.paths import DataDir
 from supamove.usermap import UserMapping
+from supamove.words import agree, counted
 
 SHOWN_IDS = 5
 
@@ -97,13 +98,13 @@ def check_unmapped(target: Endpoint, plans: list[TablePlan], mapping: dict[str, 
             shown = shown_ids(missing)
             if options.unmapped_users == "error":
                 problems.append(DataFileError(
-                    f"{len(missing)} user ids in {where} have no Stack Auth mapping: {shown}",
+                    f"{counted(len(missing), 'user id')} in {where} {agree(len(missing), 'has', 'have')} no Stack Auth mapping: {shown}",
                     fix="run `supamove migrate-users` to migrate these users, or rerun with "
                         "--unmapped-users null (or keep)"))
             elif options.unmapped_users == "null" and not column.array and not _nullable(plan, name):
                 problems.append(target.error(
                     f"{where} is NOT NULL in the target: --unmapped-users null cannot clear its "
-                    f"{len(missing)} unmapped user ids ({shown})",
+                    f"{counted(len(missing), 'unmapped user id')} ({shown})",
                     "run `supamove migrate-users` to migrate these users, or use --unmapped-users keep"))
     for plan in plans:
         _unmapped_in_json(plan, options, problems)
@@ -118,7 +119,7 @@ def _unmapped_in_json(plan: TablePlan, options: ImportOptions, problems: list[Su
         missing = plan.unmapped[name] = sorted(ids)
         if options.unmapped_users == "error":
             problems.append(DataFileError(
-                f"{len(missing)} user ids inside the JSON of {plan.qualified}.{name} have no Stack Auth mapping: "
+                f"{counted(len(missing), 'user id')} inside the JSON of {plan.qualified}.{name} {agree(len(missing), 'has', 'have')} no Stack Auth mapping: "
                 f"{shown_ids(missing)}",
                 fix="run `supamove migrate-users` to migrate these users, or rerun with --unmapped-users keep "
                     "(inside JSON they stay as they are, with null too)"))

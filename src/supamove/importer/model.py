@@ -13,6 +13,7 @@ from supamove import catalog
 from supamove.catalog import QualifiedName, Table
 from supamove.errors import SupamoveError
 from supamove.metadata import Metadata, TableEntry
+from supamove.words import counted
 
 Unmapped = Literal["error", "null", "keep"]
 
@@ -137,7 +138,7 @@ class ImportPlan:
         first = self.problems[0]
         if not dry_run:
             return first
-        count = f"{len(self.problems)} problem{'' if len(self.problems) == 1 else 's'}"
+        count = counted(len(self.problems), "problem")
         failure = SupamoveError(f"the import cannot succeed: {count} (listed above)",
                                 fix="correct them, then run `supamove import --dry-run` again")
         failure.exit_code = first.exit_code

@@ -9,6 +9,7 @@ from supamove.catalog import ForeignKey
 from supamove.db import Endpoint
 from supamove.importer.model import ImportPlan
 from supamove.log import get_logger
+from supamove.words import counted
 
 log = get_logger("import")
 
@@ -26,7 +27,7 @@ def check_foreign_keys(conn: psycopg.Connection, target: Endpoint, plan: ImportP
             row = conn.execute(_orphans_query(table.alone, fk)).fetchone()
             count = int(row[0]) if row else 0
             if count:
-                orphans.append(f"{fk.name} on {table.qualified}: {count} rows without a match in "
+                orphans.append(f"{fk.name} on {table.qualified}: {counted(count, 'row')} without a match in "
                                f"{fk.ref_schema}.{fk.ref_table}")
                 log.error("foreign key %s on %s: %d orphan rows", fk.name, table.qualified, count)
     if orphans:

@@ -41,6 +41,7 @@ from supamove.importer.setaside import (
 )
 from supamove.log import get_logger
 from supamove.progress import Progress
+from supamove.words import counted
 
 log = get_logger("import")
 
@@ -115,7 +116,7 @@ def load_split(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, tab
     copied = time.monotonic() - started
     progress.finish(table.qualified)
     if rows != table.rows:
-        raise DataFileError(f"{table.path} has {rows} rows, metadata.json says {table.rows}",
+        raise DataFileError(f"{table.path} has {counted(rows, 'row')}, metadata.json says {table.rows:,}",
                             fix=export_again(*table.key))
     _put_back(conn, target, plan, table, held, rows, started)
     seconds = time.monotonic() - started

@@ -24,6 +24,7 @@ from supamove.files import (
 from supamove.importer.model import TablePlan
 from supamove.importer.workers import split_lines, started_pool
 from supamove.userids import JSON_STRING_UUID
+from supamove.words import counted
 
 JSON_STRING = re.compile(JSON_STRING_UUID)
 READ_BYTES = 1 << 20  # a block of lines: Python works per block, not per row
@@ -55,7 +56,7 @@ def check_files(plans: list[TablePlan], problems: list[SupamoveError], jobs: int
         elif bad_line is not None:  # found now, before any table is loaded: the target stays unchanged
             problems.append(bad_line)
         elif rows != plan.rows:
-            problems.append(DataFileError(f"{path} has {rows} rows, metadata.json says {plan.rows}",
+            problems.append(DataFileError(f"{path} has {counted(rows, 'row')}, metadata.json says {plan.rows:,}",
                                           fix=export_again(*plan.key)))
 
 

@@ -22,6 +22,7 @@ from supamove.schema.facts import read_facts, read_unread_refs
 from supamove.schema.model import API_ROLES, SchemaOptions, SchemaReport
 from supamove.schema.select import select_entries
 from supamove.schema.shim import prelude
+from supamove.words import counted
 
 log = get_logger("schema")
 
@@ -139,7 +140,7 @@ def _banner(report: SchemaReport) -> str:
     counts = report.counts
     return (f"{BANNER_START}{report.created_at}\n"
             f"-- from PostgreSQL {report.server_version} with {report.pg_dump}.\n"
-            f"-- {counts['kept']} objects kept, {counts['changed']} changed, {counts['left-out']} left out: "
+            f"-- {counted(counts['kept'], 'object')} kept, {counts['changed']} changed, {counts['left-out']} left out: "
             "see schema-report.json.\n"
             "-- Apply with `supamove schema --apply` (one transaction).\n\n")
 

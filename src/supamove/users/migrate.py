@@ -55,6 +55,7 @@ from supamove.users.sync import (
     update_body,
     without_pairs,
 )
+from supamove.words import agree, counted
 
 log = get_logger("users")
 LABEL = "users"
@@ -185,17 +186,19 @@ class MigrationResult:
         """The error a run with failed users or conflicts ends with (after its summary), or None."""
         where = "the dry run's list above" if self.dry_run else str(self.report_path)
         if self.failed:
-            return StackAuthError(f"{len(self.failed):,} users failed (see {where})",
+            return StackAuthError(f"{counted(len(self.failed), 'user')} failed (see {where})",
                                   fix="correct the cause shown for them, then run the same command again")
         unknown = [o for o in self.conflicts if any(n.startswith(NO_STATE) for n in o.notes)]
         if unknown and len(unknown) == len(self.conflicts):  # no record of what supamove wrote: either side
-            return StackAuthError(f"{len(unknown):,} users hold other values in Stack Auth than in Supabase, with no "
-                                  f"record of which side changed, and were not updated (see {where})",
+            holds, was = agree(len(unknown), "holds", "hold"), agree(len(unknown), "was", "were")
+            return StackAuthError(f"{counted(len(unknown), 'user')} {holds} other values in Stack Auth than in Supabase, "
+                                  f"with no record of which side changed, and {was} not updated (see {where})",
                                   fix="check them in the Stack Auth dashboard; `supamove migrate-users "
                                       "--overwrite-changed` writes the Supabase values over them")
         if self.conflicts:
-            return StackAuthError(f"{len(self.conflicts):,} users changed in Stack Auth since supamove wrote them "
-                                  f"were not updated (see {where})",
+            count = len(self.conflicts)
+            return StackAuthError(f"{counted(count, 'user')} changed in Stack Auth since supamove wrote "
+                                  f"{agree(count, 'it was', 'them were')} not updated (see {where})",
                                   fix="check them in the Stack Auth dashboard; `supamove migrate-users "
                                       "--overwrite-changed` writes the Supabase values over them")
         return None

@@ -21,6 +21,7 @@ from supamove.progress import NullProgress, Progress
 from supamove.usermap import UserMapping
 from supamove.users.client import AnswerLost, Rejected, StackAuthClient
 from supamove.users.journal import PendingJournal
+from supamove.words import counted
 
 log = get_logger("users.resets")
 LABEL = "password resets"
@@ -45,13 +46,13 @@ class ResetResult:
     def failure(self) -> StackAuthError | None:
         """The error a run with failed or uncertain e-mails ends with (after its summary), or None."""
         if self.uncertain or self.in_flight:
-            failed = f"{len(self.failed):,} reset e-mails failed; " if self.failed else ""
+            failed = f"{counted(len(self.failed), 'reset e-mail')} failed; " if self.failed else ""
             why = "Stack Auth's answer was lost" if self.uncertain else "they were being sent when a run was killed"
-            return StackAuthError(f"{failed}{len(self.uncertain) + len(self.in_flight):,} reset e-mails may or may "
+            return StackAuthError(f"{failed}{counted(len(self.uncertain) + len(self.in_flight), 'reset e-mail')} may or may "
                                   f"not have been sent ({why})", fix=UNCERTAIN_FIX)
         if not self.failed:
             return None
-        return StackAuthError(f"{len(self.failed):,} reset e-mails failed", fix="correct the cause, then rerun")
+        return StackAuthError(f"{counted(len(self.failed), 'reset e-mail')} failed", fix="correct the cause, then rerun")
 
     def to_dict(self) -> dict[str, Any]:
         """`send-password-resets --dry-run --json`: who would be sent the e-mail, how many were sent before."""

@@ -24,6 +24,7 @@ from supamove.files import (
 )
 from supamove.metadata import Metadata
 from supamove.paths import DataDir
+from supamove.words import counted
 
 FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
 
@@ -220,5 +221,5 @@ def _check_counts(meta: Metadata, counts: dict[str, int]) -> None:
             raise DataFileError(f"auth.{name} was not exported completely",
                                 fix="run `supamove export --auth-only` again")
         if name in counts and expected is not None and expected != counts[name]:
-            raise DataFileError(f"auth.{name}: metadata.json records {expected} rows, the file holds {counts[name]}",
+            raise DataFileError(f"auth.{name}: metadata.json records {counted(expected, 'row')}, the file holds {counts[name]:,}",
                                 fix=export_again("auth", name))

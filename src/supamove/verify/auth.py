@@ -14,6 +14,7 @@ from supamove.files import read_json
 from supamove.metadata import Metadata, TableEntry
 from supamove.paths import DataDir
 from supamove.verify.model import AUTH_CHANGED, AuthCheck
+from supamove.words import counted
 
 
 def auth_checks(source: Endpoint, datadir: DataDir) -> list[AuthCheck]:
@@ -43,7 +44,7 @@ def carried(datadir: DataDir, exported: str | None) -> list[str]:
                 "Stack Auth"]
     failed = (header.get("summary") or {}).get("failed") if isinstance(header.get("summary"), dict) else None
     if isinstance(failed, int) and failed:
-        return [f"{failed:,} users failed in the last `supamove migrate-users` (see {datadir.users_report})"]
+        return [f"{counted(failed, 'user')} failed in the last `supamove migrate-users` (see {datadir.users_report})"]
     return []
 
 
