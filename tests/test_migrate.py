@@ -6,7 +6,12 @@ command, resumes), stop at a failing step with that step's error, and finish aft
 
 from __future__ import annotations
 
+import os
 import re
+import resource
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -36,6 +41,7 @@ from psycopg import sql
 
 from supamove.paths import DataDir
 from supamove.pipeline.board import Board
+from supamove.pipeline.model import STEPS
 from supamove.sandbox import fixtures
 from supamove.sandbox.stackauth import StackAuthSandbox
 
@@ -44,7 +50,7 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 
 def step_results(output: str) -> dict[str, str]:
     """The `Migration` summary table: step -> its result."""
-    rows = re.findall(r"^│ ([a-z-]+) +│ +[0-9.]+ +│ +[0-9.]+ +│ (.*?) *│ *$", output, re.MULTILINE)
+    rows = re.findall(r"^│ ([a-z-]+) +│ +[0-9.]* +│ +[0-9.]* +│ (.*?) *│ *$", output, re.MULTILINE)
     return dict(rows)
 
 
@@ -407,9 +413,48 @@ def test_the_summary_names_the_step_that_failed(cli, data_dir: Path, stack_auth:
     result = cli("migrate", "--tables", "no_such_table")
     assert result.exit_code == 2, result.output
     assert error_line(result.output).startswith("Error: --tables no_such_table matches no table")
-    assert step_results(result.output) == {"test-connections": "every endpoint usable", "export": "failed"}
+    # The steps it never began were missing from the table; they say so now.
+    assert step_results(result.output) == {"test-connections": "every endpoint usable", "export": "failed",
+                                           "migrate-users": "not started", "import": "not started",
+                                           "verify": "not started"}
     summary = orjson.loads(cli("migrate", "--json", "--tables", "no_such_table").stdout)
     assert summary["error"]["step"] == "export" and list(summary["steps"]) == ["test-connections", "export"]
+    assert summary["notStarted"] == ["migrate-users", "import", "verify"]
+
+
+def test_an_export_failing_midway_shows_the_tables_it_finished(cli, dbs, data_dir: Path,
+                                                               stack_auth: StackAuthSandbox) -> None:
+    """The summary said only "failed" for an export stopped by a full disk, with the tables it had finished
+    (kept for the rerun) unsaid, and --json gave null for them; the steps it stopped before they began were
+    missing."""
+    make_big_table(dbs)  # about 20 MB: the file size limit stops its file at 2 MB, after the small tables
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
+
+    for args in ((), ("--json",)):
+        done = subprocess.run([sys.executable, "-m", "supamove", "migrate", *EDGE, *args], env={**os.environ, **cli.env},
+                              capture_output=True, text=True, preexec_fn=limit, timeout=300)
+        output = done.stdout
+        assert done.returncode == 1 and "file size limit stopped writing" in done.stderr, done.stderr
+        finished = [e for e in metadata(data_dir)["tables"] + metadata(data_dir)["auth"] if e["complete"]]
+        assert finished and len(finished) < len(metadata(data_dir)["tables"]) + 3
+        rows = sum(e["rowCount"] for e in finished)
+        if args:
+            summary = orjson.loads(output)
+            assert summary["export"] == {"kept": False, "tables": len(finished), "rows": rows}
+            assert summary["error"]["step"] == "export"
+            assert not set(summary["steps"]) & set(summary["notStarted"])
+            assert set(summary["steps"]) | set(summary["notStarted"]) == set(STEPS)
+            continue
+        shown = step_results(output)
+        assert shown["export"] == (f"failed: {len(finished)} table{'s' * (len(finished) > 1)}, {rows:,} rows (kept "
+                                   "for a rerun)"), output
+        assert list(shown) == list(STEPS), output  # every step, "not started" for those it never began
+    result = cli("migrate", *EDGE)  # the rerun keeps them and finishes
+    assert result.exit_code == 0, result.output
+    assert report_statuses(data_dir) == {"pass"}
 
 
 def test_a_split_table_loads_as_ranges_once_its_block_ranges_are_joined(cli, dbs, data_dir: Path,

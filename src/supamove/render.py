@@ -754,7 +754,8 @@ def show_migrate_result(result: MigrateResult) -> None:
     if result.verification is not None:
         show_verify_report(result.verification)
     print_table("Migration", ["step", "started", "finished", "result"],
-                [(name, f"{start:.1f}", f"{end:.1f}", _step_outcome(result, name)) for name, start, end in result.timeline])
+                [(name, f"{start:.1f}", f"{end:.1f}", _step_outcome(result, name)) for name, start, end in result.timeline]
+                + [(name, "", "", "not started") for name in result.not_started])
     if result.failure is None:
         say(f"Migrated in {result.seconds:.1f}s: {counted(result.loaded_rows, 'row')} loaded, every table verified. "
             f"A rerun of `supamove migrate` resumes or re-checks; nothing is done twice.")
@@ -779,6 +780,9 @@ def _step_done(result: MigrateResult, step: str) -> str:
         kept = sum(t.resumed for t in export.tables)
         return f"{counted(len(export.tables) - kept, 'table')}, {counted(export.rows, 'row')}" + (f" ({kept} kept from a previous run)"
                                                                               if kept else "")
+    if step == "export" and result.export_reached:
+        tables, rows = result.export_reached
+        return f"{counted(tables, 'table')}, {counted(rows, 'row')} (kept for a rerun)"
     if step == "export" and result.export_kept:
         return "finished by a previous run: kept (`supamove export --force` exports again)"
     if step == "migrate-users" and users is not None:

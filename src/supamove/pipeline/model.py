@@ -82,6 +82,7 @@ class MigrateResult:
     export_plan: ExportPlan | None = None  # a dry run's
     export: ExportResult | None = None  # None with export_kept: the export an earlier run finished
     export_kept: bool = False
+    export_reached: tuple[int, int] | None = None  # a failed export: the tables it finished (kept for a rerun), their rows
     users: MigrationResult | None = None
     imported: list[TableImport] = field(default_factory=list)
     fk_checked: int = 0
@@ -98,6 +99,11 @@ class MigrateResult:
     def timeline(self) -> list[tuple[str, float, float]]:
         """The steps reached, in the runbook's order: (step, started, finished), seconds from the start."""
         return [(name, *self.steps[name]) for name in STEPS if name in self.steps]
+
+    @property
+    def not_started(self) -> list[str]:
+        """The steps a failure stopped before they began (a dry run begins only the first two, by design)."""
+        return [] if self.dry_run or self.failure is None else [name for name in STEPS if name not in self.steps]
 
     def begin(self, step: str) -> None:
         self.steps[step] = (self.elapsed(), self.elapsed())
@@ -122,16 +128,22 @@ class MigrateResult:
     def loaded_rows(self) -> int:
         return sum(t.rows for t in self.imported if not t.skipped)
 
+    def _exported(self) -> dict[str, int | None]:
+        """The export's tables and rows: those it finished, when it failed."""
+        if self.export is not None:
+            return {"tables": len(self.export.tables), "rows": self.export.rows}
+        tables, rows = self.export_reached or (None, None)
+        return {"tables": tables, "rows": rows}
+
     def to_dict(self) -> dict[str, Any]:
         """`migrate --json`: each step's outcome and times, the verification's summary, the failure."""
-        exported = self.export
         return {
             "dryRun": self.dry_run, "ok": self.failure is None, "seconds": round(self.seconds, 3),
             "steps": {name: {"started": round(a, 3), "finished": round(b, 3)} for name, a, b in self.timeline},
             "connections": self.connections.to_dict() if self.connections else None,
             "exportPlan": self.export_plan.to_dict() if self.export_plan else None,
-            "export": {"kept": self.export_kept, "tables": len(exported.tables) if exported else None,
-                       "rows": exported.rows if exported else None},
+            "notStarted": self.not_started,
+            "export": {"kept": self.export_kept, **self._exported()},
             "users": dict(sorted(self.users.counts.items())) if self.users else None,
             "import": {"tables": sum(not t.skipped for t in self.imported), "rows": self.loaded_rows,
                        "loadedBefore": sum(t.skipped for t in self.imported), "foreignKeysChecked": self.fk_checked,

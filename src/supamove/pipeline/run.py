@@ -170,9 +170,21 @@ class Cutover:
             return
         result.begin("export")
         watch = ExportWatch(table_done=board.table_exported, values_checked=board.values_checked, planned=self._planned)
-        result.export = run_export(self.source, self.datadir, self.options.export(),
-                                   Labelled(self.progress, "export "), watch)
+        try:
+            result.export = run_export(self.source, self.datadir, self.options.export(),
+                                       Labelled(self.progress, "export "), watch)
+        except SupamoveError:
+            result.export_reached = self._exported_so_far()
+            raise
         result.end("export")
+
+    def _exported_so_far(self) -> tuple[int, int] | None:
+        """The tables a failed export finished (recorded complete in metadata.json: a rerun keeps them), and
+        their rows; None when it finished none."""
+        meta = Metadata.previous(self.datadir)
+        with self.board.cond:
+            done = [e for e in meta.entries if e.complete and e.key in self.board.exported] if meta else []
+        return (len(done), sum(e.row_count or 0 for e in done)) if done else None
 
     def _planned(self, plan: ExportPlan) -> None:
         self._check_empty(_keys(plan))
