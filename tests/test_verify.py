@@ -498,6 +498,33 @@ def test_import_end_to_end(cli, data_dir: Path, dbs: Databases, faithful_templat
 
 
 
+def test_rows_written_to_supabase_after_the_export_are_named_as_the_cause(cli, data_dir: Path, dbs: Databases,
+                                                                           faithful_template: Faithful) -> None:
+    """Writes not frozen: verify said "row counts differ" and "contents differ", as for a faulty load, never that
+    the source had changed since the export (metadata.json records each table's rows) nor the fix."""
+    assert cli("export", "--schema", "public", "--schema", "edge").exit_code == 0
+    write_mapping(data_dir / "user-mapping.json", faithful_template[1])
+    with dbs.target() as conn:
+        tables = [sql.Identifier(s, n) for s, n in conn.execute(
+            "SELECT schemaname, tablename FROM pg_tables WHERE schemaname = ANY(%s)", (SCHEMAS,))]
+        conn.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(sql.SQL(", ").join(tables)))
+    assert cli("import").exit_code == 0
+    exported = next(e["rowCount"] for e in metadata(data_dir)["tables"] if e["name"] == "readings")
+    with dbs.source() as conn:
+        conn.execute("INSERT INTO public.readings (sensor_id, recorded_at, temperature) "
+                     "SELECT sensor_id, now(), 5 FROM public.readings LIMIT 2")
+    code, report, out = verify(cli)
+    assert code == 7, out
+    readings = by_name(report)["public.readings"]
+    assert readings["sourceRows"] == exported + 2 and readings["targetRows"] == exported
+    assert f"Supabase was written after the export (it recorded {exported:,} rows)" in readings["reason"]
+    assert error_line(out) == (
+        f"Error: 1 of {len(report['tables'])} tables do not match; Supabase was written after the export: the "
+        "source rows of public.readings are not the export's (metadata.json) (fix: keep Supabase frozen (maintenance "
+        "mode), then run `supamove export --force`, `supamove migrate-users` and `supamove import --truncate-first "
+        "--yes`, then `supamove verify` again)")
+
+
 # --- no Supabase user id left, every sequence, every table, the structure ---------------------------
 
 

@@ -11,6 +11,7 @@ from supamove.catalog import qualify
 from supamove.errors import VerificationFailed
 
 AUTH_CHANGED = "changed on the source since the export"
+WRITTEN_SINCE = "Supabase was written after the export"  # a table whose source rows are not the export's
 EMPTY_TARGET = "target table is empty: run `supamove import`"  # which says so if it loaded the table before
 PASS, WARN, FAIL = "pass", "warn", "fail"
 Kind = Literal["missing", "extra", "changed"]
@@ -248,11 +249,25 @@ class VerifyReport:
                                       f"{first.failures[0]}",
                                       fix="run `supamove import` again (it continues every sequence of the "
                                           f"export), or setval() it by hand; see {self.report_path}")
+        if (stale := self._written_since(failed)) is not None:
+            return stale
         if all(t.reason == EMPTY_TARGET for t in failed):  # verify run before import: name the step
             return VerificationFailed(f"{len(failed)} of {len(self.tables)} target tables are empty",
                                       fix="run `supamove import` first, then `supamove verify`")
         return VerificationFailed(f"{len(failed)} of {len(self.tables)} tables do not match",
                                   fix=f"see the reasons above and in {self.report_path}")
+
+    def _written_since(self, failed: list[TableCheck]) -> VerificationFailed | None:
+        """The failure naming Supabase written after the export, when a failed table's source rows show it."""
+        since = [t for t in failed if any(f.startswith(WRITTEN_SINCE) for f in t.failures)]
+        if not since:
+            return None
+        return VerificationFailed(
+            f"{len(failed)} of {len(self.tables)} tables do not match; {WRITTEN_SINCE}: the source rows of "
+            f"{', '.join(t.qualified for t in since[:5])}{' ...' if len(since) > 5 else ''} are not the "
+            "export's (metadata.json)",
+            fix="keep Supabase frozen (maintenance mode), then run `supamove export --force`, `supamove "
+                "migrate-users` and `supamove import --truncate-first --yes`, then `supamove verify` again")
 
     @property
     def summary(self) -> dict[str, Any]:

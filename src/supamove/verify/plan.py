@@ -27,6 +27,7 @@ class TableComparison:
     map_user_ids: bool
     by_value: bool = False  # both servers hash records (PostgreSQL 14+): see verify.checksum
     json_ids: frozenset[str] = frozenset()  # JSON columns the export found user ids in (metadata.json)
+    exported_rows: int | None = None  # the rows metadata.json records for it (None: no export, or not recorded)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -164,8 +165,9 @@ def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: V
         by_value = by_value and hashes_records(conn)
         catalog.refuse_rls_filtering(conn, target, [t for t in tables if t.key in theirs])
     json_ids = meta.json_user_id_columns() if meta is not None else {}
+    counts = {e.key: e.row_count for e in meta.tables} if meta is not None else {}
     plan = VerifyPlan([TableComparison(t, ours.get(t.key), theirs.get(t.key), has_mapping, by_value,
-                                       json_ids.get(t.key, frozenset())) for t in tables], origin,
+                                       json_ids.get(t.key, frozenset()), counts.get(t.key)) for t in tables], origin,
                       kept=kept, view_schemas=[] if options.tables else exported)
     if meta is not None:
         plan.exported = frozenset(e.key for e in meta.tables)

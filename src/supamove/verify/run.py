@@ -25,7 +25,13 @@ from supamove.verify import checksum, sequences, structure
 from supamove.verify.auth import auth_checks
 from supamove.verify.checksum import Checksum, Relation
 from supamove.verify.locate import locate
-from supamove.verify.model import EMPTY_TARGET, TableCheck, VerifyOptions, VerifyReport
+from supamove.verify.model import (
+    EMPTY_TARGET,
+    WRITTEN_SINCE,
+    TableCheck,
+    VerifyOptions,
+    VerifyReport,
+)
 from supamove.verify.plan import TableComparison, VerifyPlan, plan_tables
 from supamove.verify.pools import Pair, SidePool, fetch_int, read_mapping
 from supamove.verify.sequences import (
@@ -38,6 +44,7 @@ from supamove.verify.sequences import (
 from supamove.verify.structure import Shape, TableKey
 from supamove.verify.supabase_ids import count_supabase_ids
 from supamove.verify.views import view_checks
+from supamove.words import counted
 
 log = get_logger("verify")
 # A table's checksums computed before the run (as it was loaded), with the relations they were read as.
@@ -197,6 +204,9 @@ def compare(pair: Pair, check: TableCheck, context: Context) -> None:
     check.warnings += pair.plan.column_warnings(checksums=not options.skip_checksum)
     if check.source_rows != check.target_rows:
         check.failures.append(f"row counts differ: source {check.source_rows:,}, target {check.target_rows:,}")
+    exported = pair.plan.exported_rows
+    if exported is not None and check.source_rows is not None and check.source_rows != exported:
+        check.failures.append(f"{WRITTEN_SINCE} (it recorded {counted(exported, 'row')})")
     if check.source_checksum != check.target_checksum:
         check.failures.append("contents differ")
         rows = max(check.source_rows or 0, check.target_rows or 0)
