@@ -34,7 +34,7 @@ from conftest import (
     write_export,
 )
 
-from supamove.errors import DataFileError, StackAuthError, SupamoveError
+from supamove.errors import ConfigError, DataFileError, StackAuthError, SupamoveError
 from supamove.paths import DataDir
 from supamove.sandbox.stackauth import SandboxConfig, StackAuthSandbox
 from supamove.usermap import UserMapping
@@ -858,8 +858,9 @@ def test_missing_export_says_to_export_first(client: StackAuthClient, tmp_path: 
 def test_purge_mapping_refuses_before_retain_until(stack: StackAuthSandbox, client: StackAuthClient,
                                                   datadir: DataDir) -> None:
     migrate_users(client, datadir)
-    with pytest.raises(SupamoveError, match="--force"):
+    with pytest.raises(ConfigError) as early:  # exit 2, as export's refusal of a finished export without --force
         purge_mapping(datadir)
+    assert early.value.fix == "run `supamove purge-mapping` after that date, or pass --force to delete it now"
     assert datadir.user_mapping.exists()
     later = datetime.now(UTC) + timedelta(days=91)
     assert purge_mapping(datadir, now=later).deleted == [datadir.user_mapping, datadir.user_sync_state]

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from supamove.clock import iso, parse_iso
 from supamove.config import web_url_problem
-from supamove.errors import ConfigError, DataFileError, StackAuthError, SupamoveError
+from supamove.errors import ConfigError, DataFileError, StackAuthError
 from supamove.files import json_list, read_json, write_json
 from supamove.log import get_logger
 from supamove.paths import DataDir
@@ -246,9 +246,9 @@ def purge_mapping(datadir: DataDir, force: bool = False, now: datetime | None = 
                                 fix="correct it to the date the file may be deleted, or pass --force to delete it "
                                     "now") from None
         early = True
-    if early and not force:
-        raise SupamoveError(f"{path.name} is to be kept until {until or '(no retainUntil recorded)'}",
-                            fix="run purge-mapping after that date, or pass --force to delete it now")
+    if early and not force:  # as export refuses a finished export without --force: exit 2
+        raise ConfigError(f"{path.name} is to be kept until {until or '(no retainUntil recorded)'}",
+                          fix="run `supamove purge-mapping` after that date, or pass --force to delete it now")
     deleted = []
     # Every file pairing Supabase ids with Stack Auth ids: the mapping, its journals, the sync state.
     for victim in (path, *pairing):
