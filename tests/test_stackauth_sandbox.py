@@ -154,6 +154,51 @@ def test_a_primary_email_repeats_unless_both_users_sign_in_with_it(stack: StackA
     assert http.patch(f"/api/v1/users/{user}", json={"display_name": "P"}).status_code == 200
 
 
+def test_a_changed_primary_email_leaves_the_old_channel_signing_in_until_it_is_deleted(
+        stack: StackAuthSandbox, http: httpx.Client) -> None:
+    """crud.tsx onUpdate only demotes the old primary contact channel, keeping its usedForAuth (the doc "Primary
+    Email and Contact Channel Logic", scenarios 2 and 4): the old address still signs in and stays taken, until
+    its channel is deleted or its sign-in turned off (contact-channels/crud.tsx)."""
+    pat = http.post("/api/v1/users", json={"primary_email": "pat@example.com", "primary_email_verified": True,
+                                           "primary_email_auth_enabled": True, "password": "pat-secret"}).json()["id"]
+    moved = http.patch(f"/api/v1/users/{pat}", json={"primary_email": "Pat@New.example.com"}).json()
+    assert (moved["primary_email"], moved["primary_email_verified"], moved["primary_email_auth_enabled"]) == (
+        "pat@new.example.com", False, True)  # a new address: unverified; sign-in as the old one's
+    listed = http.get("/api/v1/contact-channels", params={"user_id": pat}).json()
+    assert listed["is_paginated"] is False
+    old, new = listed["items"]
+    assert old == {"user_id": pat, "id": old["id"], "type": "email", "value": "pat@example.com", "is_primary": False,
+                   "is_verified": True, "used_for_auth": True}
+    assert (new["value"], new["is_primary"], new["used_for_auth"]) == ("pat@new.example.com", True, True)
+    assert stack.check_password("pat@example.com", "pat-secret")  # the old address still signs in
+    taken = {"primary_email": "pat@example.com", "primary_email_auth_enabled": True}
+    known(http.post("/api/v1/users", json=taken), 409, "USER_EMAIL_ALREADY_EXISTS")
+    assert http.get("/api/v1/users", params={"query": "pat@example.com"}).json()["items"] == []  # nobody's primary
+    cleared = http.patch(f"/api/v1/users/{pat}", json={"primary_email": None}).json()
+    assert (cleared["primary_email"], cleared["primary_email_auth_enabled"]) == (None, False)
+    assert [c["used_for_auth"] for c in stack.channels(pat)] == [True, True]  # null demotes too, deletes nothing
+    channel = f"/api/v1/contact-channels/{pat}/{old['id']}"
+    assert http.get(channel).json() == {**old, "is_primary": False}
+    assert http.delete(channel).json() == {"success": True}
+    again = http.delete(channel)
+    assert (again.status_code, again.text) == (400, "Contact channel not found")  # ensureContactChannelExists
+    assert http.post("/api/v1/users", json=taken).status_code == 201
+    assert not stack.check_password("pat@example.com", "pat-secret")
+    other = http.post("/api/v1/users", json={"primary_email": "kim@example.com", "primary_email_auth_enabled": True})
+    new_channel = f"/api/v1/contact-channels/{pat}/{new['id']}"
+    off = http.patch(new_channel, json={"used_for_auth": False})
+    assert off.status_code == 200 and off.json()["used_for_auth"] is False and "pat@new.example.com" not in stack.store.auth_emails
+    body = known(http.patch(new_channel, json={"value": "kim@example.com", "type": "email", "used_for_auth": True}), 409,
+                 "CONTACT_CHANNEL_ALREADY_USED_FOR_AUTH_BY_SOMEONE_ELSE")
+    assert body["details"]["contact_channel_value"] is None and other.status_code == 201
+    missing = http.get(f"/api/v1/contact-channels/{pat}/{uuid.uuid4()}")
+    assert (missing.status_code, missing.text) == (404, "Contact channel not found.")
+    known(http.get("/api/v1/contact-channels", params={"user_id": pat, "limit": "5"}), 400, "SCHEMA_ERROR")
+    known(http.delete(f"/api/v1/contact-channels/me/{old['id']}"), 400, "CANNOT_GET_OWN_USER_WITHOUT_USER")
+    known(http.patch(f"/api/v1/contact-channels/{pat}/x", json={}), 400, "SCHEMA_ERROR")
+    known(http.patch(new_channel, json={"is_primary": True, "primary": True}), 400, "SCHEMA_ERROR")
+
+
 def test_anonymous_user_on_create(http: httpx.Client) -> None:
     user = http.post("/api/v1/users", json={"is_anonymous": True, "server_metadata": {"supabase_user_id": "a"}}).json()
     assert user["is_anonymous"] is True and user["restricted_reason"] == {"type": "anonymous"}

@@ -20,7 +20,13 @@ unless the body says otherwise, `restricted_by_admin: false` clears the reason a
 oauth-providers/crud.tsx onCreate: the provider must be configured (a plain 404), the user must exist,
 checkInputValidity's 400s (the same provider with sign-in on this user; an account id another
 sign-in already uses, OAUTH_PROVIDER_ACCOUNT_ID_ALREADY_USED_FOR_SIGN_IN), and the (provider,
-account id) unique key a plain 500. Deliberate shortcuts, for speed: a bcrypt `password_hash` is checked by shape and cost (not
+account id) unique key a plain 500. E-mail addresses are contact channels, as the real server keeps them
+(schema.prisma ContactChannel; contact-channels/crud.tsx; lib/contact-channel.tsx): a user's
+`primary_email*` fields are read from its primary channel, and an update's new `primary_email` only
+demotes the old primary channel (null demotes it too), which keeps its `used_for_auth`: that address
+still signs the user in, and no other user may take it for sign-in, until the channel is deleted or
+its sign-in turned off through `/contact-channels/{user_id}/{id}` (list, read, update, delete; the
+server access type). Deliberate shortcuts, for speed: a bcrypt `password_hash` is checked by shape and cost (not
 by a trial compare), and an unknown e-mail on send-reset-code answers at once.
 """
 
@@ -53,6 +59,7 @@ log = get_logger("sandbox.stackauth")
 USERS_PATH = "/api/v1/users"
 RESET_PATH = "/api/v1/auth/password/send-reset-code"
 OAUTH_PATH = "/api/v1/oauth-providers"
+CHANNELS_PATH = "/api/v1/contact-channels"
 OAUTH_PROVIDERS = ("google", "github", "microsoft", "spotify", "facebook", "discord", "gitlab",
                    "bitbucket", "linkedin", "apple", "x", "twitch")
 RESET_ANSWER = {"success": "maybe, only if user with e-mail exists"}
@@ -86,6 +93,10 @@ OAUTH_CREATE_FIELDS: dict[str, str] = {"user_id": _STR, "provider_config_id": _S
                                        "allow_sign_in": _BOOL, "allow_connected_accounts": _BOOL,
                                        "account_id": _STR}
 OAUTH_REQUIRED = ("user_id", "provider_config_id", "allow_sign_in", "allow_connected_accounts", "account_id")
+# interface/crud/contact-channels.ts contactChannelsCrudServerUpdateSchema.
+CHANNEL_UPDATE_FIELDS: dict[str, str] = {"value": _STR, "type": _STR, "used_for_auth": _BOOL, "is_primary": _BOOL,
+                                         "is_verified": _BOOL}
+CHANNEL_LIST_QUERY = ("user_id", "contact_channel_id")  # contact-channels/crud.tsx querySchema
 LIST_QUERY = {"team_id", "limit", "cursor", "order_by", "desc", "query", "include_anonymous",
               "only_anonymous", "include_restricted"}
 
@@ -222,16 +233,18 @@ class Store:
     def add(self, user: dict[str, Any]) -> None:
         self.users[user["id"]] = user
         bisect.insort(self.order, (user["signed_up_at_millis"], user["id"]))
-        if user["primary_email"] and user["primary_email_auth_enabled"]:
-            self.auth_emails[user["primary_email"]] = user["id"]
+        for channel in user["channels"]:  # the (type, value, usedForAuth) unique key: one user per sign-in address
+            if channel["used_for_auth"]:
+                self.auth_emails[channel["value"]] = user["id"]
         for provider in user["oauth_providers"]:
             self.oauth_accounts[(provider["id"], provider["account_id"])] = user["id"]
 
     def remove(self, user_id: str) -> None:
         user = self.users.pop(user_id)
         self.order.remove((user["signed_up_at_millis"], user_id))
-        if self.auth_emails.get(user["primary_email"] or "") == user_id:
-            del self.auth_emails[user["primary_email"]]
+        for channel in user["channels"]:
+            if self.auth_emails.get(channel["value"]) == user_id:
+                del self.auth_emails[channel["value"]]
         for provider in user["oauth_providers"]:
             self.oauth_accounts.pop((provider["id"], provider["account_id"]), None)
 
@@ -311,9 +324,15 @@ class StackAuthSandbox:
             return {uid: render_user(u, self.config) for uid, u in self.store.users.items()}
 
     def stored(self, user_id: str) -> dict[str, Any]:
-        """The raw stored record, password hash included (tests only)."""
+        """The raw stored record, password hash included, with the primary e-mail fields read (tests only)."""
         with self.store.lock:
-            return dict(self.store.users[user_id])
+            user = self.store.users[user_id]
+            return {**user, "channels": [dict(c) for c in user["channels"]], **primary_fields(user)}
+
+    def channels(self, user_id: str) -> list[dict[str, Any]]:
+        """A user's contact channels, as GET /contact-channels lists them."""
+        with self.store.lock:
+            return [render_channel(user_id, c) for c in self.store.users[user_id]["channels"]]
 
     def check_password(self, email: str, password: str) -> bool:
         """Whether `password` signs in the user whose auth e-mail is `email`, as Stack Auth compares it."""
@@ -349,6 +368,10 @@ class StackAuthSandbox:
     def drop_next_updates(self, times: int = 1) -> None:
         """The next `times` updates are applied, then the connection is closed without an answer."""
         self._add_fault(Fault("drop_after_update", times, match=f"PATCH {USERS_PATH}/*"))
+
+    def drop_next_channel_deletes(self, times: int = 1) -> None:
+        """The next `times` contact channel deletes are applied, then the connection is closed unanswered."""
+        self._add_fault(Fault("drop_after_update", times, match="DELETE /api/v1/contact-channels/*"))
 
     def drop_next_oauth_adds(self, times: int = 1) -> None:
         """The next `times` OAuth provider creates are applied, then the connection is closed unanswered."""
@@ -448,9 +471,7 @@ class StackAuthSandbox:
             user = {
                 "id": str(uuid.uuid4()),
                 "display_name": body.get("display_name") or None,
-                "primary_email": email,
-                "primary_email_verified": verified if email else False,
-                "primary_email_auth_enabled": auth_enabled if email else False,
+                "channels": [new_channel(email, verified, auth_enabled, primary=True)] if email else [],
                 "profile_image_url": body.get("profile_image_url"),
                 "signed_up_at_millis": millis,
                 "last_active_at_millis": millis,
@@ -511,6 +532,7 @@ class StackAuthSandbox:
             return render_user(user, self.config)
 
     def update_user(self, user_id: str, body: Any) -> dict[str, Any]:
+        """crud.tsx onUpdate."""
         problems = validate_body(body, UPDATE_FIELDS)
         if problems:
             raise schema_error("PATCH", f"{USERS_PATH}/{user_id}", problems)
@@ -519,17 +541,7 @@ class StackAuthSandbox:
             user = self.store.users.get(user_id)
             if user is None:
                 raise known(404, "USER_NOT_FOUND", "User not found.")
-            email = user["primary_email"]
-            if "primary_email" in body:
-                email = normalize_email(body["primary_email"]) if body["primary_email"] else None
-            auth_enabled = body.get("primary_email_auth_enabled", user["primary_email_auth_enabled"]) and bool(email)
-            # a new address is a new contact channel: unverified unless the body says otherwise
-            was_verified = user["primary_email_verified"] if email == user["primary_email"] else False
-            verified = body.get("primary_email_verified", was_verified) and bool(email)
-            self._check_auth_data(email, verified, auth_enabled, old_email=user["primary_email"])
-            if auth_enabled and self.store.auth_emails.get(email or "", user_id) != user_id:
-                # checkAuthData lets an unchanged e-mail through; the (value, usedForAuth) unique key does not
-                raise internal_error()
+            email, auth_enabled = self._checked_email(user, body)
             restricted = body.get("restricted_by_admin", user["restricted_by_admin"])
             if not restricted and (body.get("restricted_by_admin_reason") or body.get("restricted_by_admin_private_details")):
                 raise HttpError(400, "restricted_by_admin_reason requires restricted_by_admin=true")
@@ -541,8 +553,8 @@ class StackAuthSandbox:
                         "restricted_by_admin_reason", "restricted_by_admin_private_details", "otp_auth_enabled"):
                 if key in body:
                     user[key] = body[key]
-            user.update(primary_email=email, primary_email_auth_enabled=bool(auth_enabled),
-                        primary_email_verified=bool(verified), restricted_by_admin=bool(restricted))
+            _set_primary_email(user, body, email, auth_enabled)
+            user["restricted_by_admin"] = bool(restricted)
             if not restricted:
                 user.update(restricted_by_admin_reason=None, restricted_by_admin_private_details=None)
             if "password" in body or "password_hash" in body:
@@ -553,6 +565,23 @@ class StackAuthSandbox:
             self.store.add(user)
             self.updates[user_id] += 1
             return render_user(user, self.config)
+
+    def _checked_email(self, user: dict[str, Any], body: dict[str, Any]) -> tuple[str | None, bool]:
+        """The primary e-mail after this update and whether it signs in, checked as crud.tsx onUpdate checks them
+        (the caller holds the store lock)."""
+        primary = primary_channel(user)
+        old = primary["value"] if primary else None
+        email = old
+        if "primary_email" in body:
+            email = normalize_email(body["primary_email"]) if body["primary_email"] else None
+        removing = "primary_email" in body and email is None  # verified and auth forced off
+        auth_enabled = not removing and body.get("primary_email_auth_enabled", bool(primary and primary["used_for_auth"]))
+        verified = not removing and body.get("primary_email_verified", bool(primary and primary["is_verified"]))
+        self._check_auth_data(email, verified, auth_enabled, old_email=old)
+        if auth_enabled and self.store.auth_emails.get(email or "", user["id"]) != user["id"]:
+            # checkAuthData lets an unchanged e-mail through; the (value, usedForAuth) unique key does not
+            raise internal_error()
+        return email, bool(auth_enabled)
 
     def create_oauth_provider(self, body: Any) -> dict[str, Any]:
         """oauth-providers/crud.tsx onCreate; the answer is the server read shape."""
@@ -583,6 +612,69 @@ class StackAuthSandbox:
         return {"user_id": user_id, "email": body.get("email"), "id": str(uuid.uuid4()),
                 "provider_config_id": provider, "type": provider, "allow_sign_in": body["allow_sign_in"],
                 "allow_connected_accounts": body["allow_connected_accounts"], "account_id": account}
+
+    # --- contact channels (contact-channels/crud.tsx, server access) ------------------------
+
+    def list_channels(self, query: dict[str, str]) -> dict[str, Any]:
+        """onList: the channels of `user_id` (every user's without one), oldest first, unpaginated."""
+        problems = validate_channel_query(query)
+        if problems:
+            raise schema_error("GET", CHANNELS_PATH, problems)
+        user_id, channel_id = query.get("user_id"), query.get("contact_channel_id")
+        with self.store.lock:
+            items = [render_channel(uid, c) for uid, user in self.store.users.items() if user_id in (None, uid)
+                     for c in user["channels"] if channel_id in (None, c["id"])]
+        return {"items": items, "is_paginated": False}
+
+    def _channel(self, user_id: str, channel_id: str, missing: HttpError) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The user and its channel (the caller holds the store lock); `missing` when there is none."""
+        user = self.store.users.get(user_id)
+        channel = next((c for c in user["channels"] if c["id"] == channel_id), None) if user else None
+        if user is None or channel is None:
+            raise missing
+        return user, channel
+
+    def get_channel(self, user_id: str, channel_id: str) -> dict[str, Any]:
+        with self.store.lock:
+            _, channel = self._channel(user_id, channel_id, HttpError(404, "Contact channel not found."))
+            return render_channel(user_id, channel)
+
+    def update_channel(self, user_id: str, channel_id: str, body: Any) -> dict[str, Any]:
+        """onUpdate: ensureContactChannelExists (a plain 400), then the sign-in check and the unique keys."""
+        problems = validate_channel_body(body)
+        if problems:
+            raise schema_error("PATCH", f"{CHANNELS_PATH}/{user_id}/{channel_id}", problems)
+        with self.store.lock:
+            user, channel = self._channel(user_id, channel_id, HttpError(400, "Contact channel not found"))
+            value = normalize_email(body["value"]) if "value" in body and body.get("type") == "email" else \
+                body.get("value", channel["value"])
+            auth = body.get("used_for_auth", channel["used_for_auth"])
+            holder = self.store.auth_emails.get(value)
+            if body.get("used_for_auth") and holder is not None and (holder, value) != (user_id, channel["value"]):
+                raise known(409, "CONTACT_CHANNEL_ALREADY_USED_FOR_AUTH_BY_SOMEONE_ELSE",
+                            "This email  is already used for authentication by another account.",
+                            {"type": "email", "contact_channel_value": None, "would_work_if_email_was_verified": False})
+            if any(c["value"] == value and c is not channel for c in user["channels"]) or \
+                    (auth and holder is not None and (holder, value) != (user_id, channel["value"])):
+                raise internal_error()  # the (user, type, value) and (type, value, usedForAuth) unique keys
+            self.store.remove(user_id)
+            if body.get("is_primary"):
+                for other in user["channels"]:
+                    other["is_primary"] = False
+            verified = body.get("is_verified", False if "value" in body else channel["is_verified"])
+            channel.update(value=value, is_verified=verified, used_for_auth=auth,
+                           is_primary=body.get("is_primary", channel["is_primary"]))
+            self.store.add(user)
+            return render_channel(user_id, channel)
+
+    def delete_channel(self, user_id: str, channel_id: str) -> dict[str, Any]:
+        """onDelete: ensureContactChannelExists (a plain 400), then the channel goes (a primary one too)."""
+        with self.store.lock:
+            user, channel = self._channel(user_id, channel_id, HttpError(400, "Contact channel not found"))
+            self.store.remove(user_id)
+            user["channels"] = [c for c in user["channels"] if c is not channel]
+            self.store.add(user)
+        return {"success": True}
 
     def delete_user(self, user_id: str) -> dict[str, Any]:
         with self.store.lock:
@@ -637,14 +729,14 @@ class StackAuthSandbox:
         if not include_restricted:
             if user["restricted_by_admin"]:
                 return False
-            if self.config.require_email_verification and not (user["primary_email"] and user["primary_email_verified"]):
+            if self.config.require_email_verification and not primary_fields(user)["primary_email_verified"]:
                 return False
         if text:
             bare = re.sub(r"[^a-zA-Z0-9\-_.]", "", text)
             lowered = text.lower()
             return (bool(UUID_RE.match(bare)) and user["id"] == bare) \
                 or lowered in (user["display_name"] or "").lower() \
-                or lowered in (user["primary_email"] or "").lower()
+                or lowered in (primary_fields(user)["primary_email"] or "").lower()
         return True
 
     def send_reset_code(self, body: Any) -> dict[str, Any]:
@@ -667,6 +759,54 @@ def _totp_secret(value: str | None) -> bytes | None:
     return None if value is None else base64.b64decode(value)
 
 
+def new_channel(email: str, verified: bool, auth_enabled: bool, primary: bool = False) -> dict[str, Any]:
+    """One e-mail contact channel as stored (schema.prisma ContactChannel)."""
+    return {"id": str(uuid.uuid4()), "type": "email", "value": email, "is_verified": bool(verified),
+            "is_primary": primary, "used_for_auth": bool(auth_enabled)}
+
+
+def primary_channel(user: dict[str, Any]) -> dict[str, Any] | None:
+    return next((c for c in user["channels"] if c["is_primary"]), None)
+
+
+def primary_fields(user: dict[str, Any]) -> dict[str, Any]:
+    """crud.tsx userPrismaToCrud: the primary_email fields, read from the primary contact channel."""
+    channel = primary_channel(user)
+    return {"primary_email": channel["value"] if channel else None,
+            "primary_email_verified": bool(channel and channel["is_verified"]),
+            "primary_email_auth_enabled": bool(channel and channel["used_for_auth"])}
+
+
+def _set_primary_email(user: dict[str, Any], body: dict[str, Any], email: str | None, auth_enabled: bool) -> None:
+    """crud.tsx onUpdate's contact channel changes: a new or null primary_email only demotes the old primary
+    channel (lib/contact-channel.tsx demoteAllContactChannelsToNonPrimary), its usedForAuth left as it was."""
+    primary = primary_channel(user)
+    if "primary_email" not in body:
+        if primary is not None and "primary_email_verified" in body:
+            primary["is_verified"] = body["primary_email_verified"]
+        if primary is not None and "primary_email_auth_enabled" in body:
+            primary["used_for_auth"] = auth_enabled
+        return
+    for channel in user["channels"]:
+        channel["is_primary"] = False
+    if email is None:
+        return
+    existing = next((c for c in user["channels"] if c["value"] == email), None)
+    if existing is None:  # a new address: unverified unless the body says otherwise
+        user["channels"].append(new_channel(email, body.get("primary_email_verified", False), auth_enabled, True))
+        return
+    existing.update(is_primary=True, used_for_auth=auth_enabled)  # setContactChannelAsPrimaryByValue
+    if "primary_email_verified" in body:
+        existing["is_verified"] = body["primary_email_verified"]
+
+
+def render_channel(user_id: str, channel: dict[str, Any]) -> dict[str, Any]:
+    """contact-channels/crud.tsx contactChannelToCrud."""
+    return {"user_id": user_id, "id": channel["id"], "type": channel["type"], "value": channel["value"],
+            "is_primary": channel["is_primary"], "is_verified": channel["is_verified"],
+            "used_for_auth": channel["used_for_auth"]}
+
+
 def utf16_length(text: str) -> int:
     """A JavaScript string's length: astral characters (emoji) count twice."""
     return len(text.encode("utf-16-le")) // 2
@@ -675,9 +815,10 @@ def utf16_length(text: str) -> int:
 def render_user(user: dict[str, Any], config: SandboxConfig) -> dict[str, Any]:
     """The server read shape (users.ts usersCrudServerReadSchema, crud.tsx userPrismaToCrud)."""
     restricted_reason = None
+    primary = primary_fields(user)
     if user["is_anonymous"]:
         restricted_reason = {"type": "anonymous"}
-    elif config.require_email_verification and not user["primary_email_verified"]:
+    elif config.require_email_verification and not primary["primary_email_verified"]:
         restricted_reason = {"type": "email_not_verified"}
     elif user["restricted_by_admin"]:
         restricted_reason = {"type": "restricted_by_administrator"}
@@ -685,9 +826,7 @@ def render_user(user: dict[str, Any], config: SandboxConfig) -> dict[str, Any]:
     return {
         "id": user["id"],
         "display_name": user["display_name"],
-        "primary_email": user["primary_email"],
-        "primary_email_verified": user["primary_email_verified"],
-        "primary_email_auth_enabled": user["primary_email_auth_enabled"],
+        **primary,
         "profile_image_url": user["profile_image_url"],
         "signed_up_at_millis": user["signed_up_at_millis"],
         "client_metadata": user["client_metadata"],
@@ -829,6 +968,35 @@ def validate_oauth_body(body: Any) -> list[str]:
     return problems
 
 
+def validate_channel_body(body: Any) -> list[str]:
+    """Every problem with a PATCH /contact-channels/{user_id}/{id} body; [] when it is valid."""
+    if not isinstance(body, dict):
+        return ["body must be defined"] if body is None else [f"body must be a `object` type, but the final value was: `{_shown(body)}`."]
+    problems: list[str] = []
+    unknown = [k for k in body if k not in CHANNEL_UPDATE_FIELDS]
+    if unknown:
+        problems.append(f"body contains unknown properties: {', '.join(unknown)}")
+    for key, kind in CHANNEL_UPDATE_FIELDS.items():
+        if key in body and (problem := _type_problem(f"body.{key}", kind, body[key])) is not None:
+            problems.append(problem)
+    if "type" in body and body["type"] != "email":
+        problems.append("body.type must be one of the following values: email")
+    if body.get("type") == "email" and isinstance(body.get("value"), str) and not EMAIL_RE.match(body["value"]):
+        problems.append("body.value must be a valid email")
+    return problems
+
+
+def validate_channel_query(query: dict[str, str]) -> list[str]:
+    problems: list[str] = []
+    unknown = [k for k in query if k not in CHANNEL_LIST_QUERY]
+    if unknown:
+        problems.append(f"query contains unknown properties: {', '.join(unknown)}")
+    for key in CHANNEL_LIST_QUERY:
+        if key in query and not UUID_RE.match(query[key]):
+            problems.append(f"query.{key} must be a valid UUID")
+    return problems
+
+
 def validate_list_query(query: dict[str, str]) -> list[str]:
     problems: list[str] = []
     unknown = [k for k in query if k not in LIST_QUERY]
@@ -939,6 +1107,8 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "PATCH":
                 return 200, sandbox.update_user(user_id, self._body(method, raw))
             return 200, sandbox.delete_user(user_id)
+        if path == CHANNELS_PATH or path.startswith(CHANNELS_PATH + "/"):
+            return self._route_channels(method, path, query, raw)
         if path == OAUTH_PATH:
             if method != "POST":
                 raise HttpError(405, "Method not allowed")
@@ -950,6 +1120,29 @@ class _Handler(BaseHTTPRequestHandler):
             sandbox.authenticate(self.headers, ("client", "server", "admin"))
             return 200, sandbox.send_reset_code(self._body(method, raw))
         raise HttpError(404, f"404 — this page does not exist in Stack Auth's API.\n\nPlease see the API documentation at https://docs.stack-auth.com, or visit the Stack Auth dashboard at https://app.stack-auth.com.\n\nURL: {path}")
+
+    def _route_channels(self, method: str, path: str, query: dict[str, str], raw: bytes) -> tuple[int, Any]:
+        """contact-channels/route.tsx (GET lists, POST is not served here) and [user_id]/[contact_channel_id]/route.tsx."""
+        sandbox = self.sandbox
+        params = path[len(CHANNELS_PATH) + 1:].split("/") if path != CHANNELS_PATH else []
+        if (not params and method != "GET") or (params and (len(params) != 2 or method not in ("GET", "PATCH", "DELETE"))):
+            raise HttpError(405, "Method not allowed")
+        sandbox.authenticate(self.headers, ("server", "admin"))
+        if not params:
+            return 200, sandbox.list_channels(query)
+        user_id, channel_id = params
+        if user_id == "me":  # userIdOrMeSchema: a server key has no user of its own
+            raise known(400, "CANNOT_GET_OWN_USER_WITHOUT_USER",
+                        "You have specified 'me' as a userId, but did not provide authentication for a user.")
+        problems = [f"params.{name} must be a valid UUID" for name, value in
+                    (("user_id", user_id), ("contact_channel_id", channel_id)) if not UUID_RE.match(value)]
+        if problems:
+            raise schema_error(method, path, problems)
+        if method == "GET":
+            return 200, sandbox.get_channel(user_id, channel_id)
+        if method == "PATCH":
+            return 200, sandbox.update_channel(user_id, channel_id, self._body(method, raw))
+        return 200, sandbox.delete_channel(user_id, channel_id)
 
     def _body(self, method: str, raw: bytes) -> Any:
         """smart-request.tsx parseBody."""
@@ -973,6 +1166,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, method: str, path: str, status: int, body: bytes, headers: dict[str, str]) -> None:
         route = f"{USERS_PATH}/{{id}}" if path.startswith(USERS_PATH + "/") else path
+        if path.startswith(CHANNELS_PATH + "/"):
+            route = f"{CHANNELS_PATH}/{{user_id}}/{{id}}"
         self.sandbox.requests[f"{method} {route} {status}"] += 1
         self.send_response(status)
         for name, value in headers.items():
