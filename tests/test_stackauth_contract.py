@@ -32,6 +32,7 @@ SECRET = "ssk_contract_test_secret_31415"
 CALLBACK = "https://app.freshtrack.test/handler/password-reset"
 USERS, RESET = "/api/v1/users", "/api/v1/auth/password/send-reset-code"
 OAUTH = "/api/v1/oauth-providers"  # a rerun's new identities (test_users_sync.py records them)
+CHANNELS = "/api/v1/contact-channels"  # a rerun's replaced e-mails (recorded below)
 FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05, timeout=10)
 
 
@@ -45,7 +46,21 @@ def schema_of(request: Sent) -> str | None:
         return "send-reset-code"
     if request.path == OAUTH:
         return "oauth-providers.create"
+    if request.path == CHANNELS:
+        return "contact-channels.list.query"
+    if request.path.startswith(CHANNELS + "/"):
+        return "contact-channels.update" if request.method == "PATCH" else "contact-channels.params"
     return None
+
+
+def judged_item(request: Sent, name: str) -> dict[str, Any]:
+    """The part of a request its schema judges: the query, the path's parameters or the body."""
+    if name.endswith(".query"):
+        return {"schema": name, "body": request.query}
+    if name == "contact-channels.params":
+        user_id, channel_id = request.path[len(CHANNELS) + 1:].split("/")
+        return {"schema": name, "body": {"user_id": user_id, "contact_channel_id": channel_id}}
+    return {"schema": name, "body": request.body}
 
 
 def record_a_migration(exported: Path) -> tuple[list[Sent], int]:
@@ -102,9 +117,44 @@ def test_every_request_supamove_sends_passes_stack_auths_schema(exported: Path) 
     assert any("query" in r.query for r, name in judged if name == "users.list.query")
 
     refused = controls(creates[0])
-    items = [{"schema": name, "body": r.query if name == "users.list.query" else r.body} for r, name in judged]
+    items = [judged_item(r, name) for r, name in judged]
     verdicts = validate(items + [item for item, _ in refused])
     rejected = [(item, v["errors"]) for item, v in zip(items, verdicts, strict=False) if not v["ok"]]
     assert rejected == []
+    for (item, message), verdict in zip(refused, verdicts[len(items):], strict=True):
+        assert not verdict["ok"] and message in verdict["errors"], (item["schema"], verdict)
+
+
+def test_a_replaced_e_mails_requests_and_the_local_answers_pass_stack_auths_schema(tmp_path: Path) -> None:
+    """A rerun carrying a changed and a removed e-mail lists the users' contact channels and deletes the replaced
+    ones: each request is judged, and so is each channel the local Stack Auth answered (the read shape)."""
+    from conftest import auth_user, write_export
+
+    users = [auth_user("ann", 0), auth_user("ben", 1)]
+    datadir = write_export(tmp_path / "d", users, [])
+    recorder = RecordingTransport()
+    with StackAuthSandbox(PROJECT, SECRET) as stack, \
+            StackAuthClient(stack.url, PROJECT, SECRET, retry=FAST, transport=recorder) as client:
+        assert not migrate_users(client, datadir).failed
+        write_export(datadir.root, [{**users[0], "email": "ann@new.example.com"}, {**users[1], "email": None}], [])
+        assert migrate_users(client, datadir).updated == 2
+        sent = [(r, name) for r in recorder.sent if r.path.startswith(CHANNELS) and (name := schema_of(r))]
+        answers = [c for user_id in stack.users for c in client.list_contact_channels(user_id)]
+    assert sorted(name for _, name in sent) == ["contact-channels.list.query"] * 2 + ["contact-channels.params"] * 2
+    assert [c["value"] for c in answers] == ["ann@new.example.com"]
+    items = [judged_item(r, name) for r, name in sent] + [{"schema": "contact-channels.read", "body": c} for c in answers]
+    refused = [
+        ({"schema": "contact-channels.params", "body": {"user_id": "me", "contact_channel_id": answers[0]["id"]}},
+         "CANNOT_GET_OWN_USER_WITHOUT_USER: You have specified 'me' as a userId, but did not provide authentication "
+         "for a user."),
+        ({"schema": "contact-channels.list.query", "body": {"user_id": answers[0]["user_id"], "limit": "200"}},
+         "query contains unknown properties: limit"),
+        ({"schema": "contact-channels.update", "body": {"used_for_auth": False, "primary_email": "a@b.co"}},
+         "body contains unknown properties: primary_email"),
+        ({"schema": "contact-channels.read", "body": {**answers[0], "primary": True}},
+         "body contains unknown properties: primary"),
+    ]
+    verdicts = validate(items + [item for item, _ in refused])
+    assert [(item, v["errors"]) for item, v in zip(items, verdicts, strict=False) if not v["ok"]] == []
     for (item, message), verdict in zip(refused, verdicts[len(items):], strict=True):
         assert not verdict["ok"] and message in verdict["errors"], (item["schema"], verdict)

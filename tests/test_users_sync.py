@@ -111,9 +111,11 @@ def test_every_kind_of_change_is_carried_and_only_changed_users_are_sent(stack: 
     zed = got[uid("zed")]
     assert (zed.sync, zed.reason, zed.changed) == ("updated", "deleted", [
         "restricted_by_admin", "server_metadata", "primary_email_auth_enabled"])
-    # Each updated user: one read, one PATCH (erin: a read, her new identity, a read); the unchanged ones: nothing.
+    # Each updated user: one read, one PATCH (erin: a read, her new identity, a read; xavier: his old address's
+    # contact channel listed and deleted); the unchanged ones: nothing.
     sent = {k: v - before.get(k, 0) for k, v in stack.requests.items() if v != before.get(k, 0)}
-    assert sent == {"GET /api/v1/users 200": 1, "GET /api/v1/users/{id} 200": 12, PATCHES: 10, ADDS: 1}
+    assert sent == {"GET /api/v1/users 200": 1, "GET /api/v1/users/{id} 200": 12, PATCHES: 10, ADDS: 1,
+                    "GET /api/v1/contact-channels 200": 1, DELETES: 1}
     summary = orjson.loads(datadir.users_report.read_bytes())["summary"]
     assert (summary["updated"], summary["unchanged"], summary["conflicts"]) == (11, 1, 0)
     assert stack.check_password("alice@example.com", NEW_PASSWORD)
@@ -602,3 +604,106 @@ def test_an_e_mail_freed_in_supabase_goes_to_the_user_who_took_it_in_the_same_ru
         signing_in = [u["id"] for u in stack.users.values()
                       if u["primary_email"] == f"{name}@example.com" and u["primary_email_auth_enabled"]]
         assert signing_in == [mapping.get(uid(f"{name}2"))] and mapping.get(uid(name)) not in signing_in
+
+
+DELETES = "DELETE /api/v1/contact-channels/{user_id}/{id} 200"
+
+
+def moved(users: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**u, "email": u["email"].replace("@example.com", "@moved.example.com")} for u in users]
+
+
+def old_addresses_free(stack: StackAuthSandbox, users: list[dict[str, Any]]) -> bool:
+    """Each user signs in with its new address only (its one contact channel), its old one free."""
+    by_email = {u["primary_email"]: uid_ for uid_, u in stack.users.items()}
+    return all([c["value"] for c in stack.channels(by_email[u["email"]])] == [u["email"]]
+               and u["email"].replace("@moved.", "@") not in stack.store.auth_emails for u in moved(users))
+
+
+def test_a_replaced_e_mail_no_longer_signs_in_and_goes_to_the_user_who_takes_it(stack: StackAuthSandbox,
+                                                                                tmp_path: Path) -> None:
+    """Stack Auth's update only demotes a replaced primary e-mail's contact channel, which still signs the user in
+    (crud.tsx onUpdate): the old address went on signing in (a password reset sent to it took the account), and
+    a user who signed up with it since failed with "Stack Auth reports the e-mail taken but lists no such user".
+    The sync deletes that channel after the update, and its dry run says so."""
+    users = [auth_user("xavier", 0), auth_user("judy", 1)]
+    datadir = write_export(tmp_path / "d", users, [])
+    assert not run(stack, datadir).failed
+    later = [{**users[0], "email": "xavier@new.example.com"}, {**users[1], "email": None, "phone": "15550001234"},
+             auth_user("yves", 2, email="xavier@example.com"), auth_user("kim", 3, email="judy@example.com")]
+    write_export(datadir.root, later, [])
+    dry = {o.supabase_user_id: o for o in run(stack, datadir, dry_run=True).outcomes}
+    assert "previous e-mail xavier@example.com would be removed from its Stack Auth user: it would no longer sign " \
+           "in with it, and another user may take it" in dry[uid("xavier")].notes
+    assert [dry[uid(name)].status for name in ("yves", "kim")] == ["create", "create"]
+    assert stack.requests.get(DELETES, 0) == 0
+    result = run(stack, datadir)
+    assert result.failure() is None, [(o.email, o.reason) for o in result.failed]
+    got = {o.supabase_user_id: o for o in result.outcomes}
+    assert "previous e-mail xavier@example.com removed from its Stack Auth user: it no longer signs in with it, " \
+           "and another user may take it" in got[uid("xavier")].notes
+    xavier, judy = (stack_user(stack, datadir, name)["id"] for name in ("xavier", "judy"))
+    assert [c["value"] for c in stack.channels(xavier)] == ["xavier@new.example.com"] and stack.channels(judy) == []
+    assert stack.check_password("xavier@new.example.com", PASSWORDS["xavier"])
+    assert not stack.check_password("xavier@example.com", PASSWORDS["xavier"])  # the old address: yves's now
+    mapping = UserMapping.load(datadir.user_mapping)
+    assert stack.store.auth_emails["xavier@example.com"] == mapping.get(uid("yves"))
+    assert stack.store.auth_emails["judy@example.com"] == mapping.get(uid("kim"))
+    before = dict(stack.requests)
+    again = run(stack, datadir)
+    assert again.failure() is None and {o.sync for o in again.outcomes} == {"unchanged"}
+    assert {k: v - before.get(k, 0) for k, v in stack.requests.items() if v != before.get(k, 0)} == {
+        "GET /api/v1/users 200": 1}
+
+
+def test_a_run_stopped_between_an_e_mail_update_and_its_channel_delete_is_finished_by_the_next(
+        stack: StackAuthSandbox, tmp_path: Path) -> None:
+    users = many(3)
+    datadir = write_export(tmp_path / "d", users, [])
+    run(stack, datadir)
+    write_export(datadir.root, moved(users), [])
+    stack.fail_next(1000, 503, match="DELETE /api/v1/contact-channels/*")  # down after the first update
+    with pytest.raises(StackAuthError, match="did not answer DELETE"):
+        run(stack, datadir, concurrency=1)
+    stack.clear_faults()
+    assert 0 < sum(stack.updates.values()) < 3 and datadir.pending_updates.exists()
+    assert "user000@example.com" in stack.store.auth_emails  # its update applied, its old address still signing in
+    dry = run(stack, datadir, dry_run=True)
+    assert all(any(n.startswith("previous e-mail user00") for n in o.notes) for o in dry.outcomes)
+    result = run(stack, datadir)
+    assert result.failure() is None
+    assert set(stack.updates.values()) == {1} and len(stack.updates) == 3  # none updated twice
+    first = next(o for o in result.outcomes if o.email == "user000@moved.example.com")
+    assert first.notes[-2:] == ["updated by an interrupted run (found applied in Stack Auth, not sent again)",
+                                "previous e-mail user000@example.com removed from its Stack Auth user: it no longer "
+                                "signs in with it, and another user may take it"]
+    assert old_addresses_free(stack, users) and not datadir.pending_updates.exists()
+
+
+def test_a_lost_answer_to_a_channel_delete_is_no_failure(stack: StackAuthSandbox, tmp_path: Path) -> None:
+    users = many(2)
+    datadir = write_export(tmp_path / "d", users, [])
+    run(stack, datadir)
+    write_export(datadir.root, moved(users), [])
+    stack.drop_next_channel_deletes(1)
+    result = run(stack, datadir, concurrency=1)
+    assert result.failure() is None and result.updated == 2 and old_addresses_free(stack, users)
+    # The delete was applied, its answer lost; sent again, it found the channel gone.
+    assert stack.requests[DELETES] == 1 and stack.requests["DELETE /api/v1/contact-channels/{user_id}/{id} 400"] == 1
+
+
+def test_a_killed_sync_of_replaced_e_mails_leaves_none_signing_in(stack: StackAuthSandbox, tmp_path: Path) -> None:
+    users = many(40)
+    datadir = write_export(tmp_path / "d", users, [])
+    run(stack, datadir)
+    write_export(datadir.root, moved(users), [])
+    # The deletes answered 503 (retried): the kill lands after some updates, before their deletes.
+    stack.fail_next(10_000, 503, match="DELETE /api/v1/contact-channels/*")
+    output = killed_midway(stack, datadir, tmp_path, lambda: sum(stack.updates.values()) >= 4, concurrency=4)
+    assert 0 < sum(stack.updates.values()) < 40, output
+    updated = [u["primary_email"].replace("@moved.", "@") for u in stack.users.values() if "@moved." in u["primary_email"]]
+    assert updated and all(email in stack.store.auth_emails for email in updated)  # their old addresses sign in still
+    result = run(stack, datadir)
+    assert result.failure() is None, [(o.email, o.reason) for o in result.failed]
+    assert set(stack.updates.values()) == {1} and len(stack.updates) == 40
+    assert old_addresses_free(stack, users) and not datadir.pending_updates.exists()

@@ -10,6 +10,13 @@
 //                     field, built from the package's own yup helpers
 //   send-reset-code   the body of POST /auth/password/send-reset-code (route.tsx): the package's
 //                     emailSchema and urlSchema, both defined
+//   contact-channels.update      contactChannelsCrud.server.updateSchema (PATCH /contact-channels/{user_id}/{id} body)
+//   contact-channels.read        contactChannelsCrud.server.readSchema (each answer, and each listed item)
+//   contact-channels.list.query  the query of GET /contact-channels, and
+//   contact-channels.params      the path of GET, PATCH, DELETE /contact-channels/{user_id}/{contact_channel_id}
+//                     ({user_id, contact_channel_id}): neither is published; below, the querySchema and
+//                     paramsSchema of apps/backend/src/app/api/latest/contact-channels/crud.tsx, built
+//                     from the package's own yup helpers
 //
 // How the backend validates (apps/backend/src/route-handlers/smart-request.tsx, validate()): the
 // whole request object against yupObject({..., body, query, ...}) with the package's yupValidate and
@@ -35,7 +42,8 @@ const require = createRequire(join(modules, "..", "package.json"));
 const fields = require("@stackframe/stack-shared/dist/schema-fields");
 const { usersCrud } = require("@stackframe/stack-shared/dist/interface/crud/users");
 const { oauthProviderCrud } = require("@stackframe/stack-shared/dist/interface/crud/oauth-providers");
-const { yupObject, yupString, yupNumber, emailSchema, urlSchema, yupValidate } = fields;
+const { contactChannelsCrud } = require("@stackframe/stack-shared/dist/interface/crud/contact-channels");
+const { yupObject, yupString, yupNumber, emailSchema, urlSchema, userIdOrMeSchema, yupValidate } = fields;
 
 // crud.tsx, usersCrudHandlers querySchema.
 const usersQuerySchema = yupObject({
@@ -56,12 +64,26 @@ const sendResetCodeBody = yupObject({
   callback_url: urlSchema.defined(),
 }).defined();
 
+// contact-channels/crud.tsx, contactChannelsCrudHandlers querySchema and paramsSchema.
+const contactChannelsQuerySchema = yupObject({
+  user_id: userIdOrMeSchema.optional(),
+  contact_channel_id: yupString().uuid().optional(),
+});
+const contactChannelParamsSchema = yupObject({
+  user_id: userIdOrMeSchema.defined(),
+  contact_channel_id: yupString().uuid().defined(),
+});
+
 const SCHEMAS = {
   "users.create": ["body", usersCrud.server.createSchema],
   "users.update": ["body", usersCrud.server.updateSchema],
   "oauth-providers.create": ["body", oauthProviderCrud.server.createSchema],
   "users.list.query": ["query", usersQuerySchema],
   "send-reset-code": ["body", sendResetCodeBody],
+  "contact-channels.update": ["body", contactChannelsCrud.server.updateSchema],
+  "contact-channels.read": ["body", contactChannelsCrud.server.readSchema],
+  "contact-channels.list.query": ["query", contactChannelsQuerySchema],
+  "contact-channels.params": ["params", contactChannelParamsSchema],
 };
 
 const OPTIONS = {
@@ -79,6 +101,8 @@ async function check(item) {
     return { ok: true };
   } catch (error) {
     if (Array.isArray(error?.errors)) return { ok: false, errors: error.errors };
+    // yupValidate's own known error: `me` for a user id, without a user (a server key has none).
+    if (typeof error?.errorCode === "string") return { ok: false, errors: [`${error.errorCode}: ${error.message}`] };
     throw error;
   }
 }

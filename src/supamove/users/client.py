@@ -25,6 +25,7 @@ log = get_logger("users.client")
 USERS = "/api/v1/users"
 SEND_RESET = "/api/v1/auth/password/send-reset-code"
 OAUTH_PROVIDERS = "/api/v1/oauth-providers"
+CONTACT_CHANNELS = "/api/v1/contact-channels"
 PAGE_SIZE = 200
 SERVER_ERROR_ATTEMPTS = 3  # 5xx answers to one create, each followed by a lookup finding nothing
 CREDENTIALS_FIX = ("check STACK_AUTH_SECRET_KEY (a secret server key of this project, dashboard > API Keys) "
@@ -195,6 +196,24 @@ class StackAuthClient:
                     raise Rejected(exc.status or 500, None, exc.message or f"HTTP {exc.status}") from None
         raise StackAuthError(f"Stack Auth did not answer {what} after {self.retry.attempts} attempts",
                              fix="check STACK_AUTH_API_URL and Stack Auth's status, then run the same command again")
+
+    def list_contact_channels(self, user_id: str) -> list[dict[str, Any]]:
+        """A user's contact channels (its e-mail addresses, primary or not), oldest first (one page: unpaginated)."""
+        page = self._json(self._request("GET", CONTACT_CHANNELS, params={"user_id": user_id}))
+        items: list[dict[str, Any]] = page["items"]
+        return items
+
+    def delete_contact_channel(self, user_id: str, channel_id: str) -> None:
+        """DELETE /contact-channels/{user}/{id}: the address no longer signs the user in, nor stays taken.
+
+        Gone already (a lost answer's delete, resent) is done: Stack Auth answers a plain 400 "Contact channel
+        not found" (contact-channels/crud.tsx ensureContactChannelExists).
+        """
+        try:
+            self._request("DELETE", f"{CONTACT_CHANNELS}/{user_id}/{channel_id}")
+        except Rejected as exc:
+            if exc.status != 400 or exc.code is not None or not exc.message.startswith("Contact channel not found"):
+                raise
 
     def get_user(self, user_id: str) -> dict[str, Any] | None:
         try:

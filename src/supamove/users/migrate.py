@@ -38,6 +38,8 @@ from supamove.users.plan import (
 )
 from supamove.users.source import load_auth_export, normalize_email
 from supamove.users.sync import (
+    EMAIL_REMOVED,
+    EMAIL_REMOVING,
     IDENTITY_ADDED,
     IDENTITY_KEPT,
     IDENTITY_REMOVED,
@@ -50,6 +52,7 @@ from supamove.users.sync import (
     gone_values,
     new_identities,
     observed,
+    replaced_email,
     revision_of,
     stack_differs,
     update_body,
@@ -658,12 +661,16 @@ class _Run:
             return _deleted_in_stack_auth(item, stack_id)
         intent = self.updates.intents.get(sid)
         if (landed := applied(record, intent, current)) is not None:  # an interrupted run's update
+            dropped = (intent or {}).get("dropChannel")  # the e-mail it replaced: its channel deleted now, if not yet
+            if (refused := self._drop_channel(item, stack_id, dropped)) is not None:
+                return refused
             self._save_update(sid, stack_id, landed["sent"], current, landed["revision"], oauth=landed["oauthProviders"])
             record = landed
             changed = differing(landed["sent"], fingerprints(values))  # changed in Supabase since it was sent
             if not changed:
                 return self._synced(item, stack_id, (intent or {}).get("changed") or [],
-                                    ["updated by an interrupted run (found applied in Stack Auth, not sent again)"])
+                                    ["updated by an interrupted run (found applied in Stack Auth, not sent again)",
+                                     *_removed_email(dropped)])
         # The identities this sync adds (an interrupted run may have added some) are no change there.
         conflict = self._conflict(item, record, without_pairs(current, new_identities(values, record) or []), changed)
         if conflict is not None:
@@ -743,8 +750,9 @@ class _Run:
         sent = fingerprints(values)
         carried = [name for name in changed if name not in NOT_SENT]
         revision = max(int(record.get("revision") or 0), revision_of(current)) + 1
+        dropped = self._replaced_channel(stack_id, replaced_email(values, carried, current))
         self.updates.intent(sid, item.email, stackAuthUserId=stack_id, revision=revision, sent=sent, changed=changed,
-                            oauth=values["oauth_providers"])
+                            oauth=values["oauth_providers"], dropChannel=dropped)
         try:
             answer = self.client.update_user(stack_id, update_body(values, carried, revision),
                                              recover=lambda: self._landed(stack_id, revision))
@@ -759,8 +767,29 @@ class _Run:
                         "free it in Stack Auth, then run the same command again")
             return self._sync_failed(item, stack_id, f"Stack Auth refused the update of {', '.join(carried)}: "
                                      f"{exc.message}")
+        if (refused := self._drop_channel(item, stack_id, dropped)) is not None:
+            return refused  # its intent stays: the rerun finds the update applied and deletes the channel
         self._save_update(sid, stack_id, sent, answer, revision, oauth=values["oauth_providers"])
-        return self._synced(item, stack_id, changed, notes)
+        return self._synced(item, stack_id, changed, notes + _removed_email(dropped))
+
+    def _replaced_channel(self, stack_id: str, old: str | None) -> dict[str, str] | None:
+        """The contact channel ({id, value}) of the e-mail an update replaces, to delete once it is applied."""
+        if old is None:
+            return None
+        channels = self.client.list_contact_channels(stack_id)
+        channel = next((c for c in channels if c.get("type") == "email" and normalize_email(c.get("value")) == old), None)
+        return {"id": str(channel["id"]), "value": old} if channel is not None else None
+
+    def _drop_channel(self, item: PlannedUser, stack_id: str, dropped: dict[str, str] | None) -> UserOutcome | None:
+        """The replaced e-mail's contact channel deleted (gone already is done): None, or the failure."""
+        if dropped is None:
+            return None
+        try:
+            self.client.delete_contact_channel(stack_id, dropped["id"])
+        except Rejected as exc:
+            return self._sync_failed(item, stack_id, f"updated, but Stack Auth refused to remove its previous e-mail "
+                                     f"{dropped['value']}, which still signs it in: {exc.message}")
+        return None
 
     def _landed(self, stack_id: str, revision: int) -> dict[str, Any] | None:
         """After a lost answer: the user, if Stack Auth holds this update already."""
@@ -848,6 +877,11 @@ class _Run:
         return UserOutcome(item.user.id, "migrated", item.reason, stack_id, item.email, item.password,
                            item.reset_reason, item.notes + ["in user-mapping.json from an earlier run"],
                            mfa_not_carried=item.mfa_not_carried)
+
+
+def _removed_email(dropped: dict[str, str] | None) -> list[str]:
+    """The note of a replaced e-mail's contact channel deleted (none without one)."""
+    return [EMAIL_REMOVED.format(dropped["value"])] if dropped else []
 
 
 def _removed_identities(item: PlannedUser, carried: list[list[str]] | None, values: dict[str, Any]) -> list[str]:
@@ -942,7 +976,10 @@ def _dry_run_sync(client: StackAuthClient, item: PlannedUser, outcome: UserOutco
     if record is None or record.get("linked"):
         return
     current = client.get_user(record["stackAuthUserId"]) if intent is not None else None
-    record = applied(record, intent, current) or record  # an interrupted run's update, applied: the baseline
+    landed = applied(record, intent, current)
+    record = landed or record  # an interrupted run's update, applied: the baseline
+    if landed is not None and (dropped := (intent or {}).get("dropChannel")):  # its replaced e-mail, still to delete
+        outcome.notes.append(EMAIL_REMOVING.format(dropped["value"]))
     values = desired(item)
     outcome.changed = differing(record["sent"], fingerprints(values))
     adds = new_identities(values, record)
@@ -956,6 +993,8 @@ def _dry_run_sync(client: StackAuthClient, item: PlannedUser, outcome: UserOutco
     outcome.changed_in_stack_auth = theirs
     if theirs and not options.overwrite_changed:
         _conflicting(outcome, outcome.changed, theirs)
+    elif current is not None and (old := replaced_email(values, outcome.changed, current)) is not None:
+        outcome.notes.append(EMAIL_REMOVING.format(old))
 
 
 def dry_run_gone(client: StackAuthClient, gone: list[tuple[str, str, str | None]], state: SyncState,

@@ -8,7 +8,10 @@ changes, sent with one PATCH. Before that PATCH, a fresh read of the Stack Auth 
 conflict and is not overwritten unless asked. The fingerprints are truncated SHA-256 of each value:
 no password hash or TOTP secret is ever kept in clear. Beside them, `oauthProviders` lists the
 (provider, account id) pairs supamove carried: an identity new in Supabase since is added with
-`POST /oauth-providers` (Stack Auth's user update takes none), one removed there is noted.
+`POST /oauth-providers` (Stack Auth's user update takes none), one removed there is noted. An e-mail
+replaced (or removed) in Supabase: Stack Auth's update only demotes the old address's contact channel,
+which still signs the user in and keeps the address from anyone else (crud.tsx onUpdate), so that
+channel is deleted after the PATCH; the journal's intent names it, for a rerun to finish.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from supamove.clock import now_iso
 from supamove.errors import DataFileError
 from supamove.files import SavePacer, read_json_items, write_json_items
 from supamove.users.plan import PlannedUser
+from supamove.users.source import normalize_email
 
 FORMAT = 1
 # server_metadata key counting supamove's updates of a user: a lost answer is found by it.
@@ -43,6 +47,12 @@ IDENTITY_KEPT = ("{} identity (account {}) not added: the Stack Auth user alread
                  "(Stack Auth keeps one per provider)")
 IDENTITY_REMOVED = ("{} identity (account {}) no longer in Supabase: left in Stack Auth (Stack Auth's API "
                     "removes none for supamove; remove it in the Stack Auth dashboard if it must not sign in)")
+
+EMAIL_FIELDS = ("primary_email", "primary_email_verified", "primary_email_auth_enabled")
+EMAIL_REMOVED = ("previous e-mail {} removed from its Stack Auth user: it no longer signs in with it, and another "
+                 "user may take it")
+EMAIL_REMOVING = ("previous e-mail {} would be removed from its Stack Auth user: it would no longer sign in with it, "
+                  "and another user may take it")
 
 
 def fingerprint(value: Any) -> str:
@@ -143,7 +153,7 @@ def revision_of(user: dict[str, Any]) -> int:
 def update_body(values: dict[str, Any], changed: list[str], revision: int) -> dict[str, Any]:
     """The PATCH /users/{id} body for the changed fields; server_metadata always, with the next revision."""
     body: dict[str, Any] = {}
-    if {"primary_email", "primary_email_verified", "primary_email_auth_enabled"} & set(changed):
+    if set(EMAIL_FIELDS) & set(changed):
         body.update(primary_email=values["primary_email"], primary_email_verified=values["primary_email_verified"],
                     primary_email_auth_enabled=values["primary_email_auth_enabled"])
     if "display_name" in changed:
@@ -161,6 +171,16 @@ def update_body(values: dict[str, Any], changed: list[str], revision: int) -> di
         body["is_anonymous"] = values["is_anonymous"]
     body["server_metadata"] = {**(values["server_metadata"] or {}), REVISION_KEY: revision}
     return body
+
+
+def replaced_email(values: dict[str, Any], changed: list[str], user: dict[str, Any]) -> str | None:
+    """The Stack Auth user's present primary e-mail when an update of `changed` gives it another (or none).
+    Stack Auth only demotes that address's contact channel and leaves it signing in (crud.tsx onUpdate,
+    lib/contact-channel.tsx demoteAllContactChannelsToNonPrimary): the sync deletes it after the update."""
+    old = normalize_email(user.get("primary_email"))
+    if old is None or not set(EMAIL_FIELDS) & set(changed) or old == normalize_email(values["primary_email"]):
+        return None
+    return old
 
 
 def gone_values(supabase_user_id: str, user: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
