@@ -707,3 +707,22 @@ def test_a_killed_sync_of_replaced_e_mails_leaves_none_signing_in(stack: StackAu
     assert result.failure() is None, [(o.email, o.reason) for o in result.failed]
     assert set(stack.updates.values()) == {1} and len(stack.updates) == 40
     assert old_addresses_free(stack, users) and not datadir.pending_updates.exists()
+
+
+def test_an_address_another_user_still_signs_in_with_as_a_further_e_mail_fails_with_the_fix(
+        stack: StackAuthSandbox, tmp_path: Path) -> None:
+    """An address Stack Auth left signing in as a user's non-primary contact channel (replaced there, or by a
+    supamove before this version): a Supabase user with it cannot be created; the failure said only "Stack Auth
+    reports the e-mail taken but lists no such user"."""
+    with StackAuthClient(stack.url, PROJECT, SECRET, retry=FAST) as client:
+        other = client.create_user({"primary_email": "ann@example.com", "primary_email_auth_enabled": True}).user["id"]
+        client.update_user(other, {"primary_email": "ann@elsewhere.example.com"})
+    datadir = write_export(tmp_path / "d", [auth_user("ann", 0)], [])
+    result = run(stack, datadir)
+    (failed,) = result.failed
+    assert failed.reason == ("Stack Auth reports the e-mail taken, yet no Stack Auth user has it as primary e-mail: "
+                             "another user signs in with it as a further address (Stack Auth leaves a replaced e-mail "
+                             "signing in: one changed in Stack Auth, or by a supamove before this version)")
+    assert failed.fix is not None and failed.fix.startswith("find the Stack Auth user that has this address")
+    stack.delete_channel(other, next(c["id"] for c in stack.channels(other) if c["value"] == "ann@example.com"))
+    assert run(stack, datadir).failure() is None

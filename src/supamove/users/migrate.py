@@ -538,9 +538,9 @@ class _Run:
         if ours:
             return self._finish(item, ours[0], ["found in Stack Auth after a lost answer"])
         auth_users = [u for u in existing if u.get("primary_email_auth_enabled")] or existing
-        if not auth_users:
+        if not auth_users:  # no user's primary e-mail: another contact channel of some user signs in with it
             self.journal.clear(sid)
-            return _failed(item, "Stack Auth reports the e-mail taken but lists no such user")
+            return _failed(item, TAKEN_BY_CHANNEL, TAKEN_BY_CHANNEL_FIX)
         target = auth_users[0]
         other = supabase_id_of(target) or self.mapping.owner_of(target["id"])
         if other and other != sid:  # linking would map two Supabase users to one Stack Auth user
@@ -898,6 +898,12 @@ UNVERIFIED_HOLDER = ("Stack Auth user {} already signs in with this e-mail and h
 UNVERIFIED_FIX = ("if that Stack Auth user is this person, mark its e-mail verified in the Stack Auth dashboard; if "
                   "not, delete it; then run the same command again")
 LINKED_TOTP = "linked to a Stack Auth user that already existed: its second factors are left as they are"
+TAKEN_BY_CHANNEL = ("Stack Auth reports the e-mail taken, yet no Stack Auth user has it as primary e-mail: another "
+                    "user signs in with it as a further address (Stack Auth leaves a replaced e-mail signing in: one "
+                    "changed in Stack Auth, or by a supamove before this version)")
+TAKEN_BY_CHANNEL_FIX = ("find the Stack Auth user that has this address among its e-mails (dashboard > Users, its "
+                        "contact channels) and delete that address there, or turn its sign-in off; then run the same "
+                        "command again")
 
 
 def _holder(user: dict[str, Any]) -> str:
