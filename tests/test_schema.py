@@ -681,3 +681,68 @@ def test_roles_the_target_user_may_not_create_are_named_with_what_to_run(dbs: Da
         "(fix: as a superuser, run on the target: CREATE ROLE \"supamove_absent_role\" NOLOGIN; then run `supamove schema "
         "--apply` again, or run it without --keep-roles)")
     assert target_tables(dbs, "public") == []
+
+
+
+def test_extension_functions_called_by_name_alone_work_on_the_target_after_the_cutover(
+        cli: Cli, dbs: Databases, data_dir: Path, stack_auth: Any) -> None:
+    # Supabase's sessions search `extensions`, so triggers call uuid_generate_v4() and gen_random_bytes() by name
+    # alone; pg_dump leaves a body as it is. The target's database searched "$user", public, and neither extension
+    # was created (only a name with its schema was looked for): the functions were created, the migration passed
+    # verify, and the first INSERT after the cutover failed with "function uuid_generate_v4() does not exist".
+    with dbs.source() as conn:
+        conn.execute(f'ALTER ROLE {fixtures.APP_ROLE} IN DATABASE "{dbs.source_db}" '
+                     'SET search_path = "$user", public, extensions, graphql')
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pgcrypto WITH SCHEMA extensions; "
+                     "CREATE EXTENSION IF NOT EXISTS \"uuid-ossp\" WITH SCHEMA extensions")
+        conn.execute("CREATE SCHEMA tix; CREATE TABLE tix.tickets (id integer PRIMARY KEY, code uuid, token text, "
+                     "other uuid DEFAULT gen_random_uuid())")
+        conn.execute("CREATE FUNCTION tix.stamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                     "NEW.code := uuid_generate_v4(); NEW.token := encode(gen_random_bytes (8), 'hex'); "
+                     "RETURN NEW; END $$")
+        conn.execute("CREATE TRIGGER stamp BEFORE INSERT ON tix.tickets FOR EACH ROW EXECUTE FUNCTION tix.stamp()")
+        conn.execute(f"GRANT USAGE ON SCHEMA tix TO {fixtures.APP_ROLE}; "
+                     f"GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA tix TO {fixtures.APP_ROLE}")
+    with psycopg.connect(dbs.source_url, autocommit=True) as conn:  # as the application does on the source
+        conn.execute("INSERT INTO tix.tickets (id) VALUES (1)")
+    applied = cli("schema", "--schema", "tix", "--apply")
+    assert applied.exit_code == 0, applied.output
+    assert "warning" not in applied.output
+    report = orjson.loads((data_dir / "schema-report.json").read_bytes())
+    assert [x["name"] for x in report["extensions"]] == ["pgcrypto", "uuid-ossp"]
+    assert report["searchPath"] == '"$user", public, extensions'
+    assert report_entries(report)[("DATABASE SETTING", None, "search_path")] == (
+        "changed", 'set on the target\'s database (ALTER DATABASE) as the source\'s sessions have it, "$user", public, '
+                   "extensions: the application's functions and queries may call an extension's function by name "
+                   "alone (uuid_generate_v4()); less graphql, which the target will not have")
+    migrated = cli("migrate", "--schema", "tix")
+    assert migrated.exit_code == 0, migrated.output
+    with psycopg.connect(dbs.target_url, autocommit=True) as conn:  # a new session, as the application's
+        assert conn.execute("SHOW search_path").fetchone() == ('"$user", public, extensions',)
+        conn.execute("INSERT INTO tix.tickets (id) VALUES (2)")
+        row = conn.execute("SELECT code IS NOT NULL, length(token) FROM tix.tickets WHERE id = 2").fetchone()
+    assert row == (True, 16)
+
+
+def test_a_search_path_the_target_user_may_not_set_is_skipped_with_what_to_run(
+        cli: Cli, dbs: Databases, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with dbs.source() as conn:
+        conn.execute(f'ALTER ROLE {fixtures.APP_ROLE} IN DATABASE "{dbs.source_db}" '
+                     'SET search_path = "$user", public, extensions')
+        conn.execute("CREATE EXTENSION IF NOT EXISTS citext WITH SCHEMA extensions; CREATE SCHEMA plain; "
+                     "CREATE TABLE plain.items (id integer PRIMARY KEY, code extensions.citext)")
+        conn.execute(f"GRANT USAGE ON SCHEMA plain TO {fixtures.APP_ROLE}; "
+                     f"GRANT SELECT ON ALL TABLES IN SCHEMA plain TO {fixtures.APP_ROLE}")
+    with dbs.target() as conn:
+        conn.execute("DROP ROLE IF EXISTS path_owner; CREATE ROLE path_owner LOGIN PASSWORD 'path-pw-53'")
+        conn.execute(f'GRANT CREATE ON DATABASE "{dbs.target_db}" TO path_owner')
+    monkeypatch.setenv("DATABASE_URL", dbs.target_server.url(dbs.target_db, "path_owner", "path-pw-53"))
+    applied = cli("schema", "--schema", "plain", "--apply")
+    assert applied.exit_code == 0, applied.output
+    assert (f"warning: the target's user path_owner may not set the search_path of database {dbs.target_db} (only "
+            "its owner or a superuser may), so it was not set: the application's functions calling an extension's "
+            "function by name alone (uuid_generate_v4()) fail there until, as one of them, you run: ALTER DATABASE "
+            f'"{dbs.target_db}" SET search_path = "$user", public, extensions') in " ".join(applied.output.split())
+    assert target_tables(dbs, "plain") == ["plain.items"]
+    with dbs.target() as conn:
+        assert conn.execute("SHOW search_path").fetchone() == ('"$user", public',)

@@ -733,6 +733,8 @@ def show_schema_result(result: SchemaResult, datadir: DataDir, target: str) -> N
     elif result.applied is not None:
         say(f"Applied to the target ({target}) in one transaction: {counted(result.applied.tables, 'table')} "
             f"in {result.applied.seconds:.1f}s.")
+        for warning in result.applied.warnings:
+            note(f"warning: {warning}", logging.WARNING)
 
 
 def show_migrate_result(result: MigrateResult) -> None:

@@ -6,7 +6,7 @@ import hashlib
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -15,7 +15,7 @@ from psycopg import sql
 from supamove.db import Endpoint, connection, first_line
 from supamove.log import get_logger
 from supamove.paths import DataDir
-from supamove.schema.model import Extension
+from supamove.schema.model import Extension, path_text
 
 log = get_logger("schema")
 
@@ -25,6 +25,7 @@ class ApplyResult:
     tables: int
     seconds: float
     applied_before: str | None = None  # when this same schema.sql was applied by an earlier run: nothing done
+    warnings: list[str] = field(default_factory=list)  # what schema.sql could not do, and what to run for it
 
 
 BANNER_START = "-- The application schema for the target, written by `supamove schema` at "
@@ -122,8 +123,9 @@ def existing_tables(conn: psycopg.Connection, tables: list[str]) -> list[str]:
 
 
 def apply_schema(target: Endpoint, datadir: DataDir, tables: list[str], extensions: list[Extension],
-                 roles: Sequence[str] = ()) -> ApplyResult:
-    """Run schema.sql on the target in one transaction: all of it, or nothing; `roles`, those it creates."""
+                 roles: Sequence[str] = (), search_path: list[str] | None = None) -> ApplyResult:
+    """Run schema.sql on the target in one transaction: all of it, or nothing; `roles`, those it creates;
+    `search_path`, the one it sets on the database."""
     started = time.monotonic()
     script = datadir.schema_sql.read_text(encoding="utf-8")
     digest = schema_digest(script)
@@ -134,6 +136,7 @@ def apply_schema(target: Endpoint, datadir: DataDir, tables: list[str], extensio
             return ApplyResult(len(tables), time.monotonic() - started, before)
         check_target(conn, target, tables, extensions)
         check_roles(conn, target, roles)
+        warnings = [w for w in [search_path_warning(conn, search_path or [])] if w]
         try:
             with conn.transaction():
                 conn.execute(script.encode())
@@ -145,7 +148,25 @@ def apply_schema(target: Endpoint, datadir: DataDir, tables: list[str], extensio
             raise target.error(f"the target refused {datadir.schema_sql.name}: {first_line(exc)}; nothing was applied",
                                _refusal_fix(exc, tables, datadir)) from exc
     log.info("applied %s to the target: %d tables", datadir.schema_sql, len(tables))
-    return ApplyResult(len(tables), time.monotonic() - started)
+    for warning in warnings:
+        log.warning("%s", warning)
+    return ApplyResult(len(tables), time.monotonic() - started, warnings=warnings)
+
+
+def search_path_warning(conn: psycopg.Connection, path: list[str]) -> str | None:
+    """schema.sql's ALTER DATABASE ... SET search_path needs the database's owner or a superuser: for another user
+    it is skipped (the schema itself needs neither), said with the statement to run."""
+    row = conn.execute("SELECT r.rolname, d.datname, r.rolsuper OR pg_has_role(d.datdba, 'USAGE') "
+                       "FROM pg_roles r, pg_database d WHERE r.rolname = current_user "
+                       "AND d.datname = current_database()").fetchone()
+    if not path or row is None or row[2]:
+        return None
+    user, database, _ = row
+    statement = sql.SQL("ALTER DATABASE {} SET search_path = ").format(sql.Identifier(database)).as_string(conn)
+    return (f"the target's user {user} may not set the search_path of database {database} (only its owner or a "
+            f"superuser may), so it was not set: the application's functions calling an extension's function by "
+            f"name alone (uuid_generate_v4()) fail there until, as one of them, you run: {statement}"
+            f"{path_text(path)}")
 
 
 # What a statement names that the target lacks: `schema "shared" does not exist`, `relation "xb.plans" ...`.

@@ -54,6 +54,8 @@ class Facts:
     unread_refs: dict[Key, str] = field(default_factory=dict)
     # Functions and types every role may use by default, from which the source revoked that (REVOKE ... FROM PUBLIC).
     public_revoked: set[Key] = field(default_factory=set)
+    # The schemas of the search_path the source's sessions start with ("$user" as such), in its order.
+    search_path: list[str] = field(default_factory=list)
 
 
 REFS_SQL = """
@@ -173,12 +175,18 @@ def platform_bodies(conn: psycopg.Connection, schemas: list[str], platform: list
 
 
 # Functions whose body (a string pg_depend does not read) names a function or type of an extension by its schema:
-# extensions.crypt(), extensions.unaccent(). The extension is then needed on the target as much as for a column's
-# type. Supabase's services (pg_net's net.http_post) are not: platform_bodies names them.
+# extensions.crypt(), extensions.unaccent(); or calls one of its functions by name alone, found through the source's
+# search_path (Supabase's holds `extensions`: uuid_generate_v4(), gen_random_bytes()) or the function's own, unless
+# pg_catalog has a function of that name (gen_random_uuid()), which a call finds first. The extension is then needed
+# on the target as much as for a column's type. Supabase's services (pg_net's net.http_post) are not: platform_bodies
+# names them.
 BODY_EXTENSIONS_SQL = r"""
 WITH members AS (
-    SELECT e.extname, n.nspname || '.' || coalesce(p.proname, t.typname) AS identity,
-           CASE WHEN p.oid IS NULL THEN 'type' ELSE 'function' END AS kind
+    SELECT e.extname, n.nspname, coalesce(p.proname, t.typname) AS name,
+           n.nspname || '.' || coalesce(p.proname, t.typname) AS identity,
+           CASE WHEN p.oid IS NULL THEN 'type' ELSE 'function' END AS kind,
+           p.oid IS NOT NULL AND NOT EXISTS (SELECT FROM pg_proc b WHERE b.proname = p.proname
+                                             AND b.pronamespace = 'pg_catalog'::regnamespace) AS by_name
     FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
     LEFT JOIN pg_proc p ON d.classid = 'pg_proc'::regclass AND p.oid = d.objid
     LEFT JOIN pg_type t ON d.classid = 'pg_type'::regclass AND t.oid = d.objid
@@ -187,17 +195,25 @@ WITH members AS (
 )
 SELECT DISTINCT p.oid::int, m.identity, m.kind, m.extname
 FROM pg_proc p JOIN pg_namespace pn ON pn.oid = p.pronamespace
-JOIN members m ON strpos(lower(p.prosrc), lower(m.identity)) > 0
-              AND p.prosrc ~* ('\m' || regexp_replace(m.identity, '([^a-zA-Z0-9_])', '\\\1', 'g') || '\M')
+JOIN members m ON (strpos(lower(p.prosrc), lower(m.identity)) > 0
+                   AND p.prosrc ~* ('\m' || regexp_replace(m.identity, '([^a-zA-Z0-9_])', '\\\1', 'g') || '\M'))
+               OR (m.by_name AND strpos(lower(p.prosrc), lower(m.name)) > 0
+                   AND p.prosrc ~* ('(^|[^.a-zA-Z0-9_$"])' || regexp_replace(m.name, '([^a-zA-Z0-9_])', '\\\1', 'g')
+                                    || '\s*\(')
+                   AND (m.nspname = ANY(%(path)s) OR EXISTS (
+                       SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%%'
+                       AND m.nspname IN (SELECT btrim(x, ' "') FROM regexp_split_to_table(substr(c, 13), ',') x))))
 WHERE pn.nspname = ANY(%(schemas)s)
 """
 
 
-def body_extensions(conn: psycopg.Connection, schemas: list[str]) -> dict[Key, set[Ref]]:
-    """The extensions' functions and types each function of `schemas` names in its body (see BODY_EXTENSIONS_SQL)."""
+def body_extensions(conn: psycopg.Connection, schemas: list[str], path: list[str]) -> dict[Key, set[Ref]]:
+    """The extensions' functions and types each function of `schemas` names in its body (see BODY_EXTENSIONS_SQL);
+    `path`, the schemas of the source's search_path."""
     refs: dict[Key, set[Ref]] = defaultdict(set)
     skip = sorted(SERVICE_EXTENSIONS) + ["plpgsql"]
-    for oid, identity, kind, ext in conn.execute(BODY_EXTENSIONS_SQL, {"schemas": schemas, "skip": skip}):
+    for oid, identity, kind, ext in conn.execute(BODY_EXTENSIONS_SQL, {"schemas": schemas, "skip": skip,
+                                                                       "path": path}):
         refs[(PG_PROC, oid)].add(Ref(identity, kind, ext))
     return dict(refs)
 
@@ -223,6 +239,19 @@ def read_unread_refs(conn: psycopg.Connection, tables: list[tuple[str, str]]) ->
     return {(int(c), int(o)): str(name) for c, o, name in rows}
 
 
+# One schema of a search_path setting: a quoted name ("$user", "My Schema") or a bare one (public, extensions).
+PATH_SCHEMA = re.compile(r'\s*(?:"((?:[^"]|"")*)"|([^,\s]+))\s*(?:,|$)')
+
+
+def search_path(conn: psycopg.Connection) -> list[str]:
+    """The search_path a new session of the source's user has (its role's, its database's or the server's setting:
+    Supabase's is `"$user", public, extensions`), whatever this session set since: the one the application's
+    queries and functions find unqualified names by."""
+    row = conn.execute("SELECT reset_val FROM pg_settings WHERE name = 'search_path'").fetchone()
+    value = str(row[0]) if row else ""
+    return [quoted.replace('""', '"') if quoted else bare.lower() for quoted, bare in PATH_SCHEMA.findall(value)]
+
+
 def read_facts(conn: psycopg.Connection, schemas: list[str], selected: set[tuple[str, str]],
                toc_keys: set[Key]) -> Facts:
     """The catalog facts `select` decides by, for the dump of `schemas` whose entries are `toc_keys`."""
@@ -240,7 +269,8 @@ def read_facts(conn: psycopg.Connection, schemas: list[str], selected: set[tuple
         auth_trigger_functions={}, extensions=read_extensions(conn),
         public_revoked={(c, o) for c, o in conn.execute(PUBLIC_REVOKED_SQL, {"oids": oids})},
     )
-    for key, found in body_extensions(conn, schemas).items():
+    facts.search_path = search_path(conn)
+    for key, found in body_extensions(conn, schemas, facts.search_path).items():
         facts.refs[key] = facts.refs.get(key, set()) | found
     triggers, facts.auth_trigger_functions = platform_triggers(conn, schemas, platform)
     facts.platform_bodies = platform_bodies(conn, schemas, platform)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -78,6 +79,11 @@ class ReportItem:
     reason: str
 
 
+def path_text(schemas: list[str]) -> str:
+    """A search_path's schemas as its setting writes them: `"$user", public, extensions`."""
+    return ", ".join(s if re.fullmatch(r"[a-z_][a-z0-9_]*", s) else '"' + s.replace('"', '""') + '"' for s in schemas)
+
+
 @dataclass
 class SchemaReport:
     """schema-report.json: every object kept, changed or left out, with the reason."""
@@ -89,6 +95,7 @@ class SchemaReport:
     extensions: list[Extension]
     others: list[ReportItem]
     created_at: str = ""
+    search_path: list[str] = field(default_factory=list)  # set on the target's database by schema.sql, if any
 
     @property
     def objects(self) -> list[TocEntry]:
@@ -117,6 +124,7 @@ class SchemaReport:
             "tables": self.tables,
             "extensions": [{"name": x.name, "schema": x.schema, "version": x.version} for x in self.extensions],
             "roles": list(API_ROLES) if self.options.keep_roles else [],
+            "searchPath": path_text(self.search_path) if self.search_path else None,
             "objects": [{"id": e.dump_id, "type": e.type, "schema": None if e.schema == "-" else e.schema,
                          "name": e.name, "decision": e.decision, "reason": e.reason} for e in self.objects]
                        + [{"id": None, "type": o.type, "schema": None if o.schema == "-" else o.schema, "name": o.name,

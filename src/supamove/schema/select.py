@@ -13,8 +13,10 @@ from supamove.schema.model import (
     SHIM_FUNCTIONS,
     Decision,
     Extension,
+    ReportItem,
     SchemaOptions,
     TocEntry,
+    path_text,
 )
 
 PG_CLASS = 1259
@@ -202,6 +204,30 @@ def _table_needs_platform(entry: TocEntry, uses: list[str], options: SchemaOptio
 def _join(first: str, second: str) -> str:
     return f"{first}; {second}" if first else second
 
+
+# PostgreSQL's default search_path (nothing to set), and the schemas every database has.
+DEFAULT_PATH = ["$user", "public"]
+IN_EVERY_DATABASE = {"$user", "public", "pg_catalog", "pg_temp"}
+
+
+def search_path_setting(path: list[str], target_schemas: set[str]) -> tuple[list[str], ReportItem | None]:
+    """The search_path schema.sql sets on the target's database: the one the source's sessions have (Supabase's
+    holds `extensions`), so that the functions and queries calling an extension's function by name alone
+    (uuid_generate_v4(), which pg_dump writes as it is in a body) find it there too; less the schemas the target
+    will not have. Nothing when the source has PostgreSQL's default."""
+    if not path or path == DEFAULT_PATH:
+        return [], None
+    kept = [s for s in path if s in IN_EVERY_DATABASE | target_schemas]
+    dropped = [s for s in path if s not in kept]
+    less = f"less {', '.join(dropped)}, which the target will not have" if dropped else ""
+    if not kept or kept == DEFAULT_PATH:
+        return [], ReportItem("DATABASE SETTING", "-", "search_path", "left-out",
+                              f"the source's sessions search {path_text(path)}; {less}: the default is kept")
+    reason = (f"set on the target's database (ALTER DATABASE) as the source's sessions have it, {path_text(kept)}: "
+              "the application's functions and queries may call an extension's function by name alone "
+              "(uuid_generate_v4())")
+    return kept, ReportItem("DATABASE SETTING", "-", "search_path", "changed" if dropped else "kept",
+                            _join(reason, less))
 
 
 RULES: tuple[Callable[[TocEntry, Context], Verdict], ...] = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from supamove.schema.model import API_ROLES, Extension
+from supamove.schema.model import API_ROLES, Extension, path_text
 
 # Supabase Auth's helpers, reading the JWT claims the way PostgREST publishes them
 # (request.jwt.claims, one JSON setting; request.jwt.claim.* is the older form). With Stack
@@ -69,14 +69,28 @@ def create_roles() -> sql.Composed:
     return sql.Composed([sql.SQL(block).format(sql.Literal(role), sql.Identifier(role)) for role in API_ROLES])
 
 
+def set_search_path(path: list[str]) -> sql.Composed:
+    """ALTER DATABASE of whichever database schema.sql is applied to; only its owner or a superuser may: another
+    user is warned with the statement to run, and the rest is applied (`schema --apply` says so too)."""
+    block = ("DO $search_path$ BEGIN EXECUTE 'ALTER DATABASE ' || quote_ident(current_database()) "
+             "|| ' SET search_path = ' || {}; "
+             "EXCEPTION WHEN insufficient_privilege THEN RAISE WARNING '%', {}; END $search_path$;\n")
+    warning = (f"search_path not set: only the database's owner or a superuser may; as one, run: ALTER DATABASE "
+               f"<this database> SET search_path = {path_text(path)}")
+    return sql.SQL(block).format(sql.Literal(path_text(path)), sql.Literal(warning))
+
+
 def prelude(conn: psycopg.Connection, schemas: list[str], extensions: list[Extension], auth_shim: bool,
-            keep_roles: bool) -> str:
+            keep_roles: bool, search_path: list[str] | None = None) -> str:
     """The SQL schema.sql starts with, before pg_dump's part."""
     parts = [("Schemas", create_schemas(schemas))]
     if extensions:
         parts.append(("Extensions the application uses", create_extensions(extensions)))
     if keep_roles:
         parts.append(("Supabase's API roles (--keep-roles)", create_roles()))
+    if search_path:
+        parts.append(("The search_path of the source's sessions, for new sessions of this database: see "
+                      "schema-report.json", set_search_path(search_path)))
     text = "".join(f"-- {title}\n{composed.as_string(conn)}\n" for title, composed in parts)
     if auth_shim:
         text += "-- The auth compatibility schema: auth.uid(), auth.jwt(), auth.role(), auth.email()" + AUTH_SHIM
