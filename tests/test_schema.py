@@ -746,3 +746,47 @@ def test_a_search_path_the_target_user_may_not_set_is_skipped_with_what_to_run(
     assert target_tables(dbs, "plain") == ["plain.items"]
     with dbs.target() as conn:
         assert conn.execute("SHOW search_path").fetchone() == ('"$user", public',)
+
+
+def test_security_definer_functions_applied_by_a_superuser_are_named_with_the_owner_to_give_them(
+        cli: Cli, dbs: Databases, data_dir: Path) -> None:
+    # pg_restore --no-owner: the functions belong to whoever applies schema.sql, often a superuser on a self-hosted
+    # server, while on Supabase their owner (postgres) is not one. A SECURITY DEFINER function the application's
+    # roles may call then ran as a superuser on the target, and nothing said so.
+    with dbs.source() as conn:
+        conn.execute("CREATE SCHEMA defs; CREATE TABLE defs.admins (user_id uuid PRIMARY KEY)")
+        conn.execute("CREATE FUNCTION defs.is_admin(uid uuid) RETURNS boolean LANGUAGE sql STABLE SECURITY DEFINER "
+                     "SET search_path = '' AS $$ SELECT EXISTS (SELECT FROM defs.admins WHERE user_id = uid) $$")
+        conn.execute("CREATE PROCEDURE defs.purge() LANGUAGE sql SECURITY DEFINER AS $$ DELETE FROM defs.admins $$")
+        conn.execute("CREATE FUNCTION defs.plain() RETURNS integer LANGUAGE sql AS $$ SELECT 1 $$")
+        conn.execute(f"ALTER FUNCTION defs.is_admin OWNER TO {fixtures.APP_ROLE}; "
+                     f"ALTER PROCEDURE defs.purge OWNER TO {fixtures.APP_ROLE}; "
+                     f"GRANT USAGE ON SCHEMA defs TO {fixtures.APP_ROLE}; "
+                     f"GRANT SELECT ON ALL TABLES IN SCHEMA defs TO {fixtures.APP_ROLE}")
+    dry = cli("schema", "--schema", "defs", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert ("SECURITY DEFINER (running with their owner's rights; on the target, those of the user applying "
+            "schema.sql): defs.is_admin(uid uuid), defs.purge().") in " ".join(dry.output.split())
+    applied = cli("schema", "--schema", "defs", "--apply")
+    assert applied.exit_code == 0, applied.output
+    assert ("warning: 2 SECURITY DEFINER functions now belong to postgres, a superuser, who applied schema.sql: each "
+            "runs as a superuser for every role that may call it (on the source, as supabase_app); give them an owner "
+            "that is not a superuser (the one owning the application's tables, say): ALTER FUNCTION "
+            "defs.is_admin(uid uuid) OWNER TO <a non-superuser role>; ALTER PROCEDURE defs.purge() OWNER TO <a "
+            "non-superuser role>") in " ".join(applied.output.split())
+    report = orjson.loads((data_dir / "schema-report.json").read_bytes())
+    assert report["securityDefiner"] == [
+        {"kind": "FUNCTION", "name": "defs.is_admin(uid uuid)", "sourceOwner": "supabase_app"},
+        {"kind": "PROCEDURE", "name": "defs.purge()", "sourceOwner": "supabase_app"}]
+    definer = ("SECURITY DEFINER: runs with its owner's rights, supabase_app's on the source (not a superuser), on the "
+               "target those of the user applying schema.sql: give it a non-superuser owner there (`schema --apply` "
+               "names it)")
+    entries = report_entries(report)
+    assert entries[("FUNCTION", "defs", "is_admin(uuid)")] == ("kept", definer)
+    assert entries[("FUNCTION", "defs", "plain()")] == ("kept", "")
+    with dbs.target() as conn:  # the statements named work as they are
+        assert conn.execute("SELECT rolsuper FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner "
+                            "WHERE p.oid = 'defs.is_admin(uuid)'::regprocedure").fetchone() == (True,)
+        conn.execute("DROP ROLE IF EXISTS defs_owner; CREATE ROLE defs_owner NOLOGIN")
+        conn.execute("ALTER FUNCTION defs.is_admin(uid uuid) OWNER TO defs_owner; "
+                     "ALTER PROCEDURE defs.purge() OWNER TO defs_owner")

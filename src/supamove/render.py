@@ -721,6 +721,9 @@ def show_schema_result(result: SchemaResult, datadir: DataDir, target: str) -> N
     say("Kept: " + ", ".join(f"{n} {kind}" for kind, n in sorted(kept.items())) + ".")
     if report.extensions:
         say("Extensions: " + ", ".join(f"{x.name} (schema {x.schema})" for x in report.extensions) + ".")
+    if report.security_definers:
+        say("SECURITY DEFINER (running with their owner's rights; on the target, those of the user applying "
+            "schema.sql): " + ", ".join(d.name for d in report.security_definers) + ".")
     counts = report.counts
     summary = f"{counted(counts['kept'], 'object')} kept, {counts['changed']} changed, {counts['left-out']} left out"
     if not result.written:

@@ -15,7 +15,7 @@ from psycopg import sql
 from supamove.db import Endpoint, connection, first_line
 from supamove.log import get_logger
 from supamove.paths import DataDir
-from supamove.schema.model import Extension, path_text
+from supamove.schema.model import Extension, SecurityDefiner, path_text
 
 log = get_logger("schema")
 
@@ -123,9 +123,10 @@ def existing_tables(conn: psycopg.Connection, tables: list[str]) -> list[str]:
 
 
 def apply_schema(target: Endpoint, datadir: DataDir, tables: list[str], extensions: list[Extension],
-                 roles: Sequence[str] = (), search_path: list[str] | None = None) -> ApplyResult:
+                 roles: Sequence[str] = (), search_path: list[str] | None = None,
+                 definers: Sequence[SecurityDefiner] = ()) -> ApplyResult:
     """Run schema.sql on the target in one transaction: all of it, or nothing; `roles`, those it creates;
-    `search_path`, the one it sets on the database."""
+    `search_path`, the one it sets on the database; `definers`, its SECURITY DEFINER functions."""
     started = time.monotonic()
     script = datadir.schema_sql.read_text(encoding="utf-8")
     digest = schema_digest(script)
@@ -136,7 +137,7 @@ def apply_schema(target: Endpoint, datadir: DataDir, tables: list[str], extensio
             return ApplyResult(len(tables), time.monotonic() - started, before)
         check_target(conn, target, tables, extensions)
         check_roles(conn, target, roles)
-        warnings = [w for w in [search_path_warning(conn, search_path or [])] if w]
+        warnings = [w for w in [search_path_warning(conn, search_path or []), definer_warning(conn, definers)] if w]
         try:
             with conn.transaction():
                 conn.execute(script.encode())
@@ -151,6 +152,22 @@ def apply_schema(target: Endpoint, datadir: DataDir, tables: list[str], extensio
     for warning in warnings:
         log.warning("%s", warning)
     return ApplyResult(len(tables), time.monotonic() - started, warnings=warnings)
+
+
+def definer_warning(conn: psycopg.Connection, definers: Sequence[SecurityDefiner]) -> str | None:
+    """schema.sql's objects belong to the user applying it (pg_restore --no-owner): a SECURITY DEFINER function
+    then runs as that user for every role that may call it; as a superuser, when a superuser applies it."""
+    row = conn.execute("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    if not definers or row is None or not row[1]:
+        return None
+    owners = ", ".join(sorted({d.source_owner for d in definers}))
+    # d.name comes quoted from the source (format's %I), as ALTER takes it.
+    statements = "; ".join(sql.SQL("ALTER {} {} OWNER TO <a non-superuser role>").format(
+        sql.SQL(d.kind), sql.SQL(d.name)).as_string(conn) for d in definers)
+    return (f"{len(definers)} SECURITY DEFINER function{'s' if len(definers) > 1 else ''} now belong"
+            f"{'' if len(definers) > 1 else 's'} to {row[0]}, a superuser, who applied schema.sql: each runs as a "
+            f"superuser for every role that may call it (on the source, as {owners}); give them an owner that is "
+            f"not a superuser (the one owning the application's tables, say): {statements}")
 
 
 def search_path_warning(conn: psycopg.Connection, path: list[str]) -> str | None:

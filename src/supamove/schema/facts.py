@@ -10,7 +10,7 @@ import psycopg
 from psycopg import sql
 
 from supamove import catalog
-from supamove.schema.model import ReportItem
+from supamove.schema.model import ReportItem, SecurityDefiner
 
 Key = tuple[int, int]  # (catalog oid, object oid), as pg_dump's table of contents names an object
 PG_PROC = 1255
@@ -56,6 +56,8 @@ class Facts:
     public_revoked: set[Key] = field(default_factory=set)
     # The schemas of the search_path the source's sessions start with ("$user" as such), in its order.
     search_path: list[str] = field(default_factory=list)
+    # SECURITY DEFINER functions and procedures of the dumped schemas, by oid; whether their owner is a superuser
+    security_definers: dict[int, tuple[SecurityDefiner, bool]] = field(default_factory=dict)
 
 
 REFS_SQL = """
@@ -239,6 +241,21 @@ def read_unread_refs(conn: psycopg.Connection, tables: list[tuple[str, str]]) ->
     return {(int(c), int(o)): str(name) for c, o, name in rows}
 
 
+# The SECURITY DEFINER functions and procedures of the dumped schemas, as ALTER FUNCTION names them, and their owner.
+SECURITY_DEFINERS_SQL = """
+SELECT p.oid::int, CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END,
+       format('%%I.%%I(%%s)', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)), r.rolname, r.rolsuper
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_roles r ON r.oid = p.proowner
+WHERE p.prosecdef AND n.nspname = ANY(%(schemas)s)
+"""
+
+
+def security_definers(conn: psycopg.Connection, schemas: list[str]) -> dict[int, tuple[SecurityDefiner, bool]]:
+    with catalog.qualified_names(conn):  # an argument's type with its schema: the statement works on the target
+        rows = conn.execute(SECURITY_DEFINERS_SQL, {"schemas": schemas}).fetchall()
+    return {oid: (SecurityDefiner(kind, name, owner), bool(superuser)) for oid, kind, name, owner, superuser in rows}
+
+
 # One schema of a search_path setting: a quoted name ("$user", "My Schema") or a bare one (public, extensions).
 PATH_SCHEMA = re.compile(r'\s*(?:"((?:[^"]|"")*)"|([^,\s]+))\s*(?:,|$)')
 
@@ -274,6 +291,7 @@ def read_facts(conn: psycopg.Connection, schemas: list[str], selected: set[tuple
         facts.refs[key] = facts.refs.get(key, set()) | found
     triggers, facts.auth_trigger_functions = platform_triggers(conn, schemas, platform)
     facts.platform_bodies = platform_bodies(conn, schemas, platform)
+    facts.security_definers = security_definers(conn, schemas)
     facts.others = triggers + publications(conn) + event_triggers(conn) + cron_jobs(conn) + service_extensions(conn)
     return facts
 

@@ -79,6 +79,15 @@ class ReportItem:
     reason: str
 
 
+@dataclass(frozen=True)
+class SecurityDefiner:
+    """A SECURITY DEFINER function (or procedure) schema.sql creates: it runs with its owner's rights."""
+
+    kind: str  # FUNCTION or PROCEDURE, as ALTER names it
+    name: str  # schema.name(arguments), as ALTER FUNCTION takes it
+    source_owner: str
+
+
 def path_text(schemas: list[str]) -> str:
     """A search_path's schemas as its setting writes them: `"$user", public, extensions`."""
     return ", ".join(s if re.fullmatch(r"[a-z_][a-z0-9_]*", s) else '"' + s.replace('"', '""') + '"' for s in schemas)
@@ -96,6 +105,7 @@ class SchemaReport:
     others: list[ReportItem]
     created_at: str = ""
     search_path: list[str] = field(default_factory=list)  # set on the target's database by schema.sql, if any
+    security_definers: list[SecurityDefiner] = field(default_factory=list)
 
     @property
     def objects(self) -> list[TocEntry]:
@@ -125,6 +135,8 @@ class SchemaReport:
             "extensions": [{"name": x.name, "schema": x.schema, "version": x.version} for x in self.extensions],
             "roles": list(API_ROLES) if self.options.keep_roles else [],
             "searchPath": path_text(self.search_path) if self.search_path else None,
+            "securityDefiner": [{"kind": d.kind, "name": d.name, "sourceOwner": d.source_owner}
+                                for d in self.security_definers],
             "objects": [{"id": e.dump_id, "type": e.type, "schema": None if e.schema == "-" else e.schema,
                          "name": e.name, "decision": e.decision, "reason": e.reason} for e in self.objects]
                        + [{"id": None, "type": o.type, "schema": None if o.schema == "-" else o.schema, "name": o.name,

@@ -20,7 +20,7 @@ from supamove.schema.apply import BANNER_START, ApplyResult, apply_schema
 from supamove.schema.dump import Programs, dump_schema, public_revokes, read_toc, render
 from supamove.schema.facts import read_facts, read_unread_refs
 from supamove.schema.model import API_ROLES, SchemaOptions, SchemaReport
-from supamove.schema.select import search_path_setting, select_entries
+from supamove.schema.select import kept_security_definers, search_path_setting, select_entries
 from supamove.schema.shim import prelude
 from supamove.words import counted
 
@@ -58,7 +58,8 @@ def run_schema(source: Endpoint, target: Endpoint | None, datadir: DataDir, opti
     result.written = True
     if target is not None:
         roles = API_ROLES if options.keep_roles else ()
-        result.applied = apply_schema(target, datadir, report.tables, report.extensions, roles, report.search_path)
+        result.applied = apply_schema(target, datadir, report.tables, report.extensions, roles, report.search_path,
+                                      report.security_definers)
     return result
 
 
@@ -83,7 +84,8 @@ def make_schema(conn: psycopg.Connection, source: Endpoint, schemas: list[str], 
     path, setting = search_path_setting(facts.search_path, {*created, *(x.schema for x in extensions)}
                                         | ({"auth"} if options.auth_shim else set()))
     report = SchemaReport(options, facts.server_version, programs.version(), entries, extensions,
-                          facts.others + ([setting] if setting else []), created_at=now_iso(), search_path=path)
+                          facts.others + ([setting] if setting else []), created_at=now_iso(), search_path=path,
+                          security_definers=kept_security_definers(entries, facts))
     head = prelude(conn, created, extensions, options.auth_shim, options.keep_roles, path)
     log.debug("schema: %s", ", ".join(f"{n} {d}" for d, n in report.counts.items()))
     return report, _banner(report) + head + body

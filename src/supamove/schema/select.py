@@ -15,6 +15,7 @@ from supamove.schema.model import (
     Extension,
     ReportItem,
     SchemaOptions,
+    SecurityDefiner,
     TocEntry,
     path_text,
 )
@@ -50,6 +51,7 @@ def select_entries(entries: list[TocEntry], facts: Facts, options: SchemaOptions
     used: set[str] = set()
     for entry in entries:
         decide(entry, ctx)
+        _note_security_definer(entry, ctx)
         if entry.decision != "left-out":
             used |= {r.extension for r in facts.refs.get(entry.key, ()) if r.extension} - BUILT_IN
     return [Extension(name, *facts.extensions[name]) for name in sorted(used)]
@@ -79,6 +81,25 @@ def decide(entry: TocEntry, ctx: Context) -> None:
     extensions = sorted({r.extension for r in ctx.facts.refs.get(entry.key, ()) if r.extension} - BUILT_IN)
     if extensions:
         entry.decide("kept", _join(entry.reason, f"uses extension {', '.join(extensions)}"))
+
+
+def _note_security_definer(entry: TocEntry, ctx: Context) -> None:
+    """pg_restore --no-owner: a SECURITY DEFINER function belongs to whoever applies schema.sql, and runs with
+    that user's rights for every role that may call it (a superuser's, when one applies it)."""
+    found = ctx.facts.security_definers.get(entry.objid) if entry.classid == PG_PROC else None
+    if found is None or entry.decision == "left-out":
+        return
+    definer, superuser = found
+    entry.decide(entry.decision, _join(entry.reason, (
+        f"SECURITY DEFINER: runs with its owner's rights, {definer.source_owner}'s on the source "
+        f"({'a superuser' if superuser else 'not a superuser'}), on the target those of the user applying "
+        "schema.sql: give it a non-superuser owner there (`schema --apply` names it)")))
+
+
+def kept_security_definers(entries: list[TocEntry], facts: Facts) -> list[SecurityDefiner]:
+    """The SECURITY DEFINER functions schema.sql creates."""
+    return [facts.security_definers[e.objid][0] for e in entries
+            if e.classid == PG_PROC and e.objid in facts.security_definers and e.decision != "left-out"]
 
 
 def _not_moved(entry: TocEntry, ctx: Context) -> Verdict:
