@@ -96,6 +96,7 @@ OAUTH_REQUIRED = ("user_id", "provider_config_id", "allow_sign_in", "allow_conne
 # interface/crud/contact-channels.ts contactChannelsCrudServerUpdateSchema.
 CHANNEL_UPDATE_FIELDS: dict[str, str] = {"value": _STR, "type": _STR, "used_for_auth": _BOOL, "is_primary": _BOOL,
                                          "is_verified": _BOOL}
+RESET_FIELDS: dict[str, str] = {"email": _STR, "callback_url": _STR}  # send-reset-code body
 CHANNEL_LIST_QUERY = ("user_id", "contact_channel_id")  # contact-channels/crud.tsx querySchema
 LIST_QUERY = {"team_id", "limit", "cursor", "order_by", "desc", "query", "include_anonymous",
               "only_anonymous", "include_restricted"}
@@ -873,6 +874,15 @@ def _type_problem(path: str, kind: str, value: Any) -> str | None:
 
 def validate_body(body: Any, fields: dict[str, str]) -> list[str]:
     """Every problem with a create or update body; [] when it is valid."""
+    problems = _object_problems(body, fields)
+    if isinstance(body, dict):
+        problems += _value_problems(body)
+    return problems
+
+
+def _object_problems(body: Any, fields: dict[str, str], required: tuple[str, ...] = ()) -> list[str]:
+    """A body's problems of shape, in the words of the server's yup schema: not an object, unknown
+    keys, required keys missing, values of the wrong type."""
     if body is None:
         return ["body must be defined"]
     if not isinstance(body, dict):
@@ -882,16 +892,12 @@ def validate_body(body: Any, fields: dict[str, str]) -> list[str]:
     if unknown:
         problems.append(f"body contains unknown properties: {', '.join(unknown)}")
     for key, kind in fields.items():
-        if key not in body:
-            continue
-        value = body[key]
-        if kind == "oauth":
-            problems += _oauth_problems(value)
-            continue
-        problem = _type_problem(f"body.{key}", kind, value)
-        if problem:
+        if key in required and body.get(key) is None:
+            problems.append(f"body.{key} must be defined")
+        elif key in body and kind == "oauth":
+            problems += _oauth_problems(body[key])
+        elif key in body and (problem := _type_problem(f"body.{key}", kind, body[key])) is not None:
             problems.append(problem)
-    problems += _value_problems(body)
     return problems
 
 
@@ -949,17 +955,9 @@ def _oauth_problems(value: Any) -> list[str]:
 
 def validate_oauth_body(body: Any) -> list[str]:
     """Every problem with a POST /oauth-providers body (unknown keys refused); [] when it is valid."""
+    problems = _object_problems(body, OAUTH_CREATE_FIELDS, OAUTH_REQUIRED)
     if not isinstance(body, dict):
-        return ["body must be defined"] if body is None else [f"body must be a `object` type, but the final value was: `{_shown(body)}`."]
-    problems: list[str] = []
-    unknown = [k for k in body if k not in OAUTH_CREATE_FIELDS]
-    if unknown:
-        problems.append(f"body contains unknown properties: {', '.join(unknown)}")
-    for key, kind in OAUTH_CREATE_FIELDS.items():
-        if key in OAUTH_REQUIRED and body.get(key) is None:
-            problems.append(f"body.{key} must be defined")
-        elif key in body and (problem := _type_problem(f"body.{key}", kind, body[key])) is not None:
-            problems.append(problem)
+        return problems
     user_id = body.get("user_id")
     if isinstance(user_id, str) and not UUID_RE.match(user_id):
         problems.append("body.user_id must be a valid UUID")
@@ -970,15 +968,9 @@ def validate_oauth_body(body: Any) -> list[str]:
 
 def validate_channel_body(body: Any) -> list[str]:
     """Every problem with a PATCH /contact-channels/{user_id}/{id} body; [] when it is valid."""
+    problems = _object_problems(body, CHANNEL_UPDATE_FIELDS)
     if not isinstance(body, dict):
-        return ["body must be defined"] if body is None else [f"body must be a `object` type, but the final value was: `{_shown(body)}`."]
-    problems: list[str] = []
-    unknown = [k for k in body if k not in CHANNEL_UPDATE_FIELDS]
-    if unknown:
-        problems.append(f"body contains unknown properties: {', '.join(unknown)}")
-    for key, kind in CHANNEL_UPDATE_FIELDS.items():
-        if key in body and (problem := _type_problem(f"body.{key}", kind, body[key])) is not None:
-            problems.append(problem)
+        return problems
     if "type" in body and body["type"] != "email":
         problems.append("body.type must be one of the following values: email")
     if body.get("type") == "email" and isinstance(body.get("value"), str) and not EMAIL_RE.match(body["value"]):
@@ -1019,17 +1011,9 @@ def validate_list_query(query: dict[str, str]) -> list[str]:
 
 
 def validate_reset_body(body: Any) -> list[str]:
+    problems = _object_problems(body, RESET_FIELDS, tuple(RESET_FIELDS))
     if not isinstance(body, dict):
-        return ["body must be defined"] if body is None else [f"body must be a `object` type, but the final value was: `{_shown(body)}`."]
-    problems: list[str] = []
-    unknown = [k for k in body if k not in ("email", "callback_url")]
-    if unknown:
-        problems.append(f"body contains unknown properties: {', '.join(unknown)}")
-    for key in ("email", "callback_url"):
-        if key not in body or body[key] is None:
-            problems.append(f"body.{key} must be defined")
-        elif not isinstance(body[key], str):
-            problems.append(f"body.{key} must be a `string` type, but the final value was: `{_shown(body[key])}`.")
+        return problems
     if isinstance(body.get("email"), str) and not EMAIL_RE.match(body["email"]):
         problems.append("body.email must be a valid email")
     url = body.get("callback_url")
