@@ -294,6 +294,32 @@ def test_jsonb_columns_exported_as_text_are_read(stack: StackAuthSandbox, client
     assert erin["server_metadata"]["supabase_raw_user_meta_data"] == {"full_name": "Erin Example", "plan": "pro"}
 
 
+def test_metadata_numbers_stack_auth_would_round_are_kept_exact_as_text_and_noted(
+        stack: StackAuthSandbox, client: StackAuthClient, tmp_path: Path) -> None:
+    # jsonb keeps any number exactly; Stack Auth's server reads JSON numbers as JavaScript doubles. An order
+    # number beyond 2**53 was stored rounded, a number beyond a double's range turned the document into a string,
+    # and nothing said so.
+    users, identities = edge_users()
+    exact = ('{"plan": "pro", "order": 12345678901234567891, "ratio": 0.12345678901234567891, '
+             '"huge": 1' + "0" * 400 + ', "safe": 9007199254740991, "price": 19.90}')
+    rows = [{**u, "raw_user_meta_data": exact if u["id"] == uid("alice") else orjson.dumps(u["raw_user_meta_data"]).decode(),
+             "raw_app_meta_data": orjson.dumps(u["raw_app_meta_data"]).decode()} for u in users]
+    result = migrate_users(client, write_export(tmp_path / "data", rows, identities))
+    assert result.failure() is None
+    got = outcomes(result)
+    meta = stack.users[got[uid("alice")].stack_auth_user_id]["server_metadata"]
+    assert meta["supabase_raw_user_meta_data_text"] == exact  # every digit, as Supabase held it
+    assert meta["supabase_raw_user_meta_data"] == {"plan": "pro", "order": 12345678901234567891 * 1.0,
+                                                   "ratio": 0.12345678901234568, "huge": None,
+                                                   "safe": 9007199254740991, "price": 19.9}
+    assert ("raw_user_meta_data holds 3 numbers Stack Auth stores rounded (its server keeps JavaScript numbers: "
+            "integers up to 2**53, about 16 digits): the exact document kept as text in "
+            "server_metadata.supabase_raw_user_meta_data_text") in got[uid("alice")].notes
+    erin = stack.users[got[uid("erin")].stack_auth_user_id]["server_metadata"]
+    assert "supabase_raw_user_meta_data_text" not in erin and not any("rounded" in n for n in got[uid("erin")].notes)
+    assert "12345678901234567891" not in " ".join(got[uid("alice")].notes)  # metadata may be private
+
+
 def test_mapping_file_has_the_exact_shape(stack: StackAuthSandbox, client: StackAuthClient, datadir: DataDir) -> None:
     migrate_users(client, datadir)
     data = orjson.loads(datadir.user_mapping.read_bytes())

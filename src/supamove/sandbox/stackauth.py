@@ -872,6 +872,21 @@ def _type_problem(path: str, kind: str, value: Any) -> str | None:
     return None
 
 
+_LONG_DIGITS = re.compile(rb"\d{16}")  # an integer beyond 2**53 has 16 digits at least
+
+
+def as_javascript(value: Any) -> Any:
+    """A parsed body as the server's JSON.parse gives it: every number a double, so an integer beyond
+    2**53 rounded."""
+    if isinstance(value, dict):
+        return {k: as_javascript(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_javascript(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
+        return float(value)
+    return value
+
+
 def validate_body(body: Any, fields: dict[str, str]) -> list[str]:
     """Every problem with a create or update body; [] when it is valid."""
     problems = _object_problems(body, fields)
@@ -1136,9 +1151,10 @@ class _Handler(BaseHTTPRequestHandler):
         if content_type != "application/json":
             raise known(400, "BODY_PARSING_ERROR", f"Unknown content type in request body: {content_type}")
         try:
-            return orjson.loads(raw)
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise known(400, "BODY_PARSING_ERROR", "Invalid JSON in request body") from None
+        return as_javascript(body) if _LONG_DIGITS.search(raw) else body
 
     def _answer_status(self, method: str, path: str, fault: Fault) -> None:
         headers = {"Content-Type": "text/plain; charset=utf-8"}

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from supamove.users.source import FAR_FUTURE, SupabaseUser, iso_ts, jsonb, parse_ts
+from supamove.words import counted
 
 # Stack Auth's rules (schema-fields.ts emailSchema = yup email; hashes.tsx for bcrypt). Both end
 # with \Z: JavaScript's `$` is the end of the text, Python's `$` also matches before a final newline.
@@ -172,6 +173,7 @@ def _decide_create(item: PlannedUser, use_hashes: bool, now: datetime,
     if user.is_anonymous:
         body["is_anonymous"] = True
     body["server_metadata"] = server_metadata(user, item)
+    _inexact_notes(item)
     if deleted:
         body.update(restricted_by_admin=True,
                     restricted_by_admin_reason=f"deleted in Supabase on {_day(user.deleted_at)}",
@@ -224,6 +226,15 @@ def _kind_notes(item: PlannedUser, has_oauth: bool) -> None:
         kind = "phone-only" if user.phone else "no e-mail"
         item.notes.append(f"{kind}: created without an e-mail" +
                           ("" if has_oauth else "; cannot sign in until an e-mail or OAuth account is added"))
+
+
+def _inexact_notes(item: PlannedUser) -> None:
+    """The note on metadata Stack Auth stores rounded (its server reads JSON numbers as doubles); the numbers
+    themselves are not shown (metadata may be private), their exact document is in server_metadata."""
+    for name, (_, numbers) in item.user.inexact_meta.items():
+        item.notes.append(f"{name} holds {counted(len(numbers), 'number')} Stack Auth stores rounded (its server "
+                          "keeps JavaScript numbers: integers up to 2**53, about 16 digits): the exact document "
+                          f"kept as text in server_metadata.supabase_{name}_text")
 
 
 def _display_name(item: PlannedUser, body: dict[str, Any]) -> None:
@@ -410,6 +421,8 @@ def server_metadata(user: SupabaseUser, item: PlannedUser | None = None) -> dict
         meta["supabase_email_shared_with"] = item.shared_with
     if item is not None and item.full_name:
         meta[FULL_NAME_KEY] = item.full_name
+    for name, (text, _) in user.inexact_meta.items():
+        meta[f"supabase_{name}_text"] = text
     if user.email and (item is None or not item.email):
         meta["supabase_email"] = user.email  # not carried as primary_email (invalid address, anonymous user)
     return meta

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,10 @@ from supamove.paths import DataDir
 from supamove.words import counted
 
 FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
+# The largest integer a JavaScript number holds exactly: Stack Auth's server parses a request's JSON into them.
+JS_SAFE_INTEGER = 2**53 - 1
+# A double holds every number of 15 significant digits: a shorter run of digits needs no closer look.
+_LONG_DIGITS = re.compile(r"\d{16}")
 
 
 @dataclass
@@ -47,10 +55,21 @@ class SupabaseUser:
     is_sso_user: bool
     identities: list[dict[str, Any]] = field(default_factory=list, repr=False)
     factors: list[dict[str, Any]] = field(default_factory=list, repr=False)  # auth.mfa_factors rows
+    # A metadata column's text, by column name, where it holds numbers Stack Auth cannot hold exactly.
+    inexact_meta: dict[str, tuple[str, list[str]]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> SupabaseUser:
         """One exported auth.users row, its values checked (USERS_SHAPE, by _checked_rows)."""
+        user = cls._from_row(row)
+        for name in ("raw_user_meta_data", "raw_app_meta_data"):
+            text = row.get(name)
+            if isinstance(text, str) and (numbers := inexact_numbers(text)):
+                user.inexact_meta[name] = (text, numbers)
+        return user
+
+    @classmethod
+    def _from_row(cls, row: dict[str, Any]) -> SupabaseUser:
         return cls(
             id=str(row["id"]), email=row.get("email"), phone=row.get("phone"),
             encrypted_password=row.get("encrypted_password"), email_confirmed_at=row.get("email_confirmed_at"),
@@ -105,13 +124,45 @@ def _shown(value: Any) -> str:
 
 
 def jsonb(value: Any) -> Any:
-    """A jsonb column's value: export writes PostgreSQL's text of it, a JSON document in a string."""
+    """A jsonb column's value: export writes PostgreSQL's text of it, a JSON document in a string.
+    A number beyond a double's range (jsonb's numeric has none) becomes null, as Stack Auth's server
+    (JavaScript) would store it; inexact_numbers finds such numbers."""
     if isinstance(value, str):
         try:
             return orjson.loads(value)
         except orjson.JSONDecodeError:
-            return value
+            try:  # orjson refuses a number a double cannot hold, where the standard library reads it
+                return json.loads(value, parse_int=_as_number, parse_float=_as_number)
+            except ValueError:
+                return value
     return value
+
+
+def _as_number(text: str) -> int | float | None:
+    number = float(text)
+    if math.isinf(number):
+        return None
+    return int(text) if "." not in text and "e" not in text.lower() and abs(number) < 2**63 else number
+
+
+def inexact_numbers(text: str) -> list[str]:
+    """The numbers of a JSON document (as written) that a JavaScript number does not hold exactly:
+    integers beyond 2**53, decimals with more digits than a double keeps, numbers beyond its range."""
+    if not _LONG_DIGITS.search(text):
+        return []
+    found: list[str] = []
+
+    def check(number: str) -> None:
+        value = float(number)
+        if math.isinf(value) or Decimal(repr(value)) != Decimal(number) or (
+                "." not in number and abs(int(number)) > JS_SAFE_INTEGER):
+            found.append(number)
+
+    try:
+        json.loads(text, parse_int=check, parse_float=check)
+    except ValueError:  # not JSON: carried as the text it is
+        return []
+    return found
 
 
 def normalize_email(value: str | None) -> str | None:
