@@ -1150,6 +1150,21 @@ def test_display_names_are_cut_at_256_utf16_units_between_characters(tmp_path: P
             "server_metadata.supabase_display_name") in alice.notes
 
 
+def test_a_pending_change_of_e_mail_is_noted_not_carried(tmp_path: Path) -> None:
+    # Supabase Auth keeps the new address in email_change until the user follows the link: that user signs in
+    # with the old one, and the change, which Stack Auth cannot hold pending, was dropped without a word.
+    users, identities = edge_users()
+    users[0]["email_change"] = "alice.new@example.com"
+    users[1]["email_change"] = ""  # Supabase Auth's value when no change is pending
+    plan = {p.user.id: p for p in plan_users(load_auth_export(write_export(tmp_path, users, identities)), set())}
+    alice = plan[uid("alice")]
+    assert alice.body["primary_email"] == users[0]["email"].lower()
+    assert ("a change of e-mail was pending in Supabase (auth.users.email_change, its link not yet followed): not "
+            "carried, the user keeps the current address and asks for the change again") in alice.notes
+    assert [p.user.id for p in plan.values() if any("change of e-mail" in n for n in p.notes)] == [uid("alice")]
+    assert "alice.new@example.com" not in str(alice.body)
+
+
 def test_totp_secrets_are_base32_decoded_then_base64_encoded() -> None:
     assert totp_base64("JBSWY3DPEHPK3PXP") == ("SGVsbG8h3q2+7w==", None)  # b"Hello!\xde\xad\xbe\xef"
     assert totp_base64("jbswy3dpehpk3pxp ") == ("SGVsbG8h3q2+7w==", None)

@@ -36,6 +36,10 @@ NOT_OAUTH = {"email", "phone", "anonymous"}
 DISPLAY_NAME_MAX = 256
 # The whole name, in server_metadata, when display_name had to be cut.
 FULL_NAME_KEY = "supabase_display_name"
+# Supabase Auth keeps an asked-for change of e-mail in auth.users.email_change until its link is followed;
+# Stack Auth has no change pending, and the link's token means nothing there.
+PENDING_EMAIL_CHANGE = ("a change of e-mail was pending in Supabase (auth.users.email_change, its link not yet "
+                        "followed): not carried, the user keeps the current address and asks for the change again")
 # Second factors Stack Auth cannot hold (auth.mfa_factors.factor_type -> why).
 FACTORS_NOT_CARRIED = {
     "phone": "phone (SMS) second factor: Stack Auth has no SMS second factor",
@@ -174,6 +178,8 @@ def _decide_create(item: PlannedUser, use_hashes: bool, now: datetime,
         body["is_anonymous"] = True
     body["server_metadata"] = server_metadata(user, item)
     _inexact_notes(item)
+    if user.email_change and not deleted:
+        item.notes.append(PENDING_EMAIL_CHANGE)
     if deleted:
         body.update(restricted_by_admin=True,
                     restricted_by_admin_reason=f"deleted in Supabase on {_day(user.deleted_at)}",

@@ -55,6 +55,8 @@ class SupabaseUser:
     is_sso_user: bool
     identities: list[dict[str, Any]] = field(default_factory=list, repr=False)
     factors: list[dict[str, Any]] = field(default_factory=list, repr=False)  # auth.mfa_factors rows
+    # auth.users.email_change: the new address of a change asked for and not yet confirmed ('' or NULL: none).
+    email_change: str | None = field(default=None, repr=False)
     # A metadata column's text, by column name, where it holds numbers Stack Auth cannot hold exactly.
     inexact_meta: dict[str, tuple[str, list[str]]] = field(default_factory=dict, repr=False)
 
@@ -62,6 +64,7 @@ class SupabaseUser:
     def from_row(cls, row: dict[str, Any]) -> SupabaseUser:
         """One exported auth.users row, its values checked (USERS_SHAPE, by _checked_rows)."""
         user = cls._from_row(row)
+        user.email_change = row.get("email_change") or None
         for name in ("raw_user_meta_data", "raw_app_meta_data"):
             text = row.get(name)
             if isinstance(text, str) and (numbers := inexact_numbers(text)):
@@ -93,8 +96,8 @@ class RowShape:
     times: tuple[str, ...] = ()  # those read as moments
 
 
-USERS_SHAPE = RowShape(("id",), ("email", "phone", "encrypted_password"), ("is_anonymous", "is_sso_user"),
-                       ("created_at", "deleted_at", "banned_until"))
+USERS_SHAPE = RowShape(("id",), ("email", "phone", "encrypted_password", "email_change"),
+                       ("is_anonymous", "is_sso_user"), ("created_at", "deleted_at", "banned_until"))
 IDENTITIES_SHAPE = RowShape(("user_id",), ("id", "provider", "provider_id"), (),
                             ("created_at", "updated_at", "last_sign_in_at"))
 FACTORS_SHAPE = RowShape(("id", "user_id"), ("factor_type", "status", "secret"), (), ("created_at", "updated_at"))
