@@ -63,23 +63,14 @@ class SupabaseUser:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> SupabaseUser:
         """One exported auth.users row, its values checked (USERS_SHAPE, by _checked_rows)."""
-        user = cls._from_row(row)
-        user.email_change = row.get("email_change") or None
-        for name in ("raw_user_meta_data", "raw_app_meta_data"):
-            text = row.get(name)
-            if isinstance(text, str) and (numbers := inexact_numbers(text)):
-                user.inexact_meta[name] = (text, numbers)
-        return user
-
-    @classmethod
-    def _from_row(cls, row: dict[str, Any]) -> SupabaseUser:
         return cls(
             id=str(row["id"]), email=row.get("email"), phone=row.get("phone"),
             encrypted_password=row.get("encrypted_password"), email_confirmed_at=row.get("email_confirmed_at"),
             created_at=row.get("created_at"), raw_user_meta_data=jsonb(row.get("raw_user_meta_data")),
             raw_app_meta_data=jsonb(row.get("raw_app_meta_data")), is_anonymous=bool(row.get("is_anonymous")),
             deleted_at=row.get("deleted_at"), banned_until=row.get("banned_until"),
-            is_sso_user=bool(row.get("is_sso_user")))
+            is_sso_user=bool(row.get("is_sso_user")), email_change=row.get("email_change") or None,
+            inexact_meta=_inexact_meta(row))
 
     @property
     def normalized_email(self) -> str | None:
@@ -146,6 +137,16 @@ def _as_number(text: str) -> int | float | None:
     if math.isinf(number):
         return None
     return int(text) if "." not in text and "e" not in text.lower() and abs(number) < 2**63 else number
+
+
+def _inexact_meta(row: dict[str, Any]) -> dict[str, tuple[str, list[str]]]:
+    """Each metadata column whose text holds numbers Stack Auth would round: its text and those numbers."""
+    found = {}
+    for name in ("raw_user_meta_data", "raw_app_meta_data"):
+        text = row.get(name)
+        if isinstance(text, str) and (numbers := inexact_numbers(text)):
+            found[name] = (text, numbers)
+    return found
 
 
 def inexact_numbers(text: str) -> list[str]:
