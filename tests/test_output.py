@@ -241,6 +241,19 @@ def test_progress_off_a_terminal_is_a_line_every_ten_seconds_and_one_at_the_end(
     ]
 
 
+def test_the_constraints_put_back_after_a_load_are_a_phase_not_rows() -> None:
+    # The import's bar for a table's foreign keys and checks, put back after its rows, said
+    # "public.alerts: constraints: 2 rows in 0.0s (596 rows/s)": two constraints counted as rows.
+    now = [0.0]
+    plain = render.PlainProgress("rows", clock=lambda: now[0])
+    with console.capture() as seen:
+        plain.start("public.alerts: constraints", 2)
+        plain.advance("public.alerts: constraints", 2)
+        now[0] += 0.5
+        plain.finish("public.alerts: constraints")
+    assert seen.get().splitlines() == ["public.alerts: constraints: done in 0.5s"]
+
+
 def test_a_count_of_one_is_singular() -> None:
     # "1 users failed", "public.settings: 1 rows in 0.0s", "1 rows without a match": every count now says
     # its noun through one helper.

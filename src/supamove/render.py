@@ -56,7 +56,9 @@ out = Console(highlight=False)  # results; `console` (stderr) has progress, the 
 NUMERIC = {"rows", "bytes", "mb", "seconds", "rows/s", "est. rows", "size", "users", "source rows", "target rows",
            "#"}
 UNBOUNDED = 10_000  # off a terminal (a file, a pipe), a table is as wide as it needs: never wrapped or cut
-PHASES = ("indexes and constraints", "foreign keys")  # a bar of work after the rows: no rate shown
+# A bar of work after the rows (a table's "indexes and constraints", the foreign keys and checks put back
+# as its "constraints", "every table: foreign keys"): it counts steps, not rows, so no rate is shown
+PHASES = ("constraints", "foreign keys")
 PLAIN_EVERY = 10.0  # off a terminal, seconds between two lines of one bar's progress
 PIPELINE_UNITS = {"users": "users", "verify checksums": "tables", "verify tables": "tables"}  # `migrate`'s bars
 
