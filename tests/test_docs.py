@@ -171,6 +171,17 @@ def test_env_example_lists_every_setting_with_a_comment() -> None:
         assert name in README, f"the README does not mention the setting {name}"
 
 
+def test_env_example_describes_the_target_as_the_runbook_prepares_it() -> None:
+    # It said the target needs "the application schema already created" and "INSERT, SELECT and TRUNCATE":
+    # an operator following it made the tables by hand, which `schema --apply` then refuses, and a user
+    # that is not their owner, which the load refuses.
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith("DATABASE_URL="))
+    comment = " ".join(line for line in lines[:index][::-1][:4] if line.startswith("#"))
+    assert "empty database" in comment and "supamove schema --apply" in comment, comment
+    assert "own" in comment and "already created" not in comment, comment
+
+
 def test_every_command_has_a_reference_section() -> None:
     documented = set(re.findall(r"^### `supamove ([a-z-]+)`$", REFERENCE, re.MULTILINE))
     assert documented == set(COMMANDS), (
