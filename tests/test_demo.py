@@ -9,12 +9,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from supamove.config import Settings
+from supamove.pgtools import find_bindir
 from supamove.sandbox.demo import STEPS, DemoResult, DemoStep
 
 ROWS = "3000"
@@ -88,6 +90,49 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_ctrl_c_while_the_demo_starts_its_servers_is_an_interruption(tmp_path: Path) -> None:
+    # A Ctrl-C reaches the whole process group, initdb too: the demo said "Error: initdb failed: ... canceling
+    # statement due to user request" with exit 1. An initdb that waits stands for the real one at that moment.
+    bindir = Path(tempfile.mkdtemp(prefix="supamove-bindir-"))  # not under tmp_path: the server's account runs it
+    try:
+        bindir.chmod(0o755)
+        for program in find_bindir().iterdir():
+            if program.name != "initdb":
+                (bindir / program.name).symlink_to(program)
+        (bindir / "initdb").write_text("#!/bin/sh\nexec sleep 60\n")
+        (bindir / "initdb").chmod(0o755)
+        scratch = tmp_path / "tmp"
+        scratch.mkdir()
+        env = {k: v for k, v in os.environ.items() if k not in Settings.model_fields}
+        env.update(PG_BINDIR=str(bindir), TMPDIR=str(scratch))
+        demo = subprocess.Popen([sys.executable, "-m", "supamove", "demo", "--workdir", str(tmp_path / "demo")],
+                                env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        wait_for_sleeper(demo.pid)
+        os.killpg(demo.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        out, _ = demo.communicate(timeout=60)
+    finally:
+        shutil.rmtree(bindir)
+    assert demo.returncode == 130, out
+    assert "Interrupted." in out and "initdb failed" not in out, out
+    assert not list(scratch.iterdir())  # the source server's directory was removed on the way out
+
+
+def wait_for_sleeper(group: int) -> None:
+    """Until a `sleep` of the process group `group` runs (the waiting initdb)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                name, fields = stat.read_text().split("(", 1)[1].rsplit(")", 1)  # pid (comm) state ppid pgrp ...
+            except OSError:  # a process that ended meanwhile
+                continue
+            if name == "sleep" and int(fields.split()[2]) == group:
+                return
+        time.sleep(0.05)
+    raise AssertionError("the demo never ran initdb")
 
 
 def test_demo_refuses_a_tiny_size(tmp_path: Path) -> None:

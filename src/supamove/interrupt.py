@@ -83,7 +83,7 @@ def handled() -> Iterator[None]:
         return
     previous = {signum: signal.signal(signum, _on_sigint) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if _pressed_before():  # while Python loaded supamove: stop before doing anything
+        if pressed_before():  # while Python loaded supamove: stop before doing anything
             raise KeyboardInterrupt
         yield
     finally:
@@ -93,8 +93,11 @@ def handled() -> Iterator[None]:
         _resume_said.clear()
 
 
-def _pressed_before() -> bool:
-    """A Ctrl-C the console script noted before this command's handling started (see supamove.__main__)."""
+def pressed_before() -> bool:
+    """A Ctrl-C the console script noted before this command's handling started (see supamove.__main__).
+
+    It is forgotten once told: the caller stops.
+    """
     entry = sys.modules.get("supamove.__main__")
     if entry is None:  # `python -m supamove`: the module runs as __main__
         main = sys.modules.get("__main__")

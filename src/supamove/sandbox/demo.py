@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from supamove import interrupt
 from supamove.errors import ConfigError, SupamoveError
 from supamove.files import read_json, writable_error
 from supamove.log import get_logger
@@ -181,6 +182,20 @@ def check_empty_workdir(workdir: Path) -> None:
 
 
 def start_environment(rows: int, workdir: Path, announce: Announce, cleanup: ExitStack) -> DemoEnvironment:
+    """The servers of `_start_environment`; a Ctrl-C while they start is an interruption, not their failure.
+
+    The terminal sends Ctrl-C to initdb and pg_ctl too (this process only notes it until the first step):
+    their death said "initdb failed: ... canceling statement due to user request" and exit 1.
+    """
+    try:
+        return _start_environment(rows, workdir, announce, cleanup)
+    except SupamoveError:
+        if interrupt.pressed_before():
+            raise KeyboardInterrupt from None  # the servers started so far are stopped on the way out
+        raise
+
+
+def _start_environment(rows: int, workdir: Path, announce: Announce, cleanup: ExitStack) -> DemoEnvironment:
     """A Supabase-shaped source with FreshTrack data, an empty target database (`supamove schema --apply`
     builds its schema), a Stack Auth, and their .env."""
     from supamove.sandbox import fixtures
