@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,12 @@ def test_no_test_module_imports_another() -> None:
     wrong = {f"{p.name} imports {name}" for p in sorted(tests.glob("test_*.py"))
              for name in imported_packages(p) if name.startswith("test_")}
     assert not wrong, sorted(wrong)  # shared helpers live in conftest.py
+
+
+def test_the_repository_tracks_no_file_a_run_leaves_behind() -> None:
+    # stack.pid (a local Stack Auth's process id from someone's session) was committed at the root,
+    # where an operator's clone showed it beside README.md.
+    root = PACKAGE.parent.parent
+    tracked = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout
+    leftovers = [name for name in tracked.splitlines() if name.endswith((".pid", ".log", ".partial"))]
+    assert leftovers == []
