@@ -96,10 +96,18 @@ class Settings(BaseSettings):
 
     def require(self, name: str) -> str:
         """The value of a setting a command cannot do without."""
-        value = getattr(self, name)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            raise self.unset_error(name)
-        return str(value)
+        return self.require_all(name)[0]
+
+    def require_all(self, *names: str) -> list[str]:
+        """The values of settings a command needs together; every one unset is named in one error, so that
+        a blank key beside a missing project id is not found only on the next run."""
+        if missing := self.unset(*names):
+            raise self.unset_error(*missing)
+        return [str(getattr(self, name)) for name in names]
+
+    def unset(self, *names: str) -> list[str]:
+        """Those of `names` that are not set: absent, empty or blank."""
+        return [name for name in names if not str(getattr(self, name) or "").strip()]
 
     def unset_error(self, *names: str) -> ConfigError:
         """The error for settings that are not set; names the .env looked for when there is none."""

@@ -24,6 +24,7 @@ from supamove.guard import (
 from supamove.log import add_secret, get_logger, scrub
 
 log = get_logger("connections")
+STACK_AUTH_CREDENTIALS = ("STACK_AUTH_PROJECT_ID", "STACK_AUTH_SECRET_KEY")
 
 
 @dataclass
@@ -197,15 +198,11 @@ def _check_target(conn: psycopg.Connection, check: EndpointCheck) -> None:
 def check_stack_auth(settings: Settings) -> EndpointCheck:
     check = EndpointCheck(f"Stack Auth ({settings.STACK_AUTH_API_URL})")
     check.place = {"apiUrl": settings.STACK_AUTH_API_URL, "projectId": settings.STACK_AUTH_PROJECT_ID or None}
-    if not settings.STACK_AUTH_PROJECT_ID and not settings.STACK_AUTH_SECRET_KEY:
-        check.configured = False
-        check.errors.append(str(settings.unset_error("STACK_AUTH_PROJECT_ID", "STACK_AUTH_SECRET_KEY")))
+    if missing := settings.unset(*STACK_AUTH_CREDENTIALS):
+        check.configured = len(missing) < len(STACK_AUTH_CREDENTIALS)
+        check.errors.append(str(settings.unset_error(*missing)))
         return check
-    try:
-        project, secret = settings.require("STACK_AUTH_PROJECT_ID"), settings.require("STACK_AUTH_SECRET_KEY")
-    except SupamoveError as exc:
-        check.errors.append(str(exc))
-        return check
+    project, secret = settings.require_all(*STACK_AUTH_CREDENTIALS)
     add_secret(secret)
     headers = {"x-stack-access-type": "server", "x-stack-project-id": project,
                "x-stack-secret-server-key": secret}

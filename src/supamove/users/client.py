@@ -111,8 +111,8 @@ class StackAuthClient:
 
     @classmethod
     def from_settings(cls, settings: Any, retry: RetryPolicy | None = None) -> StackAuthClient:
-        return cls(settings.STACK_AUTH_API_URL, settings.require("STACK_AUTH_PROJECT_ID"),
-                   settings.require("STACK_AUTH_SECRET_KEY"), retry)
+        project, secret = settings.require_all("STACK_AUTH_PROJECT_ID", "STACK_AUTH_SECRET_KEY")
+        return cls(settings.STACK_AUTH_API_URL, project, secret, retry)
 
     def close(self) -> None:
         self._http.close()
