@@ -720,6 +720,43 @@ def test_a_target_user_that_may_not_create_the_progress_schema_is_told_what_to_g
         "DATABASE_URL, or use the database's owner)")
 
 
+def test_a_progress_schema_another_user_made_is_named_with_the_grants_before_the_load(
+        cli, dbs, exported: Path, stack_auth: StackAuthSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`schema --apply` run by a superuser makes _supamove; the tables then given to the application's role (the fix
+    the import names) left that role unable to use it: test-connections said ok, then the import and its dry run
+    stopped with "unexpected InsufficientPrivilege: permission denied for schema _supamove"."""
+    role = f"handed_{os.getpid()}_{dbs.target_db}"[:60]
+    with dbs.target() as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS _supamove")  # as `schema --apply` records itself, as postgres
+        conn.execute("CREATE TABLE IF NOT EXISTS _supamove.schema_applied (sha256 text PRIMARY KEY)")
+        conn.execute(f'CREATE ROLE "{role}" LOGIN BYPASSRLS PASSWORD \'pw-hd-41\'')
+        conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(dbs.target_db),
+                                                                         sql.Identifier(role)))
+        conn.execute(f'GRANT USAGE, CREATE ON SCHEMA public, edge TO "{role}"')
+        conn.execute(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public, edge TO "{role}"')  # those no table owns too
+        for schema, name in conn.execute("SELECT schemaname, tablename FROM pg_tables WHERE schemaname IN "
+                                         "('public', 'edge')").fetchall():
+            conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(schema, name), sql.Identifier(role)))
+    write_mapping(dbs, exported)
+    monkeypatch.setenv("DATABASE_URL", dbs.target_server.url(dbs.target_db, role, "pw-hd-41"))
+    grants = (f'GRANT USAGE, CREATE ON SCHEMA _supamove TO "{role}"; '
+              f'GRANT SELECT, INSERT, DELETE ON ALL TABLES IN SCHEMA _supamove TO "{role}"')
+    checked = cli("test-connections")
+    assert checked.exit_code == 1, checked.output
+    assert ("this user may not use the _supamove schema that records the import's progress, which another user made: "
+            f"as its owner or a superuser: {grants}") in flat(checked.output)
+    for args in (("import", "--dry-run"), ("import",)):
+        result = cli(*args)
+        assert result.exit_code == 4, result.output
+        assert error_line(result.output) == (
+            "Error: the user in DATABASE_URL may not use the _supamove schema that records the import's progress, "
+            f"which another user made (fix: as its owner or a superuser: {grants})"), args
+    with dbs.target() as conn:  # the grants named
+        conn.execute(grants)
+    result = cli("import")
+    assert result.exit_code == 0, result.output
+
+
 @pytest.mark.parametrize("command", ["import", "export"])
 def test_a_session_keeping_a_step_waiting_is_named_and_the_step_goes_on_once_it_ends(
         dbs, env: dict[str, str], data_dir: Path, request: pytest.FixtureRequest, command: str) -> None:

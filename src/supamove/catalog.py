@@ -480,6 +480,30 @@ def qualify(*parts: str) -> str:
     return ".".join('"' + p.replace('"', '""') + '"' if "." in p or '"' in p else p for p in parts)
 
 
+# A _supamove schema (the import's progress) another user made, as `schema --apply` run by a superuser does:
+# the import's user may create in the database yet not use it ("unexpected InsufficientPrivilege").
+PROGRESS_SCHEMA_SQL = """
+SELECT s.oid IS NULL OR (has_schema_privilege(s.oid, 'USAGE') AND has_schema_privilege(s.oid, 'CREATE')
+       AND NOT EXISTS (SELECT FROM pg_class c WHERE c.relnamespace = s.oid AND c.relkind = 'r' AND NOT (
+           has_table_privilege(c.oid, 'SELECT') AND has_table_privilege(c.oid, 'INSERT')
+           AND has_table_privilege(c.oid, 'DELETE')))),
+       current_user
+FROM (SELECT to_regnamespace('_supamove') AS oid) s
+"""
+PROGRESS_SCHEMA_CLOSED = "may not use the _supamove schema that records the import's progress, which another user made"
+
+
+def progress_schema_fix(conn: psycopg.Connection) -> str | None:
+    """The grants that let this user record the import's progress in the _supamove schema; None when it may
+    already, or there is no such schema yet (the import then creates it, its own)."""
+    usable, user = conn.execute(PROGRESS_SCHEMA_SQL).fetchone() or (True, "")
+    if usable:
+        return None
+    role = sql.Identifier(user).as_string(None)
+    return (f"as its owner or a superuser: GRANT USAGE, CREATE ON SCHEMA _supamove TO {role}; "
+            f"GRANT SELECT, INSERT, DELETE ON ALL TABLES IN SCHEMA _supamove TO {role}")
+
+
 def missing_schemas(conn: psycopg.Connection, schemas: Sequence[str]) -> list[str]:
     """Those of `schemas` the database does not have."""
     found = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", (list(schemas),))}

@@ -193,6 +193,8 @@ def _check_target(conn: psycopg.Connection, check: EndpointCheck) -> None:
     if can_create and not can_create[0]:
         check.errors.append("this user may not create the _supamove schema that records import progress: "
                             "GRANT CREATE ON DATABASE to the user in DATABASE_URL")
+    elif fix := catalog.progress_schema_fix(conn):
+        check.errors.append(f"this user {catalog.PROGRESS_SCHEMA_CLOSED}: {fix}")
 
 
 def check_stack_auth(settings: Settings) -> EndpointCheck:

@@ -67,6 +67,8 @@ def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, opti
     targets = {t.key: t for t in catalog.read_tables(conn, schemas)} if schemas else {}
     # Its checks read the tables (empty? loaded?): the policies must not hide their rows.
     catalog.refuse_rls_filtering(conn, target, [targets[e.key] for e in entries if e.key in targets])
+    if fix := catalog.progress_schema_fix(conn):  # its state is read next
+        raise target.error(f"the user in {target.setting} {catalog.PROGRESS_SCHEMA_CLOSED}", fix)
     done = set() if options.truncate_first else _read_state(conn)
     json_ids = meta.json_user_id_columns()
     plans = [_plan_table(conn, target, datadir, e, targets.get(e.key), json_ids.get(e.key, frozenset()), problems)
