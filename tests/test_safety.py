@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -712,6 +713,14 @@ def test_a_target_user_that_may_not_create_the_progress_schema_is_told_what_to_g
         f'"{role}")')
     with dbs.target() as conn:
         conn.execute(f'GRANT CREATE ON SCHEMA public, edge TO "{role}"')
+    result = cli("import")  # the sequences no table owns stay another user's
+    assert result.exit_code == 4, result.output
+    assert error_line(result.output) == (
+        "Error: the user in DATABASE_URL may not set sequence edge.post_number_seq, edge.ticket_seq: the import "
+        'continues each one from the source\'s value (fix: GRANT SELECT, UPDATE ON SEQUENCE "edge"."post_number_seq", '
+        f'"edge"."ticket_seq" TO "{role}")')
+    with dbs.target() as conn:
+        conn.execute(f'GRANT SELECT, UPDATE ON SEQUENCE edge.post_number_seq, edge.ticket_seq TO "{role}"')
     result = cli("import")
     assert result.exit_code == 4, result.output
     assert error_line(result.output) == (
@@ -753,6 +762,36 @@ def test_a_progress_schema_another_user_made_is_named_with_the_grants_before_the
             f"which another user made (fix: as its owner or a superuser: {grants})"), args
     with dbs.target() as conn:  # the grants named
         conn.execute(grants)
+    result = cli("import")
+    assert result.exit_code == 0, result.output
+
+
+def test_a_sequence_no_table_owns_another_user_owns_is_named_before_the_load(
+        cli, dbs, exported: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tables handed to the loading role (the fix the import names) leave behind the sequences no column owns:
+    the load stopped with "unexpected InsufficientPrivilege: permission denied for sequence post_number_seq",
+    once its tables were loaded, where its dry run had passed."""
+    role = f"seqless_{os.getpid()}_{dbs.target_db}"[:60]
+    with dbs.target() as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN BYPASSRLS PASSWORD \'pw-sq-52\'')
+        conn.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(dbs.target_db),
+                                                                         sql.Identifier(role)))
+        conn.execute(f'GRANT USAGE, CREATE ON SCHEMA public, edge TO "{role}"')
+        for schema, name in conn.execute("SELECT schemaname, tablename FROM pg_tables WHERE schemaname IN "
+                                         "('public', 'edge')").fetchall():
+            conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(schema, name), sql.Identifier(role)))
+    write_mapping(dbs, exported)
+    monkeypatch.setenv("DATABASE_URL", dbs.target_server.url(dbs.target_db, role, "pw-sq-52"))
+    for args in (("import", "--dry-run"), ("import",)):
+        result = cli(*args)
+        assert result.exit_code == 4, result.output
+        named = re.search(r"the user in DATABASE_URL may not set sequence (.+?): the import continues each one from "
+                          r"the source's value \(fix: (GRANT SELECT, UPDATE ON SEQUENCE .+? TO \S+)\)", flat(result.output))
+        assert named and "edge.post_number_seq" in named.group(1), result.output
+        assert named.group(2).endswith(f' TO "{role}"'), named.group(2)
+    with dbs.target() as conn:  # nothing was loaded
+        assert conn.execute("SELECT count(*) FROM public.organizations").fetchone() == (0,)
+        conn.execute(named.group(2))  # the grant named
     result = cli("import")
     assert result.exit_code == 0, result.output
 

@@ -89,6 +89,7 @@ def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, opti
     if options.disable_fk:
         _check_replica_role(conn, target, problems)
     _check_privileges(conn, target, [p for p in plans if p.target is not None and not p.done], problems)
+    _check_sequences(conn, target, _sequences_set(plans, meta), problems)
     # The views are refreshed once every table is loaded: a run loading some of them (`only`) needs none.
     views = _views(conn, meta) if options.only is None else []
     return ImportPlan(groups, problems, mapping, meta, options, views)
@@ -264,6 +265,40 @@ def _check_privileges(conn: psycopg.Connection, target: Endpoint, plans: list[Ta
             "tables' keys and indexes again there",
             "; ".join(sql.SQL("GRANT CREATE ON SCHEMA {} TO {}").format(
                 sql.Identifier(s), sql.Identifier(user)).as_string(None) for s in closed)))
+
+
+# The sequences of `keys` the target has and this user may not read and set (the import reads each one's
+# state, then calls setval): ownership of the tables does not bring those no column owns.
+SEQUENCE_PRIVILEGES_SQL = """
+SELECT n.nspname, c.relname FROM unnest(%s::text[], %s::text[]) u(s, q)
+JOIN pg_namespace n ON n.nspname = u.s JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = u.q
+WHERE c.relkind = 'S' AND NOT (has_sequence_privilege(c.oid, 'SELECT') AND has_sequence_privilege(c.oid, 'UPDATE'))
+ORDER BY n.nspname COLLATE "C", c.relname COLLATE "C"
+"""
+
+
+def _sequences_set(plans: list[TablePlan], meta: Metadata) -> list[tuple[str, str]]:
+    """Every sequence the import may move: its tables' (owned or named by a default) and the export's."""
+    keys = {s.key for p in plans if p.target is not None and not p.done
+            for s in p.target.sequences + p.target.default_sequences}
+    return sorted(keys | {s.key for s in meta.sequences})
+
+
+def _check_sequences(conn: psycopg.Connection, target: Endpoint, keys: list[tuple[str, str]],
+                     problems: list[SupamoveError]) -> None:
+    """Named before the load: one owned by another user stopped it with "unexpected InsufficientPrivilege:
+    permission denied for sequence", after every table was loaded for one no table uses."""
+    if not keys:
+        return
+    rows = conn.execute(SEQUENCE_PRIVILEGES_SQL, ([k[0] for k in keys], [k[1] for k in keys])).fetchall()
+    if not rows:
+        return
+    user = sql.Identifier(str(conn.execute("SELECT current_user").fetchone()[0]))  # type: ignore[index]
+    names = sql.SQL(", ").join(sql.Identifier(schema, name) for schema, name in rows)
+    problems.append(target.error(
+        f"the user in {target.setting} may not set sequence {catalog.listed([catalog.qualify(*r) for r in rows])}: "
+        "the import continues each one from the source's value",
+        sql.SQL("GRANT SELECT, UPDATE ON SEQUENCE {} TO {}").format(names, user).as_string(None)))
 
 
 def check_load_target(target: Endpoint, options: ImportOptions) -> None:
