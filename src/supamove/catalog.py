@@ -504,6 +504,14 @@ def progress_schema_fix(conn: psycopg.Connection) -> str | None:
             f"GRANT SELECT, INSERT, DELETE ON ALL TABLES IN SCHEMA _supamove TO {role}")
 
 
+def refuse_missing_schemas(conn: psycopg.Connection, schemas: Sequence[str], apps: Sequence[AppSchema]) -> None:
+    """A --schema the source lacks: a wrong option (exit 2), named with the application schemas it has."""
+    if missing := missing_schemas(conn, schemas):
+        raise ConfigError(f"schema {missing[0]} does not exist in the source; its application schemas are: "
+                          f"{', '.join(s.name for s in apps) or 'none'}",
+                          fix="correct --schema (`--schema all` takes every application schema)")
+
+
 def missing_schemas(conn: psycopg.Connection, schemas: Sequence[str]) -> list[str]:
     """Those of `schemas` the database does not have."""
     found = {r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = ANY(%s)", (list(schemas),))}

@@ -229,11 +229,7 @@ def plan_export(conn: psycopg.Connection, source: Endpoint, options: ExportOptio
     """Which tables, in which order, and what is left out."""
     apps = catalog.application_schemas(conn)
     schemas = catalog.selected_schemas(options.schemas, apps)
-    missing = catalog.missing_schemas(conn, schemas)
-    if missing:
-        raise ConfigError(f"schema {missing[0]} does not exist in the source; its application schemas are: "
-                          f"{', '.join(s.name for s in apps) or 'none'}",
-                          fix="correct --schema (`--schema all` exports every application schema)")
+    catalog.refuse_missing_schemas(conn, schemas, apps)
     every = catalog.read_relations(conn, schemas)
     auth = [t for t in catalog.read_relations(conn, ["auth"]) if t.name in AUTH_TABLES]
     check_patterns(every, auth, options)

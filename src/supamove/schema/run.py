@@ -111,10 +111,8 @@ def _unreadable_left_out(conn: psycopg.Connection, source: Endpoint, schemas: li
 
 
 def _check_schemas_exist(conn: psycopg.Connection, schemas: list[str]) -> None:
-    missing = catalog.missing_schemas(conn, schemas)
-    if missing:
-        raise ConfigError(f"schema {missing[0]} does not exist in the source",
-                            fix="check --schema; `supamove schema --dry-run` lists what would be created")
+    # Its fix was "`supamove schema --dry-run` lists what would be created": the command that had just refused.
+    catalog.refuse_missing_schemas(conn, schemas, catalog.application_schemas(conn))
 
 
 # Partitions of the dumped schemas' partitioned tables that live in a schema not dumped.
