@@ -363,6 +363,27 @@ def test_disable_fk_without_the_privilege_stops_migrate_before_anything_moves(
     assert not (data_dir / "metadata.json").exists() and not stack_auth.users
 
 
+def test_a_target_user_not_owning_the_tables_stops_migrate_before_anything_moves(
+        cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user that may write the tables but does not own them passed test-connections and the dry run; the load
+    refused it only after the whole export and every user created in Stack Auth."""
+    with dbs.target() as conn:
+        conn.execute("DROP ROLE IF EXISTS migrate_writer")
+        conn.execute("CREATE ROLE migrate_writer LOGIN BYPASSRLS PASSWORD 'writer-pw-789'")
+        conn.execute(sql.SQL("GRANT ALL ON DATABASE {} TO migrate_writer").format(sql.Identifier(dbs.target_db)))
+        conn.execute("GRANT USAGE, CREATE ON SCHEMA public, edge TO migrate_writer")
+        conn.execute("GRANT INSERT, SELECT, TRUNCATE ON ALL TABLES IN SCHEMA public, edge TO migrate_writer")
+    monkeypatch.setenv("DATABASE_URL", dbs.target_server.url(dbs.target_db, "migrate_writer", "writer-pw-789"))
+    for args in (["--dry-run"], []):
+        result = cli("migrate", *EDGE, *args)
+        assert result.exit_code == 4, result.output
+        line = error_line(result.output)
+        assert line.startswith("Error: the user in DATABASE_URL does not own "), line
+        assert line.endswith('ALTER TABLE ... OWNER TO "migrate_writer")'), line
+    assert step_results(result.output)["import"] == "failed"
+    assert not (data_dir / "metadata.json").exists() and not stack_auth.users
+
+
 def test_a_finished_export_of_another_source_is_not_kept(cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """`migrate` keeps a finished export: SUPABASE_DB_URL pointed elsewhere since, it loaded the first database's

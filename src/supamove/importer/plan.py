@@ -88,7 +88,7 @@ def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, opti
         _check_empty(conn, target, plans, problems)
     if options.disable_fk:
         _check_replica_role(conn, target, problems)
-    _check_privileges(conn, target, [p for p in plans if p.target is not None and not p.done], problems)
+    _check_privileges(conn, target, [p.key for p in plans if p.target is not None and not p.done], problems)
     _check_sequences(conn, target, _sequences_set(plans, meta), problems)
     # The views are refreshed once every table is loaded: a run loading some of them (`only`) needs none.
     views = _views(conn, meta) if options.only is None else []
@@ -243,13 +243,13 @@ ORDER BY n.nspname COLLATE "C", c.relname COLLATE "C"
 """
 
 
-def _check_privileges(conn: psycopg.Connection, target: Endpoint, plans: list[TablePlan],
+def _check_privileges(conn: psycopg.Connection, target: Endpoint, keys: list[tuple[str, str]],
                       problems: list[SupamoveError]) -> None:
     """The load needs the tables' owner, able to create in their schemas: named before anything is written
     (the load stopped at its first table with "unexpected InsufficientPrivilege")."""
-    if not plans:
+    if not keys:
         return
-    rows = conn.execute(PRIVILEGES_SQL, ([p.schema for p in plans], [p.name for p in plans])).fetchall()
+    rows = conn.execute(PRIVILEGES_SQL, ([k[0] for k in keys], [k[1] for k in keys])).fetchall()
     user = str(conn.execute("SELECT current_user").fetchone()[0])  # type: ignore[index]
     others = [catalog.qualify(r[0], r[1]) for r in rows if not r[2]]
     if others:
@@ -313,19 +313,23 @@ def check_load_target(target: Endpoint, options: ImportOptions) -> None:
 
 
 def check_tables_empty(target: Endpoint, keys: list[tuple[str, str]]) -> None:
-    """The target tables of `keys` that hold rows no import recorded, found before `migrate` exports or creates a
-    user: the load would refuse them after both. A table an import recorded is left to the import's own plan,
-    which tells a finished load from rows of another export."""
+    """The target tables of `keys` that hold rows no import recorded, or that this user may not load (not their
+    owner), found before `migrate` exports or creates a user: the load would refuse them after both. A table an
+    import recorded is left to the import's own plan, which tells a finished load from rows of another export."""
+    problems: list[SupamoveError] = []
     with connection(target, autocommit=True) as conn:
         recorded = {state[:2] for state in _read_state(conn)} | set(_read_splits(conn))  # a split load's ranges too
         names = [[schema for schema, _ in keys], [name for _, name in keys]]
-        found = conn.execute(TABLES_SQL, names).fetchall()
-        full = [catalog.qualify(schema, name) for schema, name in found
-                if (schema, name) not in recorded and _holds_rows(conn, schema, name)]
+        found = [(str(schema), str(name)) for schema, name in conn.execute(TABLES_SQL, names).fetchall()
+                 if (schema, name) not in recorded]
+        full = [catalog.qualify(*key) for key in found if _holds_rows(conn, *key)]
+        _check_privileges(conn, target, found, problems)
     if full:
         raise target.error(f"target tables already hold rows: {', '.join(full)}",
                            f"if those rows are not to be kept, empty the tables (`TRUNCATE {', '.join(full)}` in the "
                            "target database), then run the same command again")
+    if problems:
+        raise problems[0]
 
 
 # The tables of these names the target has (one missing is the import's plan's to name).
