@@ -349,8 +349,10 @@ def test_disable_fk_without_the_privilege_stops_migrate_before_anything_moves(
         conn.execute("DROP ROLE IF EXISTS migrate_plain")
         conn.execute("CREATE ROLE migrate_plain LOGIN BYPASSRLS PASSWORD 'plain-pw-456'")
         conn.execute(sql.SQL("GRANT ALL ON DATABASE {} TO migrate_plain").format(sql.Identifier(dbs.target_db)))
-        conn.execute("GRANT USAGE ON SCHEMA public, edge TO migrate_plain")  # usable, but for --disable-fk
-        conn.execute("GRANT INSERT, SELECT, TRUNCATE ON ALL TABLES IN SCHEMA public, edge TO migrate_plain")
+        conn.execute("GRANT USAGE, CREATE ON SCHEMA public, edge TO migrate_plain")  # usable, but for --disable-fk:
+        for schema, name in conn.execute("SELECT schemaname, tablename FROM pg_tables "  # the tables' owner
+                                         "WHERE schemaname IN ('public', 'edge')").fetchall():
+            conn.execute(sql.SQL("ALTER TABLE {} OWNER TO migrate_plain").format(sql.Identifier(schema, name)))
     monkeypatch.setenv("DATABASE_URL", dbs.target_server.url(dbs.target_db, "migrate_plain", "plain-pw-456"))
     for args in (["--dry-run"], []):
         result = cli("migrate", *EDGE, "--disable-fk", *args)
@@ -365,8 +367,8 @@ def test_disable_fk_without_the_privilege_stops_migrate_before_anything_moves(
 
 def test_a_target_user_not_owning_the_tables_stops_migrate_before_anything_moves(
         cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A user that may write the tables but does not own them passed test-connections and the dry run; the load
-    refused it only after the whole export and every user created in Stack Auth."""
+    """A user that may write the tables but does not own them passed test-connections and migrate --dry-run; the
+    load refused it only after the whole export and every user created in Stack Auth."""
     with dbs.target() as conn:
         conn.execute("DROP ROLE IF EXISTS migrate_writer")
         conn.execute("CREATE ROLE migrate_writer LOGIN BYPASSRLS PASSWORD 'writer-pw-789'")
@@ -374,11 +376,17 @@ def test_a_target_user_not_owning_the_tables_stops_migrate_before_anything_moves
         conn.execute("GRANT USAGE, CREATE ON SCHEMA public, edge TO migrate_writer")
         conn.execute("GRANT INSERT, SELECT, TRUNCATE ON ALL TABLES IN SCHEMA public, edge TO migrate_writer")
     monkeypatch.setenv("DATABASE_URL", dbs.target_server.url(dbs.target_db, "migrate_writer", "writer-pw-789"))
+    checked = cli("test-connections")  # it said ok: INSERT, SELECT and TRUNCATE were all it asked for
+    assert checked.exit_code == 1, checked.output
+    assert "this user does not own public.alert_subscriptions, " in flat(checked.output)
+    with dbs.target() as conn:  # test-connections reads public; the tables of the other exported schemas stay others'
+        for (name,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall():
+            conn.execute(sql.SQL("ALTER TABLE {} OWNER TO migrate_writer").format(sql.Identifier("public", name)))
     for args in (["--dry-run"], []):
         result = cli("migrate", *EDGE, *args)
         assert result.exit_code == 4, result.output
         line = error_line(result.output)
-        assert line.startswith("Error: the user in DATABASE_URL does not own "), line
+        assert line.startswith("Error: the user in DATABASE_URL does not own edge."), line
         assert line.endswith('ALTER TABLE ... OWNER TO "migrate_writer")'), line
     assert step_results(result.output)["import"] == "failed"
     assert not (data_dir / "metadata.json").exists() and not stack_auth.users

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from psycopg import sql
 
 from supamove import catalog
 from supamove.config import Settings
@@ -173,18 +174,26 @@ def _check_source(conn: psycopg.Connection, check: EndpointCheck) -> None:
                             "use the postgres user in SUPABASE_DB_URL")
 
 
+def _tables_not_owned(conn: psycopg.Connection) -> str | None:
+    """The load sets each table's indexes, keys and triggers aside and makes them again: only its owner may.
+    (INSERT, SELECT and TRUNCATE on them passed here, and the import then refused the same user.)"""
+    rows = conn.execute("""
+        SELECT format('%I.%I', n.nspname, c.relname), current_user FROM pg_class c
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = 'public'
+          AND NOT pg_has_role(c.relowner, 'USAGE')
+        ORDER BY 1""").fetchall()
+    if not rows:
+        return None
+    return (f"this user does not own {catalog.listed([str(r[0]) for r in rows])}: the import makes their indexes and "
+            "keys again, which only a table's owner may do: use the user that applied the schema (`supamove schema "
+            f"--apply`), or ALTER TABLE ... OWNER TO {sql.Identifier(str(rows[0][1])).as_string(None)}")
+
+
 def _check_target(conn: psycopg.Connection, check: EndpointCheck) -> None:
     check.traits = supabase_traits(conn)
-    blocked = [r[0] for r in conn.execute("""
-        SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = 'public'
-          AND NOT (has_table_privilege(c.oid, 'INSERT') AND has_table_privilege(c.oid, 'SELECT')
-                   AND has_table_privilege(c.oid, 'TRUNCATE'))
-        ORDER BY 1""")]
-    if blocked:
-        check.errors.append(f"this user may not write {', '.join(blocked[:5])}"
-                            f"{' and more' if len(blocked) > 5 else ''}: GRANT INSERT, SELECT, TRUNCATE "
-                            "on the application tables to the user in DATABASE_URL")
+    if problem := _tables_not_owned(conn):
+        check.errors.append(problem)
     can_create = conn.execute(
         # by the schema's oid: NULL, not an error, when it does not exist yet
         "SELECT has_database_privilege(current_database(), 'CREATE') "
