@@ -241,29 +241,28 @@ def test_progress_off_a_terminal_is_a_line_every_ten_seconds_and_one_at_the_end(
     ]
 
 
-def test_the_constraints_put_back_after_a_load_are_a_phase_not_rows() -> None:
-    # The import's bar for a table's foreign keys and checks, put back after its rows, said
-    # "public.alerts: constraints: 2 rows in 0.0s (596 rows/s)": two constraints counted as rows.
+def one_bar(label: str, total: int, seconds: float) -> list[str]:
+    """What a bar off a terminal prints for `total` done in `seconds`."""
     now = [0.0]
     plain = render.PlainProgress("rows", clock=lambda: now[0])
     with console.capture() as seen:
-        plain.start("public.alerts: constraints", 2)
-        plain.advance("public.alerts: constraints", 2)
-        now[0] += 0.5
-        plain.finish("public.alerts: constraints")
-    assert seen.get().splitlines() == ["public.alerts: constraints: done in 0.5s"]
+        plain.start(label, total)
+        plain.advance(label, total)
+        now[0] += seconds
+        plain.finish(label)
+    return seen.get().splitlines()
+
+
+def test_the_constraints_put_back_after_a_load_are_a_phase_not_rows() -> None:
+    # The import's bar for a table's foreign keys and checks, put back after its rows, said
+    # "public.alerts: constraints: 2 rows in 0.0s (596 rows/s)": two constraints counted as rows.
+    assert one_bar("public.alerts: constraints", 2, 0.5) == ["public.alerts: constraints: done in 0.5s"]
 
 
 def test_a_count_of_one_is_singular() -> None:
     # "1 users failed", "public.settings: 1 rows in 0.0s", "1 rows without a match": every count now says
     # its noun through one helper.
-    now = [0.0]
-    plain = render.PlainProgress("rows", clock=lambda: now[0])
-    with console.capture() as seen:
-        plain.start("public.settings", 1)
-        plain.advance("public.settings", 1)
-        plain.finish("public.settings")
-    assert seen.get().splitlines() == ["public.settings: 1 row in 0.0s"]
+    assert one_bar("public.settings", 1, 0.0) == ["public.settings: 1 row in 0.0s"]
     assert [counted(n, "user id") for n in (0, 1, 2, 1204)] == ["0 user ids", "1 user id", "2 user ids", "1,204 user ids"]
     assert counted(1, "entry", "entries") == "1 entry" and counted(3, "entry", "entries") == "3 entries"
 
