@@ -365,7 +365,7 @@ def test_disable_fk_without_the_privilege_stops_migrate_before_anything_moves(
     assert not (data_dir / "metadata.json").exists() and not stack_auth.users
 
 
-def test_a_target_user_not_owning_the_tables_stops_migrate_before_anything_moves(
+def test_a_target_user_not_owning_the_tables_or_a_sequence_stops_migrate_before_anything_moves(
         cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     """A user that may write the tables but does not own them passed test-connections and migrate --dry-run; the
     load refused it only after the whole export and every user created in Stack Auth."""
@@ -389,6 +389,18 @@ def test_a_target_user_not_owning_the_tables_stops_migrate_before_anything_moves
         assert line.startswith("Error: the user in DATABASE_URL does not own edge."), line
         assert line.endswith('ALTER TABLE ... OWNER TO "migrate_writer")'), line
     assert step_results(result.output)["import"] == "failed"
+    assert not (data_dir / "metadata.json").exists() and not stack_auth.users
+    # Every table its own, the sequence no column owns is still another user's: the load set it only after
+    # every table was loaded, the export done and the users created.
+    with dbs.target() as conn:
+        for (name,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'edge'").fetchall():
+            conn.execute(sql.SQL("ALTER TABLE {} OWNER TO migrate_writer").format(sql.Identifier("edge", name)))
+    for args in (["--dry-run"], []):
+        result = cli("migrate", *EDGE, *args)
+        assert result.exit_code == 4, result.output
+        line = error_line(result.output)
+        assert line.startswith("Error: the user in DATABASE_URL may not set sequence edge.post_number_seq"), line
+        assert line.endswith('TO "migrate_writer")') and "GRANT SELECT, UPDATE ON SEQUENCE " in line, line
     assert not (data_dir / "metadata.json").exists() and not stack_auth.users
 
 

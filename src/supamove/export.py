@@ -155,6 +155,12 @@ class ExportPlan:
         return catalog.cycles(self.groups)
 
     @property
+    def sequence_names(self) -> list[tuple[str, str]]:
+        """The exported tables' sequences, and every sequence of the exported schemas no column uses."""
+        used = {(s.schema, s.name) for t in self.tables for s in t.sequences + t.default_sequences}
+        return sorted(used | set(self.free_sequences))
+
+    @property
     def notes(self) -> list[str]:
         """What the operator must read: columns found by value, JSON keys of user ids, schemas left out."""
         lines = []
@@ -245,7 +251,7 @@ def plan_export(conn: psycopg.Connection, source: Endpoint, options: ExportOptio
     unexported = [s for s in apps if s.name not in schemas]
     plan = ExportPlan(catalog.load_order(tables), auth, present, version, schemas, unexported,
                       catalog.free_sequences(conn, schemas), parts=split_tables(conn, tables, options))
-    catalog.refuse_unreadable_sequences(conn, source, _sequence_names(plan))
+    catalog.refuse_unreadable_sequences(conn, source, plan.sequence_names)
     return plan
 
 
@@ -785,7 +791,7 @@ def prepare_metadata(datadir: DataDir, plan: ExportPlan, options: ExportOptions,
         auth=[TableEntry.new(t, datadir) for t in plan.auth_tables])
     planned = {t.key for t in plan.tables}
     with connect(source, autocommit=True) as conn:  # what the import continues and refreshes
-        meta.sequences = read_sequences(conn, _sequence_names(plan))
+        meta.sequences = read_sequences(conn, plan.sequence_names)
         meta.materialized_views = read_materialized_views(conn, list(plan.schemas))
         gone = _gone_from_source(conn, previous, planned)
     meta.carry_over(previous, _forced(plan, options, previous), options.exclude_tables, {e.key for e in gone})
@@ -1017,12 +1023,6 @@ def _range_file(path: Path, table_file: Path) -> Iterator[IO[bytes]]:
     except OSError as exc:
         path.unlink(missing_ok=True)
         raise disk_error(table_file, exc) from exc
-
-
-def _sequence_names(plan: ExportPlan) -> list[tuple[str, str]]:
-    """The exported tables' sequences, and every sequence of the exported schemas no column uses."""
-    used = {(s.schema, s.name) for t in plan.tables for s in t.sequences + t.default_sequences}
-    return sorted(used | set(plan.free_sequences))
 
 
 def read_materialized_views(conn: psycopg.Connection, schemas: list[str]) -> list[dict[str, Any]]:

@@ -312,10 +312,11 @@ def check_load_target(target: Endpoint, options: ImportOptions) -> None:
         raise problems[0]
 
 
-def check_tables_empty(target: Endpoint, keys: list[tuple[str, str]]) -> None:
+def check_tables_empty(target: Endpoint, keys: list[tuple[str, str]], sequences: list[tuple[str, str]]) -> None:
     """The target tables of `keys` that hold rows no import recorded, or that this user may not load (not their
-    owner), found before `migrate` exports or creates a user: the load would refuse them after both. A table an
-    import recorded is left to the import's own plan, which tells a finished load from rows of another export."""
+    owner), and the `sequences` it may not set, found before `migrate` exports or creates a user: the load would
+    refuse them after both. A table an import recorded is left to the import's own plan, which tells a finished
+    load from rows of another export."""
     problems: list[SupamoveError] = []
     with connection(target, autocommit=True) as conn:
         recorded = {state[:2] for state in _read_state(conn)} | set(_read_splits(conn))  # a split load's ranges too
@@ -324,6 +325,7 @@ def check_tables_empty(target: Endpoint, keys: list[tuple[str, str]]) -> None:
                  if (schema, name) not in recorded]
         full = [catalog.qualify(*key) for key in found if _holds_rows(conn, *key)]
         _check_privileges(conn, target, found, problems)
+        _check_sequences(conn, target, sequences, problems)
     if full:
         raise target.error(f"target tables already hold rows: {', '.join(full)}",
                            f"if those rows are not to be kept, empty the tables (`TRUNCATE {', '.join(full)}` in the "
