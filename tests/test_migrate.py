@@ -24,6 +24,8 @@ from conftest import (
     EDGE,
     STACK_PROJECT,
     STACK_SECRET,
+    Cli,
+    Databases,
     app_table,
     assert_users_once,
     create_database,
@@ -379,29 +381,37 @@ def test_a_target_user_not_owning_the_tables_or_a_sequence_stops_migrate_before_
     checked = cli("test-connections")  # it said ok: INSERT, SELECT and TRUNCATE were all it asked for
     assert checked.exit_code == 1, checked.output
     assert "this user does not own public.alert_subscriptions, " in flat(checked.output)
-    with dbs.target() as conn:  # test-connections reads public; the tables of the other exported schemas stay others'
-        for (name,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall():
-            conn.execute(sql.SQL("ALTER TABLE {} OWNER TO migrate_writer").format(sql.Identifier("public", name)))
-    for args in (["--dry-run"], []):
-        result = cli("migrate", *EDGE, *args)
-        assert result.exit_code == 4, result.output
-        line = error_line(result.output)
+    give_tables(dbs, "public", "migrate_writer")  # test-connections reads public; edge's tables stay others'
+    for line in refused_twice(cli, *EDGE):
         assert line.startswith("Error: the user in DATABASE_URL does not own edge."), line
         assert line.endswith('ALTER TABLE ... OWNER TO "migrate_writer")'), line
-    assert step_results(result.output)["import"] == "failed"
     assert not (data_dir / "metadata.json").exists() and not stack_auth.users
     # Every table its own, the sequence no column owns is still another user's: the load set it only after
     # every table was loaded, the export done and the users created.
-    with dbs.target() as conn:
-        for (name,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'edge'").fetchall():
-            conn.execute(sql.SQL("ALTER TABLE {} OWNER TO migrate_writer").format(sql.Identifier("edge", name)))
-    for args in (["--dry-run"], []):
-        result = cli("migrate", *EDGE, *args)
-        assert result.exit_code == 4, result.output
-        line = error_line(result.output)
+    give_tables(dbs, "edge", "migrate_writer")
+    for line in refused_twice(cli, *EDGE):
         assert line.startswith("Error: the user in DATABASE_URL may not set sequence edge.post_number_seq"), line
         assert line.endswith('TO "migrate_writer")') and "GRANT SELECT, UPDATE ON SEQUENCE " in line, line
     assert not (data_dir / "metadata.json").exists() and not stack_auth.users
+
+
+def give_tables(dbs: Databases, schema: str, role: str) -> None:
+    """The target's tables of `schema` handed to `role` (their owned sequences go with them)."""
+    with dbs.target() as conn:
+        for (name,) in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)).fetchall():
+            conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(sql.Identifier(schema, name), sql.Identifier(role)))
+
+
+def refused_twice(cli: Cli, *options: str) -> list[str]:
+    """The error lines of `migrate --dry-run` and `migrate`, each refused as the import's (exit 4; the real run's
+    import step failed)."""
+    lines = []
+    for args in (["--dry-run"], []):
+        result = cli("migrate", *options, *args)
+        assert result.exit_code == 4, result.output
+        lines.append(error_line(result.output))
+    assert step_results(result.output)["import"] == "failed", result.output
+    return lines
 
 
 def test_a_finished_export_of_another_source_is_not_kept(cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox,

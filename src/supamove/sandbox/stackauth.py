@@ -45,6 +45,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -993,11 +994,13 @@ def validate_channel_body(body: Any) -> list[str]:
     return problems
 
 
+def _unknown_query(query: dict[str, str], allowed: Collection[str]) -> list[str]:
+    unknown = [k for k in query if k not in allowed]
+    return [f"query contains unknown properties: {', '.join(unknown)}"] if unknown else []
+
+
 def validate_channel_query(query: dict[str, str]) -> list[str]:
-    problems: list[str] = []
-    unknown = [k for k in query if k not in CHANNEL_LIST_QUERY]
-    if unknown:
-        problems.append(f"query contains unknown properties: {', '.join(unknown)}")
+    problems = _unknown_query(query, CHANNEL_LIST_QUERY)
     for key in CHANNEL_LIST_QUERY:
         if key in query and not UUID_RE.match(query[key]):
             problems.append(f"query.{key} must be a valid UUID")
@@ -1005,10 +1008,7 @@ def validate_channel_query(query: dict[str, str]) -> list[str]:
 
 
 def validate_list_query(query: dict[str, str]) -> list[str]:
-    problems: list[str] = []
-    unknown = [k for k in query if k not in LIST_QUERY]
-    if unknown:
-        problems.append(f"query contains unknown properties: {', '.join(unknown)}")
+    problems = _unknown_query(query, LIST_QUERY)
     if "limit" in query:
         if not re.fullmatch(r"-?\d+", query["limit"]):
             problems.append(f"query.limit must be a `number` type, but the final value was: `NaN` (cast from the value `{_shown(query['limit'])}`).")
