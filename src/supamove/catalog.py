@@ -480,6 +480,12 @@ def qualify(*parts: str) -> str:
     return ".".join('"' + p.replace('"', '""') + '"' if "." in p or '"' in p else p for p in parts)
 
 
+def owner_fix(user: str) -> str:
+    """The fix for target tables the loading user does not own (the load makes their keys and indexes again)."""
+    return ("use the user that applied the schema (`supamove schema --apply`), or ALTER TABLE ... OWNER TO "
+            f"{sql.Identifier(user).as_string(None)}")
+
+
 # A _supamove schema (the import's progress) another user made, as `schema --apply` run by a superuser does:
 # the import's user may create in the database yet not use it ("unexpected InsufficientPrivilege").
 PROGRESS_SCHEMA_SQL = """

@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import psycopg
-from psycopg import sql
 
 from supamove import catalog
 from supamove.config import Settings
@@ -186,8 +185,7 @@ def _tables_not_owned(conn: psycopg.Connection) -> str | None:
     if not rows:
         return None
     return (f"this user does not own {catalog.listed([str(r[0]) for r in rows])}: the import makes their indexes and "
-            "keys again, which only a table's owner may do: use the user that applied the schema (`supamove schema "
-            f"--apply`), or ALTER TABLE ... OWNER TO {sql.Identifier(str(rows[0][1])).as_string(None)}")
+            f"keys again, which only a table's owner may do: {catalog.owner_fix(str(rows[0][1]))}")
 
 
 def _check_target(conn: psycopg.Connection, check: EndpointCheck) -> None:

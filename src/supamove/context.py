@@ -17,7 +17,7 @@ from supamove.db import Endpoint
 from supamove.errors import ConfigError, SupamoveError
 from supamove.files import check_can_create, lock_data_dir, writable_error
 from supamove.log import get_logger, setup_logging
-from supamove.paths import DataDir
+from supamove.paths import DATA_DIR_SETTING, DataDir
 
 if TYPE_CHECKING:
     from supamove.users.client import StackAuthClient
@@ -30,7 +30,6 @@ NO_DATA_DIR = {"test-connections"}
 EXISTING_DATA_DIR = {"migrate-users", "map-users", "import", "verify", "send-password-resets", "purge-mapping"}
 # Commands with --dry-run whose real run prints its result as JSON with --json too (the others: the plan only).
 JSON_RESULT = {"migrate"}
-DATA_DIR_SETTING = "MIGRATION_DATA_DIR or --data-dir"
 
 
 class Context:

@@ -19,6 +19,7 @@ from typing import IO, Any
 import orjson
 
 from supamove.errors import ConfigError, DataFileError, SupamoveError
+from supamove.paths import DATA_DIR_SETTING
 
 # A uuid's text form, in either case (uuids ignore case).
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -364,7 +365,7 @@ def lock_data_dir(lock: Path, command: str, read_only: bool = False) -> int:
     try:
         fd = os.open(lock, os.O_RDONLY) if read_only else os.open(lock, os.O_RDWR | os.O_CREAT, PRIVATE)
     except OSError as exc:
-        raise writable_error(lock.parent, "data directory", "MIGRATION_DATA_DIR or --data-dir", exc) from None
+        raise writable_error(lock.parent, "data directory", DATA_DIR_SETTING, exc) from None
     if not _locked(fd):
         holder = os.read(fd, 4096).decode(errors="replace").strip() or "another supamove command"
         # A command killed a moment ago: its worker processes, which share the lock, are being ended

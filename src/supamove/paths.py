@@ -9,6 +9,8 @@ from pathlib import Path
 
 from supamove.errors import ConfigError, DataFileError
 
+DATA_DIR_SETTING = "MIGRATION_DATA_DIR or --data-dir"  # what names the data directory, in every fix
+
 FORMAT_VERSION = 1
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -125,7 +127,7 @@ class DataDir:
         for folder in (self.root, self.tables, self.auth):
             if folder.exists() and not folder.is_dir():
                 raise ConfigError(f"data directory {folder} is a file, not a directory",
-                                  fix="set MIGRATION_DATA_DIR or --data-dir to a directory path")
+                                  fix=f"set {DATA_DIR_SETTING} to a directory path")
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(folder, 0o700)
         return self
@@ -133,5 +135,5 @@ class DataDir:
     def check_exists(self) -> DataDir:
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"data directory {self.root} is a file, not a directory",
-                              fix="set MIGRATION_DATA_DIR or --data-dir to a directory path")
+                              fix=f"set {DATA_DIR_SETTING} to a directory path")
         return self

@@ -27,10 +27,10 @@ from supamove.importer.model import (
     Unmapped,
     WholeLoad,
 )
-from supamove.importer.plan import check_load_target, check_tables_empty, make_plan, plan_import
+from supamove.importer.plan import check_load_target, check_target_tables, make_plan, plan_import
 from supamove.importer.scan import line_blocks
 
 __all__ = [
     "ColumnLoad", "ImportOptions", "ImportPlan", "ImportResult", "TableImport", "TablePlan", "Unmapped",
-    "WholeLoad", "check_load_target", "check_tables_empty", "finish_import", "line_blocks", "make_plan", "plan_import", "run_import",
+    "WholeLoad", "check_load_target", "check_target_tables", "finish_import", "line_blocks", "make_plan", "plan_import", "run_import",
 ]

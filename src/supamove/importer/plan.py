@@ -256,8 +256,7 @@ def _check_privileges(conn: psycopg.Connection, target: Endpoint, keys: list[tup
         problems.append(target.error(
             f"the user in {target.setting} does not own {catalog.listed(others)}: the load sets their indexes, keys and "
             "triggers aside and makes them again, which only a table's owner may do",
-            f"use the user that applied the schema (`supamove schema --apply`), or ALTER TABLE ... OWNER TO "
-            f"{sql.Identifier(user).as_string(None)}"))
+            catalog.owner_fix(user)))
     closed = sorted({r[0] for r in rows if r[2] and not r[3]})
     if closed:
         problems.append(target.error(
@@ -312,7 +311,7 @@ def check_load_target(target: Endpoint, options: ImportOptions) -> None:
         raise problems[0]
 
 
-def check_tables_empty(target: Endpoint, keys: list[tuple[str, str]], sequences: list[tuple[str, str]]) -> None:
+def check_target_tables(target: Endpoint, keys: list[tuple[str, str]], sequences: list[tuple[str, str]]) -> None:
     """The target tables of `keys` that hold rows no import recorded, or that this user may not load (not their
     owner), and the `sequences` it may not set, found before `migrate` exports or creates a user: the load would
     refuse them after both. A table an import recorded is left to the import's own plan, which tells a finished

@@ -25,7 +25,7 @@ from supamove.export import (
     preview_export,
     run_export,
 )
-from supamove.importer import check_load_target, check_tables_empty, finish_import, run_import
+from supamove.importer import check_load_target, check_target_tables, finish_import, run_import
 from supamove.log import get_logger
 from supamove.metadata import Metadata, TableEntry
 from supamove.paths import DataDir
@@ -74,7 +74,7 @@ def _dry_run(env: Endpoints, source: Endpoint, datadir: DataDir, options: Pipeli
     if (failure := result.export_plan.failure()) is not None:
         raise failure
     try:
-        check_tables_empty(target, _keys(result.export_plan), result.export_plan.sequence_names)
+        check_target_tables(target, _keys(result.export_plan), result.export_plan.sequence_names)
     except SupamoveError:
         result.failed_step = "import"
         raise
@@ -157,7 +157,7 @@ class Cutover:
         meta = Metadata.previous(self.datadir)
         if meta is not None and meta.complete:  # as `export` would refuse to: the finished export is kept
             check_kept_export(self.source, meta, self.options.export())
-            self._check_empty([entry.key for entry in meta.entries], [s.key for s in meta.sequences])
+            self._check_target_tables([entry.key for entry in meta.entries], [s.key for s in meta.sequences])
             log.info("export: finished by a previous run at %s, kept (`supamove export --force` exports again)",
                      meta.finished_at)
             result.export_kept = True
@@ -187,13 +187,13 @@ class Cutover:
         return (len(done), sum(e.row_count or 0 for e in done)) if done else None
 
     def _planned(self, plan: ExportPlan) -> None:
-        self._check_empty(_keys(plan), plan.sequence_names)
+        self._check_target_tables(_keys(plan), plan.sequence_names)
 
-    def _check_empty(self, keys: list[tuple[str, str]], sequences: list[tuple[str, str]]) -> None:
+    def _check_target_tables(self, keys: list[tuple[str, str]], sequences: list[tuple[str, str]]) -> None:
         """Target tables holding rows or not the user's, and sequences it may not set, found before the export
         reads a row or a user is created: the load would refuse them only after both."""
         try:
-            check_tables_empty(self.target, keys, sequences)
+            check_target_tables(self.target, keys, sequences)
         except SupamoveError as exc:
             self.board.fail(exc, "import")  # the first failure recorded: the import's, with its exit code
             raise

@@ -66,7 +66,7 @@ def run_schema(source: Endpoint, target: Endpoint | None, datadir: DataDir, opti
 def make_schema(conn: psycopg.Connection, source: Endpoint, schemas: list[str], options: SchemaOptions,
                 folder: Path) -> tuple[SchemaReport, str]:
     """The report and the SQL: pg_dump's table of contents, decided entry by entry by the catalog."""
-    _check_schemas_exist(conn, schemas)
+    catalog.refuse_missing_schemas(conn, schemas, catalog.application_schemas(conn))
     _check_partitions_selected(conn, schemas)
     major = int(str(conn.execute("SHOW server_version_num").fetchone()[0])) // 10000  # type: ignore[index]
     programs = Programs.find(major)
@@ -108,11 +108,6 @@ def _unreadable_left_out(conn: psycopg.Connection, source: Endpoint, schemas: li
     would."""
     catalog.refuse_unreadable(conn, source, tables)
     return catalog.unreadable_left_out(conn, schemas, tables)
-
-
-def _check_schemas_exist(conn: psycopg.Connection, schemas: list[str]) -> None:
-    # Its fix was "`supamove schema --dry-run` lists what would be created": the command that had just refused.
-    catalog.refuse_missing_schemas(conn, schemas, catalog.application_schemas(conn))
 
 
 # Partitions of the dumped schemas' partitioned tables that live in a schema not dumped.

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from supamove.catalog import qualify
+from supamove.catalog import listed, qualify
 from supamove.errors import VerificationFailed
 
 AUTH_CHANGED = "changed on the source since the export"
@@ -264,7 +264,7 @@ class VerifyReport:
             return None
         return VerificationFailed(
             f"{len(failed)} of {len(self.tables)} tables do not match; {WRITTEN_SINCE}: the source rows of "
-            f"{', '.join(t.qualified for t in since[:5])}{' ...' if len(since) > 5 else ''} are not the "
+            f"{listed([t.qualified for t in since])} are not the "
             "export's (metadata.json)",
             fix="keep Supabase frozen (maintenance mode), then run `supamove export --force`, `supamove "
                 "migrate-users` and `supamove import --truncate-first --yes`, then `supamove verify` again")
