@@ -217,6 +217,33 @@ def test_tables_with_user_ids_wait_for_the_mapping_and_the_others_do_not(cli, db
     assert held and held <= set(stack_ids) and not held & set(stack_ids.values())
 
 
+def test_tables_with_user_ids_load_while_a_table_without_them_is_still_loading(cli, dbs, data_dir: Path,
+                                                                              stack_auth: StackAuthSandbox) -> None:
+    """The mapping ready, the tables holding user ids load at once, beside a load still under way."""
+    stack_auth.delay_next(1000, 0.1, match="POST /api/v1/users")  # readings' load starts before the users end
+    with dbs.target() as blocker:
+        blocker.autocommit = False
+        blocker.execute("LOCK TABLE public.readings IN SHARE MODE")  # its load waits; reading it does not
+        process = cli.process("migrate", "--disable-fk", "--concurrency", "2")
+        try:
+            wait_until(lambda: ("public", "org_members") in loaded_tables(dbs),
+                       "org_members loaded while readings' load waits", process, timeout=30)
+            assert ("public", "readings") not in loaded_tables(dbs)
+        finally:
+            blocker.rollback()
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output
+    assert report_statuses(data_dir) == {"pass"}
+
+
+def loaded_tables(dbs: Databases) -> set[tuple[str, str]]:
+    """The tables the target's import progress records as loaded (none before the import began)."""
+    try:
+        return {(schema, table) for schema, table, _ in import_state(dbs)}
+    except psycopg.errors.UndefinedTable:
+        return set()
+
+
 def test_migrate_dry_run_checks_the_connections_and_shows_the_export_plan(cli, data_dir: Path,
                                                                         stack_auth: StackAuthSandbox) -> None:
     result = cli("migrate", "--dry-run", "--json", *EDGE)

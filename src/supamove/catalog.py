@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
@@ -152,6 +152,7 @@ SELECT c.oid, n.nspname, c.relname, c.relkind = 'p',
             ELSE pg_total_relation_size(c.oid) END
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY(%s)
+  AND (%s::text[] IS NULL OR (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[])))
 ORDER BY n.nspname, c.relname
 """
 
@@ -533,8 +534,12 @@ def read_tables(conn: psycopg.Connection, schemas: Sequence[str], include: Seque
     return find_user_id_columns(tables, user_id_columns, not_user_id_columns)
 
 
-def read_relations(conn: psycopg.Connection, schemas: list[str]) -> list[Table]:
-    rows = conn.execute(TABLES_SQL, (schemas,)).fetchall()
+def read_relations(conn: psycopg.Connection, schemas: list[str],
+                   only: Collection[tuple[str, str]] | None = None) -> list[Table]:
+    """The tables of `schemas` (only those named by `only`, when given: the size of any other is not asked for,
+    which would wait for a load beside this one holding it locked)."""
+    names = [[schema for schema, _ in only], [name for _, name in only]] if only is not None else [None, None]
+    rows = conn.execute(TABLES_SQL, (schemas, names[1], *names)).fetchall()
     oids = [r[0] for r in rows]
     columns: dict[int, list[Column]] = {oid: [] for oid in oids}
     sequences: dict[int, list[SequenceRef]] = {oid: [] for oid in oids}

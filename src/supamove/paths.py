@@ -93,9 +93,12 @@ class DataDir:
         `*.previous.json`, so that a run stopped before its own verify leaves no pass that no longer holds."""
         moved = []
         for path in (self.verification_report, self.verification_counts_report):
-            if path.exists():
-                os.replace(path, previous := path.with_name(path.name.removesuffix(".json") + ".previous.json"))
-                moved.append(previous)
+            previous = path.with_name(path.name.removesuffix(".json") + ".previous.json")
+            try:
+                os.replace(path, previous)
+            except FileNotFoundError:  # none, or set aside meanwhile by a load beside this one (`migrate`)
+                continue
+            moved.append(previous)
         return moved
 
     @property

@@ -143,8 +143,11 @@ def _load_groups(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, p
 def _create_state(conn: psycopg.Connection, target: Endpoint) -> None:
     """The _supamove schema recording the import's progress: the user must be allowed to create it."""
     try:
-        conn.execute(STATE_DDL)
-        conn.execute(RANGES_DDL)
+        with conn.transaction():
+            # Loads beside each other (`migrate`) create it one after the other: IF NOT EXISTS alone races.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('_supamove state'))")
+            conn.execute(STATE_DDL)
+            conn.execute(RANGES_DDL)
     except psycopg.errors.InsufficientPrivilege as exc:
         raise target.error(f"cannot create the _supamove schema that records the import's progress: "
                            f"{first_line(exc)}", "GRANT CREATE ON DATABASE (the target's database) to the user in "

@@ -64,7 +64,7 @@ def make_plan(conn: psycopg.Connection, target: Endpoint, datadir: DataDir, opti
         problems.append(DataFileError(f"{datadir.metadata} lists no table to import",
                                       fix="restore the file, or run `supamove export --force` to write it again"))
     schemas = sorted({e.schema for e in entries})
-    targets = {t.key: t for t in catalog.read_tables(conn, schemas)} if schemas else {}
+    targets = {t.key: t for t in catalog.read_relations(conn, schemas, [e.key for e in entries])} if schemas else {}
     # Its checks read the tables (empty? loaded?): the policies must not hide their rows.
     catalog.refuse_rls_filtering(conn, target, [targets[e.key] for e in entries if e.key in targets])
     if fix := catalog.progress_schema_fix(conn):  # its state is read next

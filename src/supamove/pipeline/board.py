@@ -25,6 +25,7 @@ class Board:
     cond: threading.Condition = field(default_factory=threading.Condition)
     exported: set[Key] = field(default_factory=set)
     loaded: set[Key] = field(default_factory=set)
+    loading: set[Key] = field(default_factory=set)  # handed to a load under way
     auth: set[Key] | None = None  # the auth tables of the export, known once metadata.json is written
     meta: Metadata | None = None  # read once the value check is recorded: every entry's user-id columns final
     json_ids: dict[Key, frozenset[str]] = field(default_factory=dict)  # its JSON columns with user ids, by table
@@ -90,15 +91,17 @@ class Board:
         return bool(table.user_id_columns) or table.key in self.json_ids
 
     def ready(self) -> list[TableEntry]:
-        """The tables that may load now, parents before children: exported, user ids mappable, FK parents loaded.
+        """The tables that may load now, parents before children: exported, user ids mappable, FK parents loaded,
+        none of them loading already.
 
         An FK cycle loads together; with --disable-fk the parents need not come first. Once the export and
-        the users are over, every table left is ready (the import itself says why one cannot load).
+        the users are over and no load is under way, every table left is ready (the import itself loads them
+        in order, and says why one cannot load).
         """
         if self.meta is None:
             return []
-        left = self.remaining
-        if self.export_over and self.users_over:
+        left = [e for e in self.remaining if e.key not in self.loading]
+        if self.export_over and self.users_over and not self.loading:
             return left
         keys = {e.key for e in self.meta.tables}
         chosen: list[TableEntry] = []

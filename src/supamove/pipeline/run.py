@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 
 from supamove.connections import check_connections
 from supamove.db import Endpoint
@@ -25,7 +27,13 @@ from supamove.export import (
     preview_export,
     run_export,
 )
-from supamove.importer import check_load_target, check_target_tables, finish_import, run_import
+from supamove.importer import (
+    TableImport,
+    check_load_target,
+    check_target_tables,
+    finish_import,
+    run_import,
+)
 from supamove.log import get_logger
 from supamove.metadata import Metadata, TableEntry
 from supamove.paths import DataDir
@@ -38,6 +46,7 @@ from supamove.verify.ahead import AheadChecksums
 from supamove.verify.run import Known
 
 log = get_logger("migrate")
+LOAD_BATCHES = 2  # batches of tables loading at once, each on up to --jobs connections
 
 
 def run_migrate(env: Endpoints, datadir: DataDir, options: PipelineOptions,
@@ -110,6 +119,7 @@ class Cutover:
             check_load_target(self.target, options.load())
         self.board = Board(datadir, options.disable_fk)
         self.checksums: AheadChecksums | None = None
+        self._first_load = threading.Lock()
 
     def run(self) -> None:
         """The export here, the other steps on their threads; after the first failure the work under way ends
@@ -214,31 +224,51 @@ class Cutover:
         board.users_done()
 
     def _loads(self) -> None:
-        """Load the tables as they become ready, each batch on --jobs connections, each checksummed once loaded."""
+        """Load the tables as they become ready, each batch on --jobs connections, each checksummed once loaded.
+
+        A batch ready while another loads starts at once (at most LOAD_BATCHES at a time): the tables holding
+        user ids, ready when the users are, need not wait for the biggest table's load and index builds.
+        """
         board = self.board
-        while True:
-            board.wait(lambda: board.loads_over or bool(board.ready()))
-            if board.failure is not None or board.loads_over:
-                return
-            with board.cond:
-                batch = board.ready()
-            self._load(batch)
+        running: set[Future[None]] = set()
+        with ThreadPoolExecutor(LOAD_BATCHES, thread_name_prefix="loads") as pool:
+            while True:
+                board.wait(lambda: board.loads_over or (len(running) < LOAD_BATCHES and bool(board.ready())))
+                if board.failure is not None or board.loads_over:
+                    return  # the batches under way end with the pool: a failure stops new ones only
+                with board.cond:
+                    batch = board.ready() if len(running) < LOAD_BATCHES else []
+                    board.loading.update(e.key for e in batch)
+                if batch:
+                    future = pool.submit(self._guarded, "import", partial(self._load, batch))
+                    running.add(future)
+                    future.add_done_callback(lambda done: board.update(lambda _: running.discard(done)))
 
     def _load(self, batch: list[TableEntry]) -> None:
-        if "import" not in self.result.steps:
-            self.result.begin("import")
-        if self.checksums is None:
-            self.result.begin("verify")
-            self.checksums = AheadChecksums(self.source, self.target, self.datadir, self.options.jobs,
-                                            Labelled(self.progress, "verify "))
+        checksums = self._checksums()
         for entry in batch:
-            self.checksums.source_first(entry)
+            checksums.source_first(entry)
         keys = frozenset(e.key for e in batch)
         loaded = run_import(self.target, self.datadir, self.options.load(keys), Labelled(self.progress, "import "))
-        self.result.imported += loaded.tables
-        self.board.update(lambda board: board.loaded.update(keys))
+        self.board.update(lambda board: self._loaded(keys, loaded.tables))
         for entry in batch:
-            self.checksums.add(entry)
+            checksums.add(entry)
+
+    def _checksums(self) -> AheadChecksums:
+        """The checksums of the tables loaded; the first batch begins the import and verify (batches load at once)."""
+        with self._first_load:
+            if self.checksums is None:
+                self.result.begin("import")
+                self.result.begin("verify")
+                self.checksums = AheadChecksums(self.source, self.target, self.datadir, self.options.jobs,
+                                                Labelled(self.progress, "verify "))
+            return self.checksums
+
+    def _loaded(self, keys: frozenset[tuple[str, str]], tables: list[TableImport]) -> None:
+        """A batch loaded (under the board's condition: batches end on threads of their own)."""
+        self.result.imported += tables
+        self.board.loaded.update(keys)
+        self.board.loading.difference_update(keys)
 
     def _finish(self, checksums: dict[tuple[str, str], Known]) -> None:
         """What the import and verify do once for the whole: FKs after --disable-fk, sequences, materialized
