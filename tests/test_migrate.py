@@ -236,6 +236,19 @@ def test_tables_with_user_ids_load_while_a_table_without_them_is_still_loading(c
     assert report_statuses(data_dir) == {"pass"}
 
 
+def test_foreign_keys_violated_after_a_disable_fk_load_stop_migrate_with_the_import_s_error(
+        cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox) -> None:
+    """The check of the whole after the loads (beside the last checksums) fails the import step; no verify."""
+    app_table(dbs, "crews", "CREATE TABLE public.crews (id int PRIMARY KEY)", "INSERT INTO public.crews VALUES (1)")
+    app_table(dbs, "shifts", "CREATE TABLE public.shifts (id int PRIMARY KEY, crew int REFERENCES public.crews)",
+              "ALTER TABLE public.shifts DISABLE TRIGGER ALL", "INSERT INTO public.shifts VALUES (1, 1), (2, 42)")
+    result = cli("migrate", "--disable-fk", "--tables", "public.crews", "--tables", "public.shifts")
+    assert result.exit_code == 4, result.output
+    assert "on public.shifts: 1 row without a match in public.crews" in error_line(result.output), result.output
+    assert step_results(result.output)["import"].startswith("failed: ")
+    assert not (data_dir / "verification-report.json").exists()
+
+
 def loaded_tables(dbs: Databases) -> set[tuple[str, str]]:
     """The tables the target's import progress records as loaded (none before the import began)."""
     try:

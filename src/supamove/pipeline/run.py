@@ -134,6 +134,8 @@ class Cutover:
             for thread in threads:
                 while thread.is_alive():
                     thread.join(0.5)  # in steps: Ctrl-C reaches this thread
+            if self.board.failure is None:
+                self._finish_import()  # while the last tables' checksums are still computed
         except KeyboardInterrupt as exc:
             self.board.fail(exc, "interrupted")
             raise
@@ -142,7 +144,7 @@ class Cutover:
         if self.board.failure is not None:
             self.result.failed_step = self.board.failed_step
             raise self.board.failure
-        self._finish(checksums)
+        self._verify(checksums)
 
     def _guarded(self, step: str, work: Callable[[], None]) -> None:
         """Run one step's work; its failure stops the others (the first failure is the one raised)."""
@@ -270,14 +272,17 @@ class Cutover:
         self.board.loaded.update(keys)
         self.board.loading.difference_update(keys)
 
-    def _finish(self, checksums: dict[tuple[str, str], Known]) -> None:
-        """What the import and verify do once for the whole: FKs after --disable-fk, sequences, materialized
-        views, the report."""
+    def _finish_import(self) -> None:
+        """What the import does once for the whole: FKs after --disable-fk, sequences, materialized views."""
         result = self.result
         with self._step("import"):
             whole = finish_import(self.target, self.datadir, self.options.load(), Labelled(self.progress, "import "))
         result.fk_checked, result.refreshed = whole.foreign_keys, whole.refreshed
         result.end("import")
+
+    def _verify(self, checksums: dict[tuple[str, str], Known]) -> None:
+        """The verification of the whole, with the checksums taken as the tables loaded; the report."""
+        result = self.result
         if "verify" not in result.steps:
             result.begin("verify")
         with self._step("verify"):
