@@ -249,6 +249,25 @@ def test_foreign_keys_violated_after_a_disable_fk_load_stop_migrate_with_the_imp
     assert not (data_dir / "verification-report.json").exists()
 
 
+def test_supabase_ids_left_are_counted_as_the_tables_load_and_match_a_separate_verify(
+        cli, dbs, data_dir: Path, stack_auth: StackAuthSandbox) -> None:
+    """A table without user-id columns loads (and is checksummed) before the users are in Stack Auth: the
+    Supabase ids it keeps on purpose are counted once user-mapping.json is final, as verify counts them."""
+    stack_auth.delay_next(1000, 0.05, match="POST /api/v1/users")
+    app_table(dbs, "audit_notes", "CREATE TABLE public.audit_notes (id int PRIMARY KEY, author uuid)",
+              "INSERT INTO public.audit_notes SELECT g, (SELECT id FROM auth.users ORDER BY id OFFSET g LIMIT 1) "
+              "FROM generate_series(1, 5) g")
+    result = cli("migrate", "--concurrency", "2", "--not-user-id-column", "public.audit_notes.author")
+    assert result.exit_code == 0, result.output
+    counted = {(t["schema"], t["table"]): t["supabaseUserIds"]
+               for t in orjson.loads((data_dir / "verification-report.json").read_bytes())["tables"]}
+    assert [(c["column"], c["rows"], c["kept"]) for c in counted[("public", "audit_notes")]] == [("author", 5, True)]
+    again = cli("verify", "--keep-supabase-ids", "public.audit_notes.author")
+    assert again.exit_code == 0, again.output
+    assert {(t["schema"], t["table"]): t["supabaseUserIds"] for t in orjson.loads(
+        (data_dir / "verification-report.json").read_bytes())["tables"]} == counted
+
+
 def loaded_tables(dbs: Databases) -> set[tuple[str, str]]:
     """The tables the target's import progress records as loaded (none before the import began)."""
     try:

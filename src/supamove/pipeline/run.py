@@ -119,7 +119,7 @@ class Cutover:
             check_load_target(self.target, options.load())
         self.board = Board(datadir, options.disable_fk)
         self.checksums: AheadChecksums | None = None
-        self._first_load = threading.Lock()
+        self._checksums_lock = threading.Lock()
 
     def run(self) -> None:
         """The export here, the other steps on their threads; after the first failure the work under way ends
@@ -224,6 +224,9 @@ class Cutover:
         if failure is not None:
             raise failure
         board.users_done()
+        with self._checksums_lock:  # the tables checksummed so far get their Supabase ids left counted
+            if self.checksums is not None:
+                self.checksums.mapping_final()
 
     def _loads(self) -> None:
         """Load the tables as they become ready, each batch on --jobs connections, each checksummed once loaded.
@@ -258,12 +261,12 @@ class Cutover:
 
     def _checksums(self) -> AheadChecksums:
         """The checksums of the tables loaded; the first batch begins the import and verify (batches load at once)."""
-        with self._first_load:
+        with self._checksums_lock:
             if self.checksums is None:
                 self.result.begin("import")
                 self.result.begin("verify")
                 self.checksums = AheadChecksums(self.source, self.target, self.datadir, self.options.jobs,
-                                                Labelled(self.progress, "verify "))
+                                                Labelled(self.progress, "verify "), self.board.users_over)
             return self.checksums
 
     def _loaded(self, keys: frozenset[tuple[str, str]], tables: list[TableImport]) -> None:

@@ -1,13 +1,15 @@
 """Checksums of each table computed as soon as it is loaded, while other tables still export and load.
 
 A caller that loads the tables in parts (`supamove migrate`) hands them to `run_verify(known=...)`, which
-then reads once what only the whole can tell (structure, sequences, Supabase ids left) and the report.
-A table that cannot be checksummed now is simply left to `run_verify`.
+then reads once what only the whole can tell (structure, sequences) and the report. The Supabase user ids
+left in each table are counted too, once user-mapping.json is final (`mapping_final`). A table that cannot
+be checksummed now is simply left to `run_verify`.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from supamove import catalog
@@ -22,6 +24,7 @@ from supamove.verify.plan import TableComparison, hashes_records
 from supamove.verify.pools import Pair, SidePool, read_mapping
 from supamove.verify.run import Known, side_checksum, table_checksums
 from supamove.verify.structure import TableKey
+from supamove.verify.supabase_ids import held_supabase_ids
 
 log = get_logger("verify")
 LABEL = "checksums"  # the progress bar: tables checksummed
@@ -31,7 +34,7 @@ class AheadChecksums:
     """Both sides' checksums of the tables handed to `add`, `jobs` tables at a time, by table key in `known`."""
 
     def __init__(self, source: Endpoint, target: Endpoint, datadir: DataDir, jobs: int,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, mapping_final: bool = False) -> None:
         meta = Metadata.load(datadir, require_complete=False)  # the export's schemas: written before any file
         schemas = sorted(set(meta.schemas) | {e.schema for e in meta.tables})
         (self._ours, ours), (self._theirs, theirs) = _relations(source, schemas), _relations(target, schemas)
@@ -48,6 +51,8 @@ class AheadChecksums:
         self.progress = progress or NullProgress()
         self.progress.start(LABEL, len(meta.tables))
         self.known: dict[TableKey, Known] = {}
+        self._final = mapping_final  # user-mapping.json final: the Supabase ids left can be counted
+        self._uncounted: list[tuple[TableKey, Pair]] = []  # checksummed before it was
 
     def source_first(self, entry: TableEntry) -> None:
         """Start the source's checksum of a table about to load: the source is frozen, and the checksum
@@ -93,8 +98,35 @@ class AheadChecksums:
         except Exception:  # noqa: BLE001 - run_verify compares this table itself, and names the cause
             log.debug("checksums of %s left to the verification", entry.qualified, exc_info=True)
             return
-        self.known[entry.key] = (pair.src_rel, pair.tgt_rel, ours, theirs)
+        with self._lock:
+            self.known[entry.key] = Known(pair.src_rel, pair.tgt_rel, (ours, theirs))
+            final = self._final
+            if not final:
+                self._uncounted.append((entry.key, pair))
         self.progress.advance(LABEL)
+        if final:
+            self._count(entry.key, pair)
+
+    def mapping_final(self) -> None:
+        """user-mapping.json is final: the Supabase ids left in the tables checksummed so far are counted now."""
+        with self._lock:
+            self._final, waiting, self._uncounted = True, self._uncounted, []
+        for key, pair in waiting:
+            self._futures.append(self._workers.submit(self._count, key, pair))
+
+    def _count(self, key: TableKey, pair: Pair) -> None:
+        """The table's Supabase user ids left (the target's sessions with the final mapping's ids)."""
+        if not self._datadir.user_mapping.exists():
+            return  # verify counts none without it
+        started = time.monotonic()
+        try:
+            held = held_supabase_ids(Pair(pair.plan, {**pair.pools, "target": self._mapped_pool()}, pair.src_rel,
+                                          pair.tgt_rel))
+        except Exception:  # noqa: BLE001 - run_verify counts this table itself, and names the cause
+            log.debug("Supabase ids of %s left to the verification", pair.plan.table.qualified, exc_info=True)
+            return
+        with self._lock:
+            self.known[key].held = (held, time.monotonic() - started)
 
     def _json_user_ids(self) -> dict[TableKey, frozenset[str]]:
         """The JSON columns the export's value check found user ids in: read from metadata.json until the check

@@ -42,13 +42,23 @@ from supamove.verify.sequences import (
     sequence_problems,
 )
 from supamove.verify.structure import Shape, TableKey
-from supamove.verify.supabase_ids import count_supabase_ids
+from supamove.verify.supabase_ids import Held, count_supabase_ids
 from supamove.verify.views import view_checks
 from supamove.words import counted
 
 log = get_logger("verify")
-# A table's checksums computed before the run (as it was loaded), with the relations they were read as.
-Known = tuple[Relation, Relation, Checksum, Checksum]
+
+
+@dataclass
+class Known:
+    """A table's checksums computed before the run (as it was loaded), with the relations they were read as;
+    and its Supabase user ids left, once counted (the mapping final), with the seconds that took."""
+
+    source: Relation
+    target: Relation
+    checksums: tuple[Checksum, Checksum]
+    held: tuple[Held, float] | None = None
+
 ROWS = {False: "rows compared", True: "rows counted"}  # a bar of its own, beside the tables' (by --skip-checksum)
 CHUNK_BLOCKS = 4096  # a table larger than twice this many blocks (32 MB) is checksummed in pieces
 
@@ -191,11 +201,11 @@ def _count_the_side_there(plan: TableComparison, context: Context, check: TableC
 
 def compare(pair: Pair, check: TableCheck, context: Context) -> None:
     """Counts (and checksums), then the differing rows, unmapped and leftover user ids, and sequences."""
-    options = context.options
+    options, known = context.options, _known(pair, context)
     if options.skip_checksum:
         check.source_rows, check.target_rows = pair.both(checksum.count_query, fetch=fetch_int)
     else:
-        ours, theirs = known_checksums(pair, context) or table_checksums(pair)
+        ours, theirs = known.checksums if known is not None else table_checksums(pair)
         check.source_rows, check.target_rows = ours[0], theirs[0]
         check.source_checksum, check.target_checksum = digest(ours), digest(theirs)
     if check.target_rows == 0 and check.source_rows:
@@ -214,17 +224,18 @@ def compare(pair: Pair, check: TableCheck, context: Context) -> None:
         check.differences, check.more_differences = found[:options.max_diffs], len(found) > options.max_diffs
         check.failures += unmapped_ids(pair)
     if context.mapping:
-        count_supabase_ids(pair, check, {c for s, t, c in context.kept if (s, t) == pair.plan.table.key})
+        count_supabase_ids(pair, check, {c for s, t, c in context.kept if (s, t) == pair.plan.table.key},
+                           known.held if known is not None else None)
     check.failures += sequence_problems(pair, context.states)
 
 
-def known_checksums(pair: Pair, context: Context) -> tuple[Checksum, Checksum] | None:
-    """The table's checksums computed before this run, when read as this run reads the table."""
+def _known(pair: Pair, context: Context) -> Known | None:
+    """What was computed of the table before this run, when it was read as this run reads it."""
     known = context.known.get(pair.plan.table.key)
-    if known is None or known[:2] != (pair.src_rel, pair.tgt_rel):
-        return None
-    log.debug("%s: checksums computed when it was loaded", pair.plan.table.qualified)
-    return known[2], known[3]
+    if known is not None and (known.source, known.target) == (pair.src_rel, pair.tgt_rel):
+        log.debug("%s: checksums computed when it was loaded", pair.plan.table.qualified)
+        return known
+    return None
 
 
 def table_checksums(pair: Pair) -> tuple[Checksum, Checksum]:
