@@ -48,6 +48,7 @@ from supamove.users.sync import (
     compact,
     desired,
     differing,
+    fingerprint,
     fingerprints,
     gone_values,
     new_identities,
@@ -450,7 +451,8 @@ class _Run:
                 earlier = self._finish(item, found, [FOUND_NOTE])
                 earlier.found_earlier = earlier.stack_auth_user_id is not None
                 return self._since_created(item, earlier, found)
-        self.journal.intent(sid, item.email, sent=fingerprints(desired(item)))  # what this create carries
+        carried = _carried(item)
+        self.journal.intent(sid, item.email, sent=carried[1])  # what this create carries
         try:
             outcome = self.client.create_user(item.body or {}, recover=lambda: self._lookup(item))
         except EmailTaken:
@@ -465,7 +467,8 @@ class _Run:
         except ClaimedTwice as exc:  # its intent stays: the rerun looks again
             return _claimed_twice(item, exc.claims)
         notes = ["created after a lost answer was found in Stack Auth"] if outcome.recovered else []
-        return self._finish(item, outcome.user, notes, created=True)  # by this run, its answer lost or not
+        # By this run, its answer lost or not; its sync record reuses the intent's fingerprints.
+        return self._finish(item, outcome.user, notes, created=True, carried=carried)
 
     def _since_created(self, item: PlannedUser, outcome: UserOutcome, found: dict[str, Any]) -> UserOutcome:
         """A user an interrupted run created from an earlier export: what changed in Supabase since, sent as an
@@ -480,11 +483,12 @@ class _Run:
             return outcome
         return self._patch(item, {"stackAuthUserId": stack_id}, values, changed, found, [FOUND_NOTE])
 
-    def _finish(self, item: PlannedUser, user: dict[str, Any], notes: list[str], created: bool = False) -> UserOutcome:
+    def _finish(self, item: PlannedUser, user: dict[str, Any], notes: list[str], created: bool = False,
+                carried: Carried | None = None) -> UserOutcome:
         """Its TOTP secret set (an update: a create alone leaves MFA off), then the mapping entry."""
         refused, updated = self._carry_totp(item, user["id"])
         outcome = self._record(item, user["id"], "migrated", None, notes, created=created, seen=updated or user,
-                               totp_set=refused is None)
+                               totp_set=refused is None, carried=carried)
         if refused is not None and outcome.status != "failed":
             outcome.status, outcome.reason, outcome.mfa = "failed", refused, None
             outcome.notes = [n for n in outcome.notes if n != TOTP_CARRIED]
@@ -558,16 +562,21 @@ class _Run:
                             ["a Stack Auth user with this e-mail already existed; linked, not created"])
 
     def _record(self, item: PlannedUser, stack_id: str, status: str, reason: str | None, notes: list[str],
-                created: bool = False, seen: dict[str, Any] | None = None, totp_set: bool = True) -> UserOutcome:
+                created: bool = False, seen: dict[str, Any] | None = None, totp_set: bool = True,
+                carried: Carried | None = None) -> UserOutcome:
+        """The mapping entry, the sync record and the journal's done line. `carried`: the values and fingerprints
+        the create's journal intent was written with (the item unchanged since), not computed again."""
+        values, sent = carried or _carried(item)
+        if not totp_set:  # its secret refused: recorded as not sent, for a rerun to send again
+            values, sent = values | {"totp_secret_base64": None}, sent | {"totp_secret_base64": fingerprint(None)}
+        answered = fingerprints(observed(seen)) if seen else None  # outside the lock: the other workers wait on it
         with self.mapping.lock:  # the mapping entry, its sync state and the journal line together
             owner = self.mapping.owner_of(stack_id)
             if owner is not None and owner != item.user.id:  # never one Stack Auth id for two Supabase users
                 self.journal.clear(item.user.id)
                 return _failed(item, f"Stack Auth user {stack_id} is already mapped to Supabase user {owner}", notes=notes)
             self.mapping.add(item.user.id, stack_id, item.email)
-            values = desired(item) | ({} if totp_set else {"totp_secret_base64": None})
-            record = self.state.record(item.user.id, stack_id, fingerprints(values),
-                                       fingerprints(observed(seen)) if seen else None, linked=status == "linked",
+            record = self.state.record(item.user.id, stack_id, sent, answered, linked=status == "linked",
                                        oauth=values["oauth_providers"])
             self.journal.done(item.user.id, stack_id, syncState=record)  # a kill before the next save keeps it
         return UserOutcome(item.user.id, status, item.reason if status == "migrated" else reason, stack_id,
@@ -943,6 +952,15 @@ def _claimed_twice(item: PlannedUser, claims: list[dict[str, Any]]) -> UserOutco
                          + ", ".join(u["id"] for u in claims),
                    "keep one of them (delete the others in the dashboard, or clear their "
                    "server_metadata.supabase_user_id), then run the same command again")
+
+
+# What a create carries: each field's value as the export sends it (sync.desired), and their fingerprints.
+Carried = tuple[dict[str, Any], dict[str, str]]
+
+
+def _carried(item: PlannedUser) -> Carried:
+    values = desired(item)
+    return values, fingerprints(values)
 
 
 def _failed(item: PlannedUser, reason: str, fix: str = RETRY_FIX, notes: list[str] | None = None) -> UserOutcome:

@@ -16,7 +16,7 @@ channel is deleted after the PATCH; the journal's intent names it, for a rerun t
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import threading
 import time
@@ -58,7 +58,7 @@ EMAIL_REMOVING = ("previous e-mail {} would be removed from its Stack Auth user:
 def fingerprint(value: Any) -> str:
     """A short, non-reversible fingerprint of one field's value (never the value itself)."""
     digest = hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).digest()[:12]
-    return base64.b64encode(digest).decode()
+    return binascii.b2a_base64(digest, newline=False).decode()  # base64.b64encode's, less a Python call
 
 
 def desired(item: PlannedUser) -> dict[str, Any]:
