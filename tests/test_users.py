@@ -1332,6 +1332,25 @@ def test_a_connection_stack_auth_closed_while_idle_is_not_sent_a_request(datadir
     listener.close()
 
 
+def test_the_transport_sends_a_requests_head_and_body_at_once() -> None:
+    """One send() of head and body: one TCP segment, where http.client sends two (and twice the system calls)."""
+    from supamove.users.transport import _Connection
+
+    sent: list[bytes] = []
+
+    class Socket:
+        def sendall(self, data: bytes) -> None:
+            sent.append(bytes(data))
+
+    for method, body in (("POST", b'{"a":1}'), ("GET", None)):
+        conn = _Connection("127.0.0.1", 80)
+        conn.sock = Socket()  # type: ignore[assignment]
+        conn.request(method, "/api/v1/users", body=body, headers={"content-type": "application/json"} if body else {})
+    assert sent == [b"POST /api/v1/users HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept-Encoding: identity\r\n"
+                    b"Content-Length: 7\r\ncontent-type: application/json\r\n\r\n{\"a\":1}",
+                    b"GET /api/v1/users HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept-Encoding: identity\r\n\r\n"]
+
+
 def test_a_stack_auth_behind_tls_is_refused_until_its_ca_is_trusted(tmp_path: Path, datadir: DataDir,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A self-hosted Stack Auth with a certificate of its own CA: named, then usable with SSL_CERT_FILE."""

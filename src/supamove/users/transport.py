@@ -21,6 +21,30 @@ from typing import Any
 import httpx
 
 
+class _Connection(http.client.HTTPConnection):
+    """A request's head and its body (bytes) in one send(): http.client sends them apart, two TCP segments and
+    twice the system calls on both sides."""
+
+    _body: bytes | None = None
+
+    def endheaders(self, message_body: Any = None, *, encode_chunked: bool = False) -> None:
+        if isinstance(message_body, bytes) and not encode_chunked:
+            self._body, message_body = message_body, None
+        try:
+            super().endheaders(message_body, encode_chunked=encode_chunked)
+        finally:
+            self._body = None  # never sent with another request's head
+
+    def send(self, data: Any) -> None:
+        if self._body is not None and isinstance(data, bytes):  # the head endheaders sends: the body follows it
+            data, self._body = data + self._body, None
+        super().send(data)
+
+
+class _TLSConnection(_Connection, http.client.HTTPSConnection):
+    pass
+
+
 class StdlibTransport(httpx.BaseTransport):
     """A connection per thread and origin, reused while the server keeps it open; errors as httpx's own."""
 
@@ -82,10 +106,10 @@ class StdlibTransport(httpx.BaseTransport):
     def _connect(self, request: httpx.Request, timeout: dict[str, Any]) -> http.client.HTTPConnection:
         url = request.url
         if url.scheme == "https":
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            conn: http.client.HTTPConnection = _TLSConnection(
                 url.host, url.port, timeout=timeout.get("connect"), context=self._ssl)
         else:
-            conn = http.client.HTTPConnection(url.host, url.port, timeout=timeout.get("connect"))
+            conn = _Connection(url.host, url.port, timeout=timeout.get("connect"))
         try:
             conn.connect()
         except TimeoutError as exc:
