@@ -61,7 +61,7 @@ class StdlibTransport(httpx.BaseTransport):
         conn = self._connection(request, timeout)
         try:
             conn.request(request.method, request.url.raw_path.decode("ascii"), body=request.read() or None,
-                         headers=dict(request.headers))
+                         headers=dict(request.headers.items()))  # as dict(request.headers), in one pass
             answer = conn.getresponse()
             content = answer.read()
         except TimeoutError as exc:
