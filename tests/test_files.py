@@ -27,6 +27,16 @@ CASES: list[tuple[dict[str, Any], list[Any], bool]] = [
 ]
 
 
+@pytest.fixture(params=["streamed", "parsed whole"])
+def reading(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """read_json_items both ways: an item at a time (as a file of WHOLE_BELOW bytes or more), and parsed whole (a
+    smaller one): the same head, items and errors."""
+    if request.param == "streamed":
+        monkeypatch.setattr(files, "WHOLE_BELOW", 0)
+    return str(request.param)
+
+
+@pytest.mark.usefixtures("reading")
 @pytest.mark.parametrize(("head", "items", "named"), CASES)
 def test_a_file_written_an_item_at_a_time_is_the_file_written_whole(tmp_path: Path, head: dict[str, Any],
                                                                      items: list[Any], named: bool) -> None:
@@ -43,6 +53,7 @@ def test_a_file_written_an_item_at_a_time_is_the_file_written_whole(tmp_path: Pa
     assert found is not None and found[0] == head and list(found[1] or []) == items
 
 
+@pytest.mark.usefixtures("reading")
 def test_a_damaged_file_read_an_item_at_a_time_is_the_same_error_as_read_whole(tmp_path: Path) -> None:
     path = tmp_path / "user-sync-state.json"
     write_json_items(path, {"formatVersion": 1}, "users", [("a", {"x": 1}), ("b", {"y": [2]})], named=True)
@@ -58,6 +69,7 @@ def test_a_damaged_file_read_an_item_at_a_time_is_the_same_error_as_read_whole(t
     assert read_json_items(tmp_path / "missing.json", "users", "migrate-users", missing_ok=True) is None
 
 
+@pytest.mark.usefixtures("reading")
 @pytest.mark.parametrize("named", [False, True])
 def test_items_are_read_back_across_batches_and_past_an_item_bigger_than_a_batch(tmp_path: Path, named: bool) -> None:
     items: list[Any] = [{"supabaseUserId": f"user-{n}", "email": f"u{n}@example.com", "notes": [n, None]}
@@ -69,6 +81,22 @@ def test_items_are_read_back_across_batches_and_past_an_item_bigger_than_a_batch
     assert path.stat().st_size > 6 << 20  # six batches of a megabyte
     found = read_json_items(path, "users", "migrate-users", named=named)
     assert found is not None and list(found[1] or []) == (pairs if named else items)
+
+
+def test_only_a_file_smaller_than_the_threshold_is_parsed_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file of a million users is never held whole: from WHOLE_BELOW bytes on, it is read an item at a time."""
+    path = tmp_path / "user-mapping.json"
+    write_json_items(path, {"generatedAt": None}, "mappings", [{"n": n} for n in range(100)])
+    parsed_whole: list[Path] = []
+    read_json = files.read_json
+    monkeypatch.setattr(files, "read_json", lambda path, *args, **kwargs: parsed_whole.append(path)
+                        or read_json(path, *args, **kwargs))
+    for threshold, whole in ((path.stat().st_size + 1, [path]), (path.stat().st_size, [])):
+        monkeypatch.setattr(files, "WHOLE_BELOW", threshold)
+        parsed_whole.clear()
+        found = read_json_items(path, "mappings", "map-users")
+        assert found is not None and list(found[1] or []) == [{"n": n} for n in range(100)]
+        assert parsed_whole == whole
 
 
 def test_a_rewrite_of_every_user_waits_twenty_times_as_long_as_the_last_one_took(
