@@ -190,10 +190,10 @@ def read_json_items(path: Path, key: str, produced_by: str, *, named: bool = Fal
 
 
 # A file smaller than this is parsed whole, in one orjson call: the same head and items as read an item at a time,
-# a few times faster (each run of migrate-users, import and verify reads the mapping: 12,000 users' in 8 ms, not
-# 40). Its values held whole take about five times its size, 40 MB at most: a larger file (a million users) is
-# read an item at a time, its memory flat.
-WHOLE_BELOW = 8 << 20
+# a few times faster (each run of migrate-users, import and verify reads the mapping: 4,000 users' in 3 ms, not
+# 15). Its values held whole take about five times its size, 5 MB at most (at 8 MB, `migrate` with 12,000 users
+# peaked 10 to 20 MB higher): a larger file (a million users) is read an item at a time, its memory flat.
+WHOLE_BELOW = 1 << 20
 
 
 def _size(path: Path) -> int:
