@@ -12,6 +12,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -217,18 +218,26 @@ def test_tables_with_user_ids_wait_for_the_mapping_and_the_others_do_not(cli, db
     assert held and held <= set(stack_ids) and not held & set(stack_ids.values())
 
 
+@pytest.mark.parametrize("jobs", ["2", "1"])
 def test_tables_with_user_ids_load_while_a_table_without_them_is_still_loading(cli, dbs, data_dir: Path,
-                                                                              stack_auth: StackAuthSandbox) -> None:
-    """The mapping ready, the tables holding user ids load at once, beside a load still under way."""
+                                                                              stack_auth: StackAuthSandbox,
+                                                                              jobs: str) -> None:
+    """The mapping ready, the tables holding user ids load at once, beside a load still under way; with
+    --jobs 1 (one connection at a time) they wait for it."""
     stack_auth.delay_next(1000, 0.1, match="POST /api/v1/users")  # readings' load starts before the users end
     with dbs.target() as blocker:
         blocker.autocommit = False
         blocker.execute("LOCK TABLE public.readings IN SHARE MODE")  # its load waits; reading it does not
-        process = cli.process("migrate", "--disable-fk", "--concurrency", "2")
+        process = cli.process("migrate", "--disable-fk", "--concurrency", "2", "--jobs", jobs)
         try:
-            wait_until(lambda: ("public", "org_members") in loaded_tables(dbs),
-                       "org_members loaded while readings' load waits", process, timeout=30)
-            assert ("public", "readings") not in loaded_tables(dbs)
+            if jobs == "1":
+                wait_until(lambda: (data_dir / "user-migration-report.json").exists(), "the users' end", process)
+                time.sleep(2)  # what two loads at once would have loaded by now
+                assert not loaded_tables(dbs) & {("public", "org_members"), ("public", "readings")}
+            else:
+                wait_until(lambda: ("public", "org_members") in loaded_tables(dbs),
+                           "org_members loaded while readings' load waits", process, timeout=30)
+                assert ("public", "readings") not in loaded_tables(dbs)
         finally:
             blocker.rollback()
     output, _ = process.communicate(timeout=120)

@@ -46,7 +46,7 @@ from supamove.verify.ahead import AheadChecksums
 from supamove.verify.run import Known
 
 log = get_logger("migrate")
-LOAD_BATCHES = 2  # batches of tables loading at once, each on up to --jobs connections
+LOAD_BATCHES = 2  # batches of tables loading at once (one with --jobs 1), each on up to --jobs connections
 
 
 def run_migrate(env: Endpoints, datadir: DataDir, options: PipelineOptions,
@@ -231,18 +231,20 @@ class Cutover:
     def _loads(self) -> None:
         """Load the tables as they become ready, each batch on --jobs connections, each checksummed once loaded.
 
-        A batch ready while another loads starts at once (at most LOAD_BATCHES at a time): the tables holding
-        user ids, ready when the users are, need not wait for the biggest table's load and index builds.
+        A batch ready while another loads starts at once (at most LOAD_BATCHES at a time; one with --jobs 1, which
+        asks for one connection at a time): the tables holding user ids, ready when the users are, need not wait
+        for the biggest table's load and index builds.
         """
         board = self.board
         running: set[Future[None]] = set()
-        with ThreadPoolExecutor(LOAD_BATCHES, thread_name_prefix="loads") as pool:
+        batches = min(LOAD_BATCHES, max(1, self.options.jobs))
+        with ThreadPoolExecutor(batches, thread_name_prefix="loads") as pool:
             while True:
-                board.wait(lambda: board.loads_over or (len(running) < LOAD_BATCHES and bool(board.ready())))
+                board.wait(lambda: board.loads_over or (len(running) < batches and bool(board.ready())))
                 if board.failure is not None or board.loads_over:
                     return  # the batches under way end with the pool: a failure stops new ones only
                 with board.cond:
-                    batch = board.ready() if len(running) < LOAD_BATCHES else []
+                    batch = board.ready() if len(running) < batches else []
                     board.loading.update(e.key for e in batch)
                 if batch:
                     future = pool.submit(self._guarded, "import", partial(self._load, batch))
