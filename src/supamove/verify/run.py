@@ -59,6 +59,7 @@ class Known:
     checksums: tuple[Checksum, Checksum]
     held: tuple[Held, float] | None = None
 
+
 ROWS = {False: "rows compared", True: "rows counted"}  # a bar of its own, beside the tables' (by --skip-checksum)
 CHUNK_BLOCKS = 4096  # a table larger than twice this many blocks (32 MB) is checksummed in pieces
 
