@@ -1150,6 +1150,24 @@ def test_display_names_are_cut_at_256_utf16_units_between_characters(tmp_path: P
             "server_metadata.supabase_display_name") in alice.notes
 
 
+@pytest.mark.parametrize(("meta", "name"), [
+    ({"display_name": "Ada L.", "full_name": "Ada Lovelace"}, "Ada L."),  # the dashboard's name first
+    ({"full_name": "  Ada Lovelace ", "name": "ada"}, "Ada Lovelace"),
+    ({"name": "Ada"}, "Ada"),
+    ({"first_name": "Ada", "last_name": "Lovelace"}, "Ada Lovelace"),
+    ({"first_name": "Ada", "display_name": " "}, "Ada"),
+    ({"user_name": "ada99", "plan": "pro"}, None),  # a handle is no name
+])
+def test_the_display_name_is_taken_where_supabase_and_sign_up_forms_keep_it(tmp_path: Path, meta: dict[str, str],
+                                                                            name: str | None) -> None:
+    # Only full_name and name were read: a name set in the Supabase dashboard (display_name), or by a sign-up
+    # form as first and last name, left the Stack Auth user nameless.
+    users, identities = edge_users()
+    users[0]["raw_user_meta_data"] = meta
+    plan = {p.user.id: p for p in plan_users(load_auth_export(write_export(tmp_path, users, identities)), set())}
+    assert plan[uid("alice")].body.get("display_name") == name
+
+
 def test_a_pending_change_of_e_mail_is_noted_not_carried(tmp_path: Path) -> None:
     # Supabase Auth keeps the new address in email_change until the user follows the link: that user signs in
     # with the old one, and the change, which Stack Auth cannot hold pending, was dropped without a word.

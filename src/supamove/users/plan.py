@@ -399,14 +399,22 @@ def totp_base64(secret: Any) -> tuple[str | None, str | None]:
     return base64.b64encode(raw).decode(), None
 
 
+# Where a name sits in raw_user_meta_data: `display_name` is what the Supabase dashboard shows and edits, the
+# OAuth providers write `full_name` and `name`, sign-up forms often `first_name` and `last_name`.
+NAME_KEYS = ("display_name", "full_name", "name")
+
+
 def display_name(meta: Any) -> str | None:
+    """The user's name from their Supabase metadata, the first of NAME_KEYS set, else first and last name."""
     if not isinstance(meta, dict):
         return None
-    for key in ("full_name", "name"):
+    for key in NAME_KEYS:
         value = meta.get(key)
         if isinstance(value, str) and value.strip():
             return value.strip()
-    return None
+    parts = [meta.get(key) for key in ("first_name", "last_name")]
+    joined = " ".join(part.strip() for part in parts if isinstance(part, str) and part.strip())
+    return joined or None
 
 
 def server_metadata(user: SupabaseUser, item: PlannedUser | None = None) -> dict[str, Any]:
