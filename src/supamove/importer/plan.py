@@ -237,7 +237,7 @@ PRIVILEGES_SQL = """
 WITH planned AS (SELECT format('%%I.%%I', s, t)::regclass AS oid FROM unnest(%s::text[], %s::text[]) u(s, t)),
 -- a partition's triggers are set aside too (pg_partition_tree lists nothing for a table not partitioned)
 tree AS (SELECT oid FROM planned UNION SELECT p.relid FROM planned, pg_partition_tree(planned.oid) p)
-SELECT n.nspname, c.relname, pg_has_role(c.relowner, 'USAGE'), has_schema_privilege(n.oid, 'CREATE')
+SELECT n.nspname, c.relname, pg_has_role(c.relowner, 'USAGE'), has_schema_privilege(n.oid, 'CREATE'), current_user
 FROM tree JOIN pg_class c ON c.oid = tree.oid JOIN pg_namespace n ON n.oid = c.relnamespace
 ORDER BY n.nspname COLLATE "C", c.relname COLLATE "C"
 """
@@ -250,7 +250,7 @@ def _check_privileges(conn: psycopg.Connection, target: Endpoint, keys: list[tup
     if not keys:
         return
     rows = conn.execute(PRIVILEGES_SQL, ([k[0] for k in keys], [k[1] for k in keys])).fetchall()
-    user = str(conn.execute("SELECT current_user").fetchone()[0])  # type: ignore[index]
+    user = str(rows[0][4]) if rows else ""  # named in a fix, when there is one
     others = [catalog.qualify(r[0], r[1]) for r in rows if not r[2]]
     if others:
         problems.append(target.error(
@@ -269,7 +269,7 @@ def _check_privileges(conn: psycopg.Connection, target: Endpoint, keys: list[tup
 # The sequences of `keys` the target has and this user may not read and set (the import reads each one's
 # state, then calls setval): ownership of the tables does not bring those no column owns.
 SEQUENCE_PRIVILEGES_SQL = """
-SELECT n.nspname, c.relname FROM unnest(%s::text[], %s::text[]) u(s, q)
+SELECT n.nspname, c.relname, current_user FROM unnest(%s::text[], %s::text[]) u(s, q)
 JOIN pg_namespace n ON n.nspname = u.s JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = u.q
 WHERE c.relkind = 'S' AND NOT (has_sequence_privilege(c.oid, 'SELECT') AND has_sequence_privilege(c.oid, 'UPDATE'))
 ORDER BY n.nspname COLLATE "C", c.relname COLLATE "C"
@@ -292,10 +292,10 @@ def _check_sequences(conn: psycopg.Connection, target: Endpoint, keys: list[tupl
     rows = conn.execute(SEQUENCE_PRIVILEGES_SQL, ([k[0] for k in keys], [k[1] for k in keys])).fetchall()
     if not rows:
         return
-    user = sql.Identifier(str(conn.execute("SELECT current_user").fetchone()[0]))  # type: ignore[index]
-    names = sql.SQL(", ").join(sql.Identifier(schema, name) for schema, name in rows)
+    user = sql.Identifier(str(rows[0][2]))
+    names = sql.SQL(", ").join(sql.Identifier(schema, name) for schema, name, _ in rows)
     problems.append(target.error(
-        f"the user in {target.setting} may not set sequence {catalog.listed([catalog.qualify(*r) for r in rows])}: "
+        f"the user in {target.setting} may not set sequence {catalog.listed([catalog.qualify(*r[:2]) for r in rows])}: "
         "the import continues each one from the source's value",
         sql.SQL("GRANT SELECT, UPDATE ON SEQUENCE {} TO {}").format(names, user).as_string(None)))
 
