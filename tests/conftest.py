@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import bcrypt
-import httpx
 import orjson
 import psycopg
 import pytest
@@ -38,7 +37,7 @@ from supamove.sandbox.pgserver import PostgresServer
 from supamove.sandbox.stackauth import SandboxConfig, StackAuthSandbox
 from supamove.usermap import UserMapping
 from supamove.users.client import RetryPolicy
-from supamove.users.transport import StdlibTransport
+from supamove.users.transport import Answer, Origin, StdlibTransport
 
 SQL_DIR = Path(__file__).parent / "sql"
 APP_PASSWORD = "s3cret-app-pw-!x"
@@ -500,11 +499,12 @@ class RecordingTransport(StdlibTransport):
         super().__init__(ssl.create_default_context())
         self.sent: list[Sent] = []
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        content = request.read()
-        query = dict(parse_qsl(request.url.query.decode(), keep_blank_values=True))
-        self.sent.append(Sent(request.method, request.url.path, query, orjson.loads(content) if content else None))
-        return super().handle_request(request)
+    def exchange(self, method: str, origin: Origin, target: str, headers: dict[str, str], body: bytes | None,
+                 timeout: tuple[float | None, float | None]) -> Answer:
+        path, _, query = target.partition("?")
+        self.sent.append(Sent(method, path, dict(parse_qsl(query, keep_blank_values=True)),
+                              orjson.loads(body) if body else None))
+        return super().exchange(method, origin, target, headers, body, timeout)
 
 
 def validate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:

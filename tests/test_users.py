@@ -1350,6 +1350,43 @@ def test_a_connection_stack_auth_closed_while_idle_is_not_sent_a_request(datadir
     listener.close()
 
 
+def test_requests_keep_the_api_urls_own_path_and_encode_their_query() -> None:
+    """A Stack Auth served under a path of its own (behind a reverse proxy): every request keeps that path, and a
+    query value with characters of its own (an e-mail's `+`, a space) arrives as it was."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlsplit
+
+    seen: list[str] = []
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            body = b'{"items": [], "pagination": {}}'
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with StackAuthClient(f"http://127.0.0.1:{server.server_address[1]}/stack/", PROJECT, SECRET,
+                             retry=FAST) as client:
+            assert client.find_by_email("a+b c@example.com") == []
+    finally:
+        server.shutdown()
+        server.server_close()
+    [path] = seen
+    assert urlsplit(path).path == "/stack/api/v1/users"
+    assert parse_qs(urlsplit(path).query) == {"limit": ["200"], "include_anonymous": ["true"],
+                                              "query": ["a+b c@example.com"]}
+
+
 def test_the_transport_sends_a_requests_head_and_body_at_once() -> None:
     """One send() of head and body: one TCP segment, where http.client sends two (and twice the system calls)."""
     from supamove.users.transport import _Connection

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email.utils
-import functools
 import os
 import random
 import ssl
@@ -13,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import httpx
 import orjson
@@ -20,7 +20,7 @@ import orjson
 from supamove import __version__, interrupt
 from supamove.errors import StackAuthError
 from supamove.log import add_secret, get_logger, scrub
-from supamove.users.transport import StdlibTransport
+from supamove.users.transport import Answer, StdlibTransport
 
 log = get_logger("users.client")
 USERS = "/api/v1/users"
@@ -85,32 +85,37 @@ class CreateOutcome:
 
 
 class StackAuthClient:
-    """One httpx client shared by every worker thread. Where no proxy of the environment (HTTPS_PROXY,
+    """One client shared by every worker thread. Where no proxy of the environment (HTTPS_PROXY,
     ALL_PROXY, ...) applies, its requests go straight to a transport that keeps a connection per thread alive
     (transport.py: the standard library's), for the processor time of one request per user; through a proxy,
     httpx's own transport carries them."""
 
     def __init__(self, api_url: str, project_id: str, secret_key: str, retry: RetryPolicy | None = None,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: StdlibTransport | None = None) -> None:
         add_secret(secret_key)
         self.retry = retry or RetryPolicy()
         self.project_id = project_id
         tls = _tls_context()
         self._base = api_url.rstrip("/")
-        self._headers = {"x-stack-access-type": "server", "x-stack-project-id": project_id,
-                         "x-stack-secret-server-key": secret_key, "user-agent": f"supamove/{__version__}"}
-        # Each request's headers, built once (httpx.Request copies them): without a body, and with a JSON one.
-        self._request_headers = {None: httpx.Headers(self._headers),
-                                 JSON: httpx.Headers({**self._headers, "content-type": JSON})}
-        timeout = httpx.Timeout(self.retry.timeout, connect=min(10.0, self.retry.timeout))
-        self._timeout = {"timeout": timeout.as_dict()}
-        if transport is None and not _proxied(self._base):
-            transport = StdlibTransport(tls)
-        self._direct = transport  # None: through the proxy, by httpx's own transport
-        self._http = httpx.Client(
-            base_url=self._base, verify=tls, headers=self._headers, timeout=timeout,
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=None), transport=transport)
-        interrupt.register_client(self._http)
+        headers = {"x-stack-access-type": "server", "x-stack-project-id": project_id,
+                   "x-stack-secret-server-key": secret_key, "user-agent": f"supamove/{__version__}"}
+        # Each request's headers, built once: without a body, and with a JSON one.
+        self._request_headers = {None: headers, JSON: {**headers, "content-type": JSON}}
+        url = httpx.URL(self._base)
+        self._origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        self._prefix = url.raw_path.decode("ascii").rstrip("/")  # a Stack Auth served under a path
+        connect = min(10.0, self.retry.timeout)
+        self._timeouts = (connect, self.retry.timeout)
+        self._direct = transport or (None if _proxied(self._base) else StdlibTransport(tls))
+        self._proxy: httpx.Client | None = None  # httpx reads the proxy settings, and carries the requests
+        self._closable: StdlibTransport | httpx.Client
+        if self._direct is None:
+            self._proxy = self._closable = httpx.Client(
+                base_url=self._base, verify=tls, headers=headers, timeout=httpx.Timeout(self.retry.timeout, connect=connect),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=None))
+        else:
+            self._closable = self._direct
+        interrupt.register_client(self._closable)
         self._stats_lock = threading.Lock()
         self.retries = 0
 
@@ -120,7 +125,7 @@ class StackAuthClient:
         return cls(settings.STACK_AUTH_API_URL, project, secret, retry)
 
     def close(self) -> None:
-        self._http.close()
+        self._closable.close()
 
     def __enter__(self) -> StackAuthClient:
         return self
@@ -255,7 +260,7 @@ class StackAuthClient:
     # --- transport -------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, json: Any = None, params: dict[str, Any] | None = None,
-                 resend_lost: bool = True, user_data: bool = False) -> httpx.Response:
+                 resend_lost: bool = True, user_data: bool = False) -> Answer:
         """One request with retries; `resend_lost=False` raises AnswerLost instead of resending.
 
         `user_data`: the body is one user's data, so a schema error is about that user (Rejected).
@@ -278,13 +283,13 @@ class StackAuthClient:
                              fix="check STACK_AUTH_API_URL and Stack Auth's status, then run the same command again")
 
     def _send(self, method: str, path: str, content: bytes | None, params: dict[str, Any] | None,
-              resend_lost: bool) -> httpx.Response | str:
+              resend_lost: bool) -> Answer | str:
         """The answer, or why to try again: a request that was not sent, or one whose answer was lost."""
         try:
             return self._exchange(method, path, content, params)
         except httpx.ConnectError as exc:
             interrupt.check()  # a client closed by Ctrl-C: not a connection problem
-            raise StackAuthError(f"cannot connect to Stack Auth at {self._http.base_url}: {_reason(exc)}",
+            raise StackAuthError(f"cannot connect to Stack Auth at {self._base}: {_reason(exc)}",
                                  fix=UNREACHABLE_FIX) from None
         except NOT_SENT as exc:
             return f"timed out connecting ({type(exc).__name__})"
@@ -293,26 +298,20 @@ class StackAuthClient:
                 raise AnswerLost(type(exc).__name__) from None
             return f"gave no answer ({type(exc).__name__})"
 
-    def _exchange(self, method: str, path: str, content: bytes | None,
-                  params: dict[str, Any] | None) -> httpx.Response:
-        """One request (a JSON body, if any) and its answer. Straight to the transport where no proxy applies:
-        httpx.Client's own layers (URL merging, cookies, auth, redirects, hooks), none of which this client uses,
-        took a third of a request's processor time."""
+    def _exchange(self, method: str, path: str, content: bytes | None, params: dict[str, Any] | None) -> Answer:
+        """One request (a JSON body, if any) and its answer: straight to the transport where no proxy applies."""
         kind = JSON if content is not None else None
         if self._direct is None:
-            return self._http.request(method, path, content=content, params=params,
-                                      headers={"content-type": kind} if kind else None)
-        if self._http.is_closed:  # by Ctrl-C: as httpx.Client refuses, so does this
+            assert self._proxy is not None
+            return Answer.of(self._proxy.request(method, path, content=content, params=params,
+                                                 headers={"content-type": kind} if kind else None))
+        if self._direct.closed:  # by Ctrl-C: no new request
             raise httpx.ConnectError("the client was closed")
-        url = httpx.URL(self._base + path, params=params) if params else _url(self._base + path)
-        request = httpx.Request(method, url, headers=self._request_headers[kind], content=content,
-                                extensions=self._timeout)
-        response = self._direct.handle_request(request)
-        response.request = request
-        response.read()
-        return response
+        target = self._prefix + path + ("?" + urlencode(params, quote_via=quote) if params else "")
+        return self._direct.exchange(method, self._origin, target, self._request_headers[kind], content,
+                                     self._timeouts)
 
-    def _retry_reason(self, response: httpx.Response, resend_lost: bool, user_data: bool) -> str | None:
+    def _retry_reason(self, response: Answer, resend_lost: bool, user_data: bool) -> str | None:
         """None for an answer to return; why to try again after a 429 or a 5xx; raises for any other error."""
         status = response.status_code
         if status == 429:
@@ -336,7 +335,7 @@ class StackAuthClient:
                     attempt + 2, self.retry.attempts)
         interrupt.sleep(seconds)
 
-    def _retry_after(self, response: httpx.Response) -> float | None:
+    def _retry_after(self, response: Answer) -> float | None:
         value = response.headers.get("retry-after")
         if not value:
             return None
@@ -350,18 +349,17 @@ class StackAuthClient:
             seconds = (when - datetime.now(UTC)).total_seconds()
         return max(0.0, min(seconds, self.retry.max_retry_after))
 
-    def _json(self, response: httpx.Response) -> Any:
+    def _json(self, response: Answer) -> Any:
         try:
             return orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
-            raise StackAuthError(f"Stack Auth answered {response.request.method} {response.request.url.path} "
+            raise StackAuthError(f"Stack Auth answered {response.method} {response.path} "
                                  "with something other than JSON",
                                  fix="check STACK_AUTH_API_URL points at Stack Auth's API") from exc
 
-    def _error(self, response: httpx.Response, user_data: bool = False) -> Exception:
+    def _error(self, response: Answer, user_data: bool = False) -> Exception:
         code, message = error_of(response)
         status = response.status_code
-        request = response.request
         if status in (401, 403):
             return StackAuthError(f"Stack Auth refused the credentials ({status} {code or ''}: {message})".replace(" :", ":"),
                                   fix=CREDENTIALS_FIX)
@@ -371,7 +369,7 @@ class StackAuthClient:
         if code is None and status == 404 and user_data and message.startswith("OAuth provider "):
             return Rejected(status, code, message)  # oauth-providers/crud.tsx: a provider not configured
         if code is None and status in (404, 405):  # the route itself is not there: every request would fail
-            return StackAuthError(f"Stack Auth has no {request.method} {request.url.path} ({status}): {message}"[:300],
+            return StackAuthError(f"Stack Auth has no {response.method} {response.path} ({status}): {message}"[:300],
                                   fix="check STACK_AUTH_API_URL points at Stack Auth's API (without /api/v1)")
         if code == "SCHEMA_ERROR" and user_data:
             return Rejected(status, code, message)
@@ -381,12 +379,6 @@ class StackAuthClient:
         if code in ("CURRENT_PROJECT_NOT_FOUND", "PROJECT_NOT_FOUND", "ACCESS_TYPE_WITHOUT_PROJECT_ID"):
             return StackAuthError(f"Stack Auth: {message}", fix=CREDENTIALS_FIX)
         return Rejected(status, code, message)
-
-
-@functools.lru_cache(maxsize=64)
-def _url(text: str) -> httpx.URL:
-    """A URL without a query, parsed once: every create posts to the same one (httpx.URL is immutable)."""
-    return httpx.URL(text)
 
 
 def _proxied(url: str) -> bool:
@@ -433,7 +425,7 @@ def supabase_id_of(user: dict[str, Any]) -> str | None:
     return str(value).lower() if value else None  # as Supabase writes it, whatever case an edit by hand left
 
 
-def error_of(response: httpx.Response) -> tuple[str | None, str]:
+def error_of(response: Answer) -> tuple[str | None, str]:
     """The known-error code (None for a plain error) and a scrubbed one-line message."""
     code = response.headers.get("x-stack-known-error")
     text = response.text
