@@ -180,6 +180,18 @@ def _metadata_count_as_text(data_dir: Path) -> str:
             f"\"{entry['rowCount']}\", not a count (fix: restore it, or run `supamove export --force` to export again)")
 
 
+def _metadata_snapshot_xids_garbage(data_dir: Path) -> str:
+    """An edited snapshot would fail verify's count of the rows written since, in SQL, on the source."""
+    meta = orjson.loads((data_dir / "metadata.json").read_bytes())
+    entry = next(e for e in meta["tables"] if e["name"] == "sensors")
+    assert entry["snapshotXids"].count(":") == 2  # as the export recorded it
+    entry["snapshotXids"] = "yesterday"
+    (data_dir / "metadata.json").write_bytes(orjson.dumps(meta))
+    return (f"Error: {data_dir / 'metadata.json'} is damaged: ValueError snapshotXids of public.sensors is "
+            "\"yesterday\", not a snapshot (xmin:xmax:xip,...) (fix: restore it, or run `supamove export --force` "
+            "to export again)")
+
+
 def _metadata_fingerprint_garbage(data_dir: Path) -> str:
     """verify skipped the table's users check without a word."""
     meta = orjson.loads((data_dir / "metadata.json").read_bytes())
@@ -235,6 +247,7 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
     "metadata.json with its version as text": _metadata_version_as_text,
     "metadata.json with a row count as text": _metadata_count_as_text,
     "metadata.json with a fingerprint not the export's": _metadata_fingerprint_garbage,
+    "metadata.json with a snapshot's transactions not a snapshot": _metadata_snapshot_xids_garbage,
     "metadata.json not JSON": _metadata_not_json,
     "metadata.json lists no table": _metadata_no_table,
     "metadata.json is a directory": _metadata_a_directory,

@@ -501,7 +501,8 @@ def test_import_end_to_end(cli, data_dir: Path, dbs: Databases, faithful_templat
 def test_rows_written_to_supabase_after_the_export_are_named_as_the_cause(cli, data_dir: Path, dbs: Databases,
                                                                            faithful_template: Faithful) -> None:
     """Writes not frozen: verify said "row counts differ" and "contents differ", as for a faulty load, never that
-    the source had changed since the export (metadata.json records each table's rows) nor the fix."""
+    the source had changed since the export (metadata.json records each table's rows and the transactions its
+    snapshot saw) nor the fix. An UPDATE keeps the count: its rows are counted by their transaction."""
     assert cli("export", "--schema", "public", "--schema", "edge").exit_code == 0
     write_mapping(data_dir / "user-mapping.json", faithful_template[1])
     with dbs.target() as conn:
@@ -513,14 +514,20 @@ def test_rows_written_to_supabase_after_the_export_are_named_as_the_cause(cli, d
     with dbs.source() as conn:
         conn.execute("INSERT INTO public.readings (sensor_id, recorded_at, temperature) "
                      "SELECT sensor_id, now(), 5 FROM public.readings LIMIT 2")
+        conn.execute("UPDATE public.sites SET name = name || ' (renamed)' WHERE id IN "
+                     "(SELECT id FROM public.sites ORDER BY id LIMIT 3)")
     code, report, out = verify(cli)
     assert code == 7, out
-    readings = by_name(report)["public.readings"]
+    readings, sites = by_name(report)["public.readings"], by_name(report)["public.sites"]
     assert readings["sourceRows"] == exported + 2 and readings["targetRows"] == exported
     assert f"Supabase was written after the export (it recorded {exported:,} rows)" in readings["reason"]
+    assert sites["sourceRows"] == sites["targetRows"]
+    assert sites["reason"].endswith(
+        "contents differ; Supabase was written after the export (3 rows inserted or updated after its snapshot)")
+    assert [t["table"] for t in report["tables"] if t["status"] != "pass"] == ["sites", "readings"]
     assert error_line(out) == (
-        f"Error: 1 of {len(report['tables'])} tables do not match; Supabase was written after the export: the "
-        "source rows of public.readings are not the export's (metadata.json) (fix: keep Supabase frozen (maintenance "
+        f"Error: 2 of {len(report['tables'])} tables do not match; Supabase was written after the export: the "
+        "source rows of public.sites, public.readings are not the export's (metadata.json) (fix: keep Supabase frozen (maintenance "
         "mode), then run `supamove export --force`, `supamove migrate-users` and `supamove import --truncate-first "
         "--yes`, then `supamove verify` again)")
 

@@ -551,6 +551,7 @@ def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
         watch.planned(plan)
         datadir.ensure()
         meta = prepare_metadata(datadir, plan, options, source, identity, snapshot, kept)
+        meta.snapshot_xids[snapshot] = _snapshot_xids(main)
         if previous is not None and kept is None:  # another source's export: none of its files stays
             _remove_files(datadir, previous.entries, meta)
         tables = _export_tables(source, snapshot, plan, options, meta, progress, watch)
@@ -695,12 +696,19 @@ def run_auth_export(source: Endpoint, datadir: DataDir, progress: Progress | Non
         version = str(main.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
         identity = guard.server_identity(main).recorded()
         meta = _auth_metadata(datadir, auth, source, _source_record(version, source, identity))
+        meta.snapshot_xids[snapshot] = _snapshot_xids(main)
         results = [_export_one(source, snapshot, t, meta, progress) for t in auth]
         _fingerprint_auth(main, meta, snapshot)
     if meta.finished_at is not None:  # a finished export now holds users of a later snapshot: say so
         meta.finish(meta.finished_at)
     plan = ExportPlan([], auth, [], version)
     return ExportResult(plan, results, time.monotonic() - started, snapshot, datadir)
+
+
+def _snapshot_xids(main: psycopg.Connection) -> str:
+    """The transactions the export's snapshot sees (its transaction's: repeatable read): a row whose xmin it does
+    not see was inserted or updated after the export, which verify counts."""
+    return str(main.execute("SELECT pg_current_snapshot()::text").fetchone()[0])  # type: ignore[index]
 
 
 def _fingerprint_auth(main: psycopg.Connection, meta: Metadata, snapshot: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
@@ -20,7 +21,7 @@ from supamove.paths import FORMAT_VERSION, DataDir
 # The keys of a table entry this version writes, in their order; any other key is kept as it is.
 ENTRY_KEYS = ("schema", "name", "file", "partitioned", "columns", "primaryKey", "uniqueKeys", "foreignKeys",
               "userIdColumns", "userIdFoundBy", "sequences", "estimatedRows", "complete", "rowCount", "bytes",
-              "sha256", "snapshot", "exportedAt", "fingerprint")
+              "sha256", "snapshot", "exportedAt", "fingerprint", "snapshotXids")
 # The top-level keys, in the order this version writes them.
 HEADER_KEYS = ("formatVersion", "tool", "source", "snapshot", "snapshotsDiffer", "startedAt", "finishedAt",
                "schemas", "skippedSchemas", "unexportedSchemas", "options", "loadOrder", "sequences",
@@ -71,6 +72,9 @@ class TableEntry(QualifiedName):
     snapshot: str | None = None
     exported_at: str | None = None
     fingerprint: Fingerprint | None = None  # an auth table's, in the export's snapshot (authstate)
+    # The transactions its snapshot saw (pg_current_snapshot(), `xmin:xmax:xip,...`): verify counts the source
+    # rows written after it. Absent in exports of older versions.
+    snapshot_xids: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys of other versions, written back untouched
 
     @property
@@ -97,7 +101,7 @@ class TableEntry(QualifiedName):
                      for c, col in zip(entry["columns"], table.columns, strict=True)}
         return cls(table, entry["file"], encodings, bool(entry.get("complete")), _count(entry, "rowCount"),
                    _count(entry, "bytes"), entry.get("sha256"), entry.get("snapshot"), entry.get("exportedAt"),
-                   Fingerprint.from_dict(entry.get("fingerprint")),
+                   Fingerprint.from_dict(entry.get("fingerprint")), _snapshot_xids(entry),
                    {k: v for k, v in entry.items() if k not in ENTRY_KEYS})
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +116,7 @@ class TableEntry(QualifiedName):
             "estimatedRows": t.estimated_rows, "complete": self.complete, "rowCount": self.row_count,
             "bytes": self.bytes, "sha256": self.sha256, "snapshot": self.snapshot, "exportedAt": self.exported_at,
             **({"fingerprint": self.fingerprint.to_dict()} if self.fingerprint else {}),
+            **({"snapshotXids": self.snapshot_xids} if self.snapshot_xids else {}),
             **self.extra,
         }
 
@@ -162,6 +167,8 @@ class Metadata:
     # The source's materialized views of the exported schemas: {schema, name, populated}; absent in older exports.
     materialized_views: list[dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys of other versions, written back untouched
+    # Each snapshot of this run (its id) -> the transactions it saw: given to the tables exported in it.
+    snapshot_xids: dict[str, str] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -299,6 +306,7 @@ class Metadata:
             entry = self.entry(*key)
             entry.complete, entry.row_count, entry.bytes, entry.sha256 = True, rows, size, sha256
             entry.snapshot, entry.exported_at = snapshot, exported_at
+            entry.snapshot_xids = self.snapshot_xids.get(snapshot)
             write_json(self.datadir.metadata, self.to_dict())
 
     def record_fingerprints(self, fingerprints: dict[tuple[str, str], Fingerprint]) -> None:
@@ -392,6 +400,17 @@ def _described(identity: dict[str, Any]) -> str:
     system = identity.get("systemIdentifier")
     return (f"database {identity.get('database')}, oid {identity.get('databaseOid')}"
             + (f", system identifier {system}" if system else ""))
+
+
+SNAPSHOT_XIDS = re.compile(r"\d+:\d+:(\d+(,\d+)*)?")  # pg_snapshot's text form
+
+
+def _snapshot_xids(entry: dict[str, Any]) -> str | None:
+    value = entry.get("snapshotXids")
+    if value is not None and (not isinstance(value, str) or not SNAPSHOT_XIDS.fullmatch(value)):
+        raise ValueError(f"snapshotXids of {entry.get('schema')}.{entry.get('name')} is "
+                         f"{orjson.dumps(value).decode()[:40]}, not a snapshot (xmin:xmax:xip,...)")
+    return value
 
 
 def _count(entry: dict[str, Any], key: str) -> int | None:

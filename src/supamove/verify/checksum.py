@@ -210,6 +210,19 @@ def count_query(rel: Relation) -> sql.Composed:
     return sql.SQL("SELECT count(*) FROM {}").format(rel.source)
 
 
+# The rows whose inserting (or updating) transaction the export's snapshot did not see: written after it. A
+# tuple's xmin is 32 bits, read as the full id only while the server is in its first 2^32 transactions; after
+# that a frozen row's old xmin could pass for a new one, and nothing is counted (NULL).
+WRITTEN_SINCE_SQL = """
+SELECT CASE WHEN pg_snapshot_xmax(pg_current_snapshot())::text::bigint < 4294967296 THEN
+  (SELECT count(*) FROM {} WHERE NOT pg_visible_in_snapshot(xmin::text::xid8, %s::pg_snapshot)) END
+"""
+
+
+def written_since_query(rel: Relation) -> sql.Composed:
+    return sql.SQL(WRITTEN_SINCE_SQL).format(rel.source)
+
+
 def split_points_query(rel: Relation, low: Bound, high: Bound, step: int) -> sql.Composed:
     """Every `step`-th key in the range, in key order: the boundaries of the next segments. The subquery's
     columns get names of their own: a key column named like the row number would be ambiguous."""

@@ -28,6 +28,7 @@ class TableComparison:
     by_value: bool = False  # both servers hash records (PostgreSQL 14+): see verify.checksum
     json_ids: frozenset[str] = frozenset()  # JSON columns the export found user ids in (metadata.json)
     exported_rows: int | None = None  # the rows metadata.json records for it (None: no export, or not recorded)
+    exported_xids: str | None = None  # the transactions its export's snapshot saw (None: not recorded)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -165,9 +166,10 @@ def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: V
         by_value = by_value and hashes_records(conn)
         catalog.refuse_rls_filtering(conn, target, [t for t in tables if t.key in theirs])
     json_ids = meta.json_user_id_columns() if meta is not None else {}
-    counts = {e.key: e.row_count for e in meta.tables} if meta is not None else {}
+    entries = {e.key: e for e in meta.tables} if meta is not None else {}
     plan = VerifyPlan([TableComparison(t, ours.get(t.key), theirs.get(t.key), has_mapping, by_value,
-                                       json_ids.get(t.key, frozenset()), counts.get(t.key)) for t in tables], origin,
+                                       json_ids.get(t.key, frozenset()), *_exported(entries.get(t.key)))
+                       for t in tables], origin,
                       kept=kept, view_schemas=[] if options.tables else exported)
     if meta is not None:
         plan.exported = frozenset(e.key for e in meta.tables)
@@ -177,6 +179,11 @@ def plan_tables(source: Endpoint, target: Endpoint, datadir: DataDir, options: V
         plan.sequences = sorted({s.key for s in meta.sequences} - used)
         plan.kept |= {catalog.parse_column_ref(r, "--not-user-id-column") for r in recorded.get("notUserIdColumns", [])}
     return plan
+
+
+def _exported(entry: TableEntry | None) -> tuple[int | None, str | None]:
+    """The rows the export recorded of a table, and the transactions its snapshot saw."""
+    return (entry.row_count, entry.snapshot_xids) if entry is not None else (None, None)
 
 
 def export_to_verify(datadir: DataDir, before_export: bool) -> Metadata | None:

@@ -33,7 +33,7 @@ from supamove.verify.model import (
     VerifyReport,
 )
 from supamove.verify.plan import TableComparison, VerifyPlan, plan_tables
-from supamove.verify.pools import Pair, SidePool, fetch_int, read_mapping
+from supamove.verify.pools import Pair, SidePool, fetch_int, fetch_value, read_mapping
 from supamove.verify.sequences import (
     SeqKey,
     State,
@@ -220,6 +220,9 @@ def compare(pair: Pair, check: TableCheck, context: Context) -> None:
         check.failures.append(f"{WRITTEN_SINCE} (it recorded {counted(exported, 'row')})")
     if check.source_checksum != check.target_checksum:
         check.failures.append("contents differ")
+        if not any(f.startswith(WRITTEN_SINCE) for f in check.failures) and (written := written_since(pair)):
+            check.failures.append(f"{WRITTEN_SINCE} ({counted(written, 'row')} inserted or updated after its "
+                                  "snapshot)")
         rows = max(check.source_rows or 0, check.target_rows or 0)
         found = locate(pair, rows, options.max_diffs + 1)  # one more than shown: whether there are more
         check.differences, check.more_differences = found[:options.max_diffs], len(found) > options.max_diffs
@@ -228,6 +231,15 @@ def compare(pair: Pair, check: TableCheck, context: Context) -> None:
         count_supabase_ids(pair, check, {c for s, t, c in context.kept if (s, t) == pair.plan.table.key},
                            known.held if known is not None else None)
     check.failures += sequence_problems(pair, context.states)
+
+
+def written_since(pair: Pair) -> int | None:
+    """The source rows inserted or updated after the table's export (None: not known)."""
+    xids = pair.plan.exported_xids
+    if xids is None:
+        return None
+    written: int | None = pair.run("source", checksum.written_since_query(pair.src_rel), (xids,), fetch_value)
+    return written
 
 
 def _known(pair: Pair, context: Context) -> Known | None:
