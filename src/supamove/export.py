@@ -551,7 +551,8 @@ def run_export(source: Endpoint, datadir: DataDir, options: ExportOptions,
         watch.planned(plan)
         datadir.ensure()
         meta = prepare_metadata(datadir, plan, options, source, identity, snapshot, kept)
-        meta.snapshot_xids[snapshot] = _snapshot_xids(main)
+        if xids := _snapshot_xids(main):
+            meta.snapshot_xids[snapshot] = xids
         if previous is not None and kept is None:  # another source's export: none of its files stays
             _remove_files(datadir, previous.entries, meta)
         tables = _export_tables(source, snapshot, plan, options, meta, progress, watch)
@@ -696,7 +697,8 @@ def run_auth_export(source: Endpoint, datadir: DataDir, progress: Progress | Non
         version = str(main.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
         identity = guard.server_identity(main).recorded()
         meta = _auth_metadata(datadir, auth, source, _source_record(version, source, identity))
-        meta.snapshot_xids[snapshot] = _snapshot_xids(main)
+        if xids := _snapshot_xids(main):
+            meta.snapshot_xids[snapshot] = xids
         results = [_export_one(source, snapshot, t, meta, progress) for t in auth]
         _fingerprint_auth(main, meta, snapshot)
     if meta.finished_at is not None:  # a finished export now holds users of a later snapshot: say so
@@ -705,9 +707,12 @@ def run_auth_export(source: Endpoint, datadir: DataDir, progress: Progress | Non
     return ExportResult(plan, results, time.monotonic() - started, snapshot, datadir)
 
 
-def _snapshot_xids(main: psycopg.Connection) -> str:
+def _snapshot_xids(main: psycopg.Connection) -> str | None:
     """The transactions the export's snapshot sees (its transaction's: repeatable read): a row whose xmin it does
-    not see was inserted or updated after the export, which verify counts."""
+    not see was inserted or updated after the export, which verify counts. None before PostgreSQL 13 (no
+    pg_snapshot type): verify then counts none."""
+    if main.info.server_version < 130000:
+        return None
     return str(main.execute("SELECT pg_current_snapshot()::text").fetchone()[0])  # type: ignore[index]
 
 
