@@ -449,7 +449,11 @@ def test_a_target_user_not_owning_the_tables_or_a_sequence_stops_migrate_before_
     checked = cli("test-connections")  # it said ok: INSERT, SELECT and TRUNCATE were all it asked for
     assert checked.exit_code == 1, checked.output
     assert "this user does not own public.alert_subscriptions, " in flat(checked.output)
-    give_tables(dbs, "public", "migrate_writer")  # test-connections reads public; edge's tables stay others'
+    give_tables(dbs, "public", "migrate_writer")  # every export reads public; edge's tables stay others'
+    checked = cli("test-connections")  # edge is exported only when asked for (--schema): a warning
+    assert checked.exit_code == 0, checked.output
+    assert "this user does not own edge.Odd Table, edge.cycle_a, " in flat(checked.output)
+    assert "an export of their schema (--schema) would not load" in flat(checked.output)
     for line in refused_twice(cli, *EDGE):
         assert line.startswith("Error: the user in DATABASE_URL does not own edge."), line
         assert line.endswith('ALTER TABLE ... OWNER TO "migrate_writer")'), line

@@ -173,25 +173,37 @@ def _check_source(conn: psycopg.Connection, check: EndpointCheck) -> None:
                             "use the postgres user in SUPABASE_DB_URL")
 
 
-def _tables_not_owned(conn: psycopg.Connection) -> str | None:
+# The target's tables in application schemas (not Supabase's, not PostgreSQL's) that the user does not own.
+NOT_OWNED_SQL = """
+SELECT n.nspname, c.relname, current_user FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname <> ALL(%s)
+  AND n.nspname NOT LIKE 'pg\\_%%' AND NOT pg_has_role(c.relowner, 'USAGE')
+ORDER BY 1, 2
+"""
+
+
+def _tables_not_owned(conn: psycopg.Connection, check: EndpointCheck) -> None:
     """The load sets each table's indexes, keys and triggers aside and makes them again: only its owner may.
-    (INSERT, SELECT and TRUNCATE on them passed here, and the import then refused the same user.)"""
-    rows = conn.execute("""
-        SELECT format('%I.%I', n.nspname, c.relname), current_user FROM pg_class c
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = 'public'
-          AND NOT pg_has_role(c.relowner, 'USAGE')
-        ORDER BY 1""").fetchall()
+    (INSERT, SELECT and TRUNCATE on them passed here, and the import then refused the same user.) An error for
+    `public`, which every export reads; a warning for another schema, which only `--schema` exports."""
+    rows = conn.execute(NOT_OWNED_SQL, (sorted(catalog.PLATFORM_SCHEMAS),)).fetchall()
     if not rows:
-        return None
-    return (f"this user does not own {catalog.listed([str(r[0]) for r in rows])}: the import makes their indexes and "
-            f"keys again, which only a table's owner may do: {catalog.owner_fix(str(rows[0][1]))}")
+        return
+    public, other = ([catalog.qualify(r[0], r[1]) for r in rows if (r[0] == "public") is wanted]
+                     for wanted in (True, False))
+    why = ("the import makes their indexes and keys again, which only a table's owner may do: "
+           f"{catalog.owner_fix(str(rows[0][2]))}")
+    if public:
+        check.errors.append(f"this user does not own {catalog.listed(public)}: {why}")
+    if other:
+        check.warnings.append(f"this user does not own {catalog.listed(other)}: an export of their schema "
+                              f"(--schema) would not load; {why}")
 
 
 def _check_target(conn: psycopg.Connection, check: EndpointCheck) -> None:
     check.traits = supabase_traits(conn)
-    if problem := _tables_not_owned(conn):
-        check.errors.append(problem)
+    _tables_not_owned(conn, check)
     can_create = conn.execute(
         # by the schema's oid: NULL, not an error, when it does not exist yet
         "SELECT has_database_privilege(current_database(), 'CREATE') "
