@@ -9,10 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -1270,13 +1273,23 @@ def test_a_journal_done_line_without_its_stack_auth_id_leaves_the_write_in_doubt
 # --- the HTTP transport: kept-alive connections, TLS -----------------------------------------------------------
 
 
+@contextmanager
+def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A local HTTP server answering with `handler`, on its own thread: its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_proxy_named_by_the_environment_carries_the_requests(stack: StackAuthSandbox,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine that reaches Stack Auth only through HTTP_PROXY / HTTPS_PROXY: the client's own transport took
     the requests past the proxy. Without such a setting, none goes to it."""
     import http.client
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     seen: list[str] = []
 
@@ -1301,26 +1314,20 @@ def test_a_proxy_named_by_the_environment_carries_the_requests(stack: StackAuthS
         def log_message(self, *args: Any) -> None:
             pass
 
-    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    try:
+    with http_server(Forward) as proxy:
         with StackAuthClient(stack.url, PROJECT, SECRET, retry=FAST) as client:
             assert list(client.iter_users()) == [] and seen == []
-        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        monkeypatch.setenv("HTTP_PROXY", proxy)
         with StackAuthClient(stack.url, PROJECT, SECRET, retry=FAST) as client:
             created = client.create_user({"primary_email": "proxied@example.com", "primary_email_auth_enabled": True})
             assert client.get_user(created.user["id"])["primary_email"] == "proxied@example.com"
-        assert seen == [f"POST {stack.url}/api/v1/users", f"GET {stack.url}/api/v1/users/{created.user['id']}"]
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
+    assert seen == [f"POST {stack.url}/api/v1/users", f"GET {stack.url}/api/v1/users/{created.user['id']}"]
 
 
 def test_a_connection_stack_auth_closed_while_idle_is_not_sent_a_request(datadir: DataDir) -> None:
     """A server closes a kept-alive connection after it sat idle (Node's keepAliveTimeout: 5 s). A request sent
     into it is lost: a retry with a warning, and for a create a lookup first. It goes on a new connection."""
     import socket
-    import threading
 
     listener = socket.create_server(("127.0.0.1", 0))
     accepted: list[int] = []
@@ -1353,8 +1360,6 @@ def test_a_connection_stack_auth_closed_while_idle_is_not_sent_a_request(datadir
 def test_requests_keep_the_api_urls_own_path_and_encode_their_query() -> None:
     """A Stack Auth served under a path of its own (behind a reverse proxy): every request keeps that path, and a
     query value with characters of its own (an e-mail's `+`, a space) arrives as it was."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from urllib.parse import parse_qs, urlsplit
 
     seen: list[str] = []
@@ -1372,19 +1377,40 @@ def test_requests_keep_the_api_urls_own_path_and_encode_their_query() -> None:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with StackAuthClient(f"http://127.0.0.1:{server.server_address[1]}/stack/", PROJECT, SECRET,
-                             retry=FAST) as client:
-            assert client.find_by_email("a+b c@example.com") == []
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(Answer) as url, StackAuthClient(f"{url}/stack/", PROJECT, SECRET, retry=FAST) as client:
+        assert client.find_by_email("a+b c@example.com") == []
     [path] = seen
     assert urlsplit(path).path == "/stack/api/v1/users"
     assert parse_qs(urlsplit(path).query) == {"limit": ["200"], "include_anonymous": ["true"],
                                               "query": ["a+b c@example.com"]}
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+def test_an_answer_a_proxy_compressed_anyway_is_read(coding: str) -> None:
+    """supamove asks for answers uncompressed; a proxy in front of Stack Auth that compresses them regardless
+    (as httpx, which decoded them, allowed) is read all the same, not refused as no JSON."""
+    import gzip
+    import zlib
+
+    class Compressing(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            plain = orjson.dumps({"id": self.path.rsplit("/", 1)[1], "display_name": "Zoë"})
+            body = gzip.compress(plain) if coding == "gzip" else zlib.compress(plain)
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-encoding", coding)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with http_server(Compressing) as url, StackAuthClient(url, PROJECT, SECRET, retry=FAST) as client:
+        assert client.get_user("u1") == {"id": "u1", "display_name": "Zoë"}
+        assert client.get_user("u2") == {"id": "u2", "display_name": "Zoë"}  # on the same connection
 
 
 def test_the_transport_sends_a_requests_head_and_body_at_once() -> None:
