@@ -173,12 +173,12 @@ def _check_source(conn: psycopg.Connection, check: EndpointCheck) -> None:
                             "use the postgres user in SUPABASE_DB_URL")
 
 
-# The target's tables in application schemas (not Supabase's, not PostgreSQL's) that the user does not own.
+# The tables of these schemas that the user does not own.
 NOT_OWNED_SQL = """
 SELECT n.nspname, c.relname, current_user FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname <> ALL(%s)
-  AND n.nspname NOT LIKE 'pg\\_%%' AND NOT pg_has_role(c.relowner, 'USAGE')
+WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY(%s)
+  AND NOT pg_has_role(c.relowner, 'USAGE')
 ORDER BY 1, 2
 """
 
@@ -187,7 +187,8 @@ def _tables_not_owned(conn: psycopg.Connection, check: EndpointCheck) -> None:
     """The load sets each table's indexes, keys and triggers aside and makes them again: only its owner may.
     (INSERT, SELECT and TRUNCATE on them passed here, and the import then refused the same user.) An error for
     `public`, which every export reads; a warning for another schema, which only `--schema` exports."""
-    rows = conn.execute(NOT_OWNED_SQL, (sorted(catalog.PLATFORM_SCHEMAS),)).fetchall()
+    schemas = [schema.name for schema in catalog.application_schemas(conn)]
+    rows = conn.execute(NOT_OWNED_SQL, (schemas,)).fetchall() if schemas else []
     if not rows:
         return
     public, other = ([catalog.qualify(r[0], r[1]) for r in rows if (r[0] == "public") is wanted]
