@@ -559,6 +559,32 @@ def test_a_mapping_of_another_project_or_of_users_deleted_in_stack_auth_is_no_si
     assert orjson.loads(datadir.user_mapping.read_bytes())["stackAuthProjectId"] == PROJECT  # named again
 
 
+def test_a_mapping_none_of_whose_users_is_in_this_stack_auth_stops_the_run_before_anything_is_sent(
+        client: StackAuthClient, tmp_path: Path) -> None:
+    """Another Stack Auth holding the same project (a staging copy), or every user deleted there: each mapped
+    user failed on its own, one table row each, while the users not mapped yet were created there."""
+    datadir = export_of(tmp_path, "alice", "erin")
+    assert migrate_users(client, datadir).failure() is None
+    datadir = export_of(tmp_path, "alice", "erin", "dave")  # a user who signed up since
+    with StackAuthSandbox(PROJECT, SECRET, config=TRUSTED) as staging:
+        with StackAuthClient(staging.url, PROJECT, SECRET, retry=FAST) as elsewhere:
+            for dry_run in (True, False):
+                with pytest.raises(StackAuthError) as refused:
+                    migrate_users(elsewhere, datadir, MigrateOptions(dry_run=dry_run))
+                assert str(refused.value) == (
+                    f"none of the 2 Stack Auth users {datadir.user_mapping} names is in the Stack Auth at "
+                    f"{staging.url} (project {PROJECT}): it is not the Stack Auth they were created in, or they "
+                    "were all deleted there (fix: point STACK_AUTH_API_URL at the Stack Auth the users were created "
+                    "in; if they were deleted there, run `supamove map-users` (it drops them from the mapping), "
+                    "then the same command again, which creates them anew (then `supamove import "
+                    "--truncate-first`, if the import ran already))")
+            assert staging.users == {}  # dave was not created in it
+            map_users(elsewhere, datadir)  # as the fix says: their entries dropped, then all three created
+            assert UserMapping.load(datadir.user_mapping).entries == {}
+            result = migrate_users(elsewhere, datadir)
+        assert result.failure() is None and result.created == 3 and len(staging.users) == 3
+
+
 def test_a_link_to_a_stack_auth_user_whose_e_mail_is_no_longer_verified_is_undone(
         stack: StackAuthSandbox, client: StackAuthClient, tmp_path: Path) -> None:
     """An earlier version linked to unverified holders; such a link (or one whose holder lost its verification)

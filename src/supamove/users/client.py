@@ -119,6 +119,10 @@ class StackAuthClient:
         self._stats_lock = threading.Lock()
         self.retries = 0
 
+    @property
+    def api_url(self) -> str:
+        return self._base
+
     @classmethod
     def from_settings(cls, settings: Any, retry: RetryPolicy | None = None) -> StackAuthClient:
         project, secret = settings.require_all("STACK_AUTH_PROJECT_ID", "STACK_AUTH_SECRET_KEY")

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from functools import partial
 from itertools import chain, islice
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -297,11 +297,8 @@ def _checked_in_stack_auth(client: StackAuthClient, listing: StackUsers | None, 
     present = listing.verified if listing is not None else {}
     missing = {sid: e["stackAuthUserId"] for sid, e in mapping.entries.items()
                if e["stackAuthUserId"].lower() not in present}
-    if mapping.entries and len(missing) == len(mapping.entries) and mapping.project_id is None:
-        raise StackAuthError(
-            f"none of the {len(missing):,} Stack Auth users {mapping.path} names is in project {client.project_id}: "
-            "the mapping was written for another project", fix="point STACK_AUTH_PROJECT_ID (and its key) at the "
-            "project the users were created in, or use another --data-dir to move them into this one")
+    if mapping.entries and len(missing) == len(mapping.entries):
+        _none_here(client, mapping)
     mapping.project_id = client.project_id
     anyone = bool(present) if listing is not None else next(client.iter_users(page_size=1), None) is not None
     if not mapping.entries and anyone:
@@ -312,6 +309,24 @@ def _checked_in_stack_auth(client: StackAuthClient, listing: StackUsers | None, 
              and not present[mapping.entries[item.user.id]["stackAuthUserId"].lower()]]
     failed = {o.supabase_user_id for o in lost}
     return [item for item in plan if item.user.id not in failed], lost, pending
+
+
+def _none_here(client: StackAuthClient, mapping: UserMapping) -> NoReturn:
+    """Not one of the mapping's users is in this Stack Auth: another project, another Stack Auth (a staging one
+    holding the same project), or every user deleted there. Stopped before anything is sent: each would
+    otherwise fail as deleted, and the users not yet mapped be created in a Stack Auth that may be the wrong one."""
+    count = len(mapping.entries)
+    if mapping.project_id is None:  # a mapping from before the project was recorded
+        raise StackAuthError(
+            f"none of the {count:,} Stack Auth users {mapping.path} names is in project {client.project_id}: "
+            "the mapping was written for another project", fix="point STACK_AUTH_PROJECT_ID (and its key) at the "
+            "project the users were created in, or use another --data-dir to move them into this one")
+    raise StackAuthError(
+        f"none of the {count:,} Stack Auth users {mapping.path} names is in the Stack Auth at {client.api_url} "
+        f"(project {client.project_id}): it is not the Stack Auth they were created in, or they were all deleted "
+        "there", fix="point STACK_AUTH_API_URL at the Stack Auth the users were created in; if they were deleted "
+        "there, run `supamove map-users` (it drops them from the mapping), then the same command again, which "
+        "creates them anew (then `supamove import --truncate-first`, if the import ran already)")
 
 
 def _linked_unverified(item: PlannedUser, mapping: UserMapping) -> UserOutcome:
