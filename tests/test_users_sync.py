@@ -373,6 +373,31 @@ def test_the_cli_shows_updates_and_conflicts_and_exits_non_zero(stack: StackAuth
     assert "Users of earlier runs: 1 updated, 1 unchanged, 0 changed in Stack Auth (conflict)." in forced.output
 
 
+def test_the_cli_counts_the_users_failing_for_one_reason_on_one_row(stack: StackAuthSandbox, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each reason named the user's own Stack Auth id: 3 users deleted in Stack Auth were 3 rows of 1 user."""
+    datadir = write_export(tmp_path / "d", many(4), [])
+    for name, value in {"STACK_AUTH_API_URL": stack.url, "STACK_AUTH_PROJECT_ID": PROJECT,
+                        "STACK_AUTH_SECRET_KEY": SECRET, "MIGRATION_DATA_DIR": str(datadir.root),
+                        "LOG_FILE_PATH": str(tmp_path / "m.log")}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    from supamove.cli import main
+
+    assert CliRunner().invoke(main, ["migrate-users"]).exit_code == 0
+    mapping = UserMapping.load(datadir.user_mapping)
+    deleted = [str(mapping.get(uid(f"user00{n}"))) for n in range(3)]
+    for stack_id in deleted:
+        stack.delete_user(stack_id)
+    result = CliRunner().invoke(main, ["migrate-users"])
+    assert result.exit_code == StackAuthError.exit_code
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in result.output.splitlines()
+            if line.startswith("│")]
+    assert ["failed", "Stack Auth user … no longer exists (deleted in Stack Auth)", "3"] in rows
+    for stack_id in deleted:  # each user still named, with its own id, in the table of those not created
+        assert sum(f"Stack Auth user {stack_id} no longer exists" in " ".join(row) for row in rows) == 1
+
+
 def test_an_update_stack_auth_refuses_fails_that_user_only(stack: StackAuthSandbox, tmp_path: Path) -> None:
     users = many(3)  # no password: each needs a reset
     factors = [factor("user001", "webauthn")]  # and user001 has a second factor Stack Auth cannot hold

@@ -36,6 +36,7 @@ from rich.table import Table
 
 from supamove import interrupt
 from supamove.errors import INTERRUPTED, DataFileError, SupamoveError
+from supamove.files import UUID
 from supamove.log import console, echo_to_log, get_logger, scrub
 from supamove.progress import NullProgress, Progress
 from supamove.words import agree, counted
@@ -558,7 +559,9 @@ def _sql_text(value: str | None) -> str:
 
 
 def show_user_outcomes(result: Any) -> None:
-    by_kind = Counter((o.status, o.reason or "") for o in result.outcomes)
+    # One row per kind of outcome: a reason naming the user's own Stack Auth id (deleted there, say) counts
+    # every user it befell on one row, not one row each; the table of those not created names each.
+    by_kind = Counter((o.status, UUID.sub("…", o.reason or "")) for o in result.outcomes)
     verb = {"create": "would create", "link": "would link", "done": "already migrated"} if result.dry_run else {}
     rows = [(verb.get(status, status), reason, f"{n:,}") for (status, reason), n in sorted(by_kind.items())]
     print_table("Users (dry run)" if result.dry_run else "Users", ["outcome", "reason", "users"], rows)
