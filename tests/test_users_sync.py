@@ -343,17 +343,23 @@ def test_every_update_body_passes_stack_auths_schema(stack: StackAuthSandbox, tm
     assert [(body, v["errors"]) for body, v in zip(bodies, verdicts, strict=True) if not v["ok"]] == []
 
 
+def cli_on(stack: StackAuthSandbox, datadir: DataDir, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """supamove's command line, its settings naming this Stack Auth and data directory (the log beside it)."""
+    for name, value in {"STACK_AUTH_API_URL": stack.url, "STACK_AUTH_PROJECT_ID": PROJECT,
+                        "STACK_AUTH_SECRET_KEY": SECRET, "MIGRATION_DATA_DIR": str(datadir.root),
+                        "LOG_FILE_PATH": str(datadir.root.parent / "m.log")}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(datadir.root.parent)
+    from supamove.cli import main
+
+    return main
+
+
 def test_the_cli_shows_updates_and_conflicts_and_exits_non_zero(stack: StackAuthSandbox, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     users = many(2)
     datadir = write_export(tmp_path / "d", users, [])
-    for name, value in {"STACK_AUTH_API_URL": stack.url, "STACK_AUTH_PROJECT_ID": PROJECT,
-                        "STACK_AUTH_SECRET_KEY": SECRET, "MIGRATION_DATA_DIR": str(datadir.root),
-                        "LOG_FILE_PATH": str(tmp_path / "m.log")}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.chdir(tmp_path)
-    from supamove.cli import main
-
+    main = cli_on(stack, datadir, monkeypatch)
     assert CliRunner().invoke(main, ["migrate-users"]).exit_code == 0
     write_export(datadir.root, renamed(users), [])
     first = UserMapping.load(datadir.user_mapping).get(uid("user000"))
@@ -377,13 +383,7 @@ def test_the_cli_counts_the_users_failing_for_one_reason_on_one_row(stack: Stack
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Each reason named the user's own Stack Auth id: 3 users deleted in Stack Auth were 3 rows of 1 user."""
     datadir = write_export(tmp_path / "d", many(4), [])
-    for name, value in {"STACK_AUTH_API_URL": stack.url, "STACK_AUTH_PROJECT_ID": PROJECT,
-                        "STACK_AUTH_SECRET_KEY": SECRET, "MIGRATION_DATA_DIR": str(datadir.root),
-                        "LOG_FILE_PATH": str(tmp_path / "m.log")}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.chdir(tmp_path)
-    from supamove.cli import main
-
+    main = cli_on(stack, datadir, monkeypatch)
     assert CliRunner().invoke(main, ["migrate-users"]).exit_code == 0
     mapping = UserMapping.load(datadir.user_mapping)
     deleted = [str(mapping.get(uid(f"user00{n}"))) for n in range(3)]
