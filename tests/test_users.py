@@ -954,6 +954,42 @@ def test_send_password_resets_is_idempotent(stack: StackAuthSandbox, client: Sta
     assert stat.S_IMODE(os.stat(datadir.password_resets_sent).st_mode) == 0o600
 
 
+def test_a_reset_stack_auth_would_send_to_no_one_is_a_failure_not_a_send(stack: StackAuthSandbox,
+                                                                          client: StackAuthClient,
+                                                                          datadir: DataDir) -> None:
+    """Stack Auth answers a reset for an e-mail no user signs in with as it answers any other, and sends
+    nothing: a user deleted there, one whose e-mail changed there, or another Stack Auth of the same project
+    altogether were all counted as sent."""
+    migrate_users(client, datadir)
+    link = "https://app.example.com/reset"
+    with StackAuthSandbox(PROJECT, SECRET, config=TRUSTED) as staging:
+        with StackAuthClient(staging.url, PROJECT, SECRET, retry=FAST) as elsewhere:
+            with pytest.raises(StackAuthError, match=f"none of the 5 users to send a reset e-mail is in the Stack "
+                                                     f"Auth at {staging.url} \\(project {PROJECT}\\)"):
+                send_password_resets(elsewhere, datadir, link)
+    mapping = UserMapping.load(datadir.user_mapping)
+    bob, carol, dave = (str(mapping.get(uid(name))) for name in ("bob", "carol", "dave"))
+    stack.delete_user(bob)
+    client.update_user(carol, {"primary_email": "carol.new@example.com"})  # the old one still signs her in
+    client.update_user(dave, {"primary_email": "dave.new@example.com"})
+    old = next(c for c in client.list_contact_channels(dave) if c["value"] == "dave@example.com")
+    client.delete_contact_channel(dave, old["id"])  # and no one signs in with dave's old one
+    result = send_password_resets(client, datadir, link)
+    assert sorted(e.email for e in stack.reset_emails) == ["carol@example.com", "ivan@corp.example",
+                                                           "trent@example.com"]
+    assert sorted(result.sent) == sorted(uid(name) for name in ("carol", "ivan", "trent"))
+    assert dict(result.failed) == {
+        uid("bob"): f"Stack Auth user {bob} no longer exists (deleted in Stack Auth): nothing sent; run `supamove "
+                    "map-users`, then `supamove migrate-users` (which creates the user anew), then this command again",
+        uid("dave"): f"no Stack Auth user signs in with dave@example.com now, not {dave} (changed in Stack Auth since "
+                     "the migration): nothing sent, as Stack Auth would send the link to no one or to another "
+                     "account; run `supamove migrate-users`, which reports the change, and have the user reset their "
+                     "password from the sign-in page"}
+    assert str(result.failure()) == "2 reset e-mails failed (fix: correct the cause, then rerun)"
+    sent = orjson.loads(datadir.password_resets_sent.read_bytes())["sent"]
+    assert {e["supabaseUserId"] for e in sent} == set(result.sent)  # the two failed go when their cause is mended
+
+
 def test_a_run_killed_between_its_saves_sends_no_e_mail_twice(stack: StackAuthSandbox, client: StackAuthClient,
                                                               datadir: DataDir, monkeypatch: pytest.MonkeyPatch) -> None:
     # password-resets-sent.json is written every 50 e-mails: a run killed before that kept no record of those

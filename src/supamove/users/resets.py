@@ -21,6 +21,7 @@ from supamove.progress import NullProgress, Progress
 from supamove.usermap import UserMapping
 from supamove.users.client import AnswerLost, Rejected, StackAuthClient
 from supamove.users.journal import PendingJournal
+from supamove.users.source import normalize_email
 from supamove.words import counted
 
 log = get_logger("users.resets")
@@ -87,8 +88,57 @@ def send_password_resets(client: StackAuthClient | None, datadir: DataDir, callb
     UserMapping.load(datadir.user_mapping).check_project(client.project_id)  # its users' e-mails, not another's
     sender = _Sender(client, datadir, str(callback_url), domain, sent, result, journal)
     sender.save()  # what a killed run's journal told, kept in password-resets-sent.json
-    sender.send_all(todo, concurrency, progress or NullProgress())
+    unreachable = _unreachable(client, todo) if todo else {}
+    result.failed += [(u["supabaseUserId"], unreachable[u["supabaseUserId"]]) for u in todo
+                      if u["supabaseUserId"] in unreachable]
+    sender.send_all([u for u in todo if u["supabaseUserId"] not in unreachable], concurrency,
+                    progress or NullProgress())
     return result
+
+
+def _unreachable(client: StackAuthClient, todo: list[dict[str, Any]]) -> dict[str, str]:
+    """The users Stack Auth's reset e-mail would not reach, each with why: Stack Auth answers a reset for an
+    e-mail no user signs in with as it answers any other, and sends nothing. Their Stack Auth user deleted, or
+    it signs in with another e-mail now (another user with this one, maybe). Read from Stack Auth's user list
+    (200 a request); a user's further sign-in e-mails, only for one whose primary e-mail is not the listed one.
+    StackAuthError when none of them is in this Stack Auth at all: not the one they were created in."""
+    present: set[str] = set()
+    signing_in: dict[str, str] = {}  # a primary sign-in e-mail -> its Stack Auth user
+    for user in client.iter_users():
+        present.add(str(user["id"]).lower())
+        if (email := normalize_email(user.get("primary_email"))) and user.get("primary_email_auth_enabled"):
+            signing_in.setdefault(email, str(user["id"]))
+    mapped = [u for u in todo if u.get("stackAuthUserId")]
+    if mapped and not any(str(u["stackAuthUserId"]).lower() in present for u in mapped):
+        raise StackAuthError(
+            f"none of the {counted(len(mapped), 'user')} to send a reset e-mail is in the Stack Auth at "
+            f"{client.api_url} (project {client.project_id}): it is not the Stack Auth they were created in, or "
+            "they were deleted there", fix="point STACK_AUTH_API_URL at the Stack Auth the users were created in")
+    why: dict[str, str] = {}
+    for user in todo:
+        sid, stack_id, email = user["supabaseUserId"], user.get("stackAuthUserId"), normalize_email(user["email"])
+        holder = signing_in.get(email or "")
+        if stack_id and str(stack_id).lower() not in present:
+            why[sid] = (f"Stack Auth user {stack_id} no longer exists (deleted in Stack Auth): nothing sent; run "
+                        "`supamove map-users`, then `supamove migrate-users` (which creates the user anew), then this "
+                        "command again")
+        elif holder is not None and (not stack_id or holder.lower() == str(stack_id).lower()):
+            continue
+        elif stack_id and _signs_in_with(client, str(stack_id), email):
+            continue
+        else:
+            who = f"Stack Auth user {holder}" if holder is not None else "no Stack Auth user"
+            why[sid] = (f"{who} signs in with {user['email']} now, not {'its user' if not stack_id else stack_id} "
+                        "(changed in Stack Auth since the migration): nothing sent, as Stack Auth would send the "
+                        "link to no one or to another account; run `supamove migrate-users`, which reports the "
+                        "change, and have the user reset their password from the sign-in page")
+    return why
+
+
+def _signs_in_with(client: StackAuthClient, stack_id: str, email: str | None) -> bool:
+    """Whether the e-mail is one of the user's sign-in contact channels, a further one than its primary."""
+    return email is not None and any(normalize_email(c.get("value")) == email and c.get("used_for_auth")
+                                     for c in client.list_contact_channels(stack_id))
 
 
 def _required(path: Path) -> list[dict[str, Any]]:
