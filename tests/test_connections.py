@@ -6,6 +6,7 @@ import http.server
 import os
 import ssl
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from supamove.config import Settings
 from supamove.sandbox import fixtures
 from supamove.sandbox.fixtures import APP_ROLE
 from supamove.sandbox.pgserver import free_port
+from supamove.sandbox.stackauth import StackAuthSandbox
+from supamove.usermap import UserMapping
 
 
 def test_all_usable(cli, dbs, stack_auth) -> None:
@@ -78,6 +81,39 @@ def test_stack_auth_out_of_reach_is_named_with_the_reason(cli, dbs, stack_auth, 
     result = cli("test-connections")
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "cannot reach Stack Auth: [Errno 2] No such file or directory" in " ".join(result.output.split())
+
+
+def test_a_mapping_whose_users_are_not_in_this_stack_auth_fails_it(cli, dbs, stack_auth, data_dir: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another Stack Auth holding the same project (a staging copy) passed: migrate-users stopped only once it
+    had listed every user, and `migrate` once its export had begun."""
+    data_dir.mkdir()
+    mapping = UserMapping.fresh(data_dir / "user-mapping.json", STACK_PROJECT)
+    users = [stack_auth.create_user({"primary_email": f"u{n}@example.com"})["id"] for n in range(12)]
+    for n, stack_id in enumerate(users):
+        mapping.add(str(uuid.uuid4()), stack_id, f"u{n}@example.com")
+    mapping.save()
+    for stack_id in users[:9]:  # nine deleted there: the tenth found
+        stack_auth.delete_user(stack_id)
+    passed = cli("test-connections")
+    assert passed.exit_code == 0, passed.output
+    with StackAuthSandbox(STACK_PROJECT, STACK_SECRET) as staging:
+        monkeypatch.setenv("STACK_AUTH_API_URL", staging.url)
+        for command in (["test-connections"], ["migrate", "--disable-fk"]):
+            result = cli(*command)
+            assert result.exit_code != 0, result.output
+            assert (f"error: Stack Auth ({staging.url}): none of the first 10 Stack Auth users {mapping.path} names is "
+                    "in this Stack Auth: it is not the Stack Auth they were created in, or they were deleted there: "
+                    "point STACK_AUTH_API_URL at the Stack Auth the users were created in (if they were deleted "
+                    "there, `supamove map-users` drops them from the mapping)") in " ".join(result.output.split())
+        assert staging.users == {} and not (data_dir / "metadata.json").exists()  # nothing exported, no one created
+    with StackAuthSandbox("another-project", STACK_SECRET) as other:
+        monkeypatch.setenv("STACK_AUTH_API_URL", other.url)
+        monkeypatch.setenv("STACK_AUTH_PROJECT_ID", "another-project")
+        result = cli("test-connections")
+    assert result.exit_code == 1
+    assert (f"maps Supabase users to users of Stack Auth project {STACK_PROJECT}, and STACK_AUTH_PROJECT_ID is "
+            "another-project") in " ".join(result.output.split())
 
 
 class _NoUsers(http.server.BaseHTTPRequestHandler):

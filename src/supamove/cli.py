@@ -105,7 +105,7 @@ def test_connections(ctx: Context, as_json: bool) -> None:
     Example: supamove test-connections
     """
     from supamove.connections import check_connections
-    report = check_connections(ctx.settings)
+    report = check_connections(ctx.settings, ctx.datadir)
     render.show(report, as_json, render.show_connections, report.failure())
 
 

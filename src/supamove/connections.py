@@ -5,7 +5,10 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import psycopg
@@ -22,6 +25,9 @@ from supamove.guard import (
     target_problem,
 )
 from supamove.log import add_secret, get_logger, scrub
+from supamove.paths import DataDir
+from supamove.usermap import UserMapping
+from supamove.words import counted
 
 log = get_logger("connections")
 STACK_AUTH_CREDENTIALS = ("STACK_AUTH_PROJECT_ID", "STACK_AUTH_SECRET_KEY")
@@ -90,12 +96,13 @@ class ConnectionReport:
         return {"ok": self.ok, "endpoints": [c.to_dict() for c in self.checks]}
 
 
-def check_connections(settings: Settings) -> ConnectionReport:
-    """Check the source, the target and Stack Auth; an unset endpoint fails, its setting named."""
+def check_connections(settings: Settings, datadir: DataDir | None = None) -> ConnectionReport:
+    """Check the source, the target and Stack Auth (with the users of the data directory's user-mapping.json);
+    an unset endpoint fails, its setting named."""
     report = ConnectionReport(
         _check_database(settings, "source", "source (SUPABASE_DB_URL)", _check_source),
         _check_database(settings, "target", "target (DATABASE_URL)", _check_target),
-        check_stack_auth(settings),
+        check_stack_auth(settings, datadir),
     )
     if report.target.identity is not None:
         problem = target_problem(report.target.identity, report.target.traits, report.source.identity)
@@ -217,7 +224,7 @@ def _check_target(conn: psycopg.Connection, check: EndpointCheck) -> None:
         check.errors.append(f"this user {catalog.PROGRESS_SCHEMA_CLOSED}: {fix}")
 
 
-def check_stack_auth(settings: Settings) -> EndpointCheck:
+def check_stack_auth(settings: Settings, datadir: DataDir | None = None) -> EndpointCheck:
     check = EndpointCheck(f"Stack Auth ({settings.STACK_AUTH_API_URL})")
     check.place = {"apiUrl": settings.STACK_AUTH_API_URL, "projectId": settings.STACK_AUTH_PROJECT_ID or None}
     if missing := settings.unset(*STACK_AUTH_CREDENTIALS):
@@ -249,4 +256,37 @@ def check_stack_auth(settings: Settings) -> EndpointCheck:
                             "STACK_AUTH_API_URL points at Stack Auth's API (without /api/v1)")
     elif answer.status_code != 200:
         check.errors.append(f"Stack Auth answered {answer.status_code}: {scrub(answer.text[:200])}")
+    elif datadir is not None:
+        _mapped_users_here(check, settings.STACK_AUTH_API_URL, headers, datadir.user_mapping, project)
     return check
+
+
+MAPPING_SAMPLE = 10  # users of user-mapping.json looked up in Stack Auth
+
+
+def _mapped_users_here(check: EndpointCheck, api_url: str, headers: dict[str, str], path: Path,
+                       project: str) -> None:
+    """The users an earlier migrate-users mapped are in this Stack Auth: another Stack Auth holding the same
+    project (a staging copy) would get the cutover's new users, and migrate-users would stop once it found
+    none of the mapped ones there. Up to MAPPING_SAMPLE of them are looked up, the first found ends it."""
+    if not path.exists():
+        return
+    try:
+        mapping = UserMapping.load(path)
+        mapping.check_project(project)
+    except SupamoveError as exc:
+        check.errors.append(str(exc))
+        return
+    sample = [entry["stackAuthUserId"] for entry in islice(mapping.entries.values(), MAPPING_SAMPLE)]
+    try:
+        if not sample or any(httpx.get(f"{api_url}/api/v1/users/{quote(stack_id)}", headers=headers,
+                                       timeout=15).status_code == 200 for stack_id in sample):
+            return
+    except httpx.HTTPError as exc:  # reached a moment ago: said, not taken for an answer
+        check.warnings.append(f"could not look up the users of {path} in Stack Auth: {scrub(str(exc))}")
+        return
+    check.errors.append(
+        f"none of the first {counted(len(sample), 'Stack Auth user')} {path} names is in this Stack Auth: it is not "
+        "the Stack Auth they were created in, or they were deleted there: point STACK_AUTH_API_URL at the Stack "
+        "Auth the users were created in (if they were deleted there, `supamove map-users` drops them from the "
+        "mapping)")

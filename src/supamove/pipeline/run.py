@@ -58,7 +58,7 @@ def run_migrate(env: Endpoints, datadir: DataDir, options: PipelineOptions,
         check_options(options.export())  # a wrong option before any connection: it is no endpoint's fault
         source = env.source  # so is a source the export cannot read in one snapshot (the transaction pooler)
         step = "test-connections"
-        _check_connections(env, result)
+        _check_connections(env, datadir, result)
         step = "export"
         if options.dry_run:
             _dry_run(env, source, datadir, options, result)
@@ -97,9 +97,9 @@ def _keys(plan: ExportPlan) -> list[tuple[str, str]]:
     return [(table.schema, table.name) for table in plan.tables]
 
 
-def _check_connections(env: Endpoints, result: MigrateResult) -> None:
+def _check_connections(env: Endpoints, datadir: DataDir, result: MigrateResult) -> None:
     result.begin("test-connections")
-    result.connections = check_connections(env.settings)
+    result.connections = check_connections(env.settings, datadir)
     result.end("test-connections")
     failure = result.connections.failure()
     if failure is not None:
