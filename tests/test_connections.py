@@ -93,7 +93,7 @@ def test_a_mapping_whose_users_are_not_in_this_stack_auth_fails_it(cli, dbs, sta
     for n, stack_id in enumerate(users):
         mapping.add(str(uuid.uuid4()), stack_id, f"u{n}@example.com")
     mapping.save()
-    for stack_id in users[:9]:  # nine deleted there: the tenth found
+    for stack_id in users[:11]:  # all but the last deleted there: it is among those looked up
         stack_auth.delete_user(stack_id)
     passed = cli("test-connections")
     assert passed.exit_code == 0, passed.output
@@ -102,8 +102,8 @@ def test_a_mapping_whose_users_are_not_in_this_stack_auth_fails_it(cli, dbs, sta
         for command in (["test-connections"], ["migrate", "--disable-fk"]):
             result = cli(*command)
             assert result.exit_code != 0, result.output
-            assert (f"error: Stack Auth ({staging.url}): none of the first 10 Stack Auth users {mapping.path} names is "
-                    "in this Stack Auth: it is not the Stack Auth they were created in, or they were deleted there: "
+            assert (f"error: Stack Auth ({staging.url}): none of 10 of the 12 Stack Auth users {mapping.path} names "
+                    "is in this Stack Auth: it is not the Stack Auth they were created in, or they were deleted there: "
                     "point STACK_AUTH_API_URL at the Stack Auth the users were created in (if they were deleted "
                     "there, `supamove map-users` drops them from the mapping)") in " ".join(result.output.split())
         assert staging.users == {} and not (data_dir / "metadata.json").exists()  # nothing exported, no one created

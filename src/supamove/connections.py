@@ -5,7 +5,6 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -268,7 +267,8 @@ def _mapped_users_here(check: EndpointCheck, api_url: str, headers: dict[str, st
                        project: str) -> None:
     """The users an earlier migrate-users mapped are in this Stack Auth: another Stack Auth holding the same
     project (a staging copy) would get the cutover's new users, and migrate-users would stop once it found
-    none of the mapped ones there. Up to MAPPING_SAMPLE of them are looked up, the first found ends it."""
+    none of the mapped ones there. Up to MAPPING_SAMPLE of them, spread over the mapping (users deleted on
+    purpose tend to be neighbours: a rehearsal's first ones), are looked up; the first found ends it."""
     if not path.exists():
         return
     try:
@@ -277,7 +277,10 @@ def _mapped_users_here(check: EndpointCheck, api_url: str, headers: dict[str, st
     except SupamoveError as exc:
         check.errors.append(str(exc))
         return
-    sample = [entry["stackAuthUserId"] for entry in islice(mapping.entries.values(), MAPPING_SAMPLE)]
+    entries = list(mapping.entries.values())
+    count = min(MAPPING_SAMPLE, len(entries))  # evenly spaced, the first and the last among them
+    sample = [entries[index]["stackAuthUserId"]
+              for index in sorted({round(i * (len(entries) - 1) / max(1, count - 1)) for i in range(count)})]
     try:
         if not sample or any(httpx.get(f"{api_url}/api/v1/users/{quote(stack_id)}", headers=headers,
                                        timeout=15).status_code == 200 for stack_id in sample):
@@ -286,7 +289,7 @@ def _mapped_users_here(check: EndpointCheck, api_url: str, headers: dict[str, st
         check.warnings.append(f"could not look up the users of {path} in Stack Auth: {scrub(str(exc))}")
         return
     check.errors.append(
-        f"none of the first {counted(len(sample), 'Stack Auth user')} {path} names is in this Stack Auth: it is not "
-        "the Stack Auth they were created in, or they were deleted there: point STACK_AUTH_API_URL at the Stack "
-        "Auth the users were created in (if they were deleted there, `supamove map-users` drops them from the "
-        "mapping)")
+        f"none of {len(sample):,} of the {counted(len(entries), 'Stack Auth user')} {path} names is in this "
+        "Stack Auth: it is not the Stack Auth they were created in, or they were deleted there: point "
+        "STACK_AUTH_API_URL at the Stack Auth the users were created in (if they were deleted there, "
+        "`supamove map-users` drops them from the mapping)")
