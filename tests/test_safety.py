@@ -859,9 +859,10 @@ def test_ctrl_c_while_python_loads_supamove_stops_it_with_nothing_done(env: dict
     time.sleep(delay)
     seconds, output = interrupt_and_wait(process, signum)
     assert "Traceback" not in output and "Exception ignored" not in output, output
-    if process.returncode == 130:  # stopped before doing anything
-        assert "Run the same command again to resume." in output
-        assert "Export plan" not in output and not data_dir.exists()
+    if process.returncode == 130:  # stopped before doing anything (it writes nothing in any case)
+        assert "Run the same command again to resume." in output and not data_dir.exists()
+        if "Export plan" in output:  # on a quick machine the plan was shown in time: whole, the stop after it
+            assert output.index("Interrupted") > output.rindex("└") > output.index("public.readings"), output
     else:  # the plan was done (a dry run takes half a second): shown whole, as without the Ctrl-C
         assert process.returncode == 0 and "Export plan" in output and "Interrupted" not in output, output
 
