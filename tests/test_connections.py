@@ -105,7 +105,7 @@ def test_a_mapping_whose_users_are_not_in_this_stack_auth_fails_it(cli, dbs, sta
             assert (f"error: Stack Auth ({staging.url}): none of 10 of the 12 Stack Auth users {mapping.path} names "
                     "is in this Stack Auth: it is not the Stack Auth they were created in, or they were deleted there: "
                     "point STACK_AUTH_API_URL at the Stack Auth the users were created in (if they were deleted "
-                    "there, `supamove map-users` drops them from the mapping)") in " ".join(result.output.split())
+                    "there, `supamove map-users --forget-missing` drops them from the mapping)") in " ".join(result.output.split())
         assert staging.users == {} and not (data_dir / "metadata.json").exists()  # nothing exported, no one created
     with StackAuthSandbox("another-project", STACK_SECRET) as other:
         monkeypatch.setenv("STACK_AUTH_API_URL", other.url)

@@ -575,11 +575,20 @@ def test_a_mapping_none_of_whose_users_is_in_this_stack_auth_stops_the_run_befor
                     f"none of the 2 Stack Auth users {datadir.user_mapping} names is in the Stack Auth at "
                     f"{staging.url} (project {PROJECT}): it is not the Stack Auth they were created in, or they "
                     "were all deleted there (fix: point STACK_AUTH_API_URL at the Stack Auth the users were created "
-                    "in; if they were deleted there, run `supamove map-users` (it drops them from the mapping), "
-                    "then the same command again, which creates them anew (then `supamove import "
+                    "in; if they were deleted there, run `supamove map-users --forget-missing` (it drops them from "
+                    "the mapping), then the same command again, which creates them anew (then `supamove import "
                     "--truncate-first`, if the import ran already))")
             assert staging.users == {}  # dave was not created in it
-            map_users(elsewhere, datadir)  # as the fix says: their entries dropped, then all three created
+            kept = datadir.user_mapping.read_bytes()
+            with pytest.raises(StackAuthError) as overwrite:  # a rebuild would map none of them: refused
+                map_users(elsewhere, datadir)
+            assert str(overwrite.value) == (
+                f"none of the 2 Stack Auth users {datadir.user_mapping} names is in the Stack Auth at {staging.url} "
+                f"(project {PROJECT}): a mapping rebuilt from it would name none of them (fix: point "
+                "STACK_AUTH_API_URL at the Stack Auth the users were created in; if they were deleted there on "
+                "purpose, run `supamove map-users --forget-missing`)")
+            assert datadir.user_mapping.read_bytes() == kept
+            map_users(elsewhere, datadir, forget_missing=True)  # as the fix says: dropped, then all three created
             assert UserMapping.load(datadir.user_mapping).entries == {}
             result = migrate_users(elsewhere, datadir)
         assert result.failure() is None and result.created == 3 and len(staging.users) == 3
@@ -970,8 +979,8 @@ def test_a_reset_stack_auth_would_send_to_no_one_is_a_failure_not_a_send(stack: 
                 f"none of the 5 users to send a reset e-mail is in the Stack Auth at {staging.url} (project "
                 f"{PROJECT}): it is not the Stack Auth they were created in, or they were deleted there (fix: point "
                 "STACK_AUTH_API_URL at the Stack Auth the users were created in; if they were deleted there, run "
-                "`supamove map-users`, then `supamove migrate-users` (which creates them anew), then this command "
-                "again)")
+                "`supamove map-users --forget-missing`, then `supamove migrate-users` (which creates them anew), then "
+                "this command again)")
             assert staging.reset_emails == []
     mapping = UserMapping.load(datadir.user_mapping)
     bob, carol, dave = (str(mapping.get(uid(name))) for name in ("bob", "carol", "dave"))

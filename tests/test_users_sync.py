@@ -398,6 +398,25 @@ def test_the_cli_counts_the_users_failing_for_one_reason_on_one_row(stack: Stack
         assert sum(f"Stack Auth user {stack_id} no longer exists" in " ".join(row) for row in rows) == 1
 
 
+def test_map_users_writes_over_a_mapping_none_of_whose_users_it_finds_only_when_told(
+        stack: StackAuthSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pointed at another Stack Auth holding the same project, map-users replaced a full mapping by an empty one."""
+    datadir = write_export(tmp_path / "d", many(2), [])
+    main = cli_on(stack, datadir, monkeypatch)
+    assert CliRunner().invoke(main, ["migrate-users"]).exit_code == 0
+    kept = datadir.user_mapping.read_bytes()
+    with StackAuthSandbox(PROJECT, SECRET) as staging:
+        monkeypatch.setenv("STACK_AUTH_API_URL", staging.url)
+        for command in (["map-users", "--dry-run"], ["map-users"]):
+            refused = CliRunner().invoke(main, command)
+            assert refused.exit_code == StackAuthError.exit_code, refused.output
+            assert "a mapping rebuilt from it would name none of them" in " ".join(refused.output.split())
+        assert datadir.user_mapping.read_bytes() == kept
+        forgot = CliRunner().invoke(main, ["map-users", "--forget-missing"])
+    assert forgot.exit_code == 0, forgot.output
+    assert UserMapping.load(datadir.user_mapping).entries == {}
+
+
 def test_an_update_stack_auth_refuses_fails_that_user_only(stack: StackAuthSandbox, tmp_path: Path) -> None:
     users = many(3)  # no password: each needs a reset
     factors = [factor("user001", "webauthn")]  # and user001 has a second factor Stack Auth cannot hold

@@ -57,8 +57,7 @@ def jobs_option(what: str) -> Callable[[F], F]:
 
 
 read_options = options(  # how the export reads the tables: shared by export and migrate
-    click.option("--user-id-column", "user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN",
-                 help="A column holding Supabase user ids that no foreign key shows (repeatable)."),
+    click.option("--user-id-column", "user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN", help="A column holding Supabase user ids that no foreign key shows (repeatable)."),
     click.option("--not-user-id-column", "not_user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN", help="A column whose values look like user ids but are not: never remapped (repeatable)."),
     split_option)
 load_options = options(
@@ -259,8 +258,9 @@ def send_password_resets_command(ctx: Context, callback_url: str | None, resend_
 
 
 @command("map-users")
+@click.option("--forget-missing", is_flag=True, help="Rebuild even when none of the users user-mapping.json names is in this Stack Auth.")
 @dry_run_options
-def map_users_command(ctx: Context, dry_run: bool, as_json: bool) -> None:
+def map_users_command(ctx: Context, forget_missing: bool, dry_run: bool, as_json: bool) -> None:
     """Rebuild user-mapping.json from users already in Stack Auth, creating none.
 
     Matches by the Supabase id kept in server_metadata, then by e-mail; lists the users left unmatched.
@@ -269,7 +269,7 @@ def map_users_command(ctx: Context, dry_run: bool, as_json: bool) -> None:
     """
     from supamove.users.mapusers import map_users
     with ctx.stack_auth() as client:
-        result = map_users(client, ctx.datadir, dry_run)
+        result = map_users(client, ctx.datadir, dry_run, forget_missing=forget_missing)
     render.show(result, as_json, render.show_user_matches, result.failure())
 
 

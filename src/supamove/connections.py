@@ -292,4 +292,4 @@ def _mapped_users_here(check: EndpointCheck, api_url: str, headers: dict[str, st
         f"none of {len(sample):,} of the {counted(len(entries), 'Stack Auth user')} {path} names is in this "
         "Stack Auth: it is not the Stack Auth they were created in, or they were deleted there: point "
         "STACK_AUTH_API_URL at the Stack Auth the users were created in (if they were deleted there, "
-        "`supamove map-users` drops them from the mapping)")
+        "`supamove map-users --forget-missing` drops them from the mapping)")

@@ -16,6 +16,7 @@ from supamove.users.client import StackAuthClient, supabase_id_of
 from supamove.users.plan import EMAIL_RE, email_holders
 from supamove.users.source import SupabaseUser, load_auth_export, normalize_email
 from supamove.users.sync import SyncState
+from supamove.words import counted
 
 LABEL = "stack auth users"
 
@@ -74,10 +75,11 @@ class _Matches:
     unmatched_stack: list[tuple[str, str | None]]
     claims: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # Supabase id -> the Stack Auth users claiming it
     unverified: set[str] = field(default_factory=set)  # Stack Auth users with no Supabase id and an unverified e-mail
+    present: set[str] = field(default_factory=set)  # every Stack Auth user's id, in lower case
 
 
 def map_users(client: StackAuthClient, datadir: DataDir, dry_run: bool = False,
-              progress: Progress | None = None) -> MapResult:
+              progress: Progress | None = None, forget_missing: bool = False) -> MapResult:
     """Rebuild user-mapping.json from the users already in Stack Auth; creates nothing.
 
     One-to-one, as migrate-users maps: first by the Supabase id kept in server_metadata; then a
@@ -88,6 +90,8 @@ def map_users(client: StackAuthClient, datadir: DataDir, dry_run: bool = False,
     holders = email_holders(users)
     found = _match_by_id(client, users, holders, progress or NullProgress())
     earlier = _earlier_mapping(datadir.user_mapping)
+    if earlier is not None and not forget_missing:
+        _check_not_all_missing(client, earlier, found.present)
     claimed = _claimed_twice(found, earlier)  # left out of every match below: which one is the operator's call
     unverified = _match_by_email(found, holders, set(claimed))  # ids first, then e-mails for the rest
     kept = _keep_earlier(found, users, earlier, set(claimed), _linked(datadir))
@@ -112,6 +116,7 @@ def _match_by_id(client: StackAuthClient, users: list[SupabaseUser], holders: di
     progress.start(LABEL, None)
     for stack_user in client.iter_users():
         progress.advance(LABEL)
+        found.present.add(str(stack_user["id"]).lower())
         sid = supabase_id_of(stack_user)
         email = normalize_email(stack_user.get("primary_email"))
         if sid in by_id:
@@ -125,6 +130,18 @@ def _match_by_id(client: StackAuthClient, users: list[SupabaseUser], holders: di
             found.unverified.add(stack_user["id"])
     progress.finish(LABEL)
     return found
+
+
+def _check_not_all_missing(client: StackAuthClient, earlier: UserMapping, present: set[str]) -> None:
+    """The mapping being replaced names users, none of them in this Stack Auth: another Stack Auth holding the same
+    project (a staging copy), or every user deleted there. Written over, it would map none of them: only on
+    purpose (--forget-missing)."""
+    if earlier.entries and not any(e["stackAuthUserId"].lower() in present for e in earlier.entries.values()):
+        raise StackAuthError(
+            f"none of the {counted(len(earlier.entries), 'Stack Auth user')} {earlier.path} names is in the Stack "
+            f"Auth at {client.api_url} (project {client.project_id}): a mapping rebuilt from it would name none "
+            "of them", fix="point STACK_AUTH_API_URL at the Stack Auth the users were created in; if they were "
+            "deleted there on purpose, run `supamove map-users --forget-missing`")
 
 
 def _claimed_twice(found: _Matches, earlier: UserMapping | None) -> dict[str, list[dict[str, Any]]]:

@@ -325,8 +325,8 @@ def _none_here(client: StackAuthClient, mapping: UserMapping) -> NoReturn:
         f"none of the {count:,} Stack Auth users {mapping.path} names is in the Stack Auth at {client.api_url} "
         f"(project {client.project_id}): it is not the Stack Auth they were created in, or they were all deleted "
         "there", fix="point STACK_AUTH_API_URL at the Stack Auth the users were created in; if they were deleted "
-        "there, run `supamove map-users` (it drops them from the mapping), then the same command again, which "
-        "creates them anew (then `supamove import --truncate-first`, if the import ran already)")
+        "there, run `supamove map-users --forget-missing` (it drops them from the mapping), then the same "
+        "command again, which creates them anew (then `supamove import --truncate-first`, if the import ran already)")
 
 
 def _linked_unverified(item: PlannedUser, mapping: UserMapping) -> UserOutcome:

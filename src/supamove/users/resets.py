@@ -114,8 +114,8 @@ def _unreachable(client: StackAuthClient, todo: list[dict[str, Any]]) -> dict[st
             f"none of the {counted(len(mapped), 'user')} to send a reset e-mail is in the Stack Auth at "
             f"{client.api_url} (project {client.project_id}): it is not the Stack Auth they were created in, or "
             "they were deleted there", fix="point STACK_AUTH_API_URL at the Stack Auth the users were created in; if "
-            "they were deleted there, run `supamove map-users`, then `supamove migrate-users` (which creates them "
-            "anew), then this command again")
+            "they were deleted there, run `supamove map-users --forget-missing`, then `supamove migrate-users` "
+            "(which creates them anew), then this command again")
     why: dict[str, str] = {}
     for user in todo:
         sid, stack_id, email = user["supabaseUserId"], user.get("stackAuthUserId"), normalize_email(user["email"])
