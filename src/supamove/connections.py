@@ -234,18 +234,23 @@ def check_stack_auth(settings: Settings, datadir: DataDir | None = None) -> Endp
     add_secret(secret)
     headers = {"x-stack-access-type": "server", "x-stack-project-id": project,
                "x-stack-secret-server-key": secret}
-    try:
-        started = time.perf_counter()
-        answer = httpx.get(f"{settings.STACK_AUTH_API_URL}/api/v1/users", params={"limit": 1},
-                           headers=headers, timeout=15)
-        check.latency_ms = (time.perf_counter() - started) * 1000
+    try:  # one connection for the list and the mapping's users (a CA file that cannot be read: an OSError here)
+        with httpx.Client(base_url=settings.STACK_AUTH_API_URL, headers=headers, timeout=15) as http:
+            _answers(check, http, settings.STACK_AUTH_API_URL, datadir, project)
     except (httpx.HTTPError, OSError) as exc:  # OSError: a CA file (SSL_CERT_FILE) that cannot be read
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         check.errors.append(f"cannot reach Stack Auth: {scrub(text)}: check STACK_AUTH_API_URL "
                             "(for https, the server's certificate and SSL_CERT_FILE)")
-        return check
+    return check
+
+
+def _answers(check: EndpointCheck, http: httpx.Client, api_url: str, datadir: DataDir | None, project: str) -> None:
+    """The user list's first page answered with the credentials; then the mapping's users looked up."""
+    started = time.perf_counter()
+    answer = http.get("/api/v1/users", params={"limit": 1})
+    check.latency_ms = (time.perf_counter() - started) * 1000
     check.reachable = True
-    check.encrypted = settings.STACK_AUTH_API_URL.startswith("https://")
+    check.encrypted = api_url.startswith("https://")
     if answer.status_code in (401, 403):
         check.errors.append(f"Stack Auth refused the credentials ({answer.status_code}): "
                             "check STACK_AUTH_PROJECT_ID and STACK_AUTH_SECRET_KEY")
@@ -256,15 +261,13 @@ def check_stack_auth(settings: Settings, datadir: DataDir | None = None) -> Endp
     elif answer.status_code != 200:
         check.errors.append(f"Stack Auth answered {answer.status_code}: {scrub(answer.text[:200])}")
     elif datadir is not None:
-        _mapped_users_here(check, settings.STACK_AUTH_API_URL, headers, datadir.user_mapping, project)
-    return check
+        _mapped_users_here(check, http, datadir.user_mapping, project)
 
 
 MAPPING_SAMPLE = 10  # users of user-mapping.json looked up in Stack Auth
 
 
-def _mapped_users_here(check: EndpointCheck, api_url: str, headers: dict[str, str], path: Path,
-                       project: str) -> None:
+def _mapped_users_here(check: EndpointCheck, http: httpx.Client, path: Path, project: str) -> None:
     """The users an earlier migrate-users mapped are in this Stack Auth: another Stack Auth holding the same
     project (a staging copy) would get the cutover's new users, and migrate-users would stop once it found
     none of the mapped ones there. Up to MAPPING_SAMPLE of them, spread over the mapping (users deleted on
@@ -282,8 +285,7 @@ def _mapped_users_here(check: EndpointCheck, api_url: str, headers: dict[str, st
     sample = [entries[index]["stackAuthUserId"]
               for index in sorted({round(i * (len(entries) - 1) / max(1, count - 1)) for i in range(count)})]
     try:
-        if not sample or any(httpx.get(f"{api_url}/api/v1/users/{quote(stack_id)}", headers=headers,
-                                       timeout=15).status_code == 200 for stack_id in sample):
+        if not sample or any(http.get(f"/api/v1/users/{quote(stack_id)}").status_code == 200 for stack_id in sample):
             return
     except httpx.HTTPError as exc:  # reached a moment ago: said, not taken for an answer
         check.warnings.append(f"could not look up the users of {path} in Stack Auth: {scrub(str(exc))}")
