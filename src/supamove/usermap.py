@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Container
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -91,6 +92,12 @@ class UserMapping:
         with self.lock:
             entry = self.entries.get(supabase_user_id)
             return entry["stackAuthUserId"] if entry else None
+
+    def none_in(self, present: Container[str]) -> bool:
+        """Users mapped, and not one of them among `present` (Stack Auth ids in lower case): another Stack Auth,
+        another project, or every one of them deleted there."""
+        with self.lock:
+            return bool(self._owners) and not any(stack_id in present for stack_id in self._owners)
 
     def owner_of(self, stack_auth_user_id: str) -> str | None:
         """The Supabase user mapped to this Stack Auth user, if any."""

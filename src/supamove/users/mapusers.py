@@ -136,7 +136,7 @@ def _check_not_all_missing(client: StackAuthClient, earlier: UserMapping, presen
     """The mapping being replaced names users, none of them in this Stack Auth: another Stack Auth holding the same
     project (a staging copy), or every user deleted there. Written over, it would map none of them: only on
     purpose (--forget-missing)."""
-    if earlier.entries and not any(e["stackAuthUserId"].lower() in present for e in earlier.entries.values()):
+    if earlier.none_in(present):
         raise StackAuthError(
             f"none of the {counted(len(earlier.entries), 'Stack Auth user')} {earlier.path} names is in the Stack "
             f"Auth at {client.api_url} (project {client.project_id}): a mapping rebuilt from it would name none "

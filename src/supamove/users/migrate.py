@@ -297,7 +297,7 @@ def _checked_in_stack_auth(client: StackAuthClient, listing: StackUsers | None, 
     present = listing.verified if listing is not None else {}
     missing = {sid: e["stackAuthUserId"] for sid, e in mapping.entries.items()
                if e["stackAuthUserId"].lower() not in present}
-    if mapping.entries and len(missing) == len(mapping.entries):
+    if mapping.none_in(present):
         _none_here(client, mapping)
     mapping.project_id = client.project_id
     anyone = bool(present) if listing is not None else next(client.iter_users(page_size=1), None) is not None
