@@ -1005,6 +1005,22 @@ def test_a_reset_stack_auth_would_send_to_no_one_is_a_failure_not_a_send(stack: 
     assert {e["supabaseUserId"] for e in sent} == set(result.sent)  # the two failed go when their cause is mended
 
 
+def test_a_reset_whose_e_mail_another_stack_auth_user_signs_in_with_now_is_not_sent(
+        stack: StackAuthSandbox, client: StackAuthClient, datadir: DataDir) -> None:
+    """The link would reach that other account's owner, and reset nothing of this user's."""
+    migrate_users(client, datadir)
+    trent = str(UserMapping.load(datadir.user_mapping).get(uid("trent")))
+    client.update_user(trent, {"primary_email": "trent.new@example.com"})
+    old = next(c for c in client.list_contact_channels(trent) if c["value"] == "trent@example.com")
+    client.delete_contact_channel(trent, old["id"])
+    other = stack.create_user({"primary_email": "trent@example.com", "primary_email_auth_enabled": True})["id"]
+    result = send_password_resets(client, datadir, "https://app.example.com/reset")
+    assert "trent@example.com" not in {e.email for e in stack.reset_emails} and len(result.sent) == 4
+    assert dict(result.failed)[uid("trent")].startswith(
+        f"Stack Auth user {other} signs in with trent@example.com now, not {trent} (changed in Stack Auth since the "
+        "migration): nothing sent")
+
+
 def test_a_run_killed_between_its_saves_sends_no_e_mail_twice(stack: StackAuthSandbox, client: StackAuthClient,
                                                               datadir: DataDir, monkeypatch: pytest.MonkeyPatch) -> None:
     # password-resets-sent.json is written every 50 e-mails: a run killed before that kept no record of those
