@@ -17,7 +17,7 @@ import pytest
 from conftest import Cli, Databases, create_database, fresh_databases, run_sql_file
 
 from supamove.db import Endpoint
-from supamove.errors import ConfigError, TargetError
+from supamove.errors import ConfigError, SupamoveError, TargetError
 from supamove.paths import DataDir
 from supamove.sandbox import fixtures
 from supamove.sandbox.pgserver import PostgresServer
@@ -790,3 +790,51 @@ def test_security_definer_functions_applied_by_a_superuser_are_named_with_the_ow
         conn.execute("DROP ROLE IF EXISTS defs_owner; CREATE ROLE defs_owner NOLOGIN")
         conn.execute("ALTER FUNCTION defs.is_admin(uid uuid) OWNER TO defs_owner; "
                      "ALTER PROCEDURE defs.purge() OWNER TO defs_owner")
+
+
+def test_owner_applies_the_schema_as_the_application_s_role_which_then_owns_it(
+        cli: Cli, dbs: Databases, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Applied by a superuser (which --disable-fk needs anyway), every table, sequence and function belonged to the
+    # superuser: the application's role, connecting after the cutover, could read none of them, and nothing said so.
+    with dbs.target() as conn:
+        conn.execute("DROP ROLE IF EXISTS app_owner; CREATE ROLE app_owner LOGIN PASSWORD 'app-owner-pw-61'; "
+                     "DROP ROLE IF EXISTS deployer; CREATE ROLE deployer LOGIN PASSWORD 'deployer-pw-67'")
+        conn.execute(f'GRANT CREATE ON DATABASE "{dbs.target_db}" TO app_owner')
+    assert refusal(cli, ConfigError, "--owner", "app_owner") == (
+        "Error: --owner app_owner names who owns what --apply creates, and --apply was not given (fix: add --apply, "
+        "or leave --owner out)")
+    assert refusal(cli, TargetError, "--apply", "--owner", "app_ownr") == (
+        "Error: --owner app_ownr: the target has no such role (role \"app_ownr\" does not exist) (fix: name a role the "
+        "target has, or create it first as a superuser: CREATE ROLE \"app_ownr\" LOGIN PASSWORD '…' (the role the "
+        "application connects as))")
+    monkeypatch.setenv("DATABASE_URL", dbs.target_server.url(dbs.target_db, "deployer", "deployer-pw-67"))
+    assert refusal(cli, TargetError, "--apply", "--owner", "app_owner") == (
+        "Error: --owner app_owner: the target's user may not act as that role (permission denied to set role "
+        "\"app_owner\") (fix: as a superuser, run on the target: GRANT \"app_owner\" TO \"deployer\"; then run the same "
+        "command again)")
+    assert target_tables(dbs) == []
+    with dbs.target() as conn:  # the superuser does as told
+        conn.execute("GRANT app_owner TO deployer")
+    applied = cli("schema", "--schema", "app", "--apply", "--owner", "app_owner")
+    assert applied.exit_code == 0, applied.output
+    assert target_tables(dbs) == APP_TABLES
+    with dbs.target() as conn:
+        owners = conn.execute(
+            "SELECT DISTINCT pg_get_userbyid(o) FROM (SELECT relowner FROM pg_class WHERE relnamespace = 'app'::regnamespace "
+            "UNION SELECT proowner FROM pg_proc WHERE pronamespace = 'app'::regnamespace "
+            "UNION SELECT typowner FROM pg_type WHERE typnamespace = 'app'::regnamespace "
+            "UNION SELECT nspowner FROM pg_namespace WHERE nspname IN ('app', '_supamove')) AS x(o)").fetchall()
+        kinds = {r[0] for r in conn.execute("SELECT relkind FROM pg_class WHERE relnamespace = 'app'::regnamespace")}
+    assert owners == [("app_owner",)]
+    assert {"r", "p", "S", "i"} <= kinds  # tables, a partitioned one, sequences, indexes: every kind there is
+    owner_url = dbs.target_server.url(dbs.target_db, "app_owner", "app-owner-pw-61")
+    with psycopg.connect(owner_url, autocommit=True) as conn:  # what only the owner may: the import's own steps
+        conn.execute("ALTER TABLE app.notes DISABLE TRIGGER USER; ALTER TABLE app.notes ENABLE TRIGGER USER")
+        conn.execute("TRUNCATE app.events")
+
+
+def refusal(cli: Cli, error: type[SupamoveError], *args: str) -> str:
+    """`supamove schema --schema app ARGS`'s one error line, once it exited with `error`'s code."""
+    result = cli("schema", "--schema", "app", *args)
+    assert result.exit_code == error.exit_code, result.output
+    return error_line(result.output)

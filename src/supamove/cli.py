@@ -45,10 +45,8 @@ dry_run_option = click.option("--dry-run", is_flag=True, help="Show what would b
 dry_run_options = options(dry_run_option, click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as JSON on stdout."))
 tables_option = click.option("--tables", multiple=True, metavar="PATTERN", help="Only these tables (name or schema.name, shell patterns; repeatable).")
 selection_options = options(
-    click.option("--schema", "schemas", multiple=True, metavar="NAME", default=["public"],
-                 help="Schema to read (repeatable; default: public; all: every application schema; no platform one)."),
-    tables_option, click.option("--exclude-tables", multiple=True, metavar="PATTERN",
-                                help="Leave these tables out (name or schema.name, shell patterns; repeatable)."))
+    click.option("--schema", "schemas", multiple=True, metavar="NAME", default=["public"], help="Schema to read (repeatable; default: public; all: every application schema; no platform one)."),
+    tables_option, click.option("--exclude-tables", multiple=True, metavar="PATTERN", help="Leave these tables out (name or schema.name, shell patterns; repeatable)."))
 split_option = click.option("--split-tables-larger-than", "split_larger_than_mb", default=64, show_default=True, type=click.IntRange(min=0), metavar="MB", help="Bigger tables go as ranges at once (0: never).")
 
 
@@ -113,8 +111,9 @@ def test_connections(ctx: Context, as_json: bool) -> None:
 @click.option("--no-auth-shim", is_flag=True, help="No auth schema: leave out what calls auth.uid() and kin.")
 @click.option("--keep-roles", is_flag=True, help="Create anon, authenticated, service_role; keep grants, policies.")
 @click.option("--apply", "apply_schema", is_flag=True, help="Also create it in the target, in one transaction.")
+@click.option("--owner", default=None, metavar="ROLE", help="With --apply: create it as this role (SET ROLE), which then owns it.")
 @dry_run_options
-def schema_command(ctx: Context, schemas: Names, tables: Names, exclude_tables: Names, no_auth_shim: bool, keep_roles: bool, apply_schema: bool, dry_run: bool, as_json: bool) -> None:
+def schema_command(ctx: Context, schemas: Names, tables: Names, exclude_tables: Names, no_auth_shim: bool, keep_roles: bool, apply_schema: bool, owner: str | None, dry_run: bool, as_json: bool) -> None:
     """Write the application's schema for the target: schema.sql and schema-report.json.
 
     From pg_dump --schema-only; what only Supabase has is left out, each object listed with the reason.
@@ -122,7 +121,7 @@ def schema_command(ctx: Context, schemas: Names, tables: Names, exclude_tables: 
     Example: supamove schema --dry-run && supamove schema --apply
     """
     from supamove.schema import SchemaOptions, run_schema
-    options = SchemaOptions(list(schemas), list(tables), list(exclude_tables), not no_auth_shim, keep_roles)
+    options = SchemaOptions(list(schemas), list(tables), list(exclude_tables), not no_auth_shim, keep_roles, owner)
     result = run_schema(ctx.source, ctx.checked_target() if apply_schema else None, ctx.datadir, options, dry_run)
     render.show(result, as_json, lambda r: render.show_schema_result(r, ctx.datadir, ctx.target.redacted if apply_schema else ""))
 

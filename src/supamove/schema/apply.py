@@ -124,13 +124,15 @@ def existing_tables(conn: psycopg.Connection, tables: list[str]) -> list[str]:
 
 def apply_schema(target: Endpoint, datadir: DataDir, tables: list[str], extensions: list[Extension],
                  roles: Sequence[str] = (), search_path: list[str] | None = None,
-                 definers: Sequence[SecurityDefiner] = ()) -> ApplyResult:
+                 definers: Sequence[SecurityDefiner] = (), owner: str | None = None) -> ApplyResult:
     """Run schema.sql on the target in one transaction: all of it, or nothing; `roles`, those it creates;
-    `search_path`, the one it sets on the database; `definers`, its SECURITY DEFINER functions."""
+    `search_path`, the one it sets on the database; `definers`, its SECURITY DEFINER functions; `owner`, the role
+    it runs as (--owner), which then owns what it creates."""
     started = time.monotonic()
     script = datadir.schema_sql.read_text(encoding="utf-8")
     digest = schema_digest(script)
     with connection(target, autocommit=True) as conn:  # transaction() below is then the real one
+        act_as(conn, target, owner)
         before = applied_before(conn, digest, tables)
         if before is not None:
             log.info("%s was applied to the target at %s: nothing to do", datadir.schema_sql, before)
@@ -152,6 +154,25 @@ def apply_schema(target: Endpoint, datadir: DataDir, tables: list[str], extensio
     for warning in warnings:
         log.warning("%s", warning)
     return ApplyResult(len(tables), time.monotonic() - started, warnings=warnings)
+
+
+def act_as(conn: psycopg.Connection, target: Endpoint, owner: str | None) -> None:
+    """--owner: the session takes that role (SET ROLE, as pg_restore --role does), so what schema.sql creates belongs
+    to it rather than to the user connecting (often a superuser), and every check below is of the role's rights."""
+    if owner is None:
+        return
+    role = sql.Identifier(owner).as_string(conn)
+    try:
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(owner)))
+    except psycopg.errors.InvalidParameterValue as exc:  # role "…" does not exist
+        raise target.error(f"--owner {owner}: the target has no such role ({first_line(exc)})",
+                           f"name a role the target has, or create it first as a superuser: CREATE ROLE {role} "
+                           "LOGIN PASSWORD '…' (the role the application connects as)") from exc
+    except psycopg.Error as exc:  # permission denied to set role "…": the user is not a member of it
+        user = sql.Identifier(str(conn.execute("SELECT session_user").fetchone()[0])).as_string(conn)  # type: ignore[index]
+        raise target.error(f"--owner {owner}: the target's user may not act as that role ({first_line(exc)})",
+                           f"as a superuser, run on the target: GRANT {role} TO {user}; then run the same "
+                           "command again") from exc
 
 
 def definer_warning(conn: psycopg.Connection, definers: Sequence[SecurityDefiner]) -> str | None:

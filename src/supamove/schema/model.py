@@ -23,6 +23,7 @@ class SchemaOptions:
     exclude_tables: list[str] = field(default_factory=list)
     auth_shim: bool = True
     keep_roles: bool = False
+    owner: str | None = None  # --owner: the role --apply runs as, which owns what it creates (not in schema.sql)
 
 
 @dataclass

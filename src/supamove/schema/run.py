@@ -44,6 +44,9 @@ def run_schema(source: Endpoint, target: Endpoint | None, datadir: DataDir, opti
     """Make schema.sql and schema-report.json from the source; apply them to `target` when given."""
     if target is not None and dry_run:
         raise ConfigError("--apply and --dry-run exclude each other", fix="give one of them")
+    if options.owner is not None and target is None:
+        raise ConfigError(f"--owner {options.owner} names who owns what --apply creates, and --apply was not given",
+                          fix="add --apply, or leave --owner out")
     catalog.selected_schemas(options.schemas, [])  # a platform schema is a wrong option, before any connection
     with connection(source) as conn, tempfile.TemporaryDirectory(prefix="supamove-schema-") as tmp:
         schemas = catalog.selected_schemas(options.schemas, catalog.application_schemas(conn))
@@ -59,7 +62,7 @@ def run_schema(source: Endpoint, target: Endpoint | None, datadir: DataDir, opti
     if target is not None:
         roles = API_ROLES if options.keep_roles else ()
         result.applied = apply_schema(target, datadir, report.tables, report.extensions, roles, report.search_path,
-                                      report.security_definers)
+                                      report.security_definers, options.owner)
     return result
 
 
