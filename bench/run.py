@@ -41,7 +41,7 @@ VERIFY_IDS = "verify's count of Supabase ids left"
 PGCOPYDB = "peer: pgcopydb copy table-data"
 MIGRATE = "supamove migrate --disable-fk"  # all five steps, every user created in a fresh Stack Auth
 MIGRATE_AHEAD = "supamove migrate (users ahead)"  # the same, the users migrated before: their sync pass only
-MIGRATE_OWN = "supamove migrate, seed's users"  # from nothing, the FreshTrack-like source's own users only
+MIGRATE_OWN = "supamove migrate (seed's users)"  # from nothing, the FreshTrack-like source's own users only
 
 
 TIMING = re.compile(r"^(\S+ \S+) \w+ supamove\.\w+: (?:timing: (.+) in ([\d.]+)s|(STEP \S+: (?:started|finished)))")
