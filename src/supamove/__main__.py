@@ -5,10 +5,16 @@ printed as a traceback, or swallowed by the import machinery and leaves the comm
 command's own handling starts (`interrupt.handled`), and after it ends, a Ctrl-C is only noted: the
 command then stops before it does anything (exit 130), or, its work done, ends as it would have.
 A second Ctrl-C ends the process at once. SIGTERM (kill, `timeout`, a service manager's stop) is a Ctrl-C.
+
+The objects the imports made (pydantic's schemas, typing's caches, psycopg's and rich's tables) live as long as
+the process, so they are frozen out of the garbage collector: its collections during the command pass them
+over. So is all that is left once the command has ended (its files closed, its logs flushed by then), which
+Python's shutdown would otherwise collect before the process ends: 0.05 to 0.15 s of every command's exit.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from types import FrameType
@@ -29,6 +35,7 @@ def main() -> None:
         signal.signal(signum, _noted)
     from supamove.cli import main as cli  # noqa: PLC0415 - after the handler: the imports take a while
 
+    gc.freeze()
     try:
         cli()
     finally:  # the outcome is decided: a Ctrl-C from now on would only kill the exit (Python's own, by signal)
@@ -38,6 +45,7 @@ def main() -> None:
         # its own instead of with the exit code (the mask above keeps it from this thread only, not from a
         # worker thread still there). Running a string that ends well clears the note.
         exec("")  # noqa: S102 - a constant empty string
+        gc.freeze()
 
 
 if __name__ == "__main__":
