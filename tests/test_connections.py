@@ -266,6 +266,18 @@ def test_the_port_and_host_of_the_query_are_the_ones_checked_and_named(cli, data
         f"Error: connection refused by 127.0.0.1:{used} (SUPABASE_DB_URL)"), result.output
 
 
+def test_large_objects_in_the_source_are_named_before_the_freeze_with_the_command_that_moves_them(
+        cli, dbs, stack_auth) -> None:
+    with dbs.source() as conn:
+        conn.execute("SELECT lo_from_bytea(0, 'a scanned delivery note')")
+    result = cli("test-connections")
+    assert result.exit_code == 0, result.output  # the data is there to move: a warning, not a stop
+    assert ("the source holds 1 large object (pg_largeobject), which supamove does not move: after the import, run "
+            "pg_dump -Fc -b --data-only --exclude-schema='*' \"$SUPABASE_DB_URL\" | pg_restore --data-only --no-owner "
+            "--no-privileges -d \"$DATABASE_URL\" (`supamove verify` fails until the target holds them)"
+            ) in " ".join(result.output.split())
+
+
 def test_role_hidden_by_rls_is_reported(cli, dbs, monkeypatch: pytest.MonkeyPatch) -> None:
     with dbs.source() as conn:
         conn.execute("CREATE ROLE weak LOGIN PASSWORD 'weak-pw-1' NOBYPASSRLS")

@@ -837,6 +837,28 @@ def test_a_column_the_export_kept_as_it_is_may_keep_supabase_ids(cli, data_dir: 
                                                                 "kept": True}]
 
 
+def test_large_objects_fail_verify_until_moved_with_the_command_it_names(cli, migrated: Path, dbs: Databases) -> None:
+    # A column of type oid pointing at a large object (a scanned certificate, say): supamove copied the number and
+    # not the object, and verify passed every table, the object missing on the target.
+    with psycopg.connect(dbs.source_url, autocommit=True) as conn:  # the application's role made it
+        conn.execute("SELECT lo_from_bytea(0, 'calibration certificate, sensor 7'), lo_from_bytea(0, 'and 8')")
+    code, report, out = verify(cli)
+    assert code == 7, out
+    command = ("pg_dump -Fc -b --data-only --exclude-schema='*' \"$SUPABASE_DB_URL\" | pg_restore --data-only "
+               "--no-owner --no-privileges -d \"$DATABASE_URL\"")
+    assert error_line(out) == ("Error: the source holds 2 large objects (pg_largeobject), the target none: supamove "
+                               f"moves no large object (fix: move them: {command}, then run `supamove verify` again)")
+    assert report["largeObjects"]["status"] == "fail" and report["largeObjects"]["target"] == 0
+    assert all(t["status"] != "fail" for t in report["tables"])  # the tables themselves match
+    moved = subprocess.run(command, shell=True, capture_output=True, text=True,
+                           env={**os.environ, "PATH": f"{find_bindir()}:{os.environ['PATH']}"})
+    assert moved.returncode == 0, moved.stderr
+    code, report, out = verify(cli)
+    assert code == 0, out
+    assert report["largeObjects"] == {"source": 2, "target": 2, "status": "pass", "reason": None}
+    assert "2 large objects on both sides" in " ".join(out.split())
+
+
 def test_nothing_compared_never_passes(cli, data_dir: Path, dbs: Databases) -> None:
     # an export of no table, from a schema that holds none (verify fails a source table left out of the export)
     datadir = DataDir(data_dir).ensure()

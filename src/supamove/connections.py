@@ -25,6 +25,7 @@ from supamove.guard import (
 )
 from supamove.log import add_secret, get_logger, scrub
 from supamove.paths import DataDir
+from supamove.pgtools import LARGE_OBJECTS_COMMAND
 from supamove.usermap import UserMapping
 from supamove.words import counted
 
@@ -165,6 +166,7 @@ def _check_source(conn: psycopg.Connection, check: EndpointCheck) -> None:
     if not check.encrypted:
         check.warnings.append("the source connection is not encrypted: add ?sslmode=require "
                               "(or verify-full with sslrootcert=the project's CA file) to SUPABASE_DB_URL")
+    _large_objects(conn, check)
     has_auth = conn.execute("SELECT to_regclass('auth.users') IS NOT NULL").fetchone()[0]  # type: ignore[index]
     if not has_auth:
         check.warnings.append("no auth.users table: this source has no Supabase Auth users to migrate")
@@ -177,6 +179,16 @@ def _check_source(conn: psycopg.Connection, check: EndpointCheck) -> None:
     elif catalog.filtered_by_rls(conn, [("auth", "users")]):  # the rule export and verify refuse by
         check.errors.append("row-level security hides auth.users from this user (no BYPASSRLS): "
                             "use the postgres user in SUPABASE_DB_URL")
+
+
+def _large_objects(conn: psycopg.Connection, check: EndpointCheck) -> None:
+    """Large objects are the source's data too, and supamove moves none: said before the freeze, with the command
+    that does (verify fails until the target holds them)."""
+    count = int(conn.execute("SELECT count(*) FROM pg_largeobject_metadata").fetchone()[0])  # type: ignore[index]
+    if count:
+        check.warnings.append(f"the source holds {counted(count, 'large object')} (pg_largeobject), which "
+                              f"supamove does not move: after the import, run {LARGE_OBJECTS_COMMAND} (`supamove "
+                              "verify` fails until the target holds them)")
 
 
 # The tables of these schemas that the user does not own.

@@ -14,6 +14,12 @@ from supamove.errors import ConfigError, SupamoveError
 
 _VERSION = re.compile(r"\(PostgreSQL\) (\d+)(?:\.(\d+))?")
 
+# Every large object (pg_largeobject) of the source into the target, with its identifier, and nothing else:
+# supamove moves none (-b: --blobs before PostgreSQL 16, --large-objects after, the short option in both).
+# They then belong to the target's user, as schema.sql's objects do, without the source's grants (its roles).
+LARGE_OBJECTS_COMMAND = ("pg_dump -Fc -b --data-only --exclude-schema='*' \"$SUPABASE_DB_URL\" | pg_restore "
+                         "--data-only --no-owner --no-privileges -d \"$DATABASE_URL\"")
+
 
 def candidate_bindirs() -> list[str]:
     """Folders that may hold PostgreSQL's programs, best first: PG_BINDIR, pg_config, Debian's, pip's."""

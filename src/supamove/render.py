@@ -503,11 +503,18 @@ def show_verify_report(report: VerifyReport) -> None:
 
 
 def _beyond_tables(report: VerifyReport) -> str:
-    """The verdicts the table counts leave out: Supabase Auth's users, failed sequences and materialized views."""
+    """The verdicts the table counts leave out: Supabase Auth's users, failed sequences and materialized views, and
+    the large objects when the source has any."""
     said = "" if not report.auth else "; Supabase Auth's users changed since the export" if report.failed_auth \
         else "; Supabase Auth's users unchanged since the export"
-    return said + "".join(f"; {what}: {len(failed):,} FAIL" for failed, what in (
+    said += "".join(f"; {what}: {len(failed):,} FAIL" for failed, what in (
         (report.failed_sequences, "sequences no table uses"), (report.failed_views, "materialized views")) if failed)
+    objects = report.large_objects
+    if objects is None:
+        return said
+    if report.large_objects_failed:
+        return said + f"; large objects: {objects.target_count:,} on the target of {objects.source_count:,}, FAIL"
+    return said + f"; {counted(objects.source_count, 'large object')} on both sides"
 
 
 def _number(value: int | None) -> str:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from supamove.catalog import listed, qualify
 from supamove.errors import VerificationFailed
+from supamove.pgtools import LARGE_OBJECTS_COMMAND
 
 AUTH_CHANGED = "changed on the source since the export"
 WRITTEN_SINCE = "Supabase was written after the export"  # a table whose source rows are not the export's
@@ -85,6 +86,23 @@ class ViewCheck:
         return {"schema": self.schema, "name": self.name, "sourceRows": self.source_rows,
                 "targetRows": self.target_rows, "status": self.status,
                 "reason": "; ".join(self.failures + self.warnings) or None}
+
+
+@dataclass
+class LargeObjectCheck:
+    """The source's large objects (pg_largeobject), which supamove does not move: the same identifiers on the target."""
+
+    source_count: int
+    target_count: int
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return FAIL if self.failures else PASS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source_count, "target": self.target_count, "status": self.status,
+                "reason": "; ".join(self.failures) or None}
 
 
 @dataclass
@@ -196,6 +214,7 @@ class VerifyReport:
     full_report_kept: bool = False  # counts only, written beside a full verification's report, not over it
     views: list[ViewCheck] = field(default_factory=list)  # materialized views of the export's schemas
     auth: list[AuthCheck] = field(default_factory=list)  # the auth tables on the source, since the export
+    large_objects: LargeObjectCheck | None = None  # None: the source holds none
 
     def count(self, status: str) -> int:
         return sum(1 for t in self.tables if t.status == status)
@@ -203,7 +222,11 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return bool(self.tables) and self.count(FAIL) == 0 and not self.failed_sequences and not self.failed_views \
-            and not self.failed_auth
+            and not self.failed_auth and not self.large_objects_failed
+
+    @property
+    def large_objects_failed(self) -> bool:
+        return self.large_objects is not None and self.large_objects.status == FAIL
 
     @property
     def failed_auth(self) -> list[AuthCheck]:
@@ -226,7 +249,23 @@ class VerifyReport:
                                       fix="export the application's tables (`supamove export --dry-run` shows "
                                           "which; check --schema and --tables), import them, then verify")
         failed = [t for t in self.tables if t.status == FAIL]
-        if not failed and self.failed_auth:
+        if not failed:
+            return self._beyond_tables()
+        if (stale := self._written_since(failed)) is not None:
+            return stale
+        if all(t.reason == EMPTY_TARGET for t in failed):  # verify run before import: name the step
+            return VerificationFailed(f"{len(failed)} of {len(self.tables)} target tables are empty",
+                                      fix="run `supamove import` first, then `supamove verify`")
+        return VerificationFailed(f"{len(failed)} of {len(self.tables)} tables do not match",
+                                  fix=f"see the reasons above and in {self.report_path}")
+
+    def _beyond_tables(self) -> VerificationFailed:
+        """The failure when every table matches: the large objects, Supabase Auth's users, the materialized views
+        or the sequences no table uses."""
+        if self.large_objects is not None and self.large_objects.failures:
+            return VerificationFailed(self.large_objects.failures[0], fix=f"move them: {LARGE_OBJECTS_COMMAND}, then "
+                                                                          "run `supamove verify` again")
+        if self.failed_auth:
             users = self.failed_auth[0]
             changed = any(AUTH_CHANGED in a.failures for a in self.failed_auth)
             return VerificationFailed(f"Supabase Auth's users are not all in Stack Auth ({users.schema}.{users.name}): "
@@ -235,27 +274,19 @@ class VerifyReport:
                                       fix=("run `supamove export --auth-only`, then " if changed else "run ")
                                       + "`supamove migrate-users` (it carries only what changed), then `supamove "
                                         "verify` again")
-        if not failed and not self.failed_sequences:
+        if not self.failed_sequences:
             views = self.failed_views
             return VerificationFailed(f"{len(views)} materialized view{'s are' if len(views) > 1 else ' is'} "
                                       f"not ready on the target: {views[0].failures[0]}",
                                       fix="create a missing one (`supamove schema` creates them all), then run "
                                           "`supamove import` again: it refreshes every materialized view once "
                                           f"every table is loaded; see {self.report_path}")
-        if not failed:
-            first = self.failed_sequences[0]
-            return VerificationFailed(f"{len(self.failed_sequences)} sequence"
-                                      f"{'s are' if len(self.failed_sequences) > 1 else ' is'} not continued: "
-                                      f"{first.failures[0]}",
-                                      fix="run `supamove import` again (it continues every sequence of the "
-                                          f"export), or setval() it by hand; see {self.report_path}")
-        if (stale := self._written_since(failed)) is not None:
-            return stale
-        if all(t.reason == EMPTY_TARGET for t in failed):  # verify run before import: name the step
-            return VerificationFailed(f"{len(failed)} of {len(self.tables)} target tables are empty",
-                                      fix="run `supamove import` first, then `supamove verify`")
-        return VerificationFailed(f"{len(failed)} of {len(self.tables)} tables do not match",
-                                  fix=f"see the reasons above and in {self.report_path}")
+        first = self.failed_sequences[0]
+        return VerificationFailed(f"{len(self.failed_sequences)} sequence"
+                                  f"{'s are' if len(self.failed_sequences) > 1 else ' is'} not continued: "
+                                  f"{first.failures[0]}",
+                                  fix="run `supamove import` again (it continues every sequence of the "
+                                      f"export), or setval() it by hand; see {self.report_path}")
 
     def _written_since(self, failed: list[TableCheck]) -> VerificationFailed | None:
         """The failure naming Supabase written after the export, when a failed table's source rows show it."""
@@ -285,4 +316,5 @@ class VerifyReport:
                 "tablesFrom": self.tables_from, "tables": [t.to_dict() for t in self.tables],
                 "sequences": [s.to_dict() for s in self.sequences],
                 "materializedViews": [v.to_dict() for v in self.views], "auth": [a.to_dict() for a in self.auth],
+                "largeObjects": self.large_objects.to_dict() if self.large_objects else None,
                 "summary": self.summary}

@@ -24,6 +24,7 @@ from supamove.progress import NullProgress, Progress
 from supamove.verify import checksum, sequences, structure
 from supamove.verify.auth import auth_checks
 from supamove.verify.checksum import Checksum, Relation
+from supamove.verify.large_objects import large_object_check
 from supamove.verify.locate import locate
 from supamove.verify.model import (
     EMPTY_TARGET,
@@ -115,7 +116,8 @@ def _verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: Verif
     report = VerifyReport(now_iso(), source.redacted, target.redacted, checks, time.monotonic() - started,
                           not options.skip_checksum, plan.origin, path,
                           free_sequence_checks(plan.sequences, states), full_report_kept=keep_full,
-                          views=view_checks(source, target, plan.view_schemas), auth=auth_checks(source, datadir))
+                          views=view_checks(source, target, plan.view_schemas), auth=auth_checks(source, datadir),
+                          large_objects=large_object_check(source, target))
     datadir.root.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_json(path, report.to_dict())
     return report
