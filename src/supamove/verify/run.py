@@ -117,7 +117,8 @@ def _verify(source: Endpoint, target: Endpoint, datadir: DataDir, options: Verif
                           not options.skip_checksum, plan.origin, path,
                           free_sequence_checks(plan.sequences, states), full_report_kept=keep_full,
                           views=view_checks(source, target, plan.view_schemas), auth=auth_checks(source, datadir),
-                          large_objects=large_object_check(source, target))
+                          large_objects=None if options.tables or options.before_export else large_object_check(
+                              source, target))
     datadir.root.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_json(path, report.to_dict())
     return report
