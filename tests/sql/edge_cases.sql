@@ -41,7 +41,9 @@ CREATE TABLE edge.types_zoo (
     c5 character(5),
     vc10 character varying(10),
     flag boolean,
-    txt text
+    txt text,
+    i2 smallint,
+    i8 bigint
 );
 
 -- Self-reference: children may have smaller ids than their parents.

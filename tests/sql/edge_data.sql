@@ -71,6 +71,12 @@ INSERT INTO edge.types_zoo VALUES
  NULL, NULL, NULL, NULL, NULL,
  E'\\N');
 
+-- The integer types' extremes and zero, the rows above leaving them NULL (row 9's stay so)
+UPDATE edge.types_zoo SET i2 = v.i2, i8 = v.i8
+FROM (VALUES (1, 1::smallint, 42::bigint), (2, 0, 0), (4, -32768, -9223372036854775808),
+             (5, 32767, 9223372036854775807), (6, -1, NULL), (7, NULL, -1)) v (id, i2, i8)
+WHERE types_zoo.id = v.id;
+
 -- Children listed before their parents, children with smaller ids, a self-loop, a chain.
 INSERT INTO edge.tree (id, parent_id, label) VALUES
     (1, 2, 'grandchild (id smaller than its parent)'),
