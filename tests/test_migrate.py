@@ -545,6 +545,40 @@ def test_the_summary_names_the_step_that_failed(cli, data_dir: Path, stack_auth:
     assert summary["notStarted"] == ["migrate-users", "import", "verify"]
 
 
+def test_every_setting_at_fault_is_named_at_once_by_its_first_step(cli, dbs, data_dir: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unset SUPABASE_DB_URL stopped `migrate` alone, called the export's failure and listed before the
+    test-connections it never began; a rerun then found DATABASE_URL's problem, then Stack Auth's. The source
+    through the transaction pooler was the export's failure too, with the other endpoints unchecked."""
+    monkeypatch.delenv("SUPABASE_DB_URL")  # and no Stack Auth settings: the env fixture sets none
+    monkeypatch.delenv("DATABASE_URL")
+    result = cli("migrate")
+    assert result.exit_code == 1, result.output  # test-connections' own failure and exit code
+    out = flat(result.output)
+    for fault in ("error: source (SUPABASE_DB_URL): SUPABASE_DB_URL is not set",
+                  "error: target (DATABASE_URL): DATABASE_URL is not set",
+                  "STACK_AUTH_PROJECT_ID and STACK_AUTH_SECRET_KEY are not set"):
+        assert fault in out, out
+    assert error_line(result.output) == "Error: not every endpoint is usable (fix: correct the settings named above)"
+    assert list(step_results(result.output).items()) == [("test-connections", "failed"), *(
+        (step, "not started") for step in STEPS[1:])]
+    assert sorted(p.name for p in data_dir.iterdir()) == ["supamove.lock"]  # nothing read, nothing written
+
+    monkeypatch.setenv("SUPABASE_DB_URL", dbs.source_url.replace(f":{dbs.source_server.port}/", ":6543/"))
+    monkeypatch.setenv("DATABASE_URL", dbs.target_url)
+    summary = orjson.loads(cli("migrate", "--json").stdout)
+    assert summary["error"]["step"] == "test-connections" and summary["error"]["exitCode"] == 1
+    source, target, _ = summary["connections"]["endpoints"]
+    assert "port 6543, Supabase's transaction pooler" in " ".join(source["errors"])
+    assert target["reachable"] and not target["errors"]  # checked all the same, as test-connections does
+    assert summary["notStarted"] == list(STEPS[1:])
+    # A malformed option is the export's, found before any connection: listed in its place all the same.
+    result = cli("migrate", "--user-id-column", "bad")
+    assert result.exit_code == 2, result.output
+    assert list(step_results(result.output).items()) == [("test-connections", "not started"), ("export", "failed"), *(
+        (step, "not started") for step in STEPS[2:])]
+
+
 def test_an_export_failing_midway_shows_the_tables_it_finished(cli, dbs, data_dir: Path,
                                                                stack_auth: StackAuthSandbox) -> None:
     """The summary said only "failed" for an export stopped by a full disk, with the tables it had finished

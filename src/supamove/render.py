@@ -771,8 +771,8 @@ def show_migrate_result(result: MigrateResult) -> None:
     if result.verification is not None:
         show_verify_report(result.verification)
     print_table("Migration", ["step", "started", "finished", "result"],
-                [(name, f"{start:.1f}", f"{end:.1f}", _step_outcome(result, name)) for name, start, end in result.timeline]
-                + [(name, "", "", "not started") for name in result.not_started])
+                [(name, f"{times[0]:.1f}", f"{times[1]:.1f}", _step_outcome(result, name)) if times
+                 else (name, "", "", "not started") for name, times in result.summary_steps])
     if result.failure is None:
         say(f"Migrated in {result.seconds:.1f}s: {counted(result.loaded_rows, 'row')} loaded, every table verified. "
             f"A rerun of `supamove migrate` resumes or re-checks; nothing is done twice.")

@@ -105,6 +105,12 @@ class MigrateResult:
         """The steps a failure stopped before they began (a dry run begins only the first two, by design)."""
         return [] if self.dry_run or self.failure is None else [name for name in STEPS if name not in self.steps]
 
+    @property
+    def summary_steps(self) -> list[tuple[str, tuple[float, float] | None]]:
+        """The steps reached and those a failure stopped before they began, in the runbook's order: each with
+        (started, finished), or None when it never began."""
+        return [(name, self.steps.get(name)) for name in STEPS if name in self.steps or name in self.not_started]
+
     def begin(self, step: str) -> None:
         self.steps[step] = (self.elapsed(), self.elapsed())
 

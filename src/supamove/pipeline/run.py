@@ -56,12 +56,12 @@ def run_migrate(env: Endpoints, datadir: DataDir, options: PipelineOptions,
     step = "export"
     try:
         check_options(options.export())  # a wrong option before any connection: it is no endpoint's fault
-        source = env.source  # so is a source the export cannot read in one snapshot (the transaction pooler)
         step = "test-connections"
+        # Every setting missing or refused (the transaction pooler too) is named at once, as test-connections does.
         _check_connections(env, datadir, result)
         step = "export"
         if options.dry_run:
-            _dry_run(env, source, datadir, options, result)
+            _dry_run(env, env.source, datadir, options, result)
         else:
             Cutover(env, datadir.ensure(), options, progress or NullProgress(), result).run()
     except SupamoveError as exc:  # the step's own error: shown after what the steps before it did
