@@ -263,8 +263,15 @@ def test_the_port_and_host_of_the_query_are_the_ones_checked_and_named(cli, data
                                           f"?host=127.0.0.1&port={used}&sslmode=disable")
     result = cli("export", "--dry-run")
     assert result.exit_code == 3, result.output
-    assert error_line(result.output).startswith(
-        f"Error: connection refused by 127.0.0.1:{used} (SUPABASE_DB_URL)"), result.output
+    assert error_line(result.output) == (
+        f"Error: connection refused by 127.0.0.1:{used} (SUPABASE_DB_URL) (fix: check the server is running and the "
+        "port (Supabase's direct connection is 5432))"), result.output
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://app:pw@127.0.0.1:{used}/app?sslmode=disable")
+    result = cli("import", "--dry-run")  # the target is self-hosted: Supabase's port is no hint there
+    assert result.exit_code == 4, result.output
+    assert error_line(result.output) == (
+        f"Error: connection refused by 127.0.0.1:{used} (DATABASE_URL) (fix: check the server is running and the "
+        "port (PostgreSQL's default is 5432))"), result.output
 
 
 def test_large_objects_in_the_source_are_named_before_the_freeze_with_the_command_that_moves_them(

@@ -251,9 +251,9 @@ def connect_error(endpoint: Endpoint, exc: psycopg.OperationalError) -> Supamove
         return endpoint.error(f"unknown host '{endpoint.host}' in {endpoint.setting}",
                               f"check the host name in {endpoint.setting}")
     if "Connection refused" in text:
-        return endpoint.error(
-            f"connection refused by {endpoint.host}:{endpoint.port} ({endpoint.setting})",
-            "check the server is running and the port (Supabase's direct connection is 5432)")
+        usual = "Supabase's direct connection is 5432" if endpoint.side == "source" else "PostgreSQL's default is 5432"
+        return endpoint.error(f"connection refused by {endpoint.host}:{endpoint.port} ({endpoint.setting})",
+                              f"check the server is running and the port ({usual})")
     if "certificate" in text:  # verify-ca / verify-full: the CA file, or the server's name in its certificate
         return endpoint.error(f"the {where}: {first_line(exc)}",
                               f"check sslrootcert (the server's CA certificate file) and the host name in "
