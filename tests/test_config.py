@@ -89,6 +89,19 @@ def test_an_env_file_with_a_byte_order_mark_reads_the_same_and_one_not_utf8_is_n
      "the special characters of the user and password (# as %23, / as %2F, ? as %3F, @ as %40, : as %3A)"),
     ("DATABASE_URL", "postgresql://app:pw5531@db.example.com:99999/app", "has a port out of range (99999): use the "
      "server's port, e.g. 5432"),
+    # A / then an @ in the password: the host part ended at the /, and libpq looked up a host named after the password.
+    ("SUPABASE_DB_URL", "postgresql://app:Pq@55/31@db.example.com:5432/app", "is not a valid URL: percent-encode "),
+    # Brackets in the password: Python's URL parser refused them as an IPv6 address, quoting what they held.
+    ("SUPABASE_DB_URL", "postgresql://app:Pq[5531]@db.example.com:5432/app", "is not a valid URL: it holds [ or ] in "
+     "the user or password (taken for an IPv6 address): the dashboard's [YOUR-PASSWORD] is replaced whole, brackets "
+     "included; a password's own are written %5B and %5D"),
+    ("SUPABASE_DB_URL", "postgresql://postgres:[YOUR-PASSWORD]@db.abcdefghij5531.supabase.co:5432/postgres",
+     "still holds [YOUR-PASSWORD] (from .env.example or the dashboard's connection string): put the database "
+     "password (brackets included) in its place"),
+    ("DATABASE_URL", "postgresql://freshtrack:YOUR-PASSWORD@localhost:5531/freshtrack", "still holds YOUR-PASSWORD"),
+    ("SUPABASE_DB_URL", "postgresql://postgres:Pq5531@db.YOUR-PROJECT-REF.supabase.co:5432/postgres",
+     "still holds YOUR-PROJECT-REF (from .env.example or the dashboard's connection string): put the project's "
+     "reference (the dashboard's connection string shows it) in its place"),
 ])
 def test_settings_requests_would_fail_on_are_named_without_their_value(
         cli, monkeypatch: pytest.MonkeyPatch, name: str, value: str, problem: str) -> None:

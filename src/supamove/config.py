@@ -27,6 +27,12 @@ SETTING_HELP = {
 
 ENCODE_SPECIAL = ("is not a valid URL: percent-encode the special characters of the user and password "
                   "(# as %23, / as %2F, ? as %3F, @ as %40, : as %3A)")
+BRACKETS = ("is not a valid URL: it holds [ or ] in the user or password (taken for an IPv6 address): the "
+            "dashboard's [YOUR-PASSWORD] is replaced whole, brackets included; a password's own are written %5B and %5D")
+# Left in from .env.example or the dashboard's connection string: each with what goes in its place.
+PLACEHOLDERS = {"[YOUR-PASSWORD]": "the database password (brackets included)",
+                "YOUR-PASSWORD": "the database password",
+                "YOUR-PROJECT-REF": "the project's reference (the dashboard's connection string shows it)"}
 
 
 class Settings(BaseSettings):
@@ -52,10 +58,18 @@ class Settings(BaseSettings):
         if value is None or not value.strip():
             return None
         value = value.strip()  # a space or line break copied along would end up in sslmode or the database name
-        parts = urlsplit(value)
+        if (placeholder := next((p for p in PLACEHOLDERS if p in value), None)) is not None:
+            raise ValueError(f"still holds {placeholder} (from .env.example or the dashboard's connection string): "
+                             f"put {PLACEHOLDERS[placeholder]} in its place")
+        try:
+            parts = urlsplit(value)
+        except ValueError:  # brackets in the password, taken for an IPv6 host: its message would quote them
+            raise ValueError(BRACKETS) from None
         if parts.scheme not in ("postgres", "postgresql"):
             raise ValueError("must be a postgresql:// URL")
-        if parts.netloc.count("@") > 1:  # libpq ends the user part at the first @: another host
+        # libpq ends the user part at the first @ (another host), and the host part at a / (the rest of the
+        # password then reads as the database name)
+        if parts.netloc.count("@") > 1 or "@" in parts.path:
             raise ValueError(ENCODE_SPECIAL)
         if (problem := _port_problem(value)) is not None:
             raise ValueError(problem)
