@@ -83,6 +83,8 @@ def test_an_env_file_with_a_byte_order_mark_reads_the_same_and_one_not_utf8_is_n
     ("STACK_AUTH_PROJECT_ID", "prójekt-5531", "holds a space, a line break"),
     ("STACK_AUTH_API_URL", "http://127.0.0.1:37x1", "has a port that is not a number from 1 to 65535"),
     ("STACK_AUTH_API_URL", "http://127.0.0.1:99999", "has a port that is not a number from 1 to 65535"),
+    ("STACK_AUTH_API_URL", "https://[stack5531.example.com", "is not a valid URL: a [ or ] belongs only around an "
+     "IPv6 address, like https://[2001:db8::1]/"),
     ("SUPABASE_DB_URL", "postgresql://app:Pq%zz5531@db.example.com:5432/app", "is not a valid URL: a % in the user "
      "or password must be followed by two hex digits (write % itself as %25)"),
     ("SUPABASE_DB_URL", "postgresql://app:Pq@Rz5531@db.example.com:5432/app", "is not a valid URL: percent-encode "

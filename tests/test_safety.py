@@ -336,8 +336,15 @@ FULL_URL = "(fix: pass a full URL, e.g. --callback-url https://app.example.com/h
      "Error: --callback-url not-a-url: must be an http(s):// URL " + FULL_URL),
     (["send-password-resets", "--callback-url", "https:///handler"],
      "Error: --callback-url https:///handler: must name a host, like https://app.example.com/... " + FULL_URL),
+    # Python's URL parser raised at a bracket: "unexpected ValueError: Invalid IPv6 URL", exit 1.
+    (["send-password-resets", "--callback-url", "https://[app.example.com/reset"],
+     "Error: --callback-url https://[app.example.com/reset: is not a valid URL: a [ or ] belongs only around an "
+     "IPv6 address, like https://[2001:db8::1]/ " + FULL_URL),
+    (["send-password-resets", "--callback-url", "https://admin:p[w@app.example.com/reset"],
+     "Error: --callback-url carries a user name or password (fix: leave it out, e.g. --callback-url "
+     "https://app.example.com/handler/password-reset)"),
 ], ids=["export jobs 0", "verify jobs negative", "import jobs 100", "max-diffs negative", "callback not a url",
-        "callback without host"])
+        "callback without host", "callback with a bracket", "callback with a password holding a bracket"])
 def test_bad_option_values_are_refused_with_their_cause(cli, args: list[str], message: str) -> None:
     result = cli(*args)
     assert result.exit_code == 2

@@ -171,7 +171,10 @@ def _ports(netloc: str) -> list[str]:
 
 def web_url_problem(url: str) -> str | None:
     """Why `url` is not an http(s) URL of a host, or None."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a [ or ] not around an IPv6 address
+        return "is not a valid URL: a [ or ] belongs only around an IPv6 address, like https://[2001:db8::1]/"
     if parts.scheme not in ("http", "https"):
         return "must be an http(s):// URL"
     if not parts.hostname:

@@ -3,6 +3,7 @@ mapping's deletion once its retention period is over."""
 
 from __future__ import annotations
 
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -164,11 +165,11 @@ def check_callback_url(callback_url: str | None, required: bool) -> str:
             return ""
         raise ConfigError("--callback-url is required to send password resets",
                           fix=f"pass your app's password-reset page, {example}")
-    parts = urlsplit(callback_url)
-    if parts.username is not None or parts.password is not None:  # it goes into every user's e-mail
+    if "@" in re.split(r"[/?#]", callback_url.partition("//")[2])[0]:  # it goes into every user's e-mail: never shown
         raise ConfigError("--callback-url carries a user name or password", fix=f"leave it out, {example}")
     if (problem := web_url_problem(callback_url)) is not None:
         raise ConfigError(f"--callback-url {callback_url}: {problem}", fix=f"pass a full URL, {example}")
+    parts = urlsplit(callback_url)
     return f"{parts.scheme}://{parts.netloc}"
 
 
