@@ -87,6 +87,9 @@ def test_an_env_file_with_a_byte_order_mark_reads_the_same_and_one_not_utf8_is_n
      "IPv6 address, like https://[2001:db8::1]/"),
     ("SUPABASE_DB_URL", "postgresql://app:Pq%zz5531@db.example.com:5432/app", "is not a valid URL: a % in the user "
      "or password must be followed by two hex digits (write % itself as %25)"),
+    # A byte that is no UTF-8 (Latin-1's é): psycopg's own decoding failed, "unexpected UnicodeDecodeError".
+    ("DATABASE_URL", "postgresql://app:Pq%E95531@db.example.com:5432/app", "is not a valid URL: its %XX bytes are "
+     "not UTF-8 text (write each character of the user and password as its UTF-8 bytes, é as %C3%A9)"),
     ("SUPABASE_DB_URL", "postgresql://app:Pq@Rz5531@db.example.com:5432/app", "is not a valid URL: percent-encode "
      "the special characters of the user and password (# as %23, / as %2F, ? as %3F, @ as %40, : as %3A)"),
     ("DATABASE_URL", "postgresql://app:pw5531@db.example.com:99999/app", "has a port out of range (99999): use the "

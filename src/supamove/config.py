@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
 import psycopg
 from dotenv import dotenv_values
@@ -80,6 +80,11 @@ class Settings(BaseSettings):
         if re.search(r"%(?![0-9A-Fa-f]{2})", value):  # libpq refuses it, quoting the password
             raise ValueError("is not a valid URL: a % in the user or password must be followed by two hex digits "
                              "(write % itself as %25)")
+        try:  # psycopg reads every part of the URL as UTF-8 text
+            unquote_to_bytes(value).decode()
+        except UnicodeDecodeError:
+            raise ValueError("is not a valid URL: its %XX bytes are not UTF-8 text (write each character of the user "
+                             "and password as its UTF-8 bytes, é as %C3%A9)") from None
         return value
 
     @field_validator("LOG_FILE_PATH", "MIGRATION_DATA_DIR")
