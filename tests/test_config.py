@@ -87,6 +87,13 @@ def test_an_env_file_with_a_byte_order_mark_reads_the_same_and_one_not_utf8_is_n
      "IPv6 address, like https://[2001:db8::1]/"),
     ("SUPABASE_DB_URL", "postgresql://app:Pq%zz5531@db.example.com:5432/app", "is not a valid URL: a % in the user "
      "or password must be followed by two hex digits (write % itself as %25)"),
+    # Quotes the environment kept (docker's env files do): the URL's scheme, the key's own characters.
+    ("SUPABASE_DB_URL", '"postgresql://app:pw5531@db.example.com:5432/app"', "is wrapped in quotes: remove them (a "
+     ".env's quotes are taken off; through the environment, docker's env files and CI variables included, they "
+     "arrive as part of the value)"),
+    ("STACK_AUTH_SECRET_KEY", "'ssk_SeCrEt_5531'", "is wrapped in quotes: remove them"),
+    ("STACK_AUTH_API_URL", '"https://stack5531.example.com"', "is wrapped in quotes: remove them"),
+    ("MIGRATION_DATA_DIR", '"/tmp/data5531"', "is wrapped in quotes: remove them"),
     # A byte that is no UTF-8 (Latin-1's é): psycopg's own decoding failed, "unexpected UnicodeDecodeError".
     ("DATABASE_URL", "postgresql://app:Pq%E95531@db.example.com:5432/app", "is not a valid URL: its %XX bytes are "
      "not UTF-8 text (write each character of the user and password as its UTF-8 bytes, é as %C3%A9)"),

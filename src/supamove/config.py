@@ -29,6 +29,8 @@ ENCODE_SPECIAL = ("is not a valid URL: percent-encode the special characters of 
                   "(# as %23, / as %2F, ? as %3F, @ as %40, : as %3A)")
 BRACKETS = ("is not a valid URL: it holds [ or ] in the user or password (taken for an IPv6 address): the "
             "dashboard's [YOUR-PASSWORD] is replaced whole, brackets included; a password's own are written %5B and %5D")
+QUOTED = ("is wrapped in quotes: remove them (a .env's quotes are taken off; through the environment, docker's "
+          "env files and CI variables included, they arrive as part of the value)")
 # Left in from .env.example or the dashboard's connection string: each with what goes in its place.
 PLACEHOLDERS = {"[YOUR-PASSWORD]": "the database password (brackets included)",
                 "YOUR-PASSWORD": "the database password",
@@ -58,6 +60,8 @@ class Settings(BaseSettings):
         if value is None or not value.strip():
             return None
         value = value.strip()  # a space or line break copied along would end up in sslmode or the database name
+        if _quoted(value):
+            raise ValueError(QUOTED)
         if (placeholder := next((p for p in PLACEHOLDERS if p in value), None)) is not None:
             raise ValueError(f"still holds {placeholder} (from .env.example or the dashboard's connection string): "
                              f"put {PLACEHOLDERS[placeholder]} in its place")
@@ -92,6 +96,8 @@ class Settings(BaseSettings):
     def _home_expanded(cls, value: Path) -> Path:
         """`~/md` is the home directory's, as a shell would read it: .env expands `${HOME}` but not `~`, and a
         `~` left as it is became a directory of that name in the working directory."""
+        if _quoted(str(value)):
+            raise ValueError(QUOTED)
         return value.expanduser()
 
     @field_validator("STACK_AUTH_PROJECT_ID", "STACK_AUTH_SECRET_KEY")
@@ -101,6 +107,8 @@ class Settings(BaseSettings):
         error would quote the key). Never echoed. A blank one counts as unset (`require` says so)."""
         if value is None or not value.strip():
             return value
+        if _quoted(value):
+            raise ValueError(QUOTED)
         if value != value.strip() or not value.isascii() or not value.isprintable() or " " in value:
             raise ValueError("holds a space, a line break or a character other than plain ASCII: copy the value "
                              "again from the Stack Auth dashboard")
@@ -109,6 +117,8 @@ class Settings(BaseSettings):
     @field_validator("STACK_AUTH_API_URL")
     @classmethod
     def _http_url(cls, value: str) -> str:
+        if _quoted(value):
+            raise ValueError(QUOTED)
         if (problem := web_url_problem(value)) is not None:
             raise ValueError(problem)
         return value.rstrip("/")
@@ -153,6 +163,12 @@ class Settings(BaseSettings):
     @property
     def target_url(self) -> str:
         return self.require("DATABASE_URL")
+
+
+def _quoted(value: str) -> bool:
+    """Whether the value is wrapped in a pair of quotes, which no setting's value begins and ends with."""
+    value = value.strip()
+    return len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'"
 
 
 def _cut_short(url: str) -> bool:
