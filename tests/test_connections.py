@@ -208,6 +208,26 @@ def test_a_source_through_the_transaction_pooler_is_refused_by_every_command_tha
     assert "warning: target (DATABASE_URL): port 6543 is Supabase's transaction pooler" in result.output
 
 
+def test_a_host_with_no_network_route_names_the_ipv6_only_direct_host_as_the_likely_cause(
+        cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Supabase's direct host may have an IPv6 address only: from a machine without IPv6 the connection fails
+    with "Network is unreachable", shown as libpq's text with "check SUPABASE_DB_URL" alone."""
+    # The broadcast address: the kernel has no TCP route to it, as a machine without IPv6 has none to an IPv6 host.
+    monkeypatch.setenv("SUPABASE_DB_URL", "postgresql://postgres:pw@255.255.255.255:5432/postgres?sslmode=disable")
+    result = cli("export", "--dry-run")
+    assert result.exit_code == 3, result.output
+    assert error_line(result.output) == (
+        "Error: no network route from this machine to 255.255.255.255:5432 (SUPABASE_DB_URL) (fix: check this "
+        "machine's network route to 255.255.255.255; Supabase's direct host (db.<project-ref>.supabase.co) may have "
+        "an IPv6 address only: from a machine without IPv6, use the session pooler's connection string (port 5432 on "
+        "the pooler host): Supabase dashboard > Connect)")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:pw@255.255.255.255:5432/app?sslmode=disable")
+    result = cli("import", "--dry-run")  # the self-hosted target: the route alone
+    assert result.exit_code == 4, result.output
+    assert error_line(result.output) == ("Error: no network route from this machine to 255.255.255.255:5432 "
+                                         "(DATABASE_URL) (fix: check this machine's network route to 255.255.255.255)")
+
+
 def _in_query(server, db: str, user: str, password: str | None = None) -> str:
     """The database's URL with an empty host part, as libpq reads it: host, port and user in the query."""
     secret = f"&password={password}" if password else ""

@@ -254,6 +254,14 @@ def connect_error(endpoint: Endpoint, exc: psycopg.OperationalError) -> Supamove
         usual = "Supabase's direct connection is 5432" if endpoint.side == "source" else "PostgreSQL's default is 5432"
         return endpoint.error(f"connection refused by {endpoint.host}:{endpoint.port} ({endpoint.setting})",
                               f"check the server is running and the port ({usual})")
+    if "Network is unreachable" in text or "No route to host" in text:
+        fix = f"check this machine's network route to {endpoint.host}"
+        if endpoint.side == "source":  # the usual cause: the direct host has an IPv6 address only
+            fix += ("; Supabase's direct host (db.<project-ref>.supabase.co) may have an IPv6 address only: from a "
+                    "machine without IPv6, use the session pooler's connection string (port 5432 on the pooler "
+                    "host): Supabase dashboard > Connect")
+        return endpoint.error(f"no network route from this machine to {endpoint.host}:{endpoint.port} "
+                              f"({endpoint.setting})", fix)
     if "certificate" in text:  # verify-ca / verify-full: the CA file, or the server's name in its certificate
         return endpoint.error(f"the {where}: {first_line(exc)}",
                               f"check sslrootcert (the server's CA certificate file) and the host name in "
