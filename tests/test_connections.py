@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import socket
 import ssl
 import threading
 import uuid
@@ -226,6 +227,22 @@ def test_a_host_with_no_network_route_names_the_ipv6_only_direct_host_as_the_lik
     assert result.exit_code == 4, result.output
     assert error_line(result.output) == ("Error: no network route from this machine to 255.255.255.255:5432 "
                                          "(DATABASE_URL) (fix: check this machine's network route to 255.255.255.255)")
+
+
+def test_a_server_that_never_answers_is_named_with_the_firewall_as_the_likely_cause(
+        cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A firewall dropping the packets, or Supabase's network restrictions, leave the connection unanswered until
+    connect_timeout: shown as libpq's "timeout expired" with "check SUPABASE_DB_URL" alone."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # takes the connection, never answers
+        port = silent.getsockname()[1]
+        monkeypatch.setenv("SUPABASE_DB_URL", f"postgresql://postgres:pw@127.0.0.1:{port}/postgres?sslmode=disable"
+                                              "&connect_timeout=2")
+        result = cli("export", "--dry-run")
+    assert result.exit_code == 3, result.output
+    assert error_line(result.output) == (
+        f"Error: no answer from 127.0.0.1:{port} (SUPABASE_DB_URL) within its connect_timeout (fix: check that a "
+        f"firewall lets this machine reach 127.0.0.1:{port} and that the project's network restrictions admit its "
+        "address (Supabase dashboard > Database))")
 
 
 def _in_query(server, db: str, user: str, password: str | None = None) -> str:

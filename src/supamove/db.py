@@ -262,6 +262,12 @@ def connect_error(endpoint: Endpoint, exc: psycopg.OperationalError) -> Supamove
                     "host): Supabase dashboard > Connect")
         return endpoint.error(f"no network route from this machine to {endpoint.host}:{endpoint.port} "
                               f"({endpoint.setting})", fix)
+    if "timeout expired" in text:  # nothing answered: a firewall dropping the packets, most often
+        fix = f"check that a firewall lets this machine reach {endpoint.host}:{endpoint.port}"
+        if endpoint.side == "source":
+            fix += " and that the project's network restrictions admit its address (Supabase dashboard > Database)"
+        return endpoint.error(f"no answer from {endpoint.host}:{endpoint.port} ({endpoint.setting}) within its "
+                              "connect_timeout", fix)
     if "certificate" in text:  # verify-ca / verify-full: the CA file, or the server's name in its certificate
         return endpoint.error(f"the {where}: {first_line(exc)}",
                               f"check sslrootcert (the server's CA certificate file) and the host name in "
