@@ -245,6 +245,39 @@ def test_a_server_that_never_answers_is_named_with_the_firewall_as_the_likely_ca
         "address (Supabase dashboard > Database))")
 
 
+def _refusing_server(listener: socket.socket, message: bytes) -> None:
+    """A PostgreSQL server as far as its first answer: each startup packet refused with `message` (SQLSTATE 28000)."""
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:  # the test closed it
+            return
+        with conn:
+            size = int.from_bytes(conn.recv(4), "big")
+            conn.recv(size - 4)
+            fields = b"SFATAL\0VFATAL\0C28000\0M" + message + b"\0\0"
+            conn.sendall(b"E" + (len(fields) + 4).to_bytes(4, "big") + fields)
+
+
+def test_a_server_whose_pg_hba_conf_admits_no_such_connection_names_the_line_to_add(
+        cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A self-hosted target's pg_hba.conf without a line for this machine: libpq's text with "check DATABASE_URL"."""
+    refusal = b'no pg_hba.conf entry for host "127.0.0.1", user "app", database "app", no encryption'
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        threading.Thread(target=_refusing_server, args=(listener, refusal), daemon=True).start()
+        port = listener.getsockname()[1]
+        monkeypatch.setenv("DATABASE_URL", f"postgresql://app:pw@127.0.0.1:{port}/app?sslmode=disable"
+                                           "&gssencmode=disable")
+        result = cli("import", "--dry-run")
+    assert result.exit_code == 4, result.output
+    assert error_line(result.output) == (
+        f"Error: the target database (postgresql://app:***@127.0.0.1:{port}/app?sslmode=disable&gssencmode=disable) "
+        f'admits no connection from this machine as this user: connection failed: connection to server at '
+        f'"127.0.0.1", port {port} failed: FATAL:  {refusal.decode()} (fix: add a line for this machine\'s address, '
+        "the user and the database to the server's pg_hba.conf (and reload it), or connect as it allows (a hostssl "
+        "line needs TLS: sslmode=require in DATABASE_URL))")
+
+
 def _in_query(server, db: str, user: str, password: str | None = None) -> str:
     """The database's URL with an empty host part, as libpq reads it: host, port and user in the query."""
     secret = f"&password={password}" if password else ""

@@ -244,30 +244,16 @@ def first_line(exc: BaseException) -> str:
 def connect_error(endpoint: Endpoint, exc: psycopg.OperationalError) -> SupamoveError:
     text = str(exc)
     where = f"{endpoint.side} database ({endpoint.redacted})"
+    if (unreached := _unreached(endpoint, text)) is not None:
+        return unreached
     if "password authentication failed" in text or "no password supplied" in text:
         return endpoint.error(f"the {where} refused the password",
                               f"check the user and password in {endpoint.setting}")
-    if "could not translate host name" in text or "Name or service not known" in text:
-        return endpoint.error(f"unknown host '{endpoint.host}' in {endpoint.setting}",
-                              f"check the host name in {endpoint.setting}")
-    if "Connection refused" in text:
-        usual = "Supabase's direct connection is 5432" if endpoint.side == "source" else "PostgreSQL's default is 5432"
-        return endpoint.error(f"connection refused by {endpoint.host}:{endpoint.port} ({endpoint.setting})",
-                              f"check the server is running and the port ({usual})")
-    if "Network is unreachable" in text or "No route to host" in text:
-        fix = f"check this machine's network route to {endpoint.host}"
-        if endpoint.side == "source":  # the usual cause: the direct host has an IPv6 address only
-            fix += ("; Supabase's direct host (db.<project-ref>.supabase.co) may have an IPv6 address only: from a "
-                    "machine without IPv6, use the session pooler's connection string (port 5432 on the pooler "
-                    "host): Supabase dashboard > Connect")
-        return endpoint.error(f"no network route from this machine to {endpoint.host}:{endpoint.port} "
-                              f"({endpoint.setting})", fix)
-    if "timeout expired" in text:  # nothing answered: a firewall dropping the packets, most often
-        fix = f"check that a firewall lets this machine reach {endpoint.host}:{endpoint.port}"
-        if endpoint.side == "source":
-            fix += " and that the project's network restrictions admit its address (Supabase dashboard > Database)"
-        return endpoint.error(f"no answer from {endpoint.host}:{endpoint.port} ({endpoint.setting}) within its "
-                              "connect_timeout", fix)
+    if "no pg_hba.conf entry" in text:  # the server's own rules: a self-hosted target's, most often
+        return endpoint.error(f"the {where} admits no connection from this machine as this user: {first_line(exc)}",
+                              "add a line for this machine's address, the user and the database to the server's "
+                              "pg_hba.conf (and reload it), or connect as it allows (a hostssl line needs TLS: "
+                              f"sslmode=require in {endpoint.setting})")
     if "certificate" in text:  # verify-ca / verify-full: the CA file, or the server's name in its certificate
         return endpoint.error(f"the {where}: {first_line(exc)}",
                               f"check sslrootcert (the server's CA certificate file) and the host name in "
@@ -278,3 +264,28 @@ def connect_error(endpoint: Endpoint, exc: psycopg.OperationalError) -> Supamove
     if "does not exist" in text:
         return endpoint.error(f"the {where}: {first_line(exc)}", f"check the database name and user in {endpoint.setting}")
     return endpoint.error(f"cannot connect to the {where}: {first_line(exc)}", f"check {endpoint.setting}")
+
+
+def _unreached(endpoint: Endpoint, text: str) -> SupamoveError | None:
+    """The server not reached (no such host, nothing listening, no route, no answer), each with its likely cause."""
+    if "could not translate host name" in text or "Name or service not known" in text:
+        return endpoint.error(f"unknown host '{endpoint.host}' in {endpoint.setting}",
+                              f"check the host name in {endpoint.setting}")
+    address = f"{endpoint.host}:{endpoint.port}"
+    if "Connection refused" in text:
+        usual = "Supabase's direct connection is 5432" if endpoint.side == "source" else "PostgreSQL's default is 5432"
+        return endpoint.error(f"connection refused by {address} ({endpoint.setting})",
+                              f"check the server is running and the port ({usual})")
+    if "Network is unreachable" in text or "No route to host" in text:
+        fix = f"check this machine's network route to {endpoint.host}"
+        if endpoint.side == "source":  # the usual cause: the direct host has an IPv6 address only
+            fix += ("; Supabase's direct host (db.<project-ref>.supabase.co) may have an IPv6 address only: from a "
+                    "machine without IPv6, use the session pooler's connection string (port 5432 on the pooler "
+                    "host): Supabase dashboard > Connect")
+        return endpoint.error(f"no network route from this machine to {address} ({endpoint.setting})", fix)
+    if "timeout expired" in text:  # nothing answered: a firewall dropping the packets, most often
+        fix = f"check that a firewall lets this machine reach {address}"
+        if endpoint.side == "source":
+            fix += " and that the project's network restrictions admit its address (Supabase dashboard > Database)"
+        return endpoint.error(f"no answer from {address} ({endpoint.setting}) within its connect_timeout", fix)
+    return None
