@@ -8,7 +8,8 @@ import socket
 import ssl
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -229,53 +230,63 @@ def test_a_host_with_no_network_route_names_the_ipv6_only_direct_host_as_the_lik
                                          "(DATABASE_URL) (fix: check this machine's network route to 255.255.255.255)")
 
 
+@contextmanager
+def _listening(serve: Callable[[socket.socket], None] | None = None) -> Iterator[int]:
+    """A port on 127.0.0.1 that takes connections: each answered by `serve` on a thread, or never answered."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        if serve is not None:
+            threading.Thread(target=serve, args=(listener,), daemon=True).start()
+        yield listener.getsockname()[1]
+
+
+def _first_error(cli, monkeypatch: pytest.MonkeyPatch, setting: str, url: str, *command: str) -> tuple[int, str]:
+    """The exit code and error line of `command` run with `setting` set to `url`."""
+    monkeypatch.setenv(setting, url)
+    result = cli(*command)
+    return result.exit_code, error_line(result.output)
+
+
 def test_a_server_that_never_answers_is_named_with_the_firewall_as_the_likely_cause(
         cli, monkeypatch: pytest.MonkeyPatch) -> None:
     """A firewall dropping the packets, or Supabase's network restrictions, leave the connection unanswered until
     connect_timeout: shown as libpq's "timeout expired" with "check SUPABASE_DB_URL" alone."""
-    with socket.create_server(("127.0.0.1", 0)) as silent:  # takes the connection, never answers
-        port = silent.getsockname()[1]
-        monkeypatch.setenv("SUPABASE_DB_URL", f"postgresql://postgres:pw@127.0.0.1:{port}/postgres?sslmode=disable"
-                                              "&connect_timeout=2")
-        result = cli("export", "--dry-run")
-    assert result.exit_code == 3, result.output
-    assert error_line(result.output) == (
-        f"Error: no answer from 127.0.0.1:{port} (SUPABASE_DB_URL) within its connect_timeout (fix: check that a "
-        f"firewall lets this machine reach 127.0.0.1:{port} and that the project's network restrictions admit its "
-        "address (Supabase dashboard > Database))")
+    with _listening() as port:
+        failed = _first_error(cli, monkeypatch, "SUPABASE_DB_URL", f"postgresql://postgres:pw@127.0.0.1:{port}/postgres"
+                              "?sslmode=disable&connect_timeout=2", "export", "--dry-run")
+    assert failed == (3, f"Error: no answer from 127.0.0.1:{port} (SUPABASE_DB_URL) within its connect_timeout (fix: "
+                         f"check that a firewall lets this machine reach 127.0.0.1:{port} and that the project's network "
+                         "restrictions admit its address (Supabase dashboard > Database))")
 
 
-def _refusing_server(listener: socket.socket, message: bytes) -> None:
+def _refusing(message: bytes) -> Callable[[socket.socket], None]:
     """A PostgreSQL server as far as its first answer: each startup packet refused with `message` (SQLSTATE 28000)."""
-    while True:
-        try:
-            conn, _ = listener.accept()
-        except OSError:  # the test closed it
-            return
-        with conn:
-            size = int.from_bytes(conn.recv(4), "big")
-            conn.recv(size - 4)
-            fields = b"SFATAL\0VFATAL\0C28000\0M" + message + b"\0\0"
-            conn.sendall(b"E" + (len(fields) + 4).to_bytes(4, "big") + fields)
+    def serve(listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:  # the test closed it
+                return
+            with conn:
+                size = int.from_bytes(conn.recv(4), "big")
+                conn.recv(size - 4)
+                fields = b"SFATAL\0VFATAL\0C28000\0M" + message + b"\0\0"
+                conn.sendall(b"E" + (len(fields) + 4).to_bytes(4, "big") + fields)
+    return serve
 
 
 def test_a_server_whose_pg_hba_conf_admits_no_such_connection_names_the_line_to_add(
         cli, monkeypatch: pytest.MonkeyPatch) -> None:
     """A self-hosted target's pg_hba.conf without a line for this machine: libpq's text with "check DATABASE_URL"."""
     refusal = b'no pg_hba.conf entry for host "127.0.0.1", user "app", database "app", no encryption'
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        threading.Thread(target=_refusing_server, args=(listener, refusal), daemon=True).start()
-        port = listener.getsockname()[1]
-        monkeypatch.setenv("DATABASE_URL", f"postgresql://app:pw@127.0.0.1:{port}/app?sslmode=disable"
-                                           "&gssencmode=disable")
-        result = cli("import", "--dry-run")
-    assert result.exit_code == 4, result.output
-    assert error_line(result.output) == (
-        f"Error: the target database (postgresql://app:***@127.0.0.1:{port}/app?sslmode=disable&gssencmode=disable) "
-        f'admits no connection from this machine as this user: connection failed: connection to server at '
-        f'"127.0.0.1", port {port} failed: FATAL:  {refusal.decode()} (fix: add a line for this machine\'s address, '
-        "the user and the database to the server's pg_hba.conf (and reload it), or connect as it allows (a hostssl "
-        "line needs TLS: sslmode=require in DATABASE_URL))")
+    with _listening(_refusing(refusal)) as port:
+        url = f"postgresql://app:pw@127.0.0.1:{port}/app?sslmode=disable&gssencmode=disable"
+        failed = _first_error(cli, monkeypatch, "DATABASE_URL", url, "import", "--dry-run")
+    assert failed == (4, f"Error: the target database (postgresql://app:***@127.0.0.1:{port}/app?sslmode=disable&"
+                         f"gssencmode=disable) admits no connection from this machine as this user: connection failed: "
+                         f'connection to server at "127.0.0.1", port {port} failed: FATAL:  {refusal.decode()} (fix: add '
+                         "a line for this machine's address, the user and the database to the server's pg_hba.conf (and "
+                         "reload it), or connect as it allows (a hostssl line needs TLS: sslmode=require in "
+                         "DATABASE_URL))")
 
 
 def _in_query(server, db: str, user: str, password: str | None = None) -> str:
