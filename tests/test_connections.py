@@ -258,8 +258,8 @@ def test_a_server_that_never_answers_is_named_with_the_firewall_as_the_likely_ca
                          "restrictions admit its address (Supabase dashboard > Database))")
 
 
-def _refusing(message: bytes) -> Callable[[socket.socket], None]:
-    """A PostgreSQL server as far as its first answer: each startup packet refused with `message` (SQLSTATE 28000)."""
+def _refusing(message: bytes, sqlstate: bytes = b"28000") -> Callable[[socket.socket], None]:
+    """A PostgreSQL server as far as its first answer: each startup packet refused with `message`."""
     def serve(listener: socket.socket) -> None:
         while True:
             try:
@@ -269,7 +269,7 @@ def _refusing(message: bytes) -> Callable[[socket.socket], None]:
             with conn:
                 size = int.from_bytes(conn.recv(4), "big")
                 conn.recv(size - 4)
-                fields = b"SFATAL\0VFATAL\0C28000\0M" + message + b"\0\0"
+                fields = b"SFATAL\0VFATAL\0C" + sqlstate + b"\0M" + message + b"\0\0"
                 conn.sendall(b"E" + (len(fields) + 4).to_bytes(4, "big") + fields)
     return serve
 
@@ -287,6 +287,19 @@ def test_a_server_whose_pg_hba_conf_admits_no_such_connection_names_the_line_to_
                          "a line for this machine's address, the user and the database to the server's pg_hba.conf (and "
                          "reload it), or connect as it allows (a hostssl line needs TLS: sslmode=require in "
                          "DATABASE_URL))")
+
+
+def test_a_server_out_of_connections_names_the_sessions_and_the_jobs_to_cut(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """max_connections reached (the application's sessions during the freeze, or --jobs more than it has left):
+    libpq's text with "check SUPABASE_DB_URL", which was not at fault."""
+    with _listening(_refusing(b"sorry, too many clients already", b"53300")) as port:
+        failed = _first_error(cli, monkeypatch, "SUPABASE_DB_URL", f"postgresql://postgres:pw@127.0.0.1:{port}/postgres"
+                              "?sslmode=disable&gssencmode=disable", "export", "--dry-run")
+    assert failed == (3, f"Error: the source database (postgresql://postgres:***@127.0.0.1:{port}/postgres?sslmode="
+                         f"disable&gssencmode=disable) has no connection left for supamove: connection failed: "
+                         f'connection to server at "127.0.0.1", port {port} failed: FATAL:  sorry, too many clients '
+                         "already (fix: end other sessions on it (the application's, once it is frozen) or run with "
+                         "fewer --jobs (each job holds a connection), then run the command again)")
 
 
 def _in_query(server, db: str, user: str, password: str | None = None) -> str:

@@ -249,6 +249,10 @@ def connect_error(endpoint: Endpoint, exc: psycopg.OperationalError) -> Supamove
     if "password authentication failed" in text or "no password supplied" in text:
         return endpoint.error(f"the {where} refused the password",
                               f"check the user and password in {endpoint.setting}")
+    if "too many clients" in text or "connection slots are reserved" in text:  # max_connections reached
+        return endpoint.error(f"the {where} has no connection left for supamove: {first_line(exc)}",
+                              "end other sessions on it (the application's, once it is frozen) or run with fewer "
+                              "--jobs (each job holds a connection), then run the command again")
     if "no pg_hba.conf entry" in text:  # the server's own rules: a self-hosted target's, most often
         return endpoint.error(f"the {where} admits no connection from this machine as this user: {first_line(exc)}",
                               "add a line for this machine's address, the user and the database to the server's "
