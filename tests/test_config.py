@@ -94,6 +94,12 @@ def test_an_env_file_with_a_byte_order_mark_reads_the_same_and_one_not_utf8_is_n
     ("STACK_AUTH_SECRET_KEY", "'ssk_SeCrEt_5531'", "is wrapped in quotes: remove them"),
     ("STACK_AUTH_API_URL", '"https://stack5531.example.com"', "is wrapped in quotes: remove them"),
     ("MIGRATION_DATA_DIR", '"/tmp/data5531"', "is wrapped in quotes: remove them"),
+    # Another of the dashboard's keys: Stack Auth refused the credentials, and nothing said which key was wrong.
+    ("STACK_AUTH_SECRET_KEY", "pck_publishable5531", "holds a publishable client key (Stack Auth's keys begin pck_, "
+     "ssk_ and sak_): put the secret server key (ssk_…) in STACK_AUTH_SECRET_KEY and the project id in "
+     "STACK_AUTH_PROJECT_ID (Stack Auth dashboard: API Keys, Project Settings)"),
+    ("STACK_AUTH_SECRET_KEY", "sak_admin5531", "holds a super secret admin key (Stack Auth's keys begin"),
+    ("STACK_AUTH_PROJECT_ID", "ssk_secret5531", "holds a secret server key (Stack Auth's keys begin"),
     # A byte that is no UTF-8 (Latin-1's é): psycopg's own decoding failed, "unexpected UnicodeDecodeError".
     ("DATABASE_URL", "postgresql://app:Pq%E95531@db.example.com:5432/app", "is not a valid URL: its %XX bytes are "
      "not UTF-8 text (write each character of the user and password as its UTF-8 bytes, é as %C3%A9)"),

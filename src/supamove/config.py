@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
 import psycopg
 from dotenv import dotenv_values
-from pydantic import PrivateAttr, ValidationError, field_validator
+from pydantic import PrivateAttr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from supamove.errors import ConfigError
@@ -102,13 +102,17 @@ class Settings(BaseSettings):
 
     @field_validator("STACK_AUTH_PROJECT_ID", "STACK_AUTH_SECRET_KEY")
     @classmethod
-    def _header_value(cls, value: str | None) -> str | None:
+    def _header_value(cls, value: str | None, info: ValidationInfo) -> str | None:
         """Sent as HTTP headers: a stray space, line break or accent would fail every request (and the
         error would quote the key). Never echoed. A blank one counts as unset (`require` says so)."""
         if value is None or not value.strip():
             return value
         if _quoted(value):
             raise ValueError(QUOTED)
+        if (other := _other_key(value, info.field_name)) is not None:
+            raise ValueError(f"holds {other} (Stack Auth's keys begin pck_, ssk_ and sak_): put the secret server key "
+                             "(ssk_…) in STACK_AUTH_SECRET_KEY and the project id in STACK_AUTH_PROJECT_ID "
+                             "(Stack Auth dashboard: API Keys, Project Settings)")
         if value != value.strip() or not value.isascii() or not value.isprintable() or " " in value:
             raise ValueError("holds a space, a line break or a character other than plain ASCII: copy the value "
                              "again from the Stack Auth dashboard")
@@ -163,6 +167,18 @@ class Settings(BaseSettings):
     @property
     def target_url(self) -> str:
         return self.require("DATABASE_URL")
+
+
+# Stack Auth's key prefixes (its backend's api-keys: pck_, ssk_, sak_): the one key a server sends is ssk_.
+OTHER_KEYS = {"pck_": "a publishable client key", "sak_": "a super secret admin key", "ssk_": "a secret server key"}
+
+
+def _other_key(value: str, setting: str | None) -> str | None:
+    """What a Stack Auth setting holds in place of its own value (another of the dashboard's keys), or None."""
+    kind = next((kind for prefix, kind in OTHER_KEYS.items() if value.startswith(prefix)), None)
+    if kind is None or (setting == "STACK_AUTH_SECRET_KEY" and value.startswith("ssk_")):
+        return None
+    return kind
 
 
 def _quoted(value: str) -> bool:
