@@ -265,8 +265,11 @@ def write_mapping(dbs: Any, data_dir: Path, leave_out: int = 0) -> dict[str, str
 
 
 def import_state(dbs: Any) -> list[tuple]:
-    """(schema, table, row count) of every table the target's import progress records."""
+    """(schema, table, row count) of every table the target's import progress records: none before the first
+    load made the record (a run that stopped before any load began)."""
     with dbs.target() as conn:
+        if conn.execute("SELECT to_regclass('_supamove.import_state')").fetchone() == (None,):
+            return []
         return conn.execute("SELECT schema_name, table_name, row_count FROM _supamove.import_state "
                             "ORDER BY 1, 2").fetchall()
 
