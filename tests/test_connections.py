@@ -121,16 +121,44 @@ def test_a_mapping_whose_users_are_not_in_this_stack_auth_fails_it(cli, dbs, sta
 class _NoUsers(http.server.BaseHTTPRequestHandler):
     """Stack Auth's user list, empty: enough for test-connections to call it usable."""
 
+    body = b'{"items": [], "is_paginated": true, "pagination": {"next_cursor": null}}'
+    content_type = "application/json"
+
     def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
-        body = b'{"items": [], "is_paginated": true, "pagination": {"next_cursor": null}}'
         self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
+        self.send_header("content-type", self.content_type)
+        self.send_header("content-length", str(len(self.body)))
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(self.body)
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+class _Dashboard(_NoUsers):
+    """A web application answering every path with its page, as Stack Auth's dashboard does."""
+
+    body = b"<!DOCTYPE html><html><body>Stack Auth</body></html>"
+    content_type = "text/html; charset=utf-8"
+
+
+def test_a_stack_auth_url_that_is_the_dashboard_is_named_so(cli, dbs, stack_auth,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dashboard's address (app.stack-auth.com) in place of the API's answers every path with its page:
+    test-connections called it usable, and migrate-users failed on its first answer."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Dashboard)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("STACK_AUTH_API_URL", url)
+    try:
+        result = cli("test-connections")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 1, result.output
+    assert (f"error: Stack Auth ({url}): GET /api/v1/users answered 200 with no user list (text/html): check "
+            "STACK_AUTH_API_URL points at Stack Auth's API (https://api.stack-auth.com for the hosted one), not its "
+            "dashboard") in " ".join(result.output.split())
 
 
 @pytest.fixture

@@ -272,8 +272,22 @@ def _answers(check: EndpointCheck, http: httpx.Client, api_url: str, datadir: Da
                             "STACK_AUTH_API_URL points at Stack Auth's API (without /api/v1)")
     elif answer.status_code != 200:
         check.errors.append(f"Stack Auth answered {answer.status_code}: {scrub(answer.text[:200])}")
+    elif not _user_list(answer):  # a web page: the dashboard's, or a proxy's sign-in page
+        kind = answer.headers.get("content-type", "no content type").partition(";")[0]
+        check.errors.append(f"GET {answer.request.url.path} answered 200 with no user list ({kind}): check "
+                            "STACK_AUTH_API_URL points at Stack Auth's API (https://api.stack-auth.com for the hosted "
+                            "one), not its dashboard")
     elif datadir is not None:
         _mapped_users_here(check, http, datadir.user_mapping, project)
+
+
+def _user_list(answer: httpx.Response) -> bool:
+    """Whether the answer is Stack Auth's list of users (a JSON object with its items)."""
+    try:
+        body = answer.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and isinstance(body.get("items"), list)
 
 
 MAPPING_SAMPLE = 10  # users of user-mapping.json looked up in Stack Auth
