@@ -7,9 +7,11 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import bcrypt
 import httpx
@@ -426,6 +428,36 @@ def test_401_is_a_clear_error_without_the_secret(stack: StackAuthSandbox) -> Non
     text = str(caught.value)
     assert "INVALID_SECRET_SERVER_KEY" in text and "STACK_AUTH_SECRET_KEY" in text and "STACK_AUTH_PROJECT_ID" in text
     assert wrong not in text and SECRET not in text
+
+
+class _OtherApi(BaseHTTPRequestHandler):
+    """A JSON API that is not Stack Auth's: every path answers an object of its own."""
+
+    def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        body = b'{"status": "ok"}'
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_url_answering_other_json_than_the_user_list_is_a_clear_error() -> None:
+    # STACK_AUTH_API_URL naming another JSON API (the application's own): "unexpected KeyError: 'items'".
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OtherApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with StackAuthClient(f"http://127.0.0.1:{server.server_address[1]}", PROJECT, SECRET, retry=FAST) as client, \
+                pytest.raises(StackAuthError) as caught:
+            list(client.iter_users())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert str(caught.value) == ("Stack Auth answered GET /api/v1/users with no user list (fix: check "
+                                 "STACK_AUTH_API_URL points at Stack Auth's API)")
 
 
 def test_standalone_server() -> None:

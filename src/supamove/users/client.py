@@ -245,6 +245,9 @@ class StackAuthClient:
             params["query"] = query
         while True:
             page = self._json(self._request("GET", USERS, params=params))
+            if not isinstance(page, dict) or not isinstance(page.get("items"), list):  # another JSON API there
+                raise StackAuthError(f"Stack Auth answered GET {USERS} with no user list",
+                                     fix="check STACK_AUTH_API_URL points at Stack Auth's API")
             yield from page["items"]
             cursor = (page.get("pagination") or {}).get("next_cursor")
             if not cursor:
