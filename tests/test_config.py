@@ -22,6 +22,13 @@ def test_env_file_is_read_and_environment_wins(tmp_path: Path, monkeypatch: pyte
     assert settings.DATABASE_URL == "postgresql://file@t:5432/db"
     assert settings.STACK_AUTH_API_URL == "https://api.stack-auth.com"
     assert settings.MIGRATION_DATA_DIR == Path("./migration-data")
+    # A .env's own quotes are taken off, as python-dotenv reads them: only quotes kept to the end are refused.
+    monkeypatch.delenv("SUPABASE_DB_URL")
+    (tmp_path / ".env").write_text('SUPABASE_DB_URL="postgresql://file@h:5432/db"\n'
+                                   "STACK_AUTH_SECRET_KEY='ssk_quoted'\nMIGRATION_DATA_DIR=\"./md\"\n")
+    settings = load_settings()
+    assert (settings.SUPABASE_DB_URL, settings.STACK_AUTH_SECRET_KEY) == ("postgresql://file@h:5432/db", "ssk_quoted")
+    assert settings.MIGRATION_DATA_DIR == Path("./md")
 
 
 def test_missing_setting_names_the_variable(cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
 import psycopg
@@ -54,14 +55,20 @@ class Settings(BaseSettings):
     MIGRATION_DATA_DIR: Path = Path("./migration-data")
     _env_file: Path | None = PrivateAttr(default=None)  # the .env looked for, to name it when a setting is unset
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_quoted(cls, value: Any) -> Any:
+        """Quotes the environment kept (a .env's are taken off): no setting's value begins and ends with them."""
+        if isinstance(value, str) and _quoted(value):
+            raise ValueError(QUOTED)
+        return value
+
     @field_validator("SUPABASE_DB_URL", "DATABASE_URL")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
         value = value.strip()  # a space or line break copied along would end up in sslmode or the database name
-        if _quoted(value):
-            raise ValueError(QUOTED)
         if (placeholder := next((p for p in PLACEHOLDERS if p in value), None)) is not None:
             raise ValueError(f"still holds {placeholder} (from .env.example or the dashboard's connection string): "
                              f"put {PLACEHOLDERS[placeholder]} in its place")
@@ -96,8 +103,6 @@ class Settings(BaseSettings):
     def _home_expanded(cls, value: Path) -> Path:
         """`~/md` is the home directory's, as a shell would read it: .env expands `${HOME}` but not `~`, and a
         `~` left as it is became a directory of that name in the working directory."""
-        if _quoted(str(value)):
-            raise ValueError(QUOTED)
         return value.expanduser()
 
     @field_validator("STACK_AUTH_PROJECT_ID", "STACK_AUTH_SECRET_KEY")
@@ -107,8 +112,6 @@ class Settings(BaseSettings):
         error would quote the key). Never echoed. A blank one counts as unset (`require` says so)."""
         if value is None or not value.strip():
             return value
-        if _quoted(value):
-            raise ValueError(QUOTED)
         if (other := _other_key(value, info.field_name)) is not None:
             raise ValueError(f"holds {other} (Stack Auth's keys begin pck_, ssk_ and sak_): put the secret server key "
                              "(ssk_…) in STACK_AUTH_SECRET_KEY and the project id in STACK_AUTH_PROJECT_ID "
@@ -121,8 +124,6 @@ class Settings(BaseSettings):
     @field_validator("STACK_AUTH_API_URL")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if _quoted(value):
-            raise ValueError(QUOTED)
         if (problem := web_url_problem(value)) is not None:
             raise ValueError(problem)
         return value.rstrip("/")

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from supamove.db import Endpoint, connect
 from supamove.verify.model import LargeObjectCheck
+from supamove.words import counted
 
 # The count and a digest of the identifiers; pg_largeobject_metadata is readable by any user.
 LARGE_OBJECTS_SQL = "SELECT count(*), coalesce(md5(string_agg(oid::text, ',' ORDER BY oid)), '') FROM pg_largeobject_metadata"
@@ -24,7 +25,7 @@ def large_object_check(source: Endpoint, target: Endpoint) -> LargeObjectCheck |
     check = LargeObjectCheck(ours, theirs)
     if (ours, mine) != (theirs, their_digest):
         held = f"{theirs:,}" if theirs else "none"
-        check.failures.append(f"the source holds {ours:,} large object{'s' if ours > 1 else ''} (pg_largeobject), "
+        check.failures.append(f"the source holds {counted(ours, 'large object')} (pg_largeobject), "
                               f"the target {held}{' of other identifiers' if ours == theirs else ''}: supamove "
                               "moves no large object")
     return check
