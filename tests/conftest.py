@@ -195,6 +195,14 @@ def exported(cli: Cli, data_dir: Path) -> Path:
     return data_dir
 
 
+@pytest.fixture
+def exported_jsonl(cli: Cli, data_dir: Path) -> Path:
+    """The same export with the application tables in JSON Lines (`--table-format jsonl`)."""
+    result = cli("export", *EDGE, "--table-format", "jsonl")
+    assert result.exit_code == 0, result.output
+    return data_dir
+
+
 # --- shared: Stack Auth sandbox + settings (test_faults, test_bad_input, test_secrets) ---
 
 STACK_PROJECT = "6f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b"
@@ -296,7 +304,7 @@ BIG_ROWS = 150_000
 BIG_DDL = "CREATE TABLE public.fault_big (id bigint PRIMARY KEY, payload text, at timestamptz)"
 
 
-BIG_FILE = "tables/public.fault_big.jsonl"
+BIG_FILE = "tables/public.fault_big.copy"
 
 
 def app_table(dbs: Any, name: str, ddl: str, *fill: str, on_target: bool = True) -> None:

@@ -135,18 +135,18 @@ def _edit(data_dir: Path) -> str:
     return f"Error: {path} does not match metadata.json: SHA-256 "
 
 
-def _invalid_json(data_dir: Path) -> str:
+def _damaged_line(data_dir: Path) -> str:
     """A bad line 3 that keeps the file consistent with metadata.json (it was exported that way)."""
     meta = orjson.loads((data_dir / "metadata.json").read_bytes())
     item = next(e for e in meta["tables"] if e["name"] == "sensors")
     path = data_dir / item["file"]
     lines = path.read_bytes().splitlines(keepends=True)
-    lines[2] = b'{"id": 3, "name": "unterminated}\n'
+    lines[2] = b'3\tunterminated\n'
     body = b"".join(lines)
     path.write_bytes(body)
     item.update(bytes=len(body), sha256=hashlib.sha256(body).hexdigest())
     (data_dir / "metadata.json").write_bytes(orjson.dumps(meta))
-    return f"Error: {path} line 3 is not valid JSON ("
+    return f"Error: {path} line 3 has 2 fields, the export writes 9 (one a column) (fix: restore the file or "
 
 
 def _metadata_missing(data_dir: Path) -> str:
@@ -159,7 +159,7 @@ def _metadata_other_version(data_dir: Path) -> str:
     meta = orjson.loads((data_dir / "metadata.json").read_bytes())
     meta["formatVersion"] = 99
     (data_dir / "metadata.json").write_bytes(orjson.dumps(meta))
-    return (f"Error: {data_dir / 'metadata.json'} is format version 99, this supamove reads version 1 "
+    return (f"Error: {data_dir / 'metadata.json'} is format version 99, this supamove reads versions 1 and 2 "
             "(fix: run `supamove export --force` to export again with this version of supamove)")
 
 
@@ -241,7 +241,7 @@ def _metadata_a_directory(data_dir: Path) -> str:
 DAMAGE: dict[str, Callable[[Path], str]] = {
     "truncated table file": _truncate,
     "edited table file": _edit,
-    "invalid JSON on line 3": _invalid_json,
+    "a damaged line 3": _damaged_line,
     "metadata.json missing": _metadata_missing,
     "metadata.json of another format version": _metadata_other_version,
     "metadata.json with its version as text": _metadata_version_as_text,
@@ -257,7 +257,7 @@ DAMAGE: dict[str, Callable[[Path], str]] = {
 }
 
 
-CHECKED_AS_LOADED = {"edited table file", "invalid JSON on line 3"}
+CHECKED_AS_LOADED = {"edited table file", "a damaged line 3"}
 
 
 @pytest.mark.parametrize("case", list(DAMAGE))

@@ -12,7 +12,18 @@ from pathlib import Path
 
 import orjson
 import psycopg
-from conftest import APP_PASSWORD, EDGE, app_table, create_database, entries, error_line, metadata
+import pytest
+from conftest import (
+    APP_PASSWORD,
+    EDGE,
+    app_table,
+    assert_verify_passes,
+    create_database,
+    entries,
+    error_line,
+    metadata,
+    write_mapping,
+)
 from psycopg import sql
 
 from supamove import catalog
@@ -51,7 +62,8 @@ def test_export_writes_every_table_and_metadata(cli, dbs, data_dir: Path) -> Non
     assert result.exit_code == 0, result.output
     assert "Export summary" in result.output
     meta = orjson.loads((data_dir / "metadata.json").read_bytes())
-    assert meta["formatVersion"] == 1
+    assert meta["formatVersion"] == 2
+    assert {t["format"] for t in meta["tables"]} == {"copy"} and {t["format"] for t in meta["auth"]} == {"jsonl"}
     assert meta["finishedAt"] and meta["startedAt"] and meta["snapshot"]
     with dbs.source() as conn:
         assert meta["source"]["serverVersion"] == conn.execute("SHOW server_version").fetchone()[0]
@@ -93,14 +105,14 @@ def test_export_writes_every_table_and_metadata(cli, dbs, data_dir: Path) -> Non
 
 def test_files_holding_users_are_private(exported: Path) -> None:
     assert stat.S_IMODE(os.stat(exported).st_mode) == 0o700
-    for path in [exported / "metadata.json", *exported.glob("*/*.jsonl")]:
+    for path in [exported / "metadata.json", *exported.glob("*/*.*")]:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
     users = lines(exported / "auth" / "auth.users.jsonl")
     assert any(u["encrypted_password"] and u["encrypted_password"].startswith("$2a$") for u in users)
 
 
-def test_values_are_postgres_text_forms(exported: Path, dbs) -> None:
-    rows = lines(exported / "tables" / table_file_name("edge", "types_zoo"))
+def test_values_are_postgres_text_forms(exported_jsonl: Path, dbs) -> None:
+    rows = lines(exported_jsonl / "tables" / table_file_name("edge", "types_zoo", "jsonl"))
     with dbs.source() as conn:
         conn.execute("SET TimeZone = 'UTC'; SET extra_float_digits = 1")
         for column in ("j", "jb", "ts_tz", "f8", "n_free", "b", "int_arr", "text_arr", "txt", "r"):
@@ -114,8 +126,10 @@ def test_values_are_postgres_text_forms(exported: Path, dbs) -> None:
     assert "null" in [r["jb"] for r in rows] and None in [r["jb"] for r in rows]
 
 
-def test_every_line_is_what_row_to_json_writes(exported: Path, dbs) -> None:
-    """The export builds each line from the columns' texts: byte for byte PostgreSQL's own row_to_json."""
+def test_every_line_is_what_row_to_json_writes(exported_jsonl: Path, dbs) -> None:
+    """JSON Lines (--table-format jsonl): each line is built from the columns' texts, byte for byte PostgreSQL's
+    own row_to_json."""
+    exported = exported_jsonl
     meta = Metadata.load(DataDir(exported))
     with dbs.source() as conn:
         conn.execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET IntervalStyle = 'postgres'; "
@@ -129,6 +143,26 @@ def test_every_line_is_what_row_to_json_writes(exported: Path, dbs) -> None:
                 texts, only, sql.Identifier(*entry.key))
             expected = sorted(row[0].encode() for row in conn.execute(query))
             assert sorted((exported / entry.file).read_bytes().splitlines()) == expected, entry.qualified
+    assert {"edge.types_zoo", "edge.Odd Table"} <= {e.qualified for e in meta.tables}
+
+
+def test_every_line_is_what_copy_writes(exported: Path, dbs) -> None:
+    """An application table's file is COPY's text format of its columns, byte for byte, in the export's settings."""
+    meta = Metadata.load(DataDir(exported))
+    with dbs.source() as conn:
+        conn.execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET IntervalStyle = 'postgres'; "
+                     "SET bytea_output = 'hex'; SET extra_float_digits = 1; SET search_path = pg_catalog")
+        for entry in meta.tables:
+            columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in entry.table.columns)
+            only = sql.SQL("" if entry.table.partitioned else "ONLY")
+            out = io.BytesIO()
+            with conn.cursor() as cur, cur.copy(sql.SQL("COPY (SELECT {} FROM {} {}) TO STDOUT").format(
+                    columns, only, sql.Identifier(*entry.key))) as copy:
+                for chunk in copy:
+                    out.write(chunk)
+            assert entry.format == "copy" and entry.file.endswith(".copy")
+            assert sorted((exported / entry.file).read_bytes().splitlines()) == sorted(out.getvalue().splitlines()), \
+                entry.qualified
     assert {"edge.types_zoo", "edge.Odd Table"} <= {e.qualified for e in meta.tables}
 
 
@@ -149,7 +183,7 @@ def test_columns_the_catalog_calls_not_null_write_the_same_lines_and_a_null_ther
             "SELECT row_to_json(r.*)::text FROM (SELECT {} FROM edge.types_zoo) r").format(texts)))
         assert any(b":null" in line for line in expected)  # rows holding a NULL take the full form
         out = io.BytesIO()
-        copy_table(conn, claimed, out, NullProgress())
+        copy_table(conn, claimed, out, NullProgress(), fmt="jsonl")
     assert sorted(out.getvalue().splitlines()) == expected
 
 
@@ -166,7 +200,7 @@ def test_a_table_keeping_big_values_apart_is_read_a_row_at_a_time(cli, dbs, data
         assert select_batches(conn, tables["documents"]) is None
         expected = [r[0].encode() for r in conn.execute(
             "SELECT row_to_json(d.*)::text FROM public.documents d ORDER BY id")]
-    result = cli("export")
+    result = cli("export", "--table-format", "jsonl")
     assert result.exit_code == 0, result.output
     assert sorted((data_dir / "tables" / "public.documents.jsonl").read_bytes().splitlines()) == sorted(expected)
 
@@ -193,22 +227,23 @@ def test_a_row_too_big_for_a_json_line_is_named_with_the_way_around_it(cli, dbs,
     then run `supamove export` again)', which no rerun gets past."""
     app_table(dbs, "quoted", "CREATE TABLE public.quoted (id integer PRIMARY KEY, body text)",
               "INSERT INTO public.quoted VALUES (1, repeat('\"', 540000000))", on_target=False)
-    result = cli("export", "--tables", "public.quoted")
+    result = cli("export", "--tables", "public.quoted", "--table-format", "jsonl")
     assert result.exit_code == 3, result.output
     assert error_line(result.output).startswith(
-        "Error: public.quoted holds a row too big to export: its JSON line passes PostgreSQL's 1 GB limit (out of "
+        "Error: public.quoted holds a row too big to export: its line passes PostgreSQL's 1 GB limit (out of "
         "memory: Cannot enlarge string buffer"), result.output
     assert error_line(result.output).endswith(
         "(fix: leave it out with --exclude-tables public.quoted and copy it with pg_dump --data-only --table "
         "'\"public\".\"quoted\"')"), result.output
 
 
-def test_a_table_of_no_columns_moves_as_an_empty_object_per_row(cli, dbs, data_dir: Path) -> None:
+@pytest.mark.parametrize(("fmt", "body"), [("copy", b"\n\n"), ("jsonl", b"{}\n{}\n")])
+def test_a_table_of_no_columns_moves_as_an_empty_line_per_row(cli, dbs, data_dir: Path, fmt: str, body: bytes) -> None:
     app_table(dbs, "markers", "CREATE TABLE public.markers ()", "INSERT INTO public.markers DEFAULT VALUES",
               "INSERT INTO public.markers DEFAULT VALUES")
-    result = cli("export", "--tables", "public.markers")
+    result = cli("export", "--tables", "public.markers", "--table-format", fmt)
     assert result.exit_code == 0, result.output
-    assert (data_dir / "tables" / "public.markers.jsonl").read_bytes() == b"{}\n{}\n"
+    assert (data_dir / "tables" / f"public.markers.{fmt}").read_bytes() == body
     imported = cli("import")
     assert imported.exit_code == 0, imported.output
     verified = cli("verify", "--tables", "public.markers")
@@ -218,10 +253,10 @@ def test_a_table_of_no_columns_moves_as_an_empty_object_per_row(cli, dbs, data_d
 
 
 def test_hostile_names_get_safe_file_names() -> None:
-    assert table_file_name("edge", "Odd Table") == "edge.Odd%20Table.jsonl"
-    assert table_file_name("public", 'a"b/c') == "public.a%22b%2Fc.jsonl"
+    assert table_file_name("edge", "Odd Table") == "edge.Odd%20Table.copy"
+    assert table_file_name("public", 'a"b/c', "jsonl") == "public.a%22b%2Fc.jsonl"
     # x."y.z" and "x.y".z were both x.y.z.jsonl: one table's rows overwrote the other's
-    assert (table_file_name("x", "y.z"), table_file_name("x.y", "z")) == ("x.y.z.jsonl", "x%2Ey.z.jsonl")
+    assert (table_file_name("x", "y.z"), table_file_name("x.y", "z")) == ("x.y.z.copy", "x%2Ey.z.copy")
 
 
 def test_rows_written_during_export_are_not_seen(dbs, tmp_path: Path) -> None:
@@ -242,7 +277,7 @@ def test_rows_written_during_export_are_not_seen(dbs, tmp_path: Path) -> None:
         before = writer.execute("SELECT count(*) FROM public.organizations").fetchone()[0]
         datadir = DataDir(tmp_path / "data")
         run_export(Endpoint(dbs.source_url, "source"), datadir, ExportOptions(), WriteWhileExporting())
-        exported = lines(datadir.table_file("public", "organizations"))
+        exported = datadir.table_file("public", "organizations").read_bytes().splitlines()
         assert len(exported) == before
         assert writer.execute("SELECT count(*) FROM public.organizations").fetchone()[0] > before
     finally:
@@ -258,7 +293,7 @@ def test_rerun_finishes_missing_tables_and_keeps_complete_ones(cli, exported: Pa
     # an interrupted run: the table unfinished, its file half-written under its final name
     victim["complete"] = False
     (exported / victim["file"]).write_bytes(b'{"id": 1}\n')
-    (exported / "tables" / "public.sites.jsonl.partial").write_bytes(b"half")
+    (exported / "tables" / "public.sites.copy.partial").write_bytes(b"half")
     meta["finishedAt"] = None
     meta_path.write_bytes(orjson.dumps(meta))
     result = cli("export", *EDGE)
@@ -340,22 +375,22 @@ def test_an_export_this_version_cannot_read_is_not_written_over_without_force(cl
     # A finished export of another version (or a damaged metadata.json) was exported over in silence, exit 0:
     # the refusal a finished export gets, and its --force, were skipped.
     meta = orjson.loads((exported / "metadata.json").read_bytes())
-    meta["formatVersion"] = 2
+    meta["formatVersion"] = 3
     (exported / "metadata.json").write_bytes(orjson.dumps(meta))
     before = files_of(exported)
     for args in (("export", *EDGE), ("migrate", *EDGE)):
         result = cli(*args)
         assert result.exit_code == 5, (args, result.output)
         assert error_line(result.output) == (
-            f"Error: {exported / 'metadata.json'} is format version 2, this supamove reads version 1: the export "
+            f"Error: {exported / 'metadata.json'} is format version 3, this supamove reads versions 1 and 2: the export "
             "there is not written over (fix: run `supamove export --force` to export everything again over it, "
             "or set --data-dir to another directory)")
         assert files_of(exported) == before
     forced = cli("export", *EDGE, "--force")
     assert forced.exit_code == 0, forced.output
-    assert "is format version 2, this supamove reads version 1: exporting everything again over it (--force)" \
+    assert "is format version 3, this supamove reads versions 1 and 2: exporting everything again over it (--force)" \
         in " ".join(forced.output.split())
-    assert orjson.loads((exported / "metadata.json").read_bytes())["formatVersion"] == 1
+    assert orjson.loads((exported / "metadata.json").read_bytes())["formatVersion"] == 2
 
 
 def test_table_pattern_matching_nothing_is_an_error(cli, data_dir: Path) -> None:
@@ -408,11 +443,36 @@ def test_force_tables_exports_one_table_again_and_keeps_the_others(cli, exported
     after = files_of(exported)
     assert {k: v for k, v in after.items() if "sites" not in k and k != "metadata.json"} == \
         {k: v for k, v in before.items() if "sites" not in k and k != "metadata.json"}
-    assert after["tables/public.sites.jsonl"][1] != before["tables/public.sites.jsonl"][1]
+    assert after["tables/public.sites.copy"][1] != before["tables/public.sites.copy"][1]
     # a table named by --exclude-tables leaves the export; the others not selected stay
     dropped = cli("export", "--force", "--tables", "sites", "--exclude-tables", "alerts")
     assert dropped.exit_code == 0, dropped.output
     assert set(entries(exported)) == set(old) - {"public.alerts"}
+
+
+def test_an_export_of_format_version_1_resumes_in_copy_text_and_imports(cli, dbs, exported_jsonl: Path) -> None:
+    """An export an earlier version left (JSON Lines only, no `format`, format version 1) is resumed, not
+    written again: its finished files stay as they are, the rest is written in COPY text, the import reads both."""
+    data_dir = exported_jsonl
+    meta = metadata(data_dir)
+    meta["formatVersion"], meta["finishedAt"] = 1, None
+    for item in meta["tables"] + meta["auth"]:
+        del item["format"]
+    next(t for t in meta["tables"] if t["name"] == "alerts")["complete"] = False
+    (data_dir / "metadata.json").write_bytes(orjson.dumps(meta))
+    kept = {k: v for k, v in files_of(data_dir).items() if k.endswith(".jsonl") and "alerts" not in k}
+    result = cli("export", *EDGE)
+    assert result.exit_code == 0, result.output
+    resumed = entries(data_dir)
+    assert (resumed["public.alerts"]["file"], resumed["public.alerts"]["format"]) == ("tables/public.alerts.copy", "copy")
+    assert (resumed["public.sites"]["file"], resumed["public.sites"]["format"]) == ("tables/public.sites.jsonl", "jsonl")
+    assert not (data_dir / "tables" / "public.alerts.jsonl").exists()  # no entry names it any more
+    assert {k: v for k, v in files_of(data_dir).items() if k in kept} == kept
+    assert metadata(data_dir)["formatVersion"] == 2
+    write_mapping(dbs, data_dir)
+    imported = cli("import")
+    assert imported.exit_code == 0, imported.output
+    assert_verify_passes(cli)
 
 
 def interrupted(data_dir: Path, table: str) -> None:
@@ -460,8 +520,8 @@ def test_an_export_of_another_source_is_neither_resumed_nor_added_to(cli, dbs, d
         assert (meta["source"]["database"], meta["source"]["databaseOid"]) == (f"{dbs.source_db}_b", b_oid)
         assert {e["snapshot"] for e in entries(data_dir).values()} == {meta["snapshot"]}
         assert "public.only_here" not in entries(data_dir)  # a table of the other source only
-        assert not (data_dir / "tables" / "public.only_here.jsonl").exists()
-        assert b"only in b" in (data_dir / "tables" / "public.organizations.jsonl").read_bytes()
+        assert not (data_dir / "tables" / "public.only_here.copy").exists()
+        assert b"only in b" in (data_dir / "tables" / "public.organizations.copy").read_bytes()
 
         # an export of a version that recorded no source identity resumes as before
         interrupted(data_dir, "alerts")
@@ -507,7 +567,7 @@ def test_a_table_gone_from_the_source_leaves_the_export(cli, dbs, data_dir: Path
     shown = " ".join(forced.output.split())
     for name in ("legacy", "renamed"):
         assert f"public.{name} no longer exists in the source: its file and its entry leave the export" in shown
-        assert not (data_dir / "tables" / f"public.{name}.jsonl").exists()
+        assert not (data_dir / "tables" / f"public.{name}.copy").exists()
     assert "keeping public.dropped_later: not selected, exported by an earlier run" in shown  # as before
     assert set(entries(data_dir)) == set(before) - {"public.legacy", "public.renamed"}
     meta = metadata(data_dir)
@@ -522,7 +582,7 @@ def test_a_table_gone_from_the_source_leaves_the_export(cli, dbs, data_dir: Path
     assert resumed.exit_code == 0, resumed.output
     assert "public.dropped_later no longer exists in the source" in " ".join(resumed.output.split())
     assert "public.dropped_later" not in entries(data_dir)
-    assert not (data_dir / "tables" / "public.dropped_later.jsonl").exists()
+    assert not (data_dir / "tables" / "public.dropped_later.copy").exists()
     again = cli("export", "--force", *EDGE)
     assert again.exit_code == 0, again.output
     assert metadata(data_dir)["snapshotsDiffer"] is False and "public.renamed_now" in entries(data_dir)

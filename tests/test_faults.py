@@ -230,7 +230,7 @@ def fill_table(dbs: Any) -> None:
 
 def assert_nothing_looks_complete(data_dir: Path) -> None:
     assert not list(data_dir.rglob("*.partial"))
-    assert not (data_dir / "tables" / "public.fault_fill.jsonl").exists()
+    assert not (data_dir / "tables" / "public.fault_fill.copy").exists()
     if (data_dir / "metadata.json").exists():
         meta = metadata(data_dir)
         assert meta["finishedAt"] is None

@@ -57,6 +57,11 @@ def entry(data_dir: Path, qualified: str) -> dict[str, Any]:
     return next(e for e in metadata(data_dir)["tables"] if f"{e['schema']}.{e['name']}" == qualified)
 
 
+def column_index(data_dir: Path, qualified: str, column: str) -> int:
+    """Where a column's field is in each line of a COPY text file."""
+    return [c["name"] for c in entry(data_dir, qualified)["columns"]].index(column)
+
+
 def rewrite_table(data_dir: Path, qualified: str, change: Any) -> Path:
     """Replace a table file's lines via `change(lines)`, keeping metadata.json consistent with it."""
     meta = metadata(data_dir)
@@ -367,7 +372,7 @@ def test_a_name_the_target_lacks_in_a_reg_value_is_named_by_line_and_column(cli,
             conn.execute(f"DROP ROLE {role}")
     assert result.exit_code == 4, result.output
     assert error_line(result.output) == (
-        f"Error: the target rejected a row of public.grants at line 2 of public.grants.jsonl, column who: role "
+        f"Error: the target rejected a row of public.grants at line 2 of public.grants.copy, column who: role "
         f'"{role}" does not exist (fix: correct the value or the target column type; nothing of public.grants '
         "was written)")
 
@@ -586,14 +591,16 @@ def test_unmapped_users_null_and_keep(dbs, exported: Path) -> None:
     write_mapping(dbs, exported)
     stranger = str(uuid.uuid4())
 
+    at = column_index(exported, "public.alerts", "acknowledged_by")
+
     def acknowledged_by_stranger(lines: list[bytes]) -> list[bytes]:
-        records = [orjson.loads(line) for line in lines]
-        first = next(r for r in records if r["acknowledged_by"])
-        first["acknowledged_by"] = stranger
-        return [orjson.dumps(r) + b"\n" for r in records]
+        rows = [line.rstrip(b"\n").split(b"\t") for line in lines]
+        first = next(r for r in rows if r[at] != b"\\N")
+        first[at] = stranger.encode()
+        return [b"\t".join(r) + b"\n" for r in rows]
 
     path = rewrite_table(exported, "public.alerts", acknowledged_by_stranger)
-    cleared = sum(orjson.loads(line)["acknowledged_by"] is None for line in path.read_bytes().splitlines()) + 1
+    cleared = sum(line.split(b"\t")[at] == b"\\N" for line in path.read_bytes().splitlines()) + 1
     assert str(error_of(dbs, exported)) == (
         f"1 user id in public.alerts.acknowledged_by has no Stack Auth mapping: {stranger} (fix: run `supamove "
         "migrate-users` to migrate these users, or rerun with --unmapped-users null (or keep))")
@@ -649,7 +656,36 @@ def test_bad_table_files(cli, dbs, exported: Path) -> None:
     assert run(dbs, exported).rows > 0
 
 
-def test_invalid_json_and_rejected_values_leave_the_table_unchanged(dbs, exported: Path) -> None:
+def test_a_damaged_line_and_a_rejected_value_of_copy_text_leave_the_table_unchanged(dbs, exported: Path) -> None:
+    write_mapping(dbs, exported)
+    path = rewrite_table(exported, "public.organizations", lambda ls: [ls[0], b"oops\n", *ls[1:]])
+    err = error_of(dbs, exported)  # a file loaded as it is: the target found the line, named as the check names it
+    assert isinstance(err, DataFileError)
+    assert str(err) == (f"{path} line 2 has 1 fields, the export writes 7 (one a column) (fix: restore the file or "
+                        f"{export_again('public', 'organizations')})")
+    with dbs.target() as conn:
+        assert conn.execute("SELECT count(*) FROM public.organizations").fetchone()[0] == 0
+    at = column_index(exported, "public.organizations", "created_at")
+
+    def bad_value(lines: list[bytes]) -> list[bytes]:
+        fields = lines[2].split(b"\t")
+        fields[at] = b"not a time"
+        return [*lines[:2], b"\t".join(fields), *lines[3:]]
+
+    rewrite_table(exported, "public.organizations", lambda ls: [ls[0], *ls[2:]])
+    rewrite_table(exported, "public.organizations", bad_value)
+    err = error_of(dbs, exported)
+    assert isinstance(err, TargetError)
+    assert str(err) == ("the target rejected a row of public.organizations at line 3 of public.organizations.copy, "
+                        "column created_at: invalid input syntax for type timestamp with time zone: \"not a time\" "
+                        "(fix: correct the value or the target column type; nothing of public.organizations "
+                        "was written)")
+    with dbs.target() as conn:
+        assert conn.execute("SELECT count(*) FROM public.organizations").fetchone()[0] == 0
+
+
+def test_invalid_json_and_rejected_values_leave_the_table_unchanged(dbs, exported_jsonl: Path) -> None:
+    exported = exported_jsonl
     write_mapping(dbs, exported)
     path = rewrite_table(exported, "public.organizations", lambda ls: [ls[0], b'{"id": oops}\n', *ls[1:]])
     err = error_of(dbs, exported)
@@ -675,7 +711,8 @@ def test_invalid_json_and_rejected_values_leave_the_table_unchanged(dbs, exporte
         assert conn.execute("SELECT count(*) FROM public.organizations").fetchone()[0] == 0
 
 
-def test_a_value_of_the_wrong_json_kind_is_named_by_line_and_column(dbs, exported: Path) -> None:
+def test_a_value_of_the_wrong_json_kind_is_named_by_line_and_column(dbs, exported_jsonl: Path) -> None:
+    exported = exported_jsonl
     write_mapping(dbs, exported)
 
     def wrong_kind(lines: list[bytes]) -> list[bytes]:
@@ -690,16 +727,21 @@ def test_a_value_of_the_wrong_json_kind_is_named_by_line_and_column(dbs, exporte
     assert isinstance(err, DataFileError)
 
 
-def test_files_checked_in_small_ranges_on_worker_processes(dbs, exported: Path, monkeypatch) -> None:
+@pytest.mark.parametrize(("fmt", "bad", "problem"), [
+    ("copy", [b"1\t2\n", b"\n"], "has 2 fields, the export writes 4"), ("jsonl", [b"[1, 2]\n", b"{}\n"], "is not a JSON object")])
+def test_files_checked_in_small_ranges_on_worker_processes(dbs, cli, data_dir: Path, monkeypatch, fmt: str,
+                                                           bad: list[bytes], problem: str) -> None:
     """The check of the files split into byte ranges keeps the line numbers and user ids of one read."""
+    exported = data_dir
+    assert cli("export", *EDGE, "--table-format", fmt).exit_code == 0
     monkeypatch.setattr(scan, "SCAN_BYTES", 97)
     mapping = write_mapping(dbs, exported)
     path = exported / entry(exported, "public.org_members")["file"]
     lines = path.read_bytes().count(b"\n")
-    rewrite_table(exported, "public.org_members", lambda ls: [*ls, b"[1, 2]\n", b"{}\n"])
+    rewrite_table(exported, "public.org_members", lambda ls: [*ls, *bad])
     err = error_of(dbs, exported)
     assert isinstance(err, DataFileError)
-    assert str(err).startswith(f"{path} line {lines + 1} is not a JSON object"), str(err)
+    assert str(err).startswith(f"{path} line {lines + 1} {problem}"), str(err)
     assert target_is_empty(dbs, exported)
     rewrite_table(exported, "public.org_members", lambda ls: ls[:-2])
     run(dbs, exported)
@@ -716,10 +758,11 @@ def convert_noting_the_process(*args: Any) -> Any:
     return CONVERT_ON_WORKER(*args)
 
 
-def test_big_files_are_converted_on_worker_processes_with_lines_named_as_before(dbs, exported: Path,
+def test_big_files_are_converted_on_worker_processes_with_lines_named_as_before(dbs, exported_jsonl: Path,
                                                                                 monkeypatch, tmp_path: Path) -> None:
     """Every file counts as big and is read in blocks of a few lines: the blocks go to the workers and come
     back in order; a bad value in a late block is named by its line in the file, as without workers."""
+    exported = exported_jsonl
     monkeypatch.setattr(workers, "POOL_BYTES", 0)
     monkeypatch.setattr(scan, "READ_BYTES", 700)
     monkeypatch.setattr(workers, "_convert", convert_noting_the_process)
@@ -749,6 +792,31 @@ def test_big_files_are_converted_on_worker_processes_with_lines_named_as_before(
     assert str(os.getpid()) not in pids and len(set(pids)) == 2  # --jobs 2: two worker processes
     # A worker forked before a table's converter was made leaves the block to the importing process.
     assert CONVERT_ON_WORKER(("public", "no_such_table"), path, 0, 100) == (None, 0)
+
+
+def test_copy_text_with_user_ids_is_converted_on_worker_processes_and_the_rest_goes_as_it_is(
+        dbs, exported: Path, monkeypatch, tmp_path: Path) -> None:
+    """A COPY text file whose user ids are swapped is converted in blocks on the workers (a damaged line is
+    named by its line in the file before any load); a file without user ids goes to the target as it is."""
+    monkeypatch.setattr(workers, "POOL_BYTES", 0)
+    monkeypatch.setattr(scan, "READ_BYTES", 700)
+    monkeypatch.setattr(workers, "_convert", convert_noting_the_process)
+    CONVERTED_BY[:] = [tmp_path / "pids"]
+    mapping = write_mapping(dbs, exported)
+    path = exported / entry(exported, "public.alerts")["file"]
+    original = path.read_bytes().splitlines(keepends=True)
+    lines = len(original)
+    rewrite_table(exported, "public.alerts", lambda ls: [*ls[:lines - 5], b"cut\tshort\n", *ls[lines - 4:]])
+    err = error_of(dbs, exported, jobs=2)
+    assert str(err).startswith(f"{path} line {lines - 4} has 2 fields, the export writes 11"), str(err)
+    rewrite_table(exported, "public.alerts", lambda ls: original)
+    assert not (tmp_path / "pids").exists()  # found by the check before any load
+    run(dbs, exported, jobs=2)
+    assert_same_rows(dbs, exported, mapping)
+    pids = (tmp_path / "pids").read_text().split()
+    assert len(pids) > lines * 100 // 700 and str(os.getpid()) not in pids
+    planned = {t.name: t for t in plan_import(target(dbs), DataDir(exported), ImportOptions()).tables}
+    assert planned["readings"].as_is and not planned["alerts"].as_is
 
 
 def no_worker_process(parent: int) -> None:

@@ -68,7 +68,7 @@ def test_a_refused_range_leaves_the_others_and_the_rerun_loads_the_rest(cli, dbs
     assert refused.exit_code == 4, refused.output
     line = error_line(refused.output)
     assert line.startswith(  # the line of the file, though its range starts half-way
-        "Error: the target rejected a row of public.fault_big at line 140000 of public.fault_big.jsonl: new row "
+        "Error: the target rejected a row of public.fault_big at line 140000 of public.fault_big.copy: new row "
         "for relation \"fault_big\" violates check constraint \"fault_no_140000\" (Failing row contains (140000, ")
     assert line.endswith("(fix: correct the value or the target column type; the ranges of public.fault_big "
                          "loaded so far stay, and the rerun loads the others)")
@@ -89,7 +89,7 @@ def test_a_killed_range_load_resumes_without_doubles(cli, dbs, data_dir: Path) -
     exported_with_big_table(cli, dbs, data_dir)
     # Big enough for worker processes: the rerun also shows they died with the killed import (they
     # would hold the data directory's lock).
-    assert (data_dir / "tables" / "public.fault_big.jsonl").stat().st_size >= workers.POOL_BYTES
+    assert (data_dir / "tables" / "public.fault_big.copy").stat().st_size >= workers.POOL_BYTES
     process = cli.process("import", *SPLIT)
     kill_when(process, lambda: wait_for_copy_into(dbs, "fault_big", process))
     assert [name for name, _, _ in set_aside(dbs)] == ["fault_big"]
@@ -127,12 +127,12 @@ def test_another_export_over_a_partial_range_load_needs_truncate_first(cli, dbs,
 def test_a_file_changed_since_the_export_commits_no_range(cli, dbs, data_dir: Path) -> None:
     """The ranges start before the file's SHA-256 is known: none commits until it is the export's."""
     exported_with_big_table(cli, dbs, data_dir)
-    path = data_dir / "tables" / "public.fault_big.jsonl"
+    path = data_dir / "tables" / "public.fault_big.copy"
     text = path.read_bytes()
-    at = text.index(b'"id":140000,')  # a row of the last range: its values stay valid, the file is not the same
-    path.write_bytes(text[:at] + b'"id":149999,' + text[at + len(b'"id":140000,'):])
+    at = text.index(b'\n140000\t') + 1  # a row of the last range: its values stay valid, the file is not the same
+    path.write_bytes(text[:at] + b'149999\t' + text[at + len(b'140000\t'):])
     result = cli("import", *SPLIT)
-    assert result.exit_code == 5 and "public.fault_big.jsonl" in error_line(result.output)
+    assert result.exit_code == 5 and "public.fault_big.copy" in error_line(result.output)
     assert "the file was changed or damaged" in error_line(result.output)
     with dbs.target() as conn:
         assert conn.execute("SELECT count(*) FROM public.fault_big").fetchone() == (0,)

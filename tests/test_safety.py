@@ -466,13 +466,13 @@ def test_ctrl_c_during_export_cancels_the_copy_and_the_rerun_resumes(cli, dbs, d
     # other table is finished, so the rerun has both a table to keep and a table to export again.
     def ranges_written() -> int:
         total = 0
-        for path in (data_dir / "tables").glob("public.fault_big.jsonl.[0-9]*.partial"):
+        for path in (data_dir / "tables").glob("public.fault_big.copy.[0-9]*.partial"):
             with contextlib.suppress(FileNotFoundError):  # joined meanwhile
                 total += path.stat().st_size
         return total
 
     wait_until(lambda: ranges_written() > 1_000_000
-               and any(f.name != Path(BIG_FILE).name for f in (data_dir / "tables").glob("*.jsonl")),
+               and any(f.name != Path(BIG_FILE).name for f in (data_dir / "tables").glob("*.copy")),
                "the big table's ranges and one finished table", process)
     busy = cli("verify", "--skip-checksum")  # meanwhile, a second command on the same data directory
     assert busy.exit_code == 1
@@ -539,10 +539,10 @@ def test_a_stop_sent_to_the_process_group_during_the_import_ends_its_workers_wit
     from conftest import make_big_table, wait_for_copy_into
 
     make_big_table(dbs)
-    assert cli("export", *EDGE).exit_code == 0
+    assert cli("export", *EDGE, "--table-format", "jsonl").exit_code == 0
     write_mapping(dbs, data_dir)
     process = cli.process("import", start_new_session=True)  # a group of its own, as under `timeout`
-    wait_for_copy_into(dbs, "fault_big", process)  # the file is big: the workers are converting its lines
+    wait_for_copy_into(dbs, "fault_big", process)  # the file is big: the workers are converting its JSON lines
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
     assert len(children) == 2  # --jobs 2
     for child in children:  # each ends on SIGTERM as any process does: no handler of its own

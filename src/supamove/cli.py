@@ -57,7 +57,7 @@ def jobs_option(what: str) -> Callable[[F], F]:
 read_options = options(  # how the export reads the tables: shared by export and migrate
     click.option("--user-id-column", "user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN", help="A column holding Supabase user ids that no foreign key shows (repeatable)."),
     click.option("--not-user-id-column", "not_user_id_columns", multiple=True, metavar="SCHEMA.TABLE.COLUMN", help="A column whose values look like user ids but are not: never remapped (repeatable)."),
-    split_option)
+    split_option, click.option("--table-format", type=click.Choice(["copy", "jsonl"]), default="copy", show_default=True, help="Application tables' files: COPY text (fastest) or JSON Lines (for JSON tools)."))
 load_options = options(
     click.option("--disable-fk", is_flag=True, help="Faster: FK checks off during the load (superuser), checked after it."),
     click.option("--unmapped-users", type=click.Choice(["error", "null", "keep"]), default="error", show_default=True, help="A user id with no Stack Auth mapping: stop, set it NULL, or keep it."))
@@ -134,7 +134,7 @@ def schema_command(ctx: Context, schemas: Names, tables: Names, exclude_tables: 
 @click.option("--auth-only", is_flag=True, help="Only the auth tables again, from a fresh snapshot; the rest kept.")
 @dry_run_options
 def export(ctx: Context, dry_run: bool, as_json: bool, **given: Any) -> None:
-    """Export every application table and the auth users to JSON Lines files.
+    """Export every application table (COPY text files) and the auth users (JSON Lines).
 
     All tables are read from one snapshot. A rerun after an interruption finishes the missing tables.
 

@@ -303,6 +303,44 @@ def parse_row(line: bytes, path: Path, number: int, fix: str = RESTORE_OR_EXPORT
     return record
 
 
+# COPY's text format (docs/files.md): fields split by tabs, \N for NULL, and a backslash before a backslash,
+# a line break, a tab or a carriage return. COPY writes \b, \f and \v too, and reads octal and \x escapes.
+COPY_NULL = b"\\N"
+COPY_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)", re.DOTALL)
+COPY_ESCAPED = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+
+
+def copy_fields(line: bytes, width: int, path: Path, number: int, fix: str = RESTORE_OR_EXPORT_AGAIN) -> list[bytes]:
+    """One line of a COPY text file as its `width` fields, or a DataFileError naming the file and line."""
+    fields = line.split(b"\t") if width else ([line] if line else [])
+    if len(fields) != width:
+        raise DataFileError(f"{path} line {number} has {len(fields)} fields, the export writes {width} (one a column)",
+                            fix=fix)
+    return fields
+
+
+def copy_text(field: bytes) -> str:
+    """A field's value (not \\N) as text: COPY's escapes undone."""
+    text = field.decode()
+    return COPY_ESCAPE.sub(_unescaped, text) if "\\" in text else text
+
+
+def _unescaped(match: re.Match[str]) -> str:
+    code = match.group(1)
+    if code[0] == "x" and len(code) > 1:
+        return chr(int(code[1:], 16))
+    if code[0] in "01234567":
+        return chr(int(code, 8) & 0xFF)
+    return COPY_ESCAPED.get(code, code)
+
+
+def copy_escaped(text: str) -> str:
+    """Text as a COPY text field (the escapes COPY needs on input)."""
+    if "\\" in text or "\n" in text or "\r" in text or "\t" in text:
+        return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    return text
+
+
 def read_rows(path: Path, skip_damaged: bool = False, fix: str = RESTORE_OR_EXPORT_AGAIN) -> Iterator[dict[str, Any]]:
     """The rows of a JSON-lines file, one at a time; a damaged line is a DataFileError, or with
     `skip_damaged` (a journal whose last line a crash cut short) passed over."""

@@ -16,12 +16,12 @@ from supamove.catalog import Column, ForeignKey, QualifiedName, SequenceRef, Tab
 from supamove.clock import age, parse_iso
 from supamove.errors import ConfigError, DataFileError, SupamoveError
 from supamove.files import read_json, write_json
-from supamove.paths import FORMAT_VERSION, DataDir
+from supamove.paths import FORMAT_VERSION, READ_VERSIONS, DataDir
 
 # The keys of a table entry this version writes, in their order; any other key is kept as it is.
 ENTRY_KEYS = ("schema", "name", "file", "partitioned", "columns", "primaryKey", "uniqueKeys", "foreignKeys",
               "userIdColumns", "userIdFoundBy", "sequences", "estimatedRows", "complete", "rowCount", "bytes",
-              "sha256", "snapshot", "exportedAt", "fingerprint", "snapshotXids")
+              "sha256", "snapshot", "exportedAt", "fingerprint", "snapshotXids", "format")
 # The top-level keys, in the order this version writes them.
 HEADER_KEYS = ("formatVersion", "tool", "source", "snapshot", "snapshotsDiffer", "startedAt", "finishedAt",
                "schemas", "skippedSchemas", "unexportedSchemas", "options", "loadOrder", "sequences",
@@ -63,8 +63,8 @@ class TableEntry(QualifiedName):
     """One table of the export: its definition at the export and, once its file is whole, the file's facts."""
 
     table: Table
-    file: str  # relative to the data directory: tables/public.readings.jsonl
-    encodings: dict[str, str]  # how the export wrote each column: "number", "boolean" or "text"
+    file: str  # relative to the data directory: tables/public.readings.copy
+    encodings: dict[str, str]  # how a JSON Lines file writes each column: "number", "boolean" or "text"
     complete: bool = False
     row_count: int | None = None
     bytes: int | None = None
@@ -76,6 +76,7 @@ class TableEntry(QualifiedName):
     # rows written after it. Absent in exports of older versions.
     snapshot_xids: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys of other versions, written back untouched
+    format: str = "copy"  # the file's: "copy" (COPY text) or "jsonl" (JSON Lines: auth tables, format version 1)
 
     @property
     def schema(self) -> str:
@@ -89,10 +90,11 @@ class TableEntry(QualifiedName):
         return self.encodings[column]
 
     @classmethod
-    def new(cls, table: Table, datadir: DataDir) -> TableEntry:
+    def new(cls, table: Table, datadir: DataDir, fmt: str = "copy") -> TableEntry:
         """The entry of a table about to be exported: no file yet."""
-        path = datadir.table_file(table.schema, table.name).relative_to(datadir.root)
-        return cls(table, str(path), {c.name: c.encoding for c in table.columns})
+        path = datadir.table_file(table.schema, table.name, fmt).relative_to(datadir.root)
+        return cls(table, str(path), {c.name: c.encoding for c in table.columns},
+                   format="jsonl" if path.suffix == ".jsonl" else "copy")
 
     @classmethod
     def from_dict(cls, entry: dict[str, Any]) -> TableEntry:
@@ -102,12 +104,12 @@ class TableEntry(QualifiedName):
         return cls(table, entry["file"], encodings, bool(entry.get("complete")), _count(entry, "rowCount"),
                    _count(entry, "bytes"), entry.get("sha256"), entry.get("snapshot"), entry.get("exportedAt"),
                    Fingerprint.from_dict(entry.get("fingerprint")), _snapshot_xids(entry),
-                   {k: v for k, v in entry.items() if k not in ENTRY_KEYS})
+                   {k: v for k, v in entry.items() if k not in ENTRY_KEYS}, _file_format(entry))
 
     def to_dict(self) -> dict[str, Any]:
         t = self.table
         return {
-            "schema": t.schema, "name": t.name, "file": self.file, "partitioned": t.partitioned,
+            "schema": t.schema, "name": t.name, "file": self.file, "format": self.format, "partitioned": t.partitioned,
             "columns": [_column_to_dict(c, self.encodings[c.name]) for c in t.columns],
             "primaryKey": list(t.primary_key), "uniqueKeys": [list(k) for k in t.unique_keys],
             "foreignKeys": [_fk_to_dict(fk) for fk in t.foreign_keys],
@@ -229,14 +231,15 @@ class Metadata:
     @classmethod
     def load(cls, datadir: DataDir, require_complete: bool = True) -> Metadata:
         data = read_json(datadir.metadata, "export")
-        if not isinstance(data, dict) or data.get("formatVersion") != FORMAT_VERSION:
+        if not isinstance(data, dict) or data.get("formatVersion") not in READ_VERSIONS:
             version = data.get("formatVersion") if isinstance(data, dict) else None
             if not isinstance(version, int) or isinstance(version, bool):  # "1", null, no key: not a version
                 raise DataFileError(f"{datadir.metadata} has no formatVersion number "
                                     f"({orjson.dumps(version).decode()[:40]} instead)",
                                     fix="restore it, or run `supamove export --force` to export again")
             raise DataFileError(
-                f"{datadir.metadata} is format version {version}, this supamove reads version {FORMAT_VERSION}",
+                f"{datadir.metadata} is format version {version}, this supamove reads versions "
+                f"{' and '.join(map(str, READ_VERSIONS))}",
                 fix="run `supamove export --force` to export again with this version of supamove")
         meta = cls.from_dict(datadir, data)
         if require_complete and not meta.complete:
@@ -411,6 +414,14 @@ def _snapshot_xids(entry: dict[str, Any]) -> str | None:
         raise ValueError(f"snapshotXids of {entry.get('schema')}.{entry.get('name')} is "
                          f"{orjson.dumps(value).decode()[:40]}, not a snapshot (xmin:xmax:xip,...)")
     return value
+
+
+def _file_format(entry: dict[str, Any]) -> str:
+    """An entry's file format: JSON Lines in exports of format version 1, which name none."""
+    fmt = entry.get("format", "jsonl")
+    if fmt not in ("copy", "jsonl"):
+        raise ValueError(f"table {entry.get('schema')}.{entry.get('name')} has file format {fmt!r}")
+    return str(fmt)
 
 
 def _count(entry: dict[str, Any], key: str) -> int | None:

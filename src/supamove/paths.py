@@ -11,18 +11,19 @@ from supamove.errors import ConfigError, DataFileError
 
 DATA_DIR_SETTING = "MIGRATION_DATA_DIR or --data-dir"  # what names the data directory, in every fix
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: application tables in COPY text (`.copy`); version 1's JSON Lines still read
+READ_VERSIONS = (1, 2)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-def table_file_name(schema: str, table: str) -> str:
-    """`public.readings.jsonl`; any other character is %-escaped so every name maps to one file, and so is a
-    dot in the schema's name: the first dot ends it (x."y.z" and "x.y".z were both x.y.z.jsonl)."""
+def table_file_name(schema: str, table: str, suffix: str = "copy") -> str:
+    """`public.readings.copy`; any other character is %-escaped so every name maps to one file, and so is a
+    dot in the schema's name: the first dot ends it (x."y.z" and "x.y".z were both x.y.z.copy)."""
 
     def safe(part: str) -> str:
         return _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), part)
 
-    return f"{safe(schema).replace('.', '%2E')}.{safe(table)}.jsonl"
+    return f"{safe(schema).replace('.', '%2E')}.{safe(table)}.{suffix}"
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class DataDir:
         return self.root / "metadata.json"
 
     @property
-    def tables(self) -> Path:  # migration-data/tables/public.readings.jsonl
+    def tables(self) -> Path:  # migration-data/tables/public.readings.copy
         return self.root / "tables"
 
     @property
@@ -113,12 +114,15 @@ class DataDir:
     def lock(self) -> Path:  # migration-data/supamove.lock (the command and process using the directory)
         return self.root / "supamove.lock"
 
-    def table_file(self, schema: str, table: str) -> Path:
-        folder = self.auth if schema == "auth" else self.tables
-        return folder / table_file_name(schema, table)
+    def table_file(self, schema: str, table: str, fmt: str = "copy") -> Path:
+        """An application table's file, COPY text or JSON Lines (`fmt`); an auth table's is always JSON Lines,
+        which migrate-users reads."""
+        if schema == "auth":
+            return self.auth / table_file_name(schema, table, "jsonl")
+        return self.tables / table_file_name(schema, table, fmt)
 
     def export_file(self, relative: str) -> Path:
-        """An exported file named in metadata.json (`tables/public.readings.jsonl`), inside the directory."""
+        """An exported file named in metadata.json (`tables/public.readings.copy`), inside the directory."""
         path = self.root / relative
         if ".." in Path(relative).parts or Path(relative).is_absolute():
             raise DataFileError(f"{self.metadata} names the file {relative!r}, outside {self.root}",

@@ -15,10 +15,19 @@ from typing import Any, TypeVar
 import orjson
 
 from supamove.errors import DataFileError
-from supamove.files import UUID, parse_row, restore_or_export_again
+from supamove.files import (
+    COPY_NULL,
+    UUID,
+    copy_escaped,
+    copy_fields,
+    copy_text,
+    parse_row,
+    restore_or_export_again,
+)
 from supamove.importer import workers
 from supamove.importer.model import ColumnLoad, ImportPlan, Span, TablePlan, Unmapped
 from supamove.importer.scan import file_blocks, line_blocks
+from supamove.importer.workers import Converter
 from supamove.userids import JSON_STRING_UUID
 
 T = TypeVar("T")
@@ -34,8 +43,12 @@ def copy_blocks(table: TablePlan, plan: ImportPlan, digest: Any = None,
 
     With `span`, only the lines of that range of the file.
     """
-    convert = _block_converter(table, plan)
     start, end = (span.start, span.end) if span else (0, None)
+    if table.as_is:  # COPY text to load as it is: the file's own blocks
+        for _, data in file_blocks(table.path, digest, start, end):
+            yield data, data.count(b"\n")
+        return
+    convert = _block_converter(table, plan)
     if workers.pooled(table):
         blocks = ((offset, len(data)) for offset, data in file_blocks(table.path, digest, start, end))
         yield from workers.converted_blocks(table, blocks, convert, functools.partial(_lines_before, span))
@@ -56,8 +69,52 @@ def _lines_before(span: Span | None, rows: int) -> int:
     return rows + (span.lines_before() if span else 0)
 
 
-def _block_converter(table: TablePlan, plan: ImportPlan) -> Callable[[list[bytes], Callable[[], int]], bytes]:
-    """Lines to COPY text a column at a time; any doubt about a line goes through the per-row converter."""
+def _block_converter(table: TablePlan, plan: ImportPlan) -> Converter:
+    """The file's lines to the COPY text the load sends."""
+    if table.entry.format == "copy":
+        return _copy_converter(table, plan)
+    return _json_converter(table, plan)
+
+
+def _copy_converter(table: TablePlan, plan: ImportPlan) -> Converter:
+    """COPY text lines with the columns the target takes, in order, their user ids swapped."""
+    width, path, fix = len(table.file_columns), table.path, restore_or_export_again(*table.key)
+    picks = [table.file_columns.index(c.name) for c in table.columns]
+    swaps = [(i, _field_swapper(c, plan)) for i, c in enumerate(table.columns) if c.user_ids or c.json_user_ids]
+
+    def convert(lines: list[bytes], before: Callable[[], int]) -> bytes:
+        text = []
+        for number, line in enumerate(lines, 1):
+            fields = line.split(b"\t")
+            if len(fields) != width:  # copy_fields names the line (and reads a table of no columns)
+                fields = copy_fields(line, width, path, before() + number, fix)
+            row = [fields[i] for i in picks]
+            for i, swap in swaps:
+                row[i] = swap(row[i])
+            text.append(b"\t".join(row))
+        text.append(b"")
+        return b"\n".join(text)
+
+    return convert
+
+
+def _field_swapper(column: ColumnLoad, plan: ImportPlan) -> Callable[[bytes], bytes]:
+    """A COPY text field with its user ids swapped, as _encoder swaps a JSON value's."""
+    if column.user_ids:
+        remap = _remapper(plan.mapping, plan.options.unmapped_users, column.array)
+
+        def swap(field: bytes) -> bytes:
+            if field == COPY_NULL:
+                return field
+            new = remap(copy_text(field))
+            return COPY_NULL if new is None else copy_escaped(new).encode()
+        return swap
+    rewrite = _json_rewriter(plan.mapping)
+    return lambda field: field if field == COPY_NULL else copy_escaped(rewrite(copy_text(field))).encode()
+
+
+def _json_converter(table: TablePlan, plan: ImportPlan) -> Converter:
+    """JSON lines to COPY text a column at a time; any doubt about a line goes through the per-row converter."""
     getters = [operator.itemgetter(c.name) for c in table.columns]
     encoders = [_column_encoder(c, plan) for c in table.columns]
     convert_row = _row_converter(table, plan)
@@ -157,7 +214,7 @@ def _text_column(values: list[Any]) -> list[str]:
         return [NULL] * len(values)
     joined = "".join(present)  # TypeError on a value that is not a string
     if "\\" in joined or "\n" in joined or "\r" in joined or "\t" in joined:
-        return [NULL if v is None else _escape(v) for v in values]
+        return [NULL if v is None else copy_escaped(v) for v in values]
     return _nulls(values, values)
 
 
@@ -171,12 +228,6 @@ def _nulls(values: list[Any], texts: list[Any]) -> list[str]:
     return [NULL if v is None else text for v, text in zip(values, texts, strict=True)]
 
 
-def _escape(text: str) -> str:
-    if "\\" in text or "\n" in text or "\r" in text or "\t" in text:
-        return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-    return text
-
-
 def _encoder(column: ColumnLoad, plan: ImportPlan) -> Callable[[Any], str]:
     """Exported JSON value to COPY text: PostgreSQL's own text form, user ids swapped."""
     if column.user_ids:
@@ -184,16 +235,16 @@ def _encoder(column: ColumnLoad, plan: ImportPlan) -> Callable[[Any], str]:
         return lambda v: NULL if v is None else _null_or(remap(v))
     if column.json_user_ids:
         rewrite = _json_rewriter(plan.mapping)
-        return lambda v: NULL if v is None else _escape(rewrite(v))
+        return lambda v: NULL if v is None else copy_escaped(rewrite(v))
     if column.encoding == "number":
         return lambda v: _number_column([v])[0]
     if column.encoding == "boolean":
         return lambda v: _boolean_column([v])[0]
-    return lambda v: NULL if v is None else _escape(v)
+    return lambda v: NULL if v is None else copy_escaped(v)
 
 
 def _null_or(value: str | None) -> str:
-    return NULL if value is None else _escape(value)
+    return NULL if value is None else copy_escaped(value)
 
 
 def _json_rewriter(mapping: dict[str, str]) -> Callable[[str], str]:

@@ -66,6 +66,17 @@ class TablePlan(QualifiedName):
         return {c: len(ids) - len(self.unmapped.get(c, [])) for c, ids in self.user_ids.items()}
 
     @property
+    def file_columns(self) -> list[str]:
+        """The columns each line of the file holds, in order."""
+        return [c.name for c in self.entry.table.columns]
+
+    @property
+    def as_is(self) -> bool:
+        """A COPY text file the target takes as it is: all its columns loaded, in its order, no user id swapped."""
+        return (self.entry.format == "copy" and [c.name for c in self.columns] == self.file_columns
+                and not any(c.user_ids or c.json_user_ids for c in self.columns))
+
+    @property
     def json_rewritten(self) -> list[str]:
         """The JSON columns whose user ids the import rewrites (those the export's value check found)."""
         return [c.name for c in self.columns if c.json_user_ids]

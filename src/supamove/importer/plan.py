@@ -150,6 +150,9 @@ def _plan_columns(conn: psycopg.Connection, endpoint: Endpoint, plan: TablePlan,
         array = source.type.endswith("[]") or source.base_type.endswith("[]")
         plan.columns.append(ColumnLoad(col.name, entry.encoding(col.name), col.name in entry.table.user_id_columns,
                                        array, col.name in json_ids))
+    if entry.format == "copy":  # sent in the file's order: a file whose columns all load goes as it is
+        order = {name: i for i, name in enumerate(plan.file_columns)}
+        plan.columns.sort(key=lambda c: order[c.name])
 
 
 def _compatible(conn: psycopg.Connection, source: Column, target_type: str) -> bool:

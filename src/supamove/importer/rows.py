@@ -4,6 +4,7 @@ records a table as loaded."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 
 import psycopg
@@ -11,7 +12,7 @@ from psycopg import sql
 
 from supamove.db import Endpoint, first_line
 from supamove.errors import DataFileError, SupamoveError
-from supamove.files import file_sha256
+from supamove.files import copy_fields, file_sha256, restore_or_export_again
 from supamove.importer.convert import copy_blocks, prefetched
 from supamove.importer.model import ImportPlan, Span, TablePlan
 from supamove.importer.scan import mismatch
@@ -45,7 +46,7 @@ def copy_rows(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, tabl
         changed = mismatch(table, file_sha256(table.path)) if table.path.exists() else None
         if changed is not None or isinstance(exc, DataFileError):
             raise changed or exc from None
-        raise rejected(target, table, exc, span) from None
+        raise damaged_line(table, exc, span) or rejected(target, table, exc, span) from None
     except UNKNOWN_NAME as exc:  # a regrole, regtype or regclass value naming what the target lacks
         match = COPY_CONTEXT.search(exc.diag.context or "")
         if match is None or not match.group(2):
@@ -56,6 +57,22 @@ def copy_rows(conn: psycopg.Connection, target: Endpoint, plan: ImportPlan, tabl
 
 # A value of a reg* type names a role, type, table or function by name: one the target lacks is refused so.
 UNKNOWN_NAME = (psycopg.errors.UndefinedObject, psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction)
+
+
+def damaged_line(table: TablePlan, exc: psycopg.Error, span: Span | None) -> DataFileError | None:
+    """A COPY text line of another width than the table's columns, named as the check before the load names it
+    (a file loaded as it is reaches the target unread, which may refuse its first field before counting them)."""
+    match = COPY_CONTEXT.search(exc.diag.context or "")
+    if table.entry.format != "copy" or match is None:
+        return None
+    number = int(match.group(1)) + (span.lines_before() if span else 0)
+    with open(table.path, "rb") as handle:
+        line = next(itertools.islice(handle, number - 1, None), b"").rstrip(b"\n")
+    try:
+        copy_fields(line, len(table.file_columns), table.path, number, restore_or_export_again(*table.key))
+    except DataFileError as error:
+        return error
+    return None
 
 
 def rejected(target: Endpoint, table: TablePlan, exc: psycopg.Error, span: Span | None = None) -> SupamoveError:

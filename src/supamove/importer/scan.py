@@ -13,7 +13,10 @@ import orjson
 
 from supamove.errors import DataFileError, SupamoveError
 from supamove.files import (
+    COPY_NULL,
     UUID,
+    copy_fields,
+    copy_text,
     digest_mismatch,
     export_again,
     file_sha256,
@@ -92,7 +95,8 @@ def _scan_files(plans: list[TablePlan], jobs: int,
     """Hash, count and parse the files: JSON parsed in byte ranges on `jobs` processes, while this one hashes."""
     tasks = [(p.path, start, min(start + SCAN_BYTES, p.path.stat().st_size),
               [(c.name, c.array) for c in p.columns if c.user_ids],
-              ([c.name for c in p.columns if c.json_user_ids and unmapped], unmapped))
+              ([c.name for c in p.columns if c.json_user_ids and unmapped], unmapped),
+              p.file_columns if p.entry.format == "copy" else None)
              for p in plans for start in range(0, max(p.path.stat().st_size, 1), SCAN_BYTES)]
     worth = sum(task[2] - task[1] for task in tasks) > SCAN_BYTES and jobs > 1  # a process or more
     if worth and (pool := started_pool(jobs)) is not None:
@@ -117,8 +121,12 @@ def _combine(plan: TablePlan, ranges: list[RangeScan]) -> tuple[int, DataFileErr
     plan.json_unmapped = {}
     for part in ranges:
         if bad_line is None and part.bad_index is not None:
+            number, fix = rows + part.bad_index + 1, restore_or_export_again(*plan.key)
             try:
-                parse_row(part.bad_line, plan.path, rows + part.bad_index + 1, restore_or_export_again(*plan.key))
+                if plan.entry.format == "copy":
+                    copy_fields(part.bad_line, len(plan.file_columns), plan.path, number, fix)
+                else:
+                    parse_row(part.bad_line, plan.path, number, fix)
             except DataFileError as exc:
                 bad_line = exc
         for name, ids in part.user_ids.items():
@@ -130,8 +138,10 @@ def _combine(plan: TablePlan, ranges: list[RangeScan]) -> tuple[int, DataFileErr
 
 
 def _scan_range(path: Path, start: int, end: int, columns: list[tuple[str, bool]],
-                json_columns: tuple[list[str], frozenset[str]] = ([], frozenset())) -> RangeScan:
-    """Parse the lines that start in [start, end) of the file, collecting user ids (runs in a worker process)."""
+                json_columns: tuple[list[str], frozenset[str]] = ([], frozenset()),
+                layout: list[str] | None = None) -> RangeScan:
+    """Parse the lines that start in [start, end) of the file, collecting user ids (runs in a worker process).
+    `layout`: a COPY text file's columns; None for JSON Lines."""
     scan = RangeScan(user_ids={name: set() for name, _ in columns}, json_unmapped={name: set() for name in json_columns[0]})
     with open(path, "rb") as handle:
         if start:
@@ -143,7 +153,9 @@ def _scan_range(path: Path, start: int, end: int, columns: list[tuple[str, bool]
                 data += handle.readline()  # the rest of the last line, which starts in this range
             position += len(data)
             lines = split_lines(data)
-            if scan.bad_index is None:
+            if scan.bad_index is None and layout is not None:
+                _check_copy_block(lines, scan, columns, json_columns[1], layout)
+            elif scan.bad_index is None:
                 _check_block(lines, scan, columns, json_columns[1])
             scan.lines += len(lines)
     return scan
@@ -176,6 +188,28 @@ def _check_block(lines: list[bytes], scan: RangeScan, columns: list[tuple[str, b
     for name, ids in scan.json_unmapped.items():  # the import's rewrite reads the same strings (convert)
         docs = [v for v in (r.get(name) for r in records) if isinstance(v, str)]
         ids.update(m for v in docs for m in JSON_STRING.findall(v) if m in unmapped)
+
+
+def _check_copy_block(lines: list[bytes], scan: RangeScan, columns: list[tuple[str, bool]],
+                      unmapped: frozenset[str], layout: list[str]) -> None:
+    """Note the block's first line of another width than the file's columns, or collect its user ids."""
+    width = len(layout)
+    rows = [line.split(b"\t") for line in lines] if width else [[] for _ in lines]
+    for index, fields in enumerate(rows):
+        if len(fields) != width or (not width and lines[index]):
+            scan.bad_index, scan.bad_line = scan.lines + index, lines[index]
+            return
+    for name, array in columns:
+        at, ids = layout.index(name), scan.user_ids[name]
+        values = [copy_text(f[at]) for f in rows if f[at] != COPY_NULL]
+        if array:
+            ids.update(m.lower() for v in values for m in UUID.findall(v))
+        else:
+            ids.update(v.lower() for v in values)
+    for name, found in scan.json_unmapped.items():  # the import's rewrite reads the same strings (convert)
+        at = layout.index(name)
+        found.update(m for f in rows if f[at] != COPY_NULL for m in JSON_STRING.findall(copy_text(f[at]))
+                     if m in unmapped)
 
 
 def line_blocks(path: Path, digest: Any = None, start: int = 0, end: int | None = None) -> Iterator[list[bytes]]:

@@ -51,7 +51,7 @@ def converting(plan: ImportPlan, converter: Callable[[TablePlan, ImportPlan], Co
     """Workers converting the plan's big files for as long as the load lasts (none with --jobs 1, no big
     file, or no fork on this system)."""
     global _pool
-    big = [t for t in plan.tables if not t.done and (t.entry.bytes or 0) >= POOL_BYTES]
+    big = [t for t in plan.tables if not t.done and not t.as_is and (t.entry.bytes or 0) >= POOL_BYTES]
     if plan.options.jobs < 2 or not big or "fork" not in multiprocessing.get_all_start_methods():
         yield
         return

@@ -47,6 +47,7 @@ class PipelineOptions:
     user_id_columns: list[str] = field(default_factory=list)
     not_user_id_columns: list[str] = field(default_factory=list)
     split_larger_than_mb: int = SPLIT_LARGER_THAN_MB
+    table_format: str = "copy"
     jobs: int = 2
     disable_fk: bool = False
     unmapped_users: Unmapped = "error"
@@ -61,7 +62,7 @@ class PipelineOptions:
     def export(self) -> ExportOptions:
         return ExportOptions(self.schemas, self.tables, self.exclude_tables, self.user_id_columns, self.jobs,
                              not_user_id_columns=self.not_user_id_columns, split_larger_than_mb=self.split_larger_than_mb,
-                             auth_first=True)
+                             auth_first=True, table_format=self.table_format)
 
     def users(self) -> MigrateOptions:
         return MigrateOptions(self.concurrency)
