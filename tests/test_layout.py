@@ -66,7 +66,7 @@ def imported_packages(path: Path) -> set[str]:
 
 def test_click_is_used_only_by_the_cli() -> None:
     users = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if "click" in imported_packages(p)}
-    assert users == {"cli.py"}
+    assert users == {"cli/__init__.py", "cli/options.py"}
 
 
 def test_no_function_outside_the_sandbox_is_over_40_lines() -> None:
@@ -78,7 +78,8 @@ def test_no_function_outside_the_sandbox_is_over_40_lines() -> None:
 
 
 def test_the_cli_only_parses_and_renders() -> None:
-    assert len((PACKAGE / "cli.py").read_text().splitlines()) < 300
+    for module in (PACKAGE / "cli").glob("*.py"):
+        assert len(module.read_text().splitlines()) < 300, module
 
 
 def test_no_test_module_imports_another() -> None:
