@@ -173,3 +173,15 @@ def test_a_lock_left_to_the_workers_of_a_killed_command_is_waited_for_not_refuse
         holder.kill()
         holder.wait()
         os.close(fd)
+
+
+def test_a_copy_text_field_reads_as_its_value_and_writes_back_as_it_was() -> None:
+    """The import decodes only the fields whose user ids it swaps: every escape COPY writes is undone, and a
+    field written back is the bytes it read, even bytes that are not UTF-8 (a damaged file, for the target
+    to refuse, not for the import to stop on with a traceback)."""
+    field = b"a\\\\b\\tc\\nd\\re\\bf\\fg\\vh \\101\\x42 \xe9"
+    assert files.copy_text(field) == "a\\b\tc\nd\re\bf\fg\vh AB \udce9"
+    assert files.copy_bytes(files.copy_text(b"a\\\\b\\tc\\nd\\re \xe9")) == b"a\\\\b\\tc\\nd\\re \xe9"
+    assert files.copy_fields(b"1\t\\N\tx", 3, Path("t.copy"), 7) == [b"1", b"\\N", b"x"]
+    with pytest.raises(files.DataFileError, match=r"^t.copy line 7 has 2 fields, the export writes 3"):
+        files.copy_fields(b"1\tx", 3, Path("t.copy"), 7)

@@ -320,8 +320,9 @@ def copy_fields(line: bytes, width: int, path: Path, number: int, fix: str = RES
 
 
 def copy_text(field: bytes) -> str:
-    """A field's value (not \\N) as text: COPY's escapes undone."""
-    text = field.decode()
+    """A field's value (not \\N) as text: COPY's escapes undone. Bytes that are not UTF-8 (a damaged file) are
+    kept as surrogates: copy_bytes gives them back as they were, for the target to refuse."""
+    text = field.decode(errors="surrogateescape")
     return COPY_ESCAPE.sub(_unescaped, text) if "\\" in text else text
 
 
@@ -332,6 +333,11 @@ def _unescaped(match: re.Match[str]) -> str:
     if code[0] in "01234567":
         return chr(int(code, 8) & 0xFF)
     return COPY_ESCAPED.get(code, code)
+
+
+def copy_bytes(text: str) -> bytes:
+    """Text as a COPY text field's bytes: copy_text undone."""
+    return copy_escaped(text).encode(errors="surrogateescape")
 
 
 def copy_escaped(text: str) -> str:

@@ -18,6 +18,7 @@ from supamove.errors import DataFileError
 from supamove.files import (
     COPY_NULL,
     UUID,
+    copy_bytes,
     copy_escaped,
     copy_fields,
     copy_text,
@@ -107,10 +108,10 @@ def _field_swapper(column: ColumnLoad, plan: ImportPlan) -> Callable[[bytes], by
             if field == COPY_NULL:
                 return field
             new = remap(copy_text(field))
-            return COPY_NULL if new is None else copy_escaped(new).encode()
+            return COPY_NULL if new is None else copy_bytes(new)
         return swap
     rewrite = _json_rewriter(plan.mapping)
-    return lambda field: field if field == COPY_NULL else copy_escaped(rewrite(copy_text(field))).encode()
+    return lambda field: field if field == COPY_NULL else copy_bytes(rewrite(copy_text(field)))
 
 
 def _json_converter(table: TablePlan, plan: ImportPlan) -> Converter:
