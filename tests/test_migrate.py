@@ -160,8 +160,9 @@ def test_a_failing_verification_ends_migrate_with_the_error_of_verify(cli, dbs, 
     app_table(dbs, "signed", "CREATE TABLE public.signed (id int PRIMARY KEY, sig public.signature)",
               "INSERT INTO public.signed SELECT 1, ROW('approved', id)::public.signature FROM auth.users "
               "ORDER BY id LIMIT 1")
-    result = cli("migrate", "--json", *EDGE)
+    result = cli("migrate", "--json", *EDGE, "--table-format", "jsonl")  # JSON Lines, through the pipeline too
     assert result.exit_code == 7, result.output
+    assert {e["format"] for e in metadata(data_dir)["tables"]} == {"jsonl"}
     alone = cli("verify")
     assert alone.exit_code == 7
     assert error_line(result.output) == error_line(alone.output)

@@ -310,11 +310,19 @@ COPY_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)", re.DOTALL)
 COPY_ESCAPED = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
 
 
+def copy_split(line: bytes, width: int) -> list[bytes] | None:
+    """A COPY text line's fields, or None when it holds another number than `width` (a table of no columns
+    has an empty line a row)."""
+    fields = line.split(b"\t") if width else ([line] if line else [])
+    return fields if len(fields) == width else None
+
+
 def copy_fields(line: bytes, width: int, path: Path, number: int, fix: str = RESTORE_OR_EXPORT_AGAIN) -> list[bytes]:
     """One line of a COPY text file as its `width` fields, or a DataFileError naming the file and line."""
-    fields = line.split(b"\t") if width else ([line] if line else [])
-    if len(fields) != width:
-        raise DataFileError(f"{path} line {number} has {len(fields)} fields, the export writes {width} (one a column)",
+    fields = copy_split(line, width)
+    if fields is None:
+        count = len(line.split(b"\t")) if width or line else 0
+        raise DataFileError(f"{path} line {number} has {count} fields, the export writes {width} (one a column)",
                             fix=fix)
     return fields
 

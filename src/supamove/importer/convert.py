@@ -21,6 +21,7 @@ from supamove.files import (
     copy_bytes,
     copy_escaped,
     copy_fields,
+    copy_split,
     copy_text,
     parse_row,
     restore_or_export_again,
@@ -86,8 +87,7 @@ def _copy_converter(table: TablePlan, plan: ImportPlan) -> Converter:
     def convert(lines: list[bytes], before: Callable[[], int]) -> bytes:
         text = []
         for number, line in enumerate(lines, 1):
-            fields = line.split(b"\t")
-            if len(fields) != width:  # copy_fields names the line (and reads a table of no columns)
+            if (fields := copy_split(line, width)) is None:  # copy_fields names the line
                 fields = copy_fields(line, width, path, before() + number, fix)
             row = [fields[i] for i in picks]
             for i, swap in swaps:

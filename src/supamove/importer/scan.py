@@ -16,6 +16,7 @@ from supamove.files import (
     COPY_NULL,
     UUID,
     copy_fields,
+    copy_split,
     copy_text,
     digest_mismatch,
     export_again,
@@ -193,12 +194,12 @@ def _check_block(lines: list[bytes], scan: RangeScan, columns: list[tuple[str, b
 def _check_copy_block(lines: list[bytes], scan: RangeScan, columns: list[tuple[str, bool]],
                       unmapped: frozenset[str], layout: list[str]) -> None:
     """Note the block's first line of another width than the file's columns, or collect its user ids."""
-    width = len(layout)
-    rows = [line.split(b"\t") for line in lines] if width else [[] for _ in lines]
-    for index, fields in enumerate(rows):
-        if len(fields) != width or (not width and lines[index]):
-            scan.bad_index, scan.bad_line = scan.lines + index, lines[index]
+    rows = []
+    for index, line in enumerate(lines):
+        if (fields := copy_split(line, len(layout))) is None:
+            scan.bad_index, scan.bad_line = scan.lines + index, line
             return
+        rows.append(fields)
     for name, array in columns:
         at, ids = layout.index(name), scan.user_ids[name]
         values = [copy_text(f[at]) for f in rows if f[at] != COPY_NULL]
