@@ -459,7 +459,7 @@ def test_demo_names_a_workdir_it_cannot_make(immutable: Path) -> None:
 def test_ctrl_c_during_export_cancels_the_copy_and_the_rerun_resumes(cli, dbs, data_dir: Path) -> None:
     from conftest import BIG_FILE, make_big_table, wait_until
 
-    rows = 500_000  # long enough that the small tables finish while it is exported
+    rows = 800_000  # long enough that the small tables finish while it is exported (100 MB of COPY text)
     make_big_table(dbs, rows)
     process = cli.process("export", *EDGE)
     # Interrupt once the big table (read as block ranges: it is over 64 MB) is under way and at least one
@@ -471,13 +471,15 @@ def test_ctrl_c_during_export_cancels_the_copy_and_the_rerun_resumes(cli, dbs, d
                 total += path.stat().st_size
         return total
 
-    wait_until(lambda: ranges_written() > 1_000_000
-               and any(f.name != Path(BIG_FILE).name for f in (data_dir / "tables").glob("*.copy")),
-               "the big table's ranges and one finished table", process)
+    wait_until(lambda: ranges_written() > 0, "the big table's ranges", process)
     busy = cli("verify", "--skip-checksum")  # meanwhile, a second command on the same data directory
     assert busy.exit_code == 1
     assert error_line(busy.output).startswith(f"Error: the data directory {data_dir} is in use by `supamove export` "
                                               f"(process {process.pid}) (fix: ")
+    # The small tables start once every range has: the last ranges are still being read when one finishes.
+    wait_until(lambda: ranges_written() > 1_000_000
+               and any(f.name != Path(BIG_FILE).name for f in (data_dir / "tables").glob("*.copy")),
+               "the big table's ranges and one finished table", process)
     seconds, output = interrupt_and_wait(process)
     assert process.returncode == 130, output
     assert seconds < 5, (seconds, output)
